@@ -1,0 +1,7 @@
+//! tickler: a scheduler daemon for billing and collections back offices.
+//!
+//! The flow follows DESIGN.md: `config` parses and validates `config.toml`, `schedule` turns
+//! triggers into instants, `daemon` fires them and records each run through `store`, and
+//! `jobs` holds one file per job kind.
+
+pub mod schedule;

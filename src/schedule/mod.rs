@@ -1,0 +1,457 @@
+//! Triggers: when a job fires. A trigger turns "the last slot" into "the next slot" as an
+//! instant in UTC, evaluating cron expressions on the wall clock of the job's IANA zone.
+//!
+//! Two rules cover daylight-saving changes (DESIGN.md invariant 1):
+//! - a *fixed-time* expression (its hour field is not a wildcard: `30 2 * * *`, `0 9,17 * * 1-5`)
+//!   fires once on every matching local date. A wall time skipped by a spring-forward gap fires
+//!   at the first instant after the gap; a wall time repeated by a fall-back fires at its first
+//!   pass only.
+//! - a *wildcard-hour* expression (`*/15 * * * *`, `0 * * * *`) follows elapsed time: it fires in
+//!   both passes of a repeated hour and not at all in a skipped one.
+//!
+//! `every = "10m"` intervals are anchored to the Unix epoch, so every replica and every restart
+//! agrees on the slots.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, LocalResult, NaiveDateTime, TimeDelta, TimeZone, Timelike, Utc};
+use chrono_tz::Tz;
+use croner::Cron;
+use croner::parser::{CronParser, Seconds, Year};
+
+/// Why an expression or interval was refused; the text is shown to the user as is.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ScheduleError(pub String);
+
+/// When a job fires.
+#[derive(Clone)]
+pub enum Trigger {
+    Cron(CronTrigger),
+    Every(Duration),
+}
+
+/// A parsed 5-field crontab expression (or an `@nickname`).
+#[derive(Clone)]
+pub struct CronTrigger {
+    expr: String,
+    cron: Cron,
+    fixed_time: bool,
+}
+
+impl fmt::Debug for Trigger {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{self}")
+    }
+}
+
+impl fmt::Display for Trigger {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Trigger::Cron(c) => write!(f, "cron `{}`", c.expr),
+            Trigger::Every(d) => write!(f, "every {}", humantime::format_duration(*d)),
+        }
+    }
+}
+
+impl PartialEq for Trigger {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Trigger::Cron(a), Trigger::Cron(b)) => a.expr == b.expr,
+            (Trigger::Every(a), Trigger::Every(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+const FIELDS: [(&str, u32, u32); 5] = [
+    ("minute", 0, 59),
+    ("hour", 0, 23),
+    ("day-of-month", 1, 31),
+    ("month", 1, 12),
+    ("day-of-week", 0, 7),
+];
+
+fn expand_nickname(expr: &str) -> Result<&str, ScheduleError> {
+    Ok(match expr.to_ascii_lowercase().as_str() {
+        "@yearly" | "@annually" => "0 0 1 1 *",
+        "@monthly" => "0 0 1 * *",
+        "@weekly" => "0 0 * * 0",
+        "@daily" | "@midnight" => "0 0 * * *",
+        "@hourly" => "0 * * * *",
+        _ => {
+            return Err(ScheduleError(
+                "unknown nickname; use @hourly, @daily, @weekly, @monthly or @yearly".into(),
+            ));
+        }
+    })
+}
+
+/// Checks the numbers of each field against its range, so the user reads "hour must be 0-23"
+/// rather than a parser's internal wording.
+fn check_ranges(fields: &[&str]) -> Result<(), ScheduleError> {
+    for (field, (name, min, max)) in fields.iter().zip(FIELDS) {
+        for part in field.split(',') {
+            // The step (`/n`) and nth-weekday (`#n`) suffixes are not values of the field.
+            let values = part.split(['/', '#']).next().unwrap_or("");
+            for number in values.split(|c: char| !c.is_ascii_digit()).filter(|s| !s.is_empty()) {
+                let n: u64 = number.parse().unwrap_or(u64::MAX);
+                if n < u64::from(min) || n > u64::from(max) {
+                    return Err(ScheduleError(format!("{name} must be {min}-{max} (found {n})")));
+                }
+            }
+            if let Some(step) = part.split_once('/').map(|(_, s)| s) {
+                if step.parse::<u32>().map(|s| s == 0).unwrap_or(true) {
+                    return Err(ScheduleError(format!(
+                        "{name} step `/{step}` must be a whole number of at least 1"
+                    )));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+impl CronTrigger {
+    /// Parses a standard 5-field crontab expression: minute, hour, day of month, month, day of
+    /// week (0 or 7 is Sunday, `1-5` is Monday to Friday; day of month and day of week are OR'ed
+    /// when both are restricted), or one of the `@` nicknames.
+    pub fn parse(expr: &str) -> Result<Self, ScheduleError> {
+        let trimmed = expr.trim();
+        let body = if trimmed.starts_with('@') { expand_nickname(trimmed)? } else { trimmed };
+        let fields: Vec<&str> = body.split_whitespace().collect();
+        if fields.len() != 5 {
+            return Err(ScheduleError(format!(
+                "expected 5 fields (minute hour day-of-month month day-of-week), found {}",
+                fields.len()
+            )));
+        }
+        check_ranges(&fields)?;
+        let parser = CronParser::builder()
+            .seconds(Seconds::Disallowed)
+            .year(Year::Disallowed)
+            .build();
+        let cron = parser.parse(body).map_err(|e| ScheduleError(croner_message(&e)))?;
+        let fixed_time = !cron.pattern.hours.from_wildcard;
+        Ok(CronTrigger { expr: trimmed.to_string(), cron, fixed_time })
+    }
+
+    /// Whether this expression has fixed-time DST semantics (its hour field is not a wildcard).
+    pub fn is_fixed_time(&self) -> bool {
+        self.fixed_time
+    }
+
+    fn next_after(&self, after: DateTime<Utc>, tz: Tz) -> Option<DateTime<Utc>> {
+        let after_s = after.with_nanosecond(0)?;
+        if self.fixed_time {
+            self.next_fixed(after, after_s.with_timezone(&tz).naive_local(), tz)
+        } else {
+            // Elapsed-time semantics are croner's own behaviour for wildcard-hour patterns.
+            self.cron
+                .find_next_occurrence(&after_s.with_timezone(&tz), false)
+                .ok()
+                .map(|t| t.with_timezone(&Utc))
+        }
+    }
+
+    /// Fixed-time search. Every matching wall time maps to exactly one instant (the first pass
+    /// of a repeated time, the end of a gap for a skipped one), and that mapping never goes
+    /// backwards, so the first match whose instant lies after `after` is the answer.
+    fn next_fixed(
+        &self,
+        after: DateTime<Utc>,
+        mut wall: NaiveDateTime,
+        tz: Tz,
+    ) -> Option<DateTime<Utc>> {
+        // A start inside the later pass of a repeated hour revisits at most that hour's matches.
+        for _ in 0..10_000 {
+            let next_wall = self.cron.find_next_occurrence(&wall.and_utc(), false).ok()?;
+            wall = next_wall.naive_utc();
+            let instant = first_instant_at_or_after(tz, wall);
+            if instant > after {
+                return Some(instant);
+            }
+        }
+        None
+    }
+}
+
+/// The first instant whose wall time in `tz` is `wall` or, when `wall` falls in a
+/// spring-forward gap, the first instant after that gap.
+pub fn first_instant_at_or_after(tz: Tz, wall: NaiveDateTime) -> DateTime<Utc> {
+    match tz.from_local_datetime(&wall) {
+        LocalResult::Single(t) => t.with_timezone(&Utc),
+        LocalResult::Ambiguous(a, b) => a.min(b).with_timezone(&Utc),
+        LocalResult::None => {
+            // Binary search, to the second, for the first instant whose wall time is not before
+            // `wall`. Wall time rises monotonically across a gap; ±16 h spans every UTC offset.
+            let mut lo = wall.and_utc() - TimeDelta::hours(16);
+            let mut hi = wall.and_utc() + TimeDelta::hours(16);
+            while hi - lo > TimeDelta::seconds(1) {
+                let mid = lo + (hi - lo) / 2;
+                let mid = mid.with_nanosecond(0).unwrap_or(mid);
+                if mid.with_timezone(&tz).naive_local() >= wall {
+                    hi = mid;
+                } else {
+                    lo = mid;
+                }
+            }
+            hi
+        }
+    }
+}
+
+fn croner_message(e: &croner::errors::CronError) -> String {
+    use croner::errors::CronError as E;
+    match e {
+        E::EmptyPattern => "the expression is empty".into(),
+        E::IllegalCharacters(m) | E::InvalidPattern(m) | E::ComponentError(m) => {
+            let m = m.trim_end_matches('.');
+            let mut c = m.chars();
+            match c.next() {
+                Some(first) => first.to_lowercase().collect::<String>() + c.as_str(),
+                None => String::new(),
+            }
+        }
+        other => other.to_string(),
+    }
+}
+
+impl FromStr for CronTrigger {
+    type Err = ScheduleError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        CronTrigger::parse(s)
+    }
+}
+
+/// Parses an `every` interval: a whole number of seconds, at least one second.
+pub fn parse_every(text: &str) -> Result<Duration, ScheduleError> {
+    let d = humantime::parse_duration(text.trim())
+        .map_err(|e| ScheduleError(format!("{e}; write e.g. `30s`, `10m`, `6h` or `1d`")))?;
+    if d < Duration::from_secs(1) || d.subsec_nanos() != 0 {
+        return Err(ScheduleError("an interval must be a whole number of seconds, at least 1s".into()));
+    }
+    Ok(d)
+}
+
+impl Trigger {
+    /// The first slot strictly after `after`, evaluated in `tz`. `None` only for an expression
+    /// that never matches again (e.g. `0 0 30 2 *`).
+    pub fn next_after(&self, after: DateTime<Utc>, tz: Tz) -> Option<DateTime<Utc>> {
+        match self {
+            Trigger::Cron(c) => c.next_after(after, tz),
+            Trigger::Every(d) => {
+                let step = d.as_secs() as i64;
+                let secs = after.timestamp();
+                let next = secs.div_euclid(step) * step + step;
+                DateTime::from_timestamp(next, 0)
+            }
+        }
+    }
+
+    /// The next `n` slots after `after`.
+    pub fn upcoming(&self, after: DateTime<Utc>, tz: Tz, n: usize) -> Vec<DateTime<Utc>> {
+        let mut out = Vec::with_capacity(n);
+        let mut t = after;
+        while out.len() < n {
+            match self.next_after(t, tz) {
+                Some(next) => {
+                    out.push(next);
+                    t = next;
+                }
+                None => break,
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cron(expr: &str) -> Trigger {
+        Trigger::Cron(CronTrigger::parse(expr).unwrap())
+    }
+
+    fn utc(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    /// The fires between two instants, written as local RFC 3339 strings for readable asserts.
+    fn fires(expr: &str, zone: &str, from: &str, to: &str) -> Vec<String> {
+        let tz: Tz = zone.parse().unwrap();
+        let trigger = cron(expr);
+        let (mut t, end) = (utc(from), utc(to));
+        let mut out = vec![];
+        while let Some(next) = trigger.next_after(t, tz) {
+            if next > end {
+                break;
+            }
+            out.push(next.with_timezone(&tz).to_rfc3339());
+            t = next;
+        }
+        out
+    }
+
+    #[test]
+    fn new_york_spring_forward_fixed_time_fires_after_gap() {
+        // 2025-03-09 02:00 EST -> 03:00 EDT: 02:30 does not exist that day.
+        let got = fires("30 2 * * *", "America/New_York", "2025-03-08T00:00:00Z", "2025-03-11T00:00:00Z");
+        assert_eq!(
+            got,
+            ["2025-03-08T02:30:00-05:00", "2025-03-09T03:00:00-04:00", "2025-03-10T02:30:00-04:00"]
+        );
+    }
+
+    #[test]
+    fn new_york_fall_back_fixed_time_fires_once_at_first_pass() {
+        // 2025-11-02 02:00 EDT -> 01:00 EST: 01:30 happens twice.
+        let got = fires("30 1 * * *", "America/New_York", "2025-11-01T12:00:00Z", "2025-11-03T12:00:00Z");
+        assert_eq!(got, ["2025-11-02T01:30:00-04:00", "2025-11-03T01:30:00-05:00"]);
+    }
+
+    #[test]
+    fn hour_lists_are_fixed_time_too() {
+        let got = fires("30 1,13 * * *", "America/New_York", "2025-11-02T00:00:00Z", "2025-11-02T23:00:00Z");
+        assert_eq!(got, ["2025-11-02T01:30:00-04:00", "2025-11-02T13:30:00-05:00"]);
+        let got = fires("*/30 2 * * *", "America/New_York", "2025-03-09T00:00:00Z", "2025-03-09T12:00:00Z");
+        assert_eq!(got, ["2025-03-09T03:00:00-04:00"], "both gap times fire once, after the gap");
+    }
+
+    #[test]
+    fn new_york_wildcard_hour_follows_elapsed_time() {
+        // Fall back: the 01:xx hour runs twice, once in EDT and once in EST.
+        let got = fires("*/30 * * * *", "America/New_York", "2025-11-02T04:45:00Z", "2025-11-02T07:15:00Z");
+        assert_eq!(
+            got,
+            [
+                "2025-11-02T01:00:00-04:00",
+                "2025-11-02T01:30:00-04:00",
+                "2025-11-02T01:00:00-05:00",
+                "2025-11-02T01:30:00-05:00",
+                "2025-11-02T02:00:00-05:00"
+            ]
+        );
+        // Spring forward: nothing in the skipped 02:xx hour.
+        let got = fires("*/30 * * * *", "America/New_York", "2025-03-09T06:15:00Z", "2025-03-09T07:45:00Z");
+        assert_eq!(
+            got,
+            ["2025-03-09T01:30:00-05:00", "2025-03-09T03:00:00-04:00", "2025-03-09T03:30:00-04:00"]
+        );
+    }
+
+    #[test]
+    fn london_transitions() {
+        // 2025-03-30 01:00 GMT -> 02:00 BST; 2025-10-26 02:00 BST -> 01:00 GMT.
+        let got = fires("15 1 * * *", "Europe/London", "2025-03-29T12:00:00Z", "2025-03-31T12:00:00Z");
+        assert_eq!(got, ["2025-03-30T02:00:00+01:00", "2025-03-31T01:15:00+01:00"]);
+        let got = fires("15 1 * * *", "Europe/London", "2025-10-25T12:00:00Z", "2025-10-27T12:00:00Z");
+        assert_eq!(got, ["2025-10-26T01:15:00+01:00", "2025-10-27T01:15:00+00:00"]);
+        // A daily job at midnight is not moved by a gap later that night (croner issue #67).
+        let got = fires("0 0 * * *", "Europe/London", "2025-03-29T12:00:00Z", "2025-03-31T12:00:00Z");
+        assert_eq!(got, ["2025-03-30T00:00:00+00:00", "2025-03-31T00:00:00+01:00"]);
+    }
+
+    #[test]
+    fn lord_howe_half_hour_shift() {
+        // 2025-04-06 02:00 +11 -> 01:30 +10:30; 2025-10-05 02:00 +10:30 -> 02:30 +11.
+        let got = fires("45 1 * * *", "Australia/Lord_Howe", "2025-04-05T00:00:00Z", "2025-04-06T16:00:00Z");
+        assert_eq!(got, ["2025-04-06T01:45:00+11:00", "2025-04-07T01:45:00+10:30"]);
+        let got = fires("15 2 * * *", "Australia/Lord_Howe", "2025-10-04T00:00:00Z", "2025-10-05T16:00:00Z");
+        assert_eq!(got, ["2025-10-05T02:30:00+11:00", "2025-10-06T02:15:00+11:00"]);
+        let got = fires("*/15 * * * *", "Australia/Lord_Howe", "2025-04-05T14:40:00Z", "2025-04-05T15:35:00Z");
+        assert_eq!(
+            got,
+            [
+                "2025-04-06T01:45:00+11:00",
+                "2025-04-06T01:30:00+10:30",
+                "2025-04-06T01:45:00+10:30",
+                "2025-04-06T02:00:00+10:30",
+            ]
+        );
+    }
+
+    #[test]
+    fn zones_without_dst_are_steady() {
+        let got = fires("0 7 * * *", "Africa/Johannesburg", "2025-03-29T00:00:00Z", "2025-03-31T23:00:00Z");
+        assert_eq!(
+            got,
+            ["2025-03-29T07:00:00+02:00", "2025-03-30T07:00:00+02:00", "2025-03-31T07:00:00+02:00"]
+        );
+        let got = fires("30 9 * * *", "Asia/Kolkata", "2025-11-01T00:00:00Z", "2025-11-02T23:00:00Z");
+        assert_eq!(got, ["2025-11-01T09:30:00+05:30", "2025-11-02T09:30:00+05:30"]);
+        let got = fires("0 * * * *", "Asia/Kolkata", "2025-11-01T00:00:00Z", "2025-11-01T01:00:00Z");
+        assert_eq!(got, ["2025-11-01T06:00:00+05:30"], "hourly at :00 local is :30 UTC");
+    }
+
+    #[test]
+    fn day_of_month_and_day_of_week_are_ored_and_1_5_is_weekdays() {
+        // 2025-12: the 1st is a Monday; 13 is a Saturday.
+        let got = fires("0 12 13 * 5", "UTC", "2025-12-01T00:00:00Z", "2025-12-20T00:00:00Z");
+        assert_eq!(
+            got,
+            ["2025-12-05T12:00:00+00:00", "2025-12-12T12:00:00+00:00", "2025-12-13T12:00:00+00:00", "2025-12-19T12:00:00+00:00"]
+        );
+        let got = fires("0 9 * * 1-5", "UTC", "2025-12-05T10:00:00Z", "2025-12-09T10:00:00Z");
+        assert_eq!(got, ["2025-12-08T09:00:00+00:00", "2025-12-09T09:00:00+00:00"]);
+        let got = fires("0 12 * * 1,3,5", "UTC", "2025-12-01T13:00:00Z", "2025-12-06T00:00:00Z");
+        assert_eq!(got, ["2025-12-03T12:00:00+00:00", "2025-12-05T12:00:00+00:00"]);
+    }
+
+    #[test]
+    fn nicknames() {
+        let after = utc("2025-12-10T10:10:00Z");
+        let next = |e: &str| cron(e).next_after(after, Tz::UTC).unwrap().to_rfc3339();
+        assert_eq!(next("@hourly"), "2025-12-10T11:00:00+00:00");
+        assert_eq!(next("@daily"), "2025-12-11T00:00:00+00:00");
+        assert_eq!(next("@weekly"), "2025-12-14T00:00:00+00:00");
+        assert_eq!(next("@monthly"), "2026-01-01T00:00:00+00:00");
+        assert_eq!(next("@yearly"), "2026-01-01T00:00:00+00:00");
+    }
+
+    #[test]
+    fn intervals_are_epoch_anchored() {
+        let every = Trigger::Every(Duration::from_secs(600));
+        let next = every.next_after(utc("2025-12-10T10:17:31.5Z"), Tz::UTC).unwrap();
+        assert_eq!(next, utc("2025-12-10T10:20:00Z"));
+        assert_eq!(every.next_after(next, Tz::UTC).unwrap(), utc("2025-12-10T10:30:00Z"));
+        assert!(parse_every("0s").is_err());
+        assert!(parse_every("1500ms").is_err());
+        assert_eq!(parse_every("1d").unwrap(), Duration::from_secs(86_400));
+    }
+
+    #[test]
+    fn sub_second_start_does_not_skip_or_repeat() {
+        let t = cron("* * * * *");
+        assert_eq!(
+            t.next_after(utc("2025-12-10T10:10:00.250Z"), Tz::UTC).unwrap(),
+            utc("2025-12-10T10:11:00Z")
+        );
+        assert_eq!(t.next_after(utc("2025-12-10T10:10:00Z"), Tz::UTC).unwrap(), utc("2025-12-10T10:11:00Z"));
+    }
+
+    #[test]
+    fn error_messages() {
+        let err = |e: &str| CronTrigger::parse(e).err().unwrap().0;
+        assert_eq!(err("0 25 * * *"), "hour must be 0-23 (found 25)");
+        assert_eq!(err("60 * * * *"), "minute must be 0-59 (found 60)");
+        assert_eq!(err("0 0 0 * *"), "day-of-month must be 1-31 (found 0)");
+        assert_eq!(err("0 0 * 13 *"), "month must be 1-12 (found 13)");
+        assert_eq!(err("0 0 * * 8"), "day-of-week must be 0-7 (found 8)");
+        assert_eq!(err("0 0 * *"), "expected 5 fields (minute hour day-of-month month day-of-week), found 4");
+        assert_eq!(err("0 0 0 * * *"), "expected 5 fields (minute hour day-of-month month day-of-week), found 6");
+        assert_eq!(err("*/0 * * * *"), "minute step `/0` must be a whole number of at least 1");
+        assert_eq!(err("@often"), "unknown nickname; use @hourly, @daily, @weekly, @monthly or @yearly");
+        assert!(CronTrigger::parse("0 9 * * MON-FRI").is_ok());
+        assert!(CronTrigger::parse("0 0 1 JAN *").is_ok());
+        assert!(CronTrigger::parse("x 0 * * *").is_err());
+    }
+
+    #[test]
+    fn impossible_expression_has_no_next() {
+        assert_eq!(cron("0 0 30 2 *").next_after(utc("2025-01-01T00:00:00Z"), Tz::UTC), None);
+    }
+}
