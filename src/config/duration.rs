@@ -1,0 +1,27 @@
+//! Human durations in `config.toml` (`30s`, `10m`, `1h30m`, `90d`), read with humantime. An
+//! error carries the value's position, because toml attaches it to any error raised while
+//! deserializing that value.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+pub fn parse(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text.trim())
+        .map_err(|e| format!("invalid duration `{text}`: {e}; write e.g. `30s`, `10m`, `1h30m`, `7d`"))
+}
+
+pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(d)?;
+    parse(&text).map_err(serde::de::Error::custom)
+}
+
+/// The same for an optional field (`#[serde(default, with = "duration::option")]`).
+pub mod option {
+    use super::*;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        let text = String::deserialize(d)?;
+        super::parse(&text).map(Some).map_err(serde::de::Error::custom)
+    }
+}

@@ -1,0 +1,782 @@
+//! `config.toml`: read, validate, and turn into a schedule of jobs. Every error names the file,
+//! line, column and field and says what would be accepted (DESIGN.md invariant 8); all problems
+//! of a file are reported at once, and a file with any problem yields no config at all, so a
+//! reload with a broken file leaves the running schedule untouched (invariant 5).
+
+use std::collections::HashSet;
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono_tz::Tz;
+use serde::Deserialize;
+use toml::Spanned;
+use toml::de::{DeTable, DeValue, ValueDeserializer};
+
+use crate::jobs::{self, BuildError, DynJob};
+use crate::schedule::{self, CronTrigger, Trigger};
+
+pub mod duration;
+pub mod secret;
+
+pub use secret::{DatabaseUrl, Secret, SecretSource};
+
+/// The example config shipped with tickler; `tickler print-config` prints it.
+pub const EXAMPLE: &str = include_str!("../../config.toml");
+
+/// One thing wrong with a config file, with its position when it has one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// What was being read, e.g. ``invalid cron expression `0 25 * * *` for job `x` ``.
+    pub what: String,
+    /// 1-based line and column of the offending value.
+    pub at: Option<(usize, usize)>,
+    /// Why, and what would be accepted.
+    pub detail: String,
+}
+
+/// Every problem found in one config file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let file = self.file.display();
+        for (i, p) in self.problems.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            match p.at {
+                Some((line, col)) => {
+                    write!(f, "{} ({file} line {line}, column {col}): {}", p.what, p.detail)?
+                }
+                None => write!(f, "{} ({file}): {}", p.what, p.detail)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What happens when a fire comes due while the previous run of the same job still runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Overlap {
+    /// Record the new fire as `skipped`.
+    Skip,
+    /// Start the new fire when the running one ends.
+    Queue,
+    /// Run both.
+    Allow,
+}
+
+/// What to do with slots missed while the daemon was down or the wall clock jumped forward.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CatchUp {
+    None,
+    Latest,
+    All,
+}
+
+/// How a failed run is attempted again (seed 001: 3 attempts, 1 s, factor 2, max 10 s, jitter).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryPolicy {
+    /// Total attempts, the first included; 1 means no retry.
+    pub attempts: u32,
+    pub initial: Duration,
+    pub factor: f64,
+    pub max: Duration,
+    /// Randomize each delay between half and the whole of its computed value.
+    pub jitter: bool,
+}
+
+impl RetryPolicy {
+    /// The delay before attempt `next_attempt` (2 for the first retry).
+    pub fn delay_before(&self, next_attempt: u32) -> Duration {
+        let exp = self.factor.powi(next_attempt.saturating_sub(2) as i32);
+        let secs = (self.initial.as_secs_f64() * exp).min(self.max.as_secs_f64());
+        let secs = if self.jitter { secs * (0.5 + fastrand::f64() * 0.5) } else { secs };
+        Duration::from_secs_f64(secs.max(0.0))
+    }
+}
+
+/// `[daemon]`: process-wide settings.
+#[derive(Debug, Clone)]
+pub struct DaemonConfig {
+    pub timezone: Tz,
+    pub database_url: DatabaseUrl,
+    pub state_dir: PathBuf,
+    pub max_concurrent: usize,
+    pub shutdown_grace: Duration,
+    pub heartbeat_interval: Duration,
+    pub history_retention: Duration,
+    pub failure_retention: Duration,
+}
+
+/// One validated `[[job]]`.
+pub struct JobSpec {
+    pub name: Arc<str>,
+    pub kind: String,
+    pub description: Option<String>,
+    pub trigger: Trigger,
+    pub timezone: Tz,
+    pub enabled: bool,
+    pub timeout: Duration,
+    pub retry: RetryPolicy,
+    pub overlap: Overlap,
+    pub catch_up: CatchUp,
+    pub misfire_grace: Duration,
+    pub jitter: Duration,
+    pub job: Arc<dyn DynJob>,
+}
+
+impl fmt::Debug for JobSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JobSpec")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .field("trigger", &self.trigger)
+            .field("timezone", &self.timezone)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A validated config file.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub path: PathBuf,
+    pub daemon: DaemonConfig,
+    pub jobs: Vec<Arc<JobSpec>>,
+}
+
+impl Config {
+    pub fn job(&self, name: &str) -> Option<&Arc<JobSpec>> {
+        self.jobs.iter().find(|j| &*j.name == name)
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct DaemonRaw {
+    timezone: Option<Spanned<String>>,
+    database_url: Option<String>,
+    state_dir: Option<PathBuf>,
+    max_concurrent: Option<Spanned<i64>>,
+    #[serde(default, with = "duration::option")]
+    shutdown_grace: Option<Duration>,
+    #[serde(default, with = "duration::option")]
+    heartbeat_interval: Option<Duration>,
+    #[serde(default, with = "duration::option")]
+    history_retention: Option<Duration>,
+    #[serde(default, with = "duration::option")]
+    failure_retention: Option<Duration>,
+}
+
+#[derive(Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+struct RetryRaw {
+    attempts: Option<Spanned<i64>>,
+    #[serde(default, with = "duration::option")]
+    initial: Option<Duration>,
+    factor: Option<Spanned<f64>>,
+    #[serde(default, with = "duration::option")]
+    max: Option<Duration>,
+    jitter: Option<bool>,
+}
+
+/// The run policy keys, shared by `[defaults]` and each `[[job]]`.
+#[derive(Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+struct PolicyRaw {
+    enabled: Option<bool>,
+    #[serde(default, with = "duration::option")]
+    timeout: Option<Duration>,
+    retry: Option<RetryRaw>,
+    overlap: Option<Overlap>,
+    catch_up: Option<CatchUp>,
+    #[serde(default, with = "duration::option")]
+    misfire_grace: Option<Duration>,
+    #[serde(default, with = "duration::option")]
+    jitter: Option<Duration>,
+}
+
+const POLICY_KEYS: &[&str] =
+    &["enabled", "timeout", "retry", "overlap", "catch_up", "misfire_grace", "jitter"];
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IdentityRaw {
+    name: Spanned<String>,
+    kind: Spanned<String>,
+    description: Option<String>,
+    schedule: Option<Spanned<String>>,
+    every: Option<Spanned<String>>,
+    timezone: Option<Spanned<String>>,
+}
+
+const IDENTITY_KEYS: &[&str] = &["name", "kind", "description", "schedule", "every", "timezone"];
+
+/// Maps byte offsets of the source to 1-based line and column.
+struct Source<'a> {
+    text: &'a str,
+}
+
+impl Source<'_> {
+    fn at(&self, offset: usize) -> (usize, usize) {
+        let offset = offset.min(self.text.len());
+        let before = &self.text[..offset];
+        let line = before.matches('\n').count() + 1;
+        let line_start = before.rfind('\n').map(|i| i + 1).unwrap_or(0);
+        (line, before[line_start..].chars().count() + 1)
+    }
+}
+
+struct Collector<'a> {
+    source: Source<'a>,
+    problems: Vec<Problem>,
+}
+
+impl Collector<'_> {
+    fn push(&mut self, what: impl Into<String>, span: Option<Range<usize>>, detail: impl Into<String>) {
+        let at = span.map(|s| self.source.at(s.start));
+        self.problems.push(Problem { what: what.into(), at, detail: detail.into() });
+    }
+
+    fn toml(&mut self, what: impl Into<String>, err: &toml::de::Error, fallback: Range<usize>) {
+        let detail = err.message().trim().to_string();
+        self.push(what, Some(err.span().unwrap_or(fallback)), detail);
+    }
+}
+
+fn deser<'i, T: Deserialize<'i>>(value: Spanned<DeValue<'i>>) -> Result<T, toml::de::Error> {
+    T::deserialize(ValueDeserializer::from(value))
+}
+
+fn sub_table<'i>(table: &DeTable<'i>, keys: &[&str], span: Range<usize>) -> Spanned<DeValue<'i>> {
+    let mut out = DeTable::new();
+    for (k, v) in table.iter() {
+        if keys.contains(&k.get_ref().as_ref()) {
+            out.insert(k.clone(), v.clone());
+        }
+    }
+    Spanned::new(span, DeValue::Table(out))
+}
+
+/// Parses an IANA zone name, suggesting the nearest known name on a typo.
+pub fn parse_timezone(name: &str) -> Result<Tz, String> {
+    if let Ok(tz) = Tz::from_str(name) {
+        return Ok(tz);
+    }
+    let suggestion = chrono_tz::TZ_VARIANTS
+        .iter()
+        .map(|tz| (edit_distance(&name.to_ascii_lowercase(), &tz.name().to_ascii_lowercase()), tz))
+        .min_by_key(|(d, _)| *d)
+        .filter(|(d, _)| *d <= 3)
+        .map(|(_, tz)| format!("did you mean `{}`? ", tz.name()))
+        .unwrap_or_default();
+    Err(format!(
+        "unknown time zone `{name}`; {suggestion}use an IANA name such as `Africa/Johannesburg` \
+         or `UTC` (`timedatectl list-timezones` lists them)"
+    ))
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev[j] + usize::from(ca != *cb);
+            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+fn merge<T: Clone>(job: &Option<T>, defaults: &Option<T>) -> Option<T> {
+    job.clone().or_else(|| defaults.clone())
+}
+
+/// Reads and validates a config file; `TICKLER_DATABASE_URL` overrides `database_url`.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: path.to_path_buf(),
+        problems: vec![Problem {
+            what: "cannot read the config file".into(),
+            at: None,
+            detail: format!(
+                "{e}; pass `--config FILE`, or write the example with `tickler print-config > {}`",
+                path.display()
+            ),
+        }],
+    })?;
+    let mut config = parse(path, &text)?;
+    if let Some(url) = std::env::var("TICKLER_DATABASE_URL").ok().filter(|u| !u.is_empty()) {
+        config.daemon.database_url = DatabaseUrl::new(url);
+    }
+    Ok(config)
+}
+
+/// Validates config text; `path` is used in messages and to resolve nothing else.
+pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+    let mut c = Collector { source: Source { text }, problems: vec![] };
+    let config = parse_into(text, &mut c);
+    match config {
+        Some(config) if c.problems.is_empty() => Ok(Config { path: path.to_path_buf(), ..config }),
+        _ => Err(ConfigError { file: path.to_path_buf(), problems: c.problems }),
+    }
+}
+
+fn parse_into(text: &str, c: &mut Collector<'_>) -> Option<Config> {
+    let root = match DeTable::parse(text) {
+        Ok(root) => root,
+        Err(e) => {
+            c.toml("invalid TOML", &e, 0..0);
+            return None;
+        }
+    };
+    let mut daemon_raw = DaemonRaw::default();
+    let mut defaults = PolicyRaw::default();
+    let mut job_tables: Vec<Spanned<DeValue<'_>>> = vec![];
+    for (key, value) in root.get_ref().iter() {
+        let span = value.span();
+        match key.get_ref().as_ref() {
+            "daemon" => match deser::<DaemonRaw>(value.clone()) {
+                Ok(d) => daemon_raw = d,
+                Err(e) => c.toml("invalid `[daemon]` section", &e, span),
+            },
+            "defaults" => match deser::<PolicyRaw>(value.clone()) {
+                Ok(d) => defaults = d,
+                Err(e) => c.toml("invalid `[defaults]` section", &e, span),
+            },
+            "job" => match value.get_ref() {
+                DeValue::Array(items) => job_tables.extend(items.iter().cloned()),
+                _ => c.push(
+                    "invalid `job`",
+                    Some(key.span()),
+                    "write each job as a `[[job]]` table",
+                ),
+            },
+            other => c.push(
+                format!("unknown section `{other}`"),
+                Some(key.span()),
+                "expected `[daemon]`, `[defaults]` or `[[job]]`",
+            ),
+        }
+    }
+
+    let daemon = daemon_config(daemon_raw, c);
+    let mut jobs = vec![];
+    let mut seen: HashSet<String> = HashSet::new();
+    for table in job_tables {
+        if let Some(job) = job_spec(table, &defaults, daemon.as_ref(), c) {
+            if !seen.insert(job.0.name.to_string()) {
+                c.push(
+                    format!("duplicate job name `{}`", job.0.name),
+                    Some(job.1),
+                    "each `[[job]]` needs a unique `name`; rename or remove one of them",
+                );
+            }
+            jobs.push(Arc::new(job.0));
+        }
+    }
+    Some(Config { path: PathBuf::new(), daemon: daemon?, jobs })
+}
+
+fn daemon_config(raw: DaemonRaw, c: &mut Collector<'_>) -> Option<DaemonConfig> {
+    let timezone = match &raw.timezone {
+        None => Tz::UTC,
+        Some(tz) => match parse_timezone(tz.get_ref()) {
+            Ok(tz) => tz,
+            Err(e) => {
+                c.push("invalid `timezone` in `[daemon]`", Some(tz.span()), e);
+                return None;
+            }
+        },
+    };
+    let max_concurrent = match raw.max_concurrent {
+        None => 64,
+        Some(n) if *n.get_ref() >= 1 => *n.get_ref() as usize,
+        Some(n) => {
+            c.push(
+                "invalid `max_concurrent` in `[daemon]`",
+                Some(n.span()),
+                format!("must be at least 1 (found {})", n.get_ref()),
+            );
+            return None;
+        }
+    };
+    let state_dir = raw.state_dir.unwrap_or_else(|| {
+        std::env::var_os("STATE_DIRECTORY")
+            .map(|d| PathBuf::from(d.to_string_lossy().split(':').next().unwrap_or("var")))
+            .unwrap_or_else(|| PathBuf::from("var"))
+    });
+    let database_url = raw
+        .database_url
+        .unwrap_or_else(|| format!("sqlite://{}/tickler.db", state_dir.display()));
+    Some(DaemonConfig {
+        timezone,
+        database_url: DatabaseUrl::new(database_url),
+        state_dir,
+        max_concurrent,
+        shutdown_grace: raw.shutdown_grace.unwrap_or(Duration::from_secs(30)),
+        heartbeat_interval: raw.heartbeat_interval.unwrap_or(Duration::from_secs(10)),
+        history_retention: raw.history_retention.unwrap_or(Duration::from_secs(90 * 86_400)),
+        failure_retention: raw.failure_retention.unwrap_or(Duration::from_secs(365 * 86_400)),
+    })
+}
+
+fn job_spec(
+    table: Spanned<DeValue<'_>>,
+    defaults: &PolicyRaw,
+    daemon: Option<&DaemonConfig>,
+    c: &mut Collector<'_>,
+) -> Option<(JobSpec, Range<usize>)> {
+    let span = table.span();
+    let DeValue::Table(t) = table.get_ref() else {
+        c.push("invalid `[[job]]`", Some(span), "each job must be a table");
+        return None;
+    };
+    // Name the job in every message, when it has a usable name.
+    let label = match t.get("name").and_then(|v| v.get_ref().as_str()) {
+        Some(n) => format!("job `{n}`"),
+        None => format!("the job at line {}", c.source.at(span.start).0),
+    };
+    let identity: IdentityRaw = match deser(sub_table(t, IDENTITY_KEYS, span.clone())) {
+        Ok(i) => i,
+        Err(e) => {
+            c.toml(format!("invalid {label}"), &e, span.clone());
+            return None;
+        }
+    };
+    let policy: PolicyRaw = match deser(sub_table(t, POLICY_KEYS, span.clone())) {
+        Ok(p) => p,
+        Err(e) => {
+            c.toml(format!("invalid {label}"), &e, span.clone());
+            PolicyRaw::default()
+        }
+    };
+    let before = c.problems.len();
+    let name = identity.name.get_ref().clone();
+    if !valid_name(&name) {
+        c.push(
+            format!("invalid job name `{name}`"),
+            Some(identity.name.span()),
+            "use 1-64 characters of a-z, 0-9, `_` and `-`",
+        );
+    }
+    let label = format!("job `{name}`");
+
+    let kind = identity.kind.get_ref().clone();
+    let params_keys: Vec<&str> = t
+        .iter()
+        .map(|(k, _)| k.get_ref().as_ref())
+        .filter(|k| !IDENTITY_KEYS.contains(k) && !POLICY_KEYS.contains(k))
+        .collect();
+    let params = sub_table(t, &params_keys, span.clone());
+    let job = match jobs::build(&kind, ValueDeserializer::from(params)) {
+        Ok(job) => Some(job),
+        Err(BuildError::UnknownKind) => {
+            c.push(
+                format!("unknown kind `{kind}` for {label}"),
+                Some(identity.kind.span()),
+                format!("expected one of {}", quoted(jobs::KINDS)),
+            );
+            None
+        }
+        Err(BuildError::Params(e)) => {
+            let mut detail = e.message().trim().to_string();
+            if detail.starts_with("unknown field") {
+                detail = format!(
+                    "{detail} for kind `{kind}`; every job also takes {}",
+                    quoted(&[IDENTITY_KEYS, POLICY_KEYS].concat())
+                );
+            }
+            c.push(format!("invalid {label}"), Some(e.span().unwrap_or(span.clone())), detail);
+            None
+        }
+        Err(BuildError::Invalid(detail)) => {
+            c.push(format!("invalid {label}"), Some(span.clone()), detail);
+            None
+        }
+    };
+
+    let timezone = match &identity.timezone {
+        Some(tz) => match parse_timezone(tz.get_ref()) {
+            Ok(tz) => Some(tz),
+            Err(e) => {
+                c.push(format!("invalid `timezone` for {label}"), Some(tz.span()), e);
+                None
+            }
+        },
+        None => daemon.map(|d| d.timezone),
+    };
+
+    let trigger = match (&identity.schedule, &identity.every) {
+        (Some(_), Some(every)) => {
+            c.push(
+                format!("both `schedule` and `every` set for {label}"),
+                Some(every.span()),
+                "a job has exactly one trigger; keep `schedule` (cron) or `every` (interval)",
+            );
+            None
+        }
+        (None, None) => {
+            c.push(
+                format!("no trigger for {label}"),
+                Some(identity.name.span()),
+                "add `schedule = \"<5-field cron>\"` or `every = \"10m\"`",
+            );
+            None
+        }
+        (Some(expr), None) => match CronTrigger::parse(expr.get_ref()) {
+            Ok(t) => Some(Trigger::Cron(t)),
+            Err(e) => {
+                c.push(
+                    format!("invalid cron expression `{}` for {label}", expr.get_ref()),
+                    Some(expr.span()),
+                    e.0,
+                );
+                None
+            }
+        },
+        (None, Some(every)) => match schedule::parse_every(every.get_ref()) {
+            Ok(d) => Some(Trigger::Every(d)),
+            Err(e) => {
+                c.push(
+                    format!("invalid `every` interval `{}` for {label}", every.get_ref()),
+                    Some(every.span()),
+                    e.0,
+                );
+                None
+            }
+        },
+    };
+    if let (Some(trigger), Some(tz), Some(expr)) = (&trigger, timezone, &identity.schedule) {
+        if trigger.next_after(chrono::Utc::now(), tz).is_none() {
+            c.push(
+                format!("cron expression `{}` for {label} never fires", expr.get_ref()),
+                Some(expr.span()),
+                "no date matches it (e.g. February 30th); fix the day-of-month or month",
+            );
+        }
+    }
+
+    let retry = retry_policy(merge(&policy.retry, &defaults.retry), &label, c);
+    let timeout = merge(&policy.timeout, &defaults.timeout).unwrap_or(Duration::from_secs(3600));
+    if timeout.is_zero() {
+        c.push(format!("invalid `timeout` for {label}"), Some(span.clone()), "must be more than 0s");
+    }
+    if c.problems.len() > before {
+        return None;
+    }
+    let spec = JobSpec {
+        name: Arc::from(name.as_str()),
+        kind,
+        description: identity.description,
+        trigger: trigger?,
+        timezone: timezone?,
+        enabled: merge(&policy.enabled, &defaults.enabled).unwrap_or(true),
+        timeout,
+        retry: retry?,
+        overlap: merge(&policy.overlap, &defaults.overlap).unwrap_or(Overlap::Skip),
+        catch_up: merge(&policy.catch_up, &defaults.catch_up).unwrap_or(CatchUp::Latest),
+        misfire_grace: merge(&policy.misfire_grace, &defaults.misfire_grace)
+            .unwrap_or(Duration::from_secs(3600)),
+        jitter: merge(&policy.jitter, &defaults.jitter).unwrap_or(Duration::ZERO),
+        job: job?,
+    };
+    Some((spec, identity.name.span()))
+}
+
+fn retry_policy(raw: Option<RetryRaw>, label: &str, c: &mut Collector<'_>) -> Option<RetryPolicy> {
+    let raw = raw.unwrap_or_default();
+    let attempts = match &raw.attempts {
+        None => 1,
+        Some(a) if (1..=100).contains(a.get_ref()) => *a.get_ref() as u32,
+        Some(a) => {
+            c.push(
+                format!("invalid `retry.attempts` for {label}"),
+                Some(a.span()),
+                format!("must be 1-100, counting the first attempt (found {})", a.get_ref()),
+            );
+            return None;
+        }
+    };
+    let factor = match &raw.factor {
+        None => 2.0,
+        Some(f) if *f.get_ref() >= 1.0 && f.get_ref().is_finite() => *f.get_ref(),
+        Some(f) => {
+            c.push(
+                format!("invalid `retry.factor` for {label}"),
+                Some(f.span()),
+                format!("must be 1.0 or more (found {})", f.get_ref()),
+            );
+            return None;
+        }
+    };
+    Some(RetryPolicy {
+        attempts,
+        initial: raw.initial.unwrap_or(Duration::from_secs(1)),
+        factor,
+        max: raw.max.unwrap_or(Duration::from_secs(600)),
+        jitter: raw.jitter.unwrap_or(true),
+    })
+}
+
+fn quoted(items: &[&str]) -> String {
+    items.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errors(text: &str) -> String {
+        parse(Path::new("config.toml"), text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn the_shipped_example_is_valid() {
+        let config = parse(Path::new("config.toml"), EXAMPLE).unwrap();
+        assert!(config.jobs.len() >= 3);
+    }
+
+    #[test]
+    fn defaults_apply_and_jobs_override() {
+        let config = parse(
+            Path::new("c.toml"),
+            r#"
+[daemon]
+timezone = "Africa/Johannesburg"
+[defaults]
+timeout = "5m"
+retry = { attempts = 3, initial = "1s", factor = 2, max = "10s", jitter = true }
+overlap = "queue"
+[[job]]
+name = "a"
+kind = "noop"
+every = "10m"
+[[job]]
+name = "b"
+kind = "noop"
+schedule = "0 7 * * *"
+timezone = "Europe/Berlin"
+timeout = "30s"
+overlap = "allow"
+catch_up = "all"
+"#,
+        )
+        .unwrap();
+        let a = config.job("a").unwrap();
+        assert_eq!(a.timezone, chrono_tz::Africa::Johannesburg);
+        assert_eq!(a.timeout, Duration::from_secs(300));
+        assert_eq!(a.overlap, Overlap::Queue);
+        assert_eq!(a.catch_up, CatchUp::Latest);
+        assert_eq!(a.retry.attempts, 3);
+        assert_eq!(a.retry.max, Duration::from_secs(10));
+        let b = config.job("b").unwrap();
+        assert_eq!(b.timezone, chrono_tz::Europe::Berlin);
+        assert_eq!(b.timeout, Duration::from_secs(30));
+        assert_eq!(b.overlap, Overlap::Allow);
+        assert_eq!(b.catch_up, CatchUp::All);
+    }
+
+    #[test]
+    fn retry_delays_follow_seed_001() {
+        let p = RetryPolicy {
+            attempts: 3,
+            initial: Duration::from_secs(1),
+            factor: 2.0,
+            max: Duration::from_secs(10),
+            jitter: false,
+        };
+        let delays: Vec<u64> = (2..=6).map(|a| p.delay_before(a).as_secs()).collect();
+        assert_eq!(delays, [1, 2, 4, 8, 10]);
+        let jittered = RetryPolicy { jitter: true, ..p };
+        for _ in 0..100 {
+            let d = jittered.delay_before(3);
+            assert!(d >= Duration::from_secs(1) && d <= Duration::from_secs(2), "{d:?}");
+        }
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_position() {
+        let text = r#"[daemon]
+timezone = "UTC"
+
+[[job]]
+name = "daily-invoices"
+kind = "noop"
+schedule = "0 25 * * *"
+
+[[job]]
+name = "b"
+kind = "noop"
+every = "10m"
+timezone = "Europe/Berln"
+"#;
+        assert_eq!(
+            errors(text),
+            "invalid cron expression `0 25 * * *` for job `daily-invoices` (config.toml line 7, \
+             column 12): hour must be 0-23 (found 25)\n\
+             invalid `timezone` for job `b` (config.toml line 13, column 12): unknown time zone \
+             `Europe/Berln`; did you mean `Europe/Berlin`? use an IANA name such as \
+             `Africa/Johannesburg` or `UTC` (`timedatectl list-timezones` lists them)"
+        );
+    }
+
+    #[test]
+    fn a_job_without_a_trigger_is_refused() {
+        assert_eq!(
+            errors("[[job]]\nname = \"x\"\nkind = \"noop\"\n"),
+            "no trigger for job `x` (config.toml line 2, column 8): add `schedule = \"<5-field \
+             cron>\"` or `every = \"10m\"`"
+        );
+    }
+
+    #[test]
+    fn names_and_kinds_are_checked() {
+        assert_eq!(
+            errors("[[job]]\nname = \"Daily Invoices\"\nkind = \"noop\"\nevery = \"1m\"\n"),
+            "invalid job name `Daily Invoices` (config.toml line 2, column 8): use 1-64 \
+             characters of a-z, 0-9, `_` and `-`"
+        );
+        assert_eq!(
+            errors("[[job]]\nname = \"x\"\nkind = \"shell\"\nevery = \"1m\"\n"),
+            "unknown kind `shell` for job `x` (config.toml line 3, column 8): expected one of \
+             `command`, `http`, `noop`, `sql`"
+        );
+    }
+
+    #[test]
+    fn never_firing_expressions_are_refused() {
+        assert_eq!(
+            errors("[[job]]\nname = \"x\"\nkind = \"noop\"\nschedule = \"0 0 30 2 *\"\n"),
+            "cron expression `0 0 30 2 *` for job `x` never fires (config.toml line 4, column \
+             12): no date matches it (e.g. February 30th); fix the day-of-month or month"
+        );
+    }
+
+    #[test]
+    fn retry_values_are_checked() {
+        assert_eq!(
+            errors("[[job]]\nname = \"x\"\nkind = \"noop\"\nevery = \"1m\"\nretry = { attempts = 0 }\n"),
+            "invalid `retry.attempts` for job `x` (config.toml line 5, column 22): must be \
+             1-100, counting the first attempt (found 0)"
+        );
+    }
+}

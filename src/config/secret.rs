@@ -1,0 +1,177 @@
+//! Secrets (tokens, passwords) are named in `config.toml` by where they live, never by value:
+//! an environment variable or a file (a systemd credential when the path is relative and
+//! `$CREDENTIALS_DIRECTORY` is set). Their values never reach logs, `Debug` output or errors.
+
+use std::fmt;
+use std::path::PathBuf;
+
+/// A secret value. `Debug` and `Display` print `***`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// Where a secret is read from, resolved at each use so a rotated file is picked up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    Env(String),
+    File(PathBuf),
+}
+
+impl SecretSource {
+    /// Builds the source from a pair of `*_env` / `*_file` keys; `what` names the key prefix.
+    pub fn from_pair(
+        what: &str,
+        env: Option<String>,
+        file: Option<PathBuf>,
+    ) -> Result<Option<Self>, String> {
+        match (env, file) {
+            (Some(_), Some(_)) => {
+                Err(format!("set only one of `{what}_env` and `{what}_file`, not both"))
+            }
+            (Some(env), None) => Ok(Some(SecretSource::Env(env))),
+            (None, Some(file)) => Ok(Some(SecretSource::File(file))),
+            (None, None) => Ok(None),
+        }
+    }
+
+    pub fn read(&self) -> Result<Secret, String> {
+        match self {
+            SecretSource::Env(name) => match std::env::var(name) {
+                Ok(v) if !v.is_empty() => Ok(Secret(v)),
+                _ => Err(format!(
+                    "environment variable `{name}` is not set or empty; set it in the service's \
+                     environment (e.g. an EnvironmentFile=)"
+                )),
+            },
+            SecretSource::File(path) => {
+                let path = match std::env::var_os("CREDENTIALS_DIRECTORY") {
+                    Some(dir) if path.is_relative() => PathBuf::from(dir).join(path),
+                    _ => path.clone(),
+                };
+                let text = std::fs::read_to_string(&path).map_err(|e| {
+                    format!("cannot read secret file `{}`: {e}", path.display())
+                })?;
+                let value = text.trim_end_matches(['\n', '\r']).to_string();
+                if value.is_empty() {
+                    return Err(format!("secret file `{}` is empty", path.display()));
+                }
+                Ok(Secret(value))
+            }
+        }
+    }
+}
+
+/// A database URL whose password, if any, is hidden when printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    pub fn new(url: impl Into<String>) -> Self {
+        DatabaseUrl(url.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    pub fn is_postgres(&self) -> bool {
+        self.0.starts_with("postgres://") || self.0.starts_with("postgresql://")
+    }
+    /// The URL with any password replaced by `***`.
+    pub fn redacted(&self) -> String {
+        let Some((scheme, rest)) = self.0.split_once("://") else {
+            return self.0.clone();
+        };
+        let (authority, tail) = match rest.find('/') {
+            Some(i) => rest.split_at(i),
+            None => (rest, ""),
+        };
+        match authority.rsplit_once('@') {
+            Some((userinfo, host)) => {
+                let user = userinfo.split(':').next().unwrap_or("");
+                let hidden = if userinfo.contains(':') { ":***" } else { "" };
+                let tail = redact_query_password(tail);
+                format!("{scheme}://{user}{hidden}@{host}{tail}")
+            }
+            None => format!("{scheme}://{authority}{}", redact_query_password(tail)),
+        }
+    }
+}
+
+fn redact_query_password(tail: &str) -> String {
+    let Some((path, query)) = tail.split_once('?') else {
+        return tail.to_string();
+    };
+    let parts: Vec<String> = query
+        .split('&')
+        .map(|kv| match kv.split_once('=') {
+            Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+            _ => kv.to_string(),
+        })
+        .collect();
+    format!("{path}?{}", parts.join("&"))
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DatabaseUrl({})", self.redacted())
+    }
+}
+
+impl fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_url_hides_passwords() {
+        let url = DatabaseUrl::new("postgres://tickler:s3cret@db.internal:5432/tickler");
+        assert_eq!(url.redacted(), "postgres://tickler:***@db.internal:5432/tickler");
+        assert!(!format!("{url:?}").contains("s3cret"));
+        let url = DatabaseUrl::new("postgres://db/tickler?user=t&password=s3cret&sslmode=require");
+        assert_eq!(url.redacted(), "postgres://db/tickler?user=t&password=***&sslmode=require");
+        assert_eq!(DatabaseUrl::new("sqlite://var/t.db").redacted(), "sqlite://var/t.db");
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let s = Secret::new("hunter2");
+        assert_eq!(format!("{s} {s:?}"), "*** Secret(***)");
+    }
+
+    #[test]
+    fn secret_files_are_trimmed_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        std::fs::write(&path, "abc\n").unwrap();
+        assert_eq!(SecretSource::File(path.clone()).read().unwrap().expose(), "abc");
+        std::fs::write(&path, "\n").unwrap();
+        let err = SecretSource::File(path.clone()).read().unwrap_err();
+        assert_eq!(err, format!("secret file `{}` is empty", path.display()));
+        let err = SecretSource::Env("TICKLER_TEST_SURELY_UNSET".into()).read().unwrap_err();
+        assert!(err.starts_with("environment variable `TICKLER_TEST_SURELY_UNSET` is not set"));
+    }
+}

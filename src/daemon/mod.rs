@@ -1,0 +1,538 @@
+//! The daemon: the timer loop that turns due slots into fires, plus start-up (lock, migrate,
+//! abandon orphans, catch up), reload (SIGHUP) and graceful shutdown (SIGTERM).
+//!
+//! Signals reach the loop as [`Signal`] messages, so tests drive a daemon in-process; `main`
+//! only translates Unix signals into them.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use uuid::Uuid;
+
+use crate::config::{self, CatchUp, Config, ConfigError, JobSpec};
+use crate::store::{Instance, NewRun, RunTrigger, Status, Store, StoreError};
+
+pub mod clock;
+pub mod ledger;
+pub mod runner;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use runner::{Fire, RunSummary, Shared, run_fire};
+
+/// The loop never sleeps longer than this without reading the wall clock again.
+pub const MAX_SLEEP: Duration = Duration::from_secs(30);
+/// A fire started within this of its slot is on time under every catch-up policy.
+pub const ON_TIME: Duration = Duration::from_secs(30);
+/// At most this many `missed` rows are written per job when a long outage is caught up.
+const MAX_MISSED_ROWS: usize = 100;
+/// At most this many slots of one job are examined in one pass of the loop.
+const MAX_SLOTS_PER_PASS: usize = 10_000;
+
+/// What the outside world tells a running daemon.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    /// Re-read the config file (SIGHUP).
+    Reload,
+    /// Stop gracefully (SIGTERM, SIGINT).
+    Shutdown,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+}
+
+/// How to run a daemon besides its config.
+pub struct Options {
+    pub clock: Arc<dyn Clock>,
+    /// Told once migrations ran and the schedule is loaded.
+    pub ready: Option<oneshot::Sender<()>>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { clock: Arc::new(SystemClock::default()), ready: None }
+    }
+}
+
+struct JobState {
+    spec: Arc<JobSpec>,
+    next: Option<DateTime<Utc>>,
+    generation: u64,
+}
+
+struct Scheduler {
+    jobs: HashMap<Arc<str>, JobState>,
+    heap: BinaryHeap<Reverse<(DateTime<Utc>, u64, Arc<str>)>>,
+    generation: u64,
+}
+
+impl Scheduler {
+    fn new() -> Scheduler {
+        Scheduler { jobs: HashMap::new(), heap: BinaryHeap::new(), generation: 0 }
+    }
+
+    fn set(&mut self, spec: Arc<JobSpec>, next: Option<DateTime<Utc>>) {
+        self.generation += 1;
+        let next = if spec.enabled { next } else { None };
+        if let Some(t) = next {
+            self.heap.push(Reverse((t, self.generation, spec.name.clone())));
+        }
+        self.jobs.insert(spec.name.clone(), JobState { spec, next, generation: self.generation });
+    }
+
+    fn next_wake(&self) -> Option<DateTime<Utc>> {
+        self.heap.peek().map(|Reverse((t, _, _))| *t)
+    }
+
+    /// Pops every job due at `now` (stale heap entries are dropped).
+    fn pop_due(&mut self, now: DateTime<Utc>) -> Vec<Arc<str>> {
+        let mut due = vec![];
+        while let Some(Reverse((t, generation, name))) = self.heap.peek().cloned() {
+            if t > now {
+                break;
+            }
+            self.heap.pop();
+            if self.jobs.get(&name).is_some_and(|s| s.generation == generation) {
+                due.push(name);
+            }
+        }
+        due
+    }
+}
+
+/// Fires and records decided for one job's due slots.
+#[derive(Default)]
+struct Decision {
+    run: Vec<(DateTime<Utc>, RunTrigger)>,
+    missed: Vec<(DateTime<Utc>, String)>,
+    not_recorded: usize,
+}
+
+/// Applies the catch-up policy to the due slots of a job (oldest first).
+fn decide(spec: &JobSpec, due: &[DateTime<Utc>], now: DateTime<Utc>, skipped_ahead: bool) -> Decision {
+    let grace = TimeDelta::from_std(spec.misfire_grace).unwrap_or(TimeDelta::MAX);
+    let on_time_limit = TimeDelta::from_std(ON_TIME.min(spec.misfire_grace)).unwrap_or(TimeDelta::MAX);
+    let mut d = Decision::default();
+    let (on_time, late): (Vec<DateTime<Utc>>, Vec<DateTime<Utc>>) =
+        due.iter().partition(|s| now - **s <= on_time_limit);
+    let latest_in_grace = late.iter().rev().find(|s| now - **s <= grace).copied();
+    for slot in &late {
+        let in_grace = now - *slot <= grace;
+        let run = match spec.catch_up {
+            CatchUp::None => false,
+            CatchUp::Latest => on_time.is_empty() && Some(*slot) == latest_in_grace,
+            CatchUp::All => in_grace,
+        };
+        if run {
+            d.run.push((*slot, RunTrigger::CatchUp));
+        } else {
+            let why = if !in_grace {
+                format!(
+                    "missed: the slot is older than misfire_grace ({})",
+                    humantime::format_duration(spec.misfire_grace)
+                )
+            } else {
+                match spec.catch_up {
+                    CatchUp::None => "missed: catch_up = \"none\"".to_string(),
+                    _ => "missed: a later slot ran instead (catch_up = \"latest\")".to_string(),
+                }
+            };
+            d.missed.push((*slot, why));
+        }
+    }
+    d.run.extend(on_time.into_iter().map(|s| (s, RunTrigger::Schedule)));
+    if d.missed.len() > MAX_MISSED_ROWS {
+        d.not_recorded = d.missed.len() - MAX_MISSED_ROWS;
+        d.missed.drain(..d.not_recorded);
+    }
+    if skipped_ahead {
+        d.not_recorded += 1;
+    }
+    d
+}
+
+/// Runs the daemon until a [`Signal::Shutdown`] (or the end of `signals`).
+pub async fn run(
+    config: Config,
+    mut signals: mpsc::Receiver<Signal>,
+    options: Options,
+) -> Result<(), DaemonError> {
+    let clock = options.clock;
+    let store = Store::connect(&config.daemon.database_url).await?;
+    let _lock = store.lock_for_daemon()?;
+    store.migrate().await?;
+    let instance = Instance::current();
+    store.register_instance(&instance).await?;
+    let start = clock.now();
+    let stale = stale_after(&config);
+    // On SQLite we hold the only lock, so every row left running belongs to a dead process.
+    let stale_before = match store {
+        Store::Sqlite(_) => start + TimeDelta::days(1),
+        Store::Postgres(_) => start - stale,
+    };
+    let abandoned = store.abandon_orphans(&instance.id, stale_before, start).await?;
+    if !abandoned.is_empty() {
+        tracing::warn!(runs = abandoned.len(), jobs = ?abandoned, "marked runs of a stopped daemon `abandoned`");
+    }
+    tracing::info!(
+        instance = %instance.id, database = %config.daemon.database_url, backend = store.backend_name(),
+        jobs = config.jobs.len(), config = %config.path.display(), "tickler started"
+    );
+
+    let shared = Arc::new(Shared {
+        store: store.clone(),
+        ledger: ledger::Ledger::start(store.clone()),
+        instance: instance.id.clone(),
+        clock: clock.clone(),
+        http: http_client(),
+        state_dir: config.daemon.state_dir.clone(),
+        concurrency: Arc::new(Semaphore::new(config.daemon.max_concurrent)),
+        job_turns: Mutex::new(HashMap::new()),
+        running_elsewhere: Mutex::new(HashSet::new()),
+        stopping: CancellationToken::new(),
+        interrupt: CancellationToken::new(),
+    });
+
+    let last = store.last_slots().await?;
+    let mut scheduler = Scheduler::new();
+    for spec in &config.jobs {
+        let next = match last.get(&*spec.name) {
+            Some(l) => spec.trigger.next_after(*l, spec.timezone),
+            None => spec.trigger.next_after(start, spec.timezone),
+        };
+        scheduler.set(spec.clone(), next);
+        log_next(spec, next);
+    }
+    let background = tokio::spawn(maintenance(shared.clone(), config.daemon.clone()));
+    if let Some(ready) = options.ready {
+        let _ = ready.send(());
+    }
+
+    let tracker = TaskTracker::new();
+    let mut config = config;
+    let mut prev = (clock.now(), clock.monotonic());
+    loop {
+        let now = clock.now();
+        let mono = clock.monotonic();
+        let elapsed = TimeDelta::from_std(mono.saturating_sub(prev.1)).unwrap_or_default();
+        let drift = now - (prev.0 + elapsed);
+        if drift > TimeDelta::seconds(2) {
+            tracing::warn!(forward_s = drift.num_seconds(), "the wall clock jumped forward; slots it skipped follow each job's catch-up policy");
+        } else if drift < TimeDelta::seconds(-2) {
+            tracing::warn!(back_s = -drift.num_seconds(), "the wall clock stepped back; no slot runs twice");
+        }
+        prev = (now, mono);
+
+        dispatch_due(&shared, &mut scheduler, &tracker, now).await;
+
+        let wake = scheduler.next_wake().unwrap_or(now + MAX_SLEEP);
+        tokio::select! {
+            _ = clock.sleep_until(wake, MAX_SLEEP) => {}
+            signal = signals.recv() => match signal {
+                Some(Signal::Reload) => {
+                    if let Some(new) = reload(&config, &mut scheduler, &shared, clock.now()) {
+                        config = new;
+                    }
+                }
+                Some(Signal::Shutdown) | None => break,
+            },
+        }
+    }
+
+    // Shutdown: no new fires, running ones get the grace period, then are interrupted.
+    shared.stopping.cancel();
+    tracker.close();
+    let running = shared.concurrency.available_permits();
+    let in_flight = config.daemon.max_concurrent.saturating_sub(running);
+    tracing::info!(in_flight, grace = ?config.daemon.shutdown_grace, "shutting down: waiting for running jobs");
+    if tokio::time::timeout(config.daemon.shutdown_grace, tracker.wait()).await.is_err() {
+        tracing::warn!("shutdown grace ran out: interrupting the jobs still running");
+        shared.interrupt.cancel();
+        tracker.wait().await;
+    }
+    shared.ledger.flush().await;
+    background.abort();
+    if let Err(e) = store.deregister(&instance.id).await {
+        tracing::warn!(error = %e, "could not deregister this daemon");
+    }
+    store.close().await;
+    tracing::info!("tickler stopped");
+    Ok(())
+}
+
+/// A daemon whose heartbeat is older than this is considered gone.
+fn stale_after(config: &Config) -> TimeDelta {
+    let hb = config.daemon.heartbeat_interval.max(Duration::from_secs(1));
+    TimeDelta::from_std((hb * 3).max(Duration::from_secs(30))).unwrap_or(TimeDelta::seconds(30))
+}
+
+fn log_next(spec: &JobSpec, next: Option<DateTime<Utc>>) {
+    match next {
+        Some(t) if spec.enabled => tracing::info!(
+            job = %spec.name, kind = %spec.kind, trigger = %spec.trigger, timezone = %spec.timezone,
+            next = %t.with_timezone(&spec.timezone).to_rfc3339(), "scheduled"
+        ),
+        _ => tracing::info!(job = %spec.name, enabled = spec.enabled, "not scheduled"),
+    }
+}
+
+/// Shared HTTP client for jobs: rustls, a connect timeout, no proxy surprises.
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .user_agent(concat!("tickler/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(Duration::from_secs(10))
+        .build()
+        .unwrap_or_default()
+}
+
+async fn dispatch_due(
+    shared: &Arc<Shared>,
+    scheduler: &mut Scheduler,
+    tracker: &TaskTracker,
+    now: DateTime<Utc>,
+) {
+    let due = scheduler.pop_due(now);
+    if due.is_empty() {
+        return;
+    }
+    let mut fires = vec![];
+    for name in due {
+        let Some(state) = scheduler.jobs.get(&name) else { continue };
+        let spec = state.spec.clone();
+        let mut slots = vec![];
+        let mut next = state.next;
+        while let Some(slot) = next.filter(|s| *s <= now) {
+            if slots.len() >= MAX_SLOTS_PER_PASS {
+                break;
+            }
+            slots.push(slot);
+            next = spec.trigger.next_after(slot, spec.timezone);
+        }
+        // Far behind (a long outage of a frequent job): jump to the slots that still matter.
+        let skipped_ahead = next.is_some_and(|s| s <= now);
+        if skipped_ahead {
+            let horizon = now - TimeDelta::from_std(spec.misfire_grace).unwrap_or(TimeDelta::MAX);
+            next = spec.trigger.next_after(horizon.max(slots[slots.len() - 1]), spec.timezone);
+            while let Some(slot) = next.filter(|s| *s <= now) {
+                slots.push(slot);
+                next = spec.trigger.next_after(slot, spec.timezone);
+            }
+        }
+        let decision = decide(&spec, &slots, now, skipped_ahead);
+        if decision.not_recorded > 0 {
+            tracing::warn!(
+                job = %spec.name, older_missed = decision.not_recorded,
+                "more missed slots than are recorded one by one; only the latest are in the ledger"
+            );
+        }
+        for (slot, why) in decision.missed {
+            tracing::warn!(job = %spec.name, scheduled_for = %slot, "{why}");
+            shared.ledger.record(NewRun {
+                id: Uuid::new_v4(),
+                job_name: spec.name.clone(),
+                scheduled_for: slot,
+                trigger: RunTrigger::CatchUp,
+                status: Status::Missed,
+                started_at: now,
+                instance: shared.instance.clone(),
+                error_message: Some(why),
+                metadata: None,
+            });
+        }
+        for (slot, trigger) in decision.run {
+            fires.push(Fire { spec: spec.clone(), slot, trigger });
+        }
+        scheduler.set(spec, next);
+    }
+    // Other replicas' running jobs, read once for the whole batch (only PostgreSQL has them).
+    if matches!(shared.store, Store::Postgres(_))
+        && fires.iter().any(|f| f.spec.overlap == config::Overlap::Skip)
+    {
+        match shared.store.running_jobs(&shared.instance).await {
+            Ok(running) => *shared.running_elsewhere.lock().expect("running lock") = running,
+            Err(e) => tracing::warn!(error = %e, "could not read runs of other daemons"),
+        }
+    }
+    for fire in fires {
+        tracker.spawn(run_fire(shared.clone(), fire));
+    }
+}
+
+/// Re-reads the config; a file that does not validate changes nothing.
+fn reload(
+    current: &Config,
+    scheduler: &mut Scheduler,
+    shared: &Arc<Shared>,
+    now: DateTime<Utc>,
+) -> Option<Config> {
+    tracing::info!(config = %current.path.display(), "reloading the config");
+    let new = match config::load(&current.path) {
+        Ok(new) => new,
+        Err(e) => {
+            for line in e.to_string().lines() {
+                tracing::error!("{line}");
+            }
+            tracing::error!("reload refused: the running schedule is unchanged");
+            return None;
+        }
+    };
+    if new.daemon.database_url != current.daemon.database_url
+        || new.daemon.state_dir != current.daemon.state_dir
+    {
+        tracing::warn!("`database_url` and `state_dir` changes take effect at the next restart");
+    }
+    let (old_n, new_n) = (current.daemon.max_concurrent, new.daemon.max_concurrent);
+    if new_n > old_n {
+        shared.concurrency.add_permits(new_n - old_n);
+    } else if new_n < old_n {
+        shared.concurrency.forget_permits(old_n - new_n);
+    }
+    let new_names: HashSet<&str> = new.jobs.iter().map(|j| &*j.name).collect();
+    let removed: Vec<Arc<str>> =
+        scheduler.jobs.keys().filter(|n| !new_names.contains(&***n)).cloned().collect();
+    for name in removed {
+        scheduler.jobs.remove(&name);
+        tracing::info!(job = %name, "removed; a run in flight finishes");
+    }
+    for spec in &new.jobs {
+        let keep = scheduler.jobs.get(&spec.name).and_then(|old| {
+            (old.spec.trigger == spec.trigger && old.spec.timezone == spec.timezone && old.spec.enabled)
+                .then_some(old.next)
+        });
+        let next = match keep {
+            Some(next) => next,
+            None => spec.trigger.next_after(now, spec.timezone),
+        };
+        scheduler.set(spec.clone(), next);
+        log_next(spec, next);
+    }
+    tracing::info!(jobs = new.jobs.len(), "config reloaded");
+    Some(new)
+}
+
+/// Heartbeat, orphan detection and history pruning, in the background.
+async fn maintenance(shared: Arc<Shared>, daemon: config::DaemonConfig) {
+    let interval = daemon.heartbeat_interval.max(Duration::from_secs(1));
+    let stale = TimeDelta::from_std((interval * 3).max(Duration::from_secs(30))).unwrap_or_default();
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_prune: Option<tokio::time::Instant> = None;
+    loop {
+        ticker.tick().await;
+        let now = shared.clock.now();
+        if let Err(e) = shared.store.heartbeat(&shared.instance, now).await {
+            tracing::warn!(error = %e, "heartbeat failed; retrying at the next beat");
+            continue;
+        }
+        match shared.store.abandon_orphans(&shared.instance, now - stale, now).await {
+            Ok(jobs) if !jobs.is_empty() => {
+                tracing::warn!(jobs = ?jobs, "marked runs of a stopped daemon `abandoned`")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "could not check for runs of stopped daemons"),
+        }
+        if last_prune.is_none_or(|t| t.elapsed() >= Duration::from_secs(3600)) {
+            last_prune = Some(tokio::time::Instant::now());
+            let ok_before = now - TimeDelta::from_std(daemon.history_retention).unwrap_or(TimeDelta::MAX);
+            let failed_before = now - TimeDelta::from_std(daemon.failure_retention).unwrap_or(TimeDelta::MAX);
+            match shared.store.prune(ok_before, failed_before.min(ok_before), 1000).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(rows = n, "pruned old runs from job_execution_logs"),
+                Err(e) => tracing::warn!(error = %e, "pruning old runs failed"),
+            }
+        }
+    }
+}
+
+/// Runs jobs now, in this process, recorded with `trigger = 'manual'` (`tickler run-job`).
+pub async fn run_now(config: &Config, names: &[Arc<str>]) -> Result<Vec<(Arc<str>, Option<RunSummary>)>, DaemonError> {
+    let store = Store::connect(&config.daemon.database_url).await?;
+    store.migrate().await?;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock::default());
+    let instance = Instance::current();
+    store.register_instance(&instance).await?;
+    let shared = Arc::new(Shared {
+        store: store.clone(),
+        ledger: ledger::Ledger::start(store.clone()),
+        instance: instance.id.clone(),
+        clock: clock.clone(),
+        http: http_client(),
+        state_dir: config.daemon.state_dir.clone(),
+        concurrency: Arc::new(Semaphore::new(config.daemon.max_concurrent)),
+        job_turns: Mutex::new(HashMap::new()),
+        running_elsewhere: Mutex::new(HashSet::new()),
+        stopping: CancellationToken::new(),
+        interrupt: CancellationToken::new(),
+    });
+    let mut results = vec![];
+    for name in names {
+        let Some(spec) = config.job(name) else { continue };
+        let fire = Fire { spec: spec.clone(), slot: clock.now(), trigger: RunTrigger::Manual };
+        results.push((name.clone(), run_fire(shared.clone(), fire).await));
+    }
+    shared.ledger.flush().await;
+    let _ = store.deregister(&instance.id).await;
+    store.close().await;
+    Ok(results)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn spec(catch_up: &str, grace: &str) -> Arc<JobSpec> {
+        let text = format!(
+            "[[job]]\nname = \"j\"\nkind = \"noop\"\nevery = \"1m\"\ncatch_up = \"{catch_up}\"\nmisfire_grace = \"{grace}\"\n"
+        );
+        config::parse(Path::new("t.toml"), &text).unwrap().jobs[0].clone()
+    }
+
+    fn t(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    fn slots() -> Vec<DateTime<Utc>> {
+        // Five slots, 10:00 .. 10:04; "now" is 10:04:05, so only 10:04 is on time.
+        (0..5).map(|m| t("2025-01-01T10:00:00Z") + TimeDelta::minutes(m)).collect()
+    }
+
+    #[test]
+    fn catch_up_none_runs_only_on_time_slots() {
+        let d = decide(&spec("none", "1h"), &slots(), t("2025-01-01T10:04:05Z"), false);
+        assert_eq!(d.run, [(t("2025-01-01T10:04:00Z"), RunTrigger::Schedule)]);
+        assert_eq!(d.missed.len(), 4);
+        assert_eq!(d.missed[0].1, "missed: catch_up = \"none\"");
+    }
+
+    #[test]
+    fn catch_up_latest_coalesces() {
+        // With an on-time slot the misses are superseded by it.
+        let d = decide(&spec("latest", "1h"), &slots(), t("2025-01-01T10:04:05Z"), false);
+        assert_eq!(d.run, [(t("2025-01-01T10:04:00Z"), RunTrigger::Schedule)]);
+        assert_eq!(d.missed.len(), 4);
+        // Without one, the latest missed slot within grace runs once.
+        let d = decide(&spec("latest", "1h"), &slots(), t("2025-01-01T10:10:00Z"), false);
+        assert_eq!(d.run, [(t("2025-01-01T10:04:00Z"), RunTrigger::CatchUp)]);
+        assert_eq!(d.missed.len(), 4);
+    }
+
+    #[test]
+    fn catch_up_all_runs_each_slot_within_grace() {
+        let d = decide(&spec("all", "7m"), &slots(), t("2025-01-01T10:08:30Z"), false);
+        let ran: Vec<_> = d.run.iter().map(|(s, _)| s.format("%H:%M").to_string()).collect();
+        assert_eq!(ran, ["10:02", "10:03", "10:04"]);
+        assert_eq!(d.missed.len(), 2);
+        assert_eq!(d.missed[0].1, "missed: the slot is older than misfire_grace (7m)");
+    }
+}

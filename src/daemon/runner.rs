@@ -1,0 +1,279 @@
+//! One fire, from "due" to its final ledger row: overlap policy, jitter, the concurrency bound,
+//! the slot claim, attempts under the timeout and retry policy, and interruption at shutdown.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value, json};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::clock::Clock;
+use super::ledger::Ledger;
+use crate::config::{JobSpec, Overlap};
+use crate::jobs::{JobError, Outcome, RunContext};
+use crate::store::{Finish, NewRun, RunTrigger, Status, Store};
+
+/// At most this many per-item errors are kept in a run's metadata.
+const MAX_ITEM_ERRORS: usize = 100;
+
+/// What every fire of one daemon (or one `run-job` process) shares.
+pub struct Shared {
+    pub store: Store,
+    pub ledger: Ledger,
+    pub instance: Arc<str>,
+    pub clock: Arc<dyn Clock>,
+    pub http: reqwest::Client,
+    pub state_dir: PathBuf,
+    pub concurrency: Arc<Semaphore>,
+    /// One permit per job name, held by its running fire under `skip` and `queue`.
+    pub job_turns: Mutex<HashMap<Arc<str>, Arc<Semaphore>>>,
+    /// Jobs running on other replicas, as last read from the ledger.
+    pub running_elsewhere: Mutex<HashSet<String>>,
+    /// Cancelled at shutdown: fires not yet started give up.
+    pub stopping: CancellationToken,
+    /// Cancelled when the shutdown grace runs out: running fires are interrupted.
+    pub interrupt: CancellationToken,
+}
+
+impl Shared {
+    fn job_turn(&self, name: &Arc<str>) -> Arc<Semaphore> {
+        let mut turns = self.job_turns.lock().expect("job turns lock");
+        turns.entry(name.clone()).or_insert_with(|| Arc::new(Semaphore::new(1))).clone()
+    }
+
+    fn is_running_elsewhere(&self, name: &str) -> bool {
+        self.running_elsewhere.lock().expect("running lock").contains(name)
+    }
+}
+
+/// A fire to run.
+#[derive(Clone)]
+pub struct Fire {
+    pub spec: Arc<JobSpec>,
+    pub slot: DateTime<Utc>,
+    pub trigger: RunTrigger,
+}
+
+/// How a fire ended, for `tickler run-job` and tests.
+#[derive(Debug, Clone)]
+pub struct RunSummary {
+    pub id: Uuid,
+    pub status: Status,
+    pub records: Option<i64>,
+    pub error: Option<String>,
+    pub attempts: u32,
+}
+
+fn record_only(shared: &Shared, fire: &Fire, status: Status, why: String) {
+    tracing::info!(job = %fire.spec.name, scheduled_for = %fire.slot, status = status.as_str(), "{why}");
+    shared.ledger.record(NewRun {
+        id: Uuid::new_v4(),
+        job_name: fire.spec.name.clone(),
+        scheduled_for: fire.slot,
+        trigger: fire.trigger,
+        status,
+        started_at: shared.clock.now(),
+        instance: shared.instance.clone(),
+        error_message: Some(why),
+        metadata: None,
+    });
+}
+
+enum AttemptEnd {
+    Done(Result<Outcome, JobError>),
+    TimedOut,
+    Interrupted,
+}
+
+/// Runs one fire to its end. Returns `None` when the fire did not run (skipped, slot taken by
+/// another process, or shutdown before it started).
+pub async fn run_fire(shared: Arc<Shared>, fire: Fire) -> Option<RunSummary> {
+    let spec = fire.spec.clone();
+    let overlap = if fire.trigger == RunTrigger::Manual { Overlap::Allow } else { spec.overlap };
+    let turn = shared.job_turn(&spec.name);
+    let _turn = match overlap {
+        Overlap::Allow => None,
+        Overlap::Skip => match turn.try_acquire_owned() {
+            Ok(permit) if !shared.is_running_elsewhere(&spec.name) => Some(permit),
+            Ok(_) => {
+                let why = "skipped: the previous run is still running on another daemon";
+                record_only(&shared, &fire, Status::Skipped, why.into());
+                return None;
+            }
+            Err(_) => {
+                let why = "skipped: the previous run is still running (overlap = \"skip\")";
+                record_only(&shared, &fire, Status::Skipped, why.into());
+                return None;
+            }
+        },
+        Overlap::Queue => {
+            let permit = tokio::select! {
+                p = turn.acquire_owned() => p.ok(),
+                _ = shared.stopping.cancelled() => None,
+            }?;
+            // A run of this job on another replica also holds the queue.
+            while shared.store.running_jobs(&shared.instance).await.is_ok_and(|r| r.contains(&*spec.name)) {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = shared.stopping.cancelled() => return None,
+                }
+            }
+            Some(permit)
+        }
+    };
+    if !spec.jitter.is_zero() && fire.trigger != RunTrigger::Manual {
+        let delay = spec.jitter.mul_f64(fastrand::f64());
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = shared.stopping.cancelled() => return None,
+        }
+    }
+    let _permit = tokio::select! {
+        p = shared.concurrency.clone().acquire_owned() => p.ok(),
+        _ = shared.stopping.cancelled() => None,
+    }?;
+
+    let id = Uuid::new_v4();
+    let claimed = shared
+        .ledger
+        .claim(NewRun {
+            id,
+            job_name: spec.name.clone(),
+            scheduled_for: fire.slot,
+            trigger: fire.trigger,
+            status: Status::Running,
+            started_at: shared.clock.now(),
+            instance: shared.instance.clone(),
+            error_message: None,
+            metadata: None,
+        })
+        .await;
+    if !claimed {
+        tracing::debug!(job = %spec.name, scheduled_for = %fire.slot, "slot already claimed elsewhere");
+        return None;
+    }
+    // The body starts now, with its ledger row committed; this is the start the ledger keeps.
+    let started = shared.clock.now();
+    let lateness = (started - fire.slot).num_milliseconds();
+    tracing::info!(
+        job = %spec.name, run_id = %id, scheduled_for = %fire.slot, trigger = fire.trigger.as_str(),
+        lateness_ms = lateness, "run started"
+    );
+
+    let mut attempt = 1;
+    let mut failures: Vec<Value> = vec![];
+    let (status, outcome, error) = loop {
+        let ctx = RunContext {
+            job_name: spec.name.clone(),
+            scheduled_for: fire.slot,
+            attempt,
+            store: shared.store.clone(),
+            http: shared.http.clone(),
+            state_dir: shared.state_dir.clone(),
+        };
+        let end = tokio::select! {
+            r = tokio::time::timeout(spec.timeout, spec.job.run(&ctx)) => match r {
+                Ok(r) => AttemptEnd::Done(r),
+                Err(_) => AttemptEnd::TimedOut,
+            },
+            _ = shared.interrupt.cancelled() => AttemptEnd::Interrupted,
+        };
+        let (message, retryable, extra, final_status) = match end {
+            AttemptEnd::Done(Ok(outcome)) => {
+                let status =
+                    if outcome.errors.is_empty() { Status::Succeeded } else { Status::Partial };
+                break (status, Some(outcome), None);
+            }
+            AttemptEnd::Interrupted => {
+                let msg = "interrupted: the daemon shut down and the shutdown grace ran out";
+                break (Status::Interrupted, None, Some(msg.to_string()));
+            }
+            AttemptEnd::TimedOut => (
+                format!("timed out after {}", humantime::format_duration(spec.timeout)),
+                true,
+                Map::new(),
+                Status::TimedOut,
+            ),
+            AttemptEnd::Done(Err(e)) => {
+                (e.to_string(), e.is_retryable(), e.metadata().clone(), Status::Failed)
+            }
+        };
+        let mut failure = json!({ "attempt": attempt, "error": message, "at": shared.clock.now() });
+        if !extra.is_empty() {
+            failure["details"] = Value::Object(extra);
+        }
+        failures.push(failure);
+        if !retryable || attempt >= spec.retry.attempts {
+            break (final_status, None, Some(message));
+        }
+        let delay = spec.retry.delay_before(attempt + 1);
+        tracing::warn!(
+            job = %spec.name, run_id = %id, attempt, error = %message,
+            "attempt failed; retrying in {}", humantime::format_duration(Duration::from_secs(delay.as_secs()))
+        );
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = shared.interrupt.cancelled() => {
+                let msg = "interrupted between retries: the daemon shut down";
+                break (Status::Interrupted, None, Some(msg.to_string()));
+            }
+        }
+        attempt += 1;
+        if let Err(e) = shared.store.set_attempt(id, attempt).await {
+            tracing::warn!(job = %spec.name, run_id = %id, error = %e, "could not record the retry");
+        }
+    };
+
+    let completed = shared.clock.now();
+    let duration = (completed - started).num_microseconds().unwrap_or(0) as f64 / 1e6;
+    let mut metadata = Map::new();
+    metadata.insert("lateness_ms".into(), lateness.into());
+    let (records, error) = match outcome {
+        Some(outcome) => {
+            metadata.extend(outcome.metadata);
+            let error = match outcome.errors.len() {
+                0 => None,
+                1 => Some(outcome.errors[0].clone()),
+                n => Some(format!("{} (and {} more item errors)", outcome.errors[0], n - 1)),
+            };
+            if !outcome.errors.is_empty() {
+                let kept: Vec<Value> =
+                    outcome.errors.iter().take(MAX_ITEM_ERRORS).cloned().map(Value::from).collect();
+                metadata.insert("item_errors".into(), Value::Array(kept));
+                metadata.insert("item_error_count".into(), outcome.errors.len().into());
+            }
+            (Some(outcome.records), error)
+        }
+        None => (None, error),
+    };
+    if !failures.is_empty() {
+        metadata.insert("failed_attempts".into(), Value::Array(failures));
+    }
+    shared.ledger.finish(Finish {
+        id,
+        status,
+        started_at: started,
+        completed_at: completed,
+        duration_seconds: duration,
+        records_processed: records,
+        error_message: error.clone(),
+        metadata: Value::Object(metadata),
+        attempt,
+    });
+    match status {
+        Status::Succeeded | Status::Partial => tracing::info!(
+            job = %spec.name, run_id = %id, status = status.as_str(), duration_s = duration,
+            records = records.unwrap_or(0), "run finished"
+        ),
+        _ => tracing::error!(
+            job = %spec.name, run_id = %id, status = status.as_str(), duration_s = duration,
+            attempts = attempt, error = error.as_deref().unwrap_or(""), "run failed"
+        ),
+    }
+    Some(RunSummary { id, status, records, error, attempts: attempt })
+}

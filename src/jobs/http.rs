@@ -1,0 +1,109 @@
+//! `http`: calls a URL, typically an application's cron endpoint guarded by a bearer secret
+//! (seed 003). A 2xx answer succeeds; a JSON answer with counts and an `errors` list is
+//! recorded as such, and is `partial` when errors are present. 5xx answers, timeouts and
+//! connection failures are retryable; 4xx answers are not.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use super::{Job, JobError, Outcome, RunContext, report_from_json, tail};
+use crate::config::SecretSource;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpJob {
+    pub url: String,
+    #[serde(default = "get")]
+    pub method: String,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// A raw request body.
+    pub body: Option<String>,
+    /// A JSON request body (a TOML table), sent with `Content-Type: application/json`.
+    pub json: Option<Value>,
+    /// The bearer token, from an environment variable ...
+    pub bearer_token_env: Option<String>,
+    /// ... or from a file (relative paths are looked up in `$CREDENTIALS_DIRECTORY`).
+    pub bearer_token_file: Option<PathBuf>,
+}
+
+fn get() -> String {
+    "GET".into()
+}
+
+impl HttpJob {
+    fn bearer(&self) -> Result<Option<SecretSource>, String> {
+        SecretSource::from_pair(
+            "bearer_token",
+            self.bearer_token_env.clone(),
+            self.bearer_token_file.clone(),
+        )
+    }
+}
+
+impl Job for HttpJob {
+    fn validate(&self) -> Result<(), String> {
+        let url = reqwest::Url::parse(&self.url)
+            .map_err(|e| format!("invalid `url` `{}`: {e}", self.url))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(format!("`url` must be http:// or https:// (found `{}`)", self.url));
+        }
+        reqwest::Method::from_bytes(self.method.as_bytes())
+            .map_err(|_| format!("invalid HTTP `method` `{}`", self.method))?;
+        if self.body.is_some() && self.json.is_some() {
+            return Err("set only one of `body` and `json`".into());
+        }
+        self.bearer().map(|_| ())
+    }
+
+    async fn run(&self, ctx: &RunContext) -> Result<Outcome, JobError> {
+        let method = reqwest::Method::from_bytes(self.method.as_bytes())
+            .map_err(|_| JobError::fatal(format!("invalid HTTP method `{}`", self.method)))?;
+        let mut request = ctx.http.request(method, &self.url);
+        for (k, v) in &self.headers {
+            request = request.header(k, v);
+        }
+        if let Some(source) = self.bearer().map_err(JobError::fatal)? {
+            let token = source.read().map_err(JobError::fatal)?;
+            request = request.bearer_auth(token.expose());
+        }
+        if let Some(body) = &self.body {
+            request = request.body(body.clone());
+        }
+        if let Some(json) = &self.json {
+            request = request.json(json);
+        }
+        let response = request.send().await.map_err(|e| {
+            JobError::retryable(format!("request to `{}` failed: {}", self.url, e.without_url()))
+        })?;
+        let status = response.status();
+        let text = response.text().await.map_err(|e| {
+            JobError::retryable(format!("reading the answer of `{}` failed: {}", self.url, e.without_url()))
+        })?;
+        let mut meta = Map::new();
+        meta.insert("http_status".into(), status.as_u16().into());
+        if !status.is_success() {
+            meta.insert("response_tail".into(), tail(&text, 2048).into());
+            let message = format!("`{} {}` answered {status}", self.method, self.url);
+            return Err(if status.is_server_error() || status.as_u16() == 429 {
+                JobError::retryable(message)
+            } else {
+                JobError::fatal(message)
+            }
+            .with_metadata(meta));
+        }
+        let mut out = serde_json::from_str::<Value>(&text)
+            .ok()
+            .and_then(|v| report_from_json(&v))
+            .unwrap_or_else(|| {
+                let mut o = Outcome::default();
+                o.metadata.insert("response_tail".into(), tail(&text, 2048).into());
+                o
+            });
+        out.metadata.extend(meta);
+        Ok(out)
+    }
+}

@@ -1,0 +1,204 @@
+//! Job kinds: what a fire does. Each kind is one file holding its TOML parameters (serde,
+//! `deny_unknown_fields`) and one async `run`; [`build`] is the single place that maps a kind
+//! name to its implementation. The daemon owns timing, retries, timeouts and the ledger; a kind
+//! owns only its work.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+
+use crate::store::Store;
+
+pub mod command;
+pub mod http;
+pub mod noop;
+pub mod sql;
+
+/// Every kind name [`build`] accepts, for error messages and `tickler check`.
+pub const KINDS: &[&str] = &["command", "http", "noop", "sql"];
+
+/// What a run produced: the count of records it processed, the per-item errors it recorded
+/// while going on with the next item (the run is then `partial`), and JSON metadata kept in
+/// the ledger.
+#[derive(Debug, Default, Clone)]
+pub struct Outcome {
+    pub records: i64,
+    pub errors: Vec<String>,
+    pub metadata: Map<String, Value>,
+}
+
+/// Why a run failed. A retryable error is attempted again under the job's retry policy; a
+/// fatal one (bad parameters, a 4xx answer, a missing secret) is not.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum JobError {
+    #[error("{message}")]
+    Retryable { message: String, metadata: Map<String, Value> },
+    #[error("{message}")]
+    Fatal { message: String, metadata: Map<String, Value> },
+}
+
+impl JobError {
+    pub fn retryable(message: impl Into<String>) -> Self {
+        JobError::Retryable { message: message.into(), metadata: Map::new() }
+    }
+    pub fn fatal(message: impl Into<String>) -> Self {
+        JobError::Fatal { message: message.into(), metadata: Map::new() }
+    }
+    /// Attaches metadata (an HTTP status, a command's output tail) kept with the failed run.
+    pub fn with_metadata(mut self, extra: Map<String, Value>) -> Self {
+        match &mut self {
+            JobError::Retryable { metadata, .. } | JobError::Fatal { metadata, .. } => {
+                metadata.extend(extra)
+            }
+        }
+        self
+    }
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, JobError::Retryable { .. })
+    }
+    pub fn metadata(&self) -> &Map<String, Value> {
+        match self {
+            JobError::Retryable { metadata, .. } | JobError::Fatal { metadata, .. } => metadata,
+        }
+    }
+}
+
+/// What a run may use: the store (the `sql` kind runs statements on it), one shared HTTP
+/// client, and the identity of the run.
+#[derive(Clone)]
+pub struct RunContext {
+    pub job_name: Arc<str>,
+    pub scheduled_for: DateTime<Utc>,
+    pub attempt: u32,
+    pub store: Store,
+    pub http: reqwest::Client,
+    pub state_dir: PathBuf,
+}
+
+/// A job kind, modelled on underway's `Task`: the implementing type is its own parameters,
+/// read by serde from the `[[job]]` table.
+pub trait Job: DeserializeOwned + Send + Sync + 'static {
+    /// Checks that need more than serde (e.g. a non-empty command); run by `tickler check`.
+    fn validate(&self) -> Result<(), String> {
+        Ok(())
+    }
+    fn run(&self, ctx: &RunContext) -> impl Future<Output = Result<Outcome, JobError>> + Send;
+}
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The object-safe face of [`Job`], so jobs of every kind live in one schedule.
+pub trait DynJob: Send + Sync {
+    fn run<'a>(&'a self, ctx: &'a RunContext) -> BoxFuture<'a, Result<Outcome, JobError>>;
+}
+
+impl<J: Job> DynJob for J {
+    fn run<'a>(&'a self, ctx: &'a RunContext) -> BoxFuture<'a, Result<Outcome, JobError>> {
+        Box::pin(Job::run(self, ctx))
+    }
+}
+
+/// Why the parameters of a job could not be built.
+#[derive(Debug)]
+pub enum BuildError {
+    UnknownKind,
+    Params(toml::de::Error),
+    Invalid(String),
+}
+
+fn parse<J: Job>(params: toml::de::ValueDeserializer<'_>) -> Result<Arc<dyn DynJob>, BuildError> {
+    let job = J::deserialize(params).map_err(BuildError::Params)?;
+    job.validate().map_err(BuildError::Invalid)?;
+    Ok(Arc::new(job))
+}
+
+/// Builds the job of `kind` from the kind-specific keys of its `[[job]]` table.
+pub fn build(
+    kind: &str,
+    params: toml::de::ValueDeserializer<'_>,
+) -> Result<Arc<dyn DynJob>, BuildError> {
+    match kind {
+        "command" => parse::<command::CommandJob>(params),
+        "http" => parse::<http::HttpJob>(params),
+        "noop" => parse::<noop::NoopJob>(params),
+        "sql" => parse::<sql::SqlJob>(params),
+        _ => Err(BuildError::UnknownKind),
+    }
+}
+
+/// Keeps the last `max` bytes of `text`, on a character boundary, for metadata tails.
+pub fn tail(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut start = text.len() - max;
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    format!("…{}", &text[start..])
+}
+
+/// Reads seed 003's report shape, `{"success": true, "deletedCount": 3, "errors": ["..."]}`,
+/// from a job's JSON answer: integer fields add up to the records processed (nested objects
+/// too, as in `{"summary": {"staleBookings": {"cancelled": 3, "errors": []}}}`), and every
+/// `errors` array holds per-item errors. Returns `None` when `value` is not an object.
+pub fn report_from_json(value: &Value) -> Option<Outcome> {
+    fn walk(v: &Map<String, Value>, out: &mut Outcome) {
+        for (key, item) in v {
+            match item {
+                Value::Number(n) if key != "errors" => out.records += n.as_i64().unwrap_or(0),
+                Value::Array(errors) if key == "errors" => {
+                    out.errors.extend(errors.iter().map(|e| match e {
+                        Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    }))
+                }
+                Value::Object(inner) => walk(inner, out),
+                _ => {}
+            }
+        }
+    }
+    let object = value.as_object()?;
+    let mut out = Outcome::default();
+    walk(object, &mut out);
+    if object.get("success") == Some(&Value::Bool(false)) && out.errors.is_empty() {
+        out.errors.push("the job reported `success: false` without errors".into());
+    }
+    out.metadata.insert("report".into(), value.clone());
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seed_003_reports_are_read() {
+        let v = serde_json::json!({
+            "success": false,
+            "timestamp": "2025-10-07T02:00:00.000Z",
+            "summary": {
+                "staleBookings": { "cancelled": 3, "errors": ["booking 7: no client"] },
+                "notifications": { "deleted": 150, "errors": [] }
+            }
+        });
+        let out = report_from_json(&v).unwrap();
+        assert_eq!(out.records, 153);
+        assert_eq!(out.errors, ["booking 7: no client"]);
+        let out = report_from_json(&serde_json::json!({"success": false})).unwrap();
+        assert_eq!(out.errors, ["the job reported `success: false` without errors"]);
+        assert!(report_from_json(&serde_json::json!([1, 2])).is_none());
+    }
+
+    #[test]
+    fn tails_keep_the_end() {
+        assert_eq!(tail("abcdef", 3), "…def");
+        assert_eq!(tail("ab", 3), "ab");
+        assert_eq!(tail("aé", 1), "…");
+    }
+}

@@ -1,0 +1,47 @@
+//! `sql`: statements run against the configured database, in one transaction unless told
+//! otherwise; the records processed are the rows they affected.
+
+use serde::Deserialize;
+
+use super::{Job, JobError, Outcome, RunContext};
+use crate::store::StoreError;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SqlJob {
+    /// The statements, run in order.
+    pub statements: Vec<String>,
+    /// Run them in one transaction, so a failing statement undoes the others.
+    #[serde(default = "yes")]
+    pub transaction: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Job for SqlJob {
+    fn validate(&self) -> Result<(), String> {
+        if self.statements.is_empty() || self.statements.iter().any(|s| s.trim().is_empty()) {
+            return Err("`statements` must list at least one non-empty SQL statement".into());
+        }
+        Ok(())
+    }
+
+    async fn run(&self, ctx: &RunContext) -> Result<Outcome, JobError> {
+        let rows = ctx
+            .store
+            .execute(&self.statements, self.transaction)
+            .await
+            .map_err(|e| match &e {
+                // The database refused the SQL itself: running it again will not help.
+                StoreError::Query { source: sqlx::Error::Database(_), .. } => {
+                    JobError::fatal(e.to_string())
+                }
+                _ => JobError::retryable(e.to_string()),
+            })?;
+        let mut out = Outcome { records: rows as i64, ..Outcome::default() };
+        out.metadata.insert("rows_affected".into(), rows.into());
+        Ok(out)
+    }
+}

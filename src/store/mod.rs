@@ -1,0 +1,395 @@
+//! The store: the run ledger and everything tickler keeps, on SQLite (embedded default) or
+//! PostgreSQL (production, several replicas), chosen by the URL scheme.
+//!
+//! [`Backend`] is the contract both implement, tested once against both (atuin's `Database`
+//! trait); [`Store`] is a cheap, cloneable handle that dispatches to the one in use, so the rest
+//! of tickler never names a backend.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::config::DatabaseUrl;
+
+mod postgres;
+mod sqlite;
+
+pub use postgres::PgStore;
+pub use sqlite::SqliteStore;
+
+/// Errors of the store, each saying what was being done.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("unsupported database URL `{0}`: use `sqlite://PATH` or `postgres://USER@HOST/DB`")]
+    UnsupportedUrl(String),
+    #[error("cannot open the database `{url}`: {source}")]
+    Connect { url: String, source: sqlx::Error },
+    #[error("cannot create the state directory `{path}`: {source}")]
+    StateDir { path: PathBuf, source: std::io::Error },
+    #[error("cannot apply migrations to `{url}`: {source}")]
+    Migrate { url: String, source: sqlx::migrate::MigrateError },
+    #[error(
+        "another tickler daemon{holder} is using the SQLite database `{db}` (its lock `{lock}` is \
+         held); SQLite allows one daemon: stop the other one, or use PostgreSQL to run several"
+    )]
+    Locked { db: PathBuf, lock: PathBuf, holder: String },
+    #[error("cannot lock the SQLite database `{db}`: {source}")]
+    LockIo { db: PathBuf, source: std::io::Error },
+    #[error("database error while {doing}: {source}")]
+    Query { doing: &'static str, source: sqlx::Error },
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Adds "while doing X" to a sqlx error.
+pub(crate) trait Doing<T> {
+    fn doing(self, doing: &'static str) -> Result<T>;
+}
+
+impl<T> Doing<T> for std::result::Result<T, sqlx::Error> {
+    fn doing(self, doing: &'static str) -> Result<T> {
+        self.map_err(|source| StoreError::Query { doing, source })
+    }
+}
+
+/// Statuses of a run, as stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Status {
+    Running,
+    Succeeded,
+    Partial,
+    Failed,
+    TimedOut,
+    Skipped,
+    Missed,
+    Abandoned,
+    Interrupted,
+}
+
+impl Status {
+    pub const ALL: [Status; 9] = [
+        Status::Running,
+        Status::Succeeded,
+        Status::Partial,
+        Status::Failed,
+        Status::TimedOut,
+        Status::Skipped,
+        Status::Missed,
+        Status::Abandoned,
+        Status::Interrupted,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Running => "running",
+            Status::Succeeded => "succeeded",
+            Status::Partial => "partial",
+            Status::Failed => "failed",
+            Status::TimedOut => "timed_out",
+            Status::Skipped => "skipped",
+            Status::Missed => "missed",
+            Status::Abandoned => "abandoned",
+            Status::Interrupted => "interrupted",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Status> {
+        Status::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+
+    /// Statuses kept for `failure_retention` rather than `history_retention`.
+    pub fn is_failure(self) -> bool {
+        !matches!(self, Status::Running | Status::Succeeded | Status::Skipped)
+    }
+}
+
+/// Why a run exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunTrigger {
+    Schedule,
+    CatchUp,
+    Manual,
+}
+
+impl RunTrigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunTrigger::Schedule => "schedule",
+            RunTrigger::CatchUp => "catch_up",
+            RunTrigger::Manual => "manual",
+        }
+    }
+}
+
+/// A row to insert into the ledger; the slot is claimed only if this insert succeeds.
+#[derive(Debug, Clone)]
+pub struct NewRun {
+    pub id: Uuid,
+    pub job_name: Arc<str>,
+    pub scheduled_for: DateTime<Utc>,
+    pub trigger: RunTrigger,
+    /// `running` for a run about to start; `skipped` or `missed` for a fire recorded only.
+    pub status: Status,
+    pub started_at: DateTime<Utc>,
+    pub instance: Arc<str>,
+    pub error_message: Option<String>,
+    pub metadata: Option<Value>,
+}
+
+/// The end of a run.
+#[derive(Debug, Clone)]
+pub struct Finish {
+    pub id: Uuid,
+    pub status: Status,
+    /// When the job body started: after the claim was committed.
+    pub started_at: DateTime<Utc>,
+    pub completed_at: DateTime<Utc>,
+    pub duration_seconds: f64,
+    pub records_processed: Option<i64>,
+    pub error_message: Option<String>,
+    pub metadata: Value,
+    pub attempt: u32,
+}
+
+/// A ledger row as read back.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RunRow {
+    pub id: String,
+    pub job_name: String,
+    pub status: String,
+    pub started_at: Option<DateTime<Utc>>,
+    pub completed_at: Option<DateTime<Utc>>,
+    pub duration_seconds: Option<f64>,
+    pub records_processed: Option<i64>,
+    pub error_message: Option<String>,
+    pub metadata: Option<Value>,
+    pub scheduled_for: DateTime<Utc>,
+    pub trigger: String,
+    pub attempt: i64,
+    pub instance: Option<String>,
+}
+
+/// A filter for `tickler history`.
+#[derive(Debug, Clone, Default)]
+pub struct HistoryFilter {
+    pub job: Option<String>,
+    pub status: Option<Status>,
+    pub limit: i64,
+}
+
+/// A running daemon, as recorded in `tickler_instances`.
+#[derive(Debug, Clone)]
+pub struct Instance {
+    pub id: Arc<str>,
+    pub hostname: String,
+    pub pid: u32,
+    pub version: String,
+    pub started_at: DateTime<Utc>,
+}
+
+impl Instance {
+    pub fn current() -> Instance {
+        let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "localhost".into());
+        let pid = std::process::id();
+        let id = format!("{hostname}:{pid}:{}", &Uuid::new_v4().simple().to_string()[..8]);
+        Instance {
+            id: Arc::from(id),
+            hostname,
+            pid,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            started_at: Utc::now(),
+        }
+    }
+}
+
+/// The store's contract, implemented by [`SqliteStore`] and [`PgStore`].
+#[allow(async_fn_in_trait)]
+pub trait Backend {
+    async fn migrate(&self) -> Result<()>;
+    async fn register_instance(&self, instance: &Instance) -> Result<()>;
+    async fn heartbeat(&self, instance: &str, now: DateTime<Utc>) -> Result<()>;
+    async fn deregister(&self, instance: &str) -> Result<()>;
+    /// Marks `abandoned` every running row whose owner is not `me` and has not beaten its
+    /// heartbeat since `stale_before` (or is gone). Returns the job names of the rows changed.
+    async fn abandon_orphans(
+        &self,
+        me: &str,
+        stale_before: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<String>>;
+    /// Inserts the rows whose slot is still free; returns the ids actually inserted.
+    async fn insert_runs(&self, runs: &[NewRun]) -> Result<HashSet<Uuid>>;
+    async fn finish_runs(&self, finishes: &[Finish]) -> Result<()>;
+    async fn set_attempt(&self, id: Uuid, attempt: u32) -> Result<()>;
+    /// The latest slot recorded for each job (manual runs excluded).
+    async fn last_slots(&self) -> Result<HashMap<String, DateTime<Utc>>>;
+    /// Names of jobs with a row `running` on an instance other than `except_instance`.
+    async fn running_jobs(&self, except_instance: &str) -> Result<HashSet<String>>;
+    async fn history(&self, filter: &HistoryFilter) -> Result<Vec<RunRow>>;
+    /// Deletes finished rows completed before the cut-offs, at most `batch` rows per statement.
+    async fn prune(
+        &self,
+        ok_before: DateTime<Utc>,
+        failed_before: DateTime<Utc>,
+        batch: i64,
+    ) -> Result<u64>;
+    /// Runs SQL statements for the `sql` job kind; returns the rows they affected.
+    async fn execute(&self, statements: &[String], transaction: bool) -> Result<u64>;
+}
+
+/// A handle on the database in use.
+#[derive(Clone)]
+pub enum Store {
+    Sqlite(SqliteStore),
+    Postgres(PgStore),
+}
+
+macro_rules! dispatch {
+    ($self:ident, $s:ident => $e:expr) => {
+        match $self {
+            Store::Sqlite($s) => $e,
+            Store::Postgres($s) => $e,
+        }
+    };
+}
+
+impl Store {
+    /// Opens the database named by `url`, creating an SQLite file and its directory if needed.
+    /// Migrations are not applied here: call [`Store::migrate`].
+    pub async fn connect(url: &DatabaseUrl) -> Result<Store> {
+        let raw = url.expose();
+        if url.is_postgres() {
+            Ok(Store::Postgres(PgStore::connect(url).await?))
+        } else if let Some(path) = raw.strip_prefix("sqlite://").or(raw.strip_prefix("sqlite:")) {
+            Ok(Store::Sqlite(SqliteStore::connect(Path::new(path)).await?))
+        } else {
+            Err(StoreError::UnsupportedUrl(url.redacted()))
+        }
+    }
+
+    pub fn backend_name(&self) -> &'static str {
+        match self {
+            Store::Sqlite(_) => "sqlite",
+            Store::Postgres(_) => "postgres",
+        }
+    }
+
+    /// On SQLite, takes the single-daemon lock for as long as the guard lives. PostgreSQL
+    /// allows several daemons, which coordinate through the ledger.
+    pub fn lock_for_daemon(&self) -> Result<Option<DaemonLock>> {
+        match self {
+            Store::Sqlite(s) => s.lock_for_daemon().map(Some),
+            Store::Postgres(_) => Ok(None),
+        }
+    }
+
+    pub async fn migrate(&self) -> Result<()> {
+        dispatch!(self, s => s.migrate().await)
+    }
+    pub async fn register_instance(&self, instance: &Instance) -> Result<()> {
+        dispatch!(self, s => s.register_instance(instance).await)
+    }
+    pub async fn heartbeat(&self, instance: &str, now: DateTime<Utc>) -> Result<()> {
+        dispatch!(self, s => s.heartbeat(instance, now).await)
+    }
+    pub async fn deregister(&self, instance: &str) -> Result<()> {
+        dispatch!(self, s => s.deregister(instance).await)
+    }
+    pub async fn abandon_orphans(
+        &self,
+        me: &str,
+        stale_before: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<String>> {
+        dispatch!(self, s => s.abandon_orphans(me, stale_before, now).await)
+    }
+    pub async fn insert_runs(&self, runs: &[NewRun]) -> Result<HashSet<Uuid>> {
+        if runs.is_empty() {
+            return Ok(HashSet::new());
+        }
+        dispatch!(self, s => s.insert_runs(runs).await)
+    }
+    pub async fn finish_runs(&self, finishes: &[Finish]) -> Result<()> {
+        if finishes.is_empty() {
+            return Ok(());
+        }
+        dispatch!(self, s => s.finish_runs(finishes).await)
+    }
+    pub async fn set_attempt(&self, id: Uuid, attempt: u32) -> Result<()> {
+        dispatch!(self, s => s.set_attempt(id, attempt).await)
+    }
+    pub async fn last_slots(&self) -> Result<HashMap<String, DateTime<Utc>>> {
+        dispatch!(self, s => s.last_slots().await)
+    }
+    pub async fn running_jobs(&self, except_instance: &str) -> Result<HashSet<String>> {
+        dispatch!(self, s => s.running_jobs(except_instance).await)
+    }
+    pub async fn history(&self, filter: &HistoryFilter) -> Result<Vec<RunRow>> {
+        dispatch!(self, s => s.history(filter).await)
+    }
+    pub async fn prune(
+        &self,
+        ok_before: DateTime<Utc>,
+        failed_before: DateTime<Utc>,
+        batch: i64,
+    ) -> Result<u64> {
+        dispatch!(self, s => s.prune(ok_before, failed_before, batch).await)
+    }
+    pub async fn execute(&self, statements: &[String], transaction: bool) -> Result<u64> {
+        dispatch!(self, s => s.execute(statements, transaction).await)
+    }
+    pub async fn close(&self) {
+        match self {
+            Store::Sqlite(s) => s.pool().close().await,
+            Store::Postgres(s) => s.pool().close().await,
+        }
+    }
+}
+
+/// Holds the SQLite single-daemon lock; released when dropped or when the process dies.
+#[derive(Debug)]
+pub struct DaemonLock {
+    _file: std::fs::File,
+}
+
+impl DaemonLock {
+    /// Locks `<db>.lock` next to the database file, writing our pid into it.
+    pub(crate) fn acquire(db: &Path) -> Result<DaemonLock> {
+        use std::io::{Read, Seek, Write};
+        let mut lock_path = db.as_os_str().to_owned();
+        lock_path.push(".lock");
+        let lock_path = PathBuf::from(lock_path);
+        let io = |source| StoreError::LockIo { db: db.to_path_buf(), source };
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lock_path)
+            .map_err(io)?;
+        match file.try_lock() {
+            Ok(()) => {
+                file.set_len(0).map_err(io)?;
+                file.rewind().map_err(io)?;
+                writeln!(file, "{}", std::process::id()).map_err(io)?;
+                Ok(DaemonLock { _file: file })
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let mut pid = String::new();
+                let _ = file.read_to_string(&mut pid);
+                let holder = match pid.trim() {
+                    "" => String::new(),
+                    pid => format!(" (pid {pid})"),
+                };
+                Err(StoreError::Locked { db: db.to_path_buf(), lock: lock_path, holder })
+            }
+            Err(std::fs::TryLockError::Error(e)) => Err(io(e)),
+        }
+    }
+}

@@ -1,0 +1,336 @@
+//! The PostgreSQL backend: native `uuid`, `timestamptz` and `jsonb`, and the engine through
+//! which several replicas coordinate: each claims a slot by inserting its ledger row, and only
+//! the replica whose insert succeeded runs it.
+
+use std::collections::{HashMap, HashSet};
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::types::Json;
+use sqlx::{Connection, PgPool, Row};
+use uuid::Uuid;
+
+use super::{
+    Backend, Doing, Finish, HistoryFilter, Instance, NewRun, Result, RunRow, Status, StoreError,
+};
+use crate::config::DatabaseUrl;
+
+#[derive(Clone)]
+pub struct PgStore {
+    pool: PgPool,
+    url: String,
+}
+
+impl PgStore {
+    pub async fn connect(url: &DatabaseUrl) -> Result<PgStore> {
+        let redacted = url.redacted();
+        let options = PgConnectOptions::from_str(url.expose())
+            .map_err(|source| StoreError::Connect { url: redacted.clone(), source })?
+            .application_name("tickler");
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            .min_connections(0)
+            .acquire_timeout(Duration::from_secs(10))
+            .idle_timeout(Duration::from_secs(300))
+            .connect_with(options)
+            .await
+            .map_err(|source| StoreError::Connect { url: redacted.clone(), source })?;
+        Ok(PgStore { pool, url: redacted })
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+fn row_to_run(r: &sqlx::postgres::PgRow) -> RunRow {
+    RunRow {
+        id: r.get::<Uuid, _>("id").to_string(),
+        job_name: r.get("job_name"),
+        status: r.get("status"),
+        started_at: r.get("started_at"),
+        completed_at: r.get("completed_at"),
+        duration_seconds: r.get("duration_seconds"),
+        records_processed: r.get("records_processed"),
+        error_message: r.get("error_message"),
+        metadata: r.get::<Option<Json<serde_json::Value>>, _>("metadata").map(|j| j.0),
+        scheduled_for: r.get("scheduled_for"),
+        trigger: r.get("trigger"),
+        attempt: r.get::<i32, _>("attempt") as i64,
+        instance: r.get("instance"),
+    }
+}
+
+impl Backend for PgStore {
+    async fn migrate(&self) -> Result<()> {
+        sqlx::migrate!("migrations/postgres")
+            .run(&self.pool)
+            .await
+            .map_err(|source| StoreError::Migrate { url: self.url.clone(), source })
+    }
+
+    async fn register_instance(&self, i: &Instance) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO tickler_instances (id, hostname, pid, version, started_at, heartbeat_at)
+             VALUES ($1, $2, $3, $4, $5, $5)",
+        )
+        .bind(&*i.id)
+        .bind(&i.hostname)
+        .bind(i.pid as i32)
+        .bind(&i.version)
+        .bind(i.started_at)
+        .execute(&self.pool)
+        .await
+        .doing("registering this daemon")?;
+        Ok(())
+    }
+
+    async fn heartbeat(&self, instance: &str, now: DateTime<Utc>) -> Result<()> {
+        sqlx::query("UPDATE tickler_instances SET heartbeat_at = $1 WHERE id = $2")
+            .bind(now)
+            .bind(instance)
+            .execute(&self.pool)
+            .await
+            .doing("writing the heartbeat")?;
+        Ok(())
+    }
+
+    async fn deregister(&self, instance: &str) -> Result<()> {
+        sqlx::query("DELETE FROM tickler_instances WHERE id = $1")
+            .bind(instance)
+            .execute(&self.pool)
+            .await
+            .doing("deregistering this daemon")?;
+        Ok(())
+    }
+
+    async fn abandon_orphans(
+        &self,
+        me: &str,
+        stale_before: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<String>> {
+        let mut tx = self.pool.begin().await.doing("abandoning orphaned runs")?;
+        let rows = sqlx::query(
+            "UPDATE job_execution_logs
+                SET status = 'abandoned', completed_at = $1,
+                    error_message = 'the daemon running it (' || COALESCE(instance, '?') ||
+                        ') stopped without finishing it'
+              WHERE status = 'running' AND COALESCE(instance, '') <> $2
+                AND COALESCE(instance, '') NOT IN
+                    (SELECT id FROM tickler_instances WHERE heartbeat_at >= $3)
+              RETURNING job_name",
+        )
+        .bind(now)
+        .bind(me)
+        .bind(stale_before)
+        .fetch_all(&mut *tx)
+        .await
+        .doing("abandoning orphaned runs")?;
+        sqlx::query("DELETE FROM tickler_instances WHERE id <> $1 AND heartbeat_at < $2")
+            .bind(me)
+            .bind(stale_before)
+            .execute(&mut *tx)
+            .await
+            .doing("removing stopped daemons")?;
+        tx.commit().await.doing("abandoning orphaned runs")?;
+        Ok(rows.iter().map(|r| r.get("job_name")).collect())
+    }
+
+    async fn insert_runs(&self, runs: &[NewRun]) -> Result<HashSet<Uuid>> {
+        // One statement for the whole batch: the slot index decides which rows go in.
+        let mut ids = Vec::with_capacity(runs.len());
+        let mut names = Vec::with_capacity(runs.len());
+        let mut statuses = Vec::with_capacity(runs.len());
+        let mut started = Vec::with_capacity(runs.len());
+        let mut completed: Vec<Option<DateTime<Utc>>> = Vec::with_capacity(runs.len());
+        let mut slots = Vec::with_capacity(runs.len());
+        let mut triggers = Vec::with_capacity(runs.len());
+        let mut instances = Vec::with_capacity(runs.len());
+        let mut errors = Vec::with_capacity(runs.len());
+        let mut metadata: Vec<Option<Json<&serde_json::Value>>> = Vec::with_capacity(runs.len());
+        for r in runs {
+            ids.push(r.id);
+            names.push(&*r.job_name);
+            statuses.push(r.status.as_str());
+            started.push(r.started_at);
+            completed.push((r.status != Status::Running).then_some(r.started_at));
+            slots.push(r.scheduled_for);
+            triggers.push(r.trigger.as_str());
+            instances.push(&*r.instance);
+            errors.push(r.error_message.as_deref());
+            metadata.push(r.metadata.as_ref().map(Json));
+        }
+        let rows = sqlx::query(
+            "INSERT INTO job_execution_logs (id, job_name, status, started_at, completed_at,
+                 duration_seconds, scheduled_for, \"trigger\", attempt, instance, error_message,
+                 metadata)
+             SELECT id, job_name, status, started_at, completed_at,
+                    CASE WHEN completed_at IS NULL THEN NULL ELSE 0 END, scheduled_for, trg, 1,
+                    instance, error_message, metadata
+               FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::timestamptz[],
+                           $5::timestamptz[], $6::timestamptz[], $7::text[], $8::text[],
+                           $9::text[], $10::jsonb[])
+                 AS t(id, job_name, status, started_at, completed_at, scheduled_for, trg,
+                      instance, error_message, metadata)
+             ON CONFLICT DO NOTHING
+             RETURNING id",
+        )
+        .bind(&ids)
+        .bind(&names)
+        .bind(&statuses)
+        .bind(&started)
+        .bind(&completed)
+        .bind(&slots)
+        .bind(&triggers)
+        .bind(&instances)
+        .bind(&errors)
+        .bind(&metadata)
+        .fetch_all(&self.pool)
+        .await
+        .doing("claiming slots")?;
+        Ok(rows.iter().map(|r| r.get::<Uuid, _>("id")).collect())
+    }
+
+    async fn finish_runs(&self, finishes: &[Finish]) -> Result<()> {
+        let ids: Vec<Uuid> = finishes.iter().map(|f| f.id).collect();
+        let statuses: Vec<&str> = finishes.iter().map(|f| f.status.as_str()).collect();
+        let started: Vec<DateTime<Utc>> = finishes.iter().map(|f| f.started_at).collect();
+        let completed: Vec<DateTime<Utc>> = finishes.iter().map(|f| f.completed_at).collect();
+        let durations: Vec<f64> = finishes.iter().map(|f| f.duration_seconds).collect();
+        let records: Vec<Option<i64>> = finishes.iter().map(|f| f.records_processed).collect();
+        let errors: Vec<Option<&str>> =
+            finishes.iter().map(|f| f.error_message.as_deref()).collect();
+        let metadata: Vec<Json<&serde_json::Value>> =
+            finishes.iter().map(|f| Json(&f.metadata)).collect();
+        let attempts: Vec<i32> = finishes.iter().map(|f| f.attempt as i32).collect();
+        sqlx::query(
+            "UPDATE job_execution_logs AS l
+                SET status = t.status, started_at = t.started_at, completed_at = t.completed_at,
+                    duration_seconds = t.duration_seconds, records_processed = t.records,
+                    error_message = t.error_message, metadata = t.metadata, attempt = t.attempt
+               FROM UNNEST($1::uuid[], $2::text[], $3::timestamptz[], $4::float8[], $5::int8[],
+                           $6::text[], $7::jsonb[], $8::int4[], $9::timestamptz[])
+                 AS t(id, status, completed_at, duration_seconds, records, error_message,
+                      metadata, attempt, started_at)
+              WHERE l.id = t.id AND l.status = 'running'",
+        )
+        .bind(&ids)
+        .bind(&statuses)
+        .bind(&completed)
+        .bind(&durations)
+        .bind(&records)
+        .bind(&errors)
+        .bind(&metadata)
+        .bind(&attempts)
+        .bind(&started)
+        .execute(&self.pool)
+        .await
+        .doing("recording finished runs")?;
+        Ok(())
+    }
+
+    async fn set_attempt(&self, id: Uuid, attempt: u32) -> Result<()> {
+        sqlx::query("UPDATE job_execution_logs SET attempt = $1 WHERE id = $2")
+            .bind(attempt as i32)
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .doing("recording a retry")?;
+        Ok(())
+    }
+
+    async fn last_slots(&self) -> Result<HashMap<String, DateTime<Utc>>> {
+        let rows = sqlx::query(
+            "SELECT job_name, MAX(scheduled_for) AS last FROM job_execution_logs
+              WHERE \"trigger\" <> 'manual' GROUP BY job_name",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .doing("reading the last slot of each job")?;
+        Ok(rows.iter().map(|r| (r.get("job_name"), r.get("last"))).collect())
+    }
+
+    async fn running_jobs(&self, except_instance: &str) -> Result<HashSet<String>> {
+        let rows = sqlx::query(
+            "SELECT DISTINCT job_name FROM job_execution_logs
+              WHERE status = 'running' AND COALESCE(instance, '') <> $1",
+        )
+        .bind(except_instance)
+        .fetch_all(&self.pool)
+        .await
+        .doing("reading running jobs")?;
+        Ok(rows.iter().map(|r| r.get("job_name")).collect())
+    }
+
+    async fn history(&self, filter: &HistoryFilter) -> Result<Vec<RunRow>> {
+        let rows = sqlx::query(
+            "SELECT * FROM job_execution_logs
+              WHERE ($1::text IS NULL OR job_name = $1) AND ($2::text IS NULL OR status = $2)
+              ORDER BY started_at DESC NULLS LAST, scheduled_for DESC LIMIT $3",
+        )
+        .bind(&filter.job)
+        .bind(filter.status.map(|s| s.as_str()))
+        .bind(filter.limit)
+        .fetch_all(&self.pool)
+        .await
+        .doing("reading the run history")?;
+        Ok(rows.iter().map(row_to_run).collect())
+    }
+
+    async fn prune(
+        &self,
+        ok_before: DateTime<Utc>,
+        failed_before: DateTime<Utc>,
+        batch: i64,
+    ) -> Result<u64> {
+        let mut total = 0;
+        loop {
+            let done = sqlx::query(
+                "DELETE FROM job_execution_logs WHERE id IN (
+                    SELECT id FROM job_execution_logs
+                     WHERE completed_at IS NOT NULL AND (
+                        (status IN ('succeeded', 'skipped') AND completed_at < $1)
+                        OR completed_at < $2)
+                     LIMIT $3)",
+            )
+            .bind(ok_before)
+            .bind(failed_before)
+            .bind(batch)
+            .execute(&self.pool)
+            .await
+            .doing("pruning old runs")?;
+            total += done.rows_affected();
+            if done.rows_affected() < batch as u64 {
+                return Ok(total);
+            }
+        }
+    }
+
+    async fn execute(&self, statements: &[String], transaction: bool) -> Result<u64> {
+        let mut conn = self.pool.acquire().await.doing("running the job's SQL")?;
+        let mut total = 0;
+        if transaction {
+            let mut tx = conn.begin().await.doing("running the job's SQL")?;
+            for s in statements {
+                total += sqlx::query(s.as_str())
+                    .execute(&mut *tx)
+                    .await
+                    .doing("running the job's SQL")?
+                    .rows_affected();
+            }
+            tx.commit().await.doing("running the job's SQL")?;
+        } else {
+            for s in statements {
+                total += sqlx::query(s.as_str())
+                    .execute(&mut *conn)
+                    .await
+                    .doing("running the job's SQL")?
+                    .rows_affected();
+            }
+        }
+        Ok(total)
+    }
+}

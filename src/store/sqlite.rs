@@ -1,0 +1,310 @@
+//! The embedded SQLite backend: one file in the state directory, WAL mode, one daemon at a time
+//! (a lock file next to the database refuses a second one). Timestamps are RFC 3339 text,
+//! ids are UUID text and metadata is JSON text, so `sqlite3` shows them as they are.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Connection, Row, SqlitePool};
+use uuid::Uuid;
+
+use super::{
+    Backend, DaemonLock, Doing, Finish, HistoryFilter, Instance, NewRun, Result, RunRow,
+    Status, StoreError,
+};
+
+#[derive(Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+    path: PathBuf,
+}
+
+impl SqliteStore {
+    pub async fn connect(path: &Path) -> Result<SqliteStore> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|source| StoreError::StateDir { path: dir.to_path_buf(), source })?;
+        }
+        let url = format!("sqlite://{}", path.display());
+        let options = SqliteConnectOptions::from_str(&url)
+            .map_err(|source| StoreError::Connect { url: url.clone(), source })?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .min_connections(0)
+            .idle_timeout(Duration::from_secs(300))
+            .connect_with(options)
+            .await
+            .map_err(|source| StoreError::Connect { url, source })?;
+        Ok(SqliteStore { pool, path: path.to_path_buf() })
+    }
+
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    pub(crate) fn lock_for_daemon(&self) -> Result<DaemonLock> {
+        DaemonLock::acquire(&self.path)
+    }
+}
+
+fn row_to_run(r: &sqlx::sqlite::SqliteRow) -> RunRow {
+    RunRow {
+        id: r.get("id"),
+        job_name: r.get("job_name"),
+        status: r.get("status"),
+        started_at: r.get("started_at"),
+        completed_at: r.get("completed_at"),
+        duration_seconds: r.get("duration_seconds"),
+        records_processed: r.get("records_processed"),
+        error_message: r.get("error_message"),
+        metadata: r
+            .get::<Option<String>, _>("metadata")
+            .and_then(|m| serde_json::from_str(&m).ok()),
+        scheduled_for: r.get("scheduled_for"),
+        trigger: r.get("trigger"),
+        attempt: r.get("attempt"),
+        instance: r.get("instance"),
+    }
+}
+
+impl Backend for SqliteStore {
+    async fn migrate(&self) -> Result<()> {
+        sqlx::migrate!("migrations/sqlite").run(&self.pool).await.map_err(|source| {
+            StoreError::Migrate { url: format!("sqlite://{}", self.path.display()), source }
+        })
+    }
+
+    async fn register_instance(&self, i: &Instance) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO tickler_instances (id, hostname, pid, version, started_at, heartbeat_at)
+             VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&*i.id)
+        .bind(&i.hostname)
+        .bind(i.pid as i64)
+        .bind(&i.version)
+        .bind(i.started_at)
+        .bind(i.started_at)
+        .execute(&self.pool)
+        .await
+        .doing("registering this daemon")?;
+        Ok(())
+    }
+
+    async fn heartbeat(&self, instance: &str, now: DateTime<Utc>) -> Result<()> {
+        sqlx::query("UPDATE tickler_instances SET heartbeat_at = ? WHERE id = ?")
+            .bind(now)
+            .bind(instance)
+            .execute(&self.pool)
+            .await
+            .doing("writing the heartbeat")?;
+        Ok(())
+    }
+
+    async fn deregister(&self, instance: &str) -> Result<()> {
+        sqlx::query("DELETE FROM tickler_instances WHERE id = ?")
+            .bind(instance)
+            .execute(&self.pool)
+            .await
+            .doing("deregistering this daemon")?;
+        Ok(())
+    }
+
+    async fn abandon_orphans(
+        &self,
+        me: &str,
+        stale_before: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<String>> {
+        let mut tx = self.pool.begin().await.doing("abandoning orphaned runs")?;
+        let rows = sqlx::query(
+            "UPDATE job_execution_logs
+                SET status = 'abandoned', completed_at = ?,
+                    error_message = 'the daemon running it (' || COALESCE(instance, '?') ||
+                        ') stopped without finishing it'
+              WHERE status = 'running' AND COALESCE(instance, '') <> ?
+                AND COALESCE(instance, '') NOT IN
+                    (SELECT id FROM tickler_instances WHERE heartbeat_at >= ?)
+              RETURNING job_name",
+        )
+        .bind(now)
+        .bind(me)
+        .bind(stale_before)
+        .fetch_all(&mut *tx)
+        .await
+        .doing("abandoning orphaned runs")?;
+        sqlx::query("DELETE FROM tickler_instances WHERE id <> ? AND heartbeat_at < ?")
+            .bind(me)
+            .bind(stale_before)
+            .execute(&mut *tx)
+            .await
+            .doing("removing stopped daemons")?;
+        tx.commit().await.doing("abandoning orphaned runs")?;
+        Ok(rows.iter().map(|r| r.get("job_name")).collect())
+    }
+
+    async fn insert_runs(&self, runs: &[NewRun]) -> Result<HashSet<Uuid>> {
+        let mut inserted = HashSet::with_capacity(runs.len());
+        let mut tx = self.pool.begin().await.doing("claiming slots")?;
+        for run in runs {
+            let (completed, duration) = match run.status {
+                Status::Running => (None, None),
+                _ => (Some(run.started_at), Some(0.0)),
+            };
+            let done = sqlx::query(
+                "INSERT INTO job_execution_logs (id, job_name, status, started_at, completed_at,
+                     duration_seconds, scheduled_for, \"trigger\", attempt, instance, error_message,
+                     metadata)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?)
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(run.id.to_string())
+            .bind(&*run.job_name)
+            .bind(run.status.as_str())
+            .bind(run.started_at)
+            .bind(completed)
+            .bind(duration)
+            .bind(run.scheduled_for)
+            .bind(run.trigger.as_str())
+            .bind(&*run.instance)
+            .bind(&run.error_message)
+            .bind(run.metadata.as_ref().map(|m| m.to_string()))
+            .execute(&mut *tx)
+            .await
+            .doing("claiming slots")?;
+            if done.rows_affected() == 1 {
+                inserted.insert(run.id);
+            }
+        }
+        tx.commit().await.doing("claiming slots")?;
+        Ok(inserted)
+    }
+
+    async fn finish_runs(&self, finishes: &[Finish]) -> Result<()> {
+        let mut tx = self.pool.begin().await.doing("recording finished runs")?;
+        for f in finishes {
+            sqlx::query(
+                "UPDATE job_execution_logs
+                    SET status = ?, started_at = ?, completed_at = ?, duration_seconds = ?,
+                        records_processed = ?,
+                        error_message = ?, metadata = ?, attempt = ?
+                  WHERE id = ? AND status = 'running'",
+            )
+            .bind(f.status.as_str())
+            .bind(f.started_at)
+            .bind(f.completed_at)
+            .bind(f.duration_seconds)
+            .bind(f.records_processed)
+            .bind(&f.error_message)
+            .bind(f.metadata.to_string())
+            .bind(f.attempt as i64)
+            .bind(f.id.to_string())
+            .execute(&mut *tx)
+            .await
+            .doing("recording finished runs")?;
+        }
+        tx.commit().await.doing("recording finished runs")
+    }
+
+    async fn set_attempt(&self, id: Uuid, attempt: u32) -> Result<()> {
+        sqlx::query("UPDATE job_execution_logs SET attempt = ? WHERE id = ?")
+            .bind(attempt as i64)
+            .bind(id.to_string())
+            .execute(&self.pool)
+            .await
+            .doing("recording a retry")?;
+        Ok(())
+    }
+
+    async fn last_slots(&self) -> Result<HashMap<String, DateTime<Utc>>> {
+        // Each job's newest slot, read from the slot index rather than by scanning the ledger.
+        let rows = sqlx::query(
+            "SELECT job_name, MAX(scheduled_for) AS last FROM job_execution_logs
+              WHERE \"trigger\" <> 'manual' GROUP BY job_name",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .doing("reading the last slot of each job")?;
+        Ok(rows.iter().map(|r| (r.get("job_name"), r.get("last"))).collect())
+    }
+
+    async fn running_jobs(&self, except_instance: &str) -> Result<HashSet<String>> {
+        let rows = sqlx::query("SELECT DISTINCT job_name FROM job_execution_logs
+              WHERE status = 'running' AND COALESCE(instance, '') <> ?")
+            .bind(except_instance)
+            .fetch_all(&self.pool)
+            .await
+            .doing("reading running jobs")?;
+        Ok(rows.iter().map(|r| r.get("job_name")).collect())
+    }
+
+    async fn history(&self, filter: &HistoryFilter) -> Result<Vec<RunRow>> {
+        let rows = sqlx::query(
+            "SELECT * FROM job_execution_logs
+              WHERE (?1 IS NULL OR job_name = ?1) AND (?2 IS NULL OR status = ?2)
+              ORDER BY started_at DESC, scheduled_for DESC LIMIT ?3",
+        )
+        .bind(&filter.job)
+        .bind(filter.status.map(|s| s.as_str()))
+        .bind(filter.limit)
+        .fetch_all(&self.pool)
+        .await
+        .doing("reading the run history")?;
+        Ok(rows.iter().map(row_to_run).collect())
+    }
+
+    async fn prune(
+        &self,
+        ok_before: DateTime<Utc>,
+        failed_before: DateTime<Utc>,
+        batch: i64,
+    ) -> Result<u64> {
+        let mut total = 0;
+        loop {
+            let done = sqlx::query(
+                "DELETE FROM job_execution_logs WHERE id IN (
+                    SELECT id FROM job_execution_logs
+                     WHERE completed_at IS NOT NULL AND (
+                        (status IN ('succeeded', 'skipped') AND completed_at < ?)
+                        OR completed_at < ?)
+                     LIMIT ?)",
+            )
+            .bind(ok_before)
+            .bind(failed_before)
+            .bind(batch)
+            .execute(&self.pool)
+            .await
+            .doing("pruning old runs")?;
+            total += done.rows_affected();
+            if done.rows_affected() < batch as u64 {
+                return Ok(total);
+            }
+        }
+    }
+
+    async fn execute(&self, statements: &[String], transaction: bool) -> Result<u64> {
+        let mut conn = self.pool.acquire().await.doing("running the job's SQL")?;
+        let mut total = 0;
+        if transaction {
+            let mut tx = conn.begin().await.doing("running the job's SQL")?;
+            for s in statements {
+                total += sqlx::query(s.as_str()).execute(&mut *tx).await.doing("running the job's SQL")?.rows_affected();
+            }
+            tx.commit().await.doing("running the job's SQL")?;
+        } else {
+            for s in statements {
+                total += sqlx::query(s.as_str()).execute(&mut *conn).await.doing("running the job's SQL")?.rows_affected();
+            }
+        }
+        Ok(total)
+    }
+}
