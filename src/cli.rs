@@ -15,10 +15,20 @@ use crate::daemon::{self, Options, Signal};
 use crate::store::{HistoryFilter, Status, Store};
 
 #[derive(Debug, Parser)]
-#[command(name = "tickler", version, about = "A scheduler daemon for billing and collections back offices")]
+#[command(
+    name = "tickler",
+    version,
+    about = "A scheduler daemon for billing and collections back offices"
+)]
 pub struct Cli {
     /// The config file.
-    #[arg(long, short, global = true, env = "TICKLER_CONFIG", default_value = "config.toml")]
+    #[arg(
+        long,
+        short,
+        global = true,
+        env = "TICKLER_CONFIG",
+        default_value = "config.toml"
+    )]
     pub config: PathBuf,
     #[command(subcommand)]
     pub command: Command,
@@ -100,7 +110,15 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::List { next, from, format } => {
             let config = config::load(&cli.config)?;
-            print!("{}", list_report(&config, from.unwrap_or_else(Utc::now), next as usize, format));
+            print!(
+                "{}",
+                list_report(
+                    &config,
+                    from.unwrap_or_else(Utc::now),
+                    next as usize,
+                    format
+                )
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Migrate => {
@@ -111,7 +129,12 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             store.close().await;
             Ok(ExitCode::SUCCESS)
         }
-        Command::History { job, status, limit, format } => {
+        Command::History {
+            job,
+            status,
+            limit,
+            format,
+        } => {
             let config = config::load(&cli.config)?;
             let store = Store::connect(&config.daemon.database_url).await?;
             store.migrate().await?;
@@ -133,7 +156,12 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                         config.path.display()
                     ),
                 },
-                None => config.jobs.iter().filter(|j| j.enabled).map(|j| j.name.clone()).collect(),
+                None => config
+                    .jobs
+                    .iter()
+                    .filter(|j| j.enabled)
+                    .map(|j| j.name.clone())
+                    .collect(),
             };
             let results = daemon::run_now(&config, &names).await?;
             let mut ok = true;
@@ -155,7 +183,11 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                     }
                 }
             }
-            Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Command::Run => {
             let config = config::load(&cli.config)?;
@@ -224,7 +256,11 @@ pub fn list_report(config: &Config, from: DateTime<Utc>, n: usize, format: Forma
         .jobs
         .iter()
         .map(|j| {
-            let f = if j.enabled { j.trigger.upcoming(from, j.timezone, n) } else { vec![] };
+            let f = if j.enabled {
+                j.trigger.upcoming(from, j.timezone, n)
+            } else {
+                vec![]
+            };
             (&*j.name, j.timezone.name(), f)
         })
         .collect();
@@ -277,8 +313,12 @@ fn history_table(rows: &[crate::store::RunRow]) -> String {
             r.status,
             r.trigger,
             r.attempt,
-            r.duration_seconds.map(|d| format!("{d:.3}")).unwrap_or_default(),
-            r.records_processed.map(|n| n.to_string()).unwrap_or_default(),
+            r.duration_seconds
+                .map(|d| format!("{d:.3}"))
+                .unwrap_or_default(),
+            r.records_processed
+                .map(|n| n.to_string())
+                .unwrap_or_default(),
             r.error_message.as_deref().unwrap_or("")
         );
     }

@@ -4,9 +4,9 @@
 //! triggers into instants, `daemon` fires them and records each run through `store`, and
 //! `jobs` holds one file per job kind.
 
+pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod jobs;
 pub mod schedule;
 pub mod store;
-pub mod cli;
-pub mod daemon;

@@ -7,8 +7,9 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 
 pub fn parse(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text.trim())
-        .map_err(|e| format!("invalid duration `{text}`: {e}; write e.g. `30s`, `10m`, `1h30m`, `7d`"))
+    humantime::parse_duration(text.trim()).map_err(|e| {
+        format!("invalid duration `{text}`: {e}; write e.g. `30s`, `10m`, `1h30m`, `7d`")
+    })
 }
 
 pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
@@ -22,6 +23,8 @@ pub mod option {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
         let text = String::deserialize(d)?;
-        super::parse(&text).map(Some).map_err(serde::de::Error::custom)
+        super::parse(&text)
+            .map(Some)
+            .map_err(serde::de::Error::custom)
     }
 }

@@ -53,9 +53,11 @@ impl fmt::Display for ConfigError {
                 writeln!(f)?;
             }
             match p.at {
-                Some((line, col)) => {
-                    write!(f, "{} ({file} line {line}, column {col}): {}", p.what, p.detail)?
-                }
+                Some((line, col)) => write!(
+                    f,
+                    "{} ({file} line {line}, column {col}): {}",
+                    p.what, p.detail
+                )?,
                 None => write!(f, "{} ({file}): {}", p.what, p.detail)?,
             }
         }
@@ -101,7 +103,11 @@ impl RetryPolicy {
     pub fn delay_before(&self, next_attempt: u32) -> Duration {
         let exp = self.factor.powi(next_attempt.saturating_sub(2) as i32);
         let secs = (self.initial.as_secs_f64() * exp).min(self.max.as_secs_f64());
-        let secs = if self.jitter { secs * (0.5 + fastrand::f64() * 0.5) } else { secs };
+        let secs = if self.jitter {
+            secs * (0.5 + fastrand::f64() * 0.5)
+        } else {
+            secs
+        };
         Duration::from_secs_f64(secs.max(0.0))
     }
 }
@@ -206,8 +212,15 @@ struct PolicyRaw {
     jitter: Option<Duration>,
 }
 
-const POLICY_KEYS: &[&str] =
-    &["enabled", "timeout", "retry", "overlap", "catch_up", "misfire_grace", "jitter"];
+const POLICY_KEYS: &[&str] = &[
+    "enabled",
+    "timeout",
+    "retry",
+    "overlap",
+    "catch_up",
+    "misfire_grace",
+    "jitter",
+];
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -220,7 +233,14 @@ struct IdentityRaw {
     timezone: Option<Spanned<String>>,
 }
 
-const IDENTITY_KEYS: &[&str] = &["name", "kind", "description", "schedule", "every", "timezone"];
+const IDENTITY_KEYS: &[&str] = &[
+    "name",
+    "kind",
+    "description",
+    "schedule",
+    "every",
+    "timezone",
+];
 
 /// Maps byte offsets of the source to 1-based line and column.
 struct Source<'a> {
@@ -243,9 +263,18 @@ struct Collector<'a> {
 }
 
 impl Collector<'_> {
-    fn push(&mut self, what: impl Into<String>, span: Option<Range<usize>>, detail: impl Into<String>) {
+    fn push(
+        &mut self,
+        what: impl Into<String>,
+        span: Option<Range<usize>>,
+        detail: impl Into<String>,
+    ) {
         let at = span.map(|s| self.source.at(s.start));
-        self.problems.push(Problem { what: what.into(), at, detail: detail.into() });
+        self.problems.push(Problem {
+            what: what.into(),
+            at,
+            detail: detail.into(),
+        });
     }
 
     fn toml(&mut self, what: impl Into<String>, err: &toml::de::Error, fallback: Range<usize>) {
@@ -275,7 +304,12 @@ pub fn parse_timezone(name: &str) -> Result<Tz, String> {
     }
     let suggestion = chrono_tz::TZ_VARIANTS
         .iter()
-        .map(|tz| (edit_distance(&name.to_ascii_lowercase(), &tz.name().to_ascii_lowercase()), tz))
+        .map(|tz| {
+            (
+                edit_distance(&name.to_ascii_lowercase(), &tz.name().to_ascii_lowercase()),
+                tz,
+            )
+        })
         .min_by_key(|(d, _)| *d)
         .filter(|(d, _)| *d <= 3)
         .map(|(_, tz)| format!("did you mean `{}`? ", tz.name()))
@@ -303,7 +337,9 @@ fn edit_distance(a: &str, b: &str) -> usize {
 fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
 }
 
 fn merge<T: Clone>(job: &Option<T>, defaults: &Option<T>) -> Option<T> {
@@ -324,7 +360,10 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         }],
     })?;
     let mut config = parse(path, &text)?;
-    if let Some(url) = std::env::var("TICKLER_DATABASE_URL").ok().filter(|u| !u.is_empty()) {
+    if let Some(url) = std::env::var("TICKLER_DATABASE_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+    {
         config.daemon.database_url = DatabaseUrl::new(url);
     }
     Ok(config)
@@ -332,11 +371,20 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 
 /// Validates config text; `path` is used in messages and to resolve nothing else.
 pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
-    let mut c = Collector { source: Source { text }, problems: vec![] };
+    let mut c = Collector {
+        source: Source { text },
+        problems: vec![],
+    };
     let config = parse_into(text, &mut c);
     match config {
-        Some(config) if c.problems.is_empty() => Ok(Config { path: path.to_path_buf(), ..config }),
-        _ => Err(ConfigError { file: path.to_path_buf(), problems: c.problems }),
+        Some(config) if c.problems.is_empty() => Ok(Config {
+            path: path.to_path_buf(),
+            ..config
+        }),
+        _ => Err(ConfigError {
+            file: path.to_path_buf(),
+            problems: c.problems,
+        }),
     }
 }
 
@@ -393,7 +441,11 @@ fn parse_into(text: &str, c: &mut Collector<'_>) -> Option<Config> {
             jobs.push(Arc::new(job.0));
         }
     }
-    Some(Config { path: PathBuf::new(), daemon: daemon?, jobs })
+    Some(Config {
+        path: PathBuf::new(),
+        daemon: daemon?,
+        jobs,
+    })
 }
 
 fn daemon_config(raw: DaemonRaw, c: &mut Collector<'_>) -> Option<DaemonConfig> {
@@ -434,8 +486,12 @@ fn daemon_config(raw: DaemonRaw, c: &mut Collector<'_>) -> Option<DaemonConfig> 
         max_concurrent,
         shutdown_grace: raw.shutdown_grace.unwrap_or(Duration::from_secs(30)),
         heartbeat_interval: raw.heartbeat_interval.unwrap_or(Duration::from_secs(10)),
-        history_retention: raw.history_retention.unwrap_or(Duration::from_secs(90 * 86_400)),
-        failure_retention: raw.failure_retention.unwrap_or(Duration::from_secs(365 * 86_400)),
+        history_retention: raw
+            .history_retention
+            .unwrap_or(Duration::from_secs(90 * 86_400)),
+        failure_retention: raw
+            .failure_retention
+            .unwrap_or(Duration::from_secs(365 * 86_400)),
     })
 }
 
@@ -505,7 +561,11 @@ fn job_spec(
                     quoted(&[IDENTITY_KEYS, POLICY_KEYS].concat())
                 );
             }
-            c.push(format!("invalid {label}"), Some(e.span().unwrap_or(span.clone())), detail);
+            c.push(
+                format!("invalid {label}"),
+                Some(e.span().unwrap_or(span.clone())),
+                detail,
+            );
             None
         }
         Err(BuildError::Invalid(detail)) => {
@@ -518,7 +578,11 @@ fn job_spec(
         Some(tz) => match parse_timezone(tz.get_ref()) {
             Ok(tz) => Some(tz),
             Err(e) => {
-                c.push(format!("invalid `timezone` for {label}"), Some(tz.span()), e);
+                c.push(
+                    format!("invalid `timezone` for {label}"),
+                    Some(tz.span()),
+                    e,
+                );
                 None
             }
         },
@@ -543,7 +607,7 @@ fn job_spec(
             None
         }
         (Some(expr), None) => match CronTrigger::parse(expr.get_ref()) {
-            Ok(t) => Some(Trigger::Cron(t)),
+            Ok(t) => Some(Trigger::Cron(Box::new(t))),
             Err(e) => {
                 c.push(
                     format!("invalid cron expression `{}` for {label}", expr.get_ref()),
@@ -565,20 +629,27 @@ fn job_spec(
             }
         },
     };
-    if let (Some(trigger), Some(tz), Some(expr)) = (&trigger, timezone, &identity.schedule) {
-        if trigger.next_after(chrono::Utc::now(), tz).is_none() {
-            c.push(
-                format!("cron expression `{}` for {label} never fires", expr.get_ref()),
-                Some(expr.span()),
-                "no date matches it (e.g. February 30th); fix the day-of-month or month",
-            );
-        }
+    if let (Some(trigger), Some(tz), Some(expr)) = (&trigger, timezone, &identity.schedule)
+        && trigger.next_after(chrono::Utc::now(), tz).is_none()
+    {
+        c.push(
+            format!(
+                "cron expression `{}` for {label} never fires",
+                expr.get_ref()
+            ),
+            Some(expr.span()),
+            "no date matches it (e.g. February 30th); fix the day-of-month or month",
+        );
     }
 
     let retry = retry_policy(merge(&policy.retry, &defaults.retry), &label, c);
     let timeout = merge(&policy.timeout, &defaults.timeout).unwrap_or(Duration::from_secs(3600));
     if timeout.is_zero() {
-        c.push(format!("invalid `timeout` for {label}"), Some(span.clone()), "must be more than 0s");
+        c.push(
+            format!("invalid `timeout` for {label}"),
+            Some(span.clone()),
+            "must be more than 0s",
+        );
     }
     if c.problems.len() > before {
         return None;
@@ -611,7 +682,10 @@ fn retry_policy(raw: Option<RetryRaw>, label: &str, c: &mut Collector<'_>) -> Op
             c.push(
                 format!("invalid `retry.attempts` for {label}"),
                 Some(a.span()),
-                format!("must be 1-100, counting the first attempt (found {})", a.get_ref()),
+                format!(
+                    "must be 1-100, counting the first attempt (found {})",
+                    a.get_ref()
+                ),
             );
             return None;
         }
@@ -638,7 +712,11 @@ fn retry_policy(raw: Option<RetryRaw>, label: &str, c: &mut Collector<'_>) -> Op
 }
 
 fn quoted(items: &[&str]) -> String {
-    items.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ")
+    items
+        .iter()
+        .map(|k| format!("`{k}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[cfg(test)]
@@ -646,7 +724,9 @@ mod tests {
     use super::*;
 
     fn errors(text: &str) -> String {
-        parse(Path::new("config.toml"), text).unwrap_err().to_string()
+        parse(Path::new("config.toml"), text)
+            .unwrap_err()
+            .to_string()
     }
 
     #[test]
@@ -709,7 +789,10 @@ catch_up = "all"
         let jittered = RetryPolicy { jitter: true, ..p };
         for _ in 0..100 {
             let d = jittered.delay_before(3);
-            assert!(d >= Duration::from_secs(1) && d <= Duration::from_secs(2), "{d:?}");
+            assert!(
+                d >= Duration::from_secs(1) && d <= Duration::from_secs(2),
+                "{d:?}"
+            );
         }
     }
 
@@ -774,7 +857,9 @@ timezone = "Europe/Berln"
     #[test]
     fn retry_values_are_checked() {
         assert_eq!(
-            errors("[[job]]\nname = \"x\"\nkind = \"noop\"\nevery = \"1m\"\nretry = { attempts = 0 }\n"),
+            errors(
+                "[[job]]\nname = \"x\"\nkind = \"noop\"\nevery = \"1m\"\nretry = { attempts = 0 }\n"
+            ),
             "invalid `retry.attempts` for job `x` (config.toml line 5, column 22): must be \
              1-100, counting the first attempt (found 0)"
         );

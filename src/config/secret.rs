@@ -45,9 +45,9 @@ impl SecretSource {
         file: Option<PathBuf>,
     ) -> Result<Option<Self>, String> {
         match (env, file) {
-            (Some(_), Some(_)) => {
-                Err(format!("set only one of `{what}_env` and `{what}_file`, not both"))
-            }
+            (Some(_), Some(_)) => Err(format!(
+                "set only one of `{what}_env` and `{what}_file`, not both"
+            )),
             (Some(env), None) => Ok(Some(SecretSource::Env(env))),
             (None, Some(file)) => Ok(Some(SecretSource::File(file))),
             (None, None) => Ok(None),
@@ -68,9 +68,8 @@ impl SecretSource {
                     Some(dir) if path.is_relative() => PathBuf::from(dir).join(path),
                     _ => path.clone(),
                 };
-                let text = std::fs::read_to_string(&path).map_err(|e| {
-                    format!("cannot read secret file `{}`: {e}", path.display())
-                })?;
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|e| format!("cannot read secret file `{}`: {e}", path.display()))?;
                 let value = text.trim_end_matches(['\n', '\r']).to_string();
                 if value.is_empty() {
                     return Err(format!("secret file `{}` is empty", path.display()));
@@ -149,11 +148,20 @@ mod tests {
     #[test]
     fn database_url_hides_passwords() {
         let url = DatabaseUrl::new("postgres://tickler:s3cret@db.internal:5432/tickler");
-        assert_eq!(url.redacted(), "postgres://tickler:***@db.internal:5432/tickler");
+        assert_eq!(
+            url.redacted(),
+            "postgres://tickler:***@db.internal:5432/tickler"
+        );
         assert!(!format!("{url:?}").contains("s3cret"));
         let url = DatabaseUrl::new("postgres://db/tickler?user=t&password=s3cret&sslmode=require");
-        assert_eq!(url.redacted(), "postgres://db/tickler?user=t&password=***&sslmode=require");
-        assert_eq!(DatabaseUrl::new("sqlite://var/t.db").redacted(), "sqlite://var/t.db");
+        assert_eq!(
+            url.redacted(),
+            "postgres://db/tickler?user=t&password=***&sslmode=require"
+        );
+        assert_eq!(
+            DatabaseUrl::new("sqlite://var/t.db").redacted(),
+            "sqlite://var/t.db"
+        );
     }
 
     #[test]
@@ -167,11 +175,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("token");
         std::fs::write(&path, "abc\n").unwrap();
-        assert_eq!(SecretSource::File(path.clone()).read().unwrap().expose(), "abc");
+        assert_eq!(
+            SecretSource::File(path.clone()).read().unwrap().expose(),
+            "abc"
+        );
         std::fs::write(&path, "\n").unwrap();
         let err = SecretSource::File(path.clone()).read().unwrap_err();
         assert_eq!(err, format!("secret file `{}` is empty", path.display()));
-        let err = SecretSource::Env("TICKLER_TEST_SURELY_UNSET".into()).read().unwrap_err();
+        let err = SecretSource::Env("TICKLER_TEST_SURELY_UNSET".into())
+            .read()
+            .unwrap_err();
         assert!(err.starts_with("environment variable `TICKLER_TEST_SURELY_UNSET` is not set"));
     }
 }

@@ -26,7 +26,9 @@ pub struct SystemClock {
 
 impl Default for SystemClock {
     fn default() -> Self {
-        SystemClock { origin: Instant::now() }
+        SystemClock {
+            origin: Instant::now(),
+        }
     }
 }
 
@@ -38,7 +40,10 @@ impl Clock for SystemClock {
         self.origin.elapsed()
     }
     fn sleep_until(&self, until: DateTime<Utc>, max: Duration) -> BoxFuture<'_, ()> {
-        let wait = (until - Utc::now()).to_std().unwrap_or(Duration::ZERO).min(max);
+        let wait = (until - Utc::now())
+            .to_std()
+            .unwrap_or(Duration::ZERO)
+            .min(max);
         Box::pin(tokio::time::sleep(wait))
     }
 }
@@ -51,7 +56,10 @@ pub struct ManualClock {
 
 impl ManualClock {
     pub fn new(start: DateTime<Utc>) -> ManualClock {
-        ManualClock { state: Mutex::new((start, Duration::ZERO)), changed: watch::Sender::new(0) }
+        ManualClock {
+            state: Mutex::new((start, Duration::ZERO)),
+            changed: watch::Sender::new(0),
+        }
     }
 
     fn update(&self, f: impl FnOnce(&mut (DateTime<Utc>, Duration))) {

@@ -60,7 +60,10 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options { clock: Arc::new(SystemClock::default()), ready: None }
+        Options {
+            clock: Arc::new(SystemClock::default()),
+            ready: None,
+        }
     }
 }
 
@@ -70,24 +73,39 @@ struct JobState {
     generation: u64,
 }
 
+/// A heap entry: when, the job's generation when it was pushed, and the job.
+type Wake = Reverse<(DateTime<Utc>, u64, Arc<str>)>;
+
 struct Scheduler {
     jobs: HashMap<Arc<str>, JobState>,
-    heap: BinaryHeap<Reverse<(DateTime<Utc>, u64, Arc<str>)>>,
+    heap: BinaryHeap<Wake>,
     generation: u64,
 }
 
 impl Scheduler {
     fn new() -> Scheduler {
-        Scheduler { jobs: HashMap::new(), heap: BinaryHeap::new(), generation: 0 }
+        Scheduler {
+            jobs: HashMap::new(),
+            heap: BinaryHeap::new(),
+            generation: 0,
+        }
     }
 
     fn set(&mut self, spec: Arc<JobSpec>, next: Option<DateTime<Utc>>) {
         self.generation += 1;
         let next = if spec.enabled { next } else { None };
         if let Some(t) = next {
-            self.heap.push(Reverse((t, self.generation, spec.name.clone())));
+            self.heap
+                .push(Reverse((t, self.generation, spec.name.clone())));
         }
-        self.jobs.insert(spec.name.clone(), JobState { spec, next, generation: self.generation });
+        self.jobs.insert(
+            spec.name.clone(),
+            JobState {
+                spec,
+                next,
+                generation: self.generation,
+            },
+        );
     }
 
     fn next_wake(&self) -> Option<DateTime<Utc>> {
@@ -102,7 +120,11 @@ impl Scheduler {
                 break;
             }
             self.heap.pop();
-            if self.jobs.get(&name).is_some_and(|s| s.generation == generation) {
+            if self
+                .jobs
+                .get(&name)
+                .is_some_and(|s| s.generation == generation)
+            {
                 due.push(name);
             }
         }
@@ -119,9 +141,15 @@ struct Decision {
 }
 
 /// Applies the catch-up policy to the due slots of a job (oldest first).
-fn decide(spec: &JobSpec, due: &[DateTime<Utc>], now: DateTime<Utc>, skipped_ahead: bool) -> Decision {
+fn decide(
+    spec: &JobSpec,
+    due: &[DateTime<Utc>],
+    now: DateTime<Utc>,
+    skipped_ahead: bool,
+) -> Decision {
     let grace = TimeDelta::from_std(spec.misfire_grace).unwrap_or(TimeDelta::MAX);
-    let on_time_limit = TimeDelta::from_std(ON_TIME.min(spec.misfire_grace)).unwrap_or(TimeDelta::MAX);
+    let on_time_limit =
+        TimeDelta::from_std(ON_TIME.min(spec.misfire_grace)).unwrap_or(TimeDelta::MAX);
     let mut d = Decision::default();
     let (on_time, late): (Vec<DateTime<Utc>>, Vec<DateTime<Utc>>) =
         due.iter().partition(|s| now - **s <= on_time_limit);
@@ -150,7 +178,8 @@ fn decide(spec: &JobSpec, due: &[DateTime<Utc>], now: DateTime<Utc>, skipped_ahe
             d.missed.push((*slot, why));
         }
     }
-    d.run.extend(on_time.into_iter().map(|s| (s, RunTrigger::Schedule)));
+    d.run
+        .extend(on_time.into_iter().map(|s| (s, RunTrigger::Schedule)));
     if d.missed.len() > MAX_MISSED_ROWS {
         d.not_recorded = d.missed.len() - MAX_MISSED_ROWS;
         d.missed.drain(..d.not_recorded);
@@ -180,7 +209,9 @@ pub async fn run(
         Store::Sqlite(_) => start + TimeDelta::days(1),
         Store::Postgres(_) => start - stale,
     };
-    let abandoned = store.abandon_orphans(&instance.id, stale_before, start).await?;
+    let abandoned = store
+        .abandon_orphans(&instance.id, stale_before, start)
+        .await?;
     if !abandoned.is_empty() {
         tracing::warn!(runs = abandoned.len(), jobs = ?abandoned, "marked runs of a stopped daemon `abandoned`");
     }
@@ -227,9 +258,15 @@ pub async fn run(
         let elapsed = TimeDelta::from_std(mono.saturating_sub(prev.1)).unwrap_or_default();
         let drift = now - (prev.0 + elapsed);
         if drift > TimeDelta::seconds(2) {
-            tracing::warn!(forward_s = drift.num_seconds(), "the wall clock jumped forward; slots it skipped follow each job's catch-up policy");
+            tracing::warn!(
+                forward_s = drift.num_seconds(),
+                "the wall clock jumped forward; slots it skipped follow each job's catch-up policy"
+            );
         } else if drift < TimeDelta::seconds(-2) {
-            tracing::warn!(back_s = -drift.num_seconds(), "the wall clock stepped back; no slot runs twice");
+            tracing::warn!(
+                back_s = -drift.num_seconds(),
+                "the wall clock stepped back; no slot runs twice"
+            );
         }
         prev = (now, mono);
 
@@ -255,7 +292,10 @@ pub async fn run(
     let running = shared.concurrency.available_permits();
     let in_flight = config.daemon.max_concurrent.saturating_sub(running);
     tracing::info!(in_flight, grace = ?config.daemon.shutdown_grace, "shutting down: waiting for running jobs");
-    if tokio::time::timeout(config.daemon.shutdown_grace, tracker.wait()).await.is_err() {
+    if tokio::time::timeout(config.daemon.shutdown_grace, tracker.wait())
+        .await
+        .is_err()
+    {
         tracing::warn!("shutdown grace ran out: interrupting the jobs still running");
         shared.interrupt.cancel();
         tracker.wait().await;
@@ -307,7 +347,9 @@ async fn dispatch_due(
     }
     let mut fires = vec![];
     for name in due {
-        let Some(state) = scheduler.jobs.get(&name) else { continue };
+        let Some(state) = scheduler.jobs.get(&name) else {
+            continue;
+        };
         let spec = state.spec.clone();
         let mut slots = vec![];
         let mut next = state.next;
@@ -322,7 +364,9 @@ async fn dispatch_due(
         let skipped_ahead = next.is_some_and(|s| s <= now);
         if skipped_ahead {
             let horizon = now - TimeDelta::from_std(spec.misfire_grace).unwrap_or(TimeDelta::MAX);
-            next = spec.trigger.next_after(horizon.max(slots[slots.len() - 1]), spec.timezone);
+            next = spec
+                .trigger
+                .next_after(horizon.max(slots[slots.len() - 1]), spec.timezone);
             while let Some(slot) = next.filter(|s| *s <= now) {
                 slots.push(slot);
                 next = spec.trigger.next_after(slot, spec.timezone);
@@ -350,21 +394,37 @@ async fn dispatch_due(
             });
         }
         for (slot, trigger) in decision.run {
-            fires.push(Fire { spec: spec.clone(), slot, trigger });
+            fires.push(Fire {
+                spec: spec.clone(),
+                slot,
+                trigger,
+            });
         }
         scheduler.set(spec, next);
     }
     // Other replicas' running jobs, read once for the whole batch (only PostgreSQL has them).
     if matches!(shared.store, Store::Postgres(_))
-        && fires.iter().any(|f| f.spec.overlap == config::Overlap::Skip)
+        && fires
+            .iter()
+            .any(|f| f.spec.overlap == config::Overlap::Skip)
     {
         match shared.store.running_jobs(&shared.instance).await {
             Ok(running) => *shared.running_elsewhere.lock().expect("running lock") = running,
             Err(e) => tracing::warn!(error = %e, "could not read runs of other daemons"),
         }
     }
+    // Several fires of one job (a catch-up) run one after the other, oldest first.
+    let mut by_job: HashMap<Arc<str>, Vec<Fire>> = HashMap::new();
     for fire in fires {
-        tracker.spawn(run_fire(shared.clone(), fire));
+        by_job.entry(fire.spec.name.clone()).or_default().push(fire);
+    }
+    for (_, fires) in by_job {
+        let shared = shared.clone();
+        tracker.spawn(async move {
+            for fire in fires {
+                run_fire(shared.clone(), fire).await;
+            }
+        });
     }
 }
 
@@ -398,15 +458,21 @@ fn reload(
         shared.concurrency.forget_permits(old_n - new_n);
     }
     let new_names: HashSet<&str> = new.jobs.iter().map(|j| &*j.name).collect();
-    let removed: Vec<Arc<str>> =
-        scheduler.jobs.keys().filter(|n| !new_names.contains(&***n)).cloned().collect();
+    let removed: Vec<Arc<str>> = scheduler
+        .jobs
+        .keys()
+        .filter(|n| !new_names.contains(&***n))
+        .cloned()
+        .collect();
     for name in removed {
         scheduler.jobs.remove(&name);
         tracing::info!(job = %name, "removed; a run in flight finishes");
     }
     for spec in &new.jobs {
         let keep = scheduler.jobs.get(&spec.name).and_then(|old| {
-            (old.spec.trigger == spec.trigger && old.spec.timezone == spec.timezone && old.spec.enabled)
+            (old.spec.trigger == spec.trigger
+                && old.spec.timezone == spec.timezone
+                && old.spec.enabled)
                 .then_some(old.next)
         });
         let next = match keep {
@@ -423,7 +489,8 @@ fn reload(
 /// Heartbeat, orphan detection and history pruning, in the background.
 async fn maintenance(shared: Arc<Shared>, daemon: config::DaemonConfig) {
     let interval = daemon.heartbeat_interval.max(Duration::from_secs(1));
-    let stale = TimeDelta::from_std((interval * 3).max(Duration::from_secs(30))).unwrap_or_default();
+    let stale =
+        TimeDelta::from_std((interval * 3).max(Duration::from_secs(30))).unwrap_or_default();
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_prune: Option<tokio::time::Instant> = None;
@@ -434,7 +501,11 @@ async fn maintenance(shared: Arc<Shared>, daemon: config::DaemonConfig) {
             tracing::warn!(error = %e, "heartbeat failed; retrying at the next beat");
             continue;
         }
-        match shared.store.abandon_orphans(&shared.instance, now - stale, now).await {
+        match shared
+            .store
+            .abandon_orphans(&shared.instance, now - stale, now)
+            .await
+        {
             Ok(jobs) if !jobs.is_empty() => {
                 tracing::warn!(jobs = ?jobs, "marked runs of a stopped daemon `abandoned`")
             }
@@ -443,9 +514,15 @@ async fn maintenance(shared: Arc<Shared>, daemon: config::DaemonConfig) {
         }
         if last_prune.is_none_or(|t| t.elapsed() >= Duration::from_secs(3600)) {
             last_prune = Some(tokio::time::Instant::now());
-            let ok_before = now - TimeDelta::from_std(daemon.history_retention).unwrap_or(TimeDelta::MAX);
-            let failed_before = now - TimeDelta::from_std(daemon.failure_retention).unwrap_or(TimeDelta::MAX);
-            match shared.store.prune(ok_before, failed_before.min(ok_before), 1000).await {
+            let ok_before =
+                now - TimeDelta::from_std(daemon.history_retention).unwrap_or(TimeDelta::MAX);
+            let failed_before =
+                now - TimeDelta::from_std(daemon.failure_retention).unwrap_or(TimeDelta::MAX);
+            match shared
+                .store
+                .prune(ok_before, failed_before.min(ok_before), 1000)
+                .await
+            {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(rows = n, "pruned old runs from job_execution_logs"),
                 Err(e) => tracing::warn!(error = %e, "pruning old runs failed"),
@@ -455,7 +532,10 @@ async fn maintenance(shared: Arc<Shared>, daemon: config::DaemonConfig) {
 }
 
 /// Runs jobs now, in this process, recorded with `trigger = 'manual'` (`tickler run-job`).
-pub async fn run_now(config: &Config, names: &[Arc<str>]) -> Result<Vec<(Arc<str>, Option<RunSummary>)>, DaemonError> {
+pub async fn run_now(
+    config: &Config,
+    names: &[Arc<str>],
+) -> Result<Vec<(Arc<str>, Option<RunSummary>)>, DaemonError> {
     let store = Store::connect(&config.daemon.database_url).await?;
     store.migrate().await?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock::default());
@@ -476,8 +556,14 @@ pub async fn run_now(config: &Config, names: &[Arc<str>]) -> Result<Vec<(Arc<str
     });
     let mut results = vec![];
     for name in names {
-        let Some(spec) = config.job(name) else { continue };
-        let fire = Fire { spec: spec.clone(), slot: clock.now(), trigger: RunTrigger::Manual };
+        let Some(spec) = config.job(name) else {
+            continue;
+        };
+        let fire = Fire {
+            spec: spec.clone(),
+            slot: clock.now(),
+            trigger: RunTrigger::Manual,
+        };
         results.push((name.clone(), run_fire(shared.clone(), fire).await));
     }
     shared.ledger.flush().await;
@@ -504,12 +590,19 @@ mod tests {
 
     fn slots() -> Vec<DateTime<Utc>> {
         // Five slots, 10:00 .. 10:04; "now" is 10:04:05, so only 10:04 is on time.
-        (0..5).map(|m| t("2025-01-01T10:00:00Z") + TimeDelta::minutes(m)).collect()
+        (0..5)
+            .map(|m| t("2025-01-01T10:00:00Z") + TimeDelta::minutes(m))
+            .collect()
     }
 
     #[test]
     fn catch_up_none_runs_only_on_time_slots() {
-        let d = decide(&spec("none", "1h"), &slots(), t("2025-01-01T10:04:05Z"), false);
+        let d = decide(
+            &spec("none", "1h"),
+            &slots(),
+            t("2025-01-01T10:04:05Z"),
+            false,
+        );
         assert_eq!(d.run, [(t("2025-01-01T10:04:00Z"), RunTrigger::Schedule)]);
         assert_eq!(d.missed.len(), 4);
         assert_eq!(d.missed[0].1, "missed: catch_up = \"none\"");
@@ -518,21 +611,43 @@ mod tests {
     #[test]
     fn catch_up_latest_coalesces() {
         // With an on-time slot the misses are superseded by it.
-        let d = decide(&spec("latest", "1h"), &slots(), t("2025-01-01T10:04:05Z"), false);
+        let d = decide(
+            &spec("latest", "1h"),
+            &slots(),
+            t("2025-01-01T10:04:05Z"),
+            false,
+        );
         assert_eq!(d.run, [(t("2025-01-01T10:04:00Z"), RunTrigger::Schedule)]);
         assert_eq!(d.missed.len(), 4);
         // Without one, the latest missed slot within grace runs once.
-        let d = decide(&spec("latest", "1h"), &slots(), t("2025-01-01T10:10:00Z"), false);
+        let d = decide(
+            &spec("latest", "1h"),
+            &slots(),
+            t("2025-01-01T10:10:00Z"),
+            false,
+        );
         assert_eq!(d.run, [(t("2025-01-01T10:04:00Z"), RunTrigger::CatchUp)]);
         assert_eq!(d.missed.len(), 4);
     }
 
     #[test]
     fn catch_up_all_runs_each_slot_within_grace() {
-        let d = decide(&spec("all", "7m"), &slots(), t("2025-01-01T10:08:30Z"), false);
-        let ran: Vec<_> = d.run.iter().map(|(s, _)| s.format("%H:%M").to_string()).collect();
+        let d = decide(
+            &spec("all", "7m"),
+            &slots(),
+            t("2025-01-01T10:08:30Z"),
+            false,
+        );
+        let ran: Vec<_> = d
+            .run
+            .iter()
+            .map(|(s, _)| s.format("%H:%M").to_string())
+            .collect();
         assert_eq!(ran, ["10:02", "10:03", "10:04"]);
         assert_eq!(d.missed.len(), 2);
-        assert_eq!(d.missed[0].1, "missed: the slot is older than misfire_grace (7m)");
+        assert_eq!(
+            d.missed[0].1,
+            "missed: the slot is older than misfire_grace (7m)"
+        );
     }
 }

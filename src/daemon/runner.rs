@@ -43,11 +43,17 @@ pub struct Shared {
 impl Shared {
     fn job_turn(&self, name: &Arc<str>) -> Arc<Semaphore> {
         let mut turns = self.job_turns.lock().expect("job turns lock");
-        turns.entry(name.clone()).or_insert_with(|| Arc::new(Semaphore::new(1))).clone()
+        turns
+            .entry(name.clone())
+            .or_insert_with(|| Arc::new(Semaphore::new(1)))
+            .clone()
     }
 
     fn is_running_elsewhere(&self, name: &str) -> bool {
-        self.running_elsewhere.lock().expect("running lock").contains(name)
+        self.running_elsewhere
+            .lock()
+            .expect("running lock")
+            .contains(name)
     }
 }
 
@@ -94,7 +100,11 @@ enum AttemptEnd {
 /// another process, or shutdown before it started).
 pub async fn run_fire(shared: Arc<Shared>, fire: Fire) -> Option<RunSummary> {
     let spec = fire.spec.clone();
-    let overlap = if fire.trigger == RunTrigger::Manual { Overlap::Allow } else { spec.overlap };
+    let overlap = if fire.trigger == RunTrigger::Manual {
+        Overlap::Allow
+    } else {
+        spec.overlap
+    };
     let turn = shared.job_turn(&spec.name);
     let _turn = match overlap {
         Overlap::Allow => None,
@@ -117,7 +127,12 @@ pub async fn run_fire(shared: Arc<Shared>, fire: Fire) -> Option<RunSummary> {
                 _ = shared.stopping.cancelled() => None,
             }?;
             // A run of this job on another replica also holds the queue.
-            while shared.store.running_jobs(&shared.instance).await.is_ok_and(|r| r.contains(&*spec.name)) {
+            while shared
+                .store
+                .running_jobs(&shared.instance)
+                .await
+                .is_ok_and(|r| r.contains(&*spec.name))
+            {
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                     _ = shared.stopping.cancelled() => return None,
@@ -185,8 +200,11 @@ pub async fn run_fire(shared: Arc<Shared>, fire: Fire) -> Option<RunSummary> {
         };
         let (message, retryable, extra, final_status) = match end {
             AttemptEnd::Done(Ok(outcome)) => {
-                let status =
-                    if outcome.errors.is_empty() { Status::Succeeded } else { Status::Partial };
+                let status = if outcome.errors.is_empty() {
+                    Status::Succeeded
+                } else {
+                    Status::Partial
+                };
                 break (status, Some(outcome), None);
             }
             AttemptEnd::Interrupted => {
@@ -194,14 +212,20 @@ pub async fn run_fire(shared: Arc<Shared>, fire: Fire) -> Option<RunSummary> {
                 break (Status::Interrupted, None, Some(msg.to_string()));
             }
             AttemptEnd::TimedOut => (
-                format!("timed out after {}", humantime::format_duration(spec.timeout)),
+                format!(
+                    "timed out after {}",
+                    humantime::format_duration(spec.timeout)
+                ),
                 true,
                 Map::new(),
                 Status::TimedOut,
             ),
-            AttemptEnd::Done(Err(e)) => {
-                (e.to_string(), e.is_retryable(), e.metadata().clone(), Status::Failed)
-            }
+            AttemptEnd::Done(Err(e)) => (
+                e.to_string(),
+                e.is_retryable(),
+                e.metadata().clone(),
+                Status::Failed,
+            ),
         };
         let mut failure = json!({ "attempt": attempt, "error": message, "at": shared.clock.now() });
         if !extra.is_empty() {
@@ -239,11 +263,20 @@ pub async fn run_fire(shared: Arc<Shared>, fire: Fire) -> Option<RunSummary> {
             let error = match outcome.errors.len() {
                 0 => None,
                 1 => Some(outcome.errors[0].clone()),
-                n => Some(format!("{} (and {} more item errors)", outcome.errors[0], n - 1)),
+                n => Some(format!(
+                    "{} (and {} more item errors)",
+                    outcome.errors[0],
+                    n - 1
+                )),
             };
             if !outcome.errors.is_empty() {
-                let kept: Vec<Value> =
-                    outcome.errors.iter().take(MAX_ITEM_ERRORS).cloned().map(Value::from).collect();
+                let kept: Vec<Value> = outcome
+                    .errors
+                    .iter()
+                    .take(MAX_ITEM_ERRORS)
+                    .cloned()
+                    .map(Value::from)
+                    .collect();
                 metadata.insert("item_errors".into(), Value::Array(kept));
                 metadata.insert("item_error_count".into(), outcome.errors.len().into());
             }
@@ -275,5 +308,11 @@ pub async fn run_fire(shared: Arc<Shared>, fire: Fire) -> Option<RunSummary> {
             attempts = attempt, error = error.as_deref().unwrap_or(""), "run failed"
         ),
     }
-    Some(RunSummary { id, status, records, error, attempts: attempt })
+    Some(RunSummary {
+        id,
+        status,
+        records,
+        error,
+        attempts: attempt,
+    })
 }

@@ -31,9 +31,12 @@ pub struct CommandJob {
 impl Job for CommandJob {
     fn validate(&self) -> Result<(), String> {
         match (self.command.first(), self.shell) {
-            (None, _) => Err("`command` must name a program, e.g. `[\"/usr/bin/env\", \"true\"]`".into()),
+            (None, _) => {
+                Err("`command` must name a program, e.g. `[\"/usr/bin/env\", \"true\"]`".into())
+            }
             (Some(_), true) if self.command.len() != 1 => Err(
-                "with `shell = true`, `command` is one shell command line, e.g. `[\"a | b\"]`".into(),
+                "with `shell = true`, `command` is one shell command line, e.g. `[\"a | b\"]`"
+                    .into(),
             ),
             _ => Ok(()),
         }
@@ -61,16 +64,20 @@ impl Job for CommandJob {
         if let Some(dir) = &self.cwd {
             cmd.current_dir(dir);
         }
-        let mut child = cmd.spawn().map_err(|e| {
-            JobError::fatal(format!("cannot start `{}`: {e}", self.command[0]))
-        })?;
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| JobError::fatal(format!("cannot start `{}`: {e}", self.command[0])))?;
         // Dropping this guard (timeout, shutdown) kills the whole group, grandchildren included.
         let _group = child.id().map(ProcessGroup);
         let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
         let (status, out, err) = tokio::join!(child.wait(), read_tail(stdout), read_tail(stderr));
-        let status = status.map_err(|e| JobError::retryable(format!("waiting for the command: {e}")))?;
+        let status =
+            status.map_err(|e| JobError::retryable(format!("waiting for the command: {e}")))?;
         let mut meta = Map::new();
-        meta.insert("exit_code".into(), status.code().map(Value::from).unwrap_or(Value::Null));
+        meta.insert(
+            "exit_code".into(),
+            status.code().map(Value::from).unwrap_or(Value::Null),
+        );
         meta.insert("stdout_tail".into(), tail(&out, TAIL).into());
         meta.insert("stderr_tail".into(), tail(&err, TAIL).into());
         if !status.success() {
@@ -78,9 +85,14 @@ impl Job for CommandJob {
                 Some(code) => format!("exited with status {code}"),
                 None => "was killed by a signal".to_string(),
             };
-            let last = err.lines().last().map(|l| format!(": {l}")).unwrap_or_default();
+            let last = err
+                .lines()
+                .last()
+                .map(|l| format!(": {l}"))
+                .unwrap_or_default();
             return Err(
-                JobError::retryable(format!("`{}` {how}{last}", self.command[0])).with_metadata(meta)
+                JobError::retryable(format!("`{}` {how}{last}", self.command[0]))
+                    .with_metadata(meta),
             );
         }
         let mut outcome = out
@@ -108,7 +120,9 @@ impl Drop for ProcessGroup {
 
 /// Reads a pipe to its end, keeping at most the last 2 × TAIL bytes in memory.
 async fn read_tail<R: AsyncRead + Unpin>(pipe: Option<R>) -> String {
-    let Some(mut pipe) = pipe else { return String::new() };
+    let Some(mut pipe) = pipe else {
+        return String::new();
+    };
     let mut kept: Vec<u8> = Vec::new();
     let mut buf = [0u8; 8192];
     loop {

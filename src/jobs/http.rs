@@ -49,7 +49,10 @@ impl Job for HttpJob {
         let url = reqwest::Url::parse(&self.url)
             .map_err(|e| format!("invalid `url` `{}`: {e}", self.url))?;
         if !matches!(url.scheme(), "http" | "https") {
-            return Err(format!("`url` must be http:// or https:// (found `{}`)", self.url));
+            return Err(format!(
+                "`url` must be http:// or https:// (found `{}`)",
+                self.url
+            ));
         }
         reqwest::Method::from_bytes(self.method.as_bytes())
             .map_err(|_| format!("invalid HTTP `method` `{}`", self.method))?;
@@ -77,11 +80,19 @@ impl Job for HttpJob {
             request = request.json(json);
         }
         let response = request.send().await.map_err(|e| {
-            JobError::retryable(format!("request to `{}` failed: {}", self.url, e.without_url()))
+            JobError::retryable(format!(
+                "request to `{}` failed: {}",
+                self.url,
+                e.without_url()
+            ))
         })?;
         let status = response.status();
         let text = response.text().await.map_err(|e| {
-            JobError::retryable(format!("reading the answer of `{}` failed: {}", self.url, e.without_url()))
+            JobError::retryable(format!(
+                "reading the answer of `{}` failed: {}",
+                self.url,
+                e.without_url()
+            ))
         })?;
         let mut meta = Map::new();
         meta.insert("http_status".into(), status.as_u16().into());
@@ -100,7 +111,8 @@ impl Job for HttpJob {
             .and_then(|v| report_from_json(&v))
             .unwrap_or_else(|| {
                 let mut o = Outcome::default();
-                o.metadata.insert("response_tail".into(), tail(&text, 2048).into());
+                o.metadata
+                    .insert("response_tail".into(), tail(&text, 2048).into());
                 o
             });
         out.metadata.extend(meta);

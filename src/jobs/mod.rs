@@ -37,17 +37,29 @@ pub struct Outcome {
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum JobError {
     #[error("{message}")]
-    Retryable { message: String, metadata: Map<String, Value> },
+    Retryable {
+        message: String,
+        metadata: Map<String, Value>,
+    },
     #[error("{message}")]
-    Fatal { message: String, metadata: Map<String, Value> },
+    Fatal {
+        message: String,
+        metadata: Map<String, Value>,
+    },
 }
 
 impl JobError {
     pub fn retryable(message: impl Into<String>) -> Self {
-        JobError::Retryable { message: message.into(), metadata: Map::new() }
+        JobError::Retryable {
+            message: message.into(),
+            metadata: Map::new(),
+        }
     }
     pub fn fatal(message: impl Into<String>) -> Self {
-        JobError::Fatal { message: message.into(), metadata: Map::new() }
+        JobError::Fatal {
+            message: message.into(),
+            metadata: Map::new(),
+        }
     }
     /// Attaches metadata (an HTTP status, a command's output tail) kept with the failed run.
     pub fn with_metadata(mut self, extra: Map<String, Value>) -> Self {
@@ -167,7 +179,8 @@ pub fn report_from_json(value: &Value) -> Option<Outcome> {
     let mut out = Outcome::default();
     walk(object, &mut out);
     if object.get("success") == Some(&Value::Bool(false)) && out.errors.is_empty() {
-        out.errors.push("the job reported `success: false` without errors".into());
+        out.errors
+            .push("the job reported `success: false` without errors".into());
     }
     out.metadata.insert("report".into(), value.clone());
     Some(out)
@@ -191,7 +204,10 @@ mod tests {
         assert_eq!(out.records, 153);
         assert_eq!(out.errors, ["booking 7: no client"]);
         let out = report_from_json(&serde_json::json!({"success": false})).unwrap();
-        assert_eq!(out.errors, ["the job reported `success: false` without errors"]);
+        assert_eq!(
+            out.errors,
+            ["the job reported `success: false` without errors"]
+        );
         assert!(report_from_json(&serde_json::json!([1, 2])).is_none());
     }
 

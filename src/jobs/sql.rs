@@ -35,12 +35,16 @@ impl Job for SqlJob {
             .await
             .map_err(|e| match &e {
                 // The database refused the SQL itself: running it again will not help.
-                StoreError::Query { source: sqlx::Error::Database(_), .. } => {
-                    JobError::fatal(e.to_string())
-                }
+                StoreError::Query {
+                    source: sqlx::Error::Database(_),
+                    ..
+                } => JobError::fatal(e.to_string()),
                 _ => JobError::retryable(e.to_string()),
             })?;
-        let mut out = Outcome { records: rows as i64, ..Outcome::default() };
+        let mut out = Outcome {
+            records: rows as i64,
+            ..Outcome::default()
+        };
         out.metadata.insert("rows_affected".into(), rows.into());
         Ok(out)
     }

@@ -29,7 +29,7 @@ pub struct ScheduleError(pub String);
 /// When a job fires.
 #[derive(Clone)]
 pub enum Trigger {
-    Cron(CronTrigger),
+    Cron(Box<CronTrigger>),
     Every(Duration),
 }
 
@@ -96,18 +96,23 @@ fn check_ranges(fields: &[&str]) -> Result<(), ScheduleError> {
         for part in field.split(',') {
             // The step (`/n`) and nth-weekday (`#n`) suffixes are not values of the field.
             let values = part.split(['/', '#']).next().unwrap_or("");
-            for number in values.split(|c: char| !c.is_ascii_digit()).filter(|s| !s.is_empty()) {
+            for number in values
+                .split(|c: char| !c.is_ascii_digit())
+                .filter(|s| !s.is_empty())
+            {
                 let n: u64 = number.parse().unwrap_or(u64::MAX);
                 if n < u64::from(min) || n > u64::from(max) {
-                    return Err(ScheduleError(format!("{name} must be {min}-{max} (found {n})")));
-                }
-            }
-            if let Some(step) = part.split_once('/').map(|(_, s)| s) {
-                if step.parse::<u32>().map(|s| s == 0).unwrap_or(true) {
                     return Err(ScheduleError(format!(
-                        "{name} step `/{step}` must be a whole number of at least 1"
+                        "{name} must be {min}-{max} (found {n})"
                     )));
                 }
+            }
+            if let Some(step) = part.split_once('/').map(|(_, s)| s)
+                && step.parse::<u32>().map(|s| s == 0).unwrap_or(true)
+            {
+                return Err(ScheduleError(format!(
+                    "{name} step `/{step}` must be a whole number of at least 1"
+                )));
             }
         }
     }
@@ -120,7 +125,11 @@ impl CronTrigger {
     /// when both are restricted), or one of the `@` nicknames.
     pub fn parse(expr: &str) -> Result<Self, ScheduleError> {
         let trimmed = expr.trim();
-        let body = if trimmed.starts_with('@') { expand_nickname(trimmed)? } else { trimmed };
+        let body = if trimmed.starts_with('@') {
+            expand_nickname(trimmed)?
+        } else {
+            trimmed
+        };
         let fields: Vec<&str> = body.split_whitespace().collect();
         if fields.len() != 5 {
             return Err(ScheduleError(format!(
@@ -133,9 +142,15 @@ impl CronTrigger {
             .seconds(Seconds::Disallowed)
             .year(Year::Disallowed)
             .build();
-        let cron = parser.parse(body).map_err(|e| ScheduleError(croner_message(&e)))?;
+        let cron = parser
+            .parse(body)
+            .map_err(|e| ScheduleError(croner_message(&e)))?;
         let fixed_time = !cron.pattern.hours.from_wildcard;
-        Ok(CronTrigger { expr: trimmed.to_string(), cron, fixed_time })
+        Ok(CronTrigger {
+            expr: trimmed.to_string(),
+            cron,
+            fixed_time,
+        })
     }
 
     /// Whether this expression has fixed-time DST semantics (its hour field is not a wildcard).
@@ -167,7 +182,10 @@ impl CronTrigger {
     ) -> Option<DateTime<Utc>> {
         // A start inside the later pass of a repeated hour revisits at most that hour's matches.
         for _ in 0..10_000 {
-            let next_wall = self.cron.find_next_occurrence(&wall.and_utc(), false).ok()?;
+            let next_wall = self
+                .cron
+                .find_next_occurrence(&wall.and_utc(), false)
+                .ok()?;
             wall = next_wall.naive_utc();
             let instant = first_instant_at_or_after(tz, wall);
             if instant > after {
@@ -231,7 +249,9 @@ pub fn parse_every(text: &str) -> Result<Duration, ScheduleError> {
     let d = humantime::parse_duration(text.trim())
         .map_err(|e| ScheduleError(format!("{e}; write e.g. `30s`, `10m`, `6h` or `1d`")))?;
     if d < Duration::from_secs(1) || d.subsec_nanos() != 0 {
-        return Err(ScheduleError("an interval must be a whole number of seconds, at least 1s".into()));
+        return Err(ScheduleError(
+            "an interval must be a whole number of seconds, at least 1s".into(),
+        ));
     }
     Ok(d)
 }
@@ -273,7 +293,7 @@ mod tests {
     use super::*;
 
     fn cron(expr: &str) -> Trigger {
-        Trigger::Cron(CronTrigger::parse(expr).unwrap())
+        Trigger::Cron(Box::new(CronTrigger::parse(expr).unwrap()))
     }
 
     fn utc(s: &str) -> DateTime<Utc> {
@@ -299,32 +319,71 @@ mod tests {
     #[test]
     fn new_york_spring_forward_fixed_time_fires_after_gap() {
         // 2025-03-09 02:00 EST -> 03:00 EDT: 02:30 does not exist that day.
-        let got = fires("30 2 * * *", "America/New_York", "2025-03-08T00:00:00Z", "2025-03-11T00:00:00Z");
+        let got = fires(
+            "30 2 * * *",
+            "America/New_York",
+            "2025-03-08T00:00:00Z",
+            "2025-03-11T00:00:00Z",
+        );
         assert_eq!(
             got,
-            ["2025-03-08T02:30:00-05:00", "2025-03-09T03:00:00-04:00", "2025-03-10T02:30:00-04:00"]
+            [
+                "2025-03-08T02:30:00-05:00",
+                "2025-03-09T03:00:00-04:00",
+                "2025-03-10T02:30:00-04:00"
+            ]
         );
     }
 
     #[test]
     fn new_york_fall_back_fixed_time_fires_once_at_first_pass() {
         // 2025-11-02 02:00 EDT -> 01:00 EST: 01:30 happens twice.
-        let got = fires("30 1 * * *", "America/New_York", "2025-11-01T12:00:00Z", "2025-11-03T12:00:00Z");
-        assert_eq!(got, ["2025-11-02T01:30:00-04:00", "2025-11-03T01:30:00-05:00"]);
+        let got = fires(
+            "30 1 * * *",
+            "America/New_York",
+            "2025-11-01T12:00:00Z",
+            "2025-11-03T12:00:00Z",
+        );
+        assert_eq!(
+            got,
+            ["2025-11-02T01:30:00-04:00", "2025-11-03T01:30:00-05:00"]
+        );
     }
 
     #[test]
     fn hour_lists_are_fixed_time_too() {
-        let got = fires("30 1,13 * * *", "America/New_York", "2025-11-02T00:00:00Z", "2025-11-02T23:00:00Z");
-        assert_eq!(got, ["2025-11-02T01:30:00-04:00", "2025-11-02T13:30:00-05:00"]);
-        let got = fires("*/30 2 * * *", "America/New_York", "2025-03-09T00:00:00Z", "2025-03-09T12:00:00Z");
-        assert_eq!(got, ["2025-03-09T03:00:00-04:00"], "both gap times fire once, after the gap");
+        let got = fires(
+            "30 1,13 * * *",
+            "America/New_York",
+            "2025-11-02T00:00:00Z",
+            "2025-11-02T23:00:00Z",
+        );
+        assert_eq!(
+            got,
+            ["2025-11-02T01:30:00-04:00", "2025-11-02T13:30:00-05:00"]
+        );
+        let got = fires(
+            "*/30 2 * * *",
+            "America/New_York",
+            "2025-03-09T00:00:00Z",
+            "2025-03-09T12:00:00Z",
+        );
+        assert_eq!(
+            got,
+            ["2025-03-09T03:00:00-04:00"],
+            "both gap times fire once, after the gap"
+        );
     }
 
     #[test]
     fn new_york_wildcard_hour_follows_elapsed_time() {
         // Fall back: the 01:xx hour runs twice, once in EDT and once in EST.
-        let got = fires("*/30 * * * *", "America/New_York", "2025-11-02T04:45:00Z", "2025-11-02T07:15:00Z");
+        let got = fires(
+            "*/30 * * * *",
+            "America/New_York",
+            "2025-11-02T04:45:00Z",
+            "2025-11-02T07:15:00Z",
+        );
         assert_eq!(
             got,
             [
@@ -336,33 +395,87 @@ mod tests {
             ]
         );
         // Spring forward: nothing in the skipped 02:xx hour.
-        let got = fires("*/30 * * * *", "America/New_York", "2025-03-09T06:15:00Z", "2025-03-09T07:45:00Z");
+        let got = fires(
+            "*/30 * * * *",
+            "America/New_York",
+            "2025-03-09T06:15:00Z",
+            "2025-03-09T07:45:00Z",
+        );
         assert_eq!(
             got,
-            ["2025-03-09T01:30:00-05:00", "2025-03-09T03:00:00-04:00", "2025-03-09T03:30:00-04:00"]
+            [
+                "2025-03-09T01:30:00-05:00",
+                "2025-03-09T03:00:00-04:00",
+                "2025-03-09T03:30:00-04:00"
+            ]
         );
     }
 
     #[test]
     fn london_transitions() {
         // 2025-03-30 01:00 GMT -> 02:00 BST; 2025-10-26 02:00 BST -> 01:00 GMT.
-        let got = fires("15 1 * * *", "Europe/London", "2025-03-29T12:00:00Z", "2025-03-31T12:00:00Z");
-        assert_eq!(got, ["2025-03-30T02:00:00+01:00", "2025-03-31T01:15:00+01:00"]);
-        let got = fires("15 1 * * *", "Europe/London", "2025-10-25T12:00:00Z", "2025-10-27T12:00:00Z");
-        assert_eq!(got, ["2025-10-26T01:15:00+01:00", "2025-10-27T01:15:00+00:00"]);
+        let got = fires(
+            "15 1 * * *",
+            "Europe/London",
+            "2025-03-29T12:00:00Z",
+            "2025-03-31T12:00:00Z",
+        );
+        assert_eq!(
+            got,
+            ["2025-03-30T02:00:00+01:00", "2025-03-31T01:15:00+01:00"]
+        );
+        let got = fires(
+            "15 1 * * *",
+            "Europe/London",
+            "2025-10-25T12:00:00Z",
+            "2025-10-27T12:00:00Z",
+        );
+        assert_eq!(
+            got,
+            ["2025-10-26T01:15:00+01:00", "2025-10-27T01:15:00+00:00"]
+        );
         // A daily job at midnight is not moved by a gap later that night (croner issue #67).
-        let got = fires("0 0 * * *", "Europe/London", "2025-03-29T12:00:00Z", "2025-03-31T12:00:00Z");
-        assert_eq!(got, ["2025-03-30T00:00:00+00:00", "2025-03-31T00:00:00+01:00"]);
+        let got = fires(
+            "0 0 * * *",
+            "Europe/London",
+            "2025-03-29T12:00:00Z",
+            "2025-03-31T12:00:00Z",
+        );
+        assert_eq!(
+            got,
+            ["2025-03-30T00:00:00+00:00", "2025-03-31T00:00:00+01:00"]
+        );
     }
 
     #[test]
     fn lord_howe_half_hour_shift() {
         // 2025-04-06 02:00 +11 -> 01:30 +10:30; 2025-10-05 02:00 +10:30 -> 02:30 +11.
-        let got = fires("45 1 * * *", "Australia/Lord_Howe", "2025-04-05T00:00:00Z", "2025-04-06T16:00:00Z");
-        assert_eq!(got, ["2025-04-06T01:45:00+11:00", "2025-04-07T01:45:00+10:30"]);
-        let got = fires("15 2 * * *", "Australia/Lord_Howe", "2025-10-04T00:00:00Z", "2025-10-05T16:00:00Z");
-        assert_eq!(got, ["2025-10-05T02:30:00+11:00", "2025-10-06T02:15:00+11:00"]);
-        let got = fires("*/15 * * * *", "Australia/Lord_Howe", "2025-04-05T14:40:00Z", "2025-04-05T15:35:00Z");
+        let got = fires(
+            "45 1 * * *",
+            "Australia/Lord_Howe",
+            "2025-04-05T00:00:00Z",
+            "2025-04-06T16:00:00Z",
+        );
+        assert_eq!(
+            got,
+            ["2025-04-06T01:45:00+11:00", "2025-04-07T01:45:00+10:30"]
+        );
+        let got = fires(
+            "15 2 * * *",
+            "Australia/Lord_Howe",
+            "2025-10-04T00:00:00Z",
+            "2025-10-05T16:00:00Z",
+        );
+        assert_eq!(
+            got,
+            ["2025-10-05T02:30:00+11:00", "2025-10-06T02:15:00+11:00"]
+        );
+        let got = fires(
+            "*/15 * * * *",
+            "Australia/Lord_Howe",
+            "2025-04-05T14:40:00Z",
+            "2025-04-05T15:35:00Z",
+        );
         assert_eq!(
             got,
             [
@@ -376,29 +489,81 @@ mod tests {
 
     #[test]
     fn zones_without_dst_are_steady() {
-        let got = fires("0 7 * * *", "Africa/Johannesburg", "2025-03-29T00:00:00Z", "2025-03-31T23:00:00Z");
+        let got = fires(
+            "0 7 * * *",
+            "Africa/Johannesburg",
+            "2025-03-29T00:00:00Z",
+            "2025-03-31T23:00:00Z",
+        );
         assert_eq!(
             got,
-            ["2025-03-29T07:00:00+02:00", "2025-03-30T07:00:00+02:00", "2025-03-31T07:00:00+02:00"]
+            [
+                "2025-03-29T07:00:00+02:00",
+                "2025-03-30T07:00:00+02:00",
+                "2025-03-31T07:00:00+02:00"
+            ]
         );
-        let got = fires("30 9 * * *", "Asia/Kolkata", "2025-11-01T00:00:00Z", "2025-11-02T23:00:00Z");
-        assert_eq!(got, ["2025-11-01T09:30:00+05:30", "2025-11-02T09:30:00+05:30"]);
-        let got = fires("0 * * * *", "Asia/Kolkata", "2025-11-01T00:00:00Z", "2025-11-01T01:00:00Z");
-        assert_eq!(got, ["2025-11-01T06:00:00+05:30"], "hourly at :00 local is :30 UTC");
+        let got = fires(
+            "30 9 * * *",
+            "Asia/Kolkata",
+            "2025-11-01T00:00:00Z",
+            "2025-11-02T23:00:00Z",
+        );
+        assert_eq!(
+            got,
+            ["2025-11-01T09:30:00+05:30", "2025-11-02T09:30:00+05:30"]
+        );
+        let got = fires(
+            "0 * * * *",
+            "Asia/Kolkata",
+            "2025-11-01T00:00:00Z",
+            "2025-11-01T01:00:00Z",
+        );
+        assert_eq!(
+            got,
+            ["2025-11-01T06:00:00+05:30"],
+            "hourly at :00 local is :30 UTC"
+        );
     }
 
     #[test]
     fn day_of_month_and_day_of_week_are_ored_and_1_5_is_weekdays() {
         // 2025-12: the 1st is a Monday; 13 is a Saturday.
-        let got = fires("0 12 13 * 5", "UTC", "2025-12-01T00:00:00Z", "2025-12-20T00:00:00Z");
+        let got = fires(
+            "0 12 13 * 5",
+            "UTC",
+            "2025-12-01T00:00:00Z",
+            "2025-12-20T00:00:00Z",
+        );
         assert_eq!(
             got,
-            ["2025-12-05T12:00:00+00:00", "2025-12-12T12:00:00+00:00", "2025-12-13T12:00:00+00:00", "2025-12-19T12:00:00+00:00"]
+            [
+                "2025-12-05T12:00:00+00:00",
+                "2025-12-12T12:00:00+00:00",
+                "2025-12-13T12:00:00+00:00",
+                "2025-12-19T12:00:00+00:00"
+            ]
         );
-        let got = fires("0 9 * * 1-5", "UTC", "2025-12-05T10:00:00Z", "2025-12-09T10:00:00Z");
-        assert_eq!(got, ["2025-12-08T09:00:00+00:00", "2025-12-09T09:00:00+00:00"]);
-        let got = fires("0 12 * * 1,3,5", "UTC", "2025-12-01T13:00:00Z", "2025-12-06T00:00:00Z");
-        assert_eq!(got, ["2025-12-03T12:00:00+00:00", "2025-12-05T12:00:00+00:00"]);
+        let got = fires(
+            "0 9 * * 1-5",
+            "UTC",
+            "2025-12-05T10:00:00Z",
+            "2025-12-09T10:00:00Z",
+        );
+        assert_eq!(
+            got,
+            ["2025-12-08T09:00:00+00:00", "2025-12-09T09:00:00+00:00"]
+        );
+        let got = fires(
+            "0 12 * * 1,3,5",
+            "UTC",
+            "2025-12-01T13:00:00Z",
+            "2025-12-06T00:00:00Z",
+        );
+        assert_eq!(
+            got,
+            ["2025-12-03T12:00:00+00:00", "2025-12-05T12:00:00+00:00"]
+        );
     }
 
     #[test]
@@ -415,9 +580,14 @@ mod tests {
     #[test]
     fn intervals_are_epoch_anchored() {
         let every = Trigger::Every(Duration::from_secs(600));
-        let next = every.next_after(utc("2025-12-10T10:17:31.5Z"), Tz::UTC).unwrap();
+        let next = every
+            .next_after(utc("2025-12-10T10:17:31.5Z"), Tz::UTC)
+            .unwrap();
         assert_eq!(next, utc("2025-12-10T10:20:00Z"));
-        assert_eq!(every.next_after(next, Tz::UTC).unwrap(), utc("2025-12-10T10:30:00Z"));
+        assert_eq!(
+            every.next_after(next, Tz::UTC).unwrap(),
+            utc("2025-12-10T10:30:00Z")
+        );
         assert!(parse_every("0s").is_err());
         assert!(parse_every("1500ms").is_err());
         assert_eq!(parse_every("1d").unwrap(), Duration::from_secs(86_400));
@@ -427,10 +597,14 @@ mod tests {
     fn sub_second_start_does_not_skip_or_repeat() {
         let t = cron("* * * * *");
         assert_eq!(
-            t.next_after(utc("2025-12-10T10:10:00.250Z"), Tz::UTC).unwrap(),
+            t.next_after(utc("2025-12-10T10:10:00.250Z"), Tz::UTC)
+                .unwrap(),
             utc("2025-12-10T10:11:00Z")
         );
-        assert_eq!(t.next_after(utc("2025-12-10T10:10:00Z"), Tz::UTC).unwrap(), utc("2025-12-10T10:11:00Z"));
+        assert_eq!(
+            t.next_after(utc("2025-12-10T10:10:00Z"), Tz::UTC).unwrap(),
+            utc("2025-12-10T10:11:00Z")
+        );
     }
 
     #[test]
@@ -441,10 +615,22 @@ mod tests {
         assert_eq!(err("0 0 0 * *"), "day-of-month must be 1-31 (found 0)");
         assert_eq!(err("0 0 * 13 *"), "month must be 1-12 (found 13)");
         assert_eq!(err("0 0 * * 8"), "day-of-week must be 0-7 (found 8)");
-        assert_eq!(err("0 0 * *"), "expected 5 fields (minute hour day-of-month month day-of-week), found 4");
-        assert_eq!(err("0 0 0 * * *"), "expected 5 fields (minute hour day-of-month month day-of-week), found 6");
-        assert_eq!(err("*/0 * * * *"), "minute step `/0` must be a whole number of at least 1");
-        assert_eq!(err("@often"), "unknown nickname; use @hourly, @daily, @weekly, @monthly or @yearly");
+        assert_eq!(
+            err("0 0 * *"),
+            "expected 5 fields (minute hour day-of-month month day-of-week), found 4"
+        );
+        assert_eq!(
+            err("0 0 0 * * *"),
+            "expected 5 fields (minute hour day-of-month month day-of-week), found 6"
+        );
+        assert_eq!(
+            err("*/0 * * * *"),
+            "minute step `/0` must be a whole number of at least 1"
+        );
+        assert_eq!(
+            err("@often"),
+            "unknown nickname; use @hourly, @daily, @weekly, @monthly or @yearly"
+        );
         assert!(CronTrigger::parse("0 9 * * MON-FRI").is_ok());
         assert!(CronTrigger::parse("0 0 1 JAN *").is_ok());
         assert!(CronTrigger::parse("x 0 * * *").is_err());
@@ -452,6 +638,9 @@ mod tests {
 
     #[test]
     fn impossible_expression_has_no_next() {
-        assert_eq!(cron("0 0 30 2 *").next_after(utc("2025-01-01T00:00:00Z"), Tz::UTC), None);
+        assert_eq!(
+            cron("0 0 30 2 *").next_after(utc("2025-01-01T00:00:00Z"), Tz::UTC),
+            None
+        );
     }
 }

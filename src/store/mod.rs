@@ -29,18 +29,31 @@ pub enum StoreError {
     #[error("cannot open the database `{url}`: {source}")]
     Connect { url: String, source: sqlx::Error },
     #[error("cannot create the state directory `{path}`: {source}")]
-    StateDir { path: PathBuf, source: std::io::Error },
+    StateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot apply migrations to `{url}`: {source}")]
-    Migrate { url: String, source: sqlx::migrate::MigrateError },
+    Migrate {
+        url: String,
+        source: sqlx::migrate::MigrateError,
+    },
     #[error(
         "another tickler daemon{holder} is using the SQLite database `{db}` (its lock `{lock}` is \
          held); SQLite allows one daemon: stop the other one, or use PostgreSQL to run several"
     )]
-    Locked { db: PathBuf, lock: PathBuf, holder: String },
+    Locked {
+        db: PathBuf,
+        lock: PathBuf,
+        holder: String,
+    },
     #[error("cannot lock the SQLite database `{db}`: {source}")]
     LockIo { db: PathBuf, source: std::io::Error },
     #[error("database error while {doing}: {source}")]
-    Query { doing: &'static str, source: sqlx::Error },
+    Query {
+        doing: &'static str,
+        source: sqlx::Error,
+    },
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -197,7 +210,10 @@ impl Instance {
             .map(|h| h.trim().to_string())
             .unwrap_or_else(|_| "localhost".into());
         let pid = std::process::id();
-        let id = format!("{hostname}:{pid}:{}", &Uuid::new_v4().simple().to_string()[..8]);
+        let id = format!(
+            "{hostname}:{pid}:{}",
+            &Uuid::new_v4().simple().to_string()[..8]
+        );
         Instance {
             id: Arc::from(id),
             hostname,
@@ -266,7 +282,10 @@ impl Store {
         let raw = url.expose();
         if url.is_postgres() {
             Ok(Store::Postgres(PgStore::connect(url).await?))
-        } else if let Some(path) = raw.strip_prefix("sqlite://").or(raw.strip_prefix("sqlite:")) {
+        } else if let Some(path) = raw
+            .strip_prefix("sqlite://")
+            .or(raw.strip_prefix("sqlite:"))
+        {
             Ok(Store::Sqlite(SqliteStore::connect(Path::new(path)).await?))
         } else {
             Err(StoreError::UnsupportedUrl(url.redacted()))
@@ -365,7 +384,10 @@ impl DaemonLock {
         let mut lock_path = db.as_os_str().to_owned();
         lock_path.push(".lock");
         let lock_path = PathBuf::from(lock_path);
-        let io = |source| StoreError::LockIo { db: db.to_path_buf(), source };
+        let io = |source| StoreError::LockIo {
+            db: db.to_path_buf(),
+            source,
+        };
         let mut file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -387,7 +409,11 @@ impl DaemonLock {
                     "" => String::new(),
                     pid => format!(" (pid {pid})"),
                 };
-                Err(StoreError::Locked { db: db.to_path_buf(), lock: lock_path, holder })
+                Err(StoreError::Locked {
+                    db: db.to_path_buf(),
+                    lock: lock_path,
+                    holder,
+                })
             }
             Err(std::fs::TryLockError::Error(e)) => Err(io(e)),
         }

@@ -27,7 +27,10 @@ impl PgStore {
     pub async fn connect(url: &DatabaseUrl) -> Result<PgStore> {
         let redacted = url.redacted();
         let options = PgConnectOptions::from_str(url.expose())
-            .map_err(|source| StoreError::Connect { url: redacted.clone(), source })?
+            .map_err(|source| StoreError::Connect {
+                url: redacted.clone(),
+                source,
+            })?
             .application_name("tickler");
         let pool = PgPoolOptions::new()
             .max_connections(8)
@@ -36,8 +39,14 @@ impl PgStore {
             .idle_timeout(Duration::from_secs(300))
             .connect_with(options)
             .await
-            .map_err(|source| StoreError::Connect { url: redacted.clone(), source })?;
-        Ok(PgStore { pool, url: redacted })
+            .map_err(|source| StoreError::Connect {
+                url: redacted.clone(),
+                source,
+            })?;
+        Ok(PgStore {
+            pool,
+            url: redacted,
+        })
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -55,7 +64,9 @@ fn row_to_run(r: &sqlx::postgres::PgRow) -> RunRow {
         duration_seconds: r.get("duration_seconds"),
         records_processed: r.get("records_processed"),
         error_message: r.get("error_message"),
-        metadata: r.get::<Option<Json<serde_json::Value>>, _>("metadata").map(|j| j.0),
+        metadata: r
+            .get::<Option<Json<serde_json::Value>>, _>("metadata")
+            .map(|j| j.0),
         scheduled_for: r.get("scheduled_for"),
         trigger: r.get("trigger"),
         attempt: r.get::<i32, _>("attempt") as i64,
@@ -68,7 +79,10 @@ impl Backend for PgStore {
         sqlx::migrate!("migrations/postgres")
             .run(&self.pool)
             .await
-            .map_err(|source| StoreError::Migrate { url: self.url.clone(), source })
+            .map_err(|source| StoreError::Migrate {
+                url: self.url.clone(),
+                source,
+            })
     }
 
     async fn register_instance(&self, i: &Instance) -> Result<()> {
@@ -201,8 +215,10 @@ impl Backend for PgStore {
         let completed: Vec<DateTime<Utc>> = finishes.iter().map(|f| f.completed_at).collect();
         let durations: Vec<f64> = finishes.iter().map(|f| f.duration_seconds).collect();
         let records: Vec<Option<i64>> = finishes.iter().map(|f| f.records_processed).collect();
-        let errors: Vec<Option<&str>> =
-            finishes.iter().map(|f| f.error_message.as_deref()).collect();
+        let errors: Vec<Option<&str>> = finishes
+            .iter()
+            .map(|f| f.error_message.as_deref())
+            .collect();
         let metadata: Vec<Json<&serde_json::Value>> =
             finishes.iter().map(|f| Json(&f.metadata)).collect();
         let attempts: Vec<i32> = finishes.iter().map(|f| f.attempt as i32).collect();
@@ -250,7 +266,10 @@ impl Backend for PgStore {
         .fetch_all(&self.pool)
         .await
         .doing("reading the last slot of each job")?;
-        Ok(rows.iter().map(|r| (r.get("job_name"), r.get("last"))).collect())
+        Ok(rows
+            .iter()
+            .map(|r| (r.get("job_name"), r.get("last")))
+            .collect())
     }
 
     async fn running_jobs(&self, except_instance: &str) -> Result<HashSet<String>> {

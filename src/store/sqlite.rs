@@ -13,8 +13,8 @@ use sqlx::{Connection, Row, SqlitePool};
 use uuid::Uuid;
 
 use super::{
-    Backend, DaemonLock, Doing, Finish, HistoryFilter, Instance, NewRun, Result, RunRow,
-    Status, StoreError,
+    Backend, DaemonLock, Doing, Finish, HistoryFilter, Instance, NewRun, Result, RunRow, Status,
+    StoreError,
 };
 
 #[derive(Clone)]
@@ -26,12 +26,17 @@ pub struct SqliteStore {
 impl SqliteStore {
     pub async fn connect(path: &Path) -> Result<SqliteStore> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .map_err(|source| StoreError::StateDir { path: dir.to_path_buf(), source })?;
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::StateDir {
+                path: dir.to_path_buf(),
+                source,
+            })?;
         }
         let url = format!("sqlite://{}", path.display());
         let options = SqliteConnectOptions::from_str(&url)
-            .map_err(|source| StoreError::Connect { url: url.clone(), source })?
+            .map_err(|source| StoreError::Connect {
+                url: url.clone(),
+                source,
+            })?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
@@ -44,7 +49,10 @@ impl SqliteStore {
             .connect_with(options)
             .await
             .map_err(|source| StoreError::Connect { url, source })?;
-        Ok(SqliteStore { pool, path: path.to_path_buf() })
+        Ok(SqliteStore {
+            pool,
+            path: path.to_path_buf(),
+        })
     }
 
     pub fn pool(&self) -> &SqlitePool {
@@ -78,9 +86,23 @@ fn row_to_run(r: &sqlx::sqlite::SqliteRow) -> RunRow {
 
 impl Backend for SqliteStore {
     async fn migrate(&self) -> Result<()> {
-        sqlx::migrate!("migrations/sqlite").run(&self.pool).await.map_err(|source| {
-            StoreError::Migrate { url: format!("sqlite://{}", self.path.display()), source }
-        })
+        // SQLite has no advisory lock: when two processes (the daemon and a `tickler history`)
+        // migrate at once, the loser's attempt fails on the winner's tables. Looking again
+        // finds the migration applied.
+        let mut tries = 0;
+        loop {
+            match sqlx::migrate!("migrations/sqlite").run(&self.pool).await {
+                Ok(()) => return Ok(()),
+                Err(_) if tries < 5 => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(100 * tries)).await;
+                }
+                Err(source) => {
+                    let url = format!("sqlite://{}", self.path.display());
+                    return Err(StoreError::Migrate { url, source });
+                }
+            }
+        }
     }
 
     async fn register_instance(&self, i: &Instance) -> Result<()> {
@@ -234,16 +256,21 @@ impl Backend for SqliteStore {
         .fetch_all(&self.pool)
         .await
         .doing("reading the last slot of each job")?;
-        Ok(rows.iter().map(|r| (r.get("job_name"), r.get("last"))).collect())
+        Ok(rows
+            .iter()
+            .map(|r| (r.get("job_name"), r.get("last")))
+            .collect())
     }
 
     async fn running_jobs(&self, except_instance: &str) -> Result<HashSet<String>> {
-        let rows = sqlx::query("SELECT DISTINCT job_name FROM job_execution_logs
-              WHERE status = 'running' AND COALESCE(instance, '') <> ?")
-            .bind(except_instance)
-            .fetch_all(&self.pool)
-            .await
-            .doing("reading running jobs")?;
+        let rows = sqlx::query(
+            "SELECT DISTINCT job_name FROM job_execution_logs
+              WHERE status = 'running' AND COALESCE(instance, '') <> ?",
+        )
+        .bind(except_instance)
+        .fetch_all(&self.pool)
+        .await
+        .doing("reading running jobs")?;
         Ok(rows.iter().map(|r| r.get("job_name")).collect())
     }
 
@@ -292,19 +319,35 @@ impl Backend for SqliteStore {
     }
 
     async fn execute(&self, statements: &[String], transaction: bool) -> Result<u64> {
-        let mut conn = self.pool.acquire().await.doing("running the job's SQL")?;
-        let mut total = 0;
+        // SQLite reports a stale change count for DDL, so count with total_changes() instead.
+        const CHANGES: &str = "SELECT total_changes()";
+        let doing = "running the job's SQL";
+        let mut conn = self.pool.acquire().await.doing(doing)?;
+        let before: i64 = sqlx::query_scalar(CHANGES)
+            .fetch_one(&mut *conn)
+            .await
+            .doing(doing)?;
         if transaction {
-            let mut tx = conn.begin().await.doing("running the job's SQL")?;
+            let mut tx = conn.begin().await.doing(doing)?;
             for s in statements {
-                total += sqlx::query(s.as_str()).execute(&mut *tx).await.doing("running the job's SQL")?.rows_affected();
+                sqlx::query(s.as_str())
+                    .execute(&mut *tx)
+                    .await
+                    .doing(doing)?;
             }
-            tx.commit().await.doing("running the job's SQL")?;
+            tx.commit().await.doing(doing)?;
         } else {
             for s in statements {
-                total += sqlx::query(s.as_str()).execute(&mut *conn).await.doing("running the job's SQL")?.rows_affected();
+                sqlx::query(s.as_str())
+                    .execute(&mut *conn)
+                    .await
+                    .doing(doing)?;
             }
         }
-        Ok(total)
+        let after: i64 = sqlx::query_scalar(CHANGES)
+            .fetch_one(&mut *conn)
+            .await
+            .doing(doing)?;
+        Ok((after - before).max(0) as u64)
     }
 }

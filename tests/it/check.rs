@@ -1,0 +1,229 @@
+//! `tickler check`, `list`, `print-config`: exact output and exact error messages.
+
+use crate::helpers::{Project, stderr, stdout};
+
+/// Runs `tickler check` on a config whose `[[job]]` part is `jobs`; returns its stderr.
+fn check_error(jobs: &str) -> String {
+    let p = Project::sqlite();
+    p.write_config("", jobs);
+    let out = p.cli(&["check"]);
+    assert_eq!(out.status.code(), Some(1), "check must fail on:\n{jobs}");
+    assert_eq!(stdout(&out), "");
+    // Messages name the file by the path given; make it stable.
+    stderr(&out).replace(&p.config_path().display().to_string(), "config.toml")
+}
+
+#[test]
+fn bad_cron_expression() {
+    let err = check_error(
+        "[[job]]\nname = \"daily-invoices\"\nkind = \"noop\"\nschedule = \"0 25 * * *\"\n",
+    );
+    assert_eq!(
+        err,
+        "error: invalid cron expression `0 25 * * *` for job `daily-invoices` (config.toml line 9, \
+         column 12): hour must be 0-23 (found 25)\n"
+    );
+}
+
+#[test]
+fn six_fields_are_not_crontab() {
+    let err = check_error("[[job]]\nname = \"x\"\nkind = \"noop\"\nschedule = \"0 0 7 * * *\"\n");
+    assert_eq!(
+        err,
+        "error: invalid cron expression `0 0 7 * * *` for job `x` (config.toml line 9, column 12): \
+         expected 5 fields (minute hour day-of-month month day-of-week), found 6\n"
+    );
+}
+
+#[test]
+fn unknown_time_zone() {
+    let err = check_error(
+        "[[job]]\nname = \"x\"\nkind = \"noop\"\nevery = \"1m\"\ntimezone = \"Africa/Joburg\"\n",
+    );
+    assert_eq!(
+        err,
+        "error: invalid `timezone` for job `x` (config.toml line 10, column 12): unknown time zone \
+         `Africa/Joburg`; use an IANA name such as `Africa/Johannesburg` or `UTC` \
+         (`timedatectl list-timezones` lists them)\n"
+    );
+}
+
+#[test]
+fn unknown_field() {
+    let err = check_error(
+        "[[job]]\nname = \"x\"\nkind = \"noop\"\nevery = \"1m\"\nscheduel = \"0 7 * * *\"\n",
+    );
+    assert_eq!(
+        err,
+        "error: invalid job `x` (config.toml line 10, column 1): unknown field `scheduel`, expected \
+         `duration` for kind `noop`; every job also takes `name`, `kind`, `description`, \
+         `schedule`, `every`, `timezone`, `enabled`, `timeout`, `retry`, `overlap`, `catch_up`, \
+         `misfire_grace`, `jitter`\n"
+    );
+}
+
+#[test]
+fn duplicate_job_name() {
+    let err = check_error(
+        "[[job]]\nname = \"x\"\nkind = \"noop\"\nevery = \"1m\"\n\n[[job]]\nname = \"x\"\nkind = \"noop\"\nevery = \"5m\"\n",
+    );
+    assert_eq!(
+        err,
+        "error: duplicate job name `x` (config.toml line 12, column 8): each `[[job]]` needs a \
+         unique `name`; rename or remove one of them\n"
+    );
+}
+
+#[test]
+fn both_schedule_and_every() {
+    let err = check_error(
+        "[[job]]\nname = \"x\"\nkind = \"noop\"\nschedule = \"0 7 * * *\"\nevery = \"1h\"\n",
+    );
+    assert_eq!(
+        err,
+        "error: both `schedule` and `every` set for job `x` (config.toml line 10, column 9): a job \
+         has exactly one trigger; keep `schedule` (cron) or `every` (interval)\n"
+    );
+}
+
+#[test]
+fn bad_duration() {
+    let err = check_error(
+        "[[job]]\nname = \"x\"\nkind = \"noop\"\nevery = \"1m\"\ntimeout = \"10 mn\"\n",
+    );
+    assert_eq!(
+        err,
+        "error: invalid job `x` (config.toml line 10, column 11): invalid duration `10 mn`: \
+         unknown time unit \"mn\", supported units: ns, us/µs, ms, sec, min, hours, days, weeks, \
+         months, years (and few variations); write e.g. `30s`, `10m`, `1h30m`, `7d`\n"
+    );
+}
+
+#[test]
+fn bad_enum_value_lists_the_choices() {
+    let err = check_error(
+        "[[job]]\nname = \"x\"\nkind = \"noop\"\nevery = \"1m\"\noverlap = \"never\"\n",
+    );
+    assert_eq!(
+        err,
+        "error: invalid job `x` (config.toml line 10, column 11): unknown variant `never`, expected \
+         one of `skip`, `queue`, `allow`\n"
+    );
+}
+
+#[test]
+fn several_problems_are_reported_together() {
+    let err = check_error(
+        "[[job]]\nname = \"a\"\nkind = \"noop\"\nschedule = \"61 * * * *\"\n\n[[job]]\nname = \"b\"\nkind = \"smtp\"\nevery = \"1m\"\n",
+    );
+    assert_eq!(
+        err,
+        "error: invalid cron expression `61 * * * *` for job `a` (config.toml line 9, column 12): \
+         minute must be 0-59 (found 61)\n\
+         unknown kind `smtp` for job `b` (config.toml line 13, column 8): expected one of \
+         `command`, `http`, `noop`, `sql`\n"
+    );
+}
+
+#[test]
+fn toml_syntax_error() {
+    let err = check_error("[[job]\nname = \"x\"\n");
+    assert_eq!(
+        err,
+        "error: invalid TOML (config.toml line 6, column 7): unclosed array table, expected `]`\n"
+    );
+}
+
+#[test]
+fn missing_config_file() {
+    let p = Project::sqlite();
+    let out = p.cli(&["check"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out).replace(&p.config_path().display().to_string(), "config.toml");
+    assert_eq!(
+        err,
+        "error: cannot read the config file (config.toml): No such file or directory (os error 2); \
+         pass `--config FILE`, or write the example with `tickler print-config > config.toml`\n"
+    );
+}
+
+#[test]
+fn the_shipped_config_passes_check() {
+    let out = std::process::Command::new(crate::helpers::BIN)
+        .args([
+            "check",
+            "--config",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml"),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains(": OK, 4 job(s); database sqlite://var/tickler.db; default time zone Africa/Johannesburg\n"), "{text}");
+    assert!(text.contains("heartbeat"), "{text}");
+    assert!(text.contains("disabled"), "{text}");
+}
+
+#[test]
+fn print_config_prints_the_shipped_example() {
+    let out = std::process::Command::new(crate::helpers::BIN)
+        .arg("print-config")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(stdout(&out), include_str!("../../config.toml"));
+}
+
+#[test]
+fn list_shows_fires_in_the_job_zone_and_utc() {
+    let p = Project::sqlite();
+    p.write_config(
+        "",
+        "[[job]]\nname = \"ny\"\nkind = \"noop\"\nschedule = \"30 2 * * *\"\ntimezone = \"America/New_York\"\n",
+    );
+    let out = p.cli(&[
+        "list",
+        "--next",
+        "3",
+        "--from",
+        "2025-03-08T00:00:00Z",
+        "--format",
+        "json",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(
+        v,
+        serde_json::json!([{
+            "job": "ny",
+            "timezone": "America/New_York",
+            "fires": ["2025-03-08T07:30:00Z", "2025-03-09T07:00:00Z", "2025-03-10T06:30:00Z"]
+        }])
+    );
+    let out = p.cli(&["list", "--next", "2", "--from", "2025-03-08T00:00:00Z"]);
+    assert_eq!(
+        stdout(&out),
+        "JOB                      LOCAL                      UTC                 \n\
+         ny                       2025-03-08 02:30 EST       2025-03-08T07:30:00Z\n\
+         ny                       2025-03-09 03:00 EDT       2025-03-09T07:00:00Z\n"
+    );
+}
+
+#[test]
+fn bad_cli_arguments_are_explained() {
+    let p = Project::sqlite();
+    p.write_config("", "");
+    let out = p.cli(&["list", "--from", "yesterday"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("invalid value 'yesterday' for '--from <FROM>': premature end of input; write an RFC 3339 time such as `2025-03-09T00:00:00Z`"), "{}", stderr(&out));
+    let out = p.cli(&["history", "--status", "done"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("unknown status; expected one of running, succeeded, partial, failed, timed_out, skipped, missed, abandoned, interrupted"), "{}", stderr(&out));
+    let out = p.cli(&["run-job", "nope"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).starts_with("error: no job named `nope` in `"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -1,0 +1,377 @@
+//! The daemon in-process on SQLite, on a manual clock: slots, catch-up, overlap, timeouts,
+//! retries, shutdown and reload, each as the config says.
+
+use std::time::Duration;
+
+use chrono::TimeDelta;
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use crate::helpers::{Project, TestDaemon, runs, statuses, utc, wait_for, wait_settled};
+
+const MIN: Duration = Duration::from_secs(60);
+
+#[tokio::test]
+async fn each_slot_runs_once_even_when_the_clock_steps_back() {
+    let p = Project::sqlite();
+    p.write_config(
+        "",
+        "[[job]]\nname = \"tick\"\nkind = \"noop\"\nevery = \"1m\"\n",
+    );
+    let d = TestDaemon::start(p.config(), utc("2025-01-06T10:00:30Z")).await;
+    let store = p.store().await;
+    for n in 1..=3 {
+        d.clock.advance(MIN);
+        wait_settled(&store, "tick", n).await;
+    }
+    // NTP steps the clock back two minutes, then time moves on: no slot runs twice.
+    d.clock.step_wall(TimeDelta::minutes(-2));
+    d.clock.advance(MIN);
+    d.clock.advance(MIN);
+    d.clock.advance(MIN);
+    let rows = wait_settled(&store, "tick", 4).await;
+    let slots: Vec<String> = rows
+        .iter()
+        .map(|r| r.scheduled_for.format("%H:%M").to_string())
+        .collect();
+    assert_eq!(slots, ["10:01", "10:02", "10:03", "10:04"]);
+    assert!(
+        rows.iter()
+            .all(|r| r.status == "succeeded" && r.trigger == "schedule")
+    );
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn a_forward_jump_follows_each_catch_up_policy() {
+    let p = Project::sqlite();
+    let job = |name: &str, policy: &str| {
+        format!(
+            "[[job]]\nname = \"{name}\"\nkind = \"noop\"\nevery = \"1m\"\ncatch_up = \"{policy}\"\nmisfire_grace = \"5m\"\n"
+        )
+    };
+    p.write_config(
+        "",
+        &[
+            job("none", "none"),
+            job("latest", "latest"),
+            job("all", "all"),
+        ]
+        .concat(),
+    );
+    let d = TestDaemon::start(p.config(), utc("2025-01-06T10:00:30Z")).await;
+    let store = p.store().await;
+    // A VM resumes after ten minutes: slots 10:01 .. 10:10 were never lived through.
+    d.clock.step_wall(TimeDelta::seconds(615));
+    let none = wait_settled(&store, "none", 10).await;
+    assert!(none.iter().all(|r| r.status == "missed"), "{none:?}");
+    let latest = wait_settled(&store, "latest", 10).await;
+    let ran: Vec<_> = latest.iter().filter(|r| r.status == "succeeded").collect();
+    assert_eq!(ran.len(), 1);
+    assert_eq!(ran[0].scheduled_for, utc("2025-01-06T10:10:00Z"));
+    assert_eq!(ran[0].trigger, "catch_up");
+    let all = wait_settled(&store, "all", 10).await;
+    let st: Vec<&str> = all.iter().map(|r| r.status.as_str()).collect();
+    // 10:06 .. 10:10 are within the 5-minute grace at 10:10:45; older ones are missed.
+    assert_eq!(
+        st,
+        [
+            "missed",
+            "missed",
+            "missed",
+            "missed",
+            "missed",
+            "succeeded",
+            "succeeded",
+            "succeeded",
+            "succeeded",
+            "succeeded"
+        ]
+    );
+    assert_eq!(
+        all[0].error_message.as_deref(),
+        Some("missed: the slot is older than misfire_grace (5m)")
+    );
+    d.stop().await;
+}
+
+/// Two fires of a 1.5 s job one minute apart on the manual clock, the second while the first
+/// runs; `during` sees the statuses at the moment the second fire has been handled.
+async fn overlap_rows(policy: &str, during: &[&str]) -> Vec<tickler::store::RunRow> {
+    let p = Project::sqlite();
+    p.write_config(
+        "",
+        &format!("[[job]]\nname = \"slow\"\nkind = \"noop\"\nduration = \"1500ms\"\nevery = \"1m\"\noverlap = \"{policy}\"\n"),
+    );
+    let d = TestDaemon::start(p.config(), utc("2025-01-06T10:00:30Z")).await;
+    let store = p.store().await;
+    d.clock.advance(MIN);
+    wait_for(
+        "the first run to start",
+        Duration::from_secs(10),
+        || async { (statuses(&store, "slow").await == ["running"]).then_some(()) },
+    )
+    .await;
+    d.clock.advance(MIN);
+    wait_for(
+        &format!("statuses {during:?} while the first run runs"),
+        Duration::from_secs(10),
+        || async { (statuses(&store, "slow").await == during).then_some(()) },
+    )
+    .await;
+    let rows = wait_settled(&store, "slow", 2).await;
+    d.stop().await;
+    rows
+}
+
+#[tokio::test]
+async fn overlap_skip_records_skipped() {
+    let rows = overlap_rows("skip", &["running", "skipped"]).await;
+    assert_eq!(rows[0].status, "succeeded");
+    assert_eq!(rows[1].status, "skipped");
+    assert_eq!(
+        rows[1].error_message.as_deref(),
+        Some("skipped: the previous run is still running (overlap = \"skip\")")
+    );
+}
+
+#[tokio::test]
+async fn overlap_queue_runs_after_the_previous_run() {
+    // The second fire waits, unclaimed, until the first run ends.
+    let rows = overlap_rows("queue", &["running"]).await;
+    assert_eq!(
+        (rows[0].status.as_str(), rows[1].status.as_str()),
+        ("succeeded", "succeeded")
+    );
+    assert!(
+        rows[1].started_at.unwrap() >= rows[0].completed_at.unwrap(),
+        "{rows:?}"
+    );
+}
+
+#[tokio::test]
+async fn overlap_allow_runs_both_at_once() {
+    let rows = overlap_rows("allow", &["running", "running"]).await;
+    assert_eq!(
+        (rows[0].status.as_str(), rows[1].status.as_str()),
+        ("succeeded", "succeeded")
+    );
+}
+
+fn pgrep(pattern: &str) -> bool {
+    std::process::Command::new("pgrep")
+        .args(["-f", pattern])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+#[tokio::test]
+async fn a_timeout_kills_the_whole_process_group() {
+    let p = Project::sqlite();
+    p.write_config(
+        "",
+        "[[job]]\nname = \"hang\"\nkind = \"command\"\nshell = true\ncommand = [\"sleep 987.25 & sleep 987.25; wait\"]\nevery = \"1m\"\ntimeout = \"1s\"\n",
+    );
+    let d = TestDaemon::start(p.config(), utc("2025-01-06T10:00:30Z")).await;
+    let store = p.store().await;
+    d.clock.advance(MIN);
+    let rows = wait_settled(&store, "hang", 1).await;
+    assert_eq!(rows[0].status, "timed_out");
+    assert_eq!(rows[0].error_message.as_deref(), Some("timed out after 1s"));
+    wait_for(
+        "the command's children to be killed",
+        Duration::from_secs(5),
+        || async { (!pgrep("sleep 987.25")).then_some(()) },
+    )
+    .await;
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn retries_follow_the_policy() {
+    let p = Project::sqlite();
+    let counter = p.path().join("count");
+    p.write_config(
+        "",
+        &format!(
+            "[[job]]\nname = \"always-fails\"\nkind = \"command\"\nshell = true\ncommand = [\"echo boom >&2; exit 3\"]\nevery = \"1m\"\nretry = {{ attempts = 3, initial = \"50ms\", factor = 2, max = \"100ms\", jitter = false }}\n\n\
+             [[job]]\nname = \"third-time-lucky\"\nkind = \"command\"\nshell = true\ncommand = [\"n=$(cat {c} 2>/dev/null || echo 0); n=$((n+1)); echo $n > {c}; [ $n -ge 3 ]\"]\nevery = \"1m\"\nretry = {{ attempts = 5, initial = \"50ms\", jitter = false }}\n",
+            c = counter.display()
+        ),
+    );
+    let d = TestDaemon::start(p.config(), utc("2025-01-06T10:00:30Z")).await;
+    let store = p.store().await;
+    d.clock.advance(MIN);
+    let failed = &wait_settled(&store, "always-fails", 1).await[0];
+    assert_eq!(failed.status, "failed");
+    assert_eq!(failed.attempt, 3);
+    assert_eq!(
+        failed.error_message.as_deref(),
+        Some("`echo boom >&2; exit 3` exited with status 3: boom")
+    );
+    let meta = failed.metadata.as_ref().unwrap();
+    assert_eq!(meta["failed_attempts"].as_array().unwrap().len(), 3);
+    assert_eq!(
+        meta["failed_attempts"][2]["details"]["stderr_tail"],
+        "boom\n"
+    );
+    let lucky = &wait_settled(&store, "third-time-lucky", 1).await[0];
+    assert_eq!((lucky.status.as_str(), lucky.attempt), ("succeeded", 3));
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn http_jobs_record_reports_and_do_not_retry_client_errors() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/api/cron/reminders"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "success": true, "remindersSent": 12, "errors": ["booking 7: no phone number"]
+        })))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/gone"))
+        .respond_with(ResponseTemplate::new(404))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/flaky"))
+        .respond_with(ResponseTemplate::new(503))
+        .expect(2)
+        .mount(&server)
+        .await;
+    let p = Project::sqlite();
+    let retry = "retry = { attempts = 2, initial = \"10ms\", jitter = false }";
+    p.write_config(
+        "",
+        &format!(
+            "[[job]]\nname = \"reminders\"\nkind = \"http\"\nurl = \"{u}/api/cron/reminders\"\nevery = \"1m\"\n{retry}\n\
+             [[job]]\nname = \"gone\"\nkind = \"http\"\nmethod = \"POST\"\nurl = \"{u}/gone\"\nevery = \"1m\"\n{retry}\n\
+             [[job]]\nname = \"flaky\"\nkind = \"http\"\nurl = \"{u}/flaky\"\nevery = \"1m\"\n{retry}\n",
+            u = server.uri()
+        ),
+    );
+    let d = TestDaemon::start(p.config(), utc("2025-01-06T10:00:30Z")).await;
+    let store = p.store().await;
+    d.clock.advance(MIN);
+    let r = &wait_settled(&store, "reminders", 1).await[0];
+    assert_eq!(
+        (r.status.as_str(), r.records_processed),
+        ("partial", Some(12))
+    );
+    assert_eq!(
+        r.error_message.as_deref(),
+        Some("booking 7: no phone number")
+    );
+    let g = &wait_settled(&store, "gone", 1).await[0];
+    assert_eq!((g.status.as_str(), g.attempt), ("failed", 1));
+    assert_eq!(
+        g.error_message.as_deref(),
+        Some(&*format!(
+            "`POST {}/gone` answered 404 Not Found",
+            server.uri()
+        ))
+    );
+    let f = &wait_settled(&store, "flaky", 1).await[0];
+    assert_eq!((f.status.as_str(), f.attempt), ("failed", 2));
+    d.stop().await;
+    server.verify().await;
+}
+
+#[tokio::test]
+async fn sql_jobs_count_affected_rows() {
+    let p = Project::sqlite();
+    p.write_config(
+        "",
+        "[[job]]\nname = \"fill\"\nkind = \"sql\"\nevery = \"1m\"\nstatements = [\"CREATE TABLE IF NOT EXISTS t (x INTEGER)\", \"INSERT INTO t VALUES (1), (2), (3)\"]\n\n\
+         [[job]]\nname = \"broken\"\nkind = \"sql\"\nevery = \"1m\"\nstatements = [\"INSERT INTO t VALUES (9)\", \"SELEC 1\"]\nretry = { attempts = 3 }\n",
+    );
+    let store = p.store().await;
+    store
+        .execute(&["CREATE TABLE t (x INTEGER)".into()], false)
+        .await
+        .unwrap();
+    let d = TestDaemon::start(p.config(), utc("2025-01-06T10:00:30Z")).await;
+    d.clock.advance(MIN);
+    let r = &wait_settled(&store, "fill", 1).await[0];
+    assert_eq!(
+        (r.status.as_str(), r.records_processed),
+        ("succeeded", Some(3))
+    );
+    let b = &wait_settled(&store, "broken", 1).await[0];
+    // A statement the database refuses is not retried, and the transaction undid the insert.
+    assert_eq!((b.status.as_str(), b.attempt), ("failed", 1));
+    assert!(
+        b.error_message.as_deref().unwrap().contains("syntax error"),
+        "{b:?}"
+    );
+    let n = store
+        .execute(&["DELETE FROM t WHERE x = 9".into()], true)
+        .await
+        .unwrap();
+    assert_eq!(n, 0);
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_interrupts_runs_past_the_grace() {
+    let p = Project::sqlite();
+    p.write_config(
+        "shutdown_grace = \"300ms\"",
+        "[[job]]\nname = \"long\"\nkind = \"noop\"\nduration = \"1h\"\nevery = \"1m\"\n\n\
+         [[job]]\nname = \"short\"\nkind = \"noop\"\nduration = \"100ms\"\nevery = \"1m\"\n",
+    );
+    let d = TestDaemon::start(p.config(), utc("2025-01-06T10:00:30Z")).await;
+    let store = p.store().await;
+    d.clock.advance(MIN);
+    wait_for("both runs to start", Duration::from_secs(10), || async {
+        (statuses(&store, "long").await == ["running"]).then_some(())
+    })
+    .await;
+    let started = std::time::Instant::now();
+    d.stop().await;
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(statuses(&store, "long").await, ["interrupted"]);
+    assert_eq!(statuses(&store, "short").await, ["succeeded"]);
+    let row = &runs(&store, "long").await[0];
+    assert_eq!(
+        row.error_message.as_deref(),
+        Some("interrupted: the daemon shut down and the shutdown grace ran out")
+    );
+}
+
+#[tokio::test]
+async fn a_broken_reload_keeps_the_running_schedule() {
+    let p = Project::sqlite();
+    p.write_config(
+        "",
+        "[[job]]\nname = \"a\"\nkind = \"noop\"\nevery = \"1m\"\n",
+    );
+    let d = TestDaemon::start(p.config(), utc("2025-01-06T10:00:30Z")).await;
+    let store = p.store().await;
+    // A broken file: a bad cron for `a` and a new job `b`. Nothing of it applies.
+    p.write_config(
+        "",
+        "[[job]]\nname = \"a\"\nkind = \"noop\"\nschedule = \"0 25 * * *\"\n\n[[job]]\nname = \"b\"\nkind = \"noop\"\nevery = \"1m\"\n",
+    );
+    d.reload().await;
+    d.clock.advance(MIN);
+    wait_settled(&store, "a", 1).await;
+    d.clock.advance(MIN);
+    wait_settled(&store, "a", 2).await;
+    assert_eq!(runs(&store, "b").await.len(), 0);
+    // A valid file: `a` is gone, `b` starts.
+    p.write_config(
+        "",
+        "[[job]]\nname = \"b\"\nkind = \"noop\"\nevery = \"1m\"\n",
+    );
+    d.reload().await;
+    d.clock.advance(MIN);
+    wait_settled(&store, "b", 1).await;
+    assert_eq!(runs(&store, "a").await.len(), 2);
+    d.stop().await;
+}

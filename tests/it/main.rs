@@ -1,0 +1,8 @@
+//! Integration tests: one binary, real SQLite files, a real PostgreSQL, real processes.
+
+mod helpers;
+
+mod check;
+mod daemon;
+mod process;
+mod story;
