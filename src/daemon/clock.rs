@@ -98,3 +98,44 @@ impl Clock for ManualClock {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_system_clock_never_sleeps_past_the_cap() {
+        let clock = SystemClock::default();
+        let start = tokio::time::Instant::now();
+        clock
+            .sleep_until(
+                Utc::now() + chrono::TimeDelta::hours(6),
+                Duration::from_secs(30),
+            )
+            .await;
+        // Paused tokio time advances exactly as far as the sleep asked: 30 s, not 6 h.
+        assert_eq!(start.elapsed(), Duration::from_secs(30));
+    }
+
+    #[tokio::test]
+    async fn the_manual_clock_wakes_sleepers_when_moved() {
+        let clock = std::sync::Arc::new(ManualClock::new(Utc::now()));
+        let target = clock.now() + chrono::TimeDelta::minutes(1);
+        let sleeper = {
+            let clock = clock.clone();
+            tokio::spawn(async move { clock.sleep_until(target, Duration::from_secs(30)).await })
+        };
+        clock.advance(Duration::from_secs(60));
+        tokio::time::timeout(Duration::from_secs(5), sleeper)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(clock.now(), target);
+        clock.step_wall(chrono::TimeDelta::minutes(-5));
+        assert_eq!(
+            clock.monotonic(),
+            Duration::from_secs(60),
+            "a step does not pass time"
+        );
+    }
+}

@@ -3,6 +3,7 @@
 //! database in a few statements instead of a thousand transactions, which is what keeps fire
 //! lateness low on SQLite and PostgreSQL alike.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
@@ -10,11 +11,16 @@ use uuid::Uuid;
 
 use crate::store::{Finish, NewRun, Store};
 
-const BATCH: usize = 1000;
+const BATCH: usize = 2000;
+/// Claim rows per transaction.
+const CLAIM_CHUNK: usize = 1000;
+/// Finished runs wait behind claims until this many are pending.
+const FINISH_BACKLOG: usize = 5000;
 
 enum Op {
     /// Insert a row; the answer says whether this insert won the slot.
     Claim(NewRun, Option<oneshot::Sender<bool>>),
+    ClaimMany(Vec<NewRun>, oneshot::Sender<HashSet<Uuid>>),
     Finish(Finish),
     Flush(oneshot::Sender<()>),
 }
@@ -43,6 +49,15 @@ impl Ledger {
         rx.await.unwrap_or(false)
     }
 
+    /// Claims many slots at once; returns the ids whose rows this process inserted.
+    pub async fn claim_many(&self, runs: Vec<NewRun>) -> HashSet<Uuid> {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Op::ClaimMany(runs, tx)).is_err() {
+            return HashSet::new();
+        }
+        rx.await.unwrap_or_default()
+    }
+
     /// Records a fire that does not run (`skipped`, `missed`), unless its slot is taken.
     pub fn record(&self, run: NewRun) {
         let _ = self.tx.send(Op::Claim(run, None));
@@ -63,50 +78,96 @@ impl Ledger {
 
 async fn writer(store: Store, mut rx: mpsc::UnboundedReceiver<Op>) {
     let mut ops = Vec::with_capacity(BATCH);
-    while rx.recv_many(&mut ops, BATCH).await > 0 {
-        let mut claims = vec![];
-        let mut waiters = vec![];
-        let mut finishes = vec![];
-        let mut flushes = vec![];
+    let mut finishes: Vec<Finish> = vec![];
+    let mut flushes: Vec<oneshot::Sender<()>> = vec![];
+    loop {
+        // Wait for work only when nothing is pending; otherwise take what has arrived.
+        if finishes.is_empty() && flushes.is_empty() {
+            if rx.recv_many(&mut ops, BATCH).await == 0 {
+                return;
+            }
+        } else {
+            while ops.len() < BATCH {
+                match rx.try_recv() {
+                    Ok(op) => ops.push(op),
+                    Err(_) => break,
+                }
+            }
+        }
+        // Claims are committed in chunks of about CLAIM_CHUNK rows, and each request is
+        // answered as soon as its chunk is in, so the first fires of a big second start early.
+        let mut chunk: Vec<NewRun> = vec![];
+        let mut answers: Vec<Answer> = vec![];
+        let mut claimed_any = false;
         for op in ops.drain(..) {
             match op {
                 Op::Claim(run, waiter) => {
-                    waiters.push((run.id, waiter));
-                    claims.push(run);
+                    answers.push(Answer::One(run.id, waiter));
+                    chunk.push(run);
+                }
+                Op::ClaimMany(runs, waiter) => {
+                    answers.push(Answer::Many(runs.iter().map(|r| r.id).collect(), waiter));
+                    chunk.extend(runs);
                 }
                 Op::Finish(f) => finishes.push(f),
                 Op::Flush(done) => flushes.push(done),
             }
-        }
-        if !claims.is_empty() {
-            let inserted = retry("claiming slots", Duration::from_secs(30), || {
-                store.insert_runs(&claims)
-            })
-            .await
-            .unwrap_or_default();
-            for (id, waiter) in waiters {
-                if let Some(w) = waiter {
-                    let _ = w.send(inserted.contains(&id));
-                }
+            if chunk.len() >= CLAIM_CHUNK {
+                commit_claims(&store, &mut chunk, &mut answers).await;
+                claimed_any = true;
             }
+        }
+        if !chunk.is_empty() {
+            commit_claims(&store, &mut chunk, &mut answers).await;
+            claimed_any = true;
+        }
+        // Claims first: a fire waits for its claim, while a finished run is already done.
+        if claimed_any && finishes.len() < FINISH_BACKLOG && flushes.is_empty() {
+            continue;
         }
         if !finishes.is_empty() {
             // A finished run must reach the ledger: keep trying while the database is away.
-            let ids: Vec<Uuid> = finishes.iter().map(|f| f.id).collect();
             if retry("recording finished runs", Duration::from_secs(300), || {
                 store.finish_runs(&finishes)
             })
             .await
             .is_none()
             {
+                let ids: Vec<Uuid> = finishes.iter().map(|f| f.id).collect();
                 tracing::error!(runs = ?ids, "gave up recording finished runs; they stay `running` \
                     and become `abandoned` when this daemon stops");
             }
+            finishes.clear();
         }
-        for done in flushes {
+        for done in flushes.drain(..) {
             let _ = done.send(());
         }
     }
+}
+
+enum Answer {
+    One(Uuid, Option<oneshot::Sender<bool>>),
+    Many(Vec<Uuid>, oneshot::Sender<HashSet<Uuid>>),
+}
+
+async fn commit_claims(store: &Store, chunk: &mut Vec<NewRun>, answers: &mut Vec<Answer>) {
+    let inserted = retry("claiming slots", Duration::from_secs(30), || {
+        store.insert_runs(chunk)
+    })
+    .await
+    .unwrap_or_default();
+    for answer in answers.drain(..) {
+        match answer {
+            Answer::One(id, Some(w)) => {
+                let _ = w.send(inserted.contains(&id));
+            }
+            Answer::One(_, None) => {}
+            Answer::Many(ids, w) => {
+                let _ = w.send(ids.into_iter().filter(|id| inserted.contains(id)).collect());
+            }
+        }
+    }
+    chunk.clear();
 }
 
 /// Retries a database write with backoff for up to `patience`.

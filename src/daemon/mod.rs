@@ -203,12 +203,8 @@ pub async fn run(
     let instance = Instance::current();
     store.register_instance(&instance).await?;
     let start = clock.now();
-    let stale = stale_after(&config);
-    // On SQLite we hold the only lock, so every row left running belongs to a dead process.
-    let stale_before = match store {
-        Store::Sqlite(_) => start + TimeDelta::days(1),
-        Store::Postgres(_) => start - stale,
-    };
+    forget_dead_processes(&store, &instance).await?;
+    let stale_before = start - stale_after(&config);
     let abandoned = store
         .abandon_orphans(&instance.id, stale_before, start)
         .await?;
@@ -308,6 +304,28 @@ pub async fn run(
     store.close().await;
     tracing::info!("tickler stopped");
     Ok(())
+}
+
+/// Deregisters the daemons and `run-job` processes of this host whose process is gone (a
+/// kill -9, a crash), so their running rows are abandoned now rather than when their heartbeat
+/// goes stale. Processes of other hosts are judged by their heartbeat alone.
+async fn forget_dead_processes(store: &Store, me: &Instance) -> Result<(), StoreError> {
+    for (id, hostname, pid) in store.instances().await? {
+        if *id != *me.id && hostname == me.hostname && !process_alive(pid) {
+            tracing::info!(instance = %id, pid, "a previous tickler process of this host is gone");
+            store.deregister(&id).await?;
+        }
+    }
+    Ok(())
+}
+
+fn process_alive(pid: i64) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: signal 0 only checks that the process exists and may be signalled.
+    let r = unsafe { libc::kill(pid, 0) };
+    r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
 /// A daemon whose heartbeat is older than this is considered gone.
@@ -413,16 +431,42 @@ async fn dispatch_due(
             Err(e) => tracing::warn!(error = %e, "could not read runs of other daemons"),
         }
     }
-    // Several fires of one job (a catch-up) run one after the other, oldest first.
+    // Several fires of one job (a catch-up) run one after the other, oldest first. Single
+    // fires that can start at once are claimed together, in one batch.
     let mut by_job: HashMap<Arc<str>, Vec<Fire>> = HashMap::new();
     for fire in fires {
         by_job.entry(fire.spec.name.clone()).or_default().push(fire);
     }
-    for (_, fires) in by_job {
+    let mut ready = vec![];
+    for (_, mut fires) in by_job {
+        if fires.len() == 1 {
+            match runner::admit_now(shared, fires.pop().expect("one fire")) {
+                runner::Admission::Ready(r) => ready.push(r),
+                runner::Admission::Wait(fire) => fires.push(fire),
+                runner::Admission::Skipped => {}
+            }
+        }
+        if fires.is_empty() {
+            continue;
+        }
         let shared = shared.clone();
         tracker.spawn(async move {
             for fire in fires {
                 run_fire(shared.clone(), fire).await;
+            }
+        });
+    }
+    while !ready.is_empty() {
+        let ready: Vec<runner::Ready> = ready.drain(..ready.len().min(1000)).collect();
+        let shared = shared.clone();
+        let bodies = tracker.clone();
+        tracker.spawn(async move {
+            let rows = ready.iter().map(|r| r.claim_row(&shared)).collect();
+            let claimed = shared.ledger.claim_many(rows).await;
+            for r in ready {
+                if claimed.contains(&r.id()) {
+                    bodies.spawn(runner::execute(shared.clone(), r));
+                }
             }
         });
     }
@@ -554,6 +598,21 @@ pub async fn run_now(
         stopping: CancellationToken::new(),
         interrupt: CancellationToken::new(),
     });
+    // A long manual run keeps its row alive for the daemon's orphan check.
+    let beat = {
+        let (store, id, every) = (
+            store.clone(),
+            instance.id.clone(),
+            config.daemon.heartbeat_interval,
+        );
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(every.max(Duration::from_secs(1)));
+            loop {
+                ticker.tick().await;
+                let _ = store.heartbeat(&id, Utc::now()).await;
+            }
+        })
+    };
     let mut results = vec![];
     for name in names {
         let Some(spec) = config.job(name) else {
@@ -567,6 +626,7 @@ pub async fn run_now(
         results.push((name.clone(), run_fire(shared.clone(), fire).await));
     }
     shared.ledger.flush().await;
+    beat.abort();
     let _ = store.deregister(&instance.id).await;
     store.close().await;
     Ok(results)

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -96,32 +96,118 @@ enum AttemptEnd {
     Interrupted,
 }
 
-/// Runs one fire to its end. Returns `None` when the fire did not run (skipped, slot taken by
-/// another process, or shutdown before it started).
-pub async fn run_fire(shared: Arc<Shared>, fire: Fire) -> Option<RunSummary> {
-    let spec = fire.spec.clone();
-    let overlap = if fire.trigger == RunTrigger::Manual {
+/// A fire holding everything it needs to start: its turn (under `skip` and `queue`) and a
+/// concurrency permit. Dropping it gives both back.
+pub struct Ready {
+    fire: Fire,
+    _turn: Option<OwnedSemaphorePermit>,
+    _permit: OwnedSemaphorePermit,
+    id: Uuid,
+}
+
+impl Ready {
+    /// The ledger row that claims this fire's slot.
+    pub fn claim_row(&self, shared: &Shared) -> NewRun {
+        NewRun {
+            id: self.id,
+            job_name: self.fire.spec.name.clone(),
+            scheduled_for: self.fire.slot,
+            trigger: self.fire.trigger,
+            status: Status::Running,
+            started_at: shared.clock.now(),
+            instance: shared.instance.clone(),
+            error_message: None,
+            metadata: None,
+        }
+    }
+
+    pub fn id(&self) -> Uuid {
+        self.id
+    }
+}
+
+/// The outcome of trying to admit a fire without waiting.
+pub enum Admission {
+    Ready(Ready),
+    /// It must wait (a queue, jitter, the concurrency bound): use [`run_fire`].
+    Wait(Fire),
+    /// Recorded `skipped`; nothing more to do.
+    Skipped,
+}
+
+fn overlap_of(fire: &Fire) -> Overlap {
+    if fire.trigger == RunTrigger::Manual {
         Overlap::Allow
     } else {
-        spec.overlap
+        fire.spec.overlap
+    }
+}
+
+fn skip(shared: &Shared, fire: &Fire, elsewhere: bool) {
+    let why = if elsewhere {
+        "skipped: the previous run is still running on another daemon"
+    } else {
+        "skipped: the previous run is still running (overlap = \"skip\")"
     };
-    let turn = shared.job_turn(&spec.name);
-    let _turn = match overlap {
+    record_only(shared, fire, Status::Skipped, why.into());
+}
+
+/// Admits a fire if nothing makes it wait: the timer loop claims all such fires of a second in
+/// one batch.
+pub fn admit_now(shared: &Shared, fire: Fire) -> Admission {
+    let overlap = overlap_of(&fire);
+    let jitter = !fire.spec.jitter.is_zero() && fire.trigger != RunTrigger::Manual;
+    if overlap == Overlap::Queue && !matches!(shared.store, Store::Sqlite(_)) || jitter {
+        return Admission::Wait(fire);
+    }
+    let turn = match overlap {
         Overlap::Allow => None,
-        Overlap::Skip => match turn.try_acquire_owned() {
-            Ok(permit) if !shared.is_running_elsewhere(&spec.name) => Some(permit),
-            Ok(_) => {
-                let why = "skipped: the previous run is still running on another daemon";
-                record_only(&shared, &fire, Status::Skipped, why.into());
+        Overlap::Skip | Overlap::Queue => {
+            match shared.job_turn(&fire.spec.name).try_acquire_owned() {
+                Ok(permit) => Some(permit),
+                Err(_) if overlap == Overlap::Skip => {
+                    skip(shared, &fire, false);
+                    return Admission::Skipped;
+                }
+                Err(_) => return Admission::Wait(fire),
+            }
+        }
+    };
+    if overlap == Overlap::Skip && shared.is_running_elsewhere(&fire.spec.name) {
+        skip(shared, &fire, true);
+        return Admission::Skipped;
+    }
+    match shared.concurrency.clone().try_acquire_owned() {
+        Ok(permit) => Admission::Ready(Ready {
+            fire,
+            _turn: turn,
+            _permit: permit,
+            id: Uuid::new_v4(),
+        }),
+        Err(_) => Admission::Wait(fire),
+    }
+}
+
+/// Admits a fire, waiting as its overlap policy, jitter and the concurrency bound say.
+/// `None` when it was skipped or the daemon began to stop.
+async fn admit(shared: &Shared, fire: Fire) -> Option<Ready> {
+    let overlap = overlap_of(&fire);
+    let spec = fire.spec.clone();
+    let turn = match overlap {
+        Overlap::Allow => None,
+        Overlap::Skip => match shared.job_turn(&spec.name).try_acquire_owned() {
+            Ok(_) if shared.is_running_elsewhere(&spec.name) => {
+                skip(shared, &fire, true);
                 return None;
             }
+            Ok(permit) => Some(permit),
             Err(_) => {
-                let why = "skipped: the previous run is still running (overlap = \"skip\")";
-                record_only(&shared, &fire, Status::Skipped, why.into());
+                skip(shared, &fire, false);
                 return None;
             }
         },
         Overlap::Queue => {
+            let turn = shared.job_turn(&spec.name);
             let permit = tokio::select! {
                 p = turn.acquire_owned() => p.ok(),
                 _ = shared.stopping.cancelled() => None,
@@ -148,30 +234,34 @@ pub async fn run_fire(shared: Arc<Shared>, fire: Fire) -> Option<RunSummary> {
             _ = shared.stopping.cancelled() => return None,
         }
     }
-    let _permit = tokio::select! {
+    let permit = tokio::select! {
         p = shared.concurrency.clone().acquire_owned() => p.ok(),
         _ = shared.stopping.cancelled() => None,
     }?;
+    Some(Ready {
+        fire,
+        _turn: turn,
+        _permit: permit,
+        id: Uuid::new_v4(),
+    })
+}
 
-    let id = Uuid::new_v4();
-    let claimed = shared
-        .ledger
-        .claim(NewRun {
-            id,
-            job_name: spec.name.clone(),
-            scheduled_for: fire.slot,
-            trigger: fire.trigger,
-            status: Status::Running,
-            started_at: shared.clock.now(),
-            instance: shared.instance.clone(),
-            error_message: None,
-            metadata: None,
-        })
-        .await;
-    if !claimed {
-        tracing::debug!(job = %spec.name, scheduled_for = %fire.slot, "slot already claimed elsewhere");
+/// Runs one fire to its end: admit, claim, execute. Returns `None` when the fire did not run
+/// (skipped, slot taken by another process, or shutdown before it started).
+pub async fn run_fire(shared: Arc<Shared>, fire: Fire) -> Option<RunSummary> {
+    let ready = admit(&shared, fire).await?;
+    if !shared.ledger.claim(ready.claim_row(&shared)).await {
+        let fire = &ready.fire;
+        tracing::debug!(job = %fire.spec.name, scheduled_for = %fire.slot, "slot already claimed elsewhere");
         return None;
     }
+    Some(execute(shared, ready).await)
+}
+
+/// Runs the body of a claimed fire, with its attempts, and records the end.
+pub async fn execute(shared: Arc<Shared>, ready: Ready) -> RunSummary {
+    let (fire, id) = (&ready.fire, ready.id);
+    let spec = fire.spec.clone();
     // The body starts now, with its ledger row committed; this is the start the ledger keeps.
     let started = shared.clock.now();
     let lateness = (started - fire.slot).num_milliseconds();
@@ -308,11 +398,11 @@ pub async fn run_fire(shared: Arc<Shared>, fire: Fire) -> Option<RunSummary> {
             attempts = attempt, error = error.as_deref().unwrap_or(""), "run failed"
         ),
     }
-    Some(RunSummary {
+    RunSummary {
         id,
         status,
         records,
         error,
         attempts: attempt,
-    })
+    }
 }

@@ -231,6 +231,8 @@ pub trait Backend {
     async fn register_instance(&self, instance: &Instance) -> Result<()>;
     async fn heartbeat(&self, instance: &str, now: DateTime<Utc>) -> Result<()>;
     async fn deregister(&self, instance: &str) -> Result<()>;
+    /// Every registered daemon (and `run-job` process): id, hostname, pid.
+    async fn instances(&self) -> Result<Vec<(String, String, i64)>>;
     /// Marks `abandoned` every running row whose owner is not `me` and has not beaten its
     /// heartbeat since `stale_before` (or is gone). Returns the job names of the rows changed.
     async fn abandon_orphans(
@@ -319,6 +321,9 @@ impl Store {
     }
     pub async fn deregister(&self, instance: &str) -> Result<()> {
         dispatch!(self, s => s.deregister(instance).await)
+    }
+    pub async fn instances(&self) -> Result<Vec<(String, String, i64)>> {
+        dispatch!(self, s => s.instances().await)
     }
     pub async fn abandon_orphans(
         &self,

@@ -120,6 +120,13 @@ impl Backend for PgStore {
         Ok(())
     }
 
+    async fn instances(&self) -> Result<Vec<(String, String, i64)>> {
+        sqlx::query_as("SELECT id, hostname, CAST(pid AS BIGINT) FROM tickler_instances")
+            .fetch_all(&self.pool)
+            .await
+            .doing("listing daemons")
+    }
+
     async fn abandon_orphans(
         &self,
         me: &str,
@@ -310,9 +317,9 @@ impl Backend for PgStore {
             let done = sqlx::query(
                 "DELETE FROM job_execution_logs WHERE id IN (
                     SELECT id FROM job_execution_logs
-                     WHERE completed_at IS NOT NULL AND (
-                        (status IN ('succeeded', 'skipped') AND completed_at < $1)
-                        OR completed_at < $2)
+                     WHERE status <> 'running' AND (
+                        (status IN ('succeeded', 'skipped') AND started_at < $1)
+                        OR started_at < $2)
                      LIMIT $3)",
             )
             .bind(ok_before)

@@ -8,6 +8,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Connection, Row, SqlitePool};
 use uuid::Uuid;
@@ -16,6 +17,12 @@ use super::{
     Backend, DaemonLock, Doing, Finish, HistoryFilter, Instance, NewRun, Result, RunRow, Status,
     StoreError,
 };
+
+/// Timestamps as sqlx writes them for `DateTime<Utc>`, so rows written in bulk (as JSON) and
+/// rows written by binds compare and sort alike.
+fn ts(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false)
+}
 
 #[derive(Clone)]
 pub struct SqliteStore {
@@ -141,6 +148,13 @@ impl Backend for SqliteStore {
         Ok(())
     }
 
+    async fn instances(&self) -> Result<Vec<(String, String, i64)>> {
+        sqlx::query_as("SELECT id, hostname, CAST(pid AS BIGINT) FROM tickler_instances")
+            .fetch_all(&self.pool)
+            .await
+            .doing("listing daemons")
+    }
+
     async fn abandon_orphans(
         &self,
         me: &str,
@@ -175,66 +189,117 @@ impl Backend for SqliteStore {
     }
 
     async fn insert_runs(&self, runs: &[NewRun]) -> Result<HashSet<Uuid>> {
-        let mut inserted = HashSet::with_capacity(runs.len());
+        // The whole batch is one JSON parameter that SQLite unpacks with json_each: one
+        // statement, prepared once, instead of a round trip or a fresh statement per row.
+        let batch: Vec<Value> = runs
+            .iter()
+            .map(|r| {
+                let done = (r.status != Status::Running).then(|| ts(r.started_at));
+                json!([
+                    r.id.to_string(),
+                    &*r.job_name,
+                    r.status.as_str(),
+                    ts(r.started_at),
+                    done,
+                    ts(r.scheduled_for),
+                    r.trigger.as_str(),
+                    &*r.instance,
+                    r.error_message,
+                    r.metadata.as_ref().map(|m| m.to_string()),
+                ])
+            })
+            .collect();
+        let ids: Vec<String> = runs.iter().map(|r| r.id.to_string()).collect();
         let mut tx = self.pool.begin().await.doing("claiming slots")?;
-        for run in runs {
-            let (completed, duration) = match run.status {
-                Status::Running => (None, None),
-                _ => (Some(run.started_at), Some(0.0)),
-            };
-            let done = sqlx::query(
-                "INSERT INTO job_execution_logs (id, job_name, status, started_at, completed_at,
-                     duration_seconds, scheduled_for, \"trigger\", attempt, instance, error_message,
-                     metadata)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?)
-                 ON CONFLICT DO NOTHING",
+        let done = sqlx::query(
+            "INSERT INTO job_execution_logs (id, job_name, status, started_at, completed_at,
+                 duration_seconds, scheduled_for, \"trigger\", attempt, instance, error_message,
+                 metadata)
+             SELECT v->>0, v->>1, v->>2, v->>3, v->>4, CASE WHEN v->>4 IS NULL THEN NULL ELSE 0.0 END,
+                    v->>5, v->>6, 1, v->>7, v->>8, v->>9
+               FROM (SELECT value AS v FROM json_each(?)) WHERE true
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(Value::Array(batch).to_string())
+        .execute(&mut *tx)
+        .await
+        .doing("claiming slots")?;
+        // Usually every row went in. Otherwise ask which, in one row: streaming back thousands
+        // of RETURNING rows costs more than the insert itself.
+        let inserted = if done.rows_affected() == runs.len() as u64 {
+            runs.iter().map(|r| r.id).collect()
+        } else {
+            let present: String = sqlx::query_scalar(
+                "SELECT json_group_array(id) FROM job_execution_logs
+                  WHERE id IN (SELECT value FROM json_each(?))",
             )
-            .bind(run.id.to_string())
-            .bind(&*run.job_name)
-            .bind(run.status.as_str())
-            .bind(run.started_at)
-            .bind(completed)
-            .bind(duration)
-            .bind(run.scheduled_for)
-            .bind(run.trigger.as_str())
-            .bind(&*run.instance)
-            .bind(&run.error_message)
-            .bind(run.metadata.as_ref().map(|m| m.to_string()))
-            .execute(&mut *tx)
+            .bind(serde_json::to_string(&ids).unwrap_or_default())
+            .fetch_one(&mut *tx)
             .await
             .doing("claiming slots")?;
-            if done.rows_affected() == 1 {
-                inserted.insert(run.id);
-            }
-        }
+            serde_json::from_str::<Vec<String>>(&present)
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|id| Uuid::parse_str(id).ok())
+                .collect()
+        };
         tx.commit().await.doing("claiming slots")?;
         Ok(inserted)
     }
 
     async fn finish_runs(&self, finishes: &[Finish]) -> Result<()> {
-        let mut tx = self.pool.begin().await.doing("recording finished runs")?;
-        for f in finishes {
-            sqlx::query(
-                "UPDATE job_execution_logs
-                    SET status = ?, started_at = ?, completed_at = ?, duration_seconds = ?,
-                        records_processed = ?,
-                        error_message = ?, metadata = ?, attempt = ?
-                  WHERE id = ? AND status = 'running'",
-            )
-            .bind(f.status.as_str())
-            .bind(f.started_at)
-            .bind(f.completed_at)
-            .bind(f.duration_seconds)
-            .bind(f.records_processed)
-            .bind(&f.error_message)
-            .bind(f.metadata.to_string())
-            .bind(f.attempt as i64)
-            .bind(f.id.to_string())
+        let batch: Vec<Value> = finishes
+            .iter()
+            .map(|f| {
+                json!([
+                    f.id.to_string(),
+                    f.status.as_str(),
+                    ts(f.started_at),
+                    ts(f.completed_at),
+                    f.duration_seconds,
+                    f.records_processed,
+                    f.error_message,
+                    f.metadata.to_string(),
+                    f.attempt,
+                ])
+            })
+            .collect();
+        // Unpacked into an indexed temporary table first, so the update looks each row up by
+        // its id (a join straight on json_each is planned as a scan of the ledger).
+        let doing = "recording finished runs";
+        let mut tx = self.pool.begin().await.doing(doing)?;
+        sqlx::query(
+            "CREATE TEMP TABLE IF NOT EXISTS finished (id TEXT PRIMARY KEY, status TEXT,
+                 started_at TEXT, completed_at TEXT, duration_seconds REAL,
+                 records_processed INTEGER, error_message TEXT, metadata TEXT, attempt INTEGER)",
+        )
+        .execute(&mut *tx)
+        .await
+        .doing(doing)?;
+        sqlx::query(
+            "INSERT OR REPLACE INTO temp.finished
+             SELECT v->>0, v->>1, v->>2, v->>3, v->>4, v->>5, v->>6, v->>7, v->>8
+               FROM (SELECT value AS v FROM json_each(?))",
+        )
+        .bind(Value::Array(batch).to_string())
+        .execute(&mut *tx)
+        .await
+        .doing(doing)?;
+        sqlx::query(
+            "UPDATE job_execution_logs AS l
+                SET status = f.status, started_at = f.started_at, completed_at = f.completed_at,
+                    duration_seconds = f.duration_seconds, records_processed = f.records_processed,
+                    error_message = f.error_message, metadata = f.metadata, attempt = f.attempt
+               FROM temp.finished AS f WHERE l.id = f.id AND l.status = 'running'",
+        )
+        .execute(&mut *tx)
+        .await
+        .doing(doing)?;
+        sqlx::query("DELETE FROM temp.finished")
             .execute(&mut *tx)
             .await
-            .doing("recording finished runs")?;
-        }
-        tx.commit().await.doing("recording finished runs")
+            .doing(doing)?;
+        tx.commit().await.doing(doing)
     }
 
     async fn set_attempt(&self, id: Uuid, attempt: u32) -> Result<()> {
@@ -300,9 +365,9 @@ impl Backend for SqliteStore {
             let done = sqlx::query(
                 "DELETE FROM job_execution_logs WHERE id IN (
                     SELECT id FROM job_execution_logs
-                     WHERE completed_at IS NOT NULL AND (
-                        (status IN ('succeeded', 'skipped') AND completed_at < ?)
-                        OR completed_at < ?)
+                     WHERE status <> 'running' AND (
+                        (status IN ('succeeded', 'skipped') AND started_at < ?)
+                        OR started_at < ?)
                      LIMIT ?)",
             )
             .bind(ok_before)

@@ -5,4 +5,5 @@ mod helpers;
 mod check;
 mod daemon;
 mod process;
+mod store;
 mod story;

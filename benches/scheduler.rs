@@ -1,0 +1,243 @@
+//! Scheduler benchmarks (issue "tickler core", Performance). Run them all with `bench/run.sh`;
+//! each mode alone with `cargo bench --bench scheduler -- MODE ...`:
+//!
+//! - `lateness --jobs N --database URL`: N `noop` jobs due at the same second, run by a daemon
+//!   in this process on the system clock. Prints fired/total and the lateness p50/p99/max
+//!   read back from the ledger (`started_at - scheduled_for`, where `started_at` is the start
+//!   of the job body, after its ledger row was committed).
+//! - `idle --jobs N --seconds S`: the release binary with N jobs loaded and none due; prints its
+//!   RSS, CPU time and wakeups (context switches of all its threads) over S seconds.
+
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{TimeDelta, Utc};
+use tickler::config::{self, DatabaseUrl};
+use tickler::daemon::{self, Options, Signal, SystemClock};
+use tickler::store::Store;
+use tokio::sync::{mpsc, oneshot};
+
+fn arg(args: &[String], name: &str) -> Option<String> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let jobs: usize = arg(&args, "--jobs")
+        .and_then(|j| j.parse().ok())
+        .unwrap_or(1000);
+    if args.iter().any(|a| a == "idle") {
+        let seconds = arg(&args, "--seconds")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(60);
+        idle(jobs, seconds);
+    } else if args.iter().any(|a| a == "lateness") {
+        let dir = tempfile::tempdir().unwrap();
+        let url = arg(&args, "--database")
+            .unwrap_or_else(|| format!("sqlite://{}/bench.db", dir.path().display()));
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(lateness(jobs, &url, dir.path()));
+    } else {
+        eprintln!(
+            "usage: cargo bench --bench scheduler -- lateness|idle [--jobs N] [--database URL] [--seconds S]"
+        );
+    }
+}
+
+fn config_text(url: &str, state: &std::path::Path, jobs: usize, trigger: &str) -> String {
+    let mut text = format!(
+        "[daemon]\ndatabase_url = \"{url}\"\nstate_dir = \"{}\"\nmax_concurrent = {}\n\n",
+        state.display(),
+        jobs.max(1)
+    );
+    for i in 0..jobs {
+        text.push_str(&format!(
+            "[[job]]\nname = \"job-{i}\"\nkind = \"noop\"\n{trigger}\n\n"
+        ));
+    }
+    text
+}
+
+async fn lateness(jobs: usize, url: &str, state: &std::path::Path) {
+    // Every job fires on the same 15-second boundaries; the first one after start-up is measured.
+    let path = state.join("config.toml");
+    std::fs::write(&path, config_text(url, state, jobs, "every = \"15s\"")).unwrap();
+    let config = config::load(&path).unwrap();
+    let store = Store::connect(&DatabaseUrl::new(url)).await.unwrap();
+    store.migrate().await.unwrap();
+    if let Store::Postgres(pg) = &store {
+        sqlx::query("TRUNCATE job_execution_logs")
+            .execute(pg.pool())
+            .await
+            .unwrap();
+    }
+    let (tx, rx) = mpsc::channel(1);
+    let (ready_tx, ready_rx) = oneshot::channel();
+    let options = Options {
+        clock: Arc::new(SystemClock::default()),
+        ready: Some(ready_tx),
+    };
+    let daemon = tokio::spawn(daemon::run(config, rx, options));
+    ready_rx.await.expect("daemon ready");
+    let now = Utc::now();
+    let secs = now.timestamp();
+    let slot = chrono::DateTime::from_timestamp(secs - secs.rem_euclid(15) + 15, 0).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let (fired, mut late_ms) = loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let rows = slot_rows(&store, slot).await;
+        let done = rows
+            .iter()
+            .filter(|(status, _)| status != "running")
+            .count();
+        if (done == jobs && Utc::now() > slot) || Instant::now() > deadline {
+            let fired = rows.iter().filter(|(s, _)| s == "succeeded").count();
+            break (
+                fired,
+                rows.into_iter().map(|(_, l)| l).collect::<Vec<f64>>(),
+            );
+        }
+    };
+    tx.send(Signal::Shutdown).await.unwrap();
+    daemon.await.unwrap().unwrap();
+    late_ms.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let pct = |p: f64| {
+        late_ms
+            .get(((late_ms.len() as f64 - 1.0) * p).round() as usize)
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
+    let backend = if url.starts_with("postgres") {
+        "postgres"
+    } else {
+        "sqlite"
+    };
+    println!(
+        "lateness  backend={backend:<8} jobs={jobs:<6} fired={fired}/{jobs}  p50={:.1}ms  p99={:.1}ms  max={:.1}ms",
+        pct(0.5),
+        pct(0.99),
+        late_ms.last().copied().unwrap_or(f64::NAN)
+    );
+}
+
+/// (status, lateness in ms) of every row of `slot`.
+async fn slot_rows(store: &Store, slot: chrono::DateTime<Utc>) -> Vec<(String, f64)> {
+    let rows: Vec<(String, Option<chrono::DateTime<Utc>>)> = match store {
+        Store::Sqlite(s) => sqlx::query_as(
+            "SELECT status, started_at FROM job_execution_logs WHERE scheduled_for = ?",
+        )
+        .bind(slot)
+        .fetch_all(s.pool())
+        .await
+        .unwrap(),
+        Store::Postgres(s) => sqlx::query_as(
+            "SELECT status, started_at FROM job_execution_logs WHERE scheduled_for = $1",
+        )
+        .bind(slot)
+        .fetch_all(s.pool())
+        .await
+        .unwrap(),
+    };
+    rows.into_iter()
+        .map(|(status, started)| {
+            let late = started.map(|s| s - slot).unwrap_or(TimeDelta::zero());
+            (status, late.num_microseconds().unwrap_or(0) as f64 / 1000.0)
+        })
+        .collect()
+}
+
+fn proc_numbers(pid: u32) -> (u64, f64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let rss_kb: u64 = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat
+        .rsplit_once(") ")
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let cpu = (fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap()) / ticks;
+    let mut switches = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+    {
+        let s = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+        for l in s.lines() {
+            if l.starts_with("voluntary_ctxt_switches:")
+                || l.starts_with("nonvoluntary_ctxt_switches:")
+            {
+                switches += l
+                    .split_whitespace()
+                    .nth(1)
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0);
+            }
+        }
+    }
+    (rss_kb, cpu, switches)
+}
+
+fn idle(jobs: usize, seconds: u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/idle.db", dir.path().display());
+    // Loaded but not due during the measurement: half yearly crons, half daily intervals.
+    let mut text = config_text(&url, dir.path(), 0, "");
+    for i in 0..jobs {
+        let trigger = if i % 2 == 0 {
+            "schedule = \"0 3 1 1 *\""
+        } else {
+            "every = \"1d\""
+        };
+        text.push_str(&format!(
+            "[[job]]\nname = \"job-{i}\"\nkind = \"noop\"\n{trigger}\n\n"
+        ));
+    }
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, text).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tickler"))
+        .args(["run", "--config"])
+        .arg(&path)
+        .env("TICKLER_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    // Let start-up (migrations, loading) finish before measuring the idle state.
+    std::thread::sleep(Duration::from_secs(5));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the daemon exited during start-up"
+    );
+    let (_, cpu0, sw0) = proc_numbers(pid);
+    std::thread::sleep(Duration::from_secs(seconds));
+    let (rss_kb, cpu1, sw1) = proc_numbers(pid);
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the daemon exited during the measurement"
+    );
+    // SAFETY: signalling our own child.
+    unsafe {
+        libc::kill(pid as i32, libc::SIGTERM);
+    }
+    child.wait().unwrap();
+    println!(
+        "idle      jobs={jobs:<6} seconds={seconds}  rss={:.1}MiB  cpu={:.3}s  wakeups={:.2}/s",
+        rss_kb as f64 / 1024.0,
+        cpu1 - cpu0,
+        (sw1 - sw0) as f64 / seconds as f64
+    );
+}

@@ -1,0 +1,149 @@
+//! The store's contract, tested once against both backends.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use chrono::{TimeDelta, Utc};
+use serde_json::json;
+use tickler::store::{Finish, HistoryFilter, Instance, NewRun, RunTrigger, Status, Store};
+use uuid::Uuid;
+
+use crate::helpers::{Project, utc};
+
+fn new_run(job: &str, slot: &str, status: Status, instance: &Arc<str>) -> NewRun {
+    NewRun {
+        id: Uuid::new_v4(),
+        job_name: Arc::from(job),
+        scheduled_for: utc(slot),
+        trigger: RunTrigger::Schedule,
+        status,
+        started_at: utc(slot),
+        instance: instance.clone(),
+        error_message: None,
+        metadata: None,
+    }
+}
+
+async fn contract(store: Store) {
+    let me = Instance::current();
+    store.register_instance(&me).await.unwrap();
+    let gone: Arc<str> = Arc::from("ghost:1:dead");
+
+    // A slot is claimed once: the second insert of the same key does not go in.
+    let a = new_run("a", "2025-01-06T10:00:00Z", Status::Running, &me.id);
+    let b = new_run("a", "2025-01-06T10:00:00Z", Status::Running, &me.id);
+    let c = new_run("a", "2025-01-06T10:01:00Z", Status::Skipped, &me.id);
+    let orphan = new_run("o", "2025-01-06T10:00:00Z", Status::Running, &gone);
+    let inserted = store
+        .insert_runs(&[a.clone(), b.clone(), c.clone(), orphan.clone()])
+        .await
+        .unwrap();
+    assert_eq!(inserted, HashSet::from([a.id, c.id, orphan.id]));
+    assert!(
+        store
+            .insert_runs(std::slice::from_ref(&b))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    assert_eq!(
+        store.running_jobs(&me.id).await.unwrap(),
+        HashSet::from(["o".to_string()])
+    );
+    let last = store.last_slots().await.unwrap();
+    assert_eq!(last["a"], utc("2025-01-06T10:01:00Z"));
+
+    store
+        .finish_runs(&[Finish {
+            id: a.id,
+            status: Status::Partial,
+            started_at: utc("2025-01-06T10:00:00.5Z"),
+            completed_at: utc("2025-01-06T10:00:02Z"),
+            duration_seconds: 1.5,
+            records_processed: Some(7),
+            error_message: Some("item 3: no email".into()),
+            metadata: json!({"item_errors": ["item 3: no email"]}),
+            attempt: 2,
+        }])
+        .await
+        .unwrap();
+    let rows = store
+        .history(&HistoryFilter {
+            job: Some("a".into()),
+            status: Some(Status::Partial),
+            limit: 10,
+        })
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    let r = &rows[0];
+    assert_eq!(
+        (r.records_processed, r.attempt, r.duration_seconds),
+        (Some(7), 2, Some(1.5))
+    );
+    assert_eq!(r.started_at, Some(utc("2025-01-06T10:00:00.5Z")));
+    assert_eq!(
+        r.metadata.as_ref().unwrap()["item_errors"][0],
+        "item 3: no email"
+    );
+
+    // The run of an instance that never beats is abandoned; ours is not.
+    let now = Utc::now();
+    let abandoned = store
+        .abandon_orphans(&me.id, now - TimeDelta::seconds(30), now)
+        .await
+        .unwrap();
+    assert_eq!(abandoned, ["o"]);
+    let o = store
+        .history(&HistoryFilter {
+            job: Some("o".into()),
+            status: None,
+            limit: 1,
+        })
+        .await
+        .unwrap();
+    assert_eq!(o[0].status, "abandoned");
+    assert_eq!(
+        o[0].error_message.as_deref(),
+        Some("the daemon running it (ghost:1:dead) stopped without finishing it")
+    );
+
+    // Retention: successes and skips go after `ok_before`, failures only after `failed_before`.
+    let prune_ok = utc("2025-01-06T10:00:30Z");
+    let deleted = store
+        .prune(prune_ok, utc("2025-01-01T00:00:00Z"), 1)
+        .await
+        .unwrap();
+    assert_eq!(
+        deleted, 0,
+        "a partial run is a failure, kept longer; the skip is newer"
+    );
+    let deleted = store
+        .prune(utc("2025-01-07T00:00:00Z"), utc("2025-01-01T00:00:00Z"), 1)
+        .await
+        .unwrap();
+    assert_eq!(deleted, 1, "only the skipped row goes");
+    let deleted = store
+        .prune(utc("2025-01-07T00:00:00Z"), utc("2025-01-07T00:00:00Z"), 1)
+        .await
+        .unwrap();
+    assert_eq!(
+        deleted, 2,
+        "then the partial and the abandoned rows, in batches of one"
+    );
+    store.deregister(&me.id).await.unwrap();
+}
+
+#[tokio::test]
+async fn contract_on_sqlite() {
+    contract(Project::sqlite().store().await).await;
+}
+
+#[tokio::test]
+async fn contract_on_postgres() {
+    let Some(p) = Project::postgres().await else {
+        return;
+    };
+    contract(p.store().await).await;
+}
