@@ -485,7 +485,7 @@ fn daemon_config(raw: DaemonRaw, c: &mut Collector<'_>) -> Option<DaemonConfig> 
         state_dir,
         max_concurrent,
         shutdown_grace: raw.shutdown_grace.unwrap_or(Duration::from_secs(30)),
-        heartbeat_interval: raw.heartbeat_interval.unwrap_or(Duration::from_secs(10)),
+        heartbeat_interval: raw.heartbeat_interval.unwrap_or(Duration::from_secs(30)),
         history_retention: raw
             .history_retention
             .unwrap_or(Duration::from_secs(90 * 86_400)),

@@ -221,7 +221,6 @@ pub async fn run(
         ledger: ledger::Ledger::start(store.clone()),
         instance: instance.id.clone(),
         clock: clock.clone(),
-        http: http_client(),
         state_dir: config.daemon.state_dir.clone(),
         concurrency: Arc::new(Semaphore::new(config.daemon.max_concurrent)),
         job_turns: Mutex::new(HashMap::new()),
@@ -241,6 +240,7 @@ pub async fn run(
         log_next(spec, next);
     }
     let background = tokio::spawn(maintenance(shared.clone(), config.daemon.clone()));
+    release_freed_memory();
     if let Some(ready) = options.ready {
         let _ = ready.send(());
     }
@@ -276,6 +276,7 @@ pub async fn run(
                     if let Some(new) = reload(&config, &mut scheduler, &shared, clock.now()) {
                         config = new;
                     }
+                    release_freed_memory();
                 }
                 Some(Signal::Shutdown) | None => break,
             },
@@ -328,6 +329,16 @@ fn process_alive(pid: i64) -> bool {
     r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
+/// Hands memory freed after parsing the config and loading the schedule back to the system, so
+/// an idle daemon's resident size is what it keeps, not what start-up once used.
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free heap pages; it has no preconditions.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// A daemon whose heartbeat is older than this is considered gone.
 fn stale_after(config: &Config) -> TimeDelta {
     let hb = config.daemon.heartbeat_interval.max(Duration::from_secs(1));
@@ -342,15 +353,6 @@ fn log_next(spec: &JobSpec, next: Option<DateTime<Utc>>) {
         ),
         _ => tracing::info!(job = %spec.name, enabled = spec.enabled, "not scheduled"),
     }
-}
-
-/// Shared HTTP client for jobs: rustls, a connect timeout, no proxy surprises.
-pub fn http_client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .user_agent(concat!("tickler/", env!("CARGO_PKG_VERSION")))
-        .connect_timeout(Duration::from_secs(10))
-        .build()
-        .unwrap_or_default()
 }
 
 async fn dispatch_due(
@@ -538,11 +540,18 @@ async fn maintenance(shared: Arc<Shared>, daemon: config::DaemonConfig) {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_prune: Option<tokio::time::Instant> = None;
+    let mut beats: u64 = 0;
     loop {
         ticker.tick().await;
         let now = shared.clock.now();
         if let Err(e) = shared.store.heartbeat(&shared.instance, now).await {
             tracing::warn!(error = %e, "heartbeat failed; retrying at the next beat");
+            continue;
+        }
+        // Other daemons' orphans are looked for every third beat: a stale heartbeat takes
+        // three beats anyway, and an idle daemon should stay asleep.
+        beats += 1;
+        if beats % 3 != 1 {
             continue;
         }
         match shared
@@ -590,7 +599,6 @@ pub async fn run_now(
         ledger: ledger::Ledger::start(store.clone()),
         instance: instance.id.clone(),
         clock: clock.clone(),
-        http: http_client(),
         state_dir: config.daemon.state_dir.clone(),
         concurrency: Arc::new(Semaphore::new(config.daemon.max_concurrent)),
         job_turns: Mutex::new(HashMap::new()),

@@ -27,7 +27,6 @@ pub struct Shared {
     pub ledger: Ledger,
     pub instance: Arc<str>,
     pub clock: Arc<dyn Clock>,
-    pub http: reqwest::Client,
     pub state_dir: PathBuf,
     pub concurrency: Arc<Semaphore>,
     /// One permit per job name, held by its running fire under `skip` and `queue`.
@@ -278,7 +277,6 @@ pub async fn execute(shared: Arc<Shared>, ready: Ready) -> RunSummary {
             scheduled_for: fire.slot,
             attempt,
             store: shared.store.clone(),
-            http: shared.http.clone(),
             state_dir: shared.state_dir.clone(),
         };
         let end = tokio::select! {

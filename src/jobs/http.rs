@@ -62,10 +62,10 @@ impl Job for HttpJob {
         self.bearer().map(|_| ())
     }
 
-    async fn run(&self, ctx: &RunContext) -> Result<Outcome, JobError> {
+    async fn run(&self, _ctx: &RunContext) -> Result<Outcome, JobError> {
         let method = reqwest::Method::from_bytes(self.method.as_bytes())
             .map_err(|_| JobError::fatal(format!("invalid HTTP method `{}`", self.method)))?;
-        let mut request = ctx.http.request(method, &self.url);
+        let mut request = super::http_client().request(method, &self.url);
         for (k, v) in &self.headers {
             request = request.header(k, v);
         }

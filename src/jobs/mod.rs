@@ -80,15 +80,14 @@ impl JobError {
     }
 }
 
-/// What a run may use: the store (the `sql` kind runs statements on it), one shared HTTP
-/// client, and the identity of the run.
+/// What a run may use: the store (the `sql` kind runs statements on it) and the identity of
+/// the run.
 #[derive(Clone)]
 pub struct RunContext {
     pub job_name: Arc<str>,
     pub scheduled_for: DateTime<Utc>,
     pub attempt: u32,
     pub store: Store,
-    pub http: reqwest::Client,
     pub state_dir: PathBuf,
 }
 
@@ -141,6 +140,21 @@ pub fn build(
         "sql" => parse::<sql::SqlJob>(params),
         _ => Err(BuildError::UnknownKind),
     }
+}
+
+/// The HTTP client every job shares (rustls, connection pool), built at its first use so a
+/// daemon without HTTP jobs never loads TLS roots.
+pub fn http_client() -> reqwest::Client {
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    CLIENT
+        .get_or_init(|| {
+            reqwest::Client::builder()
+                .user_agent(concat!("tickler/", env!("CARGO_PKG_VERSION")))
+                .connect_timeout(std::time::Duration::from_secs(10))
+                .build()
+                .unwrap_or_default()
+        })
+        .clone()
 }
 
 /// Keeps the last `max` bytes of `text`, on a character boundary, for metadata tails.

@@ -133,7 +133,6 @@ impl Backend for PgStore {
         stale_before: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<Vec<String>> {
-        let mut tx = self.pool.begin().await.doing("abandoning orphaned runs")?;
         let rows = sqlx::query(
             "UPDATE job_execution_logs
                 SET status = 'abandoned', completed_at = $1,
@@ -147,16 +146,15 @@ impl Backend for PgStore {
         .bind(now)
         .bind(me)
         .bind(stale_before)
-        .fetch_all(&mut *tx)
+        .fetch_all(&self.pool)
         .await
         .doing("abandoning orphaned runs")?;
         sqlx::query("DELETE FROM tickler_instances WHERE id <> $1 AND heartbeat_at < $2")
             .bind(me)
             .bind(stale_before)
-            .execute(&mut *tx)
+            .execute(&self.pool)
             .await
             .doing("removing stopped daemons")?;
-        tx.commit().await.doing("abandoning orphaned runs")?;
         Ok(rows.iter().map(|r| r.get("job_name")).collect())
     }
 
