@@ -85,45 +85,52 @@ async fn lateness(jobs: usize, url: &str, state: &std::path::Path) {
     };
     let daemon = tokio::spawn(daemon::run(config, rx, options));
     ready_rx.await.expect("daemon ready");
-    let now = Utc::now();
-    let secs = now.timestamp();
-    let slot = chrono::DateTime::from_timestamp(secs - secs.rem_euclid(15) + 15, 0).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let (fired, mut late_ms) = loop {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let rows = slot_rows(&store, slot).await;
-        let done = rows
-            .iter()
-            .filter(|(status, _)| status != "running")
-            .count();
-        if (done == jobs && Utc::now() > slot) || Instant::now() > deadline {
-            let fired = rows.iter().filter(|(s, _)| s == "succeeded").count();
-            break (
-                fired,
-                rows.into_iter().map(|(_, l)| l).collect::<Vec<f64>>(),
-            );
-        }
-    };
+    let secs = Utc::now().timestamp();
+    let first = chrono::DateTime::from_timestamp(secs - secs.rem_euclid(15) + 15, 0).unwrap();
+    // The first fire after start-up pays for cold statement caches; the second is the steady
+    // state of a daemon that has been running.
+    let mut results = vec![];
+    for (label, slot) in [("first", first), ("steady", first + TimeDelta::seconds(15))] {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let (fired, mut late_ms) = loop {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let rows = slot_rows(&store, slot).await;
+            let done = rows
+                .iter()
+                .filter(|(status, _)| status != "running")
+                .count();
+            if (done == jobs && Utc::now() > slot) || Instant::now() > deadline {
+                let fired = rows.iter().filter(|(s, _)| s == "succeeded").count();
+                break (
+                    fired,
+                    rows.into_iter().map(|(_, l)| l).collect::<Vec<f64>>(),
+                );
+            }
+        };
+        late_ms.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        results.push((label, fired, late_ms));
+    }
     tx.send(Signal::Shutdown).await.unwrap();
     daemon.await.unwrap().unwrap();
-    late_ms.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    let pct = |p: f64| {
-        late_ms
-            .get(((late_ms.len() as f64 - 1.0) * p).round() as usize)
-            .copied()
-            .unwrap_or(f64::NAN)
-    };
     let backend = if url.starts_with("postgres") {
         "postgres"
     } else {
         "sqlite"
     };
-    println!(
-        "lateness  backend={backend:<8} jobs={jobs:<6} fired={fired}/{jobs}  p50={:.1}ms  p99={:.1}ms  max={:.1}ms",
-        pct(0.5),
-        pct(0.99),
-        late_ms.last().copied().unwrap_or(f64::NAN)
-    );
+    for (label, fired, late_ms) in results {
+        let pct = |p: f64| {
+            late_ms
+                .get(((late_ms.len() as f64 - 1.0) * p).round() as usize)
+                .copied()
+                .unwrap_or(f64::NAN)
+        };
+        println!(
+            "lateness  backend={backend:<8} jobs={jobs:<6} fire={label:<6} fired={fired}/{jobs}  p50={:.1}ms  p99={:.1}ms  max={:.1}ms",
+            pct(0.5),
+            pct(0.99),
+            late_ms.last().copied().unwrap_or(f64::NAN)
+        );
+    }
 }
 
 /// (status, lateness in ms) of every row of `slot`.

@@ -4,16 +4,20 @@
 //! lateness low on SQLite and PostgreSQL alike.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use uuid::Uuid;
 
 use crate::store::{Finish, NewRun, Store};
 
 const BATCH: usize = 2000;
-/// Claim rows per transaction.
-const CLAIM_CHUNK: usize = 1000;
+/// Claim rows per transaction: SQLite commits them one chunk after the other, PostgreSQL
+/// in up to PG_LANES transactions at once.
+const SQLITE_CHUNK: usize = 1000;
+const PG_CHUNK: usize = 250;
+const PG_LANES: usize = 4;
 /// Finished runs wait behind claims until this many are pending.
 const FINISH_BACKLOG: usize = 5000;
 
@@ -77,6 +81,10 @@ impl Ledger {
 }
 
 async fn writer(store: Store, mut rx: mpsc::UnboundedReceiver<Op>) {
+    let chunk_size = match store {
+        Store::Sqlite(_) => SQLITE_CHUNK,
+        Store::Postgres(_) => PG_CHUNK,
+    };
     let mut ops = Vec::with_capacity(BATCH);
     let mut finishes: Vec<Finish> = vec![];
     let mut flushes: Vec<oneshot::Sender<()>> = vec![];
@@ -96,9 +104,9 @@ async fn writer(store: Store, mut rx: mpsc::UnboundedReceiver<Op>) {
         }
         // Claims are committed in chunks of about CLAIM_CHUNK rows, and each request is
         // answered as soon as its chunk is in, so the first fires of a big second start early.
+        let mut units = vec![];
         let mut chunk: Vec<NewRun> = vec![];
         let mut answers: Vec<Answer> = vec![];
-        let mut claimed_any = false;
         for op in ops.drain(..) {
             match op {
                 Op::Claim(run, waiter) => {
@@ -112,15 +120,15 @@ async fn writer(store: Store, mut rx: mpsc::UnboundedReceiver<Op>) {
                 Op::Finish(f) => finishes.push(f),
                 Op::Flush(done) => flushes.push(done),
             }
-            if chunk.len() >= CLAIM_CHUNK {
-                commit_claims(&store, &mut chunk, &mut answers).await;
-                claimed_any = true;
+            if chunk.len() >= chunk_size {
+                units.push((std::mem::take(&mut chunk), std::mem::take(&mut answers)));
             }
         }
         if !chunk.is_empty() {
-            commit_claims(&store, &mut chunk, &mut answers).await;
-            claimed_any = true;
+            units.push((chunk, answers));
         }
+        let claimed_any = !units.is_empty();
+        commit_claims(&store, units).await;
         // Claims first: a fire waits for its claim, while a finished run is already done.
         if claimed_any && finishes.len() < FINISH_BACKLOG && flushes.is_empty() {
             continue;
@@ -150,13 +158,36 @@ enum Answer {
     Many(Vec<Uuid>, oneshot::Sender<HashSet<Uuid>>),
 }
 
-async fn commit_claims(store: &Store, chunk: &mut Vec<NewRun>, answers: &mut Vec<Answer>) {
+/// Commits chunks of claims and answers each request as soon as its chunk is in. SQLite has
+/// one writer, so its chunks go one after the other; PostgreSQL takes them in parallel.
+async fn commit_claims(store: &Store, units: Vec<(Vec<NewRun>, Vec<Answer>)>) {
+    if matches!(store, Store::Sqlite(_)) {
+        for (chunk, answers) in units {
+            commit_chunk(store, chunk, answers).await;
+        }
+        return;
+    }
+    let lanes = Arc::new(Semaphore::new(PG_LANES));
+    let mut tasks = Vec::with_capacity(units.len());
+    for (chunk, answers) in units {
+        let (store, lanes) = (store.clone(), lanes.clone());
+        tasks.push(tokio::spawn(async move {
+            let _lane = lanes.acquire_owned().await;
+            commit_chunk(&store, chunk, answers).await;
+        }));
+    }
+    for task in tasks {
+        let _ = task.await;
+    }
+}
+
+async fn commit_chunk(store: &Store, chunk: Vec<NewRun>, answers: Vec<Answer>) {
     let inserted = retry("claiming slots", Duration::from_secs(30), || {
-        store.insert_runs(chunk)
+        store.insert_runs(&chunk)
     })
     .await
     .unwrap_or_default();
-    for answer in answers.drain(..) {
+    for answer in answers {
         match answer {
             Answer::One(id, Some(w)) => {
                 let _ = w.send(inserted.contains(&id));
@@ -167,7 +198,6 @@ async fn commit_claims(store: &Store, chunk: &mut Vec<NewRun>, answers: &mut Vec
             }
         }
     }
-    chunk.clear();
 }
 
 /// Retries a database write with backoff for up to `patience`.

@@ -459,7 +459,7 @@ async fn dispatch_due(
         });
     }
     while !ready.is_empty() {
-        let ready: Vec<runner::Ready> = ready.drain(..ready.len().min(1000)).collect();
+        let ready: Vec<runner::Ready> = ready.drain(..ready.len().min(250)).collect();
         let shared = shared.clone();
         let bodies = tracker.clone();
         tracker.spawn(async move {
