@@ -461,12 +461,12 @@ fn daemon_config(raw: DaemonRaw, c: &mut Collector<'_>) -> Option<DaemonConfig> 
     };
     let max_concurrent = match raw.max_concurrent {
         None => 64,
-        Some(n) if *n.get_ref() >= 1 => *n.get_ref() as usize,
+        Some(n) if (1..=100_000).contains(n.get_ref()) => *n.get_ref() as usize,
         Some(n) => {
             c.push(
                 "invalid `max_concurrent` in `[daemon]`",
                 Some(n.span()),
-                format!("must be at least 1 (found {})", n.get_ref()),
+                format!("must be 1-100000 (found {})", n.get_ref()),
             );
             return None;
         }

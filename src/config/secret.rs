@@ -96,22 +96,32 @@ impl DatabaseUrl {
     }
     /// The URL with any password replaced by `***`.
     pub fn redacted(&self) -> String {
-        let Some((scheme, rest)) = self.0.split_once("://") else {
-            return self.0.clone();
-        };
-        let (authority, tail) = match rest.find('/') {
-            Some(i) => rest.split_at(i),
-            None => (rest, ""),
-        };
-        match authority.rsplit_once('@') {
-            Some((userinfo, host)) => {
-                let user = userinfo.split(':').next().unwrap_or("");
-                let hidden = if userinfo.contains(':') { ":***" } else { "" };
-                let tail = redact_query_password(tail);
-                format!("{scheme}://{user}{hidden}@{host}{tail}")
-            }
-            None => format!("{scheme}://{authority}{}", redact_query_password(tail)),
+        redact_url(&self.0)
+    }
+}
+
+/// A URL with the password of its user info, and any `password`, `token`, `secret` or `key`
+/// query value, replaced by `***`. A password may hold `/` or `@` unescaped: the user info
+/// ends at the last `@` before the query.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let (before_query, query) = match rest.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (rest, None),
+    };
+    let hidden = match before_query.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or("");
+            let mask = if userinfo.contains(':') { ":***" } else { "" };
+            format!("{scheme}://{user}{mask}@{host}")
         }
+        None => format!("{scheme}://{before_query}"),
+    };
+    match query {
+        Some(q) => format!("{hidden}{}", redact_query_password(&format!("?{q}"))),
+        None => hidden,
     }
 }
 
@@ -122,7 +132,20 @@ fn redact_query_password(tail: &str) -> String {
     let parts: Vec<String> = query
         .split('&')
         .map(|kv| match kv.split_once('=') {
-            Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+            Some((k, _))
+                if [
+                    "password",
+                    "token",
+                    "secret",
+                    "key",
+                    "access_token",
+                    "api_key",
+                ]
+                .iter()
+                .any(|s| k.eq_ignore_ascii_case(s)) =>
+            {
+                format!("{k}=***")
+            }
             _ => kv.to_string(),
         })
         .collect();

@@ -23,8 +23,8 @@ const FINISH_BACKLOG: usize = 5000;
 
 enum Op {
     /// Insert a row; the answer says whether this insert won the slot.
-    Claim(NewRun, Option<oneshot::Sender<bool>>),
-    ClaimMany(Vec<NewRun>, oneshot::Sender<HashSet<Uuid>>),
+    Claim(NewRun, Option<oneshot::Sender<Option<bool>>>),
+    ClaimMany(Vec<NewRun>, oneshot::Sender<Option<HashSet<Uuid>>>),
     Finish(Finish),
     Flush(oneshot::Sender<()>),
 }
@@ -44,22 +44,20 @@ impl Ledger {
         Ledger { tx }
     }
 
-    /// Claims a slot: `true` only if this process inserted the row.
-    pub async fn claim(&self, run: NewRun) -> bool {
+    /// Claims a slot: `Some(true)` only if this process inserted the row, `None` when the
+    /// database could not be reached.
+    pub async fn claim(&self, run: NewRun) -> Option<bool> {
         let (tx, rx) = oneshot::channel();
-        if self.tx.send(Op::Claim(run, Some(tx))).is_err() {
-            return false;
-        }
-        rx.await.unwrap_or(false)
+        self.tx.send(Op::Claim(run, Some(tx))).ok()?;
+        rx.await.ok().flatten()
     }
 
-    /// Claims many slots at once; returns the ids whose rows this process inserted.
-    pub async fn claim_many(&self, runs: Vec<NewRun>) -> HashSet<Uuid> {
+    /// Claims many slots at once; returns the ids whose rows this process inserted, or `None`
+    /// when the database could not be reached.
+    pub async fn claim_many(&self, runs: Vec<NewRun>) -> Option<HashSet<Uuid>> {
         let (tx, rx) = oneshot::channel();
-        if self.tx.send(Op::ClaimMany(runs, tx)).is_err() {
-            return HashSet::new();
-        }
-        rx.await.unwrap_or_default()
+        self.tx.send(Op::ClaimMany(runs, tx)).ok()?;
+        rx.await.ok().flatten()
     }
 
     /// Records a fire that does not run (`skipped`, `missed`), unless its slot is taken.
@@ -154,8 +152,8 @@ async fn writer(store: Store, mut rx: mpsc::UnboundedReceiver<Op>) {
 }
 
 enum Answer {
-    One(Uuid, Option<oneshot::Sender<bool>>),
-    Many(Vec<Uuid>, oneshot::Sender<HashSet<Uuid>>),
+    One(Uuid, Option<oneshot::Sender<Option<bool>>>),
+    Many(Vec<Uuid>, oneshot::Sender<Option<HashSet<Uuid>>>),
 }
 
 /// Commits chunks of claims and answers each request as soon as its chunk is in. SQLite has
@@ -185,16 +183,27 @@ async fn commit_chunk(store: &Store, chunk: Vec<NewRun>, answers: Vec<Answer>) {
     let inserted = retry("claiming slots", Duration::from_secs(30), || {
         store.insert_runs(&chunk)
     })
-    .await
-    .unwrap_or_default();
+    .await;
     for answer in answers {
         match answer {
             Answer::One(id, Some(w)) => {
-                let _ = w.send(inserted.contains(&id));
+                let _ = w.send(inserted.as_ref().map(|i| i.contains(&id)));
+            }
+            Answer::One(id, None) if inserted.is_none() => {
+                if let Some(run) = chunk.iter().find(|r| r.id == id) {
+                    tracing::error!(
+                        job = %run.job_name, scheduled_for = %run.scheduled_for,
+                        status = run.status.as_str(),
+                        "could not record a fire: the database is unreachable"
+                    );
+                }
             }
             Answer::One(_, None) => {}
             Answer::Many(ids, w) => {
-                let _ = w.send(ids.into_iter().filter(|id| inserted.contains(id)).collect());
+                let mine = inserted
+                    .as_ref()
+                    .map(|i| ids.into_iter().filter(|id| i.contains(id)).collect());
+                let _ = w.send(mine);
             }
         }
     }

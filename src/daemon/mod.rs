@@ -148,8 +148,7 @@ fn decide(
     skipped_ahead: bool,
 ) -> Decision {
     let grace = TimeDelta::from_std(spec.misfire_grace).unwrap_or(TimeDelta::MAX);
-    let on_time_limit =
-        TimeDelta::from_std(ON_TIME.min(spec.misfire_grace)).unwrap_or(TimeDelta::MAX);
+    let on_time_limit = TimeDelta::from_std(ON_TIME).unwrap_or(TimeDelta::MAX);
     let mut d = Decision::default();
     let (on_time, late): (Vec<DateTime<Utc>>, Vec<DateTime<Utc>>) =
         due.iter().partition(|s| now - **s <= on_time_limit);
@@ -221,7 +220,6 @@ pub async fn run(
         ledger: ledger::Ledger::start(store.clone()),
         instance: instance.id.clone(),
         clock: clock.clone(),
-        state_dir: config.daemon.state_dir.clone(),
         concurrency: Arc::new(Semaphore::new(config.daemon.max_concurrent)),
         job_turns: Mutex::new(HashMap::new()),
         running_elsewhere: Mutex::new(HashSet::new()),
@@ -239,7 +237,11 @@ pub async fn run(
         scheduler.set(spec.clone(), next);
         log_next(spec, next);
     }
-    let background = tokio::spawn(maintenance(shared.clone(), config.daemon.clone()));
+    let background = tokio::spawn(maintenance(
+        shared.clone(),
+        instance.clone(),
+        config.daemon.clone(),
+    ));
     release_freed_memory();
     if let Some(ready) = options.ready {
         let _ = ready.send(());
@@ -464,8 +466,12 @@ async fn dispatch_due(
         let bodies = tracker.clone();
         tracker.spawn(async move {
             let rows = ready.iter().map(|r| r.claim_row(&shared)).collect();
-            let claimed = shared.ledger.claim_many(rows).await;
+            let Some(claimed) = shared.ledger.claim_many(rows).await else {
+                ready.iter().for_each(runner::Ready::lost);
+                return;
+            };
             for r in ready {
+                // A claimed slot always runs: its row says `running` already.
                 if claimed.contains(&r.id()) {
                     bodies.spawn(runner::execute(shared.clone(), r));
                 }
@@ -496,6 +502,17 @@ fn reload(
         || new.daemon.state_dir != current.daemon.state_dir
     {
         tracing::warn!("`database_url` and `state_dir` changes take effect at the next restart");
+    }
+    let (old, new_d) = (&current.daemon, &new.daemon);
+    if old.heartbeat_interval != new_d.heartbeat_interval
+        || old.history_retention != new_d.history_retention
+        || old.failure_retention != new_d.failure_retention
+        || old.shutdown_grace != new_d.shutdown_grace
+    {
+        tracing::warn!(
+            "`heartbeat_interval`, `history_retention`, `failure_retention` and `shutdown_grace` \
+             changes take effect at the next restart"
+        );
     }
     let (old_n, new_n) = (current.daemon.max_concurrent, new.daemon.max_concurrent);
     if new_n > old_n {
@@ -533,7 +550,7 @@ fn reload(
 }
 
 /// Heartbeat, orphan detection and history pruning, in the background.
-async fn maintenance(shared: Arc<Shared>, daemon: config::DaemonConfig) {
+async fn maintenance(shared: Arc<Shared>, me: Instance, daemon: config::DaemonConfig) {
     let interval = daemon.heartbeat_interval.max(Duration::from_secs(1));
     let stale =
         TimeDelta::from_std((interval * 3).max(Duration::from_secs(30))).unwrap_or_default();
@@ -544,7 +561,7 @@ async fn maintenance(shared: Arc<Shared>, daemon: config::DaemonConfig) {
     loop {
         ticker.tick().await;
         let now = shared.clock.now();
-        if let Err(e) = shared.store.heartbeat(&shared.instance, now).await {
+        if let Err(e) = shared.store.heartbeat(&me, now).await {
             tracing::warn!(error = %e, "heartbeat failed; retrying at the next beat");
             continue;
         }
@@ -599,7 +616,6 @@ pub async fn run_now(
         ledger: ledger::Ledger::start(store.clone()),
         instance: instance.id.clone(),
         clock: clock.clone(),
-        state_dir: config.daemon.state_dir.clone(),
         concurrency: Arc::new(Semaphore::new(config.daemon.max_concurrent)),
         job_turns: Mutex::new(HashMap::new()),
         running_elsewhere: Mutex::new(HashSet::new()),
@@ -608,19 +624,36 @@ pub async fn run_now(
     });
     // A long manual run keeps its row alive for the daemon's orphan check.
     let beat = {
-        let (store, id, every) = (
+        let (store, me, every) = (
             store.clone(),
-            instance.id.clone(),
+            instance.clone(),
             config.daemon.heartbeat_interval,
         );
         tokio::spawn(async move {
             let mut ticker = tokio::time::interval(every.max(Duration::from_secs(1)));
             loop {
                 ticker.tick().await;
-                let _ = store.heartbeat(&id, Utc::now()).await;
+                let _ = store.heartbeat(&me, Utc::now()).await;
             }
         })
     };
+    // Ctrl-C or SIGTERM interrupts the runs (a command's process group included) and records
+    // them `interrupted`, instead of leaving rows `running`.
+    let interrupt = shared.interrupt.clone();
+    let signals = tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            tracing::warn!("interrupted: stopping the manual runs");
+            interrupt.cancel();
+        }
+    });
     let mut results = vec![];
     for name in names {
         let Some(spec) = config.job(name) else {
@@ -635,6 +668,7 @@ pub async fn run_now(
     }
     shared.ledger.flush().await;
     beat.abort();
+    signals.abort();
     let _ = store.deregister(&instance.id).await;
     store.close().await;
     Ok(results)

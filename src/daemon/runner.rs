@@ -2,7 +2,6 @@
 //! the slot claim, attempts under the timeout and retry policy, and interruption at shutdown.
 
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -27,7 +26,6 @@ pub struct Shared {
     pub ledger: Ledger,
     pub instance: Arc<str>,
     pub clock: Arc<dyn Clock>,
-    pub state_dir: PathBuf,
     pub concurrency: Arc<Semaphore>,
     /// One permit per job name, held by its running fire under `skip` and `queue`.
     pub job_turns: Mutex<HashMap<Arc<str>, Arc<Semaphore>>>,
@@ -123,6 +121,14 @@ impl Ready {
     pub fn id(&self) -> Uuid {
         self.id
     }
+
+    /// Logs a fire that could not be claimed because the database was unreachable.
+    pub fn lost(&self) {
+        tracing::error!(
+            job = %self.fire.spec.name, scheduled_for = %self.fire.slot,
+            "fire not run: its slot could not be claimed (the database is unreachable)"
+        );
+    }
 }
 
 /// The outcome of trying to admit a fire without waiting.
@@ -154,6 +160,9 @@ fn skip(shared: &Shared, fire: &Fire, elsewhere: bool) {
 /// Admits a fire if nothing makes it wait: the timer loop claims all such fires of a second in
 /// one batch.
 pub fn admit_now(shared: &Shared, fire: Fire) -> Admission {
+    if shared.stopping.is_cancelled() {
+        return Admission::Skipped;
+    }
     let overlap = overlap_of(&fire);
     let jitter = !fire.spec.jitter.is_zero() && fire.trigger != RunTrigger::Manual;
     if overlap == Overlap::Queue && !matches!(shared.store, Store::Sqlite(_)) || jitter {
@@ -190,6 +199,9 @@ pub fn admit_now(shared: &Shared, fire: Fire) -> Admission {
 /// Admits a fire, waiting as its overlap policy, jitter and the concurrency bound say.
 /// `None` when it was skipped or the daemon began to stop.
 async fn admit(shared: &Shared, fire: Fire) -> Option<Ready> {
+    if shared.stopping.is_cancelled() {
+        return None;
+    }
     let overlap = overlap_of(&fire);
     let spec = fire.spec.clone();
     let turn = match overlap {
@@ -208,8 +220,9 @@ async fn admit(shared: &Shared, fire: Fire) -> Option<Ready> {
         Overlap::Queue => {
             let turn = shared.job_turn(&spec.name);
             let permit = tokio::select! {
-                p = turn.acquire_owned() => p.ok(),
+                biased;
                 _ = shared.stopping.cancelled() => None,
+                p = turn.acquire_owned() => p.ok(),
             }?;
             // A run of this job on another replica also holds the queue.
             while shared
@@ -234,8 +247,9 @@ async fn admit(shared: &Shared, fire: Fire) -> Option<Ready> {
         }
     }
     let permit = tokio::select! {
-        p = shared.concurrency.clone().acquire_owned() => p.ok(),
+        biased;
         _ = shared.stopping.cancelled() => None,
+        p = shared.concurrency.clone().acquire_owned() => p.ok(),
     }?;
     Some(Ready {
         fire,
@@ -249,12 +263,21 @@ async fn admit(shared: &Shared, fire: Fire) -> Option<Ready> {
 /// (skipped, slot taken by another process, or shutdown before it started).
 pub async fn run_fire(shared: Arc<Shared>, fire: Fire) -> Option<RunSummary> {
     let ready = admit(&shared, fire).await?;
-    if !shared.ledger.claim(ready.claim_row(&shared)).await {
-        let fire = &ready.fire;
-        tracing::debug!(job = %fire.spec.name, scheduled_for = %fire.slot, "slot already claimed elsewhere");
+    if shared.stopping.is_cancelled() {
         return None;
     }
-    Some(execute(shared, ready).await)
+    match shared.ledger.claim(ready.claim_row(&shared)).await {
+        Some(true) => Some(execute(shared, ready).await),
+        Some(false) => {
+            let fire = &ready.fire;
+            tracing::debug!(job = %fire.spec.name, scheduled_for = %fire.slot, "slot already claimed elsewhere");
+            None
+        }
+        None => {
+            ready.lost();
+            None
+        }
+    }
 }
 
 /// Runs the body of a claimed fire, with its attempts, and records the end.
@@ -277,7 +300,6 @@ pub async fn execute(shared: Arc<Shared>, ready: Ready) -> RunSummary {
             scheduled_for: fire.slot,
             attempt,
             store: shared.store.clone(),
-            state_dir: shared.state_dir.clone(),
         };
         let end = tokio::select! {
             r = tokio::time::timeout(spec.timeout, spec.job.run(&ctx)) => match r {

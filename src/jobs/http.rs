@@ -11,6 +11,7 @@ use serde_json::{Map, Value};
 
 use super::{Job, JobError, Outcome, RunContext, report_from_json, tail};
 use crate::config::SecretSource;
+use crate::config::secret::redact_url;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -79,18 +80,15 @@ impl Job for HttpJob {
         if let Some(json) = &self.json {
             request = request.json(json);
         }
+        // Messages and metadata show the URL with any password or token hidden.
+        let url = redact_url(&self.url);
         let response = request.send().await.map_err(|e| {
-            JobError::retryable(format!(
-                "request to `{}` failed: {}",
-                self.url,
-                e.without_url()
-            ))
+            JobError::retryable(format!("request to `{url}` failed: {}", e.without_url()))
         })?;
         let status = response.status();
         let text = response.text().await.map_err(|e| {
             JobError::retryable(format!(
-                "reading the answer of `{}` failed: {}",
-                self.url,
+                "reading the answer of `{url}` failed: {}",
                 e.without_url()
             ))
         })?;
@@ -98,7 +96,7 @@ impl Job for HttpJob {
         meta.insert("http_status".into(), status.as_u16().into());
         if !status.is_success() {
             meta.insert("response_tail".into(), tail(&text, 2048).into());
-            let message = format!("`{} {}` answered {status}", self.method, self.url);
+            let message = format!("`{} {url}` answered {status}", self.method);
             return Err(if status.is_server_error() || status.as_u16() == 429 {
                 JobError::retryable(message)
             } else {

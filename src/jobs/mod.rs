@@ -4,7 +4,6 @@
 //! owns only its work.
 
 use std::future::Future;
-use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -88,13 +87,13 @@ pub struct RunContext {
     pub scheduled_for: DateTime<Utc>,
     pub attempt: u32,
     pub store: Store,
-    pub state_dir: PathBuf,
 }
 
 /// A job kind, modelled on underway's `Task`: the implementing type is its own parameters,
 /// read by serde from the `[[job]]` table.
 pub trait Job: DeserializeOwned + Send + Sync + 'static {
-    /// Checks that need more than serde (e.g. a non-empty command); run by `tickler check`.
+    /// Checks that need more than serde (e.g. a non-empty command), run whenever the config is
+    /// read, so `tickler check` and a reload report them.
     fn validate(&self) -> Result<(), String> {
         Ok(())
     }

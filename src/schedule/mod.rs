@@ -13,7 +13,6 @@
 //! agrees on the slots.
 
 use std::fmt;
-use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::{DateTime, LocalResult, NaiveDateTime, TimeDelta, TimeZone, Timelike, Utc};
@@ -153,11 +152,6 @@ impl CronTrigger {
         })
     }
 
-    /// Whether this expression has fixed-time DST semantics (its hour field is not a wildcard).
-    pub fn is_fixed_time(&self) -> bool {
-        self.fixed_time
-    }
-
     fn next_after(&self, after: DateTime<Utc>, tz: Tz) -> Option<DateTime<Utc>> {
         let after_s = after.with_nanosecond(0)?;
         if self.fixed_time {
@@ -234,13 +228,6 @@ fn croner_message(e: &croner::errors::CronError) -> String {
             }
         }
         other => other.to_string(),
-    }
-}
-
-impl FromStr for CronTrigger {
-    type Err = ScheduleError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        CronTrigger::parse(s)
     }
 }
 

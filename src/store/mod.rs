@@ -113,11 +113,6 @@ impl Status {
     pub fn parse(s: &str) -> Option<Status> {
         Status::ALL.into_iter().find(|st| st.as_str() == s)
     }
-
-    /// Statuses kept for `failure_retention` rather than `history_retention`.
-    pub fn is_failure(self) -> bool {
-        !matches!(self, Status::Running | Status::Succeeded | Status::Skipped)
-    }
 }
 
 /// Why a run exists.
@@ -229,7 +224,8 @@ impl Instance {
 pub trait Backend {
     async fn migrate(&self) -> Result<()>;
     async fn register_instance(&self, instance: &Instance) -> Result<()>;
-    async fn heartbeat(&self, instance: &str, now: DateTime<Utc>) -> Result<()>;
+    /// Records that `instance` is alive, registering it again if its row was removed.
+    async fn heartbeat(&self, instance: &Instance, now: DateTime<Utc>) -> Result<()>;
     async fn deregister(&self, instance: &str) -> Result<()>;
     /// Every registered daemon (and `run-job` process): id, hostname, pid.
     async fn instances(&self) -> Result<Vec<(String, String, i64)>>;
@@ -316,7 +312,7 @@ impl Store {
     pub async fn register_instance(&self, instance: &Instance) -> Result<()> {
         dispatch!(self, s => s.register_instance(instance).await)
     }
-    pub async fn heartbeat(&self, instance: &str, now: DateTime<Utc>) -> Result<()> {
+    pub async fn heartbeat(&self, instance: &Instance, now: DateTime<Utc>) -> Result<()> {
         dispatch!(self, s => s.heartbeat(instance, now).await)
     }
     pub async fn deregister(&self, instance: &str) -> Result<()> {

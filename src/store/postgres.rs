@@ -101,13 +101,22 @@ impl Backend for PgStore {
         Ok(())
     }
 
-    async fn heartbeat(&self, instance: &str, now: DateTime<Utc>) -> Result<()> {
-        sqlx::query("UPDATE tickler_instances SET heartbeat_at = $1 WHERE id = $2")
-            .bind(now)
-            .bind(instance)
-            .execute(&self.pool)
-            .await
-            .doing("writing the heartbeat")?;
+    async fn heartbeat(&self, i: &Instance, now: DateTime<Utc>) -> Result<()> {
+        // An upsert: a daemon whose row another one deleted (after an outage) comes back.
+        sqlx::query(
+            "INSERT INTO tickler_instances (id, hostname, pid, version, started_at, heartbeat_at)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at",
+        )
+        .bind(&*i.id)
+        .bind(&i.hostname)
+        .bind(i.pid as i32)
+        .bind(&i.version)
+        .bind(i.started_at)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .doing("writing the heartbeat")?;
         Ok(())
     }
 
@@ -182,8 +191,11 @@ impl Backend for PgStore {
             errors.push(r.error_message.as_deref());
             metadata.push(r.metadata.as_ref().map(Json));
         }
+        // The answer lists our ids present after the statement: the rows it inserted, and rows
+        // an earlier attempt of the same batch committed before its reply was lost.
         let rows = sqlx::query(
-            "INSERT INTO job_execution_logs (id, job_name, status, started_at, completed_at,
+            "WITH ins AS (
+             INSERT INTO job_execution_logs (id, job_name, status, started_at, completed_at,
                  duration_seconds, scheduled_for, \"trigger\", attempt, instance, error_message,
                  metadata)
              SELECT id, job_name, status, started_at, completed_at,
@@ -195,7 +207,10 @@ impl Backend for PgStore {
                  AS t(id, job_name, status, started_at, completed_at, scheduled_for, trg,
                       instance, error_message, metadata)
              ON CONFLICT DO NOTHING
-             RETURNING id",
+             RETURNING id)
+             SELECT id FROM ins
+             UNION ALL
+             SELECT id FROM job_execution_logs WHERE id = ANY($1)",
         )
         .bind(&ids)
         .bind(&names)
@@ -236,7 +251,7 @@ impl Backend for PgStore {
                            $6::text[], $7::jsonb[], $8::int4[], $9::timestamptz[])
                  AS t(id, status, completed_at, duration_seconds, records, error_message,
                       metadata, attempt, started_at)
-              WHERE l.id = t.id AND l.status = 'running'",
+              WHERE l.id = t.id AND l.status IN ('running', 'abandoned')",
         )
         .bind(&ids)
         .bind(&statuses)

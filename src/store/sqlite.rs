@@ -18,11 +18,22 @@ use super::{
     StoreError,
 };
 
+/// The errors a concurrent migration of the same file produces; others are final.
+fn is_migration_race(e: &sqlx::migrate::MigrateError) -> bool {
+    let text = e.to_string();
+    text.contains("already exists")
+        || text.contains("database is locked")
+        || text.contains("UNIQUE")
+}
+
 /// Timestamps as sqlx writes them for `DateTime<Utc>`, so rows written in bulk (as JSON) and
 /// rows written by binds compare and sort alike.
 fn ts(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false)
 }
+
+// Every write transaction starts with BEGIN IMMEDIATE: a deferred one that reads first fails
+// at once with SQLITE_BUSY when another connection wrote meanwhile, instead of waiting.
 
 #[derive(Clone)]
 pub struct SqliteStore {
@@ -100,7 +111,7 @@ impl Backend for SqliteStore {
         loop {
             match sqlx::migrate!("migrations/sqlite").run(&self.pool).await {
                 Ok(()) => return Ok(()),
-                Err(_) if tries < 5 => {
+                Err(e) if tries < 5 && is_migration_race(&e) => {
                     tries += 1;
                     tokio::time::sleep(Duration::from_millis(100 * tries)).await;
                 }
@@ -129,13 +140,22 @@ impl Backend for SqliteStore {
         Ok(())
     }
 
-    async fn heartbeat(&self, instance: &str, now: DateTime<Utc>) -> Result<()> {
-        sqlx::query("UPDATE tickler_instances SET heartbeat_at = ? WHERE id = ?")
-            .bind(now)
-            .bind(instance)
-            .execute(&self.pool)
-            .await
-            .doing("writing the heartbeat")?;
+    async fn heartbeat(&self, i: &Instance, now: DateTime<Utc>) -> Result<()> {
+        // An upsert: a daemon whose row another one deleted (after an outage) comes back.
+        sqlx::query(
+            "INSERT INTO tickler_instances (id, hostname, pid, version, started_at, heartbeat_at)
+             VALUES (?, ?, ?, ?, ?, ?)
+             ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at",
+        )
+        .bind(&*i.id)
+        .bind(&i.hostname)
+        .bind(i.pid as i64)
+        .bind(&i.version)
+        .bind(i.started_at)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .doing("writing the heartbeat")?;
         Ok(())
     }
 
@@ -208,7 +228,11 @@ impl Backend for SqliteStore {
             })
             .collect();
         let ids: Vec<String> = runs.iter().map(|r| r.id.to_string()).collect();
-        let mut tx = self.pool.begin().await.doing("claiming slots")?;
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .doing("claiming slots")?;
         let done = sqlx::query(
             "INSERT INTO job_execution_logs (id, job_name, status, started_at, completed_at,
                  duration_seconds, scheduled_for, \"trigger\", attempt, instance, error_message,
@@ -265,7 +289,7 @@ impl Backend for SqliteStore {
         // Unpacked into an indexed temporary table first, so the update looks each row up by
         // its id (a join straight on json_each is planned as a scan of the ledger).
         let doing = "recording finished runs";
-        let mut tx = self.pool.begin().await.doing(doing)?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.doing(doing)?;
         sqlx::query(
             "CREATE TEMP TABLE IF NOT EXISTS finished (id TEXT PRIMARY KEY, status TEXT,
                  started_at TEXT, completed_at TEXT, duration_seconds REAL,
@@ -288,7 +312,7 @@ impl Backend for SqliteStore {
                 SET status = f.status, started_at = f.started_at, completed_at = f.completed_at,
                     duration_seconds = f.duration_seconds, records_processed = f.records_processed,
                     error_message = f.error_message, metadata = f.metadata, attempt = f.attempt
-               FROM temp.finished AS f WHERE l.id = f.id AND l.status = 'running'",
+               FROM temp.finished AS f WHERE l.id = f.id AND l.status IN ('running', 'abandoned')",
         )
         .execute(&mut *tx)
         .await
@@ -391,7 +415,7 @@ impl Backend for SqliteStore {
             .await
             .doing(doing)?;
         if transaction {
-            let mut tx = conn.begin().await.doing(doing)?;
+            let mut tx = conn.begin_with("BEGIN IMMEDIATE").await.doing(doing)?;
             for s in statements {
                 sqlx::query(s.as_str())
                     .execute(&mut *tx)

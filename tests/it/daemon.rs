@@ -375,3 +375,31 @@ async fn a_broken_reload_keeps_the_running_schedule() {
     assert_eq!(runs(&store, "a").await.len(), 2);
     d.stop().await;
 }
+
+#[tokio::test]
+async fn max_concurrent_bounds_parallel_runs() {
+    let p = Project::sqlite();
+    p.write_config(
+        "max_concurrent = 1",
+        "[[job]]\nname = \"one\"\nkind = \"noop\"\nduration = \"700ms\"\nevery = \"1m\"\noverlap = \"allow\"\n\n\
+         [[job]]\nname = \"two\"\nkind = \"noop\"\nduration = \"700ms\"\nevery = \"1m\"\noverlap = \"allow\"\n",
+    );
+    let d = TestDaemon::start(p.config(), utc("2025-01-06T10:00:30Z")).await;
+    let store = p.store().await;
+    d.clock.advance(MIN);
+    // One runs; the other waits for the permit, unclaimed.
+    let first = wait_for("one run to start", Duration::from_secs(10), || async {
+        let (a, b) = (statuses(&store, "one").await, statuses(&store, "two").await);
+        match (a.as_slice(), b.as_slice()) {
+            ([s], []) if s == "running" => Some("one"),
+            ([], [s]) if s == "running" => Some("two"),
+            _ => None,
+        }
+    })
+    .await;
+    let other = if first == "one" { "two" } else { "one" };
+    assert!(runs(&store, other).await.is_empty());
+    assert_eq!(wait_settled(&store, first, 1).await[0].status, "succeeded");
+    assert_eq!(wait_settled(&store, other, 1).await[0].status, "succeeded");
+    d.stop().await;
+}
