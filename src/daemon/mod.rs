@@ -6,12 +6,11 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use tokio::sync::{Semaphore, mpsc, oneshot};
-use tokio_util::sync::CancellationToken;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
@@ -215,17 +214,12 @@ pub async fn run(
         jobs = config.jobs.len(), config = %config.path.display(), "tickler started"
     );
 
-    let shared = Arc::new(Shared {
-        store: store.clone(),
-        ledger: ledger::Ledger::start(store.clone()),
-        instance: instance.id.clone(),
-        clock: clock.clone(),
-        concurrency: Arc::new(Semaphore::new(config.daemon.max_concurrent)),
-        job_turns: Mutex::new(HashMap::new()),
-        running_elsewhere: Mutex::new(HashSet::new()),
-        stopping: CancellationToken::new(),
-        interrupt: CancellationToken::new(),
-    });
+    let shared = Shared::new(
+        &store,
+        &instance,
+        clock.clone(),
+        config.daemon.max_concurrent,
+    );
 
     let last = store.last_slots().await?;
     let mut scheduler = Scheduler::new();
@@ -611,17 +605,12 @@ pub async fn run_now(
     let clock: Arc<dyn Clock> = Arc::new(SystemClock::default());
     let instance = Instance::current();
     store.register_instance(&instance).await?;
-    let shared = Arc::new(Shared {
-        store: store.clone(),
-        ledger: ledger::Ledger::start(store.clone()),
-        instance: instance.id.clone(),
-        clock: clock.clone(),
-        concurrency: Arc::new(Semaphore::new(config.daemon.max_concurrent)),
-        job_turns: Mutex::new(HashMap::new()),
-        running_elsewhere: Mutex::new(HashSet::new()),
-        stopping: CancellationToken::new(),
-        interrupt: CancellationToken::new(),
-    });
+    let shared = Shared::new(
+        &store,
+        &instance,
+        clock.clone(),
+        config.daemon.max_concurrent,
+    );
     // A long manual run keeps its row alive for the daemon's orphan check.
     let beat = {
         let (store, me, every) = (

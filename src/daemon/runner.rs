@@ -38,6 +38,26 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// Starts the ledger writer on `store` and sets up the shared state of one process.
+    pub fn new(
+        store: &Store,
+        instance: &crate::store::Instance,
+        clock: Arc<dyn Clock>,
+        max_concurrent: usize,
+    ) -> Arc<Shared> {
+        Arc::new(Shared {
+            store: store.clone(),
+            ledger: Ledger::start(store.clone()),
+            instance: instance.id.clone(),
+            clock,
+            concurrency: Arc::new(Semaphore::new(max_concurrent)),
+            job_turns: Mutex::new(HashMap::new()),
+            running_elsewhere: Mutex::new(HashSet::new()),
+            stopping: CancellationToken::new(),
+            interrupt: CancellationToken::new(),
+        })
+    }
+
     fn job_turn(&self, name: &Arc<str>) -> Arc<Semaphore> {
         let mut turns = self.job_turns.lock().expect("job turns lock");
         turns
