@@ -512,7 +512,13 @@ fn reload(
     if new_n > old_n {
         shared.concurrency.add_permits(new_n - old_n);
     } else if new_n < old_n {
-        shared.concurrency.forget_permits(old_n - new_n);
+        // Permits held by running jobs are taken out as those jobs end.
+        let (sem, n) = (shared.concurrency.clone(), (old_n - new_n) as u32);
+        tokio::spawn(async move {
+            if let Ok(permits) = sem.acquire_many_owned(n).await {
+                permits.forget();
+            }
+        });
     }
     let new_names: HashSet<&str> = new.jobs.iter().map(|j| &*j.name).collect();
     let removed: Vec<Arc<str>> = scheduler

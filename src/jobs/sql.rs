@@ -16,6 +16,10 @@ pub struct SqlJob {
     pub transaction: bool,
 }
 
+/// Database error codes worth another attempt: SQLite's busy and locked (with their extended
+/// forms), PostgreSQL's serialization failure, deadlock and lock timeout.
+const TRANSIENT: &[&str] = &["5", "6", "261", "262", "517", "40001", "40P01", "55P03"];
+
 fn yes() -> bool {
     true
 }
@@ -34,11 +38,14 @@ impl Job for SqlJob {
             .execute(&self.statements, self.transaction)
             .await
             .map_err(|e| match &e {
-                // The database refused the SQL itself: running it again will not help.
+                // The database refused the SQL itself: running it again will not help, unless
+                // it only lost a race (a lock, a serialization failure, a deadlock).
                 StoreError::Query {
-                    source: sqlx::Error::Database(_),
+                    source: sqlx::Error::Database(db),
                     ..
-                } => JobError::fatal(e.to_string()),
+                } if !db.code().is_some_and(|c| TRANSIENT.contains(&&*c)) => {
+                    JobError::fatal(e.to_string())
+                }
                 _ => JobError::retryable(e.to_string()),
             })?;
         let mut out = Outcome {
