@@ -398,7 +398,7 @@ async fn dispatch_due(
         for (slot, why) in decision.missed {
             tracing::warn!(job = %spec.name, scheduled_for = %slot, "{why}");
             shared.ledger.record(NewRun {
-                id: Uuid::new_v4(),
+                id: Uuid::now_v7(),
                 job_name: spec.name.clone(),
                 scheduled_for: slot,
                 trigger: RunTrigger::CatchUp,
@@ -431,7 +431,8 @@ async fn dispatch_due(
     }
     // Several fires of one job (a catch-up) run one after the other, oldest first. Single
     // fires that can start at once are claimed together, in one batch.
-    let mut by_job: HashMap<Arc<str>, Vec<Fire>> = HashMap::new();
+    // In name order, so claim ids (time-ordered) and slot keys rise together.
+    let mut by_job: std::collections::BTreeMap<Arc<str>, Vec<Fire>> = Default::default();
     for fire in fires {
         by_job.entry(fire.spec.name.clone()).or_default().push(fire);
     }
@@ -564,6 +565,9 @@ async fn maintenance(shared: Arc<Shared>, me: Instance, daemon: config::DaemonCo
         if let Err(e) = shared.store.heartbeat(&me, now).await {
             tracing::warn!(error = %e, "heartbeat failed; retrying at the next beat");
             continue;
+        }
+        if let Err(e) = shared.store.checkpoint().await {
+            tracing::warn!(error = %e, "SQLite checkpoint failed");
         }
         // Other daemons' orphans are looked for every third beat: a stale heartbeat takes
         // three beats anyway, and an idle daemon should stay asleep.

@@ -95,7 +95,7 @@ pub struct RunSummary {
 fn record_only(shared: &Shared, fire: &Fire, status: Status, why: String) {
     tracing::info!(job = %fire.spec.name, scheduled_for = %fire.slot, status = status.as_str(), "{why}");
     shared.ledger.record(NewRun {
-        id: Uuid::new_v4(),
+        id: Uuid::now_v7(),
         job_name: fire.spec.name.clone(),
         scheduled_for: fire.slot,
         trigger: fire.trigger,
@@ -210,7 +210,7 @@ pub fn admit_now(shared: &Shared, fire: Fire) -> Admission {
             fire,
             _turn: turn,
             _permit: permit,
-            id: Uuid::new_v4(),
+            id: Uuid::now_v7(),
         }),
         Err(_) => Admission::Wait(fire),
     }
@@ -275,7 +275,7 @@ async fn admit(shared: &Shared, fire: Fire) -> Option<Ready> {
         fire,
         _turn: turn,
         _permit: permit,
-        id: Uuid::new_v4(),
+        id: Uuid::now_v7(),
     })
 }
 
