@@ -568,7 +568,7 @@ async fn maintenance(shared: Arc<Shared>, me: Instance, daemon: config::DaemonCo
         }
         beats += 1;
         // The WAL is checkpointed every tenth beat (5 min by default), away from claims.
-        if beats % 10 == 0
+        if beats.is_multiple_of(10)
             && let Err(e) = shared.store.checkpoint().await
         {
             tracing::warn!(error = %e, "SQLite checkpoint failed");
