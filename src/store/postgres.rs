@@ -20,6 +20,9 @@ use crate::config::DatabaseUrl;
 #[derive(Clone)]
 pub struct PgStore {
     pool: PgPool,
+    /// Connections for the `sql` job kind, apart from the ledger's (so long job SQL cannot
+    /// starve slot claims and heartbeats), opened on first use.
+    jobs: PgPool,
     url: String,
 }
 
@@ -32,6 +35,10 @@ impl PgStore {
                 source,
             })?
             .application_name("tickler");
+        let jobs = PgPoolOptions::new()
+            .max_connections(4)
+            .idle_timeout(Duration::from_secs(300))
+            .connect_lazy_with(options.clone());
         let pool = PgPoolOptions::new()
             .max_connections(8)
             .min_connections(0)
@@ -45,12 +52,18 @@ impl PgStore {
             })?;
         Ok(PgStore {
             pool,
+            jobs,
             url: redacted,
         })
     }
 
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    pub async fn close(&self) {
+        self.jobs.close().await;
+        self.pool.close().await;
     }
 }
 
@@ -349,7 +362,7 @@ impl Backend for PgStore {
     }
 
     async fn execute(&self, statements: &[String], transaction: bool) -> Result<u64> {
-        let mut conn = self.pool.acquire().await.doing("running the job's SQL")?;
+        let mut conn = self.jobs.acquire().await.doing("running the job's SQL")?;
         let mut total = 0;
         if transaction {
             let mut tx = conn.begin().await.doing("running the job's SQL")?;

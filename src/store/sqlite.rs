@@ -38,6 +38,8 @@ fn ts(t: DateTime<Utc>) -> String {
 #[derive(Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// Connections for the `sql` job kind, apart from the ledger's, opened on first use.
+    jobs: SqlitePool,
     path: PathBuf,
 }
 
@@ -63,6 +65,10 @@ impl SqliteStore {
             // Checkpoints run from the heartbeat (`checkpoint`), not inside a commit of the
             // claim path; this only bounds the WAL if heartbeats stop.
             .pragma("wal_autocheckpoint", "20000");
+        let jobs = SqlitePoolOptions::new()
+            .max_connections(2)
+            .idle_timeout(Duration::from_secs(300))
+            .connect_lazy_with(options.clone());
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .min_connections(0)
@@ -72,12 +78,18 @@ impl SqliteStore {
             .map_err(|source| StoreError::Connect { url, source })?;
         Ok(SqliteStore {
             pool,
+            jobs,
             path: path.to_path_buf(),
         })
     }
 
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
+    }
+
+    pub async fn close(&self) {
+        self.jobs.close().await;
+        self.pool.close().await;
     }
 
     /// Copies the WAL back into the database without blocking writers.
@@ -426,7 +438,7 @@ impl Backend for SqliteStore {
         // SQLite reports a stale change count for DDL, so count with total_changes() instead.
         const CHANGES: &str = "SELECT total_changes()";
         let doing = "running the job's SQL";
-        let mut conn = self.pool.acquire().await.doing(doing)?;
+        let mut conn = self.jobs.acquire().await.doing(doing)?;
         let before: i64 = sqlx::query_scalar(CHANGES)
             .fetch_one(&mut *conn)
             .await
