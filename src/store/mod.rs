@@ -15,6 +15,8 @@ use uuid::Uuid;
 
 use crate::config::DatabaseUrl;
 
+#[macro_use]
+mod common;
 mod postgres;
 mod sqlite;
 
@@ -225,7 +227,6 @@ impl Instance {
 #[allow(async_fn_in_trait)]
 pub trait Backend {
     async fn migrate(&self) -> Result<()>;
-    async fn register_instance(&self, instance: &Instance) -> Result<()>;
     /// Records that `instance` is alive, registering it again if its row was removed.
     async fn heartbeat(&self, instance: &Instance, now: DateTime<Utc>) -> Result<()>;
     async fn deregister(&self, instance: &str) -> Result<()>;
@@ -319,7 +320,7 @@ impl Store {
         }
     }
     pub async fn register_instance(&self, instance: &Instance) -> Result<()> {
-        dispatch!(self, s => s.register_instance(instance).await)
+        self.heartbeat(instance, instance.started_at).await
     }
     pub async fn heartbeat(&self, instance: &Instance, now: DateTime<Utc>) -> Result<()> {
         dispatch!(self, s => s.heartbeat(instance, now).await)
