@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio::sync::mpsc;
 
+use crate::billing::import::{self, Table};
 use crate::config::{self, Config};
 use crate::daemon::{self, Options, Signal};
 use crate::store::{HistoryFilter, Status, Store};
@@ -43,7 +44,12 @@ pub enum Format {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the daemon: fire every job on its trigger until SIGTERM; SIGHUP reloads the config.
-    Run,
+    Run {
+        /// First fill an empty database with the demo data (as `tickler demo`) and run every
+        /// enabled job once, so each one shows its work at once.
+        #[arg(long)]
+        demo: bool,
+    },
     /// Validate the config and print each job with its next fire.
     Check,
     /// Print the next fire instants of every job, in the job's zone and in UTC.
@@ -65,7 +71,28 @@ pub enum Command {
         /// Run every enabled job, one after the other.
         #[arg(long)]
         all: bool,
+        /// Show what the job would send and change, sending and changing nothing (nothing is
+        /// recorded in the ledger either).
+        #[arg(long)]
+        dry_run: bool,
     },
+    /// Import customers, subscriptions or invoices from a CSV file with a header row: every
+    /// row is checked first, and a file with a bad row imports nothing.
+    Import {
+        #[arg(value_enum)]
+        table: Table,
+        file: PathBuf,
+        /// The prefix of invoice numbers assigned to rows without one.
+        #[arg(long, default_value = "INV-")]
+        number_prefix: String,
+    },
+    /// Work on invoices.
+    Invoice {
+        #[command(subcommand)]
+        command: InvoiceCommand,
+    },
+    /// Fill an empty database with a realistic sample: tenants, leases, invoices at every stage.
+    Demo,
     /// Show recorded runs, newest first.
     History {
         #[arg(long)]
@@ -81,6 +108,21 @@ pub enum Command {
     Migrate,
     /// Print the shipped, commented example config.
     PrintConfig,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum InvoiceCommand {
+    /// Record that an open invoice is paid: reminders and escalations stop for it.
+    MarkPaid {
+        /// The invoice number, e.g. `INV-000123`.
+        number: String,
+        /// When it was paid (RFC 3339); default now.
+        #[arg(long, value_parser = parse_rfc3339)]
+        paid_at: Option<DateTime<Utc>>,
+        /// The payment's reference (e.g. the bank or Paystack reference).
+        #[arg(long)]
+        reference: Option<String>,
+    },
 }
 
 fn parse_rfc3339(s: &str) -> Result<DateTime<Utc>, String> {
@@ -146,7 +188,11 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::RunJob { name, all: _ } => {
+        Command::RunJob {
+            name,
+            all: _,
+            dry_run,
+        } => {
             let config = config::load(&cli.config)?;
             let names: Vec<Arc<str>> = match name {
                 Some(name) => match config.job(&name) {
@@ -163,6 +209,23 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                     .map(|j| j.name.clone())
                     .collect(),
             };
+            if dry_run {
+                let mut ok = true;
+                for (name, result) in daemon::dry_run(&config, &names).await? {
+                    match result {
+                        Ok(outcome) => print!("{}", dry_run_report(&name, &outcome)),
+                        Err(e) => {
+                            ok = false;
+                            println!("{name}: would fail: {e}");
+                        }
+                    }
+                }
+                return Ok(if ok {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                });
+            }
             let results = daemon::run_now(&config, &names).await?;
             let mut ok = true;
             for (name, summary) in results {
@@ -189,14 +252,171 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::FAILURE
             })
         }
-        Command::Run => {
+        Command::Import {
+            table,
+            file,
+            number_prefix,
+        } => {
             let config = config::load(&cli.config)?;
+            let store = Store::connect(&config.daemon.database_url).await?;
+            store.migrate().await?;
+            let result = import::import(&store, table, &file, &number_prefix).await;
+            store.close().await;
+            let n = result?;
+            println!("imported {n} {} from {}", table.name(), file.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Invoice {
+            command:
+                InvoiceCommand::MarkPaid {
+                    number,
+                    paid_at,
+                    reference,
+                },
+        } => {
+            let config = config::load(&cli.config)?;
+            let store = Store::connect(&config.daemon.database_url).await?;
+            store.migrate().await?;
+            let result =
+                mark_paid(&store, &number, paid_at.unwrap_or_else(Utc::now), reference).await;
+            store.close().await;
+            println!("{}", result?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo => {
+            let config = config::load(&cli.config)?;
+            let store = Store::connect(&config.daemon.database_url).await?;
+            store.migrate().await?;
+            let today = Utc::now()
+                .with_timezone(&config.daemon.timezone)
+                .date_naive();
+            let result = crate::billing::demo::fill(&store, today).await;
+            store.close().await;
+            let (c, s, i) = result.map_err(anyhow::Error::msg)?;
+            println!(
+                "demo data in {}: {c} customers, {s} subscriptions, {i} invoices",
+                config.daemon.database_url
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run { demo } => {
+            let config = config::load(&cli.config)?;
+            if demo {
+                run_demo(&config).await?;
+            }
             let (tx, rx) = mpsc::channel(8);
             tokio::spawn(forward_signals(tx));
             daemon::run(config, rx, Options::default()).await?;
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `tickler invoice mark-paid`.
+async fn mark_paid(
+    store: &Store,
+    number: &str,
+    paid_at: DateTime<Utc>,
+    reference: Option<String>,
+) -> anyhow::Result<String> {
+    let Some(invoice) = store.invoice_by_number(number).await? else {
+        anyhow::bail!(
+            "no invoice numbered `{number}`; `tickler history` and SQL on `invoices` list them"
+        );
+    };
+    match invoice.status.as_str() {
+        "open" => {}
+        "paid" => anyhow::bail!(
+            "invoice `{number}` is already paid (on {}); nothing changed",
+            invoice
+                .paid_at
+                .map(|t| t.to_rfc3339())
+                .unwrap_or_else(|| "an unknown date".into())
+        ),
+        other => {
+            anyhow::bail!("invoice `{number}` is {other}; only an open invoice can be marked paid")
+        }
+    }
+    if !store
+        .mark_paid(number, paid_at, reference.as_deref())
+        .await?
+    {
+        anyhow::bail!("invoice `{number}` changed meanwhile; look at it again");
+    }
+    Ok(format!(
+        "invoice {number} ({}, {}) marked paid at {}",
+        invoice.customer_name,
+        crate::notify::money(invoice.amount_minor, &invoice.currency),
+        paid_at.to_rfc3339()
+    ))
+}
+
+/// `tickler run --demo`: demo data in an empty database, then every enabled job once.
+async fn run_demo(config: &Config) -> anyhow::Result<()> {
+    let store = Store::connect(&config.daemon.database_url).await?;
+    store.migrate().await?;
+    let today = Utc::now()
+        .with_timezone(&config.daemon.timezone)
+        .date_naive();
+    match crate::billing::demo::fill(&store, today).await {
+        Ok((c, s, i)) => tracing::info!(
+            customers = c,
+            subscriptions = s,
+            invoices = i,
+            "demo data loaded"
+        ),
+        Err(e) => tracing::info!("no demo data loaded: {e}"),
+    }
+    store.close().await;
+    let names: Vec<Arc<str>> = config
+        .jobs
+        .iter()
+        .filter(|j| j.enabled)
+        .map(|j| j.name.clone())
+        .collect();
+    for (name, summary) in daemon::run_now(config, &names).await? {
+        match summary {
+            Some(s) => {
+                tracing::info!(job = %name, status = s.status.as_str(), records = s.records.unwrap_or(0), "demo run")
+            }
+            None => tracing::warn!(job = %name, "demo run did not start"),
+        }
+    }
+    Ok(())
+}
+
+/// What `run-job --dry-run` prints for one job.
+pub fn dry_run_report(name: &str, outcome: &crate::jobs::Outcome) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{name}: dry run, {} record(s); nothing was sent or changed",
+        outcome.records
+    );
+    let mut summary = outcome.metadata.clone();
+    let plan = summary.remove("plan");
+    if !summary.is_empty() {
+        let _ = writeln!(out, "  {}", serde_json::Value::Object(summary));
+    }
+    if let Some(serde_json::Value::Array(items)) = plan {
+        for item in items {
+            let _ = writeln!(
+                out,
+                "  would send {} to {}: {}",
+                item["channel"].as_str().unwrap_or("?"),
+                item["to"].as_str().unwrap_or("?"),
+                item["subject"]
+                    .as_str()
+                    .filter(|s| !s.is_empty())
+                    .or(item["text"].as_str())
+                    .unwrap_or("")
+            );
+        }
+    }
+    for e in &outcome.errors {
+        let _ = writeln!(out, "  would fail: {e}");
+    }
+    out
 }
 
 async fn forward_signals(tx: mpsc::Sender<Signal>) {
@@ -240,7 +460,7 @@ pub fn check_report(config: &Config, now: DateTime<Utc>) -> String {
         };
         let _ = writeln!(
             out,
-            "  {:<24} {:<8} {:<24} {:<20} {next}",
+            "  {:<24} {:<18} {:<24} {:<20} {next}",
             job.name,
             job.kind,
             job.trigger.to_string(),

@@ -12,7 +12,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // The daemon and manual runs log what they do; the other commands only their warnings.
     let default = match cli.command {
-        Command::Run | Command::RunJob { .. } => "info",
+        Command::Run { .. } | Command::RunJob { .. } | Command::Demo => "info",
         _ => "warn",
     };
     let filter = EnvFilter::try_from_env("TICKLER_LOG").unwrap_or_else(|_| EnvFilter::new(default));

@@ -17,6 +17,7 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 use crate::jobs::{self, BuildError, DynJob};
+use crate::notify::{ChannelsRaw, Notifier, TemplatesRaw};
 use crate::schedule::{self, CronTrigger, Trigger};
 
 pub mod duration;
@@ -140,6 +141,8 @@ pub struct JobSpec {
     pub misfire_grace: Duration,
     pub jitter: Duration,
     pub job: Arc<dyn DynJob>,
+    /// The channels and templates of the config this job came from.
+    pub notifier: Arc<Notifier>,
 }
 
 impl fmt::Debug for JobSpec {
@@ -159,6 +162,7 @@ pub struct Config {
     pub path: PathBuf,
     pub daemon: DaemonConfig,
     pub jobs: Vec<Arc<JobSpec>>,
+    pub notifier: Arc<Notifier>,
 }
 
 impl Config {
@@ -375,7 +379,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         source: Source { text },
         problems: vec![],
     };
-    let config = parse_into(text, &mut c);
+    let config = parse_into(path, text, &mut c);
     match config {
         Some(config) if c.problems.is_empty() => Ok(Config {
             path: path.to_path_buf(),
@@ -388,7 +392,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
     }
 }
 
-fn parse_into(text: &str, c: &mut Collector<'_>) -> Option<Config> {
+fn parse_into(path: &Path, text: &str, c: &mut Collector<'_>) -> Option<Config> {
     let root = match DeTable::parse(text) {
         Ok(root) => root,
         Err(e) => {
@@ -399,12 +403,26 @@ fn parse_into(text: &str, c: &mut Collector<'_>) -> Option<Config> {
     let mut daemon_raw = DaemonRaw::default();
     let mut defaults = PolicyRaw::default();
     let mut job_tables: Vec<Spanned<DeValue<'_>>> = vec![];
+    let mut channels = ChannelsRaw::default();
+    let mut templates = TemplatesRaw::default();
+    let mut notify_span = 0..0;
     for (key, value) in root.get_ref().iter() {
         let span = value.span();
         match key.get_ref().as_ref() {
             "daemon" => match deser::<DaemonRaw>(value.clone()) {
                 Ok(d) => daemon_raw = d,
                 Err(e) => c.toml("invalid `[daemon]` section", &e, span),
+            },
+            "channels" => match deser::<ChannelsRaw>(value.clone()) {
+                Ok(ch) => {
+                    channels = ch;
+                    notify_span = span;
+                }
+                Err(e) => c.toml("invalid `[channels]` section", &e, span),
+            },
+            "templates" => match deser::<TemplatesRaw>(value.clone()) {
+                Ok(t) => templates = t,
+                Err(e) => c.toml("invalid `[templates]` section", &e, span),
             },
             "defaults" => match deser::<PolicyRaw>(value.clone()) {
                 Ok(d) => defaults = d,
@@ -421,16 +439,33 @@ fn parse_into(text: &str, c: &mut Collector<'_>) -> Option<Config> {
             other => c.push(
                 format!("unknown section `{other}`"),
                 Some(key.span()),
-                "expected `[daemon]`, `[defaults]` or `[[job]]`",
+                "expected `[daemon]`, `[defaults]`, `[channels]`, `[templates]` or `[[job]]`",
             ),
         }
     }
 
     let daemon = daemon_config(daemon_raw, c);
+    let config_dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let state_dir = daemon
+        .as_ref()
+        .map(|d| d.state_dir.clone())
+        .unwrap_or_else(|| PathBuf::from("var"));
+    let notifier = match Notifier::build(channels, templates, config_dir, &state_dir) {
+        Ok(n) => Some(Arc::new(n)),
+        Err(problems) => {
+            for (what, detail) in problems {
+                c.push(what, Some(notify_span.clone()), detail);
+            }
+            None
+        }
+    };
     let mut jobs = vec![];
     let mut seen: HashSet<String> = HashSet::new();
     for table in job_tables {
-        if let Some(job) = job_spec(table, &defaults, daemon.as_ref(), c) {
+        if let Some(job) = job_spec(table, &defaults, daemon.as_ref(), notifier.as_ref(), c) {
             if !seen.insert(job.0.name.to_string()) {
                 c.push(
                     format!("duplicate job name `{}`", job.0.name),
@@ -445,6 +480,7 @@ fn parse_into(text: &str, c: &mut Collector<'_>) -> Option<Config> {
         path: PathBuf::new(),
         daemon: daemon?,
         jobs,
+        notifier: notifier?,
     })
 }
 
@@ -499,6 +535,7 @@ fn job_spec(
     table: Spanned<DeValue<'_>>,
     defaults: &PolicyRaw,
     daemon: Option<&DaemonConfig>,
+    notifier: Option<&Arc<Notifier>>,
     c: &mut Collector<'_>,
 ) -> Option<(JobSpec, Range<usize>)> {
     let span = table.span();
@@ -573,6 +610,11 @@ fn job_spec(
             None
         }
     };
+    if let (Some(job), Some(notifier)) = (&job, notifier)
+        && let Err(detail) = job.check(notifier)
+    {
+        c.push(format!("invalid {label}"), Some(span.clone()), detail);
+    }
 
     let timezone = match &identity.timezone {
         Some(tz) => match parse_timezone(tz.get_ref()) {
@@ -669,6 +711,7 @@ fn job_spec(
             .unwrap_or(Duration::from_secs(3600)),
         jitter: merge(&policy.jitter, &defaults.jitter).unwrap_or(Duration::ZERO),
         job: job?,
+        notifier: notifier?.clone(),
     };
     Some((spec, identity.name.span()))
 }

@@ -608,6 +608,49 @@ async fn maintenance(shared: Arc<Shared>, me: Instance, daemon: config::DaemonCo
     }
 }
 
+/// `tickler run-job --dry-run`: runs each job's body once with `dry_run` set, outside the
+/// ledger, so it reports what it would send and change while sending and changing nothing.
+pub async fn dry_run(
+    config: &Config,
+    names: &[Arc<str>],
+) -> Result<
+    Vec<(
+        Arc<str>,
+        Result<crate::jobs::Outcome, crate::jobs::JobError>,
+    )>,
+    DaemonError,
+> {
+    let store = Store::connect(&config.daemon.database_url).await?;
+    store.migrate().await?;
+    let mut results = vec![];
+    for name in names {
+        let Some(spec) = config.job(name) else {
+            continue;
+        };
+        let now = Utc::now();
+        let ctx = crate::jobs::RunContext {
+            job_name: spec.name.clone(),
+            scheduled_for: now,
+            attempt: 1,
+            store: store.clone(),
+            now,
+            timezone: spec.timezone,
+            notifier: spec.notifier.clone(),
+            dry_run: true,
+        };
+        let result = match tokio::time::timeout(spec.timeout, spec.job.run(&ctx)).await {
+            Ok(r) => r,
+            Err(_) => Err(crate::jobs::JobError::fatal(format!(
+                "timed out after {}",
+                humantime::format_duration(spec.timeout)
+            ))),
+        };
+        results.push((name.clone(), result));
+    }
+    store.close().await;
+    Ok(results)
+}
+
 /// Runs jobs now, in this process, recorded with `trigger = 'manual'` (`tickler run-job`).
 pub async fn run_now(
     config: &Config,

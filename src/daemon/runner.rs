@@ -320,6 +320,10 @@ pub async fn execute(shared: Arc<Shared>, ready: Ready) -> RunSummary {
             scheduled_for: fire.slot,
             attempt,
             store: shared.store.clone(),
+            now: shared.clock.now(),
+            timezone: spec.timezone,
+            notifier: spec.notifier.clone(),
+            dry_run: false,
         };
         let end = tokio::select! {
             r = tokio::time::timeout(spec.timeout, spec.job.run(&ctx)) => match r {

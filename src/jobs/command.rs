@@ -43,6 +43,12 @@ impl Job for CommandJob {
     }
 
     async fn run(&self, ctx: &RunContext) -> Result<Outcome, JobError> {
+        if ctx.dry_run {
+            return Ok(super::dry_run_only(
+                "would_run",
+                serde_json::json!(self.command),
+            ));
+        }
         let mut cmd = if self.shell {
             let mut c = tokio::process::Command::new("/bin/sh");
             c.arg("-c").arg(&self.command[0]);

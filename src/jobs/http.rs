@@ -63,7 +63,13 @@ impl Job for HttpJob {
         self.bearer().map(|_| ())
     }
 
-    async fn run(&self, _ctx: &RunContext) -> Result<Outcome, JobError> {
+    async fn run(&self, ctx: &RunContext) -> Result<Outcome, JobError> {
+        if ctx.dry_run {
+            return Ok(super::dry_run_only(
+                "would_call",
+                Value::String(format!("{} {}", self.method, redact_url(&self.url))),
+            ));
+        }
         let method = reqwest::Method::from_bytes(self.method.as_bytes())
             .map_err(|_| JobError::fatal(format!("invalid HTTP method `{}`", self.method)))?;
         let mut request = super::http_client().request(method, &self.url);

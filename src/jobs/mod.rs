@@ -7,19 +7,39 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
+use chrono_tz::Tz;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
+use crate::notify::Notifier;
 use crate::store::Store;
 
+pub mod cleanup;
 pub mod command;
+pub mod create_invoices;
 pub mod http;
+pub mod invoice_reminders;
 pub mod noop;
+pub mod notify;
+pub mod overdue_escalation;
+pub mod paystack;
 pub mod sql;
+pub mod stats_report;
 
 /// Every kind name [`build`] accepts, for error messages and `tickler check`.
-pub const KINDS: &[&str] = &["command", "http", "noop", "sql"];
+pub const KINDS: &[&str] = &[
+    "cleanup",
+    "command",
+    "create_invoices",
+    "http",
+    "invoice_reminders",
+    "noop",
+    "notify",
+    "overdue_escalation",
+    "sql",
+    "stats_report",
+];
 
 /// What a run produced: the count of records it processed, the per-item errors it recorded
 /// while going on with the next item (the run is then `partial`), and JSON metadata kept in
@@ -79,14 +99,27 @@ impl JobError {
     }
 }
 
-/// What a run may use: the store (the `sql` kind runs statements on it) and the identity of
-/// the run.
+/// What a run may use: the store, the notifier, and the identity and time of the run.
 #[derive(Clone)]
 pub struct RunContext {
     pub job_name: Arc<str>,
     pub scheduled_for: DateTime<Utc>,
     pub attempt: u32,
     pub store: Store,
+    /// When this attempt started, on the daemon's clock: billing jobs count days from it.
+    pub now: DateTime<Utc>,
+    /// The job's zone: "today" and "due in 7 days" are dates there.
+    pub timezone: Tz,
+    pub notifier: Arc<Notifier>,
+    /// `tickler run-job --dry-run`: report what would be sent and changed; change nothing.
+    pub dry_run: bool,
+}
+
+impl RunContext {
+    /// Today's date in the job's zone.
+    pub fn today(&self) -> NaiveDate {
+        self.now.with_timezone(&self.timezone).date_naive()
+    }
 }
 
 /// A job kind, modelled on underway's `Task`: the implementing type is its own parameters,
@@ -97,6 +130,11 @@ pub trait Job: DeserializeOwned + Send + Sync + 'static {
     fn validate(&self) -> Result<(), String> {
         Ok(())
     }
+    /// Checks against the rest of the config: the channels the job sends through are
+    /// configured and its templates render against sample data.
+    fn check(&self, _notifier: &Notifier) -> Result<(), String> {
+        Ok(())
+    }
     fn run(&self, ctx: &RunContext) -> impl Future<Output = Result<Outcome, JobError>> + Send;
 }
 
@@ -104,10 +142,14 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// The object-safe face of [`Job`], so jobs of every kind live in one schedule.
 pub trait DynJob: Send + Sync {
+    fn check(&self, notifier: &Notifier) -> Result<(), String>;
     fn run<'a>(&'a self, ctx: &'a RunContext) -> BoxFuture<'a, Result<Outcome, JobError>>;
 }
 
 impl<J: Job> DynJob for J {
+    fn check(&self, notifier: &Notifier) -> Result<(), String> {
+        Job::check(self, notifier)
+    }
     fn run<'a>(&'a self, ctx: &'a RunContext) -> BoxFuture<'a, Result<Outcome, JobError>> {
         Box::pin(Job::run(self, ctx))
     }
@@ -133,10 +175,16 @@ pub fn build(
     params: toml::de::ValueDeserializer<'_>,
 ) -> Result<Arc<dyn DynJob>, BuildError> {
     match kind {
+        "cleanup" => parse::<cleanup::CleanupJob>(params),
         "command" => parse::<command::CommandJob>(params),
+        "create_invoices" => parse::<create_invoices::CreateInvoicesJob>(params),
         "http" => parse::<http::HttpJob>(params),
+        "invoice_reminders" => parse::<invoice_reminders::InvoiceRemindersJob>(params),
         "noop" => parse::<noop::NoopJob>(params),
+        "notify" => parse::<notify::NotifyJob>(params),
+        "overdue_escalation" => parse::<overdue_escalation::OverdueEscalationJob>(params),
         "sql" => parse::<sql::SqlJob>(params),
+        "stats_report" => parse::<stats_report::StatsReportJob>(params),
         _ => Err(BuildError::UnknownKind),
     }
 }
@@ -230,4 +278,173 @@ mod tests {
         assert_eq!(tail("ab", 3), "ab");
         assert_eq!(tail("aé", 1), "…");
     }
+}
+
+impl From<crate::store::StoreError> for JobError {
+    /// A database error mid-run is retryable: the run's claims make another attempt safe.
+    fn from(e: crate::store::StoreError) -> Self {
+        JobError::retryable(e.to_string())
+    }
+}
+
+/// How many per-item errors a run keeps in its record; the rest are counted.
+pub const MAX_ERRORS: usize = 100;
+
+/// Counts what a run's messages became, per channel, and keeps the per-item errors and (for
+/// `--dry-run`) the plan.
+#[derive(Debug, Default)]
+pub struct Tally {
+    pub sent: std::collections::BTreeMap<&'static str, i64>,
+    pub failed: std::collections::BTreeMap<&'static str, i64>,
+    pub skipped: i64,
+    pub already: i64,
+    pub errors: Vec<String>,
+    pub more_errors: usize,
+    pub plan: Vec<Value>,
+}
+
+impl Tally {
+    /// Records the fates of `messages`; `label` names a message in an error ("invoice INV-1").
+    pub fn record(
+        &mut self,
+        messages: &[crate::notify::Message],
+        fates: &[crate::notify::Fate],
+        label: impl Fn(&crate::notify::Message) -> String,
+    ) {
+        use crate::notify::Fate;
+        for (m, fate) in messages.iter().zip(fates) {
+            let channel = m.channel.as_str();
+            match fate {
+                Fate::Sent => *self.sent.entry(channel).or_default() += 1,
+                Fate::Failed(e) => {
+                    *self.failed.entry(channel).or_default() += 1;
+                    self.error(format!(
+                        "{} by {channel} to {}: {e}",
+                        label(m),
+                        m.recipient.as_deref().unwrap_or("?")
+                    ));
+                }
+                Fate::Skipped(_) => self.skipped += 1,
+                Fate::Done => self.already += 1,
+                Fate::Planned(r) => {
+                    if self.plan.len() < 1000 {
+                        self.plan.push(serde_json::json!({
+                            "channel": channel,
+                            "to": m.recipient,
+                            "subject": r.subject,
+                            "text": tail(&r.text, 160),
+                            "key": m.key,
+                        }));
+                    }
+                    *self.sent.entry(channel).or_default() += 1;
+                }
+            }
+        }
+    }
+
+    pub fn error(&mut self, message: String) {
+        if self.errors.len() < MAX_ERRORS {
+            self.errors.push(message);
+        } else {
+            self.more_errors += 1;
+        }
+    }
+
+    pub fn sent_total(&self) -> i64 {
+        self.sent.values().sum()
+    }
+
+    /// Adds the counts to `outcome` (records: messages sent; metadata: per channel).
+    pub fn into_outcome(self, mut outcome: Outcome, dry_run: bool) -> Outcome {
+        outcome.records += self.sent_total();
+        let key = if dry_run { "would_send" } else { "sent" };
+        outcome
+            .metadata
+            .insert(key.into(), serde_json::json!(self.sent));
+        outcome
+            .metadata
+            .insert("failed".into(), serde_json::json!(self.failed));
+        outcome
+            .metadata
+            .insert("skipped_no_address".into(), serde_json::json!(self.skipped));
+        outcome
+            .metadata
+            .insert("already_sent".into(), serde_json::json!(self.already));
+        if dry_run {
+            outcome
+                .metadata
+                .insert("plan".into(), Value::Array(self.plan));
+        }
+        outcome.errors.extend(self.errors);
+        if self.more_errors > 0 {
+            outcome
+                .errors
+                .push(format!("… and {} more failed items", self.more_errors));
+        }
+        outcome
+    }
+}
+
+/// The messages of one invoice, one per channel: the address comes from the customer
+/// (`email` for email, `phone` for SMS and WhatsApp).
+pub fn invoice_messages(
+    invoice: &crate::store::billing::InvoiceView,
+    channels: &[crate::notify::ChannelKind],
+    key_prefix: &str,
+    template: &str,
+    context: &Value,
+) -> Vec<crate::notify::Message> {
+    use crate::notify::ChannelKind;
+    channels
+        .iter()
+        .map(|c| crate::notify::Message {
+            key: format!("{key_prefix}:{}:{}", invoice.id, c.as_str()),
+            channel: *c,
+            recipient: match c {
+                ChannelKind::Email => invoice.email.clone(),
+                ChannelKind::Sms | ChannelKind::Whatsapp => invoice.phone.clone(),
+                ChannelKind::Webhook => Some("webhook".into()),
+            }
+            .filter(|a| !a.trim().is_empty()),
+            template: template.to_string(),
+            invoice_id: Some(invoice.id.clone()),
+            context: context.clone(),
+        })
+        .collect()
+}
+
+/// An invoice's payment link from a `pay_url` pattern with `{number}`, `{id}` and
+/// `{provider_ref}`.
+pub fn pay_url(
+    pattern: Option<&str>,
+    invoice: &crate::store::billing::InvoiceView,
+) -> Option<String> {
+    let p = pattern?;
+    if p.contains("{provider_ref}") && invoice.provider_ref.is_none() {
+        return None;
+    }
+    Some(
+        p.replace("{number}", &invoice.number)
+            .replace("{id}", &invoice.id)
+            .replace(
+                "{provider_ref}",
+                invoice.provider_ref.as_deref().unwrap_or(""),
+            ),
+    )
+}
+
+fn default_channels() -> Vec<crate::notify::ChannelKind> {
+    vec![crate::notify::ChannelKind::Email]
+}
+
+fn default_batch() -> i64 {
+    500
+}
+
+/// The outcome of `--dry-run` for a kind whose effects cannot be previewed (a program, a URL,
+/// SQL statements): it says what it would do, and does nothing.
+pub fn dry_run_only(key: &str, what: Value) -> Outcome {
+    let mut outcome = Outcome::default();
+    outcome.metadata.insert(key.into(), what);
+    outcome
 }

@@ -33,6 +33,12 @@ impl Job for SqlJob {
     }
 
     async fn run(&self, ctx: &RunContext) -> Result<Outcome, JobError> {
+        if ctx.dry_run {
+            return Ok(super::dry_run_only(
+                "would_run",
+                serde_json::json!(self.statements),
+            ));
+        }
         let rows = ctx
             .store
             .execute(&self.statements, self.transaction)

@@ -17,6 +17,7 @@ use crate::config::DatabaseUrl;
 
 #[macro_use]
 mod common;
+pub mod billing;
 mod postgres;
 mod sqlite;
 
@@ -382,6 +383,73 @@ impl Store {
     }
 }
 
+/// Runs `$body` with `$pool` bound to the pool of the backend in use. The body is compiled once
+/// per backend, so one query text (adapted by [`Store::sql`]) serves both.
+macro_rules! with_pool {
+    ($store:expr, $pool:ident => $body:expr) => {
+        match $store {
+            $crate::store::Store::Sqlite(s) => {
+                let $pool = s.pool();
+                $body
+            }
+            $crate::store::Store::Postgres(s) => {
+                let $pool = s.pool();
+                $body
+            }
+        }
+    };
+}
+pub(crate) use with_pool;
+
+impl Store {
+    /// Adapts query text written for PostgreSQL to the backend in use. Two notations cover
+    /// what differs: `::type` casts (PostgreSQL needs them on text from JSON and binds; SQLite
+    /// drops them, its columns already hold text, integers and reals), and `ROWS($n)`, the
+    /// rows of a JSON array of objects bound as text, read as `r.value->>'key'` on both.
+    pub fn sql<'a>(&self, text: &'a str) -> std::borrow::Cow<'a, str> {
+        adapt(matches!(self, Store::Postgres(_)), text)
+    }
+
+    /// Write transactions on SQLite take the write lock first (see `sqlite.rs`).
+    pub(crate) fn begin_statement(&self) -> &'static str {
+        match self {
+            Store::Sqlite(_) => "BEGIN IMMEDIATE",
+            Store::Postgres(_) => "BEGIN",
+        }
+    }
+}
+
+fn adapt(postgres: bool, text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.contains("::") && !text.contains("ROWS(") {
+        return text.into();
+    }
+    let mut out = String::with_capacity(text.len() + 32);
+    let mut rest = text;
+    while !rest.is_empty() {
+        if let Some(after) = rest.strip_prefix("ROWS(") {
+            let end = after.find(')').unwrap_or(after.len());
+            let param = &after[..end];
+            if postgres {
+                out.push_str(&format!("jsonb_array_elements({param}::jsonb) AS r(value)"));
+            } else {
+                out.push_str(&format!("json_each({param}) AS r"));
+            }
+            rest = &after[(end + 1).min(after.len())..];
+        } else if !postgres && rest.starts_with("::") {
+            let after = &rest[2..];
+            let end = after
+                .find(|ch: char| !(ch.is_ascii_alphanumeric() || ch == '_'))
+                .unwrap_or(after.len());
+            rest = &after[end..];
+        } else {
+            let ch = rest.chars().next().unwrap_or(' ');
+            out.push(ch);
+            rest = &rest[ch.len_utf8()..];
+        }
+    }
+    out.into()
+}
+
 /// Holds the SQLite single-daemon lock; released when dropped or when the process dies.
 #[derive(Debug)]
 pub struct DaemonLock {
@@ -428,5 +496,24 @@ impl DaemonLock {
             }
             Err(std::fs::TryLockError::Error(e)) => Err(io(e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod dialect_tests {
+    use super::adapt;
+
+    #[test]
+    fn postgres_text_is_adapted_for_sqlite() {
+        let q = "SELECT i.id::text, (r.value->>'n')::bigint FROM ROWS($1) WHERE x = $2::uuid";
+        assert_eq!(
+            adapt(false, q),
+            "SELECT i.id, (r.value->>'n') FROM json_each($1) AS r WHERE x = $2"
+        );
+        assert_eq!(
+            adapt(true, q),
+            "SELECT i.id::text, (r.value->>'n')::bigint FROM jsonb_array_elements($1::jsonb) \
+             AS r(value) WHERE x = $2::uuid"
+        );
     }
 }

@@ -61,6 +61,11 @@ impl PgStore {
         &self.pool
     }
 
+    /// The pool of job-supplied SQL, apart from the ledger's.
+    pub fn jobs_pool(&self) -> &PgPool {
+        &self.jobs
+    }
+
     pub async fn close(&self) {
         self.jobs.close().await;
         self.pool.close().await;

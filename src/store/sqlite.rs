@@ -87,6 +87,11 @@ impl SqliteStore {
         &self.pool
     }
 
+    /// The pool of job-supplied SQL, apart from the ledger's.
+    pub fn jobs_pool(&self) -> &SqlitePool {
+        &self.jobs
+    }
+
     pub async fn close(&self) {
         self.jobs.close().await;
         self.pool.close().await;

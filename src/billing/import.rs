@@ -1,0 +1,609 @@
+//! `tickler import customers|subscriptions|invoices FILE.csv`: reads a CSV file with a header
+//! row, checks every row (and the rows it refers to in the database), and reports every bad
+//! row by its line; only a file without a single bad row is imported, in one transaction, so
+//! nothing of a file is ever half-imported.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use uuid::Uuid;
+
+use crate::store::billing::{NewCustomer, NewInvoice, NewSubscription, ts};
+use crate::store::{Store, StoreError};
+
+/// What can be imported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Table {
+    Customers,
+    Subscriptions,
+    Invoices,
+}
+
+impl Table {
+    fn columns(self) -> &'static [&'static str] {
+        match self {
+            Table::Customers => &[
+                "id",
+                "org_id",
+                "name",
+                "email",
+                "phone",
+                "timezone",
+                "locale",
+                "provider_customer_id",
+            ],
+            Table::Subscriptions => &[
+                "id",
+                "customer_id",
+                "customer_email",
+                "description",
+                "amount",
+                "amount_minor",
+                "currency",
+                "interval",
+                "anchor_day",
+                "start_date",
+                "end_date",
+                "payment_terms_days",
+                "auto_invoice",
+            ],
+            Table::Invoices => &[
+                "id",
+                "number",
+                "customer_id",
+                "customer_email",
+                "subscription_id",
+                "period_start",
+                "period_end",
+                "amount",
+                "amount_minor",
+                "currency",
+                "issued_at",
+                "due_date",
+                "status",
+                "paid_at",
+                "provider_ref",
+                "escalation_level",
+            ],
+        }
+    }
+    fn required(self) -> &'static [&'static str] {
+        match self {
+            Table::Customers => &["name"],
+            Table::Subscriptions => &["currency", "interval", "start_date"],
+            Table::Invoices => &["currency", "due_date"],
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            Table::Customers => "customers",
+            Table::Subscriptions => "subscriptions",
+            Table::Invoices => "invoices",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    #[error("cannot read `{file}`: {detail}")]
+    Read { file: String, detail: String },
+    #[error(
+        "`{file}` has {count} bad row(s); nothing was imported. Fix them and import the file again:\n{lines}"
+    )]
+    BadRows {
+        file: String,
+        count: usize,
+        lines: String,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// One CSV record with its line and header.
+struct Record<'a> {
+    line: u64,
+    header: &'a HashMap<String, usize>,
+    record: csv::StringRecord,
+    errors: &'a mut Vec<String>,
+}
+
+impl Record<'_> {
+    fn get(&self, column: &str) -> Option<String> {
+        let i = *self.header.get(column)?;
+        self.record
+            .get(i)
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+    }
+    fn bad(&mut self, column: &str, detail: impl std::fmt::Display) {
+        self.errors
+            .push(format!("line {}, column `{column}`: {detail}", self.line));
+    }
+    fn required(&mut self, column: &str) -> String {
+        match self.get(column) {
+            Some(v) => v,
+            None => {
+                self.bad(column, "is required");
+                String::new()
+            }
+        }
+    }
+    fn uuid(&mut self, column: &str) -> Option<String> {
+        let v = self.get(column)?;
+        match Uuid::parse_str(&v) {
+            Ok(u) => Some(u.to_string()),
+            Err(_) => {
+                self.bad(column, format!("`{v}` is not a UUID"));
+                None
+            }
+        }
+    }
+    fn date(&mut self, column: &str) -> Option<NaiveDate> {
+        let v = self.get(column)?;
+        match v.parse::<NaiveDate>() {
+            Ok(d) => Some(d),
+            Err(_) => {
+                self.bad(column, format!("`{v}` is not a date; write YYYY-MM-DD"));
+                None
+            }
+        }
+    }
+    fn time(&mut self, column: &str) -> Option<DateTime<Utc>> {
+        let v = self.get(column)?;
+        if let Ok(t) = DateTime::parse_from_rfc3339(&v) {
+            return Some(t.with_timezone(&Utc));
+        }
+        match v.parse::<NaiveDate>() {
+            Ok(d) => Some(d.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc()),
+            Err(_) => {
+                self.bad(
+                    column,
+                    format!("`{v}` is not a time; write YYYY-MM-DD or 2025-01-31T09:00:00Z"),
+                );
+                None
+            }
+        }
+    }
+    fn int(&mut self, column: &str, range: std::ops::RangeInclusive<i64>) -> Option<i64> {
+        let v = self.get(column)?;
+        match v.parse::<i64>() {
+            Ok(n) if range.contains(&n) => Some(n),
+            _ => {
+                self.bad(
+                    column,
+                    format!(
+                        "`{v}` must be a whole number {}-{}",
+                        range.start(),
+                        range.end()
+                    ),
+                );
+                None
+            }
+        }
+    }
+    fn currency(&mut self) -> String {
+        let c = self.required("currency");
+        let iso = c.len() == 3 && c.chars().all(|ch| ch.is_ascii_uppercase());
+        if !c.is_empty() && !iso {
+            self.bad(
+                "currency",
+                format!("`{c}` is not an ISO 4217 code such as `ZAR` or `USD`"),
+            );
+        }
+        c
+    }
+    /// `amount_minor` (cents), or `amount` in major units (`1250.00`).
+    fn amount(&mut self, currency: &str) -> i64 {
+        if let Some(minor) = self.int("amount_minor", 0..=i64::MAX / 2) {
+            return minor;
+        }
+        let Some(v) = self.get("amount") else {
+            if self.get("amount_minor").is_none() {
+                self.bad("amount", "is required (or `amount_minor` in cents)");
+            }
+            return 0;
+        };
+        let digits = crate::notify::minor_digits(currency) as usize;
+        let (whole, frac) = v.split_once('.').unwrap_or((&v, ""));
+        let valid = !whole.is_empty()
+            && whole.chars().all(|c| c.is_ascii_digit())
+            && frac.len() <= digits
+            && frac.chars().all(|c| c.is_ascii_digit());
+        let parsed = valid
+            .then(|| {
+                let w: i64 = whole.parse().ok()?;
+                let f: i64 = if frac.is_empty() {
+                    0
+                } else {
+                    format!("{frac:0<digits$}").parse().ok()?
+                };
+                w.checked_mul(10i64.pow(digits as u32))?.checked_add(f)
+            })
+            .flatten();
+        match parsed {
+            Some(n) => n,
+            None => {
+                self.bad(
+                    "amount",
+                    format!(
+                        "`{v}` is not an amount of {currency} (a positive number with at most {digits} decimals, no currency sign or thousands separator)"
+                    ),
+                );
+                0
+            }
+        }
+    }
+    fn id(&mut self) -> String {
+        self.uuid("id")
+            .unwrap_or_else(|| Uuid::now_v7().to_string())
+    }
+}
+
+fn valid_phone(p: &str) -> bool {
+    p.len() >= 8
+        && p.len() <= 16
+        && p.starts_with('+')
+        && p[1..].chars().all(|c| c.is_ascii_digit())
+        && !p[1..].starts_with('0')
+}
+
+/// The rows of an import, checked.
+pub struct Checked {
+    pub customers: Vec<NewCustomer>,
+    pub subscriptions: Vec<NewSubscription>,
+    pub invoices: Vec<NewInvoice>,
+}
+
+/// A customer reference of a row: by id or by email, with the row's line.
+struct CustomerRef {
+    line: u64,
+    id: Option<String>,
+    email: Option<String>,
+}
+
+/// Reads and checks `file`; the database is read (never written) to check references.
+pub async fn check(store: &Store, table: Table, file: &Path) -> Result<Checked, ImportError> {
+    let shown = file.display().to_string();
+    let read_err = |detail: String| ImportError::Read {
+        file: shown.clone(),
+        detail,
+    };
+    let mut reader = csv::ReaderBuilder::new()
+        .trim(csv::Trim::Headers)
+        .from_path(file)
+        .map_err(|e| read_err(e.to_string()))?;
+    let headers = reader
+        .headers()
+        .map_err(|e| read_err(e.to_string()))?
+        .clone();
+    let mut errors: Vec<String> = vec![];
+    let header: HashMap<String, usize> = headers
+        .iter()
+        .enumerate()
+        .map(|(i, h)| (h.to_ascii_lowercase(), i))
+        .collect();
+    for h in header.keys() {
+        if !table.columns().contains(&h.as_str()) {
+            errors.push(format!(
+                "line 1: unknown column `{h}`; {} files take: {}",
+                table.name(),
+                table.columns().join(", ")
+            ));
+        }
+    }
+    for r in table.required() {
+        if !header.contains_key(*r) {
+            errors.push(format!("line 1: the required column `{r}` is missing"));
+        }
+    }
+    if !errors.is_empty() {
+        return Err(bad(&shown, errors));
+    }
+
+    let mut out = Checked {
+        customers: vec![],
+        subscriptions: vec![],
+        invoices: vec![],
+    };
+    let mut refs: Vec<CustomerRef> = vec![];
+    let mut ids: HashMap<String, u64> = HashMap::new();
+    let mut numbers: HashMap<String, u64> = HashMap::new();
+    let mut subscription_refs: Vec<(u64, String)> = vec![];
+    let now = Utc::now();
+    for result in reader.records() {
+        let record = match result {
+            Ok(r) => r,
+            Err(e) => {
+                let line = e.position().map(|p| p.line()).unwrap_or(0);
+                errors.push(format!("line {line}: {e}"));
+                continue;
+            }
+        };
+        let line = record.position().map(|p| p.line()).unwrap_or(0);
+        let mut r = Record {
+            line,
+            header: &header,
+            record,
+            errors: &mut errors,
+        };
+        let id = r.id();
+        if let Some(first) = ids.insert(id.clone(), line) {
+            r.bad("id", format!("`{id}` is also on line {first}"));
+        }
+        match table {
+            Table::Customers => {
+                let name = r.required("name");
+                let email = r.get("email");
+                if let Some(e) = &email
+                    && e.parse::<lettre::Address>().is_err()
+                {
+                    r.bad("email", format!("`{e}` is not an email address"));
+                }
+                let phone = r.get("phone").map(|p| p.replace([' ', '-', '(', ')'], ""));
+                if let Some(p) = &phone
+                    && !valid_phone(p)
+                {
+                    r.bad(
+                        "phone",
+                        format!("`{p}` is not an international number such as +27821234567"),
+                    );
+                }
+                let timezone = r.get("timezone");
+                if let Some(tz) = &timezone
+                    && let Err(e) = crate::config::parse_timezone(tz)
+                {
+                    r.bad("timezone", e);
+                }
+                let org_id = r.uuid("org_id");
+                out.customers.push(NewCustomer {
+                    id,
+                    org_id,
+                    name,
+                    email,
+                    phone,
+                    timezone,
+                    locale: r.get("locale").unwrap_or_else(|| "en".into()),
+                    provider_customer_id: r.get("provider_customer_id"),
+                });
+            }
+            Table::Subscriptions => {
+                let customer = CustomerRef {
+                    line,
+                    id: r.uuid("customer_id"),
+                    email: r.get("customer_email"),
+                };
+                if customer.id.is_none() && customer.email.is_none() {
+                    r.bad("customer_id", "is required (or `customer_email`)");
+                }
+                refs.push(customer);
+                let currency = r.currency();
+                let amount_minor = r.amount(&currency);
+                let interval = r.required("interval");
+                if !interval.is_empty() && !super::INTERVALS.contains(&interval.as_str()) {
+                    r.bad(
+                        "interval",
+                        format!("`{interval}` must be monthly, weekly or yearly"),
+                    );
+                }
+                let start_date = r.date("start_date");
+                let end_date = r.date("end_date");
+                if let (Some(s), Some(e)) = (start_date, end_date)
+                    && e < s
+                {
+                    r.bad("end_date", format!("`{e}` is before `start_date` `{s}`"));
+                }
+                let max_anchor = if interval == "weekly" { 7 } else { 31 };
+                let anchor_day = r.int("anchor_day", 1..=max_anchor).unwrap_or_else(|| {
+                    use chrono::Datelike;
+                    start_date.map_or(1, |d| {
+                        if interval == "weekly" {
+                            d.weekday().number_from_monday() as i64
+                        } else {
+                            d.day() as i64
+                        }
+                    })
+                });
+                let auto_invoice = match r.get("auto_invoice").map(|v| v.to_ascii_lowercase()) {
+                    None => true,
+                    Some(v) if ["true", "yes", "1"].contains(&v.as_str()) => true,
+                    Some(v) if ["false", "no", "0"].contains(&v.as_str()) => false,
+                    Some(v) => {
+                        r.bad("auto_invoice", format!("`{v}` must be true or false"));
+                        true
+                    }
+                };
+                out.subscriptions.push(NewSubscription {
+                    id,
+                    customer_id: String::new(),
+                    description: r.get("description").unwrap_or_default(),
+                    amount_minor,
+                    currency,
+                    interval,
+                    anchor_day: anchor_day as i32,
+                    start_date: start_date.unwrap_or_default(),
+                    end_date,
+                    payment_terms_days: r.int("payment_terms_days", 0..=365).unwrap_or(7) as i32,
+                    auto_invoice,
+                });
+            }
+            Table::Invoices => {
+                let customer = CustomerRef {
+                    line,
+                    id: r.uuid("customer_id"),
+                    email: r.get("customer_email"),
+                };
+                if customer.id.is_none() && customer.email.is_none() {
+                    r.bad("customer_id", "is required (or `customer_email`)");
+                }
+                refs.push(customer);
+                let number = r.get("number").unwrap_or_default();
+                if !number.is_empty()
+                    && let Some(first) = numbers.insert(number.clone(), line)
+                {
+                    r.bad("number", format!("`{number}` is also on line {first}"));
+                }
+                let subscription_id = r.uuid("subscription_id");
+                if let Some(s) = &subscription_id {
+                    subscription_refs.push((line, s.clone()));
+                }
+                let currency = r.currency();
+                let amount_minor = r.amount(&currency);
+                let status = r.get("status").unwrap_or_else(|| "open".into());
+                if !["open", "paid", "void"].contains(&status.as_str()) {
+                    r.bad("status", format!("`{status}` must be open, paid or void"));
+                }
+                let paid_at = r.time("paid_at");
+                if status == "paid" && paid_at.is_none() {
+                    r.bad("paid_at", "is required when `status` is paid");
+                }
+                let due_date = r.date("due_date");
+                out.invoices.push(NewInvoice {
+                    id,
+                    number,
+                    customer_id: String::new(),
+                    subscription_id,
+                    period_start: r.date("period_start"),
+                    period_end: r.date("period_end"),
+                    amount_minor,
+                    currency,
+                    issued_at: ts(r.time("issued_at").unwrap_or(now)),
+                    due_date: due_date.unwrap_or_default(),
+                    status,
+                    paid_at: paid_at.map(ts),
+                    provider_ref: r.get("provider_ref"),
+                    escalation_level: r.int("escalation_level", 0..=9).unwrap_or(0) as i32,
+                    escalated_at: None,
+                });
+            }
+        }
+    }
+
+    // References and uniqueness against the database: one query per kind, never per row.
+    let all_ids: Vec<String> = ids.keys().cloned().collect();
+    for (id, line) in store
+        .existing(table.name(), "id", &all_ids)
+        .await?
+        .into_iter()
+        .map(|id| {
+            let line = ids.get(&id).copied().unwrap_or(0);
+            (id, line)
+        })
+    {
+        errors.push(format!(
+            "line {line}, column `id`: `{id}` already exists in {}",
+            table.name()
+        ));
+    }
+    let all_numbers: Vec<String> = numbers.keys().cloned().collect();
+    for n in store.existing("invoices", "number", &all_numbers).await? {
+        let line = numbers.get(&n).copied().unwrap_or(0);
+        errors.push(format!(
+            "line {line}, column `number`: invoice `{n}` already exists"
+        ));
+    }
+    let sub_ids: Vec<String> = subscription_refs.iter().map(|(_, s)| s.clone()).collect();
+    let found = store.existing("subscriptions", "id", &sub_ids).await?;
+    for (line, s) in &subscription_refs {
+        if !found.contains(s) {
+            errors.push(format!(
+                "line {line}, column `subscription_id`: no subscription `{s}`"
+            ));
+        }
+    }
+    let by_id: Vec<String> = refs.iter().filter_map(|r| r.id.clone()).collect();
+    let known: HashSet<String> = store.existing("customers", "id", &by_id).await?;
+    let emails: Vec<String> = refs
+        .iter()
+        .filter(|r| r.id.is_none())
+        .filter_map(|r| r.email.clone())
+        .collect();
+    let by_email = store.customers_by_email(&emails).await?;
+    let mut resolved = vec![];
+    for r in &refs {
+        let id = match (&r.id, &r.email) {
+            (Some(id), _) => {
+                if !known.contains(id) {
+                    errors.push(format!("line {}, column `customer_id`: no customer `{id}`; import the customers first", r.line));
+                }
+                id.clone()
+            }
+            (None, Some(email)) => {
+                match by_email.get(email).map(|v| v.as_slice()) {
+                    Some([one]) => one.clone(),
+                    Some(many) => {
+                        errors.push(format!(
+                        "line {}, column `customer_email`: {} customers have the email `{email}`; use `customer_id`",
+                        r.line,
+                        many.len()
+                    ));
+                        String::new()
+                    }
+                    None => {
+                        errors.push(format!("line {}, column `customer_email`: no customer with the email `{email}`", r.line));
+                        String::new()
+                    }
+                }
+            }
+            (None, None) => String::new(),
+        };
+        resolved.push(id);
+    }
+    for (s, id) in out.subscriptions.iter_mut().zip(&resolved) {
+        s.customer_id = id.clone();
+    }
+    for (i, id) in out.invoices.iter_mut().zip(&resolved) {
+        i.customer_id = id.clone();
+    }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(bad(&shown, errors))
+    }
+}
+
+fn bad(file: &str, mut errors: Vec<String>) -> ImportError {
+    errors.sort_by_key(|e| {
+        e.strip_prefix("line ")
+            .and_then(|r| r.split([',', ':']).next())
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0)
+    });
+    let count = errors
+        .iter()
+        .map(|e| e.split([',', ':']).next().unwrap_or("").to_string())
+        .collect::<HashSet<_>>()
+        .len();
+    let mut lines: Vec<String> = errors
+        .iter()
+        .take(50)
+        .map(|e| format!("  {file} {e}"))
+        .collect();
+    if count > 50 {
+        lines.push(format!("  … and {} more", count - 50));
+    }
+    ImportError::BadRows {
+        file: file.to_string(),
+        count,
+        lines: lines.join("\n"),
+    }
+}
+
+/// Imports `file` into `table`: all rows or none. Returns how many rows were inserted.
+pub async fn import(
+    store: &Store,
+    table: Table,
+    file: &Path,
+    prefix: &str,
+) -> Result<u64, ImportError> {
+    let mut checked = check(store, table, file).await?;
+    let (c, s, i) = store
+        .import(
+            &checked.customers,
+            &checked.subscriptions,
+            &mut checked.invoices,
+            prefix,
+        )
+        .await?;
+    Ok(c + s + i)
+}

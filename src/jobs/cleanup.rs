@@ -1,0 +1,173 @@
+//! `cleanup` (seeds 002, 003): retention per table. Each `[[job.rule]]` deletes the rows of
+//! `table` whose `column` is older than `older_than`, except those its `keep` condition
+//! protects (failures kept longer, critical audit rows never), in batches of `batch_size`, each
+//! its own short transaction, so a large delete never holds the database for long.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::{Job, JobError, Outcome, RunContext};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CleanupJob {
+    pub rule: Vec<Rule>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    pub table: String,
+    /// The timestamp (or date) column the age is read from.
+    #[serde(default = "created_at")]
+    pub column: String,
+    #[serde(with = "crate::config::duration")]
+    pub older_than: Duration,
+    /// An SQL condition for rows to keep, e.g. `status = 'failed'` or `severity = 'critical'`.
+    pub keep: Option<String>,
+    #[serde(default = "thousand")]
+    pub batch_size: i64,
+    /// A pause between batches, to leave room to other writers.
+    #[serde(default, with = "crate::config::duration::option")]
+    pub pause: Option<Duration>,
+}
+
+fn created_at() -> String {
+    "created_at".into()
+}
+fn thousand() -> i64 {
+    1000
+}
+
+/// Tables tickler needs whole.
+const PROTECTED: &[&str] = &["tickler_instances", "tickler_counters", "_sqlx_migrations"];
+
+fn identifier(what: &str, s: &str) -> Result<(), String> {
+    let ok = s.split('.').count() <= 2
+        && s.split('.').all(|p| {
+            !p.is_empty()
+                && p.chars()
+                    .next()
+                    .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{what}` `{s}` is not a plain table or column name (letters, digits, `_`, an optional `schema.`)"
+        ))
+    }
+}
+
+impl Rule {
+    /// The rows to keep, with a running run's ledger row always kept.
+    fn keep(&self) -> Option<String> {
+        let running =
+            (self.table == "job_execution_logs").then(|| "status = 'running'".to_string());
+        match (&self.keep, running) {
+            (Some(k), Some(r)) => Some(format!("({k}) OR {r}")),
+            (Some(k), None) => Some(k.clone()),
+            (None, r) => r,
+        }
+    }
+}
+
+impl Job for CleanupJob {
+    fn validate(&self) -> Result<(), String> {
+        if self.rule.is_empty() {
+            return Err("add at least one `[[job.rule]]` with `table` and `older_than`".into());
+        }
+        for r in &self.rule {
+            identifier("table", &r.table)?;
+            identifier("column", &r.column)?;
+            if PROTECTED.contains(&r.table.as_str()) {
+                return Err(format!(
+                    "`{}` is tickler's own bookkeeping and cannot be cleaned",
+                    r.table
+                ));
+            }
+            if !(1..=100_000).contains(&r.batch_size) {
+                return Err(format!(
+                    "`batch_size` must be 1-100000 (found {})",
+                    r.batch_size
+                ));
+            }
+            if r.keep.as_deref().is_some_and(|k| k.contains(';')) {
+                return Err("`keep` must be one SQL condition, without `;`".into());
+            }
+        }
+        Ok(())
+    }
+
+    async fn run(&self, ctx: &RunContext) -> Result<Outcome, JobError> {
+        let mut outcome = Outcome::default();
+        let mut per_table = serde_json::Map::new();
+        for r in &self.rule {
+            let before = ctx.now - chrono::Duration::from_std(r.older_than).unwrap_or_default();
+            let keep = r.keep();
+            let label = format!(
+                "{}.{} older than {}",
+                r.table,
+                r.column,
+                humantime::format_duration(r.older_than)
+            );
+            if ctx.dry_run {
+                match ctx
+                    .store
+                    .count_deletable(&r.table, &r.column, keep.as_deref(), before)
+                    .await
+                {
+                    Ok(n) => {
+                        outcome.records += n;
+                        per_table.insert(label, n.into());
+                    }
+                    Err(e) => outcome.errors.push(format!("{label}: {e}")),
+                }
+                continue;
+            }
+            let mut deleted = 0i64;
+            loop {
+                match ctx
+                    .store
+                    .delete_batch(&r.table, &r.column, keep.as_deref(), before, r.batch_size)
+                    .await
+                {
+                    Ok(n) => {
+                        deleted += n as i64;
+                        if (n as i64) < r.batch_size {
+                            break;
+                        }
+                        match r.pause {
+                            Some(p) => tokio::time::sleep(p).await,
+                            None => tokio::task::yield_now().await,
+                        }
+                    }
+                    Err(e) => {
+                        outcome.errors.push(format!("{label}: {e}"));
+                        break;
+                    }
+                }
+            }
+            if deleted > 0 {
+                tracing::info!(job = %ctx.job_name, table = %r.table, rows = deleted, "deleted old rows");
+            }
+            outcome.records += deleted;
+            per_table.insert(label, deleted.into());
+        }
+        let key = if ctx.dry_run {
+            "would_delete"
+        } else {
+            "deleted"
+        };
+        outcome
+            .metadata
+            .insert(key.into(), serde_json::Value::Object(per_table));
+        if outcome.errors.len() == self.rule.len() {
+            // Nothing worked: a failed run, not a partial one.
+            return Err(JobError::retryable(outcome.errors.join("; ")));
+        }
+        Ok(outcome)
+    }
+}

@@ -1,0 +1,286 @@
+//! `create_invoices` (seed 001): for subscriptions with `auto_invoice`, creates the invoices of
+//! the billing periods that overlap today..today + `days_ahead` (the current period included, so
+//! a day missed is caught up), in batches of `batch_size`. An invoice is unique per
+//! (subscription, period), so re-runs create nothing twice (invariant 4). With `paystack`, each
+//! new invoice gets a payment request, with the per-item retry policy `item_retry` (seed 001:
+//! 3 attempts, 1 s .. 10 s, factor 2, jitter); an invoice whose request failed is tried again by
+//! the next run.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use chrono::Days;
+use serde::Deserialize;
+
+use super::paystack::PaystackConfig;
+use super::{Job, JobError, MAX_ERRORS, Outcome, RunContext};
+use crate::billing::periods;
+use crate::config::RetryPolicy;
+use crate::store::billing::{NewInvoice, ts};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateInvoicesJob {
+    #[serde(default = "thirty")]
+    pub days_ahead: u32,
+    #[serde(default = "hundred")]
+    pub batch_size: i64,
+    #[serde(default = "prefix")]
+    pub number_prefix: String,
+    pub paystack: Option<PaystackConfig>,
+    #[serde(default)]
+    pub item_retry: ItemRetry,
+}
+
+/// The retry policy of one payment request.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ItemRetry {
+    #[serde(default = "three")]
+    pub attempts: u32,
+    #[serde(default = "one_second", with = "crate::config::duration")]
+    pub initial: Duration,
+    #[serde(default = "ten_seconds", with = "crate::config::duration")]
+    pub max: Duration,
+    #[serde(default = "two")]
+    pub factor: f64,
+    #[serde(default = "yes")]
+    pub jitter: bool,
+}
+
+impl Default for ItemRetry {
+    fn default() -> Self {
+        ItemRetry {
+            attempts: 3,
+            initial: Duration::from_secs(1),
+            max: Duration::from_secs(10),
+            factor: 2.0,
+            jitter: true,
+        }
+    }
+}
+
+fn thirty() -> u32 {
+    30
+}
+fn hundred() -> i64 {
+    100
+}
+fn prefix() -> String {
+    "INV-".into()
+}
+fn three() -> u32 {
+    3
+}
+fn one_second() -> Duration {
+    Duration::from_secs(1)
+}
+fn ten_seconds() -> Duration {
+    Duration::from_secs(10)
+}
+fn two() -> f64 {
+    2.0
+}
+fn yes() -> bool {
+    true
+}
+
+impl Job for CreateInvoicesJob {
+    fn validate(&self) -> Result<(), String> {
+        if self.days_ahead > 366 {
+            return Err(format!(
+                "`days_ahead` must be 0-366 (found {})",
+                self.days_ahead
+            ));
+        }
+        if !(1..=10_000).contains(&self.batch_size) {
+            return Err(format!(
+                "`batch_size` must be 1-10000 (found {})",
+                self.batch_size
+            ));
+        }
+        if !(1..=10).contains(&self.item_retry.attempts) {
+            return Err(format!(
+                "`item_retry.attempts` must be 1-10 (found {})",
+                self.item_retry.attempts
+            ));
+        }
+        if !(self.item_retry.factor >= 1.0 && self.item_retry.factor.is_finite()) {
+            return Err("`item_retry.factor` must be 1.0 or more".into());
+        }
+        if let Some(p) = &self.paystack {
+            p.validate()?;
+        }
+        Ok(())
+    }
+
+    async fn run(&self, ctx: &RunContext) -> Result<Outcome, JobError> {
+        let today = ctx.today();
+        let horizon = today + Days::new(self.days_ahead as u64);
+        let mut outcome = Outcome::default();
+        let mut created = vec![];
+        let mut after = String::new();
+        loop {
+            let subs = ctx
+                .store
+                .auto_invoice_subscriptions(today, horizon, &after, self.batch_size)
+                .await?;
+            let Some(last) = subs.last() else { break };
+            after = last.id.clone();
+            let mut candidates = vec![];
+            for s in &subs {
+                for (start, end) in periods(s, today, horizon) {
+                    candidates.push(NewInvoice {
+                        id: uuid::Uuid::now_v7().to_string(),
+                        number: String::new(),
+                        customer_id: s.customer_id.clone(),
+                        subscription_id: Some(s.id.clone()),
+                        period_start: Some(start),
+                        period_end: Some(end),
+                        amount_minor: s.amount_minor,
+                        currency: s.currency.clone(),
+                        issued_at: ts(ctx.now),
+                        due_date: start + Days::new(s.payment_terms_days.max(0) as u64),
+                        status: "open".into(),
+                        paid_at: None,
+                        provider_ref: None,
+                        escalation_level: 0,
+                        escalated_at: None,
+                    });
+                }
+            }
+            let pairs: Vec<_> = candidates
+                .iter()
+                .filter_map(|c| Some((c.subscription_id.clone()?, c.period_start?)))
+                .collect();
+            let existing = ctx.store.invoiced_periods(&pairs).await?;
+            let mut fresh: Vec<NewInvoice> = candidates
+                .into_iter()
+                .filter(|c| {
+                    !existing.contains(&(
+                        c.subscription_id.clone().unwrap_or_default(),
+                        c.period_start.unwrap_or_default(),
+                    ))
+                })
+                .collect();
+            if ctx.dry_run {
+                created.extend(fresh);
+            } else if !fresh.is_empty() {
+                created.extend(
+                    ctx.store
+                        .insert_invoices(&mut fresh, &self.number_prefix)
+                        .await?,
+                );
+            }
+            if (subs.len() as i64) < self.batch_size {
+                break;
+            }
+        }
+        outcome.records = created.len() as i64;
+        let key = if ctx.dry_run {
+            "would_create"
+        } else {
+            "created"
+        };
+        outcome.metadata.insert(key.into(), created.len().into());
+        let sample: Vec<serde_json::Value> = created
+            .iter()
+            .take(50)
+            .map(|i| {
+                serde_json::json!({
+                    "number": i.number, "customer_id": i.customer_id,
+                    "period_start": i.period_start, "amount_minor": i.amount_minor,
+                    "currency": i.currency, "due_date": i.due_date,
+                })
+            })
+            .collect();
+        outcome.metadata.insert("invoices".into(), sample.into());
+        if !created.is_empty() {
+            tracing::info!(job = %ctx.job_name, count = created.len(), dry_run = ctx.dry_run, "created invoices");
+        }
+
+        if let Some(paystack) = &self.paystack {
+            self.payment_requests(ctx, paystack, &mut outcome).await?;
+        }
+        Ok(outcome)
+    }
+}
+
+impl CreateInvoicesJob {
+    /// Creates the missing payment requests, one invoice at a time with the per-item retry
+    /// policy; a failed one is an error of this run and is tried again by the next.
+    async fn payment_requests(
+        &self,
+        ctx: &RunContext,
+        paystack: &PaystackConfig,
+        outcome: &mut Outcome,
+    ) -> Result<(), JobError> {
+        let policy = RetryPolicy {
+            attempts: self.item_retry.attempts,
+            initial: self.item_retry.initial,
+            factor: self.item_retry.factor,
+            max: self.item_retry.max,
+            jitter: self.item_retry.jitter,
+        };
+        let mut tried: HashSet<String> = HashSet::new();
+        let (mut requested, mut failed) = (0i64, 0i64);
+        loop {
+            let pending = ctx
+                .store
+                .invoices_without_provider_ref(self.batch_size + tried.len() as i64)
+                .await?;
+            let todo: Vec<_> = pending
+                .into_iter()
+                .filter(|i| !tried.contains(&i.id))
+                .collect();
+            if todo.is_empty() {
+                break;
+            }
+            for invoice in todo {
+                tried.insert(invoice.id.clone());
+                if ctx.dry_run {
+                    requested += 1;
+                    continue;
+                }
+                let mut attempt = 1;
+                let result = loop {
+                    match paystack.payment_request(&invoice).await {
+                        Ok(code) => break Ok(code),
+                        Err((true, e)) if attempt < policy.attempts => {
+                            attempt += 1;
+                            tracing::warn!(invoice = %invoice.number, attempt, error = %e, "payment request failed; retrying");
+                            tokio::time::sleep(policy.delay_before(attempt)).await;
+                        }
+                        Err((_, e)) => break Err(e),
+                    }
+                };
+                match result {
+                    Ok(code) => {
+                        ctx.store.set_provider_ref(&invoice.id, &code).await?;
+                        requested += 1;
+                    }
+                    Err(e) => {
+                        failed += 1;
+                        tracing::warn!(invoice = %invoice.number, error = %e, "payment request failed");
+                        if outcome.errors.len() < MAX_ERRORS {
+                            outcome.errors.push(format!(
+                                "invoice {}: payment request failed after {attempt} attempt(s): {e}",
+                                invoice.number
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        let key = if ctx.dry_run {
+            "would_request_payment"
+        } else {
+            "payment_requests"
+        };
+        outcome.metadata.insert(key.into(), requested.into());
+        outcome
+            .metadata
+            .insert("payment_requests_failed".into(), failed.into());
+        Ok(())
+    }
+}

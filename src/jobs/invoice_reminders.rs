@@ -1,0 +1,237 @@
+//! `invoice_reminders`: reminder windows before (or after) the due date, e.g.
+//! `offsets = ["7d", "1d", "0d"]`. Window `7d` takes the open invoices due in 2..=7 days (the
+//! days down to the next offset), so a day the daemon was down is caught up the next day
+//! within the same window; the last window takes its exact day. Each invoice gets at most one
+//! message per window and channel, whatever the number of runs (invariant 4).
+
+use std::collections::BTreeMap;
+
+use chrono::Days;
+use serde::Deserialize;
+
+use super::{Job, JobError, Outcome, RunContext, Tally, invoice_messages, pay_url};
+use crate::billing::parse_offset;
+use crate::notify::{ChannelKind, Notifier, invoice_context, sample_invoice_context};
+use crate::store::billing::Cursor;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InvoiceRemindersJob {
+    #[serde(default = "default_offsets")]
+    pub offsets: Vec<String>,
+    #[serde(default = "super::default_channels")]
+    pub channels: Vec<ChannelKind>,
+    /// The template of every window without its own in `templates`.
+    pub template: Option<String>,
+    /// A template per window, e.g. `{ "0d" = "firm" }`.
+    #[serde(default)]
+    pub templates: BTreeMap<String, String>,
+    /// Invoices read and sent per round.
+    #[serde(default = "super::default_batch")]
+    pub batch_size: i64,
+    /// A payment link pattern, e.g. `https://pay.example.com/{number}`.
+    pub pay_url: Option<String>,
+}
+
+fn default_offsets() -> Vec<String> {
+    vec!["7d".into(), "1d".into(), "0d".into()]
+}
+
+/// The shipped tone for a window: friendly a week out, professional the day before, firm on
+/// the day, urgent after it.
+fn default_template(days: i64) -> &'static str {
+    match days {
+        2.. => "friendly",
+        1 => "professional",
+        0 => "firm",
+        _ => "urgent",
+    }
+}
+
+struct Window {
+    label: String,
+    days: i64,
+    /// Due dates covered, as days from today: `lo..=hi`.
+    lo: i64,
+    hi: i64,
+    template: String,
+}
+
+impl InvoiceRemindersJob {
+    fn windows(&self) -> Result<Vec<Window>, String> {
+        let mut parsed = vec![];
+        for o in &self.offsets {
+            parsed.push((o.clone(), parse_offset(o)?));
+        }
+        parsed.sort_by_key(|(_, d)| -d);
+        for pair in parsed.windows(2) {
+            if pair[0].1 == pair[1].1 {
+                return Err(format!(
+                    "`offsets` lists the same window twice (`{}` and `{}`)",
+                    pair[0].0, pair[1].0
+                ));
+            }
+        }
+        for key in self.templates.keys() {
+            if !self.offsets.contains(key) {
+                return Err(format!(
+                    "`templates` names the window `{key}`, which is not in `offsets`"
+                ));
+            }
+        }
+        Ok(parsed
+            .iter()
+            .enumerate()
+            .map(|(i, (label, days))| {
+                let lo = parsed.get(i + 1).map_or(*days, |(_, next)| next + 1);
+                let template = self
+                    .templates
+                    .get(label)
+                    .or(self.template.as_ref())
+                    .cloned()
+                    .unwrap_or_else(|| default_template(*days).to_string());
+                Window {
+                    label: label.clone(),
+                    days: *days,
+                    lo,
+                    hi: *days,
+                    template,
+                }
+            })
+            .collect())
+    }
+}
+
+impl Job for InvoiceRemindersJob {
+    fn validate(&self) -> Result<(), String> {
+        if self.offsets.is_empty() {
+            return Err(
+                "`offsets` must list at least one window, e.g. `[\"7d\", \"1d\", \"0d\"]`".into(),
+            );
+        }
+        if self.channels.is_empty() {
+            return Err("`channels` must list at least one channel, e.g. `[\"email\"]`".into());
+        }
+        if !(1..=10_000).contains(&self.batch_size) {
+            return Err(format!(
+                "`batch_size` must be 1-10000 (found {})",
+                self.batch_size
+            ));
+        }
+        self.windows().map(|_| ())
+    }
+
+    fn check(&self, notifier: &Notifier) -> Result<(), String> {
+        for w in self.windows()? {
+            notifier.check(
+                &self.channels,
+                &[w.template.as_str()],
+                &sample_invoice_context(Some(w.days), None),
+            )?;
+        }
+        Ok(())
+    }
+
+    async fn run(&self, ctx: &RunContext) -> Result<Outcome, JobError> {
+        let today = ctx.today();
+        let mut tally = Tally::default();
+        let mut invoices = 0i64;
+        let mut per_window = serde_json::Map::new();
+        for w in self.windows().map_err(JobError::fatal)? {
+            let from = offset(today, w.lo);
+            let to = offset(today, w.hi);
+            let mut cursor = Cursor::start();
+            let before = tally.sent_total();
+            loop {
+                let page = ctx
+                    .store
+                    .open_invoices_due(from, to, &cursor, self.batch_size)
+                    .await?;
+                let Some(last) = page.last() else { break };
+                cursor = Cursor::after(last);
+                invoices += page.len() as i64;
+                let mut messages = Vec::with_capacity(page.len() * self.channels.len());
+                for inv in &page {
+                    let context = invoice_context(
+                        inv,
+                        today,
+                        Some((&w.label, w.days)),
+                        None,
+                        pay_url(self.pay_url.as_deref(), inv),
+                    );
+                    messages.extend(invoice_messages(
+                        inv,
+                        &self.channels,
+                        &format!("reminder:{}", w.label),
+                        &w.template,
+                        &context,
+                    ));
+                }
+                let fates = ctx
+                    .notifier
+                    .deliver(&ctx.store, &ctx.job_name, &messages, ctx.dry_run, ctx.now)
+                    .await?;
+                let numbers: std::collections::HashMap<&str, &str> = page
+                    .iter()
+                    .map(|i| (i.id.as_str(), i.number.as_str()))
+                    .collect();
+                tally.record(&messages, &fates, |m| {
+                    let id = m.invoice_id.as_deref().unwrap_or("");
+                    format!("invoice {}", numbers.get(id).copied().unwrap_or(id))
+                });
+                if (page.len() as i64) < self.batch_size {
+                    break;
+                }
+            }
+            per_window.insert(w.label.clone(), (tally.sent_total() - before).into());
+        }
+        let mut outcome = Outcome::default();
+        outcome.metadata.insert("invoices".into(), invoices.into());
+        outcome
+            .metadata
+            .insert("per_window".into(), serde_json::Value::Object(per_window));
+        Ok(tally.into_outcome(outcome, ctx.dry_run))
+    }
+}
+
+/// `today` moved by `days` (negative: back).
+pub fn offset(today: chrono::NaiveDate, days: i64) -> chrono::NaiveDate {
+    if days >= 0 {
+        today + Days::new(days as u64)
+    } else {
+        today - Days::new(days.unsigned_abs())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_reach_down_to_the_next_offset() {
+        let job: InvoiceRemindersJob = toml::from_str(
+            "offsets = [\"0d\", \"7d\", \"1d\", \"-3d\"]\ntemplates = { \"0d\" = \"urgent\" }",
+        )
+        .unwrap();
+        let w = job.windows().unwrap();
+        let spans: Vec<(i64, i64, &str)> = w
+            .iter()
+            .map(|w| (w.lo, w.hi, w.template.as_str()))
+            .collect();
+        assert_eq!(
+            spans,
+            [
+                (2, 7, "friendly"),
+                (1, 1, "professional"),
+                (-2, 0, "urgent"),
+                (-3, -3, "urgent")
+            ]
+        );
+        let bad: InvoiceRemindersJob =
+            toml::from_str("offsets = [\"1d\"]\ntemplates = { \"2d\" = \"firm\" }").unwrap();
+        assert_eq!(
+            bad.validate().unwrap_err(),
+            "`templates` names the window `2d`, which is not in `offsets`"
+        );
+    }
+}

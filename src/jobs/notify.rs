@@ -1,0 +1,195 @@
+//! `notify` (seeds 003, 004): a query picks the rows (on tickler's database or on another one,
+//! `database_url_env`); each row renders the template and goes to the job's channels; `dedup`,
+//! a template over the row, names the message so it goes out once, across runs and across
+//! jobs that share it (a weekend catch-up job with the same `dedup` sends nothing twice). This
+//! covers "sessions 23-25 h ahead", "bookings 24 h ahead", "assignments due in 24-48 h",
+//! "leads contacted 3+ days ago" on the user's own tables.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_json::Value;
+use tokio::sync::OnceCell;
+
+use super::{Job, JobError, Outcome, RunContext, Tally};
+use crate::config::{DatabaseUrl, SecretSource};
+use crate::notify::{ChannelKind, Message, Notifier};
+use crate::store::Store;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyJob {
+    /// SQL returning one row per message; `:now` is the run's time.
+    pub query: String,
+    /// Another database to query, from an environment variable or a file.
+    pub database_url_env: Option<String>,
+    pub database_url_file: Option<std::path::PathBuf>,
+    #[serde(default = "super::default_channels")]
+    pub channels: Vec<ChannelKind>,
+    pub template: String,
+    /// The message's identity, e.g. `session-24h-{{ id }}`; the channel is appended.
+    pub dedup: String,
+    /// The address per channel, a template over the row. Defaults: `{{ email }}` for email,
+    /// `{{ phone }}` for SMS and WhatsApp.
+    #[serde(default)]
+    pub to: BTreeMap<ChannelKind, String>,
+    /// Rows read per run at most.
+    #[serde(default = "ten_thousand")]
+    pub limit: usize,
+    #[serde(skip)]
+    other: OnceCell<Store>,
+}
+
+impl std::fmt::Debug for NotifyJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NotifyJob")
+            .field("template", &self.template)
+            .finish_non_exhaustive()
+    }
+}
+
+fn ten_thousand() -> usize {
+    10_000
+}
+
+impl NotifyJob {
+    fn recipient_template(&self, channel: ChannelKind) -> String {
+        self.to.get(&channel).cloned().unwrap_or_else(|| {
+            match channel {
+                ChannelKind::Email => "{{ email }}",
+                ChannelKind::Sms | ChannelKind::Whatsapp => "{{ phone }}",
+                ChannelKind::Webhook => "webhook",
+            }
+            .to_string()
+        })
+    }
+
+    async fn store<'a>(&'a self, ctx: &'a RunContext) -> Result<&'a Store, JobError> {
+        let source = SecretSource::from_pair(
+            "database_url",
+            self.database_url_env.clone(),
+            self.database_url_file.clone(),
+        )
+        .map_err(JobError::fatal)?;
+        let Some(source) = source else {
+            return Ok(&ctx.store);
+        };
+        self.other
+            .get_or_try_init(|| async {
+                let url = source.read().map_err(JobError::fatal)?;
+                Store::connect(&DatabaseUrl::new(url.expose()))
+                    .await
+                    .map_err(|e| JobError::retryable(e.to_string()))
+            })
+            .await
+    }
+}
+
+impl Job for NotifyJob {
+    fn validate(&self) -> Result<(), String> {
+        if self.query.trim().is_empty() {
+            return Err("`query` must be an SQL query returning one row per message".into());
+        }
+        if self.channels.is_empty() {
+            return Err("`channels` must list at least one channel, e.g. `[\"email\"]`".into());
+        }
+        if self.dedup.trim().is_empty() {
+            return Err("`dedup` must name each message, e.g. `\"booking-24h-{{ id }}\"`".into());
+        }
+        if !(1..=1_000_000).contains(&self.limit) {
+            return Err(format!("`limit` must be 1-1000000 (found {})", self.limit));
+        }
+        for c in self.to.keys() {
+            if !self.channels.contains(c) {
+                return Err(format!(
+                    "`to` sets the channel `{}`, which is not in `channels`",
+                    c.as_str()
+                ));
+            }
+        }
+        SecretSource::from_pair(
+            "database_url",
+            self.database_url_env.clone(),
+            self.database_url_file.clone(),
+        )
+        .map(|_| ())
+    }
+
+    fn check(&self, notifier: &Notifier) -> Result<(), String> {
+        // The columns are known only when the query runs, so the templates are checked for
+        // their syntax and existence here, and rendered (strictly) per row at run time.
+        notifier.check(&self.channels, &[], &Value::Null)?;
+        if !notifier.templates.has(&self.template) {
+            return notifier.templates.check(&self.template, &[], &Value::Null);
+        }
+        notifier.templates.check_str("`dedup`", &self.dedup)?;
+        for c in &self.channels {
+            notifier.templates.check_str(
+                &format!("`to.{}`", c.as_str()),
+                &self.recipient_template(*c),
+            )?;
+        }
+        Ok(())
+    }
+
+    async fn run(&self, ctx: &RunContext) -> Result<Outcome, JobError> {
+        let store = self.store(ctx).await?;
+        let rows = store
+            .query_json(&self.query, ctx.now, self.limit)
+            .await
+            .map_err(|e| JobError::retryable(e.to_string()))?;
+        let mut tally = Tally::default();
+        let mut messages = vec![];
+        let templates = &ctx.notifier.templates;
+        for (n, row) in rows.iter().enumerate() {
+            let mut context = row.clone();
+            context.insert("row".into(), Value::Object(row.clone()));
+            let context = Value::Object(context);
+            let dedup = match templates.render_str("`dedup`", &self.dedup, &context) {
+                Ok(d) if !d.is_empty() => d,
+                Ok(_) => {
+                    tally.error(format!("row {}: `dedup` rendered empty", n + 1));
+                    continue;
+                }
+                Err(e) => {
+                    tally.error(format!("row {}: {e}", n + 1));
+                    continue;
+                }
+            };
+            for c in &self.channels {
+                let to = match templates.render_str(
+                    &format!("`to.{}`", c.as_str()),
+                    &self.recipient_template(*c),
+                    &context,
+                ) {
+                    Ok(to) => Some(to).filter(|t| !t.is_empty() && t != "none"),
+                    Err(e) => {
+                        tally.error(format!("row {} ({dedup}): {e}", n + 1));
+                        continue;
+                    }
+                };
+                messages.push(Message {
+                    key: format!("{dedup}:{}", c.as_str()),
+                    channel: *c,
+                    recipient: to,
+                    template: self.template.clone(),
+                    invoice_id: None,
+                    context: context.clone(),
+                });
+            }
+        }
+        for chunk in messages.chunks(500) {
+            let fates = ctx
+                .notifier
+                .deliver(&ctx.store, &ctx.job_name, chunk, ctx.dry_run, ctx.now)
+                .await?;
+            tally.record(chunk, &fates, |m| {
+                let key = m.key.rsplit_once(':').map_or(m.key.as_str(), |(k, _)| k);
+                format!("`{key}`")
+            });
+        }
+        let mut outcome = Outcome::default();
+        outcome.metadata.insert("rows".into(), rows.len().into());
+        Ok(tally.into_outcome(outcome, ctx.dry_run))
+    }
+}

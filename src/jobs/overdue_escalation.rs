@@ -1,0 +1,158 @@
+//! `overdue_escalation` (seed 002): one job per level. Level N goes to open invoices at least
+//! `min_days_overdue` days past due whose last level sent is N-1, sent at least `min_interval`
+//! ago; when every channel of an invoice went out, its `escalation_level` becomes N. A failed
+//! channel keeps the level, and the next run sends only what failed. "Level 3 on Mon/Wed/Fri
+//! only" is the job's cron (`0 12 * * 1,3,5`).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::{Job, JobError, Outcome, RunContext, Tally, invoice_messages, pay_url};
+use crate::jobs::invoice_reminders::offset;
+use crate::notify::{ChannelKind, Fate, Notifier, invoice_context, sample_invoice_context};
+use crate::store::billing::Cursor;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OverdueEscalationJob {
+    pub level: i32,
+    pub min_days_overdue: i64,
+    /// Time since the previous level went out (level 1: ignored).
+    #[serde(default, with = "crate::config::duration::option")]
+    pub min_interval: Option<Duration>,
+    #[serde(default = "super::default_channels")]
+    pub channels: Vec<ChannelKind>,
+    /// Default: `escalation-<level>`.
+    pub template: Option<String>,
+    #[serde(default = "super::default_batch")]
+    pub batch_size: i64,
+    pub pay_url: Option<String>,
+}
+
+impl OverdueEscalationJob {
+    fn template(&self) -> String {
+        self.template
+            .clone()
+            .unwrap_or_else(|| format!("escalation-{}", self.level))
+    }
+}
+
+impl Job for OverdueEscalationJob {
+    fn validate(&self) -> Result<(), String> {
+        if !(1..=9).contains(&self.level) {
+            return Err(format!("`level` must be 1-9 (found {})", self.level));
+        }
+        if !(0..=3650).contains(&self.min_days_overdue) {
+            return Err(format!(
+                "`min_days_overdue` must be 0-3650 days (found {})",
+                self.min_days_overdue
+            ));
+        }
+        if self.channels.is_empty() {
+            return Err("`channels` must list at least one channel, e.g. `[\"email\"]`".into());
+        }
+        if !(1..=10_000).contains(&self.batch_size) {
+            return Err(format!(
+                "`batch_size` must be 1-10000 (found {})",
+                self.batch_size
+            ));
+        }
+        Ok(())
+    }
+
+    fn check(&self, notifier: &Notifier) -> Result<(), String> {
+        notifier.check(
+            &self.channels,
+            &[self.template().as_str()],
+            &sample_invoice_context(None, Some(self.level)),
+        )
+    }
+
+    async fn run(&self, ctx: &RunContext) -> Result<Outcome, JobError> {
+        let today = ctx.today();
+        let due_before = offset(today, -self.min_days_overdue);
+        let escalated_before = match (self.level, self.min_interval) {
+            (1, _) | (_, None) => None,
+            (_, Some(gap)) => Some(ctx.now - chrono::Duration::from_std(gap).unwrap_or_default()),
+        };
+        let template = self.template();
+        let mut tally = Tally::default();
+        let mut raised = 0u64;
+        let mut cursor = Cursor::start();
+        loop {
+            let page = ctx
+                .store
+                .escalation_candidates(
+                    due_before,
+                    self.level - 1,
+                    escalated_before,
+                    &cursor,
+                    self.batch_size,
+                )
+                .await?;
+            let Some(last) = page.last() else { break };
+            cursor = Cursor::after(last);
+            let mut messages = vec![];
+            for inv in &page {
+                let context = invoice_context(
+                    inv,
+                    today,
+                    None,
+                    Some(self.level),
+                    pay_url(self.pay_url.as_deref(), inv),
+                );
+                messages.extend(invoice_messages(
+                    inv,
+                    &self.channels,
+                    &format!("escalation:{}", self.level),
+                    &template,
+                    &context,
+                ));
+            }
+            let fates = ctx
+                .notifier
+                .deliver(&ctx.store, &ctx.job_name, &messages, ctx.dry_run, ctx.now)
+                .await?;
+            // An invoice moves to this level when none of its messages failed.
+            let mut complete: HashMap<&str, bool> = HashMap::new();
+            for (m, fate) in messages.iter().zip(&fates) {
+                let ok = !matches!(fate, Fate::Failed(_));
+                let entry = complete
+                    .entry(m.invoice_id.as_deref().unwrap_or(""))
+                    .or_insert(true);
+                *entry &= ok;
+            }
+            let ids: Vec<String> = complete
+                .into_iter()
+                .filter(|(_, ok)| *ok)
+                .map(|(id, _)| id.to_string())
+                .collect();
+            if ctx.dry_run {
+                raised += ids.len() as u64;
+            } else {
+                raised += ctx
+                    .store
+                    .raise_escalation(&ids, self.level, ctx.now)
+                    .await?;
+            }
+            let numbers: HashMap<&str, &str> = page
+                .iter()
+                .map(|i| (i.id.as_str(), i.number.as_str()))
+                .collect();
+            tally.record(&messages, &fates, |m| {
+                let id = m.invoice_id.as_deref().unwrap_or("");
+                format!("invoice {}", numbers.get(id).copied().unwrap_or(id))
+            });
+            if (page.len() as i64) < self.batch_size {
+                break;
+            }
+        }
+        let mut outcome = Outcome::default();
+        outcome.metadata.insert("level".into(), self.level.into());
+        let key = if ctx.dry_run { "would_raise" } else { "raised" };
+        outcome.metadata.insert(key.into(), raised.into());
+        Ok(tally.into_outcome(outcome, ctx.dry_run))
+    }
+}

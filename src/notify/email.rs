@@ -1,0 +1,272 @@
+//! Email through lettre: SMTP with implicit TLS, STARTTLS or (on loopback) plain text, with a
+//! pool of connections; or the `file` transport, which writes each message as an `.eml` file
+//! into the state directory, so a fresh checkout sends nothing anywhere.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use lettre::message::header::ContentType;
+use lettre::message::{Mailbox, MultiPart};
+use lettre::transport::smtp::PoolConfig;
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::{AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
+use serde::Deserialize;
+use tokio::sync::OnceCell;
+
+use super::{Rendered, SendError};
+use crate::config::SecretSource;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    Smtp,
+    #[default]
+    File,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Tls {
+    /// Implicit TLS (port 465).
+    Tls,
+    /// STARTTLS, required (port 587).
+    #[default]
+    Starttls,
+    /// No encryption: only for a relay on the same host.
+    None,
+}
+
+/// `[channels.email]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmailConfig {
+    #[serde(default)]
+    pub transport: Transport,
+    pub from: String,
+    pub reply_to: Option<String>,
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    #[serde(default)]
+    pub tls: Tls,
+    pub username: Option<String>,
+    pub password_env: Option<String>,
+    pub password_file: Option<PathBuf>,
+    pub pool_size: Option<u32>,
+    #[serde(default, with = "crate::config::duration::option")]
+    pub timeout: Option<Duration>,
+    /// The `file` transport's directory, relative to the state directory.
+    pub dir: Option<PathBuf>,
+    /// Messages per second (0: no limit).
+    pub rate_limit: Option<f64>,
+    /// Sends in flight at once.
+    pub concurrency: Option<usize>,
+}
+
+enum Sender {
+    Smtp {
+        host: String,
+        port: u16,
+        tls: Tls,
+        username: Option<String>,
+        password: Option<SecretSource>,
+        pool_size: u32,
+        timeout: Duration,
+        transport: OnceCell<AsyncSmtpTransport<Tokio1Executor>>,
+    },
+    File {
+        dir: PathBuf,
+        transport: OnceCell<AsyncFileTransport<Tokio1Executor>>,
+    },
+}
+
+pub struct Email {
+    from: Mailbox,
+    reply_to: Option<Mailbox>,
+    domain: String,
+    sender: Sender,
+}
+
+impl Email {
+    /// Validates the section; returns the channel, its rate limit and its concurrency.
+    pub fn build(c: EmailConfig, state_dir: &Path) -> Result<(Email, f64, usize), String> {
+        let from: Mailbox = c.from.parse().map_err(|e| {
+            format!("`from` `{}` is not an email address ({e}); write e.g. `Acme Billing <billing@acme.example>`", c.from)
+        })?;
+        let reply_to = match &c.reply_to {
+            Some(r) => Some(
+                r.parse::<Mailbox>()
+                    .map_err(|e| format!("`reply_to` `{r}` is not an email address ({e})"))?,
+            ),
+            None => None,
+        };
+        let domain = from.email.domain().to_string();
+        let password = SecretSource::from_pair("password", c.password_env, c.password_file)?;
+        let pool_size = c.pool_size.unwrap_or(4).clamp(1, 64);
+        let sender = match c.transport {
+            Transport::Smtp => {
+                let host = c.host.ok_or(
+                    "`host` is required with `transport = \"smtp\"`; e.g. `host = \"smtp.example.com\"`",
+                )?;
+                if password.is_some() && c.username.is_none() {
+                    return Err("`password_env`/`password_file` needs `username`".into());
+                }
+                let port = c.port.unwrap_or(match c.tls {
+                    Tls::Tls => 465,
+                    Tls::Starttls => 587,
+                    Tls::None => 25,
+                });
+                Sender::Smtp {
+                    host,
+                    port,
+                    tls: c.tls,
+                    username: c.username,
+                    password,
+                    pool_size,
+                    timeout: c.timeout.unwrap_or(Duration::from_secs(30)),
+                    transport: OnceCell::new(),
+                }
+            }
+            Transport::File => {
+                if c.host.is_some() {
+                    return Err(
+                        "`host` is set but `transport` is `file`; set `transport = \"smtp\"` to send through it"
+                            .into(),
+                    );
+                }
+                Sender::File {
+                    dir: state_dir.join(c.dir.unwrap_or_else(|| PathBuf::from("outbox"))),
+                    transport: OnceCell::new(),
+                }
+            }
+        };
+        let rate = c.rate_limit.unwrap_or(0.0);
+        if !(0.0..=100_000.0).contains(&rate) {
+            return Err(format!(
+                "`rate_limit` must be 0-100000 messages per second (found {rate})"
+            ));
+        }
+        let concurrency = c.concurrency.unwrap_or(pool_size as usize).clamp(1, 256);
+        Ok((
+            Email {
+                from,
+                reply_to,
+                domain,
+                sender,
+            },
+            rate,
+            concurrency,
+        ))
+    }
+
+    /// Where the `file` transport writes, if it is in use.
+    pub fn outbox(&self) -> Option<&Path> {
+        match &self.sender {
+            Sender::File { dir, .. } => Some(dir),
+            Sender::Smtp { .. } => None,
+        }
+    }
+
+    fn message(
+        &self,
+        to: &str,
+        message_id: &str,
+        r: &Rendered,
+    ) -> Result<lettre::Message, SendError> {
+        let to: Mailbox = to
+            .parse()
+            .map_err(|e| SendError::new(format!("`{to}` is not an email address: {e}")))?;
+        let mut builder = lettre::Message::builder()
+            .from(self.from.clone())
+            .to(to)
+            .subject(r.subject.clone())
+            .message_id(Some(message_id.to_string()));
+        if let Some(reply) = &self.reply_to {
+            builder = builder.reply_to(reply.clone());
+        }
+        let built = match &r.html {
+            Some(html) => builder.multipart(MultiPart::alternative_plain_html(
+                r.text.clone(),
+                html.clone(),
+            )),
+            None => builder.header(ContentType::TEXT_PLAIN).body(r.text.clone()),
+        };
+        built.map_err(|e| SendError::new(format!("cannot build the email: {e}")))
+    }
+
+    /// Sends one message; returns its Message-ID (SMTP) or file id (`file`).
+    pub async fn send(&self, to: &str, _key: &str, r: &Rendered) -> Result<String, SendError> {
+        let message_id = format!("<{}@{}>", uuid::Uuid::now_v7().simple(), self.domain);
+        let message = self.message(to, &message_id, r)?;
+        match &self.sender {
+            Sender::Smtp {
+                host,
+                port,
+                tls,
+                username,
+                password,
+                pool_size,
+                timeout,
+                transport,
+            } => {
+                let transport = transport
+                    .get_or_try_init(|| async {
+                        smtp_transport(host, *port, *tls, username, password, *pool_size, *timeout)
+                    })
+                    .await?;
+                transport
+                    .send(message)
+                    .await
+                    .map_err(|e| SendError::new(format!("SMTP `{host}:{port}`: {e}")))?;
+                Ok(message_id)
+            }
+            Sender::File { dir, transport } => {
+                let transport = transport
+                    .get_or_try_init(|| async {
+                        tokio::fs::create_dir_all(dir).await.map_err(|e| {
+                            SendError::new(format!("cannot create `{}`: {e}", dir.display()))
+                        })?;
+                        Ok::<_, SendError>(AsyncFileTransport::<Tokio1Executor>::new(dir))
+                    })
+                    .await?;
+                let id = transport.send(message).await.map_err(|e| {
+                    SendError::new(format!(
+                        "cannot write the email into `{}`: {e}",
+                        dir.display()
+                    ))
+                })?;
+                Ok(format!("{id}.eml"))
+            }
+        }
+    }
+}
+
+fn smtp_transport(
+    host: &str,
+    port: u16,
+    tls: Tls,
+    username: &Option<String>,
+    password: &Option<SecretSource>,
+    pool_size: u32,
+    timeout: Duration,
+) -> Result<AsyncSmtpTransport<Tokio1Executor>, SendError> {
+    let builder = match tls {
+        Tls::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(host),
+        Tls::Starttls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(host),
+        Tls::None => Ok(AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(
+            host,
+        )),
+    }
+    .map_err(|e| SendError::new(format!("cannot set up TLS for `{host}`: {e}")))?;
+    let mut builder = builder
+        .port(port)
+        .timeout(Some(timeout))
+        .pool_config(PoolConfig::new().max_size(pool_size));
+    if let Some(user) = username {
+        let secret = match password {
+            Some(source) => source.read().map_err(SendError::new)?,
+            None => crate::config::Secret::new(""),
+        };
+        builder = builder.credentials(Credentials::new(user.clone(), secret.expose().to_string()));
+    }
+    Ok(builder.build())
+}

@@ -1,0 +1,554 @@
+//! Notifications: the channels (email, SMS, WhatsApp, webhook), the templates, and the one
+//! pipeline every job sends through. A message carries a dedup key; it is claimed in
+//! `notification_log` before it is sent and marked `sent` or `failed` after, so a retried or
+//! re-run job never sends it twice, and a failed one goes out with the next run (invariant 4).
+//! A message whose send was cut short by a crash stays `sending`: tickler then does not know
+//! whether the provider accepted it, and sends it at most once rather than twice.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use chrono::{DateTime, Utc};
+use futures_util::StreamExt;
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use crate::store::billing::{NotificationClaim, NotificationEnd};
+use crate::store::{Store, StoreError};
+
+pub mod email;
+pub mod ratelimit;
+pub mod templates;
+pub mod twilio;
+pub mod webhook;
+
+pub use templates::{Rendered, Templates};
+
+/// A way to reach a person.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChannelKind {
+    Email,
+    Sms,
+    Whatsapp,
+    Webhook,
+}
+
+impl ChannelKind {
+    pub const ALL: [ChannelKind; 4] = [
+        ChannelKind::Email,
+        ChannelKind::Sms,
+        ChannelKind::Whatsapp,
+        ChannelKind::Webhook,
+    ];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChannelKind::Email => "email",
+            ChannelKind::Sms => "sms",
+            ChannelKind::Whatsapp => "whatsapp",
+            ChannelKind::Webhook => "webhook",
+        }
+    }
+}
+
+/// `[channels]` and `[templates]` of `config.toml`, as written.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelsRaw {
+    pub email: Option<email::EmailConfig>,
+    pub sms: Option<twilio::TwilioConfig>,
+    pub whatsapp: Option<twilio::TwilioConfig>,
+    pub webhook: Option<webhook::WebhookConfig>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct TemplatesRaw {
+    /// The directory of `*.j2` files, relative to the config file.
+    pub dir: Option<std::path::PathBuf>,
+    /// Values every template sees as `vars`, e.g. `company`.
+    #[serde(default)]
+    pub vars: Map<String, Value>,
+}
+
+/// Why one send failed.
+#[derive(Debug, Clone)]
+pub struct SendError {
+    pub message: String,
+}
+
+impl SendError {
+    pub fn new(message: impl Into<String>) -> Self {
+        SendError {
+            message: message.into(),
+        }
+    }
+}
+
+/// A configured channel: where messages go and how fast.
+pub enum Channel {
+    Email(email::Email),
+    Twilio(twilio::Twilio),
+    Webhook(webhook::Webhook),
+}
+
+impl Channel {
+    async fn send(&self, to: &str, key: &str, message: &Rendered) -> Result<String, SendError> {
+        match self {
+            Channel::Email(c) => c.send(to, key, message).await,
+            Channel::Twilio(c) => c.send(to, message).await,
+            Channel::Webhook(c) => c.send(key, message).await,
+        }
+    }
+}
+
+struct Lane {
+    channel: Channel,
+    limiter: ratelimit::RateLimiter,
+    concurrency: usize,
+}
+
+/// The channels and templates of one config; rebuilt on reload.
+pub struct Notifier {
+    pub templates: Templates,
+    lanes: HashMap<ChannelKind, Lane>,
+}
+
+impl std::fmt::Debug for Notifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Notifier")
+            .field("channels", &self.lanes.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A send fails this many times in a row on one channel, and the rest of the run's messages
+/// for that channel are left for the next run instead of waiting on a provider that is down.
+pub const BREAKER: usize = 20;
+
+/// One message a job wants to send.
+#[derive(Debug, Clone)]
+pub struct Message {
+    /// Unique in `notification_log`; the same message always has the same key.
+    pub key: String,
+    pub channel: ChannelKind,
+    /// `None`: the person has no address on this channel (recorded `skipped`).
+    pub recipient: Option<String>,
+    pub template: String,
+    pub invoice_id: Option<String>,
+    pub context: Value,
+}
+
+/// What happened to one message.
+#[derive(Debug, Clone)]
+pub enum Fate {
+    Sent,
+    /// The send or its rendering failed; the next run tries again.
+    Failed(String),
+    /// No address on this channel; recorded and not tried again.
+    Skipped(String),
+    /// Sent, skipped or being sent by an earlier run: nothing to do.
+    Done,
+    /// `--dry-run`: what would be sent.
+    Planned(Box<Rendered>),
+}
+
+impl Notifier {
+    /// Builds the channels and loads the templates. `config_dir` anchors relative paths of
+    /// `[templates]`; `state_dir` anchors the `file` email transport's directory.
+    pub fn build(
+        channels: ChannelsRaw,
+        templates: TemplatesRaw,
+        config_dir: &Path,
+        state_dir: &Path,
+    ) -> Result<Notifier, Vec<(String, String)>> {
+        let mut problems = vec![];
+        let dir = templates
+            .dir
+            .map(|d| config_dir.join(d))
+            .unwrap_or_else(|| config_dir.join("templates"));
+        let loaded = Templates::load(Some(&dir), &templates.vars);
+        let mut lanes = HashMap::new();
+        if let Some(c) = channels.email {
+            match email::Email::build(c, state_dir) {
+                Ok((e, rate, concurrency)) => {
+                    lanes.insert(
+                        ChannelKind::Email,
+                        Lane::new(Channel::Email(e), rate, concurrency),
+                    );
+                }
+                Err(e) => problems.push(("invalid `[channels.email]`".to_string(), e)),
+            }
+        }
+        for (kind, raw) in [
+            (ChannelKind::Sms, channels.sms),
+            (ChannelKind::Whatsapp, channels.whatsapp),
+        ] {
+            if let Some(c) = raw {
+                match twilio::Twilio::build(c, kind) {
+                    Ok((t, rate, concurrency)) => {
+                        lanes.insert(kind, Lane::new(Channel::Twilio(t), rate, concurrency));
+                    }
+                    Err(e) => problems.push((format!("invalid `[channels.{}]`", kind.as_str()), e)),
+                }
+            }
+        }
+        if let Some(c) = channels.webhook {
+            match webhook::Webhook::build(c) {
+                Ok((w, rate, concurrency)) => {
+                    lanes.insert(
+                        ChannelKind::Webhook,
+                        Lane::new(Channel::Webhook(w), rate, concurrency),
+                    );
+                }
+                Err(e) => problems.push(("invalid `[channels.webhook]`".to_string(), e)),
+            }
+        }
+        match loaded {
+            Ok(templates) if problems.is_empty() => Ok(Notifier { templates, lanes }),
+            Ok(_) => Err(problems),
+            Err(errors) => {
+                problems.extend(
+                    errors
+                        .into_iter()
+                        .map(|e| ("invalid template".to_string(), e)),
+                );
+                Err(problems)
+            }
+        }
+    }
+
+    /// A notifier with the built-in templates and no channel (tests, `tickler check` of a
+    /// config without `[channels]`).
+    pub fn empty() -> Notifier {
+        Notifier {
+            templates: Templates::load(None, &Map::new())
+                .unwrap_or_else(|e| panic!("the built-in templates must load: {e:?}")),
+            lanes: HashMap::new(),
+        }
+    }
+
+    pub fn has_channel(&self, kind: ChannelKind) -> bool {
+        self.lanes.contains_key(&kind)
+    }
+
+    /// Checks what a job needs: its channels configured, its templates rendering for them.
+    pub fn check(
+        &self,
+        channels: &[ChannelKind],
+        templates: &[&str],
+        sample: &Value,
+    ) -> Result<(), String> {
+        for c in channels {
+            if !self.has_channel(*c) {
+                return Err(format!(
+                    "the channel `{}` is not configured; add a `[channels.{}]` section or remove \
+                     it from `channels`",
+                    c.as_str(),
+                    c.as_str()
+                ));
+            }
+        }
+        for t in templates {
+            self.templates.check(t, channels, sample)?;
+        }
+        Ok(())
+    }
+
+    /// Sends `messages` through the pipeline: claim, render, send (rate-limited, several at
+    /// once per channel), record. Returns each message's fate, in order. With `dry_run`,
+    /// renders what would be sent and changes nothing.
+    pub async fn deliver(
+        &self,
+        store: &Store,
+        job: &str,
+        messages: &[Message],
+        dry_run: bool,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Fate>, StoreError> {
+        let mut fates: Vec<Option<Fate>> = vec![None; messages.len()];
+        if dry_run {
+            let keys: Vec<String> = messages.iter().map(|m| m.key.clone()).collect();
+            let states = store.notification_states(&keys).await?;
+            for (i, m) in messages.iter().enumerate() {
+                fates[i] = Some(match states.get(&m.key).map(|s| s.as_str()) {
+                    Some("sent" | "skipped" | "sending") => Fate::Done,
+                    _ => match &m.recipient {
+                        None => Fate::Skipped(no_address(m.channel)),
+                        Some(_) => {
+                            match self.templates.render(&m.template, m.channel, &m.context) {
+                                Ok(r) => Fate::Planned(Box::new(r)),
+                                Err(e) => Fate::Failed(e),
+                            }
+                        }
+                    },
+                });
+            }
+            return Ok(fates.into_iter().map(|f| f.unwrap_or(Fate::Done)).collect());
+        }
+
+        let claims: Vec<NotificationClaim> = messages
+            .iter()
+            .map(|m| NotificationClaim {
+                id: uuid::Uuid::now_v7().to_string(),
+                key: m.key.clone(),
+                channel: m.channel.as_str(),
+                recipient: m.recipient.clone().unwrap_or_default(),
+                template: m.template.clone(),
+                invoice: m.invoice_id.clone(),
+                status: if m.recipient.is_some() {
+                    "sending"
+                } else {
+                    "skipped"
+                },
+                error: m.recipient.is_none().then(|| no_address(m.channel)),
+            })
+            .collect();
+        let claimed = store.claim_notifications(job, &claims, now).await?;
+
+        let mut work = vec![];
+        for (i, m) in messages.iter().enumerate() {
+            if !claimed.contains(&m.key) {
+                fates[i] = Some(Fate::Done);
+            } else if m.recipient.is_none() {
+                fates[i] = Some(Fate::Skipped(no_address(m.channel)));
+            } else {
+                work.push(i);
+            }
+        }
+
+        let failures: HashMap<ChannelKind, AtomicUsize> = ChannelKind::ALL
+            .iter()
+            .map(|k| (*k, AtomicUsize::new(0)))
+            .collect();
+        let total: usize = self
+            .lanes
+            .values()
+            .map(|l| l.concurrency)
+            .sum::<usize>()
+            .max(1);
+        let results: Vec<(usize, Result<String, String>)> = futures_util::stream::iter(work)
+            .map(|i| {
+                let m = &messages[i];
+                let failures = &failures[&m.channel];
+                async move { (i, self.send_one(m, failures).await) }
+            })
+            .buffer_unordered(total)
+            .collect()
+            .await;
+
+        let mut ends = Vec::with_capacity(results.len());
+        for (i, result) in results {
+            let m = &messages[i];
+            match result {
+                Ok(provider_id) => {
+                    ends.push(NotificationEnd {
+                        key: m.key.clone(),
+                        status: "sent",
+                        provider_id: Some(provider_id),
+                        error: None,
+                    });
+                    fates[i] = Some(Fate::Sent);
+                }
+                Err(error) => {
+                    ends.push(NotificationEnd {
+                        key: m.key.clone(),
+                        status: "failed",
+                        provider_id: None,
+                        error: Some(error.clone()),
+                    });
+                    fates[i] = Some(Fate::Failed(error));
+                }
+            }
+        }
+        store.finish_notifications(&ends, Utc::now()).await?;
+        Ok(fates.into_iter().map(|f| f.unwrap_or(Fate::Done)).collect())
+    }
+
+    async fn send_one(&self, m: &Message, failures: &AtomicUsize) -> Result<String, String> {
+        let lane = self
+            .lanes
+            .get(&m.channel)
+            .ok_or_else(|| format!("the channel `{}` is not configured", m.channel.as_str()))?;
+        let rendered = self.templates.render(&m.template, m.channel, &m.context)?;
+        if failures.load(Ordering::Relaxed) >= BREAKER {
+            return Err(format!(
+                "not attempted: `{}` failed {BREAKER} times in a row in this run; the next run \
+                 tries again",
+                m.channel.as_str()
+            ));
+        }
+        let _permit = lane.limiter.acquire().await;
+        let to = m.recipient.as_deref().unwrap_or_default();
+        match lane.channel.send(to, &m.key, &rendered).await {
+            Ok(id) => {
+                failures.store(0, Ordering::Relaxed);
+                Ok(id)
+            }
+            Err(e) => {
+                failures.fetch_add(1, Ordering::Relaxed);
+                Err(e.message)
+            }
+        }
+    }
+}
+
+impl Lane {
+    fn new(channel: Channel, rate: f64, concurrency: usize) -> Lane {
+        Lane {
+            channel,
+            limiter: ratelimit::RateLimiter::new(rate, concurrency),
+            concurrency,
+        }
+    }
+}
+
+fn no_address(channel: ChannelKind) -> String {
+    match channel {
+        ChannelKind::Email => "no email address".into(),
+        ChannelKind::Sms | ChannelKind::Whatsapp => "no phone number".into(),
+        ChannelKind::Webhook => "no webhook URL".into(),
+    }
+}
+
+/// The minor-unit exponent of a currency (ISO 4217): 2 for most, 0 or 3 for a few.
+pub fn minor_digits(currency: &str) -> u32 {
+    match currency {
+        "BIF" | "CLP" | "DJF" | "GNF" | "ISK" | "JPY" | "KMF" | "KRW" | "PYG" | "RWF" | "UGX"
+        | "VND" | "VUV" | "XAF" | "XOF" | "XPF" => 0,
+        "BHD" | "IQD" | "JOD" | "KWD" | "LYD" | "OMR" | "TND" => 3,
+        _ => 2,
+    }
+}
+
+/// Formats an amount in minor units, e.g. `ZAR 1,250.00`.
+pub fn money(amount_minor: i64, currency: &str) -> String {
+    let digits = minor_digits(currency);
+    let scale = 10i64.pow(digits);
+    let (sign, abs) = if amount_minor < 0 {
+        ("-", amount_minor.unsigned_abs())
+    } else {
+        ("", amount_minor as u64)
+    };
+    let whole = (abs / scale as u64).to_string();
+    let mut grouped = String::new();
+    for (i, ch) in whole.chars().enumerate() {
+        if i > 0 && (whole.len() - i).is_multiple_of(3) {
+            grouped.push(',');
+        }
+        grouped.push(ch);
+    }
+    if digits == 0 {
+        format!("{currency} {sign}{grouped}")
+    } else {
+        let frac = abs % scale as u64;
+        format!(
+            "{currency} {sign}{grouped}.{frac:0width$}",
+            width = digits as usize
+        )
+    }
+}
+
+/// The variables an invoice message's template sees (`customer`, `invoice`, and `window` or
+/// `level`), documented in `templates/README.md`.
+pub fn invoice_context(
+    inv: &crate::store::billing::InvoiceView,
+    today: chrono::NaiveDate,
+    window: Option<(&str, i64)>,
+    level: Option<i32>,
+    pay_url: Option<String>,
+) -> Value {
+    let first_name = inv
+        .customer_name
+        .split_whitespace()
+        .next()
+        .unwrap_or(&inv.customer_name)
+        .to_string();
+    let until = (inv.due_date - today).num_days();
+    let mut ctx = json!({
+        "customer": {
+            "name": inv.customer_name,
+            "first_name": first_name,
+            "email": inv.email,
+            "phone": inv.phone,
+        },
+        "invoice": {
+            "number": inv.number,
+            "amount": money(inv.amount_minor, &inv.currency),
+            "amount_minor": inv.amount_minor,
+            "currency": inv.currency,
+            "due_date": inv.due_date.to_string(),
+            "due_date_long": inv.due_date.format("%-d %B %Y").to_string(),
+            "issued_date": inv.issued_at.date_naive().to_string(),
+            "period_start": inv.period_start.map(|d| d.to_string()),
+            "period_end": inv.period_end.map(|d| d.to_string()),
+            "days_until_due": until,
+            "days_overdue": (-until).max(0),
+            "escalation_level": inv.escalation_level,
+            "pay_url": pay_url,
+            "description": inv.description,
+        },
+    });
+    if let Some((offset, days)) = window {
+        ctx["window"] = json!({ "offset": offset, "days": days });
+    }
+    if let Some(level) = level {
+        ctx["level"] = json!(level);
+    }
+    ctx
+}
+
+/// A sample invoice context, for `tickler check` and tests.
+pub fn sample_invoice_context(window_days: Option<i64>, level: Option<i32>) -> Value {
+    let today = chrono::NaiveDate::from_ymd_opt(2026, 11, 23).unwrap_or_default();
+    let inv = crate::store::billing::InvoiceView {
+        id: uuid::Uuid::nil().to_string(),
+        number: "INV-000123".into(),
+        description: "Flat 4B, Long Street".into(),
+        amount_minor: 1_250_000,
+        currency: "ZAR".into(),
+        issued_at: Utc::now(),
+        due_date: today + chrono::Days::new(window_days.unwrap_or(0).max(0) as u64),
+        status: "open".into(),
+        period_start: Some(today),
+        period_end: Some(today + chrono::Days::new(29)),
+        escalation_level: level.unwrap_or(0),
+        escalated_at: None,
+        provider_ref: None,
+        paid_at: None,
+        customer_id: uuid::Uuid::nil().to_string(),
+        customer_name: "Thandi Mokoena".into(),
+        email: Some("thandi@example.com".into()),
+        phone: Some("+27821234567".into()),
+        customer_timezone: None,
+        locale: "en".into(),
+        provider_customer_id: None,
+    };
+    let window = window_days.map(|d| (format!("{d}d"), d));
+    invoice_context(
+        &inv,
+        today,
+        window.as_ref().map(|(o, d)| (o.as_str(), *d)),
+        level,
+        None,
+    )
+}
+
+/// Shared, cheaply cloned.
+pub type SharedNotifier = Arc<Notifier>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn money_is_grouped_in_minor_units() {
+        assert_eq!(money(1_250_000, "ZAR"), "ZAR 12,500.00");
+        assert_eq!(money(5, "USD"), "USD 0.05");
+        assert_eq!(money(-123_456_789, "EUR"), "EUR -1,234,567.89");
+        assert_eq!(money(1500, "JPY"), "JPY 1,500");
+        assert_eq!(money(1234, "KWD"), "KWD 1.234");
+    }
+}

@@ -1,0 +1,145 @@
+//! SMS and WhatsApp through Twilio's Messages API (`POST /2010-04-01/Accounts/{sid}/Messages.json`).
+//! `base_url` points tests at a local mock server. WhatsApp numbers are sent as
+//! `whatsapp:+E164`; the prefix is added when missing.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::{ChannelKind, Rendered, SendError};
+use crate::config::SecretSource;
+use crate::config::secret::redact_url;
+
+/// `[channels.sms]` or `[channels.whatsapp]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TwilioConfig {
+    pub account_sid: Option<String>,
+    pub account_sid_env: Option<String>,
+    pub auth_token_env: Option<String>,
+    pub auth_token_file: Option<PathBuf>,
+    /// The sender: a Twilio number (`+15005550006`) or a messaging service sid (`MG...`).
+    pub from: String,
+    pub base_url: Option<String>,
+    #[serde(default, with = "crate::config::duration::option")]
+    pub timeout: Option<Duration>,
+    /// Messages per second (Twilio queues more than 1/s per long code; 0: no limit).
+    pub rate_limit: Option<f64>,
+    pub concurrency: Option<usize>,
+}
+
+pub struct Twilio {
+    kind: ChannelKind,
+    account_sid: Option<String>,
+    account_sid_env: Option<String>,
+    token: SecretSource,
+    from: String,
+    base_url: String,
+    timeout: Duration,
+}
+
+impl Twilio {
+    pub fn build(c: TwilioConfig, kind: ChannelKind) -> Result<(Twilio, f64, usize), String> {
+        if c.account_sid.is_some() == c.account_sid_env.is_some() {
+            return Err("set one of `account_sid` and `account_sid_env`".into());
+        }
+        let token = SecretSource::from_pair("auth_token", c.auth_token_env, c.auth_token_file)?
+            .ok_or("`auth_token_env` or `auth_token_file` is required")?;
+        let base_url = c
+            .base_url
+            .unwrap_or_else(|| "https://api.twilio.com".into())
+            .trim_end_matches('/')
+            .to_string();
+        reqwest::Url::parse(&base_url)
+            .map_err(|e| format!("invalid `base_url` `{base_url}`: {e}"))?;
+        if c.from.trim().is_empty() {
+            return Err("`from` must be a phone number such as `+15005550006`".into());
+        }
+        let rate = c
+            .rate_limit
+            .unwrap_or(if kind == ChannelKind::Sms { 10.0 } else { 20.0 });
+        if !(0.0..=100_000.0).contains(&rate) {
+            return Err(format!(
+                "`rate_limit` must be 0-100000 messages per second (found {rate})"
+            ));
+        }
+        Ok((
+            Twilio {
+                kind,
+                account_sid: c.account_sid,
+                account_sid_env: c.account_sid_env,
+                token,
+                from: c.from,
+                base_url,
+                timeout: c.timeout.unwrap_or(Duration::from_secs(15)),
+            },
+            rate,
+            c.concurrency.unwrap_or(4).clamp(1, 256),
+        ))
+    }
+
+    fn address(&self, number: &str) -> String {
+        if self.kind == ChannelKind::Whatsapp && !number.starts_with("whatsapp:") {
+            format!("whatsapp:{number}")
+        } else {
+            number.to_string()
+        }
+    }
+
+    /// Sends one message; returns Twilio's message sid.
+    pub async fn send(&self, to: &str, r: &Rendered) -> Result<String, SendError> {
+        let sid = match (&self.account_sid, &self.account_sid_env) {
+            (Some(sid), _) => sid.clone(),
+            (None, Some(env)) => SecretSource::Env(env.clone())
+                .read()
+                .map_err(SendError::new)?
+                .expose()
+                .to_string(),
+            (None, None) => return Err(SendError::new("no Twilio account sid")),
+        };
+        let token = self.token.read().map_err(SendError::new)?;
+        let url = format!("{}/2010-04-01/Accounts/{sid}/Messages.json", self.base_url);
+        let mut form = vec![("To", self.address(to)), ("Body", r.text.clone())];
+        if self.from.starts_with("MG") {
+            form.push(("MessagingServiceSid", self.from.clone()));
+        } else {
+            form.push(("From", self.address(&self.from)));
+        }
+        let response = crate::jobs::http_client()
+            .post(&url)
+            .basic_auth(&sid, Some(token.expose()))
+            .form(&form)
+            .timeout(self.timeout)
+            .send()
+            .await
+            .map_err(|e| {
+                SendError::new(format!(
+                    "Twilio ({}): {}",
+                    redact_url(&self.base_url),
+                    if e.is_timeout() {
+                        "timed out".to_string()
+                    } else {
+                        e.without_url().to_string()
+                    }
+                ))
+            })?;
+        let status = response.status();
+        let body: serde_json::Value = response.json().await.unwrap_or_default();
+        if status.is_success() {
+            return body["sid"]
+                .as_str()
+                .map(str::to_string)
+                .ok_or_else(|| SendError::new("Twilio answered without a message sid"));
+        }
+        let detail = match (body["code"].as_i64(), body["message"].as_str()) {
+            (Some(code), Some(msg)) => format!("error {code}: {msg}"),
+            (None, Some(msg)) => msg.to_string(),
+            _ => "no error message".to_string(),
+        };
+        Err(SendError::new(format!(
+            "Twilio answered HTTP {}: {detail}",
+            status.as_u16()
+        )))
+    }
+}

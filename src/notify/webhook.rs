@@ -1,0 +1,116 @@
+//! Webhooks: a JSON POST per message, `{"text": ..., "subject": ..., "key": ...}`. The `text`
+//! field makes it a valid Slack (and Mattermost, Rocket.Chat) incoming-webhook message.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{Rendered, SendError};
+use crate::config::SecretSource;
+use crate::config::secret::redact_url;
+
+/// `[channels.webhook]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// The URL, when it is not a secret ...
+    pub url: Option<String>,
+    /// ... or from an environment variable or a file (a Slack webhook URL is a secret).
+    pub url_env: Option<String>,
+    pub url_file: Option<PathBuf>,
+    pub bearer_token_env: Option<String>,
+    pub bearer_token_file: Option<PathBuf>,
+    #[serde(default, with = "crate::config::duration::option")]
+    pub timeout: Option<Duration>,
+    pub rate_limit: Option<f64>,
+    pub concurrency: Option<usize>,
+}
+
+enum Url {
+    Plain(String),
+    Secret(SecretSource),
+}
+
+pub struct Webhook {
+    url: Url,
+    bearer: Option<SecretSource>,
+    timeout: Duration,
+}
+
+impl Webhook {
+    pub fn build(c: WebhookConfig) -> Result<(Webhook, f64, usize), String> {
+        let secret = SecretSource::from_pair("url", c.url_env, c.url_file)?;
+        let url = match (c.url, secret) {
+            (Some(url), None) => {
+                reqwest::Url::parse(&url)
+                    .map_err(|e| format!("invalid `url` `{}`: {e}", redact_url(&url)))?;
+                Url::Plain(url)
+            }
+            (None, Some(s)) => Url::Secret(s),
+            _ => return Err("set one of `url`, `url_env` and `url_file`".into()),
+        };
+        let bearer =
+            SecretSource::from_pair("bearer_token", c.bearer_token_env, c.bearer_token_file)?;
+        let rate = c.rate_limit.unwrap_or(1.0);
+        if !(0.0..=100_000.0).contains(&rate) {
+            return Err(format!(
+                "`rate_limit` must be 0-100000 messages per second (found {rate})"
+            ));
+        }
+        Ok((
+            Webhook {
+                url,
+                bearer,
+                timeout: c.timeout.unwrap_or(Duration::from_secs(10)),
+            },
+            rate,
+            c.concurrency.unwrap_or(2).clamp(1, 64),
+        ))
+    }
+
+    /// Posts one message; returns `HTTP <status>` as the provider's id.
+    pub async fn send(&self, key: &str, r: &Rendered) -> Result<String, SendError> {
+        let (url, shown) = match &self.url {
+            Url::Plain(u) => (u.clone(), redact_url(u)),
+            Url::Secret(s) => {
+                let url = s.read().map_err(SendError::new)?.expose().to_string();
+                // The whole URL is the secret (Slack's are): show its host only.
+                let host = reqwest::Url::parse(&url)
+                    .ok()
+                    .and_then(|u| u.host_str().map(|h| format!("{}://{h}/***", u.scheme())))
+                    .unwrap_or_else(|| "***".into());
+                (url, host)
+            }
+        };
+        let mut request = crate::jobs::http_client()
+            .post(&url)
+            .timeout(self.timeout)
+            .json(&json!({ "text": r.text, "subject": r.subject, "key": key }));
+        if let Some(b) = &self.bearer {
+            request = request.bearer_auth(b.read().map_err(SendError::new)?.expose());
+        }
+        let response = request.send().await.map_err(|e| {
+            SendError::new(format!(
+                "webhook `{shown}`: {}",
+                if e.is_timeout() {
+                    "timed out".to_string()
+                } else {
+                    e.without_url().to_string()
+                }
+            ))
+        })?;
+        let status = response.status();
+        if status.is_success() {
+            Ok(format!("HTTP {}", status.as_u16()))
+        } else {
+            let body = response.text().await.unwrap_or_default();
+            Err(SendError::new(format!(
+                "webhook `{shown}` answered HTTP {}: {}",
+                status.as_u16(),
+                crate::jobs::tail(body.trim(), 200)
+            )))
+        }
+    }
+}

@@ -1,0 +1,1011 @@
+//! The billing tables (`customers`, `subscriptions`, `invoices`) and `notification_log`: every
+//! query the billing jobs, the notification pipeline, `tickler import` and `tickler demo` run.
+//! Each query is written once, in PostgreSQL's notation, and adapted by [`Store::sql`]; every
+//! selection is set-based (one query per page of rows, never one per invoice), and bulk writes
+//! pass their rows as one JSON array.
+
+use std::collections::{HashMap, HashSet};
+
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::Serialize;
+use serde_json::{Value, json};
+use sqlx::Row;
+
+use super::{Doing, Result, Store, with_pool};
+
+/// Formats a timestamp as both backends compare it (see `sqlite.rs`).
+pub fn ts(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false)
+}
+
+/// An invoice with its customer, as the reminder and escalation jobs read it.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct InvoiceView {
+    pub id: String,
+    pub number: String,
+    pub description: String,
+    pub amount_minor: i64,
+    pub currency: String,
+    pub issued_at: DateTime<Utc>,
+    pub due_date: NaiveDate,
+    pub status: String,
+    pub period_start: Option<NaiveDate>,
+    pub period_end: Option<NaiveDate>,
+    pub escalation_level: i32,
+    pub escalated_at: Option<DateTime<Utc>>,
+    pub provider_ref: Option<String>,
+    pub paid_at: Option<DateTime<Utc>>,
+    pub customer_id: String,
+    pub customer_name: String,
+    pub email: Option<String>,
+    pub phone: Option<String>,
+    pub customer_timezone: Option<String>,
+    pub locale: String,
+    pub provider_customer_id: Option<String>,
+}
+
+const INVOICE_VIEW: &str = "SELECT i.id::text AS id, i.number,
+        COALESCE(s.description, '') AS description, i.amount_minor, i.currency, i.issued_at,
+        i.due_date, i.status, i.period_start, i.period_end, i.escalation_level, i.escalated_at,
+        i.provider_ref, i.paid_at, c.id::text AS customer_id, c.name AS customer_name, c.email,
+        c.phone, c.timezone AS customer_timezone, c.locale, c.provider_customer_id
+   FROM invoices i
+   JOIN customers c ON c.id = i.customer_id
+   LEFT JOIN subscriptions s ON s.id = i.subscription_id";
+
+/// Where a page of invoices ends, for keyset pagination in `(due_date, id)` order, the order
+/// of the `invoices_open_due` index.
+#[derive(Debug, Clone)]
+pub struct Cursor {
+    pub due_date: NaiveDate,
+    pub id: String,
+}
+
+impl Cursor {
+    pub fn start() -> Cursor {
+        Cursor {
+            due_date: NaiveDate::from_ymd_opt(1900, 1, 1).unwrap_or_default(),
+            id: String::new(),
+        }
+    }
+    pub fn after(invoice: &InvoiceView) -> Cursor {
+        Cursor {
+            due_date: invoice.due_date,
+            id: invoice.id.clone(),
+        }
+    }
+}
+
+/// A subscription with automatic invoicing, as `create_invoices` reads it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct SubscriptionRow {
+    pub id: String,
+    pub customer_id: String,
+    pub amount_minor: i64,
+    pub currency: String,
+    pub interval: String,
+    pub anchor_day: i32,
+    pub start_date: NaiveDate,
+    pub end_date: Option<NaiveDate>,
+    pub payment_terms_days: i32,
+}
+
+/// An invoice to insert (from `create_invoices`, `tickler import` or `tickler demo`).
+#[derive(Debug, Clone, Serialize)]
+pub struct NewInvoice {
+    pub id: String,
+    /// Assigned from the `invoice` counter when empty.
+    pub number: String,
+    pub customer_id: String,
+    pub subscription_id: Option<String>,
+    pub period_start: Option<NaiveDate>,
+    pub period_end: Option<NaiveDate>,
+    pub amount_minor: i64,
+    pub currency: String,
+    pub issued_at: String,
+    pub due_date: NaiveDate,
+    pub status: String,
+    pub paid_at: Option<String>,
+    pub provider_ref: Option<String>,
+    pub escalation_level: i32,
+    pub escalated_at: Option<String>,
+}
+
+/// A customer to insert.
+#[derive(Debug, Clone, Serialize)]
+pub struct NewCustomer {
+    pub id: String,
+    pub org_id: Option<String>,
+    pub name: String,
+    pub email: Option<String>,
+    pub phone: Option<String>,
+    pub timezone: Option<String>,
+    pub locale: String,
+    pub provider_customer_id: Option<String>,
+}
+
+/// A subscription to insert.
+#[derive(Debug, Clone, Serialize)]
+pub struct NewSubscription {
+    pub id: String,
+    pub customer_id: String,
+    pub description: String,
+    pub amount_minor: i64,
+    pub currency: String,
+    pub interval: String,
+    pub anchor_day: i32,
+    pub start_date: NaiveDate,
+    pub end_date: Option<NaiveDate>,
+    pub payment_terms_days: i32,
+    pub auto_invoice: bool,
+}
+
+/// A message about to be sent: its claim in `notification_log`.
+#[derive(Debug, Clone, Serialize)]
+pub struct NotificationClaim {
+    pub id: String,
+    pub key: String,
+    pub channel: &'static str,
+    pub recipient: String,
+    pub template: String,
+    pub invoice: Option<String>,
+    /// `sending`, or `skipped` for a message that cannot be sent (no address).
+    pub status: &'static str,
+    pub error: Option<String>,
+}
+
+/// How a claimed message ended.
+#[derive(Debug, Clone, Serialize)]
+pub struct NotificationEnd {
+    pub key: String,
+    /// `sent` or `failed`.
+    pub status: &'static str,
+    pub provider_id: Option<String>,
+    pub error: Option<String>,
+}
+
+/// Figures for `stats_report`, over `[from, to)`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Stats {
+    pub issued: i64,
+    pub paid: i64,
+    pub overdue: i64,
+    pub open: i64,
+    /// Invoices due in the period, and how many of them are paid.
+    pub due_in_period: i64,
+    pub due_in_period_paid: i64,
+    /// Per currency: issued, collected (paid in the period), outstanding (open now).
+    pub currencies: Vec<(String, i64, i64, i64)>,
+    /// Per channel: sent, failed.
+    pub notifications: Vec<(String, i64, i64)>,
+    /// Per job: failed, timed out, abandoned runs.
+    pub job_failures: Vec<(String, i64)>,
+}
+
+fn json_text<T: Serialize>(rows: &[T]) -> String {
+    serde_json::to_string(rows).unwrap_or_else(|_| "[]".into())
+}
+
+impl Store {
+    /// Open invoices due in `[from, to]`, after `cursor`, in `(due_date, id)` order.
+    pub async fn open_invoices_due(
+        &self,
+        from: NaiveDate,
+        to: NaiveDate,
+        cursor: &Cursor,
+        limit: i64,
+    ) -> Result<Vec<InvoiceView>> {
+        let text = format!(
+            "{INVOICE_VIEW}
+              WHERE i.status = 'open' AND i.due_date BETWEEN $1 AND $2
+                AND (i.due_date > $3 OR (i.due_date = $3 AND i.id > $4::uuid))
+              ORDER BY i.due_date, i.id LIMIT $5"
+        );
+        let text = self.sql(&text);
+        let cursor_id = if cursor.id.is_empty() {
+            uuid::Uuid::nil().to_string()
+        } else {
+            cursor.id.clone()
+        };
+        with_pool!(self, pool => sqlx::query_as::<_, InvoiceView>(&text)
+            .bind(from)
+            .bind(to)
+            .bind(cursor.due_date)
+            .bind(&cursor_id)
+            .bind(limit)
+            .fetch_all(pool)
+            .await
+            .doing("reading open invoices by due date"))
+    }
+
+    /// Open invoices due on or before `due_before` whose last escalation level is
+    /// `previous_level` and, when set, was sent on or before `escalated_before`.
+    pub async fn escalation_candidates(
+        &self,
+        due_before: NaiveDate,
+        previous_level: i32,
+        escalated_before: Option<DateTime<Utc>>,
+        cursor: &Cursor,
+        limit: i64,
+    ) -> Result<Vec<InvoiceView>> {
+        let text = format!(
+            "{INVOICE_VIEW}
+              WHERE i.status = 'open' AND i.due_date <= $1 AND i.escalation_level = $2
+                AND ($3::timestamptz IS NULL OR i.escalated_at IS NULL OR i.escalated_at <= $3)
+                AND (i.due_date > $4 OR (i.due_date = $4 AND i.id > $5::uuid))
+              ORDER BY i.due_date, i.id LIMIT $6"
+        );
+        let text = self.sql(&text);
+        let cursor_id = if cursor.id.is_empty() {
+            uuid::Uuid::nil().to_string()
+        } else {
+            cursor.id.clone()
+        };
+        with_pool!(self, pool => sqlx::query_as::<_, InvoiceView>(&text)
+            .bind(due_before)
+            .bind(previous_level)
+            .bind(escalated_before)
+            .bind(cursor.due_date)
+            .bind(&cursor_id)
+            .bind(limit)
+            .fetch_all(pool)
+            .await
+            .doing("reading overdue invoices"))
+    }
+
+    /// Records that escalation `level` went out for these invoices.
+    pub async fn raise_escalation(
+        &self,
+        invoice_ids: &[String],
+        level: i32,
+        now: DateTime<Utc>,
+    ) -> Result<u64> {
+        if invoice_ids.is_empty() {
+            return Ok(0);
+        }
+        let rows: Vec<Value> = invoice_ids.iter().map(|id| json!({ "id": id })).collect();
+        let text = self.sql(
+            "UPDATE invoices SET escalation_level = $2, escalated_at = $3, updated_at = $3
+              WHERE id IN (SELECT (r.value->>'id')::uuid FROM ROWS($1))
+                AND escalation_level < $2",
+        );
+        with_pool!(self, pool => sqlx::query(&text)
+            .bind(json_text(&rows))
+            .bind(level)
+            .bind(now)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected())
+            .doing("raising escalation levels"))
+    }
+
+    /// One invoice by number, with its customer.
+    pub async fn invoice_by_number(&self, number: &str) -> Result<Option<InvoiceView>> {
+        let text = format!("{INVOICE_VIEW} WHERE i.number = $1");
+        let text = self.sql(&text);
+        with_pool!(self, pool => sqlx::query_as::<_, InvoiceView>(&text)
+            .bind(number)
+            .fetch_optional(pool)
+            .await
+            .doing("reading an invoice"))
+    }
+
+    /// Marks an open invoice paid; returns false when it was not open.
+    pub async fn mark_paid(
+        &self,
+        number: &str,
+        paid_at: DateTime<Utc>,
+        reference: Option<&str>,
+    ) -> Result<bool> {
+        let text = self.sql(
+            "UPDATE invoices SET status = 'paid', paid_at = $2, updated_at = $2,
+                    provider_ref = COALESCE($3, provider_ref)
+              WHERE number = $1 AND status = 'open'",
+        );
+        with_pool!(self, pool => sqlx::query(&text)
+            .bind(number)
+            .bind(paid_at)
+            .bind(reference)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected() == 1)
+            .doing("marking an invoice paid"))
+    }
+
+    /// Subscriptions with automatic invoicing that are active on some day of
+    /// `[from, to]`, after `after_id`, in id order.
+    pub async fn auto_invoice_subscriptions(
+        &self,
+        from: NaiveDate,
+        to: NaiveDate,
+        after_id: &str,
+        limit: i64,
+    ) -> Result<Vec<SubscriptionRow>> {
+        let text = self.sql(
+            "SELECT id::text AS id, customer_id::text AS customer_id, amount_minor, currency,
+                    \"interval\", anchor_day, start_date, end_date, payment_terms_days
+               FROM subscriptions
+              WHERE auto_invoice = TRUE AND start_date <= $2
+                AND (end_date IS NULL OR end_date >= $1) AND id > $3::uuid
+              ORDER BY id LIMIT $4",
+        );
+        let after = if after_id.is_empty() {
+            uuid::Uuid::nil().to_string()
+        } else {
+            after_id.to_string()
+        };
+        with_pool!(self, pool => sqlx::query_as::<_, SubscriptionRow>(&text)
+            .bind(from)
+            .bind(to)
+            .bind(&after)
+            .bind(limit)
+            .fetch_all(pool)
+            .await
+            .doing("reading subscriptions with automatic invoicing"))
+    }
+
+    /// Which of these `(subscription, period_start)` pairs already have an invoice.
+    pub async fn invoiced_periods(
+        &self,
+        pairs: &[(String, NaiveDate)],
+    ) -> Result<HashSet<(String, NaiveDate)>> {
+        if pairs.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let rows: Vec<Value> = pairs
+            .iter()
+            .map(|(s, d)| json!({ "s": s, "d": d }))
+            .collect();
+        let text = self.sql(
+            "SELECT i.subscription_id::text AS s, i.period_start AS d
+               FROM invoices i
+               JOIN ROWS($1) ON i.subscription_id = (r.value->>'s')::uuid
+                            AND i.period_start = (r.value->>'d')::date",
+        );
+        let found: Vec<(String, NaiveDate)> = with_pool!(self, pool => sqlx::query_as(&text)
+            .bind(json_text(&rows))
+            .fetch_all(pool)
+            .await
+            .doing("looking up invoiced periods"))?;
+        Ok(found.into_iter().collect())
+    }
+
+    /// Inserts invoices in one transaction, numbering those without a number as
+    /// `{prefix}{n:06}` from the `invoice` counter. An invoice whose (subscription, period)
+    /// exists already is left out (invariant 4); returns the invoices inserted.
+    pub async fn insert_invoices(
+        &self,
+        invoices: &mut [NewInvoice],
+        prefix: &str,
+    ) -> Result<Vec<NewInvoice>> {
+        if invoices.is_empty() {
+            return Ok(vec![]);
+        }
+        let unnumbered = invoices.iter().filter(|i| i.number.is_empty()).count() as i64;
+        let counter = self.sql(
+            "INSERT INTO tickler_counters (name, value) VALUES ('invoice', $1)
+             ON CONFLICT (name) DO UPDATE SET value = tickler_counters.value + excluded.value
+             RETURNING value",
+        );
+        let insert = self.sql(
+            "INSERT INTO invoices (id, number, customer_id, subscription_id, period_start,
+                    period_end, amount_minor, currency, issued_at, due_date, status, paid_at,
+                    provider_ref, escalation_level, escalated_at, created_at, updated_at)
+             SELECT (r.value->>'id')::uuid, r.value->>'number', (r.value->>'customer_id')::uuid,
+                    (r.value->>'subscription_id')::uuid, (r.value->>'period_start')::date,
+                    (r.value->>'period_end')::date, (r.value->>'amount_minor')::bigint,
+                    r.value->>'currency', (r.value->>'issued_at')::timestamptz,
+                    (r.value->>'due_date')::date, r.value->>'status',
+                    (r.value->>'paid_at')::timestamptz, r.value->>'provider_ref',
+                    (r.value->>'escalation_level')::integer,
+                    (r.value->>'escalated_at')::timestamptz, $2::timestamptz, $2::timestamptz
+               FROM ROWS($1)
+              WHERE TRUE
+             ON CONFLICT (subscription_id, period_start) WHERE subscription_id IS NOT NULL
+             DO NOTHING
+             RETURNING id::text",
+        );
+        let now = ts(Utc::now());
+        let begin = self.begin_statement();
+        let inserted: Vec<String> = with_pool!(self, pool => {
+            let mut tx = pool.begin_with(begin).await.doing("creating invoices")?;
+            if unnumbered > 0 {
+                let last: i64 = sqlx::query_scalar(&counter)
+                    .bind(unnumbered)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .doing("numbering invoices")?;
+                let mut n = last - unnumbered;
+                for inv in invoices.iter_mut().filter(|i| i.number.is_empty()) {
+                    n += 1;
+                    inv.number = format!("{prefix}{n:06}");
+                }
+            }
+            let ids: Vec<String> = sqlx::query_scalar(&insert)
+                .bind(json_text(invoices))
+                .bind(&now)
+                .fetch_all(&mut *tx)
+                .await
+                .doing("creating invoices")?;
+            tx.commit().await.doing("creating invoices")?;
+            ids
+        });
+        let inserted: HashSet<String> = inserted.into_iter().collect();
+        Ok(invoices
+            .iter()
+            .filter(|i| inserted.contains(&i.id))
+            .cloned()
+            .collect())
+    }
+
+    /// Open invoices of subscriptions that have no payment request at the provider yet.
+    pub async fn invoices_without_provider_ref(&self, limit: i64) -> Result<Vec<InvoiceView>> {
+        let text = format!(
+            "{INVOICE_VIEW} WHERE i.status = 'open' AND i.provider_ref IS NULL
+                AND i.subscription_id IS NOT NULL ORDER BY i.due_date, i.id LIMIT $1"
+        );
+        let text = self.sql(&text);
+        with_pool!(self, pool => sqlx::query_as::<_, InvoiceView>(&text)
+            .bind(limit)
+            .fetch_all(pool)
+            .await
+            .doing("reading invoices without a payment request"))
+    }
+
+    pub async fn set_provider_ref(&self, invoice_id: &str, reference: &str) -> Result<()> {
+        let text =
+            self.sql("UPDATE invoices SET provider_ref = $2, updated_at = $3 WHERE id = $1::uuid");
+        with_pool!(self, pool => sqlx::query(&text)
+            .bind(invoice_id)
+            .bind(reference)
+            .bind(Utc::now())
+            .execute(pool)
+            .await
+            .map(|_| ())
+            .doing("recording a payment request"))?;
+        Ok(())
+    }
+
+    /// The states of these dedup keys in `notification_log`.
+    pub async fn notification_states(&self, keys: &[String]) -> Result<HashMap<String, String>> {
+        if keys.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let rows: Vec<Value> = keys.iter().map(|k| json!({ "k": k })).collect();
+        let text = self.sql(
+            "SELECT n.dedup_key, n.status FROM notification_log n
+               JOIN ROWS($1) ON n.dedup_key = r.value->>'k'",
+        );
+        let found: Vec<(String, String)> = with_pool!(self, pool => sqlx::query_as(&text)
+            .bind(json_text(&rows))
+            .fetch_all(pool)
+            .await
+            .doing("reading notification_log"))?;
+        Ok(found.into_iter().collect())
+    }
+
+    /// Claims messages: a key new to `notification_log`, or one whose last send failed, is
+    /// inserted (or set back to `sending`) and returned; a key sent, skipped or being sent is
+    /// not. Only the returned keys may be sent (invariant 4).
+    pub async fn claim_notifications(
+        &self,
+        job: &str,
+        claims: &[NotificationClaim],
+        now: DateTime<Utc>,
+    ) -> Result<HashSet<String>> {
+        if claims.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let text = self.sql(
+            "INSERT INTO notification_log (id, dedup_key, job_name, channel, recipient, template,
+                    invoice_id, status, error, attempts, created_at, updated_at)
+             SELECT (r.value->>'id')::uuid, r.value->>'key', $2, r.value->>'channel',
+                    r.value->>'recipient', r.value->>'template', (r.value->>'invoice')::uuid,
+                    r.value->>'status', r.value->>'error', 1, $3::timestamptz, $3::timestamptz
+               FROM ROWS($1)
+              WHERE TRUE
+             ON CONFLICT (dedup_key) DO UPDATE
+                SET status = excluded.status, attempts = notification_log.attempts + 1,
+                    recipient = excluded.recipient, job_name = excluded.job_name,
+                    error = excluded.error, updated_at = excluded.updated_at
+              WHERE notification_log.status = 'failed'
+             RETURNING dedup_key",
+        );
+        let keys: Vec<String> = with_pool!(self, pool => sqlx::query_scalar(&text)
+            .bind(json_text(claims))
+            .bind(job)
+            .bind(ts(now))
+            .fetch_all(pool)
+            .await
+            .doing("claiming messages in notification_log"))?;
+        Ok(keys.into_iter().collect())
+    }
+
+    /// Records how claimed messages ended.
+    pub async fn finish_notifications(
+        &self,
+        ends: &[NotificationEnd],
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        if ends.is_empty() {
+            return Ok(());
+        }
+        let text = self.sql(
+            "UPDATE notification_log
+                SET status = r.value->>'status', provider_message_id = r.value->>'provider_id',
+                    error = r.value->>'error', updated_at = $2::timestamptz,
+                    sent_at = CASE WHEN r.value->>'status' = 'sent' THEN $2::timestamptz END
+               FROM ROWS($1)
+              WHERE notification_log.dedup_key = r.value->>'key'",
+        );
+        with_pool!(self, pool => sqlx::query(&text)
+            .bind(json_text(ends))
+            .bind(ts(now))
+            .execute(pool)
+            .await
+            .map(|_| ())
+            .doing("recording sent messages in notification_log"))?;
+        Ok(())
+    }
+
+    /// The figures of a stats report over `[from, to)`; `today` decides what is overdue.
+    pub async fn stats(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        from_date: NaiveDate,
+        to_date: NaiveDate,
+        today: NaiveDate,
+    ) -> Result<Stats> {
+        let counts = self.sql(
+            "SELECT
+               (SELECT COUNT(*) FROM invoices WHERE issued_at >= $1::timestamptz AND issued_at < $2::timestamptz),
+               (SELECT COUNT(*) FROM invoices WHERE status = 'paid'
+                   AND paid_at >= $1::timestamptz AND paid_at < $2::timestamptz),
+               (SELECT COUNT(*) FROM invoices WHERE status = 'open' AND due_date < $3),
+               (SELECT COUNT(*) FROM invoices WHERE status = 'open'),
+               (SELECT COUNT(*) FROM invoices WHERE status <> 'void'
+                   AND due_date >= $4 AND due_date < $5),
+               (SELECT COUNT(*) FROM invoices WHERE status = 'paid'
+                   AND due_date >= $4 AND due_date < $5)",
+        );
+        let currencies = self.sql(
+            "SELECT currency,
+                    SUM(CASE WHEN issued_at >= $1::timestamptz AND issued_at < $2::timestamptz
+                             THEN amount_minor ELSE 0 END)::bigint,
+                    SUM(CASE WHEN status = 'paid' AND paid_at >= $1::timestamptz AND paid_at < $2::timestamptz
+                             THEN amount_minor ELSE 0 END)::bigint,
+                    SUM(CASE WHEN status = 'open' THEN amount_minor ELSE 0 END)::bigint
+               FROM invoices GROUP BY currency ORDER BY currency",
+        );
+        let notifications = self.sql(
+            "SELECT channel,
+                    SUM(CASE WHEN status = 'sent' THEN 1 ELSE 0 END)::bigint,
+                    SUM(CASE WHEN status = 'failed' THEN 1 ELSE 0 END)::bigint
+               FROM notification_log WHERE created_at >= $1::timestamptz AND created_at < $2::timestamptz
+              GROUP BY channel ORDER BY channel",
+        );
+        let failures = self.sql(
+            "SELECT job_name, COUNT(*) FROM job_execution_logs
+              WHERE started_at >= $1::timestamptz AND started_at < $2::timestamptz
+                AND status IN ('failed', 'timed_out', 'abandoned')
+              GROUP BY job_name ORDER BY job_name",
+        );
+        let (f, t) = (ts(from), ts(to));
+        with_pool!(self, pool => {
+            let row = sqlx::query(&counts)
+                .bind(&f)
+                .bind(&t)
+                .bind(today)
+                .bind(from_date)
+                .bind(to_date)
+                .fetch_one(pool)
+                .await
+                .doing("counting invoices for a report")?;
+            let currencies: Vec<(String, i64, i64, i64)> = sqlx::query_as(&currencies)
+                .bind(&f)
+                .bind(&t)
+                .fetch_all(pool)
+                .await
+                .doing("summing amounts for a report")?;
+            let notifications: Vec<(String, i64, i64)> = sqlx::query_as(&notifications)
+                .bind(&f)
+                .bind(&t)
+                .fetch_all(pool)
+                .await
+                .doing("counting messages for a report")?;
+            let job_failures: Vec<(String, i64)> = sqlx::query_as(&failures)
+                .bind(&f)
+                .bind(&t)
+                .fetch_all(pool)
+                .await
+                .doing("counting failed runs for a report")?;
+            Ok(Stats {
+                issued: row.try_get(0).doing("reading a report")?,
+                paid: row.try_get(1).doing("reading a report")?,
+                overdue: row.try_get(2).doing("reading a report")?,
+                open: row.try_get(3).doing("reading a report")?,
+                due_in_period: row.try_get(4).doing("reading a report")?,
+                due_in_period_paid: row.try_get(5).doing("reading a report")?,
+                currencies,
+                notifications,
+                job_failures,
+            })
+        })
+    }
+
+    /// How many rows each billing table holds (for `tickler demo` and `import`).
+    pub async fn billing_counts(&self) -> Result<(i64, i64, i64)> {
+        let text = "SELECT (SELECT COUNT(*) FROM customers), (SELECT COUNT(*) FROM subscriptions),
+                           (SELECT COUNT(*) FROM invoices)";
+        with_pool!(self, pool => sqlx::query_as(text)
+            .fetch_one(pool)
+            .await
+            .doing("counting billing rows"))
+    }
+
+    /// Which of `ids` exist in `table` (`customers`, `subscriptions` or `invoices`, by `id`;
+    /// or `invoices` by `number` when `column` is `number`).
+    pub async fn existing(
+        &self,
+        table: &str,
+        column: &str,
+        ids: &[String],
+    ) -> Result<HashSet<String>> {
+        if ids.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let rows: Vec<Value> = ids.iter().map(|k| json!({ "k": k })).collect();
+        let cast = if column == "id" { "::uuid" } else { "" };
+        let text = format!(
+            "SELECT t.{column}::text FROM {table} t JOIN ROWS($1) ON t.{column} = (r.value->>'k'){cast}"
+        );
+        let text = self.sql(&text);
+        let found: Vec<String> = with_pool!(self, pool => sqlx::query_scalar(&text)
+            .bind(json_text(&rows))
+            .fetch_all(pool)
+            .await
+            .doing("looking up existing rows"))?;
+        Ok(found.into_iter().collect())
+    }
+
+    /// Customer ids by email, for imports that name customers by email.
+    pub async fn customers_by_email(
+        &self,
+        emails: &[String],
+    ) -> Result<HashMap<String, Vec<String>>> {
+        if emails.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let rows: Vec<Value> = emails.iter().map(|k| json!({ "k": k })).collect();
+        let text = self.sql(
+            "SELECT c.email, c.id::text FROM customers c JOIN ROWS($1) ON c.email = r.value->>'k'",
+        );
+        let found: Vec<(String, String)> = with_pool!(self, pool => sqlx::query_as(&text)
+            .bind(json_text(&rows))
+            .fetch_all(pool)
+            .await
+            .doing("looking up customers by email"))?;
+        let mut out: HashMap<String, Vec<String>> = HashMap::new();
+        for (email, id) in found {
+            out.entry(email).or_default().push(id);
+        }
+        Ok(out)
+    }
+
+    /// Inserts customers, subscriptions and invoices in one transaction: all or nothing.
+    pub async fn import(
+        &self,
+        customers: &[NewCustomer],
+        subscriptions: &[NewSubscription],
+        invoices: &mut [NewInvoice],
+        invoice_prefix: &str,
+    ) -> Result<(u64, u64, u64)> {
+        let now = ts(Utc::now());
+        let customers_sql = self.sql(
+            "INSERT INTO customers (id, org_id, name, email, phone, timezone, locale,
+                    provider_customer_id, created_at)
+             SELECT (r.value->>'id')::uuid, (r.value->>'org_id')::uuid, r.value->>'name',
+                    r.value->>'email', r.value->>'phone', r.value->>'timezone',
+                    r.value->>'locale', r.value->>'provider_customer_id', $2::timestamptz
+               FROM ROWS($1)",
+        );
+        let subscriptions_sql = self.sql(
+            "INSERT INTO subscriptions (id, customer_id, description, amount_minor, currency,
+                    \"interval\", anchor_day, start_date, end_date, payment_terms_days,
+                    auto_invoice, created_at)
+             SELECT (r.value->>'id')::uuid, (r.value->>'customer_id')::uuid,
+                    r.value->>'description', (r.value->>'amount_minor')::bigint,
+                    r.value->>'currency', r.value->>'interval',
+                    (r.value->>'anchor_day')::integer, (r.value->>'start_date')::date,
+                    (r.value->>'end_date')::date, (r.value->>'payment_terms_days')::integer,
+                    (r.value->>'auto_invoice')::boolean, $2::timestamptz
+               FROM ROWS($1)",
+        );
+        let counter = self.sql(
+            "INSERT INTO tickler_counters (name, value) VALUES ('invoice', $1)
+             ON CONFLICT (name) DO UPDATE SET value = tickler_counters.value + excluded.value
+             RETURNING value",
+        );
+        let invoices_sql = self.sql(
+            "INSERT INTO invoices (id, number, customer_id, subscription_id, period_start,
+                    period_end, amount_minor, currency, issued_at, due_date, status, paid_at,
+                    provider_ref, escalation_level, escalated_at, created_at, updated_at)
+             SELECT (r.value->>'id')::uuid, r.value->>'number', (r.value->>'customer_id')::uuid,
+                    (r.value->>'subscription_id')::uuid, (r.value->>'period_start')::date,
+                    (r.value->>'period_end')::date, (r.value->>'amount_minor')::bigint,
+                    r.value->>'currency', (r.value->>'issued_at')::timestamptz,
+                    (r.value->>'due_date')::date, r.value->>'status',
+                    (r.value->>'paid_at')::timestamptz, r.value->>'provider_ref',
+                    (r.value->>'escalation_level')::integer,
+                    (r.value->>'escalated_at')::timestamptz, $2::timestamptz, $2::timestamptz
+               FROM ROWS($1)",
+        );
+        let unnumbered = invoices.iter().filter(|i| i.number.is_empty()).count() as i64;
+        let begin = self.begin_statement();
+        with_pool!(self, pool => {
+            let mut tx = pool.begin_with(begin).await.doing("importing")?;
+            let mut counts = (0, 0, 0);
+            for chunk in customers.chunks(2000) {
+                counts.0 += sqlx::query(&customers_sql)
+                    .bind(json_text(chunk))
+                    .bind(&now)
+                    .execute(&mut *tx)
+                    .await
+                    .doing("importing customers")?
+                    .rows_affected();
+            }
+            for chunk in subscriptions.chunks(2000) {
+                counts.1 += sqlx::query(&subscriptions_sql)
+                    .bind(json_text(chunk))
+                    .bind(&now)
+                    .execute(&mut *tx)
+                    .await
+                    .doing("importing subscriptions")?
+                    .rows_affected();
+            }
+            if unnumbered > 0 {
+                let last: i64 = sqlx::query_scalar(&counter)
+                    .bind(unnumbered)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .doing("numbering invoices")?;
+                let mut n = last - unnumbered;
+                for inv in invoices.iter_mut().filter(|i| i.number.is_empty()) {
+                    n += 1;
+                    inv.number = format!("{invoice_prefix}{n:06}");
+                }
+            }
+            for chunk in invoices.chunks(2000) {
+                counts.2 += sqlx::query(&invoices_sql)
+                    .bind(json_text(chunk))
+                    .bind(&now)
+                    .execute(&mut *tx)
+                    .await
+                    .doing("importing invoices")?
+                    .rows_affected();
+            }
+            tx.commit().await.doing("importing")?;
+            Ok(counts)
+        })
+    }
+
+    /// Deletes up to `batch` rows of `table` whose `column` is before `before` and that
+    /// `keep` (an SQL condition) does not protect; one short transaction per call.
+    pub async fn delete_batch(
+        &self,
+        table: &str,
+        column: &str,
+        keep: Option<&str>,
+        before: DateTime<Utc>,
+        batch: i64,
+    ) -> Result<u64> {
+        let keep = keep
+            .map(|k| format!(" AND NOT COALESCE(({k}), FALSE)"))
+            .unwrap_or_default();
+        let (row_id, bound) = match self {
+            Store::Sqlite(_) => ("rowid", ts(before)),
+            Store::Postgres(_) => ("ctid", String::new()),
+        };
+        let text = format!(
+            "DELETE FROM {table} WHERE {row_id} IN (SELECT {row_id} FROM {table}
+              WHERE {column} < $1{keep} LIMIT $2)"
+        );
+        match self {
+            Store::Sqlite(s) => sqlx::query(&text)
+                .bind(bound)
+                .bind(batch)
+                .execute(s.pool())
+                .await
+                .map(|r| r.rows_affected())
+                .doing("deleting old rows"),
+            Store::Postgres(s) => sqlx::query(&text)
+                .bind(before)
+                .bind(batch)
+                .execute(s.pool())
+                .await
+                .map(|r| r.rows_affected())
+                .doing("deleting old rows"),
+        }
+    }
+
+    /// Counts the rows [`Store::delete_batch`] would delete (for `--dry-run`).
+    pub async fn count_deletable(
+        &self,
+        table: &str,
+        column: &str,
+        keep: Option<&str>,
+        before: DateTime<Utc>,
+    ) -> Result<i64> {
+        let keep = keep
+            .map(|k| format!(" AND NOT COALESCE(({k}), FALSE)"))
+            .unwrap_or_default();
+        let text = format!("SELECT COUNT(*) FROM {table} WHERE {column} < $1{keep}");
+        match self {
+            Store::Sqlite(s) => sqlx::query_scalar(&text)
+                .bind(ts(before))
+                .fetch_one(s.pool())
+                .await
+                .doing("counting old rows"),
+            Store::Postgres(s) => sqlx::query_scalar(&text)
+                .bind(before)
+                .fetch_one(s.pool())
+                .await
+                .doing("counting old rows"),
+        }
+    }
+}
+
+/// Replaces the `:now` placeholder of a user's query by the backend's parameter `$1`.
+fn bind_now(query: &str) -> String {
+    let mut out = String::with_capacity(query.len());
+    let mut rest = query;
+    while let Some(pos) = rest.find(":now") {
+        let before_ok = !rest[..pos].ends_with(':');
+        let after = &rest[pos + 4..];
+        let after_ok = !after
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
+        out.push_str(&rest[..pos]);
+        out.push_str(if before_ok && after_ok { "$1" } else { ":now" });
+        rest = after;
+    }
+    out.push_str(rest);
+    out
+}
+
+impl Store {
+    /// Runs a user's query (a `notify` job's) and returns each row as a JSON object. `:now`
+    /// in the query is bound to `now`: a `timestamptz` on PostgreSQL, and on SQLite the text
+    /// `YYYY-MM-DD HH:MM:SS` (UTC) that SQLite's own `datetime()` writes and compares.
+    pub async fn query_json(
+        &self,
+        query: &str,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<serde_json::Map<String, Value>>> {
+        use futures_util::TryStreamExt;
+        let text = bind_now(query);
+        let uses_now = text.contains("$1");
+        let mut out = vec![];
+        match self {
+            Store::Sqlite(s) => {
+                let mut q = sqlx::query(&text);
+                if uses_now {
+                    q = q.bind(now.format("%Y-%m-%d %H:%M:%S").to_string());
+                }
+                let mut rows = q.fetch(s.jobs_pool());
+                while let Some(row) = rows.try_next().await.doing("running the query")? {
+                    out.push(sqlite_row_json(&row)?);
+                    if out.len() >= limit {
+                        break;
+                    }
+                }
+            }
+            Store::Postgres(s) => {
+                let mut q = sqlx::query(&text);
+                if uses_now {
+                    q = q.bind(now);
+                }
+                let mut rows = q.fetch(s.jobs_pool());
+                while let Some(row) = rows.try_next().await.doing("running the query")? {
+                    out.push(pg_row_json(&row)?);
+                    if out.len() >= limit {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn unsupported(column: &str, ty: &str) -> super::StoreError {
+    super::StoreError::Query {
+        doing: "reading the query's rows",
+        source: sqlx::Error::Decode(
+            format!(
+                "column `{column}` has the type {ty}, which tickler cannot read; cast it in the \
+                 query, e.g. `{column}::text`"
+            )
+            .into(),
+        ),
+    }
+}
+
+fn sqlite_row_json(row: &sqlx::sqlite::SqliteRow) -> Result<serde_json::Map<String, Value>> {
+    use sqlx::{Column, TypeInfo, ValueRef};
+    let mut map = serde_json::Map::new();
+    for (i, col) in row.columns().iter().enumerate() {
+        let raw = row.try_get_raw(i).doing("reading the query's rows")?;
+        let value = if raw.is_null() {
+            Value::Null
+        } else {
+            match raw.type_info().name() {
+                "INTEGER" | "BOOLEAN" => {
+                    json!(row.try_get::<i64, _>(i).doing("reading the query's rows")?)
+                }
+                "REAL" => json!(row.try_get::<f64, _>(i).doing("reading the query's rows")?),
+                "TEXT" | "DATETIME" | "DATE" | "TIME" => {
+                    json!(
+                        row.try_get::<String, _>(i)
+                            .doing("reading the query's rows")?
+                    )
+                }
+                other => return Err(unsupported(col.name(), other)),
+            }
+        };
+        map.insert(col.name().to_string(), value);
+    }
+    Ok(map)
+}
+
+fn pg_row_json(row: &sqlx::postgres::PgRow) -> Result<serde_json::Map<String, Value>> {
+    use sqlx::{Column, TypeInfo, ValueRef};
+    let mut map = serde_json::Map::new();
+    for (i, col) in row.columns().iter().enumerate() {
+        let raw = row.try_get_raw(i).doing("reading the query's rows")?;
+        let d = "reading the query's rows";
+        let value = if raw.is_null() {
+            Value::Null
+        } else {
+            match col.type_info().name() {
+                "BOOL" => json!(row.try_get::<bool, _>(i).doing(d)?),
+                "INT2" => json!(row.try_get::<i16, _>(i).doing(d)?),
+                "INT4" => json!(row.try_get::<i32, _>(i).doing(d)?),
+                "INT8" => json!(row.try_get::<i64, _>(i).doing(d)?),
+                "FLOAT4" => json!(row.try_get::<f32, _>(i).doing(d)?),
+                "FLOAT8" => json!(row.try_get::<f64, _>(i).doing(d)?),
+                "TEXT" | "VARCHAR" | "BPCHAR" | "NAME" | "CITEXT" => {
+                    json!(row.try_get::<String, _>(i).doing(d)?)
+                }
+                "UUID" => json!(row.try_get::<uuid::Uuid, _>(i).doing(d)?.to_string()),
+                "TIMESTAMPTZ" => json!(ts(row.try_get::<DateTime<Utc>, _>(i).doing(d)?)),
+                "TIMESTAMP" => json!(
+                    row.try_get::<chrono::NaiveDateTime, _>(i)
+                        .doing(d)?
+                        .to_string()
+                ),
+                "DATE" => json!(row.try_get::<NaiveDate, _>(i).doing(d)?.to_string()),
+                "JSON" | "JSONB" => row.try_get::<Value, _>(i).doing(d)?,
+                other => return Err(unsupported(col.name(), other)),
+            }
+        };
+        map.insert(col.name().to_string(), value);
+    }
+    Ok(map)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bind_now;
+
+    #[test]
+    fn now_is_bound_but_casts_are_left_alone() {
+        assert_eq!(
+            bind_now("SELECT * FROM s WHERE t BETWEEN :now AND x::nowhere AND y = :nowish"),
+            "SELECT * FROM s WHERE t BETWEEN $1 AND x::nowhere AND y = :nowish"
+        );
+    }
+}
