@@ -884,7 +884,8 @@ timezone = "Europe/Berln"
         assert_eq!(
             errors("[[job]]\nname = \"x\"\nkind = \"shell\"\nevery = \"1m\"\n"),
             "unknown kind `shell` for job `x` (config.toml line 3, column 8): expected one of \
-             `command`, `http`, `noop`, `sql`"
+             `cleanup`, `command`, `create_invoices`, `http`, `invoice_reminders`, `noop`, \
+             `notify`, `overdue_escalation`, `sql`, `stats_report`"
         );
     }
 

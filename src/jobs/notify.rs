@@ -162,7 +162,8 @@ impl Job for NotifyJob {
                     &self.recipient_template(*c),
                     &context,
                 ) {
-                    Ok(to) => Some(to).filter(|t| !t.is_empty() && t != "none"),
+                    // A NULL column renders as `none`: no address.
+                    Ok(to) => Some(to).filter(|t| !t.is_empty() && !t.eq_ignore_ascii_case("none")),
                     Err(e) => {
                         tally.error(format!("row {} ({dedup}): {e}", n + 1));
                         continue;

@@ -2,6 +2,7 @@
 
 mod helpers;
 
+mod billing;
 mod check;
 mod daemon;
 mod process;

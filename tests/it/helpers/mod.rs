@@ -15,6 +15,8 @@ use tickler::daemon::{self, Clock, ManualClock, Options, Signal};
 use tickler::store::{HistoryFilter, RunRow, Store};
 use tokio::sync::{mpsc, oneshot};
 
+pub mod smtp;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_tickler");
 
 /// Waits until `check` returns `Some`, polling; panics with `what` after `deadline`.

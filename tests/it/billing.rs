@@ -1,0 +1,745 @@
+//! Billing and collections with real parts: a real SMTP server (aiosmtpd) on loopback, a local
+//! HTTP mock server for Twilio, Paystack and webhooks, real SQLite files and a real
+//! PostgreSQL. Jobs run as `tickler run-job` runs them (`daemon::run_now`), on today's date.
+
+use std::collections::BTreeMap;
+
+use chrono::{Datelike, Days, NaiveDate, Utc};
+use serde_json::json;
+use tickler::daemon;
+use tickler::store::billing::{NewCustomer, NewInvoice, NewSubscription, ts};
+use tickler::store::{HistoryFilter, RunRow, Store};
+use wiremock::matchers::{body_string_contains, method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use crate::helpers::smtp::SmtpServer;
+use crate::helpers::{Project, stderr, stdout, wait_for};
+
+fn today() -> NaiveDate {
+    Utc::now().date_naive()
+}
+
+fn day(n: i64) -> NaiveDate {
+    if n >= 0 {
+        today() + Days::new(n as u64)
+    } else {
+        today() - Days::new(n.unsigned_abs())
+    }
+}
+
+fn id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+fn customer(name: &str, email: Option<&str>, phone: Option<&str>) -> NewCustomer {
+    NewCustomer {
+        id: id(),
+        org_id: None,
+        name: name.into(),
+        email: email.map(str::to_string),
+        phone: phone.map(str::to_string),
+        timezone: None,
+        locale: "en".into(),
+        provider_customer_id: None,
+    }
+}
+
+fn invoice(c: &NewCustomer, number: &str, due_in: i64) -> NewInvoice {
+    NewInvoice {
+        id: id(),
+        number: number.into(),
+        customer_id: c.id.clone(),
+        subscription_id: None,
+        period_start: None,
+        period_end: None,
+        amount_minor: 100_000,
+        currency: "ZAR".into(),
+        issued_at: ts(Utc::now() - chrono::Duration::days(20)),
+        due_date: day(due_in),
+        status: "open".into(),
+        paid_at: None,
+        provider_ref: None,
+        escalation_level: 0,
+        escalated_at: None,
+    }
+}
+
+/// A weekly subscription whose periods start `offset` days from today (mod 7).
+fn weekly(c: &NewCustomer, offset: i64) -> NewSubscription {
+    NewSubscription {
+        id: id(),
+        customer_id: c.id.clone(),
+        description: "Parking bay 7".into(),
+        amount_minor: 50_000,
+        currency: "ZAR".into(),
+        interval: "weekly".into(),
+        anchor_day: day(offset).weekday().number_from_monday() as i32,
+        start_date: day(-30),
+        end_date: None,
+        payment_terms_days: 7,
+        auto_invoice: true,
+    }
+}
+
+/// Runs one job as `tickler run-job` does and returns its ledger row.
+async fn run(p: &Project, job: &str) -> RunRow {
+    let config = p.config();
+    let spec = config.job(job).unwrap_or_else(|| panic!("no job {job}"));
+    let results = daemon::run_now(&config, &[spec.name.clone()]).await.unwrap();
+    let id = results[0].1.as_ref().expect("the run started").id.to_string();
+    let store = p.store().await;
+    let rows = store
+        .history(&HistoryFilter {
+            job: Some(job.into()),
+            status: None,
+            limit: 100,
+        })
+        .await
+        .unwrap();
+    store.close().await;
+    rows.into_iter().find(|r| r.id == id).expect("its ledger row")
+}
+
+fn meta(r: &RunRow) -> serde_json::Value {
+    r.metadata.clone().unwrap_or_default()
+}
+
+async fn level(store: &Store, number: &str) -> i32 {
+    store
+        .invoice_by_number(number)
+        .await
+        .unwrap()
+        .unwrap()
+        .escalation_level
+}
+
+/// The numbers Twilio was asked to text, in order.
+async fn texted(server: &MockServer) -> Vec<String> {
+    server
+        .received_requests()
+        .await
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|r| {
+            let body = String::from_utf8_lossy(&r.body).to_string();
+            body.split('&')
+                .find_map(|kv| kv.strip_prefix("To=").map(|v| v.replace("%2B", "+")))
+        })
+        .collect()
+}
+
+async fn twilio_ok(server: &MockServer) {
+    Mock::given(method("POST"))
+        .and(path("/2010-04-01/Accounts/AC123/Messages.json"))
+        .respond_with(ResponseTemplate::new(201).set_body_json(json!({ "sid": "SM0001" })))
+        .mount(server)
+        .await;
+}
+
+fn channels(p: &Project, smtp_port: u16, twilio: &str) -> String {
+    std::fs::write(p.path().join("twilio_token"), "token-123\n").unwrap();
+    format!(
+        "[channels.email]\ntransport = \"smtp\"\nhost = \"127.0.0.1\"\nport = {smtp_port}\n\
+         tls = \"none\"\nfrom = \"Acme Billing <billing@acme.test>\"\n\n\
+         [channels.sms]\naccount_sid = \"AC123\"\nauth_token_file = \"{}\"\n\
+         from = \"+15005550006\"\nbase_url = \"{twilio}\"\nrate_limit = 0\ntimeout = \"2s\"\n\n\
+         [templates]\nvars = {{ company = \"Acme Rentals\" }}\n\n",
+        p.path().join("twilio_token").display()
+    )
+}
+
+async fn billing_story(p: Project) {
+    let smtp = SmtpServer::start(p.path());
+    let twilio = MockServer::start().await;
+    twilio_ok(&twilio).await;
+    let jobs = "[[job]]\nname = \"reminders\"\nkind = \"invoice_reminders\"\nschedule = \"0 9 * * *\"\n\
+                offsets = [\"7d\", \"1d\", \"0d\"]\nchannels = [\"email\", \"sms\"]\n\n\
+                [[job]]\nname = \"invoices\"\nkind = \"create_invoices\"\nschedule = \"0 7 * * *\"\ndays_ahead = 10\n\n\
+                [[job]]\nname = \"level-1\"\nkind = \"overdue_escalation\"\nschedule = \"0 10 * * *\"\nlevel = 1\nmin_days_overdue = 1\n\n\
+                [[job]]\nname = \"level-2\"\nkind = \"overdue_escalation\"\nschedule = \"0 11 * * *\"\nlevel = 2\nmin_days_overdue = 7\nmin_interval = \"5d\"\n\n\
+                [[job]]\nname = \"weekly\"\nkind = \"stats_report\"\nschedule = \"0 8 * * 1\"\nperiod = \"weekly\"\nrecipients = [\"boss@acme.test\"]\n";
+    p.write_config("", &(channels(&p, smtp.port, &twilio.uri()) + jobs));
+
+    let store = p.store().await;
+    let thandi = customer("Thandi Mokoena", Some("thandi@example.com"), Some("+27820000001"));
+    let sipho = customer("Sipho Dlamini", Some("sipho@example.com"), None);
+    let aisha = customer("Aisha Patel", None, Some("+27820000003"));
+    let johan = customer("Johan Botha", Some("johan@example.com"), Some("+27820000004"));
+    let lerato = customer("Lerato Khumalo", Some("lerato@example.com"), None);
+    let mut e = invoice(&lerato, "E-1", -10);
+    e.escalation_level = 1;
+    e.escalated_at = Some(ts(Utc::now() - chrono::Duration::days(6)));
+    let mut f = invoice(&sipho, "F-1", 1);
+    f.status = "paid".into();
+    f.paid_at = Some(ts(Utc::now()));
+    let mut invoices = vec![
+        invoice(&thandi, "A-1", 5),
+        invoice(&sipho, "B-1", 1),
+        invoice(&aisha, "C-1", 0),
+        invoice(&johan, "D-1", -3),
+        e,
+        f,
+    ];
+    let sub = weekly(&thandi, 2);
+    store
+        .import(
+            &[thandi, sipho, aisha, johan, lerato],
+            &[sub],
+            &mut invoices,
+            "INV-",
+        )
+        .await
+        .unwrap();
+
+    // Reminder windows: A (7d) by email and SMS, B (1d) by email (no phone: skipped), C (0d)
+    // by SMS (no email: skipped). D and E are overdue; F is paid.
+    let r = run(&p, "reminders").await;
+    assert_eq!((r.status.as_str(), r.records_processed), ("succeeded", Some(4)), "{r:?}");
+    assert_eq!(meta(&r)["skipped_no_address"], json!(2));
+    let mails = wait_for("2 emails", std::time::Duration::from_secs(10), || async {
+        Some(smtp.messages()).filter(|m| m.len() == 2)
+    })
+    .await;
+    assert_eq!(mails[0].to, "sipho@example.com");
+    assert!(mails[0].subject.contains("B-1"), "{}", mails[0].subject);
+    assert!(mails[0].body.contains("Dear Sipho") || mails[0].body.contains("Sipho"));
+    assert_eq!(mails[1].to, "thandi@example.com");
+    assert!(mails[1].subject.contains("A-1"), "{}", mails[1].subject);
+    assert!(mails[1].body.contains("ZAR 1,000.00"), "{}", mails[1].body);
+    let mut numbers = texted(&twilio).await;
+    numbers.sort();
+    assert_eq!(numbers, ["+27820000001", "+27820000003"]);
+
+    // Re-running sends nothing twice.
+    let r = run(&p, "reminders").await;
+    assert_eq!(r.records_processed, Some(0));
+    assert_eq!(meta(&r)["already_sent"], json!(6));
+    assert_eq!(smtp.messages().len(), 2);
+    assert_eq!(texted(&twilio).await.len(), 2);
+
+    // Invoices for the weekly subscription: the current period and the two starting within 10
+    // days; once only.
+    let r = run(&p, "invoices").await;
+    assert_eq!((r.status.as_str(), r.records_processed), ("succeeded", Some(3)));
+    let created: Vec<serde_json::Value> = meta(&r)["invoices"].as_array().unwrap().clone();
+    let dues: Vec<String> = created.iter().map(|i| i["due_date"].as_str().unwrap().to_string()).collect();
+    assert_eq!(dues, [day(2).to_string(), day(9).to_string(), day(16).to_string()]);
+    assert_eq!(created[0]["number"], json!("INV-000001"));
+    assert_eq!(run(&p, "invoices").await.records_processed, Some(0));
+
+    // The new invoice due in 2 days is in the 7-day window now: only it is reminded.
+    let r = run(&p, "reminders").await;
+    assert_eq!(r.records_processed, Some(2));
+    assert_eq!(smtp.messages().len(), 3);
+
+    // Escalation: D goes to level 1; E (level 1 six days ago) to level 2.
+    let r = run(&p, "level-1").await;
+    assert_eq!((r.records_processed, meta(&r)["raised"].clone()), (Some(1), json!(1)));
+    assert_eq!(level(&store, "D-1").await, 1);
+    let r = run(&p, "level-2").await;
+    assert_eq!((r.records_processed, meta(&r)["raised"].clone()), (Some(1), json!(1)));
+    assert_eq!(level(&store, "E-1").await, 2);
+    assert_eq!(level(&store, "D-1").await, 1, "level 2 waits 7 days overdue");
+    assert_eq!(run(&p, "level-1").await.records_processed, Some(0));
+    let mails = smtp.messages();
+    assert!(mails.iter().any(|m| m.to == "lerato@example.com" && m.subject.contains("E-1")));
+
+    // Paid: `tickler invoice mark-paid`.
+    let out = p.cli(&["invoice", "mark-paid", "D-1", "--reference", "EFT 991"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).starts_with("invoice D-1 (Johan Botha, ZAR 1,000.00) marked paid at "),
+        "{}",
+        stdout(&out)
+    );
+    let out = p.cli(&["invoice", "mark-paid", "D-1"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).starts_with("error: invoice `D-1` is already paid (on "), "{}", stderr(&out));
+    let out = p.cli(&["invoice", "mark-paid", "NOPE-1"]);
+    assert_eq!(
+        stderr(&out),
+        "error: no invoice numbered `NOPE-1`; `tickler history` and SQL on `invoices` list them\n"
+    );
+
+    // The weekly report, by email, kept in the run's metadata; once per week.
+    let r = run(&p, "weekly").await;
+    assert_eq!(r.status, "succeeded", "{r:?}");
+    let stats = &meta(&r)["stats"];
+    assert_eq!(stats["invoices"]["overdue"], json!(1), "{stats}");
+    assert_eq!(stats["invoices"]["open"], json!(7), "{stats}");
+    let report = smtp
+        .messages()
+        .into_iter()
+        .find(|m| m.to == "boss@acme.test")
+        .expect("the report");
+    assert!(report.subject.contains("Weekly billing report"), "{}", report.subject);
+    assert!(report.body.contains("Collection rate"), "{}", report.body);
+    let before = smtp.messages().len();
+    run(&p, "weekly").await;
+    assert_eq!(smtp.messages().len(), before);
+    store.close().await;
+}
+
+#[tokio::test]
+async fn billing_story_sqlite() {
+    billing_story(Project::sqlite()).await;
+}
+
+#[tokio::test]
+async fn billing_story_postgres() {
+    if let Some(p) = Project::postgres().await {
+        billing_story(p).await;
+    }
+}
+
+/// Six SMS reminders; Twilio fails for two of them mid-batch. The rest go out, the run is
+/// `partial` with the two errors, and the next run sends exactly the two that failed.
+#[tokio::test]
+async fn a_provider_outage_mid_batch() {
+    let p = Project::sqlite();
+    let smtp = SmtpServer::start(p.path());
+    let twilio = MockServer::start().await;
+    let jobs = "[[job]]\nname = \"sms\"\nkind = \"invoice_reminders\"\nschedule = \"0 9 * * *\"\n\
+                offsets = [\"7d\"]\nchannels = [\"sms\"]\nbatch_size = 2\n";
+    p.write_config("", &(channels(&p, smtp.port, &twilio.uri()) + jobs));
+    let store = p.store().await;
+    let customers: Vec<NewCustomer> = (1..=6)
+        .map(|i| customer(&format!("Tenant {i}"), None, Some(&format!("+2782000001{i}"))))
+        .collect();
+    let mut invoices: Vec<NewInvoice> = customers
+        .iter()
+        .enumerate()
+        .map(|(i, c)| invoice(c, &format!("O-{}", i + 1), 7))
+        .collect();
+    store.import(&customers, &[], &mut invoices, "INV-").await.unwrap();
+    store.close().await;
+
+    for number in ["%2B27820000013", "%2B27820000014"] {
+        Mock::given(method("POST"))
+            .and(body_string_contains(format!("To={number}")))
+            .respond_with(
+                ResponseTemplate::new(503)
+                    .set_body_json(json!({ "code": 20500, "message": "Service unavailable" })),
+            )
+            .with_priority(1)
+            .mount(&twilio)
+            .await;
+    }
+    twilio_ok(&twilio).await;
+    let r = run(&p, "sms").await;
+    assert_eq!((r.status.as_str(), r.records_processed), ("partial", Some(4)));
+    assert_eq!(
+        meta(&r)["item_errors"],
+        json!([
+            "invoice O-3 by sms to +27820000013: Twilio answered HTTP 503: error 20500: Service unavailable",
+            "invoice O-4 by sms to +27820000014: Twilio answered HTTP 503: error 20500: Service unavailable"
+        ]),
+        "{r:?}"
+    );
+    assert_eq!(texted(&twilio).await.len(), 6);
+
+    // The provider is back: only the two failed messages go.
+    twilio.reset().await;
+    twilio_ok(&twilio).await;
+    let r = run(&p, "sms").await;
+    assert_eq!((r.status.as_str(), r.records_processed), ("succeeded", Some(2)));
+    let mut again = texted(&twilio).await;
+    again.sort();
+    assert_eq!(again, ["+27820000013", "+27820000014"]);
+    let r = run(&p, "sms").await;
+    assert_eq!(r.records_processed, Some(0));
+    assert_eq!(texted(&twilio).await.len(), 2, "nothing is sent twice");
+}
+
+/// A provider that does not answer in time fails the message with a clear error; the run
+/// goes on and is `partial`.
+#[tokio::test]
+async fn a_provider_timeout_is_an_item_error() {
+    let p = Project::sqlite();
+    let smtp = SmtpServer::start(p.path());
+    let twilio = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(201).set_delay(std::time::Duration::from_secs(5)))
+        .mount(&twilio)
+        .await;
+    let jobs = "[[job]]\nname = \"r\"\nkind = \"invoice_reminders\"\nschedule = \"0 9 * * *\"\n\
+                offsets = [\"1d\"]\nchannels = [\"email\", \"sms\"]\n";
+    p.write_config("", &(channels(&p, smtp.port, &twilio.uri()) + jobs));
+    let store = p.store().await;
+    let c = customer("Tenant", Some("t@example.com"), Some("+27820000099"));
+    let mut inv = vec![invoice(&c, "T-1", 1)];
+    store.import(&[c], &[], &mut inv, "INV-").await.unwrap();
+    store.close().await;
+    let r = run(&p, "r").await;
+    assert_eq!((r.status.as_str(), r.records_processed), ("partial", Some(1)));
+    assert_eq!(
+        r.error_message.unwrap(),
+        format!(
+            "invoice T-1 by sms to +27820000099: Twilio ({}): timed out",
+            twilio.uri()
+        )
+    );
+}
+
+/// Paystack payment requests: a 500 is retried under the item policy, a 400 is not, a
+/// customer without a Paystack code is an item error; the job goes on (`partial`).
+#[tokio::test]
+async fn paystack_payment_requests_retry_per_invoice() {
+    let p = Project::sqlite();
+    let paystack = MockServer::start().await;
+    std::fs::write(p.path().join("paystack_key"), "sk_test_1").unwrap();
+    p.write_config(
+        "",
+        &format!(
+            "[[job]]\nname = \"invoices\"\nkind = \"create_invoices\"\nschedule = \"0 7 * * *\"\n\
+             days_ahead = 0\npaystack = {{ secret_key_file = \"{}\", base_url = \"{}\" }}\n\
+             item_retry = {{ attempts = 3, initial = \"10ms\", max = \"20ms\" }}\n",
+            p.path().join("paystack_key").display(),
+            paystack.uri()
+        ),
+    );
+    Mock::given(method("POST"))
+        .and(path("/paymentrequest"))
+        .and(body_string_contains("CUS_1"))
+        .respond_with(ResponseTemplate::new(500).set_body_json(json!({ "status": false, "message": "oops" })))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&paystack)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/paymentrequest"))
+        .and(body_string_contains("CUS_1"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(
+            json!({ "status": true, "data": { "request_code": "PRQ_1", "id": 1 } }),
+        ))
+        .with_priority(2)
+        .mount(&paystack)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/paymentrequest"))
+        .and(body_string_contains("CUS_2"))
+        .respond_with(ResponseTemplate::new(400).set_body_json(
+            json!({ "status": false, "message": "Customer not found" }),
+        ))
+        .mount(&paystack)
+        .await;
+
+    let store = p.store().await;
+    let mut a = customer("P1", Some("p1@example.com"), None);
+    a.provider_customer_id = Some("CUS_1".into());
+    let mut b = customer("P2", Some("p2@example.com"), None);
+    b.provider_customer_id = Some("CUS_2".into());
+    let c = customer("P3", Some("p3@example.com"), None);
+    let subs = vec![weekly(&a, 0), weekly(&b, 0), weekly(&c, 0)];
+    store.import(&[a, b, c], &subs, &mut [], "INV-").await.unwrap();
+
+    let r = run(&p, "invoices").await;
+    assert_eq!((r.status.as_str(), r.records_processed), ("partial", Some(3)), "{r:?}");
+    assert_eq!(
+        meta(&r)["item_errors"],
+        json!([
+            "invoice INV-000002: payment request failed after 1 attempt(s): Paystack API error: \
+             HTTP 400: Customer not found",
+            "invoice INV-000003: payment request failed after 1 attempt(s): no Paystack \
+             customer ID found for customer `P3`; set `provider_customer_id` (a Paystack \
+             customer code, `CUS_...`) for it, e.g. with `tickler import customers`"
+        ])
+    );
+    let first = store.invoice_by_number("INV-000001").await.unwrap().unwrap();
+    assert_eq!(first.provider_ref.as_deref(), Some("PRQ_1"));
+    let calls = paystack.received_requests().await.unwrap();
+    let auth = calls[0].headers.get("authorization").unwrap().to_str().unwrap().to_string();
+    assert_eq!(auth, "Bearer sk_test_1");
+    assert_eq!(calls.len(), 3, "a 500 then a 200 for CUS_1, one 400 for CUS_2");
+
+    // The next run creates nothing and asks again only for the invoices still without one.
+    let r = run(&p, "invoices").await;
+    assert_eq!(meta(&r)["created"], json!(0));
+    assert_eq!(meta(&r)["payment_requests_failed"], json!(2));
+    assert_eq!(paystack.received_requests().await.unwrap().len(), 4);
+    store.close().await;
+}
+
+/// Reports and other messages to a webhook arrive as Slack-compatible JSON.
+#[tokio::test]
+async fn webhooks_get_slack_compatible_json() {
+    let p = Project::sqlite();
+    let hook = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/hooks/T000/B000"))
+        .respond_with(ResponseTemplate::new(200).set_body_string("ok"))
+        .mount(&hook)
+        .await;
+    std::fs::write(p.path().join("hook_url"), format!("{}/hooks/T000/B000", hook.uri())).unwrap();
+    p.write_config(
+        "",
+        &format!(
+            "[channels.webhook]\nurl_file = \"{}\"\n\n[templates]\nvars = {{ company = \"Acme\" }}\n\n\
+             [[job]]\nname = \"monthly\"\nkind = \"stats_report\"\nschedule = \"0 9 1 * *\"\n\
+             period = \"monthly\"\nchannels = [\"webhook\"]\n",
+            p.path().join("hook_url").display()
+        ),
+    );
+    let r = run(&p, "monthly").await;
+    assert_eq!((r.status.as_str(), r.records_processed), ("succeeded", Some(1)), "{r:?}");
+    let calls = hook.received_requests().await.unwrap();
+    assert_eq!(calls.len(), 1);
+    let body: serde_json::Value = serde_json::from_slice(&calls[0].body).unwrap();
+    assert!(body["text"].as_str().unwrap().contains("Monthly billing report"), "{body}");
+    assert!(body["subject"].as_str().unwrap().contains("[Acme]"), "{body}");
+
+    // A webhook answering 500: the message fails with the answer, the URL's secret hidden.
+    hook.reset().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(500).set_body_string("internal error"))
+        .mount(&hook)
+        .await;
+    let p2 = Project::sqlite();
+    std::fs::write(p2.path().join("hook_url"), format!("{}/hooks/T000/B000", hook.uri())).unwrap();
+    p2.write_config(
+        "",
+        &format!(
+            "[channels.webhook]\nurl_file = \"{}\"\n\n[templates]\nvars = {{ company = \"Acme\" }}\n\n\
+             [[job]]\nname = \"weekly\"\nkind = \"stats_report\"\nschedule = \"0 9 * * 1\"\n\
+             period = \"weekly\"\nchannels = [\"webhook\"]\n",
+            p2.path().join("hook_url").display()
+        ),
+    );
+    let r = run(&p2, "weekly").await;
+    assert_eq!(r.status, "partial");
+    let error = r.error_message.unwrap();
+    assert!(error.contains("webhook `http://127.0.0.1/***` answered HTTP 500: internal error"), "{error}");
+    assert!(!error.contains("T000"), "the secret URL stays hidden: {error}");
+}
+
+#[tokio::test]
+async fn csv_import_rejects_bad_rows_by_line_and_imports_nothing() {
+    let p = Project::sqlite();
+    p.write_config("", "");
+    std::fs::write(
+        p.path().join("customers.csv"),
+        "name,email,phone,timezone\n\
+         Thandi Mokoena,thandi@example.com,+27821234567,Africa/Johannesburg\n\
+         ,nobody@example.com,,\n\
+         Bob,bob@,0821234567,Africa/Johannesburg\n\
+         \"Smith, Anna\",anna@example.com,,Europe/Lodnon\n",
+    )
+    .unwrap();
+    let out = p.cli(&["import", "customers", "customers.csv"]);
+    assert!(!out.status.success());
+    assert_eq!(
+        stderr(&out),
+        "error: `customers.csv` has 3 bad row(s); nothing was imported. Fix them and import the file again:\n\
+         \x20 customers.csv line 3, column `name`: is required\n\
+         \x20 customers.csv line 4, column `email`: `bob@` is not an email address\n\
+         \x20 customers.csv line 4, column `phone`: `0821234567` is not an international number such as +27821234567\n\
+         \x20 customers.csv line 5, column `timezone`: unknown time zone `Europe/Lodnon`; did you mean `Europe/London`? \
+         use an IANA name such as `Africa/Johannesburg` or `UTC` (`timedatectl list-timezones` lists them)\n"
+    );
+    let store = p.store().await;
+    assert_eq!(store.billing_counts().await.unwrap(), (0, 0, 0));
+
+    std::fs::write(
+        p.path().join("customers.csv"),
+        "name,email,phone\nThandi Mokoena,thandi@example.com,+27821234567\nSipho Dlamini,sipho@example.com,\n",
+    )
+    .unwrap();
+    let out = p.cli(&["import", "customers", "customers.csv"]);
+    assert_eq!(stdout(&out), "imported 2 customers from customers.csv\n", "{}", stderr(&out));
+
+    std::fs::write(
+        p.path().join("leases.csv"),
+        "customer_email,amount,currency,interval,start_date,anchor_day\n\
+         thandi@example.com,6500.00,ZAR,monthly,2026-01-01,1\n\
+         nobody@example.com,6500,ZAR,monthly,2026-01-01,1\n\
+         sipho@example.com,65.001,ZAR,fortnightly,2026-13-01,1\n",
+    )
+    .unwrap();
+    let out = p.cli(&["import", "subscriptions", "leases.csv"]);
+    assert_eq!(
+        stderr(&out),
+        "error: `leases.csv` has 2 bad row(s); nothing was imported. Fix them and import the file again:\n\
+         \x20 leases.csv line 3, column `customer_email`: no customer with the email `nobody@example.com`\n\
+         \x20 leases.csv line 4, column `amount`: `65.001` is not an amount of ZAR (a positive number with at most 2 decimals, no currency sign or thousands separator)\n\
+         \x20 leases.csv line 4, column `interval`: `fortnightly` must be monthly, weekly or yearly\n\
+         \x20 leases.csv line 4, column `start_date`: `2026-13-01` is not a date; write YYYY-MM-DD\n"
+    );
+    assert_eq!(store.billing_counts().await.unwrap(), (2, 0, 0));
+    std::fs::write(
+        p.path().join("leases.csv"),
+        "customer_email,amount,currency,interval,start_date\nthandi@example.com,6500.00,ZAR,monthly,2026-01-15\n",
+    )
+    .unwrap();
+    let out = p.cli(&["import", "subscriptions", "leases.csv"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let out = p.cli(&["import", "invoices", "nope.csv"]);
+    assert!(
+        stderr(&out).starts_with("error: cannot read `nope.csv`: No such file or directory"),
+        "{}",
+        stderr(&out)
+    );
+    std::fs::write(p.path().join("inv.csv"), "number,customer_email,amount,currency,due_date,colour\n").unwrap();
+    let out = p.cli(&["import", "invoices", "inv.csv"]);
+    assert!(
+        stderr(&out).contains("inv.csv line 1: unknown column `colour`; invoices files take: id, number,"),
+        "{}",
+        stderr(&out)
+    );
+    store.close().await;
+}
+
+/// `run-job --dry-run` renders and lists what would be sent, and sends, records and changes
+/// nothing.
+#[tokio::test]
+async fn a_dry_run_sends_and_changes_nothing() {
+    let p = Project::sqlite();
+    p.write_config(
+        "",
+        "[channels.email]\nfrom = \"Billing <b@acme.test>\"\n\n[templates]\nvars = { company = \"Acme\" }\n\n\
+         [[job]]\nname = \"r\"\nkind = \"invoice_reminders\"\nschedule = \"0 9 * * *\"\n\n\
+         [[job]]\nname = \"i\"\nkind = \"create_invoices\"\nschedule = \"0 7 * * *\"\n",
+    );
+    let store = p.store().await;
+    let c = customer("Thandi Mokoena", Some("thandi@example.com"), None);
+    let mut inv = vec![invoice(&c, "A-1", 1)];
+    let sub = weekly(&c, 3);
+    store.import(&[c], &[sub], &mut inv, "INV-").await.unwrap();
+    let out = p.cli(&["run-job", "r", "--dry-run"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.starts_with("r: dry run, 1 record(s); nothing was sent or changed\n"), "{text}");
+    assert!(
+        text.contains("  would send email to thandi@example.com: ") && text.contains("A-1"),
+        "{text}"
+    );
+    let out = p.cli(&["run-job", "i", "--dry-run"]);
+    assert!(stdout(&out).contains("\"would_create\":5"), "{}", stdout(&out));
+    assert!(!p.path().join("outbox").exists(), "no email written");
+    assert_eq!(store.billing_counts().await.unwrap(), (1, 1, 1), "no invoice created");
+    assert!(store.notification_states(&["reminder:7d".into()]).await.unwrap().is_empty());
+    let rows = store.history(&HistoryFilter { job: None, status: None, limit: 10 }).await.unwrap();
+    assert!(rows.is_empty(), "a dry run is not a run: {rows:?}");
+    store.close().await;
+}
+
+/// `notify` on the user's own table: seed 003's "bookings 24 h ahead", once per booking, and
+/// never again from a second job sharing its `dedup` (seed 002's weekend catch-up batch).
+#[tokio::test]
+async fn notify_reminds_rows_of_your_own_tables_once() {
+    let p = Project::sqlite();
+    std::fs::create_dir_all(p.path().join("templates")).unwrap();
+    std::fs::write(
+        p.path().join("templates/booking.j2"),
+        "{% block subject %}Your booking {{ id }} at {{ starts_at }}{% endblock %}\
+         {% block text %}Hi {{ name }}, see you at {{ starts_at }}.{% endblock %}",
+    )
+    .unwrap();
+    let job = |name: &str| {
+        format!(
+            "[[job]]\nname = \"{name}\"\nkind = \"notify\"\nschedule = \"0 * * * *\"\n\
+             query = \"SELECT id, name, email, starts_at FROM bookings WHERE starts_at BETWEEN \
+             datetime(:now, '+23 hours') AND datetime(:now, '+25 hours') ORDER BY id\"\n\
+             template = \"booking\"\ndedup = \"booking-24h-{{{{ id }}}}\"\n\n"
+        )
+    };
+    p.write_config(
+        "",
+        &format!(
+            "[channels.email]\nfrom = \"Bookings <b@acme.test>\"\n\n{}{}",
+            job("hourly"),
+            job("weekend")
+        ),
+    );
+    let store = p.store().await;
+    let at = |h: i64| (Utc::now() + chrono::Duration::hours(h)).format("%Y-%m-%d %H:%M:%S").to_string();
+    store
+        .execute(
+            &[
+                "CREATE TABLE bookings (id INTEGER, name TEXT, email TEXT, starts_at TEXT)".into(),
+                format!(
+                    "INSERT INTO bookings VALUES (1, 'Ann', 'ann@example.com', '{}'), \
+                     (2, 'Ben', NULL, '{}'), (3, 'Cat', 'cat@example.com', '{}')",
+                    at(24),
+                    at(24),
+                    at(48)
+                ),
+            ],
+            true,
+        )
+        .await
+        .unwrap();
+    let r = run(&p, "hourly").await;
+    assert_eq!((r.status.as_str(), r.records_processed), ("succeeded", Some(1)), "{r:?}");
+    assert_eq!(meta(&r)["skipped_no_address"], json!(1));
+    let outbox: Vec<_> = std::fs::read_dir(p.path().join("outbox")).unwrap().collect();
+    assert_eq!(outbox.len(), 1);
+    let eml = std::fs::read_to_string(outbox[0].as_ref().unwrap().path()).unwrap();
+    assert!(eml.contains("To: ann@example.com"), "{eml}");
+    assert!(eml.contains("Subject: Your booking 1 at "), "{eml}");
+    assert_eq!(run(&p, "hourly").await.records_processed, Some(0));
+    assert_eq!(run(&p, "weekend").await.records_processed, Some(0));
+    let states = store
+        .notification_states(&["booking-24h-1:email".into(), "booking-24h-2:email".into()])
+        .await
+        .unwrap();
+    assert_eq!(
+        states.into_iter().collect::<BTreeMap<_, _>>(),
+        BTreeMap::from([
+            ("booking-24h-1:email".to_string(), "sent".to_string()),
+            ("booking-24h-2:email".to_string(), "skipped".to_string())
+        ])
+    );
+    store.close().await;
+}
+
+/// `cleanup` deletes old rows in batches, keeps what `keep` protects, and reports a rule it
+/// cannot run as an item error while the other rules go on.
+#[tokio::test]
+async fn cleanup_deletes_in_batches_and_keeps_what_it_is_told() {
+    use tickler::store::billing::{NotificationClaim, NotificationEnd};
+    let p = Project::sqlite();
+    p.write_config(
+        "",
+        "[[job]]\nname = \"cleanup\"\nkind = \"cleanup\"\nschedule = \"0 2 * * 1\"\n\n\
+         [[job.rule]]\ntable = \"notification_log\"\nolder_than = \"90d\"\nkeep = \"status = 'failed'\"\nbatch_size = 2\n\n\
+         [[job.rule]]\ntable = \"no_such_table\"\nolder_than = \"1d\"\n",
+    );
+    let store = p.store().await;
+    let claim = |key: String| NotificationClaim {
+        id: id(),
+        key,
+        channel: "email",
+        recipient: "x@example.com".into(),
+        template: "friendly".into(),
+        invoice: None,
+        status: "sending",
+        error: None,
+    };
+    let old = Utc::now() - chrono::Duration::days(100);
+    let olds: Vec<_> = (0..7).map(|i| claim(format!("old-{i}"))).collect();
+    store.claim_notifications("t", &olds, old).await.unwrap();
+    let ends: Vec<_> = (0..7)
+        .map(|i| NotificationEnd {
+            key: format!("old-{i}"),
+            status: if i < 2 { "failed" } else { "sent" },
+            provider_id: None,
+            error: None,
+        })
+        .collect();
+    store.finish_notifications(&ends, old).await.unwrap();
+    let news: Vec<_> = (0..3).map(|i| claim(format!("new-{i}"))).collect();
+    store.claim_notifications("t", &news, Utc::now()).await.unwrap();
+
+    let r = run(&p, "cleanup").await;
+    assert_eq!((r.status.as_str(), r.records_processed), ("partial", Some(5)), "{r:?}");
+    assert!(
+        r.error_message.as_deref().unwrap().contains("no_such_table.created_at older than 1day: database error while deleting old rows: error returned from database: (code: 1) no such table: no_such_table"),
+        "{r:?}"
+    );
+    let keys: Vec<String> = (0..7).map(|i| format!("old-{i}")).chain((0..3).map(|i| format!("new-{i}"))).collect();
+    let left = store.notification_states(&keys).await.unwrap();
+    assert_eq!(left.len(), 5, "two old failures and three new rows stay: {left:?}");
+    assert!(left.contains_key("old-0") && left.contains_key("old-1") && left.contains_key("new-2"));
+    store.close().await;
+}
