@@ -406,6 +406,7 @@ fn parse_into(path: &Path, text: &str, c: &mut Collector<'_>) -> Option<Config> 
     let mut channels = ChannelsRaw::default();
     let mut templates = TemplatesRaw::default();
     let mut notify_span = 0..0;
+    let mut templates_span: Option<Range<usize>> = None;
     for (key, value) in root.get_ref().iter() {
         let span = value.span();
         match key.get_ref().as_ref() {
@@ -421,7 +422,10 @@ fn parse_into(path: &Path, text: &str, c: &mut Collector<'_>) -> Option<Config> 
                 Err(e) => c.toml("invalid `[channels]` section", &e, span),
             },
             "templates" => match deser::<TemplatesRaw>(value.clone()) {
-                Ok(t) => templates = t,
+                Ok(t) => {
+                    templates = t;
+                    templates_span = Some(span);
+                }
                 Err(e) => c.toml("invalid `[templates]` section", &e, span),
             },
             "defaults" => match deser::<PolicyRaw>(value.clone()) {
@@ -457,7 +461,13 @@ fn parse_into(path: &Path, text: &str, c: &mut Collector<'_>) -> Option<Config> 
         Ok(n) => Some(Arc::new(n)),
         Err(problems) => {
             for (what, detail) in problems {
-                c.push(what, Some(notify_span.clone()), detail);
+                // A template's own file and line are in `detail`.
+                let at = if what == "invalid template" {
+                    templates_span.clone()
+                } else {
+                    Some(notify_span.clone())
+                };
+                c.push(what, at, detail);
             }
             None
         }

@@ -85,8 +85,15 @@ fn weekly(c: &NewCustomer, offset: i64) -> NewSubscription {
 async fn run(p: &Project, job: &str) -> RunRow {
     let config = p.config();
     let spec = config.job(job).unwrap_or_else(|| panic!("no job {job}"));
-    let results = daemon::run_now(&config, &[spec.name.clone()]).await.unwrap();
-    let id = results[0].1.as_ref().expect("the run started").id.to_string();
+    let results = daemon::run_now(&config, &[spec.name.clone()])
+        .await
+        .unwrap();
+    let id = results[0]
+        .1
+        .as_ref()
+        .expect("the run started")
+        .id
+        .to_string();
     let store = p.store().await;
     let rows = store
         .history(&HistoryFilter {
@@ -97,7 +104,9 @@ async fn run(p: &Project, job: &str) -> RunRow {
         .await
         .unwrap();
     store.close().await;
-    rows.into_iter().find(|r| r.id == id).expect("its ledger row")
+    rows.into_iter()
+        .find(|r| r.id == id)
+        .expect("its ledger row")
 }
 
 fn meta(r: &RunRow) -> serde_json::Value {
@@ -161,10 +170,18 @@ async fn billing_story(p: Project) {
     p.write_config("", &(channels(&p, smtp.port, &twilio.uri()) + jobs));
 
     let store = p.store().await;
-    let thandi = customer("Thandi Mokoena", Some("thandi@example.com"), Some("+27820000001"));
+    let thandi = customer(
+        "Thandi Mokoena",
+        Some("thandi@example.com"),
+        Some("+27820000001"),
+    );
     let sipho = customer("Sipho Dlamini", Some("sipho@example.com"), None);
     let aisha = customer("Aisha Patel", None, Some("+27820000003"));
-    let johan = customer("Johan Botha", Some("johan@example.com"), Some("+27820000004"));
+    let johan = customer(
+        "Johan Botha",
+        Some("johan@example.com"),
+        Some("+27820000004"),
+    );
     let lerato = customer("Lerato Khumalo", Some("lerato@example.com"), None);
     let mut e = invoice(&lerato, "E-1", -10);
     e.escalation_level = 1;
@@ -194,7 +211,11 @@ async fn billing_story(p: Project) {
     // Reminder windows: A (7d) by email and SMS, B (1d) by email (no phone: skipped), C (0d)
     // by SMS (no email: skipped). D and E are overdue; F is paid.
     let r = run(&p, "reminders").await;
-    assert_eq!((r.status.as_str(), r.records_processed), ("succeeded", Some(4)), "{r:?}");
+    assert_eq!(
+        (r.status.as_str(), r.records_processed),
+        ("succeeded", Some(4)),
+        "{r:?}"
+    );
     assert_eq!(meta(&r)["skipped_no_address"], json!(2));
     let mails = wait_for("2 emails", std::time::Duration::from_secs(10), || async {
         Some(smtp.messages()).filter(|m| m.len() == 2)
@@ -220,10 +241,19 @@ async fn billing_story(p: Project) {
     // Invoices for the weekly subscription: the current period and the two starting within 10
     // days; once only.
     let r = run(&p, "invoices").await;
-    assert_eq!((r.status.as_str(), r.records_processed), ("succeeded", Some(3)));
+    assert_eq!(
+        (r.status.as_str(), r.records_processed),
+        ("succeeded", Some(3))
+    );
     let created: Vec<serde_json::Value> = meta(&r)["invoices"].as_array().unwrap().clone();
-    let dues: Vec<String> = created.iter().map(|i| i["due_date"].as_str().unwrap().to_string()).collect();
-    assert_eq!(dues, [day(2).to_string(), day(9).to_string(), day(16).to_string()]);
+    let dues: Vec<String> = created
+        .iter()
+        .map(|i| i["due_date"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        dues,
+        [day(2).to_string(), day(9).to_string(), day(16).to_string()]
+    );
     assert_eq!(created[0]["number"], json!("INV-000001"));
     assert_eq!(run(&p, "invoices").await.records_processed, Some(0));
 
@@ -234,15 +264,29 @@ async fn billing_story(p: Project) {
 
     // Escalation: D goes to level 1; E (level 1 six days ago) to level 2.
     let r = run(&p, "level-1").await;
-    assert_eq!((r.records_processed, meta(&r)["raised"].clone()), (Some(1), json!(1)));
+    assert_eq!(
+        (r.records_processed, meta(&r)["raised"].clone()),
+        (Some(1), json!(1))
+    );
     assert_eq!(level(&store, "D-1").await, 1);
     let r = run(&p, "level-2").await;
-    assert_eq!((r.records_processed, meta(&r)["raised"].clone()), (Some(1), json!(1)));
+    assert_eq!(
+        (r.records_processed, meta(&r)["raised"].clone()),
+        (Some(1), json!(1))
+    );
     assert_eq!(level(&store, "E-1").await, 2);
-    assert_eq!(level(&store, "D-1").await, 1, "level 2 waits 7 days overdue");
+    assert_eq!(
+        level(&store, "D-1").await,
+        1,
+        "level 2 waits 7 days overdue"
+    );
     assert_eq!(run(&p, "level-1").await.records_processed, Some(0));
     let mails = smtp.messages();
-    assert!(mails.iter().any(|m| m.to == "lerato@example.com" && m.subject.contains("E-1")));
+    assert!(
+        mails
+            .iter()
+            .any(|m| m.to == "lerato@example.com" && m.subject.contains("E-1"))
+    );
 
     // Paid: `tickler invoice mark-paid`.
     let out = p.cli(&["invoice", "mark-paid", "D-1", "--reference", "EFT 991"]);
@@ -254,7 +298,11 @@ async fn billing_story(p: Project) {
     );
     let out = p.cli(&["invoice", "mark-paid", "D-1"]);
     assert!(!out.status.success());
-    assert!(stderr(&out).starts_with("error: invoice `D-1` is already paid (on "), "{}", stderr(&out));
+    assert!(
+        stderr(&out).starts_with("error: invoice `D-1` is already paid (on "),
+        "{}",
+        stderr(&out)
+    );
     let out = p.cli(&["invoice", "mark-paid", "NOPE-1"]);
     assert_eq!(
         stderr(&out),
@@ -272,7 +320,11 @@ async fn billing_story(p: Project) {
         .into_iter()
         .find(|m| m.to == "boss@acme.test")
         .expect("the report");
-    assert!(report.subject.contains("Weekly billing report"), "{}", report.subject);
+    assert!(
+        report.subject.contains("Weekly billing report"),
+        "{}",
+        report.subject
+    );
     assert!(report.body.contains("Collection rate"), "{}", report.body);
     let before = smtp.messages().len();
     run(&p, "weekly").await;
@@ -304,14 +356,23 @@ async fn a_provider_outage_mid_batch() {
     p.write_config("", &(channels(&p, smtp.port, &twilio.uri()) + jobs));
     let store = p.store().await;
     let customers: Vec<NewCustomer> = (1..=6)
-        .map(|i| customer(&format!("Tenant {i}"), None, Some(&format!("+2782000001{i}"))))
+        .map(|i| {
+            customer(
+                &format!("Tenant {i}"),
+                None,
+                Some(&format!("+2782000001{i}")),
+            )
+        })
         .collect();
     let mut invoices: Vec<NewInvoice> = customers
         .iter()
         .enumerate()
         .map(|(i, c)| invoice(c, &format!("O-{}", i + 1), 7))
         .collect();
-    store.import(&customers, &[], &mut invoices, "INV-").await.unwrap();
+    store
+        .import(&customers, &[], &mut invoices, "INV-")
+        .await
+        .unwrap();
     store.close().await;
 
     for number in ["%2B27820000013", "%2B27820000014"] {
@@ -327,7 +388,10 @@ async fn a_provider_outage_mid_batch() {
     }
     twilio_ok(&twilio).await;
     let r = run(&p, "sms").await;
-    assert_eq!((r.status.as_str(), r.records_processed), ("partial", Some(4)));
+    assert_eq!(
+        (r.status.as_str(), r.records_processed),
+        ("partial", Some(4))
+    );
     assert_eq!(
         meta(&r)["item_errors"],
         json!([
@@ -342,7 +406,10 @@ async fn a_provider_outage_mid_batch() {
     twilio.reset().await;
     twilio_ok(&twilio).await;
     let r = run(&p, "sms").await;
-    assert_eq!((r.status.as_str(), r.records_processed), ("succeeded", Some(2)));
+    assert_eq!(
+        (r.status.as_str(), r.records_processed),
+        ("succeeded", Some(2))
+    );
     let mut again = texted(&twilio).await;
     again.sort();
     assert_eq!(again, ["+27820000013", "+27820000014"]);
@@ -371,7 +438,10 @@ async fn a_provider_timeout_is_an_item_error() {
     store.import(&[c], &[], &mut inv, "INV-").await.unwrap();
     store.close().await;
     let r = run(&p, "r").await;
-    assert_eq!((r.status.as_str(), r.records_processed), ("partial", Some(1)));
+    assert_eq!(
+        (r.status.as_str(), r.records_processed),
+        ("partial", Some(1))
+    );
     assert_eq!(
         r.error_message.unwrap(),
         format!(
@@ -401,7 +471,9 @@ async fn paystack_payment_requests_retry_per_invoice() {
     Mock::given(method("POST"))
         .and(path("/paymentrequest"))
         .and(body_string_contains("CUS_1"))
-        .respond_with(ResponseTemplate::new(500).set_body_json(json!({ "status": false, "message": "oops" })))
+        .respond_with(
+            ResponseTemplate::new(500).set_body_json(json!({ "status": false, "message": "oops" })),
+        )
         .up_to_n_times(1)
         .with_priority(1)
         .mount(&paystack)
@@ -409,18 +481,21 @@ async fn paystack_payment_requests_retry_per_invoice() {
     Mock::given(method("POST"))
         .and(path("/paymentrequest"))
         .and(body_string_contains("CUS_1"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(
-            json!({ "status": true, "data": { "request_code": "PRQ_1", "id": 1 } }),
-        ))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(
+                json!({ "status": true, "data": { "request_code": "PRQ_1", "id": 1 } }),
+            ),
+        )
         .with_priority(2)
         .mount(&paystack)
         .await;
     Mock::given(method("POST"))
         .and(path("/paymentrequest"))
         .and(body_string_contains("CUS_2"))
-        .respond_with(ResponseTemplate::new(400).set_body_json(
-            json!({ "status": false, "message": "Customer not found" }),
-        ))
+        .respond_with(
+            ResponseTemplate::new(400)
+                .set_body_json(json!({ "status": false, "message": "Customer not found" })),
+        )
         .mount(&paystack)
         .await;
 
@@ -431,10 +506,17 @@ async fn paystack_payment_requests_retry_per_invoice() {
     b.provider_customer_id = Some("CUS_2".into());
     let c = customer("P3", Some("p3@example.com"), None);
     let subs = vec![weekly(&a, 0), weekly(&b, 0), weekly(&c, 0)];
-    store.import(&[a, b, c], &subs, &mut [], "INV-").await.unwrap();
+    store
+        .import(&[a, b, c], &subs, &mut [], "INV-")
+        .await
+        .unwrap();
 
     let r = run(&p, "invoices").await;
-    assert_eq!((r.status.as_str(), r.records_processed), ("partial", Some(3)), "{r:?}");
+    assert_eq!(
+        (r.status.as_str(), r.records_processed),
+        ("partial", Some(3)),
+        "{r:?}"
+    );
     assert_eq!(
         meta(&r)["item_errors"],
         json!([
@@ -445,12 +527,26 @@ async fn paystack_payment_requests_retry_per_invoice() {
              customer code, `CUS_...`) for it, e.g. with `tickler import customers`"
         ])
     );
-    let first = store.invoice_by_number("INV-000001").await.unwrap().unwrap();
+    let first = store
+        .invoice_by_number("INV-000001")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(first.provider_ref.as_deref(), Some("PRQ_1"));
     let calls = paystack.received_requests().await.unwrap();
-    let auth = calls[0].headers.get("authorization").unwrap().to_str().unwrap().to_string();
+    let auth = calls[0]
+        .headers
+        .get("authorization")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
     assert_eq!(auth, "Bearer sk_test_1");
-    assert_eq!(calls.len(), 3, "a 500 then a 200 for CUS_1, one 400 for CUS_2");
+    assert_eq!(
+        calls.len(),
+        3,
+        "a 500 then a 200 for CUS_1, one 400 for CUS_2"
+    );
 
     // The next run creates nothing and asks again only for the invoices still without one.
     let r = run(&p, "invoices").await;
@@ -470,7 +566,11 @@ async fn webhooks_get_slack_compatible_json() {
         .respond_with(ResponseTemplate::new(200).set_body_string("ok"))
         .mount(&hook)
         .await;
-    std::fs::write(p.path().join("hook_url"), format!("{}/hooks/T000/B000", hook.uri())).unwrap();
+    std::fs::write(
+        p.path().join("hook_url"),
+        format!("{}/hooks/T000/B000", hook.uri()),
+    )
+    .unwrap();
     p.write_config(
         "",
         &format!(
@@ -481,12 +581,25 @@ async fn webhooks_get_slack_compatible_json() {
         ),
     );
     let r = run(&p, "monthly").await;
-    assert_eq!((r.status.as_str(), r.records_processed), ("succeeded", Some(1)), "{r:?}");
+    assert_eq!(
+        (r.status.as_str(), r.records_processed),
+        ("succeeded", Some(1)),
+        "{r:?}"
+    );
     let calls = hook.received_requests().await.unwrap();
     assert_eq!(calls.len(), 1);
     let body: serde_json::Value = serde_json::from_slice(&calls[0].body).unwrap();
-    assert!(body["text"].as_str().unwrap().contains("Monthly billing report"), "{body}");
-    assert!(body["subject"].as_str().unwrap().contains("[Acme]"), "{body}");
+    assert!(
+        body["text"]
+            .as_str()
+            .unwrap()
+            .contains("Monthly billing report"),
+        "{body}"
+    );
+    assert!(
+        body["subject"].as_str().unwrap().contains("[Acme]"),
+        "{body}"
+    );
 
     // A webhook answering 500: the message fails with the answer, the URL's secret hidden.
     hook.reset().await;
@@ -495,7 +608,11 @@ async fn webhooks_get_slack_compatible_json() {
         .mount(&hook)
         .await;
     let p2 = Project::sqlite();
-    std::fs::write(p2.path().join("hook_url"), format!("{}/hooks/T000/B000", hook.uri())).unwrap();
+    std::fs::write(
+        p2.path().join("hook_url"),
+        format!("{}/hooks/T000/B000", hook.uri()),
+    )
+    .unwrap();
     p2.write_config(
         "",
         &format!(
@@ -508,8 +625,14 @@ async fn webhooks_get_slack_compatible_json() {
     let r = run(&p2, "weekly").await;
     assert_eq!(r.status, "partial");
     let error = r.error_message.unwrap();
-    assert!(error.contains("webhook `http://127.0.0.1/***` answered HTTP 500: internal error"), "{error}");
-    assert!(!error.contains("T000"), "the secret URL stays hidden: {error}");
+    assert!(
+        error.contains("webhook `http://127.0.0.1/***` answered HTTP 500: internal error"),
+        "{error}"
+    );
+    assert!(
+        !error.contains("T000"),
+        "the secret URL stays hidden: {error}"
+    );
 }
 
 #[tokio::test]
@@ -545,7 +668,12 @@ async fn csv_import_rejects_bad_rows_by_line_and_imports_nothing() {
     )
     .unwrap();
     let out = p.cli(&["import", "customers", "customers.csv"]);
-    assert_eq!(stdout(&out), "imported 2 customers from customers.csv\n", "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        "imported 2 customers from customers.csv\n",
+        "{}",
+        stderr(&out)
+    );
 
     std::fs::write(
         p.path().join("leases.csv"),
@@ -579,10 +707,15 @@ async fn csv_import_rejects_bad_rows_by_line_and_imports_nothing() {
         "{}",
         stderr(&out)
     );
-    std::fs::write(p.path().join("inv.csv"), "number,customer_email,amount,currency,due_date,colour\n").unwrap();
+    std::fs::write(
+        p.path().join("inv.csv"),
+        "number,customer_email,amount,currency,due_date,colour\n",
+    )
+    .unwrap();
     let out = p.cli(&["import", "invoices", "inv.csv"]);
     assert!(
-        stderr(&out).contains("inv.csv line 1: unknown column `colour`; invoices files take: id, number,"),
+        stderr(&out)
+            .contains("inv.csv line 1: unknown column `colour`; invoices files take: id, number,"),
         "{}",
         stderr(&out)
     );
@@ -608,17 +741,41 @@ async fn a_dry_run_sends_and_changes_nothing() {
     let out = p.cli(&["run-job", "r", "--dry-run"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
-    assert!(text.starts_with("r: dry run, 1 record(s); nothing was sent or changed\n"), "{text}");
+    assert!(
+        text.starts_with("r: dry run, 1 record(s); nothing was sent or changed\n"),
+        "{text}"
+    );
     assert!(
         text.contains("  would send email to thandi@example.com: ") && text.contains("A-1"),
         "{text}"
     );
     let out = p.cli(&["run-job", "i", "--dry-run"]);
-    assert!(stdout(&out).contains("\"would_create\":5"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("\"would_create\":5"),
+        "{}",
+        stdout(&out)
+    );
     assert!(!p.path().join("outbox").exists(), "no email written");
-    assert_eq!(store.billing_counts().await.unwrap(), (1, 1, 1), "no invoice created");
-    assert!(store.notification_states(&["reminder:7d".into()]).await.unwrap().is_empty());
-    let rows = store.history(&HistoryFilter { job: None, status: None, limit: 10 }).await.unwrap();
+    assert_eq!(
+        store.billing_counts().await.unwrap(),
+        (1, 1, 1),
+        "no invoice created"
+    );
+    assert!(
+        store
+            .notification_states(&["reminder:7d".into()])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let rows = store
+        .history(&HistoryFilter {
+            job: None,
+            status: None,
+            limit: 10,
+        })
+        .await
+        .unwrap();
     assert!(rows.is_empty(), "a dry run is not a run: {rows:?}");
     store.close().await;
 }
@@ -652,7 +809,11 @@ async fn notify_reminds_rows_of_your_own_tables_once() {
         ),
     );
     let store = p.store().await;
-    let at = |h: i64| (Utc::now() + chrono::Duration::hours(h)).format("%Y-%m-%d %H:%M:%S").to_string();
+    let at = |h: i64| {
+        (Utc::now() + chrono::Duration::hours(h))
+            .format("%Y-%m-%d %H:%M:%S")
+            .to_string()
+    };
     store
         .execute(
             &[
@@ -670,9 +831,15 @@ async fn notify_reminds_rows_of_your_own_tables_once() {
         .await
         .unwrap();
     let r = run(&p, "hourly").await;
-    assert_eq!((r.status.as_str(), r.records_processed), ("succeeded", Some(1)), "{r:?}");
+    assert_eq!(
+        (r.status.as_str(), r.records_processed),
+        ("succeeded", Some(1)),
+        "{r:?}"
+    );
     assert_eq!(meta(&r)["skipped_no_address"], json!(1));
-    let outbox: Vec<_> = std::fs::read_dir(p.path().join("outbox")).unwrap().collect();
+    let outbox: Vec<_> = std::fs::read_dir(p.path().join("outbox"))
+        .unwrap()
+        .collect();
     assert_eq!(outbox.len(), 1);
     let eml = std::fs::read_to_string(outbox[0].as_ref().unwrap().path()).unwrap();
     assert!(eml.contains("To: ann@example.com"), "{eml}");
@@ -729,17 +896,31 @@ async fn cleanup_deletes_in_batches_and_keeps_what_it_is_told() {
         .collect();
     store.finish_notifications(&ends, old).await.unwrap();
     let news: Vec<_> = (0..3).map(|i| claim(format!("new-{i}"))).collect();
-    store.claim_notifications("t", &news, Utc::now()).await.unwrap();
+    store
+        .claim_notifications("t", &news, Utc::now())
+        .await
+        .unwrap();
 
     let r = run(&p, "cleanup").await;
-    assert_eq!((r.status.as_str(), r.records_processed), ("partial", Some(5)), "{r:?}");
+    assert_eq!(
+        (r.status.as_str(), r.records_processed),
+        ("partial", Some(5)),
+        "{r:?}"
+    );
     assert!(
         r.error_message.as_deref().unwrap().contains("no_such_table.created_at older than 1day: database error while deleting old rows: error returned from database: (code: 1) no such table: no_such_table"),
         "{r:?}"
     );
-    let keys: Vec<String> = (0..7).map(|i| format!("old-{i}")).chain((0..3).map(|i| format!("new-{i}"))).collect();
+    let keys: Vec<String> = (0..7)
+        .map(|i| format!("old-{i}"))
+        .chain((0..3).map(|i| format!("new-{i}")))
+        .collect();
     let left = store.notification_states(&keys).await.unwrap();
-    assert_eq!(left.len(), 5, "two old failures and three new rows stay: {left:?}");
+    assert_eq!(
+        left.len(),
+        5,
+        "two old failures and three new rows stay: {left:?}"
+    );
     assert!(left.contains_key("old-0") && left.contains_key("old-1") && left.contains_key("new-2"));
     store.close().await;
 }

@@ -121,7 +121,8 @@ fn several_problems_are_reported_together() {
         "error: invalid cron expression `61 * * * *` for job `a` (config.toml line 9, column 12): \
          minute must be 0-59 (found 61)\n\
          unknown kind `smtp` for job `b` (config.toml line 13, column 8): expected one of \
-         `command`, `http`, `noop`, `sql`\n"
+         `cleanup`, `command`, `create_invoices`, `http`, `invoice_reminders`, `noop`, `notify`, \
+         `overdue_escalation`, `sql`, `stats_report`\n"
     );
 }
 
@@ -159,7 +160,7 @@ fn the_shipped_config_passes_check() {
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
-    assert!(text.contains(": OK, 4 job(s); database sqlite://var/tickler.db; default time zone Africa/Johannesburg\n"), "{text}");
+    assert!(text.contains(": OK, 13 job(s); database sqlite://var/tickler.db; default time zone Africa/Johannesburg\n"), "{text}");
     assert!(text.contains("heartbeat"), "{text}");
     assert!(text.contains("disabled"), "{text}");
 }
@@ -223,6 +224,82 @@ fn bad_cli_arguments_are_explained() {
     assert_eq!(out.status.code(), Some(1));
     assert!(
         stderr(&out).starts_with("error: no job named `nope` in `"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// Channels and templates are checked with the config: a job naming a channel that is not
+/// configured, a template that does not exist, does not parse, or uses an undefined value
+/// is refused by `tickler check` (and by a reload), not at 9 AM.
+#[test]
+fn channels_and_templates_are_checked_with_the_config() {
+    let p = crate::helpers::Project::sqlite();
+    let job = "[[job]]\nname = \"r\"\nkind = \"invoice_reminders\"\nschedule = \"0 9 * * *\"\n";
+    p.write_config("", &format!("{job}channels = [\"sms\"]\n"));
+    let out = p.cli(&["check"]);
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "error: invalid job `r` ({}/config.toml line 6, column 1): the channel `sms` is not \
+             configured; add a `[channels.sms]` section or remove it from `channels`\n",
+            p.path().display()
+        )
+    );
+
+    let email = "[channels.email]\nfrom = \"B <b@acme.test>\"\n\n";
+    p.write_config("", &format!("{email}{job}template = \"gentle\"\n"));
+    let out = p.cli(&["check"]);
+    assert!(
+        stderr(&out).contains(
+            "config.toml line 9, column 1): no template named `gentle`; add `gentle.j2` to the \
+             templates directory or use one of: escalation-1, escalation-2, escalation-3, firm, \
+             friendly, professional, stats-report, urgent\n"
+        ),
+        "{}",
+        stderr(&out)
+    );
+
+    std::fs::create_dir_all(p.path().join("templates")).unwrap();
+    std::fs::write(
+        p.path().join("templates/gentle.j2"),
+        "{% block subject %}Invoice {{ invoice.number }}{% endblock %}\n{% block text %}\nHi {{ customer.nmae }}\n{% endblock %}\n",
+    )
+    .unwrap();
+    let out = p.cli(&["check"]);
+    assert!(
+        stderr(&out).contains(&format!(
+            "config.toml line 9, column 1): cannot render template `gentle` ({}/templates/gentle.j2) \
+             line 3: undefined value: `customer.nmae` is undefined\n",
+            p.path().display()
+        )),
+        "{}",
+        stderr(&out)
+    );
+
+    std::fs::write(
+        p.path().join("templates/gentle.j2"),
+        "{% block subject %}\n{% if %}\n",
+    )
+    .unwrap();
+    let out = p.cli(&["check"]);
+    assert!(
+        stderr(&out).contains(&format!(
+            "invalid template ({}/config.toml): template `gentle` ({}/templates/gentle.j2) line 2: syntax error: unexpected end of block",
+            p.path().display(),
+            p.path().display()
+        )),
+        "{}",
+        stderr(&out)
+    );
+
+    p.write_config("", &format!("{email}{job}offsets = [\"7d\", \"seven\"]\n"));
+    let out = p.cli(&["check"]);
+    assert!(
+        stderr(&out).contains(
+            "config.toml line 9, column 1): invalid offset `seven`: write days before the due \
+             date as `7d`, `1d`, `0d` (the due date) or `-3d` (3 days after it)\n"
+        ),
         "{}",
         stderr(&out)
     );

@@ -1,0 +1,1082 @@
+//! `invoice_reminders` throughput (issue "billing", Performance): with 100,000 open invoices of
+//! which 20,000 are due for a reminder, the time for one run of the job to select, render, send
+//! to a local SMTP sink and record them, on SQLite and on PostgreSQL. Targets: >= 2,000
+//! messages/s end to end and <= 150 µs of this process's CPU per message.
+//!
+//! `cargo bench --bench reminders [-- OPTIONS]`; `bench/run.sh` runs it with PostgreSQL too.
+//!
+//! - SQLite always, on a fresh file in a temporary directory.
+//! - PostgreSQL when `TICKLER_BENCH_POSTGRES_URL` is set: the database `tickler_bench_reminders`
+//!   next to the one named by the URL is dropped and created again, so runs are repeatable.
+//! - The SMTP sink is this binary re-executed with `TICKLER_BENCH_SINK=1`: a separate process,
+//!   so its CPU is not counted (it is reported apart, as is PostgreSQL's).
+//!
+//! The job runs as the daemon runs it: built from a config text by `config::parse`, started on
+//! a tokio task of a multi-threaded runtime, `job.run(&ctx)` with a hand-made `RunContext`.
+//! Between two measured runs only `notification_log` is emptied: the job reads `invoices` and
+//! writes `notification_log` alone.
+//!
+//! Options:
+//! - `--settings C:P:B,...`: runs with email `concurrency` C, `pool_size` P and the job's
+//!   `batch_size` B (default `8:8:500,16:16:500,32:32:500,16:16:2000`).
+//! - `--backend sqlite|postgres|both` (default: both, PostgreSQL only with the URL).
+//! - `--phases`: also times the pipeline's parts apart (select, context, render, claim+finish,
+//!   SMTP) with the first setting, reproducing what the job and `Notifier::deliver` do.
+//! - `--no-plans`: skips the query plans.
+
+use std::io::{BufRead, BufReader as StdBufReader, Read, Write};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Days, NaiveDate, Utc};
+use futures_util::StreamExt;
+use tickler::config::{self, DatabaseUrl};
+use tickler::jobs::{RunContext, invoice_messages};
+use tickler::notify::{ChannelKind, Rendered, invoice_context};
+use tickler::store::Store;
+use tickler::store::billing::{
+    Cursor, NewCustomer, NewInvoice, NewSubscription, NotificationClaim, NotificationEnd, ts,
+};
+
+const CUSTOMERS: usize = 10_000;
+const INVOICES: usize = 100_000;
+/// Invoices due in a reminder window: today + 0..=7 days, 2,500 a day.
+const DUE: usize = 20_000;
+/// Invoices due later than the windows (+8..=+60 days); the rest are overdue (-1..=-60).
+const LATER: usize = 60_000;
+const PG_DB: &str = "tickler_bench_reminders";
+const SINK_ENV: &str = "TICKLER_BENCH_SINK";
+
+fn arg(args: &[String], name: &str) -> Option<String> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Setting {
+    concurrency: usize,
+    pool_size: u32,
+    batch: i64,
+}
+
+fn parse_settings(text: &str) -> Vec<Setting> {
+    text.split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| {
+            let parts: Vec<&str> = s.trim().split(':').collect();
+            let n = |i: usize| -> i64 {
+                parts
+                    .get(i)
+                    .and_then(|p| p.parse().ok())
+                    .unwrap_or_else(|| panic!("bad setting `{s}`: write CONCURRENCY:POOL:BATCH"))
+            };
+            Setting {
+                concurrency: n(0) as usize,
+                pool_size: n(1) as u32,
+                batch: n(2),
+            }
+        })
+        .collect()
+}
+
+fn main() {
+    if std::env::var_os(SINK_ENV).is_some() {
+        sink_main();
+        return;
+    }
+    let args: Vec<String> = std::env::args().collect();
+    let settings = parse_settings(
+        &arg(&args, "--settings").unwrap_or_else(|| "8:8:500,16:16:500,32:32:500,16:16:2000".into()),
+    );
+    let backend = arg(&args, "--backend").unwrap_or_else(|| "both".into());
+    let phases = args.iter().any(|a| a == "--phases");
+    let plans = !args.iter().any(|a| a == "--no-plans");
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let sink = Sink::start();
+    println!(
+        "reminders: {INVOICES} open invoices, {DUE} due in the windows 7d (2..=7 days), 1d, 0d; \
+         SMTP sink pid {} on 127.0.0.1:{}; {} cores",
+        sink.child.id(),
+        sink.port,
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    let mut rows = vec![];
+    let dir = tempfile::tempdir().unwrap();
+    if backend == "sqlite" || backend == "both" {
+        let url = format!("sqlite://{}/reminders.db", dir.path().display());
+        rows.extend(rt.block_on(backend_runs(
+            "sqlite", &url, dir.path(), &sink, &settings, phases, plans,
+        )));
+    }
+    if backend == "postgres" || backend == "both" {
+        match std::env::var("TICKLER_BENCH_POSTGRES_URL")
+            .ok()
+            .filter(|u| !u.is_empty())
+        {
+            Some(admin) => {
+                let url = rt.block_on(fresh_pg_database(&admin));
+                rows.extend(rt.block_on(backend_runs(
+                    "postgres",
+                    &url,
+                    dir.path(),
+                    &sink,
+                    &settings,
+                    phases,
+                    plans,
+                )));
+            }
+            None => println!(
+                "\npostgres: skipped (TICKLER_BENCH_POSTGRES_URL is not set; bench/run.sh sets it)"
+            ),
+        }
+    }
+    let (sink_messages, sink_connections) = sink.counts();
+    println!("\n{}", Row::header());
+    for r in &rows {
+        println!("{}", r.line());
+    }
+    let ok = rows
+        .iter()
+        .all(|r| r.rate >= 2000.0 && r.cpu_us_per_msg <= 150.0);
+    println!(
+        "targets (>= 2000 msg/s, <= 150 µs CPU/msg): {}",
+        if ok { "met by every run" } else { "NOT met by every run (see above)" }
+    );
+    println!("sink totals: {sink_messages} messages over {sink_connections} connections");
+    sink.stop();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Measurement
+
+struct Row {
+    backend: &'static str,
+    setting: Setting,
+    messages: i64,
+    seconds: f64,
+    rate: f64,
+    cpu_us_per_msg: f64,
+    user_us_per_msg: f64,
+    sys_us_per_msg: f64,
+    sink_us_per_msg: f64,
+    pg_us_per_msg: Option<f64>,
+    connections: u64,
+}
+
+impl Row {
+    fn header() -> String {
+        format!(
+            "{:<8} {:>4} {:>4} {:>5} {:>8} {:>8} {:>9} {:>12} {:>9} {:>9} {:>10} {:>9} {:>6}",
+            "backend",
+            "conc",
+            "pool",
+            "batch",
+            "messages",
+            "seconds",
+            "msg/s",
+            "cpu µs/msg",
+            "user µs",
+            "sys µs",
+            "sink µs",
+            "pg µs",
+            "conns"
+        )
+    }
+    fn line(&self) -> String {
+        format!(
+            "{:<8} {:>4} {:>4} {:>5} {:>8} {:>8.2} {:>9.0} {:>12.1} {:>9.1} {:>9.1} {:>10.1} {:>9} {:>6}",
+            self.backend,
+            self.setting.concurrency,
+            self.setting.pool_size,
+            self.setting.batch,
+            self.messages,
+            self.seconds,
+            self.rate,
+            self.cpu_us_per_msg,
+            self.user_us_per_msg,
+            self.sys_us_per_msg,
+            self.sink_us_per_msg,
+            self.pg_us_per_msg
+                .map_or("-".to_string(), |v| format!("{v:.1}")),
+            self.connections
+        )
+    }
+}
+
+/// User and system CPU of this process so far, in µs.
+fn self_cpu() -> (f64, f64) {
+    // SAFETY: getrusage only writes the struct it is given.
+    let mut r: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut r) };
+    let us = |t: libc::timeval| t.tv_sec as f64 * 1e6 + t.tv_usec as f64;
+    (us(r.ru_utime), us(r.ru_stime))
+}
+
+/// User + system CPU of a process from `/proc/PID/stat`, in µs (clock-tick resolution).
+fn proc_cpu(stat: &str) -> Option<f64> {
+    let fields: Vec<&str> = stat.rsplit_once(") ")?.1.split_whitespace().collect();
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let t = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(t / ticks * 1e6)
+}
+
+fn pid_cpu(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| proc_cpu(&s))
+        .unwrap_or(0.0)
+}
+
+/// CPU of every `postgres` process of the host (the bench's throwaway cluster), in µs. A
+/// backend that exits during the measurement takes its CPU with it, so this is a lower bound.
+fn postgres_cpu() -> f64 {
+    let mut total = 0.0;
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for e in dir.flatten() {
+            let name = e.file_name();
+            if !name.to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
+                continue;
+            }
+            if let Ok(stat) = std::fs::read_to_string(e.path().join("stat"))
+                && stat.contains("(postgres)")
+            {
+                total += proc_cpu(&stat).unwrap_or(0.0);
+            }
+        }
+    }
+    total
+}
+
+fn config_text(url: &str, state: &Path, port: u16, s: Setting) -> String {
+    format!(
+        r#"[daemon]
+database_url = "{url}"
+state_dir = "{state}"
+
+[channels.email]
+transport = "smtp"
+host = "127.0.0.1"
+port = {port}
+tls = "none"
+from = "Bench <bench@example.com>"
+pool_size = {pool}
+concurrency = {conc}
+
+[templates]
+vars = {{ company = "Bench Co", support_email = "s@example.com" }}
+
+[[job]]
+name = "reminders"
+kind = "invoice_reminders"
+every = "1d"
+offsets = ["7d", "1d", "0d"]
+channels = ["email"]
+batch_size = {batch}
+"#,
+        state = state.display(),
+        pool = s.pool_size,
+        conc = s.concurrency,
+        batch = s.batch,
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn backend_runs(
+    backend: &'static str,
+    url: &str,
+    state: &Path,
+    sink: &Sink,
+    settings: &[Setting],
+    phases: bool,
+    plans: bool,
+) -> Vec<Row> {
+    println!("\n=== {backend} ===");
+    let store = Store::connect(&DatabaseUrl::new(url)).await.unwrap();
+    store.migrate().await.unwrap();
+    let today = Utc::now().date_naive();
+    let t0 = Instant::now();
+    seed(&store, today).await;
+    if let Store::Postgres(pg) = &store {
+        // A daemon's database has statistics (autovacuum analyzes a table this size within a
+        // minute of the import); tickler never runs ANALYZE on SQLite, so neither does this.
+        sqlx::query("ANALYZE").execute(pg.pool()).await.unwrap();
+    }
+    println!(
+        "seeded {CUSTOMERS} customers, {CUSTOMERS} subscriptions, {INVOICES} open invoices in \
+         {:.1}s (not measured)",
+        t0.elapsed().as_secs_f64()
+    );
+    if plans {
+        print_plans(&store, today, settings[0].batch).await;
+    }
+    let mut rows = vec![];
+    for s in settings {
+        rows.push(measure(backend, url, state, &store, sink, *s).await);
+    }
+    if phases {
+        phase_breakdown(backend, url, state, &store, sink, settings[0]).await;
+    }
+    store.close().await;
+    rows
+}
+
+async fn clear_log(store: &Store) {
+    match store {
+        Store::Sqlite(s) => {
+            sqlx::query("DELETE FROM notification_log")
+                .execute(s.pool())
+                .await
+                .unwrap();
+        }
+        Store::Postgres(s) => {
+            sqlx::query("TRUNCATE notification_log")
+                .execute(s.pool())
+                .await
+                .unwrap();
+        }
+    }
+}
+
+async fn sent_rows(store: &Store) -> i64 {
+    let q = "SELECT COUNT(*) FROM notification_log WHERE status = 'sent'";
+    match store {
+        Store::Sqlite(s) => sqlx::query_scalar(q).fetch_one(s.pool()).await.unwrap(),
+        Store::Postgres(s) => sqlx::query_scalar(q).fetch_one(s.pool()).await.unwrap(),
+    }
+}
+
+async fn measure(
+    backend: &'static str,
+    url: &str,
+    state: &Path,
+    store: &Store,
+    sink: &Sink,
+    s: Setting,
+) -> Row {
+    clear_log(store).await;
+    let path = state.join("config.toml");
+    let text = config_text(url, state, sink.port, s);
+    let config = config::parse(&path, &text).unwrap_or_else(|e| panic!("config: {e}"));
+    let spec = config.job("reminders").unwrap().clone();
+    let now = Utc::now();
+    let ctx = RunContext {
+        job_name: spec.name.clone(),
+        scheduled_for: now,
+        attempt: 1,
+        store: store.clone(),
+        now,
+        timezone: chrono_tz::UTC,
+        notifier: spec.notifier.clone(),
+        dry_run: false,
+    };
+    let (sink0, conn0) = sink.counts();
+    let sink_cpu0 = pid_cpu(sink.child.id());
+    let pg0 = postgres_cpu();
+    let (u0, s0) = self_cpu();
+    let t0 = Instant::now();
+    // As the daemon runs it: on a task of the multi-threaded runtime.
+    let job = spec.job.clone();
+    let outcome = tokio::spawn(async move { job.run(&ctx).await })
+        .await
+        .unwrap();
+    let seconds = t0.elapsed().as_secs_f64();
+    let (u1, s1) = self_cpu();
+    let pg1 = postgres_cpu();
+    let sink_cpu1 = pid_cpu(sink.child.id());
+    let (sink1, conn1) = sink.counts();
+
+    let outcome = outcome.unwrap_or_else(|e| panic!("{backend}: the job failed: {e}"));
+    let sent = sent_rows(store).await;
+    let received = sink1 - sink0;
+    let messages = outcome.records;
+    println!(
+        "run {backend} concurrency={} pool_size={} batch_size={}: records={} sent_rows={sent} \
+         sink_received={received} smtp_connections={} errors={} metadata={}",
+        s.concurrency,
+        s.pool_size,
+        s.batch,
+        outcome.records,
+        conn1 - conn0,
+        outcome.errors.len(),
+        serde_json::Value::Object(outcome.metadata.clone())
+    );
+    if messages != DUE as i64 || sent != DUE as i64 || received != DUE as u64 {
+        for e in outcome.errors.iter().take(5) {
+            eprintln!("  error: {e}");
+        }
+        panic!(
+            "{backend}: expected {DUE} messages everywhere; the job counted {messages}, \
+             notification_log has {sent} `sent` rows, the sink received {received}"
+        );
+    }
+    let n = messages as f64;
+    let row = Row {
+        backend,
+        setting: s,
+        messages,
+        seconds,
+        rate: n / seconds,
+        cpu_us_per_msg: ((u1 - u0) + (s1 - s0)) / n,
+        user_us_per_msg: (u1 - u0) / n,
+        sys_us_per_msg: (s1 - s0) / n,
+        sink_us_per_msg: (sink_cpu1 - sink_cpu0) / n,
+        pg_us_per_msg: (backend == "postgres").then(|| (pg1 - pg0) / n),
+        connections: conn1 - conn0,
+    };
+    println!("{}\n{}", Row::header(), row.line());
+    row
+}
+
+// ---------------------------------------------------------------------------------------------
+// Data
+
+fn pg_url_with_db(url: &str, db: &str) -> String {
+    let (scheme, rest) = url.split_once("://").expect("a postgres:// URL");
+    let (authority, query) = match rest.find('/') {
+        Some(i) => {
+            let path = &rest[i..];
+            (
+                &rest[..i],
+                path.find('?').map(|q| &path[q..]).unwrap_or_default(),
+            )
+        }
+        None => (
+            rest.split('?').next().unwrap_or(rest),
+            rest.find('?').map(|q| &rest[q..]).unwrap_or_default(),
+        ),
+    };
+    format!("{scheme}://{authority}/{db}{query}")
+}
+
+async fn fresh_pg_database(admin: &str) -> String {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(admin)
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to TICKLER_BENCH_POSTGRES_URL: {e}"));
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {PG_DB} WITH (FORCE)"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    sqlx::query(&format!("CREATE DATABASE {PG_DB}"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let version: String = sqlx::query_scalar("SHOW server_version")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    println!("\npostgres {version}: database {PG_DB} created afresh");
+    conn.close().await.ok();
+    pg_url_with_db(admin, PG_DB)
+}
+
+/// Days from today of invoice `j`'s due date: 20,000 in the windows (0..=7, 2,500 a day),
+/// 60,000 later (8..=60), 20,000 overdue (-1..=-60).
+fn due_offset(j: usize) -> i64 {
+    if j < DUE {
+        (j % 8) as i64
+    } else if j < DUE + LATER {
+        8 + (j % 53) as i64
+    } else {
+        -1 - (j % 60) as i64
+    }
+}
+
+async fn seed(store: &Store, today: NaiveDate) {
+    let customers: Vec<NewCustomer> = (0..CUSTOMERS)
+        .map(|i| NewCustomer {
+            id: uuid::Uuid::new_v4().to_string(),
+            org_id: None,
+            name: format!("Customer{i} Surname{}", i % 97),
+            email: Some(format!("customer{i}@example.com")),
+            phone: Some(format!("+2782{:07}", i)),
+            timezone: None,
+            locale: "en".into(),
+            provider_customer_id: None,
+        })
+        .collect();
+    let subscriptions: Vec<NewSubscription> = customers
+        .iter()
+        .enumerate()
+        .map(|(i, c)| NewSubscription {
+            id: uuid::Uuid::new_v4().to_string(),
+            customer_id: c.id.clone(),
+            description: format!("Flat {}, Long Street", i % 500),
+            amount_minor: 1_250_000,
+            currency: "ZAR".into(),
+            interval: "monthly".into(),
+            anchor_day: 1,
+            start_date: today - Days::new(400),
+            end_date: None,
+            payment_terms_days: 7,
+            auto_invoice: false,
+        })
+        .collect();
+    let issued = ts(Utc::now() - chrono::TimeDelta::days(20));
+    // Each subscription gets 10 invoices, one per (made-up) month, unique per the
+    // `invoices_period` index; the due dates are spread as `due_offset` says.
+    let mut invoices: Vec<NewInvoice> = (0..INVOICES)
+        .map(|j| {
+            let c = j % CUSTOMERS;
+            let month = (j / CUSTOMERS) as u32;
+            let period_start = NaiveDate::from_ymd_opt(2024 + (month / 12) as i32, month % 12 + 1, 1)
+                .unwrap();
+            let days = due_offset(j);
+            let due = if days >= 0 {
+                today + Days::new(days as u64)
+            } else {
+                today - Days::new(days.unsigned_abs())
+            };
+            NewInvoice {
+                id: uuid::Uuid::new_v4().to_string(),
+                number: String::new(),
+                customer_id: customers[c].id.clone(),
+                subscription_id: Some(subscriptions[c].id.clone()),
+                period_start: Some(period_start),
+                period_end: Some(period_start + Days::new(27)),
+                amount_minor: 10_000 + (j as i64 * 7919) % 2_000_000,
+                currency: "ZAR".into(),
+                issued_at: issued.clone(),
+                due_date: due,
+                status: "open".into(),
+                paid_at: None,
+                provider_ref: None,
+                escalation_level: 0,
+                escalated_at: None,
+            }
+        })
+        .collect();
+    let counts = store
+        .import(&customers, &subscriptions, &mut invoices, "INV-")
+        .await
+        .unwrap();
+    assert_eq!(
+        counts,
+        (CUSTOMERS as u64, CUSTOMERS as u64, INVOICES as u64),
+        "seeding"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Query plans
+
+/// `INVOICE_VIEW` and the conditions of `Store::open_invoices_due` and
+/// `Store::escalation_candidates` (src/store/billing.rs), copied: keep them in step.
+const INVOICE_VIEW: &str = "SELECT i.id::text AS id, i.number,
+        COALESCE(s.description, '') AS description, i.amount_minor, i.currency, i.issued_at,
+        i.due_date, i.status, i.period_start, i.period_end, i.escalation_level, i.escalated_at,
+        i.provider_ref, i.paid_at, c.id::text AS customer_id, c.name AS customer_name, c.email,
+        c.phone, c.timezone AS customer_timezone, c.locale, c.provider_customer_id
+   FROM invoices i
+   JOIN customers c ON c.id = i.customer_id
+   LEFT JOIN subscriptions s ON s.id = i.subscription_id";
+const REMINDER_WHERE: &str = "
+              WHERE i.status = 'open' AND i.due_date BETWEEN $1 AND $2
+                AND (i.due_date > $3 OR (i.due_date = $3 AND i.id > $4::uuid))
+              ORDER BY i.due_date, i.id LIMIT $5";
+const ESCALATION_WHERE: &str = "
+              WHERE i.status = 'open' AND i.due_date <= $1 AND i.escalation_level = $2
+                AND ($3::timestamptz IS NULL OR i.escalated_at IS NULL OR i.escalated_at <= $3)
+                AND (i.due_date > $4 OR (i.due_date = $4 AND i.id > $5::uuid))
+              ORDER BY i.due_date, i.id LIMIT $6";
+
+enum Bind {
+    Date(NaiveDate),
+    Int(i32),
+    Big(i64),
+    Text(String),
+    NullTs,
+}
+
+impl Bind {
+    fn literal(&self) -> String {
+        match self {
+            Bind::Date(d) => format!("'{d}'"),
+            Bind::Int(i) => i.to_string(),
+            Bind::Big(i) => i.to_string(),
+            Bind::Text(t) => format!("'{t}'"),
+            Bind::NullTs => "NULL".into(),
+        }
+    }
+}
+
+macro_rules! bind_all {
+    ($q:expr, $binds:expr) => {{
+        let mut q = $q;
+        for b in $binds {
+            q = match b {
+                Bind::Date(d) => q.bind(*d),
+                Bind::Int(i) => q.bind(*i),
+                Bind::Big(i) => q.bind(*i),
+                Bind::Text(t) => q.bind(t.clone()),
+                Bind::NullTs => q.bind(None::<DateTime<Utc>>),
+            };
+        }
+        q
+    }};
+}
+
+async fn print_plans(store: &Store, today: NaiveDate, batch: i64) {
+    let nil = uuid::Uuid::nil().to_string();
+    let start = NaiveDate::from_ymd_opt(1900, 1, 1).unwrap();
+    let queries: Vec<(String, String, Vec<Bind>)> = vec![
+        (
+            format!(
+                "open_invoices_due, window 7d, first page: due_date BETWEEN {} AND {}",
+                today + Days::new(2),
+                today + Days::new(7)
+            ),
+            format!("{INVOICE_VIEW}{REMINDER_WHERE}"),
+            vec![
+                Bind::Date(today + Days::new(2)),
+                Bind::Date(today + Days::new(7)),
+                Bind::Date(start),
+                Bind::Text(nil.clone()),
+                Bind::Big(batch),
+            ],
+        ),
+        (
+            format!(
+                "escalation_candidates, level 1 after 3 days, first page: due_date <= {}, level 0",
+                today - Days::new(3)
+            ),
+            format!("{INVOICE_VIEW}{ESCALATION_WHERE}"),
+            vec![
+                Bind::Date(today - Days::new(3)),
+                Bind::Int(0),
+                Bind::NullTs,
+                Bind::Date(start),
+                Bind::Text(nil.clone()),
+                Bind::Big(batch),
+            ],
+        ),
+    ];
+    for (label, text, binds) in queries {
+        let text = store.sql(&text).into_owned();
+        match store {
+            Store::Sqlite(s) => {
+                println!("\n-- plan (sqlite, EXPLAIN QUERY PLAN): {label}");
+                let rows = bind_all!(sqlx::query(&format!("EXPLAIN QUERY PLAN {text}")), &binds)
+                    .fetch_all(s.pool())
+                    .await
+                    .unwrap();
+                use sqlx::Row;
+                let mut depth: std::collections::HashMap<i64, usize> = Default::default();
+                for r in rows {
+                    let id: i64 = r.get(0);
+                    let parent: i64 = r.get(1);
+                    let detail: String = r.get(3);
+                    let d = depth.get(&parent).map_or(0, |d| d + 1);
+                    depth.insert(id, d);
+                    println!("{}{detail}", "  ".repeat(d + 1));
+                }
+            }
+            Store::Postgres(s) => {
+                println!("\n-- plan (postgres, EXPLAIN with the values bound): {label}");
+                let lines: Vec<String> =
+                    bind_all!(sqlx::query_scalar(&format!("EXPLAIN {text}")), &binds)
+                        .fetch_all(s.pool())
+                        .await
+                        .unwrap();
+                for l in lines {
+                    println!("  {l}");
+                }
+                // sqlx keeps its statements prepared: after five executions PostgreSQL may use
+                // a generic plan, which does not know the values.
+                println!("-- generic plan (postgres, plan_cache_mode = force_generic_plan): {label}");
+                let mut conn = s.pool().acquire().await.unwrap();
+                use sqlx::Executor;
+                conn.execute(format!("PREPARE bench_plan AS {text}").as_str())
+                    .await
+                    .unwrap();
+                conn.execute("SET plan_cache_mode = force_generic_plan")
+                    .await
+                    .unwrap();
+                let literals: Vec<String> = binds.iter().map(|b| b.literal()).collect();
+                let lines: Vec<String> = sqlx::query_scalar(&format!(
+                    "EXPLAIN EXECUTE bench_plan({})",
+                    literals.join(", ")
+                ))
+                .fetch_all(&mut *conn)
+                .await
+                .unwrap();
+                for l in lines {
+                    println!("  {l}");
+                }
+                conn.execute("DEALLOCATE bench_plan; RESET plan_cache_mode")
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+    println!();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Phases: the pipeline's parts timed apart, reproducing `InvoiceRemindersJob::run` and
+// `Notifier::deliver` step by step (the job itself interleaves them per page).
+
+struct Phase {
+    name: &'static str,
+    wall: f64,
+    cpu: f64,
+}
+
+async fn timed<T, F: std::future::Future<Output = T>>(
+    phases: &mut Vec<Phase>,
+    name: &'static str,
+    f: F,
+) -> T {
+    let (u0, s0) = self_cpu();
+    let t0 = Instant::now();
+    let out = f.await;
+    let (u1, s1) = self_cpu();
+    phases.push(Phase {
+        name,
+        wall: t0.elapsed().as_secs_f64(),
+        cpu: (u1 - u0) + (s1 - s0),
+    });
+    out
+}
+
+async fn phase_breakdown(
+    backend: &'static str,
+    url: &str,
+    state: &Path,
+    store: &Store,
+    sink: &Sink,
+    s: Setting,
+) {
+    clear_log(store).await;
+    let path = state.join("config.toml");
+    let config = config::parse(&path, &config_text(url, state, sink.port, s)).unwrap();
+    let notifier = config.job("reminders").unwrap().notifier.clone();
+    let today = Utc::now().date_naive();
+    let windows: [(&str, i64, i64, &str); 3] = [
+        ("7d", 2, 7, "friendly"),
+        ("1d", 1, 1, "professional"),
+        ("0d", 0, 0, "firm"),
+    ];
+    let mut phases = vec![];
+
+    // 1. Select: every page of every window, as the job reads them.
+    let mut page_times = vec![];
+    let pages = timed(&mut phases, "select (open_invoices_due pages)", async {
+        let mut pages = vec![];
+        for (label, lo, hi, template) in windows {
+            let mut cursor = Cursor::start();
+            loop {
+                let t = Instant::now();
+                let page = store
+                    .open_invoices_due(today + Days::new(lo as u64), today + Days::new(hi as u64), &cursor, s.batch)
+                    .await
+                    .unwrap();
+                page_times.push((label, page.len(), t.elapsed().as_secs_f64() * 1e3));
+                let Some(last) = page.last() else { break };
+                cursor = Cursor::after(last);
+                let short = (page.len() as i64) < s.batch;
+                pages.push((label, hi, template, page));
+                if short {
+                    break;
+                }
+            }
+        }
+        pages
+    })
+    .await;
+
+    // 2. Context and messages.
+    let messages = timed(&mut phases, "context + messages (invoice_context, invoice_messages)", async {
+        let mut all = vec![];
+        for (label, days, template, page) in &pages {
+            let mut messages = vec![];
+            for inv in page {
+                let context = invoice_context(inv, today, Some((label, *days)), None, None);
+                messages.extend(invoice_messages(
+                    inv,
+                    &[ChannelKind::Email],
+                    &format!("reminder:{label}"),
+                    template,
+                    &context,
+                ));
+            }
+            all.push(messages);
+        }
+        all
+    })
+    .await;
+    let total: usize = messages.iter().map(|m| m.len()).sum();
+
+    // 3. Render.
+    let rendered: Vec<Vec<Rendered>> = timed(&mut phases, "render (Templates::render)", async {
+        messages
+            .iter()
+            .map(|page| {
+                page.iter()
+                    .map(|m| notifier.templates.render(&m.template, m.channel, &m.context).unwrap())
+                    .collect()
+            })
+            .collect()
+    })
+    .await;
+
+    // 4. Claim and finish, per page, as `deliver` does.
+    timed(&mut phases, "claim + finish (notification_log writes)", async {
+        for page in &messages {
+            let claims: Vec<NotificationClaim> = page
+                .iter()
+                .map(|m| NotificationClaim {
+                    id: uuid::Uuid::now_v7().to_string(),
+                    key: m.key.clone(),
+                    channel: m.channel.as_str(),
+                    recipient: m.recipient.clone().unwrap_or_default(),
+                    template: m.template.clone(),
+                    invoice: m.invoice_id.clone(),
+                    status: "sending",
+                    error: None,
+                })
+                .collect();
+            let claimed = store
+                .claim_notifications("reminders", &claims, Utc::now())
+                .await
+                .unwrap();
+            assert_eq!(claimed.len(), page.len());
+            let ends: Vec<NotificationEnd> = page
+                .iter()
+                .map(|m| NotificationEnd {
+                    key: m.key.clone(),
+                    status: "sent",
+                    provider_id: Some(format!("<{}@example.com>", uuid::Uuid::now_v7().simple())),
+                    error: None,
+                })
+                .collect();
+            store.finish_notifications(&ends, Utc::now()).await.unwrap();
+        }
+    })
+    .await;
+
+    // 5. SMTP: building and sending the rendered messages through lettre, `concurrency` at
+    // once, per page.
+    let email_cfg: tickler::notify::email::EmailConfig = toml::from_str(&format!(
+        "transport = \"smtp\"\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\n\
+         from = \"Bench <bench@example.com>\"\npool_size = {}\nconcurrency = {}",
+        sink.port, s.pool_size, s.concurrency
+    ))
+    .unwrap();
+    let (email, _, concurrency) = tickler::notify::email::Email::build(email_cfg, state).unwrap();
+    let (sink0, conn0) = sink.counts();
+    timed(&mut phases, "SMTP (Email::send: lettre build + SMTP)", async {
+        for (page, rendered) in messages.iter().zip(&rendered) {
+            futures_util::stream::iter(page.iter().zip(rendered))
+                .map(|(m, r)| {
+                    let email = &email;
+                    async move {
+                        email
+                            .send(m.recipient.as_deref().unwrap(), &m.key, r)
+                            .await
+                            .unwrap()
+                    }
+                })
+                .buffer_unordered(concurrency)
+                .collect::<Vec<_>>()
+                .await;
+        }
+    })
+    .await;
+    let (sink1, conn1) = sink.counts();
+    assert_eq!(sink1 - sink0, total as u64, "the sink missed messages");
+
+    println!(
+        "\n-- phases ({backend}, concurrency={} pool_size={} batch_size={}, {total} messages, \
+         one after the other; the job overlaps none of them across pages)",
+        s.concurrency, s.pool_size, s.batch
+    );
+    println!("{:<58} {:>8} {:>12} {:>12}", "phase", "wall s", "wall µs/msg", "cpu µs/msg");
+    let (mut w, mut c) = (0.0, 0.0);
+    for p in &phases {
+        w += p.wall;
+        c += p.cpu;
+        println!(
+            "{:<58} {:>8.3} {:>12.1} {:>12.1}",
+            p.name,
+            p.wall,
+            p.wall * 1e6 / total as f64,
+            p.cpu / total as f64
+        );
+    }
+    println!(
+        "{:<58} {:>8.3} {:>12.1} {:>12.1}",
+        "sum",
+        w,
+        w * 1e6 / total as f64,
+        c / total as f64
+    );
+    println!("SMTP phase: {} connections", conn1 - conn0);
+    let by_window = |label: &str| -> Vec<f64> {
+        page_times
+            .iter()
+            .filter(|(l, n, _)| *l == label && *n > 0)
+            .map(|(_, _, ms)| *ms)
+            .collect()
+    };
+    for (label, ..) in windows {
+        let t = by_window(label);
+        if let (Some(first), Some(last)) = (t.first(), t.last()) {
+            println!(
+                "select window {label}: {} pages, first {first:.2} ms, last {last:.2} ms, total {:.1} ms",
+                t.len(),
+                t.iter().sum::<f64>()
+            );
+        }
+    }
+    clear_log(store).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// SMTP sink: a separate process (this binary with TICKLER_BENCH_SINK=1).
+
+struct Sink {
+    child: Child,
+    port: u16,
+}
+
+impl Sink {
+    fn start() -> Sink {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .env(SINK_ENV, "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("cannot start the SMTP sink");
+        let mut line = String::new();
+        StdBufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port: u16 = line
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("the sink printed `{line}`, not its port"));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "the SMTP sink does not accept connections");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Sink { child, port }
+    }
+
+    /// Messages received and connections accepted so far.
+    fn counts(&self) -> (u64, u64) {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        s.write_all(b"XCOUNT\r\n").unwrap();
+        let mut text = String::new();
+        let mut buf = [0u8; 256];
+        while !text.contains("\r\n250 ") || !text.ends_with("\r\n") {
+            let n = s.read(&mut buf).unwrap();
+            assert!(n > 0, "the sink closed the connection: {text}");
+            text.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+        let line = text.lines().find(|l| l.starts_with("250 ")).unwrap();
+        let nums: Vec<u64> = line[4..]
+            .split_whitespace()
+            .map(|n| n.parse().unwrap())
+            .collect();
+        // This connection counts itself.
+        (nums[0], nums[1] - 1)
+    }
+
+    fn stop(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[derive(Default)]
+struct SinkStats {
+    messages: AtomicU64,
+    connections: AtomicU64,
+}
+
+fn sink_main() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        println!("{}", listener.local_addr().unwrap().port());
+        std::io::stdout().flush().unwrap();
+        let stats = Arc::new(SinkStats::default());
+        loop {
+            let (sock, _) = listener.accept().await.unwrap();
+            stats.connections.fetch_add(1, Ordering::Relaxed);
+            let stats = stats.clone();
+            tokio::spawn(async move {
+                let _ = sink_session(sock, &stats).await;
+            });
+        }
+    });
+}
+
+async fn sink_session(sock: tokio::net::TcpStream, stats: &SinkStats) -> std::io::Result<()> {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    sock.set_nodelay(true)?;
+    let (r, mut w) = sock.into_split();
+    let mut r = BufReader::with_capacity(64 * 1024, r);
+    w.write_all(b"220 sink ESMTP\r\n").await?;
+    let mut line = Vec::with_capacity(1024);
+    loop {
+        line.clear();
+        if r.read_until(b'\n', &mut line).await? == 0 {
+            return Ok(());
+        }
+        let verb: String = line
+            .iter()
+            .take_while(|b| b.is_ascii_alphabetic())
+            .map(|b| b.to_ascii_uppercase() as char)
+            .collect();
+        match verb.as_str() {
+            "EHLO" => {
+                w.write_all(b"250-sink\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250 OK\r\n")
+                    .await?
+            }
+            "HELO" => w.write_all(b"250 sink\r\n").await?,
+            "MAIL" | "RCPT" | "RSET" | "NOOP" => w.write_all(b"250 OK\r\n").await?,
+            "DATA" => {
+                w.write_all(b"354 go ahead\r\n").await?;
+                loop {
+                    line.clear();
+                    if r.read_until(b'\n', &mut line).await? == 0 {
+                        return Ok(());
+                    }
+                    if line == b".\r\n" || line == b".\n" {
+                        break;
+                    }
+                }
+                stats.messages.fetch_add(1, Ordering::Relaxed);
+                w.write_all(b"250 OK queued\r\n").await?;
+            }
+            "QUIT" => {
+                w.write_all(b"221 bye\r\n").await?;
+                return Ok(());
+            }
+            "XCOUNT" => {
+                let reply = format!(
+                    "250 {} {}\r\n",
+                    stats.messages.load(Ordering::Relaxed),
+                    stats.connections.load(Ordering::Relaxed)
+                );
+                w.write_all(reply.as_bytes()).await?;
+            }
+            _ => w.write_all(b"500 unknown command\r\n").await?,
+        }
+    }
+}
