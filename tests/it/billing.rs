@@ -85,7 +85,7 @@ fn weekly(c: &NewCustomer, offset: i64) -> NewSubscription {
 async fn run(p: &Project, job: &str) -> RunRow {
     let config = p.config();
     let spec = config.job(job).unwrap_or_else(|| panic!("no job {job}"));
-    let results = daemon::run_now(&config, &[spec.name.clone()])
+    let results = daemon::run_now(&config, std::slice::from_ref(&spec.name))
         .await
         .unwrap();
     let id = results[0]
