@@ -289,9 +289,17 @@ impl Notifier {
             return Ok(fates.into_iter().map(|f| f.unwrap_or(Fate::Done)).collect());
         }
 
+        // A key twice in one batch (a query returning a row twice) is one message.
+        let mut seen = std::collections::HashSet::new();
+        let firsts: Vec<bool> = messages
+            .iter()
+            .map(|m| seen.insert(m.key.as_str()))
+            .collect();
         let claims: Vec<NotificationClaim> = messages
             .iter()
-            .map(|m| NotificationClaim {
+            .zip(&firsts)
+            .filter(|(_, first)| **first)
+            .map(|(m, _)| NotificationClaim {
                 id: uuid::Uuid::now_v7().to_string(),
                 key: m.key.clone(),
                 channel: m.channel.as_str(),
@@ -310,7 +318,7 @@ impl Notifier {
 
         let mut work = vec![];
         for (i, m) in messages.iter().enumerate() {
-            if !claimed.contains(&m.key) {
+            if !firsts[i] || !claimed.contains(&m.key) {
                 fates[i] = Some(Fate::Done);
             } else if m.recipient.is_none() {
                 fates[i] = Some(Fate::Skipped(no_address(m.channel)));

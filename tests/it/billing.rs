@@ -782,9 +782,13 @@ async fn a_dry_run_sends_and_changes_nothing() {
 
 /// `notify` on the user's own table: seed 003's "bookings 24 h ahead", once per booking, and
 /// never again from a second job sharing its `dedup` (seed 002's weekend catch-up batch).
-#[tokio::test]
-async fn notify_reminds_rows_of_your_own_tables_once() {
-    let p = Project::sqlite();
+async fn notify_story(p: Project) {
+    let postgres = p.database_url.starts_with("postgres");
+    let window = if postgres {
+        "starts_at BETWEEN :now + interval '23 hours' AND :now + interval '25 hours'"
+    } else {
+        "starts_at BETWEEN datetime(:now, '+23 hours') AND datetime(:now, '+25 hours')"
+    };
     std::fs::create_dir_all(p.path().join("templates")).unwrap();
     std::fs::write(
         p.path().join("templates/booking.j2"),
@@ -795,8 +799,7 @@ async fn notify_reminds_rows_of_your_own_tables_once() {
     let job = |name: &str| {
         format!(
             "[[job]]\nname = \"{name}\"\nkind = \"notify\"\nschedule = \"0 * * * *\"\n\
-             query = \"SELECT id, name, email, starts_at FROM bookings WHERE starts_at BETWEEN \
-             datetime(:now, '+23 hours') AND datetime(:now, '+25 hours') ORDER BY id\"\n\
+             query = \"SELECT id, name, email, starts_at FROM bookings WHERE {window} ORDER BY id\"\n\
              template = \"booking\"\ndedup = \"booking-24h-{{{{ id }}}}\"\n\n"
         )
     };
@@ -817,10 +820,17 @@ async fn notify_reminds_rows_of_your_own_tables_once() {
     store
         .execute(
             &[
-                "CREATE TABLE bookings (id INTEGER, name TEXT, email TEXT, starts_at TEXT)".into(),
+                if postgres {
+                    "CREATE TABLE bookings (id INTEGER, name TEXT, email TEXT, starts_at TIMESTAMPTZ)"
+                } else {
+                    "CREATE TABLE bookings (id INTEGER, name TEXT, email TEXT, starts_at TEXT)"
+                }
+                .into(),
                 format!(
                     "INSERT INTO bookings VALUES (1, 'Ann', 'ann@example.com', '{}'), \
+                     (1, 'Ann', 'ann@example.com', '{}'), \
                      (2, 'Ben', NULL, '{}'), (3, 'Cat', 'cat@example.com', '{}')",
+                    at(24),
                     at(24),
                     at(24),
                     at(48)
@@ -837,6 +847,11 @@ async fn notify_reminds_rows_of_your_own_tables_once() {
         "{r:?}"
     );
     assert_eq!(meta(&r)["skipped_no_address"], json!(1));
+    assert_eq!(
+        meta(&r)["already_sent"],
+        json!(1),
+        "a row twice is one message"
+    );
     let outbox: Vec<_> = std::fs::read_dir(p.path().join("outbox"))
         .unwrap()
         .collect();
@@ -858,6 +873,18 @@ async fn notify_reminds_rows_of_your_own_tables_once() {
         ])
     );
     store.close().await;
+}
+
+#[tokio::test]
+async fn notify_reminds_rows_of_your_own_tables_once() {
+    notify_story(Project::sqlite()).await;
+}
+
+#[tokio::test]
+async fn notify_reminds_rows_of_your_own_tables_once_postgres() {
+    if let Some(p) = Project::postgres().await {
+        notify_story(p).await;
+    }
 }
 
 /// `cleanup` deletes old rows in batches, keeps what `keep` protects, and reports a rule it
