@@ -182,6 +182,26 @@ pub struct Stats {
     pub job_failures: Vec<(String, i64)>,
 }
 
+/// Reserves `$1` invoice numbers; returns the last one.
+const NEXT_NUMBERS: &str = "INSERT INTO tickler_counters (name, value) VALUES ('invoice', $1)
+             ON CONFLICT (name) DO UPDATE SET value = tickler_counters.value + excluded.value
+             RETURNING value";
+
+/// Inserts the invoices of the JSON array `$1`, created at `$2`.
+const INSERT_INVOICES: &str =
+    "INSERT INTO invoices (id, number, customer_id, subscription_id, period_start,
+                    period_end, amount_minor, currency, issued_at, due_date, status, paid_at,
+                    provider_ref, escalation_level, escalated_at, created_at, updated_at)
+             SELECT (r.value->>'id')::uuid, r.value->>'number', (r.value->>'customer_id')::uuid,
+                    (r.value->>'subscription_id')::uuid, (r.value->>'period_start')::date,
+                    (r.value->>'period_end')::date, (r.value->>'amount_minor')::bigint,
+                    r.value->>'currency', (r.value->>'issued_at')::timestamptz,
+                    (r.value->>'due_date')::date, r.value->>'status',
+                    (r.value->>'paid_at')::timestamptz, r.value->>'provider_ref',
+                    (r.value->>'escalation_level')::integer,
+                    (r.value->>'escalated_at')::timestamptz, $2::timestamptz, $2::timestamptz
+               FROM ROWS($1)";
+
 fn json_text<T: Serialize>(rows: &[T]) -> String {
     serde_json::to_string(rows).unwrap_or_else(|_| "[]".into())
 }
@@ -382,29 +402,15 @@ impl Store {
             return Ok(vec![]);
         }
         let unnumbered = invoices.iter().filter(|i| i.number.is_empty()).count() as i64;
-        let counter = self.sql(
-            "INSERT INTO tickler_counters (name, value) VALUES ('invoice', $1)
-             ON CONFLICT (name) DO UPDATE SET value = tickler_counters.value + excluded.value
-             RETURNING value",
-        );
-        let insert = self.sql(
-            "INSERT INTO invoices (id, number, customer_id, subscription_id, period_start,
-                    period_end, amount_minor, currency, issued_at, due_date, status, paid_at,
-                    provider_ref, escalation_level, escalated_at, created_at, updated_at)
-             SELECT (r.value->>'id')::uuid, r.value->>'number', (r.value->>'customer_id')::uuid,
-                    (r.value->>'subscription_id')::uuid, (r.value->>'period_start')::date,
-                    (r.value->>'period_end')::date, (r.value->>'amount_minor')::bigint,
-                    r.value->>'currency', (r.value->>'issued_at')::timestamptz,
-                    (r.value->>'due_date')::date, r.value->>'status',
-                    (r.value->>'paid_at')::timestamptz, r.value->>'provider_ref',
-                    (r.value->>'escalation_level')::integer,
-                    (r.value->>'escalated_at')::timestamptz, $2::timestamptz, $2::timestamptz
-               FROM ROWS($1)
+        let counter = self.sql(NEXT_NUMBERS);
+        let insert = format!(
+            "{INSERT_INVOICES}
               WHERE TRUE
              ON CONFLICT (subscription_id, period_start) WHERE subscription_id IS NOT NULL
              DO NOTHING
-             RETURNING id::text",
+             RETURNING id::text"
         );
+        let insert = self.sql(&insert);
         let now = ts(Utc::now());
         let begin = self.begin_statement();
         let inserted: Vec<String> = with_pool!(self, pool => {
@@ -722,25 +728,8 @@ impl Store {
                     (r.value->>'auto_invoice')::boolean, $2::timestamptz
                FROM ROWS($1)",
         );
-        let counter = self.sql(
-            "INSERT INTO tickler_counters (name, value) VALUES ('invoice', $1)
-             ON CONFLICT (name) DO UPDATE SET value = tickler_counters.value + excluded.value
-             RETURNING value",
-        );
-        let invoices_sql = self.sql(
-            "INSERT INTO invoices (id, number, customer_id, subscription_id, period_start,
-                    period_end, amount_minor, currency, issued_at, due_date, status, paid_at,
-                    provider_ref, escalation_level, escalated_at, created_at, updated_at)
-             SELECT (r.value->>'id')::uuid, r.value->>'number', (r.value->>'customer_id')::uuid,
-                    (r.value->>'subscription_id')::uuid, (r.value->>'period_start')::date,
-                    (r.value->>'period_end')::date, (r.value->>'amount_minor')::bigint,
-                    r.value->>'currency', (r.value->>'issued_at')::timestamptz,
-                    (r.value->>'due_date')::date, r.value->>'status',
-                    (r.value->>'paid_at')::timestamptz, r.value->>'provider_ref',
-                    (r.value->>'escalation_level')::integer,
-                    (r.value->>'escalated_at')::timestamptz, $2::timestamptz, $2::timestamptz
-               FROM ROWS($1)",
-        );
+        let counter = self.sql(NEXT_NUMBERS);
+        let invoices_sql = self.sql(INSERT_INVOICES);
         let unnumbered = invoices.iter().filter(|i| i.number.is_empty()).count() as i64;
         let begin = self.begin_statement();
         with_pool!(self, pool => {
