@@ -59,7 +59,8 @@ CREATE INDEX invoices_issued ON invoices (issued_at);
 
 -- Every message tickler sends or tried to send. `dedup_key` is unique: a message is claimed by
 -- inserting its key (status `sending`), so retries and re-runs never send it twice; a failed
--- one is claimed again by the next run.
+-- one is claimed again by the next run. `unknown`: the provider timed out after the request
+-- left, so it may have been sent; it is not sent again.
 CREATE TABLE notification_log (
     id                  uuid PRIMARY KEY,
     dedup_key           text NOT NULL UNIQUE,
@@ -68,7 +69,7 @@ CREATE TABLE notification_log (
     recipient           text NOT NULL,
     template            text,
     invoice_id          uuid,
-    status              text NOT NULL CHECK (status IN ('sending', 'sent', 'failed', 'skipped')),
+    status              text NOT NULL CHECK (status IN ('sending', 'sent', 'failed', 'skipped', 'unknown')),
     provider_message_id text,
     error               text,
     attempts            integer NOT NULL DEFAULT 1,

@@ -61,7 +61,8 @@ CREATE INDEX invoices_issued ON invoices (issued_at);
 
 -- Every message tickler sends or tried to send. `dedup_key` is unique: a message is claimed by
 -- inserting its key (status `sending`), so retries and re-runs never send it twice; a failed
--- one is claimed again by the next run.
+-- one is claimed again by the next run. `unknown`: the provider timed out after the request
+-- left, so it may have been sent; it is not sent again.
 CREATE TABLE notification_log (
     id                  TEXT PRIMARY KEY NOT NULL,
     dedup_key           TEXT NOT NULL UNIQUE,
@@ -70,7 +71,7 @@ CREATE TABLE notification_log (
     recipient           TEXT NOT NULL,
     template            TEXT,
     invoice_id          TEXT,
-    status              TEXT NOT NULL,                  -- sending, sent, failed, skipped
+    status              TEXT NOT NULL,                  -- sending, sent, failed, skipped, unknown
     provider_message_id TEXT,
     error               TEXT,
     attempts            INTEGER NOT NULL DEFAULT 1,

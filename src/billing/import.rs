@@ -310,6 +310,7 @@ pub async fn check(store: &Store, table: Table, file: &Path) -> Result<Checked, 
     let mut ids: HashMap<String, u64> = HashMap::new();
     let mut numbers: HashMap<String, u64> = HashMap::new();
     let mut subscription_refs: Vec<(u64, String)> = vec![];
+    let mut invoice_lines: Vec<u64> = vec![];
     let now = Utc::now();
     for result in reader.records() {
         let record = match result {
@@ -386,6 +387,7 @@ pub async fn check(store: &Store, table: Table, file: &Path) -> Result<Checked, 
                         format!("`{interval}` must be monthly, weekly or yearly"),
                     );
                 }
+                r.required("start_date");
                 let start_date = r.date("start_date");
                 let end_date = r.date("end_date");
                 if let (Some(s), Some(e)) = (start_date, end_date)
@@ -428,6 +430,7 @@ pub async fn check(store: &Store, table: Table, file: &Path) -> Result<Checked, 
                 });
             }
             Table::Invoices => {
+                invoice_lines.push(line);
                 let customer = CustomerRef {
                     line,
                     id: r.uuid("customer_id"),
@@ -457,6 +460,7 @@ pub async fn check(store: &Store, table: Table, file: &Path) -> Result<Checked, 
                 if status == "paid" && paid_at.is_none() {
                     r.bad("paid_at", "is required when `status` is paid");
                 }
+                r.required("due_date");
                 let due_date = r.date("due_date");
                 out.invoices.push(NewInvoice {
                     id,
@@ -500,6 +504,25 @@ pub async fn check(store: &Store, table: Table, file: &Path) -> Result<Checked, 
         let line = numbers.get(&n).copied().unwrap_or(0);
         errors.push(format!(
             "line {line}, column `number`: invoice `{n}` already exists"
+        ));
+    }
+    // One invoice per (subscription, period): within the file and against the database.
+    let mut periods: HashMap<(String, NaiveDate), u64> = HashMap::new();
+    for (inv, line) in out.invoices.iter().zip(invoice_lines.iter()) {
+        if let (Some(sub), Some(start)) = (&inv.subscription_id, inv.period_start)
+            && let Some(first) = periods.insert((sub.clone(), start), *line)
+        {
+            errors.push(format!(
+                "line {line}, column `period_start`: subscription `{sub}` has the period {start} on line {first} too"
+            ));
+        }
+    }
+    let pairs: Vec<(String, NaiveDate)> = periods.keys().cloned().collect();
+    for pair in store.invoiced_periods(&pairs).await? {
+        let line = periods.get(&pair).copied().unwrap_or(0);
+        errors.push(format!(
+            "line {line}, column `period_start`: subscription `{}` already has an invoice for the period {}",
+            pair.0, pair.1
         ));
     }
     let sub_ids: Vec<String> = subscription_refs.iter().map(|(_, s)| s.clone()).collect();

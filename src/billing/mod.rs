@@ -87,6 +87,7 @@ pub fn parse_offset(text: &str) -> Result<i64, String> {
         None => (1, t),
     };
     body.strip_suffix('d')
+        .filter(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
         .and_then(|n| n.parse::<i64>().ok())
         .filter(|n| *n <= 3650)
         .map(|n| sign * n)
@@ -171,5 +172,7 @@ mod tests {
                 .unwrap_err()
                 .starts_with("invalid offset `7`")
         );
+        assert!(parse_offset("--9d").is_err());
+        assert!(parse_offset("99999d").is_err());
     }
 }

@@ -105,7 +105,10 @@ impl Job for CleanupJob {
         let mut outcome = Outcome::default();
         let mut per_table = serde_json::Map::new();
         for r in &self.rule {
-            let before = ctx.now - chrono::Duration::from_std(r.older_than).unwrap_or_default();
+            let before = chrono::Duration::from_std(r.older_than)
+                .ok()
+                .and_then(|d| ctx.now.checked_sub_signed(d))
+                .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC);
             let keep = r.keep();
             let label = format!(
                 "{}.{} older than {}",

@@ -79,12 +79,15 @@ impl PaystackConfig {
             .send()
             .await
             .map_err(|e| {
-                let what = if e.is_timeout() {
+                let timed_out = e.is_timeout();
+                let what = if timed_out {
                     "timed out".to_string()
                 } else {
                     e.without_url().to_string()
                 };
-                (true, format!("Paystack API error: {what}"))
+                // A timeout may have created the request: not retried at once, to avoid a
+                // second one (the next run tries again if no request code was recorded).
+                (!timed_out, format!("Paystack API error: {what}"))
             })?;
         let status = response.status();
         let answer: serde_json::Value = response.json().await.unwrap_or_default();

@@ -92,10 +92,15 @@ impl Job for StatsReportJob {
     async fn run(&self, ctx: &RunContext) -> Result<Outcome, JobError> {
         let today = ctx.today();
         let (start, end) = last_period(self.period, today);
+        // Local midnight, or the first instant after it when a DST gap skips it.
         let at = |d: NaiveDate| {
-            ctx.timezone
-                .from_local_datetime(&d.and_hms_opt(0, 0, 0).unwrap_or_default())
-                .earliest()
+            let midnight = d.and_hms_opt(0, 0, 0).unwrap_or_default();
+            (0..=180)
+                .find_map(|m| {
+                    ctx.timezone
+                        .from_local_datetime(&(midnight + chrono::Duration::minutes(m)))
+                        .earliest()
+                })
                 .map(|t| t.with_timezone(&chrono::Utc))
                 .unwrap_or(ctx.now)
         };

@@ -107,6 +107,13 @@ impl Email {
                 let host = c.host.ok_or(
                     "`host` is required with `transport = \"smtp\"`; e.g. `host = \"smtp.example.com\"`",
                 )?;
+                let loopback = matches!(host.as_str(), "localhost" | "127.0.0.1" | "::1");
+                if c.tls == Tls::None && c.username.is_some() && !loopback {
+                    return Err(format!(
+                        "`tls = \"none\"` would send the SMTP password to `{host}` in clear text; \
+                         use `tls = \"starttls\"` or `\"tls\"` (plain text is for a relay on this host)"
+                    ));
+                }
                 if password.is_some() && c.username.is_none() {
                     return Err("`password_env`/`password_file` needs `username`".into());
                 }
@@ -140,11 +147,7 @@ impl Email {
             }
         };
         let rate = c.rate_limit.unwrap_or(0.0);
-        if !(0.0..=100_000.0).contains(&rate) {
-            return Err(format!(
-                "`rate_limit` must be 0-100000 messages per second (found {rate})"
-            ));
-        }
+        super::ratelimit::check(rate)?;
         let concurrency = c.concurrency.unwrap_or(pool_size as usize).clamp(1, 256);
         Ok((
             Email {

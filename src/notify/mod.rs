@@ -2,8 +2,10 @@
 //! pipeline every job sends through. A message carries a dedup key; it is claimed in
 //! `notification_log` before it is sent and marked `sent` or `failed` after, so a retried or
 //! re-run job never sends it twice, and a failed one goes out with the next run (invariant 4).
-//! A message whose send was cut short by a crash stays `sending`: tickler then does not know
-//! whether the provider accepted it, and sends it at most once rather than twice.
+//! A message whose provider call was cut short (a crash mid-send, a timeout after the request
+//! left) stays `sending` or becomes `unknown`: tickler then does not know whether the provider
+//! accepted it, and sends it at most once rather than twice. Claimed messages a cancelled run
+//! never handed to a provider go back to `failed`.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -77,14 +79,31 @@ pub struct TemplatesRaw {
 #[derive(Debug, Clone)]
 pub struct SendError {
     pub message: String,
+    /// The request reached the provider and its answer was lost (a timeout): the message may
+    /// have gone out, so it is recorded `unknown` and not sent again.
+    pub ambiguous: bool,
 }
 
 impl SendError {
     pub fn new(message: impl Into<String>) -> Self {
         SendError {
             message: message.into(),
+            ambiguous: false,
         }
     }
+    pub fn ambiguous(message: impl Into<String>) -> Self {
+        SendError {
+            message: message.into(),
+            ambiguous: true,
+        }
+    }
+}
+
+/// How one send ended.
+enum Sent {
+    Ok(String),
+    Failed(String),
+    Unknown(String),
 }
 
 /// A configured channel: where messages go and how fast.
@@ -165,10 +184,20 @@ impl Notifier {
         state_dir: &Path,
     ) -> Result<Notifier, Vec<(String, String)>> {
         let mut problems = vec![];
+        let explicit = templates.dir.is_some();
         let dir = templates
             .dir
             .map(|d| config_dir.join(d))
             .unwrap_or_else(|| config_dir.join("templates"));
+        if explicit && !dir.is_dir() {
+            problems.push((
+                "invalid `[templates]` section".to_string(),
+                format!(
+                    "the templates directory `{}` does not exist; create it or fix `dir`",
+                    dir.display()
+                ),
+            ));
+        }
         let loaded = Templates::load(Some(&dir), &templates.vars);
         let mut lanes = HashMap::new();
         if let Some(c) = channels.email {
@@ -274,7 +303,7 @@ impl Notifier {
             let states = store.notification_states(&keys).await?;
             for (i, m) in messages.iter().enumerate() {
                 fates[i] = Some(match states.get(&m.key).map(|s| s.as_str()) {
-                    Some("sent" | "skipped" | "sending") => Fate::Done,
+                    Some("sent" | "skipped" | "sending" | "unknown") => Fate::Done,
                     _ => match &m.recipient {
                         None => Fate::Skipped(no_address(m.channel)),
                         Some(_) => {
@@ -337,11 +366,18 @@ impl Notifier {
             .map(|l| l.concurrency)
             .sum::<usize>()
             .max(1);
-        let results: Vec<(usize, Result<String, String>)> = futures_util::stream::iter(work)
+        // Claimed messages not yet handed to a provider go back to `failed` if the run is cut
+        // short (a timeout, a shutdown), so the next run sends them.
+        let guard = Unattempted::new(
+            store,
+            work.iter().map(|i| messages[*i].key.clone()).collect(),
+        );
+        let results: Vec<(usize, Sent)> = futures_util::stream::iter(work)
             .map(|i| {
                 let m = &messages[i];
                 let failures = &failures[&m.channel];
-                async move { (i, self.send_one(m, failures).await) }
+                let guard = &guard;
+                async move { (i, self.send_one(m, failures, guard).await) }
             })
             .buffer_unordered(total)
             .collect()
@@ -350,39 +386,53 @@ impl Notifier {
         let mut ends = Vec::with_capacity(results.len());
         for (i, result) in results {
             let m = &messages[i];
-            match result {
-                Ok(provider_id) => {
-                    ends.push(NotificationEnd {
-                        key: m.key.clone(),
-                        status: "sent",
-                        provider_id: Some(provider_id),
-                        error: None,
-                    });
-                    fates[i] = Some(Fate::Sent);
+            let (status, provider_id, error, fate) = match result {
+                Sent::Ok(id) => ("sent", Some(id), None, Fate::Sent),
+                Sent::Failed(e) => ("failed", None, Some(e.clone()), Fate::Failed(e)),
+                Sent::Unknown(e) => {
+                    let e = format!("{e} (it may have been sent; it is not sent again)");
+                    ("unknown", None, Some(e.clone()), Fate::Failed(e))
                 }
-                Err(error) => {
-                    ends.push(NotificationEnd {
-                        key: m.key.clone(),
-                        status: "failed",
-                        provider_id: None,
-                        error: Some(error.clone()),
-                    });
-                    fates[i] = Some(Fate::Failed(error));
+            };
+            ends.push(NotificationEnd {
+                key: m.key.clone(),
+                status,
+                provider_id,
+                error,
+            });
+            fates[i] = Some(fate);
+        }
+        guard.disarm();
+        // The sends happened: their outcome must reach the log, so a passing database error
+        // is retried here rather than failing the run with the rows left `sending`.
+        let mut attempt = 0;
+        loop {
+            match store.finish_notifications(&ends, Utc::now()).await {
+                Ok(()) => break,
+                Err(e) if attempt < 4 => {
+                    attempt += 1;
+                    tracing::warn!(error = %e, attempt, "recording sent messages failed; retrying");
+                    tokio::time::sleep(std::time::Duration::from_millis(250 << attempt)).await;
                 }
+                Err(e) => return Err(e),
             }
         }
-        store.finish_notifications(&ends, Utc::now()).await?;
         Ok(fates.into_iter().map(|f| f.unwrap_or(Fate::Done)).collect())
     }
 
-    async fn send_one(&self, m: &Message, failures: &AtomicUsize) -> Result<String, String> {
-        let lane = self
-            .lanes
-            .get(&m.channel)
-            .ok_or_else(|| format!("the channel `{}` is not configured", m.channel.as_str()))?;
-        let rendered = self.templates.render(&m.template, m.channel, &m.context)?;
+    async fn send_one(&self, m: &Message, failures: &AtomicUsize, guard: &Unattempted) -> Sent {
+        let Some(lane) = self.lanes.get(&m.channel) else {
+            return Sent::Failed(format!(
+                "the channel `{}` is not configured",
+                m.channel.as_str()
+            ));
+        };
+        let rendered = match self.templates.render(&m.template, m.channel, &m.context) {
+            Ok(r) => r,
+            Err(e) => return Sent::Failed(e),
+        };
         if failures.load(Ordering::Relaxed) >= BREAKER {
-            return Err(format!(
+            return Sent::Failed(format!(
                 "not attempted: `{}` failed {BREAKER} times in a row in this run; the next run \
                  tries again",
                 m.channel.as_str()
@@ -390,15 +440,79 @@ impl Notifier {
         }
         let _permit = lane.limiter.acquire().await;
         let to = m.recipient.as_deref().unwrap_or_default();
+        guard.attempting(&m.key);
         match lane.channel.send(to, &m.key, &rendered).await {
             Ok(id) => {
                 failures.store(0, Ordering::Relaxed);
-                Ok(id)
+                Sent::Ok(id)
             }
             Err(e) => {
                 failures.fetch_add(1, Ordering::Relaxed);
-                Err(e.message)
+                if e.ambiguous {
+                    Sent::Unknown(e.message)
+                } else {
+                    Sent::Failed(e.message)
+                }
             }
+        }
+    }
+}
+
+/// The keys a run claimed and has not handed to a provider yet; when dropped before
+/// [`Unattempted::disarm`] (the run's future was cancelled), they are set back to `failed`.
+struct Unattempted {
+    store: Store,
+    keys: std::sync::Mutex<std::collections::HashSet<String>>,
+    armed: std::sync::atomic::AtomicBool,
+}
+
+impl Unattempted {
+    fn new(store: &Store, keys: std::collections::HashSet<String>) -> Self {
+        Unattempted {
+            store: store.clone(),
+            keys: std::sync::Mutex::new(keys),
+            armed: std::sync::atomic::AtomicBool::new(true),
+        }
+    }
+    fn attempting(&self, key: &str) {
+        if let Ok(mut keys) = self.keys.lock() {
+            keys.remove(key);
+        }
+    }
+    fn disarm(&self) {
+        self.armed.store(false, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Unattempted {
+    fn drop(&mut self) {
+        if !self.armed.load(Ordering::Relaxed) {
+            return;
+        }
+        let keys: Vec<String> = self
+            .keys
+            .lock()
+            .map(|mut k| k.drain().collect())
+            .unwrap_or_default();
+        if keys.is_empty() {
+            return;
+        }
+        let store = self.store.clone();
+        let ends: Vec<NotificationEnd> = keys
+            .into_iter()
+            .map(|key| NotificationEnd {
+                key,
+                status: "failed",
+                provider_id: None,
+                error: Some("not attempted: the run was cut short".into()),
+            })
+            .collect();
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(async move {
+                if let Err(e) = store.finish_notifications(&ends, Utc::now()).await {
+                    tracing::warn!(error = %e, "could not release the messages of a cut-short run");
+                }
+            });
         }
     }
 }

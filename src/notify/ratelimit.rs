@@ -7,6 +7,17 @@ use std::time::Duration;
 use tokio::sync::{Mutex, Semaphore, SemaphorePermit};
 use tokio::time::Instant;
 
+/// Checks a configured rate: 0 (no limit) or 0.001-100000 messages per second.
+pub fn check(rate: f64) -> Result<(), String> {
+    if rate == 0.0 || (0.001..=100_000.0).contains(&rate) {
+        Ok(())
+    } else {
+        Err(format!(
+            "`rate_limit` must be 0 (no limit) or 0.001-100000 messages per second (found {rate})"
+        ))
+    }
+}
+
 pub struct RateLimiter {
     /// Time between two starts; zero when unlimited.
     spacing: Duration,

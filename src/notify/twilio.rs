@@ -59,11 +59,7 @@ impl Twilio {
         let rate = c
             .rate_limit
             .unwrap_or(if kind == ChannelKind::Sms { 10.0 } else { 20.0 });
-        if !(0.0..=100_000.0).contains(&rate) {
-            return Err(format!(
-                "`rate_limit` must be 0-100000 messages per second (found {rate})"
-            ));
-        }
+        super::ratelimit::check(rate)?;
         Ok((
             Twilio {
                 kind,
@@ -114,23 +110,18 @@ impl Twilio {
             .send()
             .await
             .map_err(|e| {
-                SendError::new(format!(
-                    "Twilio ({}): {}",
-                    redact_url(&self.base_url),
-                    if e.is_timeout() {
-                        "timed out".to_string()
-                    } else {
-                        e.without_url().to_string()
-                    }
-                ))
+                let what = format!("Twilio ({})", redact_url(&self.base_url));
+                if e.is_timeout() {
+                    SendError::ambiguous(format!("{what}: timed out"))
+                } else {
+                    SendError::new(format!("{what}: {}", e.without_url()))
+                }
             })?;
         let status = response.status();
         let body: serde_json::Value = response.json().await.unwrap_or_default();
         if status.is_success() {
-            return body["sid"]
-                .as_str()
-                .map(str::to_string)
-                .ok_or_else(|| SendError::new("Twilio answered without a message sid"));
+            // Accepted, even if the answer did not carry the sid.
+            return Ok(body["sid"].as_str().unwrap_or("(no sid)").to_string());
         }
         let detail = match (body["code"].as_i64(), body["message"].as_str()) {
             (Some(code), Some(msg)) => format!("error {code}: {msg}"),

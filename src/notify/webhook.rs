@@ -54,11 +54,7 @@ impl Webhook {
         let bearer =
             SecretSource::from_pair("bearer_token", c.bearer_token_env, c.bearer_token_file)?;
         let rate = c.rate_limit.unwrap_or(1.0);
-        if !(0.0..=100_000.0).contains(&rate) {
-            return Err(format!(
-                "`rate_limit` must be 0-100000 messages per second (found {rate})"
-            ));
-        }
+        super::ratelimit::check(rate)?;
         Ok((
             Webhook {
                 url,
@@ -92,20 +88,23 @@ impl Webhook {
             request = request.bearer_auth(b.read().map_err(SendError::new)?.expose());
         }
         let response = request.send().await.map_err(|e| {
-            SendError::new(format!(
-                "webhook `{shown}`: {}",
-                if e.is_timeout() {
-                    "timed out".to_string()
-                } else {
-                    e.without_url().to_string()
-                }
-            ))
+            if e.is_timeout() {
+                SendError::ambiguous(format!("webhook `{shown}`: timed out"))
+            } else {
+                SendError::new(format!("webhook `{shown}`: {}", e.without_url()))
+            }
         })?;
         let status = response.status();
         if status.is_success() {
             Ok(format!("HTTP {}", status.as_u16()))
         } else {
-            let body = response.text().await.unwrap_or_default();
+            let mut body = response.text().await.unwrap_or_default();
+            // Servers echo the path ("Cannot POST /hooks/<token>"): keep a secret URL secret.
+            if let Ok(u) = reqwest::Url::parse(&url)
+                && u.path().len() > 1
+            {
+                body = body.replace(u.path(), "/***");
+            }
             Err(SendError::new(format!(
                 "webhook `{shown}` answered HTTP {}: {}",
                 status.as_u16(),

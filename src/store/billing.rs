@@ -158,7 +158,7 @@ pub struct NotificationClaim {
 #[derive(Debug, Clone, Serialize)]
 pub struct NotificationEnd {
     pub key: String,
-    /// `sent` or `failed`.
+    /// `sent`, `failed`, or `unknown` (the provider may have taken it; not retried).
     pub status: &'static str,
     pub provider_id: Option<String>,
     pub error: Option<String>,
@@ -201,6 +201,76 @@ const INSERT_INVOICES: &str =
                     (r.value->>'escalation_level')::integer,
                     (r.value->>'escalated_at')::timestamptz, $2::timestamptz, $2::timestamptz
                FROM ROWS($1)";
+
+/// Numbers the invoices without a number from the `invoice` counter, inside the transaction
+/// `$tx`. A number already taken (by an imported invoice, or another row of the same import)
+/// moves the counter past the highest number of that prefix, and those invoices are numbered
+/// again, so a collision never aborts the insert.
+macro_rules! number_invoices {
+    ($tx:ident, $invoices:ident, $prefix:ident, $counter:ident, $taken:ident, $highest:ident, $bump:ident) => {{
+        let explicit: HashSet<String> = $invoices
+            .iter()
+            .filter(|i| !i.number.is_empty())
+            .map(|i| i.number.clone())
+            .collect();
+        let mut todo: Vec<usize> = $invoices
+            .iter()
+            .enumerate()
+            .filter(|(_, i)| i.number.is_empty())
+            .map(|(n, _)| n)
+            .collect();
+        for round in 0.. {
+            if todo.is_empty() {
+                break;
+            }
+            if round > 0 {
+                // Skip past the highest number with this prefix.
+                let top: Option<String> = sqlx::query_scalar(&$highest)
+                    .bind(format!("{}%", $prefix))
+                    .fetch_optional(&mut *$tx)
+                    .await
+                    .doing("numbering invoices")?;
+                let top = top
+                    .and_then(|t| t.strip_prefix(AsRef::<str>::as_ref(&$prefix)).and_then(|n| n.parse::<i64>().ok()))
+                    .unwrap_or(0)
+                    .max(explicit.iter().filter_map(|t| t.strip_prefix(AsRef::<str>::as_ref(&$prefix))?.parse::<i64>().ok()).max().unwrap_or(0));
+                sqlx::query(&$bump)
+                    .bind(top)
+                    .execute(&mut *$tx)
+                    .await
+                    .doing("numbering invoices")?;
+            }
+            if round > 3 {
+                return Err(super::StoreError::Query {
+                    doing: "numbering invoices",
+                    source: sqlx::Error::Protocol(format!(
+                        "no free invoice number with the prefix `{}`",
+                        $prefix
+                    )),
+                });
+            }
+            let k = todo.len() as i64;
+            let last: i64 = sqlx::query_scalar(&$counter)
+                .bind(k)
+                .fetch_one(&mut *$tx)
+                .await
+                .doing("numbering invoices")?;
+            let mut n = last - k;
+            for &i in &todo {
+                n += 1;
+                $invoices[i].number = format!("{}{n:06}", $prefix);
+            }
+            let keys: Vec<Value> = todo.iter().map(|&i| json!({ "k": $invoices[i].number })).collect();
+            let used: Vec<String> = sqlx::query_scalar(&$taken)
+                .bind(json_text(&keys))
+                .fetch_all(&mut *$tx)
+                .await
+                .doing("numbering invoices")?;
+            let used: HashSet<String> = used.into_iter().collect();
+            todo.retain(|&i| used.contains(&$invoices[i].number) || explicit.contains(&$invoices[i].number));
+        }
+    }};
+}
 
 fn json_text<T: Serialize>(rows: &[T]) -> String {
     serde_json::to_string(rows).unwrap_or_else(|_| "[]".into())
@@ -402,7 +472,7 @@ impl Store {
             return Ok(vec![]);
         }
         let unnumbered = invoices.iter().filter(|i| i.number.is_empty()).count() as i64;
-        let counter = self.sql(NEXT_NUMBERS);
+        let (counter, taken, highest, bump) = self.numbering_sql();
         let insert = format!(
             "{INSERT_INVOICES}
               WHERE TRUE
@@ -416,16 +486,7 @@ impl Store {
         let inserted: Vec<String> = with_pool!(self, pool => {
             let mut tx = pool.begin_with(begin).await.doing("creating invoices")?;
             if unnumbered > 0 {
-                let last: i64 = sqlx::query_scalar(&counter)
-                    .bind(unnumbered)
-                    .fetch_one(&mut *tx)
-                    .await
-                    .doing("numbering invoices")?;
-                let mut n = last - unnumbered;
-                for inv in invoices.iter_mut().filter(|i| i.number.is_empty()) {
-                    n += 1;
-                    inv.number = format!("{prefix}{n:06}");
-                }
+                number_invoices!(tx, invoices, prefix, counter, taken, highest, bump);
             }
             let ids: Vec<String> = sqlx::query_scalar(&insert)
                 .bind(json_text(invoices))
@@ -640,6 +701,20 @@ impl Store {
         })
     }
 
+    /// The queries of [`number_invoices`]: reserve, find taken, find the highest, skip past.
+    fn numbering_sql(&self) -> (String, String, String, String) {
+        (
+            self.sql(NEXT_NUMBERS).into_owned(),
+            self.sql("SELECT i.number FROM invoices i JOIN ROWS($1) ON i.number = r.value->>'k'")
+                .into_owned(),
+            "SELECT number FROM invoices WHERE number LIKE $1
+              ORDER BY length(number) DESC, number DESC LIMIT 1"
+                .to_string(),
+            "UPDATE tickler_counters SET value = $1 WHERE name = 'invoice' AND value < $1"
+                .to_string(),
+        )
+    }
+
     /// How many rows each billing table holds (for `tickler demo` and `import`).
     pub async fn billing_counts(&self) -> Result<(i64, i64, i64)> {
         let text = "SELECT (SELECT COUNT(*) FROM customers), (SELECT COUNT(*) FROM subscriptions),
@@ -728,7 +803,7 @@ impl Store {
                     (r.value->>'auto_invoice')::boolean, $2::timestamptz
                FROM ROWS($1)",
         );
-        let counter = self.sql(NEXT_NUMBERS);
+        let (counter, taken, highest, bump) = self.numbering_sql();
         let invoices_sql = self.sql(INSERT_INVOICES);
         let unnumbered = invoices.iter().filter(|i| i.number.is_empty()).count() as i64;
         let begin = self.begin_statement();
@@ -754,16 +829,7 @@ impl Store {
                     .rows_affected();
             }
             if unnumbered > 0 {
-                let last: i64 = sqlx::query_scalar(&counter)
-                    .bind(unnumbered)
-                    .fetch_one(&mut *tx)
-                    .await
-                    .doing("numbering invoices")?;
-                let mut n = last - unnumbered;
-                for inv in invoices.iter_mut().filter(|i| i.number.is_empty()) {
-                    n += 1;
-                    inv.number = format!("{invoice_prefix}{n:06}");
-                }
+                number_invoices!(tx, invoices, invoice_prefix, counter, taken, highest, bump);
             }
             for chunk in invoices.chunks(2000) {
                 counts.2 += sqlx::query(&invoices_sql)
@@ -846,7 +912,8 @@ impl Store {
 }
 
 /// Replaces the `:now` placeholder of a user's query by the backend's parameter `$1`.
-fn bind_now(query: &str) -> String {
+fn bind_now(query: &str) -> (String, bool) {
+    let mut used = false;
     let mut out = String::with_capacity(query.len());
     let mut rest = query;
     while let Some(pos) = rest.find(":now") {
@@ -857,11 +924,12 @@ fn bind_now(query: &str) -> String {
             .next()
             .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
         out.push_str(&rest[..pos]);
+        used |= before_ok && after_ok;
         out.push_str(if before_ok && after_ok { "$1" } else { ":now" });
         rest = after;
     }
     out.push_str(rest);
-    out
+    (out, used)
 }
 
 impl Store {
@@ -875,8 +943,7 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<serde_json::Map<String, Value>>> {
         use futures_util::TryStreamExt;
-        let text = bind_now(query);
-        let uses_now = text.contains("$1");
+        let (text, uses_now) = bind_now(query);
         let mut out = vec![];
         match self {
             Store::Sqlite(s) => {
@@ -994,7 +1061,11 @@ mod tests {
     fn now_is_bound_but_casts_are_left_alone() {
         assert_eq!(
             bind_now("SELECT * FROM s WHERE t BETWEEN :now AND x::nowhere AND y = :nowish"),
-            "SELECT * FROM s WHERE t BETWEEN $1 AND x::nowhere AND y = :nowish"
+            (
+                "SELECT * FROM s WHERE t BETWEEN $1 AND x::nowhere AND y = :nowish".to_string(),
+                true
+            )
         );
+        assert_eq!(bind_now("SELECT '$1'"), ("SELECT '$1'".to_string(), false));
     }
 }

@@ -445,10 +445,18 @@ async fn a_provider_timeout_is_an_item_error() {
     assert_eq!(
         r.error_message.unwrap(),
         format!(
-            "invoice T-1 by sms to +27820000099: Twilio ({}): timed out",
+            "invoice T-1 by sms to +27820000099: Twilio ({}): timed out (it may have been \
+             sent; it is not sent again)",
             twilio.uri()
         )
     );
+    // In doubt, at most once: the next run does not send it again.
+    let r = run(&p, "r").await;
+    assert_eq!(
+        (r.status.as_str(), r.records_processed),
+        ("succeeded", Some(0))
+    );
+    assert_eq!(texted(&twilio).await.len(), 1);
 }
 
 /// Paystack payment requests: a 500 is retried under the item policy, a 400 is not, a
@@ -949,5 +957,102 @@ async fn cleanup_deletes_in_batches_and_keeps_what_it_is_told() {
         "two old failures and three new rows stay: {left:?}"
     );
     assert!(left.contains_key("old-0") && left.contains_key("old-1") && left.contains_key("new-2"));
+    store.close().await;
+}
+
+/// Invoice numbers never collide with imported ones: the counter skips past them.
+#[tokio::test]
+async fn invoice_numbers_skip_past_imported_ones() {
+    let p = Project::sqlite();
+    p.write_config(
+        "",
+        "[[job]]\nname = \"i\"\nkind = \"create_invoices\"\nschedule = \"0 7 * * *\"\ndays_ahead = 0\n",
+    );
+    let store = p.store().await;
+    let c = customer("Legacy", Some("l@example.com"), None);
+    let mut old = vec![
+        invoice(&c, "INV-000001", -40),
+        invoice(&c, "INV-000007", -20),
+    ];
+    let sub = weekly(&c, 0);
+    store.import(&[c], &[sub], &mut old, "INV-").await.unwrap();
+    let r = run(&p, "i").await;
+    assert_eq!(r.status, "succeeded", "{r:?}");
+    assert_eq!(meta(&r)["invoices"][0]["number"], json!("INV-000008"));
+    store.close().await;
+}
+
+/// A run cut short by its timeout: the messages it had claimed but not yet handed to the
+/// provider go back to `failed`, so the next run sends them, and none is sent twice.
+#[tokio::test]
+async fn a_cut_short_run_leaves_no_message_behind() {
+    let p = Project::sqlite();
+    let smtp = SmtpServer::start(p.path());
+    let twilio = MockServer::start().await;
+    twilio_ok(&twilio).await;
+    let jobs = "[[job]]\nname = \"sms\"\nkind = \"invoice_reminders\"\nschedule = \"0 9 * * *\"\n\
+                offsets = [\"7d\"]\nchannels = [\"sms\"]\ntimeout = \"1500ms\"\n";
+    let text = channels(&p, smtp.port, &twilio.uri())
+        .replace("rate_limit = 0", "rate_limit = 1\nconcurrency = 1");
+    p.write_config("", &(text + jobs));
+    let store = p.store().await;
+    let customers: Vec<NewCustomer> = (1..=4)
+        .map(|i| {
+            customer(
+                &format!("Tenant {i}"),
+                None,
+                Some(&format!("+2782000002{i}")),
+            )
+        })
+        .collect();
+    let mut invoices: Vec<NewInvoice> = customers
+        .iter()
+        .enumerate()
+        .map(|(i, c)| invoice(c, &format!("S-{}", i + 1), 7))
+        .collect();
+    store
+        .import(&customers, &[], &mut invoices, "INV-")
+        .await
+        .unwrap();
+    let r = run(&p, "sms").await;
+    assert_eq!(r.status, "timed_out", "{r:?}");
+    let first = texted(&twilio).await.len();
+    assert!((1..4).contains(&first), "{first} sent before the timeout");
+    let keys: Vec<String> = invoices
+        .iter()
+        .map(|i| format!("reminder:7d:{}:sms", i.id))
+        .collect();
+    wait_for(
+        "unattempted messages released",
+        std::time::Duration::from_secs(10),
+        || async {
+            let states = store.notification_states(&keys).await.unwrap();
+            let failed = states.values().filter(|s| *s == "failed").count();
+            (failed == 4 - first).then_some(())
+        },
+    )
+    .await;
+
+    // Without the timeout, the rest go out; none twice.
+    p.write_config(
+        "",
+        &(channels(&p, smtp.port, &twilio.uri()) + &jobs.replace("timeout = \"1500ms\"\n", "")),
+    );
+    let r = run(&p, "sms").await;
+    assert_eq!(
+        (r.status.as_str(), r.records_processed),
+        ("succeeded", Some(4 - first as i64))
+    );
+    let mut all = texted(&twilio).await;
+    all.sort();
+    assert_eq!(
+        all,
+        [
+            "+27820000021",
+            "+27820000022",
+            "+27820000023",
+            "+27820000024"
+        ]
+    );
     store.close().await;
 }
