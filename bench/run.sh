@@ -1,11 +1,25 @@
 #!/usr/bin/env bash
-# Runs every scheduler benchmark and prints one line per figure (README "Performance").
+# Runs every scheduler benchmark and prints one line per figure (README "Performance"), then
+# the `invoice_reminders` benchmark (benches/reminders.rs) on SQLite and PostgreSQL, with its
+# table and query plans.
 # PostgreSQL: TICKLER_BENCH_POSTGRES_URL, or a throwaway cluster started here with initdb/pg_ctl.
 # Usage: bench/run.sh [idle seconds, default 60]
+#        bench/run.sh reminders [OPTIONS of benches/reminders.rs]   (that benchmark alone)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+only_reminders=
+reminders_args=()
+benches=(scheduler reminders)
+if [ "${1:-}" = reminders ]; then
+    only_reminders=1
+    shift
+    reminders_args=("$@")
+    benches=(reminders)
+fi
 seconds="${1:-60}"
-cargo bench --bench scheduler --no-run >/dev/null 2>&1 || cargo bench --bench scheduler --no-run
+for b in "${benches[@]}"; do
+    cargo bench --bench "$b" --no-run >/dev/null 2>&1 || cargo bench --bench "$b" --no-run
+done
 run() { cargo bench --quiet --bench scheduler -- "$@" 2>/dev/null | grep -E '^(lateness|idle) '; }
 
 pg_url="${TICKLER_BENCH_POSTGRES_URL:-}"
@@ -22,6 +36,11 @@ if [ -z "$pg_url" ]; then
     pg_url="postgres://postgres@127.0.0.1:$port/postgres"
 fi
 
+if [ -n "$only_reminders" ]; then
+    TICKLER_BENCH_POSTGRES_URL="$pg_url" cargo bench --quiet --bench reminders -- "${reminders_args[@]}"
+    exit 0
+fi
+
 for n in 1000 10000; do
     run lateness --jobs "$n"
     run lateness --jobs "$n" --database "$pg_url"
@@ -29,3 +48,4 @@ done
 for n in 10 1000 10000; do
     run idle --jobs "$n" --seconds "$seconds"
 done
+TICKLER_BENCH_POSTGRES_URL="$pg_url" cargo bench --quiet --bench reminders

