@@ -25,9 +25,8 @@
 //! (`user`, `sys`) this process's CPU over the run (getrusage RUSAGE_SELF: the job, tokio,
 //! lettre, and on SQLite the database engine, which runs in-process); `sink µs` and `pg µs`
 //! the CPU of the sink processes and of every `postgres` process; `conns` the SMTP connections
-//! the sink accepted; `other
-//! µs` the host's busy CPU (`/proc/stat`) left over, a sign of another program competing for
-//! the cores. `/proc/stat` samples by clock tick, so on a mostly idle host (the `plain` runs)
+//! the sink accepted; `other µs` the host's busy CPU (`/proc/stat`) left over, a sign of
+//! another program competing for the cores. `/proc/stat` samples by clock tick, so on a mostly idle host (the `plain` runs)
 //! it undercounts and `other` goes negative; it means something when the cores are busy.
 //!
 //! Options:
