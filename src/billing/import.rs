@@ -234,6 +234,19 @@ impl Record<'_> {
             }
         }
     }
+    /// The customer a subscription or invoice row names, by `customer_id` or `customer_email`.
+    fn customer_ref(&mut self) -> CustomerRef {
+        let customer = CustomerRef {
+            line: self.line,
+            id: self.uuid("customer_id"),
+            email: self.get("customer_email"),
+        };
+        if customer.id.is_none() && customer.email.is_none() {
+            self.bad("customer_id", "is required (or `customer_email`)");
+        }
+        customer
+    }
+
     fn id(&mut self) -> String {
         self.uuid("id")
             .unwrap_or_else(|| Uuid::now_v7().to_string())
@@ -369,15 +382,7 @@ pub async fn check(store: &Store, table: Table, file: &Path) -> Result<Checked, 
                 });
             }
             Table::Subscriptions => {
-                let customer = CustomerRef {
-                    line,
-                    id: r.uuid("customer_id"),
-                    email: r.get("customer_email"),
-                };
-                if customer.id.is_none() && customer.email.is_none() {
-                    r.bad("customer_id", "is required (or `customer_email`)");
-                }
-                refs.push(customer);
+                refs.push(r.customer_ref());
                 let currency = r.currency();
                 let amount_minor = r.amount(&currency);
                 let interval = r.required("interval");
@@ -431,15 +436,7 @@ pub async fn check(store: &Store, table: Table, file: &Path) -> Result<Checked, 
             }
             Table::Invoices => {
                 invoice_lines.push(line);
-                let customer = CustomerRef {
-                    line,
-                    id: r.uuid("customer_id"),
-                    email: r.get("customer_email"),
-                };
-                if customer.id.is_none() && customer.email.is_none() {
-                    r.bad("customer_id", "is required (or `customer_email`)");
-                }
-                refs.push(customer);
+                refs.push(r.customer_ref());
                 let number = r.get("number").unwrap_or_default();
                 if !number.is_empty()
                     && let Some(first) = numbers.insert(number.clone(), line)

@@ -171,14 +171,7 @@ impl Job for InvoiceRemindersJob {
                     .notifier
                     .deliver(&ctx.store, &ctx.job_name, &messages, ctx.dry_run, ctx.now)
                     .await?;
-                let numbers: std::collections::HashMap<&str, &str> = page
-                    .iter()
-                    .map(|i| (i.id.as_str(), i.number.as_str()))
-                    .collect();
-                tally.record(&messages, &fates, |m| {
-                    let id = m.invoice_id.as_deref().unwrap_or("");
-                    format!("invoice {}", numbers.get(id).copied().unwrap_or(id))
-                });
+                tally.record_invoices(&page, &messages, &fates);
                 if (page.len() as i64) < self.batch_size {
                     break;
                 }

@@ -342,6 +342,23 @@ impl Tally {
         }
     }
 
+    /// [`Tally::record`] for messages about the invoices of `page`, named by their numbers.
+    pub fn record_invoices(
+        &mut self,
+        page: &[crate::store::billing::InvoiceView],
+        messages: &[crate::notify::Message],
+        fates: &[crate::notify::Fate],
+    ) {
+        let numbers: std::collections::HashMap<&str, &str> = page
+            .iter()
+            .map(|i| (i.id.as_str(), i.number.as_str()))
+            .collect();
+        self.record(messages, fates, |m| {
+            let id = m.invoice_id.as_deref().unwrap_or("");
+            format!("invoice {}", numbers.get(id).copied().unwrap_or(id))
+        });
+    }
+
     pub fn error(&mut self, message: String) {
         if self.errors.len() < MAX_ERRORS {
             self.errors.push(message);

@@ -137,14 +137,7 @@ impl Job for OverdueEscalationJob {
                     .raise_escalation(&ids, self.level, ctx.now)
                     .await?;
             }
-            let numbers: HashMap<&str, &str> = page
-                .iter()
-                .map(|i| (i.id.as_str(), i.number.as_str()))
-                .collect();
-            tally.record(&messages, &fates, |m| {
-                let id = m.invoice_id.as_deref().unwrap_or("");
-                format!("invoice {}", numbers.get(id).copied().unwrap_or(id))
-            });
+            tally.record_invoices(&page, &messages, &fates);
             if (page.len() as i64) < self.batch_size {
                 break;
             }
