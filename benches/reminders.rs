@@ -54,7 +54,8 @@ use tickler::jobs::{RunContext, invoice_messages};
 use tickler::notify::{ChannelKind, Rendered, invoice_context};
 use tickler::store::Store;
 use tickler::store::billing::{
-    Cursor, NewCustomer, NewInvoice, NewSubscription, NotificationClaim, NotificationEnd, ts,
+    Cursor, ESCALATION_WHERE, INVOICE_VIEW, NewCustomer, NewInvoice, NewSubscription,
+    NotificationClaim, NotificationEnd, REMINDER_WHERE, ts,
 };
 
 const CUSTOMERS: usize = 10_000;
@@ -665,26 +666,6 @@ async fn seed(store: &Store, today: NaiveDate) {
 // ---------------------------------------------------------------------------------------------
 // Query plans
 
-/// `INVOICE_VIEW` and the conditions of `Store::open_invoices_due` and
-/// `Store::escalation_candidates` (src/store/billing.rs), copied: keep them in step.
-const INVOICE_VIEW: &str = "SELECT i.id::text AS id, i.number,
-        COALESCE(s.description, '') AS description, i.amount_minor, i.currency, i.issued_at,
-        i.due_date, i.status, i.period_start, i.period_end, i.escalation_level, i.escalated_at,
-        i.provider_ref, i.paid_at, c.id::text AS customer_id, c.name AS customer_name, c.email,
-        c.phone, c.timezone AS customer_timezone, c.locale, c.provider_customer_id
-   FROM invoices i
-   JOIN customers c ON c.id = i.customer_id
-   LEFT JOIN subscriptions s ON s.id = i.subscription_id";
-const REMINDER_WHERE: &str = "
-              WHERE i.status = 'open' AND i.due_date BETWEEN $1 AND $2
-                AND (i.due_date > $3 OR (i.due_date = $3 AND i.id > $4::uuid))
-              ORDER BY i.due_date, i.id LIMIT $5";
-const ESCALATION_WHERE: &str = "
-              WHERE i.status = 'open' AND i.due_date <= $1 AND i.escalation_level = $2
-                AND ($3::timestamptz IS NULL OR i.escalated_at IS NULL OR i.escalated_at <= $3)
-                AND (i.due_date > $4 OR (i.due_date = $4 AND i.id > $5::uuid))
-              ORDER BY i.due_date, i.id LIMIT $6";
-
 enum Bind {
     Date(NaiveDate),
     Int(i32),
@@ -947,19 +928,7 @@ async fn phase_breakdown(
         "claim + finish (notification_log writes)",
         async {
             for page in &messages {
-                let claims: Vec<NotificationClaim> = page
-                    .iter()
-                    .map(|m| NotificationClaim {
-                        id: uuid::Uuid::now_v7().to_string(),
-                        key: m.key.clone(),
-                        channel: m.channel.as_str(),
-                        recipient: m.recipient.clone().unwrap_or_default(),
-                        template: m.template.clone(),
-                        invoice: m.invoice_id.clone(),
-                        status: "sending",
-                        error: None,
-                    })
-                    .collect();
+                let claims: Vec<NotificationClaim> = page.iter().map(|m| m.claim()).collect();
                 let claimed = store
                     .claim_notifications("reminders", &claims, Utc::now())
                     .await

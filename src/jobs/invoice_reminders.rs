@@ -109,15 +109,7 @@ impl Job for InvoiceRemindersJob {
                 "`offsets` must list at least one window, e.g. `[\"7d\", \"1d\", \"0d\"]`".into(),
             );
         }
-        if self.channels.is_empty() {
-            return Err("`channels` must list at least one channel, e.g. `[\"email\"]`".into());
-        }
-        if !(1..=10_000).contains(&self.batch_size) {
-            return Err(format!(
-                "`batch_size` must be 1-10000 (found {})",
-                self.batch_size
-            ));
-        }
+        super::check_sending(&self.channels, self.batch_size)?;
         self.windows().map(|_| ())
     }
 

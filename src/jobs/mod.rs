@@ -450,6 +450,17 @@ pub fn pay_url(
     )
 }
 
+/// The checks every sending job shares: at least one channel, a sane page size.
+fn check_sending(channels: &[crate::notify::ChannelKind], batch_size: i64) -> Result<(), String> {
+    if channels.is_empty() {
+        return Err("`channels` must list at least one channel, e.g. `[\"email\"]`".into());
+    }
+    if !(1..=10_000).contains(&batch_size) {
+        return Err(format!("`batch_size` must be 1-10000 (found {batch_size})"));
+    }
+    Ok(())
+}
+
 fn default_channels() -> Vec<crate::notify::ChannelKind> {
     vec![crate::notify::ChannelKind::Email]
 }

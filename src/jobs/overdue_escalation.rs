@@ -50,15 +50,7 @@ impl Job for OverdueEscalationJob {
                 self.min_days_overdue
             ));
         }
-        if self.channels.is_empty() {
-            return Err("`channels` must list at least one channel, e.g. `[\"email\"]`".into());
-        }
-        if !(1..=10_000).contains(&self.batch_size) {
-            return Err(format!(
-                "`batch_size` must be 1-10000 (found {})",
-                self.batch_size
-            ));
-        }
+        super::check_sending(&self.channels, self.batch_size)?;
         Ok(())
     }
 

@@ -160,6 +160,26 @@ pub struct Message {
     pub context: Value,
 }
 
+impl Message {
+    /// Its row in `notification_log`: `sending`, or `skipped` without an address.
+    pub fn claim(&self) -> NotificationClaim {
+        NotificationClaim {
+            id: uuid::Uuid::now_v7().to_string(),
+            key: self.key.clone(),
+            channel: self.channel.as_str(),
+            recipient: self.recipient.clone().unwrap_or_default(),
+            template: self.template.clone(),
+            invoice: self.invoice_id.clone(),
+            status: if self.recipient.is_some() {
+                "sending"
+            } else {
+                "skipped"
+            },
+            error: self.recipient.is_none().then(|| no_address(self.channel)),
+        }
+    }
+}
+
 /// What happened to one message.
 #[derive(Debug, Clone)]
 pub enum Fate {
@@ -328,20 +348,7 @@ impl Notifier {
             .iter()
             .zip(&firsts)
             .filter(|(_, first)| **first)
-            .map(|(m, _)| NotificationClaim {
-                id: uuid::Uuid::now_v7().to_string(),
-                key: m.key.clone(),
-                channel: m.channel.as_str(),
-                recipient: m.recipient.clone().unwrap_or_default(),
-                template: m.template.clone(),
-                invoice: m.invoice_id.clone(),
-                status: if m.recipient.is_some() {
-                    "sending"
-                } else {
-                    "skipped"
-                },
-                error: m.recipient.is_none().then(|| no_address(m.channel)),
-            })
+            .map(|(m, _)| m.claim())
             .collect();
         let claimed = store.claim_notifications(job, &claims, now).await?;
 
