@@ -465,6 +465,7 @@ async fn measure(
         timezone: chrono_tz::Tz::UTC,
         notifier: spec.notifier.clone(),
         dry_run: false,
+        task: None,
     };
     let (sink0, conn0) = sink.counts();
     let sinks_cpu = || pid_cpu(sinks.plain.child.id()) + pid_cpu(sinks.quickack.child.id());

@@ -1,4 +1,5 @@
-//! The command line: `run`, `check`, `list`, `run-job`, `history`, `migrate`, `print-config`.
+//! The command line: `run`, `check`, `list`, `run-job`, `history`, `migrate`, `print-config`,
+//! `import`, `invoice`, `tasks`, `campaign`, `demo`.
 //! Each command is a function returning the text it prints, so tests pin the output exactly.
 
 use std::fmt::Write as _;
@@ -13,6 +14,7 @@ use tokio::sync::mpsc;
 use crate::billing::import::{self, Table};
 use crate::config::{self, Config};
 use crate::daemon::{self, Options, Signal};
+use crate::queue::commands;
 use crate::store::{HistoryFilter, Status, Store};
 
 #[derive(Debug, Parser)]
@@ -91,6 +93,16 @@ pub enum Command {
         #[command(subcommand)]
         command: InvoiceCommand,
     },
+    /// The queue of one-off delayed tasks: enqueue, list, cancel, retry.
+    Tasks {
+        #[command(subcommand)]
+        command: TasksCommand,
+    },
+    /// Collection campaigns: invoices emailed on a schedule of stages until paid.
+    Campaign {
+        #[command(subcommand)]
+        command: CampaignCommand,
+    },
     /// Fill an empty database with a realistic sample: tenants, leases, invoices at every stage.
     Demo,
     /// Show recorded runs, newest first.
@@ -123,6 +135,96 @@ pub enum InvoiceCommand {
         #[arg(long)]
         reference: Option<String>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TasksCommand {
+    /// Queue a task to run at a time (`--at`) or after a delay (`--in`).
+    Enqueue {
+        /// send_email, follow_up, check_payment, escalate, pause_campaign, resume_campaign,
+        /// custom.
+        #[arg(long = "type")]
+        task_type: String,
+        /// When: RFC 3339, or `YYYY-MM-DD HH:MM` in `[daemon].timezone`.
+        #[arg(long, conflicts_with = "after", required_unless_present = "after")]
+        at: Option<String>,
+        /// After how long, e.g. `5m`, `2d`; `0s` runs it at once.
+        #[arg(long = "in")]
+        after: Option<String>,
+        /// The task's data, a JSON object, e.g. '{"tone": "firm"}' or '{"handler": "crm"}'.
+        #[arg(long)]
+        data: Option<String>,
+        /// The invoice (its number) the task is about.
+        #[arg(long)]
+        invoice: Option<String>,
+        /// The campaign (name or id) the task belongs to.
+        #[arg(long)]
+        campaign: Option<String>,
+        /// Higher runs first among due tasks.
+        #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
+        priority: i32,
+        /// Retries after a failure (default: `[queue.retry]` of the type).
+        #[arg(long)]
+        max_retries: Option<u32>,
+    },
+    /// List tasks: pending ones by time, others most recent first.
+    List {
+        /// pending, executing, completed, failed or cancelled.
+        #[arg(long)]
+        status: Option<String>,
+        /// Only the tasks of this campaign (name or id).
+        #[arg(long)]
+        campaign: Option<String>,
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(i64).range(1..=100_000))]
+        limit: i64,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Cancel a pending task.
+    Cancel { id: String },
+    /// Run a failed or cancelled task again, now, with its retries reset.
+    Retry { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CampaignCommand {
+    /// Create a campaign: each invoice's first email goes out 30 minutes later.
+    Create {
+        #[arg(long)]
+        name: String,
+        /// Invoice numbers, comma-separated.
+        #[arg(long, value_delimiter = ',', conflicts_with = "overdue_days")]
+        invoices: Vec<String>,
+        /// Instead: every open invoice overdue by at least this many days.
+        #[arg(long)]
+        overdue_days: Option<u32>,
+        /// Days between emails (default `[queue.campaigns]`).
+        #[arg(long)]
+        days_between: Option<u32>,
+        /// Emails per invoice at most.
+        #[arg(long)]
+        max_attempts: Option<u32>,
+        /// The tone of each email in order, comma-separated (template names).
+        #[arg(long, value_delimiter = ',')]
+        stages: Option<Vec<String>>,
+        /// The tone past the last stage; `none` for no escalation.
+        #[arg(long)]
+        escalation_tone: Option<String>,
+        /// The hour (0-23) follow-ups go out, in each customer's zone.
+        #[arg(long)]
+        send_hour: Option<u32>,
+        /// The organisation (a UUID) of a multi-tenant install.
+        #[arg(long)]
+        org: Option<String>,
+    },
+    /// Pause a campaign: its pending tasks are cancelled.
+    Pause { campaign: String },
+    /// Resume a paused campaign: each invoice's next email is scheduled again.
+    Resume { campaign: String },
+    /// List campaigns with their active invoices and pending tasks.
+    List,
+    /// Show a campaign, its invoices and its pending tasks.
+    Show { campaign: String },
 }
 
 fn parse_rfc3339(s: &str) -> Result<DateTime<Utc>, String> {
@@ -283,6 +385,24 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{}", result?);
             Ok(ExitCode::SUCCESS)
         }
+        Command::Tasks { command } => {
+            let config = config::load(&cli.config)?;
+            let store = Store::connect(&config.daemon.database_url).await?;
+            store.migrate().await?;
+            let result = tasks_command(&store, &config, command).await;
+            store.close().await;
+            print!("{}", result?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Campaign { command } => {
+            let config = config::load(&cli.config)?;
+            let store = Store::connect(&config.daemon.database_url).await?;
+            store.migrate().await?;
+            let result = campaign_command(&store, &config, command).await;
+            store.close().await;
+            print!("{}", result?);
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Demo => {
             let config = config::load(&cli.config)?;
             let store = Store::connect(&config.daemon.database_url).await?;
@@ -309,6 +429,96 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             daemon::run(config, rx, Options::default()).await?;
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+/// `tickler tasks …`, returning what it prints.
+pub async fn tasks_command(
+    store: &Store,
+    config: &Config,
+    command: TasksCommand,
+) -> Result<String, commands::CommandError> {
+    let now = Utc::now();
+    match command {
+        TasksCommand::Enqueue {
+            task_type,
+            at,
+            after,
+            data,
+            invoice,
+            campaign,
+            priority,
+            max_retries,
+        } => {
+            let args = commands::EnqueueArgs {
+                task_type,
+                at,
+                after,
+                data,
+                invoice,
+                campaign,
+                priority,
+                max_retries,
+            };
+            commands::enqueue(store, config, args, now)
+                .await
+                .map(|s| s + "\n")
+        }
+        TasksCommand::List {
+            status,
+            campaign,
+            limit,
+            format,
+        } => commands::list(store, status, campaign, limit, format == Format::Json).await,
+        TasksCommand::Cancel { id } => commands::cancel(store, &id, now).await.map(|s| s + "\n"),
+        TasksCommand::Retry { id } => commands::retry(store, &id, now).await.map(|s| s + "\n"),
+    }
+}
+
+/// `tickler campaign …`, returning what it prints.
+pub async fn campaign_command(
+    store: &Store,
+    config: &Config,
+    command: CampaignCommand,
+) -> Result<String, commands::CommandError> {
+    let now = Utc::now();
+    match command {
+        CampaignCommand::Create {
+            name,
+            invoices,
+            overdue_days,
+            days_between,
+            max_attempts,
+            stages,
+            escalation_tone,
+            send_hour,
+            org,
+        } => {
+            let args = commands::CreateArgs {
+                name,
+                invoices,
+                overdue_days,
+                days_between,
+                max_attempts,
+                stages,
+                escalation_tone,
+                send_hour,
+                org,
+            };
+            commands::create(store, config, args, now).await
+        }
+        CampaignCommand::Pause { campaign } => {
+            commands::pause_or_resume(store, config, &campaign, true, now)
+                .await
+                .map(|s| s + "\n")
+        }
+        CampaignCommand::Resume { campaign } => {
+            commands::pause_or_resume(store, config, &campaign, false, now)
+                .await
+                .map(|s| s + "\n")
+        }
+        CampaignCommand::List => commands::list_campaigns(store).await,
+        CampaignCommand::Show { campaign } => commands::show(store, &campaign).await,
     }
 }
 

@@ -21,6 +21,7 @@ use crate::notify::{ChannelsRaw, Notifier, TemplatesRaw};
 use crate::schedule::{self, CronTrigger, Trigger};
 
 pub mod duration;
+mod queue;
 pub mod secret;
 
 pub use secret::{DatabaseUrl, Secret, SecretSource};
@@ -163,6 +164,8 @@ pub struct Config {
     pub daemon: DaemonConfig,
     pub jobs: Vec<Arc<JobSpec>>,
     pub notifier: Arc<Notifier>,
+    /// `[queue]`: the task runner, `custom` task handlers, campaign defaults.
+    pub queue: Arc<crate::queue::QueueConfig>,
 }
 
 impl Config {
@@ -407,6 +410,7 @@ fn parse_into(path: &Path, text: &str, c: &mut Collector<'_>) -> Option<Config> 
     let mut templates = TemplatesRaw::default();
     let mut notify_span = 0..0;
     let mut templates_span: Option<Range<usize>> = None;
+    let mut queue_value = None;
     for (key, value) in root.get_ref().iter() {
         let span = value.span();
         match key.get_ref().as_ref() {
@@ -428,6 +432,7 @@ fn parse_into(path: &Path, text: &str, c: &mut Collector<'_>) -> Option<Config> 
                 }
                 Err(e) => c.toml("invalid `[templates]` section", &e, span),
             },
+            "queue" => queue_value = Some(value.clone()),
             "defaults" => match deser::<PolicyRaw>(value.clone()) {
                 Ok(d) => defaults = d,
                 Err(e) => c.toml("invalid `[defaults]` section", &e, span),
@@ -443,7 +448,7 @@ fn parse_into(path: &Path, text: &str, c: &mut Collector<'_>) -> Option<Config> 
             other => c.push(
                 format!("unknown section `{other}`"),
                 Some(key.span()),
-                "expected `[daemon]`, `[defaults]`, `[channels]`, `[templates]` or `[[job]]`",
+                "expected `[daemon]`, `[defaults]`, `[channels]`, `[templates]`, `[queue]` or `[[job]]`",
             ),
         }
     }
@@ -486,11 +491,13 @@ fn parse_into(path: &Path, text: &str, c: &mut Collector<'_>) -> Option<Config> 
             jobs.push(Arc::new(job.0));
         }
     }
+    let queue = queue::queue_config(queue_value, notifier.as_deref(), c);
     Some(Config {
         path: PathBuf::new(),
         daemon: daemon?,
         jobs,
         notifier: notifier?,
+        queue: Arc::new(queue),
     })
 }
 

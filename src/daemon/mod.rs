@@ -242,6 +242,7 @@ pub async fn run(
     }
 
     let tracker = TaskTracker::new();
+    let runner = start_task_runner(&config, &shared, &tracker);
     let mut config = config;
     let mut prev = (clock.now(), clock.monotonic());
     loop {
@@ -270,6 +271,9 @@ pub async fn run(
             signal = signals.recv() => match signal {
                 Some(Signal::Reload) => {
                     if let Some(new) = reload(&config, &mut scheduler, &shared, clock.now()) {
+                        if let Some(runner) = &runner {
+                            runner.set_env(task_env(&new, &store));
+                        }
                         config = new;
                     }
                     release_freed_memory();
@@ -301,6 +305,46 @@ pub async fn run(
     store.close().await;
     tracing::info!("tickler stopped");
     Ok(())
+}
+
+/// What tasks run with under `config`.
+fn task_env(config: &Config, store: &Store) -> crate::queue::execute::Env {
+    crate::queue::execute::Env {
+        store: store.clone(),
+        queue: config.queue.clone(),
+        notifier: config.notifier.clone(),
+        timezone: config.daemon.timezone,
+    }
+}
+
+/// Starts the task runner unless `[queue] enabled = false`. Its claim settings are read once;
+/// handlers, retries and templates follow reloads.
+fn start_task_runner(
+    config: &Config,
+    shared: &Arc<Shared>,
+    tracker: &TaskTracker,
+) -> Option<Arc<crate::queue::runner::Runner>> {
+    let q = &config.queue;
+    if !q.enabled {
+        tracing::info!("the task runner is off (`[queue] enabled = false`)");
+        return None;
+    }
+    let runner = Arc::new(crate::queue::runner::Runner {
+        store: shared.store.clone(),
+        owner: shared.instance.clone(),
+        clock: shared.clock.clone(),
+        env: std::sync::Mutex::new(Arc::new(task_env(config, &shared.store))),
+        concurrency: q.concurrency,
+        batch: q.batch,
+        lease: q.lease,
+        poll: q.poll,
+    });
+    tracker.spawn(runner.clone().run(
+        shared.stopping.clone(),
+        shared.interrupt.clone(),
+        tracker.clone(),
+    ));
+    Some(runner)
 }
 
 /// Deregisters the daemons and `run-job` processes of this host whose process is gone (a
@@ -637,6 +681,7 @@ pub async fn dry_run(
             timezone: spec.timezone,
             notifier: spec.notifier.clone(),
             dry_run: true,
+            task: None,
         };
         let result = match tokio::time::timeout(spec.timeout, spec.job.run(&ctx)).await {
             Ok(r) => r,

@@ -324,6 +324,7 @@ pub async fn execute(shared: Arc<Shared>, ready: Ready) -> RunSummary {
             timezone: spec.timezone,
             notifier: spec.notifier.clone(),
             dry_run: false,
+            task: None,
         };
         let end = tokio::select! {
             r = tokio::time::timeout(spec.timeout, spec.job.run(&ctx)) => match r {

@@ -70,6 +70,20 @@ impl Job for CommandJob {
         if let Some(dir) = &self.cwd {
             cmd.current_dir(dir);
         }
+        if let Some(task) = &ctx.task {
+            cmd.env("TICKLER_TASK_ID", &task.id)
+                .env("TICKLER_TASK_TYPE", &task.task_type)
+                .env("TICKLER_TASK_DATA", task.data.to_string());
+        }
+        // The program dies with the daemon (a kill -9 included), so a task reclaimed by
+        // another daemon never runs twice at once.
+        // SAFETY: prctl is async-signal-safe and only sets this child's own death signal.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
         let mut child = cmd
             .spawn()
             .map_err(|e| JobError::fatal(format!("cannot start `{}`: {e}", self.command[0])))?;

@@ -86,6 +86,13 @@ impl Job for HttpJob {
         if let Some(json) = &self.json {
             request = request.json(json);
         }
+        if let Some(task) = &ctx.task {
+            // The receiver dedupes on this key: a reclaimed task calls again with the same one.
+            request = request.header("Idempotency-Key", &task.id);
+            if self.body.is_none() && self.json.is_none() {
+                request = request.json(&**task);
+            }
+        }
         // Messages and metadata show the URL with any password or token hidden.
         let url = redact_url(&self.url);
         let response = request.send().await.map_err(|e| {

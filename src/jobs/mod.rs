@@ -113,6 +113,22 @@ pub struct RunContext {
     pub notifier: Arc<Notifier>,
     /// `tickler run-job --dry-run`: report what would be sent and changed; change nothing.
     pub dry_run: bool,
+    /// Set when a `custom` task runs this job as its handler.
+    pub task: Option<Arc<TaskInput>>,
+}
+
+/// The task a handler runs for: `http` sends it as the JSON body (unless the handler has its
+/// own) with an `Idempotency-Key` header; `command` gets it in `TICKLER_TASK_*` variables.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TaskInput {
+    pub id: String,
+    pub task_type: String,
+    pub attempt: u32,
+    pub scheduled_for: DateTime<Utc>,
+    pub campaign_id: Option<String>,
+    pub invoice_id: Option<String>,
+    pub customer_id: Option<String>,
+    pub data: Value,
 }
 
 impl RunContext {

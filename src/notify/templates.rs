@@ -35,6 +35,10 @@ const BUILTIN: &[(&str, &str)] = &[
         include_str!("../../templates/escalation-3.j2"),
     ),
     (
+        "custom-message",
+        include_str!("../../templates/custom-message.j2"),
+    ),
+    (
         "stats-report",
         include_str!("../../templates/stats-report.j2"),
     ),

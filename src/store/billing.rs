@@ -374,6 +374,16 @@ impl Store {
     }
 
     /// One invoice by number, with its customer.
+    pub async fn invoice_by_id(&self, id: &str) -> Result<Option<InvoiceView>> {
+        let text = format!("{INVOICE_VIEW} WHERE i.id = $1::uuid");
+        let text = self.sql(&text);
+        with_pool!(self, pool => sqlx::query_as::<_, InvoiceView>(&text)
+            .bind(id)
+            .fetch_optional(pool)
+            .await
+            .doing("reading an invoice"))
+    }
+
     pub async fn invoice_by_number(&self, number: &str) -> Result<Option<InvoiceView>> {
         let text = format!("{INVOICE_VIEW} WHERE i.number = $1");
         let text = self.sql(&text);
@@ -382,28 +392,6 @@ impl Store {
             .fetch_optional(pool)
             .await
             .doing("reading an invoice"))
-    }
-
-    /// Marks an open invoice paid; returns false when it was not open.
-    pub async fn mark_paid(
-        &self,
-        number: &str,
-        paid_at: DateTime<Utc>,
-        reference: Option<&str>,
-    ) -> Result<bool> {
-        let text = self.sql(
-            "UPDATE invoices SET status = 'paid', paid_at = $2, updated_at = $2,
-                    provider_ref = COALESCE($3, provider_ref)
-              WHERE number = $1 AND status = 'open'",
-        );
-        with_pool!(self, pool => sqlx::query(&text)
-            .bind(number)
-            .bind(paid_at)
-            .bind(reference)
-            .execute(pool)
-            .await
-            .map(|r| r.rows_affected() == 1)
-            .doing("marking an invoice paid"))
     }
 
     /// Subscriptions with automatic invoicing that are active on some day of

@@ -19,6 +19,7 @@ use crate::config::DatabaseUrl;
 mod common;
 pub mod billing;
 mod postgres;
+pub mod queue;
 mod sqlite;
 
 pub use postgres::PgStore;

@@ -1,0 +1,435 @@
+//! The task runner inside each daemon: it claims due tasks with a lease, runs them, writes how
+//! they ended, and sleeps until the earliest pending task.
+//!
+//! - Claims take up to `batch` due tasks in one statement (`FOR UPDATE SKIP LOCKED` on
+//!   PostgreSQL, so daemons sharing a queue never claim the same row); at most `concurrency`
+//!   run at once.
+//! - Finishes are written in batches by one writer, guarded by the lease: a task reclaimed by
+//!   another daemon is never finished twice.
+//! - Leases of running tasks are renewed; a daemon that dies leaves its tasks to be reclaimed
+//!   by any daemon once their lease expires.
+//! - Wake-up: an insert by this process (a campaign's next email, `enqueue`), a PostgreSQL
+//!   NOTIFY (any process inserting), the time of the earliest pending task, and on SQLite a
+//!   short poll for inserts by other processes (`[queue].poll`).
+
+use std::collections::HashSet;
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use serde_json::Value;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::execute::{Env, Step, execute};
+use super::{TaskRequest, TaskType};
+use crate::daemon::{Clock, MAX_SLEEP};
+use crate::store::queue::{TaskFinish, TaskRow, task_time};
+use crate::store::{Store, StoreError};
+
+/// Bumped by every insert of this process, so its runners look again at once.
+static WAKE: LazyLock<watch::Sender<u64>> = LazyLock::new(|| watch::Sender::new(0));
+
+/// Wakes the runners of this process (after an insert they did not make themselves).
+pub fn wake() {
+    WAKE.send_modify(|n| *n = n.wrapping_add(1));
+}
+
+/// Inserts tasks and wakes the runners (PostgreSQL also notifies other processes).
+pub async fn enqueue(
+    store: &Store,
+    queue: &super::QueueConfig,
+    requests: Vec<TaskRequest>,
+    now: DateTime<Utc>,
+) -> Result<Vec<String>, StoreError> {
+    let rows: Vec<_> = requests.into_iter().map(|r| r.into_row(queue)).collect();
+    store.enqueue_tasks(&rows, now).await?;
+    wake();
+    Ok(rows.into_iter().map(|r| r.id).collect())
+}
+
+/// One attempt that ended (or was interrupted: `step` is `None`).
+struct Ended {
+    task: TaskRow,
+    step: Option<Step>,
+    _permit: OwnedSemaphorePermit,
+}
+
+/// A runner's fixed settings and the parts it shares with the daemon.
+pub struct Runner {
+    pub store: Store,
+    pub owner: Arc<str>,
+    pub clock: Arc<dyn Clock>,
+    /// Replaced on reload: handlers, retries, templates and channels change at once.
+    pub env: Mutex<Arc<Env>>,
+    pub concurrency: usize,
+    pub batch: usize,
+    pub lease: Duration,
+    pub poll: Duration,
+}
+
+impl Runner {
+    fn env(&self) -> Arc<Env> {
+        self.env.lock().expect("queue env lock").clone()
+    }
+
+    pub fn set_env(&self, env: Env) {
+        *self.env.lock().expect("queue env lock") = Arc::new(env);
+    }
+
+    fn lease_until(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        now + TimeDelta::from_std(self.lease).unwrap_or(TimeDelta::seconds(60))
+    }
+
+    /// Runs until `stopping`; then waits for the tasks still running (interrupted ones go back
+    /// to the queue, uncounted, when `interrupt` fires).
+    pub async fn run(
+        self: Arc<Self>,
+        stopping: CancellationToken,
+        interrupt: CancellationToken,
+        tracker: TaskTracker,
+    ) {
+        let permits = Arc::new(Semaphore::new(self.concurrency));
+        let running: Arc<Mutex<HashSet<String>>> = Arc::default();
+        let (ended_tx, ended_rx) = mpsc::unbounded_channel::<Ended>();
+        let finisher = tokio::spawn(self.clone().finisher(ended_rx, running.clone()));
+        let renewer = tokio::spawn(self.clone().renewer(running.clone()));
+        let listener = match &self.store {
+            Store::Postgres(s) => Some(tokio::spawn(listen(s.pool().clone()))),
+            Store::Sqlite(_) => None,
+        };
+        let mut woken = WAKE.subscribe();
+        let mut next_reclaim = self.clock.now();
+        let reclaim_every = TimeDelta::from_std(self.lease / 2).unwrap_or(TimeDelta::seconds(30));
+        tracing::info!(
+            concurrency = self.concurrency, batch = self.batch,
+            lease = %humantime::format_duration(self.lease), "task runner started"
+        );
+        while !stopping.is_cancelled() {
+            let free = permits.available_permits();
+            if free == 0 {
+                tokio::select! {
+                    p = permits.acquire() => drop(p),
+                    _ = stopping.cancelled() => break,
+                }
+                continue;
+            }
+            woken.borrow_and_update();
+            let now = self.clock.now();
+            if now >= next_reclaim {
+                next_reclaim = now + reclaim_every;
+                match self.store.reclaim_expired(now).await {
+                    Ok(ids) if !ids.is_empty() => tracing::warn!(
+                        tasks = ids.len(), ids = ?ids,
+                        "reclaimed tasks whose daemon stopped (their lease expired)"
+                    ),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "could not reclaim expired tasks"),
+                }
+            }
+            let limit = free.min(self.batch);
+            let claimed = match self
+                .store
+                .claim_tasks(&self.owner, now, self.lease_until(now), limit as i64)
+                .await
+            {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not claim tasks; trying again in 1s");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        _ = stopping.cancelled() => break,
+                    }
+                    continue;
+                }
+            };
+            let full = claimed.len() == limit;
+            let got_any = !claimed.is_empty();
+            let env = self.env();
+            for task in claimed {
+                let Ok(permit) = permits.clone().try_acquire_owned() else {
+                    break;
+                };
+                running
+                    .lock()
+                    .expect("running lock")
+                    .insert(task.id.clone());
+                let (env, tx, interrupt) = (env.clone(), ended_tx.clone(), interrupt.clone());
+                tracker.spawn(async move {
+                    let step = tokio::select! {
+                        s = execute(&env, &task, now) => Some(s),
+                        _ = interrupt.cancelled() => None,
+                    };
+                    let _ = tx.send(Ended {
+                        task,
+                        step,
+                        _permit: permit,
+                    });
+                });
+            }
+            if full {
+                continue;
+            }
+            let next = match self.store.next_task_time().await {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not read the time of the next task");
+                    None
+                }
+            };
+            let mut wake_at = next
+                .unwrap_or(now + TimeDelta::seconds(30))
+                .min(next_reclaim);
+            if !got_any && wake_at <= now {
+                // Due rows another daemon is claiming right now: look again in a moment.
+                wake_at = now + TimeDelta::milliseconds(5);
+            }
+            let cap = match self.store {
+                Store::Sqlite(_) => self.poll,
+                Store::Postgres(_) => MAX_SLEEP,
+            };
+            tokio::select! {
+                _ = self.clock.sleep_until(wake_at, cap) => {}
+                _ = tokio::time::sleep(cap) => {}
+                _ = woken.changed() => {}
+                _ = stopping.cancelled() => break,
+            }
+        }
+        // Shutdown: claim nothing more; wait until every attempt's end is written.
+        let _all = permits.acquire_many(self.concurrency as u32).await;
+        drop(ended_tx);
+        let _ = finisher.await;
+        renewer.abort();
+        if let Some(l) = listener {
+            l.abort();
+        }
+        tracing::info!("task runner stopped");
+    }
+
+    /// Writes how attempts ended, in batches; then frees their places.
+    async fn finisher(
+        self: Arc<Self>,
+        mut rx: mpsc::UnboundedReceiver<Ended>,
+        running: Arc<Mutex<HashSet<String>>>,
+    ) {
+        while let Some(first) = rx.recv().await {
+            let mut batch = vec![first];
+            while batch.len() < 2000 {
+                match rx.try_recv() {
+                    Ok(e) => batch.push(e),
+                    Err(_) => break,
+                }
+            }
+            let now = self.clock.now();
+            let env = self.env();
+            let mut finishes = vec![];
+            let mut released = vec![];
+            for ended in &batch {
+                let task = &ended.task;
+                match &ended.step {
+                    None => released.push(task.id.clone()),
+                    Some(Step::Done(result)) => {
+                        tracing::debug!(task = %task.id, r#type = %task.task_type, "task completed");
+                        finishes.push(completed(task, result));
+                    }
+                    Some(Step::Failed {
+                        error,
+                        retryable,
+                        result,
+                    }) => finishes.push(failed(&env, task, error, *retryable, result, now)),
+                    Some(Step::Campaign(step, result)) => {
+                        let finish = completed(task, result);
+                        let written = retry_store("finishing a campaign task", || {
+                            self.store
+                                .finish_campaign_task(&self.owner, &finish, step, now)
+                        })
+                        .await;
+                        match written {
+                            Some(true) => {
+                                tracing::info!(
+                                    task = %task.id, r#type = %task.task_type,
+                                    campaign = %step.campaign_id, result = %result,
+                                    "campaign task completed"
+                                );
+                                if !step.new_tasks.is_empty() {
+                                    wake();
+                                }
+                            }
+                            Some(false) => tracing::warn!(
+                                task = %task.id,
+                                "a campaign task finished after its lease was taken over; \
+                                 its result was not recorded"
+                            ),
+                            None => {}
+                        }
+                    }
+                }
+            }
+            if !finishes.is_empty() {
+                let held = retry_store("recording finished tasks", || {
+                    self.store.finish_tasks(&self.owner, &finishes, now)
+                })
+                .await;
+                if let Some(held) = held
+                    && held < finishes.len() as u64
+                {
+                    tracing::warn!(
+                        lost = finishes.len() as u64 - held,
+                        "tasks finished after their lease was taken over; results not recorded"
+                    );
+                }
+                if finishes.iter().any(|f| f.status == "pending") {
+                    wake();
+                }
+            }
+            if !released.is_empty() {
+                let _ = retry_store("releasing interrupted tasks", || {
+                    self.store.release_tasks(&self.owner, &released, now)
+                })
+                .await;
+                tracing::warn!(
+                    tasks = released.len(),
+                    "tasks interrupted by the shutdown go back to the queue"
+                );
+            }
+            let mut r = running.lock().expect("running lock");
+            for ended in &batch {
+                r.remove(&ended.task.id);
+            }
+        }
+    }
+
+    /// Extends the leases of running tasks, three times per lease.
+    async fn renewer(self: Arc<Self>, running: Arc<Mutex<HashSet<String>>>) {
+        let every = (self.lease / 3).max(Duration::from_millis(100));
+        loop {
+            tokio::time::sleep(every).await;
+            let ids: Vec<String> = running
+                .lock()
+                .expect("running lock")
+                .iter()
+                .cloned()
+                .collect();
+            if ids.is_empty() {
+                continue;
+            }
+            let until = self.lease_until(self.clock.now());
+            if let Err(e) = self.store.renew_leases(&self.owner, &ids, until).await {
+                tracing::warn!(error = %e, "could not renew task leases");
+            }
+        }
+    }
+}
+
+fn completed(task: &TaskRow, result: &Value) -> TaskFinish {
+    TaskFinish {
+        id: task.id.clone(),
+        status: "completed",
+        scheduled_for: None,
+        error: None,
+        retry_count: task.retry_count,
+        result: Some(result.to_string()),
+    }
+}
+
+/// A failed attempt: retried after the type's backoff while retries remain, else `failed`.
+fn failed(
+    env: &Env,
+    task: &TaskRow,
+    error: &str,
+    retryable: bool,
+    result: &Option<Value>,
+    now: DateTime<Utc>,
+) -> TaskFinish {
+    let result = result.as_ref().map(|r| r.to_string());
+    if retryable && task.retry_count < task.max_retries {
+        let n = task.retry_count + 1;
+        let rule = TaskType::parse(&task.task_type)
+            .map(|t| env.queue.retry_of(t).clone())
+            .unwrap_or_default();
+        let next = now + TimeDelta::from_std(rule.delay(n as u32)).unwrap_or_default();
+        tracing::warn!(
+            task = %task.id, r#type = %task.task_type, error,
+            retry = n, of = task.max_retries, at = %next,
+            "task failed; it will be retried"
+        );
+        TaskFinish {
+            id: task.id.clone(),
+            status: "pending",
+            scheduled_for: Some(task_time(next)),
+            error: Some(error.to_string()),
+            retry_count: n,
+            result,
+        }
+    } else {
+        let why = if retryable {
+            format!("{error} (after {} retries)", task.retry_count)
+        } else {
+            error.to_string()
+        };
+        tracing::error!(task = %task.id, r#type = %task.task_type, error = %why, "task failed");
+        TaskFinish {
+            id: task.id.clone(),
+            status: "failed",
+            scheduled_for: None,
+            error: Some(why),
+            retry_count: task.retry_count,
+            result,
+        }
+    }
+}
+
+/// Retries a store write a few times (the database restarting, a lock timeout); gives up
+/// after about 30 s. A task whose finish is never written is reclaimed after its lease.
+async fn retry_store<T, F, Fut>(doing: &str, mut f: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
+    let mut wait = Duration::from_millis(100);
+    for attempt in 1.. {
+        match f().await {
+            Ok(v) => return Some(v),
+            Err(e) if attempt < 8 => {
+                tracing::warn!(error = %e, attempt, "{doing} failed; trying again");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(8));
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "{doing} failed; the tasks will be reclaimed after their lease");
+                return None;
+            }
+        }
+    }
+    None
+}
+
+/// Listens for inserts by any process on PostgreSQL and wakes this process's runners.
+async fn listen(pool: sqlx::PgPool) {
+    loop {
+        let mut listener = match sqlx::postgres::PgListener::connect_with(&pool).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot LISTEN for new tasks; trying again in 5s");
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                continue;
+            }
+        };
+        if let Err(e) = listener.listen("tickler_tasks").await {
+            tracing::warn!(error = %e, "cannot LISTEN for new tasks; trying again in 5s");
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            continue;
+        }
+        loop {
+            match listener.recv().await {
+                Ok(_) => wake(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "lost the LISTEN connection; reconnecting");
+                    wake();
+                    break;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,936 @@
+//! The queue's tables: `scheduled_tasks` (claims with leases, finishes, the operator's list,
+//! cancel and retry) and the collection campaigns with their invoices. Every change that
+//! cancels tasks runs in the same transaction as its cause: a campaign paused or completed, an
+//! invoice paid.
+//!
+//! Query text is written once in PostgreSQL notation and adapted by [`Store::sql`]; claims take
+//! `FOR UPDATE SKIP LOCKED` on PostgreSQL, so several daemons share one queue.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+
+use super::billing::ts;
+use super::{Doing, Result, Store, with_pool};
+
+/// The nil UUID: the `org_id` of tasks and campaigns of a single-organisation install.
+pub const NO_ORG: &str = "00000000-0000-0000-0000-000000000000";
+
+/// A task to insert, `pending`.
+#[derive(Debug, Clone, Serialize)]
+pub struct NewTask {
+    pub id: String,
+    pub org_id: String,
+    pub campaign_id: Option<String>,
+    pub invoice_id: Option<String>,
+    pub customer_id: Option<String>,
+    pub task_type: String,
+    /// JSON text.
+    pub task_data: Option<String>,
+    /// RFC 3339, as [`ts`] writes it.
+    pub scheduled_for: String,
+    pub max_retries: i32,
+    pub priority: i32,
+    /// JSON text.
+    pub metadata: Option<String>,
+}
+
+/// A task as the runner and `tickler tasks list` read it.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct TaskRow {
+    pub id: String,
+    pub org_id: String,
+    pub campaign_id: Option<String>,
+    pub invoice_id: Option<String>,
+    pub customer_id: Option<String>,
+    pub task_type: String,
+    pub task_data: Option<String>,
+    pub scheduled_for: DateTime<Utc>,
+    pub status: String,
+    pub executed_at: Option<DateTime<Utc>>,
+    pub error_message: Option<String>,
+    pub retry_count: i32,
+    pub max_retries: i32,
+    pub priority: i32,
+    pub attempts: i32,
+    pub lease_owner: Option<String>,
+    pub completed_at: Option<DateTime<Utc>>,
+    pub result: Option<String>,
+}
+
+const TASK_COLUMNS: &str = "id::text AS id, org_id::text AS org_id,
+    campaign_id::text AS campaign_id, invoice_id::text AS invoice_id,
+    customer_id::text AS customer_id, task_type, task_data::text AS task_data, scheduled_for,
+    status, executed_at, error_message, retry_count, max_retries, priority, attempts,
+    lease_owner, completed_at, result::text AS result";
+
+/// How an attempt ended, as written back by [`Store::finish_tasks`].
+#[derive(Debug, Clone, Serialize)]
+pub struct TaskFinish {
+    pub id: String,
+    /// `completed`, `failed`, or `pending` (a retry at `scheduled_for`).
+    pub status: &'static str,
+    pub scheduled_for: Option<String>,
+    pub error: Option<String>,
+    pub retry_count: i32,
+    /// JSON text.
+    pub result: Option<String>,
+}
+
+/// What a campaign task changes besides its own row, in one transaction with its finish.
+#[derive(Debug, Clone, Default)]
+pub struct CampaignStep {
+    pub campaign_id: String,
+    /// An email went out to this invoice: its membership counts it.
+    pub sent: Option<Sent>,
+    /// Memberships whose invoice is no longer open end as `paid` (a payment check).
+    pub settle_paid: bool,
+    /// `paused` or `active`.
+    pub set_status: Option<&'static str>,
+    pub new_tasks: Vec<NewTask>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Sent {
+    pub invoice_id: String,
+    /// The tone later emails use (an escalation sets it).
+    pub tone: Option<String>,
+    /// Max attempts reached: the membership ends.
+    pub exhausted: bool,
+}
+
+/// A campaign row.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct CampaignRow {
+    pub id: String,
+    pub org_id: String,
+    pub name: String,
+    pub status: String,
+    pub days_between_emails: i32,
+    pub max_attempts: i32,
+    pub stages: String,
+    pub escalation_tone: Option<String>,
+    pub send_hour: i32,
+    pub created_at: DateTime<Utc>,
+    pub completed_at: Option<DateTime<Utc>>,
+}
+
+/// A campaign with its counts, for `tickler campaign list`.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct CampaignSummary {
+    #[sqlx(flatten)]
+    pub campaign: CampaignRow,
+    pub active: i64,
+    pub pending: i64,
+}
+
+const CAMPAIGN_COLUMNS: &str = "id::text AS id, org_id::text AS org_id, name, status,
+    days_between_emails, max_attempts, stages::text AS stages, escalation_tone, send_hour,
+    created_at, completed_at";
+
+/// An invoice in a campaign, with what its emails need.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct MemberRow {
+    pub invoice_id: String,
+    pub number: String,
+    pub invoice_status: String,
+    pub customer_id: String,
+    pub customer_timezone: Option<String>,
+    pub status: String,
+    pub attempts: i32,
+    pub tone: Option<String>,
+    pub last_sent_at: Option<DateTime<Utc>>,
+}
+
+/// A new campaign and its first tasks.
+#[derive(Debug, Clone)]
+pub struct NewCampaign {
+    pub id: String,
+    pub org_id: String,
+    pub name: String,
+    pub days_between_emails: i32,
+    pub max_attempts: i32,
+    pub stages: Vec<String>,
+    pub escalation_tone: Option<String>,
+    pub send_hour: i32,
+    pub invoice_ids: Vec<String>,
+    pub tasks: Vec<NewTask>,
+}
+
+const INSERT_TASKS: &str = "
+INSERT INTO scheduled_tasks (id, org_id, campaign_id, invoice_id, customer_id, task_type,
+       task_data, scheduled_for, status, max_retries, priority, metadata, created_at, updated_at)
+SELECT (r.value->>'id')::uuid, (r.value->>'org_id')::uuid, (r.value->>'campaign_id')::uuid,
+       (r.value->>'invoice_id')::uuid, (r.value->>'customer_id')::uuid, r.value->>'task_type',
+       (r.value->>'task_data')::jsonb, (r.value->>'scheduled_for')::timestamptz, 'pending',
+       (r.value->>'max_retries')::integer, (r.value->>'priority')::integer,
+       (r.value->>'metadata')::jsonb, $2::timestamptz, $2::timestamptz
+  FROM ROWS($1)";
+
+const CLAIM_PG: &str = "
+WITH due AS (
+    SELECT id FROM scheduled_tasks
+     WHERE status = 'pending' AND scheduled_for <= $1
+     ORDER BY priority DESC, scheduled_for
+     LIMIT $4
+       FOR UPDATE SKIP LOCKED)
+UPDATE scheduled_tasks t
+   SET status = 'executing', lease_owner = $2, lease_expires_at = $3, executed_at = $1,
+       updated_at = $1, attempts = t.attempts + 1
+  FROM due WHERE t.id = due.id
+RETURNING t.id::text AS id, t.org_id::text AS org_id, t.campaign_id::text AS campaign_id,
+       t.invoice_id::text AS invoice_id, t.customer_id::text AS customer_id, t.task_type,
+       t.task_data::text AS task_data, t.scheduled_for, t.status, t.executed_at,
+       t.error_message, t.retry_count, t.max_retries, t.priority, t.attempts, t.lease_owner,
+       t.completed_at, t.result::text AS result";
+
+// SQLite has one writer at a time, so the claim needs no row locks.
+const CLAIM_SQLITE: &str = "
+UPDATE scheduled_tasks
+   SET status = 'executing', lease_owner = $2, lease_expires_at = $3, executed_at = $1,
+       updated_at = $1, attempts = attempts + 1
+ WHERE id IN (SELECT id FROM scheduled_tasks
+               WHERE status = 'pending' AND scheduled_for <= $1
+               ORDER BY priority DESC, scheduled_for
+               LIMIT $4)
+RETURNING id, org_id, campaign_id, invoice_id, customer_id, task_type, task_data,
+       scheduled_for, status, executed_at, error_message, retry_count, max_retries, priority,
+       attempts, lease_owner, completed_at, result";
+
+const FINISH: &str = "
+UPDATE scheduled_tasks
+   SET status = r.value->>'status',
+       scheduled_for = COALESCE((r.value->>'scheduled_for')::timestamptz, scheduled_for),
+       error_message = r.value->>'error',
+       retry_count = (r.value->>'retry_count')::integer,
+       result = COALESCE((r.value->>'result')::jsonb, result),
+       completed_at = CASE WHEN r.value->>'status' = 'pending' THEN NULL ELSE $3 END,
+       lease_owner = NULL, lease_expires_at = NULL, updated_at = $3
+  FROM ROWS($1)
+ WHERE scheduled_tasks.id = (r.value->>'id')::uuid
+   AND scheduled_tasks.status = 'executing' AND scheduled_tasks.lease_owner = $2";
+
+/// Ends the memberships of a campaign (`$1`) whose invoice is no longer open.
+const SETTLE_PAID: &str = "
+UPDATE campaign_invoices SET status = 'paid', ended_at = $2
+ WHERE campaign_id = $1::uuid AND status = 'active'
+   AND invoice_id IN (SELECT id FROM invoices WHERE status <> 'open')";
+
+/// Cancels the pending tasks of a campaign's invoices whose membership ended.
+const CANCEL_ENDED: &str = "
+UPDATE scheduled_tasks
+   SET status = 'cancelled', updated_at = $2,
+       error_message = 'cancelled: the invoice left the campaign (paid, or its emails ended)'
+ WHERE status = 'pending' AND campaign_id = $1::uuid AND invoice_id IS NOT NULL
+   AND NOT EXISTS (SELECT 1 FROM campaign_invoices m
+                    WHERE m.campaign_id = scheduled_tasks.campaign_id
+                      AND m.invoice_id = scheduled_tasks.invoice_id AND m.status = 'active')";
+
+/// Completes a campaign with no active invoice left.
+const COMPLETE_IF_DONE: &str = "
+UPDATE campaigns SET status = 'completed', completed_at = $2, updated_at = $2
+ WHERE id = $1::uuid AND status <> 'completed'
+   AND NOT EXISTS (SELECT 1 FROM campaign_invoices
+                    WHERE campaign_id = campaigns.id AND status = 'active')";
+
+/// Cancels every pending task of a campaign (`$3`: the reason); on pause a scheduled
+/// `resume_campaign` is kept (`$4`).
+const CANCEL_CAMPAIGN: &str = "
+UPDATE scheduled_tasks SET status = 'cancelled', updated_at = $2, error_message = $3
+ WHERE status = 'pending' AND campaign_id = $1::uuid
+   AND ($4 = FALSE OR task_type <> 'resume_campaign')";
+
+/// Settles a campaign inside a transaction: cancels the tasks of ended memberships, completes
+/// it when no invoice is left (cancelling all it still had pending). Returns whether it
+/// completed.
+macro_rules! settle_campaign {
+    ($tx:ident, $store:ident, $campaign:expr, $now:expr) => {{
+        sqlx::query(&$store.sql(CANCEL_ENDED))
+            .bind($campaign)
+            .bind($now)
+            .execute(&mut *$tx)
+            .await
+            .doing("cancelling the tasks of invoices that left a campaign")?;
+        let completed = sqlx::query(&$store.sql(COMPLETE_IF_DONE))
+            .bind($campaign)
+            .bind($now)
+            .execute(&mut *$tx)
+            .await
+            .doing("completing a campaign")?
+            .rows_affected()
+            == 1;
+        if completed {
+            sqlx::query(&$store.sql(CANCEL_CAMPAIGN))
+                .bind($campaign)
+                .bind($now)
+                .bind("cancelled: the campaign completed")
+                .bind(false)
+                .execute(&mut *$tx)
+                .await
+                .doing("cancelling the tasks of a completed campaign")?;
+        }
+        completed
+    }};
+}
+
+/// Inserts tasks inside a transaction, in chunks.
+macro_rules! insert_tasks {
+    ($tx:ident, $store:ident, $tasks:expr, $now:expr) => {{
+        let text = $store.sql(INSERT_TASKS);
+        for chunk in $tasks.chunks(2000) {
+            sqlx::query(&text)
+                .bind(json_text(chunk))
+                .bind($now)
+                .execute(&mut *$tx)
+                .await
+                .doing("inserting tasks")?;
+        }
+    }};
+}
+
+fn json_text<T: Serialize>(rows: &[T]) -> String {
+    serde_json::to_string(rows).unwrap_or_else(|_| "[]".into())
+}
+
+/// A filter for `tickler tasks list`.
+#[derive(Debug, Clone, Default)]
+pub struct TaskFilter {
+    pub status: Option<String>,
+    pub campaign_id: Option<String>,
+    pub limit: i64,
+}
+
+impl Store {
+    /// Inserts pending tasks in one transaction.
+    pub async fn enqueue_tasks(&self, tasks: &[NewTask], now: DateTime<Utc>) -> Result<()> {
+        if tasks.is_empty() {
+            return Ok(());
+        }
+        let begin = self.begin_statement();
+        let store = self;
+        with_pool!(self, pool => {
+            let mut tx = pool.begin_with(begin).await.doing("inserting tasks")?;
+            insert_tasks!(tx, store, tasks, now);
+            tx.commit().await.doing("inserting tasks")?;
+        });
+        Ok(())
+    }
+
+    /// Claims up to `limit` due tasks for `owner` until `lease_until`, highest priority and
+    /// earliest first. On PostgreSQL, rows another daemon is claiming are skipped, not waited on.
+    pub async fn claim_tasks(
+        &self,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<TaskRow>> {
+        let mut rows = match self {
+            Store::Postgres(s) => sqlx::query_as::<_, TaskRow>(CLAIM_PG)
+                .bind(now)
+                .bind(owner)
+                .bind(lease_until)
+                .bind(limit)
+                .fetch_all(s.pool())
+                .await
+                .doing("claiming due tasks")?,
+            Store::Sqlite(s) => sqlx::query_as::<_, TaskRow>(CLAIM_SQLITE)
+                .bind(now)
+                .bind(owner)
+                .bind(lease_until)
+                .bind(limit)
+                .fetch_all(s.pool())
+                .await
+                .doing("claiming due tasks")?,
+        };
+        rows.sort_by(|a, b| {
+            b.priority
+                .cmp(&a.priority)
+                .then(a.scheduled_for.cmp(&b.scheduled_for))
+        });
+        Ok(rows)
+    }
+
+    /// Writes how attempts ended, for tasks `owner` still holds; returns how many it held.
+    pub async fn finish_tasks(
+        &self,
+        owner: &str,
+        finishes: &[TaskFinish],
+        now: DateTime<Utc>,
+    ) -> Result<u64> {
+        let text = self.sql(FINISH);
+        let mut done = 0;
+        for chunk in finishes.chunks(2000) {
+            done += with_pool!(self, pool => sqlx::query(&text)
+                .bind(json_text(chunk))
+                .bind(owner)
+                .bind(now)
+                .execute(pool)
+                .await
+                .doing("recording finished tasks")?
+                .rows_affected());
+        }
+        Ok(done)
+    }
+
+    /// Extends the leases `owner` holds on `ids` (tasks still running).
+    pub async fn renew_leases(
+        &self,
+        owner: &str,
+        ids: &[String],
+        until: DateTime<Utc>,
+    ) -> Result<u64> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let text = self.sql(
+            "UPDATE scheduled_tasks SET lease_expires_at = $3
+              WHERE lease_owner = $2 AND status = 'executing'
+                AND id IN (SELECT (r.value->>'id')::uuid FROM ROWS($1))",
+        );
+        let ids: Vec<Value> = ids
+            .iter()
+            .map(|id| serde_json::json!({ "id": id }))
+            .collect();
+        with_pool!(self, pool => sqlx::query(&text)
+            .bind(json_text(&ids))
+            .bind(owner)
+            .bind(until)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected())
+            .doing("renewing task leases"))
+    }
+
+    /// Puts tasks whose lease expired (their daemon died or stalled) back in the queue, due
+    /// now. This counts as a failed attempt: a task that keeps killing its daemon ends
+    /// `failed` after its retries. Returns the ids reclaimed.
+    pub async fn reclaim_expired(&self, now: DateTime<Utc>) -> Result<Vec<String>> {
+        let text = self.sql(
+            "UPDATE scheduled_tasks
+                SET status = CASE WHEN retry_count + 1 > max_retries THEN 'failed'
+                                  ELSE 'pending' END,
+                    retry_count = retry_count + 1, scheduled_for = $1, updated_at = $1,
+                    completed_at = CASE WHEN retry_count + 1 > max_retries THEN $1 END,
+                    error_message = 'the daemon running it stopped (lease of ' || lease_owner
+                                    || ' expired)',
+                    lease_owner = NULL, lease_expires_at = NULL
+              WHERE status = 'executing' AND lease_expires_at < $1
+             RETURNING id::text",
+        );
+        with_pool!(self, pool => sqlx::query_scalar::<_, String>(&text)
+            .bind(now)
+            .fetch_all(pool)
+            .await
+            .doing("reclaiming tasks of a stopped daemon"))
+    }
+
+    /// Gives tasks back to the queue without counting an attempt (shutdown ran out of grace).
+    pub async fn release_tasks(
+        &self,
+        owner: &str,
+        ids: &[String],
+        now: DateTime<Utc>,
+    ) -> Result<u64> {
+        let finishes: Vec<Value> = ids
+            .iter()
+            .map(|id| serde_json::json!({ "id": id }))
+            .collect();
+        let text = self.sql(
+            "UPDATE scheduled_tasks
+                SET status = 'pending', lease_owner = NULL, lease_expires_at = NULL,
+                    attempts = attempts - 1, updated_at = $3,
+                    error_message = 'interrupted by a shutdown; runs again'
+              WHERE lease_owner = $2 AND status = 'executing'
+                AND id IN (SELECT (r.value->>'id')::uuid FROM ROWS($1))",
+        );
+        with_pool!(self, pool => sqlx::query(&text)
+            .bind(json_text(&finishes))
+            .bind(owner)
+            .bind(now)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected())
+            .doing("releasing interrupted tasks"))
+    }
+
+    /// When the runner must look again: the earliest pending task, or the earliest lease to
+    /// reclaim.
+    pub async fn next_task_time(&self) -> Result<Option<DateTime<Utc>>> {
+        let text = "SELECT min(t) FROM (
+              SELECT min(scheduled_for) AS t FROM scheduled_tasks WHERE status = 'pending'
+              UNION ALL
+              SELECT min(lease_expires_at) FROM scheduled_tasks WHERE status = 'executing') x";
+        with_pool!(self, pool => sqlx::query_scalar::<_, Option<DateTime<Utc>>>(text)
+            .fetch_one(pool)
+            .await
+            .doing("reading the time of the next task"))
+    }
+
+    pub async fn task(&self, id: &str) -> Result<Option<TaskRow>> {
+        let text = format!("SELECT {TASK_COLUMNS} FROM scheduled_tasks WHERE id = $1::uuid");
+        let text = self.sql(&text);
+        with_pool!(self, pool => sqlx::query_as::<_, TaskRow>(&text)
+            .bind(id)
+            .fetch_optional(pool)
+            .await
+            .doing("reading a task"))
+    }
+
+    /// Tasks in `scheduled_for` order (finished ones most recent first).
+    pub async fn tasks(&self, filter: &TaskFilter) -> Result<Vec<TaskRow>> {
+        let order = match filter.status.as_deref() {
+            Some("pending") | Some("executing") => "scheduled_for, id",
+            _ => "COALESCE(completed_at, scheduled_for) DESC, id",
+        };
+        let text = format!(
+            "SELECT {TASK_COLUMNS} FROM scheduled_tasks
+              WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR campaign_id = $2::uuid)
+              ORDER BY {order} LIMIT $3"
+        );
+        let text = self.sql(&text);
+        with_pool!(self, pool => sqlx::query_as::<_, TaskRow>(&text)
+            .bind(&filter.status)
+            .bind(&filter.campaign_id)
+            .bind(filter.limit)
+            .fetch_all(pool)
+            .await
+            .doing("listing tasks"))
+    }
+
+    /// Counts of tasks by status.
+    pub async fn task_counts(&self) -> Result<Vec<(String, i64)>> {
+        let text = "SELECT status, count(*) FROM scheduled_tasks GROUP BY status ORDER BY status";
+        with_pool!(self, pool => sqlx::query_as::<_, (String, i64)>(text)
+            .fetch_all(pool)
+            .await
+            .doing("counting tasks"))
+    }
+
+    /// Cancels a pending task; returns its status when it was not pending.
+    pub async fn cancel_task(&self, id: &str, now: DateTime<Utc>) -> Result<Option<String>> {
+        let text = self.sql(
+            "UPDATE scheduled_tasks SET status = 'cancelled', updated_at = $2,
+                    error_message = 'cancelled by `tickler tasks cancel`'
+              WHERE id = $1::uuid AND status = 'pending'",
+        );
+        let changed = with_pool!(self, pool => sqlx::query(&text)
+            .bind(id)
+            .bind(now)
+            .execute(pool)
+            .await
+            .doing("cancelling a task")?
+            .rows_affected());
+        if changed == 1 {
+            return Ok(None);
+        }
+        Ok(Some(
+            self.task(id)
+                .await?
+                .map(|t| t.status)
+                .unwrap_or_else(|| "missing".into()),
+        ))
+    }
+
+    /// Puts a failed or cancelled task back in the queue, due now, with its retries reset.
+    /// Returns its status when it was neither.
+    pub async fn retry_task(&self, id: &str, now: DateTime<Utc>) -> Result<Option<String>> {
+        let text = self.sql(
+            "UPDATE scheduled_tasks SET status = 'pending', scheduled_for = $2, updated_at = $2,
+                    retry_count = 0, completed_at = NULL
+              WHERE id = $1::uuid AND status IN ('failed', 'cancelled')",
+        );
+        let changed = with_pool!(self, pool => sqlx::query(&text)
+            .bind(id)
+            .bind(now)
+            .execute(pool)
+            .await
+            .doing("retrying a task")?
+            .rows_affected());
+        if changed == 1 {
+            self.wake_runners().await?;
+            return Ok(None);
+        }
+        Ok(Some(
+            self.task(id)
+                .await?
+                .map(|t| t.status)
+                .unwrap_or_else(|| "missing".into()),
+        ))
+    }
+
+    /// Wakes the daemons listening on PostgreSQL (an insert does this by itself).
+    pub async fn wake_runners(&self) -> Result<()> {
+        if let Store::Postgres(s) = self {
+            sqlx::query("SELECT pg_notify('tickler_tasks', '')")
+                .execute(s.pool())
+                .await
+                .doing("waking the task runners")?;
+        }
+        Ok(())
+    }
+
+    /// Finishes a campaign task together with what it changes: the membership of the invoice
+    /// it emailed, paid invoices settled, the campaign paused or resumed, its next tasks, and
+    /// the cancellations that follow. Nothing is written if `owner` lost the task's lease.
+    /// Returns false in that case.
+    pub async fn finish_campaign_task(
+        &self,
+        owner: &str,
+        finish: &TaskFinish,
+        step: &CampaignStep,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        let begin = self.begin_statement();
+        let store = self;
+        let campaign = step.campaign_id.as_str();
+        let finish_text = self.sql(FINISH);
+        with_pool!(self, pool => {
+            let mut tx = pool.begin_with(begin).await.doing("finishing a campaign task")?;
+            let held = sqlx::query(&finish_text)
+                .bind(json_text(std::slice::from_ref(finish)))
+                .bind(owner)
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .doing("finishing a campaign task")?
+                .rows_affected()
+                == 1;
+            if !held {
+                tx.rollback().await.doing("finishing a campaign task")?;
+                return Ok(false);
+            }
+            if let Some(sent) = &step.sent {
+                sqlx::query(&store.sql(
+                    "UPDATE campaign_invoices
+                        SET attempts = attempts + 1, last_sent_at = $3,
+                            tone = COALESCE($4, tone),
+                            status = CASE WHEN $5 THEN 'exhausted' ELSE status END,
+                            ended_at = CASE WHEN $5 THEN $3 ELSE ended_at END
+                      WHERE campaign_id = $1::uuid AND invoice_id = $2::uuid",
+                ))
+                .bind(campaign)
+                .bind(&sent.invoice_id)
+                .bind(now)
+                .bind(&sent.tone)
+                .bind(sent.exhausted)
+                .execute(&mut *tx)
+                .await
+                .doing("recording a campaign email")?;
+            }
+            if step.settle_paid {
+                sqlx::query(&store.sql(SETTLE_PAID))
+                    .bind(campaign)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await
+                    .doing("settling paid invoices of a campaign")?;
+            }
+            match step.set_status {
+                Some("paused") => {
+                    sqlx::query(&store.sql(
+                        "UPDATE campaigns SET status = 'paused', updated_at = $2
+                          WHERE id = $1::uuid AND status = 'active'",
+                    ))
+                    .bind(campaign)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await
+                    .doing("pausing a campaign")?;
+                    sqlx::query(&store.sql(CANCEL_CAMPAIGN))
+                        .bind(campaign)
+                        .bind(now)
+                        .bind("cancelled: the campaign was paused")
+                        .bind(true)
+                        .execute(&mut *tx)
+                        .await
+                        .doing("cancelling the tasks of a paused campaign")?;
+                }
+                Some(status) => {
+                    sqlx::query(&store.sql(
+                        "UPDATE campaigns SET status = $2, updated_at = $3
+                          WHERE id = $1::uuid AND status <> 'completed'",
+                    ))
+                    .bind(campaign)
+                    .bind(status)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await
+                    .doing("changing a campaign's status")?;
+                }
+                None => {}
+            }
+            insert_tasks!(tx, store, step.new_tasks, now);
+            settle_campaign!(tx, store, campaign, now);
+            tx.commit().await.doing("finishing a campaign task")?;
+        });
+        Ok(true)
+    }
+
+    /// Creates a campaign, its memberships and its first tasks in one transaction.
+    pub async fn create_campaign(&self, c: &NewCampaign, now: DateTime<Utc>) -> Result<()> {
+        let begin = self.begin_statement();
+        let store = self;
+        let stages = serde_json::to_string(&c.stages).unwrap_or_else(|_| "[]".into());
+        let members: Vec<Value> = c
+            .invoice_ids
+            .iter()
+            .map(|id| serde_json::json!({ "id": id }))
+            .collect();
+        with_pool!(self, pool => {
+            let mut tx = pool.begin_with(begin).await.doing("creating a campaign")?;
+            sqlx::query(&store.sql(
+                "INSERT INTO campaigns (id, org_id, name, status, days_between_emails,
+                        max_attempts, stages, escalation_tone, send_hour, created_at, updated_at)
+                 VALUES ($1::uuid, $2::uuid, $3, 'active', $4, $5, $6::jsonb, $7, $8, $9, $9)",
+            ))
+            .bind(&c.id)
+            .bind(&c.org_id)
+            .bind(&c.name)
+            .bind(c.days_between_emails)
+            .bind(c.max_attempts)
+            .bind(&stages)
+            .bind(&c.escalation_tone)
+            .bind(c.send_hour)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .doing("creating a campaign")?;
+            sqlx::query(&store.sql(
+                "INSERT INTO campaign_invoices (campaign_id, invoice_id)
+                 SELECT $1::uuid, (r.value->>'id')::uuid FROM ROWS($2)",
+            ))
+            .bind(&c.id)
+            .bind(json_text(&members))
+            .execute(&mut *tx)
+            .await
+            .doing("adding invoices to a campaign")?;
+            insert_tasks!(tx, store, c.tasks, now);
+            tx.commit().await.doing("creating a campaign")?;
+        });
+        Ok(())
+    }
+
+    /// A campaign by id or by name.
+    pub async fn campaign(&self, id_or_name: &str) -> Result<Option<CampaignRow>> {
+        let by_id = uuid::Uuid::parse_str(id_or_name).is_ok();
+        let text = format!(
+            "SELECT {CAMPAIGN_COLUMNS} FROM campaigns WHERE {} = $1 ORDER BY created_at LIMIT 1",
+            if by_id { "id::text" } else { "name" }
+        );
+        let text = self.sql(&text);
+        let key = if by_id {
+            id_or_name.to_ascii_lowercase()
+        } else {
+            id_or_name.to_string()
+        };
+        with_pool!(self, pool => sqlx::query_as::<_, CampaignRow>(&text)
+            .bind(&key)
+            .fetch_optional(pool)
+            .await
+            .doing("reading a campaign"))
+    }
+
+    /// Every campaign, with its counts of active invoices and pending tasks.
+    pub async fn campaigns(&self) -> Result<Vec<CampaignSummary>> {
+        let text = format!(
+            "SELECT {CAMPAIGN_COLUMNS},
+                    (SELECT count(*) FROM campaign_invoices m
+                      WHERE m.campaign_id = campaigns.id AND m.status = 'active') AS active,
+                    (SELECT count(*) FROM scheduled_tasks t
+                      WHERE t.campaign_id = campaigns.id AND t.status = 'pending') AS pending
+               FROM campaigns ORDER BY created_at, name"
+        );
+        let text = self.sql(&text);
+        with_pool!(self, pool => sqlx::query_as::<_, CampaignSummary>(&text)
+            .fetch_all(pool)
+            .await
+            .doing("listing campaigns"))
+    }
+
+    /// The invoices of a campaign, with their customers' zones.
+    pub async fn campaign_members(&self, campaign_id: &str) -> Result<Vec<MemberRow>> {
+        let text = self.sql(
+            "SELECT m.invoice_id::text AS invoice_id, i.number, i.status AS invoice_status,
+                    c.id::text AS customer_id, c.timezone AS customer_timezone, m.status,
+                    m.attempts, m.tone, m.last_sent_at
+               FROM campaign_invoices m
+               JOIN invoices i ON i.id = m.invoice_id
+               JOIN customers c ON c.id = i.customer_id
+              WHERE m.campaign_id = $1::uuid
+              ORDER BY i.due_date, i.number",
+        );
+        with_pool!(self, pool => sqlx::query_as::<_, MemberRow>(&text)
+            .bind(campaign_id)
+            .fetch_all(pool)
+            .await
+            .doing("reading a campaign's invoices"))
+    }
+
+    /// Pauses an active campaign (cancelling its pending tasks) or resumes a paused one
+    /// (inserting `resume_tasks`), in one transaction. Returns false when the campaign was not
+    /// in the expected state.
+    pub async fn set_campaign_status(
+        &self,
+        campaign_id: &str,
+        pause: bool,
+        resume_tasks: &[NewTask],
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        let begin = self.begin_statement();
+        let store = self;
+        let (to, from) = if pause {
+            ("paused", "active")
+        } else {
+            ("active", "paused")
+        };
+        with_pool!(self, pool => {
+            let mut tx = pool.begin_with(begin).await.doing("changing a campaign's status")?;
+            let changed = sqlx::query(&store.sql(
+                "UPDATE campaigns SET status = $2, updated_at = $4
+                  WHERE id = $1::uuid AND status = $3",
+            ))
+            .bind(campaign_id)
+            .bind(to)
+            .bind(from)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .doing("changing a campaign's status")?
+            .rows_affected()
+                == 1;
+            if !changed {
+                tx.rollback().await.doing("changing a campaign's status")?;
+                return Ok(false);
+            }
+            if pause {
+                sqlx::query(&store.sql(CANCEL_CAMPAIGN))
+                    .bind(campaign_id)
+                    .bind(now)
+                    .bind("cancelled: the campaign was paused")
+                    .bind(false)
+                    .execute(&mut *tx)
+                    .await
+                    .doing("cancelling the tasks of a paused campaign")?;
+            } else {
+                insert_tasks!(tx, store, resume_tasks, now);
+            }
+            tx.commit().await.doing("changing a campaign's status")?;
+        });
+        Ok(true)
+    }
+
+    /// Marks an open invoice paid and, in the same transaction, ends its campaign memberships,
+    /// cancels its pending tasks and completes campaigns left without invoices. Returns false
+    /// when it was not open.
+    pub async fn mark_paid(
+        &self,
+        number: &str,
+        paid_at: DateTime<Utc>,
+        reference: Option<&str>,
+    ) -> Result<bool> {
+        let begin = self.begin_statement();
+        let store = self;
+        let paid = self.sql(
+            "UPDATE invoices SET status = 'paid', paid_at = $2, updated_at = $2,
+                    provider_ref = COALESCE($3, provider_ref)
+              WHERE number = $1 AND status = 'open'
+             RETURNING id::text",
+        );
+        with_pool!(self, pool => {
+            let mut tx = pool.begin_with(begin).await.doing("marking an invoice paid")?;
+            let Some(id) = sqlx::query_scalar::<_, String>(&paid)
+                .bind(number)
+                .bind(paid_at)
+                .bind(reference)
+                .fetch_optional(&mut *tx)
+                .await
+                .doing("marking an invoice paid")?
+            else {
+                tx.rollback().await.doing("marking an invoice paid")?;
+                return Ok(false);
+            };
+            let why = format!("cancelled: invoice {number} was paid");
+            sqlx::query(&store.sql(
+                "UPDATE scheduled_tasks SET status = 'cancelled', updated_at = $2,
+                        error_message = $3
+                  WHERE status = 'pending' AND invoice_id = $1::uuid",
+            ))
+            .bind(&id)
+            .bind(paid_at)
+            .bind(&why)
+            .execute(&mut *tx)
+            .await
+            .doing("cancelling the tasks of a paid invoice")?;
+            let campaigns: Vec<String> = sqlx::query_scalar(&store.sql(
+                "UPDATE campaign_invoices SET status = 'paid', ended_at = $2
+                  WHERE invoice_id = $1::uuid AND status = 'active'
+                 RETURNING campaign_id::text",
+            ))
+            .bind(&id)
+            .bind(paid_at)
+            .fetch_all(&mut *tx)
+            .await
+            .doing("ending the campaigns of a paid invoice")?;
+            for campaign in &campaigns {
+                settle_campaign!(tx, store, campaign.as_str(), paid_at);
+            }
+            tx.commit().await.doing("marking an invoice paid")?;
+        });
+        Ok(true)
+    }
+}
+
+/// Formats a time for [`NewTask::scheduled_for`].
+pub fn task_time(t: DateTime<Utc>) -> String {
+    ts(t)
+}
+
+/// An invoice a campaign may take: open, with its customer.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct CampaignCandidate {
+    pub id: String,
+    pub number: String,
+    pub status: String,
+    pub customer_id: String,
+    /// The active campaign it is already in, if any.
+    pub in_campaign: Option<String>,
+}
+
+impl Store {
+    /// Invoices by number (`numbers`), or every open invoice due on or before `due_by`.
+    pub async fn campaign_candidates(
+        &self,
+        numbers: Option<&[String]>,
+        due_by: chrono::NaiveDate,
+    ) -> Result<Vec<CampaignCandidate>> {
+        let select =
+            "SELECT i.id::text AS id, i.number, i.status, i.customer_id::text AS customer_id,
+                    (SELECT c.name FROM campaign_invoices m JOIN campaigns c ON c.id = m.campaign_id
+                      WHERE m.invoice_id = i.id AND m.status = 'active' AND c.status <> 'completed'
+                      LIMIT 1) AS in_campaign
+               FROM invoices i";
+        let rows: Vec<Value>;
+        let text = match numbers {
+            Some(list) => {
+                rows = list.iter().map(|n| serde_json::json!({ "n": n })).collect();
+                format!(
+                    "{select} WHERE i.number IN (SELECT r.value->>'n' FROM ROWS($1)) AND $2 = $2 ORDER BY i.number"
+                )
+            }
+            None => {
+                rows = vec![];
+                format!(
+                    "{select} WHERE i.status = 'open' AND i.due_date <= $2 AND $1 = $1 ORDER BY i.due_date, i.number"
+                )
+            }
+        };
+        let text = self.sql(&text);
+        with_pool!(self, pool => sqlx::query_as::<_, CampaignCandidate>(&text)
+            .bind(json_text(&rows))
+            .bind(due_by)
+            .fetch_all(pool)
+            .await
+            .doing("reading the invoices of a new campaign"))
+    }
+}
