@@ -252,6 +252,18 @@ async fn send(
         if let Some(last) = m.last_sent_at {
             let earliest = c.follow_up_time(last, zone);
             if now + TimeDelta::minutes(1) < earliest {
+                if let Some(next) = env
+                    .store
+                    .next_campaign_task(&c.row.id, &inv.id, &task.id)
+                    .await?
+                {
+                    // The invoice's next email is already queued: rescheduling this one too
+                    // would send two.
+                    return Ok(Step::Done(json!({
+                        "skipped": "too early; the invoice's next email is already scheduled",
+                        "next_at": next,
+                    })));
+                }
                 // Too early (seed: "email too early"): the same task again when it is time.
                 let mut again = c.request(
                     TaskType::parse(&task.task_type).unwrap_or(TaskType::FollowUp),

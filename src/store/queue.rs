@@ -53,6 +53,7 @@ pub struct TaskRow {
     pub max_retries: i32,
     pub priority: i32,
     pub attempts: i32,
+    /// The daemon running it, or the last one that did.
     pub lease_owner: Option<String>,
     pub completed_at: Option<DateTime<Utc>>,
     pub result: Option<String>,
@@ -205,7 +206,7 @@ UPDATE scheduled_tasks
        retry_count = (r.value->>'retry_count')::integer,
        result = COALESCE((r.value->>'result')::jsonb, result),
        completed_at = CASE WHEN r.value->>'status' = 'pending' THEN NULL ELSE $3 END,
-       lease_owner = NULL, lease_expires_at = NULL, updated_at = $3
+       lease_expires_at = NULL, updated_at = $3
   FROM ROWS($1)
  WHERE scheduled_tasks.id = (r.value->>'id')::uuid
    AND scheduled_tasks.status = 'executing' AND scheduled_tasks.lease_owner = $2";
@@ -505,6 +506,27 @@ impl Store {
             .fetch_all(pool)
             .await
             .doing("counting tasks"))
+    }
+
+    /// The earliest other pending task of a campaign's invoice.
+    pub async fn next_campaign_task(
+        &self,
+        campaign_id: &str,
+        invoice_id: &str,
+        except: &str,
+    ) -> Result<Option<DateTime<Utc>>> {
+        let text = self.sql(
+            "SELECT min(scheduled_for) FROM scheduled_tasks
+              WHERE status = 'pending' AND campaign_id = $1::uuid AND invoice_id = $2::uuid
+                AND id <> $3::uuid",
+        );
+        with_pool!(self, pool => sqlx::query_scalar::<_, Option<DateTime<Utc>>>(&text)
+            .bind(campaign_id)
+            .bind(invoice_id)
+            .bind(except)
+            .fetch_one(pool)
+            .await
+            .doing("reading a campaign's next task"))
     }
 
     /// Cancels a pending task; returns its status when it was not pending.
