@@ -214,7 +214,12 @@ fn campaign_defaults(
     notifier: Option<&Notifier>,
     c: &mut Collector<'_>,
 ) -> CampaignDefaults {
-    let mut d = CampaignDefaults::default();
+    let mut d = CampaignDefaults {
+        first_email_after: raw
+            .first_email_after
+            .unwrap_or(CampaignDefaults::default().first_email_after),
+        ..CampaignDefaults::default()
+    };
     d.days_between_emails = ranged(
         c,
         "days_between_emails` in `[queue.campaigns]",
@@ -236,9 +241,6 @@ fn campaign_defaults(
         0..=23,
         10,
     ) as u32;
-    if let Some(after) = raw.first_email_after {
-        d.first_email_after = after;
-    }
     let mut tones: Vec<(String, Range<usize>)> = vec![];
     if let Some(stages) = raw.stages {
         if stages.get_ref().is_empty() {

@@ -227,8 +227,8 @@ pub async fn list(
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<36}  {:<15}  {:<9}  {:<20}  {:>5}  {}",
-        "ID", "TYPE", "STATUS", "SCHEDULED FOR (UTC)", "TRIES", "ERROR / RESULT"
+        "{:<36}  {:<15}  {:<9}  {:<20}  {:>5}  ERROR / RESULT",
+        "ID", "TYPE", "STATUS", "SCHEDULED FOR (UTC)", "TRIES"
     );
     for t in &rows {
         let note = t
@@ -527,8 +527,8 @@ pub async fn list_campaigns(store: &Store) -> Result<String> {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<24}  {:<9}  {:>7}  {:>7}  {:<10}  {}",
-        "NAME", "STATUS", "ACTIVE", "PENDING", "CREATED", "ID"
+        "{:<24}  {:<9}  {:>7}  {:>7}  {:<10}  ID",
+        "NAME", "STATUS", "ACTIVE", "PENDING", "CREATED"
     );
     for r in &rows {
         let c = &r.campaign;

@@ -253,8 +253,8 @@ fn channels_and_templates_are_checked_with_the_config() {
     assert!(
         stderr(&out).contains(
             "config.toml line 9, column 1): no template named `gentle`; add `gentle.j2` to the \
-             templates directory or use one of: escalation-1, escalation-2, escalation-3, firm, \
-             friendly, professional, stats-report, urgent\n"
+             templates directory or use one of: custom-message, escalation-1, escalation-2, \
+             escalation-3, firm, friendly, professional, stats-report, urgent\n"
         ),
         "{}",
         stderr(&out)

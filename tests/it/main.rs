@@ -6,5 +6,6 @@ mod billing;
 mod check;
 mod daemon;
 mod process;
+mod queue;
 mod store;
 mod story;

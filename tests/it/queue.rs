@@ -1,0 +1,807 @@
+//! The task queue and collection campaigns with real parts: a real SMTP server, a local HTTP
+//! mock for `custom` handlers, real SQLite files, a real PostgreSQL, in-process daemons on a
+//! manual clock, and real daemon processes killed with SIGKILL.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use serde_json::Value;
+use tickler::daemon::Clock;
+use tickler::queue::commands::{self, CreateArgs, EnqueueArgs};
+use tickler::store::Store;
+use tickler::store::billing::{NewCustomer, NewInvoice, ts};
+use tickler::store::queue::{TaskFilter, TaskRow};
+use wiremock::matchers::method;
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use crate::helpers::smtp::SmtpServer;
+use crate::helpers::{BIN, Project, TestDaemon, stderr, stdout, utc, wait_for};
+
+fn id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+/// A customer in New York with two overdue invoices, `A-1` and `B-1`.
+async fn billing_data(store: &Store, now: DateTime<Utc>) {
+    let c = NewCustomer {
+        id: id(),
+        org_id: None,
+        name: "Ana Silva".into(),
+        email: Some("ana@example.com".into()),
+        phone: None,
+        timezone: Some("America/New_York".into()),
+        locale: "en".into(),
+        provider_customer_id: None,
+    };
+    let inv = |number: &str| NewInvoice {
+        id: id(),
+        number: number.into(),
+        customer_id: c.id.clone(),
+        subscription_id: None,
+        period_start: None,
+        period_end: None,
+        amount_minor: 250_000,
+        currency: "USD".into(),
+        issued_at: ts(now - TimeDelta::days(40)),
+        due_date: (now - TimeDelta::days(10)).date_naive(),
+        status: "open".into(),
+        paid_at: None,
+        provider_ref: None,
+        escalation_level: 0,
+        escalated_at: None,
+    };
+    let mut invoices = vec![inv("A-1"), inv("B-1")];
+    store
+        .import(&[c], &[], &mut invoices, "INV-")
+        .await
+        .unwrap();
+}
+
+fn email_config(p: &Project, smtp: &SmtpServer, queue: &str) {
+    p.write_config(
+        "",
+        &format!(
+            "[channels.email]\ntransport = \"smtp\"\nhost = \"127.0.0.1\"\nport = {}\n\
+             tls = \"none\"\nfrom = \"Acme Billing <billing@acme.test>\"\n\n\
+             [templates]\nvars = {{ company = \"Acme Rentals\" }}\n\n{queue}",
+            smtp.port
+        ),
+    );
+}
+
+async fn tasks(store: &Store, status: Option<&str>) -> Vec<TaskRow> {
+    store
+        .tasks(&TaskFilter {
+            status: status.map(String::from),
+            campaign_id: None,
+            limit: 10_000,
+        })
+        .await
+        .unwrap()
+}
+
+async fn task(store: &Store, id: &str) -> TaskRow {
+    store.task(id).await.unwrap().expect("the task exists")
+}
+
+fn data(t: &TaskRow) -> Value {
+    serde_json::from_str(t.task_data.as_deref().unwrap_or("null")).unwrap()
+}
+
+fn result(t: &TaskRow) -> Value {
+    serde_json::from_str(t.result.as_deref().unwrap_or("null")).unwrap()
+}
+
+/// Waits until the task `id` has `status`.
+async fn wait_status(store: &Store, id: &str, status: &str) -> TaskRow {
+    wait_for(
+        &format!("task {id} to be {status}"),
+        Duration::from_secs(30),
+        || async {
+            let t = task(store, id).await;
+            (t.status == status).then_some(t)
+        },
+    )
+    .await
+}
+
+/// The pending task of invoice `number`, once there is exactly one.
+async fn pending_of(store: &Store, number: &str) -> TaskRow {
+    let inv = store.invoice_by_number(number).await.unwrap().unwrap();
+    wait_for(
+        &format!("one pending task for {number}"),
+        Duration::from_secs(30),
+        || async {
+            let mut p: Vec<TaskRow> = tasks(store, Some("pending"))
+                .await
+                .into_iter()
+                .filter(|t| t.invoice_id.as_deref() == Some(&inv.id))
+                .collect();
+            (p.len() == 1).then(|| p.remove(0))
+        },
+    )
+    .await
+}
+
+async fn mails_to_arrive(smtp: &SmtpServer, n: usize) -> Vec<crate::helpers::smtp::Mail> {
+    wait_for(&format!("{n} emails"), Duration::from_secs(30), || async {
+        let m = smtp.messages();
+        (m.len() >= n).then_some(m)
+    })
+    .await
+}
+
+/// Seed 000's example workflow on a controllable clock: campaign created, first emails 30
+/// minutes later, follow-ups at 10:00 in the customer's zone (across a DST change), a
+/// too-early email rescheduled, an escalation past the last stage, and payments cancelling
+/// everything that remains, each in the transaction that records the payment.
+async fn campaign_story(p: Project) {
+    let smtp = SmtpServer::start(p.path());
+    email_config(&p, &smtp, "");
+    let store = p.store().await;
+    // 2026-03-02 07:00 in New York (UTC-5); the clocks go forward on 2026-03-08.
+    let t0 = utc("2026-03-02T12:00:00Z");
+    billing_data(&store, t0).await;
+    let config = p.config();
+    let daemon = TestDaemon::start(config.clone(), t0).await;
+
+    let out = commands::create(
+        &store,
+        &config,
+        CreateArgs {
+            name: "march-overdue".into(),
+            invoices: vec!["A-1".into(), "B-1".into()],
+            stages: Some(vec!["friendly".into(), "professional".into()]),
+            max_attempts: Some(4),
+            days_between: Some(5),
+            send_hour: Some(10),
+            ..Default::default()
+        },
+        t0,
+    )
+    .await
+    .unwrap();
+    assert!(
+        out.contains("with 2 invoices; first emails (friendly) at 2026-03-02T12:30:00+00:00"),
+        "{out}"
+    );
+    let first = pending_of(&store, "A-1").await;
+    assert_eq!(first.task_type, "send_email");
+    assert_eq!(first.scheduled_for, utc("2026-03-02T12:30:00Z"));
+
+    // 30 minutes later: both first emails, friendly.
+    daemon.clock.advance(Duration::from_secs(30 * 60));
+    wait_status(&store, &first.id, "completed").await;
+    let mails = mails_to_arrive(&smtp, 2).await;
+    assert!(mails.iter().all(|m| m.to.contains("ana@example.com")));
+    assert_eq!(
+        result(&task(&store, &first.id).await)["template"],
+        "friendly"
+    );
+
+    // The follow-up: five dates later at 10:00 New York time (still UTC-5 on 03-07).
+    let follow = pending_of(&store, "A-1").await;
+    assert_eq!(follow.task_type, "follow_up");
+    assert_eq!(follow.scheduled_for, utc("2026-03-07T15:00:00Z"));
+    assert_eq!(data(&follow), serde_json::json!({ "tone": "professional" }));
+
+    // An email asked for too early is moved to when it is time (the queued one cancelled
+    // first, so it is the only one).
+    commands::cancel(&store, &follow.id, t0).await.unwrap();
+    let now = daemon.clock.now();
+    let msg = commands::enqueue(
+        &store,
+        &config,
+        EnqueueArgs {
+            task_type: "follow_up".into(),
+            after: Some("0s".into()),
+            data: Some(r#"{"tone": "professional"}"#.into()),
+            invoice: Some("A-1".into()),
+            campaign: Some("march-overdue".into()),
+            ..Default::default()
+        },
+        now,
+    )
+    .await
+    .unwrap();
+    let early_id = msg.split_whitespace().nth(2).unwrap().to_string();
+    let early = wait_status(&store, &early_id, "completed").await;
+    assert_eq!(result(&early)["rescheduled_to"], "2026-03-07T15:00:00Z");
+    let follow = pending_of(&store, "A-1").await;
+    assert_eq!(follow.scheduled_for, utc("2026-03-07T15:00:00Z"));
+    assert_eq!(smtp.messages().len(), 2, "nothing sent too early");
+
+    // 2026-03-07 10:00 in New York: the professional follow-ups.
+    daemon.clock.advance(
+        (utc("2026-03-07T15:00:00Z") - daemon.clock.now())
+            .to_std()
+            .unwrap(),
+    );
+    wait_status(&store, &follow.id, "completed").await;
+    mails_to_arrive(&smtp, 4).await;
+
+    // B pays: its pending email is cancelled in the same transaction.
+    let b_next = pending_of(&store, "B-1").await;
+    assert!(
+        store
+            .mark_paid("B-1", daemon.clock.now(), None)
+            .await
+            .unwrap()
+    );
+    let b_next = task(&store, &b_next.id).await;
+    assert_eq!(b_next.status, "cancelled");
+    assert_eq!(
+        b_next.error_message.as_deref(),
+        Some("cancelled: invoice B-1 was paid")
+    );
+
+    // Past the last stage, A gets an escalation, on 03-12 at 10:00 New York time, which is
+    // now daylight time (UTC-4).
+    let esc = pending_of(&store, "A-1").await;
+    assert_eq!(esc.task_type, "escalate");
+    assert_eq!(esc.scheduled_for, utc("2026-03-12T14:00:00Z"));
+    daemon
+        .clock
+        .advance((esc.scheduled_for - daemon.clock.now()).to_std().unwrap());
+    wait_status(&store, &esc.id, "completed").await;
+    let mails = mails_to_arrive(&smtp, 5).await;
+    assert_eq!(mails.len(), 5);
+    assert_eq!(result(&task(&store, &esc.id).await)["template"], "urgent");
+    let last = pending_of(&store, "A-1").await;
+    assert_eq!(last.task_type, "follow_up");
+    assert_eq!(
+        data(&last),
+        serde_json::json!({ "tone": "urgent" }),
+        "the escalated tone stays"
+    );
+
+    // A pays: everything left is cancelled and the campaign completes.
+    assert!(
+        store
+            .mark_paid("A-1", daemon.clock.now(), None)
+            .await
+            .unwrap()
+    );
+    assert_eq!(task(&store, &last.id).await.status, "cancelled");
+    let c = store.campaign("march-overdue").await.unwrap().unwrap();
+    assert_eq!(c.status, "completed");
+    assert!(tasks(&store, Some("pending")).await.is_empty());
+    let shown = commands::show(&store, "march-overdue").await.unwrap();
+    assert!(
+        shown.contains("A-1            paid      emails sent 3"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("B-1            paid      emails sent 2"),
+        "{shown}"
+    );
+
+    // Seed 000's monitoring SQL runs unchanged.
+    seed_monitoring_sql(&store).await;
+    daemon.stop().await;
+    store.close().await;
+    assert_eq!(smtp.messages().len(), 5, "no email after the payments");
+}
+
+async fn seed_monitoring_sql(store: &Store) {
+    let pending =
+        "SELECT * FROM scheduled_tasks \nWHERE status = 'pending' \nORDER BY scheduled_for;";
+    let failed = "SELECT * FROM scheduled_tasks \nWHERE status = 'failed';";
+    let stats = "SELECT \n  task_type,\n  status,\n  COUNT(*) as count\nFROM scheduled_tasks\nGROUP BY task_type, status;";
+    let count = |text: &'static str| async move {
+        match store {
+            Store::Sqlite(s) => sqlx::query(text).fetch_all(s.pool()).await.unwrap().len(),
+            Store::Postgres(s) => sqlx::query(text).fetch_all(s.pool()).await.unwrap().len(),
+        }
+    };
+    assert_eq!(count(pending).await, 0);
+    assert_eq!(count(failed).await, 0);
+    // (send_email, completed), (follow_up, completed), (follow_up, cancelled) of the early
+    // one and of A's last, (escalate, completed) of A, (escalate, cancelled) of B.
+    assert_eq!(count(stats).await, 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn campaign_story_on_sqlite() {
+    campaign_story(Project::sqlite()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn campaign_story_on_postgres() {
+    let Some(p) = Project::postgres().await else {
+        return;
+    };
+    campaign_story(p).await;
+}
+
+/// Failures are retried after the type's backoff, then the task fails with the last error;
+/// `tickler tasks retry` runs it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_handler_is_retried_after_its_backoff_then_fails() {
+    let p = Project::sqlite();
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(503).set_body_string("down"))
+        .up_to_n_times(3)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_string("{}"))
+        .mount(&server)
+        .await;
+    p.write_config(
+        "",
+        &format!(
+            "[queue.retry.custom]\nbackoff = [\"5m\", \"15m\"]\nmax_retries = 2\n\n\
+             [queue.handlers.crm]\nkind = \"http\"\nmethod = \"POST\"\nurl = \"{}/hook\"\n",
+            server.uri()
+        ),
+    );
+    let store = p.store().await;
+    let t0 = utc("2026-06-01T08:00:00Z");
+    let config = p.config();
+    let daemon = TestDaemon::start(config.clone(), t0).await;
+    let msg = commands::enqueue(
+        &store,
+        &config,
+        EnqueueArgs {
+            task_type: "custom".into(),
+            after: Some("0s".into()),
+            data: Some(r#"{"handler": "crm", "customer": 42}"#.into()),
+            ..Default::default()
+        },
+        t0,
+    )
+    .await
+    .unwrap();
+    let id = msg.split_whitespace().nth(2).unwrap().to_string();
+    let first = wait_for("the first retry", Duration::from_secs(30), || async {
+        let t = task(&store, &id).await;
+        (t.retry_count == 1).then_some(t)
+    })
+    .await;
+    assert_eq!(first.status, "pending");
+    assert_eq!(first.scheduled_for, t0 + TimeDelta::minutes(5));
+    assert!(
+        first
+            .error_message
+            .as_deref()
+            .unwrap()
+            .contains("answered 503")
+    );
+    daemon.clock.advance(Duration::from_secs(300));
+    let second = wait_for("the second retry", Duration::from_secs(30), || async {
+        let t = task(&store, &id).await;
+        (t.retry_count == 2).then_some(t)
+    })
+    .await;
+    assert_eq!(second.scheduled_for, t0 + TimeDelta::minutes(20));
+    daemon.clock.advance(Duration::from_secs(900));
+    let failed = wait_status(&store, &id, "failed").await;
+    assert_eq!(failed.attempts, 3);
+    assert!(
+        failed
+            .error_message
+            .as_deref()
+            .unwrap()
+            .ends_with("(after 2 retries)"),
+        "{:?}",
+        failed.error_message
+    );
+    // The handler got the task as JSON with its idempotency key, each time.
+    let requests = server.received_requests().await.unwrap();
+    assert_eq!(requests.len(), 3);
+    for r in &requests {
+        assert_eq!(
+            r.headers.get("idempotency-key").unwrap().to_str().unwrap(),
+            id
+        );
+        let body: Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(body["data"]["customer"], 42);
+    }
+    let out = commands::retry(&store, &id, daemon.clock.now())
+        .await
+        .unwrap();
+    assert_eq!(out, format!("task {id} is pending again, due now"));
+    let done = wait_status(&store, &id, "completed").await;
+    assert_eq!(done.attempts, 4);
+    daemon.stop().await;
+    store.close().await;
+}
+
+/// A send whose dedup key is already `sent` (the attempt before a crash sent it) is not sent
+/// again: the task completes and says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_send_after_a_crash_never_sends_twice() {
+    let p = Project::sqlite();
+    let smtp = SmtpServer::start(p.path());
+    email_config(&p, &smtp, "");
+    let store = p.store().await;
+    let t0 = utc("2026-06-01T08:00:00Z");
+    billing_data(&store, t0).await;
+    let config = p.config();
+    let msg = commands::enqueue(
+        &store,
+        &config,
+        EnqueueArgs {
+            task_type: "send_email".into(),
+            after: Some("1m".into()),
+            data: Some(r#"{"tone": "firm"}"#.into()),
+            invoice: Some("A-1".into()),
+            ..Default::default()
+        },
+        t0,
+    )
+    .await
+    .unwrap();
+    let id = msg.split_whitespace().nth(2).unwrap().to_string();
+    let Store::Sqlite(s) = &store else {
+        unreachable!()
+    };
+    sqlx::query(
+        "INSERT INTO notification_log (id, dedup_key, channel, recipient, status, created_at, updated_at)
+         VALUES ('x', $1, 'email', 'ana@example.com', 'sent', $2, $2)",
+    )
+    .bind(format!("task:{id}"))
+    .bind(ts(t0))
+    .execute(s.pool())
+    .await
+    .unwrap();
+    let daemon = TestDaemon::start(config, t0 + TimeDelta::minutes(2)).await;
+    let done = wait_status(&store, &id, "completed").await;
+    assert_eq!(result(&done)["already_sent"], true);
+    daemon.stop().await;
+    assert!(smtp.messages().is_empty());
+    store.close().await;
+}
+
+/// Two daemons on one PostgreSQL work one queue: every task runs exactly once, and both
+/// take part.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_daemons_on_one_postgres_run_every_task_once() {
+    let Some(p) = Project::postgres().await else {
+        return;
+    };
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_millis(20)))
+        .mount(&server)
+        .await;
+    p.write_config(
+        "",
+        &format!(
+            "[queue]\nbatch = 10\nconcurrency = 20\n\n\
+             [queue.handlers.crm]\nkind = \"http\"\nmethod = \"POST\"\nurl = \"{}/hook\"\n",
+            server.uri()
+        ),
+    );
+    let store = p.store().await;
+    let config = p.config();
+    let t0 = utc("2026-06-01T08:00:00Z");
+    let clock = std::sync::Arc::new(tickler::daemon::ManualClock::new(t0));
+    let a = TestDaemon::start_with_clock(config.clone(), clock.clone()).await;
+    let b = TestDaemon::start_with_clock(config.clone(), clock.clone()).await;
+    let requests: Vec<_> = (0..300)
+        .map(|i| {
+            let mut r = tickler::queue::TaskRequest::new(tickler::queue::TaskType::Custom, t0);
+            r.data = Some(serde_json::json!({ "handler": "crm", "n": i }));
+            r
+        })
+        .collect();
+    let ids = tickler::queue::runner::enqueue(&store, &config.queue, requests, t0)
+        .await
+        .unwrap();
+    wait_for("300 tasks completed", Duration::from_secs(60), || async {
+        (tasks(&store, Some("completed")).await.len() == 300).then_some(())
+    })
+    .await;
+    let done = tasks(&store, Some("completed")).await;
+    assert!(
+        done.iter().all(|t| t.attempts == 1),
+        "no task was claimed twice"
+    );
+    let owners: std::collections::HashSet<_> =
+        done.iter().filter_map(|t| t.lease_owner.clone()).collect();
+    assert_eq!(owners.len(), 2, "both daemons ran tasks");
+    let mut keys: Vec<String> = server
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| {
+            r.headers
+                .get("idempotency-key")
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    keys.sort();
+    let mut expected = ids.clone();
+    expected.sort();
+    assert_eq!(keys, expected, "each task called its handler exactly once");
+    a.stop().await;
+    b.stop().await;
+    store.close().await;
+}
+
+fn spawn_daemon(p: &Project) -> Child {
+    Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(p.config_path())
+        .current_dir(p.path())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start tickler")
+}
+
+fn lines(path: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(String::from)
+        .collect()
+}
+
+/// kill -9 of the daemon running a task: its handler dies with it, and another daemon reclaims
+/// the task when the lease expires and completes it once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_of_a_killed_daemon_is_reclaimed_after_its_lease() {
+    let Some(p) = Project::postgres().await else {
+        return;
+    };
+    let dir = p.path().display().to_string();
+    p.write_config(
+        "",
+        &format!(
+            "[queue]\nlease = \"2s\"\n\n[queue.handlers.slow]\nkind = \"command\"\nshell = true\n\
+             command = [\"echo $TICKLER_TASK_ID >> {dir}/started; sleep 3; echo $TICKLER_TASK_ID >> {dir}/done\"]\n"
+        ),
+    );
+    let store = p.store().await;
+    let mut first = spawn_daemon(&p);
+    let out = p.cli(&[
+        "tasks",
+        "enqueue",
+        "--type",
+        "custom",
+        "--in",
+        "0s",
+        "--data",
+        r#"{"handler": "slow"}"#,
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let id = stdout(&out).split_whitespace().nth(2).unwrap().to_string();
+    let started = p.path().join("started");
+    wait_for("the handler to start", Duration::from_secs(30), || async {
+        (lines(&started).len() == 1).then_some(())
+    })
+    .await;
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let mut second = spawn_daemon(&p);
+    let t = wait_status(&store, &id, "completed").await;
+    assert_eq!(t.attempts, 2, "started twice: once by each daemon");
+    assert_eq!(t.retry_count, 1, "the lost attempt counts as a failed one");
+    assert_eq!(lines(&started), vec![id.clone(), id.clone()]);
+    assert_eq!(
+        lines(&p.path().join("done")),
+        vec![id.clone()],
+        "completed once"
+    );
+    second.kill().unwrap();
+    second.wait().unwrap();
+    store.close().await;
+}
+
+/// Bad input is refused with a message that says what to do, and writes nothing.
+#[tokio::test]
+async fn bad_task_and_campaign_input_is_refused_and_writes_nothing() {
+    let p = Project::sqlite();
+    p.write_config(
+        "",
+        "[channels.email]\nfrom = \"b@acme.test\"\n\n[templates]\nvars = { company = \"Acme\" }\n",
+    );
+    let store = p.store().await;
+    billing_data(&store, Utc::now()).await;
+    let err = |args: &[&str]| {
+        let out = p.cli(args);
+        assert!(
+            !out.status.success(),
+            "{args:?} succeeded: {}",
+            stdout(&out)
+        );
+        stderr(&out).trim().to_string()
+    };
+    assert_eq!(
+        err(&["tasks", "enqueue", "--type", "send_sms", "--in", "1m"]),
+        "error: unknown task type `send_sms`: expected one of `send_email`, `follow_up`, \
+         `check_payment`, `escalate`, `pause_campaign`, `resume_campaign`, `custom`"
+    );
+    assert_eq!(
+        err(&[
+            "tasks",
+            "enqueue",
+            "--type",
+            "send_email",
+            "--in",
+            "1m",
+            "--invoice",
+            "A-1",
+            "--data",
+            "{\"tone\": firm}"
+        ]),
+        "error: invalid JSON in `--data`: expected ident at line 1 column 11; write an object \
+         such as '{\"tone\": \"firm\"}'"
+    );
+    let past = err(&[
+        "tasks",
+        "enqueue",
+        "--type",
+        "check_payment",
+        "--invoice",
+        "A-1",
+        "--at",
+        "2020-01-01T00:00:00Z",
+    ]);
+    assert!(
+        past.starts_with("error: `--at 2020-01-01T00:00:00Z` is in the past (it is now ")
+            && past.ends_with("); to run a task at once use `--in 0s`"),
+        "{past}"
+    );
+    assert_eq!(
+        err(&[
+            "tasks",
+            "enqueue",
+            "--type",
+            "send_email",
+            "--in",
+            "1m",
+            "--invoice",
+            "A-1",
+            "--data",
+            "{\"tone\": \"rude\"}"
+        ]),
+        "error: no template for the tone `rude`: add `rude.j2` to the templates directory or use \
+         one of: custom-message, escalation-1, escalation-2, escalation-3, firm, friendly, \
+         professional, stats-report, urgent"
+    );
+    assert_eq!(
+        err(&[
+            "tasks",
+            "enqueue",
+            "--type",
+            "send_email",
+            "--in",
+            "1m",
+            "--data",
+            "{\"colour\": \"red\"}"
+        ]),
+        "error: invalid data for a `send_email` task: unknown field `colour`, expected one of \
+         `tone`, `templateId`, `subject`, `body`; it takes `tone`, `templateId`, `subject` and \
+         `body`"
+    );
+    assert_eq!(
+        err(&[
+            "tasks",
+            "enqueue",
+            "--type",
+            "custom",
+            "--in",
+            "1m",
+            "--data",
+            "{\"handler\": \"crm\"}"
+        ]),
+        "error: no handler `crm` for a `custom` task: add `[queue.handlers.crm]` to config.toml \
+         (none is configured)"
+    );
+    assert_eq!(
+        err(&["tasks", "enqueue", "--type", "follow_up", "--in", "1m"]),
+        "error: a `follow_up` task needs an invoice (`--invoice NUMBER`)"
+    );
+    // A cancelled (completed) campaign takes no new tasks, and cannot be resumed.
+    let out = p.cli(&["campaign", "create", "--name", "q1", "--invoices", "A-1"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(p.cli(&["invoice", "mark-paid", "A-1"]).status.success());
+    assert_eq!(
+        err(&[
+            "tasks",
+            "enqueue",
+            "--type",
+            "check_payment",
+            "--in",
+            "1m",
+            "--campaign",
+            "q1"
+        ]),
+        "error: campaign `q1` is completed (its tasks were cancelled); create a new campaign instead"
+    );
+    assert_eq!(
+        err(&["campaign", "resume", "q1"]),
+        "error: cannot resume campaign `q1`: it is completed (a completed campaign stays \
+         completed; create a new one)"
+    );
+    assert_eq!(
+        err(&[
+            "campaign",
+            "create",
+            "--name",
+            "q2",
+            "--invoices",
+            "A-1,Z-9"
+        ]),
+        "error: no invoice numbered `Z-9`"
+    );
+    assert_eq!(
+        err(&["campaign", "create", "--name", "q2", "--invoices", "A-1"]),
+        "error: invoice A-1 is paid; a campaign takes open invoices"
+    );
+    assert_eq!(
+        err(&["tasks", "cancel", "nope"]),
+        "error: `nope` is not a task id: use the UUID `tickler tasks list` shows"
+    );
+    // Nothing was written by the refused commands: only the campaign's first email, cancelled.
+    let all = tasks(&store, None).await;
+    assert_eq!(all.len(), 1, "{all:?}");
+    assert_eq!(all[0].status, "cancelled");
+    assert_eq!(
+        err(&["tasks", "retry", &uuid::Uuid::nil().to_string()]),
+        "error: no task 00000000-0000-0000-0000-000000000000"
+    );
+    assert_eq!(
+        err(&["tasks", "cancel", &all[0].id]),
+        format!(
+            "error: task {} is cancelled; only a pending task can be cancelled",
+            all[0].id
+        )
+    );
+    assert_eq!(store.campaigns().await.unwrap().len(), 1);
+    store.close().await;
+}
+
+/// Pausing a campaign cancels its pending tasks in the same transaction; resuming schedules
+/// each invoice's next email again.
+#[tokio::test]
+async fn pause_cancels_and_resume_reschedules() {
+    let p = Project::sqlite();
+    p.write_config(
+        "",
+        "[channels.email]\nfrom = \"b@acme.test\"\n\n[templates]\nvars = { company = \"Acme\" }\n",
+    );
+    let store = p.store().await;
+    billing_data(&store, Utc::now()).await;
+    let out = p.cli(&[
+        "campaign",
+        "create",
+        "--name",
+        "spring",
+        "--invoices",
+        "A-1,B-1",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = p.cli(&["campaign", "pause", "spring"]);
+    assert_eq!(
+        stdout(&out),
+        "paused campaign `spring`; its pending tasks are cancelled\n"
+    );
+    assert_eq!(tasks(&store, Some("cancelled")).await.len(), 2);
+    assert!(tasks(&store, Some("pending")).await.is_empty());
+    let out = p.cli(&["campaign", "resume", "spring"]);
+    assert_eq!(
+        stdout(&out),
+        "resumed campaign `spring`; scheduled 2 emails\n"
+    );
+    let pending = tasks(&store, Some("pending")).await;
+    assert_eq!(pending.len(), 2);
+    assert!(pending.iter().all(|t| t.task_type == "send_email"));
+    let list = stdout(&p.cli(&["campaign", "list"]));
+    assert!(
+        list.contains("spring                    active           2        2"),
+        "{list}"
+    );
+    store.close().await;
+}
