@@ -5,16 +5,18 @@
 # PostgreSQL: TICKLER_BENCH_POSTGRES_URL, or a throwaway cluster started here with initdb/pg_ctl.
 # Usage: bench/run.sh [idle seconds, default 60]
 #        bench/run.sh reminders [OPTIONS of benches/reminders.rs]   (that benchmark alone)
+#        bench/run.sh queue [OPTIONS of benches/queue.rs]           (the task queue: burn-down
+#            and steady load with `tickler run` daemons, PostgreSQL x1, x2 and SQLite)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-only_reminders=
-reminders_args=()
+only=
+only_args=()
 benches=(scheduler reminders)
-if [ "${1:-}" = reminders ]; then
-    only_reminders=1
+if [ "${1:-}" = reminders ] || [ "${1:-}" = queue ]; then
+    only="$1"
     shift
-    reminders_args=("$@")
-    benches=(reminders)
+    only_args=("$@")
+    benches=("$only")
 fi
 seconds="${1:-60}"
 for b in "${benches[@]}"; do
@@ -36,8 +38,8 @@ if [ -z "$pg_url" ]; then
     pg_url="postgres://postgres@127.0.0.1:$port/postgres"
 fi
 
-if [ -n "$only_reminders" ]; then
-    TICKLER_BENCH_POSTGRES_URL="$pg_url" cargo bench --quiet --bench reminders -- "${reminders_args[@]}"
+if [ -n "$only" ]; then
+    TICKLER_BENCH_POSTGRES_URL="$pg_url" cargo bench --quiet --bench "$only" -- "${only_args[@]}"
     exit 0
 fi
 
