@@ -7,10 +7,10 @@
 //! `cargo bench --bench queue [-- OPTIONS]`; `bench/run.sh queue [OPTIONS]` runs it against a
 //! throwaway PostgreSQL cluster started there.
 //!
-//! - PostgreSQL: `TICKLER_BENCH_POSTGRES_URL` (an admin URL; the database `tickler_bench_queue`
-//!   next to it is dropped and created again for every run), else a throwaway cluster started
-//!   here with `initdb`/`pg_ctl` (as the `postgres` user when run as root), with PostgreSQL's
-//!   default settings (fsync and synchronous_commit on) except `max_connections = 200`.
+//! - PostgreSQL: `TICKLER_BENCH_POSTGRES_URL`, an admin URL (`bench/run.sh` starts a throwaway
+//!   cluster with PostgreSQL's default settings, fsync and synchronous_commit on, except
+//!   `max_connections = 200`); the database `tickler_bench_queue` next to it is dropped and
+//!   created again for every run.
 //! - SQLite: a fresh file in a temporary directory for every run.
 //! - The daemons are the release binary of this package (`CARGO_BIN_EXE_tickler`, built by
 //!   `cargo bench`), started as `tickler run --config X` with `TICKLER_LOG=warn`, each with its
@@ -72,52 +72,13 @@ use serde_json::json;
 use tickler::config::DatabaseUrl;
 use tickler::queue::{QueueConfig, TaskRequest, TaskType};
 use tickler::store::Store;
-use tickler::store::queue::{NewTask, TaskFinish};
+use tickler::store::queue::{CLAIM_PG, FINISH, NEXT_TASK, NewTask, TaskFinish};
+
+mod common;
+use common::{arg, host_busy, pg_url_with_db, postgres_cpu, proc_cpu};
 
 const PG_DB: &str = "tickler_bench_queue";
 const BIN: &str = env!("CARGO_BIN_EXE_tickler");
-
-/// A copy of the store's claim statement (`CLAIM_PG` in src/store/queue.rs, private there),
-/// only for `EXPLAIN`: keep it in step with the original.
-const CLAIM_PG_COPY: &str = "
-WITH due AS (
-    SELECT id FROM scheduled_tasks
-     WHERE status = 'pending' AND scheduled_for <= $1
-     ORDER BY priority DESC, scheduled_for
-     LIMIT $4
-       FOR UPDATE SKIP LOCKED)
-UPDATE scheduled_tasks t
-   SET status = 'executing', lease_owner = $2, lease_expires_at = $3, executed_at = $1,
-       updated_at = $1, attempts = t.attempts + 1
-  FROM due WHERE t.id = due.id
-RETURNING t.id::text AS id";
-
-/// A copy of the store's finish statement (`FINISH`, with `ROWS($1)` as the store writes it
-/// for PostgreSQL), only for `EXPLAIN`.
-const FINISH_PG_COPY: &str = "
-UPDATE scheduled_tasks
-   SET status = r.value->>'status',
-       scheduled_for = COALESCE((r.value->>'scheduled_for')::timestamptz, scheduled_for),
-       error_message = r.value->>'error',
-       retry_count = (r.value->>'retry_count')::integer,
-       result = COALESCE((r.value->>'result')::jsonb, result),
-       completed_at = CASE WHEN r.value->>'status' = 'pending' THEN NULL ELSE $3 END,
-       lease_expires_at = NULL, updated_at = $3
-  FROM jsonb_array_elements($1::jsonb) AS r(value)
- WHERE scheduled_tasks.id = (r.value->>'id')::uuid
-   AND scheduled_tasks.status = 'executing' AND scheduled_tasks.lease_owner = $2";
-
-/// A copy of `Store::next_task_time`'s query, run after every claim that was not full.
-const NEXT_TASK_COPY: &str = "SELECT min(t) FROM (
-      SELECT min(scheduled_for) AS t FROM scheduled_tasks WHERE status = 'pending'
-      UNION ALL
-      SELECT min(lease_expires_at) FROM scheduled_tasks WHERE status = 'executing') x";
-
-fn arg(args: &[String], name: &str) -> Option<String> {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1).cloned())
-}
 
 fn num<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
     match arg(args, name) {
@@ -247,23 +208,15 @@ fn main() {
         .build()
         .unwrap();
     let pg_needed = setups.iter().any(|s| s.backend == Backend::Postgres);
-    let mut cluster = None;
-    let admin = if pg_needed {
-        match std::env::var("TICKLER_BENCH_POSTGRES_URL")
+    let admin = pg_needed.then(|| {
+        std::env::var("TICKLER_BENCH_POSTGRES_URL")
             .ok()
             .filter(|u| !u.is_empty())
-        {
-            Some(u) => Some(u),
-            None => {
-                let c = Cluster::start().unwrap_or_else(|e| panic!("no PostgreSQL: {e}"));
-                let url = c.url.clone();
-                cluster = Some(c);
-                Some(url)
-            }
-        }
-    } else {
-        None
-    };
+            .expect(
+                "set TICKLER_BENCH_POSTGRES_URL to an admin URL, or run `bench/run.sh queue`, \
+                 which starts a throwaway cluster",
+            )
+    });
     let pg_version = admin.as_deref().map(|a| rt.block_on(pg_version(a)));
     println!(
         "queue: {} tasks burn-down, then {} tasks/s for {} s (lead {:?} ms); setups: {}; \
@@ -328,7 +281,6 @@ fn main() {
         }
     }
     print_results(&results, &opts);
-    drop(cluster);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -982,7 +934,7 @@ async fn print_plans(store: &Store, setting: Setting, when: &str) {
     let Store::Postgres(pg) = store else { return };
     let now = Utc::now();
     let mut tx = pg.pool().begin().await.unwrap();
-    let text = format!("EXPLAIN (ANALYZE, BUFFERS) {CLAIM_PG_COPY}");
+    let text = format!("EXPLAIN (ANALYZE, BUFFERS) {CLAIM_PG}");
     let plan: Vec<String> = sqlx::query_scalar(&text)
         .bind(now)
         .bind("bench-explain")
@@ -1016,7 +968,7 @@ async fn print_plans(store: &Store, setting: Setting, when: &str) {
             })
             .collect();
         let plan: Vec<String> =
-            sqlx::query_scalar(&format!("EXPLAIN (ANALYZE, BUFFERS) {FINISH_PG_COPY}"))
+            sqlx::query_scalar(&format!("EXPLAIN (ANALYZE, BUFFERS) {}", store.sql(FINISH)))
                 .bind(serde_json::to_string(&finishes).unwrap())
                 .bind("bench-explain")
                 .bind(now)
@@ -1031,11 +983,10 @@ async fn print_plans(store: &Store, setting: Setting, when: &str) {
         );
     }
     tx.rollback().await.unwrap();
-    let plan: Vec<String> =
-        sqlx::query_scalar(&format!("EXPLAIN (ANALYZE, BUFFERS) {NEXT_TASK_COPY}"))
-            .fetch_all(pg.pool())
-            .await
-            .unwrap();
+    let plan: Vec<String> = sqlx::query_scalar(&format!("EXPLAIN (ANALYZE, BUFFERS) {NEXT_TASK}"))
+        .fetch_all(pg.pool())
+        .await
+        .unwrap();
     println!("-- next_task_time plan ({when}):\n{}\n", plan.join("\n"));
 }
 
@@ -1149,15 +1100,6 @@ fn logs_tail(daemons: &[Daemon]) -> String {
 // ---------------------------------------------------------------------------------------------
 // CPU from /proc
 
-/// User + system CPU of a process from `/proc/PID/stat`, in µs (clock-tick resolution).
-fn proc_cpu(stat: &str) -> Option<f64> {
-    let fields: Vec<&str> = stat.rsplit_once(") ")?.1.split_whitespace().collect();
-    // SAFETY: sysconf has no preconditions.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    let t = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
-    Some(t / ticks * 1e6)
-}
-
 fn pids_cpu(pids: &[u32]) -> f64 {
     pids.iter()
         .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
@@ -1165,71 +1107,8 @@ fn pids_cpu(pids: &[u32]) -> f64 {
         .sum()
 }
 
-/// CPU of every `postgres` process of the host, in µs. A backend that exits takes its CPU with
-/// it, so this is a lower bound (the daemons keep their connections).
-fn postgres_cpu() -> f64 {
-    let mut total = 0.0;
-    if let Ok(dir) = std::fs::read_dir("/proc") {
-        for e in dir.flatten() {
-            if !e
-                .file_name()
-                .to_string_lossy()
-                .bytes()
-                .all(|b| b.is_ascii_digit())
-            {
-                continue;
-            }
-            if let Ok(stat) = std::fs::read_to_string(e.path().join("stat"))
-                && stat.contains("(postgres)")
-            {
-                total += proc_cpu(&stat).unwrap_or(0.0);
-            }
-        }
-    }
-    total
-}
-
-/// Busy CPU of the whole host (every core) from `/proc/stat`, in µs.
-fn host_busy() -> f64 {
-    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let fields: Vec<f64> = stat
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|v| v.parse().ok())
-        .collect();
-    // user nice system idle iowait irq softirq steal
-    let busy: f64 = [0, 1, 2, 5, 6, 7]
-        .iter()
-        .filter_map(|i| fields.get(*i))
-        .sum();
-    // SAFETY: sysconf has no preconditions.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    busy / ticks * 1e6
-}
-
 // ---------------------------------------------------------------------------------------------
 // PostgreSQL
-
-fn pg_url_with_db(url: &str, db: &str) -> String {
-    let (scheme, rest) = url.split_once("://").expect("a postgres:// URL");
-    let (authority, query) = match rest.find('/') {
-        Some(i) => {
-            let path = &rest[i..];
-            (
-                &rest[..i],
-                path.find('?').map(|q| &path[q..]).unwrap_or_default(),
-            )
-        }
-        None => (
-            rest.split('?').next().unwrap_or(rest),
-            rest.find('?').map(|q| &rest[q..]).unwrap_or_default(),
-        ),
-    };
-    format!("{scheme}://{authority}/{db}{query}")
-}
 
 async fn pg_version(admin: &str) -> String {
     use sqlx::Connection;
@@ -1287,122 +1166,6 @@ async fn fresh_pg_database(admin: &str, set: &[(String, String)]) -> String {
 
 /// A throwaway cluster (as tests/it/helpers does, but with PostgreSQL's default durability
 /// settings), stopped and removed when dropped.
-struct Cluster {
-    url: String,
-    base: PathBuf,
-    pg_ctl: PathBuf,
-}
-
-fn pg_bin(name: &str) -> Option<PathBuf> {
-    if let Ok(path) = std::env::var("PATH") {
-        for dir in std::env::split_paths(&path) {
-            if dir.join(name).is_file() && dir.join("pg_ctl").is_file() {
-                return Some(dir.join(name));
-            }
-        }
-    }
-    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .ok()?
-        .filter_map(|e| e.ok().map(|e| e.path().join("bin").join(name)))
-        .filter(|p| p.is_file())
-        .collect();
-    versions.sort();
-    versions.pop()
-}
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
-/// Runs a PostgreSQL tool, as the `postgres` user when we are root (initdb refuses root).
-fn pg_command(bin: &Path) -> Command {
-    if is_root() {
-        let mut c = Command::new("runuser");
-        c.args(["-u", "postgres", "--"]).arg(bin);
-        c
-    } else {
-        Command::new(bin)
-    }
-}
-
-impl Cluster {
-    fn start() -> Result<Cluster, String> {
-        let initdb = pg_bin("initdb").ok_or("no `initdb` on PATH or under /usr/lib/postgresql")?;
-        let pg_ctl = pg_bin("pg_ctl").ok_or("no `pg_ctl`")?;
-        let base = tempfile::Builder::new()
-            .prefix("tickler-bench-pg-")
-            .tempdir()
-            .map_err(|e| e.to_string())?
-            .keep();
-        let data = base.join("data");
-        std::fs::create_dir(&data).map_err(|e| e.to_string())?;
-        if is_root() {
-            let status = Command::new("chown")
-                .args(["-R", "postgres:postgres"])
-                .arg(&base)
-                .status()
-                .map_err(|e| e.to_string())?;
-            if !status.success() {
-                return Err("cannot chown the cluster directory to `postgres`".into());
-            }
-        }
-        let out = pg_command(&initdb)
-            .args(["-A", "trust", "-U", "postgres", "-E", "UTF8", "-D"])
-            .arg(&data)
-            .output()
-            .map_err(|e| e.to_string())?;
-        if !out.status.success() {
-            return Err(format!(
-                "initdb failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            ));
-        }
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map_err(|e| e.to_string())?
-            .port();
-        let opts = format!(
-            "-c listen_addresses=127.0.0.1 -p {port} -k {} -c max_connections=200",
-            data.display()
-        );
-        let out = pg_command(&pg_ctl)
-            .args(["start", "-w", "-t", "60", "-D"])
-            .arg(&data)
-            .arg("-l")
-            .arg(data.join("log"))
-            .arg("-o")
-            .arg(opts)
-            .output()
-            .map_err(|e| e.to_string())?;
-        if !out.status.success() {
-            let log = std::fs::read_to_string(data.join("log")).unwrap_or_default();
-            return Err(format!(
-                "pg_ctl start failed: {}{log}",
-                String::from_utf8_lossy(&out.stderr)
-            ));
-        }
-        Ok(Cluster {
-            url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
-            base,
-            pg_ctl,
-        })
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = pg_command(&self.pg_ctl)
-            .args(["stop", "-m", "fast", "-D"])
-            .arg(self.base.join("data"))
-            .output();
-        let _ = std::fs::remove_dir_all(&self.base);
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Results
-
 fn print_results(results: &[RunResult], opts: &Opts) {
     println!("\n## Results\n");
     let mut changed = vec![];

@@ -267,8 +267,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Migrate => {
             let config = config::load(&cli.config)?;
-            let store = Store::connect(&config.daemon.database_url).await?;
-            store.migrate().await?;
+            let store = open_store(&config).await?;
             println!("migrated {}", config.daemon.database_url);
             store.close().await;
             Ok(ExitCode::SUCCESS)
@@ -280,8 +279,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             format,
         } => {
             let config = config::load(&cli.config)?;
-            let store = Store::connect(&config.daemon.database_url).await?;
-            store.migrate().await?;
+            let store = open_store(&config).await?;
             let rows = store.history(&HistoryFilter { job, status, limit }).await?;
             store.close().await;
             match format {
@@ -360,8 +358,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             number_prefix,
         } => {
             let config = config::load(&cli.config)?;
-            let store = Store::connect(&config.daemon.database_url).await?;
-            store.migrate().await?;
+            let store = open_store(&config).await?;
             let result = import::import(&store, table, &file, &number_prefix).await;
             store.close().await;
             let n = result?;
@@ -377,8 +374,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                 },
         } => {
             let config = config::load(&cli.config)?;
-            let store = Store::connect(&config.daemon.database_url).await?;
-            store.migrate().await?;
+            let store = open_store(&config).await?;
             let result =
                 mark_paid(&store, &number, paid_at.unwrap_or_else(Utc::now), reference).await;
             store.close().await;
@@ -387,8 +383,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Tasks { command } => {
             let config = config::load(&cli.config)?;
-            let store = Store::connect(&config.daemon.database_url).await?;
-            store.migrate().await?;
+            let store = open_store(&config).await?;
             let result = tasks_command(&store, &config, command).await;
             store.close().await;
             print!("{}", result?);
@@ -396,8 +391,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Campaign { command } => {
             let config = config::load(&cli.config)?;
-            let store = Store::connect(&config.daemon.database_url).await?;
-            store.migrate().await?;
+            let store = open_store(&config).await?;
             let result = campaign_command(&store, &config, command).await;
             store.close().await;
             print!("{}", result?);
@@ -405,8 +399,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Demo => {
             let config = config::load(&cli.config)?;
-            let store = Store::connect(&config.daemon.database_url).await?;
-            store.migrate().await?;
+            let store = open_store(&config).await?;
             let today = Utc::now()
                 .with_timezone(&config.daemon.timezone)
                 .date_naive();
@@ -430,6 +423,13 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Opens the config's database, its schema brought up to date.
+async fn open_store(config: &Config) -> anyhow::Result<Store> {
+    let store = Store::connect(&config.daemon.database_url).await?;
+    store.migrate().await?;
+    Ok(store)
 }
 
 /// `tickler tasks …`, returning what it prints.
@@ -563,8 +563,7 @@ async fn mark_paid(
 
 /// `tickler run --demo`: demo data in an empty database, then every enabled job once.
 async fn run_demo(config: &Config) -> anyhow::Result<()> {
-    let store = Store::connect(&config.daemon.database_url).await?;
-    store.migrate().await?;
+    let store = open_store(config).await?;
     let today = Utc::now()
         .with_timezone(&config.daemon.timezone)
         .date_naive();

@@ -265,17 +265,8 @@ fn campaign_defaults(
     }
     if let Some(notifier) = notifier {
         for (tone, span) in tones {
-            if !notifier.templates.has(&tone) {
-                let known: Vec<&str> = notifier.templates.names().collect();
-                c.push(
-                    "invalid `[queue.campaigns]`",
-                    Some(span),
-                    format!(
-                        "no template for the tone `{tone}`: add `{tone}.j2` to the templates \
-                         directory or use one of: {}",
-                        known.join(", ")
-                    ),
-                );
+            if let Err(e) = notifier.templates.require(&tone, "tone") {
+                c.push("invalid `[queue.campaigns]`", Some(span), e);
             }
         }
     }

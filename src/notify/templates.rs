@@ -217,6 +217,19 @@ impl Templates {
         }
     }
 
+    /// Checks that a template exists for a tone (or other `what`) a task or campaign names.
+    pub fn require(&self, name: &str, what: &str) -> Result<(), String> {
+        if self.has(name) {
+            return Ok(());
+        }
+        let known: Vec<&str> = self.names().collect();
+        Err(format!(
+            "no template for the {what} `{name}`: add `{name}.j2` to the templates directory or \
+             use one of: {}",
+            known.join(", ")
+        ))
+    }
+
     /// Checks that `name` exists and renders for each of `channels` against `sample`.
     pub fn check(
         &self,

@@ -338,14 +338,11 @@ pub async fn create(
         None => d.escalation_tone.clone(),
     };
     for tone in stages.iter().chain(escalation.iter()) {
-        if !config.notifier.templates.has(tone) {
-            let known: Vec<&str> = config.notifier.templates.names().collect();
-            return input(format!(
-                "no template for the tone `{tone}`: add `{tone}.j2` to the templates directory \
-                 or use one of: {}",
-                known.join(", ")
-            ));
-        }
+        config
+            .notifier
+            .templates
+            .require(tone, "tone")
+            .map_err(CommandError::Input)?;
     }
     let send_hour = args.send_hour.unwrap_or(d.send_hour);
     if send_hour > 23 {

@@ -94,7 +94,7 @@ async fn run(env: &Env, task: &TaskRow, now: DateTime<Utc>) -> Result<Step, Fail
     };
     match (ty, parsed) {
         (TaskType::SendEmail | TaskType::FollowUp, TaskData::Email(d)) => {
-            send(env, task, now, campaign, d, None).await
+            send(env, task, ty, now, campaign, d, None).await
         }
         (TaskType::Escalate, TaskData::Escalate(d)) => {
             let tone = d
@@ -131,7 +131,7 @@ async fn run(env: &Env, task: &TaskRow, now: DateTime<Utc>) -> Result<Step, Fail
                 tone: Some(tone.clone()),
                 ..Default::default()
             };
-            send(env, task, now, campaign, d, Some(tone)).await
+            send(env, task, ty, now, campaign, d, Some(tone)).await
         }
         (TaskType::CheckPayment, _) => check_payment(env, task, campaign).await,
         (TaskType::PauseCampaign | TaskType::ResumeCampaign, _) => {
@@ -182,9 +182,11 @@ async fn load_campaign(env: &Env, id: &str) -> Result<(Campaign, Vec<MemberRow>)
 }
 
 /// Sends one email for `task`'s invoice; in a campaign, records it and schedules what follows.
+/// `escalation` is the tone an `escalate` task sets for the invoice's later emails.
 async fn send(
     env: &Env,
     task: &TaskRow,
+    ty: TaskType,
     now: DateTime<Utc>,
     campaign: Option<(Campaign, Vec<MemberRow>)>,
     data: EmailData,
@@ -266,7 +268,7 @@ async fn send(
                 }
                 // Too early (seed: "email too early"): the same task again when it is time.
                 let mut again = c.request(
-                    TaskType::parse(&task.task_type).unwrap_or(TaskType::FollowUp),
+                    ty,
                     task.task_data
                         .as_deref()
                         .and_then(|t| serde_json::from_str(t).ok())
@@ -349,7 +351,7 @@ async fn send(
         return Ok(Step::Done(result));
     };
     let sent = (m.attempts.max(0) + 1) as u32;
-    let tone = escalation.or(m.tone.clone());
+    let tone = escalation.clone().or(m.tone.clone());
     let next = c.next_after(sent, tone.as_deref());
     let mut new_tasks = vec![];
     if let Some((ty, data)) = next.clone() {
@@ -364,11 +366,7 @@ async fn send(
             campaign_id: c.row.id.clone(),
             sent: Some(Sent {
                 invoice_id: inv.id.clone(),
-                tone: if task.task_type == "escalate" {
-                    tone
-                } else {
-                    None
-                },
+                tone: escalation,
                 exhausted: next.is_none(),
             }),
             new_tasks,

@@ -150,18 +150,8 @@ impl TaskData {
                 "invalid data for a `{ty}` task: {e}; it takes {accepted}"
             ))
         };
-        let template = |name: &str, what: &str| -> Result<(), TaskError> {
-            if notifier.templates.has(name) {
-                Ok(())
-            } else {
-                let known: Vec<&str> = notifier.templates.names().collect();
-                Err(TaskError(format!(
-                    "no template for the {what} `{name}`: add `{name}.j2` to the templates \
-                     directory or use one of: {}",
-                    known.join(", ")
-                )))
-            }
-        };
+        let template =
+            |name: &str, what: &str| notifier.templates.require(name, what).map_err(TaskError);
         Ok(match ty {
             TaskType::SendEmail | TaskType::FollowUp => {
                 let d: EmailData = serde_json::from_value(data.clone()).map_err(bad)?;

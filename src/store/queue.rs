@@ -168,7 +168,8 @@ SELECT (r.value->>'id')::uuid, (r.value->>'org_id')::uuid, (r.value->>'campaign_
        (r.value->>'metadata')::jsonb, $2::timestamptz, $2::timestamptz
   FROM ROWS($1)";
 
-const CLAIM_PG: &str = "
+/// The claim on PostgreSQL; public so the benchmark explains the very text.
+pub const CLAIM_PG: &str = "
 WITH due AS (
     SELECT id FROM scheduled_tasks
      WHERE status = 'pending' AND scheduled_for <= $1
@@ -198,7 +199,8 @@ RETURNING id, org_id, campaign_id, invoice_id, customer_id, task_type, task_data
        scheduled_for, status, executed_at, error_message, retry_count, max_retries, priority,
        attempts, lease_owner, completed_at, result";
 
-const FINISH: &str = "
+/// Writes finished attempts (`ROWS($1)`: see [`Store::sql`]); public for the benchmark.
+pub const FINISH: &str = "
 UPDATE scheduled_tasks
    SET status = r.value->>'status',
        scheduled_for = COALESCE((r.value->>'scheduled_for')::timestamptz, scheduled_for),
@@ -210,6 +212,12 @@ UPDATE scheduled_tasks
   FROM ROWS($1)
  WHERE scheduled_tasks.id = (r.value->>'id')::uuid
    AND scheduled_tasks.status = 'executing' AND scheduled_tasks.lease_owner = $2";
+
+/// The earliest pending task or lease to reclaim; public for the benchmark.
+pub const NEXT_TASK: &str = "SELECT min(t) FROM (
+      SELECT min(scheduled_for) AS t FROM scheduled_tasks WHERE status = 'pending'
+      UNION ALL
+      SELECT min(lease_expires_at) FROM scheduled_tasks WHERE status = 'executing') x";
 
 /// Ends the memberships of a campaign (`$1`) whose invoice is no longer open.
 const SETTLE_PAID: &str = "
@@ -274,6 +282,43 @@ macro_rules! settle_campaign {
     }};
 }
 
+/// Pauses (`$pause`) an active campaign or resumes a paused one inside a transaction; a pause
+/// cancels its pending tasks, keeping a queued `resume_campaign` when `$keep_resume`. Returns
+/// whether the campaign was in the state to change.
+macro_rules! change_status {
+    ($tx:ident, $store:ident, $campaign:expr, $pause:expr, $keep_resume:expr, $now:expr) => {{
+        let (to, from) = if $pause {
+            ("paused", "active")
+        } else {
+            ("active", "paused")
+        };
+        let changed = sqlx::query(&$store.sql(
+            "UPDATE campaigns SET status = $2, updated_at = $4
+              WHERE id = $1::uuid AND status = $3",
+        ))
+        .bind($campaign)
+        .bind(to)
+        .bind(from)
+        .bind($now)
+        .execute(&mut *$tx)
+        .await
+        .doing("changing a campaign's status")?
+        .rows_affected()
+            == 1;
+        if changed && $pause {
+            sqlx::query(&$store.sql(CANCEL_CAMPAIGN))
+                .bind($campaign)
+                .bind($now)
+                .bind("cancelled: the campaign was paused")
+                .bind($keep_resume)
+                .execute(&mut *$tx)
+                .await
+                .doing("cancelling the tasks of a paused campaign")?;
+        }
+        changed
+    }};
+}
+
 /// Inserts tasks inside a transaction, in chunks.
 macro_rules! insert_tasks {
     ($tx:ident, $store:ident, $tasks:expr, $now:expr) => {{
@@ -291,6 +336,15 @@ macro_rules! insert_tasks {
 
 fn json_text<T: Serialize>(rows: &[T]) -> String {
     serde_json::to_string(rows).unwrap_or_else(|_| "[]".into())
+}
+
+/// `values` as the JSON array of objects `[{key: value}, ...]` that `ROWS($n)` reads.
+fn keyed(key: &str, values: &[String]) -> String {
+    let rows: Vec<Value> = values
+        .iter()
+        .map(|v| serde_json::json!({ key: v }))
+        .collect();
+    json_text(&rows)
 }
 
 /// A filter for `tickler tasks list`.
@@ -389,12 +443,8 @@ impl Store {
               WHERE lease_owner = $2 AND status = 'executing'
                 AND id IN (SELECT (r.value->>'id')::uuid FROM ROWS($1))",
         );
-        let ids: Vec<Value> = ids
-            .iter()
-            .map(|id| serde_json::json!({ "id": id }))
-            .collect();
         with_pool!(self, pool => sqlx::query(&text)
-            .bind(json_text(&ids))
+            .bind(keyed("id", ids))
             .bind(owner)
             .bind(until)
             .execute(pool)
@@ -433,10 +483,6 @@ impl Store {
         ids: &[String],
         now: DateTime<Utc>,
     ) -> Result<u64> {
-        let finishes: Vec<Value> = ids
-            .iter()
-            .map(|id| serde_json::json!({ "id": id }))
-            .collect();
         let text = self.sql(
             "UPDATE scheduled_tasks
                 SET status = 'pending', lease_owner = NULL, lease_expires_at = NULL,
@@ -446,7 +492,7 @@ impl Store {
                 AND id IN (SELECT (r.value->>'id')::uuid FROM ROWS($1))",
         );
         with_pool!(self, pool => sqlx::query(&text)
-            .bind(json_text(&finishes))
+            .bind(keyed("id", ids))
             .bind(owner)
             .bind(now)
             .execute(pool)
@@ -458,11 +504,7 @@ impl Store {
     /// When the runner must look again: the earliest pending task, or the earliest lease to
     /// reclaim.
     pub async fn next_task_time(&self) -> Result<Option<DateTime<Utc>>> {
-        let text = "SELECT min(t) FROM (
-              SELECT min(scheduled_for) AS t FROM scheduled_tasks WHERE status = 'pending'
-              UNION ALL
-              SELECT min(lease_expires_at) FROM scheduled_tasks WHERE status = 'executing') x";
-        with_pool!(self, pool => sqlx::query_scalar::<_, Option<DateTime<Utc>>>(text)
+        with_pool!(self, pool => sqlx::query_scalar::<_, Option<DateTime<Utc>>>(NEXT_TASK)
             .fetch_one(pool)
             .await
             .doing("reading the time of the next task"))
@@ -648,39 +690,8 @@ impl Store {
                     .await
                     .doing("settling paid invoices of a campaign")?;
             }
-            match step.set_status {
-                Some("paused") => {
-                    sqlx::query(&store.sql(
-                        "UPDATE campaigns SET status = 'paused', updated_at = $2
-                          WHERE id = $1::uuid AND status = 'active'",
-                    ))
-                    .bind(campaign)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await
-                    .doing("pausing a campaign")?;
-                    sqlx::query(&store.sql(CANCEL_CAMPAIGN))
-                        .bind(campaign)
-                        .bind(now)
-                        .bind("cancelled: the campaign was paused")
-                        .bind(true)
-                        .execute(&mut *tx)
-                        .await
-                        .doing("cancelling the tasks of a paused campaign")?;
-                }
-                Some(status) => {
-                    sqlx::query(&store.sql(
-                        "UPDATE campaigns SET status = $2, updated_at = $3
-                          WHERE id = $1::uuid AND status <> 'completed'",
-                    ))
-                    .bind(campaign)
-                    .bind(status)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await
-                    .doing("changing a campaign's status")?;
-                }
-                None => {}
+            if let Some(status) = step.set_status {
+                change_status!(tx, store, campaign, status == "paused", true, now);
             }
             insert_tasks!(tx, store, step.new_tasks, now);
             settle_campaign!(tx, store, campaign, now);
@@ -694,11 +705,6 @@ impl Store {
         let begin = self.begin_statement();
         let store = self;
         let stages = serde_json::to_string(&c.stages).unwrap_or_else(|_| "[]".into());
-        let members: Vec<Value> = c
-            .invoice_ids
-            .iter()
-            .map(|id| serde_json::json!({ "id": id }))
-            .collect();
         with_pool!(self, pool => {
             let mut tx = pool.begin_with(begin).await.doing("creating a campaign")?;
             sqlx::query(&store.sql(
@@ -723,7 +729,7 @@ impl Store {
                  SELECT $1::uuid, (r.value->>'id')::uuid FROM ROWS($2)",
             ))
             .bind(&c.id)
-            .bind(json_text(&members))
+            .bind(keyed("id", &c.invoice_ids))
             .execute(&mut *tx)
             .await
             .doing("adding invoices to a campaign")?;
@@ -801,40 +807,13 @@ impl Store {
     ) -> Result<bool> {
         let begin = self.begin_statement();
         let store = self;
-        let (to, from) = if pause {
-            ("paused", "active")
-        } else {
-            ("active", "paused")
-        };
         with_pool!(self, pool => {
             let mut tx = pool.begin_with(begin).await.doing("changing a campaign's status")?;
-            let changed = sqlx::query(&store.sql(
-                "UPDATE campaigns SET status = $2, updated_at = $4
-                  WHERE id = $1::uuid AND status = $3",
-            ))
-            .bind(campaign_id)
-            .bind(to)
-            .bind(from)
-            .bind(now)
-            .execute(&mut *tx)
-            .await
-            .doing("changing a campaign's status")?
-            .rows_affected()
-                == 1;
-            if !changed {
+            if !change_status!(tx, store, campaign_id, pause, false, now) {
                 tx.rollback().await.doing("changing a campaign's status")?;
                 return Ok(false);
             }
-            if pause {
-                sqlx::query(&store.sql(CANCEL_CAMPAIGN))
-                    .bind(campaign_id)
-                    .bind(now)
-                    .bind("cancelled: the campaign was paused")
-                    .bind(false)
-                    .execute(&mut *tx)
-                    .await
-                    .doing("cancelling the tasks of a paused campaign")?;
-            } else {
+            if !pause {
                 insert_tasks!(tx, store, resume_tasks, now);
             }
             tx.commit().await.doing("changing a campaign's status")?;
@@ -932,25 +911,17 @@ impl Store {
                       WHERE m.invoice_id = i.id AND m.status = 'active' AND c.status <> 'completed'
                       LIMIT 1) AS in_campaign
                FROM invoices i";
-        let rows: Vec<Value>;
-        let text = match numbers {
-            Some(list) => {
-                rows = list.iter().map(|n| serde_json::json!({ "n": n })).collect();
-                format!(
-                    "{select} WHERE i.number IN (SELECT r.value->>'n' FROM ROWS($1)) AND $2 = $2 ORDER BY i.number"
-                )
-            }
-            None => {
-                rows = vec![];
-                format!(
-                    "{select} WHERE i.status = 'open' AND i.due_date <= $2 AND $1 = $1 ORDER BY i.due_date, i.number"
-                )
-            }
-        };
+        let text = format!(
+            "{select}
+              WHERE CASE WHEN $3 THEN i.number IN (SELECT r.value->>'n' FROM ROWS($1))
+                         ELSE i.status = 'open' AND i.due_date <= $2 END
+              ORDER BY CASE WHEN $3 THEN NULL ELSE i.due_date END, i.number"
+        );
         let text = self.sql(&text);
         with_pool!(self, pool => sqlx::query_as::<_, CampaignCandidate>(&text)
-            .bind(json_text(&rows))
+            .bind(keyed("n", numbers.unwrap_or_default()))
             .bind(due_by)
+            .bind(numbers.is_some())
             .fetch_all(pool)
             .await
             .doing("reading the invoices of a new campaign"))

@@ -85,6 +85,17 @@ async fn task(store: &Store, id: &str) -> TaskRow {
     store.task(id).await.unwrap().expect("the task exists")
 }
 
+/// Queues a task as `tickler tasks enqueue` does; returns its id.
+async fn enqueue(
+    store: &Store,
+    config: &tickler::config::Config,
+    args: EnqueueArgs,
+    now: DateTime<Utc>,
+) -> String {
+    let msg = commands::enqueue(store, config, args, now).await.unwrap();
+    msg.split_whitespace().nth(2).unwrap().to_string()
+}
+
 fn data(t: &TaskRow) -> Value {
     serde_json::from_str(t.task_data.as_deref().unwrap_or("null")).unwrap()
 }
@@ -190,7 +201,7 @@ async fn campaign_story(p: Project) {
     // first, so it is the only one).
     commands::cancel(&store, &follow.id, t0).await.unwrap();
     let now = daemon.clock.now();
-    let msg = commands::enqueue(
+    let early_id = enqueue(
         &store,
         &config,
         EnqueueArgs {
@@ -203,9 +214,7 @@ async fn campaign_story(p: Project) {
         },
         now,
     )
-    .await
-    .unwrap();
-    let early_id = msg.split_whitespace().nth(2).unwrap().to_string();
+    .await;
     let early = wait_status(&store, &early_id, "completed").await;
     assert_eq!(result(&early)["rescheduled_to"], "2026-03-07T15:00:00Z");
     let follow = pending_of(&store, "A-1").await;
@@ -342,7 +351,7 @@ async fn a_failing_handler_is_retried_after_its_backoff_then_fails() {
     let t0 = utc("2026-06-01T08:00:00Z");
     let config = p.config();
     let daemon = TestDaemon::start(config.clone(), t0).await;
-    let msg = commands::enqueue(
+    let id = enqueue(
         &store,
         &config,
         EnqueueArgs {
@@ -353,9 +362,7 @@ async fn a_failing_handler_is_retried_after_its_backoff_then_fails() {
         },
         t0,
     )
-    .await
-    .unwrap();
-    let id = msg.split_whitespace().nth(2).unwrap().to_string();
+    .await;
     let first = wait_for("the first retry", Duration::from_secs(30), || async {
         let t = task(&store, &id).await;
         (t.retry_count == 1).then_some(t)
@@ -421,7 +428,7 @@ async fn a_retried_send_after_a_crash_never_sends_twice() {
     let t0 = utc("2026-06-01T08:00:00Z");
     billing_data(&store, t0).await;
     let config = p.config();
-    let msg = commands::enqueue(
+    let id = enqueue(
         &store,
         &config,
         EnqueueArgs {
@@ -433,9 +440,7 @@ async fn a_retried_send_after_a_crash_never_sends_twice() {
         },
         t0,
     )
-    .await
-    .unwrap();
-    let id = msg.split_whitespace().nth(2).unwrap().to_string();
+    .await;
     let Store::Sqlite(s) = &store else {
         unreachable!()
     };
