@@ -53,7 +53,7 @@
 //! - `--sqlite-checkpoint MS`: an experiment: during the steady load this process runs
 //!   `PRAGMA wal_checkpoint(PASSIVE)` every MS, so the WAL never reaches `wal_autocheckpoint`
 //!   and no commit of the daemon has to checkpoint it. Labelled in the results.
-//! - `--poll DURATION`: `[queue] poll` of the daemons (default: not set, so 1 s): how often an
+//! - `--poll DURATION`: `[queue] poll` of the daemons (default: not set, so 50 ms): how often an
 //!   idle runner on SQLite looks for tasks inserted by another process, this one.
 //! - `--pg-set NAME=VALUE,...`: `ALTER DATABASE ... SET` for the run's database, so the
 //!   daemons' sessions use it (e.g. `synchronous_commit=off`); labelled in the results. Not

@@ -295,8 +295,8 @@ pub struct QueueConfig {
     pub lease: Duration,
     /// The longest one attempt may take (a handler may set its own).
     pub timeout: Duration,
-    /// How often an idle runner looks for tasks inserted by another process on SQLite (on
-    /// PostgreSQL, inserts wake it at once through LISTEN/NOTIFY).
+    /// How often the runner looks whether another process wrote to the SQLite database (a read
+    /// of its change counter; on PostgreSQL, inserts wake it at once through LISTEN/NOTIFY).
     pub poll: Duration,
     pub retry_default: RetryRule,
     pub retry: BTreeMap<TaskType, RetryRule>,
@@ -312,7 +312,7 @@ impl Default for QueueConfig {
             batch: 128,
             lease: Duration::from_secs(60),
             timeout: Duration::from_secs(300),
-            poll: Duration::from_secs(1),
+            poll: Duration::from_millis(50),
             retry_default: RetryRule::default(),
             retry: BTreeMap::new(),
             handlers: BTreeMap::new(),

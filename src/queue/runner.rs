@@ -5,7 +5,9 @@
 //!   PostgreSQL, so daemons sharing a queue never claim the same row); at most `concurrency`
 //!   run at once.
 //! - Finishes are written in batches by one writer, guarded by the lease: a task reclaimed by
-//!   another daemon is never finished twice.
+//!   another daemon is never finished twice. A task's concurrency slot is freed when its attempt
+//!   ends, not when its end is written, so claims do not wait for finish writes; a separate
+//!   bound (`UNWRITTEN_PER_SLOT` per slot) holds back claims when the writer falls behind.
 //! - Leases of running tasks are renewed; a daemon that dies leaves its tasks to be reclaimed
 //!   by any daemon once their lease expires.
 //! - Wake-up: an insert by this process (a campaign's next email, `enqueue`), a PostgreSQL
@@ -49,11 +51,15 @@ pub async fn enqueue(
     Ok(rows.into_iter().map(|r| r.id).collect())
 }
 
-/// One attempt that ended (or was interrupted: `step` is `None`).
+/// How many attempts per concurrency slot may have ended without their end written yet.
+const UNWRITTEN_PER_SLOT: usize = 4;
+
+/// One attempt that ended (or was interrupted: `step` is `None`). The permit is its place
+/// among the ends not yet written; it is freed once the finisher wrote it.
 struct Ended {
     task: TaskRow,
     step: Option<Step>,
-    _permit: OwnedSemaphorePermit,
+    _unwritten: OwnedSemaphorePermit,
 }
 
 /// A runner's fixed settings and the parts it shares with the daemon.
@@ -90,14 +96,16 @@ impl Runner {
         interrupt: CancellationToken,
         tracker: TaskTracker,
     ) {
-        let permits = Arc::new(Semaphore::new(self.concurrency));
+        let slots = Arc::new(Semaphore::new(self.concurrency));
+        let unwritten_max = self.concurrency.max(self.batch) * UNWRITTEN_PER_SLOT;
+        let unwritten = Arc::new(Semaphore::new(unwritten_max));
         let running: Arc<Mutex<HashSet<String>>> = Arc::default();
         let (ended_tx, ended_rx) = mpsc::unbounded_channel::<Ended>();
         let finisher = tokio::spawn(self.clone().finisher(ended_rx, running.clone()));
         let renewer = tokio::spawn(self.clone().renewer(running.clone()));
         let listener = match &self.store {
-            Store::Postgres(s) => Some(tokio::spawn(listen(s.pool().clone()))),
-            Store::Sqlite(_) => None,
+            Store::Postgres(s) => tokio::spawn(listen(s.pool().clone())),
+            Store::Sqlite(s) => tokio::spawn(watch(s.clone(), self.poll)),
         };
         let mut woken = WAKE.subscribe();
         let mut next_reclaim = self.clock.now();
@@ -107,10 +115,13 @@ impl Runner {
             lease = %humantime::format_duration(self.lease), "task runner started"
         );
         while !stopping.is_cancelled() {
-            let free = permits.available_permits();
+            let free = slots.available_permits().min(unwritten.available_permits());
             if free == 0 {
                 tokio::select! {
-                    p = permits.acquire() => drop(p),
+                    _ = async {
+                        drop(slots.acquire().await);
+                        drop(unwritten.acquire().await);
+                    } => {}
                     _ = stopping.cancelled() => break,
                 }
                 continue;
@@ -147,9 +158,16 @@ impl Runner {
             let full = claimed.len() == limit;
             let got_any = !claimed.is_empty();
             let env = self.env();
+            // Only this loop takes permits, so the `free` counted above are still there.
+            let (Ok(mut slot), Ok(mut place)) = (
+                slots.clone().try_acquire_many_owned(limit as u32),
+                unwritten.clone().try_acquire_many_owned(limit as u32),
+            ) else {
+                unreachable!("task runner permits taken outside its loop")
+            };
             for task in claimed {
-                let Ok(permit) = permits.clone().try_acquire_owned() else {
-                    break;
+                let (Some(slot), Some(place)) = (slot.split(1), place.split(1)) else {
+                    unreachable!("more tasks claimed than the limit")
                 };
                 running
                     .lock()
@@ -161,10 +179,11 @@ impl Runner {
                         s = execute(&env, &task, now) => Some(s),
                         _ = interrupt.cancelled() => None,
                     };
+                    drop(slot);
                     let _ = tx.send(Ended {
                         task,
                         step,
-                        _permit: permit,
+                        _unwritten: place,
                     });
                 });
             }
@@ -185,25 +204,18 @@ impl Runner {
                 // Due rows another daemon is claiming right now: look again in a moment.
                 wake_at = now + TimeDelta::milliseconds(5);
             }
-            let cap = match self.store {
-                Store::Sqlite(_) => self.poll,
-                Store::Postgres(_) => MAX_SLEEP,
-            };
             tokio::select! {
-                _ = self.clock.sleep_until(wake_at, cap) => {}
-                _ = tokio::time::sleep(cap) => {}
+                _ = self.clock.sleep_until(wake_at, MAX_SLEEP) => {}
                 _ = woken.changed() => {}
                 _ = stopping.cancelled() => break,
             }
         }
         // Shutdown: claim nothing more; wait until every attempt's end is written.
-        let _all = permits.acquire_many(self.concurrency as u32).await;
+        let _all = unwritten.acquire_many(unwritten_max as u32).await;
         drop(ended_tx);
         let _ = finisher.await;
         renewer.abort();
-        if let Some(l) = listener {
-            l.abort();
-        }
+        listener.abort();
         tracing::info!("task runner stopped");
     }
 
@@ -403,6 +415,50 @@ where
         }
     }
     None
+}
+
+/// How often the SQLite watch checkpoints the WAL while the database is being written.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
+
+/// On SQLite, which has no NOTIFY: every `poll`, looks whether anything committed (a cheap
+/// counter read on a connection of its own) and if so wakes the runners; while writes go on,
+/// checkpoints the WAL every `CHECKPOINT_EVERY`, so no commit of a claim has to.
+async fn watch(store: crate::store::SqliteStore, poll: Duration) {
+    let mut last_checkpoint = tokio::time::Instant::now();
+    let mut dirty = false;
+    loop {
+        let mut watch = match store.watch().await {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch the database for new tasks; trying again in 5s");
+                wake();
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                continue;
+            }
+        };
+        loop {
+            tokio::time::sleep(poll).await;
+            match watch.changed().await {
+                Ok(true) => {
+                    dirty = true;
+                    wake();
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "lost the task watch connection; reopening");
+                    wake();
+                    break;
+                }
+            }
+            if dirty && last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
+                last_checkpoint = tokio::time::Instant::now();
+                dirty = false;
+                if let Err(e) = watch.checkpoint().await {
+                    tracing::warn!(error = %e, "SQLite checkpoint failed");
+                }
+            }
+        }
+    }
 }
 
 /// Listens for inserts by any process on PostgreSQL and wakes this process's runners.

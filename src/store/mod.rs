@@ -23,7 +23,7 @@ pub mod queue;
 mod sqlite;
 
 pub use postgres::PgStore;
-pub use sqlite::SqliteStore;
+pub use sqlite::{SqliteStore, SqliteWatch};
 
 /// Errors of the store, each saying what was being done.
 #[derive(Debug, thiserror::Error)]

@@ -109,6 +109,51 @@ impl SqliteStore {
     pub(crate) fn lock_for_daemon(&self) -> Result<DaemonLock> {
         DaemonLock::acquire(&self.path)
     }
+
+    /// A connection of its own, apart from the pool, that notices commits of other
+    /// connections and processes and checkpoints the WAL off the claim path.
+    pub async fn watch(&self) -> Result<SqliteWatch> {
+        let options = self.pool.connect_options();
+        let mut conn = sqlx::SqliteConnection::connect_with(&options)
+            .await
+            .doing("opening the task watch connection")?;
+        let version = data_version(&mut conn).await?;
+        Ok(SqliteWatch { conn, version })
+    }
+}
+
+/// See [`SqliteStore::watch`].
+pub struct SqliteWatch {
+    conn: sqlx::SqliteConnection,
+    version: i64,
+}
+
+async fn data_version(conn: &mut sqlx::SqliteConnection) -> Result<i64> {
+    sqlx::query_scalar("PRAGMA data_version")
+        .fetch_one(conn)
+        .await
+        .doing("reading the database's change counter")
+}
+
+impl SqliteWatch {
+    /// Whether any other connection (of this process or another) committed since the last
+    /// call. A read of a counter in shared memory: cheap enough to call every few ms.
+    pub async fn changed(&mut self) -> Result<bool> {
+        let version = data_version(&mut self.conn).await?;
+        let changed = version != self.version;
+        self.version = version;
+        Ok(changed)
+    }
+
+    /// Copies the WAL back into the database without blocking writers, so that commits on the
+    /// claim path never have to.
+    pub async fn checkpoint(&mut self) -> Result<()> {
+        sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&mut self.conn)
+            .await
+            .doing("checkpointing the WAL")?;
+        Ok(())
+    }
 }
 
 fn row_to_run(r: &sqlx::sqlite::SqliteRow) -> RunRow {

@@ -603,6 +603,49 @@ async fn a_task_of_a_killed_daemon_is_reclaimed_after_its_lease() {
     store.close().await;
 }
 
+/// On SQLite, which has no NOTIFY, a task another process inserts (here `tickler tasks
+/// enqueue`) wakes a sleeping runner through its change-counter watch, not at its next
+/// scheduled look (30 s away, beyond this test's wait).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_sqlite_a_task_inserted_by_another_process_wakes_the_runner() {
+    let p = Project::sqlite();
+    p.write_config("", "[queue.handlers.nothing]\nkind = \"noop\"\n");
+    let mut daemon = spawn_daemon(&p);
+    let enqueue_now = || {
+        let out = p.cli(&[
+            "tasks",
+            "enqueue",
+            "--type",
+            "custom",
+            "--in",
+            "0s",
+            "--data",
+            r#"{"handler": "nothing"}"#,
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        stdout(&out).split_whitespace().nth(2).unwrap().to_string()
+    };
+    let store = p.store().await;
+    // The first one runs whenever the runner starts; after it, the runner sleeps (nothing due).
+    let first = enqueue_now();
+    wait_status(&store, &first, "completed").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let second = enqueue_now();
+    let t = wait_for(
+        "the second task to run",
+        Duration::from_secs(10),
+        || async {
+            let t = task(&store, &second).await;
+            (t.status == "completed").then_some(t)
+        },
+    )
+    .await;
+    assert_eq!(t.attempts, 1);
+    daemon.kill().unwrap();
+    daemon.wait().unwrap();
+    store.close().await;
+}
+
 /// Bad input is refused with a message that says what to do, and writes nothing.
 #[tokio::test]
 async fn bad_task_and_campaign_input_is_refused_and_writes_nothing() {
