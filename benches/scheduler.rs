@@ -82,6 +82,7 @@ async fn lateness(jobs: usize, url: &str, state: &std::path::Path) {
     let options = Options {
         clock: Arc::new(SystemClock::default()),
         ready: Some(ready_tx),
+        ..Options::default()
     };
     let daemon = tokio::spawn(daemon::run(config, rx, options));
     ready_rx.await.expect("daemon ready");

@@ -3,7 +3,7 @@
 //! Each command is a function returning the text it prints, so tests pin the output exactly.
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -120,6 +120,24 @@ pub enum Command {
     Migrate,
     /// Print the shipped, commented example config.
     PrintConfig,
+    /// Print the completion script of a shell: `tickler completions bash > /etc/bash_completion.d/tickler`.
+    Completions {
+        #[arg(value_enum)]
+        shell: CompletionShell,
+    },
+    /// Write the manual pages (tickler.1 and one per command) into a directory.
+    Man {
+        /// The directory to write them into; it is created if missing.
+        dir: PathBuf,
+    },
+}
+
+/// The shells `tickler completions` writes for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CompletionShell {
+    Bash,
+    Zsh,
+    Fish,
 }
 
 #[derive(Debug, Subcommand)]
@@ -243,6 +261,14 @@ fn parse_status(s: &str) -> Result<Status, String> {
 /// Runs a command; the returned code is the process's exit status.
 pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Completions { shell } => {
+            print!("{}", completions(shell));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man { dir } => {
+            write_man_pages(&dir)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::PrintConfig => {
             print!("{}", config::EXAMPLE);
             Ok(ExitCode::SUCCESS)
@@ -419,7 +445,11 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             let (tx, rx) = mpsc::channel(8);
             tokio::spawn(forward_signals(tx));
-            daemon::run(config, rx, Options::default()).await?;
+            let options = Options {
+                service: daemon::systemd::ServiceManager::from_env(),
+                ..Options::default()
+            };
+            daemon::run(config, rx, options).await?;
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -626,6 +656,31 @@ pub fn dry_run_report(name: &str, outcome: &crate::jobs::Outcome) -> String {
         let _ = writeln!(out, "  would fail: {e}");
     }
     out
+}
+
+/// The completion script of `shell` for every command and option.
+pub fn completions(shell: CompletionShell) -> String {
+    use clap::CommandFactory;
+    use clap_complete::Shell;
+    let shell = match shell {
+        CompletionShell::Bash => Shell::Bash,
+        CompletionShell::Zsh => Shell::Zsh,
+        CompletionShell::Fish => Shell::Fish,
+    };
+    let mut out = vec![];
+    clap_complete::generate(shell, &mut Cli::command(), "tickler", &mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `tickler man DIR`: tickler.1 and a page per command (tickler-tasks-enqueue.1, ...).
+pub fn write_man_pages(dir: &Path) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use clap::CommandFactory;
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create the directory {}", dir.display()))?;
+    clap_mangen::generate_to(Cli::command(), dir)
+        .with_context(|| format!("cannot write the manual pages into {}", dir.display()))?;
+    Ok(())
 }
 
 async fn forward_signals(tx: mpsc::Sender<Signal>) {

@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod jobs;
+pub mod logging;
 pub mod notify;
 pub mod queue;
 pub mod schedule;

@@ -1,7 +1,6 @@
 //! The `tickler` binary: parse the command line, set up logging, run the command, and turn an
 //! error into a message and an exit code. Everything else lives in the library.
 
-use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -16,12 +15,7 @@ fn main() -> ExitCode {
         _ => "warn",
     };
     let filter = EnvFilter::try_from_env("TICKLER_LOG").unwrap_or_else(|_| EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_target(false)
-        .init();
+    tickler::logging::init(filter);
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -20,6 +20,7 @@ use crate::store::{Instance, NewRun, RunTrigger, Status, Store, StoreError};
 pub mod clock;
 pub mod ledger;
 pub mod runner;
+pub mod systemd;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use runner::{Fire, RunSummary, Shared, run_fire};
@@ -55,6 +56,8 @@ pub struct Options {
     pub clock: Arc<dyn Clock>,
     /// Told once migrations ran and the schedule is loaded.
     pub ready: Option<oneshot::Sender<()>>,
+    /// The service manager (systemd) to notify of readiness, reloads, stopping and liveness.
+    pub service: systemd::ServiceManager,
 }
 
 impl Default for Options {
@@ -62,6 +65,7 @@ impl Default for Options {
         Options {
             clock: Arc::new(SystemClock::default()),
             ready: None,
+            service: systemd::ServiceManager::default(),
         }
     }
 }
@@ -195,6 +199,7 @@ pub async fn run(
     options: Options,
 ) -> Result<(), DaemonError> {
     let clock = options.clock;
+    let service = options.service;
     let store = Store::connect(&config.daemon.database_url).await?;
     let _lock = store.lock_for_daemon()?;
     store.migrate().await?;
@@ -240,6 +245,9 @@ pub async fn run(
     if let Some(ready) = options.ready {
         let _ = ready.send(());
     }
+    service.ready(&format!("running {} job(s)", config.jobs.len()));
+    let watchdog_every = service.watchdog_every();
+    let mut last_ping = clock.monotonic();
 
     let tracker = TaskTracker::new();
     let runner = start_task_runner(&config, &shared, &tracker);
@@ -265,16 +273,34 @@ pub async fn run(
 
         dispatch_due(&shared, &mut scheduler, &tracker, now).await;
 
+        // The watchdog is pinged from this loop, so a loop stuck anywhere is restarted.
+        let mut cap = MAX_SLEEP;
+        if let Some(every) = watchdog_every {
+            let mono = clock.monotonic();
+            if mono.saturating_sub(last_ping) >= every / 2 {
+                service.watchdog();
+                last_ping = mono;
+            }
+            cap = cap.min(every / 2);
+        }
         let wake = scheduler.next_wake().unwrap_or(now + MAX_SLEEP);
         tokio::select! {
-            _ = clock.sleep_until(wake, MAX_SLEEP) => {}
+            _ = clock.sleep_until(wake, cap) => {}
             signal = signals.recv() => match signal {
                 Some(Signal::Reload) => {
-                    if let Some(new) = reload(&config, &mut scheduler, &shared, clock.now()) {
-                        if let Some(runner) = &runner {
-                            runner.set_env(task_env(&new, &store));
+                    service.reloading();
+                    match reload(&config, &mut scheduler, &shared, clock.now()) {
+                        Some(new) => {
+                            if let Some(runner) = &runner {
+                                runner.set_env(task_env(&new, &store));
+                            }
+                            service.ready(&format!("running {} job(s); config reloaded", new.jobs.len()));
+                            config = new;
                         }
-                        config = new;
+                        None => service.ready(&format!(
+                            "running {} job(s); the last reload was refused (see the log)",
+                            config.jobs.len()
+                        )),
                     }
                     release_freed_memory();
                 }
@@ -288,6 +314,7 @@ pub async fn run(
     tracker.close();
     let running = shared.concurrency.available_permits();
     let in_flight = config.daemon.max_concurrent.saturating_sub(running);
+    service.stopping(&format!("stopping: waiting for {in_flight} running job(s)"));
     tracing::info!(in_flight, grace = ?config.daemon.shutdown_grace, "shutting down: waiting for running jobs");
     if tokio::time::timeout(config.daemon.shutdown_grace, tracker.wait())
         .await

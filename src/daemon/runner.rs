@@ -308,8 +308,8 @@ pub async fn execute(shared: Arc<Shared>, ready: Ready) -> RunSummary {
     let started = shared.clock.now();
     let lateness = (started - fire.slot).num_milliseconds();
     tracing::info!(
-        job = %spec.name, run_id = %id, scheduled_for = %fire.slot, trigger = fire.trigger.as_str(),
-        lateness_ms = lateness, "run started"
+        job = %spec.name, run_id = %id, status = "running", scheduled_for = %fire.slot,
+        trigger = fire.trigger.as_str(), lateness_ms = lateness, "run started"
     );
 
     let mut attempt = 1;
@@ -435,12 +435,13 @@ pub async fn execute(shared: Arc<Shared>, ready: Ready) -> RunSummary {
     });
     match status {
         Status::Succeeded | Status::Partial => tracing::info!(
-            job = %spec.name, run_id = %id, status = status.as_str(), duration_s = duration,
-            records = records.unwrap_or(0), "run finished"
+            job = %spec.name, run_id = %id, status = status.as_str(), scheduled_for = %fire.slot,
+            duration_s = duration, records = records.unwrap_or(0), "run finished"
         ),
         _ => tracing::error!(
-            job = %spec.name, run_id = %id, status = status.as_str(), duration_s = duration,
-            attempts = attempt, error = error.as_deref().unwrap_or(""), "run failed"
+            job = %spec.name, run_id = %id, status = status.as_str(), scheduled_for = %fire.slot,
+            duration_s = duration, records = records.unwrap_or(0), attempts = attempt,
+            error = error.as_deref().unwrap_or(""), "run failed"
         ),
     }
     RunSummary {

@@ -58,6 +58,10 @@ impl Job for CommandJob {
             c.args(&self.command[1..]);
             c
         };
+        // A job's process never speaks to systemd in the daemon's name.
+        for var in crate::daemon::systemd::VARIABLES {
+            cmd.env_remove(var);
+        }
         cmd.envs(&self.env)
             .env("TICKLER_JOB", &*ctx.job_name)
             .env("TICKLER_SCHEDULED_FOR", ctx.scheduled_for.to_rfc3339())

@@ -7,5 +7,6 @@ mod check;
 mod daemon;
 mod process;
 mod queue;
+mod service;
 mod store;
 mod story;

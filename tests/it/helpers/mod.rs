@@ -136,6 +136,7 @@ impl TestDaemon {
         let options = Options {
             clock: clock.clone() as Arc<dyn Clock>,
             ready: Some(ready_tx),
+            ..Options::default()
         };
         let task = tokio::spawn(daemon::run(config, rx, options));
         if ready_rx.await.is_err() {
