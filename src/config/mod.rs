@@ -21,6 +21,7 @@ use crate::notify::{ChannelsRaw, Notifier, TemplatesRaw};
 use crate::schedule::{self, CronTrigger, Trigger};
 
 pub mod duration;
+pub mod http;
 mod queue;
 pub mod secret;
 
@@ -166,6 +167,8 @@ pub struct Config {
     pub notifier: Arc<Notifier>,
     /// `[queue]`: the task runner, `custom` task handlers, campaign defaults.
     pub queue: Arc<crate::queue::QueueConfig>,
+    /// `[http]`: metrics, health and the authenticated trigger; `None` when absent (off).
+    pub http: Option<http::HttpConfig>,
 }
 
 impl Config {
@@ -411,6 +414,7 @@ fn parse_into(path: &Path, text: &str, c: &mut Collector<'_>) -> Option<Config> 
     let mut notify_span = 0..0;
     let mut templates_span: Option<Range<usize>> = None;
     let mut queue_value = None;
+    let mut http_value = None;
     for (key, value) in root.get_ref().iter() {
         let span = value.span();
         match key.get_ref().as_ref() {
@@ -433,6 +437,7 @@ fn parse_into(path: &Path, text: &str, c: &mut Collector<'_>) -> Option<Config> 
                 Err(e) => c.toml("invalid `[templates]` section", &e, span),
             },
             "queue" => queue_value = Some(value.clone()),
+            "http" => http_value = Some(value.clone()),
             "defaults" => match deser::<PolicyRaw>(value.clone()) {
                 Ok(d) => defaults = d,
                 Err(e) => c.toml("invalid `[defaults]` section", &e, span),
@@ -448,7 +453,7 @@ fn parse_into(path: &Path, text: &str, c: &mut Collector<'_>) -> Option<Config> 
             other => c.push(
                 format!("unknown section `{other}`"),
                 Some(key.span()),
-                "expected `[daemon]`, `[defaults]`, `[channels]`, `[templates]`, `[queue]` or `[[job]]`",
+                "expected `[daemon]`, `[defaults]`, `[channels]`, `[templates]`, `[queue]`, `[http]` or `[[job]]`",
             ),
         }
     }
@@ -492,12 +497,14 @@ fn parse_into(path: &Path, text: &str, c: &mut Collector<'_>) -> Option<Config> 
         }
     }
     let queue = queue::queue_config(queue_value, notifier.as_deref(), c);
+    let http = http::http_config(http_value, c);
     Some(Config {
         path: PathBuf::new(),
         daemon: daemon?,
         jobs,
         notifier: notifier?,
         queue: Arc::new(queue),
+        http,
     })
 }
 

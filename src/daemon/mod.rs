@@ -6,7 +6,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -18,7 +18,9 @@ use crate::config::{self, CatchUp, Config, ConfigError, JobSpec};
 use crate::store::{Instance, NewRun, RunTrigger, Status, Store, StoreError};
 
 pub mod clock;
+pub mod http;
 pub mod ledger;
+pub mod metrics;
 pub mod runner;
 pub mod systemd;
 
@@ -49,6 +51,8 @@ pub enum DaemonError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Config(#[from] ConfigError),
+    #[error(transparent)]
+    Http(#[from] http::BindError),
 }
 
 /// How to run a daemon besides its config.
@@ -202,6 +206,10 @@ pub async fn run(
     let service = options.service;
     let store = Store::connect(&config.daemon.database_url).await?;
     let _lock = store.lock_for_daemon()?;
+    let listener = match &config.http {
+        Some(h) => Some(http::bind(h.listen).await?),
+        None => None,
+    };
     store.migrate().await?;
     let instance = Instance::current();
     store.register_instance(&instance).await?;
@@ -236,6 +244,28 @@ pub async fn run(
         scheduler.set(spec.clone(), next);
         log_next(spec, next);
     }
+    match store.last_successes().await {
+        Ok(known) => shared.metrics.seed_last_success(known),
+        Err(e) => tracing::warn!(error = %e, "metrics: cannot read the last successful runs"),
+    }
+    let tracker = TaskTracker::new();
+    let http_state = match (&config.http, listener) {
+        (Some(h), Some(listener)) => {
+            let state = Arc::new(http::HttpState {
+                shared: shared.clone(),
+                jobs: Mutex::new(config.jobs.clone()),
+                tracker: tracker.clone(),
+                token: h.token.clone(),
+            });
+            tokio::spawn(http::serve(
+                listener,
+                state.clone(),
+                shared.stopping.clone(),
+            ));
+            Some(state)
+        }
+        _ => None,
+    };
     let background = tokio::spawn(maintenance(
         shared.clone(),
         instance.clone(),
@@ -249,7 +279,6 @@ pub async fn run(
     let watchdog_every = service.watchdog_every();
     let mut last_ping = clock.monotonic();
 
-    let tracker = TaskTracker::new();
     let runner = start_task_runner(&config, &shared, &tracker);
     let mut config = config;
     let mut prev = (clock.now(), clock.monotonic());
@@ -272,6 +301,7 @@ pub async fn run(
         prev = (now, mono);
 
         dispatch_due(&shared, &mut scheduler, &tracker, now).await;
+        *shared.loop_tick.lock().expect("loop tick lock") = std::time::Instant::now();
 
         // The watchdog is pinged from this loop, so a loop stuck anywhere is restarted.
         let mut cap = MAX_SLEEP;
@@ -293,6 +323,9 @@ pub async fn run(
                         Some(new) => {
                             if let Some(runner) = &runner {
                                 runner.set_env(task_env(&new, &store));
+                            }
+                            if let Some(h) = &http_state {
+                                *h.jobs.lock().expect("http jobs lock") = new.jobs.clone();
                             }
                             service.ready(&format!("running {} job(s); config reloaded", new.jobs.len()));
                             config = new;
@@ -468,6 +501,7 @@ async fn dispatch_due(
         }
         for (slot, why) in decision.missed {
             tracing::warn!(job = %spec.name, scheduled_for = %slot, "{why}");
+            shared.metrics.run_ended(&spec.name, "missed", 0.0, now);
             shared.ledger.record(NewRun {
                 id: Uuid::now_v7(),
                 job_name: spec.name.clone(),
@@ -579,6 +613,10 @@ fn reload(
             "`heartbeat_interval`, `history_retention`, `failure_retention` and `shutdown_grace` \
              changes take effect at the next restart"
         );
+    }
+    let http_key = |c: &Config| c.http.as_ref().map(|h| (h.listen, h.token.clone()));
+    if http_key(current) != http_key(&new) {
+        tracing::warn!("`[http]` changes take effect at the next restart");
     }
     let (old_n, new_n) = (current.daemon.max_concurrent, new.daemon.max_concurrent);
     if new_n > old_n {

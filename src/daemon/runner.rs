@@ -35,6 +35,10 @@ pub struct Shared {
     pub stopping: CancellationToken,
     /// Cancelled when the shutdown grace runs out: running fires are interrupted.
     pub interrupt: CancellationToken,
+    /// Runs by job and status, durations and lateness, for `/metrics`.
+    pub metrics: super::metrics::Metrics,
+    /// When the timer loop last went round (for `/healthz`).
+    pub loop_tick: Mutex<std::time::Instant>,
 }
 
 impl Shared {
@@ -55,6 +59,8 @@ impl Shared {
             running_elsewhere: Mutex::new(HashSet::new()),
             stopping: CancellationToken::new(),
             interrupt: CancellationToken::new(),
+            metrics: Default::default(),
+            loop_tick: Mutex::new(std::time::Instant::now()),
         })
     }
 
@@ -94,6 +100,10 @@ pub struct RunSummary {
 
 fn record_only(shared: &Shared, fire: &Fire, status: Status, why: String) {
     tracing::info!(job = %fire.spec.name, scheduled_for = %fire.slot, status = status.as_str(), "{why}");
+    let now = shared.clock.now();
+    shared
+        .metrics
+        .run_ended(&fire.spec.name, status.as_str(), 0.0, now);
     shared.ledger.record(NewRun {
         id: Uuid::now_v7(),
         job_name: fire.spec.name.clone(),
@@ -311,6 +321,9 @@ pub async fn execute(shared: Arc<Shared>, ready: Ready) -> RunSummary {
         job = %spec.name, run_id = %id, status = "running", scheduled_for = %fire.slot,
         trigger = fire.trigger.as_str(), lateness_ms = lateness, "run started"
     );
+    shared
+        .metrics
+        .run_started(&spec.name, lateness as f64 / 1000.0);
 
     let mut attempt = 1;
     let mut failures: Vec<Value> = vec![];
@@ -433,6 +446,9 @@ pub async fn execute(shared: Arc<Shared>, ready: Ready) -> RunSummary {
         metadata: Value::Object(metadata),
         attempt,
     });
+    shared
+        .metrics
+        .run_ended(&spec.name, status.as_str(), duration, completed);
     match status {
         Status::Succeeded | Status::Partial => tracing::info!(
             job = %spec.name, run_id = %id, status = status.as_str(), scheduled_for = %fire.slot,

@@ -321,6 +321,24 @@ impl Store {
             Store::Postgres(_) => Ok(()),
         }
     }
+    /// A trivial query: the database answers.
+    pub async fn ping(&self) -> Result<()> {
+        with_pool!(self, pool => sqlx::query("SELECT 1")
+            .execute(pool)
+            .await
+            .map(|_| ())
+            .doing("reaching the database"))
+    }
+    /// When each job last succeeded (read once at start for `/metrics`).
+    pub async fn last_successes(&self) -> Result<Vec<(String, DateTime<Utc>)>> {
+        with_pool!(self, pool => sqlx::query_as::<_, (String, DateTime<Utc>)>(
+            "SELECT job_name, max(completed_at) FROM job_execution_logs
+              WHERE status = 'succeeded' AND completed_at IS NOT NULL GROUP BY job_name",
+        )
+        .fetch_all(pool)
+        .await
+        .doing("reading the last successful runs"))
+    }
     pub async fn register_instance(&self, instance: &Instance) -> Result<()> {
         self.heartbeat(instance, instance.started_at).await
     }

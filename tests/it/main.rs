@@ -5,6 +5,7 @@ mod helpers;
 mod billing;
 mod check;
 mod daemon;
+mod http;
 mod process;
 mod queue;
 mod service;

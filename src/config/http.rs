@@ -1,0 +1,116 @@
+//! The `[http]` section: an optional listener (off unless the section is present) serving
+//! `/metrics`, `/healthz` and `POST /jobs/{name}/run`, the last guarded by a bearer token.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use toml::Spanned;
+use toml::de::DeValue;
+
+use super::secret::SecretSource;
+use super::{Collector, deser};
+
+/// Where `[http]` listens unless `listen` says otherwise: loopback only.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9184";
+
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    pub listen: SocketAddr,
+    /// The bearer token of `POST /jobs/{name}/run`, read at each request (so a rotated file is
+    /// picked up). Without one, every trigger request is refused.
+    pub token: Option<SecretSource>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HttpRaw {
+    listen: Option<Spanned<String>>,
+    token_env: Option<String>,
+    token_file: Option<PathBuf>,
+}
+
+pub(super) fn http_config(
+    value: Option<Spanned<DeValue<'_>>>,
+    c: &mut Collector<'_>,
+) -> Option<HttpConfig> {
+    let value = value?;
+    let span = value.span();
+    let raw = match deser::<HttpRaw>(value) {
+        Ok(raw) => raw,
+        Err(e) => {
+            c.toml("invalid `[http]` section", &e, span);
+            return None;
+        }
+    };
+    let listen = match &raw.listen {
+        None => DEFAULT_LISTEN.parse().expect("default listen address"),
+        Some(l) => match l.get_ref().parse::<SocketAddr>() {
+            Ok(a) => a,
+            Err(_) => {
+                c.push(
+                    "invalid `listen` in `[http]`",
+                    Some(l.span()),
+                    format!(
+                        "`{}` is not an address and port; write e.g. `{DEFAULT_LISTEN}` \
+                         (a host name is not accepted)",
+                        l.get_ref()
+                    ),
+                );
+                return None;
+            }
+        },
+    };
+    let token = match SecretSource::from_pair("token", raw.token_env, raw.token_file) {
+        Ok(t) => t,
+        Err(e) => {
+            c.push("invalid `[http]` section", Some(span.clone()), e);
+            return None;
+        }
+    };
+    if let Some(t) = &token
+        && let Err(e) = t.read()
+    {
+        c.push("cannot read the `[http]` token", Some(span), e);
+        return None;
+    }
+    Some(HttpConfig { listen, token })
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::parse;
+    use std::path::Path;
+
+    fn err(text: &str) -> String {
+        match parse(Path::new("t.toml"), text) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("{text:?} should not parse"),
+        }
+    }
+
+    #[test]
+    fn http_is_off_unless_present_and_listens_on_loopback_by_default() {
+        let c = parse(Path::new("t.toml"), "").unwrap();
+        assert!(c.http.is_none());
+        let c = parse(Path::new("t.toml"), "[http]\n").unwrap();
+        let h = c.http.unwrap();
+        assert_eq!(h.listen.to_string(), "127.0.0.1:9184");
+        assert!(h.token.is_none());
+    }
+
+    #[test]
+    fn bad_http_settings_say_where_and_what() {
+        assert_eq!(
+            err("[http]\nlisten = \"localhost:80\"\n"),
+            "invalid `listen` in `[http]` (t.toml line 2, column 10): `localhost:80` is not an \
+             address and port; write e.g. `127.0.0.1:9184` (a host name is not accepted)"
+        );
+        assert_eq!(
+            err("[http]\ntoken_file = \"/nonexistent/token\"\n"),
+            "cannot read the `[http]` token (t.toml line 1, column 1): cannot read secret file \
+             `/nonexistent/token`: No such file or directory (os error 2)"
+        );
+        assert!(err("[http]\nport = 80\n").contains("unknown field `port`"));
+    }
+}
