@@ -57,7 +57,7 @@ put_conf() { # SOURCE TARGET
     fi
 }
 put_conf config.toml "$etc/config.toml"
-for t in templates/*; do
+for t in templates/*.j2; do
     put_conf "$t" "$etc/templates/$(basename "$t")"
 done
 
