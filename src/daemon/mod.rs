@@ -244,13 +244,16 @@ pub async fn run(
         scheduler.set(spec.clone(), next);
         log_next(spec, next);
     }
-    match store.last_successes().await {
-        Ok(known) => shared.metrics.seed_last_success(known),
-        Err(e) => tracing::warn!(error = %e, "metrics: cannot read the last successful runs"),
-    }
     let tracker = TaskTracker::new();
     let http_state = match (&config.http, listener) {
         (Some(h), Some(listener)) => {
+            // Only `/metrics` reads it: the ledger is not scanned at start-up without `[http]`.
+            match store.last_successes().await {
+                Ok(known) => shared.metrics.seed_last_success(known),
+                Err(e) => {
+                    tracing::warn!(error = %e, "metrics: cannot read the last successful runs")
+                }
+            }
             let state = Arc::new(http::HttpState {
                 shared: shared.clone(),
                 jobs: Mutex::new(config.jobs.clone()),
@@ -307,11 +310,11 @@ pub async fn run(
         let mut cap = MAX_SLEEP;
         if let Some(every) = watchdog_every {
             let mono = clock.monotonic();
-            if mono.saturating_sub(last_ping) >= every / 2 {
+            if mono.saturating_sub(last_ping) >= every {
                 service.watchdog();
                 last_ping = mono;
             }
-            cap = cap.min(every / 2);
+            cap = cap.min(every);
         }
         let wake = scheduler.next_wake().unwrap_or(now + MAX_SLEEP);
         tokio::select! {

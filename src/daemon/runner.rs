@@ -110,7 +110,7 @@ fn record_only(shared: &Shared, fire: &Fire, status: Status, why: String) {
         scheduled_for: fire.slot,
         trigger: fire.trigger,
         status,
-        started_at: shared.clock.now(),
+        started_at: now,
         instance: shared.instance.clone(),
         error_message: Some(why),
         metadata: None,

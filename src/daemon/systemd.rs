@@ -31,11 +31,11 @@ impl ServiceManager {
         }
     }
 
-    /// How often the timer loop pings the watchdog: half its timeout, so one late wake-up is
-    /// not a restart.
+    /// How often the timer loop pings the watchdog: a quarter of its timeout. The loop sleeps
+    /// at most this long, so two pings are never more than half the timeout apart.
     pub fn watchdog_every(&self) -> Option<Duration> {
         self.watchdog
-            .map(|t| (t / 2).max(Duration::from_millis(100)))
+            .map(|t| (t / 4).max(Duration::from_millis(50)))
     }
 
     pub fn ready(&self, status: &str) {

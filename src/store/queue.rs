@@ -438,19 +438,40 @@ impl Store {
         if ids.is_empty() {
             return Ok(0);
         }
-        let text = self.sql(
-            "UPDATE scheduled_tasks SET lease_expires_at = $3
+        self.update_held(
+            "lease_expires_at = $3",
+            owner,
+            ids,
+            until,
+            "renewing task leases",
+        )
+        .await
+    }
+
+    /// `UPDATE scheduled_tasks SET {set}` on the tasks of `ids` that `owner` still runs; `$3`
+    /// in `set` is `at`. Returns how many it held.
+    async fn update_held(
+        &self,
+        set: &str,
+        owner: &str,
+        ids: &[String],
+        at: DateTime<Utc>,
+        doing: &'static str,
+    ) -> Result<u64> {
+        let text = format!(
+            "UPDATE scheduled_tasks SET {set}
               WHERE lease_owner = $2 AND status = 'executing'
-                AND id IN (SELECT (r.value->>'id')::uuid FROM ROWS($1))",
+                AND id IN (SELECT (r.value->>'id')::uuid FROM ROWS($1))"
         );
+        let text = self.sql(&text);
         with_pool!(self, pool => sqlx::query(&text)
             .bind(keyed("id", ids))
             .bind(owner)
-            .bind(until)
+            .bind(at)
             .execute(pool)
             .await
             .map(|r| r.rows_affected())
-            .doing("renewing task leases"))
+            .doing(doing))
     }
 
     /// Puts tasks whose lease expired (their daemon died or stalled) back in the queue, due
@@ -483,22 +504,16 @@ impl Store {
         ids: &[String],
         now: DateTime<Utc>,
     ) -> Result<u64> {
-        let text = self.sql(
-            "UPDATE scheduled_tasks
-                SET status = 'pending', lease_owner = NULL, lease_expires_at = NULL,
-                    attempts = attempts - 1, updated_at = $3,
-                    error_message = 'interrupted by a shutdown; runs again'
-              WHERE lease_owner = $2 AND status = 'executing'
-                AND id IN (SELECT (r.value->>'id')::uuid FROM ROWS($1))",
-        );
-        with_pool!(self, pool => sqlx::query(&text)
-            .bind(keyed("id", ids))
-            .bind(owner)
-            .bind(now)
-            .execute(pool)
-            .await
-            .map(|r| r.rows_affected())
-            .doing("releasing interrupted tasks"))
+        self.update_held(
+            "status = 'pending', lease_owner = NULL, lease_expires_at = NULL,
+             attempts = attempts - 1, updated_at = $3,
+             error_message = 'interrupted by a shutdown; runs again'",
+            owner,
+            ids,
+            now,
+            "releasing interrupted tasks",
+        )
+        .await
     }
 
     /// When the runner must look again: the earliest pending task, or the earliest lease to

@@ -99,11 +99,7 @@ impl SqliteStore {
 
     /// Copies the WAL back into the database without blocking writers.
     pub async fn checkpoint(&self) -> Result<()> {
-        sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-            .execute(&self.pool)
-            .await
-            .doing("checkpointing the WAL")?;
-        Ok(())
+        checkpoint_on(&self.pool).await
     }
 
     pub(crate) fn lock_for_daemon(&self) -> Result<DaemonLock> {
@@ -128,6 +124,14 @@ pub struct SqliteWatch {
     version: i64,
 }
 
+async fn checkpoint_on<'e>(on: impl sqlx::SqliteExecutor<'e>) -> Result<()> {
+    sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+        .execute(on)
+        .await
+        .doing("checkpointing the WAL")?;
+    Ok(())
+}
+
 async fn data_version(conn: &mut sqlx::SqliteConnection) -> Result<i64> {
     sqlx::query_scalar("PRAGMA data_version")
         .fetch_one(conn)
@@ -148,11 +152,7 @@ impl SqliteWatch {
     /// Copies the WAL back into the database without blocking writers, so that commits on the
     /// claim path never have to.
     pub async fn checkpoint(&mut self) -> Result<()> {
-        sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-            .execute(&mut self.conn)
-            .await
-            .doing("checkpointing the WAL")?;
-        Ok(())
+        checkpoint_on(&mut self.conn).await
     }
 }
 

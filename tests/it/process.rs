@@ -3,25 +3,14 @@
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use crate::helpers::{BIN, Project, TestDaemon, runs, wait_for};
+use crate::helpers::{Project, TestDaemon, runs, signal, wait_for};
 
 fn spawn_daemon(p: &Project) -> Child {
-    Command::new(BIN)
-        .args(["run", "--config"])
-        .arg(p.config_path())
-        .current_dir(p.path())
-        .env_remove("TICKLER_DATABASE_URL")
+    p.daemon_command()
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn tickler run")
-}
-
-fn signal(child: &Child, sig: i32) {
-    // SAFETY: sending a signal to our own child process.
-    unsafe {
-        libc::kill(child.id() as i32, sig);
-    }
 }
 
 async fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
@@ -93,12 +82,7 @@ async fn a_second_daemon_on_one_sqlite_file_is_refused_and_signals_work() {
     )
     .await;
 
-    let second = Command::new(BIN)
-        .args(["run", "--config"])
-        .arg(p.config_path())
-        .env_remove("TICKLER_DATABASE_URL")
-        .output()
-        .unwrap();
+    let second = p.daemon_command().output().unwrap();
     assert_eq!(second.status.code(), Some(1));
     let db = p.path().join("tickler.db");
     let err = String::from_utf8_lossy(&second.stderr);

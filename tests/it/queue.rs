@@ -2,7 +2,7 @@
 //! mock for `custom` handlers, real SQLite files, a real PostgreSQL, in-process daemons on a
 //! manual clock, and real daemon processes killed with SIGKILL.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -16,7 +16,7 @@ use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::helpers::smtp::SmtpServer;
-use crate::helpers::{BIN, Project, TestDaemon, stderr, stdout, utc, wait_for};
+use crate::helpers::{Project, TestDaemon, stderr, stdout, utc, wait_for};
 
 fn id() -> String {
     uuid::Uuid::now_v7().to_string()
@@ -533,11 +533,7 @@ async fn two_daemons_on_one_postgres_run_every_task_once() {
 }
 
 fn spawn_daemon(p: &Project) -> Child {
-    Command::new(BIN)
-        .args(["run", "--config"])
-        .arg(p.config_path())
-        .current_dir(p.path())
-        .env("RUST_LOG", "warn")
+    p.daemon_command()
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -646,9 +642,8 @@ async fn on_sqlite_a_task_inserted_by_another_process_wakes_the_runner() {
     store.close().await;
 }
 
-/// Bad input is refused with a message that says what to do, and writes nothing.
-#[tokio::test]
-async fn bad_task_and_campaign_input_is_refused_and_writes_nothing() {
+/// A SQLite project for the CLI: an email channel (never reached) and the billing sample.
+async fn cli_project() -> (Project, Store) {
     let p = Project::sqlite();
     p.write_config(
         "",
@@ -656,6 +651,13 @@ async fn bad_task_and_campaign_input_is_refused_and_writes_nothing() {
     );
     let store = p.store().await;
     billing_data(&store, Utc::now()).await;
+    (p, store)
+}
+
+/// Bad input is refused with a message that says what to do, and writes nothing.
+#[tokio::test]
+async fn bad_task_and_campaign_input_is_refused_and_writes_nothing() {
+    let (p, store) = cli_project().await;
     let err = |args: &[&str]| {
         let out = p.cli(args);
         assert!(
@@ -815,13 +817,7 @@ async fn bad_task_and_campaign_input_is_refused_and_writes_nothing() {
 /// each invoice's next email again.
 #[tokio::test]
 async fn pause_cancels_and_resume_reschedules() {
-    let p = Project::sqlite();
-    p.write_config(
-        "",
-        "[channels.email]\nfrom = \"b@acme.test\"\n\n[templates]\nvars = { company = \"Acme\" }\n",
-    );
-    let store = p.store().await;
-    billing_data(&store, Utc::now()).await;
+    let (p, store) = cli_project().await;
     let out = p.cli(&[
         "campaign",
         "create",

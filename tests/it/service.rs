@@ -9,14 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::helpers::{BIN, Project, stderr, stdout};
-
-fn signal(child: &Child, sig: i32) {
-    // SAFETY: sending a signal to our own child process.
-    unsafe {
-        libc::kill(child.id() as i32, sig);
-    }
-}
+use crate::helpers::{BIN, Project, signal, stderr, stdout};
 
 fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
     let start = Instant::now();
@@ -88,11 +81,8 @@ fn the_daemon_speaks_the_notify_protocol_in_order() {
     );
     p.write_config("", &job);
     let mut sock = NotifySocket::bind(p.path());
-    let mut child = Command::new(BIN)
-        .args(["run", "--config"])
-        .arg(p.config_path())
-        .current_dir(p.path())
-        .env_remove("TICKLER_DATABASE_URL")
+    let mut child = p
+        .daemon_command()
         .env("NOTIFY_SOCKET", &sock.path)
         .env("WATCHDOG_USEC", "1000000")
         .stdout(Stdio::null())
@@ -187,11 +177,8 @@ fn a_missing_notify_socket_is_logged_not_fatal() {
         "",
         "[[job]]\nname = \"a\"\nkind = \"noop\"\nevery = \"1h\"\n",
     );
-    let mut child = Command::new(BIN)
-        .args(["run", "--config"])
-        .arg(p.config_path())
-        .current_dir(p.path())
-        .env_remove("TICKLER_DATABASE_URL")
+    let mut child = p
+        .daemon_command()
         .env("NOTIFY_SOCKET", p.path().join("nobody-listens.sock"))
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -401,11 +388,8 @@ fn plain_lines_without_colour_when_stderr_is_not_a_terminal() {
         "",
         "[[job]]\nname = \"nightly\"\nkind = \"noop\"\nevery = \"1s\"\n",
     );
-    let child = Command::new(BIN)
-        .args(["run", "--config"])
-        .arg(p.config_path())
-        .current_dir(p.path())
-        .env_remove("TICKLER_DATABASE_URL")
+    let child = p
+        .daemon_command()
         .env("JOURNAL_STREAM", "1:1")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

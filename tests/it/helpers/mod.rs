@@ -93,6 +93,16 @@ impl Project {
         store
     }
 
+    /// `tickler run` on this project's config, to be given its stdio and environment and spawned.
+    pub fn daemon_command(&self) -> Command {
+        let mut c = Command::new(BIN);
+        c.args(["run", "--config"])
+            .arg(self.config_path())
+            .current_dir(self.dir.path())
+            .env_remove("TICKLER_DATABASE_URL");
+        c
+    }
+
     /// Runs the tickler binary in this project.
     pub fn cli(&self, args: &[&str]) -> Output {
         Command::new(BIN)
@@ -103,6 +113,14 @@ impl Project {
             .env_remove("TICKLER_DATABASE_URL")
             .output()
             .expect("run tickler")
+    }
+}
+
+/// Sends `sig` to a child process.
+pub fn signal(child: &std::process::Child, sig: i32) {
+    // SAFETY: sending a signal to our own child process.
+    unsafe {
+        libc::kill(child.id() as i32, sig);
     }
 }
 
