@@ -105,10 +105,13 @@ pub enum Command {
     },
     /// Fill an empty database with a realistic sample: tenants, leases, invoices at every stage.
     Demo,
-    /// Show recorded runs, newest first.
+    /// Show recorded runs, newest first; `--run ID` shows one run whole (an alert's link).
     History {
         #[arg(long)]
         job: Option<String>,
+        /// One run, by its id, with its error, attempts and metadata.
+        #[arg(long, value_parser = parse_run_id, conflicts_with_all = ["job", "status"])]
+        run: Option<uuid::Uuid>,
         #[arg(long, value_parser = parse_status)]
         status: Option<Status>,
         #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(i64).range(1..=100_000))]
@@ -251,6 +254,14 @@ fn parse_rfc3339(s: &str) -> Result<DateTime<Utc>, String> {
         .map_err(|e| format!("{e}; write an RFC 3339 time such as `2025-03-09T00:00:00Z`"))
 }
 
+fn parse_run_id(s: &str) -> Result<uuid::Uuid, String> {
+    uuid::Uuid::parse_str(s.trim()).map_err(|_| {
+        "not a run id; a run id is a UUID such as `0193b0a4-6f2e-7c3d-9a51-2b8e4f1c0d7e`, shown \
+         by `tickler history --format json` and in alerts"
+            .to_string()
+    })
+}
+
 fn parse_status(s: &str) -> Result<Status, String> {
     Status::parse(s).ok_or_else(|| {
         let all: Vec<&str> = Status::ALL.iter().map(|s| s.as_str()).collect();
@@ -300,17 +311,34 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::History {
             job,
+            run,
             status,
             limit,
             format,
         } => {
             let config = config::load(&cli.config)?;
             let store = open_store(&config).await?;
-            let rows = store.history(&HistoryFilter { job, status, limit }).await?;
+            let filter = HistoryFilter {
+                job,
+                status,
+                limit,
+                run,
+            };
+            let rows = store.history(&filter).await?;
             store.close().await;
-            match format {
-                Format::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
-                Format::Table => print!("{}", history_table(&rows)),
+            if let Some(id) = run
+                && rows.is_empty()
+            {
+                anyhow::bail!(
+                    "no run `{id}` in the ledger of `{}`; it may have been pruned \
+                     (`history_retention`), or belong to another database",
+                    config.daemon.database_url
+                );
+            }
+            match (format, run) {
+                (Format::Json, _) => println!("{}", serde_json::to_string_pretty(&rows)?),
+                (Format::Table, Some(_)) => print!("{}", run_detail(&rows[0])),
+                (Format::Table, None) => print!("{}", history_table(&rows)),
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -779,6 +807,44 @@ pub fn list_report(config: &Config, from: DateTime<Utc>, n: usize, format: Forma
             out
         }
     }
+}
+
+/// One run, field by field, with its metadata (failed attempts, item errors, output tails).
+fn run_detail(r: &crate::store::RunRow) -> String {
+    let time = |t: Option<DateTime<Utc>>| t.map(|t| t.to_rfc3339()).unwrap_or_default();
+    let mut out = String::new();
+    let fields = [
+        ("run", r.id.clone()),
+        ("job", r.job_name.clone()),
+        ("status", r.status.clone()),
+        ("trigger", r.trigger.clone()),
+        ("scheduled_for", r.scheduled_for.to_rfc3339()),
+        ("started_at", time(r.started_at)),
+        ("completed_at", time(r.completed_at)),
+        (
+            "duration_s",
+            r.duration_seconds
+                .map(|d| format!("{d:.3}"))
+                .unwrap_or_default(),
+        ),
+        (
+            "records",
+            r.records_processed
+                .map(|n| n.to_string())
+                .unwrap_or_default(),
+        ),
+        ("attempts", r.attempt.to_string()),
+        ("daemon", r.instance.clone().unwrap_or_default()),
+        ("error", r.error_message.clone().unwrap_or_default()),
+    ];
+    for (name, value) in fields {
+        let _ = writeln!(out, "{name:<14} {value}");
+    }
+    if let Some(m) = &r.metadata {
+        let pretty = serde_json::to_string_pretty(m).unwrap_or_default();
+        let _ = writeln!(out, "metadata\n{pretty}");
+    }
+    out
 }
 
 fn history_table(rows: &[crate::store::RunRow]) -> String {

@@ -12,6 +12,15 @@ pub fn parse(text: &str) -> Result<Duration, String> {
     })
 }
 
+/// A duration as a person writes it in `config.toml`: `26h`, `30m`, `90s` (whole seconds).
+pub fn short(d: Duration) -> String {
+    match d.as_secs() {
+        s if s >= 3600 && s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s >= 60 && s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
+}
+
 pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let text = String::deserialize(d)?;
     parse(&text).map_err(serde::de::Error::custom)

@@ -20,6 +20,7 @@ use crate::jobs::{self, BuildError, DynJob};
 use crate::notify::{ChannelsRaw, Notifier, TemplatesRaw};
 use crate::schedule::{self, CronTrigger, Trigger};
 
+pub mod alerts;
 pub mod duration;
 pub mod http;
 mod queue;
@@ -145,6 +146,8 @@ pub struct JobSpec {
     pub job: Arc<dyn DynJob>,
     /// The channels and templates of the config this job came from.
     pub notifier: Arc<Notifier>,
+    /// Who hears of its failures, its dead-man deadline, its monitor's ping URL.
+    pub alerts: alerts::JobAlerts,
 }
 
 impl fmt::Debug for JobSpec {
@@ -220,6 +223,10 @@ struct PolicyRaw {
     misfire_grace: Option<Duration>,
     #[serde(default, with = "duration::option")]
     jitter: Option<Duration>,
+    on_failure: Option<alerts::OnFailureRaw>,
+    #[serde(default, with = "duration::option")]
+    expect_success_within: Option<Duration>,
+    ping_url: Option<Spanned<String>>,
 }
 
 const POLICY_KEYS: &[&str] = &[
@@ -230,6 +237,9 @@ const POLICY_KEYS: &[&str] = &[
     "catch_up",
     "misfire_grace",
     "jitter",
+    "on_failure",
+    "expect_success_within",
+    "ping_url",
 ];
 
 #[derive(Deserialize)]
@@ -708,6 +718,22 @@ fn job_spec(
         );
     }
 
+    let alerts = alerts::job_alerts(
+        alerts::AlertKeys {
+            on_failure: policy.on_failure.as_ref().or(defaults.on_failure.as_ref()),
+            expect_success_within: policy
+                .expect_success_within
+                .or(defaults.expect_success_within),
+            ping_url: policy.ping_url.as_ref().or(defaults.ping_url.as_ref()),
+        },
+        &name,
+        &label,
+        span.clone(),
+        trigger.as_ref(),
+        timezone,
+        notifier.map(|n| &**n),
+        c,
+    );
     let retry = retry_policy(merge(&policy.retry, &defaults.retry), &label, c);
     let timeout = merge(&policy.timeout, &defaults.timeout).unwrap_or(Duration::from_secs(3600));
     if timeout.is_zero() {
@@ -736,6 +762,7 @@ fn job_spec(
         jitter: merge(&policy.jitter, &defaults.jitter).unwrap_or(Duration::ZERO),
         job: job?,
         notifier: notifier?.clone(),
+        alerts,
     };
     Some((spec, identity.name.span()))
 }
@@ -930,6 +957,85 @@ timezone = "Europe/Berln"
             ),
             "invalid `retry.attempts` for job `x` (config.toml line 5, column 22): must be \
              1-100, counting the first attempt (found 0)"
+        );
+    }
+
+    #[test]
+    fn alert_keys_are_checked() {
+        let job = "[[job]]\nname = \"x\"\nkind = \"noop\"\nschedule = \"0 2 * * *\"\n";
+        assert_eq!(
+            errors(&format!(
+                "{job}on_failure = {{ email = [\"ops@example.com\"] }}\n"
+            )),
+            "invalid `on_failure.email` for job `x` (config.toml line 5, column 25): alert emails \
+             go out through `[channels.email]`, which is not configured; add it, or alert through \
+             `webhook` only"
+        );
+        assert_eq!(
+            errors(&format!(
+                "{job}on_failure = {{ webhook = [\"hooks.slack.com/services/T0/B0/secret\"] }}\n"
+            )),
+            "invalid `on_failure.webhook` for job `x` (config.toml line 5, column 27): \
+             `hooks.slack.com/services/T0/B0/secret` is not an http(s) URL, e.g. \
+             `https://hooks.slack.com/services/...`"
+        );
+        assert_eq!(
+            errors(&format!(
+                "{job}on_failure = {{ webhook = [\"https://h.test/x\"], run_url = \"https://d.test/\" }}\n"
+            )),
+            "invalid `on_failure.run_url` for job `x` (config.toml line 5, column 58): must be a \
+             URL holding `{run_id}`, e.g. `https://grafana.example.com/explore?run={run_id}`"
+        );
+        assert_eq!(
+            errors(&format!("{job}expect_success_within = \"20h\"\n")),
+            "invalid `expect_success_within` for job `x` (config.toml line 1, column 1): the \
+             job's trigger leaves up to 24h between fires, so a deadline of 20h would alert \
+             while nothing is wrong; set it longer than that gap (e.g. the gap plus the job's \
+             usual run time and retries)"
+        );
+        assert_eq!(
+            errors(&format!("{job}ping_url = \"hc-ping.com/abc\"\n")),
+            "invalid `ping_url` for job `x` (config.toml line 5, column 12): `hc-ping.com/abc` \
+             is not an http(s) URL; e.g. `https://hc-ping.com/<uuid>`, or \
+             `https://hc-ping.com/<ping-key>/{job}` in `[defaults]`"
+        );
+    }
+
+    #[test]
+    fn alert_defaults_apply_per_job() {
+        let config = parse(
+            Path::new("c.toml"),
+            r#"
+[defaults]
+on_failure = { webhook = ["https://hooks.test/T/B/s"], repeat_after = "1h" }
+ping_url = "https://hc-ping.test/key/{job}"
+[[job]]
+name = "a"
+kind = "noop"
+every = "10m"
+expect_success_within = "1h"
+[[job]]
+name = "b"
+kind = "noop"
+every = "10m"
+on_failure = {}
+"#,
+        )
+        .unwrap();
+        let a = &config.job("a").unwrap().alerts;
+        let on_failure = a.on_failure.as_ref().unwrap();
+        assert_eq!(on_failure.webhook, ["https://hooks.test/T/B/s"]);
+        assert_eq!(on_failure.repeat_after, Duration::from_secs(3600));
+        assert_eq!(a.ping_url.as_deref(), Some("https://hc-ping.test/key/a"));
+        assert_eq!(a.expect_success_within, Some(Duration::from_secs(3600)));
+        let b = &config.job("b").unwrap().alerts;
+        assert!(!b.on_failure.as_ref().unwrap().has_recipients());
+        assert_eq!(b.ping_url.as_deref(), Some("https://hc-ping.test/key/b"));
+        // Webhook and ping URLs are secrets: Debug shows neither.
+        let shown = format!("{a:?}");
+        assert!(
+            !shown.contains("hooks.test") && !shown.contains("hc-ping"),
+            "{shown}"
         );
     }
 }

@@ -5,7 +5,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use http_body_util::Full;
@@ -18,7 +18,6 @@ use tokio_util::task::TaskTracker;
 
 use super::metrics::Snapshot;
 use super::runner::{Fire, Shared, run_fire};
-use crate::config::JobSpec;
 use crate::config::secret::SecretSource;
 use crate::store::RunTrigger;
 
@@ -31,8 +30,6 @@ const DB_PATIENCE: Duration = Duration::from_secs(2);
 /// What the handlers see.
 pub struct HttpState {
     pub shared: Arc<Shared>,
-    /// The jobs of the running config (replaced on reload).
-    pub jobs: Mutex<Vec<Arc<JobSpec>>>,
     pub tracker: TaskTracker,
     pub token: Option<SecretSource>,
 }
@@ -125,10 +122,8 @@ async fn handle(req: Request<Incoming>, state: &HttpState) -> Response<Full<Byte
 async fn metrics(state: &HttpState) -> Response<Full<Bytes>> {
     let shared = &state.shared;
     let now = shared.clock.now();
-    let next_fires = state
-        .jobs
-        .lock()
-        .expect("http jobs lock")
+    let jobs = shared.jobs.lock().expect("jobs lock").clone();
+    let next_fires = jobs
         .iter()
         .filter(|j| j.enabled)
         .map(|j| (j.name.to_string(), j.trigger.next_after(now, j.timezone)))
@@ -236,13 +231,7 @@ fn trigger(req: &Request<Incoming>, name: &str, state: &HttpState) -> Response<F
         tracing::warn!("POST /jobs/NAME/run refused: missing or wrong bearer token");
         return unauthorized();
     }
-    let spec = state
-        .jobs
-        .lock()
-        .expect("http jobs lock")
-        .iter()
-        .find(|j| &*j.name == name)
-        .cloned();
+    let spec = state.shared.job(name);
     let Some(spec) = spec else {
         return not_found();
     };

@@ -6,7 +6,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -17,6 +17,7 @@ use uuid::Uuid;
 use crate::config::{self, CatchUp, Config, ConfigError, JobSpec};
 use crate::store::{Instance, NewRun, RunTrigger, Status, Store, StoreError};
 
+pub mod alerts;
 pub mod clock;
 pub mod http;
 pub mod ledger;
@@ -220,7 +221,8 @@ pub async fn run(
         .abandon_orphans(&instance.id, stale_before, start)
         .await?;
     if !abandoned.is_empty() {
-        tracing::warn!(runs = abandoned.len(), jobs = ?abandoned, "marked runs of a stopped daemon `abandoned`");
+        let jobs: Vec<&str> = abandoned.iter().map(|(_, j)| j.as_str()).collect();
+        tracing::warn!(runs = abandoned.len(), jobs = ?jobs, "marked runs of a stopped daemon `abandoned`");
     }
     tracing::info!(
         instance = %instance.id, database = %config.daemon.database_url, backend = store.backend_name(),
@@ -233,6 +235,7 @@ pub async fn run(
         clock.clone(),
         config.daemon.max_concurrent,
     );
+    shared.set_jobs(&config.jobs);
 
     let last = store.last_slots().await?;
     let mut scheduler = Scheduler::new();
@@ -245,32 +248,25 @@ pub async fn run(
         log_next(spec, next);
     }
     let tracker = TaskTracker::new();
-    let http_state = match (&config.http, listener) {
-        (Some(h), Some(listener)) => {
-            // Only `/metrics` reads it: the ledger is not scanned at start-up without `[http]`.
-            match store.last_successes().await {
-                Ok(known) => shared.metrics.seed_last_success(known),
-                Err(e) => {
-                    tracing::warn!(error = %e, "metrics: cannot read the last successful runs")
-                }
+    if let (Some(h), Some(listener)) = (&config.http, listener) {
+        // Only `/metrics` reads it: the ledger is not scanned at start-up without `[http]`.
+        match store.last_successes().await {
+            Ok(known) => shared.metrics.seed_last_success(known),
+            Err(e) => {
+                tracing::warn!(error = %e, "metrics: cannot read the last successful runs")
             }
-            let state = Arc::new(http::HttpState {
-                shared: shared.clone(),
-                jobs: Mutex::new(config.jobs.clone()),
-                tracker: tracker.clone(),
-                token: h.token.clone(),
-            });
-            tokio::spawn(http::serve(
-                listener,
-                state.clone(),
-                shared.stopping.clone(),
-            ));
-            Some(state)
         }
-        _ => None,
-    };
+        let state = Arc::new(http::HttpState {
+            shared: shared.clone(),
+            tracker: tracker.clone(),
+            token: h.token.clone(),
+        });
+        tokio::spawn(http::serve(listener, state, shared.stopping.clone()));
+    }
+    alert_abandoned(&shared, &tracker, abandoned, start);
     let background = tokio::spawn(maintenance(
         shared.clone(),
+        tracker.clone(),
         instance.clone(),
         config.daemon.clone(),
     ));
@@ -285,6 +281,7 @@ pub async fn run(
     let runner = start_task_runner(&config, &shared, &tracker);
     let mut config = config;
     let mut prev = (clock.now(), clock.monotonic());
+    let mut next_deadline_check = clock.now();
     loop {
         let now = clock.now();
         let mono = clock.monotonic();
@@ -305,6 +302,11 @@ pub async fn run(
 
         dispatch_due(&shared, &mut scheduler, &tracker, now).await;
         *shared.loop_tick.lock().expect("loop tick lock") = std::time::Instant::now();
+        if now >= next_deadline_check {
+            next_deadline_check =
+                now + TimeDelta::from_std(alerts::CHECK_EVERY).unwrap_or_default();
+            alerts::check_deadlines(shared.clone(), &tracker, now);
+        }
 
         // The watchdog is pinged from this loop, so a loop stuck anywhere is restarted.
         let mut cap = MAX_SLEEP;
@@ -327,9 +329,7 @@ pub async fn run(
                             if let Some(runner) = &runner {
                                 runner.set_env(task_env(&new, &store));
                             }
-                            if let Some(h) = &http_state {
-                                *h.jobs.lock().expect("http jobs lock") = new.jobs.clone();
-                            }
+                            shared.set_jobs(&new.jobs);
                             service.ready(&format!("running {} job(s); config reloaded", new.jobs.len()));
                             config = new;
                         }
@@ -662,8 +662,35 @@ fn reload(
     Some(new)
 }
 
+/// Sends the failure alerts of runs just marked `abandoned`, in the background.
+fn alert_abandoned(
+    shared: &Arc<Shared>,
+    tracker: &TaskTracker,
+    runs: Vec<(String, String)>,
+    now: DateTime<Utc>,
+) {
+    let runs: Vec<(String, Arc<JobSpec>)> = runs
+        .into_iter()
+        .filter_map(|(id, job)| shared.job(&job).map(|spec| (id, spec)))
+        .collect();
+    if runs.is_empty() {
+        return;
+    }
+    let shared = shared.clone();
+    tracker.spawn(async move {
+        for (id, spec) in runs {
+            alerts::abandoned(&shared, &spec, &id, now).await;
+        }
+    });
+}
+
 /// Heartbeat, orphan detection and history pruning, in the background.
-async fn maintenance(shared: Arc<Shared>, me: Instance, daemon: config::DaemonConfig) {
+async fn maintenance(
+    shared: Arc<Shared>,
+    tracker: TaskTracker,
+    me: Instance,
+    daemon: config::DaemonConfig,
+) {
     let interval = daemon.heartbeat_interval.max(Duration::from_secs(1));
     let stale =
         TimeDelta::from_std((interval * 3).max(Duration::from_secs(30))).unwrap_or_default();
@@ -695,8 +722,10 @@ async fn maintenance(shared: Arc<Shared>, me: Instance, daemon: config::DaemonCo
             .abandon_orphans(&shared.instance, now - stale, now)
             .await
         {
-            Ok(jobs) if !jobs.is_empty() => {
-                tracing::warn!(jobs = ?jobs, "marked runs of a stopped daemon `abandoned`")
+            Ok(runs) if !runs.is_empty() => {
+                let jobs: Vec<&str> = runs.iter().map(|(_, j)| j.as_str()).collect();
+                tracing::warn!(jobs = ?jobs, "marked runs of a stopped daemon `abandoned`");
+                alert_abandoned(&shared, &tracker, runs, now);
             }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "could not check for runs of stopped daemons"),

@@ -39,6 +39,10 @@ pub struct Shared {
     pub metrics: super::metrics::Metrics,
     /// When the timer loop last went round (for `/healthz`).
     pub loop_tick: Mutex<std::time::Instant>,
+    /// The jobs of the running config (replaced on reload), for alerts and `[http]`.
+    pub jobs: Mutex<Arc<Vec<Arc<JobSpec>>>>,
+    /// What alerts remember between dead-man checks.
+    pub alerts: super::alerts::State,
 }
 
 impl Shared {
@@ -61,7 +65,21 @@ impl Shared {
             interrupt: CancellationToken::new(),
             metrics: Default::default(),
             loop_tick: Mutex::new(std::time::Instant::now()),
+            jobs: Mutex::new(Arc::new(vec![])),
+            alerts: Default::default(),
         })
+    }
+
+    /// Installs the jobs of a (re)loaded config.
+    pub fn set_jobs(&self, jobs: &[Arc<JobSpec>]) {
+        self.alerts.know(jobs, self.clock.now());
+        *self.jobs.lock().expect("jobs lock") = Arc::new(jobs.to_vec());
+    }
+
+    /// The job called `name` in the running config.
+    pub fn job(&self, name: &str) -> Option<Arc<JobSpec>> {
+        let jobs = self.jobs.lock().expect("jobs lock").clone();
+        jobs.iter().find(|j| &*j.name == name).cloned()
     }
 
     fn job_turn(&self, name: &Arc<str>) -> Arc<Semaphore> {
@@ -324,6 +342,7 @@ pub async fn execute(shared: Arc<Shared>, ready: Ready) -> RunSummary {
     shared
         .metrics
         .run_started(&spec.name, lateness as f64 / 1000.0);
+    let start_ping = super::alerts::ping_start(&spec, id);
 
     let mut attempt = 1;
     let mut failures: Vec<Value> = vec![];
@@ -460,6 +479,18 @@ pub async fn execute(shared: Arc<Shared>, ready: Ready) -> RunSummary {
             error = error.as_deref().unwrap_or(""), "run failed"
         ),
     }
+    // The fire's turn and concurrency permit go back before alerts are sent.
+    let slot = fire.slot;
+    drop(ready);
+    let ended = super::alerts::Ended {
+        id,
+        status,
+        slot,
+        completed,
+        error: error.as_deref(),
+        attempts: attempt,
+    };
+    super::alerts::run_ended(&shared, &spec, ended, start_ping).await;
     RunSummary {
         id,
         status,

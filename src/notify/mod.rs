@@ -279,6 +279,14 @@ impl Notifier {
         }
     }
 
+    /// The email channel, for alerts (which have no template and no job around them).
+    pub fn email(&self) -> Option<&email::Email> {
+        match self.lanes.get(&ChannelKind::Email).map(|l| &l.channel) {
+            Some(Channel::Email(e)) => Some(e),
+            _ => None,
+        }
+    }
+
     pub fn has_channel(&self, kind: ChannelKind) -> bool {
         self.lanes.contains_key(&kind)
     }

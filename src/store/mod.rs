@@ -18,6 +18,7 @@ use crate::config::DatabaseUrl;
 #[macro_use]
 mod common;
 pub mod billing;
+pub mod health;
 mod postgres;
 pub mod queue;
 mod sqlite;
@@ -193,6 +194,8 @@ pub struct HistoryFilter {
     pub job: Option<String>,
     pub status: Option<Status>,
     pub limit: i64,
+    /// One run, by id (what an alert links to).
+    pub run: Option<Uuid>,
 }
 
 /// A running daemon, as recorded in `tickler_instances`.
@@ -235,13 +238,13 @@ pub trait Backend {
     /// Every registered daemon (and `run-job` process): id, hostname, pid.
     async fn instances(&self) -> Result<Vec<(String, String, i64)>>;
     /// Marks `abandoned` every running row whose owner is not `me` and has not beaten its
-    /// heartbeat since `stale_before` (or is gone). Returns the job names of the rows changed.
+    /// heartbeat since `stale_before` (or is gone). Returns the id and job of each row changed.
     async fn abandon_orphans(
         &self,
         me: &str,
         stale_before: DateTime<Utc>,
         now: DateTime<Utc>,
-    ) -> Result<Vec<String>>;
+    ) -> Result<Vec<(String, String)>>;
     /// Inserts the rows whose slot is still free; returns the ids actually inserted.
     async fn insert_runs(&self, runs: &[NewRun]) -> Result<HashSet<Uuid>>;
     async fn finish_runs(&self, finishes: &[Finish]) -> Result<()>;
@@ -356,7 +359,7 @@ impl Store {
         me: &str,
         stale_before: DateTime<Utc>,
         now: DateTime<Utc>,
-    ) -> Result<Vec<String>> {
+    ) -> Result<Vec<(String, String)>> {
         dispatch!(self, s => s.abandon_orphans(me, stale_before, now).await)
     }
     pub async fn insert_runs(&self, runs: &[NewRun]) -> Result<HashSet<Uuid>> {

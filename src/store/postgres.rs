@@ -220,11 +220,13 @@ impl Backend for PgStore {
         let rows = sqlx::query(
             "SELECT * FROM job_execution_logs
               WHERE ($1::text IS NULL OR job_name = $1) AND ($2::text IS NULL OR status = $2)
+                AND ($4::uuid IS NULL OR id = $4)
               ORDER BY started_at DESC NULLS LAST, scheduled_for DESC LIMIT $3",
         )
         .bind(&filter.job)
         .bind(filter.status.map(|s| s.as_str()))
         .bind(filter.limit)
+        .bind(filter.run)
         .fetch_all(&self.pool)
         .await
         .doing("reading the run history")?;

@@ -336,11 +336,13 @@ impl Backend for SqliteStore {
         let rows = sqlx::query(
             "SELECT * FROM job_execution_logs
               WHERE (?1 IS NULL OR job_name = ?1) AND (?2 IS NULL OR status = ?2)
+                AND (?4 IS NULL OR id = ?4)
               ORDER BY started_at DESC, scheduled_for DESC LIMIT ?3",
         )
         .bind(&filter.job)
         .bind(filter.status.map(|s| s.as_str()))
         .bind(filter.limit)
+        .bind(filter.run.map(|id| id.to_string()))
         .fetch_all(&self.pool)
         .await
         .doing("reading the run history")?;

@@ -100,6 +100,7 @@ async fn run(p: &Project, job: &str) -> RunRow {
             job: Some(job.into()),
             status: None,
             limit: 100,
+            run: None,
         })
         .await
         .unwrap();
@@ -781,6 +782,7 @@ async fn a_dry_run_sends_and_changes_nothing() {
             job: None,
             status: None,
             limit: 10,
+            run: None,
         })
         .await
         .unwrap();

@@ -2,6 +2,7 @@
 
 mod helpers;
 
+mod alerts;
 mod billing;
 mod check;
 mod daemon;

@@ -135,14 +135,6 @@ async fn pending_of(store: &Store, number: &str) -> TaskRow {
     .await
 }
 
-async fn mails_to_arrive(smtp: &SmtpServer, n: usize) -> Vec<crate::helpers::smtp::Mail> {
-    wait_for(&format!("{n} emails"), Duration::from_secs(30), || async {
-        let m = smtp.messages();
-        (m.len() >= n).then_some(m)
-    })
-    .await
-}
-
 /// Seed 000's example workflow on a controllable clock: campaign created, first emails 30
 /// minutes later, follow-ups at 10:00 in the customer's zone (across a DST change), a
 /// too-early email rescheduled, an escalation past the last stage, and payments cancelling
@@ -184,7 +176,7 @@ async fn campaign_story(p: Project) {
     // 30 minutes later: both first emails, friendly.
     daemon.clock.advance(Duration::from_secs(30 * 60));
     wait_status(&store, &first.id, "completed").await;
-    let mails = mails_to_arrive(&smtp, 2).await;
+    let mails = smtp.wait_for_messages(2).await;
     assert!(mails.iter().all(|m| m.to.contains("ana@example.com")));
     assert_eq!(
         result(&task(&store, &first.id).await)["template"],
@@ -228,7 +220,7 @@ async fn campaign_story(p: Project) {
             .unwrap(),
     );
     wait_status(&store, &follow.id, "completed").await;
-    mails_to_arrive(&smtp, 4).await;
+    smtp.wait_for_messages(4).await;
 
     // B pays: its pending email is cancelled in the same transaction.
     let b_next = pending_of(&store, "B-1").await;
@@ -254,7 +246,7 @@ async fn campaign_story(p: Project) {
         .clock
         .advance((esc.scheduled_for - daemon.clock.now()).to_std().unwrap());
     wait_status(&store, &esc.id, "completed").await;
-    let mails = mails_to_arrive(&smtp, 5).await;
+    let mails = smtp.wait_for_messages(5).await;
     assert_eq!(mails.len(), 5);
     assert_eq!(result(&task(&store, &esc.id).await)["template"], "urgent");
     let last = pending_of(&store, "A-1").await;

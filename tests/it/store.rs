@@ -73,6 +73,7 @@ async fn contract(store: Store) {
             job: Some("a".into()),
             status: Some(Status::Partial),
             limit: 10,
+            run: None,
         })
         .await
         .unwrap();
@@ -94,16 +95,22 @@ async fn contract(store: Store) {
         .abandon_orphans(&me.id, now - TimeDelta::seconds(30), now)
         .await
         .unwrap();
-    assert_eq!(abandoned, ["o"]);
+    let jobs: Vec<&str> = abandoned.iter().map(|(_, job)| job.as_str()).collect();
+    assert_eq!(jobs, ["o"]);
     let o = store
         .history(&HistoryFilter {
             job: Some("o".into()),
             status: None,
             limit: 1,
+            run: None,
         })
         .await
         .unwrap();
     assert_eq!(o[0].status, "abandoned");
+    assert_eq!(
+        abandoned[0].0, o[0].id,
+        "the abandoned row's id is returned"
+    );
     assert_eq!(
         o[0].error_message.as_deref(),
         Some("the daemon running it (ghost:1:dead) stopped without finishing it")

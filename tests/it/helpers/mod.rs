@@ -197,6 +197,7 @@ pub async fn runs(store: &Store, job: &str) -> Vec<RunRow> {
             job: Some(job.into()),
             status: None,
             limit: 100_000,
+            run: None,
         })
         .await
         .unwrap();

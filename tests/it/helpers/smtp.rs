@@ -60,6 +60,15 @@ impl SmtpServer {
         }
     }
 
+    /// Waits until at least `n` messages were delivered; returns them all.
+    pub async fn wait_for_messages(&self, n: usize) -> Vec<Mail> {
+        super::wait_for(&format!("{n} emails"), Duration::from_secs(30), || async {
+            let m = self.messages();
+            (m.len() >= n).then_some(m)
+        })
+        .await
+    }
+
     /// The messages delivered so far, sorted by recipient then subject.
     pub fn messages(&self) -> Vec<Mail> {
         let mut out = vec![];

@@ -1,0 +1,239 @@
+//! The alert keys of a job (or of `[defaults]`): `on_failure` (who hears about a failed run),
+//! `expect_success_within` (the dead-man deadline) and `ping_url` (a healthchecks.io-style
+//! monitor). Validated here, acted on by `daemon/alerts.rs`.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::Collector;
+use super::secret::redact_url;
+use crate::notify::{ChannelKind, Notifier};
+use crate::schedule::Trigger;
+
+/// While a job keeps failing, one reminder per this long (after the first alert).
+pub const DEFAULT_REPEAT_AFTER: Duration = Duration::from_secs(6 * 3600);
+
+/// `on_failure = { email = [...], webhook = [...], repeat_after = "6h", run_url = "..." }`.
+#[derive(Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub(super) struct OnFailureRaw {
+    #[serde(default)]
+    email: Vec<Spanned<String>>,
+    #[serde(default)]
+    webhook: Vec<Spanned<String>>,
+    #[serde(default, with = "super::duration::option")]
+    repeat_after: Option<Duration>,
+    run_url: Option<Spanned<String>>,
+}
+
+/// Who is told about a failed run, and how often.
+#[derive(Clone, PartialEq)]
+pub struct OnFailure {
+    pub email: Vec<String>,
+    /// Each gets a JSON POST whose `text` field makes it a Slack-style incoming webhook.
+    pub webhook: Vec<String>,
+    /// A job failing again within this of its last alert sends nothing more.
+    pub repeat_after: Duration,
+    /// A link to a run, with `{run_id}` replaced (a dashboard, a log search).
+    pub run_url: Option<String>,
+}
+
+impl OnFailure {
+    pub fn has_recipients(&self) -> bool {
+        !self.email.is_empty() || !self.webhook.is_empty()
+    }
+}
+
+/// A job's alert settings.
+#[derive(Clone, Default, PartialEq)]
+pub struct JobAlerts {
+    pub on_failure: Option<OnFailure>,
+    /// Alert when the job has not succeeded (or ended `partial`) for this long.
+    pub expect_success_within: Option<Duration>,
+    /// Pinged at `/start`, on success, and at `/fail` (with `{job}` replaced).
+    pub ping_url: Option<String>,
+}
+
+impl JobAlerts {
+    pub fn repeat_after(&self) -> Duration {
+        self.on_failure
+            .as_ref()
+            .map(|o| o.repeat_after)
+            .unwrap_or(DEFAULT_REPEAT_AFTER)
+    }
+}
+
+// Webhook and ping URLs hold tokens (Slack's and healthchecks.io's are secrets).
+impl fmt::Debug for JobAlerts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (email, webhooks) = self
+            .on_failure
+            .as_ref()
+            .map(|o| (o.email.clone(), o.webhook.len()))
+            .unwrap_or_default();
+        f.debug_struct("JobAlerts")
+            .field("email", &email)
+            .field("webhooks", &webhooks)
+            .field("expect_success_within", &self.expect_success_within)
+            .field("ping_url", &self.ping_url.as_deref().map(|_| "***"))
+            .finish()
+    }
+}
+
+/// The raw alert keys of a job and of `[defaults]`; a job's key replaces the default's.
+pub(super) struct AlertKeys<'a> {
+    pub on_failure: Option<&'a OnFailureRaw>,
+    pub expect_success_within: Option<Duration>,
+    pub ping_url: Option<&'a Spanned<String>>,
+}
+
+/// Validates the alert keys of job `name` (`label` is "job `name`").
+pub(super) fn job_alerts(
+    keys: AlertKeys<'_>,
+    name: &str,
+    label: &str,
+    span: std::ops::Range<usize>,
+    trigger: Option<&Trigger>,
+    timezone: Option<chrono_tz::Tz>,
+    notifier: Option<&Notifier>,
+    c: &mut Collector<'_>,
+) -> JobAlerts {
+    let mut alerts = JobAlerts::default();
+    if let Some(raw) = keys.on_failure {
+        alerts.on_failure = on_failure(raw, label, span.clone(), notifier, c);
+    }
+    if let Some(within) = keys.expect_success_within {
+        if within < Duration::from_secs(60) {
+            c.push(
+                format!("invalid `expect_success_within` for {label}"),
+                Some(span.clone()),
+                "must be at least 1m",
+            );
+        } else if let (Some(trigger), Some(tz)) = (trigger, timezone)
+            && let Some(gap) = longest_gap(trigger, tz)
+            && gap >= within
+        {
+            c.push(
+                format!("invalid `expect_success_within` for {label}"),
+                Some(span.clone()),
+                format!(
+                    "the job's trigger leaves up to {} between fires, so a deadline of {} would \
+                     alert while nothing is wrong; set it longer than that gap (e.g. the gap plus \
+                     the job's usual run time and retries)",
+                    super::duration::short(gap),
+                    super::duration::short(within)
+                ),
+            );
+        }
+        alerts.expect_success_within = Some(within);
+    }
+    if let Some(url) = keys.ping_url {
+        let resolved = url.get_ref().replace("{job}", name);
+        match reqwest::Url::parse(&resolved) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") => alerts.ping_url = Some(resolved),
+            _ => c.push(
+                format!("invalid `ping_url` for {label}"),
+                Some(url.span()),
+                format!(
+                    "`{}` is not an http(s) URL; e.g. `https://hc-ping.com/<uuid>`, or \
+                     `https://hc-ping.com/<ping-key>/{{job}}` in `[defaults]`",
+                    redact_url(url.get_ref())
+                ),
+            ),
+        }
+    }
+    alerts
+}
+
+fn on_failure(
+    raw: &OnFailureRaw,
+    label: &str,
+    span: std::ops::Range<usize>,
+    notifier: Option<&Notifier>,
+    c: &mut Collector<'_>,
+) -> Option<OnFailure> {
+    let before = c.problems.len();
+    let mut email = vec![];
+    for addr in &raw.email {
+        match addr.get_ref().parse::<lettre::Address>() {
+            Ok(_) => email.push(addr.get_ref().clone()),
+            Err(e) => c.push(
+                format!("invalid `on_failure.email` for {label}"),
+                Some(addr.span()),
+                format!("`{}` is not an email address: {e}", addr.get_ref()),
+            ),
+        }
+    }
+    if let (Some(first), Some(n)) = (raw.email.first(), notifier)
+        && !n.has_channel(ChannelKind::Email)
+    {
+        c.push(
+            format!("invalid `on_failure.email` for {label}"),
+            Some(first.span()),
+            "alert emails go out through `[channels.email]`, which is not configured; add it, \
+             or alert through `webhook` only",
+        );
+    }
+    let mut webhook = vec![];
+    for url in &raw.webhook {
+        match reqwest::Url::parse(url.get_ref()) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") => webhook.push(url.get_ref().clone()),
+            _ => c.push(
+                format!("invalid `on_failure.webhook` for {label}"),
+                Some(url.span()),
+                format!(
+                    "`{}` is not an http(s) URL, e.g. `https://hooks.slack.com/services/...`",
+                    redact_url(url.get_ref())
+                ),
+            ),
+        }
+    }
+    let repeat_after = raw.repeat_after.unwrap_or(DEFAULT_REPEAT_AFTER);
+    if repeat_after < Duration::from_secs(60) {
+        c.push(
+            format!("invalid `on_failure.repeat_after` for {label}"),
+            Some(span),
+            "must be at least 1m: it is how long a job that keeps failing stays quiet after an \
+             alert",
+        );
+    }
+    let run_url = match &raw.run_url {
+        None => None,
+        Some(u) => {
+            let example = u
+                .get_ref()
+                .replace("{run_id}", &uuid::Uuid::nil().to_string());
+            if !u.get_ref().contains("{run_id}") || reqwest::Url::parse(&example).is_err() {
+                c.push(
+                    format!("invalid `on_failure.run_url` for {label}"),
+                    Some(u.span()),
+                    "must be a URL holding `{run_id}`, e.g. \
+                     `https://grafana.example.com/explore?run={run_id}`",
+                );
+            }
+            Some(u.get_ref().clone())
+        }
+    };
+    (c.problems.len() == before).then_some(OnFailure {
+        email,
+        webhook,
+        repeat_after,
+        run_url,
+    })
+}
+
+/// The longest time between two consecutive fires over the next 60 fires (a weekday-only
+/// job waits from Friday to Monday).
+fn longest_gap(trigger: &Trigger, tz: chrono_tz::Tz) -> Option<Duration> {
+    let mut at = trigger.next_after(chrono::Utc::now(), tz)?;
+    let mut longest = chrono::TimeDelta::zero();
+    for _ in 0..60 {
+        let next = trigger.next_after(at, tz)?;
+        longest = longest.max(next - at);
+        at = next;
+    }
+    longest.to_std().ok()
+}

@@ -1,0 +1,609 @@
+//! Alerts: telling operators that something is wrong before a customer does.
+//!
+//! - `on_failure`: a run that ends `failed`, `timed_out` or `abandoned` sends an email and/or a
+//!   webhook POST with the error and the run id. While the job keeps failing, at most one
+//!   reminder per `repeat_after`; when it succeeds again, one "recovered" message.
+//! - `expect_success_within`: the daemon checks every minute when each job last succeeded and
+//!   alerts (at most once per `repeat_after`) when that is too long ago.
+//! - `ping_url`: `/start` when a run starts, the URL itself on success, `/fail` (with the error
+//!   as the body) otherwise, as healthchecks.io and its clones expect.
+//!
+//! Every alert has a dedup key derived from the ledger (the failure streak's first run, the
+//! reminder window), claimed in `notification_log` before it is sent. So the decision is the
+//! same after a restart and on every replica, and each alert goes out once (invariant 4).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::runner::Shared;
+use crate::config::JobSpec;
+use crate::config::alerts::OnFailure;
+use crate::config::secret::redact_url;
+use crate::notify::{Rendered, SendError};
+use crate::store::billing::{NotificationClaim, NotificationEnd};
+use crate::store::{Status, Store};
+
+/// How often the dead-man deadlines are checked.
+pub const CHECK_EVERY: Duration = Duration::from_secs(60);
+/// One send (an email, a webhook POST, a ping) gives up after this long.
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+/// At most this much of a run's error goes into a ping body.
+const PING_BODY: usize = 10_000;
+
+/// What the alerts of one daemon remember between checks.
+#[derive(Default)]
+pub struct State {
+    /// When this daemon first knew each job: a job that never ran is overdue from there.
+    known_since: Mutex<HashMap<String, DateTime<Utc>>>,
+    /// Overdue alerts already logged by this process (the log says it once per window).
+    logged: Mutex<std::collections::HashSet<String>>,
+    checking: AtomicBool,
+}
+
+impl State {
+    /// Notes the jobs of a (re)loaded config.
+    pub fn know(&self, jobs: &[std::sync::Arc<JobSpec>], now: DateTime<Utc>) {
+        let mut known = self.known_since.lock().expect("alerts lock");
+        for j in jobs {
+            known.entry(j.name.to_string()).or_insert(now);
+        }
+    }
+}
+
+/// How a run ended, as alerts need it.
+pub struct Ended<'a> {
+    pub id: Uuid,
+    pub status: Status,
+    pub slot: DateTime<Utc>,
+    pub completed: DateTime<Utc>,
+    pub error: Option<&'a str>,
+    pub attempts: u32,
+}
+
+fn is_failure(status: Status) -> bool {
+    matches!(
+        status,
+        Status::Failed | Status::TimedOut | Status::Abandoned
+    )
+}
+
+fn is_success(status: Status) -> bool {
+    matches!(status, Status::Succeeded | Status::Partial)
+}
+
+fn at(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%d %H:%M:%S UTC").to_string()
+}
+
+fn whole(d: Duration) -> String {
+    crate::config::duration::short(d)
+}
+
+/// Pings `ping_url/start` in the background; the end ping waits for it, so they arrive in order.
+pub fn ping_start(spec: &JobSpec, run: Uuid) -> Option<tokio::task::JoinHandle<()>> {
+    let url = spec.alerts.ping_url.clone()?;
+    let job = spec.name.clone();
+    Some(tokio::spawn(async move {
+        ping(&job, &url, "/start", run, None).await;
+    }))
+}
+
+/// After a run's end is recorded: the end ping, then a failure or recovery alert.
+pub async fn run_ended(
+    shared: &Shared,
+    spec: &JobSpec,
+    run: Ended<'_>,
+    started: Option<tokio::task::JoinHandle<()>>,
+) {
+    if let Some(url) = &spec.alerts.ping_url {
+        if let Some(h) = started {
+            let _ = h.await;
+        }
+        let (suffix, body) = if is_success(run.status) {
+            ("", None)
+        } else {
+            let error = run.error.unwrap_or(run.status.as_str());
+            ("/fail", Some(format!("{}: {error}", run.status.as_str())))
+        };
+        ping(&spec.name, url, suffix, run.id, body).await;
+    }
+    let Some(on_failure) = spec
+        .alerts
+        .on_failure
+        .as_ref()
+        .filter(|o| o.has_recipients())
+    else {
+        return;
+    };
+    if is_failure(run.status) {
+        failure(shared, spec, on_failure, &run).await;
+    } else if is_success(run.status) {
+        recovery(shared, spec, on_failure, &run).await;
+    }
+}
+
+/// A run found `abandoned` (its daemon stopped mid-run): alerted like a failure.
+pub async fn abandoned(shared: &Shared, spec: &JobSpec, id: &str, now: DateTime<Utc>) {
+    let (Some(on_failure), Ok(id)) = (
+        spec.alerts
+            .on_failure
+            .as_ref()
+            .filter(|o| o.has_recipients()),
+        Uuid::parse_str(id),
+    ) else {
+        return;
+    };
+    let run = Ended {
+        id,
+        status: Status::Abandoned,
+        slot: now,
+        completed: now,
+        error: Some("the daemon running it stopped without finishing it"),
+        attempts: 1,
+    };
+    failure(shared, spec, on_failure, &run).await;
+}
+
+fn run_link(on_failure: &OnFailure, id: Uuid) -> String {
+    match &on_failure.run_url {
+        Some(u) => u.replace("{run_id}", &id.to_string()),
+        None => format!("`tickler history --run {id}`"),
+    }
+}
+
+async fn failure(shared: &Shared, spec: &JobSpec, on_failure: &OnFailure, run: &Ended<'_>) {
+    let streak = match shared.store.streak(&spec.name, run.id).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(job = %spec.name, run_id = %run.id, error = %e, "alert not sent: cannot read the job's last runs");
+            return;
+        }
+    };
+    // The streak is named by its first failed run, so every replica and every restart derives
+    // the same key; the reminder window is counted from that run's end.
+    let (anchor, since) = match &streak.first_failure {
+        Some((id, at)) if *at <= run.completed => (id.clone(), *at),
+        _ => (run.id.to_string(), run.completed),
+    };
+    let failures = streak.failures + 1;
+    let repeat = TimeDelta::from_std(on_failure.repeat_after).unwrap_or(TimeDelta::MAX);
+    let window = ((run.completed - since).num_seconds() / repeat.num_seconds().max(1)).max(0);
+    let what = match run.status {
+        Status::TimedOut => "timed out",
+        Status::Abandoned => "was abandoned",
+        _ => "failed",
+    };
+    let subject = if window == 0 {
+        format!("[tickler] {} {what}", spec.name)
+    } else {
+        format!(
+            "[tickler] {} is still failing ({failures} failed runs since {})",
+            spec.name,
+            at(since)
+        )
+    };
+    let error = run.error.unwrap_or("(no error message)");
+    let link = run_link(on_failure, run.id);
+    let last_success = streak
+        .last_success
+        .as_ref()
+        .map(|(_, t)| at(*t))
+        .unwrap_or_else(|| "never".into());
+    let text = format!(
+        "Job `{job}` {what} (status {status}, {attempts} attempt(s)).\n\n\
+         Error: {error}\n\n\
+         Run:           {link}\n\
+         Scheduled for: {slot}\n\
+         Ended:         {ended}\n\
+         Failing since: {since} ({failures} failed run(s); last success: {last_success})\n\n\
+         While it keeps failing you get at most one reminder every {repeat}, and one message \
+         when it succeeds again.\n",
+        job = spec.name,
+        status = run.status.as_str(),
+        attempts = run.attempts,
+        slot = at(run.slot),
+        ended = at(run.completed),
+        since = at(since),
+        repeat = whole(on_failure.repeat_after),
+    );
+    let payload = json!({
+        "event": "failure",
+        "job": &*spec.name,
+        "run_id": run.id.to_string(),
+        "status": run.status.as_str(),
+        "error": run.error,
+        "run_url": on_failure.run_url.as_ref().map(|_| link.clone()),
+        "failing_since": since,
+        "failures": failures,
+    });
+    let alert = Alert {
+        key: format!("alert:{}:failing:{anchor}:{window}", spec.name),
+        short: format!("{subject}: {error} (run {link})"),
+        subject,
+        text,
+        payload,
+    };
+    send(&shared.store, spec, on_failure, alert, shared.clock.now()).await;
+}
+
+async fn recovery(shared: &Shared, spec: &JobSpec, on_failure: &OnFailure, run: &Ended<'_>) {
+    let streak = match shared.store.streak(&spec.name, run.id).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(job = %spec.name, run_id = %run.id, error = %e, "recovery message not sent: cannot read the job's last runs");
+            return;
+        }
+    };
+    let Some((anchor, since)) = streak.first_failure else {
+        return;
+    };
+    let link = run_link(on_failure, run.id);
+    let subject = format!("[tickler] {} recovered", spec.name);
+    let text = format!(
+        "Job `{job}` succeeded again at {ended} after {n} failed run(s) since {since}.\n\n\
+         Run: {link}\n",
+        job = spec.name,
+        ended = at(run.completed),
+        n = streak.failures,
+        since = at(since),
+    );
+    let payload = json!({
+        "event": "recovered",
+        "job": &*spec.name,
+        "run_id": run.id.to_string(),
+        "status": run.status.as_str(),
+        "failing_since": since,
+        "failures": streak.failures,
+    });
+    let alert = Alert {
+        key: format!("alert:{}:recovered:{anchor}", spec.name),
+        short: format!(
+            "{subject} after {} failed run(s) (run {link})",
+            streak.failures
+        ),
+        subject,
+        text,
+        payload,
+    };
+    send(&shared.store, spec, on_failure, alert, shared.clock.now()).await;
+}
+
+/// Checks every job's `expect_success_within` on `tracker`, unless a check is still going on.
+pub fn check_deadlines(
+    shared: std::sync::Arc<Shared>,
+    tracker: &tokio_util::task::TaskTracker,
+    now: DateTime<Utc>,
+) {
+    if shared.alerts.checking.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    tracker.spawn(async move {
+        let jobs = shared.jobs.lock().expect("jobs lock").clone();
+        for spec in jobs.iter().filter(|j| j.enabled) {
+            if let Some(within) = spec.alerts.expect_success_within {
+                deadline(&shared, spec, within, now).await;
+            }
+        }
+        shared.alerts.checking.store(false, Ordering::Release);
+    });
+}
+
+async fn deadline(shared: &Shared, spec: &JobSpec, within: Duration, now: DateTime<Utc>) {
+    let streak = match shared.store.streak(&spec.name, Uuid::nil()).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(job = %spec.name, error = %e, "cannot check `expect_success_within`");
+            return;
+        }
+    };
+    let reference = match &streak.last_success {
+        Some((_, t)) => *t,
+        None => {
+            let first = shared.store.first_ended(&spec.name).await.ok().flatten();
+            let known = shared
+                .alerts
+                .known_since
+                .lock()
+                .expect("alerts lock")
+                .get(&*spec.name)
+                .copied()
+                .unwrap_or(now);
+            first.map_or(known, |f| f.min(known))
+        }
+    };
+    let within_td = TimeDelta::from_std(within).unwrap_or(TimeDelta::MAX);
+    let due = reference + within_td;
+    if now <= due {
+        return;
+    }
+    // A job that runs and fails is reported by its failure alerts (with their reminders).
+    let failing_now = streak.last_failure.is_some_and(|t| now - t <= within_td)
+        && spec
+            .alerts
+            .on_failure
+            .as_ref()
+            .is_some_and(|o| o.has_recipients());
+    if failing_now {
+        return;
+    }
+    let repeat = spec.alerts.repeat_after();
+    let window = (now - due).num_seconds() / (repeat.as_secs() as i64).max(1);
+    let last = streak
+        .last_success
+        .as_ref()
+        .map(|(id, _)| id.as_str())
+        .unwrap_or("never");
+    let key = format!("alert:{}:overdue:{last}:{window}", spec.name);
+    let since = match &streak.last_success {
+        Some((_, t)) => format!("since {}", at(*t)),
+        None => format!("since tickler started watching it ({})", at(reference)),
+    };
+    let subject = format!(
+        "[tickler] {} has not succeeded in {}",
+        spec.name,
+        whole(within)
+    );
+    if shared
+        .alerts
+        .logged
+        .lock()
+        .expect("alerts lock")
+        .insert(key.clone())
+    {
+        tracing::error!(
+            job = %spec.name, last_success = %last, deadline = %due,
+            "the job has not succeeded {since}; `expect_success_within` is {}", whole(within)
+        );
+    }
+    let Some(on_failure) = spec
+        .alerts
+        .on_failure
+        .as_ref()
+        .filter(|o| o.has_recipients())
+    else {
+        return;
+    };
+    let text = format!(
+        "Job `{job}` has not succeeded {since}; it is expected to succeed at least every \
+         {within} (`expect_success_within`), so it was due by {due}.\n\n\
+         Its last runs: `tickler history --job {job}`.\n\
+         Until it succeeds you get at most one reminder every {repeat}.\n",
+        job = spec.name,
+        within = whole(within),
+        due = at(due),
+        repeat = whole(repeat),
+    );
+    let payload = json!({
+        "event": "overdue",
+        "job": &*spec.name,
+        "last_success": streak.last_success.as_ref().map(|(_, t)| t),
+        "last_success_run_id": streak.last_success.as_ref().map(|(id, _)| id),
+        "due": due,
+    });
+    let alert = Alert {
+        key,
+        short: format!("{subject} ({since})"),
+        subject,
+        text,
+        payload,
+    };
+    send(&shared.store, spec, on_failure, alert, now).await;
+}
+
+struct Alert {
+    /// The base of each recipient's dedup key.
+    key: String,
+    subject: String,
+    /// The email body.
+    text: String,
+    /// The webhook's `text` (one line, for chat).
+    short: String,
+    /// Extra webhook fields.
+    payload: Value,
+}
+
+/// Claims the alert for each recipient in `notification_log`, sends the claimed ones, and
+/// records how each send ended. A failed send is claimed again by the next alert of the same
+/// window; a sent one is never sent again.
+async fn send(store: &Store, spec: &JobSpec, to: &OnFailure, alert: Alert, now: DateTime<Utc>) {
+    let mut targets: Vec<(String, Target)> = vec![];
+    for addr in &to.email {
+        targets.push((format!("{}:email:{addr}", alert.key), Target::Email(addr)));
+    }
+    for (i, url) in to.webhook.iter().enumerate() {
+        targets.push((format!("{}:webhook:{i}", alert.key), Target::Webhook(url)));
+    }
+    let claims: Vec<NotificationClaim> = targets
+        .iter()
+        .map(|(key, target)| NotificationClaim {
+            id: Uuid::now_v7().to_string(),
+            key: key.clone(),
+            channel: target.channel(),
+            recipient: target.shown(),
+            template: "alert".into(),
+            invoice: None,
+            status: "sending",
+            error: None,
+        })
+        .collect();
+    let claimed = match store.claim_notifications(&spec.name, &claims, now).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(job = %spec.name, error = %e, "alert not sent: cannot claim it in notification_log");
+            return;
+        }
+    };
+    let rendered = Rendered {
+        subject: alert.subject.clone(),
+        text: alert.text.clone(),
+        html: None,
+    };
+    let mut ends = vec![];
+    for (key, target) in targets.iter().filter(|(k, _)| claimed.contains(k)) {
+        let result = match target {
+            Target::Email(addr) => match spec.notifier.email() {
+                Some(email) => {
+                    match tokio::time::timeout(SEND_TIMEOUT * 3, email.send(addr, key, &rendered))
+                        .await
+                    {
+                        Ok(r) => r,
+                        Err(_) => Err(SendError::ambiguous("timed out")),
+                    }
+                }
+                None => Err(SendError::new("`[channels.email]` is not configured")),
+            },
+            Target::Webhook(url) => {
+                let mut body = alert.payload.clone();
+                body["text"] = json!(alert.short);
+                body["subject"] = json!(alert.subject);
+                body["key"] = json!(key);
+                post(url, &body).await
+            }
+        };
+        let (status, provider_id, error) = match result {
+            Ok(id) => {
+                tracing::info!(job = %spec.name, to = %target.shown(), "alert sent: {}", alert.subject);
+                ("sent", Some(id), None)
+            }
+            Err(e) => {
+                tracing::error!(job = %spec.name, to = %target.shown(), error = %e.message, "alert not sent: {}", alert.subject);
+                let status = if e.ambiguous { "unknown" } else { "failed" };
+                (status, None, Some(e.message))
+            }
+        };
+        ends.push(NotificationEnd {
+            key: key.clone(),
+            status,
+            provider_id,
+            error,
+        });
+    }
+    if let Err(e) = store.finish_notifications(&ends, Utc::now()).await {
+        tracing::warn!(job = %spec.name, error = %e, "could not record the alerts sent");
+    }
+}
+
+enum Target<'a> {
+    Email(&'a str),
+    Webhook(&'a str),
+}
+
+impl Target<'_> {
+    fn channel(&self) -> &'static str {
+        match self {
+            Target::Email(_) => "email",
+            Target::Webhook(_) => "webhook",
+        }
+    }
+    /// What the log and `notification_log` show: a webhook URL holds a token, so its host only.
+    fn shown(&self) -> String {
+        match self {
+            Target::Email(a) => a.to_string(),
+            Target::Webhook(u) => host_only(u),
+        }
+    }
+}
+
+fn host_only(url: &str) -> String {
+    reqwest::Url::parse(url)
+        .ok()
+        .and_then(|u| u.host_str().map(|h| format!("{}://{h}/***", u.scheme())))
+        .unwrap_or_else(|| redact_url(url))
+}
+
+async fn post(url: &str, body: &Value) -> Result<String, SendError> {
+    let shown = host_only(url);
+    let response = crate::jobs::http_client()
+        .post(url)
+        .timeout(SEND_TIMEOUT)
+        .json(body)
+        .send()
+        .await
+        .map_err(|e| {
+            if e.is_timeout() {
+                SendError::ambiguous(format!("webhook `{shown}`: timed out"))
+            } else {
+                SendError::new(format!("webhook `{shown}`: {}", e.without_url()))
+            }
+        })?;
+    let status = response.status();
+    if status.is_success() {
+        Ok(format!("HTTP {}", status.as_u16()))
+    } else {
+        Err(SendError::new(format!(
+            "webhook `{shown}` answered HTTP {}",
+            status.as_u16()
+        )))
+    }
+}
+
+/// One monitor ping: `url` + `suffix`, with the run id as `rid` (healthchecks.io pairs a start
+/// with its end by it). Tried three times; a ping never fails a run.
+async fn ping(job: &str, url: &str, suffix: &str, run: Uuid, body: Option<String>) {
+    let mut target = match reqwest::Url::parse(url) {
+        Ok(u) => u,
+        Err(_) => return,
+    };
+    let path = format!("{}{suffix}", target.path().trim_end_matches('/'));
+    target.set_path(if path.is_empty() { "/" } else { &path });
+    target
+        .query_pairs_mut()
+        .append_pair("rid", &run.to_string());
+    let body = body
+        .map(|b| crate::jobs::tail(&b, PING_BODY))
+        .unwrap_or_default();
+    let shown = host_only(url);
+    let mut last = String::new();
+    for attempt in 0..3 {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_millis(500 << attempt)).await;
+        }
+        let sent = crate::jobs::http_client()
+            .post(target.clone())
+            .timeout(SEND_TIMEOUT)
+            .body(body.clone())
+            .send()
+            .await;
+        match sent {
+            Ok(r) if r.status().is_success() => return,
+            Ok(r) if r.status().is_client_error() => {
+                last = format!("HTTP {}", r.status().as_u16());
+                break;
+            }
+            Ok(r) => last = format!("HTTP {}", r.status().as_u16()),
+            Err(e) => last = e.without_url().to_string(),
+        }
+    }
+    tracing::warn!(job = %job, run_id = %run, ping = %format!("{shown}{suffix}"), error = %last, "monitor ping failed");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_webhook_url_is_shown_by_its_host_only() {
+        assert_eq!(
+            host_only("https://hooks.slack.com/services/T0/B0/secret"),
+            "https://hooks.slack.com/***"
+        );
+        assert_eq!(
+            Target::Webhook("http://127.0.0.1:9/hook?token=abc").shown(),
+            "http://127.0.0.1/***"
+        );
+        assert_eq!(Target::Email("ops@acme.test").shown(), "ops@acme.test");
+    }
+
+    #[test]
+    fn durations_read_as_written() {
+        assert_eq!(whole(Duration::from_secs(26 * 3600)), "26h");
+        assert_eq!(whole(Duration::from_secs(30 * 60)), "30m");
+        assert_eq!(whole(Duration::from_secs(90)), "90s");
+    }
+}

@@ -1,0 +1,106 @@
+//! What alerts read from the ledger: a job's last success, the failures since it, and the
+//! first run ever recorded. The ledger is the memory of alerts, so they work the same after a
+//! restart and on every replica.
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::billing::ts;
+use super::{Doing, Result, Store, with_pool};
+
+/// Statuses that count as the job doing its work (a `partial` run did, with item errors).
+const SUCCESS: &str = "('succeeded', 'partial')";
+/// Statuses that count as a failed run.
+const FAILURE: &str = "('failed', 'timed_out', 'abandoned')";
+
+/// A job's ended runs since its last success.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Streak {
+    /// The last run that succeeded (or ended `partial`): its id and end.
+    pub last_success: Option<(String, DateTime<Utc>)>,
+    /// The first failed run after it: its id and end.
+    pub first_failure: Option<(String, DateTime<Utc>)>,
+    /// How many runs failed after it.
+    pub failures: i64,
+    /// When the last of them ended.
+    pub last_failure: Option<DateTime<Utc>>,
+}
+
+impl Store {
+    /// The last success of `job` and the failures after it, leaving out run `except` (the run
+    /// being judged, whose end may not be written yet).
+    pub async fn streak(&self, job: &str, except: Uuid) -> Result<Streak> {
+        let doing = "reading the job's last runs for alerts";
+        let last = self
+            .sql(&format!(
+                "SELECT id::text, completed_at FROM job_execution_logs
+              WHERE job_name = $1 AND completed_at IS NOT NULL AND status IN {SUCCESS}
+                AND id <> $2::uuid
+              ORDER BY completed_at DESC LIMIT 1"
+            ))
+            .into_owned();
+        let last_success: Option<(String, DateTime<Utc>)> = with_pool!(self, pool => sqlx::query_as(&last)
+                .bind(job)
+                .bind(except.to_string())
+                .fetch_optional(pool)
+                .await
+                .doing(doing))?;
+        let since = last_success
+            .as_ref()
+            .map(|(_, at)| *at)
+            .unwrap_or(DateTime::<Utc>::UNIX_EPOCH);
+        let first = self
+            .sql(&format!(
+                "SELECT id::text, completed_at FROM job_execution_logs
+              WHERE job_name = $1 AND completed_at IS NOT NULL AND status IN {FAILURE}
+                AND completed_at > $2::timestamptz AND id <> $3::uuid
+              ORDER BY completed_at LIMIT 1"
+            ))
+            .into_owned();
+        let count = self
+            .sql(&format!(
+                "SELECT count(*), max(completed_at) FROM job_execution_logs
+              WHERE job_name = $1 AND completed_at IS NOT NULL AND status IN {FAILURE}
+                AND completed_at > $2::timestamptz AND id <> $3::uuid"
+            ))
+            .into_owned();
+        type Counted = (i64, Option<DateTime<Utc>>);
+        let (first_failure, (failures, last_failure)): (Option<(String, DateTime<Utc>)>, Counted) = with_pool!(self, pool => {
+            let first = sqlx::query_as(&first)
+                .bind(job)
+                .bind(ts(since))
+                .bind(except.to_string())
+                .fetch_optional(pool)
+                .await
+                .doing(doing)?;
+            let count = sqlx::query_as(&count)
+                .bind(job)
+                .bind(ts(since))
+                .bind(except.to_string())
+                .fetch_one(pool)
+                .await
+                .doing(doing)?;
+            (first, count)
+        });
+        Ok(Streak {
+            last_success,
+            first_failure,
+            failures,
+            last_failure,
+        })
+    }
+
+    /// When the first recorded run of `job` ended: a job that never succeeded is overdue
+    /// from there.
+    pub async fn first_ended(&self, job: &str) -> Result<Option<DateTime<Utc>>> {
+        with_pool!(self, pool => sqlx::query_scalar(
+            "SELECT completed_at FROM job_execution_logs
+              WHERE job_name = $1 AND completed_at IS NOT NULL
+              ORDER BY completed_at LIMIT 1",
+        )
+        .bind(job)
+        .fetch_optional(pool)
+        .await
+        .doing("reading the job's first run for alerts"))
+    }
+}

@@ -1,0 +1,297 @@
+//! Alerts on real parts: `on_failure` emails through a real SMTP server (aiosmtpd) and webhook
+//! POSTs to a local mock, de-duplicated through `notification_log` across restarts;
+//! `expect_success_within` checked by the daemon after a restart; `ping_url` pings in order.
+
+use std::time::Duration;
+
+use serde_json::Value;
+use wiremock::matchers::method;
+use wiremock::{Mock, MockServer, Request, ResponseTemplate};
+
+use crate::helpers::smtp::SmtpServer;
+use crate::helpers::{Project, TestDaemon, runs, utc, wait_for, wait_settled};
+
+fn email_channel(smtp: &SmtpServer) -> String {
+    format!(
+        "[channels.email]\ntransport = \"smtp\"\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\n\
+         from = \"tickler <tickler@acme.test>\"\n",
+        smtp.port
+    )
+}
+
+async fn webhook_server() -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&server)
+        .await;
+    server
+}
+
+async fn posted(server: &MockServer, path_prefix: &str) -> Vec<Request> {
+    server
+        .received_requests()
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|r| r.url.path().starts_with(path_prefix))
+        .collect()
+}
+
+fn json(r: &Request) -> Value {
+    serde_json::from_slice(&r.body).expect("a JSON body")
+}
+
+/// A job failing every minute: one alert, a reminder once `repeat_after` has passed (in a
+/// later daemon: the decision comes from the ledger), one "recovered" message. Emails and
+/// webhooks alike; nothing else is sent.
+async fn failure_story(p: Project) {
+    let smtp = SmtpServer::start(p.path());
+    let hooks = webhook_server().await;
+    let flag = p.path().join("failing");
+    std::fs::write(&flag, "").unwrap();
+    p.write_config(
+        "",
+        &format!(
+            "{}\n[[job]]\nname = \"flaky\"\nkind = \"command\"\nschedule = \"* * * * *\"\n\
+             command = [\"test ! -e {}\"]\nshell = true\n\
+             on_failure = {{ email = [\"ops@acme.test\"], webhook = [\"{}/hooks/T1/B1/secret-token\"], \
+             repeat_after = \"30m\", run_url = \"https://dash.acme.test/runs/{{run_id}}\" }}\n",
+            email_channel(&smtp),
+            flag.display(),
+            hooks.uri()
+        ),
+    );
+    let store = p.store().await;
+
+    // Ten failures in ten minutes.
+    let d = TestDaemon::start(p.config(), utc("2026-01-05T10:00:00Z")).await;
+    for i in 1..=10 {
+        d.clock.advance(Duration::from_secs(60));
+        wait_settled(&store, "flaky", i).await;
+    }
+    d.stop().await; // waits for every alert in flight
+    let rows = runs(&store, "flaky").await;
+    assert!(rows.iter().all(|r| r.status == "failed"), "{rows:?}");
+    let first = &rows[0];
+    let mails = smtp.messages();
+    assert_eq!(mails.len(), 1, "one email for ten failures: {mails:?}");
+    assert_eq!(mails[0].to, "ops@acme.test");
+    assert_eq!(mails[0].subject, "[tickler] flaky failed");
+    let body = &mails[0].body;
+    assert!(
+        body.contains(&format!("https://dash.acme.test/runs/{}", first.id)),
+        "{body}"
+    );
+    assert!(
+        body.contains("Error: `test ! -e"),
+        "the error is in the alert: {body}"
+    );
+    assert!(
+        body.contains("Scheduled for: 2026-01-05 10:01:00 UTC"),
+        "{body}"
+    );
+    assert!(body.contains("at most one reminder every 30m"), "{body}");
+    let hooks_seen = posted(&hooks, "/hooks/").await;
+    assert_eq!(hooks_seen.len(), 1, "one webhook for ten failures");
+    let payload = json(&hooks_seen[0]);
+    assert_eq!(payload["event"], "failure");
+    assert_eq!(payload["job"], "flaky");
+    assert_eq!(payload["status"], "failed");
+    assert_eq!(payload["run_id"], first.id.as_str());
+    assert_eq!(payload["failures"], 1);
+    assert!(
+        payload["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("[tickler] flaky failed: "),
+        "{payload}"
+    );
+    // A new daemon; 21 minutes later the job still fails: past `repeat_after` since the
+    // first failure (10:01), so one reminder.
+    let d = TestDaemon::start(p.config(), utc("2026-01-05T10:10:00Z")).await;
+    d.clock.advance(Duration::from_secs(21 * 60));
+    wait_for("the 10:31 run", Duration::from_secs(30), || async {
+        runs(&store, "flaky")
+            .await
+            .iter()
+            .any(|r| r.scheduled_for == utc("2026-01-05T10:31:00Z") && r.status == "failed")
+            .then_some(())
+    })
+    .await;
+    let mails = smtp.wait_for_messages(2).await;
+    let reminder = mails
+        .iter()
+        .find(|m| m.subject.contains("still failing"))
+        .expect("a reminder");
+    assert_eq!(
+        reminder.subject,
+        "[tickler] flaky is still failing (11 failed runs since 2026-01-05 10:01:00 UTC)"
+    );
+
+    // It succeeds again: one "recovered" message.
+    std::fs::remove_file(&flag).unwrap();
+    d.clock.advance(Duration::from_secs(60));
+    let mails = smtp.wait_for_messages(3).await;
+    d.stop().await;
+    let recovered = mails
+        .iter()
+        .find(|m| m.subject.contains("recovered"))
+        .expect("a recovery message");
+    assert_eq!(recovered.subject, "[tickler] flaky recovered");
+    assert!(
+        recovered
+            .body
+            .contains("after 11 failed run(s) since 2026-01-05 10:01:00 UTC"),
+        "{}",
+        recovered.body
+    );
+    assert_eq!(smtp.messages().len(), 3, "failure, reminder, recovered");
+    let events: Vec<String> = posted(&hooks, "/hooks/")
+        .await
+        .iter()
+        .map(|r| json(r)["event"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(events, ["failure", "failure", "recovered"]);
+}
+
+#[tokio::test]
+async fn a_failing_job_alerts_once_reminds_and_recovers_on_sqlite() {
+    failure_story(Project::sqlite()).await;
+}
+
+#[tokio::test]
+async fn a_failing_job_alerts_once_reminds_and_recovers_on_postgres() {
+    let Some(p) = Project::postgres().await else {
+        return;
+    };
+    failure_story(p).await;
+}
+
+/// A daily job last succeeded at 02:00; the daemon was down through the next night. The
+/// restarted daemon finds the job overdue from the ledger and alerts once; another restart
+/// in the same window sends nothing; the next window (`repeat_after`) sends a reminder.
+#[tokio::test]
+async fn expect_success_within_is_checked_after_restarts() {
+    let p = Project::sqlite();
+    let smtp = SmtpServer::start(p.path());
+    p.write_config(
+        "",
+        &format!(
+            "{}\n[[job]]\nname = \"nightly\"\nkind = \"noop\"\nschedule = \"0 2 * * *\"\n\
+             expect_success_within = \"26h\"\n\
+             on_failure = {{ email = [\"ops@acme.test\"], repeat_after = \"6h\" }}\n",
+            email_channel(&smtp)
+        ),
+    );
+    let store = p.store().await;
+    let d = TestDaemon::start(p.config(), utc("2026-01-05T01:59:00Z")).await;
+    d.clock.advance(Duration::from_secs(60));
+    let ok = wait_settled(&store, "nightly", 1).await;
+    assert_eq!(ok[0].status, "succeeded");
+    d.stop().await;
+    assert!(smtp.messages().is_empty());
+
+    // Down until 04:30 the next day: due at 04:00.
+    let d = TestDaemon::start(p.config(), utc("2026-01-06T04:30:00Z")).await;
+    let mails = smtp.wait_for_messages(1).await;
+    d.stop().await;
+    assert_eq!(
+        mails[0].subject,
+        "[tickler] nightly has not succeeded in 26h"
+    );
+    assert!(
+        mails[0]
+            .body
+            .contains("has not succeeded since 2026-01-05 02:00:00 UTC"),
+        "{}",
+        mails[0].body
+    );
+    assert!(
+        mails[0]
+            .body
+            .contains("so it was due by 2026-01-06 04:00:00 UTC"),
+        "{}",
+        mails[0].body
+    );
+
+    // Restarted again in the same window: checked at start (stopping waits for the check),
+    // not sent again.
+    let d = TestDaemon::start(p.config(), utc("2026-01-06T04:35:00Z")).await;
+    d.stop().await;
+    assert_eq!(smtp.messages().len(), 1);
+
+    // Six hours after the deadline: one reminder.
+    let d = TestDaemon::start(p.config(), utc("2026-01-06T10:01:00Z")).await;
+    let mails = smtp.wait_for_messages(2).await;
+    d.stop().await;
+    assert_eq!(mails.len(), 2);
+}
+
+/// `ping_url`: `/start` then the URL itself for a success; `/start` then `/fail` with the error
+/// for a failure; each carries the run id as `rid`.
+#[tokio::test]
+async fn ping_url_reports_start_and_end_of_each_run() {
+    let p = Project::sqlite();
+    let monitor = webhook_server().await;
+    p.write_config(
+        &format!(
+            "[defaults]\nping_url = \"{}/ping/key/{{job}}\"\n",
+            monitor.uri()
+        ),
+        "[[job]]\nname = \"good\"\nkind = \"noop\"\nschedule = \"* * * * *\"\n\n\
+         [[job]]\nname = \"bad\"\nkind = \"command\"\nschedule = \"* * * * *\"\n\
+         command = [\"sh\", \"-c\", \"echo disk full >&2; exit 3\"]\n",
+    );
+    let store = p.store().await;
+    let d = TestDaemon::start(p.config(), utc("2026-01-05T10:00:00Z")).await;
+    d.clock.advance(Duration::from_secs(60));
+    wait_settled(&store, "good", 1).await;
+    wait_settled(&store, "bad", 1).await;
+    d.stop().await;
+    let good = &runs(&store, "good").await[0];
+    let bad = &runs(&store, "bad").await[0];
+    let pings = posted(&monitor, "/ping/").await;
+    let seen: Vec<(String, String)> = pings
+        .iter()
+        .map(|r| {
+            let rid = r
+                .url
+                .query_pairs()
+                .find(|(k, _)| k == "rid")
+                .map(|(_, v)| v.to_string())
+                .unwrap_or_default();
+            (r.url.path().to_string(), rid)
+        })
+        .collect();
+    let of = |job: &str| -> Vec<(String, String)> {
+        seen.iter()
+            .filter(|(path, _)| path.starts_with(&format!("/ping/key/{job}")))
+            .cloned()
+            .collect()
+    };
+    assert_eq!(
+        of("good"),
+        [
+            ("/ping/key/good/start".to_string(), good.id.clone()),
+            ("/ping/key/good".to_string(), good.id.clone()),
+        ]
+    );
+    assert_eq!(
+        of("bad"),
+        [
+            ("/ping/key/bad/start".to_string(), bad.id.clone()),
+            ("/ping/key/bad/fail".to_string(), bad.id.clone()),
+        ]
+    );
+    let fail = pings
+        .iter()
+        .find(|r| r.url.path() == "/ping/key/bad/fail")
+        .unwrap();
+    let body = String::from_utf8_lossy(&fail.body);
+    assert!(body.starts_with("failed: "), "{body}");
+    assert!(
+        body.contains("disk full"),
+        "the error goes with /fail: {body}"
+    );
+}
