@@ -96,8 +96,7 @@ pub(super) fn job_alerts(
     name: &str,
     label: &str,
     span: std::ops::Range<usize>,
-    trigger: Option<&Trigger>,
-    timezone: Option<chrono_tz::Tz>,
+    schedule: Option<(&Trigger, chrono_tz::Tz)>,
     notifier: Option<&Notifier>,
     c: &mut Collector<'_>,
 ) -> JobAlerts {
@@ -112,7 +111,7 @@ pub(super) fn job_alerts(
                 Some(span.clone()),
                 "must be at least 1m",
             );
-        } else if let (Some(trigger), Some(tz)) = (trigger, timezone)
+        } else if let Some((trigger, tz)) = schedule
             && let Some(gap) = longest_gap(trigger, tz)
             && gap >= within
         {

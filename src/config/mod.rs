@@ -729,8 +729,7 @@ fn job_spec(
         &name,
         &label,
         span.clone(),
-        trigger.as_ref(),
-        timezone,
+        trigger.as_ref().zip(timezone),
         notifier.map(|n| &**n),
         c,
     );
