@@ -2,12 +2,17 @@
 //! commit). When a thousand jobs come due in the same second, their claims go into the
 //! database in a few statements instead of a thousand transactions, which is what keeps fire
 //! lateness low on SQLite and PostgreSQL alike.
+//!
+//! While the database is unreachable (a restart, a failover, a network cut) the writer keeps
+//! every claim and every finished run and retries with backoff until it is back, so no slot is
+//! lost and none is run twice; only a shutdown ([`Ledger::give_up`]) ends the wait.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::store::{Finish, NewRun, Store};
@@ -33,6 +38,7 @@ enum Op {
 #[derive(Clone)]
 pub struct Ledger {
     tx: mpsc::UnboundedSender<Op>,
+    give_up: CancellationToken,
 }
 
 impl Ledger {
@@ -40,8 +46,15 @@ impl Ledger {
     /// what it was given.
     pub fn start(store: Store) -> Ledger {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(writer(store, rx));
-        Ledger { tx }
+        let give_up = CancellationToken::new();
+        tokio::spawn(writer(store, rx, give_up.clone()));
+        Ledger { tx, give_up }
+    }
+
+    /// Stops waiting for an unreachable database: writes that fail from now on are logged
+    /// and dropped (at shutdown, once the grace is over).
+    pub fn give_up(&self) {
+        self.give_up.cancel();
     }
 
     /// Claims a slot: `Some(true)` only if this process inserted the row, `None` when the
@@ -78,7 +91,7 @@ impl Ledger {
     }
 }
 
-async fn writer(store: Store, mut rx: mpsc::UnboundedReceiver<Op>) {
+async fn writer(store: Store, mut rx: mpsc::UnboundedReceiver<Op>, give_up: CancellationToken) {
     let chunk_size = match store {
         Store::Sqlite(_) => SQLITE_CHUNK,
         Store::Postgres(_) => PG_CHUNK,
@@ -126,14 +139,14 @@ async fn writer(store: Store, mut rx: mpsc::UnboundedReceiver<Op>) {
             units.push((chunk, answers));
         }
         let claimed_any = !units.is_empty();
-        commit_claims(&store, units).await;
+        commit_claims(&store, units, &give_up).await;
         // Claims first: a fire waits for its claim, while a finished run is already done.
         if claimed_any && finishes.len() < FINISH_BACKLOG && flushes.is_empty() {
             continue;
         }
         if !finishes.is_empty() {
             // A finished run must reach the ledger: keep trying while the database is away.
-            if retry("recording finished runs", Duration::from_secs(300), || {
+            if retry("recording finished runs", &give_up, || {
                 store.finish_runs(&finishes)
             })
             .await
@@ -158,20 +171,24 @@ enum Answer {
 
 /// Commits chunks of claims and answers each request as soon as its chunk is in. SQLite has
 /// one writer, so its chunks go one after the other; PostgreSQL takes them in parallel.
-async fn commit_claims(store: &Store, units: Vec<(Vec<NewRun>, Vec<Answer>)>) {
+async fn commit_claims(
+    store: &Store,
+    units: Vec<(Vec<NewRun>, Vec<Answer>)>,
+    give_up: &CancellationToken,
+) {
     if matches!(store, Store::Sqlite(_)) {
         for (chunk, answers) in units {
-            commit_chunk(store, chunk, answers).await;
+            commit_chunk(store, chunk, answers, give_up).await;
         }
         return;
     }
     let lanes = Arc::new(Semaphore::new(PG_LANES));
     let mut tasks = Vec::with_capacity(units.len());
     for (chunk, answers) in units {
-        let (store, lanes) = (store.clone(), lanes.clone());
+        let (store, lanes, give_up) = (store.clone(), lanes.clone(), give_up.clone());
         tasks.push(tokio::spawn(async move {
             let _lane = lanes.acquire_owned().await;
-            commit_chunk(&store, chunk, answers).await;
+            commit_chunk(&store, chunk, answers, &give_up).await;
         }));
     }
     for task in tasks {
@@ -179,11 +196,13 @@ async fn commit_claims(store: &Store, units: Vec<(Vec<NewRun>, Vec<Answer>)>) {
     }
 }
 
-async fn commit_chunk(store: &Store, chunk: Vec<NewRun>, answers: Vec<Answer>) {
-    let inserted = retry("claiming slots", Duration::from_secs(30), || {
-        store.insert_runs(&chunk)
-    })
-    .await;
+async fn commit_chunk(
+    store: &Store,
+    chunk: Vec<NewRun>,
+    answers: Vec<Answer>,
+    give_up: &CancellationToken,
+) {
+    let inserted = retry("claiming slots", give_up, || store.insert_runs(&chunk)).await;
     for answer in answers {
         match answer {
             Answer::One(id, Some(w)) => {
@@ -209,25 +228,45 @@ async fn commit_chunk(store: &Store, chunk: Vec<NewRun>, answers: Vec<Answer>) {
     }
 }
 
-/// Retries a database write with backoff for up to `patience`.
-async fn retry<T, F, Fut>(doing: &str, patience: Duration, mut f: F) -> Option<T>
+/// Retries a database write with backoff (0.1 s doubling to 5 s) until it succeeds or
+/// `give_up` is cancelled. The first failure is logged, then one line every 30 s, and the
+/// recovery.
+async fn retry<T, F, Fut>(doing: &str, give_up: &CancellationToken, mut f: F) -> Option<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = crate::store::Result<T>>,
 {
     let start = tokio::time::Instant::now();
     let mut delay = Duration::from_millis(100);
+    let mut logged: Option<tokio::time::Instant> = None;
     loop {
         match f().await {
-            Ok(v) => return Some(v),
-            Err(e) if start.elapsed() < patience => {
-                tracing::warn!(error = %e, "{doing} failed; retrying in {delay:?}");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
+            Ok(v) => {
+                if logged.is_some() {
+                    tracing::info!(
+                        "{doing} succeeded again after {:.1}s",
+                        start.elapsed().as_secs_f64()
+                    );
+                }
+                return Some(v);
+            }
+            Err(e) if give_up.is_cancelled() => {
+                tracing::error!(error = %e, "{doing} failed; giving up (shutting down)");
+                return None;
             }
             Err(e) => {
-                tracing::error!(error = %e, "{doing} failed; giving up after {patience:?}");
-                return None;
+                if logged.is_none_or(|t| t.elapsed() >= Duration::from_secs(30)) {
+                    tracing::warn!(
+                        error = %e, waited_s = start.elapsed().as_secs(),
+                        "{doing} failed; retrying with backoff until the database is back"
+                    );
+                    logged = Some(tokio::time::Instant::now());
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = give_up.cancelled() => {}
+                }
+                delay = (delay * 2).min(Duration::from_secs(5));
             }
         }
     }

@@ -358,9 +358,18 @@ pub async fn run(
     {
         tracing::warn!("shutdown grace ran out: interrupting the jobs still running");
         shared.interrupt.cancel();
+        // Fires waiting for an unreachable database to take their claims stop waiting too.
+        shared.ledger.give_up();
         tracker.wait().await;
     }
-    shared.ledger.flush().await;
+    if tokio::time::timeout(config.daemon.shutdown_grace, shared.ledger.flush())
+        .await
+        .is_err()
+    {
+        tracing::error!("the database is still unreachable: runs not yet recorded are lost");
+        shared.ledger.give_up();
+        shared.ledger.flush().await;
+    }
     background.abort();
     if let Err(e) = store.deregister(&instance.id).await {
         tracing::warn!(error = %e, "could not deregister this daemon");
@@ -532,9 +541,15 @@ async fn dispatch_due(
             .iter()
             .any(|f| f.spec.overlap == config::Overlap::Skip)
     {
-        match shared.store.running_jobs(&shared.instance).await {
-            Ok(running) => *shared.running_elsewhere.lock().expect("running lock") = running,
-            Err(e) => tracing::warn!(error = %e, "could not read runs of other daemons"),
+        // Bounded: the loop must go on while the database is away (the slot claim decides).
+        let read = tokio::time::timeout(
+            Duration::from_secs(2),
+            shared.store.running_jobs(&shared.instance),
+        );
+        match read.await {
+            Ok(Ok(running)) => *shared.running_elsewhere.lock().expect("running lock") = running,
+            Ok(Err(e)) => tracing::warn!(error = %e, "could not read runs of other daemons"),
+            Err(_) => tracing::warn!("could not read runs of other daemons: no answer in 2s"),
         }
     }
     // Several fires of one job (a catch-up) run one after the other, oldest first. Single
@@ -569,13 +584,16 @@ async fn dispatch_due(
         let bodies = tracker.clone();
         tracker.spawn(async move {
             let rows = ready.iter().map(|r| r.claim_row(&shared)).collect();
+            let asked = shared.clock.now();
             let Some(claimed) = shared.ledger.claim_many(rows).await else {
                 ready.iter().for_each(runner::Ready::lost);
                 return;
             };
-            for r in ready {
-                // A claimed slot always runs: its row says `running` already.
+            let now = shared.clock.now();
+            for mut r in ready {
+                // A claimed slot always runs (or is recorded `missed`): its row says `running`.
                 if claimed.contains(&r.id()) {
+                    r.claimed_at(asked, now);
                     bodies.spawn(runner::execute(shared.clone(), r));
                 }
             }
@@ -698,12 +716,29 @@ async fn maintenance(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_prune: Option<tokio::time::Instant> = None;
     let mut beats: u64 = 0;
+    let mut down_since: Option<tokio::time::Instant> = None;
     loop {
         ticker.tick().await;
         let now = shared.clock.now();
-        if let Err(e) = shared.store.heartbeat(&me, now).await {
-            tracing::warn!(error = %e, "heartbeat failed; retrying at the next beat");
-            continue;
+        match shared.store.heartbeat(&me, now).await {
+            Err(e) => {
+                // Soon, so other replicas do not take this one for gone once the database is
+                // back; logged once per outage.
+                if down_since.is_none() {
+                    tracing::warn!(error = %e, "heartbeat failed; retrying every second");
+                    down_since = Some(tokio::time::Instant::now());
+                }
+                ticker.reset_after(Duration::from_secs(1));
+                continue;
+            }
+            Ok(()) => {
+                if let Some(t) = down_since.take() {
+                    tracing::info!(
+                        down_s = t.elapsed().as_secs(),
+                        "the database is reachable again"
+                    );
+                }
+            }
         }
         beats += 1;
         // The WAL is checkpointed every tenth beat (5 min by default), away from claims.
@@ -853,7 +888,14 @@ pub async fn run_now(
         };
         results.push((name.clone(), run_fire(shared.clone(), fire).await));
     }
-    shared.ledger.flush().await;
+    if tokio::time::timeout(Duration::from_secs(60), shared.ledger.flush())
+        .await
+        .is_err()
+    {
+        tracing::error!("the database is unreachable: the end of the run is not recorded");
+        shared.ledger.give_up();
+        shared.ledger.flush().await;
+    }
     beat.abort();
     signals.abort();
     let _ = store.deregister(&instance.id).await;

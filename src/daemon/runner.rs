@@ -148,6 +148,8 @@ pub struct Ready {
     _turn: Option<OwnedSemaphorePermit>,
     _permit: OwnedSemaphorePermit,
     id: Uuid,
+    /// Set when the claim came back too late to run under the job's catch-up policy.
+    missed: Option<String>,
 }
 
 impl Ready {
@@ -170,11 +172,42 @@ impl Ready {
         self.id
     }
 
+    /// Judges a claim that took from `asked` to now (the database was unreachable meanwhile):
+    /// a fire that was on time and is now late follows its job's catch-up policy, as if the
+    /// daemon had been down. The slot is claimed either way, so it is recorded and never lost.
+    pub fn claimed_at(&mut self, asked: DateTime<Utc>, now: DateTime<Utc>) {
+        let spec = &self.fire.spec;
+        let delay = now - asked;
+        let late = now - self.fire.slot;
+        let on_time = chrono::TimeDelta::from_std(super::ON_TIME).unwrap_or_default();
+        if delay <= on_time || late <= on_time || self.fire.trigger == RunTrigger::Manual {
+            return;
+        }
+        let grace =
+            chrono::TimeDelta::from_std(spec.misfire_grace).unwrap_or(chrono::TimeDelta::MAX);
+        let why = if spec.catch_up == crate::config::CatchUp::None {
+            "catch_up = \"none\"".to_string()
+        } else if late > grace {
+            format!(
+                "it is older than misfire_grace ({})",
+                humantime::format_duration(spec.misfire_grace)
+            )
+        } else {
+            return;
+        };
+        self.missed = Some(format!(
+            "missed: the database was unreachable for {}s, so the slot was claimed {}s late and \
+             {why}",
+            delay.num_seconds(),
+            late.num_seconds()
+        ));
+    }
+
     /// Logs a fire that could not be claimed because the database was unreachable.
     pub fn lost(&self) {
         tracing::error!(
             job = %self.fire.spec.name, scheduled_for = %self.fire.slot,
-            "fire not run: its slot could not be claimed (the database is unreachable)"
+            "fire not run: its slot could not be claimed before the daemon stopped (the database is unreachable)"
         );
     }
 }
@@ -239,6 +272,7 @@ pub fn admit_now(shared: &Shared, fire: Fire) -> Admission {
             _turn: turn,
             _permit: permit,
             id: Uuid::now_v7(),
+            missed: None,
         }),
         Err(_) => Admission::Wait(fire),
     }
@@ -304,18 +338,23 @@ async fn admit(shared: &Shared, fire: Fire) -> Option<Ready> {
         _turn: turn,
         _permit: permit,
         id: Uuid::now_v7(),
+        missed: None,
     })
 }
 
 /// Runs one fire to its end: admit, claim, execute. Returns `None` when the fire did not run
 /// (skipped, slot taken by another process, or shutdown before it started).
 pub async fn run_fire(shared: Arc<Shared>, fire: Fire) -> Option<RunSummary> {
-    let ready = admit(&shared, fire).await?;
+    let mut ready = admit(&shared, fire).await?;
     if shared.stopping.is_cancelled() {
         return None;
     }
+    let asked = shared.clock.now();
     match shared.ledger.claim(ready.claim_row(&shared)).await {
-        Some(true) => Some(execute(shared, ready).await),
+        Some(true) => {
+            ready.claimed_at(asked, shared.clock.now());
+            Some(execute(shared, ready).await)
+        }
         Some(false) => {
             let fire = &ready.fire;
             tracing::debug!(job = %fire.spec.name, scheduled_for = %fire.slot, "slot already claimed elsewhere");
@@ -334,6 +373,28 @@ pub async fn execute(shared: Arc<Shared>, ready: Ready) -> RunSummary {
     let spec = fire.spec.clone();
     // The body starts now, with its ledger row committed; this is the start the ledger keeps.
     let started = shared.clock.now();
+    if let Some(why) = &ready.missed {
+        tracing::warn!(job = %spec.name, run_id = %id, scheduled_for = %fire.slot, status = "missed", "{why}");
+        shared.metrics.run_ended(&spec.name, "missed", 0.0, started);
+        shared.ledger.finish(Finish {
+            id,
+            status: Status::Missed,
+            started_at: started,
+            completed_at: started,
+            duration_seconds: 0.0,
+            records_processed: None,
+            error_message: Some(why.clone()),
+            metadata: json!({ "lateness_ms": (started - fire.slot).num_milliseconds() }),
+            attempt: 1,
+        });
+        return RunSummary {
+            id,
+            status: Status::Missed,
+            records: None,
+            error: Some(why.clone()),
+            attempts: 0,
+        };
+    }
     let lateness = (started - fire.slot).num_milliseconds();
     tracing::info!(
         job = %spec.name, run_id = %id, status = "running", scheduled_for = %fire.slot,

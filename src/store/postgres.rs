@@ -42,7 +42,9 @@ impl PgStore {
         let pool = PgPoolOptions::new()
             .max_connections(8)
             .min_connections(0)
-            .acquire_timeout(Duration::from_secs(10))
+            // While PostgreSQL is away (a restart, a failover), a query fails after this and
+            // its caller's retry logs the outage, instead of each waiting in silence.
+            .acquire_timeout(Duration::from_secs(5))
             .idle_timeout(Duration::from_secs(300))
             .connect_with(options)
             .await

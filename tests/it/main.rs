@@ -9,6 +9,7 @@ mod daemon;
 mod http;
 mod process;
 mod queue;
+mod replicas;
 mod service;
 mod store;
 mod story;
