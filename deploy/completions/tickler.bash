@@ -939,13 +939,17 @@ _tickler() {
             return 0
             ;;
         tickler__subcmd__history)
-            opts="-c -h --job --status --limit --format --config --help"
+            opts="-c -h --job --run --status --limit --format --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --job)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --run)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

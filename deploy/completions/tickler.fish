@@ -36,7 +36,7 @@ complete -c tickler -n "__fish_tickler_needs_command" -f -a "invoice" -d 'Work o
 complete -c tickler -n "__fish_tickler_needs_command" -f -a "tasks" -d 'The queue of one-off delayed tasks: enqueue, list, cancel, retry'
 complete -c tickler -n "__fish_tickler_needs_command" -f -a "campaign" -d 'Collection campaigns: invoices emailed on a schedule of stages until paid'
 complete -c tickler -n "__fish_tickler_needs_command" -f -a "demo" -d 'Fill an empty database with a realistic sample: tenants, leases, invoices at every stage'
-complete -c tickler -n "__fish_tickler_needs_command" -f -a "history" -d 'Show recorded runs, newest first'
+complete -c tickler -n "__fish_tickler_needs_command" -f -a "history" -d 'Show recorded runs, newest first; `--run ID` shows one run whole (an alert\'s link)'
 complete -c tickler -n "__fish_tickler_needs_command" -f -a "migrate" -d 'Create or upgrade the database schema'
 complete -c tickler -n "__fish_tickler_needs_command" -f -a "print-config" -d 'Print the shipped, commented example config'
 complete -c tickler -n "__fish_tickler_needs_command" -f -a "completions" -d 'Print the completion script of a shell: `tickler completions bash > /etc/bash_completion.d/tickler`'
@@ -139,6 +139,7 @@ complete -c tickler -n "__fish_tickler_using_subcommand campaign; and __fish_see
 complete -c tickler -n "__fish_tickler_using_subcommand demo" -s c -l config -d 'The config file' -r -F
 complete -c tickler -n "__fish_tickler_using_subcommand demo" -s h -l help -d 'Print help'
 complete -c tickler -n "__fish_tickler_using_subcommand history" -l job -r
+complete -c tickler -n "__fish_tickler_using_subcommand history" -l run -d 'One run, by its id, with its error, attempts and metadata' -r
 complete -c tickler -n "__fish_tickler_using_subcommand history" -l status -r
 complete -c tickler -n "__fish_tickler_using_subcommand history" -l limit -r
 complete -c tickler -n "__fish_tickler_using_subcommand history" -l format -r -f -a "table\t''
@@ -162,7 +163,7 @@ complete -c tickler -n "__fish_tickler_using_subcommand help; and not __fish_see
 complete -c tickler -n "__fish_tickler_using_subcommand help; and not __fish_seen_subcommand_from run check list run-job import invoice tasks campaign demo history migrate print-config completions man help" -f -a "tasks" -d 'The queue of one-off delayed tasks: enqueue, list, cancel, retry'
 complete -c tickler -n "__fish_tickler_using_subcommand help; and not __fish_seen_subcommand_from run check list run-job import invoice tasks campaign demo history migrate print-config completions man help" -f -a "campaign" -d 'Collection campaigns: invoices emailed on a schedule of stages until paid'
 complete -c tickler -n "__fish_tickler_using_subcommand help; and not __fish_seen_subcommand_from run check list run-job import invoice tasks campaign demo history migrate print-config completions man help" -f -a "demo" -d 'Fill an empty database with a realistic sample: tenants, leases, invoices at every stage'
-complete -c tickler -n "__fish_tickler_using_subcommand help; and not __fish_seen_subcommand_from run check list run-job import invoice tasks campaign demo history migrate print-config completions man help" -f -a "history" -d 'Show recorded runs, newest first'
+complete -c tickler -n "__fish_tickler_using_subcommand help; and not __fish_seen_subcommand_from run check list run-job import invoice tasks campaign demo history migrate print-config completions man help" -f -a "history" -d 'Show recorded runs, newest first; `--run ID` shows one run whole (an alert\'s link)'
 complete -c tickler -n "__fish_tickler_using_subcommand help; and not __fish_seen_subcommand_from run check list run-job import invoice tasks campaign demo history migrate print-config completions man help" -f -a "migrate" -d 'Create or upgrade the database schema'
 complete -c tickler -n "__fish_tickler_using_subcommand help; and not __fish_seen_subcommand_from run check list run-job import invoice tasks campaign demo history migrate print-config completions man help" -f -a "print-config" -d 'Print the shipped, commented example config'
 complete -c tickler -n "__fish_tickler_using_subcommand help; and not __fish_seen_subcommand_from run check list run-job import invoice tasks campaign demo history migrate print-config completions man help" -f -a "completions" -d 'Print the completion script of a shell: `tickler completions bash > /etc/bash_completion.d/tickler`'

@@ -9,7 +9,7 @@ use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
 use crate::helpers::smtp::SmtpServer;
-use crate::helpers::{Project, TestDaemon, runs, utc, wait_for, wait_settled};
+use crate::helpers::{Project, TestDaemon, runs, stderr, stdout, utc, wait_for, wait_settled};
 
 fn email_channel(smtp: &SmtpServer) -> String {
     format!(
