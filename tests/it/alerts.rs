@@ -294,4 +294,39 @@ async fn ping_url_reports_start_and_end_of_each_run() {
         body.contains("disk full"),
         "the error goes with /fail: {body}"
     );
+
+    // The run an alert names, whole.
+    let out = p.cli(&["history", "--run", &bad.id]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let shown = stdout(&out);
+    assert!(
+        shown.starts_with(&format!(
+            "run            {}\njob            bad\nstatus         failed\n",
+            bad.id
+        )),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("\"stderr_tail\": \"disk full\\n\""),
+        "{shown}"
+    );
+    let out = p.cli(&["history", "--run", "01a2-nonsense"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains(
+            "invalid value '01a2-nonsense' for '--run <RUN>': not a run id; a run id is a UUID"
+        ),
+        "{}",
+        stderr(&out)
+    );
+    let unknown = "0193b0a4-6f2e-7c3d-9a51-2b8e4f1c0d7e";
+    let out = p.cli(&["history", "--run", unknown]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains(&format!(
+            "error: no run `{unknown}` in the ledger of `sqlite://"
+        )),
+        "{}",
+        stderr(&out)
+    );
 }
