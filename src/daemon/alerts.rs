@@ -233,6 +233,14 @@ async fn failure(shared: &Shared, spec: &JobSpec, on_failure: &OnFailure, run: &
 }
 
 async fn recovery(shared: &Shared, spec: &JobSpec, on_failure: &OnFailure, run: &Ended<'_>) {
+    match shared.store.last_outcome_failed(&spec.name, run.id).await {
+        Ok(false) => return,
+        Ok(true) => {}
+        Err(e) => {
+            tracing::warn!(job = %spec.name, run_id = %run.id, error = %e, "recovery message not sent: cannot read the job's last runs");
+            return;
+        }
+    }
     let streak = match shared.store.streak(&spec.name, run.id).await {
         Ok(s) => s,
         Err(e) => {

@@ -90,6 +90,24 @@ impl Store {
         })
     }
 
+    /// Whether the last ended run of `job` before run `except` failed (one index probe: the
+    /// check every successful run makes before looking for a streak to call recovered).
+    pub async fn last_outcome_failed(&self, job: &str, except: Uuid) -> Result<bool> {
+        let text = self.sql(
+            "SELECT status FROM job_execution_logs
+              WHERE job_name = $1 AND completed_at IS NOT NULL AND id <> $2::uuid
+                AND status IN ('succeeded', 'partial', 'failed', 'timed_out', 'abandoned')
+              ORDER BY completed_at DESC LIMIT 1",
+        );
+        let last: Option<String> = with_pool!(self, pool => sqlx::query_scalar(&text)
+            .bind(job)
+            .bind(except.to_string())
+            .fetch_optional(pool)
+            .await
+            .doing("reading the job's last run for alerts"))?;
+        Ok(last.is_some_and(|s| !matches!(s.as_str(), "succeeded" | "partial")))
+    }
+
     /// When the first recorded run of `job` ended: a job that never succeeded is overdue
     /// from there.
     pub async fn first_ended(&self, job: &str) -> Result<Option<DateTime<Utc>>> {
