@@ -158,7 +158,7 @@ fn run_link(on_failure: &OnFailure, id: Uuid) -> String {
 }
 
 async fn failure(shared: &Shared, spec: &JobSpec, on_failure: &OnFailure, run: &Ended<'_>) {
-    let streak = match shared.store.streak(&spec.name, run.id).await {
+    let streak = match shared.store.streak(&spec.name, run.id, run.completed).await {
         Ok(s) => s,
         Err(e) => {
             tracing::error!(job = %spec.name, run_id = %run.id, error = %e, "alert not sent: cannot read the job's last runs");
@@ -168,8 +168,8 @@ async fn failure(shared: &Shared, spec: &JobSpec, on_failure: &OnFailure, run: &
     // The streak is named by its first failed run, so every replica and every restart derives
     // the same key; the reminder window is counted from that run's end.
     let (anchor, since) = match &streak.first_failure {
-        Some((id, at)) if *at <= run.completed => (id.clone(), *at),
-        _ => (run.id.to_string(), run.completed),
+        Some((id, at)) => (id.clone(), *at),
+        None => (run.id.to_string(), run.completed),
     };
     let failures = streak.failures + 1;
     let repeat = TimeDelta::from_std(on_failure.repeat_after).unwrap_or(TimeDelta::MAX);
@@ -241,7 +241,7 @@ async fn recovery(shared: &Shared, spec: &JobSpec, on_failure: &OnFailure, run: 
             return;
         }
     }
-    let streak = match shared.store.streak(&spec.name, run.id).await {
+    let streak = match shared.store.streak(&spec.name, run.id, run.completed).await {
         Ok(s) => s,
         Err(e) => {
             tracing::warn!(job = %spec.name, run_id = %run.id, error = %e, "recovery message not sent: cannot read the job's last runs");
@@ -303,7 +303,7 @@ pub fn check_deadlines(
 }
 
 async fn deadline(shared: &Shared, spec: &JobSpec, within: Duration, now: DateTime<Utc>) {
-    let streak = match shared.store.streak(&spec.name, Uuid::nil()).await {
+    let streak = match shared.store.streak(&spec.name, Uuid::nil(), now).await {
         Ok(s) => s,
         Err(e) => {
             tracing::warn!(job = %spec.name, error = %e, "cannot check `expect_success_within`");

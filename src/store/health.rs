@@ -27,21 +27,23 @@ pub struct Streak {
 }
 
 impl Store {
-    /// The last success of `job` and the failures after it, leaving out run `except` (the run
-    /// being judged, whose end may not be written yet).
-    pub async fn streak(&self, job: &str, except: Uuid) -> Result<Streak> {
+    /// The last success of `job` and the failures after it, among the runs that ended by
+    /// `until`, leaving out run `except` (the run being judged, whose end may not be written
+    /// yet; runs that ended after it do not change what is said about it).
+    pub async fn streak(&self, job: &str, except: Uuid, until: DateTime<Utc>) -> Result<Streak> {
         let doing = "reading the job's last runs for alerts";
         let last = self
             .sql(&format!(
                 "SELECT id::text, completed_at FROM job_execution_logs
               WHERE job_name = $1 AND completed_at IS NOT NULL AND status IN {SUCCESS}
-                AND id <> $2::uuid
+                AND id <> $2::uuid AND completed_at <= $3::timestamptz
               ORDER BY completed_at DESC LIMIT 1"
             ))
             .into_owned();
         let last_success: Option<(String, DateTime<Utc>)> = with_pool!(self, pool => sqlx::query_as(&last)
                 .bind(job)
                 .bind(except.to_string())
+                .bind(ts(until))
                 .fetch_optional(pool)
                 .await
                 .doing(doing))?;
@@ -54,6 +56,7 @@ impl Store {
                 "SELECT id::text, completed_at FROM job_execution_logs
               WHERE job_name = $1 AND completed_at IS NOT NULL AND status IN {FAILURE}
                 AND completed_at > $2::timestamptz AND id <> $3::uuid
+                AND completed_at <= $4::timestamptz
               ORDER BY completed_at LIMIT 1"
             ))
             .into_owned();
@@ -61,7 +64,8 @@ impl Store {
             .sql(&format!(
                 "SELECT count(*), max(completed_at) FROM job_execution_logs
               WHERE job_name = $1 AND completed_at IS NOT NULL AND status IN {FAILURE}
-                AND completed_at > $2::timestamptz AND id <> $3::uuid"
+                AND completed_at > $2::timestamptz AND id <> $3::uuid
+                AND completed_at <= $4::timestamptz"
             ))
             .into_owned();
         type Counted = (i64, Option<DateTime<Utc>>);
@@ -70,6 +74,7 @@ impl Store {
                 .bind(job)
                 .bind(ts(since))
                 .bind(except.to_string())
+                .bind(ts(until))
                 .fetch_optional(pool)
                 .await
                 .doing(doing)?;
@@ -77,6 +82,7 @@ impl Store {
                 .bind(job)
                 .bind(ts(since))
                 .bind(except.to_string())
+                .bind(ts(until))
                 .fetch_one(pool)
                 .await
                 .doing(doing)?;

@@ -69,6 +69,10 @@ async fn failure_story(p: Project) {
     for i in 1..=10 {
         d.clock.advance(Duration::from_secs(60));
         wait_settled(&store, "flaky", i).await;
+        if i == 1 {
+            // The alert names the run that started the streak.
+            smtp.wait_for_messages(1).await;
+        }
     }
     d.stop().await; // waits for every alert in flight
     let rows = runs(&store, "flaky").await;

@@ -73,7 +73,7 @@ async fn replica_drill_kill_one_and_restart_the_database() {
             "[queue]\nlease = \"2s\"\nconcurrency = 3\nbatch = 3\n\n\
              [queue.handlers.slow]\nkind = \"command\"\nshell = true\n\
              command = [\"echo $TICKLER_TASK_ID >> {dir}/started; sleep 4; echo $TICKLER_TASK_ID >> {dir}/done\"]\n\n\
-             [[job]]\nname = \"tick\"\nkind = \"noop\"\nevery = \"1s\"\n\n\
+             [[job]]\nname = \"tick\"\nkind = \"noop\"\nevery = \"1s\"\noverlap = \"allow\"\n\n\
              [[job]]\nname = \"slow\"\nkind = \"command\"\nevery = \"2s\"\ncommand = [\"sleep\", \"5\"]\n\
              on_failure = {{ webhook = [\"{}/alerts\"] }}\n",
             hooks.uri()
@@ -260,29 +260,15 @@ async fn replica_drill_kill_one_and_restart_the_database() {
             pair[1]
         );
     }
-    // A replica whose fire waits for the database to take its claim holds the job's turn, so
-    // its next fires of that job are recorded `skipped` (overlap = "skip"): only during the
-    // outage, and nothing failed.
-    let bad: Vec<_> = rows
-        .iter()
-        .filter(|r| match r.status.as_str() {
-            "succeeded" => false,
-            "skipped" => {
-                r.scheduled_for < outage_start - TimeDelta::seconds(2)
-                    || r.scheduled_for > outage_end + TimeDelta::seconds(5)
-            }
-            _ => true,
-        })
-        .collect();
+    let bad: Vec<_> = rows.iter().filter(|r| r.status != "succeeded").collect();
     assert!(bad.is_empty(), "{bad:?}");
     let during: Vec<_> = rows
         .iter()
         .filter(|r| r.scheduled_for >= outage_start && r.scheduled_for <= outage_end)
         .collect();
-    assert!(during.len() >= 5, "the outage's slots are recorded");
     assert!(
-        during.iter().any(|r| r.status == "succeeded"),
-        "a fire that came due during the outage ran once the database was back"
+        during.len() >= 7,
+        "the fires that came due during the outage ran once the database was back"
     );
     let survivors: BTreeSet<_> = rows
         .iter()
