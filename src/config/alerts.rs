@@ -9,7 +9,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::Collector;
-use super::secret::redact_url;
+use super::secret::host_only;
 use crate::notify::{ChannelKind, Notifier};
 use crate::schedule::Trigger;
 
@@ -137,9 +137,10 @@ pub(super) fn job_alerts(
                 format!("invalid `ping_url` for {label}"),
                 Some(url.span()),
                 format!(
-                    "`{}` is not an http(s) URL; e.g. `https://hc-ping.com/<uuid>`, or \
-                     `https://hc-ping.com/<ping-key>/{{job}}` in `[defaults]`",
-                    redact_url(url.get_ref())
+                    "`{}` is not an http(s) URL (shown by its host only: it holds a secret); \
+                     e.g. `https://hc-ping.com/<uuid>`, or `https://hc-ping.com/<ping-key>/{{job}}` \
+                     in `[defaults]`",
+                    host_only(url.get_ref())
                 ),
             ),
         }
@@ -184,8 +185,9 @@ fn on_failure(
                 format!("invalid `on_failure.webhook` for {label}"),
                 Some(url.span()),
                 format!(
-                    "`{}` is not an http(s) URL, e.g. `https://hooks.slack.com/services/...`",
-                    redact_url(url.get_ref())
+                    "`{}` is not an http(s) URL (shown by its host only: it holds a secret), \
+                     e.g. `https://hooks.slack.com/services/...`",
+                    host_only(url.get_ref())
                 ),
             ),
         }

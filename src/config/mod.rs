@@ -974,8 +974,8 @@ timezone = "Europe/Berln"
             errors(&format!(
                 "{job}on_failure = {{ webhook = [\"hooks.slack.com/services/T0/B0/secret\"] }}\n"
             )),
-            "invalid `on_failure.webhook` for job `x` (config.toml line 5, column 27): \
-             `hooks.slack.com/services/T0/B0/secret` is not an http(s) URL, e.g. \
+            "invalid `on_failure.webhook` for job `x` (config.toml line 5, column 27): `***` is \
+             not an http(s) URL (shown by its host only: it holds a secret), e.g. \
              `https://hooks.slack.com/services/...`"
         );
         assert_eq!(
@@ -994,9 +994,10 @@ timezone = "Europe/Berln"
         );
         assert_eq!(
             errors(&format!("{job}ping_url = \"hc-ping.com/abc\"\n")),
-            "invalid `ping_url` for job `x` (config.toml line 5, column 12): `hc-ping.com/abc` \
-             is not an http(s) URL; e.g. `https://hc-ping.com/<uuid>`, or \
-             `https://hc-ping.com/<ping-key>/{job}` in `[defaults]`"
+            "invalid `ping_url` for job `x` (config.toml line 5, column 12): `***` is not an \
+             http(s) URL (shown by its host only: it holds a secret); e.g. \
+             `https://hc-ping.com/<uuid>`, or `https://hc-ping.com/<ping-key>/{job}` in \
+             `[defaults]`"
         );
     }
 

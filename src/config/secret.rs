@@ -100,6 +100,15 @@ impl DatabaseUrl {
     }
 }
 
+/// What may be shown of a URL that is itself a secret (a Slack webhook, a healthchecks.io ping
+/// URL): its scheme and host, or `***` when it does not parse.
+pub fn host_only(url: &str) -> String {
+    reqwest::Url::parse(url)
+        .ok()
+        .and_then(|u| u.host_str().map(|h| format!("{}://{h}/***", u.scheme())))
+        .unwrap_or_else(|| "***".into())
+}
+
 /// A URL with the password of its user info, and any `password`, `token`, `secret` or `key`
 /// query value, replaced by `***`. A password may hold `/` or `@` unescaped: the user info
 /// ends at the last `@` before the query.

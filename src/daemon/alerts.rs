@@ -24,7 +24,7 @@ use uuid::Uuid;
 use super::runner::Shared;
 use crate::config::JobSpec;
 use crate::config::alerts::OnFailure;
-use crate::config::secret::redact_url;
+use crate::config::secret::host_only;
 use crate::notify::{Rendered, SendError};
 use crate::store::billing::{NotificationClaim, NotificationEnd};
 use crate::store::{Status, Store};
@@ -94,14 +94,17 @@ pub fn ping_start(spec: &JobSpec, run: Uuid) -> Option<tokio::task::JoinHandle<(
     }))
 }
 
-/// After a run's end is recorded: the end ping, then a failure or recovery alert.
+/// After a run's end is recorded: the end ping, and a failure or recovery alert, at once.
 pub async fn run_ended(
     shared: &Shared,
     spec: &JobSpec,
     run: Ended<'_>,
     started: Option<tokio::task::JoinHandle<()>>,
 ) {
-    if let Some(url) = &spec.alerts.ping_url {
+    let end_ping = async {
+        let Some(url) = &spec.alerts.ping_url else {
+            return;
+        };
         if let Some(h) = started {
             let _ = h.await;
         }
@@ -112,42 +115,79 @@ pub async fn run_ended(
             ("/fail", Some(format!("{}: {error}", run.status.as_str())))
         };
         ping(&spec.name, url, suffix, run.id, body).await;
-    }
-    let Some(on_failure) = spec
-        .alerts
-        .on_failure
-        .as_ref()
-        .filter(|o| o.has_recipients())
-    else {
-        return;
     };
-    if is_failure(run.status) {
-        failure(shared, spec, on_failure, &run).await;
-    } else if is_success(run.status) {
-        recovery(shared, spec, on_failure, &run).await;
+    let alert = async {
+        let Some(on_failure) = spec
+            .alerts
+            .on_failure
+            .as_ref()
+            .filter(|o| o.has_recipients())
+        else {
+            return;
+        };
+        if is_failure(run.status) {
+            failure(shared, spec, on_failure, &run).await;
+        } else if is_success(run.status) {
+            recovery(shared, spec, on_failure, &run).await;
+        }
+    };
+    tokio::join!(end_ping, alert);
+}
+
+/// Reads from the store for an alert, trying three times over a few seconds: the database
+/// that just failed a run may be on its way back.
+async fn patiently<T, F, Fut>(shared: &Shared, mut read: F) -> crate::store::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = crate::store::Result<T>>,
+{
+    let mut delay = Duration::from_secs(1);
+    for _ in 0..2 {
+        match read().await {
+            Err(e) if e.is_transient() && !shared.stopping.is_cancelled() => {
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+            other => return other,
+        }
     }
+    read().await
 }
 
 /// A run found `abandoned` (its daemon stopped mid-run): alerted like a failure.
-pub async fn abandoned(shared: &Shared, spec: &JobSpec, id: &str, now: DateTime<Utc>) {
+pub async fn abandoned(
+    shared: &Shared,
+    spec: &JobSpec,
+    orphan: &crate::store::Orphan,
+    now: DateTime<Utc>,
+) {
     let (Some(on_failure), Ok(id)) = (
         spec.alerts
             .on_failure
             .as_ref()
             .filter(|o| o.has_recipients()),
-        Uuid::parse_str(id),
+        Uuid::parse_str(&orphan.id),
     ) else {
         return;
     };
     let run = Ended {
         id,
         status: Status::Abandoned,
-        slot: now,
+        slot: orphan.scheduled_for,
         completed: now,
         error: Some("the daemon running it stopped without finishing it"),
         attempts: 1,
     };
     failure(shared, spec, on_failure, &run).await;
+}
+
+/// The id of the streak's last success, or `never`.
+fn last_success_id(streak: &crate::store::health::Streak) -> String {
+    streak
+        .last_success
+        .as_ref()
+        .map(|(id, _)| id.clone())
+        .unwrap_or_else(|| "never".into())
 }
 
 fn run_link(on_failure: &OnFailure, id: Uuid) -> String {
@@ -158,18 +198,24 @@ fn run_link(on_failure: &OnFailure, id: Uuid) -> String {
 }
 
 async fn failure(shared: &Shared, spec: &JobSpec, on_failure: &OnFailure, run: &Ended<'_>) {
-    let streak = match shared.store.streak(&spec.name, run.id, run.completed).await {
+    let streak = match patiently(shared, || {
+        shared.store.streak(&spec.name, run.id, run.completed)
+    })
+    .await
+    {
         Ok(s) => s,
         Err(e) => {
             tracing::error!(job = %spec.name, run_id = %run.id, error = %e, "alert not sent: cannot read the job's last runs");
             return;
         }
     };
-    // The streak is named by its first failed run, so every replica and every restart derives
-    // the same key; the reminder window is counted from that run's end.
-    let (anchor, since) = match &streak.first_failure {
-        Some((id, at)) => (id.clone(), *at),
-        None => (run.id.to_string(), run.completed),
+    // The key names the streak by the last success before it (the same on every replica and
+    // after a restart, even while an earlier failure's end is still being written); the
+    // reminder window is counted from the streak's first failure.
+    let anchor = last_success_id(&streak);
+    let since = match &streak.first_failure {
+        Some((_, at)) => *at,
+        None => run.completed,
     };
     let failures = streak.failures + 1;
     let repeat = TimeDelta::from_std(on_failure.repeat_after).unwrap_or(TimeDelta::MAX);
@@ -223,7 +269,7 @@ async fn failure(shared: &Shared, spec: &JobSpec, on_failure: &OnFailure, run: &
         "failures": failures,
     });
     let alert = Alert {
-        key: format!("alert:{}:failing:{anchor}:{window}", spec.name),
+        key: format!("alert:{}:failing:after:{anchor}:{window}", spec.name),
         short: format!("{subject}: {error} (run {link})"),
         subject,
         text,
@@ -233,7 +279,12 @@ async fn failure(shared: &Shared, spec: &JobSpec, on_failure: &OnFailure, run: &
 }
 
 async fn recovery(shared: &Shared, spec: &JobSpec, on_failure: &OnFailure, run: &Ended<'_>) {
-    match shared.store.last_outcome_failed(&spec.name, run.id).await {
+    let failed = patiently(shared, || {
+        shared
+            .store
+            .last_outcome_failed(&spec.name, run.id, run.completed)
+    });
+    match failed.await {
         Ok(false) => return,
         Ok(true) => {}
         Err(e) => {
@@ -241,16 +292,21 @@ async fn recovery(shared: &Shared, spec: &JobSpec, on_failure: &OnFailure, run: 
             return;
         }
     }
-    let streak = match shared.store.streak(&spec.name, run.id, run.completed).await {
+    let streak = match patiently(shared, || {
+        shared.store.streak(&spec.name, run.id, run.completed)
+    })
+    .await
+    {
         Ok(s) => s,
         Err(e) => {
             tracing::warn!(job = %spec.name, run_id = %run.id, error = %e, "recovery message not sent: cannot read the job's last runs");
             return;
         }
     };
-    let Some((anchor, since)) = streak.first_failure else {
+    let Some((_, since)) = streak.first_failure else {
         return;
     };
+    let anchor = last_success_id(&streak);
     let link = run_link(on_failure, run.id);
     let subject = format!("[tickler] {} recovered", spec.name);
     let text = format!(
@@ -270,7 +326,7 @@ async fn recovery(shared: &Shared, spec: &JobSpec, on_failure: &OnFailure, run: 
         "failures": streak.failures,
     });
     let alert = Alert {
-        key: format!("alert:{}:recovered:{anchor}", spec.name),
+        key: format!("alert:{}:recovered:after:{anchor}", spec.name),
         short: format!(
             "{subject} after {} failed run(s) (run {link})",
             streak.failures
@@ -282,28 +338,34 @@ async fn recovery(shared: &Shared, spec: &JobSpec, on_failure: &OnFailure, run: 
     send(&shared.store, spec, on_failure, alert, shared.clock.now()).await;
 }
 
-/// Checks every job's `expect_success_within` on `tracker`, unless a check is still going on.
+/// Checks every job's `expect_success_within` on `tracker`, unless a check is still going on
+/// (then `false`: try again at the next pass).
 pub fn check_deadlines(
     shared: std::sync::Arc<Shared>,
     tracker: &tokio_util::task::TaskTracker,
     now: DateTime<Utc>,
-) {
+) -> bool {
     if shared.alerts.checking.swap(true, Ordering::AcqRel) {
-        return;
+        return false;
     }
     tracker.spawn(async move {
         let jobs = shared.jobs.lock().expect("jobs lock").clone();
         for spec in jobs.iter().filter(|j| j.enabled) {
+            if shared.stopping.is_cancelled() {
+                break;
+            }
             if let Some(within) = spec.alerts.expect_success_within {
                 deadline(&shared, spec, within, now).await;
             }
         }
         shared.alerts.checking.store(false, Ordering::Release);
     });
+    true
 }
 
 async fn deadline(shared: &Shared, spec: &JobSpec, within: Duration, now: DateTime<Utc>) {
-    let streak = match shared.store.streak(&spec.name, Uuid::nil(), now).await {
+    let streak = match patiently(shared, || shared.store.streak(&spec.name, Uuid::nil(), now)).await
+    {
         Ok(s) => s,
         Err(e) => {
             tracing::warn!(job = %spec.name, error = %e, "cannot check `expect_success_within`");
@@ -424,8 +486,10 @@ async fn send(store: &Store, spec: &JobSpec, to: &OnFailure, alert: Alert, now: 
     for addr in &to.email {
         targets.push((format!("{}:email:{addr}", alert.key), Target::Email(addr)));
     }
-    for (i, url) in to.webhook.iter().enumerate() {
-        targets.push((format!("{}:webhook:{i}", alert.key), Target::Webhook(url)));
+    for url in &to.webhook {
+        // Named by a hash of the URL: stable when the list is reordered, and not the secret.
+        let key = format!("{}:webhook:{:016x}", alert.key, fnv1a(url));
+        targets.push((key, Target::Webhook(url)));
     }
     let claims: Vec<NotificationClaim> = targets
         .iter()
@@ -492,9 +556,16 @@ async fn send(store: &Store, spec: &JobSpec, to: &OnFailure, alert: Alert, now: 
             error,
         });
     }
-    if let Err(e) = store.finish_notifications(&ends, Utc::now()).await {
+    if let Err(e) = store.finish_notifications(&ends, now).await {
         tracing::warn!(job = %spec.name, error = %e, "could not record the alerts sent");
     }
+}
+
+/// FNV-1a, 64 bits: a hash that stays the same across builds and Rust versions.
+fn fnv1a(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 enum Target<'a> {
@@ -516,13 +587,6 @@ impl Target<'_> {
             Target::Webhook(u) => host_only(u),
         }
     }
-}
-
-fn host_only(url: &str) -> String {
-    reqwest::Url::parse(url)
-        .ok()
-        .and_then(|u| u.host_str().map(|h| format!("{}://{h}/***", u.scheme())))
-        .unwrap_or_else(|| redact_url(url))
 }
 
 async fn post(url: &str, body: &Value) -> Result<String, SendError> {

@@ -5,7 +5,9 @@
 //!
 //! While the database is unreachable (a restart, a failover, a network cut) the writer keeps
 //! every claim and every finished run and retries with backoff until it is back, so no slot is
-//! lost and none is run twice; only a shutdown ([`Ledger::give_up`]) ends the wait.
+//! lost and none is run twice; only a shutdown ([`Ledger::give_up`]) ends the wait. A write the
+//! database refuses outright is tried three times and then logged and dropped (finished runs
+//! one by one, so one bad row does not take the others with it).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -78,7 +80,12 @@ impl Ledger {
         let _ = self.tx.send(Op::Claim(run, None));
     }
 
-    pub fn finish(&self, finish: Finish) {
+    pub fn finish(&self, mut finish: Finish) {
+        // PostgreSQL refuses NUL in text and jsonb; a program's output may hold one.
+        if let Some(e) = &mut finish.error_message {
+            strip_nul(e);
+        }
+        strip_nul_json(&mut finish.metadata);
         let _ = self.tx.send(Op::Finish(finish));
     }
 
@@ -152,9 +159,15 @@ async fn writer(store: Store, mut rx: mpsc::UnboundedReceiver<Op>, give_up: Canc
             .await
             .is_none()
             {
-                let ids: Vec<Uuid> = finishes.iter().map(|f| f.id).collect();
-                tracing::error!(runs = ?ids, "gave up recording finished runs; they stay `running` \
-                    and become `abandoned` when this daemon stops");
+                // One by one, so a row the database refuses does not keep the others out.
+                for f in &finishes {
+                    if give_up.is_cancelled()
+                        || store.finish_runs(std::slice::from_ref(f)).await.is_err()
+                    {
+                        tracing::error!(run_id = %f.id, "gave up recording a finished run; it stays \
+                            `running` and becomes `abandoned` when this daemon stops");
+                    }
+                }
             }
             finishes.clear();
         }
@@ -239,6 +252,7 @@ where
     let start = tokio::time::Instant::now();
     let mut delay = Duration::from_millis(100);
     let mut logged: Option<tokio::time::Instant> = None;
+    let mut refused = 0;
     loop {
         match f().await {
             Ok(v) => {
@@ -253,6 +267,14 @@ where
             Err(e) if give_up.is_cancelled() => {
                 tracing::error!(error = %e, "{doing} failed; giving up (shutting down)");
                 return None;
+            }
+            Err(e) if !e.is_transient() => {
+                refused += 1;
+                if refused >= 3 {
+                    tracing::error!(error = %e, "{doing} failed; the database refuses it, giving up");
+                    return None;
+                }
+                tokio::time::sleep(delay).await;
             }
             Err(e) => {
                 if logged.is_none_or(|t| t.elapsed() >= Duration::from_secs(30)) {
@@ -269,5 +291,41 @@ where
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
         }
+    }
+}
+
+fn strip_nul(text: &mut String) {
+    if text.contains('\0') {
+        *text = text.replace('\0', "");
+    }
+}
+
+fn strip_nul_json(value: &mut serde_json::Value) {
+    use serde_json::Value;
+    match value {
+        Value::String(s) => strip_nul(s),
+        Value::Array(items) => items.iter_mut().for_each(strip_nul_json),
+        Value::Object(map) => {
+            if map.keys().any(|k| k.contains('\0')) {
+                let old = std::mem::take(map);
+                for (k, v) in old {
+                    map.insert(k.replace('\0', ""), v);
+                }
+            }
+            map.values_mut().for_each(strip_nul_json);
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nul_bytes_are_stripped_from_text_and_json() {
+        let mut v = serde_json::json!({ "stderr_tail": "a\0b", "k\0": ["\0x"] });
+        strip_nul_json(&mut v);
+        assert_eq!(v, serde_json::json!({ "stderr_tail": "ab", "k": ["x"] }));
     }
 }

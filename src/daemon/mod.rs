@@ -221,7 +221,7 @@ pub async fn run(
         .abandon_orphans(&instance.id, stale_before, start)
         .await?;
     if !abandoned.is_empty() {
-        let jobs: Vec<&str> = abandoned.iter().map(|(_, j)| j.as_str()).collect();
+        let jobs: Vec<&str> = abandoned.iter().map(|o| o.job_name.as_str()).collect();
         tracing::warn!(runs = abandoned.len(), jobs = ?jobs, "marked runs of a stopped daemon `abandoned`");
     }
     tracing::info!(
@@ -302,10 +302,9 @@ pub async fn run(
 
         dispatch_due(&shared, &mut scheduler, &tracker, now).await;
         *shared.loop_tick.lock().expect("loop tick lock") = std::time::Instant::now();
-        if now >= next_deadline_check {
+        if now >= next_deadline_check && alerts::check_deadlines(shared.clone(), &tracker, now) {
             next_deadline_check =
                 now + TimeDelta::from_std(alerts::CHECK_EVERY).unwrap_or_default();
-            alerts::check_deadlines(shared.clone(), &tracker, now);
         }
 
         // The watchdog is pinged from this loop, so a loop stuck anywhere is restarted.
@@ -684,20 +683,20 @@ fn reload(
 fn alert_abandoned(
     shared: &Arc<Shared>,
     tracker: &TaskTracker,
-    runs: Vec<(String, String)>,
+    runs: Vec<crate::store::Orphan>,
     now: DateTime<Utc>,
 ) {
-    let runs: Vec<(String, Arc<JobSpec>)> = runs
+    let runs: Vec<(crate::store::Orphan, Arc<JobSpec>)> = runs
         .into_iter()
-        .filter_map(|(id, job)| shared.job(&job).map(|spec| (id, spec)))
+        .filter_map(|o| shared.job(&o.job_name).map(|spec| (o, spec)))
         .collect();
     if runs.is_empty() {
         return;
     }
     let shared = shared.clone();
     tracker.spawn(async move {
-        for (id, spec) in runs {
-            alerts::abandoned(&shared, &spec, &id, now).await;
+        for (orphan, spec) in runs {
+            alerts::abandoned(&shared, &spec, &orphan, now).await;
         }
     });
 }
@@ -717,6 +716,7 @@ async fn maintenance(
     let mut last_prune: Option<tokio::time::Instant> = None;
     let mut beats: u64 = 0;
     let mut down_since: Option<tokio::time::Instant> = None;
+    let mut quiet_until: Option<tokio::time::Instant> = None;
     loop {
         ticker.tick().await;
         let now = shared.clock.now();
@@ -737,6 +737,10 @@ async fn maintenance(
                         down_s = t.elapsed().as_secs(),
                         "the database is reachable again"
                     );
+                    // Other replicas were cut off too: give them time to beat again before
+                    // judging their runs orphaned.
+                    quiet_until =
+                        Some(tokio::time::Instant::now() + stale.to_std().unwrap_or_default());
                 }
             }
         }
@@ -749,7 +753,7 @@ async fn maintenance(
         }
         // Other daemons' orphans are looked for every third beat: a stale heartbeat takes
         // three beats anyway, and an idle daemon should stay asleep.
-        if beats % 3 != 1 {
+        if beats % 3 != 1 || quiet_until.is_some_and(|t| tokio::time::Instant::now() < t) {
             continue;
         }
         match shared
@@ -758,7 +762,7 @@ async fn maintenance(
             .await
         {
             Ok(runs) if !runs.is_empty() => {
-                let jobs: Vec<&str> = runs.iter().map(|(_, j)| j.as_str()).collect();
+                let jobs: Vec<&str> = runs.iter().map(|o| o.job_name.as_str()).collect();
                 tracing::warn!(jobs = ?jobs, "marked runs of a stopped daemon `abandoned`");
                 alert_abandoned(&shared, &tracker, runs, now);
             }
@@ -861,7 +865,11 @@ pub async fn run_now(
     };
     // Ctrl-C or SIGTERM interrupts the runs (a command's process group included) and records
     // them `interrupted`, instead of leaving rows `running`.
-    let interrupt = shared.interrupt.clone();
+    let (interrupt, stopping, ledger) = (
+        shared.interrupt.clone(),
+        shared.stopping.clone(),
+        shared.ledger.clone(),
+    );
     let signals = tokio::spawn(async move {
         use tokio::signal::unix::{SignalKind, signal};
         if let (Ok(mut term), Ok(mut int)) = (
@@ -873,7 +881,10 @@ pub async fn run_now(
                 _ = int.recv() => {}
             }
             tracing::warn!("interrupted: stopping the manual runs");
+            stopping.cancel();
             interrupt.cancel();
+            // A claim waiting for an unreachable database stops waiting.
+            ledger.give_up();
         }
     });
     let mut results = vec![];

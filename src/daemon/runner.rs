@@ -172,9 +172,10 @@ impl Ready {
         self.id
     }
 
-    /// Judges a claim that took from `asked` to now (the database was unreachable meanwhile):
-    /// a fire that was on time and is now late follows its job's catch-up policy, as if the
-    /// daemon had been down. The slot is claimed either way, so it is recorded and never lost.
+    /// Judges a claim that took from `asked` to now (the database was unreachable meanwhile).
+    /// A fire that was on time and is now late is recorded `missed` under `catch_up = "none"`
+    /// or past `misfire_grace`; otherwise it runs late (each such fire, as under
+    /// `catch_up = "all"`). The slot is claimed either way, so it is recorded and never lost.
     pub fn claimed_at(&mut self, asked: DateTime<Utc>, now: DateTime<Utc>) {
         let spec = &self.fire.spec;
         let delay = now - asked;
@@ -373,12 +374,24 @@ pub async fn execute(shared: Arc<Shared>, ready: Ready) -> RunSummary {
     let spec = fire.spec.clone();
     // The body starts now, with its ledger row committed; this is the start the ledger keeps.
     let started = shared.clock.now();
-    if let Some(why) = &ready.missed {
-        tracing::warn!(job = %spec.name, run_id = %id, scheduled_for = %fire.slot, status = "missed", "{why}");
-        shared.metrics.run_ended(&spec.name, "missed", 0.0, started);
+    // A claim that came back after the daemon began to stop: no new fire starts (invariant 6).
+    let missed = if shared.stopping.is_cancelled() && fire.trigger != RunTrigger::Manual {
+        Some((
+            Status::Interrupted,
+            "interrupted: the daemon began to stop before the run could start".to_string(),
+        ))
+    } else {
+        ready.missed.clone().map(|why| (Status::Missed, why))
+    };
+    if let Some((status, why)) = &missed {
+        let status = *status;
+        tracing::warn!(job = %spec.name, run_id = %id, scheduled_for = %fire.slot, status = status.as_str(), "{why}");
+        shared
+            .metrics
+            .run_ended(&spec.name, status.as_str(), 0.0, started);
         shared.ledger.finish(Finish {
             id,
-            status: Status::Missed,
+            status,
             started_at: started,
             completed_at: started,
             duration_seconds: 0.0,
@@ -389,7 +402,7 @@ pub async fn execute(shared: Arc<Shared>, ready: Ready) -> RunSummary {
         });
         return RunSummary {
             id,
-            status: Status::Missed,
+            status,
             records: None,
             error: Some(why.clone()),
             attempts: 0,

@@ -44,7 +44,7 @@ macro_rules! shared_backend_methods {
             me: &str,
             stale_before: DateTime<Utc>,
             now: DateTime<Utc>,
-        ) -> Result<Vec<(String, String)>> {
+        ) -> Result<Vec<Orphan>> {
             let rows = sqlx::query(
                 "UPDATE job_execution_logs
                     SET status = 'abandoned', completed_at = $1,
@@ -53,7 +53,7 @@ macro_rules! shared_backend_methods {
                   WHERE status = 'running' AND COALESCE(instance, '') <> $2
                     AND COALESCE(instance, '') NOT IN
                         (SELECT id FROM tickler_instances WHERE heartbeat_at >= $3)
-                  RETURNING CAST(id AS TEXT) AS id, job_name",
+                  RETURNING CAST(id AS TEXT) AS id, job_name, scheduled_for",
             )
             .bind(now)
             .bind(me)
@@ -67,7 +67,14 @@ macro_rules! shared_backend_methods {
                 .execute(&self.pool)
                 .await
                 .doing("removing stopped daemons")?;
-            Ok(rows.iter().map(|r| (r.get("id"), r.get("job_name"))).collect())
+            Ok(rows
+                .iter()
+                .map(|r| Orphan {
+                    id: r.get("id"),
+                    job_name: r.get("job_name"),
+                    scheduled_for: r.get("scheduled_for"),
+                })
+                .collect())
         }
 
         async fn last_slots(&self) -> Result<HashMap<String, DateTime<Utc>>> {

@@ -96,18 +96,26 @@ impl Store {
         })
     }
 
-    /// Whether the last ended run of `job` before run `except` failed (one index probe: the
-    /// check every successful run makes before looking for a streak to call recovered).
-    pub async fn last_outcome_failed(&self, job: &str, except: Uuid) -> Result<bool> {
+    /// Whether the last run of `job` that ended by `until`, other than `except`, failed (one
+    /// index probe: the check every successful run makes before looking for a streak to call
+    /// recovered).
+    pub async fn last_outcome_failed(
+        &self,
+        job: &str,
+        except: Uuid,
+        until: DateTime<Utc>,
+    ) -> Result<bool> {
         let text = self.sql(
             "SELECT status FROM job_execution_logs
               WHERE job_name = $1 AND completed_at IS NOT NULL AND id <> $2::uuid
+                AND completed_at <= $3::timestamptz
                 AND status IN ('succeeded', 'partial', 'failed', 'timed_out', 'abandoned')
               ORDER BY completed_at DESC LIMIT 1",
         );
         let last: Option<String> = with_pool!(self, pool => sqlx::query_scalar(&text)
             .bind(job)
             .bind(except.to_string())
+            .bind(ts(until))
             .fetch_optional(pool)
             .await
             .doing("reading the job's last run for alerts"))?;

@@ -63,6 +63,39 @@ pub enum StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+impl StoreError {
+    /// Whether the database was away or busy (a restart, a failover, a full pool, a lock), so
+    /// the same statement may succeed later; not a statement the database refuses outright.
+    pub fn is_transient(&self) -> bool {
+        let StoreError::Query { source, .. } = self else {
+            return matches!(self, StoreError::Connect { .. });
+        };
+        match source {
+            sqlx::Error::Io(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::WorkerCrashed => true,
+            sqlx::Error::Database(db) => {
+                let code = db.code().unwrap_or_default();
+                // PostgreSQL: connection exceptions (08), shutdown and crash (57P0x),
+                // insufficient resources (53), serialization failure and deadlock (40).
+                // SQLite: BUSY (5), LOCKED (6), IOERR (10), FULL (13), CANTOPEN (14).
+                code.starts_with("08")
+                    || code.starts_with("57P0")
+                    || code.starts_with("53")
+                    || code.starts_with("40")
+                    || matches!(
+                        code.parse::<i32>().map(|c| c & 0xff),
+                        Ok(5 | 6 | 10 | 13 | 14)
+                    )
+            }
+            _ => false,
+        }
+    }
+}
+
 /// Adds "while doing X" to a sqlx error.
 pub(crate) trait Doing<T> {
     fn doing(self, doing: &'static str) -> Result<T>;
@@ -188,6 +221,14 @@ pub struct RunRow {
     pub instance: Option<String>,
 }
 
+/// A run marked `abandoned` because the daemon running it stopped.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Orphan {
+    pub id: String,
+    pub job_name: String,
+    pub scheduled_for: DateTime<Utc>,
+}
+
 /// A filter for `tickler history`.
 #[derive(Debug, Clone, Default)]
 pub struct HistoryFilter {
@@ -238,13 +279,13 @@ pub trait Backend {
     /// Every registered daemon (and `run-job` process): id, hostname, pid.
     async fn instances(&self) -> Result<Vec<(String, String, i64)>>;
     /// Marks `abandoned` every running row whose owner is not `me` and has not beaten its
-    /// heartbeat since `stale_before` (or is gone). Returns the id and job of each row changed.
+    /// heartbeat since `stale_before` (or is gone). Returns the rows changed.
     async fn abandon_orphans(
         &self,
         me: &str,
         stale_before: DateTime<Utc>,
         now: DateTime<Utc>,
-    ) -> Result<Vec<(String, String)>>;
+    ) -> Result<Vec<Orphan>>;
     /// Inserts the rows whose slot is still free; returns the ids actually inserted.
     async fn insert_runs(&self, runs: &[NewRun]) -> Result<HashSet<Uuid>>;
     async fn finish_runs(&self, finishes: &[Finish]) -> Result<()>;
@@ -359,7 +400,7 @@ impl Store {
         me: &str,
         stale_before: DateTime<Utc>,
         now: DateTime<Utc>,
-    ) -> Result<Vec<(String, String)>> {
+    ) -> Result<Vec<Orphan>> {
         dispatch!(self, s => s.abandon_orphans(me, stale_before, now).await)
     }
     pub async fn insert_runs(&self, runs: &[NewRun]) -> Result<HashSet<Uuid>> {

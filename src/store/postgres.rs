@@ -13,7 +13,8 @@ use sqlx::{Connection, PgPool, Row};
 use uuid::Uuid;
 
 use super::{
-    Backend, Doing, Finish, HistoryFilter, Instance, NewRun, Result, RunRow, Status, StoreError,
+    Backend, Doing, Finish, HistoryFilter, Instance, NewRun, Orphan, Result, RunRow, Status,
+    StoreError,
 };
 use crate::config::DatabaseUrl;
 

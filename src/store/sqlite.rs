@@ -14,8 +14,8 @@ use sqlx::{Connection, Row, SqlitePool};
 use uuid::Uuid;
 
 use super::{
-    Backend, DaemonLock, Doing, Finish, HistoryFilter, Instance, NewRun, Result, RunRow, Status,
-    StoreError,
+    Backend, DaemonLock, Doing, Finish, HistoryFilter, Instance, NewRun, Orphan, Result, RunRow,
+    Status, StoreError,
 };
 
 /// The errors a concurrent migration of the same file produces; others are final.

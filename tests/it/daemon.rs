@@ -403,3 +403,33 @@ async fn max_concurrent_bounds_parallel_runs() {
     assert_eq!(wait_settled(&store, other, 1).await[0].status, "succeeded");
     d.stop().await;
 }
+
+/// A program's output may hold NUL bytes, which PostgreSQL refuses in text and jsonb: the run
+/// is still recorded (without them), and the ledger goes on with the next runs.
+#[tokio::test]
+async fn output_with_nul_bytes_is_recorded_on_postgres() {
+    let Some(p) = Project::postgres().await else {
+        return;
+    };
+    p.write_config(
+        "",
+        "[[job]]\nname = \"nul\"\nkind = \"command\"\nschedule = \"* * * * *\"\n\
+         command = [\"sh\", \"-c\", \"printf 'disk\\\\000full\\\\n' >&2; exit 1\"]\n",
+    );
+    let store = p.store().await;
+    let d = TestDaemon::start(p.config(), utc("2026-01-05T10:00:00Z")).await;
+    d.clock.advance(MIN);
+    let first = wait_settled(&store, "nul", 1).await;
+    d.clock.advance(MIN);
+    wait_settled(&store, "nul", 2).await;
+    d.stop().await;
+    assert_eq!(first[0].status, "failed");
+    assert_eq!(
+        first[0].error_message.as_deref(),
+        Some("`sh` exited with status 1: diskfull")
+    );
+    assert_eq!(
+        first[0].metadata.as_ref().unwrap()["failed_attempts"][0]["details"]["stderr_tail"],
+        "diskfull\n"
+    );
+}

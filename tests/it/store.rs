@@ -95,7 +95,7 @@ async fn contract(store: Store) {
         .abandon_orphans(&me.id, now - TimeDelta::seconds(30), now)
         .await
         .unwrap();
-    let jobs: Vec<&str> = abandoned.iter().map(|(_, job)| job.as_str()).collect();
+    let jobs: Vec<&str> = abandoned.iter().map(|o| o.job_name.as_str()).collect();
     assert_eq!(jobs, ["o"]);
     let o = store
         .history(&HistoryFilter {
@@ -108,9 +108,10 @@ async fn contract(store: Store) {
         .unwrap();
     assert_eq!(o[0].status, "abandoned");
     assert_eq!(
-        abandoned[0].0, o[0].id,
+        abandoned[0].id, o[0].id,
         "the abandoned row's id is returned"
     );
+    assert_eq!(abandoned[0].scheduled_for, o[0].scheduled_for);
     assert_eq!(
         o[0].error_message.as_deref(),
         Some("the daemon running it (ghost:1:dead) stopped without finishing it")
