@@ -197,17 +197,27 @@ fn run_link(on_failure: &OnFailure, id: Uuid) -> String {
     }
 }
 
-async fn failure(shared: &Shared, spec: &JobSpec, on_failure: &OnFailure, run: &Ended<'_>) {
-    let streak = match patiently(shared, || {
+/// The streak `run` ends or continues; `None` (logged) when the ledger cannot be read.
+async fn streak_of(
+    shared: &Shared,
+    spec: &JobSpec,
+    run: &Ended<'_>,
+) -> Option<crate::store::health::Streak> {
+    let read = patiently(shared, || {
         shared.store.streak(&spec.name, run.id, run.completed)
-    })
-    .await
-    {
-        Ok(s) => s,
+    });
+    match read.await {
+        Ok(s) => Some(s),
         Err(e) => {
             tracing::error!(job = %spec.name, run_id = %run.id, error = %e, "alert not sent: cannot read the job's last runs");
-            return;
+            None
         }
+    }
+}
+
+async fn failure(shared: &Shared, spec: &JobSpec, on_failure: &OnFailure, run: &Ended<'_>) {
+    let Some(streak) = streak_of(shared, spec, run).await else {
+        return;
     };
     // The key names the streak by the last success before it (the same on every replica and
     // after a restart, even while an earlier failure's end is still being written); the
@@ -292,16 +302,8 @@ async fn recovery(shared: &Shared, spec: &JobSpec, on_failure: &OnFailure, run: 
             return;
         }
     }
-    let streak = match patiently(shared, || {
-        shared.store.streak(&spec.name, run.id, run.completed)
-    })
-    .await
-    {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!(job = %spec.name, run_id = %run.id, error = %e, "recovery message not sent: cannot read the job's last runs");
-            return;
-        }
+    let Some(streak) = streak_of(shared, spec, run).await else {
+        return;
     };
     let Some((_, since)) = streak.first_failure else {
         return;
@@ -535,7 +537,8 @@ async fn send(store: &Store, spec: &JobSpec, to: &OnFailure, alert: Alert, now: 
                 body["text"] = json!(alert.short);
                 body["subject"] = json!(alert.subject);
                 body["key"] = json!(key);
-                post(url, &body).await
+                let shown = host_only(url);
+                crate::notify::webhook::post_json(url, &shown, SEND_TIMEOUT, None, &body).await
             }
         };
         let (status, provider_id, error) = match result {
@@ -586,32 +589,6 @@ impl Target<'_> {
             Target::Email(a) => a.to_string(),
             Target::Webhook(u) => host_only(u),
         }
-    }
-}
-
-async fn post(url: &str, body: &Value) -> Result<String, SendError> {
-    let shown = host_only(url);
-    let response = crate::jobs::http_client()
-        .post(url)
-        .timeout(SEND_TIMEOUT)
-        .json(body)
-        .send()
-        .await
-        .map_err(|e| {
-            if e.is_timeout() {
-                SendError::ambiguous(format!("webhook `{shown}`: timed out"))
-            } else {
-                SendError::new(format!("webhook `{shown}`: {}", e.without_url()))
-            }
-        })?;
-    let status = response.status();
-    if status.is_success() {
-        Ok(format!("HTTP {}", status.as_u16()))
-    } else {
-        Err(SendError::new(format!(
-            "webhook `{shown}` answered HTTP {}",
-            status.as_u16()
-        )))
     }
 }
 

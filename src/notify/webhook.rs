@@ -80,36 +80,60 @@ impl Webhook {
                 (url, host)
             }
         };
-        let mut request = crate::jobs::http_client()
-            .post(&url)
-            .timeout(self.timeout)
-            .json(&json!({ "text": r.text, "subject": r.subject, "key": key }));
-        if let Some(b) = &self.bearer {
-            request = request.bearer_auth(b.read().map_err(SendError::new)?.expose());
-        }
-        let response = request.send().await.map_err(|e| {
-            if e.is_timeout() {
-                SendError::ambiguous(format!("webhook `{shown}`: timed out"))
-            } else {
-                SendError::new(format!("webhook `{shown}`: {}", e.without_url()))
-            }
-        })?;
-        let status = response.status();
-        if status.is_success() {
-            Ok(format!("HTTP {}", status.as_u16()))
+        let bearer = match &self.bearer {
+            Some(b) => Some(b.read().map_err(SendError::new)?),
+            None => None,
+        };
+        let body = json!({ "text": r.text, "subject": r.subject, "key": key });
+        post_json(
+            &url,
+            &shown,
+            self.timeout,
+            bearer.as_ref().map(|b| b.expose()),
+            &body,
+        )
+        .await
+    }
+}
+
+/// POSTs `body` as JSON to `url`; returns `HTTP <status>` as the provider's id. Messages name
+/// the URL as `shown`, and a server's echo of the URL's path is hidden (it may be the secret).
+pub async fn post_json(
+    url: &str,
+    shown: &str,
+    timeout: Duration,
+    bearer: Option<&str>,
+    body: &serde_json::Value,
+) -> Result<String, SendError> {
+    let mut request = crate::jobs::http_client()
+        .post(url)
+        .timeout(timeout)
+        .json(body);
+    if let Some(b) = bearer {
+        request = request.bearer_auth(b);
+    }
+    let response = request.send().await.map_err(|e| {
+        if e.is_timeout() {
+            SendError::ambiguous(format!("webhook `{shown}`: timed out"))
         } else {
-            let mut body = response.text().await.unwrap_or_default();
-            // Servers echo the path ("Cannot POST /hooks/<token>"): keep a secret URL secret.
-            if let Ok(u) = reqwest::Url::parse(&url)
-                && u.path().len() > 1
-            {
-                body = body.replace(u.path(), "/***");
-            }
-            Err(SendError::new(format!(
-                "webhook `{shown}` answered HTTP {}: {}",
-                status.as_u16(),
-                crate::jobs::tail(body.trim(), 200)
-            )))
+            SendError::new(format!("webhook `{shown}`: {}", e.without_url()))
         }
+    })?;
+    let status = response.status();
+    if status.is_success() {
+        Ok(format!("HTTP {}", status.as_u16()))
+    } else {
+        let mut text = response.text().await.unwrap_or_default();
+        // Servers echo the path ("Cannot POST /hooks/<token>"): keep a secret URL secret.
+        if let Ok(u) = reqwest::Url::parse(url)
+            && u.path().len() > 1
+        {
+            text = text.replace(u.path(), "/***");
+        }
+        Err(SendError::new(format!(
+            "webhook `{shown}` answered HTTP {}: {}",
+            status.as_u16(),
+            crate::jobs::tail(text.trim(), 200)
+        )))
     }
 }

@@ -16,7 +16,7 @@ use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::helpers::smtp::SmtpServer;
-use crate::helpers::{Project, TestDaemon, stderr, stdout, utc, wait_for};
+use crate::helpers::{Project, TestDaemon, lines, stderr, stdout, utc, wait_for};
 
 fn id() -> String {
     uuid::Uuid::now_v7().to_string()
@@ -530,14 +530,6 @@ fn spawn_daemon(p: &Project) -> Child {
         .stderr(Stdio::null())
         .spawn()
         .expect("start tickler")
-}
-
-fn lines(path: &std::path::Path) -> Vec<String> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(String::from)
-        .collect()
 }
 
 /// kill -9 of the daemon running a task: its handler dies with it, and another daemon reclaims

@@ -14,7 +14,7 @@ use tickler::store::queue::TaskFilter;
 use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::helpers::{PrivateCluster, Project, runs, signal, wait_for};
+use crate::helpers::{PrivateCluster, Project, lines, runs, signal, wait_for};
 
 struct Replica {
     child: Child,
@@ -48,14 +48,6 @@ fn spawn(p: &Project, name: &str) -> Replica {
         .spawn()
         .expect("start tickler");
     Replica { child, log }
-}
-
-fn lines(path: &std::path::Path) -> Vec<String> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(String::from)
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

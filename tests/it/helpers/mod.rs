@@ -124,6 +124,15 @@ pub fn signal(child: &std::process::Child, sig: i32) {
     }
 }
 
+/// The lines of a file a test's handlers append to (none when it does not exist yet).
+pub fn lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(String::from)
+        .collect()
+}
+
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
