@@ -58,6 +58,11 @@ pub struct JobAlerts {
 }
 
 impl JobAlerts {
+    /// `on_failure`, when it names anyone.
+    pub fn recipients(&self) -> Option<&OnFailure> {
+        self.on_failure.as_ref().filter(|o| o.has_recipients())
+    }
+
     pub fn repeat_after(&self) -> Duration {
         self.on_failure
             .as_ref()

@@ -117,12 +117,7 @@ pub async fn run_ended(
         ping(&spec.name, url, suffix, run.id, body).await;
     };
     let alert = async {
-        let Some(on_failure) = spec
-            .alerts
-            .on_failure
-            .as_ref()
-            .filter(|o| o.has_recipients())
-        else {
+        let Some(on_failure) = spec.alerts.recipients() else {
             return;
         };
         if is_failure(run.status) {
@@ -161,13 +156,7 @@ pub async fn abandoned(
     orphan: &crate::store::Orphan,
     now: DateTime<Utc>,
 ) {
-    let (Some(on_failure), Ok(id)) = (
-        spec.alerts
-            .on_failure
-            .as_ref()
-            .filter(|o| o.has_recipients()),
-        Uuid::parse_str(&orphan.id),
-    ) else {
+    let (Some(on_failure), Ok(id)) = (spec.alerts.recipients(), Uuid::parse_str(&orphan.id)) else {
         return;
     };
     let run = Ended {
@@ -396,11 +385,7 @@ async fn deadline(shared: &Shared, spec: &JobSpec, within: Duration, now: DateTi
     }
     // A job that runs and fails is reported by its failure alerts (with their reminders).
     let failing_now = streak.last_failure.is_some_and(|t| now - t <= within_td)
-        && spec
-            .alerts
-            .on_failure
-            .as_ref()
-            .is_some_and(|o| o.has_recipients());
+        && spec.alerts.recipients().is_some();
     if failing_now {
         return;
     }
@@ -433,12 +418,7 @@ async fn deadline(shared: &Shared, spec: &JobSpec, within: Duration, now: DateTi
             "the job has not succeeded {since}; `expect_success_within` is {}", whole(within)
         );
     }
-    let Some(on_failure) = spec
-        .alerts
-        .on_failure
-        .as_ref()
-        .filter(|o| o.has_recipients())
-    else {
+    let Some(on_failure) = spec.alerts.recipients() else {
         return;
     };
     let text = format!(
