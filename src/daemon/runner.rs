@@ -564,7 +564,11 @@ pub async fn execute(shared: Arc<Shared>, ready: Ready) -> RunSummary {
         error: error.as_deref(),
         attempts: attempt,
     };
-    super::alerts::run_ended(&shared, &spec, ended, start_ping).await;
+    // Boxed, and only for jobs with alerts: the alert future (HTTP and SMTP clients) is large,
+    // and inlined it would make every fire's task that much bigger to spawn.
+    if spec.alerts.ping_url.is_some() || spec.alerts.recipients().is_some() {
+        Box::pin(super::alerts::run_ended(&shared, &spec, ended, start_ping)).await;
+    }
     RunSummary {
         id,
         status,
