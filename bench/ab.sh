@@ -15,17 +15,11 @@ head_target="${CARGO_TARGET_DIR:-$head_dir/target}"
 (cd "$base_dir" && CARGO_TARGET_DIR="$base_target" cargo bench --bench scheduler --no-run >/dev/null 2>&1)
 CARGO_TARGET_DIR="$head_target" cargo bench --bench scheduler --no-run >/dev/null 2>&1
 
-bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n1)
-dir=$(mktemp -d /tmp/tickler-ab-pg.XXXXXX)
-as_pg=()
-if [ "$(id -u)" = 0 ]; then chown postgres:postgres "$dir"; as_pg=(runuser -u postgres --); fi
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-"${as_pg[@]}" "$bin/initdb" -A trust -U postgres -D "$dir/data" >/dev/null
-"${as_pg[@]}" "$bin/pg_ctl" start -w -D "$dir/data" -l "$dir/log" \
-    -o "-c listen_addresses=127.0.0.1 -p $port -k $dir -c max_connections=200" >/dev/null
-trap '"${as_pg[@]}" "$bin/pg_ctl" stop -m fast -D "$dir/data" >/dev/null; rm -rf "$dir"; git -C "$head_dir" worktree remove -f "$base_dir"' EXIT
-pg="postgres://postgres@127.0.0.1:$port"
-"$bin/psql" -q "$pg/postgres" -c "CREATE DATABASE bench_base" -c "CREATE DATABASE bench_head"
+. bench/pg.sh
+start_pg
+trap 'stop_pg; git -C "$head_dir" worktree remove -f "$base_dir"' EXIT
+pg="$PG_BASE"
+"$pg_bin/psql" -q "$pg/postgres" -c "CREATE DATABASE bench_base" -c "CREATE DATABASE bench_head"
 
 run() { # label, source dir, target dir, arguments of the benchmark
     local label=$1 src=$2 target=$3

@@ -26,16 +26,10 @@ run() { cargo bench --quiet --bench scheduler -- "$@" 2>/dev/null | grep -E '^(l
 
 pg_url="${TICKLER_BENCH_POSTGRES_URL:-}"
 if [ -z "$pg_url" ]; then
-    bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n1)
-    dir=$(mktemp -d /tmp/tickler-bench-pg.XXXXXX)
-    as_pg=()
-    if [ "$(id -u)" = 0 ]; then chown postgres:postgres "$dir"; as_pg=(runuser -u postgres --); fi
-    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-    "${as_pg[@]}" "$bin/initdb" -A trust -U postgres -D "$dir/data" >/dev/null
-    "${as_pg[@]}" "$bin/pg_ctl" start -w -D "$dir/data" -l "$dir/log" \
-        -o "-c listen_addresses=127.0.0.1 -p $port -k $dir -c max_connections=200" >/dev/null
-    trap '"${as_pg[@]}" "$bin/pg_ctl" stop -m fast -D "$dir/data" >/dev/null; rm -rf "$dir"' EXIT
-    pg_url="postgres://postgres@127.0.0.1:$port/postgres"
+    . bench/pg.sh
+    start_pg
+    trap stop_pg EXIT
+    pg_url="$PG_BASE/postgres"
 fi
 
 if [ -n "$only" ]; then

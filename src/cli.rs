@@ -161,33 +161,7 @@ pub enum InvoiceCommand {
 #[derive(Debug, Subcommand)]
 pub enum TasksCommand {
     /// Queue a task to run at a time (`--at`) or after a delay (`--in`).
-    Enqueue {
-        /// send_email, follow_up, check_payment, escalate, pause_campaign, resume_campaign,
-        /// custom.
-        #[arg(long = "type")]
-        task_type: String,
-        /// When: RFC 3339, or `YYYY-MM-DD HH:MM` in `[daemon].timezone`.
-        #[arg(long, conflicts_with = "after", required_unless_present = "after")]
-        at: Option<String>,
-        /// After how long, e.g. `5m`, `2d`; `0s` runs it at once.
-        #[arg(long = "in")]
-        after: Option<String>,
-        /// The task's data, a JSON object, e.g. '{"tone": "firm"}' or '{"handler": "crm"}'.
-        #[arg(long)]
-        data: Option<String>,
-        /// The invoice (its number) the task is about.
-        #[arg(long)]
-        invoice: Option<String>,
-        /// The campaign (name or id) the task belongs to.
-        #[arg(long)]
-        campaign: Option<String>,
-        /// Higher runs first among due tasks.
-        #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
-        priority: i32,
-        /// Retries after a failure (default: `[queue.retry]` of the type).
-        #[arg(long)]
-        max_retries: Option<u32>,
-    },
+    Enqueue(commands::EnqueueArgs),
     /// List tasks: pending ones by time, others most recent first.
     List {
         /// pending, executing, completed, failed or cancelled.
@@ -210,34 +184,7 @@ pub enum TasksCommand {
 #[derive(Debug, Subcommand)]
 pub enum CampaignCommand {
     /// Create a campaign: each invoice's first email goes out 30 minutes later.
-    Create {
-        #[arg(long)]
-        name: String,
-        /// Invoice numbers, comma-separated.
-        #[arg(long, value_delimiter = ',', conflicts_with = "overdue_days")]
-        invoices: Vec<String>,
-        /// Instead: every open invoice overdue by at least this many days.
-        #[arg(long)]
-        overdue_days: Option<u32>,
-        /// Days between emails (default `[queue.campaigns]`).
-        #[arg(long)]
-        days_between: Option<u32>,
-        /// Emails per invoice at most.
-        #[arg(long)]
-        max_attempts: Option<u32>,
-        /// The tone of each email in order, comma-separated (template names).
-        #[arg(long, value_delimiter = ',')]
-        stages: Option<Vec<String>>,
-        /// The tone past the last stage; `none` for no escalation.
-        #[arg(long)]
-        escalation_tone: Option<String>,
-        /// The hour (0-23) follow-ups go out, in each customer's zone.
-        #[arg(long)]
-        send_hour: Option<u32>,
-        /// The organisation (a UUID) of a multi-tenant install.
-        #[arg(long)]
-        org: Option<String>,
-    },
+    Create(commands::CreateArgs),
     /// Pause a campaign: its pending tasks are cancelled.
     Pause { campaign: String },
     /// Resume a paused campaign: each invoice's next email is scheduled again.
@@ -498,30 +445,9 @@ pub async fn tasks_command(
 ) -> Result<String, commands::CommandError> {
     let now = Utc::now();
     match command {
-        TasksCommand::Enqueue {
-            task_type,
-            at,
-            after,
-            data,
-            invoice,
-            campaign,
-            priority,
-            max_retries,
-        } => {
-            let args = commands::EnqueueArgs {
-                task_type,
-                at,
-                after,
-                data,
-                invoice,
-                campaign,
-                priority,
-                max_retries,
-            };
-            commands::enqueue(store, config, args, now)
-                .await
-                .map(|s| s + "\n")
-        }
+        TasksCommand::Enqueue(args) => commands::enqueue(store, config, args, now)
+            .await
+            .map(|s| s + "\n"),
         TasksCommand::List {
             status,
             campaign,
@@ -541,30 +467,7 @@ pub async fn campaign_command(
 ) -> Result<String, commands::CommandError> {
     let now = Utc::now();
     match command {
-        CampaignCommand::Create {
-            name,
-            invoices,
-            overdue_days,
-            days_between,
-            max_attempts,
-            stages,
-            escalation_tone,
-            send_hour,
-            org,
-        } => {
-            let args = commands::CreateArgs {
-                name,
-                invoices,
-                overdue_days,
-                days_between,
-                max_attempts,
-                stages,
-                escalation_tone,
-                send_hour,
-                org,
-            };
-            commands::create(store, config, args, now).await
-        }
+        CampaignCommand::Create(args) => commands::create(store, config, args, now).await,
         CampaignCommand::Pause { campaign } => {
             commands::pause_or_resume(store, config, &campaign, true, now)
                 .await

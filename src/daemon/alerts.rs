@@ -47,10 +47,13 @@ pub struct State {
 }
 
 impl State {
-    /// Notes the jobs of a (re)loaded config.
+    /// Notes the jobs of a (re)loaded config that have a dead-man deadline.
     pub fn know(&self, jobs: &[std::sync::Arc<JobSpec>], now: DateTime<Utc>) {
         let mut known = self.known_since.lock().expect("alerts lock");
-        for j in jobs {
+        for j in jobs
+            .iter()
+            .filter(|j| j.alerts.expect_success_within.is_some())
+        {
             known.entry(j.name.to_string()).or_insert(now);
         }
     }

@@ -80,12 +80,7 @@ impl Ledger {
         let _ = self.tx.send(Op::Claim(run, None));
     }
 
-    pub fn finish(&self, mut finish: Finish) {
-        // PostgreSQL refuses NUL in text and jsonb; a program's output may hold one.
-        if let Some(e) = &mut finish.error_message {
-            strip_nul(e);
-        }
-        strip_nul_json(&mut finish.metadata);
+    pub fn finish(&self, finish: Finish) {
         let _ = self.tx.send(Op::Finish(finish));
     }
 
@@ -291,41 +286,5 @@ where
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
         }
-    }
-}
-
-fn strip_nul(text: &mut String) {
-    if text.contains('\0') {
-        *text = text.replace('\0', "");
-    }
-}
-
-fn strip_nul_json(value: &mut serde_json::Value) {
-    use serde_json::Value;
-    match value {
-        Value::String(s) => strip_nul(s),
-        Value::Array(items) => items.iter_mut().for_each(strip_nul_json),
-        Value::Object(map) => {
-            if map.keys().any(|k| k.contains('\0')) {
-                let old = std::mem::take(map);
-                for (k, v) in old {
-                    map.insert(k.replace('\0', ""), v);
-                }
-            }
-            map.values_mut().for_each(strip_nul_json);
-        }
-        _ => {}
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn nul_bytes_are_stripped_from_text_and_json() {
-        let mut v = serde_json::json!({ "stderr_tail": "a\0b", "k\0": ["\0x"] });
-        strip_nul_json(&mut v);
-        assert_eq!(v, serde_json::json!({ "stderr_tail": "ab", "k": ["x"] }));
     }
 }

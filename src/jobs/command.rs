@@ -160,5 +160,5 @@ async fn read_tail<R: AsyncRead + Unpin>(pipe: Option<R>) -> String {
             }
         }
     }
-    String::from_utf8_lossy(&kept).into_owned()
+    super::without_nul(String::from_utf8_lossy(&kept).into_owned())
 }

@@ -99,7 +99,7 @@ impl Job for HttpJob {
             JobError::retryable(format!("request to `{url}` failed: {}", e.without_url()))
         })?;
         let status = response.status();
-        let text = response.text().await.map_err(|e| {
+        let text = response.text().await.map(super::without_nul).map_err(|e| {
             JobError::retryable(format!(
                 "reading the answer of `{url}` failed: {}",
                 e.without_url()

@@ -221,6 +221,16 @@ pub fn http_client() -> reqwest::Client {
 }
 
 /// Keeps the last `max` bytes of `text`, on a character boundary, for metadata tails.
+/// Text a job read from outside (a program's output, an HTTP answer) without NUL bytes, which
+/// PostgreSQL refuses in text and jsonb: such text ends up in the ledger and task results.
+pub fn without_nul(text: String) -> String {
+    if text.contains('\0') {
+        text.replace('\0', "")
+    } else {
+        text
+    }
+}
+
 pub fn tail(text: &str, max: usize) -> String {
     if text.len() <= max {
         return text.to_string();
@@ -266,6 +276,12 @@ pub fn report_from_json(value: &Value) -> Option<Outcome> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nul_bytes_are_dropped_from_outside_text() {
+        assert_eq!(without_nul("disk\0full\n".into()), "diskfull\n");
+        assert_eq!(without_nul("plain".into()), "plain");
+    }
 
     #[test]
     fn seed_003_reports_are_read() {

@@ -31,15 +31,32 @@ fn input<T>(message: impl Into<String>) -> Result<T> {
 }
 
 /// `tickler tasks enqueue`.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct EnqueueArgs {
+    /// send_email, follow_up, check_payment, escalate, pause_campaign, resume_campaign,
+    /// custom.
+    #[arg(long = "type")]
     pub task_type: String,
+    /// When: RFC 3339, or `YYYY-MM-DD HH:MM` in `[daemon].timezone`.
+    #[arg(long, conflicts_with = "after", required_unless_present = "after")]
     pub at: Option<String>,
+    /// After how long, e.g. `5m`, `2d`; `0s` runs it at once.
+    #[arg(long = "in")]
     pub after: Option<String>,
+    /// The task's data, a JSON object, e.g. '{"tone": "firm"}' or '{"handler": "crm"}'.
+    #[arg(long)]
     pub data: Option<String>,
+    /// The invoice (its number) the task is about.
+    #[arg(long)]
     pub invoice: Option<String>,
+    /// The campaign (name or id) the task belongs to.
+    #[arg(long)]
     pub campaign: Option<String>,
+    /// Higher runs first among due tasks.
+    #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
     pub priority: i32,
+    /// Retries after a failure (default: `[queue.retry]` of the type).
+    #[arg(long)]
     pub max_retries: Option<u32>,
 }
 
@@ -292,17 +309,33 @@ pub async fn retry(store: &Store, id: &str, now: DateTime<Utc>) -> Result<String
 }
 
 /// `tickler campaign create`.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct CreateArgs {
+    #[arg(long)]
     pub name: String,
+    /// Invoice numbers, comma-separated.
+    #[arg(long, value_delimiter = ',', conflicts_with = "overdue_days")]
     pub invoices: Vec<String>,
-    /// Every open invoice at least this many days overdue.
+    /// Instead: every open invoice overdue by at least this many days.
+    #[arg(long)]
     pub overdue_days: Option<u32>,
+    /// Days between emails (default `[queue.campaigns]`).
+    #[arg(long)]
     pub days_between: Option<u32>,
+    /// Emails per invoice at most.
+    #[arg(long)]
     pub max_attempts: Option<u32>,
+    /// The tone of each email in order, comma-separated (template names).
+    #[arg(long, value_delimiter = ',')]
     pub stages: Option<Vec<String>>,
+    /// The tone past the last stage; `none` for no escalation.
+    #[arg(long)]
     pub escalation_tone: Option<String>,
+    /// The hour (0-23) follow-ups go out, in each customer's zone.
+    #[arg(long)]
     pub send_hour: Option<u32>,
+    /// The organisation (a UUID) of a multi-tenant install.
+    #[arg(long)]
     pub org: Option<String>,
 }
 

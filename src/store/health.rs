@@ -105,21 +105,23 @@ impl Store {
         except: Uuid,
         until: DateTime<Utc>,
     ) -> Result<bool> {
-        let text = self.sql(
-            "SELECT status FROM job_execution_logs
-              WHERE job_name = $1 AND completed_at IS NOT NULL AND id <> $2::uuid
-                AND completed_at <= $3::timestamptz
-                AND status IN ('succeeded', 'partial', 'failed', 'timed_out', 'abandoned')
-              ORDER BY completed_at DESC LIMIT 1",
-        );
-        let last: Option<String> = with_pool!(self, pool => sqlx::query_scalar(&text)
+        let text = self
+            .sql(&format!(
+                "SELECT status IN {FAILURE} FROM job_execution_logs
+                  WHERE job_name = $1 AND completed_at IS NOT NULL AND id <> $2::uuid
+                    AND completed_at <= $3::timestamptz
+                    AND (status IN {SUCCESS} OR status IN {FAILURE})
+                  ORDER BY completed_at DESC LIMIT 1"
+            ))
+            .into_owned();
+        let failed: Option<bool> = with_pool!(self, pool => sqlx::query_scalar(&text)
             .bind(job)
             .bind(except.to_string())
             .bind(ts(until))
             .fetch_optional(pool)
             .await
             .doing("reading the job's last run for alerts"))?;
-        Ok(last.is_some_and(|s| !matches!(s.as_str(), "succeeded" | "partial")))
+        Ok(failed.unwrap_or(false))
     }
 
     /// When the first recorded run of `job` ended: a job that never succeeded is overdue

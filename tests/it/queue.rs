@@ -549,18 +549,7 @@ async fn a_task_of_a_killed_daemon_is_reclaimed_after_its_lease() {
     );
     let store = p.store().await;
     let mut first = spawn_daemon(&p);
-    let out = p.cli(&[
-        "tasks",
-        "enqueue",
-        "--type",
-        "custom",
-        "--in",
-        "0s",
-        "--data",
-        r#"{"handler": "slow"}"#,
-    ]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let id = stdout(&out).split_whitespace().nth(2).unwrap().to_string();
+    let id = p.enqueue_custom("slow");
     let started = p.path().join("started");
     wait_for("the handler to start", Duration::from_secs(30), || async {
         (lines(&started).len() == 1).then_some(())
@@ -591,20 +580,7 @@ async fn on_sqlite_a_task_inserted_by_another_process_wakes_the_runner() {
     let p = Project::sqlite();
     p.write_config("", "[queue.handlers.nothing]\nkind = \"noop\"\n");
     let mut daemon = spawn_daemon(&p);
-    let enqueue_now = || {
-        let out = p.cli(&[
-            "tasks",
-            "enqueue",
-            "--type",
-            "custom",
-            "--in",
-            "0s",
-            "--data",
-            r#"{"handler": "nothing"}"#,
-        ]);
-        assert!(out.status.success(), "{}", stderr(&out));
-        stdout(&out).split_whitespace().nth(2).unwrap().to_string()
-    };
+    let enqueue_now = || p.enqueue_custom("nothing");
     let store = p.store().await;
     // The first one runs whenever the runner starts; after it, the runner sleeps (nothing due).
     let first = enqueue_now();

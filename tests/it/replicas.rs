@@ -98,17 +98,7 @@ async fn replica_drill_kill_one_and_restart_the_database() {
 
     // Nine tasks of 4 s; each replica runs at most three at once.
     for _ in 0..9 {
-        let out = p.cli(&[
-            "tasks",
-            "enqueue",
-            "--type",
-            "custom",
-            "--in",
-            "0s",
-            "--data",
-            r#"{"handler": "slow"}"#,
-        ]);
-        assert!(out.status.success());
+        p.enqueue_custom("slow");
     }
 
     // Kill the replica running `slow` while it also holds tasks.

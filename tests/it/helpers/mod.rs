@@ -114,6 +114,16 @@ impl Project {
             .output()
             .expect("run tickler")
     }
+
+    /// `tickler tasks enqueue` of a `custom` task for `handler`, due now; returns its id.
+    pub fn enqueue_custom(&self, handler: &str) -> String {
+        let data = format!(r#"{{"handler": "{handler}"}}"#);
+        let out = self.cli(&[
+            "tasks", "enqueue", "--type", "custom", "--in", "0s", "--data", &data,
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        stdout(&out).split_whitespace().nth(2).unwrap().to_string()
+    }
 }
 
 /// Sends `sig` to a child process.
