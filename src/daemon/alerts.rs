@@ -44,9 +44,18 @@ pub struct State {
     /// Overdue alerts already logged by this process (the log says it once per window).
     logged: Mutex<std::collections::HashSet<String>>,
     checking: AtomicBool,
+    /// Sends being tried again; a shutdown waits for them (they stop waiting at once).
+    retries: tokio_util::task::TaskTracker,
 }
 
 impl State {
+    /// Waits for the alert sends being tried again; they stop waiting once `stopping` is
+    /// cancelled, and make one last try.
+    pub async fn settled(&self) {
+        self.retries.close();
+        self.retries.wait().await;
+    }
+
     /// Notes the jobs of a (re)loaded config that have a dead-man deadline.
     pub fn know(&self, jobs: &[std::sync::Arc<JobSpec>], now: DateTime<Utc>) {
         let mut known = self.known_since.lock().expect("alerts lock");
@@ -277,7 +286,7 @@ async fn failure(shared: &Shared, spec: &JobSpec, on_failure: &OnFailure, run: &
         text,
         payload,
     };
-    send(&shared.store, spec, on_failure, alert, shared.clock.now()).await;
+    send(shared, spec, on_failure, alert, shared.clock.now()).await;
 }
 
 async fn recovery(shared: &Shared, spec: &JobSpec, on_failure: &OnFailure, run: &Ended<'_>) {
@@ -329,7 +338,7 @@ async fn recovery(shared: &Shared, spec: &JobSpec, on_failure: &OnFailure, run: 
         text,
         payload,
     };
-    send(&shared.store, spec, on_failure, alert, shared.clock.now()).await;
+    send(shared, spec, on_failure, alert, shared.clock.now()).await;
 }
 
 /// Checks every job's `expect_success_within` on `tracker`, unless a check is still going on
@@ -448,7 +457,7 @@ async fn deadline(shared: &Shared, spec: &JobSpec, within: Duration, now: DateTi
         text,
         payload,
     };
-    send(&shared.store, spec, on_failure, alert, now).await;
+    send(shared, spec, on_failure, alert, now).await;
 }
 
 struct Alert {
@@ -464,17 +473,22 @@ struct Alert {
 }
 
 /// Claims the alert for each recipient in `notification_log`, sends the claimed ones, and
-/// records how each send ended. A failed send is claimed again by the next alert of the same
-/// window; a sent one is never sent again.
-async fn send(store: &Store, spec: &JobSpec, to: &OnFailure, alert: Alert, now: DateTime<Utc>) {
+/// records how each send ended. A send that failed for sure (refused, unreachable, an error
+/// answer) is tried again after each of [`RETRY_AFTER`], in the background; a send that may have
+/// gone out (a timeout) is not repeated. A send still failed after that is claimed again by the
+/// next alert of the same window; a sent one is never sent again.
+async fn send(shared: &Shared, spec: &JobSpec, to: &OnFailure, alert: Alert, now: DateTime<Utc>) {
     let mut targets: Vec<(String, Target)> = vec![];
     for addr in &to.email {
-        targets.push((format!("{}:email:{addr}", alert.key), Target::Email(addr)));
+        targets.push((
+            format!("{}:email:{addr}", alert.key),
+            Target::Email(addr.clone()),
+        ));
     }
     for url in &to.webhook {
         // Named by a hash of the URL: stable when the list is reordered, and not the secret.
         let key = format!("{}:webhook:{:016x}", alert.key, fnv1a(url));
-        targets.push((key, Target::Webhook(url)));
+        targets.push((key, Target::Webhook(url.clone())));
     }
     let claims: Vec<NotificationClaim> = targets
         .iter()
@@ -489,32 +503,120 @@ async fn send(store: &Store, spec: &JobSpec, to: &OnFailure, alert: Alert, now: 
             error: None,
         })
         .collect();
-    let claimed = match store.claim_notifications(&spec.name, &claims, now).await {
+    let claimed = match shared
+        .store
+        .claim_notifications(&spec.name, &claims, now)
+        .await
+    {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(job = %spec.name, error = %e, "alert not sent: cannot claim it in notification_log");
             return;
         }
     };
-    let rendered = Rendered {
-        subject: alert.subject.clone(),
-        text: alert.text.clone(),
-        html: None,
+    targets.retain(|(k, _)| claimed.contains(k));
+    let delivery = Delivery {
+        store: shared.store.clone(),
+        job: spec.name.clone(),
+        notifier: spec.notifier.clone(),
+        alert,
+        now,
     };
-    let mut ends = vec![];
-    for (key, target) in targets.iter().filter(|(k, _)| claimed.contains(k)) {
-        let result = match target {
-            Target::Email(addr) => match spec.notifier.email() {
-                Some(email) => {
-                    match tokio::time::timeout(SEND_TIMEOUT * 3, email.send(addr, key, &rendered))
-                        .await
-                    {
-                        Ok(r) => r,
-                        Err(_) => Err(SendError::ambiguous("timed out")),
-                    }
+    let failed = delivery.attempt(targets, false).await;
+    if failed.is_empty() {
+        return;
+    }
+    let stopping = shared.stopping.clone();
+    shared.alerts.retries.spawn(async move {
+        let mut failed = failed;
+        for (i, delay) in RETRY_AFTER.iter().enumerate() {
+            tokio::select! {
+                _ = tokio::time::sleep(*delay) => {}
+                _ = stopping.cancelled() => {}
+            }
+            let last = i + 1 == RETRY_AFTER.len() || stopping.is_cancelled();
+            failed = delivery.attempt(failed, last).await;
+            if failed.is_empty() {
+                break;
+            }
+        }
+    });
+}
+
+/// How long a send that failed for sure waits before each new try.
+const RETRY_AFTER: [Duration; 3] = [
+    Duration::from_secs(5),
+    Duration::from_secs(30),
+    Duration::from_secs(120),
+];
+
+/// One alert's sends, owned so that their retries can outlive the run that caused them.
+struct Delivery {
+    store: Store,
+    job: std::sync::Arc<str>,
+    notifier: std::sync::Arc<crate::notify::Notifier>,
+    alert: Alert,
+    now: DateTime<Utc>,
+}
+
+impl Delivery {
+    /// Sends to each target once and records the sends that ended; returns the ones that
+    /// failed for sure and may be tried again (none when `last`).
+    async fn attempt(&self, targets: Vec<(String, Target)>, last: bool) -> Vec<(String, Target)> {
+        let alert = &self.alert;
+        let mut ends = vec![];
+        let mut again = vec![];
+        for (key, target) in targets {
+            let result = self.one(&key, &target).await;
+            let (status, provider_id, error) = match result {
+                Ok(id) => {
+                    tracing::info!(job = %self.job, to = %target.shown(), "alert sent: {}", alert.subject);
+                    ("sent", Some(id), None)
                 }
-                None => Err(SendError::new("`[channels.email]` is not configured")),
-            },
+                Err(e) if !e.ambiguous && !last => {
+                    tracing::warn!(job = %self.job, to = %target.shown(), error = %e.message, "alert not sent yet, will try again: {}", alert.subject);
+                    again.push((key, target));
+                    continue;
+                }
+                Err(e) => {
+                    tracing::error!(job = %self.job, to = %target.shown(), error = %e.message, "alert not sent: {}", alert.subject);
+                    let status = if e.ambiguous { "unknown" } else { "failed" };
+                    (status, None, Some(e.message))
+                }
+            };
+            ends.push(NotificationEnd {
+                key,
+                status,
+                provider_id,
+                error,
+            });
+        }
+        if !ends.is_empty()
+            && let Err(e) = self.store.finish_notifications(&ends, self.now).await
+        {
+            tracing::warn!(job = %self.job, error = %e, "could not record the alerts sent");
+        }
+        again
+    }
+
+    async fn one(&self, key: &str, target: &Target) -> Result<String, SendError> {
+        let alert = &self.alert;
+        match target {
+            Target::Email(addr) => {
+                let Some(email) = self.notifier.email() else {
+                    return Err(SendError::new("`[channels.email]` is not configured"));
+                };
+                let rendered = Rendered {
+                    subject: alert.subject.clone(),
+                    text: alert.text.clone(),
+                    html: None,
+                };
+                // The channel bounds its connection and its send itself (`timeout`, 30 s
+                // each by default); this only catches a send stuck elsewhere.
+                tokio::time::timeout(Duration::from_secs(120), email.send(addr, key, &rendered))
+                    .await
+                    .unwrap_or_else(|_| Err(SendError::ambiguous("timed out")))
+            }
             Target::Webhook(url) => {
                 let mut body = alert.payload.clone();
                 body["text"] = json!(alert.short);
@@ -523,27 +625,7 @@ async fn send(store: &Store, spec: &JobSpec, to: &OnFailure, alert: Alert, now: 
                 let shown = host_only(url);
                 crate::notify::webhook::post_json(url, &shown, SEND_TIMEOUT, None, &body).await
             }
-        };
-        let (status, provider_id, error) = match result {
-            Ok(id) => {
-                tracing::info!(job = %spec.name, to = %target.shown(), "alert sent: {}", alert.subject);
-                ("sent", Some(id), None)
-            }
-            Err(e) => {
-                tracing::error!(job = %spec.name, to = %target.shown(), error = %e.message, "alert not sent: {}", alert.subject);
-                let status = if e.ambiguous { "unknown" } else { "failed" };
-                (status, None, Some(e.message))
-            }
-        };
-        ends.push(NotificationEnd {
-            key: key.clone(),
-            status,
-            provider_id,
-            error,
-        });
-    }
-    if let Err(e) = store.finish_notifications(&ends, now).await {
-        tracing::warn!(job = %spec.name, error = %e, "could not record the alerts sent");
+        }
     }
 }
 
@@ -554,12 +636,12 @@ fn fnv1a(text: &str) -> u64 {
     })
 }
 
-enum Target<'a> {
-    Email(&'a str),
-    Webhook(&'a str),
+enum Target {
+    Email(String),
+    Webhook(String),
 }
 
-impl Target<'_> {
+impl Target {
     fn channel(&self) -> &'static str {
         match self {
             Target::Email(_) => "email",
@@ -569,7 +651,7 @@ impl Target<'_> {
     /// What the log and `notification_log` show: a webhook URL holds a token, so its host only.
     fn shown(&self) -> String {
         match self {
-            Target::Email(a) => a.to_string(),
+            Target::Email(a) => a.clone(),
             Target::Webhook(u) => host_only(u),
         }
     }
@@ -626,10 +708,13 @@ mod tests {
             "https://hooks.slack.com/***"
         );
         assert_eq!(
-            Target::Webhook("http://127.0.0.1:9/hook?token=abc").shown(),
+            Target::Webhook("http://127.0.0.1:9/hook?token=abc".into()).shown(),
             "http://127.0.0.1/***"
         );
-        assert_eq!(Target::Email("ops@acme.test").shown(), "ops@acme.test");
+        assert_eq!(
+            Target::Email("ops@acme.test".into()).shown(),
+            "ops@acme.test"
+        );
     }
 
     #[test]

@@ -361,6 +361,8 @@ pub async fn run(
         shared.ledger.give_up();
         tracker.wait().await;
     }
+    // Alert sends waiting to be tried again make their last try now.
+    shared.alerts.settled().await;
     if tokio::time::timeout(config.daemon.shutdown_grace, shared.ledger.flush())
         .await
         .is_err()
@@ -898,6 +900,15 @@ pub async fn run_now(
             trigger: RunTrigger::Manual,
         };
         results.push((name.clone(), run_fire(shared.clone(), fire).await));
+    }
+    // An alert whose send failed gets its first retry, then one last try, so a manual run
+    // does not wait out the whole retry schedule.
+    if tokio::time::timeout(Duration::from_secs(10), shared.alerts.settled())
+        .await
+        .is_err()
+    {
+        shared.stopping.cancel();
+        shared.alerts.settled().await;
     }
     if tokio::time::timeout(Duration::from_secs(60), shared.ledger.flush())
         .await

@@ -276,9 +276,30 @@ impl Email {
     }
 }
 
+/// Opens an SMTP connection within `timeout`: a server that accepts the connection but never
+/// greets (or never answers STARTTLS or AUTH) is a failure like a refused connection, and
+/// nothing was sent, so the message may be tried again.
+async fn connect(
+    host: &str,
+    port: u16,
+    tls: Tls,
+    username: &Option<String>,
+    password: &Option<SecretSource>,
+    timeout: Duration,
+) -> Result<AsyncSmtpConnection, SendError> {
+    tokio::time::timeout(timeout, open(host, port, tls, username, password, timeout))
+        .await
+        .unwrap_or_else(|_| {
+            Err(SendError::new(format!(
+                "SMTP `{host}:{port}`: no greeting within {}",
+                humantime::format_duration(timeout)
+            )))
+        })
+}
+
 /// Opens an SMTP connection with `TCP_NODELAY`: plain, upgraded with STARTTLS, or implicit
 /// TLS; then authenticates.
-async fn connect(
+async fn open(
     host: &str,
     port: u16,
     tls: Tls,

@@ -2,6 +2,7 @@
 //! POSTs to a local mock, de-duplicated through `notification_log` across restarts;
 //! `expect_success_within` checked by the daemon after a restart; `ping_url` pings in order.
 
+use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -9,7 +10,11 @@ use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
 use crate::helpers::smtp::SmtpServer;
-use crate::helpers::{Project, TestDaemon, runs, stderr, stdout, utc, wait_for, wait_settled};
+use tickler::store::Store;
+
+use crate::helpers::{
+    Project, TestDaemon, runs, signal, stderr, stdout, utc, wait_for, wait_settled,
+};
 
 fn email_channel(smtp: &SmtpServer) -> String {
     format!(
@@ -170,6 +175,128 @@ async fn a_failing_job_alerts_once_reminds_and_recovers_on_postgres() {
         return;
     };
     failure_story(p).await;
+}
+
+/// The alert's status in `notification_log`, with its error.
+async fn alert_rows(store: &Store) -> Vec<(String, Option<String>)> {
+    let Store::Sqlite(s) = store else {
+        unreachable!()
+    };
+    sqlx::query_as("SELECT status, error FROM notification_log ORDER BY created_at")
+        .fetch_all(s.pool())
+        .await
+        .unwrap()
+}
+
+/// A send that failed for sure (here an HTTP 503) is tried again a few seconds later, in the
+/// background; a shutdown cuts the wait short with one last try, and records the failure.
+#[tokio::test]
+async fn a_failed_alert_send_is_tried_again() {
+    let p = Project::sqlite();
+    let hooks = MockServer::start().await;
+    // The first POST is refused (a chat service restarting), the next ones taken.
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(503).set_body_string("try later"))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&hooks)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&hooks)
+        .await;
+    p.write_config(
+        "",
+        &format!(
+            "[[job]]\nname = \"flaky\"\nkind = \"command\"\nschedule = \"* * * * *\"\n\
+             command = [\"false\"]\n\
+             on_failure = {{ webhook = [\"{}/hooks/one\"] }}\n",
+            hooks.uri()
+        ),
+    );
+    let store = p.store().await;
+    let d = TestDaemon::start(p.config(), utc("2026-01-05T10:00:00Z")).await;
+    d.clock.advance(Duration::from_secs(60));
+    wait_settled(&store, "flaky", 1).await;
+    let seen = wait_for("the retried POST", Duration::from_secs(20), || async {
+        let seen = posted(&hooks, "/hooks/").await;
+        (seen.len() >= 2).then_some(seen)
+    })
+    .await;
+    d.stop().await;
+    assert_eq!(seen.len(), 2, "one refused POST, one taken");
+    assert_eq!(
+        json(&seen[0])["key"],
+        json(&seen[1])["key"],
+        "the same alert"
+    );
+    assert_eq!(alert_rows(&store).await, [("sent".to_string(), None)]);
+
+    // A webhook that keeps refusing, and the real binary: on SIGTERM the daemon does not wait
+    // out the retry schedule; it makes one last try before it exits, and records the failure.
+    let p = Project::sqlite();
+    let down = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(503).set_body_string("try later"))
+        .mount(&down)
+        .await;
+    p.write_config(
+        "",
+        &format!(
+            "[[job]]\nname = \"flaky\"\nkind = \"command\"\nevery = \"1s\"\n\
+             command = [\"false\"]\n\
+             on_failure = {{ webhook = [\"{}/hooks/two\"] }}\n",
+            down.uri()
+        ),
+    );
+    let mut daemon = p
+        .daemon_command()
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("the first POST", Duration::from_secs(20), || async {
+        (!posted(&down, "/hooks/").await.is_empty()).then_some(())
+    })
+    .await;
+    let stopping = std::time::Instant::now();
+    signal(&daemon, libc::SIGTERM);
+    let status = wait_for("the daemon to exit", Duration::from_secs(20), || {
+        let status = daemon.try_wait().unwrap();
+        async move { status }
+    })
+    .await;
+    assert!(status.success(), "{status:?}");
+    assert!(
+        stopping.elapsed() < Duration::from_secs(4),
+        "the shutdown did not wait for the retry schedule: {:?}",
+        stopping.elapsed()
+    );
+    assert_eq!(
+        posted(&down, "/hooks/").await.len(),
+        2,
+        "first try and last try"
+    );
+    let store = p.store().await;
+    let rows = alert_rows(&store).await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0].0, "failed");
+    assert_eq!(
+        rows[0].1.as_deref(),
+        Some("webhook `http://127.0.0.1/***` answered HTTP 503: try later"),
+        "the URL's path is kept out of the record"
+    );
+
+    // The next failure of the same window claims the failed alert again: here a manual run,
+    // which waits for the first retry, then makes a last try instead of the whole schedule.
+    let out = p.cli(&["run-job", "flaky"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(
+        posted(&down, "/hooks/").await.len(),
+        5,
+        "a try, the retry 5 s later, the last try"
+    );
+    assert_eq!(alert_rows(&store).await[0].0, "failed");
 }
 
 /// A daily job last succeeded at 02:00; the daemon was down through the next night. The

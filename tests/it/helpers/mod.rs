@@ -37,6 +37,18 @@ where
     }
 }
 
+/// Sends the in-process daemon's log lines to the test's captured output, so a failing test
+/// shows what the daemon did (`TICKLER_LOG` filters them; `info` by default).
+pub fn capture_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TICKLER_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false)
+        .with_test_writer()
+        .try_init();
+}
+
 /// A temporary project: a directory holding `config.toml` and the SQLite state.
 pub struct Project {
     pub dir: tempfile::TempDir,
@@ -168,6 +180,7 @@ impl TestDaemon {
     }
 
     pub async fn start_with_clock(config: Config, clock: Arc<ManualClock>) -> TestDaemon {
+        capture_logs();
         let (tx, rx) = mpsc::channel(8);
         let (ready_tx, ready_rx) = oneshot::channel();
         let options = Options {

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub struct SmtpServer {
     pub port: u16,
@@ -29,30 +29,46 @@ fn python() -> &'static str {
     }
 }
 
+/// aiosmtpd's SMTP protocol with its Maildir handler, on a port the server binds itself and
+/// prints: a port picked by the test and bound later could be taken by another test's server
+/// (or an outgoing connection) in between, and this test's mail would go elsewhere. Its name is
+/// given, so that no connection waits for a DNS lookup of the machine's name (`getfqdn`).
+const SERVER: &str = r#"
+import asyncio, sys
+from aiosmtpd.handlers import Mailbox
+from aiosmtpd.smtp import SMTP
+
+async def main():
+    handler = Mailbox(sys.argv[1])
+    server = await asyncio.get_running_loop().create_server(
+        lambda: SMTP(handler, hostname="localhost"), "127.0.0.1", 0)
+    print(server.sockets[0].getsockname()[1], flush=True)
+    # Stops with the test: its stdin closes when the test process ends, even on a panic.
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+
+asyncio.run(main())
+"#;
+
 impl SmtpServer {
     pub fn start(dir: &Path) -> SmtpServer {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("a free port");
         let maildir = dir.join("maildir");
-        let child = Command::new(python())
-            .args(["-m", "aiosmtpd", "-n", "-l"])
-            .arg(format!("127.0.0.1:{port}"))
-            .args(["-c", "aiosmtpd.handlers.Mailbox"])
+        let mut child = Command::new(python())
+            .arg("-c")
+            .arg(SERVER)
             .arg(&maildir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
             .spawn()
-            .expect("start `python3 -m aiosmtpd` (apt-get install python3-aiosmtpd)");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "aiosmtpd did not listen on port {port}; is python3-aiosmtpd installed?"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+            .expect("start python3 with aiosmtpd (apt-get install python3-aiosmtpd)");
+        let mut line = String::new();
+        let stdout = child.stdout.take().expect("piped stdout");
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)
+            .expect("read the SMTP server's port");
+        let port = line.trim().parse::<u16>().unwrap_or_else(|_| {
+            let _ = child.kill();
+            panic!("aiosmtpd did not start (printed {line:?}); is python3-aiosmtpd installed?")
+        });
         SmtpServer {
             port,
             maildir,
