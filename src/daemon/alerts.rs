@@ -503,11 +503,10 @@ async fn send(shared: &Shared, spec: &JobSpec, to: &OnFailure, alert: Alert, now
             error: None,
         })
         .collect();
-    let claimed = match shared
-        .store
-        .claim_notifications(&spec.name, &claims, now)
-        .await
-    {
+    let claim = patiently(shared, || {
+        shared.store.claim_notifications(&spec.name, &claims, now)
+    });
+    let claimed = match claim.await {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(job = %spec.name, error = %e, "alert not sent: cannot claim it in notification_log");
