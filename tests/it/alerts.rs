@@ -268,7 +268,7 @@ async fn a_failed_alert_send_is_tried_again() {
     .await;
     assert!(status.success(), "{status:?}");
     assert!(
-        stopping.elapsed() < Duration::from_secs(4),
+        stopping.elapsed() < Duration::from_secs(15),
         "the shutdown did not wait for the retry schedule: {:?}",
         stopping.elapsed()
     );
