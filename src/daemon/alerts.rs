@@ -519,7 +519,7 @@ async fn send(shared: &Shared, spec: &JobSpec, to: &OnFailure, alert: Alert, now
         job: spec.name.clone(),
         notifier: spec.notifier.clone(),
         alert,
-        now,
+        clock: shared.clock.clone(),
     };
     let failed = delivery.attempt(targets, false).await;
     if failed.is_empty() {
@@ -555,7 +555,8 @@ struct Delivery {
     job: std::sync::Arc<str>,
     notifier: std::sync::Arc<crate::notify::Notifier>,
     alert: Alert,
-    now: DateTime<Utc>,
+    /// What `sent_at` is read from, when a retry gets through.
+    clock: std::sync::Arc<dyn super::Clock>,
 }
 
 impl Delivery {
@@ -591,7 +592,10 @@ impl Delivery {
             });
         }
         if !ends.is_empty()
-            && let Err(e) = self.store.finish_notifications(&ends, self.now).await
+            && let Err(e) = self
+                .store
+                .finish_notifications(&ends, self.clock.now())
+                .await
         {
             tracing::warn!(job = %self.job, error = %e, "could not record the alerts sent");
         }
