@@ -141,24 +141,36 @@ pub async fn run_ended(
     tokio::join!(end_ping, alert);
 }
 
-/// Reads from the store for an alert, trying three times over a few seconds: the database
-/// that just failed a run may be on its way back.
+/// How long an alert waits for an unreachable database (to read the job's last runs, or to
+/// claim the alert): an outage is when failures happen, and their alerts matter most then.
+const WAIT_FOR_DATABASE: Duration = Duration::from_secs(15 * 60);
+
+/// Reads from (or writes to) the store for an alert. While the database is unreachable or busy
+/// it tries again, 1 s doubling to 30 s apart, for up to [`WAIT_FOR_DATABASE`]; a shutdown ends
+/// the wait.
 async fn patiently<T, F, Fut>(shared: &Shared, mut read: F) -> crate::store::Result<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = crate::store::Result<T>>,
 {
+    let give_up = std::time::Instant::now() + WAIT_FOR_DATABASE;
     let mut delay = Duration::from_secs(1);
-    for _ in 0..2 {
+    loop {
         match read().await {
-            Err(e) if e.is_transient() && !shared.stopping.is_cancelled() => {
-                tokio::time::sleep(delay).await;
-                delay *= 2;
+            Err(e)
+                if e.is_transient()
+                    && !shared.stopping.is_cancelled()
+                    && std::time::Instant::now() + delay < give_up =>
+            {
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = shared.stopping.cancelled() => {}
+                }
+                delay = (delay * 2).min(Duration::from_secs(30));
             }
             other => return other,
         }
     }
-    read().await
 }
 
 /// A run found `abandoned` (its daemon stopped mid-run): alerted like a failure.

@@ -13,7 +13,7 @@ use crate::helpers::smtp::SmtpServer;
 use tickler::store::Store;
 
 use crate::helpers::{
-    Project, TestDaemon, runs, signal, stderr, stdout, utc, wait_for, wait_settled,
+    PrivateCluster, Project, TestDaemon, runs, signal, stderr, stdout, utc, wait_for, wait_settled,
 };
 
 fn email_channel(smtp: &SmtpServer) -> String {
@@ -297,6 +297,69 @@ async fn a_failed_alert_send_is_tried_again() {
         "a try, the retry 5 s later, the last try"
     );
     assert_eq!(alert_rows(&store).await[0].0, "failed");
+}
+
+/// A run that fails while PostgreSQL is away: its alert waits for the database (25 s here; three
+/// tries used to give up after about 18 s) and goes out once it is back, exactly once.
+#[tokio::test]
+async fn an_alert_waits_for_the_database() {
+    let Some(pg) = tokio::task::spawn_blocking(PrivateCluster::start)
+        .await
+        .unwrap()
+    else {
+        return;
+    };
+    let pg = std::sync::Arc::new(pg);
+    let p = Project {
+        dir: tempfile::tempdir().unwrap(),
+        database_url: pg.url.clone(),
+    };
+    let hooks = webhook_server().await;
+    p.write_config(
+        "",
+        &format!(
+            "[[job]]\nname = \"flaky\"\nkind = \"command\"\nschedule = \"* * * * *\"\n\
+             command = [\"sh\", \"-c\", \"sleep 2; echo ledger down >&2; exit 1\"]\n\
+             on_failure = {{ webhook = [\"{}/hooks/db\"] }}\n",
+            hooks.uri()
+        ),
+    );
+    let store = p.store().await;
+    let d = TestDaemon::start(p.config(), utc("2026-01-05T10:00:00Z")).await;
+    d.clock.advance(Duration::from_secs(60));
+    let run = wait_for("the run to start", Duration::from_secs(30), || async {
+        runs(&store, "flaky")
+            .await
+            .into_iter()
+            .find(|r| r.status == "running")
+    })
+    .await;
+    // The run fails two seconds into the outage.
+    let cluster = pg.clone();
+    tokio::task::spawn_blocking(move || cluster.stop())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(25)).await;
+    assert!(
+        posted(&hooks, "/hooks/").await.is_empty(),
+        "no alert while the database is away"
+    );
+    let cluster = pg.clone();
+    tokio::task::spawn_blocking(move || cluster.start_again())
+        .await
+        .unwrap();
+    let alert = wait_for("the alert", Duration::from_secs(60), || async {
+        posted(&hooks, "/hooks/").await.first().map(json)
+    })
+    .await;
+    assert_eq!(alert["event"], "failure");
+    assert_eq!(alert["run_id"], run.id.as_str());
+    assert_eq!(alert["error"], "`sh` exited with status 1: ledger down");
+    d.stop().await;
+    assert_eq!(posted(&hooks, "/hooks/").await.len(), 1, "sent once");
+    let rows = runs(&store, "flaky").await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].status, "failed", "the run's end is recorded too");
 }
 
 /// A daily job last succeeded at 02:00; the daemon was down through the next night. The
