@@ -1,6 +1,7 @@
 //! Alerts on real parts: `on_failure` emails through a real SMTP server (aiosmtpd) and webhook
 //! POSTs to a local mock, de-duplicated through `notification_log` across restarts;
-//! `expect_success_within` checked by the daemon after a restart; `ping_url` pings in order.
+//! `expect_success_within` checked by the daemon after a restart; `ping_url` pings in order; a
+//! refused send tried again; an alert that waits out a PostgreSQL outage.
 
 use std::process::Stdio;
 use std::time::Duration;
