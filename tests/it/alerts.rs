@@ -304,16 +304,8 @@ async fn a_failed_alert_send_is_tried_again() {
 /// tries used to give up after about 18 s) and goes out once it is back, exactly once.
 #[tokio::test]
 async fn an_alert_waits_for_the_database() {
-    let Some(pg) = tokio::task::spawn_blocking(PrivateCluster::start)
-        .await
-        .unwrap()
-    else {
+    let Some((pg, p)) = PrivateCluster::project().await else {
         return;
-    };
-    let pg = std::sync::Arc::new(pg);
-    let p = Project {
-        dir: tempfile::tempdir().unwrap(),
-        database_url: pg.url.clone(),
     };
     let hooks = webhook_server().await;
     p.write_config(

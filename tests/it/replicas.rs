@@ -52,16 +52,8 @@ fn spawn(p: &Project, name: &str) -> Replica {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replica_drill_kill_one_and_restart_the_database() {
-    let Some(pg) = tokio::task::spawn_blocking(PrivateCluster::start)
-        .await
-        .unwrap()
-    else {
+    let Some((pg, p)) = PrivateCluster::project().await else {
         return;
-    };
-    let pg = std::sync::Arc::new(pg);
-    let p = Project {
-        dir: tempfile::tempdir().unwrap(),
-        database_url: pg.url.clone(),
     };
     let hooks = MockServer::start().await;
     Mock::given(method("POST"))

@@ -448,6 +448,16 @@ impl PrivateCluster {
         }
     }
 
+    /// A project on a cluster of its own (shared, so a blocking task can stop and start it).
+    pub async fn project() -> Option<(Arc<PrivateCluster>, Project)> {
+        let pg = Arc::new(tokio::task::spawn_blocking(Self::start).await.unwrap()?);
+        let p = Project {
+            dir: tempfile::tempdir().expect("tempdir"),
+            database_url: pg.url.clone(),
+        };
+        Some((pg, p))
+    }
+
     /// Stops the server, closing every client connection (`pg_ctl stop -m fast`).
     pub fn stop(&self) {
         pg_stop(&self.data, "fast");
