@@ -236,10 +236,7 @@ async fn failure(shared: &Shared, spec: &JobSpec, on_failure: &OnFailure, run: &
     // after a restart, even while an earlier failure's end is still being written); the
     // reminder window is counted from the streak's first failure.
     let anchor = last_success_id(&streak);
-    let since = match &streak.first_failure {
-        Some((_, at)) => *at,
-        None => run.completed,
-    };
+    let since = streak.first_failure.unwrap_or(run.completed);
     let failures = streak.failures + 1;
     let repeat = TimeDelta::from_std(on_failure.repeat_after).unwrap_or(TimeDelta::MAX);
     let window = ((run.completed - since).num_seconds() / repeat.num_seconds().max(1)).max(0);
@@ -318,7 +315,7 @@ async fn recovery(shared: &Shared, spec: &JobSpec, on_failure: &OnFailure, run: 
     let Some(streak) = streak_of(shared, spec, run).await else {
         return;
     };
-    let Some((_, since)) = streak.first_failure else {
+    let Some(since) = streak.first_failure else {
         return;
     };
     let anchor = last_success_id(&streak);

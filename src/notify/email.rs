@@ -276,9 +276,10 @@ impl Email {
     }
 }
 
-/// Opens an SMTP connection within `timeout`: a server that accepts the connection but never
-/// greets (or never answers STARTTLS or AUTH) is a failure like a refused connection, and
-/// nothing was sent, so the message may be tried again.
+/// Opens an SMTP connection with `TCP_NODELAY`: plain, upgraded with STARTTLS, or implicit
+/// TLS; then authenticates. All of it within `timeout`: a server that accepts the connection but
+/// never greets (or never answers STARTTLS or AUTH) fails like a refused connection, and as
+/// nothing was sent, the message may be tried again.
 async fn connect(
     host: &str,
     port: u16,
@@ -287,69 +288,58 @@ async fn connect(
     password: &Option<SecretSource>,
     timeout: Duration,
 ) -> Result<AsyncSmtpConnection, SendError> {
-    tokio::time::timeout(timeout, open(host, port, tls, username, password, timeout))
+    let fail = |e: &dyn std::fmt::Display| SendError::new(format!("SMTP `{host}:{port}`: {e}"));
+    let open = async {
+        let hello = ClientId::default();
+        let tls_params = || {
+            TlsParameters::new(host.to_string())
+                .map_err(|e| SendError::new(format!("cannot set up TLS for `{host}`: {e}")))
+        };
+        let mut conn = match tls {
+            // lettre opens implicit TLS itself (with Nagle on: the TLS layer writes each record).
+            Tls::Tls => AsyncSmtpConnection::connect_tokio1(
+                (host, port),
+                Some(timeout),
+                &hello,
+                Some(tls_params()?),
+                None,
+            )
+            .await
+            .map_err(|e| fail(&e))?,
+            Tls::Starttls | Tls::None => {
+                let tcp = tokio::net::TcpStream::connect((host, port))
+                    .await
+                    .map_err(|e| fail(&e))?;
+                tcp.set_nodelay(true).map_err(|e| fail(&e))?;
+                let mut conn = AsyncSmtpConnection::connect_with_transport(Box::new(tcp), &hello)
+                    .await
+                    .map_err(|e| fail(&e))?;
+                if tls == Tls::Starttls {
+                    conn.starttls(tls_params()?, &hello)
+                        .await
+                        .map_err(|e| fail(&e))?;
+                }
+                conn
+            }
+        };
+        if let Some(user) = username {
+            let secret = match password {
+                Some(source) => source.read().map_err(SendError::new)?,
+                None => crate::config::Secret::new(""),
+            };
+            let credentials = Credentials::new(user.clone(), secret.expose().to_string());
+            conn.auth(&[Mechanism::Plain, Mechanism::Login], &credentials)
+                .await
+                .map_err(|e| fail(&e))?;
+        }
+        Ok(conn)
+    };
+    tokio::time::timeout(timeout, open)
         .await
         .unwrap_or_else(|_| {
-            Err(SendError::new(format!(
-                "SMTP `{host}:{port}`: no greeting within {}",
+            Err(fail(&format_args!(
+                "no greeting within {}",
                 humantime::format_duration(timeout)
             )))
         })
-}
-
-/// Opens an SMTP connection with `TCP_NODELAY`: plain, upgraded with STARTTLS, or implicit
-/// TLS; then authenticates.
-async fn open(
-    host: &str,
-    port: u16,
-    tls: Tls,
-    username: &Option<String>,
-    password: &Option<SecretSource>,
-    timeout: Duration,
-) -> Result<AsyncSmtpConnection, SendError> {
-    let fail = |e: &dyn std::fmt::Display| SendError::new(format!("SMTP `{host}:{port}`: {e}"));
-    let hello = ClientId::default();
-    let tls_params = || {
-        TlsParameters::new(host.to_string())
-            .map_err(|e| SendError::new(format!("cannot set up TLS for `{host}`: {e}")))
-    };
-    let mut conn = match tls {
-        // lettre opens implicit TLS itself (with Nagle on: the TLS layer writes each record).
-        Tls::Tls => AsyncSmtpConnection::connect_tokio1(
-            (host, port),
-            Some(timeout),
-            &hello,
-            Some(tls_params()?),
-            None,
-        )
-        .await
-        .map_err(|e| fail(&e))?,
-        Tls::Starttls | Tls::None => {
-            let tcp = tokio::time::timeout(timeout, tokio::net::TcpStream::connect((host, port)))
-                .await
-                .map_err(|_| fail(&"connection timed out"))?
-                .map_err(|e| fail(&e))?;
-            tcp.set_nodelay(true).map_err(|e| fail(&e))?;
-            let mut conn = AsyncSmtpConnection::connect_with_transport(Box::new(tcp), &hello)
-                .await
-                .map_err(|e| fail(&e))?;
-            if tls == Tls::Starttls {
-                conn.starttls(tls_params()?, &hello)
-                    .await
-                    .map_err(|e| fail(&e))?;
-            }
-            conn
-        }
-    };
-    if let Some(user) = username {
-        let secret = match password {
-            Some(source) => source.read().map_err(SendError::new)?,
-            None => crate::config::Secret::new(""),
-        };
-        let credentials = Credentials::new(user.clone(), secret.expose().to_string());
-        conn.auth(&[Mechanism::Plain, Mechanism::Login], &credentials)
-            .await
-            .map_err(|e| fail(&e))?;
-    }
-    Ok(conn)
 }

@@ -18,8 +18,8 @@ const FAILURE: &str = "('failed', 'timed_out', 'abandoned')";
 pub struct Streak {
     /// The last run that succeeded (or ended `partial`): its id and end.
     pub last_success: Option<(String, DateTime<Utc>)>,
-    /// The first failed run after it: its id and end.
-    pub first_failure: Option<(String, DateTime<Utc>)>,
+    /// When the first failed run after it ended.
+    pub first_failure: Option<DateTime<Utc>>,
     /// How many runs failed after it.
     pub failures: i64,
     /// When the last of them ended.
@@ -51,43 +51,23 @@ impl Store {
             .as_ref()
             .map(|(_, at)| *at)
             .unwrap_or(DateTime::<Utc>::UNIX_EPOCH);
-        let first = self
+        let failed = self
             .sql(&format!(
-                "SELECT id::text, completed_at FROM job_execution_logs
-              WHERE job_name = $1 AND completed_at IS NOT NULL AND status IN {FAILURE}
-                AND completed_at > $2::timestamptz AND id <> $3::uuid
-                AND completed_at <= $4::timestamptz
-              ORDER BY completed_at LIMIT 1"
-            ))
-            .into_owned();
-        let count = self
-            .sql(&format!(
-                "SELECT count(*), max(completed_at) FROM job_execution_logs
+                "SELECT count(*), min(completed_at), max(completed_at) FROM job_execution_logs
               WHERE job_name = $1 AND completed_at IS NOT NULL AND status IN {FAILURE}
                 AND completed_at > $2::timestamptz AND id <> $3::uuid
                 AND completed_at <= $4::timestamptz"
             ))
             .into_owned();
-        type Counted = (i64, Option<DateTime<Utc>>);
-        let (first_failure, (failures, last_failure)): (Option<(String, DateTime<Utc>)>, Counted) = with_pool!(self, pool => {
-            let first = sqlx::query_as(&first)
-                .bind(job)
-                .bind(ts(since))
-                .bind(except.to_string())
-                .bind(ts(until))
-                .fetch_optional(pool)
-                .await
-                .doing(doing)?;
-            let count = sqlx::query_as(&count)
+        type Counted = (i64, Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+        let (failures, first_failure, last_failure): Counted = with_pool!(self, pool => sqlx::query_as(&failed)
                 .bind(job)
                 .bind(ts(since))
                 .bind(except.to_string())
                 .bind(ts(until))
                 .fetch_one(pool)
                 .await
-                .doing(doing)?;
-            (first, count)
-        });
+                .doing(doing))?;
         Ok(Streak {
             last_success,
             first_failure,
