@@ -50,6 +50,19 @@ pub async fn bind(listen: SocketAddr) -> Result<TcpListener, BindError> {
         .map_err(|cause| BindError { listen, cause })
 }
 
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read the `[http]` token: {0}")]
+pub struct TokenError(String);
+
+/// Reads the trigger's token once at start-up, so a missing file or variable stops the start
+/// instead of refusing every request.
+pub fn check_token(token: &Option<SecretSource>) -> Result<(), TokenError> {
+    match token {
+        Some(t) => t.read().map(|_| ()).map_err(TokenError),
+        None => Ok(()),
+    }
+}
+
 /// Serves connections until `stopping`.
 pub async fn serve(listener: TcpListener, state: Arc<HttpState>, stopping: CancellationToken) {
     if let Ok(addr) = listener.local_addr() {
@@ -111,10 +124,13 @@ async fn handle(req: Request<Incoming>, state: &HttpState) -> Response<Full<Byte
     match (req.method(), path) {
         (&Method::GET, "/metrics") => metrics(state).await,
         (&Method::GET, "/healthz") => health(state).await,
-        (&Method::POST, p) if p.starts_with("/jobs/") && p.ends_with("/run") => {
-            let name = &p["/jobs/".len()..p.len() - "/run".len()];
-            trigger(&req, name, state)
-        }
+        (&Method::POST, p) => match p
+            .strip_prefix("/jobs/")
+            .and_then(|r| r.strip_suffix("/run"))
+        {
+            Some(name) => trigger(&req, name, state),
+            None => not_found(),
+        },
         _ => not_found(),
     }
 }

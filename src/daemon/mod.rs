@@ -54,6 +54,8 @@ pub enum DaemonError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Http(#[from] http::BindError),
+    #[error(transparent)]
+    HttpToken(#[from] http::TokenError),
 }
 
 /// How to run a daemon besides its config.
@@ -208,7 +210,10 @@ pub async fn run(
     let store = Store::connect(&config.daemon.database_url).await?;
     let _lock = store.lock_for_daemon()?;
     let listener = match &config.http {
-        Some(h) => Some(http::bind(h.listen).await?),
+        Some(h) => {
+            http::check_token(&h.token)?;
+            Some(http::bind(h.listen).await?)
+        }
         None => None,
     };
     store.migrate().await?;

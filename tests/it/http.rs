@@ -143,6 +143,17 @@ async fn the_run_trigger_wants_the_bearer_token_and_a_known_job() {
         .await
         .unwrap();
     assert_eq!(r.status(), 404);
+    // A path that is both `/jobs/...` and `.../run` but names no job is not found (it once
+    // sliced out of range), and the listener keeps serving.
+    for path in ["/jobs/run", "/jobs//run"] {
+        let r = http
+            .post(format!("{base}{path}"))
+            .header("authorization", "Bearer s3cret-token")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404, "{path}");
+    }
     d.stop().await;
     store.close().await;
 }
@@ -172,4 +183,30 @@ async fn without_a_token_the_trigger_is_refused_and_a_taken_port_fails_the_start
         "{err}"
     );
     d.stop().await;
+
+    // A token that cannot be read stops the daemon's start, and only that: the other commands
+    // load the same config from a shell without the service's credentials.
+    let (r, _) = project(false, None);
+    let config = std::fs::read_to_string(r.config_path()).unwrap();
+    std::fs::write(
+        r.config_path(),
+        config.replace("[http]\n", "[http]\ntoken_file = \"/nonexistent/token\"\n"),
+    )
+    .unwrap();
+    let history = r.cli(&["history"]);
+    assert!(
+        history.status.success(),
+        "{}",
+        crate::helpers::stderr(&history)
+    );
+    let out = r.cli(&["run"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = crate::helpers::stderr(&out);
+    assert!(
+        err.ends_with(
+            "error: cannot read the `[http]` token: cannot read secret file `/nonexistent/token`: \
+             No such file or directory (os error 2)\n"
+        ),
+        "{err}"
+    );
 }
