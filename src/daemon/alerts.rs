@@ -78,17 +78,6 @@ pub struct Ended<'a> {
     pub attempts: u32,
 }
 
-fn is_failure(status: Status) -> bool {
-    matches!(
-        status,
-        Status::Failed | Status::TimedOut | Status::Abandoned
-    )
-}
-
-fn is_success(status: Status) -> bool {
-    matches!(status, Status::Succeeded | Status::Partial)
-}
-
 fn at(t: DateTime<Utc>) -> String {
     t.format("%Y-%m-%d %H:%M:%S UTC").to_string()
 }
@@ -120,7 +109,7 @@ pub async fn run_ended(
         if let Some(h) = started {
             let _ = h.await;
         }
-        let (suffix, body) = if is_success(run.status) {
+        let (suffix, body) = if run.status.is_success() {
             ("", None)
         } else {
             let error = run.error.unwrap_or(run.status.as_str());
@@ -132,9 +121,9 @@ pub async fn run_ended(
         let Some(on_failure) = spec.alerts.recipients() else {
             return;
         };
-        if is_failure(run.status) {
+        if run.status.is_failure() {
             failure(shared, spec, on_failure, &run).await;
-        } else if is_success(run.status) {
+        } else if run.status.is_success() {
             recovery(shared, spec, on_failure, &run).await;
         }
     };

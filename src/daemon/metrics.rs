@@ -15,6 +15,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::store::Status;
+
 type Labels = Vec<(&'static str, String)>;
 type Histograms = Family<Labels, Histogram, fn() -> Histogram>;
 
@@ -70,17 +72,21 @@ impl Metrics {
             .observe(lateness_seconds.max(0.0));
     }
 
-    pub fn run_ended(&self, job: &str, status: &str, seconds: f64, at: DateTime<Utc>) {
+    /// A run ended with `status`; `seconds` is how long its body ran (`None` for a fire that
+    /// did not run: skipped, missed, interrupted before it started).
+    pub fn run_ended(&self, job: &str, status: Status, seconds: Option<f64>, at: DateTime<Utc>) {
         self.runs
             .get_or_create(&vec![
                 ("job", job.to_string()),
-                ("status", status.to_string()),
+                ("status", status.as_str().to_string()),
             ])
             .inc();
-        self.durations
-            .get_or_create(&vec![("job", job.to_string())])
-            .observe(seconds.max(0.0));
-        if status == "succeeded" {
+        if let Some(seconds) = seconds {
+            self.durations
+                .get_or_create(&vec![("job", job.to_string())])
+                .observe(seconds.max(0.0));
+        }
+        if status.is_success() {
             self.last_success
                 .lock()
                 .expect("metrics lock")
@@ -109,7 +115,7 @@ impl Metrics {
         }
         registry.register(
             "job_last_success_timestamp_seconds",
-            "When each job last succeeded (Unix time)",
+            "When each job last succeeded or ended partial (Unix time)",
             last,
         );
         let next: Family<Labels, Gauge<f64, AtomicU64>> = Family::default();
@@ -123,19 +129,21 @@ impl Metrics {
             "When each enabled job fires next (Unix time)",
             next,
         );
-        let queue: Family<Labels, Gauge> = Family::default();
-        let queue_ok = snapshot.queue.is_some();
-        for status in ["pending", "executing", "completed", "failed", "cancelled"] {
-            queue
-                .get_or_create(&vec![("status", status.to_string())])
-                .set(0);
-        }
-        for (status, n) in snapshot.queue.unwrap_or_default() {
-            queue.get_or_create(&vec![("status", status)]).set(n);
-        }
-        registry.register("queue_tasks", "Tasks in scheduled_tasks, by status", queue);
         let up: Gauge = Gauge::default();
-        up.set(queue_ok as i64);
+        up.set(snapshot.queue.is_some() as i64);
+        // Left out while the database is unreachable: zeros would look like an empty queue.
+        if let Some(counts) = snapshot.queue {
+            let queue: Family<Labels, Gauge> = Family::default();
+            for status in crate::queue::commands::STATUSES {
+                queue
+                    .get_or_create(&vec![("status", status.to_string())])
+                    .set(0);
+            }
+            for (status, n) in counts {
+                queue.get_or_create(&vec![("status", status)]).set(n);
+            }
+            registry.register("queue_tasks", "Tasks in scheduled_tasks, by status", queue);
+        }
         registry.register(
             "database_up",
             "1 when the last read of the database for this scrape worked",

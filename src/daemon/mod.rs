@@ -519,7 +519,9 @@ async fn dispatch_due(
         }
         for (slot, why) in decision.missed {
             tracing::warn!(job = %spec.name, scheduled_for = %slot, "{why}");
-            shared.metrics.run_ended(&spec.name, "missed", 0.0, now);
+            shared
+                .metrics
+                .run_ended(&spec.name, Status::Missed, None, now);
             shared.ledger.record(NewRun {
                 id: Uuid::now_v7(),
                 job_name: spec.name.clone(),

@@ -119,9 +119,7 @@ pub struct RunSummary {
 fn record_only(shared: &Shared, fire: &Fire, status: Status, why: String) {
     tracing::info!(job = %fire.spec.name, scheduled_for = %fire.slot, status = status.as_str(), "{why}");
     let now = shared.clock.now();
-    shared
-        .metrics
-        .run_ended(&fire.spec.name, status.as_str(), 0.0, now);
+    shared.metrics.run_ended(&fire.spec.name, status, None, now);
     shared.ledger.record(NewRun {
         id: Uuid::now_v7(),
         job_name: fire.spec.name.clone(),
@@ -386,9 +384,7 @@ pub async fn execute(shared: Arc<Shared>, ready: Ready) -> RunSummary {
     if let Some((status, why)) = &missed {
         let status = *status;
         tracing::warn!(job = %spec.name, run_id = %id, scheduled_for = %fire.slot, status = status.as_str(), "{why}");
-        shared
-            .metrics
-            .run_ended(&spec.name, status.as_str(), 0.0, started);
+        shared.metrics.run_ended(&spec.name, status, None, started);
         shared.ledger.finish(Finish {
             id,
             status,
@@ -541,7 +537,7 @@ pub async fn execute(shared: Arc<Shared>, ready: Ready) -> RunSummary {
     });
     shared
         .metrics
-        .run_ended(&spec.name, status.as_str(), duration, completed);
+        .run_ended(&spec.name, status, Some(duration), completed);
     match status {
         Status::Succeeded | Status::Partial => tracing::info!(
             job = %spec.name, run_id = %id, status = status.as_str(), scheduled_for = %fire.slot,

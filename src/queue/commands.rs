@@ -203,7 +203,7 @@ pub async fn enqueue(
     ))
 }
 
-const STATUSES: &[&str] = &["pending", "executing", "completed", "failed", "cancelled"];
+pub(crate) const STATUSES: &[&str] = &["pending", "executing", "completed", "failed", "cancelled"];
 
 /// `tickler tasks list`.
 pub async fn list(

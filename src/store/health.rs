@@ -9,7 +9,7 @@ use super::billing::ts;
 use super::{Doing, Result, Store, with_pool};
 
 /// Statuses that count as the job doing its work (a `partial` run did, with item errors).
-const SUCCESS: &str = "('succeeded', 'partial')";
+pub(super) const SUCCESS: &str = "('succeeded', 'partial')";
 /// Statuses that count as a failed run.
 const FAILURE: &str = "('failed', 'timed_out', 'abandoned')";
 

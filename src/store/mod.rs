@@ -134,6 +134,18 @@ impl Status {
         Status::Interrupted,
     ];
 
+    /// The job did its work (`partial`: with item errors). `store::health` queries the same
+    /// list.
+    pub fn is_success(self) -> bool {
+        matches!(self, Status::Succeeded | Status::Partial)
+    }
+
+    /// A run that failed: what `on_failure` alerts are for. `store::health` queries the same
+    /// list.
+    pub fn is_failure(self) -> bool {
+        matches!(self, Status::Failed | Status::TimedOut | Status::Abandoned)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Status::Running => "running",
@@ -376,8 +388,11 @@ impl Store {
     /// When each job last succeeded (read once at start for `/metrics`).
     pub async fn last_successes(&self) -> Result<Vec<(String, DateTime<Utc>)>> {
         with_pool!(self, pool => sqlx::query_as::<_, (String, DateTime<Utc>)>(
-            "SELECT job_name, max(completed_at) FROM job_execution_logs
-              WHERE status = 'succeeded' AND completed_at IS NOT NULL GROUP BY job_name",
+            &format!(
+                "SELECT job_name, max(completed_at) FROM job_execution_logs
+                  WHERE status IN {} AND completed_at IS NOT NULL GROUP BY job_name",
+                health::SUCCESS
+            ),
         )
         .fetch_all(pool)
         .await
