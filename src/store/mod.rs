@@ -73,26 +73,35 @@ impl StoreError {
         match source {
             sqlx::Error::Io(_)
             | sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
             | sqlx::Error::Tls(_)
             | sqlx::Error::Protocol(_)
             | sqlx::Error::WorkerCrashed => true,
-            sqlx::Error::Database(db) => {
-                let code = db.code().unwrap_or_default();
-                // PostgreSQL: connection exceptions (08), shutdown and crash (57P0x),
-                // insufficient resources (53), serialization failure and deadlock (40).
-                // SQLite: BUSY (5), LOCKED (6), IOERR (10), FULL (13), CANTOPEN (14).
-                code.starts_with("08")
-                    || code.starts_with("57P0")
-                    || code.starts_with("53")
-                    || code.starts_with("40")
-                    || matches!(
-                        code.parse::<i32>().map(|c| c & 0xff),
-                        Ok(5 | 6 | 10 | 13 | 14)
-                    )
-            }
+            sqlx::Error::Database(db) => transient_code(
+                db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some(),
+                &db.code().unwrap_or_default(),
+            ),
             _ => false,
         }
+    }
+}
+
+/// Whether a database error code says the database was away or busy. Each backend's codes
+/// are read by its own rules: a PostgreSQL SQLSTATE such as 22021 (a NUL byte in text) is
+/// all digits, and read as a SQLite code it would pass for BUSY.
+fn transient_code(sqlite: bool, code: &str) -> bool {
+    if sqlite {
+        // BUSY (5), LOCKED (6), IOERR (10), FULL (13), CANTOPEN (14), and their extended codes.
+        matches!(
+            code.parse::<i32>().map(|c| c & 0xff),
+            Ok(5 | 6 | 10 | 13 | 14)
+        )
+    } else {
+        // Connection exceptions (08), shutdown and crash (57P0x), insufficient resources (53),
+        // serialization failure (40001) and deadlock (40P01).
+        code.starts_with("08")
+            || code.starts_with("57P0")
+            || code.starts_with("53")
+            || matches!(code, "40001" | "40P01")
     }
 }
 
@@ -573,6 +582,32 @@ impl DaemonLock {
                 })
             }
             Err(std::fs::TryLockError::Error(e)) => Err(io(e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod transient_tests {
+    use super::transient_code;
+
+    #[test]
+    fn error_codes_are_read_by_their_own_backend() {
+        // PostgreSQL: away or busy...
+        for code in ["08006", "57P01", "57P03", "53300", "40001", "40P01"] {
+            assert!(transient_code(false, code), "{code}");
+        }
+        // ...and refused: a NUL byte in text (22021 & 0xff is SQLite's BUSY), no privilege
+        // (42501), a unique violation, a rolled-back constraint (40002).
+        for code in ["22021", "42501", "23505", "40002", "22P05"] {
+            assert!(!transient_code(false, code), "{code}");
+        }
+        // SQLite: BUSY, BUSY_SNAPSHOT (517), LOCKED, IOERR, FULL, CANTOPEN...
+        for code in ["5", "517", "6", "10", "13", "14"] {
+            assert!(transient_code(true, code), "{code}");
+        }
+        // ...and refused: CONSTRAINT_COMMITHOOK (531, not PostgreSQL's class 53), CONSTRAINT.
+        for code in ["531", "19", "2067"] {
+            assert!(!transient_code(true, code), "{code}");
         }
     }
 }
