@@ -365,9 +365,19 @@ pub fn check_deadlines(
 }
 
 async fn deadline(shared: &Shared, spec: &JobSpec, within: Duration, now: DateTime<Utc>) {
-    let streak = match patiently(shared, || shared.store.streak(&spec.name, Uuid::nil(), now)).await
-    {
-        Ok(s) => s,
+    // Not waited for like a failure alert's reads: the check runs again in a minute, and an
+    // outage is logged by the ledger already.
+    let read = async {
+        let streak = shared.store.streak(&spec.name, Uuid::nil(), now).await?;
+        let first = match streak.last_success {
+            Some(_) => None,
+            None => shared.store.first_ended(&spec.name).await?,
+        };
+        Ok::<_, crate::store::StoreError>((streak, first))
+    };
+    let (streak, first) = match read.await {
+        Ok(r) => r,
+        Err(e) if e.is_transient() => return,
         Err(e) => {
             tracing::warn!(job = %spec.name, error = %e, "cannot check `expect_success_within`");
             return;
@@ -376,7 +386,6 @@ async fn deadline(shared: &Shared, spec: &JobSpec, within: Duration, now: DateTi
     let reference = match &streak.last_success {
         Some((_, t)) => *t,
         None => {
-            let first = shared.store.first_ended(&spec.name).await.ok().flatten();
             let known = shared
                 .alerts
                 .known_since

@@ -11,7 +11,6 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -60,7 +59,7 @@ impl Ledger {
     }
 
     /// Claims a slot: `Some(true)` only if this process inserted the row, `None` when the
-    /// database could not be reached.
+    /// claim was given up (a shutdown while the database was away, or a refused write).
     pub async fn claim(&self, run: NewRun) -> Option<bool> {
         let (tx, rx) = oneshot::channel();
         self.tx.send(Op::Claim(run, Some(tx))).ok()?;
@@ -68,7 +67,7 @@ impl Ledger {
     }
 
     /// Claims many slots at once; returns the ids whose rows this process inserted, or `None`
-    /// when the database could not be reached.
+    /// when the claim was given up (as for [`Ledger::claim`]).
     pub async fn claim_many(&self, runs: Vec<NewRun>) -> Option<HashSet<Uuid>> {
         let (tx, rx) = oneshot::channel();
         self.tx.send(Op::ClaimMany(runs, tx)).ok()?;
@@ -148,7 +147,7 @@ async fn writer(store: Store, mut rx: mpsc::UnboundedReceiver<Op>, give_up: Canc
         }
         if !finishes.is_empty() {
             // A finished run must reach the ledger: keep trying while the database is away.
-            if retry("recording finished runs", &give_up, || {
+            if crate::store::retry("recording finished runs", &give_up, || {
                 store.finish_runs(&finishes)
             })
             .await
@@ -210,7 +209,8 @@ async fn commit_chunk(
     answers: Vec<Answer>,
     give_up: &CancellationToken,
 ) {
-    let inserted = retry("claiming slots", give_up, || store.insert_runs(&chunk)).await;
+    let inserted =
+        crate::store::retry("claiming slots", give_up, || store.insert_runs(&chunk)).await;
     for answer in answers {
         match answer {
             Answer::One(id, Some(w)) => {
@@ -231,59 +231,6 @@ async fn commit_chunk(
                     .as_ref()
                     .map(|i| ids.into_iter().filter(|id| i.contains(id)).collect());
                 let _ = w.send(mine);
-            }
-        }
-    }
-}
-
-/// Retries a database write with backoff (0.1 s doubling to 5 s) until it succeeds or
-/// `give_up` is cancelled. The first failure is logged, then one line every 30 s, and the
-/// recovery.
-async fn retry<T, F, Fut>(doing: &str, give_up: &CancellationToken, mut f: F) -> Option<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = crate::store::Result<T>>,
-{
-    let start = tokio::time::Instant::now();
-    let mut delay = Duration::from_millis(100);
-    let mut logged: Option<tokio::time::Instant> = None;
-    let mut refused = 0;
-    loop {
-        match f().await {
-            Ok(v) => {
-                if logged.is_some() {
-                    tracing::info!(
-                        "{doing} succeeded again after {:.1}s",
-                        start.elapsed().as_secs_f64()
-                    );
-                }
-                return Some(v);
-            }
-            Err(e) if give_up.is_cancelled() => {
-                tracing::error!(error = %e, "{doing} failed; giving up (shutting down)");
-                return None;
-            }
-            Err(e) if !e.is_transient() => {
-                refused += 1;
-                if refused >= 3 {
-                    tracing::error!(error = %e, "{doing} failed; the database refuses it, giving up");
-                    return None;
-                }
-                tokio::time::sleep(delay).await;
-            }
-            Err(e) => {
-                if logged.is_none_or(|t| t.elapsed() >= Duration::from_secs(30)) {
-                    tracing::warn!(
-                        error = %e, waited_s = start.elapsed().as_secs(),
-                        "{doing} failed; retrying with backoff until the database is back"
-                    );
-                    logged = Some(tokio::time::Instant::now());
-                }
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = give_up.cancelled() => {}
-                }
-                delay = (delay * 2).min(Duration::from_secs(5));
             }
         }
     }

@@ -698,6 +698,7 @@ fn alert_abandoned(
     let runs: Vec<(crate::store::Orphan, Arc<JobSpec>)> = runs
         .into_iter()
         .filter_map(|o| shared.job(&o.job_name).map(|spec| (o, spec)))
+        .filter(|(_, spec)| spec.alerts.recipients().is_some())
         .collect();
     if runs.is_empty() {
         return;

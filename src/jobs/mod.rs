@@ -220,7 +220,6 @@ pub fn http_client() -> reqwest::Client {
         .clone()
 }
 
-/// Keeps the last `max` bytes of `text`, on a character boundary, for metadata tails.
 /// Text a job read from outside (a program's output, an HTTP answer) without NUL bytes, which
 /// PostgreSQL refuses in text and jsonb: such text ends up in the ledger and task results.
 pub fn without_nul(text: String) -> String {
@@ -231,6 +230,7 @@ pub fn without_nul(text: String) -> String {
     }
 }
 
+/// Keeps the last `max` bytes of `text`, on a character boundary, for metadata tails.
 pub fn tail(text: &str, max: usize) -> String {
     if text.len() <= max {
         return text.to_string();

@@ -73,10 +73,7 @@ impl Webhook {
             Url::Secret(s) => {
                 let url = s.read().map_err(SendError::new)?.expose().to_string();
                 // The whole URL is the secret (Slack's are): show its host only.
-                let host = reqwest::Url::parse(&url)
-                    .ok()
-                    .and_then(|u| u.host_str().map(|h| format!("{}://{h}/***", u.scheme())))
-                    .unwrap_or_else(|| "***".into());
+                let host = crate::config::secret::host_only(&url);
                 (url, host)
             }
         };

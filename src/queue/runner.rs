@@ -101,7 +101,11 @@ impl Runner {
         let unwritten = Arc::new(Semaphore::new(unwritten_max));
         let running: Arc<Mutex<HashSet<String>>> = Arc::default();
         let (ended_tx, ended_rx) = mpsc::unbounded_channel::<Ended>();
-        let finisher = tokio::spawn(self.clone().finisher(ended_rx, running.clone()));
+        let finisher = tokio::spawn(self.clone().finisher(
+            ended_rx,
+            running.clone(),
+            interrupt.clone(),
+        ));
         let renewer = tokio::spawn(self.clone().renewer(running.clone()));
         let listener = match &self.store {
             Store::Postgres(s) => tokio::spawn(listen(s.pool().clone())),
@@ -219,11 +223,14 @@ impl Runner {
         tracing::info!("task runner stopped");
     }
 
-    /// Writes how attempts ended, in batches; then frees their places.
+    /// Writes how attempts ended, in batches; then frees their places. While the database is
+    /// unreachable the writes wait for it (as the ledger's do), until `give_up` (the shutdown
+    /// grace ran out): a task whose end is not written is reclaimed after its lease.
     async fn finisher(
         self: Arc<Self>,
         mut rx: mpsc::UnboundedReceiver<Ended>,
         running: Arc<Mutex<HashSet<String>>>,
+        give_up: CancellationToken,
     ) {
         while let Some(first) = rx.recv().await {
             let mut batch = vec![first];
@@ -252,11 +259,12 @@ impl Runner {
                     }) => finishes.push(failed(&env, task, error, *retryable, result, now)),
                     Some(Step::Campaign(step, result)) => {
                         let finish = completed(task, result);
-                        let written = retry_store("finishing a campaign task", || {
-                            self.store
-                                .finish_campaign_task(&self.owner, &finish, step, now)
-                        })
-                        .await;
+                        let written =
+                            crate::store::retry("finishing a campaign task", &give_up, || {
+                                self.store
+                                    .finish_campaign_task(&self.owner, &finish, step, now)
+                            })
+                            .await;
                         match written {
                             Some(true) => {
                                 tracing::info!(
@@ -279,7 +287,7 @@ impl Runner {
                 }
             }
             if !finishes.is_empty() {
-                let held = retry_store("recording finished tasks", || {
+                let held = crate::store::retry("recording finished tasks", &give_up, || {
                     self.store.finish_tasks(&self.owner, &finishes, now)
                 })
                 .await;
@@ -296,7 +304,7 @@ impl Runner {
                 }
             }
             if !released.is_empty() {
-                let _ = retry_store("releasing interrupted tasks", || {
+                let _ = crate::store::retry("releasing interrupted tasks", &give_up, || {
                     self.store.release_tasks(&self.owner, &released, now)
                 })
                 .await;
@@ -390,31 +398,6 @@ fn failed(
             result,
         }
     }
-}
-
-/// Retries a store write a few times (the database restarting, a lock timeout); gives up
-/// after about 30 s. A task whose finish is never written is reclaimed after its lease.
-async fn retry_store<T, F, Fut>(doing: &str, mut f: F) -> Option<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, StoreError>>,
-{
-    let mut wait = Duration::from_millis(100);
-    for attempt in 1.. {
-        match f().await {
-            Ok(v) => return Some(v),
-            Err(e) if attempt < 8 => {
-                tracing::warn!(error = %e, attempt, "{doing} failed; trying again");
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(Duration::from_secs(8));
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "{doing} failed; the tasks will be reclaimed after their lease");
-                return None;
-            }
-        }
-    }
-    None
 }
 
 /// How often the SQLite watch checkpoints the WAL while the database is being written.
