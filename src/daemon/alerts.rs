@@ -24,6 +24,7 @@ use uuid::Uuid;
 use super::runner::Shared;
 use crate::config::JobSpec;
 use crate::config::alerts::OnFailure;
+use crate::config::duration::short;
 use crate::config::secret::host_only;
 use crate::notify::{Rendered, SendError};
 use crate::store::billing::{NotificationClaim, NotificationEnd};
@@ -41,8 +42,8 @@ const PING_BODY: usize = 10_000;
 pub struct State {
     /// When this daemon first knew each job: a job that never ran is overdue from there.
     known_since: Mutex<HashMap<String, DateTime<Utc>>>,
-    /// Overdue alerts already logged by this process (the log says it once per window).
-    logged: Mutex<std::collections::HashSet<String>>,
+    /// Each job's overdue window last logged by this process (the log says it once per window).
+    logged: Mutex<HashMap<String, String>>,
     checking: AtomicBool,
     /// Sends being tried again; a shutdown waits for them (they stop waiting at once).
     retries: tokio_util::task::TaskTracker,
@@ -80,10 +81,6 @@ pub struct Ended<'a> {
 
 fn at(t: DateTime<Utc>) -> String {
     t.format("%Y-%m-%d %H:%M:%S UTC").to_string()
-}
-
-fn whole(d: Duration) -> String {
-    crate::config::duration::short(d)
 }
 
 /// Pings `ping_url/start` in the background; the end ping waits for it, so they arrive in order.
@@ -265,7 +262,7 @@ async fn failure(shared: &Shared, spec: &JobSpec, on_failure: &OnFailure, run: &
         slot = at(run.slot),
         ended = at(run.completed),
         since = at(since),
-        repeat = whole(on_failure.repeat_after),
+        repeat = short(on_failure.repeat_after),
     );
     let payload = json!({
         "event": "failure",
@@ -409,7 +406,15 @@ async fn deadline(shared: &Shared, spec: &JobSpec, within: Duration, now: DateTi
         return;
     }
     let repeat = spec.alerts.repeat_after();
-    let window = (now - due).num_seconds() / (repeat.as_secs() as i64).max(1);
+    let every = (repeat.as_secs() as i64).max(1);
+    let window = if streak.last_success.is_none() && first.is_none() {
+        // A job that never ended a run is overdue from when this process first knew it: its
+        // windows are counted from the epoch instead, so a restart or another replica names
+        // the same window and does not send it again.
+        now.timestamp() / every
+    } else {
+        (now - due).num_seconds() / every
+    };
     let last = streak
         .last_success
         .as_ref()
@@ -423,18 +428,18 @@ async fn deadline(shared: &Shared, spec: &JobSpec, within: Duration, now: DateTi
     let subject = format!(
         "[tickler] {} has not succeeded in {}",
         spec.name,
-        whole(within)
+        short(within)
     );
-    if shared
+    let logged = shared
         .alerts
         .logged
         .lock()
         .expect("alerts lock")
-        .insert(key.clone())
-    {
+        .insert(spec.name.to_string(), key.clone());
+    if logged.as_ref() != Some(&key) {
         tracing::error!(
             job = %spec.name, last_success = %last, deadline = %due,
-            "the job has not succeeded {since}; `expect_success_within` is {}", whole(within)
+            "the job has not succeeded {since}; `expect_success_within` is {}", short(within)
         );
     }
     let Some(on_failure) = spec.alerts.recipients() else {
@@ -446,9 +451,9 @@ async fn deadline(shared: &Shared, spec: &JobSpec, within: Duration, now: DateTi
          Its last runs: `tickler history --job {job}`.\n\
          Until it succeeds you get at most one reminder every {repeat}.\n",
         job = spec.name,
-        within = whole(within),
+        within = short(within),
         due = at(due),
-        repeat = whole(repeat),
+        repeat = short(repeat),
     );
     let payload = json!({
         "event": "overdue",
@@ -729,8 +734,8 @@ mod tests {
 
     #[test]
     fn durations_read_as_written() {
-        assert_eq!(whole(Duration::from_secs(26 * 3600)), "26h");
-        assert_eq!(whole(Duration::from_secs(30 * 60)), "30m");
-        assert_eq!(whole(Duration::from_secs(90)), "90s");
+        assert_eq!(short(Duration::from_secs(26 * 3600)), "26h");
+        assert_eq!(short(Duration::from_secs(30 * 60)), "30m");
+        assert_eq!(short(Duration::from_secs(90)), "90s");
     }
 }
