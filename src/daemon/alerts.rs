@@ -532,20 +532,20 @@ async fn send(shared: &Shared, spec: &JobSpec, to: &OnFailure, alert: Alert, now
         notifier: spec.notifier.clone(),
         alert,
         clock: shared.clock.clone(),
+        stopping: shared.stopping.clone(),
     };
     let failed = delivery.attempt(targets, false).await;
     if failed.is_empty() {
         return;
     }
-    let stopping = shared.stopping.clone();
     shared.alerts.retries.spawn(async move {
         let mut failed = failed;
         for (i, delay) in RETRY_AFTER.iter().enumerate() {
             tokio::select! {
                 _ = tokio::time::sleep(*delay) => {}
-                _ = stopping.cancelled() => {}
+                _ = delivery.stopping.cancelled() => {}
             }
-            let last = i + 1 == RETRY_AFTER.len() || stopping.is_cancelled();
+            let last = i + 1 == RETRY_AFTER.len() || delivery.stopping.is_cancelled();
             failed = delivery.attempt(failed, last).await;
             if failed.is_empty() {
                 break;
@@ -569,6 +569,8 @@ struct Delivery {
     alert: Alert,
     /// What `sent_at` is read from, when a retry gets through.
     clock: std::sync::Arc<dyn super::Clock>,
+    /// The daemon is stopping: the retries make their last try.
+    stopping: tokio_util::sync::CancellationToken,
 }
 
 impl Delivery {
@@ -603,13 +605,14 @@ impl Delivery {
                 error,
             });
         }
-        if !ends.is_empty()
-            && let Err(e) = self
-                .store
-                .finish_notifications(&ends, self.clock.now())
-                .await
-        {
-            tracing::warn!(job = %self.job, error = %e, "could not record the alerts sent");
+        // Written even if the database is away for a while: a row left `sending` is never
+        // claimed again. A shutdown gives up (the retry logs it).
+        if !ends.is_empty() {
+            let now = self.clock.now();
+            crate::store::retry("recording the alerts sent", &self.stopping, || {
+                self.store.finish_notifications(&ends, now)
+            })
+            .await;
         }
         again
     }
