@@ -621,19 +621,13 @@ impl Delivery {
         let alert = &self.alert;
         match target {
             Target::Email(addr) => {
-                let Some(email) = self.notifier.email() else {
-                    return Err(SendError::new("`[channels.email]` is not configured"));
-                };
                 let rendered = Rendered {
                     subject: alert.subject.clone(),
                     text: alert.text.clone(),
                     html: None,
                 };
-                // The channel bounds its connection and its send itself (`timeout`, 30 s
-                // each by default); this only catches a send stuck elsewhere.
-                tokio::time::timeout(Duration::from_secs(120), email.send(addr, key, &rendered))
-                    .await
-                    .unwrap_or_else(|_| Err(SendError::ambiguous("timed out")))
+                // Bounded by the channel: its connection and its send each within `timeout`.
+                self.notifier.send_email(addr, key, &rendered).await
             }
             Target::Webhook(url) => {
                 let mut body = alert.payload.clone();

@@ -228,7 +228,10 @@ impl Email {
                 let mut conn = match reused {
                     // A connection idle for long may have been closed by the server: check it.
                     Some((mut c, at)) if at.elapsed() > Duration::from_secs(10) => {
-                        if c.test_connected().await {
+                        if tokio::time::timeout(*timeout, c.test_connected())
+                            .await
+                            .unwrap_or(false)
+                        {
                             c
                         } else {
                             connect(host, *port, *tls, username, password, *timeout).await?
@@ -338,7 +341,7 @@ async fn connect(
         .await
         .unwrap_or_else(|_| {
             Err(fail(&format_args!(
-                "no greeting within {}",
+                "no answer within {} (connecting, greeting, STARTTLS or AUTH)",
                 humantime::format_duration(timeout)
             )))
         })

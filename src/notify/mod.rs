@@ -279,12 +279,19 @@ impl Notifier {
         }
     }
 
-    /// The email channel, for alerts (which have no template and no job around them).
-    pub fn email(&self) -> Option<&email::Email> {
-        match self.lanes.get(&ChannelKind::Email).map(|l| &l.channel) {
-            Some(Channel::Email(e)) => Some(e),
-            _ => None,
-        }
+    /// Sends an already rendered email (an alert: no template, no job around it) through the
+    /// email lane, within its `rate_limit` and `concurrency` like every other message.
+    pub async fn send_email(
+        &self,
+        to: &str,
+        key: &str,
+        message: &Rendered,
+    ) -> Result<String, SendError> {
+        let Some(lane) = self.lanes.get(&ChannelKind::Email) else {
+            return Err(SendError::new("`[channels.email]` is not configured"));
+        };
+        let _permit = lane.limiter.acquire().await;
+        lane.channel.send(to, key, message).await
     }
 
     pub fn has_channel(&self, kind: ChannelKind) -> bool {

@@ -300,6 +300,50 @@ async fn a_failed_alert_send_is_tried_again() {
     assert_eq!(alert_rows(&store).await[0].0, "failed");
 }
 
+/// An SMTP server that takes the connection and never greets: a sure failure after the
+/// channel's `timeout` (nothing was sent), so it is tried again and recorded `failed`, not a
+/// send of unknown outcome.
+#[tokio::test]
+async fn an_smtp_server_that_never_greets_is_a_failure() {
+    let p = Project::sqlite();
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let held = tokio::spawn(async move {
+        let mut open = vec![];
+        while let Ok((socket, _)) = silent.accept().await {
+            open.push(socket);
+        }
+    });
+    p.write_config(
+        "",
+        &format!(
+            "[channels.email]\ntransport = \"smtp\"\nhost = \"127.0.0.1\"\nport = {port}\n\
+             tls = \"none\"\ntimeout = \"1s\"\nfrom = \"tickler <tickler@acme.test>\"\n\n\
+             [[job]]\nname = \"flaky\"\nkind = \"command\"\nschedule = \"* * * * *\"\n\
+             command = [\"false\"]\non_failure = {{ email = [\"ops@acme.test\"] }}\n"
+        ),
+    );
+    let store = p.store().await;
+    let d = TestDaemon::start(p.config(), utc("2026-01-05T10:00:00Z")).await;
+    d.clock.advance(Duration::from_secs(60));
+    wait_settled(&store, "flaky", 1).await;
+    // The first try ends after 1 s; the retry waits 5 s, and the shutdown makes it now.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    d.stop().await;
+    held.abort();
+    let rows = alert_rows(&store).await;
+    assert_eq!(
+        rows,
+        [(
+            "failed".to_string(),
+            Some(format!(
+                "SMTP `127.0.0.1:{port}`: no answer within 1s (connecting, greeting, STARTTLS \
+                 or AUTH)"
+            ))
+        )]
+    );
+}
+
 /// A run that fails while PostgreSQL is away: its alert waits for the database (25 s here; three
 /// tries used to give up after about 18 s) and goes out once it is back, exactly once.
 #[tokio::test]
