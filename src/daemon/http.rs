@@ -155,7 +155,12 @@ async fn metrics(state: &HttpState) -> Response<Full<Bytes>> {
             None
         }
     };
-    let text = shared.metrics.render(Snapshot { next_fires, queue });
+    let names = jobs.iter().map(|j| j.name.to_string()).collect();
+    let text = shared.metrics.render(Snapshot {
+        jobs: names,
+        next_fires,
+        queue,
+    });
     reply(
         StatusCode::OK,
         "application/openmetrics-text; version=1.0.0; charset=utf-8",

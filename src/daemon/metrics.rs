@@ -52,6 +52,8 @@ impl Default for Metrics {
 
 /// What a scrape reads besides the daemon's counts.
 pub struct Snapshot {
+    /// The jobs of the config now loaded: a job removed by a reload is no longer reported.
+    pub jobs: std::collections::HashSet<String>,
     /// Each enabled job with its next fire.
     pub next_fires: Vec<(String, Option<DateTime<Utc>>)>,
     /// Tasks by status (`None` when the database could not be read).
@@ -110,8 +112,10 @@ impl Metrics {
         );
         let last: Family<Labels, Gauge<f64, AtomicU64>> = Family::default();
         for (job, at) in self.last_success.lock().expect("metrics lock").iter() {
-            last.get_or_create(&vec![("job", job.clone())])
-                .set(seconds(*at));
+            if snapshot.jobs.contains(job) {
+                last.get_or_create(&vec![("job", job.clone())])
+                    .set(seconds(*at));
+            }
         }
         registry.register(
             "job_last_success_timestamp_seconds",
