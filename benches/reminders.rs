@@ -413,6 +413,8 @@ async fn measure(
         notifier: spec.notifier.clone(),
         dry_run: false,
         task: None,
+        instance: std::sync::Arc::from("bench"),
+        run_id: None,
     };
     let (sink0, conn0) = sink.counts();
     let sinks_cpu = || pid_cpu(sinks.plain.child.id()) + pid_cpu(sinks.quickack.child.id());
@@ -852,15 +854,26 @@ async fn phase_breakdown(
     })
     .await;
 
-    // 4. Claim and finish, per page, as `deliver` does.
+    // 4. Claim, record the attempts and the ends, as `deliver` does (it records attempts and
+    // ends in groups of the messages in flight together; here one group per page).
+    let claimant = tickler::notify::Claimant {
+        job: "reminders",
+        owner: "bench",
+        run: None,
+    };
     timed(
         &mut phases,
-        "claim + finish (notification_log writes)",
+        "claim + attempt + finish (notification_log writes)",
         async {
             for page in &messages {
                 let claims: Vec<NotificationClaim> = page.iter().map(|m| m.claim()).collect();
                 let claimed = store
-                    .claim_notifications("reminders", &claims, Utc::now())
+                    .claim_notifications(&claimant, &claims, Utc::now())
+                    .await
+                    .unwrap();
+                let keys: Vec<String> = page.iter().map(|m| m.key.clone()).collect();
+                store
+                    .journal_notifications("bench", &keys, &[], Utc::now())
                     .await
                     .unwrap();
                 assert_eq!(claimed.len(), page.len());
@@ -876,7 +889,10 @@ async fn phase_breakdown(
                         error: None,
                     })
                     .collect();
-                store.finish_notifications(&ends, Utc::now()).await.unwrap();
+                store
+                    .journal_notifications("bench", &[], &ends, Utc::now())
+                    .await
+                    .unwrap();
             }
         },
     )

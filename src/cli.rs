@@ -271,7 +271,12 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                 limit,
                 run,
             };
-            let rows = store.history(&filter).await?;
+            let mut rows = store.history(&filter).await?;
+            let ids: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
+            let mut messages = store.run_messages(&ids).await?;
+            for r in &mut rows {
+                r.messages = messages.remove(&r.id);
+            }
             store.close().await;
             if let Some(id) = run
                 && rows.is_empty()
@@ -430,10 +435,12 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Opens the config's database, its schema brought up to date.
+/// Opens the config's database, its schema brought up to date, and resolves the claims of
+/// tickler processes of this host that died (a killed `run-job`), so what it shows is true.
 async fn open_store(config: &Config) -> anyhow::Result<Store> {
     let store = Store::connect(&config.daemon.database_url).await?;
     store.migrate().await?;
+    daemon::orphans::resolve_local(&store, config).await?;
     Ok(store)
 }
 
@@ -738,6 +745,7 @@ fn run_detail(r: &crate::store::RunRow) -> String {
         ),
         ("attempts", r.attempt.to_string()),
         ("daemon", r.instance.clone().unwrap_or_default()),
+        ("messages", message_counts(r)),
         ("error", r.error_message.clone().unwrap_or_default()),
     ];
     for (name, value) in fields {
@@ -748,6 +756,32 @@ fn run_detail(r: &crate::store::RunRow) -> String {
         let _ = writeln!(out, "metadata\n{pretty}");
     }
     out
+}
+
+/// The error of a run, and the messages it may have sent without knowing (`unknown`).
+fn history_note(r: &crate::store::RunRow) -> String {
+    let unknown = r
+        .messages
+        .as_ref()
+        .and_then(|m| m.get("unknown"))
+        .copied()
+        .unwrap_or(0);
+    let error = r.error_message.as_deref().unwrap_or("");
+    match (unknown, error) {
+        (0, e) => e.to_string(),
+        (n, "") => format!("{n} message(s) unknown: they may have been sent"),
+        (n, e) => format!("{e}; {n} message(s) unknown: they may have been sent"),
+    }
+}
+
+/// A run's messages by status, e.g. `530 sent, 4 unknown`.
+fn message_counts(r: &crate::store::RunRow) -> String {
+    r.messages
+        .iter()
+        .flatten()
+        .map(|(status, n)| format!("{n} {status}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn history_table(rows: &[crate::store::RunRow]) -> String {
@@ -772,7 +806,7 @@ fn history_table(rows: &[crate::store::RunRow]) -> String {
             r.records_processed
                 .map(|n| n.to_string())
                 .unwrap_or_default(),
-            r.error_message.as_deref().unwrap_or("")
+            history_note(r)
         );
     }
     out

@@ -485,10 +485,13 @@ struct Alert {
 }
 
 /// Claims the alert for each recipient in `notification_log`, sends the claimed ones, and
-/// records how each send ended. A send that failed for sure (refused, unreachable, an error
-/// answer) is tried again after each of [`RETRY_AFTER`], in the background; a send that may have
-/// gone out (a timeout) is not repeated. A send still failed after that is claimed again by the
-/// next alert of the same window; a sent one is never sent again.
+/// records how each send ended. Each send's attempt is committed before it is handed over, so
+/// a crash mid-send leaves it `unknown` (never resent), and a crash before it leaves it to be
+/// released and claimed again (invariant 4). A send that failed for sure (refused,
+/// unreachable, an error answer) is recorded `failed` and tried again after each of
+/// [`RETRY_AFTER`], in the background, claiming it again first; a send that may have gone out
+/// (a timeout) is not repeated. A send still failed after that is claimed again by the next
+/// alert of the same window; a sent one is never sent again.
 async fn send(shared: &Shared, spec: &JobSpec, to: &OnFailure, alert: Alert, now: DateTime<Utc>) {
     let mut targets: Vec<(String, Target)> = vec![];
     for addr in &to.email {
@@ -502,21 +505,19 @@ async fn send(shared: &Shared, spec: &JobSpec, to: &OnFailure, alert: Alert, now
         let key = format!("{}:webhook:{:016x}", alert.key, fnv1a(url));
         targets.push((key, Target::Webhook(url.clone())));
     }
-    let claims: Vec<NotificationClaim> = targets
-        .iter()
-        .map(|(key, target)| NotificationClaim {
-            id: Uuid::now_v7().to_string(),
-            key: key.clone(),
-            channel: target.channel(),
-            recipient: target.shown(),
-            template: "alert".into(),
-            invoice: None,
-            status: "sending",
-            error: None,
-        })
-        .collect();
+    let delivery = Delivery {
+        store: shared.store.clone(),
+        job: spec.name.clone(),
+        owner: shared.instance.clone(),
+        notifier: spec.notifier.clone(),
+        alert,
+        clock: shared.clock.clone(),
+        stopping: shared.stopping.clone(),
+    };
+    let claims = delivery.claims(&targets);
+    let claimant = delivery.claimant();
     let claim = patiently(shared, || {
-        shared.store.claim_notifications(&spec.name, &claims, now)
+        shared.store.claim_notifications(&claimant, &claims, now)
     });
     let claimed = match claim.await {
         Ok(c) => c,
@@ -526,14 +527,6 @@ async fn send(shared: &Shared, spec: &JobSpec, to: &OnFailure, alert: Alert, now
         }
     };
     targets.retain(|(k, _)| claimed.contains(k));
-    let delivery = Delivery {
-        store: shared.store.clone(),
-        job: spec.name.clone(),
-        notifier: spec.notifier.clone(),
-        alert,
-        clock: shared.clock.clone(),
-        stopping: shared.stopping.clone(),
-    };
     let failed = delivery.attempt(targets, false).await;
     if failed.is_empty() {
         return;
@@ -546,6 +539,17 @@ async fn send(shared: &Shared, spec: &JobSpec, to: &OnFailure, alert: Alert, now
                 _ = delivery.stopping.cancelled() => {}
             }
             let last = i + 1 == RETRY_AFTER.len() || delivery.stopping.is_cancelled();
+            // Claimed again: while it waited it was `failed`, and another process (the next
+            // failure of the window, another replica) may have taken it.
+            let claims = delivery.claims(&failed);
+            let now = delivery.clock.now();
+            let claimant = delivery.claimant();
+            let again = crate::store::retry("claiming an alert again", &delivery.stopping, || {
+                delivery.store.claim_notifications(&claimant, &claims, now)
+            })
+            .await
+            .unwrap_or_default();
+            failed.retain(|(k, _)| again.contains(k));
             failed = delivery.attempt(failed, last).await;
             if failed.is_empty() {
                 break;
@@ -565,6 +569,8 @@ const RETRY_AFTER: [Duration; 3] = [
 struct Delivery {
     store: Store,
     job: std::sync::Arc<str>,
+    /// This daemon: the owner of the alert's claims.
+    owner: std::sync::Arc<str>,
     notifier: std::sync::Arc<crate::notify::Notifier>,
     alert: Alert,
     /// What `sent_at` is read from, when a retry gets through.
@@ -574,13 +580,59 @@ struct Delivery {
 }
 
 impl Delivery {
-    /// Sends to each target once and records the sends that ended; returns the ones that
-    /// failed for sure and may be tried again (none when `last`).
+    fn claimant(&self) -> crate::notify::Claimant<'_> {
+        crate::notify::Claimant {
+            job: &self.job,
+            owner: &self.owner,
+            run: None,
+        }
+    }
+
+    /// The rows that claim the alert for `targets` in `notification_log`.
+    fn claims(&self, targets: &[(String, Target)]) -> Vec<NotificationClaim> {
+        targets
+            .iter()
+            .map(|(key, target)| NotificationClaim {
+                id: Uuid::now_v7().to_string(),
+                key: key.clone(),
+                channel: target.channel(),
+                recipient: target.shown(),
+                template: "alert".into(),
+                invoice: None,
+                status: "sending",
+                error: None,
+            })
+            .collect()
+    }
+
+    /// Writes what is about to be sent or how a send ended; waits out an outage (a row left
+    /// `sending` would be `unknown` once this daemon stops). `None`: given up at shutdown.
+    async fn journal(
+        &self,
+        attempt: Option<&str>,
+        end: Option<NotificationEnd>,
+    ) -> Option<std::collections::HashSet<String>> {
+        let attempts: Vec<String> = attempt.into_iter().map(String::from).collect();
+        let ends: Vec<NotificationEnd> = end.into_iter().collect();
+        let now = self.clock.now();
+        crate::store::retry("recording an alert send", &self.stopping, || {
+            self.store
+                .journal_notifications(&self.owner, &attempts, &ends, now)
+        })
+        .await
+    }
+
+    /// Sends to each claimed target once and records each send as it ends; returns the ones
+    /// that failed for sure and may be tried again (none when `last`).
     async fn attempt(&self, targets: Vec<(String, Target)>, last: bool) -> Vec<(String, Target)> {
         let alert = &self.alert;
-        let mut ends = vec![];
         let mut again = vec![];
         for (key, target) in targets {
+            // Committed before the send; not ours any more (released, taken over): not sent.
+            let mine = self.journal(Some(&key), None).await;
+            if !mine.is_some_and(|m| m.contains(&key)) {
+                continue;
+            }
             let result = self.one(&key, &target).await;
             let (status, provider_id, error) = match result {
                 Ok(id) => {
@@ -589,8 +641,8 @@ impl Delivery {
                 }
                 Err(e) if !e.ambiguous && !last => {
                     tracing::warn!(job = %self.job, to = %target.shown(), error = %e.message, "alert not sent yet, will try again: {}", alert.subject);
-                    again.push((key, target));
-                    continue;
+                    again.push((key.clone(), target));
+                    ("failed", None, Some(e.message))
                 }
                 Err(e) => {
                     tracing::error!(job = %self.job, to = %target.shown(), error = %e.message, "alert not sent: {}", alert.subject);
@@ -598,20 +650,15 @@ impl Delivery {
                     (status, None, Some(e.message))
                 }
             };
-            ends.push(NotificationEnd {
-                key,
-                status,
-                provider_id,
-                error,
-            });
-        }
-        // Written even if the database is away for a while: a row left `sending` is never
-        // claimed again. A shutdown gives up (the retry logs it).
-        if !ends.is_empty() {
-            let now = self.clock.now();
-            crate::store::retry("recording the alerts sent", &self.stopping, || {
-                self.store.finish_notifications(&ends, now)
-            })
+            self.journal(
+                None,
+                Some(NotificationEnd {
+                    key,
+                    status,
+                    provider_id,
+                    error,
+                }),
+            )
             .await;
         }
         again

@@ -144,15 +144,20 @@ async fn metrics(state: &HttpState) -> Response<Full<Bytes>> {
         .filter(|j| j.enabled)
         .map(|j| (j.name.to_string(), j.trigger.next_after(now, j.timezone)))
         .collect();
-    let queue = match tokio::time::timeout(DB_PATIENCE, shared.store.task_counts()).await {
-        Ok(Ok(counts)) => Some(counts),
+    let counts = async {
+        let tasks = shared.store.task_counts().await?;
+        let messages = shared.store.open_message_counts().await?;
+        Ok::<_, crate::store::StoreError>((tasks, messages))
+    };
+    let (queue, messages) = match tokio::time::timeout(DB_PATIENCE, counts).await {
+        Ok(Ok((tasks, messages))) => (Some(tasks), Some(messages)),
         Ok(Err(e)) => {
-            tracing::warn!(error = %e, "metrics: cannot count tasks");
-            None
+            tracing::warn!(error = %e, "metrics: cannot count tasks and messages");
+            (None, None)
         }
         Err(_) => {
-            tracing::warn!("metrics: counting tasks took over 2s");
-            None
+            tracing::warn!("metrics: counting tasks and messages took over 2s");
+            (None, None)
         }
     };
     let names = jobs.iter().map(|j| j.name.to_string()).collect();
@@ -160,6 +165,7 @@ async fn metrics(state: &HttpState) -> Response<Full<Bytes>> {
         jobs: names,
         next_fires,
         queue,
+        messages,
     });
     reply(
         StatusCode::OK,
@@ -265,11 +271,7 @@ fn trigger(req: &Request<Incoming>, name: &str, state: &HttpState) -> Response<F
     }
     let slot = shared.clock.now();
     tracing::info!(job = %spec.name, scheduled_for = %slot, "run requested over http");
-    let fire = Fire {
-        spec: spec.clone(),
-        slot,
-        trigger: RunTrigger::Manual,
-    };
+    let fire = Fire::new(spec.clone(), slot, RunTrigger::Manual);
     state.tracker.spawn(async move {
         run_fire(shared, fire).await;
     });

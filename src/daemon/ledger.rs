@@ -12,6 +12,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -40,6 +41,7 @@ enum Op {
 pub struct Ledger {
     tx: mpsc::UnboundedSender<Op>,
     give_up: CancellationToken,
+    store: Store,
 }
 
 impl Ledger {
@@ -48,8 +50,18 @@ impl Ledger {
     pub fn start(store: Store) -> Ledger {
         let (tx, rx) = mpsc::unbounded_channel();
         let give_up = CancellationToken::new();
-        tokio::spawn(writer(store, rx, give_up.clone()));
-        Ledger { tx, give_up }
+        tokio::spawn(writer(store.clone(), rx, give_up.clone()));
+        Ledger { tx, give_up, store }
+    }
+
+    /// Starts a fire that waited with a `pending` row: `Some(true)` when the row was still
+    /// ours and is now `running`, `Some(false)` when another daemon adopted it meanwhile (it
+    /// runs there, not here), `None` when the database stayed away until a shutdown.
+    pub async fn start_pending(&self, id: Uuid, instance: &str, at: DateTime<Utc>) -> Option<bool> {
+        crate::store::retry("starting a waiting run", &self.give_up, || {
+            self.store.start_run(id, instance, at)
+        })
+        .await
     }
 
     /// Stops waiting for an unreachable database: writes that fail from now on are logged

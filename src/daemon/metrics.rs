@@ -58,6 +58,8 @@ pub struct Snapshot {
     pub next_fires: Vec<(String, Option<DateTime<Utc>>)>,
     /// Tasks by status (`None` when the database could not be read).
     pub queue: Option<Vec<(String, i64)>>,
+    /// Messages `sending` and `unknown` in `notification_log` (with `queue`).
+    pub messages: Option<Vec<(String, i64)>>,
 }
 
 impl Metrics {
@@ -147,6 +149,23 @@ impl Metrics {
                 queue.get_or_create(&vec![("status", status)]).set(n);
             }
             registry.register("queue_tasks", "Tasks in scheduled_tasks, by status", queue);
+        }
+        if let Some(counts) = snapshot.messages {
+            let messages: Family<Labels, Gauge> = Family::default();
+            for status in ["sending", "unknown"] {
+                messages
+                    .get_or_create(&vec![("status", status.to_string())])
+                    .set(0);
+            }
+            for (status, n) in counts {
+                messages.get_or_create(&vec![("status", status)]).set(n);
+            }
+            registry.register(
+                "notifications",
+                "Messages in notification_log being sent, and `unknown` ones (they may have \
+                 reached the provider before their sender stopped; they are never resent)",
+                messages,
+            );
         }
         registry.register(
             "database_up",

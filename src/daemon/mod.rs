@@ -22,6 +22,7 @@ pub mod clock;
 pub mod http;
 pub mod ledger;
 pub mod metrics;
+pub mod orphans;
 pub mod runner;
 pub mod systemd;
 
@@ -32,9 +33,12 @@ pub use runner::{Fire, RunSummary, Shared, run_fire};
 pub const MAX_SLEEP: Duration = Duration::from_secs(30);
 /// A fire started within this of its slot is on time under every catch-up policy.
 pub const ON_TIME: Duration = Duration::from_secs(30);
-/// At most this many `missed` rows are written per job when a long outage is caught up.
-const MAX_MISSED_ROWS: usize = 100;
-/// At most this many slots of one job are examined in one pass of the loop.
+/// Slots older than `misfire_grace` get one `missed` row each, up to this many per job and
+/// outage; past it (a frequent job down for days) the whole older range gets one `missed` row
+/// that names where it ends (`metadata.missed_until`), so every slot is still accounted for.
+const MISSED_ONE_BY_ONE: usize = 10_000;
+/// At most this many slots of one job within its grace are taken in one pass of the loop; the
+/// loop goes round again at once for the rest.
 const MAX_SLOTS_PER_PASS: usize = 10_000;
 
 /// What the outside world tells a running daemon.
@@ -147,16 +151,10 @@ impl Scheduler {
 struct Decision {
     run: Vec<(DateTime<Utc>, RunTrigger)>,
     missed: Vec<(DateTime<Utc>, String)>,
-    not_recorded: usize,
 }
 
 /// Applies the catch-up policy to the due slots of a job (oldest first).
-fn decide(
-    spec: &JobSpec,
-    due: &[DateTime<Utc>],
-    now: DateTime<Utc>,
-    skipped_ahead: bool,
-) -> Decision {
+fn decide(spec: &JobSpec, due: &[DateTime<Utc>], now: DateTime<Utc>) -> Decision {
     let grace = TimeDelta::from_std(spec.misfire_grace).unwrap_or(TimeDelta::MAX);
     let on_time_limit = TimeDelta::from_std(ON_TIME).unwrap_or(TimeDelta::MAX);
     let mut d = Decision::default();
@@ -189,13 +187,6 @@ fn decide(
     }
     d.run
         .extend(on_time.into_iter().map(|s| (s, RunTrigger::Schedule)));
-    if d.missed.len() > MAX_MISSED_ROWS {
-        d.not_recorded = d.missed.len() - MAX_MISSED_ROWS;
-        d.missed.drain(..d.not_recorded);
-    }
-    if skipped_ahead {
-        d.not_recorded += 1;
-    }
     d
 }
 
@@ -220,15 +211,7 @@ pub async fn run(
     let instance = Instance::current();
     store.register_instance(&instance).await?;
     let start = clock.now();
-    forget_dead_processes(&store, &instance).await?;
-    let stale_before = start - stale_after(&config);
-    let abandoned = store
-        .abandon_orphans(&instance.id, stale_before, start)
-        .await?;
-    if !abandoned.is_empty() {
-        let jobs: Vec<&str> = abandoned.iter().map(|o| o.job_name.as_str()).collect();
-        tracing::warn!(runs = abandoned.len(), jobs = ?jobs, "marked runs of a stopped daemon `abandoned`");
-    }
+    orphans::forget_dead_processes(&store, &instance).await?;
     tracing::info!(
         instance = %instance.id, database = %config.daemon.database_url, backend = store.backend_name(),
         jobs = config.jobs.len(), config = %config.path.display(), "tickler started"
@@ -268,7 +251,15 @@ pub async fn run(
         });
         tokio::spawn(http::serve(listener, state, shared.stopping.clone()));
     }
-    alert_abandoned(&shared, &tracker, abandoned, start);
+    // What stopped processes left: abandoned runs, released messages, adopted waiting slots.
+    orphans::resolve(
+        &shared,
+        &tracker,
+        &instance,
+        start - stale_after(&config),
+        true,
+    )
+    .await;
     let background = tokio::spawn(maintenance(
         shared.clone(),
         tracker.clone(),
@@ -331,7 +322,7 @@ pub async fn run(
                     match reload(&config, &mut scheduler, &shared, clock.now()) {
                         Some(new) => {
                             if let Some(runner) = &runner {
-                                runner.set_env(task_env(&new, &store));
+                                runner.set_env(task_env(&new, &store, &shared.instance));
                             }
                             shared.set_jobs(&new.jobs);
                             service.ready(&format!("running {} job(s); config reloaded", new.jobs.len()));
@@ -386,12 +377,13 @@ pub async fn run(
 }
 
 /// What tasks run with under `config`.
-fn task_env(config: &Config, store: &Store) -> crate::queue::execute::Env {
+fn task_env(config: &Config, store: &Store, owner: &Arc<str>) -> crate::queue::execute::Env {
     crate::queue::execute::Env {
         store: store.clone(),
         queue: config.queue.clone(),
         notifier: config.notifier.clone(),
         timezone: config.daemon.timezone,
+        owner: owner.clone(),
     }
 }
 
@@ -411,7 +403,7 @@ fn start_task_runner(
         store: shared.store.clone(),
         owner: shared.instance.clone(),
         clock: shared.clock.clone(),
-        env: std::sync::Mutex::new(Arc::new(task_env(config, &shared.store))),
+        env: std::sync::Mutex::new(Arc::new(task_env(config, &shared.store, &shared.instance))),
         concurrency: q.concurrency,
         batch: q.batch,
         lease: q.lease,
@@ -423,28 +415,6 @@ fn start_task_runner(
         tracker.clone(),
     ));
     Some(runner)
-}
-
-/// Deregisters the daemons and `run-job` processes of this host whose process is gone (a
-/// kill -9, a crash), so their running rows are abandoned now rather than when their heartbeat
-/// goes stale. Processes of other hosts are judged by their heartbeat alone.
-async fn forget_dead_processes(store: &Store, me: &Instance) -> Result<(), StoreError> {
-    for (id, hostname, pid) in store.instances().await? {
-        if *id != *me.id && hostname == me.hostname && !process_alive(pid) {
-            tracing::info!(instance = %id, pid, "a previous tickler process of this host is gone");
-            store.deregister(&id).await?;
-        }
-    }
-    Ok(())
-}
-
-fn process_alive(pid: i64) -> bool {
-    let Ok(pid) = libc::pid_t::try_from(pid) else {
-        return false;
-    };
-    // SAFETY: signal 0 only checks that the process exists and may be signalled.
-    let r = unsafe { libc::kill(pid, 0) };
-    r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
 /// Hands memory freed after parsing the config and loading the schedule back to the system, so
@@ -489,62 +459,98 @@ async fn dispatch_due(
             continue;
         };
         let spec = state.spec.clone();
-        let mut slots = vec![];
-        let mut next = state.next;
-        while let Some(slot) = next.filter(|s| *s <= now) {
-            if slots.len() >= MAX_SLOTS_PER_PASS {
-                break;
-            }
-            slots.push(slot);
-            next = spec.trigger.next_after(slot, spec.timezone);
-        }
-        // Far behind (a long outage of a frequent job): jump to the slots that still matter.
-        let skipped_ahead = next.is_some_and(|s| s <= now);
-        if skipped_ahead {
-            let horizon = now - TimeDelta::from_std(spec.misfire_grace).unwrap_or(TimeDelta::MAX);
-            next = spec
-                .trigger
-                .next_after(horizon.max(slots[slots.len() - 1]), spec.timezone);
-            while let Some(slot) = next.filter(|s| *s <= now) {
-                slots.push(slot);
-                next = spec.trigger.next_after(slot, spec.timezone);
-            }
-        }
-        let decision = decide(&spec, &slots, now, skipped_ahead);
-        if decision.not_recorded > 0 {
-            tracing::warn!(
-                job = %spec.name, older_missed = decision.not_recorded,
-                "more missed slots than are recorded one by one; only the latest are in the ledger"
-            );
-        }
+        let (slots, next) = due_slots(shared, &spec, state.next, now);
+        let decision = decide(&spec, &slots, now);
         for (slot, why) in decision.missed {
             tracing::warn!(job = %spec.name, scheduled_for = %slot, "{why}");
+            runner::record_only(
+                shared,
+                &Fire::new(spec.clone(), slot, RunTrigger::CatchUp),
+                Status::Missed,
+                why,
+            );
+        }
+        for (slot, trigger) in decision.run {
+            fires.push(Fire::new(spec.clone(), slot, trigger));
+        }
+        scheduler.set(spec, next);
+    }
+    start_fires(shared, tracker, fires).await;
+}
+
+/// The due slots of a job from `next` up to `now`, oldest first, and the slot after them.
+/// Slots older than the job's `misfire_grace` beyond [`MISSED_ONE_BY_ONE`] are recorded here,
+/// as one `missed` row for their whole range; at most [`MAX_SLOTS_PER_PASS`] newer ones are
+/// returned, and the loop takes the rest at once in its next pass.
+fn due_slots(
+    shared: &Shared,
+    spec: &Arc<JobSpec>,
+    mut next: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> (Vec<DateTime<Utc>>, Option<DateTime<Utc>>) {
+    let grace = TimeDelta::from_std(spec.misfire_grace).unwrap_or(TimeDelta::MAX);
+    let horizon = now
+        .checked_sub_signed(grace)
+        .unwrap_or(DateTime::<Utc>::UNIX_EPOCH);
+    let mut slots: Vec<DateTime<Utc>> = vec![];
+    while let Some(slot) = next.filter(|s| *s < horizon) {
+        if slots.len() == MISSED_ONE_BY_ONE {
+            // Too many to write one by one: one row for all slots from the first up to the
+            // horizon, then on from the first slot within the grace.
+            let first = slots[0];
+            let why = format!(
+                "missed: every slot from {} up to {} (more than {MISSED_ONE_BY_ONE}) is older \
+                 than misfire_grace ({}); this row stands for all of them",
+                first.to_rfc3339(),
+                horizon.to_rfc3339(),
+                humantime::format_duration(spec.misfire_grace)
+            );
+            tracing::warn!(job = %spec.name, from = %first, until = %horizon, "{why}");
             shared
                 .metrics
                 .run_ended(&spec.name, Status::Missed, None, now);
             shared.ledger.record(NewRun {
                 id: Uuid::now_v7(),
                 job_name: spec.name.clone(),
-                scheduled_for: slot,
+                scheduled_for: first,
                 trigger: RunTrigger::CatchUp,
                 status: Status::Missed,
                 started_at: now,
                 instance: shared.instance.clone(),
                 error_message: Some(why),
-                metadata: None,
+                metadata: Some(serde_json::json!({ "missed_until": horizon })),
             });
+            slots.clear();
+            next = spec
+                .trigger
+                .next_after(horizon.max(slot) - TimeDelta::nanoseconds(1), spec.timezone);
+            break;
         }
-        for (slot, trigger) in decision.run {
-            fires.push(Fire {
-                spec: spec.clone(),
-                slot,
-                trigger,
-            });
+        slots.push(slot);
+        next = spec.trigger.next_after(slot, spec.timezone);
+    }
+    let old = slots.len();
+    while let Some(slot) = next.filter(|s| *s <= now) {
+        if slots.len() - old >= MAX_SLOTS_PER_PASS {
+            break;
         }
-        scheduler.set(spec, next);
+        slots.push(slot);
+        next = spec.trigger.next_after(slot, spec.timezone);
+    }
+    (slots, next)
+}
+
+/// Starts fires: a single fire that can start at once is claimed `running` in one batch with
+/// the others of this second (the fast path of the timer loop). A fire that has to wait (a
+/// catch-up backlog, a queue, jitter, the concurrency bound) first gets a `pending` row, all
+/// of them in one batch, so that a daemon stopped or killed before they ran leaves them for
+/// the next one to adopt (invariant 3). Fires that hold a row already (adopted) keep it.
+async fn start_fires(shared: &Arc<Shared>, tracker: &TaskTracker, fires: Vec<Fire>) {
+    if fires.is_empty() {
+        return;
     }
     // Other replicas' running jobs, read once for the whole batch (only PostgreSQL has them).
-    if matches!(shared.store, Store::Postgres(_))
+    if shared.store.has_replicas()
         && fires
             .iter()
             .any(|f| f.spec.overlap == config::Overlap::Skip)
@@ -560,31 +566,28 @@ async fn dispatch_due(
             Err(_) => tracing::warn!("could not read runs of other daemons: no answer in 2s"),
         }
     }
-    // Several fires of one job (a catch-up) run one after the other, oldest first. Single
-    // fires that can start at once are claimed together, in one batch.
+    // Several fires of one job (a catch-up) run one after the other, oldest first.
     // In name order, so claim ids (time-ordered) and slot keys rise together.
     let mut by_job: std::collections::BTreeMap<Arc<str>, Vec<Fire>> = Default::default();
     for fire in fires {
         by_job.entry(fire.spec.name.clone()).or_default().push(fire);
     }
     let mut ready = vec![];
+    let mut waiting = vec![];
     for (_, mut fires) in by_job {
-        if fires.len() == 1 {
+        if fires.len() == 1 && fires[0].claim.is_none() {
             match runner::admit_now(shared, fires.pop().expect("one fire")) {
                 runner::Admission::Ready(r) => ready.push(r),
                 runner::Admission::Wait(fire) => fires.push(fire),
                 runner::Admission::Skipped => {}
             }
         }
-        if fires.is_empty() {
-            continue;
+        if !fires.is_empty() {
+            waiting.push(fires);
         }
-        let shared = shared.clone();
-        tracker.spawn(async move {
-            for fire in fires {
-                run_fire(shared.clone(), fire).await;
-            }
-        });
+    }
+    if !waiting.is_empty() {
+        hold_and_run(shared, tracker, waiting);
     }
     while !ready.is_empty() {
         let ready: Vec<runner::Ready> = ready.drain(..ready.len().min(250)).collect();
@@ -607,6 +610,63 @@ async fn dispatch_due(
             }
         });
     }
+}
+
+/// Records a `pending` row for each fire without one (one batch), then runs each job's fires
+/// one after the other. A fire whose row another replica inserted first is not run here.
+fn hold_and_run(shared: &Arc<Shared>, tracker: &TaskTracker, jobs: Vec<Vec<Fire>>) {
+    let shared = shared.clone();
+    let bodies = tracker.clone();
+    tracker.spawn(async move {
+        let mut rows = vec![];
+        let mut jobs = jobs;
+        for fire in jobs.iter_mut().flatten() {
+            if fire.claim.is_none() {
+                let id = Uuid::now_v7();
+                rows.push(fire.pending_row(id, &shared));
+                fire.claim = Some(id);
+            }
+        }
+        let new: HashSet<Uuid> = rows.iter().map(|r| r.id).collect();
+        let won = if rows.is_empty() {
+            HashSet::new()
+        } else {
+            match shared.ledger.claim_many(rows).await {
+                Some(won) => won,
+                None => {
+                    for fire in jobs.iter().flatten() {
+                        if fire.claim.is_some_and(|id| new.contains(&id)) {
+                            tracing::error!(
+                                job = %fire.spec.name, scheduled_for = %fire.slot,
+                                "fire not run: its slot could not be claimed before the daemon \
+                                 stopped (the database is unreachable)"
+                            );
+                        }
+                    }
+                    HashSet::new()
+                }
+            }
+        };
+        for fires in jobs {
+            // Adopted fires hold their row already; new ones run if their insert won.
+            let fires: Vec<Fire> = fires
+                .into_iter()
+                .filter(|f| {
+                    f.claim
+                        .is_some_and(|id| !new.contains(&id) || won.contains(&id))
+                })
+                .collect();
+            if fires.is_empty() {
+                continue;
+            }
+            let shared = shared.clone();
+            bodies.spawn(async move {
+                for fire in fires {
+                    run_fire(shared.clone(), fire).await;
+                }
+            });
+        }
+    });
 }
 
 /// Re-reads the config; a file that does not validate changes nothing.
@@ -688,29 +748,6 @@ fn reload(
     Some(new)
 }
 
-/// Sends the failure alerts of runs just marked `abandoned`, in the background.
-fn alert_abandoned(
-    shared: &Arc<Shared>,
-    tracker: &TaskTracker,
-    runs: Vec<crate::store::Orphan>,
-    now: DateTime<Utc>,
-) {
-    let runs: Vec<(crate::store::Orphan, Arc<JobSpec>)> = runs
-        .into_iter()
-        .filter_map(|o| shared.job(&o.job_name).map(|spec| (o, spec)))
-        .filter(|(_, spec)| spec.alerts.recipients().is_some())
-        .collect();
-    if runs.is_empty() {
-        return;
-    }
-    let shared = shared.clone();
-    tracker.spawn(async move {
-        for (orphan, spec) in runs {
-            alerts::abandoned(&shared, &spec, &orphan, now).await;
-        }
-    });
-}
-
 /// Heartbeat, orphan detection and history pruning, in the background.
 async fn maintenance(
     shared: Arc<Shared>,
@@ -766,19 +803,11 @@ async fn maintenance(
         if beats % 3 != 1 || quiet_until.is_some_and(|t| tokio::time::Instant::now() < t) {
             continue;
         }
-        match shared
-            .store
-            .abandon_orphans(&shared.instance, now - stale, now)
-            .await
-        {
-            Ok(runs) if !runs.is_empty() => {
-                let jobs: Vec<&str> = runs.iter().map(|o| o.job_name.as_str()).collect();
-                tracing::warn!(jobs = ?jobs, "marked runs of a stopped daemon `abandoned`");
-                alert_abandoned(&shared, &tracker, runs, now);
-            }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "could not check for runs of stopped daemons"),
+        // A `run-job` or daemon of this host that died is known at once by its pid.
+        if let Err(e) = orphans::forget_dead_processes(&shared.store, &me).await {
+            tracing::warn!(error = %e, "could not check this host's tickler processes");
         }
+        orphans::resolve(&shared, &tracker, &me, now - stale, true).await;
         if last_prune.is_none_or(|t| t.elapsed() >= Duration::from_secs(3600)) {
             last_prune = Some(tokio::time::Instant::now());
             let ok_before =
@@ -828,6 +857,8 @@ pub async fn dry_run(
             notifier: spec.notifier.clone(),
             dry_run: true,
             task: None,
+            instance: Arc::from("dry-run"),
+            run_id: None,
         };
         let result = match tokio::time::timeout(spec.timeout, spec.job.run(&ctx)).await {
             Ok(r) => r,
@@ -858,6 +889,19 @@ pub async fn run_now(
         clock.clone(),
         config.daemon.max_concurrent,
     );
+    shared.set_jobs(&config.jobs);
+    // A killed `run-job` or daemon of this host: its runs are abandoned (and alerted) and its
+    // messages released before this run claims anything.
+    orphans::forget_dead_processes(&store, &instance).await?;
+    let resolving = TaskTracker::new();
+    orphans::resolve(
+        &shared,
+        &resolving,
+        &instance,
+        DateTime::<Utc>::UNIX_EPOCH,
+        false,
+    )
+    .await;
     // A long manual run keeps its row alive for the daemon's orphan check.
     let beat = {
         let (store, me, every) = (
@@ -902,13 +946,11 @@ pub async fn run_now(
         let Some(spec) = config.job(name) else {
             continue;
         };
-        let fire = Fire {
-            spec: spec.clone(),
-            slot: clock.now(),
-            trigger: RunTrigger::Manual,
-        };
+        let fire = Fire::new(spec.clone(), clock.now(), RunTrigger::Manual);
         results.push((name.clone(), run_fire(shared.clone(), fire).await));
     }
+    resolving.close();
+    resolving.wait().await;
     // An alert whose send failed gets its first retry, then one last try, so a manual run
     // does not wait out the whole retry schedule.
     if tokio::time::timeout(Duration::from_secs(10), shared.alerts.settled())
@@ -958,12 +1000,7 @@ mod tests {
 
     #[test]
     fn catch_up_none_runs_only_on_time_slots() {
-        let d = decide(
-            &spec("none", "1h"),
-            &slots(),
-            t("2025-01-01T10:04:05Z"),
-            false,
-        );
+        let d = decide(&spec("none", "1h"), &slots(), t("2025-01-01T10:04:05Z"));
         assert_eq!(d.run, [(t("2025-01-01T10:04:00Z"), RunTrigger::Schedule)]);
         assert_eq!(d.missed.len(), 4);
         assert_eq!(d.missed[0].1, "missed: catch_up = \"none\"");
@@ -972,33 +1009,18 @@ mod tests {
     #[test]
     fn catch_up_latest_coalesces() {
         // With an on-time slot the misses are superseded by it.
-        let d = decide(
-            &spec("latest", "1h"),
-            &slots(),
-            t("2025-01-01T10:04:05Z"),
-            false,
-        );
+        let d = decide(&spec("latest", "1h"), &slots(), t("2025-01-01T10:04:05Z"));
         assert_eq!(d.run, [(t("2025-01-01T10:04:00Z"), RunTrigger::Schedule)]);
         assert_eq!(d.missed.len(), 4);
         // Without one, the latest missed slot within grace runs once.
-        let d = decide(
-            &spec("latest", "1h"),
-            &slots(),
-            t("2025-01-01T10:10:00Z"),
-            false,
-        );
+        let d = decide(&spec("latest", "1h"), &slots(), t("2025-01-01T10:10:00Z"));
         assert_eq!(d.run, [(t("2025-01-01T10:04:00Z"), RunTrigger::CatchUp)]);
         assert_eq!(d.missed.len(), 4);
     }
 
     #[test]
     fn catch_up_all_runs_each_slot_within_grace() {
-        let d = decide(
-            &spec("all", "7m"),
-            &slots(),
-            t("2025-01-01T10:08:30Z"),
-            false,
-        );
+        let d = decide(&spec("all", "7m"), &slots(), t("2025-01-01T10:08:30Z"));
         let ran: Vec<_> = d
             .run
             .iter()

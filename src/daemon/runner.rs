@@ -104,6 +104,37 @@ pub struct Fire {
     pub spec: Arc<JobSpec>,
     pub slot: DateTime<Utc>,
     pub trigger: RunTrigger,
+    /// The `pending` row this process holds for the fire (it had to wait, or was adopted from
+    /// a daemon that died): the fire starts by turning that row `running` instead of
+    /// inserting one.
+    pub claim: Option<Uuid>,
+}
+
+impl Fire {
+    /// A fire without a row yet: its slot is claimed when it starts.
+    pub fn new(spec: Arc<JobSpec>, slot: DateTime<Utc>, trigger: RunTrigger) -> Fire {
+        Fire {
+            spec,
+            slot,
+            trigger,
+            claim: None,
+        }
+    }
+
+    /// The `pending` row that claims this fire's slot while it waits its turn.
+    pub fn pending_row(&self, id: Uuid, shared: &Shared) -> NewRun {
+        NewRun {
+            id,
+            job_name: self.spec.name.clone(),
+            scheduled_for: self.slot,
+            trigger: self.trigger,
+            status: Status::Pending,
+            started_at: shared.clock.now(),
+            instance: shared.instance.clone(),
+            error_message: None,
+            metadata: None,
+        }
+    }
 }
 
 /// How a fire ended, for `tickler run-job` and tests.
@@ -116,10 +147,25 @@ pub struct RunSummary {
     pub attempts: u32,
 }
 
-fn record_only(shared: &Shared, fire: &Fire, status: Status, why: String) {
+/// Records a fire that does not run: its `pending` row is ended, or a row is inserted.
+pub fn record_only(shared: &Shared, fire: &Fire, status: Status, why: String) {
     tracing::info!(job = %fire.spec.name, scheduled_for = %fire.slot, status = status.as_str(), "{why}");
     let now = shared.clock.now();
     shared.metrics.run_ended(&fire.spec.name, status, None, now);
+    if let Some(id) = fire.claim {
+        shared.ledger.finish(Finish {
+            id,
+            status,
+            started_at: now,
+            completed_at: now,
+            duration_seconds: 0.0,
+            records_processed: None,
+            error_message: Some(why),
+            metadata: json!({}),
+            attempt: 1,
+        });
+        return;
+    }
     shared.ledger.record(NewRun {
         id: Uuid::now_v7(),
         job_name: fire.spec.name.clone(),
@@ -245,7 +291,7 @@ pub fn admit_now(shared: &Shared, fire: Fire) -> Admission {
     }
     let overlap = overlap_of(&fire);
     let jitter = !fire.spec.jitter.is_zero() && fire.trigger != RunTrigger::Manual;
-    if overlap == Overlap::Queue && !matches!(shared.store, Store::Sqlite(_)) || jitter {
+    if overlap == Overlap::Queue && shared.store.has_replicas() || jitter {
         return Admission::Wait(fire);
     }
     let turn = match overlap {
@@ -342,11 +388,29 @@ async fn admit(shared: &Shared, fire: Fire) -> Option<Ready> {
 }
 
 /// Runs one fire to its end: admit, claim, execute. Returns `None` when the fire did not run
-/// (skipped, slot taken by another process, or shutdown before it started).
+/// (skipped, slot taken by another process, or shutdown before it started). A fire holding a
+/// `pending` row that does not start before a shutdown leaves it pending: the next daemon
+/// adopts it.
 pub async fn run_fire(shared: Arc<Shared>, fire: Fire) -> Option<RunSummary> {
     let mut ready = admit(&shared, fire).await?;
     if shared.stopping.is_cancelled() {
         return None;
+    }
+    if let Some(id) = ready.fire.claim {
+        ready.id = id;
+        let now = shared.clock.now();
+        return match shared.ledger.start_pending(id, &shared.instance, now).await {
+            Some(true) => Some(execute(shared, ready).await),
+            Some(false) => {
+                let fire = &ready.fire;
+                tracing::info!(job = %fire.spec.name, scheduled_for = %fire.slot, "a waiting slot was adopted by another daemon; it runs there");
+                None
+            }
+            None => {
+                ready.lost();
+                None
+            }
+        };
     }
     let asked = shared.clock.now();
     match shared.ledger.claim(ready.claim_row(&shared)).await {
@@ -427,6 +491,8 @@ pub async fn execute(shared: Arc<Shared>, ready: Ready) -> RunSummary {
             notifier: spec.notifier.clone(),
             dry_run: false,
             task: None,
+            instance: shared.instance.clone(),
+            run_id: Some(id),
         };
         let end = tokio::select! {
             r = tokio::time::timeout(spec.timeout, spec.job.run(&ctx)) => match r {

@@ -3,12 +3,19 @@
 //! tails of stdout and stderr go into the run's metadata; on timeout or shutdown the whole
 //! process group is killed. A last stdout line that is a JSON object is read as a report
 //! (counts and `errors`), as for `http`.
+//!
+//! The program's direct child dies with the daemon (`PR_SET_PDEATHSIG`), but what it started
+//! (`sh -c "sleep 30; ..."` leaves `sleep`) would live on. So each group is recorded where the
+//! run or task is (a [`GroupRecord`]), and whoever finds the run abandoned or reclaims the task
+//! on the same host ends what is left of the group ([`end_leftover`]) before the work is done
+//! again. Every process of the group carries `TICKLER_CLAIM` in its environment, which tells
+//! it apart from an unrelated group that reuses the number.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Stdio;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
@@ -79,6 +86,8 @@ impl Job for CommandJob {
                 .env("TICKLER_TASK_TYPE", &task.task_type)
                 .env("TICKLER_TASK_DATA", task.data.to_string());
         }
+        let claim = uuid::Uuid::new_v4().simple().to_string();
+        cmd.env(CLAIM_VAR, &claim);
         // The program dies with the daemon (a kill -9 included), so a task reclaimed by
         // another daemon never runs twice at once.
         // SAFETY: prctl is async-signal-safe and only sets this child's own death signal.
@@ -93,6 +102,9 @@ impl Job for CommandJob {
             .map_err(|e| JobError::fatal(format!("cannot start `{}`: {e}", self.command[0])))?;
         // Dropping this guard (timeout, shutdown) kills the whole group, grandchildren included.
         let _group = child.id().map(ProcessGroup);
+        if let Some(pid) = child.id() {
+            record_group(ctx, pid, claim).await;
+        }
         let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
         let (status, out, err) = tokio::join!(child.wait(), read_tail(stdout), read_tail(stderr));
         let status =
@@ -128,6 +140,125 @@ impl Job for CommandJob {
         outcome.metadata.extend(meta);
         Ok(outcome)
     }
+}
+
+/// The variable that marks every process of a command's group.
+const CLAIM_VAR: &str = "TICKLER_CLAIM";
+
+/// Where a command's process group can be found after its daemon died: kept in the run's
+/// metadata (`process_group`) or the task's `process_group` column.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupRecord {
+    /// The process that started it (a `tickler_instances` id, which begins with its host).
+    pub instance: String,
+    /// The group's id: the pid of the program tickler started.
+    pub pgid: i32,
+    /// That program's start time, in clock ticks after boot (`/proc/PID/stat`, field 22).
+    pub start: u64,
+    /// The value of `TICKLER_CLAIM` in the environment of each process of the group.
+    pub claim: String,
+}
+
+/// Records the group just started, so it can be ended if this process dies. A failure to
+/// record is logged and the run goes on: the group still dies with a clean shutdown.
+async fn record_group(ctx: &RunContext, pid: u32, claim: String) {
+    let Ok(pgid) = i32::try_from(pid) else {
+        return;
+    };
+    let Some(start) = read_stat(pgid).map(|s| s.start) else {
+        return;
+    };
+    let record = GroupRecord {
+        instance: ctx.instance.to_string(),
+        pgid,
+        start,
+        claim,
+    };
+    let Ok(value) = serde_json::to_value(&record) else {
+        return;
+    };
+    let written = match (&ctx.task, ctx.run_id) {
+        (Some(task), _) => {
+            ctx.store
+                .record_task_group(&task.id, &ctx.instance, &value)
+                .await
+        }
+        (None, Some(run)) => ctx.store.record_run_group(run, &value).await,
+        (None, None) => Ok(()),
+    };
+    if let Err(e) = written {
+        tracing::warn!(job = %ctx.job_name, pgid, error = %e, "could not record the command's process group");
+    }
+}
+
+/// What `/proc/PID/stat` says of a process that matters here.
+struct Stat {
+    pgrp: i32,
+    start: u64,
+    zombie: bool,
+}
+
+fn read_stat(pid: i32) -> Option<Stat> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: fields follow the last ')'.
+    let rest = &text[text.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // `rest` starts at field 3 (state): field N is at index N - 3.
+    Some(Stat {
+        zombie: fields.first()? == &"Z",
+        pgrp: fields.get(2)?.parse().ok()?,
+        start: fields.get(19)?.parse().ok()?,
+    })
+}
+
+/// Whether process `pid` carries `TICKLER_CLAIM=claim` in its environment.
+fn carries(pid: i32, claim: &str) -> bool {
+    let wanted = format!("{CLAIM_VAR}={claim}");
+    std::fs::read(format!("/proc/{pid}/environ"))
+        .map(|env| env.split(|b| *b == 0).any(|v| v == wanted.as_bytes()))
+        .unwrap_or(false)
+}
+
+/// The live (not zombie) processes of group `pgid`, with their start times.
+fn members(pgid: i32) -> Vec<(i32, u64)> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return vec![];
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(|pid| Some((pid, read_stat(pid)?)))
+        .filter(|(_, st)| st.pgrp == pgid && !st.zombie)
+        .map(|(pid, st)| (pid, st.start))
+        .collect()
+}
+
+/// Ends what is left of a recorded group on this host: SIGKILL to the group, if it is still
+/// the same group (its leader alive with the recorded start time, or, the leader gone, a
+/// member carrying the group's `TICKLER_CLAIM`). Returns how many processes it ended; a group
+/// number now used by something else is left alone. Blocking: reads `/proc`.
+pub fn end_leftover(record: &GroupRecord) -> usize {
+    let mut ended = 0;
+    // A few rounds: a process may fork while the group is being ended.
+    for _ in 0..5 {
+        let found = members(record.pgid);
+        if found.is_empty() {
+            break;
+        }
+        let leader = found.iter().find(|(pid, _)| *pid == record.pgid);
+        let ours = match leader {
+            Some((_, start)) => *start == record.start,
+            None => found.iter().any(|(pid, _)| carries(*pid, &record.claim)),
+        };
+        if !ours {
+            break;
+        }
+        // SAFETY: killpg only sends a signal to the group just checked to be ours.
+        unsafe {
+            libc::killpg(record.pgid, libc::SIGKILL);
+        }
+        ended += found.len();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    ended
 }
 
 /// Kills a process group when dropped.

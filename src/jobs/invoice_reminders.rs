@@ -161,7 +161,7 @@ impl Job for InvoiceRemindersJob {
                 }
                 let fates = ctx
                     .notifier
-                    .deliver(&ctx.store, &ctx.job_name, &messages, ctx.dry_run, ctx.now)
+                    .deliver(&ctx.store, &ctx.claimant(), &messages, ctx.dry_run, ctx.now)
                     .await?;
                 tally.record_invoices(&page, &messages, &fates);
                 if (page.len() as i64) < self.batch_size {

@@ -115,6 +115,11 @@ pub struct RunContext {
     pub dry_run: bool,
     /// Set when a `custom` task runs this job as its handler.
     pub task: Option<Arc<TaskInput>>,
+    /// The process running it (its `tickler_instances` id): the owner of every claim the run
+    /// makes, so that its claims are resolved if it dies.
+    pub instance: Arc<str>,
+    /// The run's ledger row (none for a dry run or a task's handler).
+    pub run_id: Option<uuid::Uuid>,
 }
 
 /// The task a handler runs for: `http` sends it as the JSON body (unless the handler has its
@@ -132,6 +137,15 @@ pub struct TaskInput {
 }
 
 impl RunContext {
+    /// Who the run's messages are claimed for.
+    pub fn claimant(&self) -> crate::notify::Claimant<'_> {
+        crate::notify::Claimant {
+            job: &self.job_name,
+            owner: &self.instance,
+            run: self.run_id,
+        }
+    }
+
     /// Today's date in the job's zone.
     pub fn today(&self) -> NaiveDate {
         self.now.with_timezone(&self.timezone).date_naive()

@@ -182,7 +182,7 @@ impl Job for NotifyJob {
         for chunk in messages.chunks(500) {
             let fates = ctx
                 .notifier
-                .deliver(&ctx.store, &ctx.job_name, chunk, ctx.dry_run, ctx.now)
+                .deliver(&ctx.store, &ctx.claimant(), chunk, ctx.dry_run, ctx.now)
                 .await?;
             tally.record(chunk, &fates, |m| {
                 let key = m.key.rsplit_once(':').map_or(m.key.as_str(), |(k, _)| k);

@@ -105,7 +105,7 @@ impl Job for OverdueEscalationJob {
             }
             let fates = ctx
                 .notifier
-                .deliver(&ctx.store, &ctx.job_name, &messages, ctx.dry_run, ctx.now)
+                .deliver(&ctx.store, &ctx.claimant(), &messages, ctx.dry_run, ctx.now)
                 .await?;
             // An invoice moves to this level when none of its messages failed.
             let mut complete: HashMap<&str, bool> = HashMap::new();

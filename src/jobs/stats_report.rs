@@ -165,7 +165,7 @@ impl Job for StatsReportJob {
         }
         let fates = ctx
             .notifier
-            .deliver(&ctx.store, &ctx.job_name, &messages, ctx.dry_run, ctx.now)
+            .deliver(&ctx.store, &ctx.claimant(), &messages, ctx.dry_run, ctx.now)
             .await?;
         let mut tally = Tally::default();
         tally.record(&messages, &fates, |_| format!("the {label} report"));

@@ -17,6 +17,7 @@ use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
+pub use crate::store::billing::Claimant;
 use crate::store::billing::{NotificationClaim, NotificationEnd};
 use crate::store::{Store, StoreError};
 
@@ -327,7 +328,7 @@ impl Notifier {
     pub async fn deliver(
         &self,
         store: &Store,
-        job: &str,
+        claimant: &Claimant<'_>,
         messages: &[Message],
         dry_run: bool,
         now: DateTime<Utc>,
@@ -365,7 +366,7 @@ impl Notifier {
             .filter(|(_, first)| **first)
             .map(|(m, _)| m.claim())
             .collect();
-        let claimed = store.claim_notifications(job, &claims, now).await?;
+        let claimed = store.claim_notifications(claimant, &claims, now).await?;
 
         let mut work = vec![];
         for (i, m) in messages.iter().enumerate() {
@@ -376,6 +377,9 @@ impl Notifier {
             } else {
                 work.push(i);
             }
+        }
+        if work.is_empty() {
+            return Ok(fates.into_iter().map(|f| f.unwrap_or(Fate::Done)).collect());
         }
 
         let failures: HashMap<ChannelKind, AtomicUsize> = ChannelKind::ALL
@@ -388,82 +392,63 @@ impl Notifier {
             .map(|l| l.concurrency)
             .sum::<usize>()
             .max(1);
-        // Claimed messages not yet handed to a provider go back to `failed` if the run is cut
-        // short (a timeout, a shutdown), so the next run sends them.
-        let guard = Unattempted::new(
+        // If the run is cut short (a timeout, a shutdown), its claims go back: unattempted
+        // messages to `failed` for the next run, those in a provider's hands to `unknown`.
+        let guard = CutShort::new(
             store,
+            claimant.owner,
             work.iter().map(|i| messages[*i].key.clone()).collect(),
         );
-        let results: Vec<(usize, Sent)> = futures_util::stream::iter(work)
+        let (journal, written) = Journal::start(store, claimant.owner);
+        let results: Vec<(usize, Fate)> = futures_util::stream::iter(work)
             .map(|i| {
                 let m = &messages[i];
                 let failures = &failures[&m.channel];
-                let guard = &guard;
-                async move { (i, self.send_one(m, failures, guard).await) }
+                let journal = &journal;
+                async move { (i, self.send_one(m, failures, journal).await) }
             })
             .buffer_unordered(total)
             .collect()
             .await;
-
-        let mut ends = Vec::with_capacity(results.len());
-        for (i, result) in results {
-            let m = &messages[i];
-            let (status, provider_id, error, fate) = match result {
-                Sent::Ok(id) => ("sent", Some(id), None, Fate::Sent),
-                Sent::Failed(e) => ("failed", None, Some(e.clone()), Fate::Failed(e)),
-                Sent::Unknown(e) => {
-                    let e = format!("{e} (it may have been sent; it is not sent again)");
-                    ("unknown", None, Some(e.clone()), Fate::Failed(e))
-                }
-            };
-            ends.push(NotificationEnd {
-                key: m.key.clone(),
-                status,
-                provider_id,
-                error,
-            });
+        for (i, fate) in results {
             fates[i] = Some(fate);
         }
+        // Every end is written before the run reports them.
+        drop(journal);
+        let written = written
+            .await
+            .unwrap_or_else(|e| Err(journal_lost(format!("the writer stopped: {e}"))));
         guard.disarm();
-        // The sends happened: their outcome must reach the log, so a passing database error
-        // is retried here rather than failing the run with the rows left `sending`.
-        let mut attempt = 0;
-        loop {
-            match store.finish_notifications(&ends, Utc::now()).await {
-                Ok(()) => break,
-                Err(e) if attempt < 4 => {
-                    attempt += 1;
-                    tracing::warn!(error = %e, attempt, "recording sent messages failed; retrying");
-                    tokio::time::sleep(std::time::Duration::from_millis(250 << attempt)).await;
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        written?;
         Ok(fates.into_iter().map(|f| f.unwrap_or(Fate::Done)).collect())
     }
 
-    async fn send_one(&self, m: &Message, failures: &AtomicUsize, guard: &Unattempted) -> Sent {
+    /// One message: render, wait for the lane, record the attempt, send, record the end.
+    async fn send_one(&self, m: &Message, failures: &AtomicUsize, journal: &Journal) -> Fate {
         let Some(lane) = self.lanes.get(&m.channel) else {
-            return Sent::Failed(format!(
-                "the channel `{}` is not configured",
-                m.channel.as_str()
-            ));
+            let e = format!("the channel `{}` is not configured", m.channel.as_str());
+            return journal.end(&m.key, Sent::Failed(e));
         };
         let rendered = match self.templates.render(&m.template, m.channel, &m.context) {
             Ok(r) => r,
-            Err(e) => return Sent::Failed(e),
+            Err(e) => return journal.end(&m.key, Sent::Failed(e)),
         };
         if failures.load(Ordering::Relaxed) >= BREAKER {
-            return Sent::Failed(format!(
+            let e = format!(
                 "not attempted: `{}` failed {BREAKER} times in a row in this run; the next run \
                  tries again",
                 m.channel.as_str()
-            ));
+            );
+            return journal.end(&m.key, Sent::Failed(e));
         }
         let _permit = lane.limiter.acquire().await;
+        // The attempt is committed before the provider sees the message: if this process
+        // dies from here on, the message is `unknown`, never sent twice.
+        if !journal.attempt(&m.key).await {
+            return Fate::Done;
+        }
         let to = m.recipient.as_deref().unwrap_or_default();
-        guard.attempting(&m.key);
-        match lane.channel.send(to, &m.key, &rendered).await {
+        let sent = match lane.channel.send(to, &m.key, &rendered).await {
             Ok(id) => {
                 failures.store(0, Ordering::Relaxed);
                 Sent::Ok(id)
@@ -476,29 +461,136 @@ impl Notifier {
                     Sent::Failed(e.message)
                 }
             }
-        }
+        };
+        journal.end(&m.key, sent)
     }
 }
 
-/// The keys a run claimed and has not handed to a provider yet; when dropped before
-/// [`Unattempted::disarm`] (the run's future was cancelled), they are set back to `failed`.
-struct Unattempted {
+/// The group-commit writer of one delivery's `notification_log` updates: attempts (each
+/// sender waits until its attempt is committed, so a crash after it leaves the message
+/// `unknown`, never resent) and ends (written with the next commit, so a message the provider
+/// accepted is recorded `sent` within one round trip, not at the end of a page). Sends that
+/// are in flight together share one transaction.
+struct Journal {
+    tx: tokio::sync::mpsc::UnboundedSender<JournalOp>,
+}
+
+enum JournalOp {
+    Attempt(String, tokio::sync::oneshot::Sender<bool>),
+    End(NotificationEnd),
+}
+
+impl Journal {
+    /// Starts the writer; the handle returned ends with the writer, after the last op sent
+    /// before the journal was dropped is written.
+    fn start(
+        store: &Store,
+        owner: &str,
+    ) -> (Journal, tokio::task::JoinHandle<Result<(), StoreError>>) {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let written = tokio::spawn(journal_writer(store.clone(), owner.to_string(), rx));
+        (Journal { tx }, written)
+    }
+
+    /// Records that `key` is about to be handed to its provider; `false` when the claim is no
+    /// longer this process's (or the record could not be written): then it must not be sent.
+    async fn attempt(&self, key: &str) -> bool {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if self
+            .tx
+            .send(JournalOp::Attempt(key.to_string(), tx))
+            .is_err()
+        {
+            return false;
+        }
+        rx.await.unwrap_or(false)
+    }
+
+    /// Records how a send ended (in the writer's next commit); returns the message's fate.
+    fn end(&self, key: &str, sent: Sent) -> Fate {
+        let (status, provider_id, error, fate) = match sent {
+            Sent::Ok(id) => ("sent", Some(id), None, Fate::Sent),
+            Sent::Failed(e) => ("failed", None, Some(e.clone()), Fate::Failed(e)),
+            Sent::Unknown(e) => {
+                let e = format!("{e} (it may have been sent; it is not sent again)");
+                ("unknown", None, Some(e.clone()), Fate::Failed(e))
+            }
+        };
+        let _ = self.tx.send(JournalOp::End(NotificationEnd {
+            key: key.to_string(),
+            status,
+            provider_id,
+            error,
+        }));
+        fate
+    }
+}
+
+/// Writes journal ops in batches until every handle is gone. A passing database error is
+/// waited out (the sends happened: their outcome must reach the log); a write the database
+/// refuses fails the delivery, and the attempts waiting on it are not sent.
+async fn journal_writer(
     store: Store,
-    keys: std::sync::Mutex<std::collections::HashSet<String>>,
+    owner: String,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<JournalOp>,
+) -> Result<(), StoreError> {
+    let never = tokio_util::sync::CancellationToken::new();
+    let mut ops = Vec::with_capacity(256);
+    let mut outcome = Ok(());
+    while rx.recv_many(&mut ops, 1024).await > 0 {
+        let mut attempts = vec![];
+        let mut waiting = vec![];
+        let mut ends = vec![];
+        for op in ops.drain(..) {
+            match op {
+                JournalOp::Attempt(key, answer) => {
+                    attempts.push(key);
+                    waiting.push(answer);
+                }
+                JournalOp::End(end) => ends.push(end),
+            }
+        }
+        let written = crate::store::retry("recording messages sent", &never, || {
+            store.journal_notifications(&owner, &attempts, &ends, Utc::now())
+        })
+        .await;
+        if written.is_none() {
+            // Refused three times (and logged by `retry`): these attempts are not sent, and
+            // the run reports the failure.
+            outcome = Err(journal_lost("the database refused the record".into()));
+        }
+        let mine = written.unwrap_or_default();
+        for (key, answer) in attempts.iter().zip(waiting) {
+            let _ = answer.send(mine.contains(key));
+        }
+    }
+    outcome
+}
+
+fn journal_lost(why: String) -> StoreError {
+    StoreError::Query {
+        doing: "recording sent messages in notification_log",
+        source: sqlx::Error::Protocol(why),
+    }
+}
+
+/// The keys a delivery claimed; when dropped before [`CutShort::disarm`] (the run's future
+/// was cancelled: a timeout, a shutdown), the claims still `sending` are given up: never
+/// attempted ones go back to `failed`, attempted ones become `unknown`.
+struct CutShort {
+    store: Store,
+    owner: String,
+    keys: Vec<String>,
     armed: std::sync::atomic::AtomicBool,
 }
 
-impl Unattempted {
-    fn new(store: &Store, keys: std::collections::HashSet<String>) -> Self {
-        Unattempted {
+impl CutShort {
+    fn new(store: &Store, owner: &str, keys: Vec<String>) -> Self {
+        CutShort {
             store: store.clone(),
-            keys: std::sync::Mutex::new(keys),
+            owner: owner.to_string(),
+            keys,
             armed: std::sync::atomic::AtomicBool::new(true),
-        }
-    }
-    fn attempting(&self, key: &str) {
-        if let Ok(mut keys) = self.keys.lock() {
-            keys.remove(key);
         }
     }
     fn disarm(&self) {
@@ -506,32 +598,23 @@ impl Unattempted {
     }
 }
 
-impl Drop for Unattempted {
+impl Drop for CutShort {
     fn drop(&mut self) {
-        if !self.armed.load(Ordering::Relaxed) {
+        if !self.armed.load(Ordering::Relaxed) || self.keys.is_empty() {
             return;
         }
-        let keys: Vec<String> = self
-            .keys
-            .lock()
-            .map(|mut k| k.drain().collect())
-            .unwrap_or_default();
-        if keys.is_empty() {
-            return;
-        }
-        let store = self.store.clone();
-        let ends: Vec<NotificationEnd> = keys
-            .into_iter()
-            .map(|key| NotificationEnd {
-                key,
-                status: "failed",
-                provider_id: None,
-                error: Some("not attempted: the run was cut short".into()),
-            })
-            .collect();
+        let (store, owner, keys) = (
+            self.store.clone(),
+            std::mem::take(&mut self.owner),
+            std::mem::take(&mut self.keys),
+        );
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             handle.spawn(async move {
-                if let Err(e) = store.finish_notifications(&ends, Utc::now()).await {
+                let why = "the run was cut short";
+                if let Err(e) = store
+                    .release_notifications(&owner, &keys, why, Utc::now())
+                    .await
+                {
                     tracing::warn!(error = %e, "could not release the messages of a cut-short run");
                 }
             });

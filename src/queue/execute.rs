@@ -23,6 +23,8 @@ pub struct Env {
     pub notifier: Arc<Notifier>,
     /// The daemon's zone: a customer without one gets it.
     pub timezone: Tz,
+    /// The daemon running the tasks (its `tickler_instances` id): the owner of their claims.
+    pub owner: Arc<str>,
 }
 
 /// How one attempt ended.
@@ -324,7 +326,17 @@ async fn send(
     let job = format!("task {}", task.task_type);
     let fates = env
         .notifier
-        .deliver(&env.store, &job, std::slice::from_ref(&message), false, now)
+        .deliver(
+            &env.store,
+            &crate::notify::Claimant {
+                job: &job,
+                owner: &env.owner,
+                run: None,
+            },
+            std::slice::from_ref(&message),
+            false,
+            now,
+        )
         .await?;
     let already = match fates.into_iter().next() {
         Some(Fate::Sent) => false,
@@ -445,6 +457,8 @@ async fn custom(
             customer_id: task.customer_id.clone(),
             data,
         })),
+        instance: env.owner.clone(),
+        run_id: None,
     };
     let timeout = h.timeout.unwrap_or(env.queue.timeout);
     match tokio::time::timeout(timeout, h.job.run(&ctx)).await {

@@ -27,6 +27,7 @@ use tokio_util::task::TaskTracker;
 use super::execute::{Env, Step, execute};
 use super::{TaskRequest, TaskType};
 use crate::daemon::{Clock, MAX_SLEEP};
+use crate::jobs::command::GroupRecord;
 use crate::store::queue::{TaskFinish, TaskRow, task_time};
 use crate::store::{Store, StoreError};
 
@@ -84,6 +85,37 @@ impl Runner {
         *self.env.lock().expect("queue env lock") = Arc::new(env);
     }
 
+    /// Puts the tasks of a dead lease holder back in the queue, after ending what is left of
+    /// their commands on this host and resolving the messages they had claimed (never handed
+    /// over: sent by the next attempt; perhaps handed over: `unknown`, not sent again).
+    async fn reclaim(&self, now: DateTime<Utc>) -> Result<Vec<String>, StoreError> {
+        let expired = self.store.expired_tasks(now).await?;
+        if expired.is_empty() {
+            return Ok(vec![]);
+        }
+        let host = crate::store::Instance::host_of(&self.owner);
+        let mut groups = vec![];
+        for (id, owner, group) in &expired {
+            let Some(owner) = owner else { continue };
+            let record = group
+                .as_deref()
+                .and_then(|g| serde_json::from_str::<GroupRecord>(g).ok())
+                .filter(|g| crate::store::Instance::host_of(&g.instance) == host);
+            groups.extend(record);
+            let key = [format!("task:{id}")];
+            let released = self
+                .store
+                .release_notifications(owner, &key, "its task's daemon stopped first", now)
+                .await?;
+            if released.unknown > 0 {
+                tracing::warn!(task = %id, "the email of a reclaimed task may have been sent by its stopped daemon: `unknown`, not sent again");
+            }
+        }
+        crate::daemon::orphans::end_recorded_groups(groups).await;
+        let ids: Vec<String> = expired.into_iter().map(|(id, _, _)| id).collect();
+        self.store.reclaim_expired(&ids, now).await
+    }
+
     fn lease_until(&self, now: DateTime<Utc>) -> DateTime<Utc> {
         now + TimeDelta::from_std(self.lease).unwrap_or(TimeDelta::seconds(60))
     }
@@ -134,7 +166,7 @@ impl Runner {
             let now = self.clock.now();
             if now >= next_reclaim {
                 next_reclaim = now + reclaim_every;
-                match self.store.reclaim_expired(now).await {
+                match self.reclaim(now).await {
                     Ok(ids) if !ids.is_empty() => tracing::warn!(
                         tasks = ids.len(), ids = ?ids,
                         "reclaimed tasks whose daemon stopped (their lease expired)"

@@ -169,6 +169,15 @@ pub struct NotificationClaim {
     pub error: Option<String>,
 }
 
+/// Who claims messages: the job (or task, or alert) sending them, the process that holds the
+/// claims (`tickler_instances` id), and the run they belong to.
+#[derive(Debug, Clone, Copy)]
+pub struct Claimant<'a> {
+    pub job: &'a str,
+    pub owner: &'a str,
+    pub run: Option<uuid::Uuid>,
+}
+
 /// How a claimed message ended.
 #[derive(Debug, Clone, Serialize)]
 pub struct NotificationEnd {
@@ -543,12 +552,14 @@ impl Store {
         Ok(found.into_iter().collect())
     }
 
-    /// Claims messages: a key new to `notification_log`, or one whose last send failed, is
-    /// inserted (or set back to `sending`) and returned; a key sent, skipped or being sent is
-    /// not. Only the returned keys may be sent (invariant 4).
+    /// Claims messages for `owner` (a `tickler_instances` id): a key new to
+    /// `notification_log`, or one whose last send failed, is inserted (or set back to
+    /// `sending`, not yet attempted) and returned; a key sent, skipped, unknown or being sent
+    /// is not. Only the returned keys may be sent, and only after [`Store::journal_notifications`]
+    /// recorded the attempt (invariant 4).
     pub async fn claim_notifications(
         &self,
-        job: &str,
+        claimant: &Claimant<'_>,
         claims: &[NotificationClaim],
         now: DateTime<Utc>,
     ) -> Result<HashSet<String>> {
@@ -557,54 +568,125 @@ impl Store {
         }
         let text = self.sql(
             "INSERT INTO notification_log (id, dedup_key, job_name, channel, recipient, template,
-                    invoice_id, status, error, attempts, created_at, updated_at)
+                    invoice_id, status, error, attempts, created_at, updated_at, owner, run_id)
              SELECT (r.value->>'id')::uuid, r.value->>'key', $2, r.value->>'channel',
                     r.value->>'recipient', r.value->>'template', (r.value->>'invoice')::uuid,
-                    r.value->>'status', r.value->>'error', 1, $3::timestamptz, $3::timestamptz
+                    r.value->>'status', r.value->>'error', 1, $3::timestamptz, $3::timestamptz,
+                    $4, $5::uuid
                FROM ROWS($1)
               WHERE TRUE
              ON CONFLICT (dedup_key) DO UPDATE
                 SET status = excluded.status, attempts = notification_log.attempts + 1,
                     recipient = excluded.recipient, job_name = excluded.job_name,
-                    error = excluded.error, updated_at = excluded.updated_at
+                    error = excluded.error, updated_at = excluded.updated_at,
+                    owner = excluded.owner, run_id = excluded.run_id, attempted_at = NULL
               WHERE notification_log.status = 'failed'
              RETURNING dedup_key",
         );
         let keys: Vec<String> = with_pool!(self, pool => sqlx::query_scalar(&text)
             .bind(json_text(claims))
-            .bind(job)
+            .bind(claimant.job)
             .bind(ts(now))
+            .bind(claimant.owner)
+            .bind(claimant.run.map(|r| r.to_string()))
             .fetch_all(pool)
             .await
             .doing("claiming messages in notification_log"))?;
         Ok(keys.into_iter().collect())
     }
 
-    /// Records how claimed messages ended.
-    pub async fn finish_notifications(
+    /// Writes, in one transaction, what `owner` is about to hand to providers (`attempts`:
+    /// their keys) and how earlier sends ended (`ends`). Returns the attempted keys that are
+    /// still `owner`'s to send: a key whose claim was released or taken over meanwhile (this
+    /// process was taken for dead) must not be sent. An end is written only while `owner`
+    /// holds the row; it also replaces an `unknown` set by another process in between.
+    pub async fn journal_notifications(
         &self,
+        owner: &str,
+        attempts: &[String],
         ends: &[NotificationEnd],
         now: DateTime<Utc>,
-    ) -> Result<()> {
-        if ends.is_empty() {
-            return Ok(());
-        }
-        let text = self.sql(
+    ) -> Result<HashSet<String>> {
+        let doing = "recording messages handed to providers in notification_log";
+        let keys: Vec<Value> = attempts.iter().map(|k| json!({ "k": k })).collect();
+        let mark = self.sql(
+            "UPDATE notification_log SET attempted_at = $3::timestamptz, updated_at = $3::timestamptz
+              WHERE dedup_key IN (SELECT r.value->>'k' FROM ROWS($1))
+                AND owner = $2 AND status = 'sending'
+             RETURNING dedup_key",
+        );
+        let end = self.sql(
             "UPDATE notification_log
                 SET status = r.value->>'status', provider_message_id = r.value->>'provider_id',
-                    error = r.value->>'error', updated_at = $2::timestamptz,
-                    sent_at = CASE WHEN r.value->>'status' = 'sent' THEN $2::timestamptz END
+                    error = r.value->>'error', updated_at = $3::timestamptz,
+                    sent_at = CASE WHEN r.value->>'status' = 'sent' THEN $3::timestamptz END
                FROM ROWS($1)
-              WHERE notification_log.dedup_key = r.value->>'key'",
+              WHERE notification_log.dedup_key = r.value->>'key'
+                AND notification_log.owner = $2
+                AND notification_log.status IN ('sending', 'unknown')",
         );
-        with_pool!(self, pool => sqlx::query(&text)
-            .bind(json_text(ends))
+        let begin = self.begin_statement();
+        with_pool!(self, pool => {
+            let mut tx = pool.begin_with(begin).await.doing(doing)?;
+            let marked: Vec<String> = if attempts.is_empty() {
+                vec![]
+            } else {
+                sqlx::query_scalar(&mark)
+                    .bind(json_text(&keys))
+                    .bind(owner)
+                    .bind(ts(now))
+                    .fetch_all(&mut *tx)
+                    .await
+                    .doing(doing)?
+            };
+            if !ends.is_empty() {
+                sqlx::query(&end)
+                    .bind(json_text(ends))
+                    .bind(owner)
+                    .bind(ts(now))
+                    .execute(&mut *tx)
+                    .await
+                    .doing(doing)?;
+            }
+            tx.commit().await.doing(doing)?;
+            Ok(marked.into_iter().collect())
+        })
+    }
+
+    /// Gives up `owner`'s claims on `keys` (a delivery cut short, a task reclaimed from a dead
+    /// daemon): a message never handed to a provider goes back to `failed`, so the next run or
+    /// attempt sends it; one that may have been handed over becomes `unknown`, never resent.
+    pub async fn release_notifications(
+        &self,
+        owner: &str,
+        keys: &[String],
+        why: &str,
+        now: DateTime<Utc>,
+    ) -> Result<super::claims::Released> {
+        if keys.is_empty() {
+            return Ok(Default::default());
+        }
+        let rows: Vec<Value> = keys.iter().map(|k| json!({ "k": k })).collect();
+        let text = self.sql(
+            "UPDATE notification_log
+                SET status = CASE WHEN attempted_at IS NULL THEN 'failed' ELSE 'unknown' END,
+                    error = CASE WHEN attempted_at IS NULL THEN 'not attempted: ' || $3
+                        ELSE $3 || ' while it was being sent; it may have been sent, so it is \
+                              not sent again' END,
+                    updated_at = $4::timestamptz
+              WHERE dedup_key IN (SELECT r.value->>'k' FROM ROWS($1))
+                AND owner = $2 AND status = 'sending'
+             RETURNING status",
+        );
+        let statuses: Vec<String> = with_pool!(self, pool => sqlx::query_scalar(&text)
+            .bind(json_text(&rows))
+            .bind(owner)
+            .bind(why)
             .bind(ts(now))
-            .execute(pool)
+            .fetch_all(pool)
             .await
-            .map(|_| ())
-            .doing("recording sent messages in notification_log"))?;
-        Ok(())
+            .doing("releasing claimed messages"))?;
+        Ok(super::claims::Released::count(&statuses))
     }
 
     /// The figures of a stats report over `[from, to)`; `today` decides what is overdue.

@@ -53,7 +53,8 @@ macro_rules! shared_backend_methods {
                   WHERE status = 'running' AND COALESCE(instance, '') <> $2
                     AND COALESCE(instance, '') NOT IN
                         (SELECT id FROM tickler_instances WHERE heartbeat_at >= $3)
-                  RETURNING CAST(id AS TEXT) AS id, job_name, scheduled_for",
+                  RETURNING CAST(id AS TEXT) AS id, job_name, scheduled_for,
+                            metadata->>'process_group' AS process_group",
             )
             .bind(now)
             .bind(me)
@@ -73,6 +74,7 @@ macro_rules! shared_backend_methods {
                     id: r.get("id"),
                     job_name: r.get("job_name"),
                     scheduled_for: r.get("scheduled_for"),
+                    process_group: r.get("process_group"),
                 })
                 .collect())
         }

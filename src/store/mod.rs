@@ -19,6 +19,7 @@ use crate::config::DatabaseUrl;
 #[macro_use]
 mod common;
 pub mod billing;
+pub mod claims;
 pub mod health;
 mod postgres;
 pub mod queue;
@@ -177,6 +178,9 @@ impl<T> Doing<T> for std::result::Result<T, sqlx::Error> {
 /// Statuses of a run, as stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Status {
+    /// Due and claimed by `instance`, waiting its turn (a catch-up backlog, a queue, jitter,
+    /// the concurrency bound); adopted by another daemon if its owner dies.
+    Pending,
     Running,
     Succeeded,
     Partial,
@@ -189,7 +193,8 @@ pub enum Status {
 }
 
 impl Status {
-    pub const ALL: [Status; 9] = [
+    pub const ALL: [Status; 10] = [
+        Status::Pending,
         Status::Running,
         Status::Succeeded,
         Status::Partial,
@@ -200,6 +205,11 @@ impl Status {
         Status::Abandoned,
         Status::Interrupted,
     ];
+
+    /// A claim still held by its instance (`pending` or `running`): no end recorded yet.
+    pub fn is_open(self) -> bool {
+        matches!(self, Status::Pending | Status::Running)
+    }
 
     /// The job did its work (`partial`: with item errors). `store::health` queries the same
     /// list.
@@ -215,6 +225,7 @@ impl Status {
 
     pub fn as_str(self) -> &'static str {
         match self {
+            Status::Pending => "pending",
             Status::Running => "running",
             Status::Succeeded => "succeeded",
             Status::Partial => "partial",
@@ -259,7 +270,8 @@ pub struct NewRun {
     pub job_name: Arc<str>,
     pub scheduled_for: DateTime<Utc>,
     pub trigger: RunTrigger,
-    /// `running` for a run about to start; `skipped` or `missed` for a fire recorded only.
+    /// `running` for a run about to start, `pending` for one that waits its turn; `skipped`
+    /// or `missed` for a fire recorded only.
     pub status: Status,
     pub started_at: DateTime<Utc>,
     pub instance: Arc<str>,
@@ -298,6 +310,9 @@ pub struct RunRow {
     pub trigger: String,
     pub attempt: i64,
     pub instance: Option<String>,
+    /// Its messages in `notification_log` by status (filled in by `tickler history`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub messages: Option<std::collections::BTreeMap<String, i64>>,
 }
 
 /// A run marked `abandoned` because the daemon running it stopped.
@@ -306,6 +321,8 @@ pub struct Orphan {
     pub id: String,
     pub job_name: String,
     pub scheduled_for: DateTime<Utc>,
+    /// The process group its command started (JSON, see `jobs::command`), to be ended.
+    pub process_group: Option<String>,
 }
 
 /// A filter for `tickler history`.
@@ -329,6 +346,16 @@ pub struct Instance {
 }
 
 impl Instance {
+    /// The host of the process an instance id names (ids are `host:pid:random`).
+    pub fn host_of(id: &str) -> &str {
+        id.rsplitn(3, ':').nth(2).unwrap_or_default()
+    }
+
+    /// The pid of the process an instance id names.
+    pub fn pid_of(id: &str) -> Option<i64> {
+        id.rsplit(':').nth(1)?.parse().ok()
+    }
+
     pub fn current() -> Instance {
         let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|h| h.trim().to_string())
@@ -416,6 +443,12 @@ impl Store {
         } else {
             Err(StoreError::UnsupportedUrl(url.redacted()))
         }
+    }
+
+    /// Whether several daemons may share this database (PostgreSQL): then other replicas'
+    /// runs count for overlap, and claims race with theirs.
+    pub fn has_replicas(&self) -> bool {
+        matches!(self, Store::Postgres(_))
     }
 
     pub fn backend_name(&self) -> &'static str {

@@ -13,8 +13,7 @@ use sqlx::{Connection, PgPool, Row};
 use uuid::Uuid;
 
 use super::{
-    Backend, Doing, Finish, HistoryFilter, Instance, NewRun, Orphan, Result, RunRow, Status,
-    StoreError,
+    Backend, Doing, Finish, HistoryFilter, Instance, NewRun, Orphan, Result, RunRow, StoreError,
 };
 use crate::config::DatabaseUrl;
 
@@ -92,6 +91,7 @@ fn row_to_run(r: &sqlx::postgres::PgRow) -> RunRow {
         trigger: r.get("trigger"),
         attempt: r.get::<i32, _>("attempt") as i64,
         instance: r.get("instance"),
+        messages: None,
     }
 }
 
@@ -125,7 +125,7 @@ impl Backend for PgStore {
             names.push(&*r.job_name);
             statuses.push(r.status.as_str());
             started.push(r.started_at);
-            completed.push((r.status != Status::Running).then_some(r.started_at));
+            completed.push((!r.status.is_open()).then_some(r.started_at));
             slots.push(r.scheduled_for);
             triggers.push(r.trigger.as_str());
             instances.push(&*r.instance);
@@ -192,7 +192,7 @@ impl Backend for PgStore {
                            $6::text[], $7::jsonb[], $8::int4[], $9::timestamptz[])
                  AS t(id, status, completed_at, duration_seconds, records, error_message,
                       metadata, attempt, started_at)
-              WHERE l.id = t.id AND l.status IN ('running', 'abandoned')",
+              WHERE l.id = t.id AND l.status IN ('pending', 'running', 'abandoned')",
         )
         .bind(&ids)
         .bind(&statuses)

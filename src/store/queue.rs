@@ -8,7 +8,7 @@
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use super::billing::ts;
 use super::{Doing, Result, Store, with_pool};
@@ -474,10 +474,32 @@ impl Store {
             .doing(doing))
     }
 
-    /// Puts tasks whose lease expired (their daemon died or stalled) back in the queue, due
-    /// now. This counts as a failed attempt: a task that keeps killing its daemon ends
-    /// `failed` after its retries. Returns the ids reclaimed.
-    pub async fn reclaim_expired(&self, now: DateTime<Utc>) -> Result<Vec<String>> {
+    /// Tasks whose lease expired (their daemon died or stalled): id, lease owner, and the
+    /// process group of their last attempt (JSON, see `jobs::command`), to be ended before
+    /// [`Store::reclaim_expired`] makes them runnable again.
+    pub async fn expired_tasks(
+        &self,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<(String, Option<String>, Option<String>)>> {
+        let text = self.sql(
+            "SELECT id::text, lease_owner, process_group FROM scheduled_tasks
+              WHERE status = 'executing' AND lease_expires_at < $1",
+        );
+        with_pool!(self, pool => sqlx::query_as(&text)
+            .bind(now)
+            .fetch_all(pool)
+            .await
+            .doing("reading tasks of a stopped daemon"))
+    }
+
+    /// Puts tasks `ids` whose lease expired (their daemon died or stalled) back in the queue,
+    /// due now. This counts as a failed attempt: a task that keeps killing its daemon ends
+    /// `failed` after its retries. Returns the ids reclaimed (a task whose lease was renewed
+    /// meanwhile is not).
+    pub async fn reclaim_expired(&self, ids: &[String], now: DateTime<Utc>) -> Result<Vec<String>> {
+        if ids.is_empty() {
+            return Ok(vec![]);
+        }
         let text = self.sql(
             "UPDATE scheduled_tasks
                 SET status = CASE WHEN retry_count + 1 > max_retries THEN 'failed'
@@ -486,12 +508,15 @@ impl Store {
                     completed_at = CASE WHEN retry_count + 1 > max_retries THEN $1 END,
                     error_message = 'the daemon running it stopped (lease of ' || lease_owner
                                     || ' expired)',
-                    lease_owner = NULL, lease_expires_at = NULL
+                    lease_owner = NULL, lease_expires_at = NULL, process_group = NULL
               WHERE status = 'executing' AND lease_expires_at < $1
+                AND id IN (SELECT (r.value->>'id')::uuid FROM ROWS($2))
              RETURNING id::text",
         );
+        let rows: Vec<Value> = ids.iter().map(|id| json!({ "id": id })).collect();
         with_pool!(self, pool => sqlx::query_scalar::<_, String>(&text)
             .bind(now)
+            .bind(json_text(&rows))
             .fetch_all(pool)
             .await
             .doing("reclaiming tasks of a stopped daemon"))

@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use super::{
     Backend, DaemonLock, Doing, Finish, HistoryFilter, Instance, NewRun, Orphan, Result, RunRow,
-    Status, StoreError,
+    StoreError,
 };
 
 /// The errors a concurrent migration of the same file produces; others are final.
@@ -173,6 +173,7 @@ fn row_to_run(r: &sqlx::sqlite::SqliteRow) -> RunRow {
         trigger: r.get("trigger"),
         attempt: r.get("attempt"),
         instance: r.get("instance"),
+        messages: None,
     }
 }
 
@@ -210,7 +211,7 @@ impl Backend for SqliteStore {
         let batch: Vec<Value> = ordered
             .iter()
             .map(|r| {
-                let done = (r.status != Status::Running).then(|| ts(r.started_at));
+                let done = (!r.status.is_open()).then(|| ts(r.started_at));
                 json!([
                     r.id.to_string(),
                     &*r.job_name,
@@ -310,7 +311,7 @@ impl Backend for SqliteStore {
                 SET status = f.status, started_at = f.started_at, completed_at = f.completed_at,
                     duration_seconds = f.duration_seconds, records_processed = f.records_processed,
                     error_message = f.error_message, metadata = f.metadata, attempt = f.attempt
-               FROM temp.finished AS f WHERE l.id = f.id AND l.status IN ('running', 'abandoned')",
+               FROM temp.finished AS f WHERE l.id = f.id AND l.status IN ('pending', 'running', 'abandoned')",
         )
         .execute(&mut *tx)
         .await

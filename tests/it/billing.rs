@@ -922,7 +922,15 @@ async fn cleanup_deletes_in_batches_and_keeps_what_it_is_told() {
     };
     let old = Utc::now() - chrono::Duration::days(100);
     let olds: Vec<_> = (0..7).map(|i| claim(format!("old-{i}"))).collect();
-    store.claim_notifications("t", &olds, old).await.unwrap();
+    let claimant = tickler::notify::Claimant {
+        job: "t",
+        owner: "test",
+        run: None,
+    };
+    store
+        .claim_notifications(&claimant, &olds, old)
+        .await
+        .unwrap();
     let ends: Vec<_> = (0..7)
         .map(|i| NotificationEnd {
             key: format!("old-{i}"),
@@ -931,10 +939,13 @@ async fn cleanup_deletes_in_batches_and_keeps_what_it_is_told() {
             error: None,
         })
         .collect();
-    store.finish_notifications(&ends, old).await.unwrap();
+    store
+        .journal_notifications("test", &[], &ends, old)
+        .await
+        .unwrap();
     let news: Vec<_> = (0..3).map(|i| claim(format!("new-{i}"))).collect();
     store
-        .claim_notifications("t", &news, Utc::now())
+        .claim_notifications(&claimant, &news, Utc::now())
         .await
         .unwrap();
 

@@ -387,18 +387,18 @@ async fn max_concurrent_bounds_parallel_runs() {
     let d = TestDaemon::start(p.config(), utc("2025-01-06T10:00:30Z")).await;
     let store = p.store().await;
     d.clock.advance(MIN);
-    // One runs; the other waits for the permit, unclaimed.
+    // One runs; the other waits for the permit, its slot held by a `pending` row.
     let first = wait_for("one run to start", Duration::from_secs(10), || async {
         let (a, b) = (statuses(&store, "one").await, statuses(&store, "two").await);
         match (a.as_slice(), b.as_slice()) {
-            ([s], []) if s == "running" => Some("one"),
-            ([], [s]) if s == "running" => Some("two"),
+            ([s], [w]) if s == "running" && w == "pending" => Some("one"),
+            ([w], [s]) if s == "running" && w == "pending" => Some("two"),
             _ => None,
         }
     })
     .await;
     let other = if first == "one" { "two" } else { "one" };
-    assert!(runs(&store, other).await.is_empty());
+    assert_eq!(statuses(&store, other).await, ["pending"]);
     assert_eq!(wait_settled(&store, first, 1).await[0].status, "succeeded");
     assert_eq!(wait_settled(&store, other, 1).await[0].status, "succeeded");
     d.stop().await;

@@ -246,14 +246,15 @@ pub async fn statuses(store: &Store, job: &str) -> Vec<String> {
         .collect()
 }
 
-/// Waits until `job` has `n` rows none of which is `running`.
+/// Waits until `job` has `n` rows none of which is open (`pending` or `running`).
 pub async fn wait_settled(store: &Store, job: &str, n: usize) -> Vec<RunRow> {
     wait_for(
         &format!("{n} finished runs of `{job}`"),
         Duration::from_secs(30),
         || async {
             let rows = runs(store, job).await;
-            (rows.len() == n && rows.iter().all(|r| r.status != "running")).then_some(rows)
+            let open = |r: &RunRow| r.status == "running" || r.status == "pending";
+            (rows.len() == n && !rows.iter().any(open)).then_some(rows)
         },
     )
     .await

@@ -1,0 +1,270 @@
+//! The claims of processes that died (DESIGN.md invariants 3 and 4), resolved by whichever
+//! tickler process finds them: a daemon at start-up and on its heartbeat, and any command
+//! that opens the store on the same host (`tickler history` after a killed `run-job`).
+//!
+//! - A process of this host whose pid is gone is deregistered at once; one of another host is
+//!   judged by its heartbeat alone.
+//! - Its `running` slots become `abandoned` (and alert like failures); what is left of their
+//!   commands' process groups on this host is ended.
+//! - Its `pending` slots (waiting to be caught up, queued) are adopted by a daemon and run or
+//!   recorded under each job's catch-up policy.
+//! - Its messages never handed to a provider are released (`failed`: a later run sends them);
+//!   those that may have reached the provider become `unknown`, never resent.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use tokio_util::task::TaskTracker;
+
+use super::runner::{Fire, Shared, record_only};
+use crate::jobs::command::{GroupRecord, end_leftover};
+use crate::store::claims::Adopted;
+use crate::store::{Finish, Instance, Orphan, Status, Store, StoreError};
+
+/// Deregisters the daemons and `run-job` processes of this host whose process is gone (a
+/// kill -9, a crash), so their claims are resolved now rather than when their heartbeat goes
+/// stale. Processes of other hosts are judged by their heartbeat alone. Returns how many.
+pub async fn forget_dead_processes(store: &Store, me: &Instance) -> Result<usize, StoreError> {
+    let mut forgotten = 0;
+    for (id, hostname, pid) in store.instances().await? {
+        if *id != *me.id && hostname == me.hostname && !process_alive(pid) {
+            tracing::info!(instance = %id, pid, "a previous tickler process of this host is gone");
+            store.deregister(&id).await?;
+            forgotten += 1;
+        }
+    }
+    Ok(forgotten)
+}
+
+fn process_alive(pid: i64) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: signal 0 only checks that the process exists and may be signalled.
+    let r = unsafe { libc::kill(pid, 0) };
+    r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+/// What a command does when it opens the store: the tickler processes of this host whose pid
+/// is gone are deregistered, and the claims of every deregistered owner resolved at once: runs
+/// `abandoned` (alerted, their leftover process groups ended), messages released or
+/// `unknown`. Waiting slots stay for a daemon to adopt (only a daemon runs scheduled fires).
+/// Owners that are registered are left alone, however old their heartbeat: a command does not
+/// judge another host's daemon.
+pub async fn resolve_local(
+    store: &Store,
+    config: &crate::config::Config,
+) -> Result<(), StoreError> {
+    let me = Instance::current();
+    forget_dead_processes(store, &me).await?;
+    let now = Utc::now();
+    let gone = DateTime::<Utc>::UNIX_EPOCH;
+    let runs = store.abandon_orphans(&me.id, gone, now).await?;
+    let released = store.release_dead_messages(gone, now).await?;
+    if released.released + released.unknown > 0 {
+        tracing::warn!(
+            released = released.released,
+            unknown = released.unknown,
+            "messages claimed by a stopped tickler process: those never sent go to the next \
+             run, those it may have sent are `unknown` and not sent again"
+        );
+    }
+    if runs.is_empty() {
+        return Ok(());
+    }
+    let jobs: Vec<&str> = runs.iter().map(|o| o.job_name.as_str()).collect();
+    tracing::warn!(runs = runs.len(), jobs = ?jobs, "marked runs of a stopped tickler process `abandoned`");
+    end_groups(&runs, &me).await;
+    // Their failure alerts go out from here (once: each is claimed by its key), with one try
+    // each rather than the daemon's retry schedule.
+    let alerting = runs.iter().any(|o| {
+        config
+            .job(&o.job_name)
+            .is_some_and(|s| s.alerts.recipients().is_some())
+    });
+    if alerting {
+        store.register_instance(&me).await?;
+        let clock: Arc<dyn super::Clock> = Arc::new(super::SystemClock::default());
+        let shared = Shared::new(store, &me, clock, 1);
+        shared.set_jobs(&config.jobs);
+        shared.stopping.cancel();
+        let tracker = TaskTracker::new();
+        alert_abandoned(&shared, &tracker, runs, now);
+        tracker.close();
+        tracker.wait().await;
+        shared.alerts.settled().await;
+        store.deregister(&me.id).await?;
+    }
+    Ok(())
+}
+
+/// Resolves the claims of owners that are gone or have not beaten since `stale_before`:
+/// abandons their running slots (alerting, ending leftover process groups of this host),
+/// releases their messages, and, when `adopt`, takes over their pending slots and runs or
+/// records them. Errors are logged; the next pass tries again.
+pub async fn resolve(
+    shared: &Arc<Shared>,
+    tracker: &TaskTracker,
+    me: &Instance,
+    stale_before: DateTime<Utc>,
+    adopt: bool,
+) {
+    let now = shared.clock.now();
+    match shared
+        .store
+        .abandon_orphans(&me.id, stale_before, now)
+        .await
+    {
+        Ok(runs) if !runs.is_empty() => {
+            let jobs: Vec<&str> = runs.iter().map(|o| o.job_name.as_str()).collect();
+            tracing::warn!(runs = runs.len(), jobs = ?jobs, "marked runs of a stopped tickler process `abandoned`");
+            end_groups(&runs, me).await;
+            alert_abandoned(shared, tracker, runs, now);
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "could not check for runs of stopped daemons"),
+    }
+    match shared.store.release_dead_messages(stale_before, now).await {
+        Ok(r) if r.released + r.unknown > 0 => tracing::warn!(
+            released = r.released,
+            unknown = r.unknown,
+            "messages claimed by a stopped tickler process: those never sent go to the next \
+             run, those it may have sent are `unknown` and not sent again"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "could not release the messages of stopped processes"),
+    }
+    if !adopt {
+        return;
+    }
+    match shared.store.adopt_pending(&me.id, stale_before).await {
+        Ok(adopted) if !adopted.is_empty() => {
+            tracing::warn!(
+                slots = adopted.len(),
+                "adopted the waiting slots of a stopped daemon; they run or are recorded now"
+            );
+            run_adopted(shared, tracker, adopted, now).await;
+        }
+        Ok(_) => {}
+        Err(e) => {
+            tracing::warn!(error = %e, "could not adopt the waiting slots of stopped daemons")
+        }
+    }
+}
+
+/// Ends what is left of the commands of abandoned runs that ran on this host.
+async fn end_groups(runs: &[Orphan], me: &Instance) {
+    let groups: Vec<GroupRecord> = runs
+        .iter()
+        .filter_map(|o| serde_json::from_str(o.process_group.as_deref()?).ok())
+        .filter(|g: &GroupRecord| Instance::host_of(&g.instance) == me.hostname)
+        .collect();
+    end_recorded_groups(groups).await;
+}
+
+/// Ends each recorded group of this host (blocking work, off the runtime's threads) unless
+/// the process that started it is still alive (a stalled daemon ends its own); logs what it
+/// ended.
+pub async fn end_recorded_groups(groups: Vec<GroupRecord>) {
+    let groups: Vec<GroupRecord> = groups
+        .into_iter()
+        .filter(|g| !Instance::pid_of(&g.instance).is_some_and(process_alive))
+        .collect();
+    if groups.is_empty() {
+        return;
+    }
+    let ended = tokio::task::spawn_blocking(move || {
+        groups
+            .into_iter()
+            .map(|g| (end_leftover(&g), g))
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap_or_default();
+    for (n, g) in ended.into_iter().filter(|(n, _)| *n > 0) {
+        tracing::warn!(pgid = g.pgid, processes = n, instance = %g.instance, "ended the processes a stopped tickler process left running");
+    }
+}
+
+/// Sends the failure alerts of runs just marked `abandoned`, in the background.
+pub fn alert_abandoned(
+    shared: &Arc<Shared>,
+    tracker: &TaskTracker,
+    runs: Vec<Orphan>,
+    now: DateTime<Utc>,
+) {
+    let runs: Vec<(Orphan, Arc<crate::config::JobSpec>)> = runs
+        .into_iter()
+        .filter_map(|o| shared.job(&o.job_name).map(|spec| (o, spec)))
+        .filter(|(_, spec)| spec.alerts.recipients().is_some())
+        .collect();
+    if runs.is_empty() {
+        return;
+    }
+    let shared = shared.clone();
+    tracker.spawn(async move {
+        for (orphan, spec) in runs {
+            super::alerts::abandoned(&shared, &spec, &orphan, now).await;
+        }
+    });
+}
+
+/// Runs or records adopted slots under each job's catch-up policy, as if they had just come
+/// due; a slot of a job no longer in the config, or disabled, is recorded `missed`.
+async fn run_adopted(
+    shared: &Arc<Shared>,
+    tracker: &TaskTracker,
+    adopted: Vec<Adopted>,
+    now: DateTime<Utc>,
+) {
+    let mut by_job: BTreeMap<String, Vec<Adopted>> = BTreeMap::new();
+    for a in adopted {
+        by_job.entry(a.job_name.clone()).or_default().push(a);
+    }
+    let mut fires = vec![];
+    for (name, rows) in by_job {
+        let Some(spec) = shared.job(&name).filter(|s| s.enabled) else {
+            let why = match shared.job(&name) {
+                Some(_) => "missed: its daemon stopped before it ran, and the job is now disabled",
+                None => {
+                    "missed: its daemon stopped before it ran, and the job is no longer in the config"
+                }
+            };
+            for row in rows {
+                tracing::warn!(job = %name, scheduled_for = %row.scheduled_for, "{why}");
+                shared.ledger.finish(Finish {
+                    id: row.id,
+                    status: Status::Missed,
+                    started_at: now,
+                    completed_at: now,
+                    duration_seconds: 0.0,
+                    records_processed: None,
+                    error_message: Some(why.into()),
+                    metadata: serde_json::json!({}),
+                    attempt: 1,
+                });
+            }
+            continue;
+        };
+        let slots: Vec<DateTime<Utc>> = rows.iter().map(|r| r.scheduled_for).collect();
+        let decision = super::decide(&spec, &slots, now);
+        let fire_of = |slot: DateTime<Utc>| {
+            let row = rows.iter().find(|r| r.scheduled_for == slot)?;
+            Some(Fire {
+                spec: spec.clone(),
+                slot,
+                trigger: row.trigger,
+                claim: Some(row.id),
+            })
+        };
+        for (slot, why) in decision.missed {
+            if let Some(fire) = fire_of(slot) {
+                tracing::warn!(job = %name, scheduled_for = %slot, "{why}");
+                record_only(shared, &fire, Status::Missed, why);
+            }
+        }
+        fires.extend(decision.run.into_iter().filter_map(|(s, _)| fire_of(s)));
+    }
+    super::start_fires(shared, tracker, fires).await;
+}

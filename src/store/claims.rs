@@ -1,0 +1,211 @@
+//! Claims and their owners (DESIGN.md invariants 3 and 4): every claim (a slot in
+//! `job_execution_logs`, a message in `notification_log`, a task in `scheduled_tasks`) names the
+//! process holding it, a row of `tickler_instances` whose heartbeat says whether it lives. When
+//! an owner dies, any live process resolves its claims here: waiting slots are adopted and run
+//! or recorded, running slots become `abandoned`, messages never handed to a provider are
+//! released (`failed`, sent by a later run) and messages that may have reached the provider
+//! become `unknown` (never resent).
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::billing::ts;
+use super::{Doing, Result, RunTrigger, Store, with_pool};
+
+/// The owners that count as alive: registered, with a heartbeat since `$N`.
+const LIVE: &str = "SELECT id FROM tickler_instances WHERE heartbeat_at >= ";
+
+/// A `pending` slot of a dead owner, now held by the adopting daemon.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Adopted {
+    pub id: Uuid,
+    pub job_name: String,
+    pub scheduled_for: DateTime<Utc>,
+    pub trigger: RunTrigger,
+}
+
+/// What became of the messages of dead owners.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Released {
+    /// Never handed to a provider: `failed`, so a later run sends them.
+    pub released: u64,
+    /// Perhaps handed over: `unknown`, never resent.
+    pub unknown: u64,
+}
+
+impl Released {
+    /// Counts the new statuses of released rows.
+    pub(crate) fn count(statuses: &[String]) -> Released {
+        let unknown = statuses.iter().filter(|s| *s == "unknown").count() as u64;
+        Released {
+            released: statuses.len() as u64 - unknown,
+            unknown,
+        }
+    }
+}
+
+impl Store {
+    /// Starts a `pending` slot this instance holds: `true` only if the row was still pending
+    /// and still ours (another daemon may have adopted it meanwhile; then it is not run here).
+    pub async fn start_run(&self, id: Uuid, instance: &str, at: DateTime<Utc>) -> Result<bool> {
+        let text = self.sql(
+            "UPDATE job_execution_logs SET status = 'running', started_at = $1::timestamptz
+              WHERE id = $2::uuid AND status = 'pending' AND instance = $3",
+        );
+        let done = with_pool!(self, pool => sqlx::query(&text)
+            .bind(ts(at))
+            .bind(id.to_string())
+            .bind(instance)
+            .execute(pool)
+            .await
+            .map(|d| d.rows_affected())
+            .doing("starting a waiting run"))?;
+        Ok(done == 1)
+    }
+
+    /// Takes over the `pending` slots of owners that are gone or have not beaten since
+    /// `stale_before`: they become `me`'s, to run or record under each job's catch-up policy.
+    pub async fn adopt_pending(
+        &self,
+        me: &str,
+        stale_before: DateTime<Utc>,
+    ) -> Result<Vec<Adopted>> {
+        let query = format!(
+            "UPDATE job_execution_logs SET instance = $1
+              WHERE status = 'pending' AND COALESCE(instance, '') <> $1
+                AND COALESCE(instance, '') NOT IN ({LIVE} $2::timestamptz)
+              RETURNING id::text AS id, job_name, scheduled_for, \"trigger\""
+        );
+        let text = self.sql(&query);
+        let rows: Vec<(String, String, DateTime<Utc>, String)> = with_pool!(self, pool => sqlx::query_as(&text)
+            .bind(me)
+            .bind(ts(stale_before))
+            .fetch_all(pool)
+            .await
+            .doing("adopting the waiting slots of a stopped daemon"))?;
+        let mut adopted: Vec<Adopted> = rows
+            .into_iter()
+            .filter_map(|(id, job_name, scheduled_for, trigger)| {
+                Some(Adopted {
+                    id: Uuid::parse_str(&id).ok()?,
+                    job_name,
+                    scheduled_for,
+                    trigger: match trigger.as_str() {
+                        "schedule" => RunTrigger::Schedule,
+                        _ => RunTrigger::CatchUp,
+                    },
+                })
+            })
+            .collect();
+        adopted.sort_by(|a, b| (&a.job_name, a.scheduled_for).cmp(&(&b.job_name, b.scheduled_for)));
+        Ok(adopted)
+    }
+
+    /// Resolves the `sending` messages of owners that are gone or have not beaten since
+    /// `stale_before`: never attempted ones are released (`failed`), attempted ones become
+    /// `unknown`. Rows claimed before owners were recorded (no owner) count as attempted.
+    pub async fn release_dead_messages(
+        &self,
+        stale_before: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Released> {
+        let query = format!(
+            "UPDATE notification_log
+                SET status = CASE WHEN attempted_at IS NULL AND owner IS NOT NULL
+                                  THEN 'failed' ELSE 'unknown' END,
+                    error = CASE WHEN attempted_at IS NULL AND owner IS NOT NULL
+                        THEN 'not attempted: the process that claimed it (' || owner ||
+                             ') stopped first; a later run sends it'
+                        ELSE 'the process sending it (' || COALESCE(owner, '?') ||
+                             ') stopped before it recorded the outcome; it may have been sent, \
+                              so it is not sent again' END,
+                    updated_at = $2::timestamptz
+              WHERE status = 'sending'
+                AND COALESCE(owner, '') NOT IN ({LIVE} $1::timestamptz)
+              RETURNING status"
+        );
+        let text = self.sql(&query);
+        let statuses: Vec<String> = with_pool!(self, pool => sqlx::query_scalar(&text)
+            .bind(ts(stale_before))
+            .bind(ts(now))
+            .fetch_all(pool)
+            .await
+            .doing("releasing the messages of a stopped process"))?;
+        Ok(Released::count(&statuses))
+    }
+
+    /// How many messages are `sending` and `unknown` (for `/metrics`).
+    pub async fn open_message_counts(&self) -> Result<Vec<(String, i64)>> {
+        with_pool!(self, pool => sqlx::query_as(
+            "SELECT status, CAST(count(*) AS BIGINT) FROM notification_log
+              WHERE status IN ('sending', 'unknown') GROUP BY status",
+        )
+        .fetch_all(pool)
+        .await
+        .doing("counting messages"))
+    }
+
+    /// The messages of each of `runs` by status (for `tickler history`).
+    pub async fn run_messages(
+        &self,
+        runs: &[String],
+    ) -> Result<HashMap<String, BTreeMap<String, i64>>> {
+        if runs.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let ids: Vec<Value> = runs
+            .iter()
+            .map(|id| serde_json::json!({ "id": id }))
+            .collect();
+        let text = self.sql(
+            "SELECT run_id::text, status, CAST(count(*) AS BIGINT) FROM notification_log
+              WHERE run_id IN (SELECT (r.value->>'id')::uuid FROM ROWS($1))
+              GROUP BY run_id, status",
+        );
+        let rows: Vec<(String, String, i64)> = with_pool!(self, pool => sqlx::query_as(&text)
+            .bind(serde_json::to_string(&ids).unwrap_or_default())
+            .fetch_all(pool)
+            .await
+            .doing("counting the messages of runs"))?;
+        let mut out: HashMap<String, BTreeMap<String, i64>> = HashMap::new();
+        for (run, status, n) in rows {
+            out.entry(run).or_default().insert(status, n);
+        }
+        Ok(out)
+    }
+
+    /// Records, in a running row's metadata, the process group its command started, so that
+    /// whoever finds the run orphaned on this host can end what is left of it.
+    pub async fn record_run_group(&self, id: Uuid, group: &Value) -> Result<()> {
+        let text = self.sql(
+            "UPDATE job_execution_logs SET metadata = $1::jsonb
+              WHERE id = $2::uuid AND status = 'running'",
+        );
+        with_pool!(self, pool => sqlx::query(&text)
+            .bind(serde_json::json!({ "process_group": group }).to_string())
+            .bind(id.to_string())
+            .execute(pool)
+            .await
+            .map(|_| ())
+            .doing("recording a run's process group"))
+    }
+
+    /// Records the process group of a task's attempt, while `owner` holds its lease.
+    pub async fn record_task_group(&self, id: &str, owner: &str, group: &Value) -> Result<()> {
+        let text = self.sql(
+            "UPDATE scheduled_tasks SET process_group = $1
+              WHERE id = $2::uuid AND status = 'executing' AND lease_owner = $3",
+        );
+        with_pool!(self, pool => sqlx::query(&text)
+            .bind(group.to_string())
+            .bind(id)
+            .bind(owner)
+            .execute(pool)
+            .await
+            .map(|_| ())
+            .doing("recording a task's process group"))
+    }
+}
