@@ -5,6 +5,7 @@ mod helpers;
 mod alerts;
 mod billing;
 mod check;
+mod claims;
 mod daemon;
 mod http;
 mod process;
