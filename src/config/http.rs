@@ -14,12 +14,23 @@ use super::{Collector, deser};
 /// Where `[http]` listens unless `listen` says otherwise: loopback only.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9184";
 
+/// Connections served at once unless `max_connections` says otherwise: a scraper, a monitor
+/// and a few trigger calls need a handful, and each one costs a file descriptor that jobs and
+/// the database also need.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 128;
+/// The largest `max_connections` accepted: beyond it the open-file limit, not this setting,
+/// is what bounds the listener.
+pub const MAX_MAX_CONNECTIONS: i64 = 65_536;
+
 #[derive(Debug, Clone)]
 pub struct HttpConfig {
     pub listen: SocketAddr,
     /// The bearer token of `POST /jobs/{name}/run`, read at each request (so a rotated file is
     /// picked up). Without one, every trigger request is refused.
     pub token: Option<SecretSource>,
+    /// The most connections served at once; the daemon lowers it further when the open-file
+    /// limit would leave too few descriptors for jobs and the database.
+    pub max_connections: usize,
 }
 
 #[derive(Deserialize)]
@@ -28,6 +39,7 @@ struct HttpRaw {
     listen: Option<Spanned<String>>,
     token_env: Option<String>,
     token_file: Option<PathBuf>,
+    max_connections: Option<Spanned<i64>>,
 }
 
 pub(super) fn http_config(
@@ -61,6 +73,18 @@ pub(super) fn http_config(
             }
         },
     };
+    let max_connections = match &raw.max_connections {
+        None => DEFAULT_MAX_CONNECTIONS,
+        Some(n) if (1..=MAX_MAX_CONNECTIONS).contains(n.get_ref()) => *n.get_ref() as usize,
+        Some(n) => {
+            c.push(
+                "invalid `max_connections` in `[http]`",
+                Some(n.span()),
+                format!("must be 1-{MAX_MAX_CONNECTIONS} (found {})", n.get_ref()),
+            );
+            return None;
+        }
+    };
     let token = match SecretSource::from_pair("token", raw.token_env, raw.token_file) {
         Ok(t) => t,
         Err(e) => {
@@ -70,7 +94,11 @@ pub(super) fn http_config(
     };
     // Read by the daemon when it starts (and at each request), not here: the other commands
     // load this config where a systemd credential or the service's environment is absent.
-    Some(HttpConfig { listen, token })
+    Some(HttpConfig {
+        listen,
+        token,
+        max_connections,
+    })
 }
 
 #[cfg(test)]
@@ -93,6 +121,9 @@ mod tests {
         let h = c.http.unwrap();
         assert_eq!(h.listen.to_string(), "127.0.0.1:9184");
         assert!(h.token.is_none());
+        assert_eq!(h.max_connections, 128);
+        let c = parse(Path::new("t.toml"), "[http]\nmax_connections = 3\n").unwrap();
+        assert_eq!(c.http.unwrap().max_connections, 3);
     }
 
     #[test]
@@ -111,5 +142,14 @@ mod tests {
             "the token is read by the daemon, so `tickler history` works from a shell"
         );
         assert!(err("[http]\nport = 80\n").contains("unknown field `port`"));
+        for (bad, found) in [("0", "0"), ("-1", "-1"), ("65537", "65537")] {
+            assert_eq!(
+                err(&format!("[http]\nmax_connections = {bad}\n")),
+                format!(
+                    "invalid `max_connections` in `[http]` (t.toml line 2, column 19): must be \
+                     1-65536 (found {found})"
+                )
+            );
+        }
     }
 }

@@ -2,20 +2,27 @@
 //! `GET /healthz` (the timer loop is going round and the database answers) and
 //! `POST /jobs/{name}/run` (a manual run, behind a bearer token compared in constant time).
 //! Anything else is 404; error details go to the log, never into a response.
+//!
+//! The listener holds a bounded number of connections (`[http] max_connections`, lowered to
+//! what the open-file limit leaves after a reserve for jobs and the database): a flood of idle
+//! clients can neither exhaust the daemon's descriptors nor keep a monitor from `/healthz`.
 
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode, header};
 use serde_json::json;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::fdlimit;
 use super::metrics::Snapshot;
 use super::runner::{Fire, Shared, run_fire};
 use crate::config::secret::SecretSource;
@@ -26,12 +33,26 @@ use crate::store::RunTrigger;
 const LOOP_STALE: Duration = Duration::from_secs(75);
 /// How long a scrape or health check waits for the database.
 const DB_PATIENCE: Duration = Duration::from_secs(2);
+/// How long a connection may take to send a request's headers, counted from its start or from
+/// its previous response: a client that connects and sends nothing, or an idle keep-alive
+/// connection, is closed after this and gives its slot back.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// The wait before `accept` is tried again after it failed (out of descriptors): the refused
+/// connection stays queued, so trying at once would spin.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// While the listener is full and the connection asked to close is still answering, the next
+/// oldest one is asked after this long.
+const EVICT_PATIENCE: Duration = Duration::from_millis(250);
+/// A repeated condition logged once is logged again at most this often, with its count.
+const LOG_AGAIN_AFTER: Duration = Duration::from_secs(600);
 
 /// What the handlers see.
 pub struct HttpState {
     pub shared: Arc<Shared>,
     pub tracker: TaskTracker,
     pub token: Option<SecretSource>,
+    /// `[http] max_connections`: the most connections served at once.
+    pub max_connections: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -63,42 +84,238 @@ pub fn check_token(token: &Option<SecretSource>) -> Result<(), TokenError> {
     }
 }
 
-/// Serves connections until `stopping`.
+/// Serves connections until `stopping`, at most `state.max_connections` at once (fewer when
+/// the open-file limit is low, see [`fdlimit::connection_bound`]).
+///
+/// When every slot is taken, a new connection is accepted and the oldest one is asked to
+/// close (at once when it is idle between requests, after its response when it is busy): a
+/// monitor's `/healthz` is then answered even while hundreds of idle clients try to hold
+/// connections, as nginx drains idle keep-alive connections when its pool is full. Waiting
+/// for a free slot instead would queue the monitor behind every idle client's header-read
+/// timeout. Idle connections also close on their own after [`HEADER_READ_TIMEOUT`].
 pub async fn serve(listener: TcpListener, state: Arc<HttpState>, stopping: CancellationToken) {
+    let bound = connection_bound(state.max_connections);
     if let Ok(addr) = listener.local_addr() {
-        tracing::info!(listen = %addr, trigger = state.token.is_some(), "http listener started");
+        tracing::info!(
+            listen = %addr, trigger = state.token.is_some(), max_connections = bound,
+            "http listener started"
+        );
     }
     if state.token.is_none() {
         tracing::info!("POST /jobs/NAME/run is refused: no `[http]` token_file or token_env");
     }
+    let slots = Arc::new(Semaphore::new(bound));
+    let connections = Arc::new(Connections::default());
+    let mut out_of_files = Throttle::default();
+    let mut other_errors = Throttle::default();
+    let mut full = Throttle::default();
     loop {
-        let stream = tokio::select! {
-            r = listener.accept() => match r {
-                Ok((stream, _)) => stream,
-                Err(e) => {
-                    tracing::warn!(error = %e, "http accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
             _ = stopping.cancelled() => return,
         };
-        let state = state.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| {
-                let state = state.clone();
-                async move { Ok::<_, Infallible>(handle(req, &state).await) }
-            });
-            let io = hyper_util::rt::TokioIo::new(stream);
-            let served = hyper::server::conn::http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(10))
-                .serve_connection(io, service)
-                .await;
-            if let Err(e) = served {
-                tracing::debug!(error = %e, "http connection ended with an error");
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                if is_out_of_files(&e) {
+                    if let Some(times) = out_of_files.hit(Instant::now()) {
+                        tracing::warn!(
+                            error = %e, times,
+                            "http accept failed: the process is out of file descriptors; new \
+                             connections wait in the kernel's queue; raise `LimitNOFILE=` in the \
+                             service unit or lower `[http] max_connections`"
+                        );
+                    }
+                } else if let Some(times) = other_errors.hit(Instant::now()) {
+                    tracing::warn!(error = %e, times, "http accept failed");
+                }
+                // The failed connection is still queued: trying again at once would spin.
+                tokio::select! {
+                    _ = tokio::time::sleep(ACCEPT_BACKOFF) => continue,
+                    _ = stopping.cancelled() => return,
+                }
             }
+        };
+        let permit = match slots.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                if let Some(times) = full.hit(Instant::now()) {
+                    tracing::warn!(
+                        max_connections = bound,
+                        times,
+                        "http connection limit reached: each new connection now closes the \
+                         oldest one (idle ones close anyway after 10s without a request); if \
+                         these are real clients, raise `[http] max_connections` (and \
+                         `LimitNOFILE=` in the service unit with it)"
+                    );
+                }
+                match free_a_slot(&slots, &connections, &stopping).await {
+                    Some(permit) => permit,
+                    None => return,
+                }
+            }
+        };
+        let registered = connections.register();
+        tokio::spawn(serve_connection(stream, state.clone(), permit, registered));
+    }
+}
+
+/// The configured bound lowered to what the open-file limit leaves after the reserve; says so
+/// when it lowers it.
+fn connection_bound(wanted: usize) -> usize {
+    let limit = match fdlimit::current() {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(error = %e, "http: serving up to `[http] max_connections` unchecked");
+            return wanted;
+        }
+    };
+    let open = fdlimit::open_now().unwrap_or_else(|| {
+        tracing::warn!("http: cannot count open descriptors in `/proc/self/fd`; assuming 64");
+        64
+    });
+    let bound = fdlimit::connection_bound(wanted, limit.soft, open);
+    if bound < wanted {
+        tracing::warn!(
+            max_connections = wanted,
+            lowered_to = bound,
+            open_files_limit = limit.soft,
+            open_now = open,
+            reserved = fdlimit::reserve(limit.soft),
+            "`[http] max_connections` lowered so that jobs and the database keep descriptors; \
+             raise `LimitNOFILE=` in the service unit to serve more"
+        );
+    }
+    bound
+}
+
+/// `accept` failed for want of descriptors (this process's or the system's) or kernel memory:
+/// it will fail again until something closes.
+fn is_out_of_files(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
+}
+
+/// Asks the oldest connections to close, one more every [`EVICT_PATIENCE`] while the asked
+/// ones are still answering, until a slot is free; `None` when the daemon stops first.
+async fn free_a_slot(
+    slots: &Arc<Semaphore>,
+    connections: &Connections,
+    stopping: &CancellationToken,
+) -> Option<OwnedSemaphorePermit> {
+    loop {
+        connections.close_oldest();
+        tokio::select! {
+            permit = slots.clone().acquire_owned() => return permit.ok(),
+            _ = tokio::time::sleep(EVICT_PATIENCE) => {}
+            _ = stopping.cancelled() => return None,
+        }
+    }
+}
+
+/// Serves one connection; its slot is given back only after its socket is closed, so the
+/// count of slots in use never falls below the count of open sockets.
+async fn serve_connection(
+    stream: TcpStream,
+    state: Arc<HttpState>,
+    permit: OwnedSemaphorePermit,
+    registered: Registered,
+) {
+    {
+        let service = hyper::service::service_fn(move |req| {
+            let state = state.clone();
+            async move { Ok::<_, Infallible>(handle(req, &state).await) }
         });
+        let io = hyper_util::rt::TokioIo::new(stream);
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT);
+        let conn = builder.serve_connection(io, service);
+        let mut conn = std::pin::pin!(conn);
+        let served = tokio::select! {
+            r = conn.as_mut() => r,
+            _ = registered.close.cancelled() => {
+                // Closes an idle connection now; a busy one after its response.
+                conn.as_mut().graceful_shutdown();
+                conn.as_mut().await
+            }
+        };
+        if let Err(e) = served {
+            tracing::debug!(error = %e, "http connection ended with an error");
+        }
+    }
+    drop(registered);
+    drop(permit);
+}
+
+/// The connections being served, oldest first, each with the token that asks it to close.
+#[derive(Default)]
+struct Connections {
+    open: Mutex<(u64, BTreeMap<u64, CancellationToken>)>,
+}
+
+/// A connection's place in [`Connections`], given up when dropped.
+struct Registered {
+    id: u64,
+    close: CancellationToken,
+    connections: Arc<Connections>,
+}
+
+impl Connections {
+    fn register(self: &Arc<Self>) -> Registered {
+        let close = CancellationToken::new();
+        let mut open = self.open.lock().expect("connections lock");
+        let id = open.0;
+        open.0 += 1;
+        open.1.insert(id, close.clone());
+        Registered {
+            id,
+            close,
+            connections: self.clone(),
+        }
+    }
+
+    /// Asks the oldest connection not yet asked to close (none when all already were).
+    fn close_oldest(&self) {
+        let open = self.open.lock().expect("connections lock");
+        if let Some(t) = open.1.values().find(|t| !t.is_cancelled()) {
+            t.cancel();
+        }
+    }
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        if let Ok(mut open) = self.connections.open.lock() {
+            open.1.remove(&self.id);
+        }
+    }
+}
+
+/// Decides when a condition that repeats (a full listener, a failing `accept`) gets a log
+/// line: the first time, then at most once per [`LOG_AGAIN_AFTER`], so a flood of
+/// connections cannot flood the journal too.
+#[derive(Debug, Default)]
+struct Throttle {
+    last_line: Option<Instant>,
+    since: u64,
+}
+
+impl Throttle {
+    /// `Some(times it happened since the last line, this one included)` when this occurrence
+    /// is to be logged.
+    fn hit(&mut self, now: Instant) -> Option<u64> {
+        self.since += 1;
+        match self.last_line {
+            Some(t) if now.saturating_duration_since(t) < LOG_AGAIN_AFTER => None,
+            _ => {
+                self.last_line = Some(now);
+                Some(std::mem::take(&mut self.since))
+            }
+        }
     }
 }
 
@@ -287,7 +504,21 @@ fn trigger(req: &Request<Incoming>, name: &str, state: &HttpState) -> Response<F
 
 #[cfg(test)]
 mod tests {
-    use super::same_token;
+    use super::{LOG_AGAIN_AFTER, Throttle, same_token};
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn a_repeated_condition_is_logged_once_then_at_most_every_ten_minutes_with_its_count() {
+        let mut t = Throttle::default();
+        let t0 = Instant::now();
+        assert_eq!(t.hit(t0), Some(1));
+        for i in 1..1000 {
+            assert_eq!(t.hit(t0 + Duration::from_millis(i)), None);
+        }
+        assert_eq!(t.hit(t0 + LOG_AGAIN_AFTER - Duration::from_secs(1)), None);
+        assert_eq!(t.hit(t0 + LOG_AGAIN_AFTER), Some(1001));
+        assert_eq!(t.hit(t0 + LOG_AGAIN_AFTER), None);
+    }
 
     #[test]
     fn tokens_compare_whole() {

@@ -19,6 +19,7 @@ use crate::store::{Instance, NewRun, RunTrigger, Status, Store, StoreError};
 
 pub mod alerts;
 pub mod clock;
+pub mod fdlimit;
 pub mod http;
 pub mod ledger;
 pub mod metrics;
@@ -190,6 +191,21 @@ fn decide(spec: &JobSpec, due: &[DateTime<Utc>], now: DateTime<Utc>) -> Decision
     d
 }
 
+/// Raises the soft open-file limit before anything is opened, so that a low default (256 or
+/// 1024) does not make jobs, the database and the `[http]` listener fail together with `Too
+/// many open files`; the listener then sizes itself to what is left (see [`fdlimit`]).
+fn raise_file_limit() {
+    match fdlimit::raise() {
+        Ok(fdlimit::FileLimit {
+            soft,
+            hard,
+            raised_from: Some(from),
+        }) => tracing::info!(from, to = soft, hard, "raised the open-file limit"),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "keeping the open-file limit"),
+    }
+}
+
 /// Runs the daemon until a [`Signal::Shutdown`] (or the end of `signals`).
 pub async fn run(
     config: Config,
@@ -198,6 +214,7 @@ pub async fn run(
 ) -> Result<(), DaemonError> {
     let clock = options.clock;
     let service = options.service;
+    raise_file_limit();
     let store = Store::connect(&config.daemon.database_url).await?;
     let _lock = store.lock_for_daemon()?;
     let listener = match &config.http {
@@ -248,6 +265,7 @@ pub async fn run(
             shared: shared.clone(),
             tracker: tracker.clone(),
             token: h.token.clone(),
+            max_connections: h.max_connections,
         });
         tokio::spawn(http::serve(listener, state, shared.stopping.clone()));
     }
@@ -703,7 +721,11 @@ fn reload(
              changes take effect at the next restart"
         );
     }
-    let http_key = |c: &Config| c.http.as_ref().map(|h| (h.listen, h.token.clone()));
+    let http_key = |c: &Config| {
+        c.http
+            .as_ref()
+            .map(|h| (h.listen, h.token.clone(), h.max_connections))
+    };
     if http_key(current) != http_key(&new) {
         tracing::warn!("`[http]` changes take effect at the next restart");
     }

@@ -1,9 +1,10 @@
 //! The optional `[http]` listener on a real socket: `/metrics` after real runs, `/healthz`, and
-//! `POST /jobs/{name}/run` with no, wrong and right bearer tokens.
+//! `POST /jobs/{name}/run` with no, wrong and right bearer tokens, and the real binary under a
+//! low open-file limit with hundreds of idle clients.
 
 use std::time::Duration;
 
-use crate::helpers::{Project, TestDaemon, runs, utc, wait_settled};
+use crate::helpers::{Project, TestDaemon, runs, signal, utc, wait_for, wait_settled};
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -209,4 +210,197 @@ async fn without_a_token_the_trigger_is_refused_and_a_taken_port_fails_the_start
         ),
         "{err}"
     );
+}
+
+/// Sets this test process's soft open-file limit to at least `want` (within its hard limit):
+/// the test itself holds hundreds of sockets.
+fn ensure_own_file_limit(want: u64) {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit on structs we own; only this process's limit changes.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
+        if lim.rlim_cur < want {
+            assert!(
+                lim.rlim_max >= want,
+                "this test needs {want} descriptors; the hard limit is {}",
+                lim.rlim_max
+            );
+            lim.rlim_cur = want;
+            assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0);
+        }
+    }
+}
+
+/// A daemon process of this test's own, killed by its pid if the test fails midway.
+struct Spawned(std::process::Child);
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        if self.0.try_wait().ok().flatten().is_none() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+fn open_descriptors(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// `GET /healthz` on a connection of its own; its status, or what went wrong.
+async fn healthz(base: &str, within: Duration) -> Result<u16, String> {
+    let client = reqwest::Client::builder()
+        .timeout(within)
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    client
+        .get(format!("{base}/healthz"))
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .map_err(|e| format!("{e:?}"))
+}
+
+/// The issue's drill on the real binary: started with a soft limit of 128 files (hard 192),
+/// 300 idle clients connect and stay. The daemon raises its limit to 192, serves fewer
+/// connections than `max_connections` so that a reserve stays free, answers `/healthz` at
+/// once (the oldest idle connection makes room), a job that spawns a process every second
+/// keeps succeeding, and the full listener is logged once, not per connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_cannot_starve_health_checks_jobs_or_descriptors() {
+    use std::os::unix::process::CommandExt;
+
+    const CLIENTS: usize = 300;
+    const SOFT: u64 = 128;
+    const HARD: u64 = 192;
+    ensure_own_file_limit(1024);
+    let p = Project::sqlite();
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    p.write_config(
+        "",
+        &format!(
+            "[http]\nlisten = \"127.0.0.1:{port}\"\n\n\
+             [[job]]\nname = \"tick\"\nkind = \"command\"\ncommand = [\"true\"]\nevery = \"1s\"\n"
+        ),
+    );
+    let log_path = p.path().join("daemon.log");
+    let mut cmd = p.daemon_command();
+    cmd.stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .env("TICKLER_LOG", "info");
+    // SAFETY: setrlimit is async-signal-safe and changes only the child's own limit.
+    unsafe {
+        cmd.pre_exec(|| {
+            let lim = libc::rlimit {
+                rlim_cur: SOFT,
+                rlim_max: HARD,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut daemon = Spawned(cmd.spawn().expect("spawn tickler run"));
+    let pid = daemon.0.id();
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    wait_for(
+        "the listener to answer",
+        Duration::from_secs(30),
+        || async { (healthz(&base, Duration::from_secs(2)).await == Ok(200)).then_some(()) },
+    )
+    .await;
+    let text = log();
+    assert!(
+        text.contains(&format!("raised the open-file limit from={SOFT} to={HARD}")),
+        "{text}"
+    );
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    assert!(
+        limits.lines().any(|l| l.starts_with("Max open files")
+            && l.split_whitespace().collect::<Vec<_>>()[3..5] == ["192", "192"]),
+        "{limits}"
+    );
+    assert!(
+        text.contains("`[http] max_connections` lowered") && text.contains("max_connections=128"),
+        "192 files leave fewer than 128 connections after the reserve: {text}"
+    );
+
+    let store = p.store().await;
+    let before = runs(&store, "tick").await.len();
+    let mut idle = Vec::with_capacity(CLIENTS + 50);
+    for _ in 0..CLIENTS {
+        idle.push(
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .unwrap(),
+        );
+    }
+
+    // A monitor is answered at once, though 300 clients got there first and said nothing.
+    let started = std::time::Instant::now();
+    assert_eq!(healthz(&base, Duration::from_secs(5)).await, Ok(200));
+    let answered_in = started.elapsed();
+    let free = |n: usize| (HARD as usize).saturating_sub(n);
+    let fds = open_descriptors(pid);
+    assert!(
+        free(fds) >= 32,
+        "{fds} of {HARD} descriptors open while idle clients wait"
+    );
+
+    // Jobs keep running (each run spawns `true`: pipes, a process) while the clients stay.
+    let rows = wait_for(
+        "3 more runs of `tick` while the clients stay",
+        Duration::from_secs(20),
+        || async {
+            let fds = open_descriptors(pid);
+            assert!(free(fds) >= 32, "{fds} of {HARD} descriptors open");
+            let rows = runs(&store, "tick").await;
+            let done = rows.iter().filter(|r| r.status != "running").count();
+            (done >= before + 3).then_some(rows)
+        },
+    )
+    .await;
+    for r in rows.iter().filter(|r| r.status != "running") {
+        assert_eq!(r.status, "succeeded", "{:?}", r.error_message);
+    }
+
+    // Filling it up again is not logged again.
+    for _ in 0..50 {
+        idle.push(
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .unwrap(),
+        );
+    }
+    assert_eq!(healthz(&base, Duration::from_secs(5)).await, Ok(200));
+    drop(idle);
+
+    signal(&daemon.0, libc::SIGTERM);
+    let status = wait_for("the daemon to exit", Duration::from_secs(30), || {
+        let status = daemon.0.try_wait().unwrap();
+        async move { status }
+    })
+    .await;
+    assert!(status.success(), "{status}");
+    let text = log();
+    assert_eq!(
+        text.matches("http connection limit reached").count(),
+        1,
+        "one line for a full listener, not one per connection: {text}"
+    );
+    assert!(
+        text.contains("raise `[http] max_connections`"),
+        "the line says what to do: {text}"
+    );
+    assert!(!text.contains("Too many open files"), "{text}");
+    eprintln!("healthz answered in {answered_in:?} behind {CLIENTS} idle clients");
+    store.close().await;
 }
