@@ -7,6 +7,7 @@ mod billing;
 mod check;
 mod daemon;
 mod http;
+mod input;
 mod process;
 mod queue;
 mod replicas;
