@@ -1,5 +1,6 @@
 //! Bad input on the real binary: values that would overflow are refused with a message and an
-//! exit status instead of a panic or a runaway daemon.
+//! exit status instead of a panic or a runaway daemon, and a reader that closes stdout early
+//! (`tickler history | head`) ends a command quietly.
 //!
 //! Every process here runs bounded: an address-space limit (the old code grew to 24 GB on an
 //! overflowing interval) and a deadline after which it is killed, by its own handle.
@@ -7,9 +8,13 @@
 use std::io::Read as _;
 use std::os::unix::process::CommandExt as _;
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::helpers::{BIN, Project};
+use tickler::store::{NewRun, RunTrigger, Status};
+use uuid::Uuid;
+
+use crate::helpers::{BIN, Project, utc};
 
 /// The address space a tickler process may use here (tokio and SQLite need well under 1 GiB).
 const MEMORY_LIMIT: u64 = 2 << 30;
@@ -153,4 +158,101 @@ fn out_of_range_cli_values_are_input_errors() {
     let out = p.cli(&["tasks", "list", "--format", "json"]);
     let tasks: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(tasks.len(), 1, "{tasks:?}");
+}
+
+/// A project with output to show in every command: demo invoices, a campaign, and 2,000 runs
+/// in the ledger (`history --format json` then prints far more than a pipe holds, 64 KiB).
+async fn project_with_output() -> Project {
+    let p = Project::sqlite();
+    p.write_config(
+        "",
+        "[queue.handlers.h]\nkind = \"noop\"\n\n\
+         [[job]]\nname = \"x\"\nkind = \"noop\"\nevery = \"1m\"\n",
+    );
+    let out = p.cli(&["demo"]);
+    assert!(out.status.success(), "{}", crate::helpers::stderr(&out));
+    let out = p.cli(&["campaign", "create", "--name", "c", "--overdue-days", "0"]);
+    assert!(out.status.success(), "{}", crate::helpers::stderr(&out));
+    let store = p.store().await;
+    let instance: Arc<str> = Arc::from("test:1:1");
+    let start = utc("2025-01-01T00:00:00Z");
+    let runs: Vec<NewRun> = (0..2000)
+        .map(|i| NewRun {
+            id: Uuid::now_v7(),
+            job_name: Arc::from("x"),
+            scheduled_for: start + chrono::TimeDelta::minutes(i),
+            trigger: RunTrigger::Schedule,
+            status: Status::Missed,
+            started_at: start + chrono::TimeDelta::minutes(i),
+            instance: instance.clone(),
+            error_message: Some("the daemon was down at this slot".into()),
+            metadata: None,
+        })
+        .collect();
+    assert_eq!(store.insert_runs(&runs).await.unwrap().len(), 2000);
+    store.close().await;
+    p
+}
+
+/// The issue's case: `tickler history --format json | head -c 600`. The reader takes a few
+/// bytes and goes away while tickler still has ~600 KB to write: tickler ends with status 0
+/// and says nothing (before: `failed printing to stdout: Broken pipe`, a panic, status 101).
+#[tokio::test]
+async fn history_ends_quietly_when_its_reader_goes_away() {
+    let p = project_with_output().await;
+    let mut c = command(&p, &["history", "--format", "json", "--limit", "2000"]);
+    let mut child = c.stdout(Stdio::piped()).spawn().expect("spawn tickler");
+    let mut reader = child.stdout.take().unwrap();
+    let mut first = [0u8; 10];
+    reader.read_exact(&mut first).unwrap();
+    assert_eq!(&first[..], b"[\n  {\n    ");
+    drop(reader);
+    let (status, err) = wait_bounded(child, Duration::from_secs(60), "history");
+    assert_eq!((status.code(), err.as_str()), (Some(0), ""));
+}
+
+/// Every command that prints, with its stdout a pipe nobody reads any more: each ends with
+/// its own status (0 here) and nothing on stderr.
+#[tokio::test]
+async fn every_command_ends_quietly_on_a_closed_stdout() {
+    let p = project_with_output().await;
+    let commands: &[&[&str]] = &[
+        &["check"],
+        &["list"],
+        &["list", "--format", "json"],
+        &["print-config"],
+        &["completions", "bash"],
+        &["history"],
+        &["history", "--format", "json"],
+        &["tasks", "list"],
+        &["tasks", "list", "--format", "json"],
+        &["campaign", "list"],
+        &["campaign", "show", "c"],
+        &["migrate"],
+        &["run-job", "x"],
+        &["run-job", "x", "--dry-run"],
+        &[
+            "tasks",
+            "enqueue",
+            "--type",
+            "custom",
+            "--in",
+            "1h",
+            "--data",
+            r#"{"handler":"h"}"#,
+        ],
+        &["--help"],
+        &["--version"],
+    ];
+    for args in commands {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let mut c = command(&p, args);
+        // Logs of `run-job` are not the subject here; a panic message would still show.
+        c.stdout(writer).env("TICKLER_LOG", "error");
+        let child = c.spawn().expect("spawn tickler");
+        drop(c);
+        let (status, err) = wait_bounded(child, Duration::from_secs(60), &args.join(" "));
+        assert_eq!((status.code(), err.as_str()), (Some(0), ""), "{args:?}");
+    }
 }
