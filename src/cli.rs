@@ -219,42 +219,32 @@ fn parse_status(s: &str) -> Result<Status, String> {
 /// Runs a command; the returned code is the process's exit status.
 pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Completions { shell } => {
-            print!("{}", completions(shell));
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Completions { shell } => finish(&completions(shell), ExitCode::SUCCESS),
         Command::Man { dir } => {
             write_man_pages(&dir)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::PrintConfig => {
-            print!("{}", config::EXAMPLE);
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::PrintConfig => finish(config::EXAMPLE, ExitCode::SUCCESS),
         Command::Check => {
             let config = config::load(&cli.config)?;
-            print!("{}", check_report(&config, Utc::now()));
-            Ok(ExitCode::SUCCESS)
+            finish(&check_report(&config, Utc::now()), ExitCode::SUCCESS)
         }
         Command::List { next, from, format } => {
             let config = config::load(&cli.config)?;
-            print!(
-                "{}",
-                list_report(
-                    &config,
-                    from.unwrap_or_else(Utc::now),
-                    next as usize,
-                    format
-                )
-            );
-            Ok(ExitCode::SUCCESS)
+            let from = from.unwrap_or_else(Utc::now);
+            finish(
+                &list_report(&config, from, next as usize, format),
+                ExitCode::SUCCESS,
+            )
         }
         Command::Migrate => {
             let config = config::load(&cli.config)?;
             let store = open_store(&config).await?;
-            println!("migrated {}", config.daemon.database_url);
             store.close().await;
-            Ok(ExitCode::SUCCESS)
+            finish(
+                &format!("migrated {}\n", config.daemon.database_url),
+                ExitCode::SUCCESS,
+            )
         }
         Command::History {
             job,
@@ -287,12 +277,12 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                     config.daemon.database_url
                 );
             }
-            match (format, run) {
-                (Format::Json, _) => println!("{}", serde_json::to_string_pretty(&rows)?),
-                (Format::Table, Some(_)) => print!("{}", run_detail(&rows[0])),
-                (Format::Table, None) => print!("{}", history_table(&rows)),
-            }
-            Ok(ExitCode::SUCCESS)
+            let text = match (format, run) {
+                (Format::Json, _) => serde_json::to_string_pretty(&rows)? + "\n",
+                (Format::Table, Some(_)) => run_detail(&rows[0]),
+                (Format::Table, None) => history_table(&rows),
+            };
+            finish(&text, ExitCode::SUCCESS)
         }
         Command::RunJob {
             name,
@@ -315,30 +305,33 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                     .map(|j| j.name.clone())
                     .collect(),
             };
-            if dry_run {
-                let mut ok = true;
-                for (name, result) in daemon::dry_run(&config, &names).await? {
-                    match result {
-                        Ok(outcome) => print!("{}", dry_run_report(&name, &outcome)),
-                        Err(e) => {
-                            ok = false;
-                            println!("{name}: would fail: {e}");
-                        }
-                    }
-                }
-                return Ok(if ok {
+            let code = |ok: bool| {
+                if ok {
                     ExitCode::SUCCESS
                 } else {
                     ExitCode::FAILURE
-                });
-            }
-            let results = daemon::run_now(&config, &names).await?;
+                }
+            };
+            let mut text = String::new();
             let mut ok = true;
-            for (name, summary) in results {
+            if dry_run {
+                for (name, result) in daemon::dry_run(&config, &names).await? {
+                    match result {
+                        Ok(outcome) => text.push_str(&dry_run_report(&name, &outcome)),
+                        Err(e) => {
+                            ok = false;
+                            let _ = writeln!(text, "{name}: would fail: {e}");
+                        }
+                    }
+                }
+                return finish(&text, code(ok));
+            }
+            for (name, summary) in daemon::run_now(&config, &names).await? {
                 match summary {
                     Some(s) => {
                         ok &= matches!(s.status, Status::Succeeded | Status::Partial);
-                        println!(
+                        let _ = writeln!(
+                            text,
                             "{name}: {} (run {}, {} records{})",
                             s.status.as_str(),
                             s.id,
@@ -348,15 +341,11 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                     }
                     None => {
                         ok = false;
-                        println!("{name}: did not run");
+                        let _ = writeln!(text, "{name}: did not run");
                     }
                 }
             }
-            Ok(if ok {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
+            finish(&text, code(ok))
         }
         Command::Import {
             table,
@@ -368,8 +357,8 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             let result = import::import(&store, table, &file, &number_prefix).await;
             store.close().await;
             let n = result?;
-            println!("imported {n} {} from {}", table.name(), file.display());
-            Ok(ExitCode::SUCCESS)
+            let text = format!("imported {n} {} from {}\n", table.name(), file.display());
+            finish(&text, ExitCode::SUCCESS)
         }
         Command::Invoice {
             command:
@@ -384,24 +373,21 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             let result =
                 mark_paid(&store, &number, paid_at.unwrap_or_else(Utc::now), reference).await;
             store.close().await;
-            println!("{}", result?);
-            Ok(ExitCode::SUCCESS)
+            finish(&(result? + "\n"), ExitCode::SUCCESS)
         }
         Command::Tasks { command } => {
             let config = config::load(&cli.config)?;
             let store = open_store(&config).await?;
             let result = tasks_command(&store, &config, command).await;
             store.close().await;
-            print!("{}", result?);
-            Ok(ExitCode::SUCCESS)
+            finish(&result?, ExitCode::SUCCESS)
         }
         Command::Campaign { command } => {
             let config = config::load(&cli.config)?;
             let store = open_store(&config).await?;
             let result = campaign_command(&store, &config, command).await;
             store.close().await;
-            print!("{}", result?);
-            Ok(ExitCode::SUCCESS)
+            finish(&result?, ExitCode::SUCCESS)
         }
         Command::Demo => {
             let config = config::load(&cli.config)?;
@@ -412,11 +398,11 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             let result = crate::billing::demo::fill(&store, today).await;
             store.close().await;
             let (c, s, i) = result.map_err(anyhow::Error::msg)?;
-            println!(
-                "demo data in {}: {c} customers, {s} subscriptions, {i} invoices",
+            let text = format!(
+                "demo data in {}: {c} customers, {s} subscriptions, {i} invoices\n",
                 config.daemon.database_url
             );
-            Ok(ExitCode::SUCCESS)
+            finish(&text, ExitCode::SUCCESS)
         }
         Command::Run { demo } => {
             let config = config::load(&cli.config)?;
@@ -432,6 +418,25 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             daemon::run(config, rx, options).await?;
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+/// Writes a command's output to stdout, then ends with `code`.
+///
+/// A reader that stops reading (`tickler history | head`) closes the pipe; the command then
+/// ends quietly with its own status, as Unix tools do, instead of `print!`'s panic. The error
+/// is handled here rather than by restoring `SIGPIPE`'s default action, because `tickler run`
+/// must never die of a signal when an HTTP client or an SMTP server closes a socket: Rust
+/// ignores `SIGPIPE` in every command, and only this one place needs to know about it.
+fn finish(text: &str, code: ExitCode) -> anyhow::Result<ExitCode> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => Ok(code),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(code),
+        Err(e) => Err(anyhow::anyhow!(
+            "cannot write the output to stdout: {e}; check where it is redirected"
+        )),
     }
 }
 

@@ -1,6 +1,7 @@
 //! The `tickler` binary: parse the command line, set up logging, run the command, and turn an
 //! error into a message and an exit code. Everything else lives in the library.
 
+use std::io::Write as _;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -23,15 +24,21 @@ fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            report(&format!("cannot start the async runtime: {e}"));
             return ExitCode::FAILURE;
         }
     };
     match runtime.block_on(tickler::cli::execute(cli)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            report(&format!("{e:#}"));
             ExitCode::FAILURE
         }
     }
+}
+
+/// Prints an error on stderr. Unlike `eprintln!`, a closed stderr (`tickler check 2>&1 | head
+/// -c 1`) is no panic: the exit status alone then tells the error.
+fn report(message: &str) {
+    let _ = writeln!(std::io::stderr().lock(), "error: {message}");
 }

@@ -9,7 +9,7 @@ use toml::Spanned;
 use toml::de::DeValue;
 
 use super::secret::SecretSource;
-use super::{Collector, deser};
+use super::{Collector, Owner, deser};
 
 /// Where `[http]` listens unless `listen` says otherwise: loopback only.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9184";
@@ -51,7 +51,7 @@ pub(super) fn http_config(
     let raw = match deser::<HttpRaw>(value) {
         Ok(raw) => raw,
         Err(e) => {
-            c.toml("invalid `[http]` section", &e, span);
+            c.toml_value(Owner::Section("invalid `[http]` section"), &e, span);
             return None;
         }
     };

@@ -301,6 +301,73 @@ impl Collector<'_> {
         let detail = err.message().trim().to_string();
         self.push(what, Some(err.span().unwrap_or(fallback)), detail);
     }
+
+    /// A value of `owner` that did not deserialize, named by its key when the error points at
+    /// a value (a bad duration, a wrong type): the message then says which key of which table
+    /// is wrong, as invariant 10 asks, not just which section.
+    fn toml_value(&mut self, owner: Owner<'_>, err: &toml::de::Error, fallback: Range<usize>) {
+        let span = err.span().unwrap_or(fallback);
+        let what = self.what(owner, span.start);
+        self.push(what, Some(span), err.message().trim().to_string());
+    }
+
+    /// "invalid `KEY` for job `x`" or "invalid `KEY` in `[SECTION]`" for the value at
+    /// `offset`; the owner's own phrase when no value of the file lies there.
+    fn what(&self, owner: Owner<'_>, offset: usize) -> String {
+        let path = key_at(self.source.text, offset);
+        match owner {
+            Owner::Section(what) => match path.split_last() {
+                Some((key, table)) if !table.is_empty() => {
+                    format!("invalid `{key}` in `[{}]`", table.join("."))
+                }
+                _ => what.to_string(),
+            },
+            Owner::Entry { label, depth } if path.len() > depth => {
+                format!("invalid `{}` for {label}", path[depth..].join("."))
+            }
+            Owner::Entry { label, .. } => format!("invalid {label}"),
+        }
+    }
+}
+
+/// Whose keys a bad value belongs to, for `Collector::toml_value`.
+#[derive(Clone, Copy)]
+enum Owner<'a> {
+    /// A section (`[daemon]`, `[channels]`, ...): its phrase when no key is found.
+    Section(&'a str),
+    /// One entry of a list (a `[[job]]`, a `[queue.handlers.NAME]`), named `label`, whose own
+    /// keys start `depth` segments down the document (a job's: 1, a handler's: 3).
+    Entry { label: &'a str, depth: usize },
+}
+
+/// The keys leading to the value (a string, number, date, or an item of an array of them)
+/// that holds byte `offset` of the document, e.g. `job`, `retry`, `initial`; empty when the
+/// offset is on no value (a key, a table header) or the text does not parse.
+fn key_at(text: &str, offset: usize) -> Vec<String> {
+    fn walk(table: &DeTable<'_>, offset: usize, path: &mut Vec<String>) -> bool {
+        let on = |v: &Spanned<DeValue<'_>>| v.span().contains(&offset);
+        for (key, value) in table.iter() {
+            path.push(key.get_ref().to_string());
+            let found = match value.get_ref() {
+                DeValue::Table(t) => walk(t, offset, path),
+                DeValue::Array(items) => items.iter().any(|item| match item.get_ref() {
+                    DeValue::Table(t) => walk(t, offset, path),
+                    _ => on(item),
+                }),
+                _ => on(value),
+            };
+            if found {
+                return true;
+            }
+            path.pop();
+        }
+        false
+    }
+    let mut path = vec![];
+    match DeTable::parse(text) {
+        Ok(root) if walk(root.get_ref(), offset, &mut path) => path,
+        _ => vec![],
+    }
 }
 
 fn deser<'i, T: Deserialize<'i>>(value: Spanned<DeValue<'i>>) -> Result<T, toml::de::Error> {
@@ -430,27 +497,27 @@ fn parse_into(path: &Path, text: &str, c: &mut Collector<'_>) -> Option<Config> 
         match key.get_ref().as_ref() {
             "daemon" => match deser::<DaemonRaw>(value.clone()) {
                 Ok(d) => daemon_raw = d,
-                Err(e) => c.toml("invalid `[daemon]` section", &e, span),
+                Err(e) => c.toml_value(Owner::Section("invalid `[daemon]` section"), &e, span),
             },
             "channels" => match deser::<ChannelsRaw>(value.clone()) {
                 Ok(ch) => {
                     channels = ch;
                     notify_span = span;
                 }
-                Err(e) => c.toml("invalid `[channels]` section", &e, span),
+                Err(e) => c.toml_value(Owner::Section("invalid `[channels]` section"), &e, span),
             },
             "templates" => match deser::<TemplatesRaw>(value.clone()) {
                 Ok(t) => {
                     templates = t;
                     templates_span = Some(span);
                 }
-                Err(e) => c.toml("invalid `[templates]` section", &e, span),
+                Err(e) => c.toml_value(Owner::Section("invalid `[templates]` section"), &e, span),
             },
             "queue" => queue_value = Some(value.clone()),
             "http" => http_value = Some(value.clone()),
             "defaults" => match deser::<PolicyRaw>(value.clone()) {
                 Ok(d) => defaults = d,
-                Err(e) => c.toml("invalid `[defaults]` section", &e, span),
+                Err(e) => c.toml_value(Owner::Section("invalid `[defaults]` section"), &e, span),
             },
             "job" => match value.get_ref() {
                 DeValue::Array(items) => job_tables.extend(items.iter().cloned()),
@@ -582,17 +649,21 @@ fn job_spec(
         Some(n) => format!("job `{n}`"),
         None => format!("the job at line {}", c.source.at(span.start).0),
     };
+    let owner = Owner::Entry {
+        label: &label,
+        depth: 1,
+    };
     let identity: IdentityRaw = match deser(sub_table(t, IDENTITY_KEYS, span.clone())) {
         Ok(i) => i,
         Err(e) => {
-            c.toml(format!("invalid {label}"), &e, span.clone());
+            c.toml_value(owner, &e, span.clone());
             return None;
         }
     };
     let policy: PolicyRaw = match deser(sub_table(t, POLICY_KEYS, span.clone())) {
         Ok(p) => p,
         Err(e) => {
-            c.toml(format!("invalid {label}"), &e, span.clone());
+            c.toml_value(owner, &e, span.clone());
             PolicyRaw::default()
         }
     };
@@ -632,11 +703,15 @@ fn job_spec(
                     quoted(&[IDENTITY_KEYS, POLICY_KEYS].concat())
                 );
             }
-            c.push(
-                format!("invalid {label}"),
-                Some(e.span().unwrap_or(span.clone())),
-                detail,
+            let at = e.span().unwrap_or(span.clone());
+            let what = c.what(
+                Owner::Entry {
+                    label: &label,
+                    depth: 1,
+                },
+                at.start,
             );
+            c.push(what, Some(at), detail);
             None
         }
         Err(BuildError::Invalid(detail)) => {
@@ -705,17 +780,34 @@ fn job_spec(
             }
         },
     };
-    if let (Some(trigger), Some(tz), Some(expr)) = (&trigger, timezone, &identity.schedule)
+    if let (Some(trigger), Some(tz)) = (&trigger, timezone)
         && trigger.next_after(chrono::Utc::now(), tz).is_none()
     {
-        c.push(
-            format!(
-                "cron expression `{}` for {label} never fires",
-                expr.get_ref()
+        match (&identity.schedule, &identity.every) {
+            (Some(expr), _) => c.push(
+                format!(
+                    "cron expression `{}` for {label} never fires",
+                    expr.get_ref()
+                ),
+                Some(expr.span()),
+                "no date matches it (e.g. February 30th); fix the day-of-month or month",
             ),
-            Some(expr.span()),
-            "no date matches it (e.g. February 30th); fix the day-of-month or month",
-        );
+            // Unreachable while `parse_every` caps intervals at `schedule::LONGEST`; kept so
+            // that a daemon is never handed a trigger it cannot compute, whatever the cap.
+            (None, Some(every)) => c.push(
+                format!(
+                    "`every` interval `{}` for {label} never fires",
+                    every.get_ref()
+                ),
+                Some(every.span()),
+                format!(
+                    "its next fire lies beyond the last instant tickler can compute; use at \
+                     most `{}`",
+                    schedule::LONGEST_TEXT
+                ),
+            ),
+            (None, None) => {}
+        }
     }
 
     let alerts = alerts::job_alerts(

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use toml::Spanned;
 use toml::de::{DeValue, ValueDeserializer};
 
-use super::{Collector, deser, duration, quoted, sub_table, valid_name};
+use super::{Collector, Owner, deser, duration, quoted, sub_table, valid_name};
 use crate::jobs::{self, BuildError};
 use crate::notify::Notifier;
 use crate::queue::{CampaignDefaults, Handler, QueueConfig, RetryRule, TaskType};
@@ -124,7 +124,7 @@ pub(super) fn queue_config(
     let raw: QueueRaw = match deser(sub_table(t, QUEUE_KEYS, span.clone())) {
         Ok(r) => r,
         Err(e) => {
-            c.toml("invalid `[queue]` section", &e, span);
+            c.toml_value(Owner::Section("invalid `[queue]` section"), &e, span);
             return q;
         }
     };
@@ -164,7 +164,7 @@ pub(super) fn queue_config(
                     Err(e) => c.push(
                         format!("invalid `backoff` in {label}"),
                         Some(step.span()),
-                        e,
+                        e.to_string(),
                     ),
                 }
             }
@@ -329,7 +329,11 @@ fn handlers_config(
             Some(v) => match v.get_ref().as_str().map(duration::parse) {
                 Some(Ok(d)) if !d.is_zero() => Some(d),
                 Some(Err(e)) => {
-                    c.push(format!("invalid `timeout` for {label}"), Some(v.span()), e);
+                    c.push(
+                        format!("invalid `timeout` for {label}"),
+                        Some(v.span()),
+                        e.to_string(),
+                    );
                     None
                 }
                 _ => {
@@ -354,11 +358,15 @@ fn handlers_config(
             Ok(job) => {
                 out.insert(name_str, Handler { kind, job, timeout });
             }
-            Err(BuildError::Params(e)) => c.push(
-                format!("invalid {label}"),
-                Some(e.span().unwrap_or(span)),
-                e.message().trim().to_string(),
-            ),
+            Err(BuildError::Params(e)) => {
+                let at = e.span().unwrap_or(span);
+                let owner = Owner::Entry {
+                    label: &label,
+                    depth: 3,
+                };
+                let what = c.what(owner, at.start);
+                c.push(what, Some(at), e.message().trim().to_string());
+            }
             Err(BuildError::Invalid(detail)) => {
                 c.push(format!("invalid {label}"), Some(span), detail)
             }

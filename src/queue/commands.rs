@@ -60,25 +60,67 @@ pub struct EnqueueArgs {
     pub max_retries: Option<u32>,
 }
 
-/// Reads `--at`: RFC 3339, or `YYYY-MM-DD HH:MM[:SS]` in `zone`.
-pub fn parse_at(text: &str, zone: Tz) -> Result<DateTime<Utc>> {
-    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
-        return Ok(t.with_timezone(&Utc));
-    }
-    for format in [
-        "%Y-%m-%d %H:%M:%S",
-        "%Y-%m-%d %H:%M",
-        "%Y-%m-%dT%H:%M:%S",
-        "%Y-%m-%dT%H:%M",
-    ] {
-        if let Ok(local) = NaiveDateTime::parse_from_str(text, format) {
-            return Ok(crate::schedule::first_instant_at_or_after(zone, local));
-        }
-    }
-    input(format!(
-        "invalid `--at` time `{text}`: write RFC 3339 (`2026-12-01T10:00:00+02:00`) or a local \
-         time in {zone} (`2026-12-01 10:00`)"
+/// How far ahead a task may be queued (`--in`, `--at`): the longest duration tickler accepts
+/// anywhere, so that the runner's arithmetic on a task's time (leases, retries, wake-ups) can
+/// never overflow and the stored time is always one the store reads back.
+const LATEST: Duration = crate::config::duration::MAX;
+
+/// The error of a `--in`/`--at` beyond `LATEST`.
+fn too_far(flag: &str, text: &str) -> CommandError {
+    CommandError::Input(format!(
+        "`{flag} {text}` is too far ahead: the largest accepted is `{}` ({}s) from now",
+        crate::schedule::LONGEST_TEXT,
+        crate::schedule::LONGEST_SECS
     ))
+}
+
+/// Reads `--at`: RFC 3339, or `YYYY-MM-DD HH:MM[:SS]` in `zone`; at most `LATEST` after `now`.
+pub fn parse_at(text: &str, zone: Tz, now: DateTime<Utc>) -> Result<DateTime<Utc>> {
+    let latest = TimeDelta::from_std(LATEST)
+        .ok()
+        .and_then(|d| now.checked_add_signed(d))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC);
+    let t = match DateTime::parse_from_rfc3339(text) {
+        Ok(t) => t.with_timezone(&Utc),
+        Err(_) => {
+            let local = [
+                "%Y-%m-%d %H:%M:%S",
+                "%Y-%m-%d %H:%M",
+                "%Y-%m-%dT%H:%M:%S",
+                "%Y-%m-%dT%H:%M",
+            ]
+            .iter()
+            .find_map(|f| NaiveDateTime::parse_from_str(text, f).ok());
+            let Some(local) = local else {
+                return input(format!(
+                    "invalid `--at` time `{text}`: write RFC 3339 (`2026-12-01T10:00:00+02:00`) \
+                     or a local time in {zone} (`2026-12-01 10:00`)"
+                ));
+            };
+            // Refused before any zone arithmetic, which near chrono's limits would overflow.
+            let margin = latest
+                .checked_add_signed(TimeDelta::days(1))
+                .unwrap_or(latest);
+            if local > margin.naive_utc() {
+                return Err(too_far("--at", text));
+            }
+            crate::schedule::first_instant_at_or_after(zone, local)
+        }
+    };
+    if t > latest {
+        return Err(too_far("--at", text));
+    }
+    Ok(t)
+}
+
+/// Reads `--in`: a duration of at most `LATEST`, as in `config.toml`.
+pub fn parse_in(text: &str) -> Result<Duration> {
+    use crate::config::duration::{self, DurationError};
+    match duration::parse(text) {
+        Ok(d) => Ok(d),
+        Err(DurationError::TooLarge { .. }) => Err(too_far("--in", text)),
+        Err(e) => input(format!("invalid `--in`: {e}")),
+    }
 }
 
 /// `tickler tasks enqueue`: checks the type, time, data, invoice and campaign, then inserts.
@@ -89,10 +131,18 @@ pub async fn enqueue(
     now: DateTime<Utc>,
 ) -> Result<String> {
     let ty = TaskType::parse(&args.task_type).map_err(CommandError::Input)?;
+    if let Some(n) = args.max_retries
+        && n > MAX_RETRIES
+    {
+        // Stored as a 32-bit signed integer: a larger count would wrap to a negative one.
+        return input(format!(
+            "`--max-retries {n}` must be 0-{MAX_RETRIES}, as `max_retries` in `[queue.retry]`"
+        ));
+    }
     let zone = config.daemon.timezone;
     let when = match (&args.at, &args.after) {
         (Some(at), None) => {
-            let t = parse_at(at, zone)?;
+            let t = parse_at(at, zone, now)?;
             if t < now - TimeDelta::seconds(1) {
                 return input(format!(
                     "`--at {at}` is in the past (it is now {}); to run a task at once use \
@@ -103,9 +153,11 @@ pub async fn enqueue(
             t
         }
         (None, Some(after)) => {
-            let d = crate::config::duration::parse(after)
-                .map_err(|e| CommandError::Input(format!("invalid `--in`: {e}")))?;
-            now + TimeDelta::from_std(d).unwrap_or(TimeDelta::MAX)
+            let d = parse_in(after)?;
+            TimeDelta::from_std(d)
+                .ok()
+                .and_then(|d| now.checked_add_signed(d))
+                .ok_or_else(|| too_far("--in", after))?
         }
         _ => return input("give exactly one of `--at TIME` and `--in DURATION`"),
     };
@@ -202,6 +254,13 @@ pub async fn enqueue(
         humantime::format_duration(Duration::from_secs(wait.as_secs()))
     ))
 }
+
+/// The most retries a task may have, as `max_retries` of `[queue.retry.*]` in `config.toml`.
+const MAX_RETRIES: u32 = 100;
+
+/// The most days `campaign create --overdue-days` reaches back, as `min_days_overdue` of
+/// `overdue_escalation` (ten years); a larger count would take the date out of range.
+const MAX_OVERDUE_DAYS: u32 = 3650;
 
 pub(crate) const STATUSES: &[&str] = &["pending", "executing", "completed", "failed", "cancelled"];
 
@@ -388,6 +447,13 @@ pub async fn create(
     let max_attempts = args.max_attempts.unwrap_or(d.max_attempts);
     if !(1..=100).contains(&max_attempts) {
         return input(format!("`--max-attempts {max_attempts}` must be 1-100"));
+    }
+    if let Some(days) = args.overdue_days
+        && days > MAX_OVERDUE_DAYS
+    {
+        return input(format!(
+            "`--overdue-days {days}` must be 0-{MAX_OVERDUE_DAYS} (ten years)"
+        ));
     }
     let today = now.with_timezone(&config.daemon.timezone).date_naive();
     let candidates = match (&args.overdue_days, args.invoices.is_empty()) {

@@ -15,10 +15,26 @@
 use std::fmt;
 use std::time::Duration;
 
-use chrono::{DateTime, LocalResult, NaiveDateTime, TimeDelta, TimeZone, Timelike, Utc};
+use chrono::{
+    DateTime, Datelike, LocalResult, NaiveDate, NaiveDateTime, Offset, TimeZone, Timelike, Utc,
+};
 use chrono_tz::Tz;
 use croner::Cron;
 use croner::parser::{CronParser, Seconds, Year};
+
+/// The longest span tickler computes with: an `every` interval, and any duration of
+/// `config.toml` (`config::duration` enforces the same bound), is at most 100 years
+/// (humantime's `100y`, years of 365.25 days). Large enough for any schedule, retention or
+/// timeout; small enough that `instant + d` stays far inside chrono's range (±262,000 years),
+/// that `TimeDelta::from_std(d)` always succeeds, and that `d * 3` or a retry factor applied to
+/// it cannot overflow a `Duration`.
+pub const LONGEST: Duration = Duration::from_secs(LONGEST_SECS);
+
+/// `LONGEST` in seconds: 100 × 365.25 days.
+pub const LONGEST_SECS: u64 = 100 * 31_557_600;
+
+/// `LONGEST` as a person writes it in `config.toml`.
+pub const LONGEST_TEXT: &str = "100y";
 
 /// Why an expression or interval was refused; the text is shown to the user as is.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -153,6 +169,16 @@ impl CronTrigger {
     }
 
     fn next_after(&self, after: DateTime<Utc>, tz: Tz) -> Option<DateTime<Utc>> {
+        // croner searches years 1 to 5000 and panics on a local time chrono cannot hold (an
+        // instant at the very end of its range, moved by the zone's offset): start no earlier
+        // than year 1 (a day in, for the offset), and past 5000 nothing can be found.
+        if after.year() >= croner::YEAR_UPPER_LIMIT {
+            return None;
+        }
+        let first = NaiveDate::from_ymd_opt(croner::YEAR_LOWER_LIMIT, 1, 2)?
+            .and_hms_opt(0, 0, 0)?
+            .and_utc();
+        let after = after.max(first);
         let after_s = after.with_nanosecond(0)?;
         if self.fixed_time {
             self.next_fixed(after, after_s.with_timezone(&tz).naive_local(), tz)
@@ -199,18 +225,32 @@ pub fn first_instant_at_or_after(tz: Tz, wall: NaiveDateTime) -> DateTime<Utc> {
         LocalResult::None => {
             // Binary search, to the second, for the first instant whose wall time is not before
             // `wall`. Wall time rises monotonically across a gap; ±16 h spans every UTC offset.
-            let mut lo = wall.and_utc() - TimeDelta::hours(16);
-            let mut hi = wall.and_utc() + TimeDelta::hours(16);
-            while hi - lo > TimeDelta::seconds(1) {
+            // In whole seconds and clamped to chrono's range, so that a wall time at either end
+            // of it (which chrono also reports as "no such instant") neither overflows nor
+            // leaves a fraction of a second the search cannot halve.
+            let (min, max) = (
+                DateTime::<Utc>::MIN_UTC.timestamp(),
+                DateTime::<Utc>::MAX_UTC.timestamp(),
+            );
+            let around = wall.and_utc().timestamp();
+            let mut lo = around.saturating_sub(16 * 3600).max(min);
+            let mut hi = around.saturating_add(16 * 3600).min(max);
+            let at = |s: i64| DateTime::from_timestamp(s, 0).unwrap_or(DateTime::<Utc>::MAX_UTC);
+            // The wall time of an instant; `None` past the end of chrono's range.
+            let local = |t: DateTime<Utc>| {
+                let offset = tz.offset_from_utc_datetime(&t.naive_utc()).fix();
+                t.naive_utc().checked_add_offset(offset)
+            };
+            while hi - lo > 1 {
                 let mid = lo + (hi - lo) / 2;
-                let mid = mid.with_nanosecond(0).unwrap_or(mid);
-                if mid.with_timezone(&tz).naive_local() >= wall {
+                // Out of range above (mid > 0) is later than any wall time; below, earlier.
+                if local(at(mid)).map_or(mid > 0, |l| l >= wall) {
                     hi = mid;
                 } else {
                     lo = mid;
                 }
             }
-            hi
+            at(hi)
         }
     }
 }
@@ -231,10 +271,22 @@ fn croner_message(e: &croner::errors::CronError) -> String {
     }
 }
 
-/// Parses an `every` interval: a whole number of seconds, at least one second.
+/// Parses an `every` interval: a whole number of seconds, at least one second and at most
+/// `LONGEST`, so that its next fire can always be computed (an interval past that would never
+/// fire, or overflow the arithmetic that finds its slots).
 pub fn parse_every(text: &str) -> Result<Duration, ScheduleError> {
-    let d = humantime::parse_duration(text.trim())
-        .map_err(|e| ScheduleError(format!("{e}; write e.g. `30s`, `10m`, `6h` or `1d`")))?;
+    let too_large = || {
+        ScheduleError(format!(
+            "larger than the largest accepted interval, `{LONGEST_TEXT}` ({LONGEST_SECS}s)"
+        ))
+    };
+    let d = humantime::parse_duration(text.trim()).map_err(|e| match e {
+        humantime::DurationError::NumberOverflow => too_large(),
+        e => ScheduleError(format!("{e}; write e.g. `30s`, `10m`, `6h` or `1d`")),
+    })?;
+    if d > LONGEST {
+        return Err(too_large());
+    }
     if d < Duration::from_secs(1) || d.subsec_nanos() != 0 {
         return Err(ScheduleError(
             "an interval must be a whole number of seconds, at least 1s".into(),
@@ -244,18 +296,24 @@ pub fn parse_every(text: &str) -> Result<Duration, ScheduleError> {
 }
 
 impl Trigger {
-    /// The first slot strictly after `after`, evaluated in `tz`. `None` only for an expression
-    /// that never matches again (e.g. `0 0 30 2 *`).
+    /// The first slot strictly after `after`, evaluated in `tz`. `None` for an expression
+    /// that never matches again (e.g. `0 0 30 2 *`) and for a slot beyond the instants chrono
+    /// can represent: the arithmetic is checked, and a result that is not later than `after`
+    /// is never returned, so a caller walking the slots always moves forward and ends.
     pub fn next_after(&self, after: DateTime<Utc>, tz: Tz) -> Option<DateTime<Utc>> {
-        match self {
+        let next = match self {
             Trigger::Cron(c) => c.next_after(after, tz),
             Trigger::Every(d) => {
-                let step = d.as_secs() as i64;
-                let secs = after.timestamp();
-                let next = secs.div_euclid(step) * step + step;
+                let step = i64::try_from(d.as_secs()).ok().filter(|s| *s > 0)?;
+                let next = after
+                    .timestamp()
+                    .div_euclid(step)
+                    .checked_mul(step)?
+                    .checked_add(step)?;
                 DateTime::from_timestamp(next, 0)
             }
-        }
+        };
+        next.filter(|t| *t > after)
     }
 
     /// The next `n` slots after `after`.
@@ -278,6 +336,7 @@ impl Trigger {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::TimeDelta;
 
     fn cron(expr: &str) -> Trigger {
         Trigger::Cron(Box::new(CronTrigger::parse(expr).unwrap()))
@@ -621,6 +680,77 @@ mod tests {
         assert!(CronTrigger::parse("0 9 * * MON-FRI").is_ok());
         assert!(CronTrigger::parse("0 0 1 JAN *").is_ok());
         assert!(CronTrigger::parse("x 0 * * *").is_err());
+    }
+
+    #[test]
+    fn intervals_are_at_most_100_years() {
+        assert_eq!(parse_every("100y").unwrap(), LONGEST);
+        let err = |text: &str| parse_every(text).unwrap_err().0;
+        let too_large = "larger than the largest accepted interval, `100y` (3155760000s)";
+        assert_eq!(err("18446744073709551615s"), too_large);
+        assert_eq!(err("101y"), too_large);
+        assert_eq!(
+            err("99999999999999999999s"),
+            too_large,
+            "humantime's own overflow"
+        );
+    }
+
+    /// Whatever the interval and the start, the next slot is later than the start or absent:
+    /// `list` never prints fires going backwards and the daemon never loops on a past slot.
+    #[test]
+    fn next_after_never_goes_backwards_nor_panics() {
+        let starts = [
+            DateTime::<Utc>::MIN_UTC,
+            utc("1969-12-31T23:59:59Z"),
+            utc("2025-12-10T10:17:31.5Z"),
+            utc("9999-12-31T23:59:59Z"),
+            DateTime::<Utc>::MAX_UTC - TimeDelta::days(1),
+            DateTime::<Utc>::MAX_UTC,
+        ];
+        let intervals = [
+            Duration::from_secs(1),
+            LONGEST,
+            Duration::from_secs(i64::MAX as u64),
+            Duration::from_secs(i64::MAX as u64 + 1),
+            Duration::from_secs(u64::MAX),
+            Duration::MAX,
+        ];
+        let mut triggers: Vec<Trigger> = intervals.iter().map(|d| Trigger::Every(*d)).collect();
+        triggers.extend(["* * * * *", "30 2 * * *", "0 0 29 2 *"].map(cron));
+        for trigger in &triggers {
+            for after in starts {
+                for tz in [
+                    Tz::UTC,
+                    chrono_tz::America::New_York,
+                    chrono_tz::Pacific::Kiritimati,
+                ] {
+                    if let Some(next) = trigger.next_after(after, tz) {
+                        assert!(next > after, "{trigger} after {after}: {next}");
+                    }
+                }
+            }
+            let fires = trigger.upcoming(utc("2025-12-10T10:17:31Z"), Tz::UTC, 5);
+            assert!(
+                fires.windows(2).all(|w| w[0] < w[1]),
+                "{trigger}: {fires:?}"
+            );
+        }
+        // The interval the issue found: 2^64-1 seconds has no next slot at all.
+        let huge = Trigger::Every(Duration::from_secs(u64::MAX));
+        assert_eq!(huge.next_after(utc("2025-12-10T10:17:31Z"), Tz::UTC), None);
+    }
+
+    /// A wall time whose instant lies outside chrono's range looks like a gap to chrono; the
+    /// search around it stays inside the range instead of overflowing.
+    #[test]
+    fn a_wall_time_at_the_ends_of_time_does_not_panic() {
+        let late = NaiveDateTime::MAX - TimeDelta::hours(1);
+        let ny = first_instant_at_or_after(chrono_tz::America::New_York, late);
+        assert_eq!(Some(ny), DateTime::<Utc>::MAX_UTC.with_nanosecond(0));
+        let early = NaiveDateTime::MIN + TimeDelta::hours(1);
+        let kiritimati = first_instant_at_or_after(chrono_tz::Pacific::Kiritimati, early);
+        assert!(kiritimati < DateTime::<Utc>::MIN_UTC + TimeDelta::days(1));
     }
 
     #[test]

@@ -13,6 +13,96 @@ fn check_error(jobs: &str) -> String {
     stderr(&out).replace(&p.config_path().display().to_string(), "config.toml")
 }
 
+/// Runs `tickler check` on a config with `daemon` keys and `body`; returns its stderr.
+fn check_error_in(daemon: &str, body: &str) -> String {
+    let p = Project::sqlite();
+    p.write_config(daemon, body);
+    let out = p.cli(&["check"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "check must fail on:\n{daemon}\n{body}"
+    );
+    assert_eq!(stdout(&out), "");
+    stderr(&out).replace(&p.config_path().display().to_string(), "config.toml")
+}
+
+/// Every value that would overflow where it is used (`now + d`, `d * 3`, a retry factor, the
+/// slots of an interval) is refused by `tickler check`, named by its key and position, with the
+/// largest accepted value. Before, `every = "18446744073709551615s"` passed and the daemon
+/// then spun on it; a huge `misfire_grace` or `older_than` panicked or wrapped at run time.
+#[test]
+fn values_that_would_overflow_are_refused_with_their_key() {
+    const JOB: &str = "[[job]]\nname = \"x\"\nkind = \"noop\"\n";
+    let too_large = "larger than the largest accepted, `100y` (3155760000s)";
+    let every_1m = format!("{JOB}every = \"1m\"\n");
+    #[rustfmt::skip]
+    let table: Vec<(&str, String, String)> = vec![
+        ("", format!("{JOB}every = \"18446744073709551615s\"\n"),
+         "invalid `every` interval `18446744073709551615s` for job `x` (config.toml line 9, \
+          column 9): larger than the largest accepted interval, `100y` (3155760000s)".into()),
+        ("", format!("{JOB}every = \"99999999999999999999s\"\n"),
+         "invalid `every` interval `99999999999999999999s` for job `x` (config.toml line 9, \
+          column 9): larger than the largest accepted interval, `100y` (3155760000s)".into()),
+        ("", format!("{every_1m}timeout = \"99999999999999d\"\n"),
+         format!("invalid `timeout` for job `x` (config.toml line 10, column 11): invalid \
+                  duration `99999999999999d`: {too_large}")),
+        ("", format!("{every_1m}misfire_grace = \"18446744073709551615s\"\n"),
+         format!("invalid `misfire_grace` for job `x` (config.toml line 10, column 17): invalid \
+                  duration `18446744073709551615s`: {too_large}")),
+        ("", format!("{every_1m}jitter = \"101y\"\n"),
+         format!("invalid `jitter` for job `x` (config.toml line 10, column 10): invalid \
+                  duration `101y`: {too_large}")),
+        ("", format!("{every_1m}retry = {{ attempts = 3, max = \"300000y\" }}\n"),
+         format!("invalid `retry.max` for job `x` (config.toml line 10, column 31): invalid \
+                  duration `300000y`: {too_large}")),
+        ("", format!("{every_1m}expect_success_within = \"200y\"\n"),
+         format!("invalid `expect_success_within` for job `x` (config.toml line 10, column 25): \
+                  invalid duration `200y`: {too_large}")),
+        ("", format!("{every_1m}on_failure = {{ repeat_after = \"200y\" }}\n"),
+         format!("invalid `on_failure.repeat_after` for job `x` (config.toml line 10, column \
+                  31): invalid duration `200y`: {too_large}")),
+        ("", "[[job]]\nname = \"c\"\nkind = \"cleanup\"\nschedule = \"0 3 * * *\"\n\
+              [[job.rule]]\ntable = \"job_execution_logs\"\nolder_than = \"99999999999999d\"\n"
+                .into(),
+         format!("invalid `rule.older_than` for job `c` (config.toml line 12, column 14): \
+                  invalid duration `99999999999999d`: {too_large}")),
+        ("heartbeat_interval = \"18446744073709551615s\"", String::new(),
+         format!("invalid `heartbeat_interval` in `[daemon]` (config.toml line 5, column 22): \
+                  invalid duration `18446744073709551615s`: {too_large}")),
+        ("history_retention = \"101y\"", String::new(),
+         format!("invalid `history_retention` in `[daemon]` (config.toml line 5, column 21): \
+                  invalid duration `101y`: {too_large}")),
+        ("", "[defaults]\nmisfire_grace = \"101y\"\n".into(),
+         format!("invalid `misfire_grace` in `[defaults]` (config.toml line 7, column 17): \
+                  invalid duration `101y`: {too_large}")),
+        ("", "[queue]\nlease = \"101y\"\n".into(),
+         format!("invalid `lease` in `[queue]` (config.toml line 7, column 9): invalid \
+                  duration `101y`: {too_large}")),
+        ("", "[queue.retry.default]\nbackoff = [\"1s\", \"101y\"]\n".into(),
+         format!("invalid `backoff` in `[queue.retry.default]` (config.toml line 7, column 18): \
+                  invalid duration `101y`: {too_large}")),
+        ("", "[queue.handlers.h]\nkind = \"noop\"\ntimeout = \"101y\"\n".into(),
+         format!("invalid `timeout` for handler `h` (config.toml line 8, column 11): invalid \
+                  duration `101y`: {too_large}")),
+        ("", "[channels.webhook]\ntimeout = \"101y\"\n".into(),
+         format!("invalid `timeout` in `[channels.webhook]` (config.toml line 7, column 11): \
+                  invalid duration `101y`: {too_large}")),
+    ];
+    for (daemon, body, message) in table {
+        assert_eq!(
+            check_error_in(daemon, &body),
+            format!("error: {message}\n"),
+            "on:\n{daemon}\n{body}"
+        );
+    }
+    // The largest accepted value is accepted.
+    let p = Project::sqlite();
+    p.write_config("", &format!("{JOB}every = \"100y\"\ntimeout = \"100y\"\n"));
+    let out = p.cli(&["check"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
 #[test]
 fn bad_cron_expression() {
     let err = check_error(
@@ -93,7 +183,8 @@ fn bad_duration() {
     );
     assert_eq!(
         err,
-        "error: invalid job `x` (config.toml line 10, column 11): invalid duration `10 mn`: \
+        "error: invalid `timeout` for job `x` (config.toml line 10, column 11): invalid duration \
+         `10 mn`: \
          unknown time unit \"mn\", supported units: ns, us/µs, ms, sec, min, hours, days, weeks, \
          months, years (and few variations); write e.g. `30s`, `10m`, `1h30m`, `7d`\n"
     );
@@ -106,8 +197,8 @@ fn bad_enum_value_lists_the_choices() {
     );
     assert_eq!(
         err,
-        "error: invalid job `x` (config.toml line 10, column 11): unknown variant `never`, expected \
-         one of `skip`, `queue`, `allow`\n"
+        "error: invalid `overlap` for job `x` (config.toml line 10, column 11): unknown variant \
+         `never`, expected one of `skip`, `queue`, `allow`\n"
     );
 }
 

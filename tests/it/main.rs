@@ -8,6 +8,7 @@ mod check;
 mod claims;
 mod daemon;
 mod http;
+mod input;
 mod process;
 mod queue;
 mod replicas;
