@@ -7,12 +7,14 @@
 #        bench/run.sh reminders [OPTIONS of benches/reminders.rs]   (that benchmark alone)
 #        bench/run.sh queue [OPTIONS of benches/queue.rs]           (the task queue: burn-down
 #            and steady load with `tickler run` daemons, PostgreSQL x1, x2 and SQLite)
+#        bench/run.sh drill [--kills N] [--seed S]                 (the fault drill: a daemon
+#            killed at N random moments, on SQLite then PostgreSQL; prints what was lost)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 only=
 only_args=()
 benches=(scheduler reminders)
-if [ "${1:-}" = reminders ] || [ "${1:-}" = queue ]; then
+if [ "${1:-}" = reminders ] || [ "${1:-}" = queue ] || [ "${1:-}" = drill ]; then
     only="$1"
     shift
     only_args=("$@")
@@ -32,6 +34,12 @@ if [ -z "$pg_url" ]; then
     pg_url="$PG_BASE/postgres"
 fi
 
+if [ "$only" = drill ]; then
+    # Each run bounds itself (3 minutes for the last daemon); the whole drill at 20 minutes.
+    timeout 1200 cargo bench --quiet --bench drill -- "${only_args[@]}"
+    timeout 1200 cargo bench --quiet --bench drill -- "${only_args[@]}" --database "$pg_url"
+    exit 0
+fi
 if [ -n "$only" ]; then
     TICKLER_BENCH_POSTGRES_URL="$pg_url" cargo bench --quiet --bench "$only" -- "${only_args[@]}"
     exit 0

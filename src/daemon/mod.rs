@@ -200,7 +200,11 @@ fn raise_file_limit() {
             soft,
             hard,
             raised_from: Some(from),
-        }) => tracing::info!(from, to = soft, hard, "raised the open-file limit"),
+        }) => {
+            // Job processes get the limit the daemon was given, not the raised one.
+            crate::jobs::command::set_child_file_limit(from);
+            tracing::info!(from, to = soft, hard, "raised the open-file limit")
+        }
         Ok(_) => {}
         Err(e) => tracing::warn!(error = %e, "keeping the open-file limit"),
     }

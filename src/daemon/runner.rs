@@ -29,6 +29,9 @@ pub struct Shared {
     pub concurrency: Arc<Semaphore>,
     /// One permit per job name, held by its running fire under `skip` and `queue`.
     pub job_turns: Mutex<HashMap<Arc<str>, Arc<Semaphore>>>,
+    /// Fires of each job whose body runs in this process now (a turn may also be held by a
+    /// fire still waiting for its claim, which may yet lose the slot to another replica).
+    executing: Mutex<HashMap<Arc<str>, usize>>,
     /// Jobs running on other replicas, as last read from the ledger.
     pub running_elsewhere: Mutex<HashSet<String>>,
     /// Cancelled at shutdown: fires not yet started give up.
@@ -60,6 +63,7 @@ impl Shared {
             clock,
             concurrency: Arc::new(Semaphore::new(max_concurrent)),
             job_turns: Mutex::new(HashMap::new()),
+            executing: Mutex::new(HashMap::new()),
             running_elsewhere: Mutex::new(HashSet::new()),
             stopping: CancellationToken::new(),
             interrupt: CancellationToken::new(),
@@ -88,6 +92,14 @@ impl Shared {
             .entry(name.clone())
             .or_insert_with(|| Arc::new(Semaphore::new(1)))
             .clone()
+    }
+
+    fn is_executing(&self, name: &str) -> bool {
+        self.executing
+            .lock()
+            .expect("executing lock")
+            .get(name)
+            .is_some_and(|n| *n > 0)
     }
 
     fn is_running_elsewhere(&self, name: &str) -> bool {
@@ -257,6 +269,37 @@ impl Ready {
     }
 }
 
+/// Counts a fire of a job as running in this process while it lives.
+struct Executing<'a> {
+    shared: &'a Shared,
+    name: Arc<str>,
+}
+
+impl<'a> Executing<'a> {
+    fn new(shared: &'a Shared, name: &Arc<str>) -> Self {
+        *shared
+            .executing
+            .lock()
+            .expect("executing lock")
+            .entry(name.clone())
+            .or_default() += 1;
+        Executing {
+            shared,
+            name: name.clone(),
+        }
+    }
+}
+
+impl Drop for Executing<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut executing) = self.shared.executing.lock()
+            && let Some(n) = executing.get_mut(&self.name)
+        {
+            *n = n.saturating_sub(1);
+        }
+    }
+}
+
 /// The outcome of trying to admit a fire without waiting.
 pub enum Admission {
     Ready(Ready),
@@ -299,10 +342,11 @@ pub fn admit_now(shared: &Shared, fire: Fire) -> Admission {
         Overlap::Skip | Overlap::Queue => {
             match shared.job_turn(&fire.spec.name).try_acquire_owned() {
                 Ok(permit) => Some(permit),
-                Err(_) if overlap == Overlap::Skip => {
+                Err(_) if overlap == Overlap::Skip && shared.is_executing(&fire.spec.name) => {
                     skip(shared, &fire, false);
                     return Admission::Skipped;
                 }
+                // The turn is held by a fire still waiting for its claim: see `admit`.
                 Err(_) => return Admission::Wait(fire),
             }
         }
@@ -333,17 +377,35 @@ async fn admit(shared: &Shared, fire: Fire) -> Option<Ready> {
     let spec = fire.spec.clone();
     let turn = match overlap {
         Overlap::Allow => None,
-        Overlap::Skip => match shared.job_turn(&spec.name).try_acquire_owned() {
-            Ok(_) if shared.is_running_elsewhere(&spec.name) => {
+        Overlap::Skip => {
+            // Skipped only when the previous run is running. A turn held by a fire still
+            // waiting for its claim is waited for: that claim may lose the slot to another
+            // replica, and a `skipped` row recorded here would then steal this slot from a
+            // replica that is free to run it.
+            let turn = shared.job_turn(&spec.name);
+            let permit = loop {
+                if let Ok(permit) = turn.clone().try_acquire_owned() {
+                    break permit;
+                }
+                if shared.is_executing(&spec.name) {
+                    skip(shared, &fire, false);
+                    return None;
+                }
+                tokio::select! {
+                    p = turn.clone().acquire_owned() => match p {
+                        Ok(p) => break p,
+                        Err(_) => return None,
+                    },
+                    _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                    _ = shared.stopping.cancelled() => return None,
+                }
+            };
+            if shared.is_running_elsewhere(&spec.name) {
                 skip(shared, &fire, true);
                 return None;
             }
-            Ok(permit) => Some(permit),
-            Err(_) => {
-                skip(shared, &fire, false);
-                return None;
-            }
-        },
+            Some(permit)
+        }
         Overlap::Queue => {
             let turn = shared.job_turn(&spec.name);
             let permit = tokio::select! {
@@ -469,6 +531,7 @@ pub async fn execute(shared: Arc<Shared>, ready: Ready) -> RunSummary {
         };
     }
     let lateness = (started - fire.slot).num_milliseconds();
+    let executing = Executing::new(&shared, &spec.name);
     tracing::info!(
         job = %spec.name, run_id = %id, status = "running", scheduled_for = %fire.slot,
         trigger = fire.trigger.as_str(), lateness_ms = lateness, "run started"
@@ -617,6 +680,7 @@ pub async fn execute(shared: Arc<Shared>, ready: Ready) -> RunSummary {
     }
     // The fire's turn and concurrency permit go back before alerts are sent.
     let slot = fire.slot;
+    drop(executing);
     drop(ready);
     let ended = super::alerts::Ended {
         id,

@@ -94,6 +94,7 @@ impl Job for CommandJob {
         unsafe {
             cmd.pre_exec(|| {
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                restore_file_limit();
                 Ok(())
             });
         }
@@ -139,6 +140,35 @@ impl Job for CommandJob {
             .unwrap_or_default();
         outcome.metadata.extend(meta);
         Ok(outcome)
+    }
+}
+
+/// The soft open-file limit the daemon was started with, before it raised its own (0: not
+/// raised). Programs inherit it back: some still use `select` or walk every descriptor.
+static CHILD_FILE_LIMIT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Called by the daemon when it raised its soft open-file limit from `soft`.
+pub fn set_child_file_limit(soft: u64) {
+    CHILD_FILE_LIMIT.store(soft, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// In the child, between fork and exec: only async-signal-safe calls (an atomic load,
+/// getrlimit, setrlimit).
+fn restore_file_limit() {
+    let soft = CHILD_FILE_LIMIT.load(std::sync::atomic::Ordering::Relaxed);
+    if soft == 0 {
+        return;
+    }
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit on structs we own, in the child only.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && soft < lim.rlim_cur {
+            lim.rlim_cur = soft;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
     }
 }
 

@@ -287,7 +287,9 @@ async fn idle_connections_cannot_starve_health_checks_jobs_or_descriptors() {
         "",
         &format!(
             "[http]\nlisten = \"127.0.0.1:{port}\"\n\n\
-             [[job]]\nname = \"tick\"\nkind = \"command\"\ncommand = [\"true\"]\nevery = \"1s\"\n"
+             [[job]]\nname = \"tick\"\nkind = \"command\"\nshell = true\n\
+             command = [\"ulimit -n > {}\"]\nevery = \"1s\"\n",
+            p.path().join("job-limit").display()
         ),
     );
     let log_path = p.path().join("daemon.log");
@@ -355,7 +357,7 @@ async fn idle_connections_cannot_starve_health_checks_jobs_or_descriptors() {
         "{fds} of {HARD} descriptors open while idle clients wait"
     );
 
-    // Jobs keep running (each run spawns `true`: pipes, a process) while the clients stay.
+    // Jobs keep running (each run spawns a shell: pipes, a process) while the clients stay.
     let rows = wait_for(
         "3 more runs of `tick` while the clients stay",
         Duration::from_secs(20),
@@ -371,6 +373,9 @@ async fn idle_connections_cannot_starve_health_checks_jobs_or_descriptors() {
     for r in rows.iter().filter(|r| r.status != "running") {
         assert_eq!(r.status, "succeeded", "{:?}", r.error_message);
     }
+    // Jobs get the soft limit the daemon was started with, not the one it raised.
+    let limit = std::fs::read_to_string(p.path().join("job-limit")).unwrap();
+    assert_eq!(limit.trim(), SOFT.to_string());
 
     // Filling it up again is not logged again.
     for _ in 0..50 {
