@@ -6,6 +6,7 @@ mod alerts;
 mod billing;
 mod check;
 mod daemon;
+mod hosts;
 mod http;
 mod process;
 mod queue;
