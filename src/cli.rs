@@ -53,7 +53,13 @@ pub enum Command {
         demo: bool,
     },
     /// Validate the config and print each job with its next fire.
-    Check,
+    Check {
+        /// Print nothing when the config is valid; errors still go to stderr with exit status
+        /// 1. For the unit's `ExecStartPre=` and `ExecReload=`, which would otherwise put every
+        /// job in the journal at each start and reload.
+        #[arg(long, short)]
+        quiet: bool,
+    },
     /// Print the next fire instants of every job, in the job's zone and in UTC.
     List {
         /// How many fires per job.
@@ -231,9 +237,11 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             print!("{}", config::EXAMPLE);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Check => {
+        Command::Check { quiet } => {
             let config = config::load(&cli.config)?;
-            print!("{}", check_report(&config, Utc::now()));
+            if !quiet {
+                print!("{}", check_report(&config, Utc::now()));
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::List { next, from, format } => {
