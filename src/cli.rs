@@ -54,9 +54,9 @@ pub enum Command {
     },
     /// Validate the config and print each job with its next fire.
     Check {
-        /// Print nothing when the config is valid; errors still go to stderr with exit status
-        /// 1. For the unit's `ExecStartPre=` and `ExecReload=`, which would otherwise put every
-        /// job in the journal at each start and reload.
+        /// Print nothing when the config is valid (errors still go to stderr, and the exit
+        /// status is 1): for the unit's `ExecStartPre=` and `ExecReload=`, which would
+        /// otherwise put every job in the journal at each start and reload.
         #[arg(long, short)]
         quiet: bool,
     },

@@ -250,12 +250,15 @@ mod tests {
 
     use super::*;
 
-    /// Records each event as the journald layer would see it: `(field, value)` in order,
-    /// strings raw and everything else in its `Debug` form.
-    #[derive(Clone, Default)]
-    struct Seen(Arc<Mutex<Vec<Vec<(String, String)>>>>);
+    /// One event's fields as `(name, value)`, in the order recorded.
+    type Pairs = Vec<(String, String)>;
 
-    struct Fields(Vec<(String, String)>);
+    /// Records each event as the journald layer would see it: strings raw and everything else
+    /// in its `Debug` form.
+    #[derive(Clone, Default)]
+    struct Seen(Arc<Mutex<Vec<Pairs>>>);
+
+    struct Fields(Pairs);
 
     impl Visit for Fields {
         fn record_str(&mut self, field: &Field, value: &str) {
@@ -276,14 +279,14 @@ mod tests {
         }
     }
 
-    fn seen(emit: impl FnOnce()) -> Vec<Vec<(String, String)>> {
+    fn seen(emit: impl FnOnce()) -> Vec<Pairs> {
         let seen = Seen::default();
         let subscriber = tracing_subscriber::registry().with(FieldsInMessage(seen.clone()));
         with_default(subscriber, emit);
         seen.0.lock().unwrap().clone()
     }
 
-    fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+    fn pairs(list: &[(&str, &str)]) -> Pairs {
         list.iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
