@@ -53,7 +53,13 @@ pub enum Command {
         demo: bool,
     },
     /// Validate the config and print each job with its next fire.
-    Check,
+    Check {
+        /// Print nothing when the config is valid (errors still go to stderr, and the exit
+        /// status is 1): for the unit's `ExecStartPre=` and `ExecReload=`, which would
+        /// otherwise put every job in the journal at each start and reload.
+        #[arg(long, short)]
+        quiet: bool,
+    },
     /// Print the next fire instants of every job, in the job's zone and in UTC.
     List {
         /// How many fires per job.
@@ -225,8 +231,11 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::PrintConfig => finish(config::EXAMPLE, ExitCode::SUCCESS),
-        Command::Check => {
+        Command::Check { quiet } => {
             let config = config::load(&cli.config)?;
+            if quiet {
+                return Ok(ExitCode::SUCCESS);
+            }
             finish(&check_report(&config, Utc::now()), ExitCode::SUCCESS)
         }
         Command::List { next, from, format } => {

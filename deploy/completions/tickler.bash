@@ -509,7 +509,7 @@ _tickler() {
             return 0
             ;;
         tickler__subcmd__check)
-            opts="-c -h --config --help"
+            opts="-q -c -h --quiet --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -46,6 +46,7 @@ complete -c tickler -n "__fish_tickler_using_subcommand run" -s c -l config -d '
 complete -c tickler -n "__fish_tickler_using_subcommand run" -l demo -d 'First fill an empty database with the demo data (as `tickler demo`) and run every enabled job once, so each one shows its work at once'
 complete -c tickler -n "__fish_tickler_using_subcommand run" -s h -l help -d 'Print help'
 complete -c tickler -n "__fish_tickler_using_subcommand check" -s c -l config -d 'The config file' -r -F
+complete -c tickler -n "__fish_tickler_using_subcommand check" -s q -l quiet -d 'Print nothing when the config is valid (errors still go to stderr, and the exit status is 1): for the unit\'s `ExecStartPre=` and `ExecReload=`, which would otherwise put every job in the journal at each start and reload'
 complete -c tickler -n "__fish_tickler_using_subcommand check" -s h -l help -d 'Print help'
 complete -c tickler -n "__fish_tickler_using_subcommand list" -l next -d 'How many fires per job' -r
 complete -c tickler -n "__fish_tickler_using_subcommand list" -l from -d 'Count from this RFC 3339 time instead of now, e.g. `2025-03-09T00:00:00-05:00`' -r

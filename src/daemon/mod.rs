@@ -229,7 +229,7 @@ pub async fn run(
         None => None,
     };
     store.migrate().await?;
-    let instance = Instance::current();
+    let instance = Instance::current()?;
     store.register_instance(&instance).await?;
     let start = clock.now();
     orphans::forget_dead_processes(&store, &instance).await?;
@@ -907,7 +907,7 @@ pub async fn run_now(
     let store = Store::connect(&config.daemon.database_url).await?;
     store.migrate().await?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock::default());
-    let instance = Instance::current();
+    let instance = Instance::current()?;
     store.register_instance(&instance).await?;
     let shared = Shared::new(
         &store,

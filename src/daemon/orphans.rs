@@ -56,7 +56,7 @@ pub async fn resolve_local(
     store: &Store,
     config: &crate::config::Config,
 ) -> Result<(), StoreError> {
-    let me = Instance::current();
+    let me = Instance::current()?;
     forget_dead_processes(store, &me).await?;
     let now = Utc::now();
     let gone = DateTime::<Utc>::UNIX_EPOCH;

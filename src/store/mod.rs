@@ -56,6 +56,12 @@ pub enum StoreError {
     },
     #[error("cannot lock the SQLite database `{db}`: {source}")]
     LockIo { db: PathBuf, source: std::io::Error },
+    #[error(
+        "cannot read this machine's host name with `gethostname`: {0}; tickler names its \
+         processes after it to tell them from replicas on other hosts: set one with \
+         `hostnamectl hostname NAME`"
+    )]
+    Hostname(#[source] std::io::Error),
     #[error("database error while {doing}: {source}")]
     Query {
         doing: &'static str,
@@ -339,6 +345,9 @@ pub struct HistoryFilter {
 #[derive(Debug, Clone)]
 pub struct Instance {
     pub id: Arc<str>,
+    /// This machine's host name: a daemon checks the pids of registered processes with the
+    /// same host name locally and judges the others by their heartbeat alone, so two hosts
+    /// must never share one (as they did when every instance fell back to `localhost`).
     pub hostname: String,
     pub pid: u32,
     pub version: String,
@@ -356,23 +365,52 @@ impl Instance {
         id.rsplit(':').nth(1)?.parse().ok()
     }
 
-    pub fn current() -> Instance {
-        let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|h| h.trim().to_string())
-            .unwrap_or_else(|_| "localhost".into());
+    /// This process, named after the host it runs on. The host name comes from
+    /// `gethostname(2)`, which no sandboxing of `/proc` hides (the unit's `ProcSubset=pid`
+    /// hides `/proc/sys/kernel/hostname`); when it cannot be had, that is an error rather than
+    /// a made-up name that replicas on other hosts might share.
+    pub fn current() -> Result<Instance> {
+        let hostname = hostname()?;
         let pid = std::process::id();
         let id = format!(
             "{hostname}:{pid}:{}",
             &Uuid::new_v4().simple().to_string()[..8]
         );
-        Instance {
+        Ok(Instance {
             id: Arc::from(id),
             hostname,
             pid,
             version: env!("CARGO_PKG_VERSION").to_string(),
             started_at: Utc::now(),
-        }
+        })
     }
+}
+
+/// The kernel's host name of this machine (its UTS namespace), via `gethostname(2)`.
+fn hostname() -> Result<String> {
+    // POSIX leaves HOST_NAME_MAX open; Linux's is 64. A larger buffer and a check for the
+    // terminating NUL catch a truncated name on any system.
+    let mut buf = [0u8; 256];
+    // SAFETY: the pointer and length describe `buf`, which outlives the call.
+    let r = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if r != 0 {
+        return Err(StoreError::Hostname(std::io::Error::last_os_error()));
+    }
+    let name = std::ffi::CStr::from_bytes_until_nul(&buf)
+        .map_err(|_| StoreError::Hostname(std::io::ErrorKind::InvalidData.into()))?;
+    parse_hostname(name.to_bytes())
+}
+
+/// A host name as the kernel returned it, refused when empty (no name to tell hosts apart).
+fn parse_hostname(raw: &[u8]) -> Result<String> {
+    let name = String::from_utf8_lossy(raw).trim().to_string();
+    if name.is_empty() {
+        return Err(StoreError::Hostname(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "the host name is empty",
+        )));
+    }
+    Ok(name)
 }
 
 /// The store's contract, implemented by [`SqliteStore`] and [`PgStore`].
@@ -718,6 +756,33 @@ mod dialect_tests {
             adapt(true, q),
             "SELECT i.id::text, (r.value->>'n')::bigint FROM jsonb_array_elements($1::jsonb) \
              AS r(value) WHERE x = $2::uuid"
+        );
+    }
+}
+
+#[cfg(test)]
+mod hostname_tests {
+    use super::{Instance, parse_hostname};
+
+    /// The name comes from the kernel, as `/proc/sys/kernel/hostname` (readable here, unlike
+    /// under the unit's `ProcSubset=pid`) shows it, and names the instance id.
+    #[test]
+    fn the_instance_is_named_after_the_kernel_host_name() {
+        let me = Instance::current().unwrap();
+        if let Ok(proc) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
+            assert_eq!(me.hostname, proc.trim());
+        }
+        assert!(me.id.starts_with(&format!("{}:{}:", me.hostname, me.pid)));
+    }
+
+    #[test]
+    fn an_empty_host_name_is_an_error_that_says_what_to_do() {
+        assert_eq!(parse_hostname(b"db-2\n").unwrap(), "db-2");
+        assert_eq!(
+            parse_hostname(b"").unwrap_err().to_string(),
+            "cannot read this machine's host name with `gethostname`: the host name is empty; \
+             tickler names its processes after it to tell them from replicas on other hosts: \
+             set one with `hostnamectl hostname NAME`"
         );
     }
 }

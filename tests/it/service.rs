@@ -258,6 +258,69 @@ fn the_unit_is_hardened_and_verifies_clean() {
     assert!(out.status.success() && said.trim().is_empty(), "{said}");
 }
 
+/// The unit validates before it signals: its `ExecReload=` lines run in order and the first
+/// that fails ends the reload, so with the check first a broken config fails `systemctl
+/// reload` and the daemon is never sent SIGHUP. The checks print nothing on success (the
+/// journal would get every job at each start and reload); an error still goes to stderr.
+#[test]
+fn the_unit_checks_the_config_quietly_before_it_reloads() {
+    let unit = std::fs::read_to_string(repo("systemd/tickler.service")).unwrap();
+    let values = |key: &str| -> Vec<String> {
+        unit.lines()
+            .filter_map(|l| l.strip_prefix(key))
+            .map(String::from)
+            .collect()
+    };
+    let check = "/usr/bin/tickler --config /etc/tickler/config.toml check --quiet";
+    assert_eq!(
+        values("ExecReload="),
+        [check, "/bin/kill -HUP $MAINPID"],
+        "the check first, then the signal"
+    );
+    assert_eq!(values("ExecStartPre="), [check]);
+
+    // The check line as systemd runs it, on this project's config.
+    let p = Project::sqlite();
+    let run_check = || {
+        let words: Vec<String> = check
+            .split_whitespace()
+            .skip(1)
+            .map(|w| {
+                w.replace(
+                    "/etc/tickler/config.toml",
+                    &p.config_path().to_string_lossy(),
+                )
+            })
+            .collect();
+        Command::new(BIN)
+            .args(&words)
+            .current_dir(p.path())
+            .env_remove("TICKLER_DATABASE_URL")
+            .output()
+            .unwrap()
+    };
+    p.write_config(
+        "",
+        "[[job]]\nname = \"a\"\nkind = \"noop\"\nevery = \"1h\"\n",
+    );
+    let ok = run_check();
+    assert!(ok.status.success(), "{}", stderr(&ok));
+    assert_eq!((stdout(&ok), stderr(&ok)), (String::new(), String::new()));
+
+    p.write_config(
+        "",
+        "[[job]]\nname = \"a\"\nkind = \"noop\"\nevery = \"1 fortnight\"\n",
+    );
+    let broken = run_check();
+    assert_eq!(broken.status.code(), Some(1));
+    assert_eq!(stdout(&broken), "");
+    assert!(
+        stderr(&broken).contains("error: invalid `every` interval `1 fortnight` for job `a`"),
+        "{}",
+        stderr(&broken)
+    );
+}
+
 /// Sets up a private mount namespace whose /run/systemd/journal is `dir` (holding the test's
 /// socket), then runs the daemon there with stderr on `log` and `JOURNAL_STREAM` naming it.
 /// `None` when namespaces are not allowed here.
@@ -316,7 +379,8 @@ fn journal_fields(datagram: &[u8]) -> Vec<(String, String)> {
 }
 
 /// Under systemd (stderr is the journal stream) each event goes to journald natively, its
-/// fields as journal fields: `journalctl -u tickler JOB=nightly` finds a job's runs.
+/// fields as journal fields: `journalctl -u tickler JOB=nightly` finds a job's runs, and the
+/// message text names the job for the plain view.
 #[test]
 fn journal_lines_carry_job_run_id_status_and_scheduled_for() {
     let p = Project::sqlite();
@@ -336,8 +400,13 @@ fn journal_lines_carry_job_run_id_status_and_scheduled_for() {
     let mut events: Vec<Vec<(String, String)>> = vec![];
     let mut buf = vec![0u8; 65536];
     let start = Instant::now();
+    // The plain `journalctl -u tickler` view shows only MESSAGE: it names the job and status.
+    let (started_text, finished_text) = (
+        "run started job=nightly status=running",
+        "run finished job=nightly status=succeeded",
+    );
     let finished =
-        |e: &Vec<(String, String)>| e.iter().any(|(k, v)| k == "MESSAGE" && v == "run finished");
+        |e: &Vec<(String, String)>| e.iter().any(|(k, v)| k == "MESSAGE" && v == finished_text);
     while start.elapsed() < Duration::from_secs(20) && !events.iter().any(finished) {
         if let Ok(n) = socket.recv(&mut buf) {
             events.push(journal_fields(&buf[..n]));
@@ -353,8 +422,8 @@ fn journal_lines_carry_job_run_id_status_and_scheduled_for() {
             .find(|e| field(e, "MESSAGE").as_deref() == Some(m))
             .unwrap_or_else(|| panic!("no journal entry {m:?} in {events:?}"))
     };
-    let started = message("run started");
-    let done = message("run finished");
+    let started = message(started_text);
+    let done = message(finished_text);
     for e in [started, done] {
         assert_eq!(field(e, "JOB").as_deref(), Some("nightly"), "{e:?}");
         assert_eq!(field(e, "SYSLOG_IDENTIFIER").as_deref(), Some("tickler"));
@@ -539,6 +608,10 @@ fn install_sh_installs_upgrades_and_uninstalls_into_a_staging_root() {
     assert!(
         unit.contains("ExecStart=/opt/tickler/bin/tickler --config /etc/tickler/config.toml run")
     );
+    assert!(unit.contains(
+        "ExecReload=/opt/tickler/bin/tickler --config /etc/tickler/config.toml check --quiet\n\
+         ExecReload=/bin/kill -HUP $MAINPID\n"
+    ));
     assert!(!unit.contains("/usr/bin/tickler"));
     // The installed config validates as shipped.
     let check = Command::new(at("/opt/tickler/bin/tickler"))

@@ -25,7 +25,7 @@ fn new_run(job: &str, slot: &str, status: Status, instance: &Arc<str>) -> NewRun
 }
 
 async fn contract(store: Store) {
-    let me = Instance::current();
+    let me = Instance::current().unwrap();
     store.register_instance(&me).await.unwrap();
     let gone: Arc<str> = Arc::from("ghost:1:dead");
 
