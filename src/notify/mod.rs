@@ -418,7 +418,11 @@ impl Notifier {
         let written = written
             .await
             .unwrap_or_else(|e| Err(journal_lost(format!("the writer stopped: {e}"))));
-        guard.disarm();
+        // When the record failed, the guard gives the claims up as it drops (unsent ones to
+        // `failed`, those in a provider's hands to `unknown`) rather than leave them `sending`.
+        if written.is_ok() {
+            guard.disarm();
+        }
         written?;
         Ok(fates.into_iter().map(|f| f.unwrap_or(Fate::Done)).collect())
     }
