@@ -3,8 +3,8 @@
 //! left behind, on SQLite and on PostgreSQL.
 //!
 //! The config: `tick` (a command every second, `overlap = "allow"`, `catch_up = "all"`, which
-//! writes its slot to a file: a slot run twice shows there), `queued` (every second, 1.5 s
-//! long, `overlap = "queue"`: fires wait their turn in `pending` rows), `skipper` (every
+//! writes its slot to a file: a slot run twice shows there), `queued` (every second, 0.9 s
+//! long, `overlap = "queue"`: after a restart its backlog waits its turn in `pending` rows), `skipper` (every
 //! second, 1.2 s long, `overlap = "skip"`), `reminders` (`invoice_reminders` every 2 s over
 //! 3,000 open invoices, through SMTP to a sink of this process that records each recipient).
 //!
@@ -136,7 +136,7 @@ fn config_text(dir: &Path, url: &str, smtp: u16) -> String {
          [[job]]\nname = \"tick\"\nkind = \"command\"\nshell = true\n\
          command = [\"echo $TICKLER_SCHEDULED_FOR >> {dir}/ran.txt; sleep 0.5\"]\n\
          every = \"1s\"\noverlap = \"allow\"\ncatch_up = \"all\"\nmisfire_grace = \"1h\"\n\n\
-         [[job]]\nname = \"queued\"\nkind = \"noop\"\nduration = \"1500ms\"\nevery = \"1s\"\n\
+         [[job]]\nname = \"queued\"\nkind = \"noop\"\nduration = \"900ms\"\nevery = \"1s\"\n\
          overlap = \"queue\"\ncatch_up = \"all\"\nmisfire_grace = \"1h\"\n\n\
          [[job]]\nname = \"skipper\"\nkind = \"noop\"\nduration = \"1200ms\"\nevery = \"1s\"\n\
          overlap = \"skip\"\n\n\
