@@ -10,9 +10,11 @@
 //!   bound (`UNWRITTEN_PER_SLOT` per slot) holds back claims when the writer falls behind.
 //! - Leases of running tasks are renewed; a daemon that dies leaves its tasks to be reclaimed
 //!   by any daemon once their lease expires.
-//! - Wake-up: an insert by this process (a campaign's next email, `enqueue`), a PostgreSQL
-//!   NOTIFY (any process inserting), the time of the earliest pending task, and on SQLite a
-//!   short poll for inserts by other processes (`[queue].poll`).
+//! - Wake-up: an insert by this process (a campaign's next email, `enqueue`), a change by
+//!   another process ([`Store::watch_tasks`]: PostgreSQL's NOTIFY on an insert or an update
+//!   that makes a task due sooner; on SQLite the kernel's notification of a write to the WAL),
+//!   and the time of the earliest pending task or lease to reclaim. Each wake-up reads that
+//!   time again, so an earlier task replaces the sleep in progress. Nothing polls.
 
 use std::collections::HashSet;
 use std::sync::{Arc, LazyLock, Mutex};
@@ -107,10 +109,10 @@ impl Runner {
             interrupt.clone(),
         ));
         let renewer = tokio::spawn(self.clone().renewer(running.clone()));
-        let listener = match &self.store {
-            Store::Postgres(s) => tokio::spawn(listen(s.pool().clone())),
-            Store::Sqlite(s) => tokio::spawn(watch(s.clone(), self.poll)),
-        };
+        let listener = tokio::spawn({
+            let (store, poll) = (self.store.clone(), self.poll);
+            async move { store.watch_tasks(poll, wake).await }
+        });
         let mut woken = WAKE.subscribe();
         let mut next_reclaim = self.clock.now();
         let reclaim_every = TimeDelta::from_std(self.lease / 2).unwrap_or(TimeDelta::seconds(30));
@@ -205,8 +207,11 @@ impl Runner {
                 .unwrap_or(now + TimeDelta::seconds(30))
                 .min(next_reclaim);
             if !got_any && wake_at <= now {
-                // Due rows another daemon is claiming right now: look again in a moment.
+                // Due rows another daemon is claiming right now, or a lease that expired (its
+                // task is claimable once reclaimed): look again in a moment, and reclaim soon
+                // rather than at the next periodic reclaim, up to `lease / 2` of 5 ms turns.
                 wake_at = now + TimeDelta::milliseconds(5);
+                next_reclaim = next_reclaim.min(now + TimeDelta::milliseconds(100));
             }
             tokio::select! {
                 _ = self.clock.sleep_until(wake_at, MAX_SLEEP) => {}
@@ -396,79 +401,6 @@ fn failed(
             error: Some(why),
             retry_count: task.retry_count,
             result,
-        }
-    }
-}
-
-/// How often the SQLite watch checkpoints the WAL while the database is being written.
-const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
-
-/// On SQLite, which has no NOTIFY: every `poll`, looks whether anything committed (a cheap
-/// counter read on a connection of its own) and if so wakes the runners; while writes go on,
-/// checkpoints the WAL every `CHECKPOINT_EVERY`, so no commit of a claim has to.
-async fn watch(store: crate::store::SqliteStore, poll: Duration) {
-    let mut last_checkpoint = tokio::time::Instant::now();
-    let mut dirty = false;
-    loop {
-        let mut watch = match store.watch().await {
-            Ok(w) => w,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot watch the database for new tasks; trying again in 5s");
-                wake();
-                tokio::time::sleep(Duration::from_secs(5)).await;
-                continue;
-            }
-        };
-        loop {
-            tokio::time::sleep(poll).await;
-            match watch.changed().await {
-                Ok(true) => {
-                    dirty = true;
-                    wake();
-                }
-                Ok(false) => {}
-                Err(e) => {
-                    tracing::warn!(error = %e, "lost the task watch connection; reopening");
-                    wake();
-                    break;
-                }
-            }
-            if dirty && last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
-                last_checkpoint = tokio::time::Instant::now();
-                dirty = false;
-                if let Err(e) = watch.checkpoint().await {
-                    tracing::warn!(error = %e, "SQLite checkpoint failed");
-                }
-            }
-        }
-    }
-}
-
-/// Listens for inserts by any process on PostgreSQL and wakes this process's runners.
-async fn listen(pool: sqlx::PgPool) {
-    loop {
-        let mut listener = match sqlx::postgres::PgListener::connect_with(&pool).await {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot LISTEN for new tasks; trying again in 5s");
-                tokio::time::sleep(Duration::from_secs(5)).await;
-                continue;
-            }
-        };
-        if let Err(e) = listener.listen("tickler_tasks").await {
-            tracing::warn!(error = %e, "cannot LISTEN for new tasks; trying again in 5s");
-            tokio::time::sleep(Duration::from_secs(5)).await;
-            continue;
-        }
-        loop {
-            match listener.recv().await {
-                Ok(_) => wake(),
-                Err(e) => {
-                    tracing::warn!(error = %e, "lost the LISTEN connection; reconnecting");
-                    wake();
-                    break;
-                }
-            }
         }
     }
 }

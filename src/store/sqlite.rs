@@ -106,22 +106,213 @@ impl SqliteStore {
         DaemonLock::acquire(&self.path)
     }
 
-    /// A connection of its own, apart from the pool, that notices commits of other
-    /// connections and processes and checkpoints the WAL off the claim path.
-    pub async fn watch(&self) -> Result<SqliteWatch> {
-        let options = self.pool.connect_options();
-        let mut conn = sqlx::SqliteConnection::connect_with(&options)
-            .await
-            .doing("opening the task watch connection")?;
-        let version = data_version(&mut conn).await?;
-        Ok(SqliteWatch { conn, version })
+    /// Runs until dropped, calling `changed` after each commit by another connection or
+    /// process (the CLI, the user's application, `sqlite3`), so the task runner looks for new
+    /// or sooner tasks at once without polling. See [`watch_loop`] for how, and how writes
+    /// that are still being committed are never missed. When the kernel's file-change
+    /// notifications cannot be had, the change counter is read every `fallback_poll`.
+    pub async fn watch_changes(&self, fallback_poll: Duration, changed: fn()) {
+        let mut files = match WalEvents::new(&self.path) {
+            Ok(events) => Some(events),
+            Err(e) => {
+                tracing::warn!(
+                    error = %e, db = %self.path.display(),
+                    poll = %humantime::format_duration(fallback_poll),
+                    "cannot watch the database's directory for writes (inotify); looking for \
+                     tasks inserted by other processes every `[queue] poll` instead"
+                );
+                None
+            }
+        };
+        loop {
+            let options = self.pool.connect_options();
+            let conn = sqlx::SqliteConnection::connect_with(&options)
+                .await
+                .doing("opening the task watch connection");
+            let error = match conn {
+                Ok(mut conn) => {
+                    // Whatever was committed while nothing watched.
+                    changed();
+                    watch_loop(&mut conn, &mut files, fallback_poll, changed).await
+                }
+                Err(e) => e,
+            };
+            tracing::warn!(error = %error, "lost the task watch; reopening it in 5s");
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        }
     }
 }
 
-/// See [`SqliteStore::watch`].
-pub struct SqliteWatch {
-    conn: sqlx::SqliteConnection,
-    version: i64,
+/// The fewest time between two looks at the change counter while commits keep coming, so a
+/// busy database is looked at 100 times a second at most, however many commits it takes.
+const MIN_GAP: Duration = Duration::from_millis(10);
+/// How often the watch checkpoints the WAL while commits keep coming, so that no commit on
+/// the claim path has to (`wal_autocheckpoint` is set high for that reason).
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
+/// Commits closer together than this count as "writes going on". An idle daemon's single
+/// commits (a heartbeat every 30 s) are left to the heartbeat's own checkpoint (every tenth).
+const BUSY_WITHIN: Duration = Duration::from_secs(1);
+
+/// Waits for writes to the WAL (or, without `files`, for `poll`), then reads the change
+/// counter and calls `changed` if another connection committed; checkpoints while commits go
+/// on. Returns the error that ended it (the connection is gone or broken).
+///
+/// A commit writes its frames to the WAL (the write the kernel reports) and only then
+/// publishes them in the shared-memory index (no notification: it is a memory map). Read
+/// right after the notification, the counter could still show the old state, and with
+/// nothing written after it the commit would wait for the next one. So the counter is read
+/// inside `BEGIN IMMEDIATE`, which waits for the writer lock: the writer that wrote what was
+/// reported has then finished (committed or rolled back), and the counter is settled.
+async fn watch_loop(
+    conn: &mut sqlx::SqliteConnection,
+    files: &mut Option<WalEvents>,
+    poll: Duration,
+    changed: fn(),
+) -> StoreError {
+    let mut version = match settled_data_version(conn).await {
+        Ok(v) => v,
+        Err(e) => return e,
+    };
+    let mut last_look = tokio::time::Instant::now();
+    let mut last_change: Option<tokio::time::Instant> = None;
+    let mut last_checkpoint = tokio::time::Instant::now();
+    loop {
+        match files {
+            Some(events) => match events.next().await {
+                Ok(()) => {
+                    let wait = MIN_GAP.saturating_sub(last_look.elapsed());
+                    if !wait.is_zero() {
+                        tokio::time::sleep(wait).await;
+                    }
+                    // One look covers every write reported so far.
+                    events.drain();
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        error = %e, poll = %humantime::format_duration(poll),
+                        "the database's file-change notifications stopped; looking for tasks \
+                         inserted by other processes every `[queue] poll` instead"
+                    );
+                    *files = None;
+                    changed();
+                }
+            },
+            None => tokio::time::sleep(poll).await,
+        }
+        last_look = tokio::time::Instant::now();
+        let before = version;
+        version = match settled_data_version(conn).await {
+            Ok(v) => v,
+            // A writer held its lock past the busy timeout: its commit (if any) writes to the
+            // WAL again, which is reported; without notifications the next poll looks again.
+            Err(e) if is_busy(&e) => continue,
+            Err(e) => return e,
+        };
+        if version == before {
+            continue;
+        }
+        changed();
+        let busy = last_change.is_some_and(|t| t.elapsed() < BUSY_WITHIN);
+        last_change = Some(tokio::time::Instant::now());
+        if busy && last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
+            last_checkpoint = tokio::time::Instant::now();
+            if let Err(e) = checkpoint_on(&mut *conn).await {
+                tracing::warn!(error = %e, "SQLite checkpoint failed");
+            }
+        }
+    }
+}
+
+/// Whether the database was locked by a writer for longer than the busy timeout.
+fn is_busy(e: &StoreError) -> bool {
+    matches!(e, StoreError::Query { source: sqlx::Error::Database(db), .. }
+        if db.code().is_some_and(|c| c.parse::<i32>().is_ok_and(|c| c & 0xff == 5)))
+}
+
+/// The change counter, read once no writer is in the middle of a commit (see [`watch_loop`]).
+/// The counter moves with commits of other connections only; this one never writes.
+async fn settled_data_version(conn: &mut sqlx::SqliteConnection) -> Result<i64> {
+    let doing = "reading the database's change counter";
+    use sqlx::Executor;
+    let rows = conn
+        .fetch_all(sqlx::raw_sql(
+            "BEGIN IMMEDIATE; PRAGMA data_version; ROLLBACK",
+        ))
+        .await;
+    match rows {
+        Ok(rows) => match rows.first() {
+            Some(row) => row.try_get::<i64, _>(0).doing(doing),
+            None => Err(StoreError::Query {
+                doing,
+                source: sqlx::Error::RowNotFound,
+            }),
+        },
+        Err(source) => {
+            // A failure after BEGIN leaves the transaction open; one before it, nothing.
+            let _ = conn.execute(sqlx::raw_sql("ROLLBACK")).await;
+            Err(StoreError::Query { doing, source })
+        }
+    }
+}
+
+/// Writes to the database's WAL file as the kernel reports them: an inotify watch on the
+/// directory, not on the file, because the WAL is deleted when the last connection to the
+/// database closes and created again by the next writer (a new file the directory's watch
+/// sees). The shared-memory index (`-shm`) is a memory map and reports nothing; reads report
+/// nothing either, so an idle database is silent.
+struct WalEvents {
+    stream: inotify::EventStream<[u8; 1024]>,
+    wal: std::ffi::OsString,
+}
+
+impl WalEvents {
+    fn new(db: &Path) -> std::io::Result<WalEvents> {
+        // SQLite names the WAL after the database's real path, symbolic links resolved.
+        let db = std::fs::canonicalize(db)?;
+        let (Some(dir), Some(name)) = (db.parent(), db.file_name()) else {
+            return Err(std::io::Error::other("the database path has no directory"));
+        };
+        let mut wal = name.to_os_string();
+        wal.push("-wal");
+        let inotify = inotify::Inotify::init()?;
+        inotify.watches().add(
+            dir,
+            inotify::WatchMask::MODIFY | inotify::WatchMask::CREATE | inotify::WatchMask::MOVED_TO,
+        )?;
+        Ok(WalEvents {
+            stream: inotify.into_event_stream([0; 1024])?,
+            wal,
+        })
+    }
+
+    /// Waits for a write to the WAL, or for a sign that writes may have gone unreported (the
+    /// kernel's queue overflowed). Writes to other files of the directory are skipped.
+    async fn next(&mut self) -> std::io::Result<()> {
+        use futures_util::StreamExt;
+        loop {
+            let event = self
+                .stream
+                .next()
+                .await
+                .ok_or_else(|| std::io::Error::other("the inotify stream ended"))??;
+            if event.mask.contains(inotify::EventMask::Q_OVERFLOW)
+                || event.name.as_deref() == Some(self.wal.as_os_str())
+            {
+                return Ok(());
+            }
+            if event.mask.contains(inotify::EventMask::IGNORED) {
+                return Err(std::io::Error::other(
+                    "the database's directory was removed or unmounted",
+                ));
+            }
+        }
+    }
+
+    /// Drops the events already queued, without waiting.
+    fn drain(&mut self) {
+        use futures_util::{FutureExt, StreamExt};
+        while let Some(Some(Ok(_))) = self.stream.next().now_or_never() {}
+    }
 }
 
 async fn checkpoint_on<'e>(on: impl sqlx::SqliteExecutor<'e>) -> Result<()> {
@@ -130,30 +321,6 @@ async fn checkpoint_on<'e>(on: impl sqlx::SqliteExecutor<'e>) -> Result<()> {
         .await
         .doing("checkpointing the WAL")?;
     Ok(())
-}
-
-async fn data_version(conn: &mut sqlx::SqliteConnection) -> Result<i64> {
-    sqlx::query_scalar("PRAGMA data_version")
-        .fetch_one(conn)
-        .await
-        .doing("reading the database's change counter")
-}
-
-impl SqliteWatch {
-    /// Whether any other connection (of this process or another) committed since the last
-    /// call. A read of a counter in shared memory: cheap enough to call every few ms.
-    pub async fn changed(&mut self) -> Result<bool> {
-        let version = data_version(&mut self.conn).await?;
-        let changed = version != self.version;
-        self.version = version;
-        Ok(changed)
-    }
-
-    /// Copies the WAL back into the database without blocking writers, so that commits on the
-    /// claim path never have to.
-    pub async fn checkpoint(&mut self) -> Result<()> {
-        checkpoint_on(&mut self.conn).await
-    }
 }
 
 fn row_to_run(r: &sqlx::sqlite::SqliteRow) -> RunRow {
