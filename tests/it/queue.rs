@@ -597,6 +597,8 @@ async fn wait_completed_soon(store: &Store, id: &str, what: &str) -> TaskRow {
 
 /// A pending task due in an hour, then moved by another process (this test's connection) to
 /// now, runs at once: the runner reads the earliest time again instead of finishing its sleep.
+/// A task due now runs first, so the runner has read the hour-away time before the move (its
+/// claim of that task comes before its read of the next time, and that before it completes).
 async fn a_task_moved_earlier_runs_at_once(p: &Project, store: &Store) {
     let data = r#"{"handler": "nothing"}"#;
     let out = p.cli(&[
@@ -604,6 +606,8 @@ async fn a_task_moved_earlier_runs_at_once(p: &Project, store: &Store) {
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let id = stdout(&out).split_whitespace().nth(2).unwrap().to_string();
+    let first = p.enqueue_custom("nothing");
+    wait_completed_soon(store, &first, "the task due now to run").await;
     let sql = store.sql("UPDATE scheduled_tasks SET scheduled_for = $1 WHERE id = $2::uuid");
     let moved = match store {
         Store::Sqlite(s) => sqlx::query(&sql)
