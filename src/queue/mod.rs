@@ -295,7 +295,7 @@ pub struct QueueConfig {
     pub lease: Duration,
     /// The longest one attempt may take (a handler may set its own).
     pub timeout: Duration,
-    /// SQLite only, a fallback: how often the runner reads the database's change counter when
+    /// SQLite only, a fallback: how often the runner reads the count of queue changes when
     /// the kernel's file-change notifications (inotify) cannot be had. Normally a write by
     /// another process is reported at once and nothing polls (invariant 8); on PostgreSQL,
     /// LISTEN/NOTIFY does the same.

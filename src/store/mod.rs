@@ -448,7 +448,8 @@ impl Store {
     /// added a task or made one due sooner, so the task runner needs no short poll (invariant
     /// 8). PostgreSQL: `LISTEN tickler_tasks` (triggers notify on insert and on updates that
     /// make a task due sooner). SQLite: the kernel's notifications of writes to the WAL, then
-    /// the change counter; every `fallback_poll` when notifications cannot be had.
+    /// the count of queue changes its triggers keep; every `fallback_poll` when notifications
+    /// cannot be had.
     pub async fn watch_tasks(&self, fallback_poll: Duration, changed: fn()) {
         match self {
             Store::Sqlite(s) => s.watch_changes(fallback_poll, changed).await,

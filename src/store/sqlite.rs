@@ -67,11 +67,15 @@ impl SqliteStore {
             .pragma("wal_autocheckpoint", "20000");
         let jobs = SqlitePoolOptions::new()
             .max_connections(2)
+            .test_before_acquire(false)
             .idle_timeout(Duration::from_secs(300))
             .connect_lazy_with(options.clone());
+        // A SQLite connection is a file handle that cannot go stale: no ping (a round trip to
+        // its worker thread) before each use.
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .min_connections(0)
+            .test_before_acquire(false)
             .idle_timeout(Duration::from_secs(300))
             .connect_with(options)
             .await
@@ -106,11 +110,11 @@ impl SqliteStore {
         DaemonLock::acquire(&self.path)
     }
 
-    /// Runs until dropped, calling `changed` after each commit by another connection or
-    /// process (the CLI, the user's application, `sqlite3`), so the task runner looks for new
-    /// or sooner tasks at once without polling. See [`watch_loop`] for how, and how writes
-    /// that are still being committed are never missed. When the kernel's file-change
-    /// notifications cannot be had, the change counter is read every `fallback_poll`.
+    /// Runs until dropped, calling `changed` after each commit that inserted a task or made one
+    /// due sooner, by any connection or process (the CLI, the user's application, `sqlite3`),
+    /// so the task runner looks at once without polling. See [`watch_loop`] for how, and how
+    /// writes still being committed are never missed. When the kernel's file-change
+    /// notifications cannot be had, the count of queue changes is read every `fallback_poll`.
     pub async fn watch_changes(&self, fallback_poll: Duration, changed: fn()) {
         let mut files = match WalEvents::new(&self.path) {
             Ok(events) => Some(events),
@@ -143,78 +147,76 @@ impl SqliteStore {
     }
 }
 
-/// The fewest time between two looks at the change counter while commits keep coming, so a
-/// busy database is looked at 100 times a second at most, however many commits it takes.
+/// How long the watch lets a commit finish writing before it looks: a commit is several writes
+/// (each frame's header and page), and one look should cover them all.
+const SETTLE: Duration = Duration::from_millis(2);
+/// The fewest time between two looks while commits keep coming, so a busy database is looked
+/// at 100 times a second at most, however many commits it takes.
 const MIN_GAP: Duration = Duration::from_millis(10);
-/// How often the watch checkpoints the WAL while commits keep coming, so that no commit on
-/// the claim path has to (`wal_autocheckpoint` is set high for that reason).
+/// While commits keep coming (a look after every `CHECKPOINT_LOOKS` at least, no more often
+/// than `CHECKPOINT_EVERY`), the watch checkpoints the WAL, so that no commit on the claim path
+/// has to (`wal_autocheckpoint` is set high for that reason). An idle daemon's few commits are
+/// left to the heartbeat's own checkpoint (every tenth beat).
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
-/// Commits closer together than this count as "writes going on". An idle daemon's single
-/// commits (a heartbeat every 30 s) are left to the heartbeat's own checkpoint (every tenth).
-const BUSY_WITHIN: Duration = Duration::from_secs(1);
+const CHECKPOINT_LOOKS: u32 = 10;
 
-/// Waits for writes to the WAL (or, without `files`, for `poll`), then reads the change
-/// counter and calls `changed` if another connection committed; checkpoints while commits go
-/// on. Returns the error that ended it (the connection is gone or broken).
+/// Waits for writes to the WAL (or, without `files`, for `poll`), then reads the count of queue
+/// changes and calls `changed` if it moved; checkpoints while commits go on. Returns the error
+/// that ended it (the connection is gone or broken).
 ///
-/// A commit writes its frames to the WAL (the write the kernel reports) and only then
+/// A commit writes its frames to the WAL (the writes the kernel reports) and only then
 /// publishes them in the shared-memory index (no notification: it is a memory map). Read
-/// right after the notification, the counter could still show the old state, and with
-/// nothing written after it the commit would wait for the next one. So the counter is read
-/// inside `BEGIN IMMEDIATE`, which waits for the writer lock: the writer that wrote what was
-/// reported has then finished (committed or rolled back), and the counter is settled.
+/// right after the notification, the count could still be the old one, and with nothing
+/// written after it the change would wait for the next commit. So the count is read inside
+/// `BEGIN IMMEDIATE`, which waits for the writer lock: the writer that wrote what was reported
+/// has then finished (committed or rolled back), and what it committed is visible.
 async fn watch_loop(
     conn: &mut sqlx::SqliteConnection,
     files: &mut Option<WalEvents>,
     poll: Duration,
     changed: fn(),
 ) -> StoreError {
-    let mut version = match settled_data_version(conn).await {
+    let mut count = match settled_queue_changes(conn).await {
         Ok(v) => v,
         Err(e) => return e,
     };
     let mut last_look = tokio::time::Instant::now();
-    let mut last_change: Option<tokio::time::Instant> = None;
+    let mut looks: u32 = 0;
     let mut last_checkpoint = tokio::time::Instant::now();
     loop {
         match files {
             Some(events) => match events.next().await {
                 Ok(()) => {
-                    let wait = MIN_GAP.saturating_sub(last_look.elapsed());
-                    if !wait.is_zero() {
-                        tokio::time::sleep(wait).await;
-                    }
+                    tokio::time::sleep(SETTLE.max(MIN_GAP.saturating_sub(last_look.elapsed())))
+                        .await;
                     // One look covers every write reported so far.
-                    events.drain();
+                    if let Err(e) = events.drain() {
+                        stop_watching(files, &e, poll);
+                        changed();
+                    }
                 }
                 Err(e) => {
-                    tracing::warn!(
-                        error = %e, poll = %humantime::format_duration(poll),
-                        "the database's file-change notifications stopped; looking for tasks \
-                         inserted by other processes every `[queue] poll` instead"
-                    );
-                    *files = None;
+                    stop_watching(files, &e, poll);
                     changed();
                 }
             },
             None => tokio::time::sleep(poll).await,
         }
         last_look = tokio::time::Instant::now();
-        let before = version;
-        version = match settled_data_version(conn).await {
+        let before = count;
+        count = match settled_queue_changes(conn).await {
             Ok(v) => v,
             // A writer held its lock past the busy timeout: its commit (if any) writes to the
             // WAL again, which is reported; without notifications the next poll looks again.
             Err(e) if is_busy(&e) => continue,
             Err(e) => return e,
         };
-        if version == before {
-            continue;
+        if count != before {
+            changed();
         }
-        changed();
-        let busy = last_change.is_some_and(|t| t.elapsed() < BUSY_WITHIN);
-        last_change = Some(tokio::time::Instant::now());
-        if busy && last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
+        looks += 1;
+        if looks >= CHECKPOINT_LOOKS && last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
+            looks = 0;
             last_checkpoint = tokio::time::Instant::now();
             if let Err(e) = checkpoint_on(&mut *conn).await {
                 tracing::warn!(error = %e, "SQLite checkpoint failed");
@@ -223,20 +225,32 @@ async fn watch_loop(
     }
 }
 
+/// Falls back to polling when the file-change notifications broke.
+fn stop_watching(files: &mut Option<WalEvents>, e: &std::io::Error, poll: Duration) {
+    tracing::warn!(
+        error = %e, poll = %humantime::format_duration(poll),
+        "the database's file-change notifications stopped; looking for tasks inserted by other \
+         processes every `[queue] poll` instead"
+    );
+    *files = None;
+}
+
 /// Whether the database was locked by a writer for longer than the busy timeout.
 fn is_busy(e: &StoreError) -> bool {
     matches!(e, StoreError::Query { source: sqlx::Error::Database(db), .. }
         if db.code().is_some_and(|c| c.parse::<i32>().is_ok_and(|c| c & 0xff == 5)))
 }
 
-/// The change counter, read once no writer is in the middle of a commit (see [`watch_loop`]).
-/// The counter moves with commits of other connections only; this one never writes.
-async fn settled_data_version(conn: &mut sqlx::SqliteConnection) -> Result<i64> {
-    let doing = "reading the database's change counter";
+/// The count of queue changes (`tickler_counters.queue_changes`, kept by triggers: migration
+/// 0006), read once no writer is in the middle of a commit (see [`watch_loop`]).
+async fn settled_queue_changes(conn: &mut sqlx::SqliteConnection) -> Result<i64> {
     use sqlx::Executor;
+    let doing = "reading the count of queue changes";
     let rows = conn
         .fetch_all(sqlx::raw_sql(
-            "BEGIN IMMEDIATE; PRAGMA data_version; ROLLBACK",
+            "BEGIN IMMEDIATE;
+             SELECT coalesce((SELECT value FROM tickler_counters WHERE name = 'queue_changes'), 0);
+             ROLLBACK",
         ))
         .await;
     match rows {
@@ -255,38 +269,57 @@ async fn settled_data_version(conn: &mut sqlx::SqliteConnection) -> Result<i64> 
     }
 }
 
-/// Writes to the database's WAL file as the kernel reports them: an inotify watch on the
-/// directory, not on the file, because the WAL is deleted when the last connection to the
-/// database closes and created again by the next writer (a new file the directory's watch
-/// sees). The shared-memory index (`-shm`) is a memory map and reports nothing; reads report
-/// nothing either, so an idle database is silent.
+/// Writes to the database's WAL file as the kernel reports them (inotify). The file is
+/// watched for writes; its directory only for a file of that name appearing, because the WAL
+/// is deleted when the last connection to the database closes and created again by the next
+/// writer (a new file, which the file's old watch does not follow). Writes to other files of
+/// the directory are not reported at all. The shared-memory index (`-shm`) is a memory map and
+/// reports nothing; reads report nothing either, so an idle database is silent.
 struct WalEvents {
     stream: inotify::EventStream<[u8; 1024]>,
-    wal: std::ffi::OsString,
+    dir: inotify::WatchDescriptor,
+    wal_path: PathBuf,
+    wal_name: std::ffi::OsString,
 }
 
 impl WalEvents {
     fn new(db: &Path) -> std::io::Result<WalEvents> {
+        use inotify::WatchMask;
         // SQLite names the WAL after the database's real path, symbolic links resolved.
         let db = std::fs::canonicalize(db)?;
-        let (Some(dir), Some(name)) = (db.parent(), db.file_name()) else {
+        let (Some(parent), Some(name)) = (db.parent(), db.file_name()) else {
             return Err(std::io::Error::other("the database path has no directory"));
         };
-        let mut wal = name.to_os_string();
-        wal.push("-wal");
-        let inotify = inotify::Inotify::init()?;
-        inotify.watches().add(
+        let mut wal_name = name.to_os_string();
+        wal_name.push("-wal");
+        let stream = inotify::Inotify::init()?.into_event_stream([0; 1024])?;
+        let dir = stream
+            .watches()
+            .add(parent, WatchMask::CREATE | WatchMask::MOVED_TO)?;
+        let events = WalEvents {
+            stream,
             dir,
-            inotify::WatchMask::MODIFY | inotify::WatchMask::CREATE | inotify::WatchMask::MOVED_TO,
-        )?;
-        Ok(WalEvents {
-            stream: inotify.into_event_stream([0; 1024])?,
-            wal,
-        })
+            wal_path: parent.join(&wal_name),
+            wal_name,
+        };
+        events.watch_wal()?;
+        Ok(events)
     }
 
-    /// Waits for a write to the WAL, or for a sign that writes may have gone unreported (the
-    /// kernel's queue overflowed). Writes to other files of the directory are skipped.
+    /// Watches the WAL file now at its path, if there is one.
+    fn watch_wal(&self) -> std::io::Result<()> {
+        match self
+            .stream
+            .watches()
+            .add(&self.wal_path, inotify::WatchMask::MODIFY)
+        {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            other => other.map(drop),
+        }
+    }
+
+    /// Waits for a write to the WAL, a new WAL, or a sign that writes may have gone unreported
+    /// (the kernel's queue overflowed).
     async fn next(&mut self) -> std::io::Result<()> {
         use futures_util::StreamExt;
         loop {
@@ -295,23 +328,42 @@ impl WalEvents {
                 .next()
                 .await
                 .ok_or_else(|| std::io::Error::other("the inotify stream ended"))??;
-            if event.mask.contains(inotify::EventMask::Q_OVERFLOW)
-                || event.name.as_deref() == Some(self.wal.as_os_str())
-            {
+            if self.take(event)? {
                 return Ok(());
-            }
-            if event.mask.contains(inotify::EventMask::IGNORED) {
-                return Err(std::io::Error::other(
-                    "the database's directory was removed or unmounted",
-                ));
             }
         }
     }
 
-    /// Drops the events already queued, without waiting.
-    fn drain(&mut self) {
+    /// Takes the events already queued, without waiting: one look will cover them all.
+    fn drain(&mut self) -> std::io::Result<()> {
         use futures_util::{FutureExt, StreamExt};
-        while let Some(Some(Ok(_))) = self.stream.next().now_or_never() {}
+        while let Some(Some(event)) = self.stream.next().now_or_never() {
+            self.take(event?)?;
+        }
+        Ok(())
+    }
+
+    /// Whether `event` calls for a look at the database; follows a new WAL file.
+    fn take(&self, event: inotify::EventOwned) -> std::io::Result<bool> {
+        use inotify::EventMask;
+        if event.mask.contains(EventMask::Q_OVERFLOW) {
+            return Ok(true);
+        }
+        if event.wd != self.dir {
+            // The WAL's watch: a write, or its end (the file was deleted).
+            return Ok(event.mask.contains(EventMask::MODIFY));
+        }
+        if event.mask.contains(EventMask::IGNORED) {
+            return Err(std::io::Error::other(
+                "the database's directory was removed or unmounted",
+            ));
+        }
+        if event.name.as_deref() == Some(self.wal_name.as_os_str()) {
+            // A new WAL, perhaps written already: watch it, and look.
+            self.watch_wal()?;
+            return Ok(true);
+        }
+        Ok(false)
     }
 }
 
