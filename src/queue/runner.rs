@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::Value;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -52,6 +52,11 @@ pub async fn enqueue(
     wake();
     Ok(rows.into_iter().map(|r| r.id).collect())
 }
+
+/// How long an idle runner waits before it reads the queue again with nothing due and
+/// nothing reported: inserts and sooner tasks wake it at once ([`Store::watch_tasks`]), and
+/// the earliest lease to reclaim is one of the times it wakes at, so this is only a backstop.
+const LOOK_AGAIN: TimeDelta = TimeDelta::minutes(5);
 
 /// How many attempts per concurrency slot may have ended without their end written yet.
 const UNWRITTEN_PER_SLOT: usize = 4;
@@ -108,19 +113,19 @@ impl Runner {
             running.clone(),
             interrupt.clone(),
         ));
-        let renewer = tokio::spawn(self.clone().renewer(running.clone()));
+        let started = Arc::new(Notify::new());
+        let renewer = tokio::spawn(self.clone().renewer(running.clone(), started.clone()));
         let listener = tokio::spawn({
             let (store, poll) = (self.store.clone(), self.poll);
             async move { store.watch_tasks(poll, wake).await }
         });
         let mut woken = WAKE.subscribe();
         let mut next_reclaim = self.clock.now();
-        let reclaim_every = TimeDelta::from_std(self.lease / 2).unwrap_or(TimeDelta::seconds(30));
         tracing::info!(
             concurrency = self.concurrency, batch = self.batch,
             lease = %humantime::format_duration(self.lease), "task runner started"
         );
-        while !stopping.is_cancelled() {
+        'turns: while !stopping.is_cancelled() {
             let free = slots.available_permits().min(unwritten.available_permits());
             if free == 0 {
                 tokio::select! {
@@ -135,7 +140,7 @@ impl Runner {
             woken.borrow_and_update();
             let now = self.clock.now();
             if now >= next_reclaim {
-                next_reclaim = now + reclaim_every;
+                next_reclaim = now + LOOK_AGAIN;
                 match self.store.reclaim_expired(now).await {
                     Ok(ids) if !ids.is_empty() => tracing::warn!(
                         tasks = ids.len(), ids = ?ids,
@@ -171,6 +176,9 @@ impl Runner {
             ) else {
                 unreachable!("task runner permits taken outside its loop")
             };
+            if got_any {
+                started.notify_one();
+            }
             for task in claimed {
                 let (Some(slot), Some(place)) = (slot.split(1), place.split(1)) else {
                     unreachable!("more tasks claimed than the limit")
@@ -203,20 +211,25 @@ impl Runner {
                     None
                 }
             };
-            let mut wake_at = next
-                .unwrap_or(now + TimeDelta::seconds(30))
-                .min(next_reclaim);
+            let mut wake_at = next.unwrap_or(now + LOOK_AGAIN).min(next_reclaim);
             if !got_any && wake_at <= now {
-                // Due rows another daemon is claiming right now, or a lease that expired (its
-                // task is claimable once reclaimed): look again in a moment, and reclaim soon
-                // rather than at the next periodic reclaim, up to `lease / 2` of 5 ms turns.
+                // Due rows another daemon is claiming right now, or a lease that expired (the
+                // earliest time counts leases too): reclaim, and look again in a moment.
                 wake_at = now + TimeDelta::milliseconds(5);
-                next_reclaim = next_reclaim.min(now + TimeDelta::milliseconds(100));
+                next_reclaim = now;
             }
-            tokio::select! {
-                _ = self.clock.sleep_until(wake_at, MAX_SLEEP) => {}
-                _ = woken.changed() => {}
-                _ = stopping.cancelled() => break,
+            // The wall clock is read again every `MAX_SLEEP` (a step of the clock is noticed),
+            // without asking the database anything until `wake_at` or a wake-up.
+            loop {
+                tokio::select! {
+                    _ = self.clock.sleep_until(wake_at, MAX_SLEEP) => {
+                        if self.clock.now() >= wake_at {
+                            break;
+                        }
+                    }
+                    _ = woken.changed() => break,
+                    _ = stopping.cancelled() => break 'turns,
+                }
             }
         }
         // Shutdown: claim nothing more; wait until every attempt's end is written.
@@ -325,10 +338,14 @@ impl Runner {
         }
     }
 
-    /// Extends the leases of running tasks, three times per lease.
-    async fn renewer(self: Arc<Self>, running: Arc<Mutex<HashSet<String>>>) {
+    /// Extends the leases of running tasks, three times per lease; sleeps while none runs
+    /// (`started` is notified when tasks are claimed).
+    async fn renewer(self: Arc<Self>, running: Arc<Mutex<HashSet<String>>>, started: Arc<Notify>) {
         let every = (self.lease / 3).max(Duration::from_millis(100));
         loop {
+            if running.lock().expect("running lock").is_empty() {
+                started.notified().await;
+            }
             tokio::time::sleep(every).await;
             let ids: Vec<String> = running
                 .lock()
