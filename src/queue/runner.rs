@@ -218,11 +218,12 @@ impl Runner {
                 wake_at = now + TimeDelta::milliseconds(5);
                 next_reclaim = now;
             }
-            // The wall clock is read again every `MAX_SLEEP` (a step of the clock is noticed),
-            // without asking the database anything until `wake_at` or a wake-up.
+            // A step of the wall clock is noticed by the timer loop (it reads the clock every
+            // 30 s), which wakes this runner; so one timer serves an idle daemon.
+            let most = LOOK_AGAIN.to_std().unwrap_or(MAX_SLEEP);
             loop {
                 tokio::select! {
-                    _ = self.clock.sleep_until(wake_at, MAX_SLEEP) => {
+                    _ = self.clock.sleep_until(wake_at, most) => {
                         if self.clock.now() >= wake_at {
                             break;
                         }
