@@ -24,7 +24,7 @@ seconds="${1:-60}"
 for b in "${benches[@]}"; do
     cargo bench --bench "$b" --no-run >/dev/null 2>&1 || cargo bench --bench "$b" --no-run
 done
-run() { cargo bench --quiet --bench scheduler -- "$@" 2>/dev/null | grep -E '^(lateness|idle) '; }
+run() { cargo bench --quiet --bench scheduler -- "$@" 2>/dev/null | grep -E '^(lateness|idle|wake) '; }
 
 pg_url="${TICKLER_BENCH_POSTGRES_URL:-}"
 if [ -z "$pg_url" ]; then
@@ -51,5 +51,8 @@ for n in 1000 10000; do
 done
 for n in 10 1000 10000; do
     run idle --jobs "$n" --seconds "$seconds"
+    run idle --jobs "$n" --seconds "$seconds" --database "$pg_url"
 done
+run wake --inserts 50 --moves 10
+run wake --inserts 50 --moves 10 --database "$pg_url"
 TICKLER_BENCH_POSTGRES_URL="$pg_url" cargo bench --quiet --bench reminders

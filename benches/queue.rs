@@ -53,8 +53,9 @@
 //! - `--sqlite-checkpoint MS`: an experiment: during the steady load this process runs
 //!   `PRAGMA wal_checkpoint(PASSIVE)` every MS, so the WAL never reaches `wal_autocheckpoint`
 //!   and no commit of the daemon has to checkpoint it. Labelled in the results.
-//! - `--poll DURATION`: `[queue] poll` of the daemons (default: not set, so 50 ms): how often an
-//!   idle runner on SQLite looks for tasks inserted by another process, this one.
+//! - `--poll DURATION`: `[queue] poll` of the daemons (default: not set, so 5 s): on SQLite, how
+//!   often a runner looks for tasks inserted by another process (this one) when inotify cannot
+//!   be had; otherwise unused (the kernel reports the writes).
 //! - `--pg-set NAME=VALUE,...`: `ALTER DATABASE ... SET` for the run's database, so the
 //!   daemons' sessions use it (e.g. `synchronous_commit=off`); labelled in the results. Not
 //!   for headline figures.

@@ -5,8 +5,15 @@
 //!   in this process on the system clock. Prints fired/total and the lateness p50/p99/max
 //!   read back from the ledger (`started_at - scheduled_for`, where `started_at` is the start
 //!   of the job body, after its ledger row was committed).
-//! - `idle --jobs N --seconds S`: the release binary with N jobs loaded and none due; prints its
-//!   RSS, CPU time and wakeups (context switches of all its threads) over S seconds.
+//! - `idle --jobs N --seconds S [--database URL]`: the release binary with N jobs loaded and
+//!   none due, and the task queue on (as shipped: no `[queue]` section); prints its RSS, CPU
+//!   time and wakeups (context switches of all its threads) over S seconds. PostgreSQL: the
+//!   database `tickler_bench_idle` next to URL's, dropped and created again.
+//! - `wake --inserts N --moves M [--database URL]`: the release binary, idle with the queue on;
+//!   this process (another process, as an application would) inserts N tasks due now, one at
+//!   a time at random moments while the daemon sleeps, then M times moves a pending task due
+//!   in an hour to now. Prints the start lateness of each kind (`executed_at`, the daemon's
+//!   claim, minus `scheduled_for`, taken just before the commit), p50/p99/max.
 
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -18,11 +25,10 @@ use tickler::daemon::{self, Options, Signal, SystemClock};
 use tickler::store::Store;
 use tokio::sync::{mpsc, oneshot};
 
-fn arg(args: &[String], name: &str) -> Option<String> {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1).cloned())
-}
+mod common;
+use common::pg_url_with_db;
+
+use common::arg;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -33,7 +39,22 @@ fn main() {
         let seconds = arg(&args, "--seconds")
             .and_then(|s| s.parse().ok())
             .unwrap_or(60);
-        idle(jobs, seconds);
+        idle(jobs, seconds, arg(&args, "--database").as_deref());
+    } else if args.iter().any(|a| a == "wake") {
+        let num = |name: &str, default: usize| {
+            arg(&args, name)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(default)
+        };
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(wake(
+            num("--inserts", 50),
+            num("--moves", 10),
+            arg(&args, "--database").as_deref(),
+        ));
     } else if args.iter().any(|a| a == "lateness") {
         let dir = tempfile::tempdir().unwrap();
         let url = arg(&args, "--database")
@@ -45,7 +66,8 @@ fn main() {
         rt.block_on(lateness(jobs, &url, dir.path()));
     } else {
         eprintln!(
-            "usage: cargo bench --bench scheduler -- lateness|idle [--jobs N] [--database URL] [--seconds S]"
+            "usage: cargo bench --bench scheduler -- lateness|idle|wake [--jobs N] [--database URL] \
+             [--seconds S] [--inserts N] [--moves M]"
         );
     }
 }
@@ -113,11 +135,7 @@ async fn lateness(jobs: usize, url: &str, state: &std::path::Path) {
     }
     tx.send(Signal::Shutdown).await.unwrap();
     daemon.await.unwrap().unwrap();
-    let backend = if url.starts_with("postgres") {
-        "postgres"
-    } else {
-        "sqlite"
-    };
+    let backend = backend_of(url);
     for (label, fired, late_ms) in results {
         let pct = |p: f64| {
             late_ms
@@ -199,9 +217,41 @@ fn proc_numbers(pid: u32) -> (u64, f64, u64) {
     (rss_kb, cpu, switches)
 }
 
-fn idle(jobs: usize, seconds: u64) {
+/// A fresh database `db` next to the PostgreSQL `url`'s, or a SQLite file in `dir`; its URL.
+fn fresh_database(url: Option<&str>, db: &str, dir: &std::path::Path) -> String {
+    let Some(url) = url else {
+        return format!("sqlite://{}/{db}.db", dir.display());
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        use sqlx::Connection;
+        let mut admin = sqlx::PgConnection::connect(url).await.unwrap();
+        sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        sqlx::raw_sql(&format!("CREATE DATABASE {db}"))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+    });
+    pg_url_with_db(url, db)
+}
+
+fn backend_of(url: &str) -> &'static str {
+    if url.starts_with("postgres") {
+        "postgres"
+    } else {
+        "sqlite"
+    }
+}
+
+fn idle(jobs: usize, seconds: u64, database: Option<&str>) {
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}/idle.db", dir.path().display());
+    let url = fresh_database(database, "tickler_bench_idle", dir.path());
     // Loaded but not due during the measurement: half yearly crons, half daily intervals.
     let mut text = config_text(&url, dir.path(), 0, "");
     for i in 0..jobs {
@@ -243,9 +293,135 @@ fn idle(jobs: usize, seconds: u64) {
     }
     child.wait().unwrap();
     println!(
-        "idle      jobs={jobs:<6} seconds={seconds}  rss={:.1}MiB  cpu={:.3}s  wakeups={:.2}/s",
+        "idle      backend={:<8} jobs={jobs:<6} seconds={seconds}  rss={:.1}MiB  cpu={:.3}s  wakeups={:.2}/s",
+        backend_of(&url),
         rss_kb as f64 / 1024.0,
         cpu1 - cpu0,
         (sw1 - sw0) as f64 / seconds as f64
     );
+}
+
+/// See the module's comment: how soon a task that another process inserts, or moves earlier,
+/// starts in an idle daemon.
+async fn wake(inserts: usize, moves: usize, database: Option<&str>) {
+    use tickler::queue::{QueueConfig, TaskRequest, TaskType};
+    let dir = tempfile::tempdir().unwrap();
+    let url = {
+        let (database, dir) = (database.map(String::from), dir.path().to_path_buf());
+        tokio::task::spawn_blocking(move || {
+            fresh_database(database.as_deref(), "tickler_bench_wake", &dir)
+        })
+        .await
+        .unwrap()
+    };
+    let path = dir.path().join("config.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "{}[queue.handlers.nop]\nkind = \"noop\"\n",
+            config_text(&url, dir.path(), 0, "")
+        ),
+    )
+    .unwrap();
+    let store = Store::connect(&DatabaseUrl::new(url.clone()))
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tickler"))
+        .args(["run", "--config"])
+        .arg(&path)
+        .env("TICKLER_LOG", "warn")
+        .env_remove("TICKLER_DATABASE_URL")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while store.instances().await.unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "the daemon did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let queue = QueueConfig::default();
+    let task = |at| {
+        let mut r = TaskRequest::new(TaskType::Custom, at);
+        r.data = Some(serde_json::json!({ "handler": "nop" }));
+        r.into_row(&queue)
+    };
+    let done = |id: String| {
+        let store = store.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                let t = store.task(&id).await.unwrap().unwrap();
+                if t.status == "completed" {
+                    let late = t.executed_at.unwrap() - t.scheduled_for;
+                    return late.num_microseconds().unwrap() as f64 / 1000.0;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "task {id} did not run within 60 s"
+                );
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    };
+    // A random pause before each, so the daemon is asleep and nothing lines up with its timers.
+    let pause = || tokio::time::sleep(Duration::from_millis(100 + fastrand::u64(0..400)));
+    let mut inserted = vec![];
+    for _ in 0..inserts {
+        pause().await;
+        let row = task(Utc::now());
+        store
+            .enqueue_tasks(std::slice::from_ref(&row), Utc::now())
+            .await
+            .unwrap();
+        inserted.push(done(row.id).await);
+    }
+    let mut moved = vec![];
+    for _ in 0..moves {
+        let row = task(Utc::now() + TimeDelta::hours(1));
+        store
+            .enqueue_tasks(std::slice::from_ref(&row), Utc::now())
+            .await
+            .unwrap();
+        pause().await;
+        let now = Utc::now();
+        let sql = store.sql("UPDATE scheduled_tasks SET scheduled_for = $1 WHERE id = $2::uuid");
+        match &store {
+            Store::Sqlite(s) => sqlx::query(&sql)
+                .bind(tickler::store::queue::task_time(now))
+                .bind(&row.id)
+                .execute(s.pool())
+                .await
+                .map(drop),
+            Store::Postgres(s) => sqlx::query(&sql)
+                .bind(now)
+                .bind(&row.id)
+                .execute(s.pool())
+                .await
+                .map(drop),
+        }
+        .unwrap();
+        moved.push(done(row.id).await);
+    }
+    // SAFETY: signalling our own child.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    child.wait().unwrap();
+    store.close().await;
+    for (what, mut late) in [("insert", inserted), ("moved", moved)] {
+        if late.is_empty() {
+            continue;
+        }
+        late.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        let pct = |p: f64| late[((late.len() as f64 - 1.0) * p).round() as usize];
+        println!(
+            "wake      backend={:<8} {what:<6} n={:<4} p50={:.1}ms  p99={:.1}ms  max={:.1}ms",
+            backend_of(&url),
+            late.len(),
+            pct(0.5),
+            pct(0.99),
+            late[late.len() - 1]
+        );
+    }
 }

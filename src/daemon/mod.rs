@@ -316,6 +316,10 @@ pub async fn run(
                 "the wall clock stepped back; no slot runs twice"
             );
         }
+        if drift.abs() > TimeDelta::seconds(2) {
+            // The task runner sleeps on a timer set from the old wall time: it reads it again.
+            crate::queue::runner::wake();
+        }
         prev = (now, mono);
 
         dispatch_due(&shared, &mut scheduler, &tracker, now).await;

@@ -295,8 +295,10 @@ pub struct QueueConfig {
     pub lease: Duration,
     /// The longest one attempt may take (a handler may set its own).
     pub timeout: Duration,
-    /// How often the runner looks whether another process wrote to the SQLite database (a read
-    /// of its change counter; on PostgreSQL, inserts wake it at once through LISTEN/NOTIFY).
+    /// SQLite only, a fallback: how often the runner reads the count of queue changes when
+    /// the kernel's file-change notifications (inotify) cannot be had. Normally a write by
+    /// another process is reported at once and nothing polls (invariant 8); on PostgreSQL,
+    /// LISTEN/NOTIFY does the same.
     pub poll: Duration,
     pub retry_default: RetryRule,
     pub retry: BTreeMap<TaskType, RetryRule>,
@@ -312,7 +314,7 @@ impl Default for QueueConfig {
             batch: 128,
             lease: Duration::from_secs(60),
             timeout: Duration::from_secs(300),
-            poll: Duration::from_millis(50),
+            poll: Duration::from_secs(5),
             retry_default: RetryRule::default(),
             retry: BTreeMap::new(),
             handlers: BTreeMap::new(),

@@ -10,9 +10,11 @@
 //!   bound (`UNWRITTEN_PER_SLOT` per slot) holds back claims when the writer falls behind.
 //! - Leases of running tasks are renewed; a daemon that dies leaves its tasks to be reclaimed
 //!   by any daemon once their lease expires.
-//! - Wake-up: an insert by this process (a campaign's next email, `enqueue`), a PostgreSQL
-//!   NOTIFY (any process inserting), the time of the earliest pending task, and on SQLite a
-//!   short poll for inserts by other processes (`[queue].poll`).
+//! - Wake-up: an insert by this process (a campaign's next email, `enqueue`), a change by
+//!   another process ([`Store::watch_tasks`]: PostgreSQL's NOTIFY on an insert or an update
+//!   that makes a task due sooner; on SQLite the kernel's notification of a write to the WAL),
+//!   and the time of the earliest pending task or lease to reclaim. Each wake-up reads that
+//!   time again, so an earlier task replaces the sleep in progress. Nothing polls.
 
 use std::collections::HashSet;
 use std::sync::{Arc, LazyLock, Mutex};
@@ -20,7 +22,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::Value;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -51,6 +53,11 @@ pub async fn enqueue(
     wake();
     Ok(rows.into_iter().map(|r| r.id).collect())
 }
+
+/// How long an idle runner waits before it reads the queue again with nothing due and
+/// nothing reported: inserts and sooner tasks wake it at once ([`Store::watch_tasks`]), and
+/// the earliest lease to reclaim is one of the times it wakes at, so this is only a backstop.
+const LOOK_AGAIN: TimeDelta = TimeDelta::minutes(5);
 
 /// How many attempts per concurrency slot may have ended without their end written yet.
 const UNWRITTEN_PER_SLOT: usize = 4;
@@ -138,19 +145,19 @@ impl Runner {
             running.clone(),
             interrupt.clone(),
         ));
-        let renewer = tokio::spawn(self.clone().renewer(running.clone()));
-        let listener = match &self.store {
-            Store::Postgres(s) => tokio::spawn(listen(s.pool().clone())),
-            Store::Sqlite(s) => tokio::spawn(watch(s.clone(), self.poll)),
-        };
+        let started = Arc::new(Notify::new());
+        let renewer = tokio::spawn(self.clone().renewer(running.clone(), started.clone()));
+        let listener = tokio::spawn({
+            let (store, poll) = (self.store.clone(), self.poll);
+            async move { store.watch_tasks(poll, wake).await }
+        });
         let mut woken = WAKE.subscribe();
         let mut next_reclaim = self.clock.now();
-        let reclaim_every = TimeDelta::from_std(self.lease / 2).unwrap_or(TimeDelta::seconds(30));
         tracing::info!(
             concurrency = self.concurrency, batch = self.batch,
             lease = %humantime::format_duration(self.lease), "task runner started"
         );
-        while !stopping.is_cancelled() {
+        'turns: while !stopping.is_cancelled() {
             let free = slots.available_permits().min(unwritten.available_permits());
             if free == 0 {
                 tokio::select! {
@@ -165,7 +172,7 @@ impl Runner {
             woken.borrow_and_update();
             let now = self.clock.now();
             if now >= next_reclaim {
-                next_reclaim = now + reclaim_every;
+                next_reclaim = now + LOOK_AGAIN;
                 match self.reclaim(now).await {
                     Ok(ids) if !ids.is_empty() => tracing::warn!(
                         tasks = ids.len(), ids = ?ids,
@@ -201,6 +208,9 @@ impl Runner {
             ) else {
                 unreachable!("task runner permits taken outside its loop")
             };
+            if got_any {
+                started.notify_one();
+            }
             for task in claimed {
                 let (Some(slot), Some(place)) = (slot.split(1), place.split(1)) else {
                     unreachable!("more tasks claimed than the limit")
@@ -233,17 +243,26 @@ impl Runner {
                     None
                 }
             };
-            let mut wake_at = next
-                .unwrap_or(now + TimeDelta::seconds(30))
-                .min(next_reclaim);
+            let mut wake_at = next.unwrap_or(now + LOOK_AGAIN).min(next_reclaim);
             if !got_any && wake_at <= now {
-                // Due rows another daemon is claiming right now: look again in a moment.
+                // Due rows another daemon is claiming right now, or a lease that expired (the
+                // earliest time counts leases too): reclaim, and look again in a moment.
                 wake_at = now + TimeDelta::milliseconds(5);
+                next_reclaim = now;
             }
-            tokio::select! {
-                _ = self.clock.sleep_until(wake_at, MAX_SLEEP) => {}
-                _ = woken.changed() => {}
-                _ = stopping.cancelled() => break,
+            // A step of the wall clock is noticed by the timer loop (it reads the clock every
+            // 30 s), which wakes this runner; so one timer serves an idle daemon.
+            let most = LOOK_AGAIN.to_std().unwrap_or(MAX_SLEEP);
+            loop {
+                tokio::select! {
+                    _ = self.clock.sleep_until(wake_at, most) => {
+                        if self.clock.now() >= wake_at {
+                            break;
+                        }
+                    }
+                    _ = woken.changed() => break,
+                    _ = stopping.cancelled() => break 'turns,
+                }
             }
         }
         // Shutdown: claim nothing more; wait until every attempt's end is written.
@@ -352,10 +371,14 @@ impl Runner {
         }
     }
 
-    /// Extends the leases of running tasks, three times per lease.
-    async fn renewer(self: Arc<Self>, running: Arc<Mutex<HashSet<String>>>) {
+    /// Extends the leases of running tasks, three times per lease; sleeps while none runs
+    /// (`started` is notified when tasks are claimed).
+    async fn renewer(self: Arc<Self>, running: Arc<Mutex<HashSet<String>>>, started: Arc<Notify>) {
         let every = (self.lease / 3).max(Duration::from_millis(100));
         loop {
+            if running.lock().expect("running lock").is_empty() {
+                started.notified().await;
+            }
             tokio::time::sleep(every).await;
             let ids: Vec<String> = running
                 .lock()
@@ -428,79 +451,6 @@ fn failed(
             error: Some(why),
             retry_count: task.retry_count,
             result,
-        }
-    }
-}
-
-/// How often the SQLite watch checkpoints the WAL while the database is being written.
-const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
-
-/// On SQLite, which has no NOTIFY: every `poll`, looks whether anything committed (a cheap
-/// counter read on a connection of its own) and if so wakes the runners; while writes go on,
-/// checkpoints the WAL every `CHECKPOINT_EVERY`, so no commit of a claim has to.
-async fn watch(store: crate::store::SqliteStore, poll: Duration) {
-    let mut last_checkpoint = tokio::time::Instant::now();
-    let mut dirty = false;
-    loop {
-        let mut watch = match store.watch().await {
-            Ok(w) => w,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot watch the database for new tasks; trying again in 5s");
-                wake();
-                tokio::time::sleep(Duration::from_secs(5)).await;
-                continue;
-            }
-        };
-        loop {
-            tokio::time::sleep(poll).await;
-            match watch.changed().await {
-                Ok(true) => {
-                    dirty = true;
-                    wake();
-                }
-                Ok(false) => {}
-                Err(e) => {
-                    tracing::warn!(error = %e, "lost the task watch connection; reopening");
-                    wake();
-                    break;
-                }
-            }
-            if dirty && last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
-                last_checkpoint = tokio::time::Instant::now();
-                dirty = false;
-                if let Err(e) = watch.checkpoint().await {
-                    tracing::warn!(error = %e, "SQLite checkpoint failed");
-                }
-            }
-        }
-    }
-}
-
-/// Listens for inserts by any process on PostgreSQL and wakes this process's runners.
-async fn listen(pool: sqlx::PgPool) {
-    loop {
-        let mut listener = match sqlx::postgres::PgListener::connect_with(&pool).await {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot LISTEN for new tasks; trying again in 5s");
-                tokio::time::sleep(Duration::from_secs(5)).await;
-                continue;
-            }
-        };
-        if let Err(e) = listener.listen("tickler_tasks").await {
-            tracing::warn!(error = %e, "cannot LISTEN for new tasks; trying again in 5s");
-            tokio::time::sleep(Duration::from_secs(5)).await;
-            continue;
-        }
-        loop {
-            match listener.recv().await {
-                Ok(_) => wake(),
-                Err(e) => {
-                    tracing::warn!(error = %e, "lost the LISTEN connection; reconnecting");
-                    wake();
-                    break;
-                }
-            }
         }
     }
 }

@@ -26,7 +26,7 @@ pub mod queue;
 mod sqlite;
 
 pub use postgres::PgStore;
-pub use sqlite::{SqliteStore, SqliteWatch};
+pub use sqlite::SqliteStore;
 
 /// Errors of the store, each saying what was being done.
 #[derive(Debug, thiserror::Error)]
@@ -513,6 +513,18 @@ impl Store {
         match self {
             Store::Sqlite(s) => s.checkpoint().await,
             Store::Postgres(_) => Ok(()),
+        }
+    }
+    /// Runs until dropped, calling `changed` whenever another connection or process may have
+    /// added a task or made one due sooner, so the task runner needs no short poll (invariant
+    /// 8). PostgreSQL: `LISTEN tickler_tasks` (triggers notify on insert and on updates that
+    /// make a task due sooner). SQLite: the kernel's notifications of writes to the WAL, then
+    /// the count of queue changes its triggers keep; every `fallback_poll` when notifications
+    /// cannot be had.
+    pub async fn watch_tasks(&self, fallback_poll: Duration, changed: fn()) {
+        match self {
+            Store::Sqlite(s) => s.watch_changes(fallback_poll, changed).await,
+            Store::Postgres(s) => s.listen_tasks(changed).await,
         }
     }
     /// A trivial query: the database answers.

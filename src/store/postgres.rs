@@ -72,6 +72,40 @@ impl PgStore {
         self.jobs.close().await;
         self.pool.close().await;
     }
+
+    /// Runs until dropped: calls `changed` for each `NOTIFY tickler_tasks` (any process
+    /// inserting a task, or making a pending one due sooner), and after a lost connection,
+    /// since notifications sent meanwhile are lost too. An idle LISTEN connection sends and
+    /// receives nothing.
+    pub async fn listen_tasks(&self, changed: fn()) {
+        loop {
+            let mut listener = match sqlx::postgres::PgListener::connect_with(&self.pool).await {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot LISTEN for new tasks; trying again in 5s");
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    continue;
+                }
+            };
+            if let Err(e) = listener.listen("tickler_tasks").await {
+                tracing::warn!(error = %e, "cannot LISTEN for new tasks; trying again in 5s");
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                continue;
+            }
+            // Whatever was notified while nothing listened.
+            changed();
+            loop {
+                match listener.recv().await {
+                    Ok(_) => changed(),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "lost the LISTEN connection; reconnecting");
+                        changed();
+                        break;
+                    }
+                }
+            }
+        }
+    }
 }
 
 fn row_to_run(r: &sqlx::postgres::PgRow) -> RunRow {

@@ -652,7 +652,8 @@ impl Store {
             .doing("retrying a task")?
             .rows_affected());
         if changed == 1 {
-            self.wake_runners().await?;
+            // PostgreSQL's trigger notifies the runners (a task back to `pending`), and
+            // SQLite's watch sees the commit.
             return Ok(None);
         }
         Ok(Some(
@@ -661,17 +662,6 @@ impl Store {
                 .map(|t| t.status)
                 .unwrap_or_else(|| "missing".into()),
         ))
-    }
-
-    /// Wakes the daemons listening on PostgreSQL (an insert does this by itself).
-    pub async fn wake_runners(&self) -> Result<()> {
-        if let Store::Postgres(s) = self {
-            sqlx::query("SELECT pg_notify('tickler_tasks', '')")
-                .execute(s.pool())
-                .await
-                .doing("waking the task runners")?;
-        }
-        Ok(())
     }
 
     /// Finishes a campaign task together with what it changes: the membership of the invoice

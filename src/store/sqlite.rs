@@ -67,11 +67,15 @@ impl SqliteStore {
             .pragma("wal_autocheckpoint", "20000");
         let jobs = SqlitePoolOptions::new()
             .max_connections(2)
+            .test_before_acquire(false)
             .idle_timeout(Duration::from_secs(300))
             .connect_lazy_with(options.clone());
+        // A SQLite connection is a file handle that cannot go stale: no ping (a round trip to
+        // its worker thread) before each use.
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .min_connections(0)
+            .test_before_acquire(false)
             .idle_timeout(Duration::from_secs(300))
             .connect_with(options)
             .await
@@ -106,22 +110,261 @@ impl SqliteStore {
         DaemonLock::acquire(&self.path)
     }
 
-    /// A connection of its own, apart from the pool, that notices commits of other
-    /// connections and processes and checkpoints the WAL off the claim path.
-    pub async fn watch(&self) -> Result<SqliteWatch> {
-        let options = self.pool.connect_options();
-        let mut conn = sqlx::SqliteConnection::connect_with(&options)
-            .await
-            .doing("opening the task watch connection")?;
-        let version = data_version(&mut conn).await?;
-        Ok(SqliteWatch { conn, version })
+    /// Runs until dropped, calling `changed` after each commit that inserted a task or made one
+    /// due sooner, by any connection or process (the CLI, the user's application, `sqlite3`),
+    /// so the task runner looks at once without polling. See [`watch_loop`] for how, and how
+    /// writes still being committed are never missed. When the kernel's file-change
+    /// notifications cannot be had, the count of queue changes is read every `fallback_poll`.
+    pub async fn watch_changes(&self, fallback_poll: Duration, changed: fn()) {
+        let mut files = match WalEvents::new(&self.path) {
+            Ok(events) => Some(events),
+            Err(e) => {
+                tracing::warn!(
+                    error = %e, db = %self.path.display(),
+                    poll = %humantime::format_duration(fallback_poll),
+                    "cannot watch the database's directory for writes (inotify); looking for \
+                     tasks inserted by other processes every `[queue] poll` instead"
+                );
+                None
+            }
+        };
+        loop {
+            let options = self.pool.connect_options();
+            let conn = sqlx::SqliteConnection::connect_with(&options)
+                .await
+                .doing("opening the task watch connection");
+            let error = match conn {
+                Ok(mut conn) => {
+                    // Whatever was committed while nothing watched.
+                    changed();
+                    watch_loop(&mut conn, &mut files, fallback_poll, changed).await
+                }
+                Err(e) => e,
+            };
+            tracing::warn!(error = %error, "lost the task watch; reopening it in 5s");
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        }
     }
 }
 
-/// See [`SqliteStore::watch`].
-pub struct SqliteWatch {
-    conn: sqlx::SqliteConnection,
-    version: i64,
+/// How long the watch lets a commit finish writing before it looks: a commit is several writes
+/// (each frame's header and page), and one look should cover them all.
+const SETTLE: Duration = Duration::from_millis(2);
+/// The fewest time between two looks while commits keep coming, so a busy database is looked
+/// at 100 times a second at most, however many commits it takes.
+const MIN_GAP: Duration = Duration::from_millis(10);
+/// While commits keep coming (a look after every `CHECKPOINT_LOOKS` at least, no more often
+/// than `CHECKPOINT_EVERY`), the watch checkpoints the WAL, so that no commit on the claim path
+/// has to (`wal_autocheckpoint` is set high for that reason). An idle daemon's few commits are
+/// left to the heartbeat's own checkpoint (every tenth beat).
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
+const CHECKPOINT_LOOKS: u32 = 10;
+
+/// Waits for writes to the WAL (or, without `files`, for `poll`), then reads the count of queue
+/// changes and calls `changed` if it moved; checkpoints while commits go on. Returns the error
+/// that ended it (the connection is gone or broken).
+///
+/// A commit writes its frames to the WAL (the writes the kernel reports) and only then
+/// publishes them in the shared-memory index (no notification: it is a memory map). Read
+/// right after the notification, the count could still be the old one, and with nothing
+/// written after it the change would wait for the next commit. So the count is read inside
+/// `BEGIN IMMEDIATE`, which waits for the writer lock: the writer that wrote what was reported
+/// has then finished (committed or rolled back), and what it committed is visible.
+async fn watch_loop(
+    conn: &mut sqlx::SqliteConnection,
+    files: &mut Option<WalEvents>,
+    poll: Duration,
+    changed: fn(),
+) -> StoreError {
+    let mut count = match settled_queue_changes(conn).await {
+        Ok(v) => v,
+        Err(e) => return e,
+    };
+    let mut last_look = tokio::time::Instant::now();
+    let mut looks: u32 = 0;
+    let mut last_checkpoint = tokio::time::Instant::now();
+    loop {
+        match files {
+            Some(events) => match events.next().await {
+                Ok(()) => {
+                    tokio::time::sleep(SETTLE.max(MIN_GAP.saturating_sub(last_look.elapsed())))
+                        .await;
+                    // One look covers every write reported so far.
+                    if let Err(e) = events.drain() {
+                        stop_watching(files, &e, poll);
+                        changed();
+                    }
+                }
+                Err(e) => {
+                    stop_watching(files, &e, poll);
+                    changed();
+                }
+            },
+            None => tokio::time::sleep(poll).await,
+        }
+        last_look = tokio::time::Instant::now();
+        let before = count;
+        count = match settled_queue_changes(conn).await {
+            Ok(v) => v,
+            // A writer held its lock past the busy timeout: its commit (if any) writes to the
+            // WAL again, which is reported; without notifications the next poll looks again.
+            Err(e) if is_busy(&e) => continue,
+            Err(e) => return e,
+        };
+        if count != before {
+            changed();
+        }
+        looks += 1;
+        if looks >= CHECKPOINT_LOOKS && last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
+            looks = 0;
+            last_checkpoint = tokio::time::Instant::now();
+            if let Err(e) = checkpoint_on(&mut *conn).await {
+                tracing::warn!(error = %e, "SQLite checkpoint failed");
+            }
+        }
+    }
+}
+
+/// Falls back to polling when the file-change notifications broke.
+fn stop_watching(files: &mut Option<WalEvents>, e: &std::io::Error, poll: Duration) {
+    tracing::warn!(
+        error = %e, poll = %humantime::format_duration(poll),
+        "the database's file-change notifications stopped; looking for tasks inserted by other \
+         processes every `[queue] poll` instead"
+    );
+    *files = None;
+}
+
+/// Whether the database was locked by a writer for longer than the busy timeout.
+fn is_busy(e: &StoreError) -> bool {
+    matches!(e, StoreError::Query { source: sqlx::Error::Database(db), .. }
+        if db.code().is_some_and(|c| c.parse::<i32>().is_ok_and(|c| c & 0xff == 5)))
+}
+
+/// The count of queue changes (`tickler_counters.queue_changes`, kept by triggers: migration
+/// 0006), read once no writer is in the middle of a commit (see [`watch_loop`]).
+async fn settled_queue_changes(conn: &mut sqlx::SqliteConnection) -> Result<i64> {
+    use sqlx::Executor;
+    let doing = "reading the count of queue changes";
+    let rows = conn
+        .fetch_all(sqlx::raw_sql(
+            "BEGIN IMMEDIATE;
+             SELECT coalesce((SELECT value FROM tickler_counters WHERE name = 'queue_changes'), 0);
+             ROLLBACK",
+        ))
+        .await;
+    match rows {
+        Ok(rows) => match rows.first() {
+            Some(row) => row.try_get::<i64, _>(0).doing(doing),
+            None => Err(StoreError::Query {
+                doing,
+                source: sqlx::Error::RowNotFound,
+            }),
+        },
+        Err(source) => {
+            // A failure after BEGIN leaves the transaction open; one before it, nothing.
+            let _ = conn.execute(sqlx::raw_sql("ROLLBACK")).await;
+            Err(StoreError::Query { doing, source })
+        }
+    }
+}
+
+/// Writes to the database's WAL file as the kernel reports them (inotify). The file is
+/// watched for writes; its directory only for a file of that name appearing, because the WAL
+/// is deleted when the last connection to the database closes and created again by the next
+/// writer (a new file, which the file's old watch does not follow). Writes to other files of
+/// the directory are not reported at all. The shared-memory index (`-shm`) is a memory map and
+/// reports nothing; reads report nothing either, so an idle database is silent.
+struct WalEvents {
+    stream: inotify::EventStream<[u8; 1024]>,
+    dir: inotify::WatchDescriptor,
+    wal_path: PathBuf,
+    wal_name: std::ffi::OsString,
+}
+
+impl WalEvents {
+    fn new(db: &Path) -> std::io::Result<WalEvents> {
+        use inotify::WatchMask;
+        // SQLite names the WAL after the database's real path, symbolic links resolved.
+        let db = std::fs::canonicalize(db)?;
+        let (Some(parent), Some(name)) = (db.parent(), db.file_name()) else {
+            return Err(std::io::Error::other("the database path has no directory"));
+        };
+        let mut wal_name = name.to_os_string();
+        wal_name.push("-wal");
+        let stream = inotify::Inotify::init()?.into_event_stream([0; 1024])?;
+        let dir = stream
+            .watches()
+            .add(parent, WatchMask::CREATE | WatchMask::MOVED_TO)?;
+        let events = WalEvents {
+            stream,
+            dir,
+            wal_path: parent.join(&wal_name),
+            wal_name,
+        };
+        events.watch_wal()?;
+        Ok(events)
+    }
+
+    /// Watches the WAL file now at its path, if there is one.
+    fn watch_wal(&self) -> std::io::Result<()> {
+        match self
+            .stream
+            .watches()
+            .add(&self.wal_path, inotify::WatchMask::MODIFY)
+        {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            other => other.map(drop),
+        }
+    }
+
+    /// Waits for a write to the WAL, a new WAL, or a sign that writes may have gone unreported
+    /// (the kernel's queue overflowed).
+    async fn next(&mut self) -> std::io::Result<()> {
+        use futures_util::StreamExt;
+        loop {
+            let event = self
+                .stream
+                .next()
+                .await
+                .ok_or_else(|| std::io::Error::other("the inotify stream ended"))??;
+            if self.take(event)? {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Takes the events already queued, without waiting: one look will cover them all.
+    fn drain(&mut self) -> std::io::Result<()> {
+        use futures_util::{FutureExt, StreamExt};
+        while let Some(Some(event)) = self.stream.next().now_or_never() {
+            self.take(event?)?;
+        }
+        Ok(())
+    }
+
+    /// Whether `event` calls for a look at the database; follows a new WAL file.
+    fn take(&self, event: inotify::EventOwned) -> std::io::Result<bool> {
+        use inotify::EventMask;
+        if event.mask.contains(EventMask::Q_OVERFLOW) {
+            return Ok(true);
+        }
+        if event.wd != self.dir {
+            // The WAL's watch: a write, or its end (the file was deleted).
+            return Ok(event.mask.contains(EventMask::MODIFY));
+        }
+        if event.mask.contains(EventMask::IGNORED) {
+            return Err(std::io::Error::other(
+                "the database's directory was removed or unmounted",
+            ));
+        }
+        if event.name.as_deref() == Some(self.wal_name.as_os_str()) {
+            // A new WAL, perhaps written already: watch it, and look.
+            self.watch_wal()?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
 }
 
 async fn checkpoint_on<'e>(on: impl sqlx::SqliteExecutor<'e>) -> Result<()> {
@@ -130,30 +373,6 @@ async fn checkpoint_on<'e>(on: impl sqlx::SqliteExecutor<'e>) -> Result<()> {
         .await
         .doing("checkpointing the WAL")?;
     Ok(())
-}
-
-async fn data_version(conn: &mut sqlx::SqliteConnection) -> Result<i64> {
-    sqlx::query_scalar("PRAGMA data_version")
-        .fetch_one(conn)
-        .await
-        .doing("reading the database's change counter")
-}
-
-impl SqliteWatch {
-    /// Whether any other connection (of this process or another) committed since the last
-    /// call. A read of a counter in shared memory: cheap enough to call every few ms.
-    pub async fn changed(&mut self) -> Result<bool> {
-        let version = data_version(&mut self.conn).await?;
-        let changed = version != self.version;
-        self.version = version;
-        Ok(changed)
-    }
-
-    /// Copies the WAL back into the database without blocking writers, so that commits on the
-    /// claim path never have to.
-    pub async fn checkpoint(&mut self) -> Result<()> {
-        checkpoint_on(&mut self.conn).await
-    }
 }
 
 fn row_to_run(r: &sqlx::sqlite::SqliteRow) -> RunRow {
