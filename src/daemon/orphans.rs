@@ -111,6 +111,14 @@ pub async fn resolve(
     adopt: bool,
 ) {
     let now = shared.clock.now();
+    match shared.store.dead_owners(&me.id, stale_before).await {
+        Ok(false) => return,
+        Ok(true) => {}
+        Err(e) => {
+            tracing::warn!(error = %e, "could not check for runs of stopped daemons");
+            return;
+        }
+    }
     match shared
         .store
         .abandon_orphans(&me.id, stale_before, now)

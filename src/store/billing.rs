@@ -609,11 +609,15 @@ impl Store {
     ) -> Result<HashSet<String>> {
         let doing = "recording messages handed to providers in notification_log";
         let keys: Vec<Value> = attempts.iter().map(|k| json!({ "k": k })).collect();
+        // Both look each row up by its key (the unique index): `status || ''` keeps the
+        // planners from walking the index of open rows instead, which holds the whole page a
+        // delivery claimed, once per commit of a few messages.
         let mark = self.sql(
             "UPDATE notification_log SET attempted_at = $3::timestamptz, updated_at = $3::timestamptz
-              WHERE dedup_key IN (SELECT r.value->>'k' FROM ROWS($1))
-                AND owner = $2 AND status = 'sending'
-             RETURNING dedup_key",
+               FROM ROWS($1)
+              WHERE notification_log.dedup_key = r.value->>'k'
+                AND notification_log.owner = $2 AND (notification_log.status || '') = 'sending'
+             RETURNING notification_log.dedup_key",
         );
         let end = self.sql(
             "UPDATE notification_log
@@ -623,7 +627,7 @@ impl Store {
                FROM ROWS($1)
               WHERE notification_log.dedup_key = r.value->>'key'
                 AND notification_log.owner = $2
-                AND notification_log.status IN ('sending', 'unknown')",
+                AND (notification_log.status || '') IN ('sending', 'unknown')",
         );
         let begin = self.begin_statement();
         with_pool!(self, pool => {

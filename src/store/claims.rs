@@ -48,6 +48,35 @@ impl Released {
 }
 
 impl Store {
+    /// Whether any claim may need resolving: an open slot or a message `sending` whose owner
+    /// is gone or has not beaten since `stale_before`, or a stale registration. One cheap read
+    /// (each part walks a partial index of open rows), so an idle daemon's periodic check
+    /// costs one query, not four.
+    pub async fn dead_owners(&self, me: &str, stale_before: DateTime<Utc>) -> Result<bool> {
+        let query = format!(
+            "SELECT CASE WHEN EXISTS (SELECT 1 FROM job_execution_logs
+                       WHERE status = 'running' AND COALESCE(instance, '') <> $1
+                         AND COALESCE(instance, '') NOT IN ({LIVE} $2::timestamptz))
+                  OR EXISTS (SELECT 1 FROM job_execution_logs
+                       WHERE status = 'pending' AND COALESCE(instance, '') <> $1
+                         AND COALESCE(instance, '') NOT IN ({LIVE} $2::timestamptz))
+                  OR EXISTS (SELECT 1 FROM notification_log
+                       WHERE status = 'sending'
+                         AND COALESCE(owner, '') NOT IN ({LIVE} $2::timestamptz))
+                  OR EXISTS (SELECT 1 FROM tickler_instances
+                       WHERE id <> $1 AND heartbeat_at < $2::timestamptz)
+                  THEN 1 ELSE 0 END"
+        );
+        let text = self.sql(&query);
+        let found: i32 = with_pool!(self, pool => sqlx::query_scalar(&text)
+            .bind(me)
+            .bind(ts(stale_before))
+            .fetch_one(pool)
+            .await
+            .doing("looking for the claims of stopped processes"))?;
+        Ok(found == 1)
+    }
+
     /// Starts a `pending` slot this instance holds: `true` only if the row was still pending
     /// and still ours (another daemon may have adopted it meanwhile; then it is not run here).
     pub async fn start_run(&self, id: Uuid, instance: &str, at: DateTime<Utc>) -> Result<bool> {
