@@ -134,11 +134,7 @@ impl SqliteStore {
                 .await
                 .doing("opening the task watch connection");
             let error = match conn {
-                Ok(mut conn) => {
-                    // Whatever was committed while nothing watched.
-                    changed();
-                    watch_loop(&mut conn, &mut files, fallback_poll, changed).await
-                }
+                Ok(mut conn) => watch_loop(&mut conn, &mut files, fallback_poll, changed).await,
                 Err(e) => e,
             };
             tracing::warn!(error = %error, "lost the task watch; reopening it in 5s");
@@ -180,6 +176,10 @@ async fn watch_loop(
         Ok(v) => v,
         Err(e) => return e,
     };
+    // Whatever was committed while nothing watched, up to the count just read: the runner
+    // looks after it. (Called before the read, a task inserted between the runner's look and
+    // the read moved no count the loop below would see, and waited for the 5-minute backstop.)
+    changed();
     let mut last_look = tokio::time::Instant::now();
     let mut looks: u32 = 0;
     let mut last_checkpoint = tokio::time::Instant::now();

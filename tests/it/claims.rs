@@ -571,8 +571,14 @@ async fn a_reclaimed_tasks_grandchild_is_ended_before_it_runs_again() {
         ),
     );
     let mut daemon = spawn_daemon(&p);
+    // The task is enqueued once the daemon runs its queue (this test is about the reclaim).
+    wait_logged(&p, "the task runner", Duration::from_secs(20), || async {
+        log_of(&p).contains("task runner started").then_some(())
+    })
+    .await;
     p.enqueue_custom("slow");
-    let old = wait_for(
+    let old = wait_logged(
+        &p,
         "the handler's grandchild",
         Duration::from_secs(20),
         || async { processes("sleep 30.33").first().copied() },
