@@ -612,14 +612,26 @@ impl Store {
         // Both look each row up by its key (the unique index): `status || ''` keeps the
         // planners from walking the index of open rows instead, which holds the whole page a
         // delivery claimed, once per commit of a few messages.
-        let mark = self.sql(
+        // PostgreSQL guesses 100 rows from the function and plans the join as a scan of the
+        // whole table (7 ms at 20,000 rows, growing with it); the extra `= ANY` on the key
+        // makes it look each row up in the unique index whatever its guess (0.4 ms).
+        let by_key = |field: &str| match self {
+            Store::Postgres(_) => format!(
+                " AND notification_log.dedup_key = ANY (ARRAY(SELECT x.value->>'{field}' \
+                   FROM jsonb_array_elements($1::jsonb) AS x(value)))"
+            ),
+            Store::Sqlite(_) => String::new(),
+        };
+        let mark_text = format!(
             "UPDATE notification_log SET attempted_at = $3::timestamptz, updated_at = $3::timestamptz
                FROM ROWS($1)
               WHERE notification_log.dedup_key = r.value->>'k'
-                AND notification_log.owner = $2 AND (notification_log.status || '') = 'sending'
+                AND notification_log.owner = $2 AND (notification_log.status || '') = 'sending'{}
              RETURNING notification_log.dedup_key",
+            by_key("k")
         );
-        let end = self.sql(
+        let mark = self.sql(&mark_text);
+        let end_text = format!(
             "UPDATE notification_log
                 SET status = r.value->>'status', provider_message_id = r.value->>'provider_id',
                     error = r.value->>'error', updated_at = $3::timestamptz,
@@ -627,8 +639,10 @@ impl Store {
                FROM ROWS($1)
               WHERE notification_log.dedup_key = r.value->>'key'
                 AND notification_log.owner = $2
-                AND (notification_log.status || '') IN ('sending', 'unknown')",
+                AND (notification_log.status || '') IN ('sending', 'unknown'){}",
+            by_key("key")
         );
+        let end = self.sql(&end_text);
         let begin = self.begin_statement();
         with_pool!(self, pool => {
             let mut tx = pool.begin_with(begin).await.doing(doing)?;
