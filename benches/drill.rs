@@ -31,7 +31,8 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Days, TimeDelta, Utc};
 use common::arg;
 use tickler::config;
-use tickler::store::billing::{NewCustomer, NewInvoice, ts};
+use tickler::store::billing::{NewCustomer, NewInvoice};
+use tickler::store::ts;
 use tickler::store::{HistoryFilter, Store};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 

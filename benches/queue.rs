@@ -70,8 +70,8 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
 use serde_json::json;
-use tickler::config::DatabaseUrl;
 use tickler::queue::{QueueConfig, TaskRequest, TaskType};
+use tickler::secret::DatabaseUrl;
 use tickler::store::Store;
 use tickler::store::queue::{CLAIM_PG, FINISH, NEXT_TASK, NewTask, TaskFinish};
 

@@ -49,14 +49,16 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Days, NaiveDate, Utc};
 use futures_util::StreamExt;
-use tickler::config::{self, DatabaseUrl};
-use tickler::jobs::{RunContext, invoice_messages};
-use tickler::notify::{ChannelKind, Rendered, invoice_context};
-use tickler::store::Store;
+use tickler::billing::messages::{invoice_context, invoice_messages};
+use tickler::config;
+use tickler::jobs::RunContext;
+use tickler::notify::{ChannelKind, Rendered};
+use tickler::secret::DatabaseUrl;
 use tickler::store::billing::{
     Cursor, ESCALATION_WHERE, INVOICE_VIEW, NewCustomer, NewInvoice, NewSubscription,
-    NotificationClaim, NotificationEnd, REMINDER_WHERE, ts,
+    NotificationClaim, NotificationEnd, REMINDER_WHERE,
 };
+use tickler::store::{Store, ts};
 
 mod common;
 use common::{arg, host_busy, pg_url_with_db, postgres_cpu, proc_cpu};

@@ -20,9 +20,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{TimeDelta, Utc};
-use tickler::config::{self, DatabaseUrl};
-use tickler::daemon::{self, Options, Signal, SystemClock};
+use tickler::config;
+use tickler::daemon::{self, Options, Signal};
+use tickler::secret::DatabaseUrl;
 use tickler::store::Store;
+use tickler::time::SystemClock;
 use tokio::sync::{mpsc, oneshot};
 
 mod common;

@@ -6,7 +6,8 @@
 use chrono::{Datelike, Days, Months, NaiveDate, Utc};
 use uuid::Uuid;
 
-use crate::store::billing::{NewCustomer, NewInvoice, NewSubscription, ts};
+use crate::store::billing::{NewCustomer, NewInvoice, NewSubscription};
+use crate::store::ts;
 use crate::store::{Store, StoreError};
 
 const TENANTS: &[(&str, &str)] = &[

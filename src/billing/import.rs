@@ -9,7 +9,8 @@ use std::path::Path;
 use chrono::{DateTime, NaiveDate, Utc};
 use uuid::Uuid;
 
-use crate::store::billing::{NewCustomer, NewInvoice, NewSubscription, ts};
+use crate::store::billing::{NewCustomer, NewInvoice, NewSubscription};
+use crate::store::ts;
 use crate::store::{Store, StoreError};
 
 /// What can be imported.
@@ -204,7 +205,7 @@ impl Record<'_> {
             }
             return 0;
         };
-        let digits = crate::notify::minor_digits(currency) as usize;
+        let digits = super::messages::minor_digits(currency) as usize;
         let (whole, frac) = v.split_once('.').unwrap_or((&v, ""));
         let valid = !whole.is_empty()
             && whole.chars().all(|c| c.is_ascii_digit())
@@ -365,7 +366,7 @@ pub async fn check(store: &Store, table: Table, file: &Path) -> Result<Checked, 
                 }
                 let timezone = r.get("timezone");
                 if let Some(tz) = &timezone
-                    && let Err(e) = crate::config::parse_timezone(tz)
+                    && let Err(e) = crate::time::zone::parse_timezone(tz)
                 {
                     r.bad("timezone", e);
                 }

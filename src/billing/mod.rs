@@ -7,6 +7,7 @@ use crate::store::billing::SubscriptionRow;
 
 pub mod demo;
 pub mod import;
+pub mod messages;
 
 /// The billing intervals a subscription may have.
 pub const INTERVALS: &[&str] = &["monthly", "weekly", "yearly"];

@@ -9,9 +9,9 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::Collector;
-use super::secret::host_only;
 use crate::notify::{ChannelKind, Notifier};
 use crate::schedule::Trigger;
+use crate::secret::host_only;
 
 /// While a job keeps failing, one reminder per this long (after the first alert).
 pub const DEFAULT_REPEAT_AFTER: Duration = Duration::from_secs(6 * 3600);
@@ -24,7 +24,7 @@ pub(super) struct OnFailureRaw {
     email: Vec<Spanned<String>>,
     #[serde(default)]
     webhook: Vec<Spanned<String>>,
-    #[serde(default, with = "super::duration::option")]
+    #[serde(default, with = "crate::time::duration::option")]
     repeat_after: Option<Duration>,
     run_url: Option<Spanned<String>>,
 }
@@ -127,8 +127,8 @@ pub(super) fn job_alerts(
                     "the job's trigger leaves up to {} between fires, so a deadline of {} would \
                      alert while nothing is wrong; set it longer than that gap (e.g. the gap plus \
                      the job's usual run time and retries)",
-                    super::duration::short(gap),
-                    super::duration::short(within)
+                    crate::time::duration::short(gap),
+                    crate::time::duration::short(within)
                 ),
             );
         }

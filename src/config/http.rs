@@ -8,8 +8,8 @@ use serde::Deserialize;
 use toml::Spanned;
 use toml::de::DeValue;
 
-use super::secret::SecretSource;
 use super::{Collector, Owner, deser};
+use crate::secret::SecretSource;
 
 /// Where `[http]` listens unless `listen` says otherwise: loopback only.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9184";

@@ -7,7 +7,6 @@ use std::collections::HashSet;
 use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,15 +17,15 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 use crate::jobs::{self, BuildError, DynJob};
 use crate::notify::{ChannelsRaw, Notifier, TemplatesRaw};
+use crate::retry::RetryPolicy;
 use crate::schedule::{self, CronTrigger, Trigger};
+use crate::secret::DatabaseUrl;
+use crate::time::duration;
+use crate::time::zone::parse_timezone;
 
 pub mod alerts;
-pub mod duration;
 pub mod http;
 mod queue;
-pub mod secret;
-
-pub use secret::{DatabaseUrl, Secret, SecretSource};
 
 /// The example config shipped with tickler; `tickler print-config` prints it.
 pub const EXAMPLE: &str = include_str!("../../config.toml");
@@ -88,32 +87,6 @@ pub enum CatchUp {
     None,
     Latest,
     All,
-}
-
-/// How a failed run is attempted again (seed 001: 3 attempts, 1 s, factor 2, max 10 s, jitter).
-#[derive(Debug, Clone, PartialEq)]
-pub struct RetryPolicy {
-    /// Total attempts, the first included; 1 means no retry.
-    pub attempts: u32,
-    pub initial: Duration,
-    pub factor: f64,
-    pub max: Duration,
-    /// Randomize each delay between half and the whole of its computed value.
-    pub jitter: bool,
-}
-
-impl RetryPolicy {
-    /// The delay before attempt `next_attempt` (2 for the first retry).
-    pub fn delay_before(&self, next_attempt: u32) -> Duration {
-        let exp = self.factor.powi(next_attempt.saturating_sub(2) as i32);
-        let secs = (self.initial.as_secs_f64() * exp).min(self.max.as_secs_f64());
-        let secs = if self.jitter {
-            secs * (0.5 + fastrand::f64() * 0.5)
-        } else {
-            secs
-        };
-        Duration::from_secs_f64(secs.max(0.0))
-    }
 }
 
 /// `[daemon]`: process-wide settings.
@@ -382,43 +355,6 @@ fn sub_table<'i>(table: &DeTable<'i>, keys: &[&str], span: Range<usize>) -> Span
         }
     }
     Spanned::new(span, DeValue::Table(out))
-}
-
-/// Parses an IANA zone name, suggesting the nearest known name on a typo.
-pub fn parse_timezone(name: &str) -> Result<Tz, String> {
-    if let Ok(tz) = Tz::from_str(name) {
-        return Ok(tz);
-    }
-    let suggestion = chrono_tz::TZ_VARIANTS
-        .iter()
-        .map(|tz| {
-            (
-                edit_distance(&name.to_ascii_lowercase(), &tz.name().to_ascii_lowercase()),
-                tz,
-            )
-        })
-        .min_by_key(|(d, _)| *d)
-        .filter(|(d, _)| *d <= 3)
-        .map(|(_, tz)| format!("did you mean `{}`? ", tz.name()))
-        .unwrap_or_default();
-    Err(format!(
-        "unknown time zone `{name}`; {suggestion}use an IANA name such as `Africa/Johannesburg` \
-         or `UTC` (`timedatectl list-timezones` lists them)"
-    ))
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let sub = prev[j] + usize::from(ca != *cb);
-            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
-        }
-        prev = cur;
-    }
-    prev[b.len()]
 }
 
 fn valid_name(name: &str) -> bool {
@@ -792,7 +728,7 @@ fn job_spec(
                 Some(expr.span()),
                 "no date matches it (e.g. February 30th); fix the day-of-month or month",
             ),
-            // Unreachable while `parse_every` caps intervals at `schedule::LONGEST`; kept so
+            // Unreachable while `parse_every` caps intervals at `time::duration::LONGEST`; kept so
             // that a daemon is never handed a trigger it cannot compute, whatever the cap.
             (None, Some(every)) => c.push(
                 format!(
@@ -803,7 +739,7 @@ fn job_spec(
                 format!(
                     "its next fire lies beyond the last instant tickler can compute; use at \
                      most `{}`",
-                    schedule::LONGEST_TEXT
+                    crate::time::duration::LONGEST_TEXT
                 ),
             ),
             (None, None) => {}
@@ -958,27 +894,6 @@ catch_up = "all"
         assert_eq!(b.timeout, Duration::from_secs(30));
         assert_eq!(b.overlap, Overlap::Allow);
         assert_eq!(b.catch_up, CatchUp::All);
-    }
-
-    #[test]
-    fn retry_delays_follow_seed_001() {
-        let p = RetryPolicy {
-            attempts: 3,
-            initial: Duration::from_secs(1),
-            factor: 2.0,
-            max: Duration::from_secs(10),
-            jitter: false,
-        };
-        let delays: Vec<u64> = (2..=6).map(|a| p.delay_before(a).as_secs()).collect();
-        assert_eq!(delays, [1, 2, 4, 8, 10]);
-        let jittered = RetryPolicy { jitter: true, ..p };
-        for _ in 0..100 {
-            let d = jittered.delay_before(3);
-            assert!(
-                d >= Duration::from_secs(1) && d <= Duration::from_secs(2),
-                "{d:?}"
-            );
-        }
     }
 
     #[test]

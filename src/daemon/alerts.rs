@@ -24,11 +24,11 @@ use uuid::Uuid;
 use super::runner::Shared;
 use crate::config::JobSpec;
 use crate::config::alerts::OnFailure;
-use crate::config::duration::short;
-use crate::config::secret::host_only;
 use crate::notify::{Rendered, SendError};
+use crate::secret::host_only;
 use crate::store::billing::{NotificationClaim, NotificationEnd};
 use crate::store::{Status, Store};
+use crate::time::duration::short;
 
 /// How often the dead-man deadlines are checked.
 pub const CHECK_EVERY: Duration = Duration::from_secs(60);
@@ -134,29 +134,12 @@ const WAIT_FOR_DATABASE: Duration = Duration::from_secs(15 * 60);
 /// Reads from (or writes to) the store for an alert. While the database is unreachable or busy
 /// it tries again, 1 s doubling to 30 s apart, for up to [`WAIT_FOR_DATABASE`]; a shutdown ends
 /// the wait.
-async fn patiently<T, F, Fut>(shared: &Shared, mut read: F) -> crate::store::Result<T>
+async fn patiently<T, F, Fut>(shared: &Shared, read: F) -> crate::store::Result<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = crate::store::Result<T>>,
 {
-    let give_up = std::time::Instant::now() + WAIT_FOR_DATABASE;
-    let mut delay = Duration::from_secs(1);
-    loop {
-        match read().await {
-            Err(e)
-                if e.is_transient()
-                    && !shared.stopping.is_cancelled()
-                    && std::time::Instant::now() + delay < give_up =>
-            {
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = shared.stopping.cancelled() => {}
-                }
-                delay = (delay * 2).min(Duration::from_secs(30));
-            }
-            other => return other,
-        }
-    }
+    crate::retry::patiently(&shared.stopping, WAIT_FOR_DATABASE, read).await
 }
 
 /// A run found `abandoned` (its daemon stopped mid-run): alerted like a failure.
@@ -544,11 +527,12 @@ async fn send(shared: &Shared, spec: &JobSpec, to: &OnFailure, alert: Alert, now
             let claims = delivery.claims(&failed);
             let now = delivery.clock.now();
             let claimant = delivery.claimant();
-            let again = crate::store::retry("claiming an alert again", &delivery.stopping, || {
-                delivery.store.claim_notifications(&claimant, &claims, now)
-            })
-            .await
-            .unwrap_or_default();
+            let again =
+                crate::retry::until_done("claiming an alert again", &delivery.stopping, || {
+                    delivery.store.claim_notifications(&claimant, &claims, now)
+                })
+                .await
+                .unwrap_or_default();
             failed.retain(|(k, _)| again.contains(k));
             failed = delivery.attempt(failed, last).await;
             if failed.is_empty() {
@@ -615,7 +599,7 @@ impl Delivery {
         let attempts: Vec<String> = attempt.into_iter().map(String::from).collect();
         let ends: Vec<NotificationEnd> = end.into_iter().collect();
         let now = self.clock.now();
-        crate::store::retry("recording an alert send", &self.stopping, || {
+        crate::retry::until_done("recording an alert send", &self.stopping, || {
             self.store
                 .journal_notifications(&self.owner, &attempts, &ends, now)
         })
@@ -729,7 +713,7 @@ async fn ping(job: &str, url: &str, suffix: &str, run: Uuid, body: Option<String
         .query_pairs_mut()
         .append_pair("rid", &run.to_string());
     let body = body
-        .map(|b| crate::jobs::tail(&b, PING_BODY))
+        .map(|b| crate::net::tail(&b, PING_BODY))
         .unwrap_or_default();
     let shown = host_only(url);
     let mut last = String::new();
@@ -737,7 +721,7 @@ async fn ping(job: &str, url: &str, suffix: &str, run: Uuid, body: Option<String
         if attempt > 0 {
             tokio::time::sleep(Duration::from_millis(500 << attempt)).await;
         }
-        let sent = crate::jobs::http_client()
+        let sent = crate::net::http_client()
             .post(target.clone())
             .timeout(SEND_TIMEOUT)
             .body(body.clone())

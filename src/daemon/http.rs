@@ -25,7 +25,7 @@ use tokio_util::task::TaskTracker;
 use super::fdlimit;
 use super::metrics::Snapshot;
 use super::runner::{Fire, Shared, run_fire};
-use crate::config::secret::SecretSource;
+use crate::secret::SecretSource;
 use crate::store::RunTrigger;
 
 /// The timer loop wakes at least every `MAX_SLEEP`; one that has not gone round in this long

@@ -58,7 +58,7 @@ impl Ledger {
     /// ours and is now `running`, `Some(false)` when another daemon adopted it meanwhile (it
     /// runs there, not here), `None` when the database stayed away until a shutdown.
     pub async fn start_pending(&self, id: Uuid, instance: &str, at: DateTime<Utc>) -> Option<bool> {
-        crate::store::retry("starting a waiting run", &self.give_up, || {
+        crate::retry::until_done("starting a waiting run", &self.give_up, || {
             self.store.start_run(id, instance, at)
         })
         .await
@@ -159,7 +159,7 @@ async fn writer(store: Store, mut rx: mpsc::UnboundedReceiver<Op>, give_up: Canc
         }
         if !finishes.is_empty() {
             // A finished run must reach the ledger: keep trying while the database is away.
-            if crate::store::retry("recording finished runs", &give_up, || {
+            if crate::retry::until_done("recording finished runs", &give_up, || {
                 store.finish_runs(&finishes)
             })
             .await
@@ -222,7 +222,7 @@ async fn commit_chunk(
     give_up: &CancellationToken,
 ) {
     let inserted =
-        crate::store::retry("claiming slots", give_up, || store.insert_runs(&chunk)).await;
+        crate::retry::until_done("claiming slots", give_up, || store.insert_runs(&chunk)).await;
     for answer in answers {
         match answer {
             Answer::One(id, Some(w)) => {

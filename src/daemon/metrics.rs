@@ -140,7 +140,7 @@ impl Metrics {
         // Left out while the database is unreachable: zeros would look like an empty queue.
         if let Some(counts) = snapshot.queue {
             let queue: Family<Labels, Gauge> = Family::default();
-            for status in crate::queue::commands::STATUSES {
+            for status in crate::queue::STATUSES {
                 queue
                     .get_or_create(&vec![("status", status.to_string())])
                     .set(0);

@@ -16,9 +16,9 @@ use uuid::Uuid;
 
 use crate::config::{self, CatchUp, Config, ConfigError, JobSpec};
 use crate::store::{Instance, NewRun, RunTrigger, Status, Store, StoreError};
+use crate::time::{Clock, MAX_SLEEP, SystemClock};
 
 pub mod alerts;
-pub mod clock;
 pub mod fdlimit;
 pub mod http;
 pub mod ledger;
@@ -27,11 +27,8 @@ pub mod orphans;
 pub mod runner;
 pub mod systemd;
 
-pub use clock::{Clock, ManualClock, SystemClock};
 pub use runner::{Fire, RunSummary, Shared, run_fire};
 
-/// The loop never sleeps longer than this without reading the wall clock again.
-pub const MAX_SLEEP: Duration = Duration::from_secs(30);
 /// A fire started within this of its slot is on time under every catch-up policy.
 pub const ON_TIME: Duration = Duration::from_secs(30);
 /// Slots older than `misfire_grace` get one `missed` row each, up to this many per job and

@@ -18,9 +18,10 @@ use chrono::{DateTime, Utc};
 use tokio_util::task::TaskTracker;
 
 use super::runner::{Fire, Shared, record_only};
-use crate::jobs::command::{GroupRecord, end_leftover};
+use crate::jobs::command::{GroupRecord, end_recorded_groups, process_alive};
 use crate::store::claims::Adopted;
 use crate::store::{Finish, Instance, Orphan, Status, Store, StoreError};
+use crate::time::{Clock, SystemClock};
 
 /// Deregisters the daemons and `run-job` processes of this host whose process is gone (a
 /// kill -9, a crash), so their claims are resolved now rather than when their heartbeat goes
@@ -35,15 +36,6 @@ pub async fn forget_dead_processes(store: &Store, me: &Instance) -> Result<usize
         }
     }
     Ok(forgotten)
-}
-
-fn process_alive(pid: i64) -> bool {
-    let Ok(pid) = libc::pid_t::try_from(pid) else {
-        return false;
-    };
-    // SAFETY: signal 0 only checks that the process exists and may be signalled.
-    let r = unsafe { libc::kill(pid, 0) };
-    r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
 /// What a command does when it opens the store: the tickler processes of this host whose pid
@@ -85,7 +77,7 @@ pub async fn resolve_local(
     });
     if alerting {
         store.register_instance(&me).await?;
-        let clock: Arc<dyn super::Clock> = Arc::new(super::SystemClock::default());
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock::default());
         let shared = Shared::new(store, &me, clock, 1);
         shared.set_jobs(&config.jobs);
         shared.stopping.cancel();
@@ -169,30 +161,6 @@ async fn end_groups(runs: &[Orphan], me: &Instance) {
         .filter(|g: &GroupRecord| Instance::host_of(&g.instance) == me.hostname)
         .collect();
     end_recorded_groups(groups).await;
-}
-
-/// Ends each recorded group of this host (blocking work, off the runtime's threads) unless
-/// the process that started it is still alive (a stalled daemon ends its own); logs what it
-/// ended.
-pub async fn end_recorded_groups(groups: Vec<GroupRecord>) {
-    let groups: Vec<GroupRecord> = groups
-        .into_iter()
-        .filter(|g| !Instance::pid_of(&g.instance).is_some_and(process_alive))
-        .collect();
-    if groups.is_empty() {
-        return;
-    }
-    let ended = tokio::task::spawn_blocking(move || {
-        groups
-            .into_iter()
-            .map(|g| (end_leftover(&g), g))
-            .collect::<Vec<_>>()
-    })
-    .await
-    .unwrap_or_default();
-    for (n, g) in ended.into_iter().filter(|(n, _)| *n > 0) {
-        tracing::warn!(pgid = g.pgid, processes = n, instance = %g.instance, "ended the processes a stopped tickler process left running");
-    }
 }
 
 /// Sends the failure alerts of runs just marked `abandoned`, in the background.

@@ -11,11 +11,11 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::clock::Clock;
 use super::ledger::Ledger;
 use crate::config::{JobSpec, Overlap};
 use crate::jobs::{JobError, Outcome, RunContext};
 use crate::store::{Finish, NewRun, RunTrigger, Status, Store};
+use crate::time::Clock;
 
 /// At most this many per-item errors are kept in a run's metadata.
 const MAX_ITEM_ERRORS: usize = 100;

@@ -11,9 +11,6 @@ use std::time::Duration;
 
 use sd_notify::NotifyState;
 
-/// The variables of the notify protocol, removed from the environment of child processes.
-pub const VARIABLES: [&str; 3] = ["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"];
-
 /// What the daemon tells its service manager.
 #[derive(Clone, Debug, Default)]
 pub struct ServiceManager {

@@ -22,14 +22,14 @@ pub struct Rule {
     /// The timestamp (or date) column the age is read from.
     #[serde(default = "created_at")]
     pub column: String,
-    #[serde(with = "crate::config::duration")]
+    #[serde(with = "crate::time::duration")]
     pub older_than: Duration,
     /// An SQL condition for rows to keep, e.g. `status = 'failed'` or `severity = 'critical'`.
     pub keep: Option<String>,
     #[serde(default = "thousand")]
     pub batch_size: i64,
     /// A pause between batches, to leave room to other writers.
-    #[serde(default, with = "crate::config::duration::option")]
+    #[serde(default, with = "crate::time::duration::option")]
     pub pause: Option<Duration>,
 }
 

@@ -19,9 +19,14 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-use super::{Job, JobError, Outcome, RunContext, report_from_json, tail};
+use super::{Job, JobError, Outcome, RunContext, report_from_json};
+use crate::net::tail;
 
 const TAIL: usize = 4096;
+
+/// The variables of systemd's notify protocol, which the daemon keeps and a job never sees: a
+/// job's process must not speak to systemd for the daemon.
+const SERVICE_MANAGER_VARIABLES: [&str; 3] = ["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"];
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -66,7 +71,7 @@ impl Job for CommandJob {
             c
         };
         // A job's process never speaks to systemd in the daemon's name.
-        for var in crate::daemon::systemd::VARIABLES {
+        for var in SERVICE_MANAGER_VARIABLES {
             cmd.env_remove(var);
         }
         cmd.envs(&self.env)
@@ -291,6 +296,40 @@ pub fn end_leftover(record: &GroupRecord) -> usize {
     ended
 }
 
+/// Ends each recorded group of this host (blocking work, off the runtime's threads) unless
+/// the process that started it is still alive (a stalled daemon ends its own); logs what it
+/// ended.
+pub async fn end_recorded_groups(groups: Vec<GroupRecord>) {
+    let groups: Vec<GroupRecord> = groups
+        .into_iter()
+        .filter(|g| !crate::store::Instance::pid_of(&g.instance).is_some_and(process_alive))
+        .collect();
+    if groups.is_empty() {
+        return;
+    }
+    let ended = tokio::task::spawn_blocking(move || {
+        groups
+            .into_iter()
+            .map(|g| (end_leftover(&g), g))
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap_or_default();
+    for (n, g) in ended.into_iter().filter(|(n, _)| *n > 0) {
+        tracing::warn!(pgid = g.pgid, processes = n, instance = %g.instance, "ended the processes a stopped tickler process left running");
+    }
+}
+
+/// Whether a process of this host with this pid exists (a pid of another host means nothing).
+pub fn process_alive(pid: i64) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: signal 0 only checks that the process exists and may be signalled.
+    let r = unsafe { libc::kill(pid, 0) };
+    r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
 /// Kills a process group when dropped.
 struct ProcessGroup(u32);
 
@@ -321,5 +360,5 @@ async fn read_tail<R: AsyncRead + Unpin>(pipe: Option<R>) -> String {
             }
         }
     }
-    super::without_nul(String::from_utf8_lossy(&kept).into_owned())
+    crate::net::without_nul(String::from_utf8_lossy(&kept).into_owned())
 }

@@ -13,10 +13,12 @@ use chrono::Days;
 use serde::Deserialize;
 
 use super::paystack::PaystackConfig;
-use super::{Job, JobError, MAX_ERRORS, Outcome, RunContext};
+use super::sending::MAX_ERRORS;
+use super::{Job, JobError, Outcome, RunContext};
 use crate::billing::periods;
-use crate::config::RetryPolicy;
-use crate::store::billing::{NewInvoice, ts};
+use crate::retry::RetryPolicy;
+use crate::store::billing::NewInvoice;
+use crate::store::ts;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -38,9 +40,9 @@ pub struct CreateInvoicesJob {
 pub struct ItemRetry {
     #[serde(default = "three")]
     pub attempts: u32,
-    #[serde(default = "one_second", with = "crate::config::duration")]
+    #[serde(default = "one_second", with = "crate::time::duration")]
     pub initial: Duration,
-    #[serde(default = "ten_seconds", with = "crate::config::duration")]
+    #[serde(default = "ten_seconds", with = "crate::time::duration")]
     pub max: Duration,
     #[serde(default = "two")]
     pub factor: f64,

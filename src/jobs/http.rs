@@ -9,9 +9,10 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::{Job, JobError, Outcome, RunContext, report_from_json, tail};
-use crate::config::SecretSource;
-use crate::config::secret::redact_url;
+use super::{Job, JobError, Outcome, RunContext, report_from_json};
+use crate::net::tail;
+use crate::secret::SecretSource;
+use crate::secret::redact_url;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -72,7 +73,7 @@ impl Job for HttpJob {
         }
         let method = reqwest::Method::from_bytes(self.method.as_bytes())
             .map_err(|_| JobError::fatal(format!("invalid HTTP method `{}`", self.method)))?;
-        let mut request = super::http_client().request(method, &self.url);
+        let mut request = crate::net::http_client().request(method, &self.url);
         for (k, v) in &self.headers {
             request = request.header(k, v);
         }
@@ -99,12 +100,16 @@ impl Job for HttpJob {
             JobError::retryable(format!("request to `{url}` failed: {}", e.without_url()))
         })?;
         let status = response.status();
-        let text = response.text().await.map(super::without_nul).map_err(|e| {
-            JobError::retryable(format!(
-                "reading the answer of `{url}` failed: {}",
-                e.without_url()
-            ))
-        })?;
+        let text = response
+            .text()
+            .await
+            .map(crate::net::without_nul)
+            .map_err(|e| {
+                JobError::retryable(format!(
+                    "reading the answer of `{url}` failed: {}",
+                    e.without_url()
+                ))
+            })?;
         let mut meta = Map::new();
         meta.insert("http_status".into(), status.as_u16().into());
         if !status.is_success() {

@@ -9,9 +9,13 @@ use std::collections::BTreeMap;
 use chrono::Days;
 use serde::Deserialize;
 
-use super::{Job, JobError, Outcome, RunContext, Tally, invoice_messages, pay_url};
+use super::sending::Tally;
+use super::{Job, JobError, Outcome, RunContext};
+use crate::billing::messages::{
+    invoice_context, invoice_messages, pay_url, sample_invoice_context,
+};
 use crate::billing::parse_offset;
-use crate::notify::{ChannelKind, Notifier, invoice_context, sample_invoice_context};
+use crate::notify::{ChannelKind, Notifier};
 use crate::store::billing::Cursor;
 
 #[derive(Debug, Deserialize)]
@@ -19,7 +23,7 @@ use crate::store::billing::Cursor;
 pub struct InvoiceRemindersJob {
     #[serde(default = "default_offsets")]
     pub offsets: Vec<String>,
-    #[serde(default = "super::default_channels")]
+    #[serde(default = "super::sending::default_channels")]
     pub channels: Vec<ChannelKind>,
     /// The template of every window without its own in `templates`.
     pub template: Option<String>,
@@ -27,7 +31,7 @@ pub struct InvoiceRemindersJob {
     #[serde(default)]
     pub templates: BTreeMap<String, String>,
     /// Invoices read and sent per round.
-    #[serde(default = "super::default_batch")]
+    #[serde(default = "super::sending::default_batch")]
     pub batch_size: i64,
     /// A payment link pattern, e.g. `https://pay.example.com/{number}`.
     pub pay_url: Option<String>,
@@ -109,7 +113,7 @@ impl Job for InvoiceRemindersJob {
                 "`offsets` must list at least one window, e.g. `[\"7d\", \"1d\", \"0d\"]`".into(),
             );
         }
-        super::check_sending(&self.channels, self.batch_size)?;
+        super::sending::check_sending(&self.channels, self.batch_size)?;
         self.windows().map(|_| ())
     }
 

@@ -24,6 +24,7 @@ pub mod noop;
 pub mod notify;
 pub mod overdue_escalation;
 pub mod paystack;
+pub mod sending;
 pub mod sql;
 pub mod stats_report;
 
@@ -219,43 +220,6 @@ pub fn build(
     }
 }
 
-/// The HTTP client every job shares (rustls, connection pool), built at its first use so a
-/// daemon without HTTP jobs never loads TLS roots.
-pub fn http_client() -> reqwest::Client {
-    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
-    CLIENT
-        .get_or_init(|| {
-            reqwest::Client::builder()
-                .user_agent(concat!("tickler/", env!("CARGO_PKG_VERSION")))
-                .connect_timeout(std::time::Duration::from_secs(10))
-                .build()
-                .unwrap_or_default()
-        })
-        .clone()
-}
-
-/// Text a job read from outside (a program's output, an HTTP answer) without NUL bytes, which
-/// PostgreSQL refuses in text and jsonb: such text ends up in the ledger and task results.
-pub fn without_nul(text: String) -> String {
-    if text.contains('\0') {
-        text.replace('\0', "")
-    } else {
-        text
-    }
-}
-
-/// Keeps the last `max` bytes of `text`, on a character boundary, for metadata tails.
-pub fn tail(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_string();
-    }
-    let mut start = text.len() - max;
-    while !text.is_char_boundary(start) {
-        start += 1;
-    }
-    format!("…{}", &text[start..])
-}
-
 /// Reads seed 003's report shape, `{"success": true, "deletedCount": 3, "errors": ["..."]}`,
 /// from a job's JSON answer: integer fields add up to the records processed (nested objects
 /// too, as in `{"summary": {"staleBookings": {"cancelled": 3, "errors": []}}}`), and every
@@ -287,15 +251,24 @@ pub fn report_from_json(value: &Value) -> Option<Outcome> {
     Some(out)
 }
 
+impl From<crate::store::StoreError> for JobError {
+    /// A database error mid-run is retryable: the run's claims make another attempt safe.
+    fn from(e: crate::store::StoreError) -> Self {
+        JobError::retryable(e.to_string())
+    }
+}
+
+/// The outcome of `--dry-run` for a kind whose effects cannot be previewed (a program, a URL,
+/// SQL statements): it says what it would do, and does nothing.
+pub fn dry_run_only(key: &str, what: Value) -> Outcome {
+    let mut outcome = Outcome::default();
+    outcome.metadata.insert(key.into(), what);
+    outcome
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn nul_bytes_are_dropped_from_outside_text() {
-        assert_eq!(without_nul("disk\0full\n".into()), "diskfull\n");
-        assert_eq!(without_nul("plain".into()), "plain");
-    }
 
     #[test]
     fn seed_003_reports_are_read() {
@@ -317,210 +290,4 @@ mod tests {
         );
         assert!(report_from_json(&serde_json::json!([1, 2])).is_none());
     }
-
-    #[test]
-    fn tails_keep_the_end() {
-        assert_eq!(tail("abcdef", 3), "…def");
-        assert_eq!(tail("ab", 3), "ab");
-        assert_eq!(tail("aé", 1), "…");
-    }
-}
-
-impl From<crate::store::StoreError> for JobError {
-    /// A database error mid-run is retryable: the run's claims make another attempt safe.
-    fn from(e: crate::store::StoreError) -> Self {
-        JobError::retryable(e.to_string())
-    }
-}
-
-/// How many per-item errors a run keeps in its record; the rest are counted.
-pub const MAX_ERRORS: usize = 100;
-
-/// Counts what a run's messages became, per channel, and keeps the per-item errors and (for
-/// `--dry-run`) the plan.
-#[derive(Debug, Default)]
-pub struct Tally {
-    pub sent: std::collections::BTreeMap<&'static str, i64>,
-    pub failed: std::collections::BTreeMap<&'static str, i64>,
-    pub skipped: i64,
-    pub already: i64,
-    pub errors: Vec<String>,
-    pub more_errors: usize,
-    pub plan: Vec<Value>,
-}
-
-impl Tally {
-    /// Records the fates of `messages`; `label` names a message in an error ("invoice INV-1").
-    pub fn record(
-        &mut self,
-        messages: &[crate::notify::Message],
-        fates: &[crate::notify::Fate],
-        label: impl Fn(&crate::notify::Message) -> String,
-    ) {
-        use crate::notify::Fate;
-        for (m, fate) in messages.iter().zip(fates) {
-            let channel = m.channel.as_str();
-            match fate {
-                Fate::Sent => *self.sent.entry(channel).or_default() += 1,
-                Fate::Failed(e) => {
-                    *self.failed.entry(channel).or_default() += 1;
-                    self.error(format!(
-                        "{} by {channel} to {}: {e}",
-                        label(m),
-                        m.recipient.as_deref().unwrap_or("?")
-                    ));
-                }
-                Fate::Skipped(_) => self.skipped += 1,
-                Fate::Done => self.already += 1,
-                Fate::Planned(r) => {
-                    if self.plan.len() < 1000 {
-                        self.plan.push(serde_json::json!({
-                            "channel": channel,
-                            "to": m.recipient,
-                            "subject": r.subject,
-                            "text": tail(&r.text, 160),
-                            "key": m.key,
-                        }));
-                    }
-                    *self.sent.entry(channel).or_default() += 1;
-                }
-            }
-        }
-    }
-
-    /// [`Tally::record`] for messages about the invoices of `page`, named by their numbers.
-    pub fn record_invoices(
-        &mut self,
-        page: &[crate::store::billing::InvoiceView],
-        messages: &[crate::notify::Message],
-        fates: &[crate::notify::Fate],
-    ) {
-        let numbers: std::collections::HashMap<&str, &str> = page
-            .iter()
-            .map(|i| (i.id.as_str(), i.number.as_str()))
-            .collect();
-        self.record(messages, fates, |m| {
-            let id = m.invoice_id.as_deref().unwrap_or("");
-            format!("invoice {}", numbers.get(id).copied().unwrap_or(id))
-        });
-    }
-
-    pub fn error(&mut self, message: String) {
-        if self.errors.len() < MAX_ERRORS {
-            self.errors.push(message);
-        } else {
-            self.more_errors += 1;
-        }
-    }
-
-    pub fn sent_total(&self) -> i64 {
-        self.sent.values().sum()
-    }
-
-    /// Adds the counts to `outcome` (records: messages sent; metadata: per channel).
-    pub fn into_outcome(self, mut outcome: Outcome, dry_run: bool) -> Outcome {
-        outcome.records += self.sent_total();
-        let key = if dry_run { "would_send" } else { "sent" };
-        outcome
-            .metadata
-            .insert(key.into(), serde_json::json!(self.sent));
-        outcome
-            .metadata
-            .insert("failed".into(), serde_json::json!(self.failed));
-        outcome
-            .metadata
-            .insert("skipped_no_address".into(), serde_json::json!(self.skipped));
-        outcome
-            .metadata
-            .insert("already_sent".into(), serde_json::json!(self.already));
-        if dry_run {
-            outcome
-                .metadata
-                .insert("plan".into(), Value::Array(self.plan));
-        }
-        outcome.errors.extend(self.errors);
-        if self.more_errors > 0 {
-            outcome
-                .errors
-                .push(format!("… and {} more failed items", self.more_errors));
-        }
-        outcome
-    }
-}
-
-/// The messages of one invoice, one per channel: the address comes from the customer
-/// (`email` for email, `phone` for SMS and WhatsApp).
-pub fn invoice_messages(
-    invoice: &crate::store::billing::InvoiceView,
-    channels: &[crate::notify::ChannelKind],
-    key_prefix: &str,
-    template: &str,
-    context: &Value,
-) -> Vec<crate::notify::Message> {
-    use crate::notify::ChannelKind;
-    channels
-        .iter()
-        .map(|c| crate::notify::Message {
-            key: format!("{key_prefix}:{}:{}", invoice.id, c.as_str()),
-            channel: *c,
-            recipient: match c {
-                ChannelKind::Email => invoice.email.clone(),
-                ChannelKind::Sms | ChannelKind::Whatsapp => invoice.phone.clone(),
-                ChannelKind::Webhook => Some("webhook".into()),
-            }
-            .filter(|a| !a.trim().is_empty()),
-            template: template.to_string(),
-            invoice_id: Some(invoice.id.clone()),
-            context: context.clone(),
-        })
-        .collect()
-}
-
-/// An invoice's payment link from a `pay_url` pattern with `{number}`, `{id}` and
-/// `{provider_ref}`.
-pub fn pay_url(
-    pattern: Option<&str>,
-    invoice: &crate::store::billing::InvoiceView,
-) -> Option<String> {
-    let p = pattern?;
-    if p.contains("{provider_ref}") && invoice.provider_ref.is_none() {
-        return None;
-    }
-    Some(
-        p.replace("{number}", &invoice.number)
-            .replace("{id}", &invoice.id)
-            .replace(
-                "{provider_ref}",
-                invoice.provider_ref.as_deref().unwrap_or(""),
-            ),
-    )
-}
-
-/// The checks every sending job shares: at least one channel, a sane page size.
-fn check_sending(channels: &[crate::notify::ChannelKind], batch_size: i64) -> Result<(), String> {
-    if channels.is_empty() {
-        return Err("`channels` must list at least one channel, e.g. `[\"email\"]`".into());
-    }
-    if !(1..=10_000).contains(&batch_size) {
-        return Err(format!("`batch_size` must be 1-10000 (found {batch_size})"));
-    }
-    Ok(())
-}
-
-fn default_channels() -> Vec<crate::notify::ChannelKind> {
-    vec![crate::notify::ChannelKind::Email]
-}
-
-/// Invoices per page of a billing job: large pages keep the channels busy between the
-/// database steps (measured: 2000 beats 500 by 10-20 % in messages per second).
-fn default_batch() -> i64 {
-    2000
-}
-
-/// The outcome of `--dry-run` for a kind whose effects cannot be previewed (a program, a URL,
-/// SQL statements): it says what it would do, and does nothing.
-pub fn dry_run_only(key: &str, what: Value) -> Outcome {
-    let mut outcome = Outcome::default();
-    outcome.metadata.insert(key.into(), what);
-    outcome
 }

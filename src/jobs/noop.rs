@@ -11,7 +11,7 @@ use super::{Job, JobError, Outcome, RunContext};
 #[serde(deny_unknown_fields)]
 pub struct NoopJob {
     /// How long the run takes.
-    #[serde(default, with = "crate::config::duration")]
+    #[serde(default, with = "crate::time::duration")]
     pub duration: Duration,
 }
 

@@ -11,9 +11,10 @@ use serde::Deserialize;
 use serde_json::Value;
 use tokio::sync::OnceCell;
 
-use super::{Job, JobError, Outcome, RunContext, Tally};
-use crate::config::{DatabaseUrl, SecretSource};
+use super::sending::Tally;
+use super::{Job, JobError, Outcome, RunContext};
 use crate::notify::{ChannelKind, Message, Notifier};
+use crate::secret::{DatabaseUrl, SecretSource};
 use crate::store::Store;
 
 #[derive(Deserialize)]
@@ -24,7 +25,7 @@ pub struct NotifyJob {
     /// Another database to query, from an environment variable or a file.
     pub database_url_env: Option<String>,
     pub database_url_file: Option<std::path::PathBuf>,
-    #[serde(default = "super::default_channels")]
+    #[serde(default = "super::sending::default_channels")]
     pub channels: Vec<ChannelKind>,
     pub template: String,
     /// The message's identity, e.g. `session-24h-{{ id }}`; the channel is appended.

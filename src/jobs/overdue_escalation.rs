@@ -9,9 +9,13 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{Job, JobError, Outcome, RunContext, Tally, invoice_messages, pay_url};
+use super::sending::Tally;
+use super::{Job, JobError, Outcome, RunContext};
+use crate::billing::messages::{
+    invoice_context, invoice_messages, pay_url, sample_invoice_context,
+};
 use crate::jobs::invoice_reminders::offset;
-use crate::notify::{ChannelKind, Fate, Notifier, invoice_context, sample_invoice_context};
+use crate::notify::{ChannelKind, Fate, Notifier};
 use crate::store::billing::Cursor;
 
 #[derive(Debug, Deserialize)]
@@ -20,13 +24,13 @@ pub struct OverdueEscalationJob {
     pub level: i32,
     pub min_days_overdue: i64,
     /// Time since the previous level went out (level 1: ignored).
-    #[serde(default, with = "crate::config::duration::option")]
+    #[serde(default, with = "crate::time::duration::option")]
     pub min_interval: Option<Duration>,
-    #[serde(default = "super::default_channels")]
+    #[serde(default = "super::sending::default_channels")]
     pub channels: Vec<ChannelKind>,
     /// Default: `escalation-<level>`.
     pub template: Option<String>,
-    #[serde(default = "super::default_batch")]
+    #[serde(default = "super::sending::default_batch")]
     pub batch_size: i64,
     pub pay_url: Option<String>,
 }
@@ -50,7 +54,7 @@ impl Job for OverdueEscalationJob {
                 self.min_days_overdue
             ));
         }
-        super::check_sending(&self.channels, self.batch_size)?;
+        super::sending::check_sending(&self.channels, self.batch_size)?;
         Ok(())
     }
 

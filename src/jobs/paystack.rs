@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::config::SecretSource;
+use crate::secret::SecretSource;
 use crate::store::billing::InvoiceView;
 
 /// `paystack = { ... }` of a `create_invoices` job.
@@ -71,7 +71,7 @@ impl PaystackConfig {
             "description": format!("Invoice {}", invoice.number),
             "send_notification": self.send_notification,
         });
-        let response = crate::jobs::http_client()
+        let response = crate::net::http_client()
             .post(&url)
             .bearer_auth(secret.expose())
             .json(&body)

@@ -8,8 +8,10 @@ use chrono::{Datelike, Days, Months, NaiveDate, TimeZone};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Job, JobError, Outcome, RunContext, Tally};
-use crate::notify::{ChannelKind, Message, Notifier, money};
+use super::sending::Tally;
+use super::{Job, JobError, Outcome, RunContext};
+use crate::billing::messages::money;
+use crate::notify::{ChannelKind, Message, Notifier};
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -25,7 +27,7 @@ pub struct StatsReportJob {
     /// Email addresses of the report's readers.
     #[serde(default)]
     pub recipients: Vec<String>,
-    #[serde(default = "super::default_channels")]
+    #[serde(default = "super::sending::default_channels")]
     pub channels: Vec<ChannelKind>,
     #[serde(default = "default_template")]
     pub template: String,

@@ -20,7 +20,7 @@ use serde::Deserialize;
 use tokio::sync::OnceCell;
 
 use super::{Rendered, SendError};
-use crate::config::SecretSource;
+use crate::secret::SecretSource;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -58,7 +58,7 @@ pub struct EmailConfig {
     pub password_env: Option<String>,
     pub password_file: Option<PathBuf>,
     pub pool_size: Option<u32>,
-    #[serde(default, with = "crate::config::duration::option")]
+    #[serde(default, with = "crate::time::duration::option")]
     pub timeout: Option<Duration>,
     /// The `file` transport's directory, relative to the state directory.
     pub dir: Option<PathBuf>,
@@ -328,7 +328,7 @@ async fn connect(
         if let Some(user) = username {
             let secret = match password {
                 Some(source) => source.read().map_err(SendError::new)?,
-                None => crate::config::Secret::new(""),
+                None => crate::secret::Secret::new(""),
             };
             let credentials = Credentials::new(user.clone(), secret.expose().to_string());
             conn.auth(&[Mechanism::Plain, Mechanism::Login], &credentials)

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
 pub use crate::store::billing::Claimant;
 use crate::store::billing::{NotificationClaim, NotificationEnd};
@@ -554,7 +554,7 @@ async fn journal_writer(
                 JournalOp::End(end) => ends.push(end),
             }
         }
-        let written = crate::store::retry("recording messages sent", &never, || {
+        let written = crate::retry::until_done("recording messages sent", &never, || {
             store.journal_notifications(&owner, &attempts, &ends, Utc::now())
         })
         .await;
@@ -644,142 +644,5 @@ fn no_address(channel: ChannelKind) -> String {
     }
 }
 
-/// The minor-unit exponent of a currency (ISO 4217): 2 for most, 0 or 3 for a few.
-pub fn minor_digits(currency: &str) -> u32 {
-    match currency {
-        "BIF" | "CLP" | "DJF" | "GNF" | "ISK" | "JPY" | "KMF" | "KRW" | "PYG" | "RWF" | "UGX"
-        | "VND" | "VUV" | "XAF" | "XOF" | "XPF" => 0,
-        "BHD" | "IQD" | "JOD" | "KWD" | "LYD" | "OMR" | "TND" => 3,
-        _ => 2,
-    }
-}
-
-/// Formats an amount in minor units, e.g. `ZAR 1,250.00`.
-pub fn money(amount_minor: i64, currency: &str) -> String {
-    let digits = minor_digits(currency);
-    let scale = 10i64.pow(digits);
-    let (sign, abs) = if amount_minor < 0 {
-        ("-", amount_minor.unsigned_abs())
-    } else {
-        ("", amount_minor as u64)
-    };
-    let whole = (abs / scale as u64).to_string();
-    let mut grouped = String::new();
-    for (i, ch) in whole.chars().enumerate() {
-        if i > 0 && (whole.len() - i).is_multiple_of(3) {
-            grouped.push(',');
-        }
-        grouped.push(ch);
-    }
-    if digits == 0 {
-        format!("{currency} {sign}{grouped}")
-    } else {
-        let frac = abs % scale as u64;
-        format!(
-            "{currency} {sign}{grouped}.{frac:0width$}",
-            width = digits as usize
-        )
-    }
-}
-
-/// The variables an invoice message's template sees (`customer`, `invoice`, and `window` or
-/// `level`), documented in `templates/README.md`.
-pub fn invoice_context(
-    inv: &crate::store::billing::InvoiceView,
-    today: chrono::NaiveDate,
-    window: Option<(&str, i64)>,
-    level: Option<i32>,
-    pay_url: Option<String>,
-) -> Value {
-    let first_name = inv
-        .customer_name
-        .split_whitespace()
-        .next()
-        .unwrap_or(&inv.customer_name)
-        .to_string();
-    let until = (inv.due_date - today).num_days();
-    let mut ctx = json!({
-        "customer": {
-            "name": inv.customer_name,
-            "first_name": first_name,
-            "email": inv.email,
-            "phone": inv.phone,
-        },
-        "invoice": {
-            "number": inv.number,
-            "amount": money(inv.amount_minor, &inv.currency),
-            "amount_minor": inv.amount_minor,
-            "currency": inv.currency,
-            "due_date": inv.due_date.to_string(),
-            "due_date_long": inv.due_date.format("%-d %B %Y").to_string(),
-            "issued_date": inv.issued_at.date_naive().to_string(),
-            "period_start": inv.period_start.map(|d| d.to_string()),
-            "period_end": inv.period_end.map(|d| d.to_string()),
-            "days_until_due": until,
-            "days_overdue": (-until).max(0),
-            "escalation_level": inv.escalation_level,
-            "pay_url": pay_url,
-            "description": inv.description,
-        },
-    });
-    if let Some((offset, days)) = window {
-        ctx["window"] = json!({ "offset": offset, "days": days });
-    }
-    if let Some(level) = level {
-        ctx["level"] = json!(level);
-    }
-    ctx
-}
-
-/// A sample invoice context, for `tickler check` and tests.
-pub fn sample_invoice_context(window_days: Option<i64>, level: Option<i32>) -> Value {
-    let today = chrono::NaiveDate::from_ymd_opt(2026, 11, 23).unwrap_or_default();
-    let inv = crate::store::billing::InvoiceView {
-        id: uuid::Uuid::nil().to_string(),
-        number: "INV-000123".into(),
-        description: "Flat 4B, Long Street".into(),
-        amount_minor: 1_250_000,
-        currency: "ZAR".into(),
-        issued_at: Utc::now(),
-        due_date: today + chrono::Days::new(window_days.unwrap_or(0).max(0) as u64),
-        status: "open".into(),
-        period_start: Some(today),
-        period_end: Some(today + chrono::Days::new(29)),
-        escalation_level: level.unwrap_or(0),
-        escalated_at: None,
-        provider_ref: None,
-        paid_at: None,
-        customer_id: uuid::Uuid::nil().to_string(),
-        customer_name: "Thandi Mokoena".into(),
-        email: Some("thandi@example.com".into()),
-        phone: Some("+27821234567".into()),
-        customer_timezone: None,
-        locale: "en".into(),
-        provider_customer_id: None,
-    };
-    let window = window_days.map(|d| (format!("{d}d"), d));
-    invoice_context(
-        &inv,
-        today,
-        window.as_ref().map(|(o, d)| (o.as_str(), *d)),
-        level,
-        None,
-    )
-}
-
 /// Shared, cheaply cloned.
 pub type SharedNotifier = Arc<Notifier>;
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn money_is_grouped_in_minor_units() {
-        assert_eq!(money(1_250_000, "ZAR"), "ZAR 12,500.00");
-        assert_eq!(money(5, "USD"), "USD 0.05");
-        assert_eq!(money(-123_456_789, "EUR"), "EUR -1,234,567.89");
-        assert_eq!(money(1500, "JPY"), "JPY 1,500");
-        assert_eq!(money(1234, "KWD"), "KWD 1.234");
-    }
-}

@@ -279,7 +279,7 @@ mod tests {
     use serde_json::json;
 
     fn sample() -> serde_json::Value {
-        crate::notify::sample_invoice_context(Some(7), None)
+        crate::billing::messages::sample_invoice_context(Some(7), None)
     }
 
     #[test]
@@ -296,7 +296,7 @@ mod tests {
             assert!(sms.text.len() <= 320, "{name}: {}", sms.text);
         }
         for level in 1..=3 {
-            let ctx = crate::notify::sample_invoice_context(None, Some(level));
+            let ctx = crate::billing::messages::sample_invoice_context(None, Some(level));
             let r = t
                 .render(&format!("escalation-{level}"), ChannelKind::Email, &ctx)
                 .unwrap();

@@ -8,8 +8,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::{ChannelKind, Rendered, SendError};
-use crate::config::SecretSource;
-use crate::config::secret::redact_url;
+use crate::secret::SecretSource;
+use crate::secret::redact_url;
 
 /// `[channels.sms]` or `[channels.whatsapp]`.
 #[derive(Debug, Deserialize)]
@@ -22,7 +22,7 @@ pub struct TwilioConfig {
     /// The sender: a Twilio number (`+15005550006`) or a messaging service sid (`MG...`).
     pub from: String,
     pub base_url: Option<String>,
-    #[serde(default, with = "crate::config::duration::option")]
+    #[serde(default, with = "crate::time::duration::option")]
     pub timeout: Option<Duration>,
     /// Messages per second (Twilio queues more than 1/s per long code; 0: no limit).
     pub rate_limit: Option<f64>,
@@ -102,7 +102,7 @@ impl Twilio {
         } else {
             form.push(("From", self.address(&self.from)));
         }
-        let response = crate::jobs::http_client()
+        let response = crate::net::http_client()
             .post(&url)
             .basic_auth(&sid, Some(token.expose()))
             .form(&form)

@@ -8,8 +8,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{Rendered, SendError};
-use crate::config::SecretSource;
-use crate::config::secret::redact_url;
+use crate::secret::SecretSource;
+use crate::secret::redact_url;
 
 /// `[channels.webhook]`.
 #[derive(Debug, Deserialize)]
@@ -22,7 +22,7 @@ pub struct WebhookConfig {
     pub url_file: Option<PathBuf>,
     pub bearer_token_env: Option<String>,
     pub bearer_token_file: Option<PathBuf>,
-    #[serde(default, with = "crate::config::duration::option")]
+    #[serde(default, with = "crate::time::duration::option")]
     pub timeout: Option<Duration>,
     pub rate_limit: Option<f64>,
     pub concurrency: Option<usize>,
@@ -73,7 +73,7 @@ impl Webhook {
             Url::Secret(s) => {
                 let url = s.read().map_err(SendError::new)?.expose().to_string();
                 // The whole URL is the secret (Slack's are): show its host only.
-                let host = crate::config::secret::host_only(&url);
+                let host = crate::secret::host_only(&url);
                 (url, host)
             }
         };
@@ -102,7 +102,7 @@ pub async fn post_json(
     bearer: Option<&str>,
     body: &serde_json::Value,
 ) -> Result<String, SendError> {
-    let mut request = crate::jobs::http_client()
+    let mut request = crate::net::http_client()
         .post(url)
         .timeout(timeout)
         .json(body);
@@ -130,7 +130,7 @@ pub async fn post_json(
         Err(SendError::new(format!(
             "webhook `{shown}` answered HTTP {}: {}",
             status.as_u16(),
-            crate::jobs::tail(text.trim(), 200)
+            crate::net::tail(text.trim(), 200)
         )))
     }
 }

@@ -10,8 +10,9 @@ use serde_json::{Map, Value, json};
 
 use super::campaign::{Campaign, member_zone};
 use super::{EmailData, QueueConfig, TaskData, TaskError, TaskType};
+use crate::billing::messages::invoice_context;
 use crate::jobs::{RunContext, TaskInput};
-use crate::notify::{ChannelKind, Fate, Message, Notifier, invoice_context};
+use crate::notify::{ChannelKind, Fate, Message, Notifier};
 use crate::store::queue::{CampaignStep, MemberRow, Sent, TaskRow};
 use crate::store::{Store, StoreError};
 

@@ -18,9 +18,11 @@ use crate::notify::Notifier;
 use crate::store::queue::{NO_ORG, NewTask, task_time};
 
 pub mod campaign;
-pub mod commands;
 pub mod execute;
 pub mod runner;
+
+/// Every status a task row can have, in the order of its life.
+pub const STATUSES: &[&str] = &["pending", "executing", "completed", "failed", "cancelled"];
 
 /// The kinds of task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -28,10 +28,10 @@ use tokio_util::task::TaskTracker;
 
 use super::execute::{Env, Step, execute};
 use super::{TaskRequest, TaskType};
-use crate::daemon::{Clock, MAX_SLEEP};
 use crate::jobs::command::GroupRecord;
 use crate::store::queue::{TaskFinish, TaskRow, task_time};
 use crate::store::{Store, StoreError};
+use crate::time::{Clock, MAX_SLEEP};
 
 /// Bumped by every insert of this process, so its runners look again at once.
 static WAKE: LazyLock<watch::Sender<u64>> = LazyLock::new(|| watch::Sender::new(0));
@@ -118,7 +118,7 @@ impl Runner {
                 tracing::warn!(task = %id, "the email of a reclaimed task may have been sent by its stopped daemon: `unknown`, not sent again");
             }
         }
-        crate::daemon::orphans::end_recorded_groups(groups).await;
+        crate::jobs::command::end_recorded_groups(groups).await;
         let ids: Vec<String> = expired.into_iter().map(|(id, _, _)| id).collect();
         self.store.reclaim_expired(&ids, now).await
     }
@@ -311,7 +311,7 @@ impl Runner {
                     Some(Step::Campaign(step, result)) => {
                         let finish = completed(task, result);
                         let written =
-                            crate::store::retry("finishing a campaign task", &give_up, || {
+                            crate::retry::until_done("finishing a campaign task", &give_up, || {
                                 self.store
                                     .finish_campaign_task(&self.owner, &finish, step, now)
                             })
@@ -338,7 +338,7 @@ impl Runner {
                 }
             }
             if !finishes.is_empty() {
-                let held = crate::store::retry("recording finished tasks", &give_up, || {
+                let held = crate::retry::until_done("recording finished tasks", &give_up, || {
                     self.store.finish_tasks(&self.owner, &finishes, now)
                 })
                 .await;
@@ -355,7 +355,7 @@ impl Runner {
                 }
             }
             if !released.is_empty() {
-                let _ = crate::store::retry("releasing interrupted tasks", &give_up, || {
+                let _ = crate::retry::until_done("releasing interrupted tasks", &give_up, || {
                     self.store.release_tasks(&self.owner, &released, now)
                 })
                 .await;

@@ -22,19 +22,7 @@ use chrono_tz::Tz;
 use croner::Cron;
 use croner::parser::{CronParser, Seconds, Year};
 
-/// The longest span tickler computes with: an `every` interval, and any duration of
-/// `config.toml` (`config::duration` enforces the same bound), is at most 100 years
-/// (humantime's `100y`, years of 365.25 days). Large enough for any schedule, retention or
-/// timeout; small enough that `instant + d` stays far inside chrono's range (±262,000 years),
-/// that `TimeDelta::from_std(d)` always succeeds, and that `d * 3` or a retry factor applied to
-/// it cannot overflow a `Duration`.
-pub const LONGEST: Duration = Duration::from_secs(LONGEST_SECS);
-
-/// `LONGEST` in seconds: 100 × 365.25 days.
-pub const LONGEST_SECS: u64 = 100 * 31_557_600;
-
-/// `LONGEST` as a person writes it in `config.toml`.
-pub const LONGEST_TEXT: &str = "100y";
+use crate::time::duration::{LONGEST, LONGEST_SECS, LONGEST_TEXT};
 
 /// Why an expression or interval was refused; the text is shown to the user as is.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -11,12 +11,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use sqlx::Row;
 
-use super::{Doing, Result, Store, with_pool};
-
-/// Formats a timestamp as both backends compare it (see `sqlite.rs`).
-pub fn ts(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false)
-}
+use super::{Doing, Result, Store, ts, with_pool};
 
 /// An invoice with its customer, as the reminder and escalation jobs read it.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]

@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::billing::ts;
+use super::ts;
 use super::{Doing, Result, RunTrigger, Store, with_pool};
 
 /// The owners that count as alive: registered, with a heartbeat since `$N`.

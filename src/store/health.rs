@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::billing::ts;
+use super::ts;
 use super::{Doing, Result, Store, with_pool};
 
 /// Statuses that count as the job doing its work (a `partial` run did, with item errors).

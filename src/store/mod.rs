@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::config::DatabaseUrl;
+use crate::secret::DatabaseUrl;
 
 #[macro_use]
 mod common;
@@ -71,6 +71,17 @@ pub enum StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+/// Formats a timestamp as both backends compare it (see `sqlite.rs`).
+pub fn ts(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false)
+}
+
+impl crate::retry::Transient for StoreError {
+    fn is_transient(&self) -> bool {
+        StoreError::is_transient(self)
+    }
+}
+
 impl StoreError {
     /// Whether the database was away or busy (a restart, a failover, a full pool, a lock), so
     /// the same statement may succeed later; not a statement the database refuses outright.
@@ -89,63 +100,6 @@ impl StoreError {
                 &db.code().unwrap_or_default(),
             ),
             _ => false,
-        }
-    }
-}
-
-/// Retries a database write with backoff (0.1 s doubling to 5 s) until it succeeds or
-/// `give_up` is cancelled. The first failure is logged, then one line every 30 s, and the
-/// recovery.
-pub async fn retry<T, F, Fut>(
-    doing: &str,
-    give_up: &tokio_util::sync::CancellationToken,
-    mut f: F,
-) -> Option<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T>>,
-{
-    let start = tokio::time::Instant::now();
-    let mut delay = Duration::from_millis(100);
-    let mut logged: Option<tokio::time::Instant> = None;
-    let mut refused = 0;
-    loop {
-        match f().await {
-            Ok(v) => {
-                if logged.is_some() {
-                    tracing::info!(
-                        "{doing} succeeded again after {:.1}s",
-                        start.elapsed().as_secs_f64()
-                    );
-                }
-                return Some(v);
-            }
-            Err(e) if give_up.is_cancelled() => {
-                tracing::error!(error = %e, "{doing} failed; giving up (shutting down)");
-                return None;
-            }
-            Err(e) if !e.is_transient() => {
-                refused += 1;
-                if refused >= 3 {
-                    tracing::error!(error = %e, "{doing} failed; the database refuses it, giving up");
-                    return None;
-                }
-                tokio::time::sleep(delay).await;
-            }
-            Err(e) => {
-                if logged.is_none_or(|t| t.elapsed() >= Duration::from_secs(30)) {
-                    tracing::warn!(
-                        error = %e, waited_s = start.elapsed().as_secs(),
-                        "{doing} failed; retrying with backoff until the database is back"
-                    );
-                    logged = Some(tokio::time::Instant::now());
-                }
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = give_up.cancelled() => {}
-                }
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
         }
     }
 }

@@ -15,7 +15,7 @@ use uuid::Uuid;
 use super::{
     Backend, Doing, Finish, HistoryFilter, Instance, NewRun, Orphan, Result, RunRow, StoreError,
 };
-use crate::config::DatabaseUrl;
+use crate::secret::DatabaseUrl;
 
 #[derive(Clone)]
 pub struct PgStore {

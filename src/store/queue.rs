@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::billing::ts;
+use super::ts;
 use super::{Doing, Result, Store, with_pool};
 
 /// The nil UUID: the `org_id` of tasks and campaigns of a single-organisation install.

@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Days, TimeDelta, Utc};
 use tickler::store::Store;
-use tickler::store::billing::{NewCustomer, NewInvoice, ts};
+use tickler::store::billing::{NewCustomer, NewInvoice};
+use tickler::store::ts;
 
 use crate::helpers::smtp::SmtpServer;
 use crate::helpers::{BIN, Project, TestDaemon, lines, runs, signal, stderr, stdout, wait_for};

@@ -7,11 +7,13 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::Value;
-use tickler::daemon::Clock;
-use tickler::queue::commands::{self, CreateArgs, EnqueueArgs};
+use tickler::cli::campaign::{self, CreateArgs};
+use tickler::cli::tasks::{self, EnqueueArgs};
 use tickler::store::Store;
-use tickler::store::billing::{NewCustomer, NewInvoice, ts};
+use tickler::store::billing::{NewCustomer, NewInvoice};
 use tickler::store::queue::{TaskFilter, TaskRow};
+use tickler::store::ts;
+use tickler::time::Clock;
 use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
@@ -92,7 +94,7 @@ async fn enqueue(
     args: EnqueueArgs,
     now: DateTime<Utc>,
 ) -> String {
-    let msg = commands::enqueue(store, config, args, now).await.unwrap();
+    let msg = tasks::enqueue(store, config, args, now).await.unwrap();
     msg.split_whitespace().nth(2).unwrap().to_string()
 }
 
@@ -149,7 +151,7 @@ async fn campaign_story(p: Project) {
     let config = p.config();
     let daemon = TestDaemon::start(config.clone(), t0).await;
 
-    let out = commands::create(
+    let out = campaign::create(
         &store,
         &config,
         CreateArgs {
@@ -191,7 +193,7 @@ async fn campaign_story(p: Project) {
 
     // An email asked for too early is moved to when it is time (the queued one cancelled
     // first, so it is the only one).
-    commands::cancel(&store, &follow.id, t0).await.unwrap();
+    tasks::cancel(&store, &follow.id, t0).await.unwrap();
     let now = daemon.clock.now();
     let early_id = enqueue(
         &store,
@@ -268,7 +270,7 @@ async fn campaign_story(p: Project) {
     let c = store.campaign("march-overdue").await.unwrap().unwrap();
     assert_eq!(c.status, "completed");
     assert!(tasks(&store, Some("pending")).await.is_empty());
-    let shown = commands::show(&store, "march-overdue").await.unwrap();
+    let shown = campaign::show(&store, "march-overdue").await.unwrap();
     assert!(
         shown.contains("A-1            paid      emails sent 3"),
         "{shown}"
@@ -399,9 +401,7 @@ async fn a_failing_handler_is_retried_after_its_backoff_then_fails() {
         let body: Value = serde_json::from_slice(&r.body).unwrap();
         assert_eq!(body["data"]["customer"], 42);
     }
-    let out = commands::retry(&store, &id, daemon.clock.now())
-        .await
-        .unwrap();
+    let out = tasks::retry(&store, &id, daemon.clock.now()).await.unwrap();
     assert_eq!(out, format!("task {id} is pending again, due now"));
     let done = wait_status(&store, &id, "completed").await;
     assert_eq!(done.attempts, 4);
@@ -476,7 +476,7 @@ async fn two_daemons_on_one_postgres_run_every_task_once() {
     let store = p.store().await;
     let config = p.config();
     let t0 = utc("2026-06-01T08:00:00Z");
-    let clock = std::sync::Arc::new(tickler::daemon::ManualClock::new(t0));
+    let clock = std::sync::Arc::new(tickler::time::ManualClock::new(t0));
     let a = TestDaemon::start_with_clock(config.clone(), clock.clone()).await;
     let b = TestDaemon::start_with_clock(config.clone(), clock.clone()).await;
     let requests: Vec<_> = (0..300)

@@ -4,8 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tickler::daemon::{self, ManualClock};
+use tickler::daemon;
 use tickler::store::Store;
+use tickler::time::ManualClock;
 
 use crate::helpers::{Project, TestDaemon, runs, utc, wait_for, wait_settled};
 

@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use tickler::config::{self, Config};
-use tickler::daemon::{self, Clock, ManualClock, Options, Signal};
+use tickler::daemon::{self, Options, Signal};
 use tickler::store::{HistoryFilter, RunRow, Store};
+use tickler::time::{Clock, ManualClock};
 use tokio::sync::{mpsc, oneshot};
 
 pub mod smtp;
@@ -98,9 +99,11 @@ impl Project {
     }
 
     pub async fn store(&self) -> Store {
-        let store = Store::connect(&config::DatabaseUrl::new(self.database_url.clone()))
-            .await
-            .unwrap();
+        let store = Store::connect(&tickler::secret::DatabaseUrl::new(
+            self.database_url.clone(),
+        ))
+        .await
+        .unwrap();
         store.migrate().await.unwrap();
         store
     }

@@ -10,10 +10,22 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
-use crate::schedule::{LONGEST, LONGEST_SECS, LONGEST_TEXT};
+/// The longest span tickler computes with: an `every` interval, and any duration of
+/// `config.toml` (`parse` enforces the same bound), is at most 100 years
+/// (humantime's `100y`, years of 365.25 days). Large enough for any schedule, retention or
+/// timeout; small enough that `instant + d` stays far inside chrono's range (±262,000 years),
+/// that `TimeDelta::from_std(d)` always succeeds, and that `d * 3` or a retry factor applied to
+/// it cannot overflow a `Duration`.
+pub const LONGEST: Duration = Duration::from_secs(LONGEST_SECS);
+
+/// `LONGEST` in seconds: 100 × 365.25 days.
+pub const LONGEST_SECS: u64 = 100 * 31_557_600;
+
+/// `LONGEST` as a person writes it in `config.toml`.
+pub const LONGEST_TEXT: &str = "100y";
 
 /// The longest duration accepted anywhere: the same bound as an `every` interval, so one
-/// figure covers every key (see `schedule::LONGEST` for why 100 years).
+/// figure covers every key (see `LONGEST` for why 100 years).
 pub const MAX: Duration = LONGEST;
 
 /// Why a duration was refused; shown to the user after the key and position of the value.

@@ -5,9 +5,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use futures_util::future::BoxFuture;
 use tokio::sync::watch;
-
-use crate::jobs::BoxFuture;
 
 pub trait Clock: Send + Sync + 'static {
     /// Wall-clock time.

@@ -1,0 +1,190 @@
+//! How billing is shown to a customer: money in minor units as a person reads it, the invoice
+//! context every invoice template sees (documented in `templates/README.md`), and the messages
+//! of one invoice, one per channel, with its payment link.
+
+use chrono::Utc;
+use serde_json::{Value, json};
+
+use crate::notify::{ChannelKind, Message};
+use crate::store::billing::InvoiceView;
+
+/// The minor-unit exponent of a currency (ISO 4217): 2 for most, 0 or 3 for a few.
+pub fn minor_digits(currency: &str) -> u32 {
+    match currency {
+        "BIF" | "CLP" | "DJF" | "GNF" | "ISK" | "JPY" | "KMF" | "KRW" | "PYG" | "RWF" | "UGX"
+        | "VND" | "VUV" | "XAF" | "XOF" | "XPF" => 0,
+        "BHD" | "IQD" | "JOD" | "KWD" | "LYD" | "OMR" | "TND" => 3,
+        _ => 2,
+    }
+}
+
+/// Formats an amount in minor units, e.g. `ZAR 1,250.00`.
+pub fn money(amount_minor: i64, currency: &str) -> String {
+    let digits = minor_digits(currency);
+    let scale = 10i64.pow(digits);
+    let (sign, abs) = if amount_minor < 0 {
+        ("-", amount_minor.unsigned_abs())
+    } else {
+        ("", amount_minor as u64)
+    };
+    let whole = (abs / scale as u64).to_string();
+    let mut grouped = String::new();
+    for (i, ch) in whole.chars().enumerate() {
+        if i > 0 && (whole.len() - i).is_multiple_of(3) {
+            grouped.push(',');
+        }
+        grouped.push(ch);
+    }
+    if digits == 0 {
+        format!("{currency} {sign}{grouped}")
+    } else {
+        let frac = abs % scale as u64;
+        format!(
+            "{currency} {sign}{grouped}.{frac:0width$}",
+            width = digits as usize
+        )
+    }
+}
+
+/// The variables an invoice message's template sees (`customer`, `invoice`, and `window` or
+/// `level`), documented in `templates/README.md`.
+pub fn invoice_context(
+    inv: &InvoiceView,
+    today: chrono::NaiveDate,
+    window: Option<(&str, i64)>,
+    level: Option<i32>,
+    pay_url: Option<String>,
+) -> Value {
+    let first_name = inv
+        .customer_name
+        .split_whitespace()
+        .next()
+        .unwrap_or(&inv.customer_name)
+        .to_string();
+    let until = (inv.due_date - today).num_days();
+    let mut ctx = json!({
+        "customer": {
+            "name": inv.customer_name,
+            "first_name": first_name,
+            "email": inv.email,
+            "phone": inv.phone,
+        },
+        "invoice": {
+            "number": inv.number,
+            "amount": money(inv.amount_minor, &inv.currency),
+            "amount_minor": inv.amount_minor,
+            "currency": inv.currency,
+            "due_date": inv.due_date.to_string(),
+            "due_date_long": inv.due_date.format("%-d %B %Y").to_string(),
+            "issued_date": inv.issued_at.date_naive().to_string(),
+            "period_start": inv.period_start.map(|d| d.to_string()),
+            "period_end": inv.period_end.map(|d| d.to_string()),
+            "days_until_due": until,
+            "days_overdue": (-until).max(0),
+            "escalation_level": inv.escalation_level,
+            "pay_url": pay_url,
+            "description": inv.description,
+        },
+    });
+    if let Some((offset, days)) = window {
+        ctx["window"] = json!({ "offset": offset, "days": days });
+    }
+    if let Some(level) = level {
+        ctx["level"] = json!(level);
+    }
+    ctx
+}
+
+/// A sample invoice context, for `tickler check` and tests.
+pub fn sample_invoice_context(window_days: Option<i64>, level: Option<i32>) -> Value {
+    let today = chrono::NaiveDate::from_ymd_opt(2026, 11, 23).unwrap_or_default();
+    let inv = InvoiceView {
+        id: uuid::Uuid::nil().to_string(),
+        number: "INV-000123".into(),
+        description: "Flat 4B, Long Street".into(),
+        amount_minor: 1_250_000,
+        currency: "ZAR".into(),
+        issued_at: Utc::now(),
+        due_date: today + chrono::Days::new(window_days.unwrap_or(0).max(0) as u64),
+        status: "open".into(),
+        period_start: Some(today),
+        period_end: Some(today + chrono::Days::new(29)),
+        escalation_level: level.unwrap_or(0),
+        escalated_at: None,
+        provider_ref: None,
+        paid_at: None,
+        customer_id: uuid::Uuid::nil().to_string(),
+        customer_name: "Thandi Mokoena".into(),
+        email: Some("thandi@example.com".into()),
+        phone: Some("+27821234567".into()),
+        customer_timezone: None,
+        locale: "en".into(),
+        provider_customer_id: None,
+    };
+    let window = window_days.map(|d| (format!("{d}d"), d));
+    invoice_context(
+        &inv,
+        today,
+        window.as_ref().map(|(o, d)| (o.as_str(), *d)),
+        level,
+        None,
+    )
+}
+
+/// The messages of one invoice, one per channel: the address comes from the customer
+/// (`email` for email, `phone` for SMS and WhatsApp).
+pub fn invoice_messages(
+    invoice: &InvoiceView,
+    channels: &[ChannelKind],
+    key_prefix: &str,
+    template: &str,
+    context: &Value,
+) -> Vec<Message> {
+    channels
+        .iter()
+        .map(|c| Message {
+            key: format!("{key_prefix}:{}:{}", invoice.id, c.as_str()),
+            channel: *c,
+            recipient: match c {
+                ChannelKind::Email => invoice.email.clone(),
+                ChannelKind::Sms | ChannelKind::Whatsapp => invoice.phone.clone(),
+                ChannelKind::Webhook => Some("webhook".into()),
+            }
+            .filter(|a| !a.trim().is_empty()),
+            template: template.to_string(),
+            invoice_id: Some(invoice.id.clone()),
+            context: context.clone(),
+        })
+        .collect()
+}
+
+/// An invoice's payment link from a `pay_url` pattern with `{number}`, `{id}` and
+/// `{provider_ref}`.
+pub fn pay_url(pattern: Option<&str>, invoice: &InvoiceView) -> Option<String> {
+    let p = pattern?;
+    if p.contains("{provider_ref}") && invoice.provider_ref.is_none() {
+        return None;
+    }
+    Some(
+        p.replace("{number}", &invoice.number)
+            .replace("{id}", &invoice.id)
+            .replace(
+                "{provider_ref}",
+                invoice.provider_ref.as_deref().unwrap_or(""),
+            ),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn money_is_grouped_in_minor_units() {
+        assert_eq!(money(1_250_000, "ZAR"), "ZAR 12,500.00");
+        assert_eq!(money(5, "USD"), "USD 0.05");
+        assert_eq!(money(-123_456_789, "EUR"), "EUR -1,234,567.89");
+        assert_eq!(money(1500, "JPY"), "JPY 1,500");
+        assert_eq!(money(1234, "KWD"), "KWD 1.234");
+    }
+}

@@ -1,0 +1,84 @@
+//! `tickler check` and `tickler list`: the config validated, each job with its next fires.
+
+use std::fmt::Write as _;
+
+use chrono::{DateTime, Utc};
+
+use super::Format;
+use crate::config::Config;
+
+/// `tickler check`: one line per job with its trigger, zone and next fire.
+pub fn check_report(config: &Config, now: DateTime<Utc>) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{}: OK, {} job(s); database {}; default time zone {}",
+        config.path.display(),
+        config.jobs.len(),
+        config.daemon.database_url,
+        config.daemon.timezone
+    );
+    for job in &config.jobs {
+        let next = match (job.enabled, job.trigger.next_after(now, job.timezone)) {
+            (false, _) => "disabled".to_string(),
+            (true, Some(t)) => format!("next {}", t.with_timezone(&job.timezone).to_rfc3339()),
+            (true, None) => "never fires".to_string(),
+        };
+        let _ = writeln!(
+            out,
+            "  {:<24} {:<18} {:<24} {:<20} {next}",
+            job.name,
+            job.kind,
+            job.trigger.to_string(),
+            job.timezone.name()
+        );
+    }
+    out
+}
+
+/// `tickler list`.
+pub fn list_report(config: &Config, from: DateTime<Utc>, n: usize, format: Format) -> String {
+    let fires: Vec<(&str, &str, Vec<DateTime<Utc>>)> = config
+        .jobs
+        .iter()
+        .map(|j| {
+            let f = if j.enabled {
+                j.trigger.upcoming(from, j.timezone, n)
+            } else {
+                vec![]
+            };
+            (&*j.name, j.timezone.name(), f)
+        })
+        .collect();
+    match format {
+        Format::Json => {
+            let v: Vec<serde_json::Value> = fires
+                .iter()
+                .map(|(job, tz, f)| {
+                    serde_json::json!({
+                        "job": job,
+                        "timezone": tz,
+                        "fires": f.iter().map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)).collect::<Vec<_>>(),
+                    })
+                })
+                .collect();
+            serde_json::to_string_pretty(&v).unwrap_or_default() + "\n"
+        }
+        Format::Table => {
+            let mut out = String::new();
+            let _ = writeln!(out, "{:<24} {:<26} {:<20}", "JOB", "LOCAL", "UTC");
+            for (job, tz, f) in &fires {
+                let tz: chrono_tz::Tz = tz.parse().unwrap_or(chrono_tz::UTC);
+                for t in f {
+                    let _ = writeln!(
+                        out,
+                        "{job:<24} {:<26} {}",
+                        t.with_timezone(&tz).format("%Y-%m-%d %H:%M %Z"),
+                        t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                    );
+                }
+            }
+            out
+        }
+    }
+}
