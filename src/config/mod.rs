@@ -627,7 +627,7 @@ fn job_spec(
             c.push(
                 format!("unknown kind `{kind}` for {label}"),
                 Some(identity.kind.span()),
-                format!("expected one of {}", quoted(jobs::KINDS)),
+                format!("expected one of {}", quoted(&jobs::kind_names())),
             );
             None
         }
@@ -854,6 +854,18 @@ mod tests {
     fn the_shipped_example_is_valid() {
         let config = parse(Path::new("config.toml"), EXAMPLE).unwrap();
         assert!(config.jobs.len() >= 3);
+    }
+
+    /// The shipped config documents every option, so it shows every job kind; each of its jobs
+    /// was built by its kind's builder when it was parsed.
+    #[test]
+    fn every_job_kind_builds_from_the_shipped_example() {
+        let config = parse(Path::new("config.toml"), EXAMPLE).unwrap();
+        let shown: HashSet<&str> = config.jobs.iter().map(|j| j.kind.as_str()).collect();
+        for kind in jobs::kind_names() {
+            assert!(shown.contains(kind), "no `{kind}` job in config.toml");
+        }
+        assert_eq!(shown.len(), jobs::KINDS.len(), "every job's kind is listed");
     }
 
     #[test]

@@ -28,20 +28,6 @@ pub mod sending;
 pub mod sql;
 pub mod stats_report;
 
-/// Every kind name [`build`] accepts, for error messages and `tickler check`.
-pub const KINDS: &[&str] = &[
-    "cleanup",
-    "command",
-    "create_invoices",
-    "http",
-    "invoice_reminders",
-    "noop",
-    "notify",
-    "overdue_escalation",
-    "sql",
-    "stats_report",
-];
-
 /// What a run produced: the count of records it processed, the per-item errors it recorded
 /// while going on with the next item (the run is then `partial`), and JSON metadata kept in
 /// the ledger.
@@ -187,12 +173,18 @@ impl<J: Job> DynJob for J {
 }
 
 /// Why the parameters of a job could not be built.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum BuildError {
+    #[error("unknown job kind; expected one of {}", kind_names().join(", "))]
     UnknownKind,
+    #[error("{}", .0.message().trim())]
     Params(toml::de::Error),
+    #[error("{0}")]
     Invalid(String),
 }
+
+/// Reads a kind's parameters (serde, `deny_unknown_fields`) and checks them.
+type Builder = for<'a> fn(toml::de::ValueDeserializer<'a>) -> Result<Arc<dyn DynJob>, BuildError>;
 
 fn parse<J: Job>(params: toml::de::ValueDeserializer<'_>) -> Result<Arc<dyn DynJob>, BuildError> {
     let job = J::deserialize(params).map_err(BuildError::Params)?;
@@ -200,24 +192,45 @@ fn parse<J: Job>(params: toml::de::ValueDeserializer<'_>) -> Result<Arc<dyn DynJ
     Ok(Arc::new(job))
 }
 
+/// Every job kind: its name in `config.toml` and its builder. A new kind is a file in this
+/// folder and one line here.
+pub const KINDS: &[(&str, Builder)] = &[
+    ("cleanup", parse::<cleanup::CleanupJob>),
+    ("command", parse::<command::CommandJob>),
+    (
+        "create_invoices",
+        parse::<create_invoices::CreateInvoicesJob>,
+    ),
+    ("http", parse::<http::HttpJob>),
+    (
+        "invoice_reminders",
+        parse::<invoice_reminders::InvoiceRemindersJob>,
+    ),
+    ("noop", parse::<noop::NoopJob>),
+    ("notify", parse::<notify::NotifyJob>),
+    (
+        "overdue_escalation",
+        parse::<overdue_escalation::OverdueEscalationJob>,
+    ),
+    ("sql", parse::<sql::SqlJob>),
+    ("stats_report", parse::<stats_report::StatsReportJob>),
+];
+
+/// The kind names of [`KINDS`], for error messages and `tickler check`.
+pub fn kind_names() -> Vec<&'static str> {
+    KINDS.iter().map(|(name, _)| *name).collect()
+}
+
 /// Builds the job of `kind` from the kind-specific keys of its `[[job]]` table.
 pub fn build(
     kind: &str,
     params: toml::de::ValueDeserializer<'_>,
 ) -> Result<Arc<dyn DynJob>, BuildError> {
-    match kind {
-        "cleanup" => parse::<cleanup::CleanupJob>(params),
-        "command" => parse::<command::CommandJob>(params),
-        "create_invoices" => parse::<create_invoices::CreateInvoicesJob>(params),
-        "http" => parse::<http::HttpJob>(params),
-        "invoice_reminders" => parse::<invoice_reminders::InvoiceRemindersJob>(params),
-        "noop" => parse::<noop::NoopJob>(params),
-        "notify" => parse::<notify::NotifyJob>(params),
-        "overdue_escalation" => parse::<overdue_escalation::OverdueEscalationJob>(params),
-        "sql" => parse::<sql::SqlJob>(params),
-        "stats_report" => parse::<stats_report::StatsReportJob>(params),
-        _ => Err(BuildError::UnknownKind),
-    }
+    let (_, builder) = KINDS
+        .iter()
+        .find(|(name, _)| *name == kind)
+        .ok_or(BuildError::UnknownKind)?;
+    builder(params)
 }
 
 /// Reads seed 003's report shape, `{"success": true, "deletedCount": 3, "errors": ["..."]}`,
