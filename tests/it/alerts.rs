@@ -327,8 +327,13 @@ async fn an_smtp_server_that_never_greets_is_a_failure() {
     let d = TestDaemon::start(p.config(), utc("2026-01-05T10:00:00Z")).await;
     d.clock.advance(Duration::from_secs(60));
     wait_settled(&store, "flaky", 1).await;
-    // The first try ends after 1 s; the retry waits 5 s, and the shutdown makes it now.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The first try ends after 1 s and is recorded `failed`; the retry would wait 5 s, and the
+    // shutdown makes it now.
+    wait_for("the first try to fail", Duration::from_secs(30), || async {
+        let rows = alert_rows(&store).await;
+        (rows.len() == 1 && rows[0].0 == "failed").then_some(())
+    })
+    .await;
     d.stop().await;
     held.abort();
     let rows = alert_rows(&store).await;
@@ -376,6 +381,7 @@ async fn an_alert_waits_for_the_database() {
     tokio::task::spawn_blocking(move || cluster.stop())
         .await
         .unwrap();
+    // The outage itself lasts 25 s (not a wait for a state): no alert may go out during it.
     tokio::time::sleep(Duration::from_secs(25)).await;
     assert!(
         posted(&hooks, "/hooks/").await.is_empty(),

@@ -1,6 +1,6 @@
 //! The real binary as a process: signals, kill -9, and the single-daemon lock on SQLite.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use crate::helpers::{Project, TestDaemon, runs, signal, wait_for};
@@ -30,17 +30,26 @@ async fn kill_9_mid_run_leaves_an_abandoned_row_at_next_start() {
     );
     let mut child = spawn_daemon(&p);
     let store = p.store().await;
-    let row = wait_for("a running row", Duration::from_secs(20), || async {
+    // Running, with its process group recorded (the `sleep` is the group's leader).
+    let (row, pgid) = wait_for("a running row", Duration::from_secs(20), || async {
         runs(&store, "busy")
             .await
             .into_iter()
-            .find(|r| r.status == "running")
+            .filter(|r| r.status == "running")
+            .find_map(|r| {
+                let pgid = r.metadata.as_ref()?["process_group"]["pgid"].as_i64()?;
+                Some((r, pgid as i32))
+            })
     })
     .await;
     signal(&child, libc::SIGKILL);
     child.wait().unwrap();
-    // The orphaned `sleep` is not ours to keep.
-    let _ = Command::new("pkill").args(["-f", "sleep 654.5"]).status();
+    // The orphaned `sleep` is not ours to keep (the next daemon ends it too; this test is about
+    // the row): ended by the group id the run recorded.
+    // SAFETY: a signal to the process group this test's daemon started a moment ago.
+    unsafe {
+        libc::killpg(pgid, libc::SIGKILL);
+    }
 
     let d = TestDaemon::start(p.config(), chrono::Utc::now()).await;
     let after = runs(&store, "busy")

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::helpers::{BIN, Project, signal, stderr, stdout};
+use crate::helpers::{BIN, Project, signal, stderr, stdout, wait_for_blocking};
 
 fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
     let start = Instant::now();
@@ -177,23 +177,32 @@ fn a_missing_notify_socket_is_logged_not_fatal() {
         "",
         "[[job]]\nname = \"a\"\nkind = \"noop\"\nevery = \"1h\"\n",
     );
+    let log_path = p.path().join("stderr.log");
     let mut child = p
         .daemon_command()
         .env("NOTIFY_SOCKET", p.path().join("nobody-listens.sock"))
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .stderr(std::fs::File::create(&log_path).unwrap())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
-    assert!(child.try_wait().unwrap().is_none(), "still running");
-    signal(&child, libc::SIGTERM);
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
-    let log = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        log.contains("cannot notify the service manager (NOTIFY_SOCKET)"),
-        "{log}"
+    let read_log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    wait_for_blocking(
+        "the failed notification in the log",
+        Duration::from_secs(30),
+        || {
+            read_log()
+                .contains("cannot notify the service manager (NOTIFY_SOCKET)")
+                .then_some(())
+        },
     );
+    // Logged at READY, after start-up: the daemon is past the point where it would have failed.
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "still running: {}",
+        read_log()
+    );
+    signal(&child, libc::SIGTERM);
+    assert!(wait_exit(&mut child).success());
 }
 
 fn systemd_analyze() -> Option<&'static str> {
@@ -457,17 +466,21 @@ fn plain_lines_without_colour_when_stderr_is_not_a_terminal() {
         "",
         "[[job]]\nname = \"nightly\"\nkind = \"noop\"\nevery = \"1s\"\n",
     );
-    let child = p
+    let log_path = p.path().join("stderr.log");
+    let mut child = p
         .daemon_command()
         .env("JOURNAL_STREAM", "1:1")
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .stderr(std::fs::File::create(&log_path).unwrap())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(2500));
+    let read_log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    wait_for_blocking("a run to finish", Duration::from_secs(30), || {
+        read_log().contains("run finished").then_some(())
+    });
     signal(&child, libc::SIGTERM);
-    let out = child.wait_with_output().unwrap();
-    let log = String::from_utf8_lossy(&out.stderr);
+    wait_exit(&mut child);
+    let log = read_log();
     assert!(!log.contains('\u{1b}'), "no ANSI colour: {log:?}");
     let start = log
         .lines()

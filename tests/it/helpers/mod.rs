@@ -142,6 +142,26 @@ impl Project {
 }
 
 /// Sends `sig` to a child process.
+/// [`wait_for`] for tests without a runtime: polls `check` every 20 ms until it gives a value,
+/// and fails the test with `what` after `deadline`.
+pub fn wait_for_blocking<T>(
+    what: &str,
+    deadline: Duration,
+    mut check: impl FnMut() -> Option<T>,
+) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(
+            start.elapsed() < deadline,
+            "timed out after {deadline:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 pub fn signal(child: &std::process::Child, sig: i32) {
     // SAFETY: sending a signal to our own child process.
     unsafe {
