@@ -24,7 +24,8 @@ use tokio_util::task::TaskTracker;
 
 use super::fdlimit;
 use super::metrics::Snapshot;
-use super::runner::{Fire, Shared, run_fire};
+use super::runner::{Fire, run_fire};
+use super::shared::Shared;
 use crate::secret::SecretSource;
 use crate::store::RunTrigger;
 

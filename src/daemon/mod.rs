@@ -25,9 +25,11 @@ pub mod ledger;
 pub mod metrics;
 pub mod orphans;
 pub mod runner;
+pub mod shared;
 pub mod systemd;
 
-pub use runner::{Fire, RunSummary, Shared, run_fire};
+pub use runner::{Fire, RunSummary, run_fire};
+pub use shared::Shared;
 
 /// A fire started within this of its slot is on time under every catch-up policy.
 pub const ON_TIME: Duration = Duration::from_secs(30);

@@ -17,7 +17,8 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use tokio_util::task::TaskTracker;
 
-use super::runner::{Fire, Shared, record_only};
+use super::runner::{Fire, record_only};
+use super::shared::Shared;
 use crate::jobs::command::{GroupRecord, end_recorded_groups, process_alive};
 use crate::store::claims::Adopted;
 use crate::store::{Finish, Instance, Orphan, Status, Store, StoreError};

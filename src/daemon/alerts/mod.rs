@@ -12,16 +12,16 @@
 //! reminder window), claimed in `notification_log` before it is sent. So the decision is the
 //! same after a restart and on every replica, and each alert goes out once (invariant 4).
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::runner::Shared;
+pub mod state;
+
+use super::shared::Shared;
 use crate::config::JobSpec;
 use crate::config::alerts::OnFailure;
 use crate::notify::{Rendered, SendError};
@@ -36,38 +36,6 @@ pub const CHECK_EVERY: Duration = Duration::from_secs(60);
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 /// At most this much of a run's error goes into a ping body.
 const PING_BODY: usize = 10_000;
-
-/// What the alerts of one daemon remember between checks.
-#[derive(Default)]
-pub struct State {
-    /// When this daemon first knew each job: a job that never ran is overdue from there.
-    known_since: Mutex<HashMap<String, DateTime<Utc>>>,
-    /// Each job's overdue window last logged by this process (the log says it once per window).
-    logged: Mutex<HashMap<String, String>>,
-    checking: AtomicBool,
-    /// Sends being tried again; a shutdown waits for them (they stop waiting at once).
-    retries: tokio_util::task::TaskTracker,
-}
-
-impl State {
-    /// Waits for the alert sends being tried again; they stop waiting once `stopping` is
-    /// cancelled, and make one last try.
-    pub async fn settled(&self) {
-        self.retries.close();
-        self.retries.wait().await;
-    }
-
-    /// Notes the jobs of a (re)loaded config that have a dead-man deadline.
-    pub fn know(&self, jobs: &[std::sync::Arc<JobSpec>], now: DateTime<Utc>) {
-        let mut known = self.known_since.lock().expect("alerts lock");
-        for j in jobs
-            .iter()
-            .filter(|j| j.alerts.expect_success_within.is_some())
-        {
-            known.entry(j.name.to_string()).or_insert(now);
-        }
-    }
-}
 
 /// How a run ended, as alerts need it.
 pub struct Ended<'a> {
