@@ -19,6 +19,7 @@ pub mod billing;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod http;
 pub mod jobs;
 pub mod logging;
 pub mod net;

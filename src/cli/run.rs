@@ -22,6 +22,7 @@ pub async fn run(config: Config, demo: bool) -> anyhow::Result<ExitCode> {
     tokio::spawn(forward_signals(tx));
     let options = Options {
         service: daemon::systemd::ServiceManager::from_env(),
+        edge: crate::http::edge(&config),
         ..Options::default()
     };
     daemon::run(config, rx, options).await?;

@@ -20,7 +20,6 @@ use crate::time::{Clock, MAX_SLEEP, SystemClock};
 
 pub mod alerts;
 pub mod fdlimit;
-pub mod http;
 pub mod ledger;
 pub mod metrics;
 pub mod orphans;
@@ -56,10 +55,20 @@ pub enum DaemonError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Config(#[from] ConfigError),
-    #[error(transparent)]
-    Http(#[from] http::BindError),
-    #[error(transparent)]
-    HttpToken(#[from] http::TokenError),
+    #[error("{0}")]
+    Edge(EdgeError),
+}
+
+/// Why an [`Edge`] could not start (its message is the user's to read).
+pub type EdgeError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What serves the daemon to the outside while it runs (the `[http]` listener of `http/`,
+/// which the caller hands over in [`Options`]): bound during start-up, once the daemon holds
+/// its database, so a port in use stops the start; served once the daemon's shared state
+/// exists. The daemon does not know what it serves, and `daemon/` imports nothing of `http/`.
+pub trait Edge: Send {
+    fn bind(&mut self) -> futures_util::future::BoxFuture<'_, Result<(), EdgeError>>;
+    fn serve(self: Box<Self>, shared: Arc<Shared>, tracker: TaskTracker);
 }
 
 /// How to run a daemon besides its config.
@@ -69,6 +78,8 @@ pub struct Options {
     pub ready: Option<oneshot::Sender<()>>,
     /// The service manager (systemd) to notify of readiness, reloads, stopping and liveness.
     pub service: systemd::ServiceManager,
+    /// The `[http]` listener, bound (`http::bind`), or none.
+    pub edge: Option<Box<dyn Edge>>,
 }
 
 impl Default for Options {
@@ -77,6 +88,7 @@ impl Default for Options {
             clock: Arc::new(SystemClock::default()),
             ready: None,
             service: systemd::ServiceManager::default(),
+            edge: None,
         }
     }
 }
@@ -220,13 +232,10 @@ pub async fn run(
     raise_file_limit();
     let store = Store::connect(&config.daemon.database_url).await?;
     let _lock = store.lock_for_daemon()?;
-    let listener = match &config.http {
-        Some(h) => {
-            http::check_token(&h.token)?;
-            Some(http::bind(h.listen).await?)
-        }
-        None => None,
-    };
+    let mut edge = options.edge;
+    if let Some(edge) = &mut edge {
+        edge.bind().await.map_err(DaemonError::Edge)?;
+    }
     store.migrate().await?;
     let instance = Instance::current()?;
     store.register_instance(&instance).await?;
@@ -256,7 +265,7 @@ pub async fn run(
         log_next(spec, next);
     }
     let tracker = TaskTracker::new();
-    if let (Some(h), Some(listener)) = (&config.http, listener) {
+    if let Some(edge) = edge {
         // Only `/metrics` reads it: the ledger is not scanned at start-up without `[http]`.
         match store.last_successes().await {
             Ok(known) => shared.metrics.seed_last_success(known),
@@ -264,13 +273,7 @@ pub async fn run(
                 tracing::warn!(error = %e, "metrics: cannot read the last successful runs")
             }
         }
-        let state = Arc::new(http::HttpState {
-            shared: shared.clone(),
-            tracker: tracker.clone(),
-            token: h.token.clone(),
-            max_connections: h.max_connections,
-        });
-        tokio::spawn(http::serve(listener, state, shared.stopping.clone()));
+        edge.serve(shared.clone(), tracker.clone());
     }
     // What stopped processes left: abandoned runs, released messages, adopted waiting slots.
     orphans::resolve(

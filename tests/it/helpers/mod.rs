@@ -209,6 +209,7 @@ impl TestDaemon {
         let options = Options {
             clock: clock.clone() as Arc<dyn Clock>,
             ready: Some(ready_tx),
+            edge: tickler::http::edge(&config),
             ..Options::default()
         };
         let task = tokio::spawn(daemon::run(config, rx, options));

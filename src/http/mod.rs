@@ -1,4 +1,4 @@
-//! The optional `[http]` listener (127.0.0.1 by default): `GET /metrics` (Prometheus),
+//! The edge of the daemon toward monitors and callers: the optional `[http]` listener (127.0.0.1 by default): `GET /metrics` (Prometheus),
 //! `GET /healthz` (the timer loop is going round and the database answers) and
 //! `POST /jobs/{name}/run` (a manual run, behind a bearer token compared in constant time).
 //! Anything else is 404; error details go to the log, never into a response.
@@ -13,6 +13,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures_util::future::BoxFuture;
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode, header};
@@ -22,10 +23,11 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::fdlimit;
-use super::metrics::Snapshot;
-use super::runner::{Fire, run_fire};
-use super::shared::Shared;
+use crate::config::Config;
+use crate::daemon::fdlimit;
+use crate::daemon::metrics::Snapshot;
+use crate::daemon::runner::{Fire, run_fire};
+use crate::daemon::{Edge, EdgeError, Shared};
 use crate::secret::SecretSource;
 use crate::store::RunTrigger;
 
@@ -56,32 +58,74 @@ pub struct HttpState {
     pub max_connections: usize,
 }
 
+/// Why the `[http]` listener could not start; the daemon does not start either.
 #[derive(Debug, thiserror::Error)]
-#[error(
-    "cannot listen on {listen} (`[http] listen`): {cause}; pick a free port or remove the \
-     `[http]` section"
-)]
-pub struct BindError {
+pub enum HttpError {
+    #[error(
+        "cannot listen on {listen} (`[http] listen`): {cause}; pick a free port or remove the \
+         `[http]` section"
+    )]
+    Bind {
+        listen: SocketAddr,
+        cause: std::io::Error,
+    },
+    #[error("cannot read the `[http]` token: {0}")]
+    Token(String),
+}
+
+/// The `[http]` listener as the daemon's [`Edge`]: bound during the daemon's start-up (after it
+/// holds its database), then served.
+pub struct Listener {
     listen: SocketAddr,
-    cause: std::io::Error,
+    listener: Option<TcpListener>,
+    token: Option<SecretSource>,
+    max_connections: usize,
 }
 
-pub async fn bind(listen: SocketAddr) -> Result<TcpListener, BindError> {
-    TcpListener::bind(listen)
-        .await
-        .map_err(|cause| BindError { listen, cause })
+/// The edge of `config`'s `[http]` section (none without one); nothing is opened yet.
+pub fn edge(config: &Config) -> Option<Box<dyn Edge>> {
+    let h = config.http.as_ref()?;
+    Some(Box::new(Listener {
+        listen: h.listen,
+        listener: None,
+        token: h.token.clone(),
+        max_connections: h.max_connections,
+    }))
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error("cannot read the `[http]` token: {0}")]
-pub struct TokenError(String);
+impl Listener {
+    /// Reads the trigger's token once, so a missing file or variable stops the start instead
+    /// of refusing every request; then binds.
+    async fn bind(&mut self) -> Result<(), HttpError> {
+        if let Some(t) = &self.token {
+            t.read().map_err(HttpError::Token)?;
+        }
+        let listen = self.listen;
+        let listener = TcpListener::bind(listen)
+            .await
+            .map_err(|cause| HttpError::Bind { listen, cause })?;
+        self.listener = Some(listener);
+        Ok(())
+    }
+}
 
-/// Reads the trigger's token once at start-up, so a missing file or variable stops the start
-/// instead of refusing every request.
-pub fn check_token(token: &Option<SecretSource>) -> Result<(), TokenError> {
-    match token {
-        Some(t) => t.read().map(|_| ()).map_err(TokenError),
-        None => Ok(()),
+impl Edge for Listener {
+    fn bind(&mut self) -> BoxFuture<'_, Result<(), EdgeError>> {
+        Box::pin(async move { Listener::bind(self).await.map_err(EdgeError::from) })
+    }
+
+    fn serve(self: Box<Self>, shared: Arc<Shared>, tracker: TaskTracker) {
+        let Some(listener) = self.listener else {
+            return;
+        };
+        let stopping = shared.stopping.clone();
+        let state = Arc::new(HttpState {
+            shared,
+            tracker,
+            token: self.token,
+            max_connections: self.max_connections,
+        });
+        tokio::spawn(serve(listener, state, stopping));
     }
 }
 
@@ -94,7 +138,7 @@ pub fn check_token(token: &Option<SecretSource>) -> Result<(), TokenError> {
 /// connections, as nginx drains idle keep-alive connections when its pool is full. Waiting
 /// for a free slot instead would queue the monitor behind every idle client's header-read
 /// timeout. Idle connections also close on their own after [`HEADER_READ_TIMEOUT`].
-pub async fn serve(listener: TcpListener, state: Arc<HttpState>, stopping: CancellationToken) {
+async fn serve(listener: TcpListener, state: Arc<HttpState>, stopping: CancellationToken) {
     let bound = connection_bound(state.max_connections);
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(
