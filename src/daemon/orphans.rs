@@ -225,7 +225,7 @@ async fn run_adopted(
             continue;
         };
         let slots: Vec<DateTime<Utc>> = rows.iter().map(|r| r.scheduled_for).collect();
-        let decision = super::decide(&spec, &slots, now);
+        let decision = super::timer::decide(&spec, &slots, now);
         let fire_of = |slot: DateTime<Utc>| {
             let row = rows.iter().find(|r| r.scheduled_for == slot)?;
             Some(Fire {
@@ -243,5 +243,5 @@ async fn run_adopted(
         }
         fires.extend(decision.run.into_iter().filter_map(|(s, _)| fire_of(s)));
     }
-    super::start_fires(shared, tracker, fires).await;
+    super::timer::start_fires(shared, tracker, fires).await;
 }

@@ -143,7 +143,7 @@ impl Ready {
         let spec = &self.fire.spec;
         let delay = now - asked;
         let late = now - self.fire.slot;
-        let on_time = chrono::TimeDelta::from_std(super::ON_TIME).unwrap_or_default();
+        let on_time = chrono::TimeDelta::from_std(super::timer::ON_TIME).unwrap_or_default();
         if delay <= on_time || late <= on_time || self.fire.trigger == RunTrigger::Manual {
             return;
         }

@@ -1,0 +1,225 @@
+//! What the daemon does besides its timer loop: the open-file limit raised before anything is
+//! opened, the task runner started with its environment, memory given back after start-up and
+//! reloads, and the maintenance beat (heartbeat, dead owners, pruning the ledger).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::TimeDelta;
+use tokio_util::task::TaskTracker;
+
+use super::shared::Shared;
+use super::{fdlimit, orphans};
+use crate::config::{self, Config};
+use crate::store::{Instance, Store};
+
+/// Raises the soft open-file limit before anything is opened, so that a low default (256 or
+/// 1024) does not make jobs, the database and the `[http]` listener fail together with `Too
+/// many open files`; the listener then sizes itself to what is left (see [`fdlimit`]).
+pub(super) fn raise_file_limit() {
+    match fdlimit::raise() {
+        Ok(fdlimit::FileLimit {
+            soft,
+            hard,
+            raised_from: Some(from),
+        }) => {
+            // Job processes get the limit the daemon was given, not the raised one.
+            crate::jobs::command::set_child_file_limit(from);
+            tracing::info!(from, to = soft, hard, "raised the open-file limit")
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "keeping the open-file limit"),
+    }
+}
+
+/// What tasks run with under `config`.
+pub(super) fn task_env(
+    config: &Config,
+    store: &Store,
+    owner: &Arc<str>,
+) -> crate::queue::execute::Env {
+    crate::queue::execute::Env {
+        store: store.clone(),
+        queue: config.queue.clone(),
+        notifier: config.notifier.clone(),
+        timezone: config.daemon.timezone,
+        owner: owner.clone(),
+    }
+}
+
+/// Starts the task runner unless `[queue] enabled = false`. Its claim settings are read once;
+/// handlers, retries and templates follow reloads.
+pub(super) fn start_task_runner(
+    config: &Config,
+    shared: &Arc<Shared>,
+    tracker: &TaskTracker,
+) -> Option<Arc<crate::queue::runner::Runner>> {
+    let q = &config.queue;
+    if !q.enabled {
+        tracing::info!("the task runner is off (`[queue] enabled = false`)");
+        return None;
+    }
+    let runner = Arc::new(crate::queue::runner::Runner {
+        store: shared.store.clone(),
+        owner: shared.instance.clone(),
+        clock: shared.clock.clone(),
+        env: std::sync::Mutex::new(Arc::new(task_env(config, &shared.store, &shared.instance))),
+        concurrency: q.concurrency,
+        batch: q.batch,
+        lease: q.lease,
+        poll: q.poll,
+    });
+    tracker.spawn(runner.clone().run(
+        shared.stopping.clone(),
+        shared.interrupt.clone(),
+        tracker.clone(),
+    ));
+    Some(runner)
+}
+
+/// Hands memory freed after parsing the config and loading the schedule back to the system, so
+/// an idle daemon's resident size is what it keeps, not what start-up once used.
+pub(super) fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free heap pages; it has no preconditions.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+    release_startup_code();
+}
+
+/// Lets go of the executable's pages that only start-up used (argument parsing, migrations,
+/// loading the config and templates, TLS set-up): the kernel counts mapped file pages in the
+/// resident size, and start-up touches about 15 MiB of code and read-only data the idle daemon
+/// never uses again. `MADV_PAGEOUT` reclaims them from this process; what the daemon runs
+/// later is read back on first use (from the page cache, or the file). The pages are read-only
+/// copies of the file, so nothing is lost; kernels before 5.4 refuse the advice, and nothing
+/// changes. Called after start-up, once the daemon settled, and after each reload.
+pub(crate) fn release_startup_code() {
+    let (Ok(maps), Ok(exe)) = (
+        std::fs::read_to_string("/proc/self/maps"),
+        std::fs::read_link("/proc/self/exe"),
+    ) else {
+        return;
+    };
+    for line in maps.lines() {
+        // start-end perms offset dev inode path
+        let mut fields = line.split_whitespace();
+        let (Some(range), Some(perms), Some(path)) = (fields.next(), fields.next(), fields.nth(3))
+        else {
+            continue;
+        };
+        // Code (`r-x`) and read-only data (`r--`); never a writable mapping.
+        if !perms.starts_with("r-") || std::path::Path::new(path) != exe {
+            continue;
+        }
+        let Some((start, end)) = range.split_once('-') else {
+            continue;
+        };
+        let (Ok(start), Ok(end)) = (
+            usize::from_str_radix(start, 16),
+            usize::from_str_radix(end, 16),
+        ) else {
+            continue;
+        };
+        // SAFETY: advice on a read-only, file-backed mapping of this executable: its pages
+        // are read again from the file when next used; no memory is freed or written.
+        unsafe {
+            libc::madvise(
+                start as *mut libc::c_void,
+                end.saturating_sub(start),
+                libc::MADV_PAGEOUT,
+            );
+        }
+    }
+}
+
+/// A daemon whose heartbeat is older than this is considered gone.
+pub(super) fn stale_after(config: &Config) -> TimeDelta {
+    let hb = config.daemon.heartbeat_interval.max(Duration::from_secs(1));
+    TimeDelta::from_std((hb * 3).max(Duration::from_secs(30))).unwrap_or(TimeDelta::seconds(30))
+}
+
+/// Heartbeat, orphan detection and history pruning, in the background.
+pub(super) async fn maintenance(
+    shared: Arc<Shared>,
+    tracker: TaskTracker,
+    me: Instance,
+    daemon: config::DaemonConfig,
+) {
+    let interval = daemon.heartbeat_interval.max(Duration::from_secs(1));
+    let stale =
+        TimeDelta::from_std((interval * 3).max(Duration::from_secs(30))).unwrap_or_default();
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_prune: Option<tokio::time::Instant> = None;
+    let mut beats: u64 = 0;
+    let mut down_since: Option<tokio::time::Instant> = None;
+    let mut quiet_until: Option<tokio::time::Instant> = None;
+    loop {
+        ticker.tick().await;
+        let now = shared.clock.now();
+        match shared.store.heartbeat(&me, now).await {
+            Err(e) => {
+                // Soon, so other replicas do not take this one for gone once the database is
+                // back; logged once per outage.
+                if down_since.is_none() {
+                    tracing::warn!(error = %e, "heartbeat failed; retrying every second");
+                    down_since = Some(tokio::time::Instant::now());
+                }
+                ticker.reset_after(Duration::from_secs(1));
+                continue;
+            }
+            Ok(()) => {
+                if let Some(t) = down_since.take() {
+                    tracing::info!(
+                        down_s = t.elapsed().as_secs(),
+                        "the database is reachable again"
+                    );
+                    // Other replicas were cut off too: give them time to beat again before
+                    // judging their runs orphaned.
+                    quiet_until =
+                        Some(tokio::time::Instant::now() + stale.to_std().unwrap_or_default());
+                }
+            }
+        }
+        beats += 1;
+        // By the second beat start-up is over (the task runner, the listener and the first
+        // dead-man check ran too): what they touched once goes back as well.
+        if beats == 2 {
+            release_startup_code();
+        }
+        // The WAL is checkpointed every tenth beat (5 min by default), away from claims.
+        if beats.is_multiple_of(10)
+            && let Err(e) = shared.store.checkpoint().await
+        {
+            tracing::warn!(error = %e, "SQLite checkpoint failed");
+        }
+        // Other daemons' orphans are looked for every third beat: a stale heartbeat takes
+        // three beats anyway, and an idle daemon should stay asleep.
+        if beats % 3 != 1 || quiet_until.is_some_and(|t| tokio::time::Instant::now() < t) {
+            continue;
+        }
+        // A `run-job` or daemon of this host that died is known at once by its pid.
+        if let Err(e) = orphans::forget_dead_processes(&shared.store, &me).await {
+            tracing::warn!(error = %e, "could not check this host's tickler processes");
+        }
+        orphans::resolve(&shared, &tracker, &me, now - stale, true).await;
+        if last_prune.is_none_or(|t| t.elapsed() >= Duration::from_secs(3600)) {
+            last_prune = Some(tokio::time::Instant::now());
+            let ok_before =
+                now - TimeDelta::from_std(daemon.history_retention).unwrap_or(TimeDelta::MAX);
+            let failed_before =
+                now - TimeDelta::from_std(daemon.failure_retention).unwrap_or(TimeDelta::MAX);
+            match shared
+                .store
+                .prune(ok_before, failed_before.min(ok_before), 1000)
+                .await
+            {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(rows = n, "pruned old runs from job_execution_logs"),
+                Err(e) => tracing::warn!(error = %e, "pruning old runs failed"),
+            }
+        }
+    }
+}

@@ -1,0 +1,517 @@
+//! The timer loop's parts: each job's next slot in a heap, the slots due at a wake (with the
+//! catch-up policy deciding what becomes of overdue ones), the fires started for them, and a
+//! reload that swaps the schedule.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use tokio_util::task::TaskTracker;
+use uuid::Uuid;
+
+use super::runner::{self, Fire, run_fire};
+use super::shared::Shared;
+use crate::config::{self, CatchUp, Config, JobSpec};
+use crate::store::{NewRun, RunTrigger, Status};
+
+/// A fire started within this of its slot is on time under every catch-up policy.
+pub const ON_TIME: Duration = Duration::from_secs(30);
+
+/// Slots older than `misfire_grace` get one `missed` row each, up to this many per job and
+/// outage; past it (a frequent job down for days) the whole older range gets one `missed` row
+/// that names where it ends (`metadata.missed_until`), so every slot is still accounted for.
+pub(super) const MISSED_ONE_BY_ONE: usize = 10_000;
+
+/// At most this many slots of one job within its grace are taken in one pass of the loop; the
+/// loop goes round again at once for the rest.
+pub(super) const MAX_SLOTS_PER_PASS: usize = 10_000;
+
+pub(super) struct JobState {
+    pub(super) spec: Arc<JobSpec>,
+    pub(super) next: Option<DateTime<Utc>>,
+    pub(super) generation: u64,
+}
+
+/// A heap entry: when, the job's generation when it was pushed, and the job.
+pub(super) type Wake = Reverse<(DateTime<Utc>, u64, Arc<str>)>;
+
+pub(super) struct Scheduler {
+    pub(super) jobs: HashMap<Arc<str>, JobState>,
+    pub(super) heap: BinaryHeap<Wake>,
+    pub(super) generation: u64,
+}
+
+impl Scheduler {
+    pub(super) fn new() -> Scheduler {
+        Scheduler {
+            jobs: HashMap::new(),
+            heap: BinaryHeap::new(),
+            generation: 0,
+        }
+    }
+
+    pub(super) fn set(&mut self, spec: Arc<JobSpec>, next: Option<DateTime<Utc>>) {
+        self.generation += 1;
+        let next = if spec.enabled { next } else { None };
+        if let Some(t) = next {
+            self.heap
+                .push(Reverse((t, self.generation, spec.name.clone())));
+        }
+        self.jobs.insert(
+            spec.name.clone(),
+            JobState {
+                spec,
+                next,
+                generation: self.generation,
+            },
+        );
+    }
+
+    pub(super) fn next_wake(&self) -> Option<DateTime<Utc>> {
+        self.heap.peek().map(|Reverse((t, _, _))| *t)
+    }
+
+    /// Pops every job due at `now` (stale heap entries are dropped).
+    pub(super) fn pop_due(&mut self, now: DateTime<Utc>) -> Vec<Arc<str>> {
+        let mut due = vec![];
+        while let Some(Reverse((t, generation, name))) = self.heap.peek().cloned() {
+            if t > now {
+                break;
+            }
+            self.heap.pop();
+            if self
+                .jobs
+                .get(&name)
+                .is_some_and(|s| s.generation == generation)
+            {
+                due.push(name);
+            }
+        }
+        due
+    }
+}
+
+/// Fires and records decided for one job's due slots.
+#[derive(Default)]
+pub(super) struct Decision {
+    pub(super) run: Vec<(DateTime<Utc>, RunTrigger)>,
+    pub(super) missed: Vec<(DateTime<Utc>, String)>,
+}
+
+/// Applies the catch-up policy to the due slots of a job (oldest first).
+pub(super) fn decide(spec: &JobSpec, due: &[DateTime<Utc>], now: DateTime<Utc>) -> Decision {
+    let grace = TimeDelta::from_std(spec.misfire_grace).unwrap_or(TimeDelta::MAX);
+    let on_time_limit = TimeDelta::from_std(ON_TIME).unwrap_or(TimeDelta::MAX);
+    let mut d = Decision::default();
+    let (on_time, late): (Vec<DateTime<Utc>>, Vec<DateTime<Utc>>) =
+        due.iter().partition(|s| now - **s <= on_time_limit);
+    let latest_in_grace = late.iter().rev().find(|s| now - **s <= grace).copied();
+    for slot in &late {
+        let in_grace = now - *slot <= grace;
+        let run = match spec.catch_up {
+            CatchUp::None => false,
+            CatchUp::Latest => on_time.is_empty() && Some(*slot) == latest_in_grace,
+            CatchUp::All => in_grace,
+        };
+        if run {
+            d.run.push((*slot, RunTrigger::CatchUp));
+        } else {
+            let why = if !in_grace {
+                format!(
+                    "missed: the slot is older than misfire_grace ({})",
+                    humantime::format_duration(spec.misfire_grace)
+                )
+            } else {
+                match spec.catch_up {
+                    CatchUp::None => "missed: catch_up = \"none\"".to_string(),
+                    _ => "missed: a later slot ran instead (catch_up = \"latest\")".to_string(),
+                }
+            };
+            d.missed.push((*slot, why));
+        }
+    }
+    d.run
+        .extend(on_time.into_iter().map(|s| (s, RunTrigger::Schedule)));
+    d
+}
+
+pub(super) fn log_next(spec: &JobSpec, next: Option<DateTime<Utc>>) {
+    match next {
+        Some(t) if spec.enabled => tracing::info!(
+            job = %spec.name, kind = %spec.kind, trigger = %spec.trigger, timezone = %spec.timezone,
+            next = %t.with_timezone(&spec.timezone).to_rfc3339(), "scheduled"
+        ),
+        _ => tracing::info!(job = %spec.name, enabled = spec.enabled, "not scheduled"),
+    }
+}
+
+pub(super) async fn dispatch_due(
+    shared: &Arc<Shared>,
+    scheduler: &mut Scheduler,
+    tracker: &TaskTracker,
+    now: DateTime<Utc>,
+) {
+    let due = scheduler.pop_due(now);
+    if due.is_empty() {
+        return;
+    }
+    let mut fires = vec![];
+    for name in due {
+        let Some(state) = scheduler.jobs.get(&name) else {
+            continue;
+        };
+        let spec = state.spec.clone();
+        let (slots, next) = due_slots(shared, &spec, state.next, now);
+        let decision = decide(&spec, &slots, now);
+        for (slot, why) in decision.missed {
+            tracing::warn!(job = %spec.name, scheduled_for = %slot, "{why}");
+            runner::record_only(
+                shared,
+                &Fire::new(spec.clone(), slot, RunTrigger::CatchUp),
+                Status::Missed,
+                why,
+            );
+        }
+        for (slot, trigger) in decision.run {
+            fires.push(Fire::new(spec.clone(), slot, trigger));
+        }
+        scheduler.set(spec, next);
+    }
+    start_fires(shared, tracker, fires).await;
+}
+
+/// The due slots of a job from `next` up to `now`, oldest first, and the slot after them.
+/// Slots older than the job's `misfire_grace` beyond [`MISSED_ONE_BY_ONE`] are recorded here,
+/// as one `missed` row for their whole range; at most [`MAX_SLOTS_PER_PASS`] newer ones are
+/// returned, and the loop takes the rest at once in its next pass.
+pub(super) fn due_slots(
+    shared: &Shared,
+    spec: &Arc<JobSpec>,
+    mut next: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> (Vec<DateTime<Utc>>, Option<DateTime<Utc>>) {
+    let grace = TimeDelta::from_std(spec.misfire_grace).unwrap_or(TimeDelta::MAX);
+    let horizon = now
+        .checked_sub_signed(grace)
+        .unwrap_or(DateTime::<Utc>::UNIX_EPOCH);
+    let mut slots: Vec<DateTime<Utc>> = vec![];
+    while let Some(slot) = next.filter(|s| *s < horizon) {
+        if slots.len() == MISSED_ONE_BY_ONE {
+            // Too many to write one by one: one row for all slots from the first up to the
+            // horizon, then on from the first slot within the grace.
+            let first = slots[0];
+            let why = format!(
+                "missed: every slot from {} up to {} (more than {MISSED_ONE_BY_ONE}) is older \
+                 than misfire_grace ({}); this row stands for all of them",
+                first.to_rfc3339(),
+                horizon.to_rfc3339(),
+                humantime::format_duration(spec.misfire_grace)
+            );
+            tracing::warn!(job = %spec.name, from = %first, until = %horizon, "{why}");
+            shared
+                .metrics
+                .run_ended(&spec.name, Status::Missed, None, now);
+            shared.ledger.record(NewRun {
+                id: Uuid::now_v7(),
+                job_name: spec.name.clone(),
+                scheduled_for: first,
+                trigger: RunTrigger::CatchUp,
+                status: Status::Missed,
+                started_at: now,
+                instance: shared.instance.clone(),
+                error_message: Some(why),
+                metadata: Some(serde_json::json!({ "missed_until": horizon })),
+            });
+            slots.clear();
+            next = spec
+                .trigger
+                .next_after(horizon.max(slot) - TimeDelta::nanoseconds(1), spec.timezone);
+            break;
+        }
+        slots.push(slot);
+        next = spec.trigger.next_after(slot, spec.timezone);
+    }
+    let old = slots.len();
+    while let Some(slot) = next.filter(|s| *s <= now) {
+        if slots.len() - old >= MAX_SLOTS_PER_PASS {
+            break;
+        }
+        slots.push(slot);
+        next = spec.trigger.next_after(slot, spec.timezone);
+    }
+    (slots, next)
+}
+
+/// Starts fires: a single fire that can start at once is claimed `running` in one batch with
+/// the others of this second (the fast path of the timer loop). A fire that has to wait (a
+/// catch-up backlog, a queue, jitter, the concurrency bound) first gets a `pending` row, all
+/// of them in one batch, so that a daemon stopped or killed before they ran leaves them for
+/// the next one to adopt (invariant 3). Fires that hold a row already (adopted) keep it.
+pub(super) async fn start_fires(shared: &Arc<Shared>, tracker: &TaskTracker, fires: Vec<Fire>) {
+    if fires.is_empty() {
+        return;
+    }
+    // Other replicas' running jobs, read once for the whole batch (only PostgreSQL has them).
+    if shared.store.has_replicas()
+        && fires
+            .iter()
+            .any(|f| f.spec.overlap == config::Overlap::Skip)
+    {
+        // Bounded: the loop must go on while the database is away (the slot claim decides).
+        let read = tokio::time::timeout(
+            Duration::from_secs(2),
+            shared.store.running_jobs(&shared.instance),
+        );
+        match read.await {
+            Ok(Ok(running)) => *shared.running_elsewhere.lock().expect("running lock") = running,
+            Ok(Err(e)) => tracing::warn!(error = %e, "could not read runs of other daemons"),
+            Err(_) => tracing::warn!("could not read runs of other daemons: no answer in 2s"),
+        }
+    }
+    // Several fires of one job (a catch-up) run one after the other, oldest first.
+    // In name order, so claim ids (time-ordered) and slot keys rise together.
+    let mut by_job: std::collections::BTreeMap<Arc<str>, Vec<Fire>> = Default::default();
+    for fire in fires {
+        by_job.entry(fire.spec.name.clone()).or_default().push(fire);
+    }
+    let mut ready = vec![];
+    let mut waiting = vec![];
+    for (_, mut fires) in by_job {
+        if fires.len() == 1 && fires[0].claim.is_none() {
+            match runner::admit_now(shared, fires.pop().expect("one fire")) {
+                runner::Admission::Ready(r) => ready.push(r),
+                runner::Admission::Wait(fire) => fires.push(fire),
+                runner::Admission::Skipped => {}
+            }
+        }
+        if !fires.is_empty() {
+            waiting.push(fires);
+        }
+    }
+    if !waiting.is_empty() {
+        hold_and_run(shared, tracker, waiting);
+    }
+    while !ready.is_empty() {
+        let ready: Vec<runner::Ready> = ready.drain(..ready.len().min(250)).collect();
+        let shared = shared.clone();
+        let bodies = tracker.clone();
+        tracker.spawn(async move {
+            let rows = ready.iter().map(|r| r.claim_row(&shared)).collect();
+            let asked = shared.clock.now();
+            let Some(claimed) = shared.ledger.claim_many(rows).await else {
+                ready.iter().for_each(runner::Ready::lost);
+                return;
+            };
+            let now = shared.clock.now();
+            for mut r in ready {
+                // A claimed slot always runs (or is recorded `missed`): its row says `running`.
+                if claimed.contains(&r.id()) {
+                    r.claimed_at(asked, now);
+                    bodies.spawn(runner::execute(shared.clone(), r));
+                }
+            }
+        });
+    }
+}
+
+/// Records a `pending` row for each fire without one (one batch), then runs each job's fires
+/// one after the other. A fire whose row another replica inserted first is not run here.
+pub(super) fn hold_and_run(shared: &Arc<Shared>, tracker: &TaskTracker, jobs: Vec<Vec<Fire>>) {
+    let shared = shared.clone();
+    let bodies = tracker.clone();
+    tracker.spawn(async move {
+        let mut rows = vec![];
+        let mut jobs = jobs;
+        for fire in jobs.iter_mut().flatten() {
+            if fire.claim.is_none() {
+                let id = Uuid::now_v7();
+                rows.push(fire.pending_row(id, &shared));
+                fire.claim = Some(id);
+            }
+        }
+        let new: HashSet<Uuid> = rows.iter().map(|r| r.id).collect();
+        let won = if rows.is_empty() {
+            HashSet::new()
+        } else {
+            match shared.ledger.claim_many(rows).await {
+                Some(won) => won,
+                None => {
+                    for fire in jobs.iter().flatten() {
+                        if fire.claim.is_some_and(|id| new.contains(&id)) {
+                            tracing::error!(
+                                job = %fire.spec.name, scheduled_for = %fire.slot,
+                                "fire not run: its slot could not be claimed before the daemon \
+                                 stopped (the database is unreachable)"
+                            );
+                        }
+                    }
+                    HashSet::new()
+                }
+            }
+        };
+        for fires in jobs {
+            // Adopted fires hold their row already; new ones run if their insert won.
+            let fires: Vec<Fire> = fires
+                .into_iter()
+                .filter(|f| {
+                    f.claim
+                        .is_some_and(|id| !new.contains(&id) || won.contains(&id))
+                })
+                .collect();
+            if fires.is_empty() {
+                continue;
+            }
+            let shared = shared.clone();
+            bodies.spawn(async move {
+                for fire in fires {
+                    run_fire(shared.clone(), fire).await;
+                }
+            });
+        }
+    });
+}
+
+/// Re-reads the config; a file that does not validate changes nothing.
+pub(super) fn reload(
+    current: &Config,
+    scheduler: &mut Scheduler,
+    shared: &Arc<Shared>,
+    now: DateTime<Utc>,
+) -> Option<Config> {
+    tracing::info!(config = %current.path.display(), "reloading the config");
+    let new = match config::load(&current.path) {
+        Ok(new) => new,
+        Err(e) => {
+            for line in e.to_string().lines() {
+                tracing::error!("{line}");
+            }
+            tracing::error!("reload refused: the running schedule is unchanged");
+            return None;
+        }
+    };
+    if new.daemon.database_url != current.daemon.database_url
+        || new.daemon.state_dir != current.daemon.state_dir
+    {
+        tracing::warn!("`database_url` and `state_dir` changes take effect at the next restart");
+    }
+    let (old, new_d) = (&current.daemon, &new.daemon);
+    if old.heartbeat_interval != new_d.heartbeat_interval
+        || old.history_retention != new_d.history_retention
+        || old.failure_retention != new_d.failure_retention
+        || old.shutdown_grace != new_d.shutdown_grace
+    {
+        tracing::warn!(
+            "`heartbeat_interval`, `history_retention`, `failure_retention` and `shutdown_grace` \
+             changes take effect at the next restart"
+        );
+    }
+    let http_key = |c: &Config| {
+        c.http
+            .as_ref()
+            .map(|h| (h.listen, h.token.clone(), h.max_connections))
+    };
+    if http_key(current) != http_key(&new) {
+        tracing::warn!("`[http]` changes take effect at the next restart");
+    }
+    let (old_n, new_n) = (current.daemon.max_concurrent, new.daemon.max_concurrent);
+    if new_n > old_n {
+        shared.concurrency.add_permits(new_n - old_n);
+    } else if new_n < old_n {
+        // Permits held by running jobs are taken out as those jobs end.
+        let (sem, n) = (shared.concurrency.clone(), (old_n - new_n) as u32);
+        tokio::spawn(async move {
+            if let Ok(permits) = sem.acquire_many_owned(n).await {
+                permits.forget();
+            }
+        });
+    }
+    let new_names: HashSet<&str> = new.jobs.iter().map(|j| &*j.name).collect();
+    let removed: Vec<Arc<str>> = scheduler
+        .jobs
+        .keys()
+        .filter(|n| !new_names.contains(&***n))
+        .cloned()
+        .collect();
+    for name in removed {
+        scheduler.jobs.remove(&name);
+        tracing::info!(job = %name, "removed; a run in flight finishes");
+    }
+    for spec in &new.jobs {
+        let keep = scheduler.jobs.get(&spec.name).and_then(|old| {
+            (old.spec.trigger == spec.trigger
+                && old.spec.timezone == spec.timezone
+                && old.spec.enabled)
+                .then_some(old.next)
+        });
+        let next = match keep {
+            Some(next) => next,
+            None => spec.trigger.next_after(now, spec.timezone),
+        };
+        scheduler.set(spec.clone(), next);
+        log_next(spec, next);
+    }
+    tracing::info!(jobs = new.jobs.len(), "config reloaded");
+    Some(new)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn spec(catch_up: &str, grace: &str) -> Arc<JobSpec> {
+        let text = format!(
+            "[[job]]\nname = \"j\"\nkind = \"noop\"\nevery = \"1m\"\ncatch_up = \"{catch_up}\"\nmisfire_grace = \"{grace}\"\n"
+        );
+        config::parse(Path::new("t.toml"), &text).unwrap().jobs[0].clone()
+    }
+
+    fn t(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    fn slots() -> Vec<DateTime<Utc>> {
+        // Five slots, 10:00 .. 10:04; "now" is 10:04:05, so only 10:04 is on time.
+        (0..5)
+            .map(|m| t("2025-01-01T10:00:00Z") + TimeDelta::minutes(m))
+            .collect()
+    }
+
+    #[test]
+    fn catch_up_none_runs_only_on_time_slots() {
+        let d = decide(&spec("none", "1h"), &slots(), t("2025-01-01T10:04:05Z"));
+        assert_eq!(d.run, [(t("2025-01-01T10:04:00Z"), RunTrigger::Schedule)]);
+        assert_eq!(d.missed.len(), 4);
+        assert_eq!(d.missed[0].1, "missed: catch_up = \"none\"");
+    }
+
+    #[test]
+    fn catch_up_latest_coalesces() {
+        // With an on-time slot the misses are superseded by it.
+        let d = decide(&spec("latest", "1h"), &slots(), t("2025-01-01T10:04:05Z"));
+        assert_eq!(d.run, [(t("2025-01-01T10:04:00Z"), RunTrigger::Schedule)]);
+        assert_eq!(d.missed.len(), 4);
+        // Without one, the latest missed slot within grace runs once.
+        let d = decide(&spec("latest", "1h"), &slots(), t("2025-01-01T10:10:00Z"));
+        assert_eq!(d.run, [(t("2025-01-01T10:04:00Z"), RunTrigger::CatchUp)]);
+        assert_eq!(d.missed.len(), 4);
+    }
+
+    #[test]
+    fn catch_up_all_runs_each_slot_within_grace() {
+        let d = decide(&spec("all", "7m"), &slots(), t("2025-01-01T10:08:30Z"));
+        let ran: Vec<_> = d
+            .run
+            .iter()
+            .map(|(s, _)| s.format("%H:%M").to_string())
+            .collect();
+        assert_eq!(ran, ["10:02", "10:03", "10:04"]);
+        assert_eq!(d.missed.len(), 2);
+        assert_eq!(
+            d.missed[0].1,
+            "missed: the slot is older than misfire_grace (7m)"
+        );
+    }
+}
