@@ -11,7 +11,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use sqlx::Row;
 
-use super::{Doing, Result, Store, ts, with_pool};
+use super::{Doing, Result, Store, json_text, ts, with_pool};
 
 /// An invoice with its customer, as the reminder and escalation jobs read it.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
@@ -289,10 +289,6 @@ macro_rules! number_invoices {
             todo.retain(|&i| used.contains(&$invoices[i].number) || explicit.contains(&$invoices[i].number));
         }
     }};
-}
-
-fn json_text<T: Serialize>(rows: &[T]) -> String {
-    serde_json::to_string(rows).unwrap_or_else(|_| "[]".into())
 }
 
 impl Store {
@@ -995,164 +991,5 @@ impl Store {
                 .await
                 .doing("counting old rows"),
         }
-    }
-}
-
-/// Replaces the `:now` placeholder of a user's query by the backend's parameter `$1`.
-fn bind_now(query: &str) -> (String, bool) {
-    let mut used = false;
-    let mut out = String::with_capacity(query.len());
-    let mut rest = query;
-    while let Some(pos) = rest.find(":now") {
-        let before_ok = !rest[..pos].ends_with(':');
-        let after = &rest[pos + 4..];
-        let after_ok = !after
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
-        out.push_str(&rest[..pos]);
-        used |= before_ok && after_ok;
-        out.push_str(if before_ok && after_ok { "$1" } else { ":now" });
-        rest = after;
-    }
-    out.push_str(rest);
-    (out, used)
-}
-
-impl Store {
-    /// Runs a user's query (a `notify` job's) and returns each row as a JSON object. `:now`
-    /// in the query is bound to `now`: a `timestamptz` on PostgreSQL, and on SQLite the text
-    /// `YYYY-MM-DD HH:MM:SS` (UTC) that SQLite's own `datetime()` writes and compares.
-    pub async fn query_json(
-        &self,
-        query: &str,
-        now: DateTime<Utc>,
-        limit: usize,
-    ) -> Result<Vec<serde_json::Map<String, Value>>> {
-        use futures_util::TryStreamExt;
-        let (text, uses_now) = bind_now(query);
-        let mut out = vec![];
-        match self {
-            Store::Sqlite(s) => {
-                let mut q = sqlx::query(&text);
-                if uses_now {
-                    q = q.bind(now.format("%Y-%m-%d %H:%M:%S").to_string());
-                }
-                let mut rows = q.fetch(s.jobs_pool());
-                while let Some(row) = rows.try_next().await.doing("running the query")? {
-                    out.push(sqlite_row_json(&row)?);
-                    if out.len() >= limit {
-                        break;
-                    }
-                }
-            }
-            Store::Postgres(s) => {
-                let mut q = sqlx::query(&text);
-                if uses_now {
-                    q = q.bind(now);
-                }
-                let mut rows = q.fetch(s.jobs_pool());
-                while let Some(row) = rows.try_next().await.doing("running the query")? {
-                    out.push(pg_row_json(&row)?);
-                    if out.len() >= limit {
-                        break;
-                    }
-                }
-            }
-        }
-        Ok(out)
-    }
-}
-
-fn unsupported(column: &str, ty: &str) -> super::StoreError {
-    super::StoreError::Query {
-        doing: "reading the query's rows",
-        source: sqlx::Error::Decode(
-            format!(
-                "column `{column}` has the type {ty}, which tickler cannot read; cast it in the \
-                 query, e.g. `{column}::text`"
-            )
-            .into(),
-        ),
-    }
-}
-
-fn sqlite_row_json(row: &sqlx::sqlite::SqliteRow) -> Result<serde_json::Map<String, Value>> {
-    use sqlx::{Column, TypeInfo, ValueRef};
-    let mut map = serde_json::Map::new();
-    for (i, col) in row.columns().iter().enumerate() {
-        let raw = row.try_get_raw(i).doing("reading the query's rows")?;
-        let value = if raw.is_null() {
-            Value::Null
-        } else {
-            match raw.type_info().name() {
-                "INTEGER" | "BOOLEAN" => {
-                    json!(row.try_get::<i64, _>(i).doing("reading the query's rows")?)
-                }
-                "REAL" => json!(row.try_get::<f64, _>(i).doing("reading the query's rows")?),
-                "TEXT" | "DATETIME" | "DATE" | "TIME" => {
-                    json!(
-                        row.try_get::<String, _>(i)
-                            .doing("reading the query's rows")?
-                    )
-                }
-                other => return Err(unsupported(col.name(), other)),
-            }
-        };
-        map.insert(col.name().to_string(), value);
-    }
-    Ok(map)
-}
-
-fn pg_row_json(row: &sqlx::postgres::PgRow) -> Result<serde_json::Map<String, Value>> {
-    use sqlx::{Column, TypeInfo, ValueRef};
-    let mut map = serde_json::Map::new();
-    for (i, col) in row.columns().iter().enumerate() {
-        let raw = row.try_get_raw(i).doing("reading the query's rows")?;
-        let d = "reading the query's rows";
-        let value = if raw.is_null() {
-            Value::Null
-        } else {
-            match col.type_info().name() {
-                "BOOL" => json!(row.try_get::<bool, _>(i).doing(d)?),
-                "INT2" => json!(row.try_get::<i16, _>(i).doing(d)?),
-                "INT4" => json!(row.try_get::<i32, _>(i).doing(d)?),
-                "INT8" => json!(row.try_get::<i64, _>(i).doing(d)?),
-                "FLOAT4" => json!(row.try_get::<f32, _>(i).doing(d)?),
-                "FLOAT8" => json!(row.try_get::<f64, _>(i).doing(d)?),
-                "TEXT" | "VARCHAR" | "BPCHAR" | "NAME" | "CITEXT" => {
-                    json!(row.try_get::<String, _>(i).doing(d)?)
-                }
-                "UUID" => json!(row.try_get::<uuid::Uuid, _>(i).doing(d)?.to_string()),
-                "TIMESTAMPTZ" => json!(ts(row.try_get::<DateTime<Utc>, _>(i).doing(d)?)),
-                "TIMESTAMP" => json!(
-                    row.try_get::<chrono::NaiveDateTime, _>(i)
-                        .doing(d)?
-                        .to_string()
-                ),
-                "DATE" => json!(row.try_get::<NaiveDate, _>(i).doing(d)?.to_string()),
-                "JSON" | "JSONB" => row.try_get::<Value, _>(i).doing(d)?,
-                other => return Err(unsupported(col.name(), other)),
-            }
-        };
-        map.insert(col.name().to_string(), value);
-    }
-    Ok(map)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::bind_now;
-
-    #[test]
-    fn now_is_bound_but_casts_are_left_alone() {
-        assert_eq!(
-            bind_now("SELECT * FROM s WHERE t BETWEEN :now AND x::nowhere AND y = :nowish"),
-            (
-                "SELECT * FROM s WHERE t BETWEEN $1 AND x::nowhere AND y = :nowish".to_string(),
-                true
-            )
-        );
-        assert_eq!(bind_now("SELECT '$1'"), ("SELECT '$1'".to_string(), false));
     }
 }

@@ -24,6 +24,7 @@ pub mod health;
 mod postgres;
 pub mod queue;
 mod sqlite;
+mod user;
 
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
@@ -74,6 +75,11 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 /// Formats a timestamp as both backends compare it (see `sqlite.rs`).
 pub fn ts(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false)
+}
+
+/// Rows as the JSON array that `ROWS($n)` reads (`json_each` / `jsonb_array_elements`).
+fn json_text<T: serde::Serialize>(rows: &[T]) -> String {
+    serde_json::to_string(rows).unwrap_or_else(|_| "[]".into())
 }
 
 impl crate::retry::Transient for StoreError {

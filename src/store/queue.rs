@@ -11,7 +11,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::ts;
-use super::{Doing, Result, Store, with_pool};
+use super::{Doing, Result, Store, json_text, with_pool};
 
 /// The nil UUID: the `org_id` of tasks and campaigns of a single-organisation install.
 pub const NO_ORG: &str = "00000000-0000-0000-0000-000000000000";
@@ -332,10 +332,6 @@ macro_rules! insert_tasks {
                 .doing("inserting tasks")?;
         }
     }};
-}
-
-fn json_text<T: Serialize>(rows: &[T]) -> String {
-    serde_json::to_string(rows).unwrap_or_else(|_| "[]".into())
 }
 
 /// `values` as the JSON array of objects `[{key: value}, ...]` that `ROWS($n)` reads.
