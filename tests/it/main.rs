@@ -15,4 +15,6 @@ mod queue;
 mod replicas;
 mod service;
 mod store;
+mod store_billing;
+mod store_queue;
 mod story;

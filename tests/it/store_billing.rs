@@ -1,0 +1,235 @@
+//! The contract of the billing store code (`store/billing.rs`), written once and run on both
+//! backends: invoice pages in `(due_date, id)` order, and the life of a message claim that
+//! invariants 4 and 5 rest on (one claim per dedup key, an attempt recorded only by its owner,
+//! a release that resends what never left and never resends what may have).
+
+use chrono::{Days, NaiveDate, TimeDelta};
+use tickler::store::billing::{
+    Claimant, Cursor, NewCustomer, NewInvoice, NotificationClaim, NotificationEnd,
+};
+use tickler::store::{Store, ts};
+use uuid::Uuid;
+
+use crate::helpers::{Project, utc};
+
+fn claim(key: &str) -> NotificationClaim {
+    NotificationClaim {
+        id: Uuid::new_v4().to_string(),
+        key: key.to_string(),
+        channel: "email",
+        recipient: "a@example.com".to_string(),
+        template: "friendly".to_string(),
+        invoice: None,
+        status: "sending",
+        error: None,
+    }
+}
+
+fn end(key: &str, status: &'static str) -> NotificationEnd {
+    NotificationEnd {
+        key: key.to_string(),
+        status,
+        provider_id: None,
+        error: None,
+    }
+}
+
+fn keys(v: &[&str]) -> Vec<String> {
+    v.iter().map(|k| k.to_string()).collect()
+}
+
+async fn invoices_in_order(store: &Store) {
+    let customer = NewCustomer {
+        id: Uuid::new_v4().to_string(),
+        org_id: None,
+        name: "Thandi Mokoena".into(),
+        email: Some("thandi@example.com".into()),
+        phone: None,
+        timezone: None,
+        locale: "en".into(),
+        provider_customer_id: None,
+    };
+    let day = NaiveDate::from_ymd_opt(2026, 3, 10).unwrap();
+    // Five open invoices over three days, one paid: pages follow (due_date, id).
+    let mut invoices: Vec<NewInvoice> = [
+        (0, "open"),
+        (0, "open"),
+        (1, "open"),
+        (2, "open"),
+        (1, "paid"),
+    ]
+    .iter()
+    .map(|(d, status)| NewInvoice {
+        id: Uuid::new_v4().to_string(),
+        number: String::new(),
+        customer_id: customer.id.clone(),
+        subscription_id: None,
+        period_start: None,
+        period_end: None,
+        amount_minor: 125_000,
+        currency: "ZAR".into(),
+        issued_at: ts(utc("2026-03-01T08:00:00Z")),
+        due_date: day + Days::new(*d),
+        status: status.to_string(),
+        paid_at: None,
+        provider_ref: None,
+        escalation_level: 0,
+        escalated_at: None,
+    })
+    .collect();
+    store
+        .import(&[customer], &[], &mut invoices, "INV-")
+        .await
+        .unwrap();
+    let mut expected: Vec<(NaiveDate, String)> = invoices
+        .iter()
+        .filter(|i| i.status == "open")
+        .map(|i| (i.due_date, i.id.clone()))
+        .collect();
+    expected.sort();
+    let mut seen = vec![];
+    let mut cursor = Cursor::start();
+    loop {
+        let page = store
+            .open_invoices_due(day, day + Days::new(2), &cursor, 2)
+            .await
+            .unwrap();
+        if page.is_empty() {
+            break;
+        }
+        assert!(page.len() <= 2);
+        cursor = Cursor::after(page.last().unwrap());
+        seen.extend(page.iter().map(|i| (i.due_date, i.id.clone())));
+    }
+    assert_eq!(
+        seen, expected,
+        "every open invoice once, in index order; the paid one never"
+    );
+    let numbered = store.invoice_by_id(&expected[0].1).await.unwrap().unwrap();
+    assert!(numbered.number.starts_with("INV-"), "{}", numbered.number);
+    assert_eq!(
+        store
+            .invoice_by_number(&numbered.number)
+            .await
+            .unwrap()
+            .map(|i| i.id),
+        Some(expected[0].1.clone())
+    );
+}
+
+async fn message_claims(store: &Store) {
+    let now = utc("2026-03-10T09:00:00Z");
+    let (a, b) = ("owner-a", "owner-b");
+    let by = |owner| Claimant {
+        job: "reminders",
+        owner,
+        run: None,
+    };
+    let all = ["m1", "m2", "m3"];
+    let claims: Vec<NotificationClaim> = all.iter().map(|k| claim(k)).collect();
+    let got = store
+        .claim_notifications(&by(a), &claims, now)
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 3);
+    // A key being sent is nobody else's to claim.
+    assert!(
+        store
+            .claim_notifications(&by(b), &claims, now)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // Only the owner records an attempt; then one ends sent, one failed, one stays in flight.
+    assert!(
+        store
+            .journal_notifications(b, &keys(&all), &[], now)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let marked = store
+        .journal_notifications(a, &keys(&["m1", "m2"]), &[], now)
+        .await
+        .unwrap();
+    assert_eq!(marked.len(), 2);
+    store
+        .journal_notifications(a, &[], &[end("m1", "sent"), end("m2", "failed")], now)
+        .await
+        .unwrap();
+    let states = store.notification_states(&keys(&all)).await.unwrap();
+    assert_eq!(states["m1"], "sent");
+    assert_eq!(states["m2"], "failed");
+    assert_eq!(states["m3"], "sending");
+
+    // A sent key is never claimed again; a failed one is, by anyone.
+    let again = store
+        .claim_notifications(&by(b), &claims[..2], now)
+        .await
+        .unwrap();
+    assert_eq!(again, keys(&["m2"]).into_iter().collect());
+
+    // The owner dies: what it never attempted is released to be sent again (`failed`); what it
+    // attempted may have left, and becomes `unknown`.
+    let later = now + TimeDelta::minutes(5);
+    assert_eq!(
+        store
+            .journal_notifications(b, &keys(&["m2"]), &[], later)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    let released = store
+        .release_notifications(a, &keys(&all), "its process died", later)
+        .await
+        .unwrap();
+    assert_eq!(
+        (released.released, released.unknown),
+        (1, 0),
+        "m3, never attempted by a"
+    );
+    let released = store
+        .release_notifications(b, &keys(&all), "its process died", later)
+        .await
+        .unwrap();
+    assert_eq!(
+        (released.released, released.unknown),
+        (0, 1),
+        "m2, attempted by b"
+    );
+    let states = store.notification_states(&keys(&all)).await.unwrap();
+    assert_eq!(
+        (
+            states["m1"].as_str(),
+            states["m2"].as_str(),
+            states["m3"].as_str()
+        ),
+        ("sent", "unknown", "failed")
+    );
+    // An unknown message is never claimed again; the released one is.
+    let last = store
+        .claim_notifications(&by(a), &claims, later)
+        .await
+        .unwrap();
+    assert_eq!(last, keys(&["m3"]).into_iter().collect());
+}
+
+#[tokio::test]
+async fn billing_contract_on_sqlite() {
+    let p = Project::sqlite();
+    let store = p.store().await;
+    invoices_in_order(&store).await;
+    message_claims(&store).await;
+}
+
+#[tokio::test]
+async fn billing_contract_on_postgres() {
+    let Some(p) = Project::postgres().await else {
+        return;
+    };
+    let store = p.store().await;
+    invoices_in_order(&store).await;
+    message_claims(&store).await;
+}

@@ -1,0 +1,253 @@
+//! The contract of the task queue's store code (`store/queue.rs`), written once and run on both
+//! backends: what the runner relies on when it claims, renews, finishes, reclaims and releases
+//! tasks, and what `tickler tasks cancel`/`retry` rely on.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use tickler::store::Store;
+use tickler::store::queue::{NO_ORG, NewTask, TaskFinish, task_time};
+use uuid::Uuid;
+
+use crate::helpers::{Project, utc};
+
+fn task(at: DateTime<Utc>, priority: i32, max_retries: i32) -> NewTask {
+    NewTask {
+        id: Uuid::new_v4().to_string(),
+        org_id: NO_ORG.to_string(),
+        campaign_id: None,
+        invoice_id: None,
+        customer_id: None,
+        task_type: "custom".to_string(),
+        task_data: Some(r#"{"n": 1}"#.to_string()),
+        scheduled_for: task_time(at),
+        max_retries,
+        priority,
+        metadata: None,
+    }
+}
+
+async fn status_of(store: &Store, id: &str) -> String {
+    store.task(id).await.unwrap().unwrap().status
+}
+
+async fn contract(store: Store) {
+    let t0 = utc("2026-03-02T09:00:00Z");
+    let later = t0 + TimeDelta::hours(1);
+    let low = task(t0, 0, 2);
+    let high = task(t0 + TimeDelta::seconds(30), 5, 0);
+    let future = task(later, 9, 0);
+    store
+        .enqueue_tasks(&[low.clone(), high.clone(), future.clone()], t0)
+        .await
+        .unwrap();
+    assert_eq!(store.next_task_time().await.unwrap(), Some(t0));
+
+    // Only due tasks are claimed, highest priority first; a leased task is not claimed again.
+    let now = t0 + TimeDelta::minutes(1);
+    let lease = now + TimeDelta::seconds(60);
+    let claimed = store.claim_tasks("owner-a", now, lease, 10).await.unwrap();
+    let ids: Vec<&str> = claimed.iter().map(|t| t.id.as_str()).collect();
+    assert_eq!(ids, [high.id.as_str(), low.id.as_str()]);
+    assert!(claimed.iter().all(|t| t.status == "executing"
+        && t.lease_owner.as_deref() == Some("owner-a")
+        && t.attempts == 1));
+    assert_eq!(
+        claimed[1].task_data.as_deref().map(|d| d.replace(' ', "")),
+        Some(r#"{"n":1}"#.into())
+    );
+    assert!(
+        store
+            .claim_tasks("owner-b", now, lease, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // The earliest time to look again is now the earliest lease to reclaim, or the next task.
+    assert_eq!(store.next_task_time().await.unwrap(), Some(lease));
+
+    // Leases are renewed, and attempts finished, only by the owner holding them.
+    let both = vec![high.id.clone(), low.id.clone()];
+    assert_eq!(
+        store.renew_leases("owner-b", &both, lease).await.unwrap(),
+        0
+    );
+    let lease = lease + TimeDelta::seconds(60);
+    assert_eq!(
+        store.renew_leases("owner-a", &both, lease).await.unwrap(),
+        2
+    );
+    let done = TaskFinish {
+        id: high.id.clone(),
+        status: "completed",
+        scheduled_for: None,
+        error: None,
+        retry_count: 0,
+        result: Some(r#"{"ok": true}"#.to_string()),
+    };
+    assert_eq!(
+        store
+            .finish_tasks("owner-b", std::slice::from_ref(&done), now)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(status_of(&store, &high.id).await, "executing");
+    assert_eq!(
+        store.finish_tasks("owner-a", &[done], now).await.unwrap(),
+        1
+    );
+    let high_row = store.task(&high.id).await.unwrap().unwrap();
+    assert_eq!(high_row.status, "completed");
+    assert_eq!(high_row.completed_at, Some(now));
+
+    // A lease that runs out (its daemon died) is reclaimed as a failed attempt: pending again,
+    // due at once, until the retries are used up.
+    assert!(
+        store.expired_tasks(lease).await.unwrap().is_empty(),
+        "not yet expired"
+    );
+    let expired_at = lease + TimeDelta::seconds(1);
+    let expired = store.expired_tasks(expired_at).await.unwrap();
+    assert_eq!(expired.len(), 1);
+    assert_eq!(
+        (expired[0].0.as_str(), expired[0].1.as_deref()),
+        (low.id.as_str(), Some("owner-a"))
+    );
+    let reclaimed = store
+        .reclaim_expired(std::slice::from_ref(&low.id), expired_at)
+        .await
+        .unwrap();
+    assert_eq!(reclaimed, [low.id.clone()]);
+    let low_row = store.task(&low.id).await.unwrap().unwrap();
+    assert_eq!(
+        (low_row.status.as_str(), low_row.retry_count),
+        ("pending", 1)
+    );
+    assert_eq!(low_row.scheduled_for, expired_at);
+    assert_eq!(
+        low_row.error_message.as_deref(),
+        Some("the daemon running it stopped (lease of owner-a expired)")
+    );
+    // Reclaiming again does nothing: it is not executing any more.
+    assert!(
+        store
+            .reclaim_expired(std::slice::from_ref(&low.id), expired_at)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // A shutdown gives a task back without counting the attempt.
+    let again = store
+        .claim_tasks(
+            "owner-b",
+            expired_at,
+            expired_at + TimeDelta::seconds(60),
+            10,
+        )
+        .await
+        .unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].attempts, 2);
+    assert_eq!(
+        store
+            .release_tasks("owner-a", std::slice::from_ref(&low.id), expired_at)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        store
+            .release_tasks("owner-b", std::slice::from_ref(&low.id), expired_at)
+            .await
+            .unwrap(),
+        1
+    );
+    let low_row = store.task(&low.id).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            low_row.status.as_str(),
+            low_row.attempts,
+            low_row.retry_count
+        ),
+        ("pending", 1, 1)
+    );
+
+    // Past its retries, an expired lease leaves the task failed.
+    let last = expired_at + TimeDelta::minutes(1);
+    store.claim_tasks("owner-b", last, last, 10).await.unwrap();
+    let after = last + TimeDelta::seconds(1);
+    assert_eq!(
+        store
+            .reclaim_expired(std::slice::from_ref(&low.id), after)
+            .await
+            .unwrap(),
+        [low.id.clone()]
+    );
+    let low_row = store.task(&low.id).await.unwrap().unwrap();
+    assert_eq!(
+        (low_row.status.as_str(), low_row.retry_count),
+        ("pending", 2),
+        "2 of 2 retries"
+    );
+    store
+        .claim_tasks("owner-b", after, after, 10)
+        .await
+        .unwrap();
+    let end = after + TimeDelta::seconds(1);
+    store
+        .reclaim_expired(std::slice::from_ref(&low.id), end)
+        .await
+        .unwrap();
+    let low_row = store.task(&low.id).await.unwrap().unwrap();
+    assert_eq!(low_row.status, "failed");
+    assert_eq!(low_row.completed_at, Some(end));
+
+    // `tasks cancel` takes only a pending task; `tasks retry` only a failed or cancelled one.
+    assert_eq!(
+        store.cancel_task(&high.id, end).await.unwrap().as_deref(),
+        Some("completed")
+    );
+    assert_eq!(store.cancel_task(&future.id, end).await.unwrap(), None);
+    assert_eq!(status_of(&store, &future.id).await, "cancelled");
+    assert_eq!(
+        store.retry_task(&high.id, end).await.unwrap().as_deref(),
+        Some("completed")
+    );
+    assert_eq!(store.retry_task(&future.id, end).await.unwrap(), None);
+    assert_eq!(store.retry_task(&low.id, end).await.unwrap(), None);
+    let low_row = store.task(&low.id).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            low_row.status.as_str(),
+            low_row.retry_count,
+            low_row.scheduled_for
+        ),
+        ("pending", 0, end)
+    );
+    let missing = Uuid::new_v4().to_string();
+    assert_eq!(
+        store.cancel_task(&missing, end).await.unwrap().as_deref(),
+        Some("missing")
+    );
+
+    let counts: HashMap<String, i64> = store.task_counts().await.unwrap().into_iter().collect();
+    assert_eq!(
+        counts,
+        HashMap::from([("completed".into(), 1), ("pending".into(), 2)])
+    );
+}
+
+#[tokio::test]
+async fn queue_contract_on_sqlite() {
+    contract(Project::sqlite().store().await).await;
+}
+
+#[tokio::test]
+async fn queue_contract_on_postgres() {
+    let Some(p) = Project::postgres().await else {
+        return;
+    };
+    contract(p.store().await).await;
+}
