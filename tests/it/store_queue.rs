@@ -118,7 +118,7 @@ async fn contract(store: Store) {
         .reclaim_expired(std::slice::from_ref(&low.id), expired_at)
         .await
         .unwrap();
-    assert_eq!(reclaimed, [low.id.clone()]);
+    assert_eq!(reclaimed, std::slice::from_ref(&low.id));
     let low_row = store.task(&low.id).await.unwrap().unwrap();
     assert_eq!(
         (low_row.status.as_str(), low_row.retry_count),
@@ -183,7 +183,7 @@ async fn contract(store: Store) {
             .reclaim_expired(std::slice::from_ref(&low.id), after)
             .await
             .unwrap(),
-        [low.id.clone()]
+        std::slice::from_ref(&low.id)
     );
     let low_row = store.task(&low.id).await.unwrap().unwrap();
     assert_eq!(
