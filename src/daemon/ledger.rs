@@ -102,6 +102,16 @@ impl Ledger {
             let _ = rx.await;
         }
     }
+
+    /// [`Ledger::flush`], for at most `within`: past it (the database is away), logs `lost`
+    /// and gives up on what is not yet written.
+    pub async fn flush_within(&self, within: std::time::Duration, lost: &str) {
+        if tokio::time::timeout(within, self.flush()).await.is_err() {
+            tracing::error!("{lost}");
+            self.give_up();
+            self.flush().await;
+        }
+    }
 }
 
 async fn writer(store: Store, mut rx: mpsc::UnboundedReceiver<Op>, give_up: CancellationToken) {

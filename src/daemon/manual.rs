@@ -147,14 +147,13 @@ pub async fn run_now(
         shared.stopping.cancel();
         shared.alerts.settled().await;
     }
-    if tokio::time::timeout(Duration::from_secs(60), shared.ledger.flush())
-        .await
-        .is_err()
-    {
-        tracing::error!("the database is unreachable: the end of the run is not recorded");
-        shared.ledger.give_up();
-        shared.ledger.flush().await;
-    }
+    shared
+        .ledger
+        .flush_within(
+            Duration::from_secs(60),
+            "the database is unreachable: the end of the run is not recorded",
+        )
+        .await;
     beat.abort();
     signals.abort();
     let _ = store.deregister(&instance.id).await;

@@ -256,14 +256,13 @@ pub async fn run(
     }
     // Alert sends waiting to be tried again make their last try now.
     shared.alerts.settled().await;
-    if tokio::time::timeout(config.daemon.shutdown_grace, shared.ledger.flush())
-        .await
-        .is_err()
-    {
-        tracing::error!("the database is still unreachable: runs not yet recorded are lost");
-        shared.ledger.give_up();
-        shared.ledger.flush().await;
-    }
+    shared
+        .ledger
+        .flush_within(
+            config.daemon.shutdown_grace,
+            "the database is still unreachable: runs not yet recorded are lost",
+        )
+        .await;
     background.abort();
     if let Err(e) = store.deregister(&instance.id).await {
         tracing::warn!(error = %e, "could not deregister this daemon");
