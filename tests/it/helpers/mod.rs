@@ -141,7 +141,6 @@ impl Project {
     }
 }
 
-/// Sends `sig` to a child process.
 /// [`wait_for`] for tests without a runtime: polls `check` every 20 ms until it gives a value,
 /// and fails the test with `what` after `deadline`.
 pub fn wait_for_blocking<T>(
@@ -162,6 +161,7 @@ pub fn wait_for_blocking<T>(
     }
 }
 
+/// Sends `sig` to a child process.
 pub fn signal(child: &std::process::Child, sig: i32) {
     // SAFETY: sending a signal to our own child process.
     unsafe {
