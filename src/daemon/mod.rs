@@ -34,7 +34,6 @@ pub use shared::Shared;
 use startup::{
     maintenance, raise_file_limit, release_freed_memory, stale_after, start_task_runner, task_env,
 };
-pub use timer::ON_TIME;
 use timer::{Scheduler, dispatch_due, log_next, reload};
 
 /// What the outside world tells a running daemon.

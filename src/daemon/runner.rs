@@ -14,6 +14,9 @@ use crate::config::{JobSpec, Overlap};
 use crate::jobs::{JobError, Outcome, RunContext};
 use crate::store::{Finish, NewRun, RunTrigger, Status};
 
+/// A fire started within this of its slot is on time under every catch-up policy.
+pub const ON_TIME: Duration = Duration::from_secs(30);
+
 /// At most this many per-item errors are kept in a run's metadata.
 const MAX_ITEM_ERRORS: usize = 100;
 
@@ -143,7 +146,7 @@ impl Ready {
         let spec = &self.fire.spec;
         let delay = now - asked;
         let late = now - self.fire.slot;
-        let on_time = chrono::TimeDelta::from_std(super::timer::ON_TIME).unwrap_or_default();
+        let on_time = chrono::TimeDelta::from_std(ON_TIME).unwrap_or_default();
         if delay <= on_time || late <= on_time || self.fire.trigger == RunTrigger::Manual {
             return;
         }

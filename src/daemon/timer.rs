@@ -11,13 +11,10 @@ use chrono::{DateTime, TimeDelta, Utc};
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
-use super::runner::{self, Fire, run_fire};
+use super::runner::{self, Fire, ON_TIME, run_fire};
 use super::shared::Shared;
 use crate::config::{self, CatchUp, Config, JobSpec};
 use crate::store::{NewRun, RunTrigger, Status};
-
-/// A fire started within this of its slot is on time under every catch-up policy.
-pub const ON_TIME: Duration = Duration::from_secs(30);
 
 /// Slots older than `misfire_grace` get one `missed` row each, up to this many per job and
 /// outage; past it (a frequent job down for days) the whole older range gets one `missed` row
