@@ -20,11 +20,6 @@ use uuid::Uuid;
 use crate::store::{Finish, NewRun, Store};
 
 const BATCH: usize = 2000;
-/// Claim rows per transaction: SQLite commits them one chunk after the other, PostgreSQL
-/// in up to PG_LANES transactions at once.
-const SQLITE_CHUNK: usize = 1000;
-const PG_CHUNK: usize = 250;
-const PG_LANES: usize = 4;
 /// Finished runs wait behind claims until this many are pending.
 const FINISH_BACKLOG: usize = 5000;
 
@@ -115,10 +110,8 @@ impl Ledger {
 }
 
 async fn writer(store: Store, mut rx: mpsc::UnboundedReceiver<Op>, give_up: CancellationToken) {
-    let chunk_size = match store {
-        Store::Sqlite(_) => SQLITE_CHUNK,
-        Store::Postgres(_) => PG_CHUNK,
-    };
+    // Claim rows per transaction, and transactions in flight at once (see `claim_batching`).
+    let (chunk_size, _) = store.claim_batching();
     let mut ops = Vec::with_capacity(BATCH);
     let mut finishes: Vec<Finish> = vec![];
     let mut flushes: Vec<oneshot::Sender<()>> = vec![];
@@ -198,20 +191,21 @@ enum Answer {
     Many(Vec<Uuid>, oneshot::Sender<Option<HashSet<Uuid>>>),
 }
 
-/// Commits chunks of claims and answers each request as soon as its chunk is in. SQLite has
-/// one writer, so its chunks go one after the other; PostgreSQL takes them in parallel.
+/// Commits chunks of claims and answers each request as soon as its chunk is in: one after the
+/// other, or several at once where the database takes them in parallel.
 async fn commit_claims(
     store: &Store,
     units: Vec<(Vec<NewRun>, Vec<Answer>)>,
     give_up: &CancellationToken,
 ) {
-    if matches!(store, Store::Sqlite(_)) {
+    let (_, lanes) = store.claim_batching();
+    if lanes <= 1 {
         for (chunk, answers) in units {
             commit_chunk(store, chunk, answers, give_up).await;
         }
         return;
     }
-    let lanes = Arc::new(Semaphore::new(PG_LANES));
+    let lanes = Arc::new(Semaphore::new(lanes));
     let mut tasks = Vec::with_capacity(units.len());
     for (chunk, answers) in units {
         let (store, lanes, give_up) = (store.clone(), lanes.clone(), give_up.clone());

@@ -449,6 +449,16 @@ impl Store {
         matches!(self, Store::Postgres(_))
     }
 
+    /// How slot claims are best batched on this database: rows per transaction, and how many
+    /// such transactions may be in flight at once. SQLite has one writer, so its chunks go one
+    /// after the other; PostgreSQL takes smaller ones in parallel.
+    pub fn claim_batching(&self) -> (usize, usize) {
+        match self {
+            Store::Sqlite(_) => (1000, 1),
+            Store::Postgres(_) => (250, 4),
+        }
+    }
+
     pub fn backend_name(&self) -> &'static str {
         match self {
             Store::Sqlite(_) => "sqlite",
