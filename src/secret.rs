@@ -43,40 +43,66 @@ impl SecretSource {
         what: &str,
         env: Option<String>,
         file: Option<PathBuf>,
-    ) -> Result<Option<Self>, String> {
+    ) -> Result<Option<Self>, SecretError> {
         match (env, file) {
-            (Some(_), Some(_)) => Err(format!(
-                "set only one of `{what}_env` and `{what}_file`, not both"
-            )),
+            (Some(_), Some(_)) => Err(SecretError::Both {
+                what: what.to_string(),
+            }),
             (Some(env), None) => Ok(Some(SecretSource::Env(env))),
             (None, Some(file)) => Ok(Some(SecretSource::File(file))),
             (None, None) => Ok(None),
         }
     }
 
-    pub fn read(&self) -> Result<Secret, String> {
+    pub fn read(&self) -> Result<Secret, SecretError> {
         match self {
             SecretSource::Env(name) => match std::env::var(name) {
                 Ok(v) if !v.is_empty() => Ok(Secret(v)),
-                _ => Err(format!(
-                    "environment variable `{name}` is not set or empty; set it in the service's \
-                     environment (e.g. an EnvironmentFile=)"
-                )),
+                _ => Err(SecretError::MissingEnv { name: name.clone() }),
             },
             SecretSource::File(path) => {
                 let path = match std::env::var_os("CREDENTIALS_DIRECTORY") {
                     Some(dir) if path.is_relative() => PathBuf::from(dir).join(path),
                     _ => path.clone(),
                 };
-                let text = std::fs::read_to_string(&path)
-                    .map_err(|e| format!("cannot read secret file `{}`: {e}", path.display()))?;
+                let text =
+                    std::fs::read_to_string(&path).map_err(|cause| SecretError::Unreadable {
+                        path: path.clone(),
+                        cause,
+                    })?;
                 let value = text.trim_end_matches(['\n', '\r']).to_string();
                 if value.is_empty() {
-                    return Err(format!("secret file `{}` is empty", path.display()));
+                    return Err(SecretError::EmptyFile { path });
                 }
                 Ok(Secret(value))
             }
         }
+    }
+}
+
+/// Why a secret could not be had; the text names the key, variable or file and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error("set only one of `{what}_env` and `{what}_file`, not both")]
+    Both { what: String },
+    #[error(
+        "environment variable `{name}` is not set or empty; set it in the service's environment \
+         (e.g. an EnvironmentFile=)"
+    )]
+    MissingEnv { name: String },
+    #[error("cannot read secret file `{}`: {cause}", path.display())]
+    Unreadable {
+        path: PathBuf,
+        cause: std::io::Error,
+    },
+    #[error("secret file `{}` is empty", path.display())]
+    EmptyFile { path: PathBuf },
+}
+
+/// For the callers that still report errors as text (channel builders, job parameters).
+impl From<SecretError> for String {
+    fn from(e: SecretError) -> String {
+        e.to_string()
     }
 }
 
@@ -212,11 +238,15 @@ mod tests {
             "abc"
         );
         std::fs::write(&path, "\n").unwrap();
-        let err = SecretSource::File(path.clone()).read().unwrap_err();
+        let err = SecretSource::File(path.clone())
+            .read()
+            .unwrap_err()
+            .to_string();
         assert_eq!(err, format!("secret file `{}` is empty", path.display()));
         let err = SecretSource::Env("TICKLER_TEST_SURELY_UNSET".into())
             .read()
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("environment variable `TICKLER_TEST_SURELY_UNSET` is not set"));
     }
 }

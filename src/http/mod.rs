@@ -70,7 +70,7 @@ pub enum HttpError {
         cause: std::io::Error,
     },
     #[error("cannot read the `[http]` token: {0}")]
-    Token(String),
+    Token(#[from] crate::secret::SecretError),
 }
 
 /// The `[http]` listener as the daemon's [`Edge`]: bound during the daemon's start-up (after it
@@ -98,7 +98,7 @@ impl Listener {
     /// of refusing every request; then binds.
     async fn bind(&mut self) -> Result<(), HttpError> {
         if let Some(t) = &self.token {
-            t.read().map_err(HttpError::Token)?;
+            t.read()?;
         }
         let listen = self.listen;
         let listener = TcpListener::bind(listen)

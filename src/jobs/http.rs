@@ -11,8 +11,8 @@ use serde_json::{Map, Value};
 
 use super::{Job, JobError, Outcome, RunContext, report_from_json};
 use crate::net::tail;
-use crate::secret::SecretSource;
 use crate::secret::redact_url;
+use crate::secret::{SecretError, SecretSource};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -37,7 +37,7 @@ fn get() -> String {
 }
 
 impl HttpJob {
-    fn bearer(&self) -> Result<Option<SecretSource>, String> {
+    fn bearer(&self) -> Result<Option<SecretSource>, SecretError> {
         SecretSource::from_pair(
             "bearer_token",
             self.bearer_token_env.clone(),
@@ -61,7 +61,7 @@ impl Job for HttpJob {
         if self.body.is_some() && self.json.is_some() {
             return Err("set only one of `body` and `json`".into());
         }
-        self.bearer().map(|_| ())
+        self.bearer().map(|_| ()).map_err(String::from)
     }
 
     async fn run(&self, ctx: &RunContext) -> Result<Outcome, JobError> {

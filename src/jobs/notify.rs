@@ -114,6 +114,7 @@ impl Job for NotifyJob {
             self.database_url_file.clone(),
         )
         .map(|_| ())
+        .map_err(String::from)
     }
 
     fn check(&self, notifier: &Notifier) -> Result<(), String> {

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::secret::SecretSource;
+use crate::secret::{SecretError, SecretSource};
 use crate::store::billing::InvoiceView;
 
 /// `paystack = { ... }` of a `create_invoices` job.
@@ -35,7 +35,7 @@ impl PaystackConfig {
         Ok(())
     }
 
-    fn secret(&self) -> Result<Option<SecretSource>, String> {
+    fn secret(&self) -> Result<Option<SecretSource>, SecretError> {
         SecretSource::from_pair(
             "paystack.secret_key",
             self.secret_key_env.clone(),
@@ -58,10 +58,10 @@ impl PaystackConfig {
         };
         let secret = self
             .secret()
-            .map_err(|e| (false, e))?
+            .map_err(|e| (false, e.to_string()))?
             .ok_or((false, "no Paystack secret key configured".to_string()))?
             .read()
-            .map_err(|e| (false, e))?;
+            .map_err(|e| (false, e.to_string()))?;
         let url = format!("{}/paymentrequest", self.base_url.trim_end_matches('/'));
         let body = json!({
             "customer": customer,

@@ -5,7 +5,7 @@ use std::str::FromStr;
 use chrono_tz::Tz;
 
 /// Parses an IANA zone name, suggesting the nearest known name on a typo.
-pub fn parse_timezone(name: &str) -> Result<Tz, String> {
+pub fn parse_timezone(name: &str) -> Result<Tz, UnknownZone> {
     if let Ok(tz) = Tz::from_str(name) {
         return Ok(tz);
     }
@@ -21,10 +21,10 @@ pub fn parse_timezone(name: &str) -> Result<Tz, String> {
         .filter(|(d, _)| *d <= 3)
         .map(|(_, tz)| format!("did you mean `{}`? ", tz.name()))
         .unwrap_or_default();
-    Err(format!(
-        "unknown time zone `{name}`; {suggestion}use an IANA name such as `Africa/Johannesburg` \
-         or `UTC` (`timedatectl list-timezones` lists them)"
-    ))
+    Err(UnknownZone {
+        name: name.to_string(),
+        suggestion,
+    })
 }
 
 fn edit_distance(a: &str, b: &str) -> usize {
@@ -39,4 +39,22 @@ fn edit_distance(a: &str, b: &str) -> usize {
         prev = cur;
     }
     prev[b.len()]
+}
+
+/// A zone name that is not in the IANA database, with the nearest known name when one is close.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "unknown time zone `{name}`; {suggestion}use an IANA name such as `Africa/Johannesburg` or \
+     `UTC` (`timedatectl list-timezones` lists them)"
+)]
+pub struct UnknownZone {
+    name: String,
+    /// ``did you mean `X`? `` or nothing.
+    suggestion: String,
+}
+
+impl From<UnknownZone> for String {
+    fn from(e: UnknownZone) -> String {
+        e.to_string()
+    }
 }
