@@ -121,7 +121,7 @@ pub async fn create(
             .notifier
             .templates
             .require(tone, "tone")
-            .map_err(CommandError::Input)?;
+            .map_err(|e| CommandError::Input(e.to_string()))?;
     }
     let send_hour = args.send_hour.unwrap_or(d.send_hour);
     if send_hour > 23 {

@@ -122,7 +122,9 @@ impl Job for NotifyJob {
         // their syntax and existence here, and rendered (strictly) per row at run time.
         notifier.check(&self.channels, &[], &Value::Null)?;
         if !notifier.templates.has(&self.template) {
-            return notifier.templates.check(&self.template, &[], &Value::Null);
+            return Ok(notifier
+                .templates
+                .check(&self.template, &[], &Value::Null)?);
         }
         notifier.templates.check_str("`dedup`", &self.dedup)?;
         for c in &self.channels {

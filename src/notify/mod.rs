@@ -345,7 +345,7 @@ impl Notifier {
                         Some(_) => {
                             match self.templates.render(&m.template, m.channel, &m.context) {
                                 Ok(r) => Fate::Planned(Box::new(r)),
-                                Err(e) => Fate::Failed(e),
+                                Err(e) => Fate::Failed(e.to_string()),
                             }
                         }
                     },
@@ -435,7 +435,7 @@ impl Notifier {
         };
         let rendered = match self.templates.render(&m.template, m.channel, &m.context) {
             Ok(r) => r,
-            Err(e) => return journal.end(&m.key, Sent::Failed(e)),
+            Err(e) => return journal.end(&m.key, Sent::Failed(e.to_string())),
         };
         if failures.load(Ordering::Relaxed) >= BREAKER {
             let e = format!(

@@ -67,6 +67,50 @@ impl std::fmt::Debug for Templates {
     }
 }
 
+/// What went wrong with a template; the text names the template, its origin and line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TemplateError {
+    /// A message names a template that is not loaded.
+    #[error("no template named `{name}`")]
+    Unknown { name: String },
+    /// `tickler check`: a job names a template that is not loaded.
+    #[error(
+        "no template named `{name}`; add `{name}.j2` to the templates directory or use one of: \
+         {known}"
+    )]
+    NotFound { name: String, known: String },
+    /// A tone (or other `what`) of a task or campaign has no template.
+    #[error(
+        "no template for the {what} `{name}`: add `{name}.j2` to the templates directory or use \
+         one of: {known}"
+    )]
+    NoneFor {
+        what: String,
+        name: String,
+        known: String,
+    },
+    /// Rendering failed (origin, line and minijinja's reason).
+    #[error("cannot render {0}")]
+    Render(String),
+    /// The template lacks a block the channel needs.
+    #[error("{origin} has no `{block}` block, which {channel} messages need")]
+    NoBlock {
+        origin: String,
+        block: String,
+        channel: &'static str,
+    },
+    /// A template string does not parse (origin, line and reason).
+    #[error("{0}")]
+    Syntax(String),
+}
+
+/// For the callers that still report errors as text (config checks, job parameters).
+impl From<TemplateError> for String {
+    fn from(e: TemplateError) -> String {
+        e.to_string()
+    }
+}
+
 /// Describes a minijinja error with the template's origin and line.
 fn describe(origin: &str, err: &minijinja::Error) -> String {
     let mut text = err.kind().to_string();
@@ -167,30 +211,31 @@ impl Templates {
         name: &str,
         channel: ChannelKind,
         ctx: &serde_json::Value,
-    ) -> Result<Rendered, String> {
+    ) -> Result<Rendered, TemplateError> {
         let template = self
             .env
             .get_template(name)
-            .map_err(|_| format!("no template named `{name}`"))?;
+            .map_err(|_| TemplateError::Unknown {
+                name: name.to_string(),
+            })?;
         let origin = self.origin(name);
         let mut captured = template
             .render_captured_to(Value::from(Serde(ctx)), std::io::sink())
-            .map_err(|e| format!("cannot render {}", describe(origin, &e)))?;
-        let mut block = |block: &str| -> Result<Option<String>, String> {
+            .map_err(|e| TemplateError::Render(describe(origin, &e)))?;
+        let mut block = |block: &str| -> Result<Option<String>, TemplateError> {
             captured.with_state_mut(|state| match state.render_block(block) {
                 Ok(text) => Ok(Some(text.trim().to_string())),
                 Err(e) if e.kind() == minijinja::ErrorKind::UnknownBlock => Ok(None),
-                Err(e) => Err(format!(
-                    "cannot render {} (block `{block}`)",
+                Err(e) => Err(TemplateError::Render(format!(
+                    "{} (block `{block}`)",
                     describe(origin, &e)
-                )),
+                ))),
             })
         };
-        let missing = |block: &str| {
-            format!(
-                "{origin} has no `{block}` block, which {} messages need",
-                channel.as_str()
-            )
+        let missing = |block: &str| TemplateError::NoBlock {
+            origin: origin.to_string(),
+            block: block.to_string(),
+            channel: channel.as_str(),
         };
         match channel {
             ChannelKind::Email => Ok(Rendered {
@@ -218,16 +263,15 @@ impl Templates {
     }
 
     /// Checks that a template exists for a tone (or other `what`) a task or campaign names.
-    pub fn require(&self, name: &str, what: &str) -> Result<(), String> {
+    pub fn require(&self, name: &str, what: &str) -> Result<(), TemplateError> {
         if self.has(name) {
             return Ok(());
         }
-        let known: Vec<&str> = self.names().collect();
-        Err(format!(
-            "no template for the {what} `{name}`: add `{name}.j2` to the templates directory or \
-             use one of: {}",
-            known.join(", ")
-        ))
+        Err(TemplateError::NoneFor {
+            what: what.to_string(),
+            name: name.to_string(),
+            known: self.names().collect::<Vec<_>>().join(", "),
+        })
     }
 
     /// Checks that `name` exists and renders for each of `channels` against `sample`.
@@ -236,14 +280,12 @@ impl Templates {
         name: &str,
         channels: &[ChannelKind],
         sample: &serde_json::Value,
-    ) -> Result<(), String> {
+    ) -> Result<(), TemplateError> {
         if !self.has(name) {
-            let known: Vec<&str> = self.names().collect();
-            return Err(format!(
-                "no template named `{name}`; add `{name}.j2` to the templates directory or use \
-                 one of: {}",
-                known.join(", ")
-            ));
+            return Err(TemplateError::NotFound {
+                name: name.to_string(),
+                known: self.names().collect::<Vec<_>>().join(", "),
+            });
         }
         for channel in channels {
             self.render(name, *channel, sample)?;
@@ -257,19 +299,19 @@ impl Templates {
         what: &str,
         source: &str,
         ctx: &serde_json::Value,
-    ) -> Result<String, String> {
+    ) -> Result<String, TemplateError> {
         self.env
             .render_str(source, Value::from(Serde(ctx)))
             .map(|s| s.trim().to_string())
-            .map_err(|e| format!("cannot render {}", describe(what, &e)))
+            .map_err(|e| TemplateError::Render(describe(what, &e)))
     }
 
     /// Checks the syntax of a one-line template string.
-    pub fn check_str(&self, what: &str, source: &str) -> Result<(), String> {
+    pub fn check_str(&self, what: &str, source: &str) -> Result<(), TemplateError> {
         self.env
             .template_from_str(source)
             .map(|_| ())
-            .map_err(|e| describe(what, &e))
+            .map_err(|e| TemplateError::Syntax(describe(what, &e)))
     }
 }
 
@@ -331,7 +373,8 @@ mod tests {
         let t = Templates::load(Some(dir.path()), &Map::new()).unwrap();
         let err = t
             .check("broken", &[ChannelKind::Email], &sample())
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(
             err.starts_with(&format!(
                 "cannot render template `broken` ({}/broken.j2) line 1: undefined value",
@@ -341,7 +384,8 @@ mod tests {
         );
         let err = t
             .check("nope", &[ChannelKind::Email], &sample())
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(
             err.starts_with("no template named `nope`; add `nope.j2`"),
             "{err}"

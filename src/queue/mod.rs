@@ -152,8 +152,12 @@ impl TaskData {
                 "invalid data for a `{ty}` task: {e}; it takes {accepted}"
             ))
         };
-        let template =
-            |name: &str, what: &str| notifier.templates.require(name, what).map_err(TaskError);
+        let template = |name: &str, what: &str| {
+            notifier
+                .templates
+                .require(name, what)
+                .map_err(|e| TaskError(e.to_string()))
+        };
         Ok(match ty {
             TaskType::SendEmail | TaskType::FollowUp => {
                 let d: EmailData = serde_json::from_value(data.clone()).map_err(bad)?;
