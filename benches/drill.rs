@@ -21,6 +21,8 @@
 
 #[path = "common/mod.rs"]
 mod common;
+#[path = "../tests/it/helpers/tenants.rs"]
+mod tenants;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -28,11 +30,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Days, TimeDelta, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use common::arg;
+use tenants::seed_tenants;
 use tickler::config;
-use tickler::store::billing::{NewCustomer, NewInvoice};
-use tickler::store::ts;
 use tickler::store::{HistoryFilter, Store};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
@@ -150,54 +151,10 @@ fn config_text(dir: &Path, url: &str, smtp: u16) -> String {
 /// Open invoices due in 7 days, one tenant (and address) each; the dedup keys of their
 /// reminders, with the address.
 async fn seed_invoices(store: &Store) -> Vec<(String, String)> {
-    let id = || uuid::Uuid::now_v7().to_string();
-    let customers: Vec<NewCustomer> = (0..INVOICES)
-        .map(|i| NewCustomer {
-            id: id(),
-            org_id: None,
-            name: format!("Tenant {i}"),
-            email: Some(format!("tenant{i}@drill.example")),
-            phone: None,
-            timezone: None,
-            locale: "en".into(),
-            provider_customer_id: None,
-        })
-        .collect();
-    let due = Utc::now().date_naive() + Days::new(7);
-    let mut invoices: Vec<NewInvoice> = customers
-        .iter()
-        .enumerate()
-        .map(|(i, c)| NewInvoice {
-            id: id(),
-            number: format!("D-{i}"),
-            customer_id: c.id.clone(),
-            subscription_id: None,
-            period_start: None,
-            period_end: None,
-            amount_minor: 100_000,
-            currency: "ZAR".into(),
-            issued_at: ts(Utc::now() - TimeDelta::days(20)),
-            due_date: due,
-            status: "open".into(),
-            paid_at: None,
-            provider_ref: None,
-            escalation_level: 0,
-            escalated_at: None,
-        })
-        .collect();
-    store
-        .import(&customers, &[], &mut invoices, "INV-")
+    seed_tenants(store, INVOICES, "drill.example", "D-")
         .await
-        .unwrap();
-    invoices
-        .iter()
-        .zip(&customers)
-        .map(|(i, c)| {
-            (
-                format!("reminder:7d:{}:email", i.id),
-                c.email.clone().unwrap(),
-            )
-        })
+        .into_iter()
+        .map(|(c, i)| (format!("reminder:7d:{}:email", i.id), c.email.unwrap()))
         .collect()
 }
 

@@ -8,12 +8,11 @@ use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
-use chrono::{DateTime, Days, TimeDelta, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use tickler::store::Store;
-use tickler::store::billing::{NewCustomer, NewInvoice};
-use tickler::store::ts;
 
 use crate::helpers::smtp::SmtpServer;
+use crate::helpers::tenants::seed_tenants;
 use crate::helpers::{BIN, Project, TestDaemon, lines, runs, signal, stderr, stdout, wait_for};
 
 /// `tickler run` on the project, its log appended to `daemon.log` in the project.
@@ -278,48 +277,10 @@ async fn a_catch_up_backlog_survives_kill_9_on_postgres() {
 /// `n` tenants, each with one invoice due in 7 days and an email address of their own; the
 /// dedup keys of their reminders.
 async fn tenants(store: &Store, n: usize) -> Vec<String> {
-    let id = || uuid::Uuid::now_v7().to_string();
-    let customers: Vec<NewCustomer> = (0..n)
-        .map(|i| NewCustomer {
-            id: id(),
-            org_id: None,
-            name: format!("Tenant {i}"),
-            email: Some(format!("tenant{i}@example.com")),
-            phone: None,
-            timezone: None,
-            locale: "en".into(),
-            provider_customer_id: None,
-        })
-        .collect();
-    let due = Utc::now().date_naive() + Days::new(7);
-    let mut invoices: Vec<NewInvoice> = customers
-        .iter()
-        .enumerate()
-        .map(|(i, c)| NewInvoice {
-            id: id(),
-            number: format!("K-{i}"),
-            customer_id: c.id.clone(),
-            subscription_id: None,
-            period_start: None,
-            period_end: None,
-            amount_minor: 100_000,
-            currency: "ZAR".into(),
-            issued_at: ts(Utc::now() - TimeDelta::days(20)),
-            due_date: due,
-            status: "open".into(),
-            paid_at: None,
-            provider_ref: None,
-            escalation_level: 0,
-            escalated_at: None,
-        })
-        .collect();
-    store
-        .import(&customers, &[], &mut invoices, "INV-")
+    seed_tenants(store, n, "example.com", "K-")
         .await
-        .unwrap();
-    invoices
         .iter()
-        .map(|i| format!("reminder:7d:{}:email", i.id))
+        .map(|(_, i)| format!("reminder:7d:{}:email", i.id))
         .collect()
 }
 

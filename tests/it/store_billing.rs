@@ -4,12 +4,11 @@
 //! a release that resends what never left and never resends what may have).
 
 use chrono::{Days, NaiveDate, TimeDelta};
-use tickler::store::billing::{
-    Claimant, Cursor, NewCustomer, NewInvoice, NotificationClaim, NotificationEnd,
-};
-use tickler::store::{Store, ts};
+use tickler::store::Store;
+use tickler::store::billing::{Claimant, Cursor, NewInvoice, NotificationClaim, NotificationEnd};
 use uuid::Uuid;
 
+use crate::helpers::tenants::{open_invoice, tenant};
 use crate::helpers::{Project, utc};
 
 fn claim(key: &str) -> NotificationClaim {
@@ -39,16 +38,7 @@ fn keys(v: &[&str]) -> Vec<String> {
 }
 
 async fn invoices_in_order(store: &Store) {
-    let customer = NewCustomer {
-        id: Uuid::new_v4().to_string(),
-        org_id: None,
-        name: "Thandi Mokoena".into(),
-        email: Some("thandi@example.com".into()),
-        phone: None,
-        timezone: None,
-        locale: "en".into(),
-        provider_customer_id: None,
-    };
+    let customer = tenant(0, "example.com");
     let day = NaiveDate::from_ymd_opt(2026, 3, 10).unwrap();
     // Five open invoices over three days, one paid: pages follow (due_date, id).
     let mut invoices: Vec<NewInvoice> = [
@@ -60,21 +50,8 @@ async fn invoices_in_order(store: &Store) {
     ]
     .iter()
     .map(|(d, status)| NewInvoice {
-        id: Uuid::new_v4().to_string(),
-        number: String::new(),
-        customer_id: customer.id.clone(),
-        subscription_id: None,
-        period_start: None,
-        period_end: None,
-        amount_minor: 125_000,
-        currency: "ZAR".into(),
-        issued_at: ts(utc("2026-03-01T08:00:00Z")),
-        due_date: day + Days::new(*d),
         status: status.to_string(),
-        paid_at: None,
-        provider_ref: None,
-        escalation_level: 0,
-        escalated_at: None,
+        ..open_invoice(&customer, String::new(), day + Days::new(*d))
     })
     .collect();
     store

@@ -17,6 +17,7 @@ use tickler::time::{Clock, ManualClock};
 use tokio::sync::{mpsc, oneshot};
 
 pub mod smtp;
+pub mod tenants;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_tickler");
 
