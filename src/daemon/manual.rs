@@ -11,7 +11,7 @@ use super::runner::{Fire, RunSummary, run_fire};
 use super::shared::Shared;
 use super::{DaemonError, orphans};
 use crate::config::Config;
-use crate::store::{Instance, RunTrigger, Store};
+use crate::store::{RunTrigger, Store};
 use crate::time::{Clock, SystemClock};
 
 /// `tickler run-job --dry-run`: runs each job's body once with `dry_run` set, outside the
@@ -68,8 +68,9 @@ pub async fn run_now(
     let store = Store::connect(&config.daemon.database_url).await?;
     store.migrate().await?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock::default());
-    let instance = Instance::current()?;
-    store.register_instance(&instance).await?;
+    // A killed `run-job` or daemon of this host: its runs are abandoned (and alerted) and its
+    // messages released (below) before this run claims anything.
+    let instance = orphans::register(&store).await?;
     let shared = Shared::new(
         &store,
         &instance,
@@ -77,9 +78,6 @@ pub async fn run_now(
         config.daemon.max_concurrent,
     );
     shared.set_jobs(&config.jobs);
-    // A killed `run-job` or daemon of this host: its runs are abandoned (and alerted) and its
-    // messages released before this run claims anything.
-    orphans::forget_dead_processes(&store, &instance).await?;
     let resolving = TaskTracker::new();
     orphans::resolve(
         &shared,

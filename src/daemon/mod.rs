@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, ConfigError};
-use crate::store::{Instance, Store, StoreError};
+use crate::store::{Store, StoreError};
 use crate::time::{Clock, MAX_SLEEP, SystemClock};
 
 pub mod alerts;
@@ -105,10 +105,8 @@ pub async fn run(
         edge.bind().await.map_err(DaemonError::Edge)?;
     }
     store.migrate().await?;
-    let instance = Instance::current()?;
-    store.register_instance(&instance).await?;
+    let instance = orphans::register(&store).await?;
     let start = clock.now();
-    orphans::forget_dead_processes(&store, &instance).await?;
     tracing::info!(
         instance = %instance.id, database = %config.daemon.database_url, backend = store.backend_name(),
         jobs = config.jobs.len(), config = %config.path.display(), "tickler started"

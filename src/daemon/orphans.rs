@@ -27,6 +27,15 @@ use crate::time::{Clock, SystemClock};
 /// Deregisters the daemons and `run-job` processes of this host whose process is gone (a
 /// kill -9, a crash), so their claims are resolved now rather than when their heartbeat goes
 /// stale. Processes of other hosts are judged by their heartbeat alone. Returns how many.
+/// Registers this process in `tickler_instances` and forgets the tickler processes of its host
+/// that are gone, whose claims are resolved next: what a daemon and a `run-job` do first.
+pub async fn register(store: &Store) -> Result<Instance, StoreError> {
+    let instance = Instance::current()?;
+    store.register_instance(&instance).await?;
+    forget_dead_processes(store, &instance).await?;
+    Ok(instance)
+}
+
 pub async fn forget_dead_processes(store: &Store, me: &Instance) -> Result<usize, StoreError> {
     let mut forgotten = 0;
     for (id, hostname, pid) in store.instances().await? {
