@@ -76,8 +76,8 @@ pub async fn run_now(
         &instance,
         clock.clone(),
         config.daemon.max_concurrent,
+        &config.jobs,
     );
-    shared.set_jobs(&config.jobs);
     let resolving = TaskTracker::new();
     orphans::resolve(
         &shared,

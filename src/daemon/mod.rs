@@ -117,8 +117,8 @@ pub async fn run(
         &instance,
         clock.clone(),
         config.daemon.max_concurrent,
+        &config.jobs,
     );
-    shared.set_jobs(&config.jobs);
 
     let last = store.last_slots().await?;
     let mut scheduler = Scheduler::new();

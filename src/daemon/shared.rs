@@ -43,14 +43,16 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// Starts the ledger writer on `store` and sets up the shared state of one process.
+    /// Starts the ledger writer on `store` and sets up the shared state of one process, running
+    /// `jobs`.
     pub fn new(
         store: &Store,
         instance: &crate::store::Instance,
         clock: Arc<dyn Clock>,
         max_concurrent: usize,
+        jobs: &[Arc<JobSpec>],
     ) -> Arc<Shared> {
-        Arc::new(Shared {
+        let shared = Arc::new(Shared {
             store: store.clone(),
             ledger: Ledger::start(store.clone()),
             instance: instance.id.clone(),
@@ -65,7 +67,9 @@ impl Shared {
             loop_tick: Mutex::new(std::time::Instant::now()),
             jobs: Mutex::new(Arc::new(vec![])),
             alerts: Default::default(),
-        })
+        });
+        shared.set_jobs(jobs);
+        shared
     }
 
     /// Installs the jobs of a (re)loaded config.
