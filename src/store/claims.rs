@@ -13,7 +13,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::ts;
-use super::{Doing, Result, RunTrigger, Store, with_pool};
+use super::{Doing, Instance, Orphan, Result, RunTrigger, Store, with_pool};
 
 /// The owners that count as alive: registered, with a heartbeat since `$N`.
 const LIVE: &str = "SELECT id FROM tickler_instances WHERE heartbeat_at >= ";
@@ -48,6 +48,97 @@ impl Released {
 }
 
 impl Store {
+    pub async fn register_instance(&self, instance: &Instance) -> Result<()> {
+        self.heartbeat(instance, instance.started_at).await
+    }
+
+    /// Records that `instance` is alive, registering it again if its row was removed (an
+    /// upsert: a daemon whose row another one deleted after an outage comes back).
+    pub async fn heartbeat(&self, i: &Instance, now: DateTime<Utc>) -> Result<()> {
+        with_pool!(self, pool => sqlx::query(
+            "INSERT INTO tickler_instances (id, hostname, pid, version, started_at, heartbeat_at)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at",
+        )
+        .bind(&*i.id)
+        .bind(&i.hostname)
+        .bind(i.pid as i32)
+        .bind(&i.version)
+        .bind(i.started_at)
+        .bind(now)
+        .execute(pool)
+        .await
+        .map(|_| ())
+        .doing("writing the heartbeat"))?;
+        Ok(())
+    }
+
+    pub async fn deregister(&self, instance: &str) -> Result<()> {
+        with_pool!(self, pool => sqlx::query("DELETE FROM tickler_instances WHERE id = $1")
+            .bind(instance)
+            .execute(pool)
+            .await
+            .map(|_| ())
+            .doing("deregistering this daemon"))?;
+        Ok(())
+    }
+
+    /// Every registered daemon (and `run-job` process): id, hostname, pid.
+    pub async fn instances(&self) -> Result<Vec<(String, String, i64)>> {
+        with_pool!(self, pool => sqlx::query_as(
+            "SELECT id, hostname, CAST(pid AS BIGINT) FROM tickler_instances",
+        )
+        .fetch_all(pool)
+        .await
+        .doing("listing daemons"))
+    }
+
+    /// Marks `abandoned` every running row whose owner is not `me` and has not beaten its
+    /// heartbeat since `stale_before` (or is gone), and forgets such owners. Returns the rows
+    /// changed.
+    pub async fn abandon_orphans(
+        &self,
+        me: &str,
+        stale_before: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Orphan>> {
+        let rows: Vec<(String, String, DateTime<Utc>, Option<String>)> = with_pool!(self, pool => sqlx::query_as(
+                "UPDATE job_execution_logs
+                    SET status = 'abandoned', completed_at = $1,
+                        error_message = 'the daemon running it (' || COALESCE(instance, '?') ||
+                            ') stopped without finishing it'
+                  WHERE status = 'running' AND COALESCE(instance, '') <> $2
+                    AND COALESCE(instance, '') NOT IN
+                        (SELECT id FROM tickler_instances WHERE heartbeat_at >= $3)
+                  RETURNING CAST(id AS TEXT) AS id, job_name, scheduled_for,
+                            metadata->>'process_group' AS process_group",
+            )
+            .bind(now)
+            .bind(me)
+            .bind(stale_before)
+            .fetch_all(pool)
+            .await
+            .doing("abandoning orphaned runs"))?;
+        with_pool!(self, pool => sqlx::query(
+            "DELETE FROM tickler_instances WHERE id <> $1 AND heartbeat_at < $2",
+        )
+        .bind(me)
+        .bind(stale_before)
+        .execute(pool)
+        .await
+        .map(|_| ())
+        .doing("removing stopped daemons"))?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, job_name, scheduled_for, process_group)| Orphan {
+                id,
+                job_name,
+                scheduled_for,
+                process_group,
+            })
+            .collect())
+    }
+
     /// Whether any claim may need resolving: an open slot or a message `sending` whose owner
     /// is gone or has not beaten since `stale_before`, or a stale registration. One cheap read
     /// (each part walks a partial index of open rows), so an idle daemon's periodic check

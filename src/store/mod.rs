@@ -1,11 +1,14 @@
 //! The store: the run ledger and everything tickler keeps, on SQLite (embedded default) or
 //! PostgreSQL (production, several replicas), chosen by the URL scheme.
 //!
-//! [`Backend`] is the contract both implement, tested once against both (atuin's `Database`
-//! trait); [`Store`] is a cheap, cloneable handle that dispatches to the one in use, so the rest
-//! of tickler never names a backend.
+//! One mechanism reaches both: [`Store`], a cheap, cloneable handle whose methods (one file per
+//! concern: `ledger`, `claims`, `health`, `queue`, `billing`, `user`) hold one SQL text each,
+//! written for PostgreSQL and adapted to SQLite by [`Store::sql`] (casts dropped, `ROWS($n)`
+//! for a JSON array of rows), run on the pool in use through `with_pool!`. Where the engines
+//! differ in kind (bulk claims, migrations, locks, change notifications), the method has one arm
+//! per backend, side by side, here in `store/`: the rest of tickler never names a backend. The
+//! contract is tested once against both databases (`tests/it/store_*.rs`).
 
-use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,11 +19,10 @@ use uuid::Uuid;
 
 use crate::secret::DatabaseUrl;
 
-#[macro_use]
-mod common;
 pub mod billing;
 pub mod claims;
 pub mod health;
+mod ledger;
 mod postgres;
 pub mod queue;
 mod sqlite;
@@ -72,7 +74,8 @@ pub enum StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
-/// Formats a timestamp as both backends compare it (see `sqlite.rs`).
+/// Formats a timestamp as sqlx writes a bound `DateTime<Utc>` on SQLite, so rows written in
+/// bulk (as JSON) and rows written by binds compare and sort alike on both backends.
 pub fn ts(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false)
 }
@@ -373,57 +376,11 @@ fn parse_hostname(raw: &[u8]) -> Result<String> {
     Ok(name)
 }
 
-/// The store's contract, implemented by [`SqliteStore`] and [`PgStore`].
-#[allow(async_fn_in_trait)]
-pub trait Backend {
-    async fn migrate(&self) -> Result<()>;
-    /// Records that `instance` is alive, registering it again if its row was removed.
-    async fn heartbeat(&self, instance: &Instance, now: DateTime<Utc>) -> Result<()>;
-    async fn deregister(&self, instance: &str) -> Result<()>;
-    /// Every registered daemon (and `run-job` process): id, hostname, pid.
-    async fn instances(&self) -> Result<Vec<(String, String, i64)>>;
-    /// Marks `abandoned` every running row whose owner is not `me` and has not beaten its
-    /// heartbeat since `stale_before` (or is gone). Returns the rows changed.
-    async fn abandon_orphans(
-        &self,
-        me: &str,
-        stale_before: DateTime<Utc>,
-        now: DateTime<Utc>,
-    ) -> Result<Vec<Orphan>>;
-    /// Inserts the rows whose slot is still free; returns the ids actually inserted.
-    async fn insert_runs(&self, runs: &[NewRun]) -> Result<HashSet<Uuid>>;
-    async fn finish_runs(&self, finishes: &[Finish]) -> Result<()>;
-    async fn set_attempt(&self, id: Uuid, attempt: u32) -> Result<()>;
-    /// The latest slot recorded for each job (manual runs excluded).
-    async fn last_slots(&self) -> Result<HashMap<String, DateTime<Utc>>>;
-    /// Names of jobs with a row `running` on an instance other than `except_instance`.
-    async fn running_jobs(&self, except_instance: &str) -> Result<HashSet<String>>;
-    async fn history(&self, filter: &HistoryFilter) -> Result<Vec<RunRow>>;
-    /// Deletes finished rows completed before the cut-offs, at most `batch` rows per statement.
-    async fn prune(
-        &self,
-        ok_before: DateTime<Utc>,
-        failed_before: DateTime<Utc>,
-        batch: i64,
-    ) -> Result<u64>;
-    /// Runs SQL statements for the `sql` job kind; returns the rows they affected.
-    async fn execute(&self, statements: &[String], transaction: bool) -> Result<u64>;
-}
-
 /// A handle on the database in use.
 #[derive(Clone)]
 pub enum Store {
     Sqlite(SqliteStore),
     Postgres(PgStore),
-}
-
-macro_rules! dispatch {
-    ($self:ident, $s:ident => $e:expr) => {
-        match $self {
-            Store::Sqlite($s) => $e,
-            Store::Postgres($s) => $e,
-        }
-    };
 }
 
 impl Store {
@@ -476,7 +433,10 @@ impl Store {
     }
 
     pub async fn migrate(&self) -> Result<()> {
-        dispatch!(self, s => s.migrate().await)
+        match self {
+            Store::Sqlite(s) => s.migrate().await,
+            Store::Postgres(s) => s.migrate().await,
+        }
     }
     /// SQLite: moves the WAL into the database file off the claim path. PostgreSQL: nothing.
     pub async fn checkpoint(&self) -> Result<()> {
@@ -504,74 +464,6 @@ impl Store {
             .await
             .map(|_| ())
             .doing("reaching the database"))
-    }
-    /// When each job last succeeded (read once at start for `/metrics`).
-    pub async fn last_successes(&self) -> Result<Vec<(String, DateTime<Utc>)>> {
-        with_pool!(self, pool => sqlx::query_as::<_, (String, DateTime<Utc>)>(
-            &format!(
-                "SELECT job_name, max(completed_at) FROM job_execution_logs
-                  WHERE status IN {} AND completed_at IS NOT NULL GROUP BY job_name",
-                health::SUCCESS
-            ),
-        )
-        .fetch_all(pool)
-        .await
-        .doing("reading the last successful runs"))
-    }
-    pub async fn register_instance(&self, instance: &Instance) -> Result<()> {
-        self.heartbeat(instance, instance.started_at).await
-    }
-    pub async fn heartbeat(&self, instance: &Instance, now: DateTime<Utc>) -> Result<()> {
-        dispatch!(self, s => s.heartbeat(instance, now).await)
-    }
-    pub async fn deregister(&self, instance: &str) -> Result<()> {
-        dispatch!(self, s => s.deregister(instance).await)
-    }
-    pub async fn instances(&self) -> Result<Vec<(String, String, i64)>> {
-        dispatch!(self, s => s.instances().await)
-    }
-    pub async fn abandon_orphans(
-        &self,
-        me: &str,
-        stale_before: DateTime<Utc>,
-        now: DateTime<Utc>,
-    ) -> Result<Vec<Orphan>> {
-        dispatch!(self, s => s.abandon_orphans(me, stale_before, now).await)
-    }
-    pub async fn insert_runs(&self, runs: &[NewRun]) -> Result<HashSet<Uuid>> {
-        if runs.is_empty() {
-            return Ok(HashSet::new());
-        }
-        dispatch!(self, s => s.insert_runs(runs).await)
-    }
-    pub async fn finish_runs(&self, finishes: &[Finish]) -> Result<()> {
-        if finishes.is_empty() {
-            return Ok(());
-        }
-        dispatch!(self, s => s.finish_runs(finishes).await)
-    }
-    pub async fn set_attempt(&self, id: Uuid, attempt: u32) -> Result<()> {
-        dispatch!(self, s => s.set_attempt(id, attempt).await)
-    }
-    pub async fn last_slots(&self) -> Result<HashMap<String, DateTime<Utc>>> {
-        dispatch!(self, s => s.last_slots().await)
-    }
-    pub async fn running_jobs(&self, except_instance: &str) -> Result<HashSet<String>> {
-        dispatch!(self, s => s.running_jobs(except_instance).await)
-    }
-    pub async fn history(&self, filter: &HistoryFilter) -> Result<Vec<RunRow>> {
-        dispatch!(self, s => s.history(filter).await)
-    }
-    pub async fn prune(
-        &self,
-        ok_before: DateTime<Utc>,
-        failed_before: DateTime<Utc>,
-        batch: i64,
-    ) -> Result<u64> {
-        dispatch!(self, s => s.prune(ok_before, failed_before, batch).await)
-    }
-    pub async fn execute(&self, statements: &[String], transaction: bool) -> Result<u64> {
-        dispatch!(self, s => s.execute(statements, transaction).await)
     }
     pub async fn close(&self) {
         match self {

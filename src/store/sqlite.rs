@@ -2,21 +2,14 @@
 //! (a lock file next to the database refuses a second one). Timestamps are RFC 3339 text,
 //! ids are UUID text and metadata is JSON text, so `sqlite3` shows them as they are.
 
-use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
-use serde_json::{Value, json};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Connection, Row, SqlitePool};
-use uuid::Uuid;
 
-use super::{
-    Backend, DaemonLock, Doing, Finish, HistoryFilter, Instance, NewRun, Orphan, Result, RunRow,
-    StoreError,
-};
+use super::{DaemonLock, Doing, Result, StoreError};
 
 /// The errors a concurrent migration of the same file produces; others are final.
 fn is_migration_race(e: &sqlx::migrate::MigrateError) -> bool {
@@ -24,12 +17,6 @@ fn is_migration_race(e: &sqlx::migrate::MigrateError) -> bool {
     text.contains("already exists")
         || text.contains("database is locked")
         || text.contains("UNIQUE")
-}
-
-/// Timestamps as sqlx writes them for `DateTime<Utc>`, so rows written in bulk (as JSON) and
-/// rows written by binds compare and sort alike.
-fn ts(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false)
 }
 
 // Every write transaction starts with BEGIN IMMEDIATE: a deferred one that reads first fails
@@ -85,6 +72,26 @@ impl SqliteStore {
             jobs,
             path: path.to_path_buf(),
         })
+    }
+
+    pub(super) async fn migrate(&self) -> Result<()> {
+        // SQLite has no advisory lock: when two processes (the daemon and a `tickler history`)
+        // migrate at once, the loser's attempt fails on the winner's tables. Looking again
+        // finds the migration applied.
+        let mut tries = 0;
+        loop {
+            match sqlx::migrate!("migrations/sqlite").run(&self.pool).await {
+                Ok(()) => return Ok(()),
+                Err(e) if tries < 5 && is_migration_race(&e) => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(100 * tries)).await;
+                }
+                Err(source) => {
+                    let url = format!("sqlite://{}", self.path.display());
+                    return Err(StoreError::Migrate { url, source });
+                }
+            }
+        }
     }
 
     pub fn pool(&self) -> &SqlitePool {
@@ -373,232 +380,4 @@ async fn checkpoint_on<'e>(on: impl sqlx::SqliteExecutor<'e>) -> Result<()> {
         .await
         .doing("checkpointing the WAL")?;
     Ok(())
-}
-
-fn row_to_run(r: &sqlx::sqlite::SqliteRow) -> RunRow {
-    RunRow {
-        id: r.get("id"),
-        job_name: r.get("job_name"),
-        status: r.get("status"),
-        started_at: r.get("started_at"),
-        completed_at: r.get("completed_at"),
-        duration_seconds: r.get("duration_seconds"),
-        records_processed: r.get("records_processed"),
-        error_message: r.get("error_message"),
-        metadata: r
-            .get::<Option<String>, _>("metadata")
-            .and_then(|m| serde_json::from_str(&m).ok()),
-        scheduled_for: r.get("scheduled_for"),
-        trigger: r.get("trigger"),
-        attempt: r.get("attempt"),
-        instance: r.get("instance"),
-        messages: None,
-    }
-}
-
-impl Backend for SqliteStore {
-    shared_backend_methods!();
-
-    async fn migrate(&self) -> Result<()> {
-        // SQLite has no advisory lock: when two processes (the daemon and a `tickler history`)
-        // migrate at once, the loser's attempt fails on the winner's tables. Looking again
-        // finds the migration applied.
-        let mut tries = 0;
-        loop {
-            match sqlx::migrate!("migrations/sqlite").run(&self.pool).await {
-                Ok(()) => return Ok(()),
-                Err(e) if tries < 5 && is_migration_race(&e) => {
-                    tries += 1;
-                    tokio::time::sleep(Duration::from_millis(100 * tries)).await;
-                }
-                Err(source) => {
-                    let url = format!("sqlite://{}", self.path.display());
-                    return Err(StoreError::Migrate { url, source });
-                }
-            }
-        }
-    }
-
-    async fn insert_runs(&self, runs: &[NewRun]) -> Result<HashSet<Uuid>> {
-        // The whole batch is one JSON parameter that SQLite unpacks with json_each: one
-        // statement, prepared once, instead of a round trip or a fresh statement per row.
-        // In slot-key order, so the unique index is walked once rather than hit at random.
-        let mut ordered: Vec<&NewRun> = runs.iter().collect();
-        ordered.sort_unstable_by(|a, b| {
-            (&a.job_name, a.scheduled_for).cmp(&(&b.job_name, b.scheduled_for))
-        });
-        let batch: Vec<Value> = ordered
-            .iter()
-            .map(|r| {
-                let done = (!r.status.is_open()).then(|| ts(r.started_at));
-                json!([
-                    r.id.to_string(),
-                    &*r.job_name,
-                    r.status.as_str(),
-                    ts(r.started_at),
-                    done,
-                    ts(r.scheduled_for),
-                    r.trigger.as_str(),
-                    &*r.instance,
-                    r.error_message,
-                    r.metadata.as_ref().map(|m| m.to_string()),
-                ])
-            })
-            .collect();
-        let ids: Vec<String> = runs.iter().map(|r| r.id.to_string()).collect();
-        let mut tx = self
-            .pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .doing("claiming slots")?;
-        let done = sqlx::query(
-            "INSERT INTO job_execution_logs (id, job_name, status, started_at, completed_at,
-                 duration_seconds, scheduled_for, \"trigger\", attempt, instance, error_message,
-                 metadata)
-             SELECT v->>0, v->>1, v->>2, v->>3, v->>4, CASE WHEN v->>4 IS NULL THEN NULL ELSE 0.0 END,
-                    v->>5, v->>6, 1, v->>7, v->>8, v->>9
-               FROM (SELECT value AS v FROM json_each(?)) WHERE true
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(Value::Array(batch).to_string())
-        .execute(&mut *tx)
-        .await
-        .doing("claiming slots")?;
-        // Usually every row went in. Otherwise ask which, in one row: streaming back thousands
-        // of RETURNING rows costs more than the insert itself.
-        let inserted = if done.rows_affected() == runs.len() as u64 {
-            runs.iter().map(|r| r.id).collect()
-        } else {
-            let present: String = sqlx::query_scalar(
-                "SELECT json_group_array(id) FROM job_execution_logs
-                  WHERE id IN (SELECT value FROM json_each(?))",
-            )
-            .bind(serde_json::to_string(&ids).unwrap_or_default())
-            .fetch_one(&mut *tx)
-            .await
-            .doing("claiming slots")?;
-            serde_json::from_str::<Vec<String>>(&present)
-                .unwrap_or_default()
-                .iter()
-                .filter_map(|id| Uuid::parse_str(id).ok())
-                .collect()
-        };
-        tx.commit().await.doing("claiming slots")?;
-        Ok(inserted)
-    }
-
-    async fn finish_runs(&self, finishes: &[Finish]) -> Result<()> {
-        let batch: Vec<Value> = finishes
-            .iter()
-            .map(|f| {
-                json!([
-                    f.id.to_string(),
-                    f.status.as_str(),
-                    ts(f.started_at),
-                    ts(f.completed_at),
-                    f.duration_seconds,
-                    f.records_processed,
-                    f.error_message,
-                    f.metadata.to_string(),
-                    f.attempt,
-                ])
-            })
-            .collect();
-        // Unpacked into an indexed temporary table first, so the update looks each row up by
-        // its id (a join straight on json_each is planned as a scan of the ledger).
-        let doing = "recording finished runs";
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.doing(doing)?;
-        sqlx::query(
-            "CREATE TEMP TABLE IF NOT EXISTS finished (id TEXT PRIMARY KEY, status TEXT,
-                 started_at TEXT, completed_at TEXT, duration_seconds REAL,
-                 records_processed INTEGER, error_message TEXT, metadata TEXT, attempt INTEGER)",
-        )
-        .execute(&mut *tx)
-        .await
-        .doing(doing)?;
-        sqlx::query(
-            "INSERT OR REPLACE INTO temp.finished
-             SELECT v->>0, v->>1, v->>2, v->>3, v->>4, v->>5, v->>6, v->>7, v->>8
-               FROM (SELECT value AS v FROM json_each(?))",
-        )
-        .bind(Value::Array(batch).to_string())
-        .execute(&mut *tx)
-        .await
-        .doing(doing)?;
-        sqlx::query(
-            "UPDATE job_execution_logs AS l
-                SET status = f.status, started_at = f.started_at, completed_at = f.completed_at,
-                    duration_seconds = f.duration_seconds, records_processed = f.records_processed,
-                    error_message = f.error_message, metadata = f.metadata, attempt = f.attempt
-               FROM temp.finished AS f WHERE l.id = f.id AND l.status IN ('pending', 'running', 'abandoned')",
-        )
-        .execute(&mut *tx)
-        .await
-        .doing(doing)?;
-        sqlx::query("DELETE FROM temp.finished")
-            .execute(&mut *tx)
-            .await
-            .doing(doing)?;
-        tx.commit().await.doing(doing)
-    }
-
-    async fn set_attempt(&self, id: Uuid, attempt: u32) -> Result<()> {
-        sqlx::query("UPDATE job_execution_logs SET attempt = ? WHERE id = ?")
-            .bind(attempt as i64)
-            .bind(id.to_string())
-            .execute(&self.pool)
-            .await
-            .doing("recording a retry")?;
-        Ok(())
-    }
-
-    async fn history(&self, filter: &HistoryFilter) -> Result<Vec<RunRow>> {
-        let rows = sqlx::query(
-            "SELECT * FROM job_execution_logs
-              WHERE (?1 IS NULL OR job_name = ?1) AND (?2 IS NULL OR status = ?2)
-                AND (?4 IS NULL OR id = ?4)
-              ORDER BY started_at DESC, scheduled_for DESC LIMIT ?3",
-        )
-        .bind(&filter.job)
-        .bind(filter.status.map(|s| s.as_str()))
-        .bind(filter.limit)
-        .bind(filter.run.map(|id| id.to_string()))
-        .fetch_all(&self.pool)
-        .await
-        .doing("reading the run history")?;
-        Ok(rows.iter().map(row_to_run).collect())
-    }
-
-    async fn execute(&self, statements: &[String], transaction: bool) -> Result<u64> {
-        // SQLite reports a stale change count for DDL, so count with total_changes() instead.
-        const CHANGES: &str = "SELECT total_changes()";
-        let doing = "running the job's SQL";
-        let mut conn = self.jobs.acquire().await.doing(doing)?;
-        let before: i64 = sqlx::query_scalar(CHANGES)
-            .fetch_one(&mut *conn)
-            .await
-            .doing(doing)?;
-        if transaction {
-            let mut tx = conn.begin_with("BEGIN IMMEDIATE").await.doing(doing)?;
-            for s in statements {
-                sqlx::query(s.as_str())
-                    .execute(&mut *tx)
-                    .await
-                    .doing(doing)?;
-            }
-            tx.commit().await.doing(doing)?;
-        } else {
-            for s in statements {
-                sqlx::query(s.as_str())
-                    .execute(&mut *conn)
-                    .await
-                    .doing(doing)?;
-            }
-        }
-        let after: i64 = sqlx::query_scalar(CHANGES)
-            .fetch_one(&mut *conn)
-            .await
-            .doing(doing)?;
-        Ok((after - before).max(0) as u64)
-    }
 }

@@ -1,9 +1,11 @@
-//! Queries on the user's own tables, written by the user in `config.toml`: a `notify` job's
-//! query, run with `:now` bound and each row decoded into a JSON object for its templates.
+//! SQL on the user's own tables, written by the user in `config.toml`: a `sql` job's
+//! statements, and a `notify` job's query, run with `:now` bound and each row decoded into a
+//! JSON object for its templates. Both run on a pool of their own, apart from the ledger's, so
+//! long user SQL cannot starve slot claims and heartbeats.
 
 use chrono::{DateTime, NaiveDate, Utc};
 use serde_json::{Value, json};
-use sqlx::Row;
+use sqlx::{Connection, Row};
 
 use super::{Doing, Result, Store, ts};
 
@@ -29,6 +31,69 @@ fn bind_now(query: &str) -> (String, bool) {
 }
 
 impl Store {
+    /// Runs a `sql` job's statements, in one transaction when `transaction`; returns the rows
+    /// they changed. SQLite reports a stale change count for DDL, so there the count is the
+    /// difference of `total_changes()` around the statements.
+    pub async fn execute(&self, statements: &[String], transaction: bool) -> Result<u64> {
+        let doing = "running the job's SQL";
+        match self {
+            Store::Sqlite(s) => {
+                const CHANGES: &str = "SELECT total_changes()";
+                let mut conn = s.jobs_pool().acquire().await.doing(doing)?;
+                let before: i64 = sqlx::query_scalar(CHANGES)
+                    .fetch_one(&mut *conn)
+                    .await
+                    .doing(doing)?;
+                if transaction {
+                    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await.doing(doing)?;
+                    for s in statements {
+                        sqlx::query(s.as_str())
+                            .execute(&mut *tx)
+                            .await
+                            .doing(doing)?;
+                    }
+                    tx.commit().await.doing(doing)?;
+                } else {
+                    for s in statements {
+                        sqlx::query(s.as_str())
+                            .execute(&mut *conn)
+                            .await
+                            .doing(doing)?;
+                    }
+                }
+                let after: i64 = sqlx::query_scalar(CHANGES)
+                    .fetch_one(&mut *conn)
+                    .await
+                    .doing(doing)?;
+                Ok((after - before).max(0) as u64)
+            }
+            Store::Postgres(s) => {
+                let mut conn = s.jobs_pool().acquire().await.doing(doing)?;
+                let mut total = 0;
+                if transaction {
+                    let mut tx = conn.begin().await.doing(doing)?;
+                    for s in statements {
+                        total += sqlx::query(s.as_str())
+                            .execute(&mut *tx)
+                            .await
+                            .doing(doing)?
+                            .rows_affected();
+                    }
+                    tx.commit().await.doing(doing)?;
+                } else {
+                    for s in statements {
+                        total += sqlx::query(s.as_str())
+                            .execute(&mut *conn)
+                            .await
+                            .doing(doing)?
+                            .rows_affected();
+                    }
+                }
+                Ok(total)
+            }
+        }
+    }
+
     /// Runs a user's query (a `notify` job's) and returns each row as a JSON object. `:now`
     /// in the query is bound to `now`: a `timestamptz` on PostgreSQL, and on SQLite the text
     /// `YYYY-MM-DD HH:MM:SS` (UTC) that SQLite's own `datetime()` writes and compares.

@@ -89,6 +89,29 @@ async fn contract(store: Store) {
         "item 3: no email"
     );
 
+    // One run, by id (what an alert links to), with a retry counted.
+    store.set_attempt(c.id, 3).await.unwrap();
+    let one = store
+        .history(&HistoryFilter {
+            job: None,
+            status: None,
+            limit: 10,
+            run: Some(c.id),
+        })
+        .await
+        .unwrap();
+    assert_eq!(one.len(), 1);
+    assert_eq!(
+        (one[0].id.as_str(), one[0].attempt, one[0].status.as_str()),
+        (c.id.to_string().as_str(), 3, "skipped")
+    );
+    let daemons = store.instances().await.unwrap();
+    assert!(
+        daemons
+            .iter()
+            .any(|(id, _, pid)| **id == *me.id && *pid == me.pid as i64)
+    );
+
     // The run of an instance that never beats is abandoned; ours is not.
     let now = Utc::now();
     let abandoned = store
