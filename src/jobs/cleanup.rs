@@ -116,10 +116,17 @@ impl Job for CleanupJob {
                 r.column,
                 humantime::format_duration(r.older_than)
             );
+            let column = match ctx.store.instant_column(&r.table, &r.column).await {
+                Ok(column) => column,
+                Err(e) => {
+                    outcome.errors.push(format!("{label}: {e}"));
+                    continue;
+                }
+            };
             if ctx.dry_run {
                 match ctx
                     .store
-                    .count_deletable(&r.table, &r.column, keep.as_deref(), before)
+                    .count_deletable(&column, keep.as_deref(), before)
                     .await
                 {
                     Ok(n) => {
@@ -134,7 +141,7 @@ impl Job for CleanupJob {
             loop {
                 match ctx
                     .store
-                    .delete_batch(&r.table, &r.column, keep.as_deref(), before, r.batch_size)
+                    .delete_batch(&column, keep.as_deref(), before, r.batch_size)
                     .await
                 {
                     Ok(n) => {

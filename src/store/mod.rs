@@ -65,6 +65,20 @@ pub enum StoreError {
          `hostnamectl hostname NAME`"
     )]
     Hostname(#[source] std::io::Error),
+    #[error(
+        "`{column}` holds `{found}`, which is not an instant: `cleanup` compares the column with \
+         its cut-off as a time; keep times there as text (`YYYY-MM-DD HH:MM:SS` or RFC 3339) \
+         or unix seconds, or name another `column`"
+    )]
+    NotInstants { column: String, found: String },
+    #[error(
+        "`{column}` is a `{ty}` column: `cleanup` reads instants from `timestamp with time zone`, \
+         `timestamp` (as UTC), `date` (midnight UTC) or unix seconds (an integer or numeric \
+         column); name another `column`"
+    )]
+    NotInstantType { column: String, ty: String },
+    #[error("there is no column `{column}`: check `table` and `column` of the rule")]
+    NoColumn { column: String },
     #[error("database error while {doing}: {source}")]
     Query {
         doing: &'static str,

@@ -7,7 +7,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde_json::{Value, json};
 use sqlx::{Connection, Row};
 
-use super::{Doing, Result, Store, ts};
+use super::{Doing, Result, Store, StoreError, ts};
 
 /// Replaces the `:now` placeholder of a user's query by the backend's parameter `$1`.
 fn bind_now(query: &str) -> (String, bool) {
@@ -28,6 +28,165 @@ fn bind_now(query: &str) -> (String, bool) {
     }
     out.push_str(rest);
     (out, used)
+}
+
+/// How a cleanup rule reads its column as instants, whatever the column holds: decided once per
+/// run by [`Store::instant_column`], then used by every batch.
+#[derive(Debug, Clone)]
+pub struct InstantColumn {
+    table: String,
+    /// The condition "older than the cut-off `$1`", in the database's terms: on SQLite `$1`
+    /// is a Julian day number (what `julianday()` gives), on PostgreSQL a `timestamptz`.
+    older: String,
+}
+
+/// An instant as SQLite's `julianday()` gives it: days since noon UTC of 24 November 4714 BC.
+fn julian_day(t: DateTime<Utc>) -> f64 {
+    t.timestamp_millis() as f64 / 86_400_000.0 + 2_440_587.5
+}
+
+/// PostgreSQL column types read as instants, and how: `timestamp` and `date` as UTC (midnight
+/// for a date), numbers as unix seconds.
+fn pg_older_than(column: &str, ty: &str) -> Option<String> {
+    Some(match ty {
+        "timestamp with time zone" => format!("{column} < $1::timestamptz"),
+        "timestamp without time zone" | "date" => {
+            format!("{column} < ($1::timestamptz AT TIME ZONE 'UTC')")
+        }
+        "smallint" | "integer" | "bigint" | "numeric" | "real" | "double precision" => {
+            format!("{column} < extract(epoch FROM $1::timestamptz)")
+        }
+        _ => return None,
+    })
+}
+
+impl Store {
+    /// Decides how `table.column` is compared with a cut-off, as an instant: on SQLite,
+    /// `julianday(column, 'auto')`, which reads text in SQLite's own `YYYY-MM-DD HH:MM:SS` as
+    /// well as RFC 3339 (`…T…Z`, offsets) and unix seconds alike (text compared as text put
+    /// `…T…` after `… …` of the same day, and deleted rows that were too young); a column with
+    /// a value it cannot read is refused, naming the value. On PostgreSQL, by the column's
+    /// type: `timestamptz`; `timestamp` and `date` as UTC; numbers as unix seconds; any other
+    /// type is refused.
+    pub async fn instant_column(&self, table: &str, column: &str) -> Result<InstantColumn> {
+        let doing = "deleting old rows";
+        let label = format!("{table}.{column}");
+        let older = match self {
+            Store::Sqlite(s) => {
+                let odd: Option<String> = sqlx::query_scalar(&format!(
+                    "SELECT CAST({column} AS TEXT) FROM {table}
+                      WHERE {column} IS NOT NULL AND julianday({column}, 'auto') IS NULL LIMIT 1"
+                ))
+                .fetch_optional(s.jobs_pool())
+                .await
+                .doing(doing)?;
+                if let Some(found) = odd {
+                    return Err(StoreError::NotInstants {
+                        column: label,
+                        found,
+                    });
+                }
+                format!("julianday({column}, 'auto') < $1")
+            }
+            Store::Postgres(s) => {
+                let (schema, name) = match table.split_once('.') {
+                    Some((schema, name)) => (Some(schema), name),
+                    None => (None, table),
+                };
+                let ty: Option<String> = sqlx::query_scalar(
+                    "SELECT data_type FROM information_schema.columns
+                      WHERE table_name = $1 AND column_name = $2
+                        AND table_schema = COALESCE($3, current_schema())",
+                )
+                .bind(name)
+                .bind(column)
+                .bind(schema)
+                .fetch_optional(s.jobs_pool())
+                .await
+                .doing(doing)?;
+                let Some(ty) = ty else {
+                    return Err(StoreError::NoColumn { column: label });
+                };
+                match pg_older_than(column, &ty) {
+                    Some(older) => older,
+                    None => return Err(StoreError::NotInstantType { column: label, ty }),
+                }
+            }
+        };
+        Ok(InstantColumn {
+            table: table.to_string(),
+            older,
+        })
+    }
+
+    /// Deletes up to `batch` rows whose `column` is before `before` and that `keep` (an SQL
+    /// condition) does not protect; one short transaction per call.
+    pub async fn delete_batch(
+        &self,
+        column: &InstantColumn,
+        keep: Option<&str>,
+        before: DateTime<Utc>,
+        batch: i64,
+    ) -> Result<u64> {
+        let keep = keep
+            .map(|k| format!(" AND NOT COALESCE(({k}), FALSE)"))
+            .unwrap_or_default();
+        let (table, older) = (&column.table, &column.older);
+        let row_id = match self {
+            Store::Sqlite(_) => "rowid",
+            Store::Postgres(_) => "ctid",
+        };
+        let text = format!(
+            "DELETE FROM {table} WHERE {row_id} IN (SELECT {row_id} FROM {table}
+              WHERE {older}{keep} LIMIT $2)"
+        );
+        let doing = "deleting old rows";
+        match self {
+            Store::Sqlite(s) => sqlx::query(&text)
+                .bind(julian_day(before))
+                .bind(batch)
+                .execute(s.jobs_pool())
+                .await
+                .map(|r| r.rows_affected())
+                .doing(doing),
+            Store::Postgres(s) => sqlx::query(&text)
+                .bind(before)
+                .bind(batch)
+                .execute(s.jobs_pool())
+                .await
+                .map(|r| r.rows_affected())
+                .doing(doing),
+        }
+    }
+
+    /// Counts the rows [`Store::delete_batch`] would delete (for `--dry-run`).
+    pub async fn count_deletable(
+        &self,
+        column: &InstantColumn,
+        keep: Option<&str>,
+        before: DateTime<Utc>,
+    ) -> Result<i64> {
+        let keep = keep
+            .map(|k| format!(" AND NOT COALESCE(({k}), FALSE)"))
+            .unwrap_or_default();
+        let text = format!(
+            "SELECT COUNT(*) FROM {} WHERE {}{keep}",
+            column.table, column.older
+        );
+        let doing = "counting old rows";
+        match self {
+            Store::Sqlite(s) => sqlx::query_scalar(&text)
+                .bind(julian_day(before))
+                .fetch_one(s.jobs_pool())
+                .await
+                .doing(doing),
+            Store::Postgres(s) => sqlx::query_scalar(&text)
+                .bind(before)
+                .fetch_one(s.jobs_pool())
+                .await
+                .doing(doing),
+        }
+    }
 }
 
 impl Store {

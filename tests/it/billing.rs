@@ -83,7 +83,7 @@ fn weekly(c: &NewCustomer, offset: i64) -> NewSubscription {
 }
 
 /// Runs one job as `tickler run-job` does and returns its ledger row.
-async fn run(p: &Project, job: &str) -> RunRow {
+pub(crate) async fn run(p: &Project, job: &str) -> RunRow {
     let config = p.config();
     let spec = config.job(job).unwrap_or_else(|| panic!("no job {job}"));
     let results = daemon::run_now(&config, std::slice::from_ref(&spec.name))

@@ -18,3 +18,4 @@ mod store;
 mod store_billing;
 mod store_queue;
 mod story;
+mod user_data;

@@ -1,0 +1,162 @@
+//! Work on the user's own tables (issue 14): what each seed's application keeps in its database
+//! (OTP codes, notifications, sessions), cleaned up and read by tickler as the seed's own code
+//! did, on real SQLite files and a real PostgreSQL.
+
+use std::collections::BTreeSet;
+
+use tickler::store::Store;
+
+use crate::billing::run;
+use crate::helpers::Project;
+
+/// The run's item errors, one per rule that could not run.
+fn item_errors(r: &tickler::store::RunRow) -> Vec<String> {
+    let meta = r.metadata.clone().unwrap_or_default();
+    serde_json::from_value(meta["item_errors"].clone()).unwrap_or_default()
+}
+
+/// The ids left in `table`.
+async fn ids(store: &Store, table: &str) -> BTreeSet<i64> {
+    let rows = store
+        .query_json(&format!("SELECT id FROM {table}"), chrono::Utc::now(), 1000)
+        .await
+        .unwrap();
+    rows.iter().map(|r| r["id"].as_i64().unwrap()).collect()
+}
+
+const RULES: &str = "[[job]]\nname = \"cleanup\"\nkind = \"cleanup\"\nschedule = \"0 2 * * 1\"\n\n\
+     [[job.rule]]\ntable = \"otp_codes\"\ncolumn = \"expires_at\"\nolder_than = \"0s\"\n\n\
+     [[job.rule]]\ntable = \"notifications\"\nolder_than = \"30d\"\n\n";
+
+/// SQLite keeps times as text in two forms (its own `datetime()` writes `YYYY-MM-DD HH:MM:SS`,
+/// most libraries write RFC 3339 `…T…Z`) or as unix seconds. Compared as text, `…T…` sorts
+/// after `… …` of the same day, so an OTP code valid for another hour was deleted under
+/// `older_than = "0s"` and a notification 29 days 23 hours old under `"30d"`. Every form is
+/// now read as an instant, and a column holding something else is refused, naming the value.
+#[tokio::test]
+async fn cleanup_compares_instants_whatever_form_sqlite_keeps_them_in() {
+    let p = Project::sqlite();
+    p.write_config(
+        "",
+        &format!(
+            "{RULES}[[job.rule]]\ntable = \"junk\"\nolder_than = \"1d\"\n\n\
+             [[job.rule]]\ntable = \"missing\"\nolder_than = \"1d\"\n"
+        ),
+    );
+    let store = p.store().await;
+    let setup = [
+        "CREATE TABLE otp_codes (id INTEGER PRIMARY KEY, expires_at TEXT)",
+        "INSERT INTO otp_codes VALUES
+            (1, datetime('now', '+1 hour')),
+            (2, strftime('%Y-%m-%dT%H:%M:%SZ', 'now', '+1 hour')),
+            (3, datetime('now', '-1 hour')),
+            (4, strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-1 minute')),
+            (5, unixepoch('now') + 3600),
+            (6, unixepoch('now') - 60),
+            (7, strftime('%Y-%m-%dT%H:%M:%S+02:00', 'now', '+2 hours', '+30 minutes')),
+            (8, NULL)",
+        "CREATE TABLE notifications (id INTEGER PRIMARY KEY, created_at TEXT)",
+        "INSERT INTO notifications VALUES
+            (1, datetime('now', '-29 days', '-23 hours')),
+            (2, datetime('now', '-30 days', '-1 hour')),
+            (3, strftime('%Y-%m-%dT%H:%M:%SZ', 'now', '-29 days', '-23 hours')),
+            (4, strftime('%Y-%m-%dT%H:%M:%SZ', 'now', '-30 days', '-1 hour'))",
+        "CREATE TABLE junk (id INTEGER PRIMARY KEY, created_at TEXT)",
+        "INSERT INTO junk VALUES (1, 'tomorrow'), (2, datetime('now', '-100 days'))",
+    ]
+    .map(String::from);
+    store.execute(&setup, true).await.unwrap();
+
+    let r = run(&p, "cleanup").await;
+    assert_eq!(
+        (r.status.as_str(), r.records_processed),
+        ("partial", Some(5)),
+        "{r:?}"
+    );
+    assert_eq!(
+        item_errors(&r),
+        [
+            "junk.created_at older than 1day: `junk.created_at` holds `tomorrow`, which is not \
+             an instant: `cleanup` compares the column with its cut-off as a time; keep times \
+             there as text (`YYYY-MM-DD HH:MM:SS` or RFC 3339) or unix seconds, or name another \
+             `column`",
+            "missing.created_at older than 1day: database error while deleting old rows: error \
+             returned from database: (code: 1) no such table: missing"
+        ],
+    );
+    // Still valid (an hour ahead in each form, +02:00 included), or without an expiry: kept.
+    assert_eq!(
+        ids(&store, "otp_codes").await,
+        BTreeSet::from([1, 2, 5, 7, 8])
+    );
+    assert_eq!(ids(&store, "notifications").await, BTreeSet::from([1, 3]));
+    assert_eq!(
+        ids(&store, "junk").await,
+        BTreeSet::from([1, 2]),
+        "a column refused is left whole"
+    );
+    store.close().await;
+}
+
+/// On PostgreSQL the column's type says how to read it: `timestamptz`; `timestamp` (as UTC) and
+/// `date` (midnight UTC); unix seconds in a number column. Text is refused with the types that
+/// are read.
+#[tokio::test]
+async fn cleanup_compares_instants_by_column_type_postgres() {
+    let Some(p) = Project::postgres().await else {
+        return;
+    };
+    p.write_config(
+        "",
+        &format!(
+            "{RULES}[[job.rule]]\ntable = \"visits\"\ncolumn = \"day\"\nolder_than = \"1d\"\n\n\
+             [[job.rule]]\ntable = \"events\"\ncolumn = \"at\"\nolder_than = \"1h\"\n\n\
+             [[job.rule]]\ntable = \"texts\"\nolder_than = \"1d\"\n\n\
+             [[job.rule]]\ntable = \"otp_codes\"\ncolumn = \"nope\"\nolder_than = \"1d\"\n"
+        ),
+    );
+    let store = p.store().await;
+    let setup = [
+        "CREATE TABLE otp_codes (id bigint PRIMARY KEY, expires_at timestamptz)",
+        "INSERT INTO otp_codes VALUES (1, now() + interval '1 hour'),
+            (3, now() - interval '1 minute'), (8, NULL)",
+        "CREATE TABLE notifications (id bigint PRIMARY KEY, created_at timestamp)",
+        "INSERT INTO notifications VALUES
+            (1, (now() AT TIME ZONE 'UTC') - interval '29 days 23 hours'),
+            (2, (now() AT TIME ZONE 'UTC') - interval '30 days 1 hour')",
+        "CREATE TABLE visits (id bigint PRIMARY KEY, day date)",
+        "INSERT INTO visits VALUES (1, (now() AT TIME ZONE 'UTC')::date),
+            (2, (now() AT TIME ZONE 'UTC')::date - 3)",
+        "CREATE TABLE events (id bigint PRIMARY KEY, at bigint)",
+        "INSERT INTO events VALUES (1, extract(epoch FROM now())::bigint - 60),
+            (2, extract(epoch FROM now())::bigint - 7200)",
+        "CREATE TABLE texts (id bigint PRIMARY KEY, created_at text)",
+        "INSERT INTO texts VALUES (1, '2020-01-01T00:00:00Z')",
+    ]
+    .map(String::from);
+    store.execute(&setup, true).await.unwrap();
+
+    let r = run(&p, "cleanup").await;
+    assert_eq!(
+        (r.status.as_str(), r.records_processed),
+        ("partial", Some(4)),
+        "{r:?}"
+    );
+    assert_eq!(
+        item_errors(&r),
+        [
+            "texts.created_at older than 1day: `texts.created_at` is a `text` column: `cleanup` \
+             reads instants from `timestamp with time zone`, `timestamp` (as UTC), `date` \
+             (midnight UTC) or unix seconds (an integer or numeric column); name another \
+             `column`",
+            "otp_codes.nope older than 1day: there is no column `otp_codes.nope`: check `table` \
+             and `column` of the rule"
+        ],
+    );
+    assert_eq!(ids(&store, "otp_codes").await, BTreeSet::from([1, 8]));
+    assert_eq!(ids(&store, "notifications").await, BTreeSet::from([1]));
+    assert_eq!(ids(&store, "visits").await, BTreeSet::from([1]));
+    assert_eq!(ids(&store, "events").await, BTreeSet::from([1]));
+    assert_eq!(ids(&store, "texts").await, BTreeSet::from([1]));
+    store.close().await;
+}
