@@ -1,6 +1,8 @@
 //! `create_invoices` (seed 001): for subscriptions with `auto_invoice`, creates the invoices of
 //! the billing periods that overlap today..today + `days_ahead` (the current period included, so
-//! a day missed is caught up), in batches of `batch_size`. An invoice is unique per
+//! a day missed is caught up, unless `bill_past_periods = false`), in batches of `batch_size`.
+//! Each is due `payment_terms_days` after its period starts, or after today when the period
+//! is already under way: a new invoice is never born overdue. An invoice is unique per
 //! (subscription, period), so re-runs create nothing twice (invariant 4). With `paystack`, each
 //! new invoice gets a payment request, with the per-item retry policy `item_retry` (seed 001:
 //! 3 attempts, 1 s .. 10 s, factor 2, jitter); an invoice whose request failed is tried again by
@@ -32,6 +34,11 @@ pub struct CreateInvoicesJob {
     pub paystack: Option<PaystackConfig>,
     #[serde(default)]
     pub item_retry: ItemRetry,
+    /// Whether a period already under way today (the first run of a new subscription, or a
+    /// run after days down) is billed. It is, by default, due `payment_terms_days` after
+    /// today: an invoice is never born overdue. `false` skips such periods.
+    #[serde(default = "yes")]
+    pub bill_past_periods: bool,
 }
 
 /// The retry policy of one payment request.
@@ -131,7 +138,11 @@ impl Job for CreateInvoicesJob {
             after = last.id.clone();
             let mut candidates = vec![];
             for s in &subs {
+                let terms = Days::new(s.payment_terms_days.max(0) as u64);
                 for (start, end) in periods(s, today, horizon) {
+                    if start < today && !self.bill_past_periods {
+                        continue;
+                    }
                     candidates.push(NewInvoice {
                         id: uuid::Uuid::now_v7().to_string(),
                         number: String::new(),
@@ -142,7 +153,9 @@ impl Job for CreateInvoicesJob {
                         amount_minor: s.amount_minor,
                         currency: s.currency.clone(),
                         issued_at: ts(ctx.now),
-                        due_date: start + Days::new(s.payment_terms_days.max(0) as u64),
+                        // Terms run from the period's start, or from today for a period
+                        // already under way.
+                        due_date: start.max(today) + terms,
                         status: "open".into(),
                         paid_at: None,
                         provider_ref: None,

@@ -252,9 +252,10 @@ async fn billing_story(p: Project) {
         .iter()
         .map(|i| i["due_date"].as_str().unwrap().to_string())
         .collect();
+    // The current period began 5 days ago: its terms run from today, not from its start.
     assert_eq!(
         dues,
-        [day(2).to_string(), day(9).to_string(), day(16).to_string()]
+        [day(7).to_string(), day(9).to_string(), day(16).to_string()]
     );
     assert_eq!(created[0]["number"], json!("INV-000001"));
     assert_eq!(run(&p, "invoices").await.records_processed, Some(0));
@@ -972,6 +973,41 @@ async fn cleanup_deletes_in_batches_and_keeps_what_it_is_told() {
     );
     assert!(left.contains_key("old-0") && left.contains_key("old-1") && left.contains_key("new-2"));
     store.close().await;
+}
+
+/// The first run bills the period under way: before, due its terms after the period's start
+/// (here 4 days ago), so the invoice was born overdue and the same morning's overdue message
+/// told the tenant so. Now its terms run from today; `bill_past_periods = false` skips it.
+#[tokio::test]
+async fn a_new_invoice_is_never_born_overdue() {
+    for (past, dues) in [
+        (true, vec![day(1), day(3), day(10)]),
+        (false, vec![day(3), day(10)]),
+    ] {
+        let p = Project::sqlite();
+        p.write_config(
+            "",
+            &format!(
+                "[[job]]\nname = \"i\"\nkind = \"create_invoices\"\nschedule = \"0 7 * * *\"\n\
+                 days_ahead = 10\nbill_past_periods = {past}\n"
+            ),
+        );
+        let store = p.store().await;
+        let c = customer("Nomsa", Some("n@example.com"), None);
+        let mut sub = weekly(&c, 2);
+        sub.payment_terms_days = 1;
+        store.import(&[c], &[sub], &mut [], "INV-").await.unwrap();
+        let r = run(&p, "i").await;
+        let created = meta(&r)["invoices"].as_array().unwrap().clone();
+        let got: Vec<&str> = created
+            .iter()
+            .map(|i| i["due_date"].as_str().unwrap())
+            .collect();
+        let want: Vec<String> = dues.iter().map(|d| d.to_string()).collect();
+        assert_eq!(got, want, "bill_past_periods = {past}");
+        assert!(dues.iter().all(|d| *d > today()), "none born overdue");
+        store.close().await;
+    }
 }
 
 /// Invoice numbers never collide with imported ones: the counter skips past them.
