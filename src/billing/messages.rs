@@ -18,16 +18,15 @@ pub fn minor_digits(currency: &str) -> u32 {
     }
 }
 
-/// Formats an amount in minor units, e.g. `ZAR 1,250.00`.
-pub fn money(amount_minor: i64, currency: &str) -> String {
+/// Formats an amount in minor units, e.g. `ZAR 1,250.00`; a total of many amounts may exceed
+/// 64 bits, so any integer up to 128 bits is taken.
+pub fn money(amount_minor: impl Into<i128>, currency: &str) -> String {
+    let amount_minor: i128 = amount_minor.into();
     let digits = minor_digits(currency);
-    let scale = 10i64.pow(digits);
-    let (sign, abs) = if amount_minor < 0 {
-        ("-", amount_minor.unsigned_abs())
-    } else {
-        ("", amount_minor as u64)
-    };
-    let whole = (abs / scale as u64).to_string();
+    let scale = 10u128.pow(digits);
+    let sign = if amount_minor < 0 { "-" } else { "" };
+    let abs = amount_minor.unsigned_abs();
+    let whole = (abs / scale).to_string();
     let mut grouped = String::new();
     for (i, ch) in whole.chars().enumerate() {
         if i > 0 && (whole.len() - i).is_multiple_of(3) {
@@ -38,7 +37,7 @@ pub fn money(amount_minor: i64, currency: &str) -> String {
     if digits == 0 {
         format!("{currency} {sign}{grouped}")
     } else {
-        let frac = abs % scale as u64;
+        let frac = abs % scale;
         format!(
             "{currency} {sign}{grouped}.{frac:0width$}",
             width = digits as usize

@@ -51,6 +51,12 @@ pub fn last_period(period: Period, today: NaiveDate) -> (NaiveDate, NaiveDate) {
     }
 }
 
+/// A sum in minor units as JSON: a number, or its decimal text when it exceeds 64 bits (JSON
+/// readers lose precision beyond that).
+fn minor(sum: i128) -> Value {
+    i64::try_from(sum).map_or_else(|_| Value::String(sum.to_string()), Value::from)
+}
+
 fn sample_stats() -> Value {
     json!({
         "period": { "kind": "weekly", "start": "2026-11-16", "end": "2026-11-22",
@@ -137,7 +143,8 @@ impl Job for StatsReportJob {
                 "issued_amount": money(*issued, c),
                 "collected_amount": money(*collected, c),
                 "outstanding_amount": money(*outstanding, c),
-                "issued_minor": issued, "collected_minor": collected, "outstanding_minor": outstanding,
+                "issued_minor": minor(*issued), "collected_minor": minor(*collected),
+                "outstanding_minor": minor(*outstanding),
             })).collect::<Vec<_>>(),
             "notifications": s.notifications.iter().map(|(c, sent, failed)| json!({
                 "channel": c, "sent": sent, "failed": failed,

@@ -13,6 +13,9 @@ use sqlx::Row;
 
 use super::{Doing, Result, Store, json_text, ts, with_pool};
 
+/// Where the sums of amounts are split (see [`Store::stats`]).
+const SPLIT: i128 = 1_000_000_000;
+
 /// An invoice with its customer, as the reminder and escalation jobs read it.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct InvoiceView {
@@ -193,8 +196,9 @@ pub struct Stats {
     /// Invoices due in the period, and how many of them are paid.
     pub due_in_period: i64,
     pub due_in_period_paid: i64,
-    /// Per currency: issued, collected (paid in the period), outstanding (open now).
-    pub currencies: Vec<(String, i64, i64, i64)>,
+    /// Per currency: issued, collected (paid in the period), outstanding (open now), in minor
+    /// units; 128-bit, as a sum of many 64-bit amounts may not fit in 64 bits.
+    pub currencies: Vec<(String, i128, i128, i128)>,
     /// Per channel: sent, failed.
     pub notifications: Vec<(String, i64, i64)>,
     /// Per job: failed, timed out, abandoned runs.
@@ -699,6 +703,7 @@ impl Store {
     }
 
     /// The figures of a stats report over `[from, to)`; `today` decides what is overdue.
+    /// Amounts are summed without overflow, however large (each is at most `i64::MAX`).
     pub async fn stats(
         &self,
         from: DateTime<Utc>,
@@ -719,15 +724,28 @@ impl Store {
                (SELECT COUNT(*) FROM invoices WHERE status = 'paid'
                    AND due_date >= $4 AND due_date < $5)",
         );
-        let currencies = self.sql(
-            "SELECT currency,
-                    SUM(CASE WHEN issued_at >= $1::timestamptz AND issued_at < $2::timestamptz
-                             THEN amount_minor ELSE 0 END)::bigint,
-                    SUM(CASE WHEN status = 'paid' AND paid_at >= $1::timestamptz AND paid_at < $2::timestamptz
-                             THEN amount_minor ELSE 0 END)::bigint,
-                    SUM(CASE WHEN status = 'open' THEN amount_minor ELSE 0 END)::bigint
-               FROM invoices GROUP BY currency ORDER BY currency",
-        );
+        // Each sum in two parts (amounts over and under 10^9), so no sum overflows a 64-bit
+        // integer before some two billion invoices, whatever the amounts; put back together
+        // as 128-bit integers.
+        let sums = [
+            "issued_at >= $1::timestamptz AND issued_at < $2::timestamptz",
+            "status = 'paid' AND paid_at >= $1::timestamptz AND paid_at < $2::timestamptz",
+            "status = 'open'",
+        ]
+        .iter()
+        .map(|when| {
+            format!(
+                "SUM(CASE WHEN {when} THEN amount_minor / {SPLIT} ELSE 0 END)::bigint,
+                 SUM(CASE WHEN {when} THEN amount_minor % {SPLIT} ELSE 0 END)::bigint"
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(",\n");
+        let currencies = self
+            .sql(&format!(
+                "SELECT currency, {sums} FROM invoices GROUP BY currency ORDER BY currency"
+            ))
+            .into_owned();
         let notifications = self.sql(
             "SELECT channel,
                     SUM(CASE WHEN status = 'sent' THEN 1 ELSE 0 END)::bigint,
@@ -752,12 +770,19 @@ impl Store {
                 .fetch_one(pool)
                 .await
                 .doing("counting invoices for a report")?;
-            let currencies: Vec<(String, i64, i64, i64)> = sqlx::query_as(&currencies)
+            let parts: Vec<(String, i64, i64, i64, i64, i64, i64)> = sqlx::query_as(&currencies)
                 .bind(&f)
                 .bind(&t)
                 .fetch_all(pool)
                 .await
                 .doing("summing amounts for a report")?;
+            let whole = |high: i64, low: i64| i128::from(high) * SPLIT + i128::from(low);
+            let currencies = parts
+                .into_iter()
+                .map(|(c, ih, il, ch, cl, oh, ol)| {
+                    (c, whole(ih, il), whole(ch, cl), whole(oh, ol))
+                })
+                .collect();
             let notifications: Vec<(String, i64, i64)> = sqlx::query_as(&notifications)
                 .bind(&f)
                 .bind(&t)
