@@ -292,11 +292,19 @@ pub async fn check(store: &Store, table: Table, file: &Path) -> Result<Checked, 
         .map_err(|e| read_err(e.to_string()))?
         .clone();
     let mut errors: Vec<String> = vec![];
-    let header: HashMap<String, usize> = headers
-        .iter()
-        .enumerate()
-        .map(|(i, h)| (h.to_ascii_lowercase(), i))
-        .collect();
+    let mut header: HashMap<String, usize> = HashMap::new();
+    for (i, h) in headers.iter().enumerate() {
+        let name = h.to_ascii_lowercase();
+        if let Some(first) = header.get(&name) {
+            errors.push(format!(
+                "line 1: the column `{name}` is there twice (columns {} and {}); keep one",
+                first + 1,
+                i + 1
+            ));
+        } else {
+            header.insert(name, i);
+        }
+    }
     for h in header.keys() {
         if !table.columns().contains(&h.as_str()) {
             errors.push(format!(
@@ -325,6 +333,7 @@ pub async fn check(store: &Store, table: Table, file: &Path) -> Result<Checked, 
     let mut numbers: HashMap<String, u64> = HashMap::new();
     let mut subscription_refs: Vec<(u64, String)> = vec![];
     let mut invoice_lines: Vec<u64> = vec![];
+    let mut customer_emails: HashMap<String, u64> = HashMap::new();
     let now = Utc::now();
     for result in reader.records() {
         let record = match result {
@@ -369,6 +378,11 @@ pub async fn check(store: &Store, table: Table, file: &Path) -> Result<Checked, 
                     && let Err(e) = crate::time::zone::parse_timezone(tz)
                 {
                     r.bad("timezone", e);
+                }
+                if let Some(e) = &email
+                    && let Some(first) = customer_emails.insert(e.to_lowercase(), line)
+                {
+                    r.bad("email", format!("`{e}` is also on line {first}"));
                 }
                 let org_id = r.uuid("org_id");
                 out.customers.push(NewCustomer {
@@ -460,13 +474,22 @@ pub async fn check(store: &Store, table: Table, file: &Path) -> Result<Checked, 
                 }
                 r.required("due_date");
                 let due_date = r.date("due_date");
+                let (period_start, period_end) = (r.date("period_start"), r.date("period_end"));
+                if let (Some(s), Some(e)) = (period_start, period_end)
+                    && e < s
+                {
+                    r.bad(
+                        "period_end",
+                        format!("`{e}` is before `period_start` `{s}`"),
+                    );
+                }
                 out.invoices.push(NewInvoice {
                     id,
                     number,
                     customer_id: String::new(),
                     subscription_id,
-                    period_start: r.date("period_start"),
-                    period_end: r.date("period_end"),
+                    period_start,
+                    period_end,
                     amount_minor,
                     currency,
                     issued_at: ts(r.time("issued_at").unwrap_or(now)),
@@ -496,6 +519,26 @@ pub async fn check(store: &Store, table: Table, file: &Path) -> Result<Checked, 
             "line {line}, column `id`: `{id}` already exists in {}",
             table.name()
         ));
+    }
+    // A customer is one person per email: a file imported twice would double everyone.
+    let emails: Vec<String> = out
+        .customers
+        .iter()
+        .filter_map(|c| c.email.clone())
+        .collect();
+    let taken = store.customers_by_email(&emails).await?;
+    for c in &out.customers {
+        let Some(email) = &c.email else { continue };
+        if taken.contains_key(email) {
+            let line = customer_emails
+                .get(&email.to_lowercase())
+                .copied()
+                .unwrap_or(0);
+            errors.push(format!(
+                "line {line}, column `email`: a customer with the email `{email}` exists \
+                 already; remove the rows imported before (a file is imported once)"
+            ));
+        }
     }
     let all_numbers: Vec<String> = numbers.keys().cloned().collect();
     for n in store.existing("invoices", "number", &all_numbers).await? {
@@ -534,18 +577,28 @@ pub async fn check(store: &Store, table: Table, file: &Path) -> Result<Checked, 
     }
     let by_id: Vec<String> = refs.iter().filter_map(|r| r.id.clone()).collect();
     let known: HashSet<String> = store.existing("customers", "id", &by_id).await?;
+    // Each email once, however many rows name it (two invoices of one customer are two rows).
     let emails: Vec<String> = refs
         .iter()
-        .filter(|r| r.id.is_none())
         .filter_map(|r| r.email.clone())
+        .collect::<HashSet<_>>()
+        .into_iter()
         .collect();
     let by_email = store.customers_by_email(&emails).await?;
     let mut resolved = vec![];
     for r in &refs {
         let id = match (&r.id, &r.email) {
-            (Some(id), _) => {
+            (Some(id), email) => {
                 if !known.contains(id) {
                     errors.push(format!("line {}, column `customer_id`: no customer `{id}`; import the customers first", r.line));
+                } else if let Some(email) = email
+                    && !by_email.get(email).is_some_and(|ids| ids.contains(id))
+                {
+                    errors.push(format!(
+                        "line {}, column `customer_email`: `{email}` is not the email of the \
+                         customer `{id}` (`customer_id`); give one of the two, or make them agree",
+                        r.line
+                    ));
                 }
                 id.clone()
             }

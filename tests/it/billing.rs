@@ -733,6 +733,92 @@ async fn csv_import_rejects_bad_rows_by_line_and_imports_nothing() {
     store.close().await;
 }
 
+/// An import never doubles or contradicts: customers are one per email (a file imported twice
+/// is refused, not doubled), a header names each column once, `customer_id` and
+/// `customer_email` must agree, periods run forwards; and two invoices of one customer named
+/// by email import (the lookup counted the customer once per row and refused them).
+#[tokio::test]
+async fn import_refuses_what_would_double_or_contradict() {
+    let p = Project::sqlite();
+    p.write_config("", "");
+    let (a, b) = (id(), id());
+    let write = |name: &str, text: String| std::fs::write(p.path().join(name), text).unwrap();
+    let refused = |args: &[&str]| {
+        let out = p.cli(args);
+        assert!(!out.status.success(), "{}", stdout(&out));
+        stderr(&out)
+    };
+    write(
+        "people.csv",
+        format!("id,name,email\n{a},Anna,anna@x.test\n{b},Ben,ben@x.test\n"),
+    );
+    let out = p.cli(&["import", "customers", "people.csv"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    write(
+        "again.csv",
+        "name,email\nAnna,anna@x.test\nBen,ben@x.test\n".into(),
+    );
+    assert_eq!(
+        refused(&["import", "customers", "again.csv"]),
+        "error: `again.csv` has 2 bad row(s); nothing was imported. Fix them and import the file again:\n\
+         \x20 again.csv line 2, column `email`: a customer with the email `anna@x.test` exists already; remove the rows imported before (a file is imported once)\n\
+         \x20 again.csv line 3, column `email`: a customer with the email `ben@x.test` exists already; remove the rows imported before (a file is imported once)\n"
+    );
+    write(
+        "twice.csv",
+        "name,email,phone,email\nCara,cara@x.test,,\nCora,CARA@x.test,,\n".into(),
+    );
+    assert_eq!(
+        refused(&["import", "customers", "twice.csv"]),
+        "error: `twice.csv` has 1 bad row(s); nothing was imported. Fix them and import the file again:\n\
+         \x20 twice.csv line 1: the column `email` is there twice (columns 2 and 4); keep one\n"
+    );
+    write(
+        "twice.csv",
+        "name,email\nCara,cara@x.test\nCora,CARA@x.test\n".into(),
+    );
+    assert_eq!(
+        refused(&["import", "customers", "twice.csv"]),
+        "error: `twice.csv` has 1 bad row(s); nothing was imported. Fix them and import the file again:\n\
+         \x20 twice.csv line 3, column `email`: `CARA@x.test` is also on line 2\n"
+    );
+    write(
+        "bad.csv",
+        format!(
+            "number,customer_id,customer_email,amount,currency,due_date,period_start,period_end\n\
+             B-1,{a},ben@x.test,10,ZAR,2026-12-01,,\n\
+             B-2,,anna@x.test,10,ZAR,2026-12-01,2026-12-10,2026-12-01\n"
+        ),
+    );
+    assert_eq!(
+        refused(&["import", "invoices", "bad.csv"]),
+        format!(
+            "error: `bad.csv` has 2 bad row(s); nothing was imported. Fix them and import the file again:\n\
+             \x20 bad.csv line 2, column `customer_email`: `ben@x.test` is not the email of the customer `{a}` (`customer_id`); give one of the two, or make them agree\n\
+             \x20 bad.csv line 3, column `period_end`: `2026-12-01` is before `period_start` `2026-12-10`\n"
+        )
+    );
+    write(
+        "invoices.csv",
+        format!(
+            "number,customer_id,customer_email,amount,currency,due_date\n\
+             A-1,,anna@x.test,10,ZAR,2026-12-01\n\
+             A-2,,anna@x.test,20,ZAR,2026-12-02\n\
+             A-3,{a},anna@x.test,30,ZAR,2026-12-03\n"
+        ),
+    );
+    let out = p.cli(&["import", "invoices", "invoices.csv"]);
+    assert_eq!(
+        stdout(&out),
+        "imported 3 invoices from invoices.csv\n",
+        "{}",
+        stderr(&out)
+    );
+    let store = p.store().await;
+    assert_eq!(store.billing_counts().await.unwrap(), (2, 0, 3));
+    store.close().await;
+}
+
 /// `run-job --dry-run` renders and lists what would be sent, and sends, records and changes
 /// nothing.
 #[tokio::test]
@@ -1008,6 +1094,52 @@ async fn a_new_invoice_is_never_born_overdue() {
         assert!(dues.iter().all(|d| *d > today()), "none born overdue");
         store.close().await;
     }
+}
+
+/// Amounts up to the importer's cap summed to more than 64 bits, and `stats_report` failed
+/// with `integer overflow` until the rows were fixed. Sums are now exact at any size.
+#[tokio::test]
+async fn stats_sum_amounts_without_overflow() {
+    stats_overflow(Project::sqlite()).await;
+}
+
+#[tokio::test]
+async fn stats_sum_amounts_without_overflow_postgres() {
+    if let Some(p) = Project::postgres().await {
+        stats_overflow(p).await;
+    }
+}
+
+async fn stats_overflow(p: Project) {
+    p.write_config(
+        "",
+        "[channels.email]\ntransport = \"file\"\nfrom = \"billing@acme.test\"\n\n\
+         [templates]\nvars = { company = \"Acme\" }\n\n\
+         [[job]]\nname = \"weekly\"\nkind = \"stats_report\"\nschedule = \"0 8 * * 1\"\n\
+         period = \"weekly\"\nrecipients = [\"boss@acme.test\"]\n",
+    );
+    let store = p.store().await;
+    let c = customer("Big", Some("big@example.com"), None);
+    let mut invoices: Vec<NewInvoice> = (1..=3)
+        .map(|n| {
+            let mut i = invoice(&c, &format!("BIG-{n}"), 10);
+            i.amount_minor = i64::MAX / 2;
+            i
+        })
+        .collect();
+    store
+        .import(&[c], &[], &mut invoices, "INV-")
+        .await
+        .unwrap();
+    let r = run(&p, "weekly").await;
+    assert_eq!(r.status, "succeeded", "{r:?}");
+    let zar = &meta(&r)["stats"]["currencies"][0];
+    assert_eq!(zar["outstanding_minor"], json!("13835058055282163709"));
+    assert_eq!(
+        zar["outstanding_amount"],
+        json!("ZAR 138,350,580,552,821,637.09")
+    );
+    store.close().await;
 }
 
 /// Invoice numbers never collide with imported ones: the counter skips past them.
