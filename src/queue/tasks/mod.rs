@@ -293,3 +293,117 @@ fn change_status(
     ))
 }
 
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::queue::Handler;
+
+    /// The names rows hold: renaming one would strand every stored task of that type.
+    #[test]
+    fn the_table_keeps_the_stored_names() {
+        let names: Vec<&str> = TaskType::ALL.iter().map(|t| t.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "send_email",
+                "follow_up",
+                "check_payment",
+                "escalate",
+                "pause_campaign",
+                "resume_campaign",
+                "custom"
+            ]
+        );
+        for &ty in TaskType::ALL {
+            assert_eq!(TaskType::parse(ty.as_str()), Ok(ty));
+            assert_eq!(ty.to_string(), ty.as_str());
+        }
+        assert_eq!(
+            TaskType::parse("send_sms").unwrap_err().to_string(),
+            "unknown task type `send_sms`: expected one of `send_email`, `follow_up`, \
+             `check_payment`, `escalate`, `pause_campaign`, `resume_campaign`, `custom`"
+        );
+    }
+
+    fn queue(handlers: &[&str]) -> QueueConfig {
+        let mut queue = QueueConfig::default();
+        for name in handlers {
+            let handler = Handler {
+                kind: "noop".into(),
+                job: Arc::new(crate::jobs::noop::NoopJob {
+                    duration: Default::default(),
+                }),
+                timeout: None,
+            };
+            queue.handlers.insert(name.to_string(), handler);
+        }
+        queue
+    }
+
+    /// Every type in the table reads data it accepts, and each bad input gets its exact error.
+    #[test]
+    fn every_type_reads_its_data() {
+        use TaskType::*;
+        let notifier = Notifier::empty();
+        let known = notifier.templates.names().collect::<Vec<_>>().join(", ");
+        let crm = queue(&["crm"]);
+        let none = queue(&[]);
+        #[rustfmt::skip]
+        let table: &[(TaskType, &str, &QueueConfig, Result<(), String>)] = &[
+            (SendEmail, "null", &none, Ok(())),
+            (SendEmail, r#"{"tone": "firm", "templateId": "urgent"}"#, &none, Ok(())),
+            (SendEmail, r#"{"subject": "Hello", "body": "Pay"}"#, &none, Ok(())),
+            (SendEmail, r#"{"colour": "red"}"#, &none, Err(
+                "invalid data for a `send_email` task: unknown field `colour`, expected one of \
+                 `tone`, `templateId`, `subject`, `body`; it takes `tone`, `templateId`, \
+                 `subject` and `body`".into())),
+            (SendEmail, r#"{"tone": "stern"}"#, &none, Err(format!(
+                "no template for the tone `stern`: add `stern.j2` to the templates directory or \
+                 use one of: {known}"))),
+            (FollowUp, r#"{"tone": "professional"}"#, &none, Ok(())),
+            (FollowUp, r#"{"templateId": "stern"}"#, &none, Err(format!(
+                "no template for the templateId `stern`: add `stern.j2` to the templates \
+                 directory or use one of: {known}"))),
+            (FollowUp, r#"{"subject": "Hello"}"#, &none, Err(
+                "a `follow_up` task with its own text needs both `subject` and `body`".into())),
+            (Escalate, r#"{"newTone": "urgent"}"#, &none, Ok(())),
+            (Escalate, r#"{"tone": "urgent"}"#, &none, Err(
+                "invalid data for a `escalate` task: unknown field `tone`, expected `newTone`; \
+                 it takes `newTone`".into())),
+            (CheckPayment, "{}", &none, Ok(())),
+            (PauseCampaign, "null", &none, Ok(())),
+            (ResumeCampaign, "{}", &none, Ok(())),
+            (PauseCampaign, r#"{"now": true}"#, &none, Err(
+                "invalid data for a `pause_campaign` task: unknown field `now`, there are no \
+                 fields; it takes no keys".into())),
+            (CheckPayment, "[1]", &none, Err(
+                "the data of a `check_payment` task must be a JSON object (found `[1]`)".into())),
+            (Custom, r#"{"handler": "crm", "order": 7}"#, &crm, Ok(())),
+            (Custom, r#"{"order": 7}"#, &crm, Err(
+                "a `custom` task needs `\"handler\": NAME` in its data, naming a \
+                 `[queue.handlers.NAME]` of config.toml (configured: `crm`)".into())),
+            (Custom, r#"{"handler": "erp"}"#, &crm, Err(
+                "no handler `erp` for a `custom` task: add `[queue.handlers.erp]` to \
+                 config.toml (configured: `crm`)".into())),
+            (Custom, r#"{"handler": "erp"}"#, &none, Err(
+                "no handler `erp` for a `custom` task: add `[queue.handlers.erp]` to \
+                 config.toml (none is configured)".into())),
+        ];
+        for (ty, data, queue, expected) in table {
+            let data: Value = serde_json::from_str(data).unwrap();
+            let got = ty
+                .check_data(Some(&data), queue, &notifier)
+                .map_err(|e| e.0);
+            assert_eq!(&got, expected, "{ty} {data}");
+        }
+        for ty in TaskType::ALL {
+            assert!(
+                table.iter().any(|(t, _, _, r)| t == ty && r.is_ok()),
+                "`{ty}` has no accepted data in the table"
+            );
+        }
+        assert_eq!(SendEmail.check_data(None, &none, &notifier), Ok(()));
+    }
+}
