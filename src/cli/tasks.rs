@@ -13,7 +13,7 @@ use serde_json::Value;
 use super::Format;
 use crate::config::Config;
 use crate::queue::runner::{enqueue as insert, wake};
-use crate::queue::{TaskData, TaskRequest, TaskType};
+use crate::queue::{TaskRequest, TaskType};
 use crate::store::Store;
 use crate::store::queue::TaskFilter;
 
@@ -175,7 +175,7 @@ pub async fn enqueue(
     args: EnqueueArgs,
     now: DateTime<Utc>,
 ) -> Result<String> {
-    let ty = TaskType::parse(&args.task_type).map_err(CommandError::Input)?;
+    let ty = TaskType::parse(&args.task_type).map_err(|e| CommandError::Input(e.to_string()))?;
     if let Some(n) = args.max_retries
         && n > MAX_RETRIES
     {
@@ -214,7 +214,7 @@ pub async fn enqueue(
             ))
         })?),
     };
-    TaskData::parse(ty, data.as_ref(), &config.queue, &config.notifier)
+    ty.check_data(data.as_ref(), &config.queue, &config.notifier)
         .map_err(|e| CommandError::Input(e.0))?;
     let mut request = TaskRequest::new(ty, when);
     request.data = data;

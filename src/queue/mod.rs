@@ -1,8 +1,8 @@
 //! The durable queue of one-off delayed tasks (seed 000) and the collection campaigns that
 //! feed it. A task is a row in `scheduled_tasks`; the runner ([`runner`]) claims due rows with a
 //! lease, runs them ([`execute`]) and writes how they ended; campaigns ([`campaign`]) schedule
-//! their emails as tasks. This module holds the task types, their data and the `[queue]`
-//! settings.
+//! their emails as tasks; each task type is one file in [`tasks`]. This module holds what is
+//! asked of the queue ([`TaskRequest`]) and the `[queue]` settings.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -10,210 +10,25 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
 use serde_json::Value;
 
 use crate::jobs::DynJob;
-use crate::notify::Notifier;
 use crate::store::queue::{NO_ORG, NewTask, task_time};
 
 pub mod campaign;
 pub mod execute;
 pub mod runner;
+pub mod tasks;
+
+pub use tasks::{TaskType, UnknownTaskType};
 
 /// Every status a task row can have, in the order of its life.
 pub const STATUSES: &[&str] = &["pending", "executing", "completed", "failed", "cancelled"];
-
-/// The kinds of task.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum TaskType {
-    SendEmail,
-    FollowUp,
-    CheckPayment,
-    Escalate,
-    PauseCampaign,
-    ResumeCampaign,
-    Custom,
-}
-
-impl TaskType {
-    pub const ALL: [TaskType; 7] = [
-        TaskType::SendEmail,
-        TaskType::FollowUp,
-        TaskType::CheckPayment,
-        TaskType::Escalate,
-        TaskType::PauseCampaign,
-        TaskType::ResumeCampaign,
-        TaskType::Custom,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TaskType::SendEmail => "send_email",
-            TaskType::FollowUp => "follow_up",
-            TaskType::CheckPayment => "check_payment",
-            TaskType::Escalate => "escalate",
-            TaskType::PauseCampaign => "pause_campaign",
-            TaskType::ResumeCampaign => "resume_campaign",
-            TaskType::Custom => "custom",
-        }
-    }
-
-    pub fn parse(s: &str) -> Result<TaskType, String> {
-        TaskType::ALL
-            .into_iter()
-            .find(|t| t.as_str() == s)
-            .ok_or_else(|| format!("unknown task type `{s}`: expected one of {}", names()))
-    }
-}
-
-impl fmt::Display for TaskType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-fn names() -> String {
-    TaskType::ALL
-        .iter()
-        .map(|t| format!("`{t}`"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// The data of `send_email` and `follow_up` (the seed's names).
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct EmailData {
-    /// `friendly`, `professional`, `firm`, `urgent`, or any template's name.
-    pub tone: Option<String>,
-    /// A template to use instead of the tone's.
-    pub template_id: Option<String>,
-    /// A subject and body written by the enqueuer, sent as plain text.
-    pub subject: Option<String>,
-    pub body: Option<String>,
-}
-
-/// The data of `escalate`.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct EscalateData {
-    pub new_tone: Option<String>,
-}
-
-/// The data of tasks that take none (`check_payment`, `pause_campaign`, `resume_campaign`).
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NoData {}
-
-/// What a task of a type carries, read from its `task_data`.
-#[derive(Debug, Clone)]
-pub enum TaskData {
-    Email(EmailData),
-    Escalate(EscalateData),
-    None,
-    /// The handler's name and the whole data, passed to it as is.
-    Custom(String, Value),
-}
 
 /// Why a task is refused at enqueue, or fails without retry when it runs.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct TaskError(pub String);
-
-impl TaskData {
-    /// Reads and checks the data of a task of type `ty` against the config: a tone or template
-    /// must exist, a custom handler must be configured.
-    pub fn parse(
-        ty: TaskType,
-        data: Option<&Value>,
-        queue: &QueueConfig,
-        notifier: &Notifier,
-    ) -> Result<TaskData, TaskError> {
-        let empty = Value::Object(Default::default());
-        let data = match data {
-            None | Some(Value::Null) => &empty,
-            Some(v @ Value::Object(_)) => v,
-            Some(other) => {
-                return Err(TaskError(format!(
-                    "the data of a `{ty}` task must be a JSON object (found `{other}`)"
-                )));
-            }
-        };
-        let bad = |e: serde_json::Error| {
-            let accepted = match ty {
-                TaskType::SendEmail | TaskType::FollowUp => {
-                    "`tone`, `templateId`, `subject` and `body`"
-                }
-                TaskType::Escalate => "`newTone`",
-                _ => "no keys",
-            };
-            TaskError(format!(
-                "invalid data for a `{ty}` task: {e}; it takes {accepted}"
-            ))
-        };
-        let template = |name: &str, what: &str| {
-            notifier
-                .templates
-                .require(name, what)
-                .map_err(|e| TaskError(e.to_string()))
-        };
-        Ok(match ty {
-            TaskType::SendEmail | TaskType::FollowUp => {
-                let d: EmailData = serde_json::from_value(data.clone()).map_err(bad)?;
-                if let Some(t) = &d.tone {
-                    template(t, "tone")?;
-                }
-                if let Some(t) = &d.template_id {
-                    template(t, "templateId")?;
-                }
-                if d.subject.is_some() != d.body.is_some() {
-                    return Err(TaskError(format!(
-                        "a `{ty}` task with its own text needs both `subject` and `body`"
-                    )));
-                }
-                TaskData::Email(d)
-            }
-            TaskType::Escalate => {
-                let d: EscalateData = serde_json::from_value(data.clone()).map_err(bad)?;
-                if let Some(t) = &d.new_tone {
-                    template(t, "newTone")?;
-                }
-                TaskData::Escalate(d)
-            }
-            TaskType::CheckPayment | TaskType::PauseCampaign | TaskType::ResumeCampaign => {
-                serde_json::from_value::<NoData>(data.clone()).map_err(bad)?;
-                TaskData::None
-            }
-            TaskType::Custom => {
-                let handler = data.get("handler").and_then(Value::as_str).ok_or_else(|| {
-                    TaskError(format!(
-                        "a `custom` task needs `\"handler\": NAME` in its data, naming a \
-                         `[queue.handlers.NAME]` of config.toml{}",
-                        handler_list(queue)
-                    ))
-                })?;
-                if !queue.handlers.contains_key(handler) {
-                    return Err(TaskError(format!(
-                        "no handler `{handler}` for a `custom` task: add \
-                         `[queue.handlers.{handler}]` to config.toml{}",
-                        handler_list(queue)
-                    )));
-                }
-                TaskData::Custom(handler.to_string(), data.clone())
-            }
-        })
-    }
-}
-
-fn handler_list(queue: &QueueConfig) -> String {
-    if queue.handlers.is_empty() {
-        " (none is configured)".into()
-    } else {
-        let names: Vec<String> = queue.handlers.keys().map(|k| format!("`{k}`")).collect();
-        format!(" (configured: {})", names.join(", "))
-    }
-}
 
 /// Retries of one task type: the wait before each retry, and how many.
 #[derive(Debug, Clone, PartialEq)]
