@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::Collector;
+use super::problems::Collector;
 use crate::notify::{ChannelKind, Notifier};
 use crate::schedule::Trigger;
 use crate::secret::host_only;

@@ -25,48 +25,16 @@ use crate::time::zone::parse_timezone;
 
 pub mod alerts;
 pub mod http;
+mod problems;
 mod queue;
+mod read;
+
+use self::problems::{Collector, Owner, quoted};
+pub use self::problems::{ConfigError, Problem};
+use self::read::{deser, sub_table, valid_name};
 
 /// The example config shipped with tickler; `tickler print-config` prints it.
 pub const EXAMPLE: &str = include_str!("../../config.toml");
-
-/// One thing wrong with a config file, with its position when it has one.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    /// What was being read, e.g. ``invalid cron expression `0 25 * * *` for job `x` ``.
-    pub what: String,
-    /// 1-based line and column of the offending value.
-    pub at: Option<(usize, usize)>,
-    /// Why, and what would be accepted.
-    pub detail: String,
-}
-
-/// Every problem found in one config file.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub struct ConfigError {
-    pub file: PathBuf,
-    pub problems: Vec<Problem>,
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let file = self.file.display();
-        for (i, p) in self.problems.iter().enumerate() {
-            if i > 0 {
-                writeln!(f)?;
-            }
-            match p.at {
-                Some((line, col)) => write!(
-                    f,
-                    "{} ({file} line {line}, column {col}): {}",
-                    p.what, p.detail
-                )?,
-                None => write!(f, "{} ({file}): {}", p.what, p.detail)?,
-            }
-        }
-        Ok(())
-    }
-}
 
 /// What happens when a fire comes due while the previous run of the same job still runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -235,136 +203,6 @@ const IDENTITY_KEYS: &[&str] = &[
     "timezone",
 ];
 
-/// Maps byte offsets of the source to 1-based line and column.
-struct Source<'a> {
-    text: &'a str,
-}
-
-impl Source<'_> {
-    fn at(&self, offset: usize) -> (usize, usize) {
-        let offset = offset.min(self.text.len());
-        let before = &self.text[..offset];
-        let line = before.matches('\n').count() + 1;
-        let line_start = before.rfind('\n').map(|i| i + 1).unwrap_or(0);
-        (line, before[line_start..].chars().count() + 1)
-    }
-}
-
-struct Collector<'a> {
-    source: Source<'a>,
-    problems: Vec<Problem>,
-}
-
-impl Collector<'_> {
-    fn push(
-        &mut self,
-        what: impl Into<String>,
-        span: Option<Range<usize>>,
-        detail: impl Into<String>,
-    ) {
-        let at = span.map(|s| self.source.at(s.start));
-        self.problems.push(Problem {
-            what: what.into(),
-            at,
-            detail: detail.into(),
-        });
-    }
-
-    fn toml(&mut self, what: impl Into<String>, err: &toml::de::Error, fallback: Range<usize>) {
-        let detail = err.message().trim().to_string();
-        self.push(what, Some(err.span().unwrap_or(fallback)), detail);
-    }
-
-    /// A value of `owner` that did not deserialize, named by its key when the error points at
-    /// a value (a bad duration, a wrong type): the message then says which key of which table
-    /// is wrong, as invariant 10 asks, not just which section.
-    fn toml_value(&mut self, owner: Owner<'_>, err: &toml::de::Error, fallback: Range<usize>) {
-        let span = err.span().unwrap_or(fallback);
-        let what = self.what(owner, span.start);
-        self.push(what, Some(span), err.message().trim().to_string());
-    }
-
-    /// "invalid `KEY` for job `x`" or "invalid `KEY` in `[SECTION]`" for the value at
-    /// `offset`; the owner's own phrase when no value of the file lies there.
-    fn what(&self, owner: Owner<'_>, offset: usize) -> String {
-        let path = key_at(self.source.text, offset);
-        match owner {
-            Owner::Section(what) => match path.split_last() {
-                Some((key, table)) if !table.is_empty() => {
-                    format!("invalid `{key}` in `[{}]`", table.join("."))
-                }
-                _ => what.to_string(),
-            },
-            Owner::Entry { label, depth } if path.len() > depth => {
-                format!("invalid `{}` for {label}", path[depth..].join("."))
-            }
-            Owner::Entry { label, .. } => format!("invalid {label}"),
-        }
-    }
-}
-
-/// Whose keys a bad value belongs to, for `Collector::toml_value`.
-#[derive(Clone, Copy)]
-enum Owner<'a> {
-    /// A section (`[daemon]`, `[channels]`, ...): its phrase when no key is found.
-    Section(&'a str),
-    /// One entry of a list (a `[[job]]`, a `[queue.handlers.NAME]`), named `label`, whose own
-    /// keys start `depth` segments down the document (a job's: 1, a handler's: 3).
-    Entry { label: &'a str, depth: usize },
-}
-
-/// The keys leading to the value (a string, number, date, or an item of an array of them)
-/// that holds byte `offset` of the document, e.g. `job`, `retry`, `initial`; empty when the
-/// offset is on no value (a key, a table header) or the text does not parse.
-fn key_at(text: &str, offset: usize) -> Vec<String> {
-    fn walk(table: &DeTable<'_>, offset: usize, path: &mut Vec<String>) -> bool {
-        let on = |v: &Spanned<DeValue<'_>>| v.span().contains(&offset);
-        for (key, value) in table.iter() {
-            path.push(key.get_ref().to_string());
-            let found = match value.get_ref() {
-                DeValue::Table(t) => walk(t, offset, path),
-                DeValue::Array(items) => items.iter().any(|item| match item.get_ref() {
-                    DeValue::Table(t) => walk(t, offset, path),
-                    _ => on(item),
-                }),
-                _ => on(value),
-            };
-            if found {
-                return true;
-            }
-            path.pop();
-        }
-        false
-    }
-    let mut path = vec![];
-    match DeTable::parse(text) {
-        Ok(root) if walk(root.get_ref(), offset, &mut path) => path,
-        _ => vec![],
-    }
-}
-
-fn deser<'i, T: Deserialize<'i>>(value: Spanned<DeValue<'i>>) -> Result<T, toml::de::Error> {
-    T::deserialize(ValueDeserializer::from(value))
-}
-
-fn sub_table<'i>(table: &DeTable<'i>, keys: &[&str], span: Range<usize>) -> Spanned<DeValue<'i>> {
-    let mut out = DeTable::new();
-    for (k, v) in table.iter() {
-        if keys.contains(&k.get_ref().as_ref()) {
-            out.insert(k.clone(), v.clone());
-        }
-    }
-    Spanned::new(span, DeValue::Table(out))
-}
-
-fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
-}
-
 fn merge<T: Clone>(job: &Option<T>, defaults: &Option<T>) -> Option<T> {
     job.clone().or_else(|| defaults.clone())
 }
@@ -394,10 +232,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 
 /// Validates config text; `path` is used in messages and to resolve nothing else.
 pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
-    let mut c = Collector {
-        source: Source { text },
-        problems: vec![],
-    };
+    let mut c = Collector::new(text);
     let config = parse_into(path, text, &mut c);
     match config {
         Some(config) if c.problems.is_empty() => Ok(Config {
@@ -832,19 +667,12 @@ fn retry_policy(raw: Option<RetryRaw>, label: &str, c: &mut Collector<'_>) -> Op
     })
 }
 
-fn quoted(items: &[&str]) -> String {
-    items
-        .iter()
-        .map(|k| format!("`{k}`"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn errors(text: &str) -> String {
+    /// The message `tickler check` prints for `text`, which must be refused.
+    pub(super) fn errors(text: &str) -> String {
         parse(Path::new("config.toml"), text)
             .unwrap_err()
             .to_string()
@@ -906,32 +734,6 @@ catch_up = "all"
         assert_eq!(b.timeout, Duration::from_secs(30));
         assert_eq!(b.overlap, Overlap::Allow);
         assert_eq!(b.catch_up, CatchUp::All);
-    }
-
-    #[test]
-    fn every_problem_is_reported_with_its_position() {
-        let text = r#"[daemon]
-timezone = "UTC"
-
-[[job]]
-name = "daily-invoices"
-kind = "noop"
-schedule = "0 25 * * *"
-
-[[job]]
-name = "b"
-kind = "noop"
-every = "10m"
-timezone = "Europe/Berln"
-"#;
-        assert_eq!(
-            errors(text),
-            "invalid cron expression `0 25 * * *` for job `daily-invoices` (config.toml line 7, \
-             column 12): hour must be 0-23 (found 25)\n\
-             invalid `timezone` for job `b` (config.toml line 13, column 12): unknown time zone \
-             `Europe/Berln`; did you mean `Europe/Berlin`? use an IANA name such as \
-             `Africa/Johannesburg` or `UTC` (`timedatectl list-timezones` lists them)"
-        );
     }
 
     #[test]
