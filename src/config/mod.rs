@@ -20,11 +20,12 @@ use crate::notify::{ChannelsRaw, Notifier, TemplatesRaw};
 use crate::retry::RetryPolicy;
 use crate::schedule::{self, CronTrigger, Trigger};
 use crate::secret::DatabaseUrl;
-use crate::time::duration;
 use crate::time::zone::parse_timezone;
 
 pub mod alerts;
+mod daemon;
 pub mod http;
+mod policy;
 mod problems;
 mod queue;
 mod read;
@@ -121,68 +122,6 @@ impl Config {
     }
 }
 
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct DaemonRaw {
-    timezone: Option<Spanned<String>>,
-    database_url: Option<String>,
-    state_dir: Option<PathBuf>,
-    max_concurrent: Option<Spanned<i64>>,
-    #[serde(default, with = "duration::option")]
-    shutdown_grace: Option<Duration>,
-    #[serde(default, with = "duration::option")]
-    heartbeat_interval: Option<Duration>,
-    #[serde(default, with = "duration::option")]
-    history_retention: Option<Duration>,
-    #[serde(default, with = "duration::option")]
-    failure_retention: Option<Duration>,
-}
-
-#[derive(Deserialize, Default, Clone)]
-#[serde(deny_unknown_fields)]
-struct RetryRaw {
-    attempts: Option<Spanned<i64>>,
-    #[serde(default, with = "duration::option")]
-    initial: Option<Duration>,
-    factor: Option<Spanned<f64>>,
-    #[serde(default, with = "duration::option")]
-    max: Option<Duration>,
-    jitter: Option<bool>,
-}
-
-/// The run policy keys, shared by `[defaults]` and each `[[job]]`.
-#[derive(Deserialize, Default, Clone)]
-#[serde(deny_unknown_fields)]
-struct PolicyRaw {
-    enabled: Option<bool>,
-    #[serde(default, with = "duration::option")]
-    timeout: Option<Duration>,
-    retry: Option<RetryRaw>,
-    overlap: Option<Overlap>,
-    catch_up: Option<CatchUp>,
-    #[serde(default, with = "duration::option")]
-    misfire_grace: Option<Duration>,
-    #[serde(default, with = "duration::option")]
-    jitter: Option<Duration>,
-    on_failure: Option<alerts::OnFailureRaw>,
-    #[serde(default, with = "duration::option")]
-    expect_success_within: Option<Duration>,
-    ping_url: Option<Spanned<String>>,
-}
-
-const POLICY_KEYS: &[&str] = &[
-    "enabled",
-    "timeout",
-    "retry",
-    "overlap",
-    "catch_up",
-    "misfire_grace",
-    "jitter",
-    "on_failure",
-    "expect_success_within",
-    "ping_url",
-];
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct IdentityRaw {
@@ -202,10 +141,6 @@ const IDENTITY_KEYS: &[&str] = &[
     "every",
     "timezone",
 ];
-
-fn merge<T: Clone>(job: &Option<T>, defaults: &Option<T>) -> Option<T> {
-    job.clone().or_else(|| defaults.clone())
-}
 
 /// Reads and validates a config file; `TICKLER_DATABASE_URL` overrides `database_url`.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -254,8 +189,8 @@ fn parse_into(path: &Path, text: &str, c: &mut Collector<'_>) -> Option<Config> 
             return None;
         }
     };
-    let mut daemon_raw = DaemonRaw::default();
-    let mut defaults = PolicyRaw::default();
+    let mut daemon_raw = daemon::DaemonRaw::default();
+    let mut defaults = policy::PolicyRaw::default();
     let mut job_tables: Vec<Spanned<DeValue<'_>>> = vec![];
     let mut channels = ChannelsRaw::default();
     let mut templates = TemplatesRaw::default();
@@ -266,7 +201,7 @@ fn parse_into(path: &Path, text: &str, c: &mut Collector<'_>) -> Option<Config> 
     for (key, value) in root.get_ref().iter() {
         let span = value.span();
         match key.get_ref().as_ref() {
-            "daemon" => match deser::<DaemonRaw>(value.clone()) {
+            "daemon" => match deser::<daemon::DaemonRaw>(value.clone()) {
                 Ok(d) => daemon_raw = d,
                 Err(e) => c.toml_value(Owner::Section("invalid `[daemon]` section"), &e, span),
             },
@@ -286,7 +221,7 @@ fn parse_into(path: &Path, text: &str, c: &mut Collector<'_>) -> Option<Config> 
             },
             "queue" => queue_value = Some(value.clone()),
             "http" => http_value = Some(value.clone()),
-            "defaults" => match deser::<PolicyRaw>(value.clone()) {
+            "defaults" => match deser::<policy::PolicyRaw>(value.clone()) {
                 Ok(d) => defaults = d,
                 Err(e) => c.toml_value(Owner::Section("invalid `[defaults]` section"), &e, span),
             },
@@ -306,7 +241,7 @@ fn parse_into(path: &Path, text: &str, c: &mut Collector<'_>) -> Option<Config> 
         }
     }
 
-    let daemon = daemon_config(daemon_raw, c);
+    let daemon = daemon::daemon_config(daemon_raw, c);
     let config_dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
@@ -356,56 +291,9 @@ fn parse_into(path: &Path, text: &str, c: &mut Collector<'_>) -> Option<Config> 
     })
 }
 
-fn daemon_config(raw: DaemonRaw, c: &mut Collector<'_>) -> Option<DaemonConfig> {
-    let timezone = match &raw.timezone {
-        None => Tz::UTC,
-        Some(tz) => match parse_timezone(tz.get_ref()) {
-            Ok(tz) => tz,
-            Err(e) => {
-                c.push("invalid `timezone` in `[daemon]`", Some(tz.span()), e);
-                return None;
-            }
-        },
-    };
-    let max_concurrent = match raw.max_concurrent {
-        None => 64,
-        Some(n) if (1..=100_000).contains(n.get_ref()) => *n.get_ref() as usize,
-        Some(n) => {
-            c.push(
-                "invalid `max_concurrent` in `[daemon]`",
-                Some(n.span()),
-                format!("must be 1-100000 (found {})", n.get_ref()),
-            );
-            return None;
-        }
-    };
-    let state_dir = raw.state_dir.unwrap_or_else(|| {
-        std::env::var_os("STATE_DIRECTORY")
-            .map(|d| PathBuf::from(d.to_string_lossy().split(':').next().unwrap_or("var")))
-            .unwrap_or_else(|| PathBuf::from("var"))
-    });
-    let database_url = raw
-        .database_url
-        .unwrap_or_else(|| format!("sqlite://{}/tickler.db", state_dir.display()));
-    Some(DaemonConfig {
-        timezone,
-        database_url: DatabaseUrl::new(database_url),
-        state_dir,
-        max_concurrent,
-        shutdown_grace: raw.shutdown_grace.unwrap_or(Duration::from_secs(30)),
-        heartbeat_interval: raw.heartbeat_interval.unwrap_or(Duration::from_secs(30)),
-        history_retention: raw
-            .history_retention
-            .unwrap_or(Duration::from_secs(90 * 86_400)),
-        failure_retention: raw
-            .failure_retention
-            .unwrap_or(Duration::from_secs(365 * 86_400)),
-    })
-}
-
 fn job_spec(
     table: Spanned<DeValue<'_>>,
-    defaults: &PolicyRaw,
+    defaults: &policy::PolicyRaw,
     daemon: Option<&DaemonConfig>,
     notifier: Option<&Arc<Notifier>>,
     c: &mut Collector<'_>,
@@ -431,11 +319,11 @@ fn job_spec(
             return None;
         }
     };
-    let policy: PolicyRaw = match deser(sub_table(t, POLICY_KEYS, span.clone())) {
+    let policy: policy::PolicyRaw = match deser(sub_table(t, policy::POLICY_KEYS, span.clone())) {
         Ok(p) => p,
         Err(e) => {
             c.toml_value(owner, &e, span.clone());
-            PolicyRaw::default()
+            policy::PolicyRaw::default()
         }
     };
     let before = c.problems.len();
@@ -453,7 +341,7 @@ fn job_spec(
     let params_keys: Vec<&str> = t
         .iter()
         .map(|(k, _)| k.get_ref().as_ref())
-        .filter(|k| !IDENTITY_KEYS.contains(k) && !POLICY_KEYS.contains(k))
+        .filter(|k| !IDENTITY_KEYS.contains(k) && !policy::POLICY_KEYS.contains(k))
         .collect();
     let params = sub_table(t, &params_keys, span.clone());
     let job = match jobs::build(&kind, ValueDeserializer::from(params)) {
@@ -471,7 +359,7 @@ fn job_spec(
             if detail.starts_with("unknown field") {
                 detail = format!(
                     "{detail} for kind `{kind}`; every job also takes {}",
-                    quoted(&[IDENTITY_KEYS, POLICY_KEYS].concat())
+                    quoted(&[IDENTITY_KEYS, policy::POLICY_KEYS].concat())
                 );
             }
             let at = e.span().unwrap_or(span.clone());
@@ -582,13 +470,7 @@ fn job_spec(
     }
 
     let alerts = alerts::job_alerts(
-        alerts::AlertKeys {
-            on_failure: policy.on_failure.as_ref().or(defaults.on_failure.as_ref()),
-            expect_success_within: policy
-                .expect_success_within
-                .or(defaults.expect_success_within),
-            ping_url: policy.ping_url.as_ref().or(defaults.ping_url.as_ref()),
-        },
+        policy.alert_keys(defaults),
         &name,
         &label,
         span.clone(),
@@ -596,75 +478,29 @@ fn job_spec(
         notifier.map(|n| &**n),
         c,
     );
-    let retry = retry_policy(merge(&policy.retry, &defaults.retry), &label, c);
-    let timeout = merge(&policy.timeout, &defaults.timeout).unwrap_or(Duration::from_secs(3600));
-    if timeout.is_zero() {
-        c.push(
-            format!("invalid `timeout` for {label}"),
-            Some(span.clone()),
-            "must be more than 0s",
-        );
-    }
+    let run = policy::run_policy(&policy, defaults, &label, span.clone(), c);
     if c.problems.len() > before {
         return None;
     }
+    let run = run?;
     let spec = JobSpec {
         name: Arc::from(name.as_str()),
         kind,
         description: identity.description,
         trigger: trigger?,
         timezone: timezone?,
-        enabled: merge(&policy.enabled, &defaults.enabled).unwrap_or(true),
-        timeout,
-        retry: retry?,
-        overlap: merge(&policy.overlap, &defaults.overlap).unwrap_or(Overlap::Skip),
-        catch_up: merge(&policy.catch_up, &defaults.catch_up).unwrap_or(CatchUp::Latest),
-        misfire_grace: merge(&policy.misfire_grace, &defaults.misfire_grace)
-            .unwrap_or(Duration::from_secs(3600)),
-        jitter: merge(&policy.jitter, &defaults.jitter).unwrap_or(Duration::ZERO),
+        enabled: run.enabled,
+        timeout: run.timeout,
+        retry: run.retry,
+        overlap: run.overlap,
+        catch_up: run.catch_up,
+        misfire_grace: run.misfire_grace,
+        jitter: run.jitter,
         job: job?,
         notifier: notifier?.clone(),
         alerts,
     };
     Some((spec, identity.name.span()))
-}
-
-fn retry_policy(raw: Option<RetryRaw>, label: &str, c: &mut Collector<'_>) -> Option<RetryPolicy> {
-    let raw = raw.unwrap_or_default();
-    let attempts = match &raw.attempts {
-        None => 1,
-        Some(a) if (1..=100).contains(a.get_ref()) => *a.get_ref() as u32,
-        Some(a) => {
-            c.push(
-                format!("invalid `retry.attempts` for {label}"),
-                Some(a.span()),
-                format!(
-                    "must be 1-100, counting the first attempt (found {})",
-                    a.get_ref()
-                ),
-            );
-            return None;
-        }
-    };
-    let factor = match &raw.factor {
-        None => 2.0,
-        Some(f) if *f.get_ref() >= 1.0 && f.get_ref().is_finite() => *f.get_ref(),
-        Some(f) => {
-            c.push(
-                format!("invalid `retry.factor` for {label}"),
-                Some(f.span()),
-                format!("must be 1.0 or more (found {})", f.get_ref()),
-            );
-            return None;
-        }
-    };
-    Some(RetryPolicy {
-        attempts,
-        initial: raw.initial.unwrap_or(Duration::from_secs(1)),
-        factor,
-        max: raw.max.unwrap_or(Duration::from_secs(600)),
-        jitter: raw.jitter.unwrap_or(true),
-    })
 }
 
 #[cfg(test)]
@@ -697,46 +533,6 @@ mod tests {
     }
 
     #[test]
-    fn defaults_apply_and_jobs_override() {
-        let config = parse(
-            Path::new("c.toml"),
-            r#"
-[daemon]
-timezone = "Africa/Johannesburg"
-[defaults]
-timeout = "5m"
-retry = { attempts = 3, initial = "1s", factor = 2, max = "10s", jitter = true }
-overlap = "queue"
-[[job]]
-name = "a"
-kind = "noop"
-every = "10m"
-[[job]]
-name = "b"
-kind = "noop"
-schedule = "0 7 * * *"
-timezone = "Europe/Berlin"
-timeout = "30s"
-overlap = "allow"
-catch_up = "all"
-"#,
-        )
-        .unwrap();
-        let a = config.job("a").unwrap();
-        assert_eq!(a.timezone, chrono_tz::Africa::Johannesburg);
-        assert_eq!(a.timeout, Duration::from_secs(300));
-        assert_eq!(a.overlap, Overlap::Queue);
-        assert_eq!(a.catch_up, CatchUp::Latest);
-        assert_eq!(a.retry.attempts, 3);
-        assert_eq!(a.retry.max, Duration::from_secs(10));
-        let b = config.job("b").unwrap();
-        assert_eq!(b.timezone, chrono_tz::Europe::Berlin);
-        assert_eq!(b.timeout, Duration::from_secs(30));
-        assert_eq!(b.overlap, Overlap::Allow);
-        assert_eq!(b.catch_up, CatchUp::All);
-    }
-
-    #[test]
     fn a_job_without_a_trigger_is_refused() {
         assert_eq!(
             errors("[[job]]\nname = \"x\"\nkind = \"noop\"\n"),
@@ -766,17 +562,6 @@ catch_up = "all"
             errors("[[job]]\nname = \"x\"\nkind = \"noop\"\nschedule = \"0 0 30 2 *\"\n"),
             "cron expression `0 0 30 2 *` for job `x` never fires (config.toml line 4, column \
              12): no date matches it (e.g. February 30th); fix the day-of-month or month"
-        );
-    }
-
-    #[test]
-    fn retry_values_are_checked() {
-        assert_eq!(
-            errors(
-                "[[job]]\nname = \"x\"\nkind = \"noop\"\nevery = \"1m\"\nretry = { attempts = 0 }\n"
-            ),
-            "invalid `retry.attempts` for job `x` (config.toml line 5, column 22): must be \
-             1-100, counting the first attempt (found 0)"
         );
     }
 
@@ -819,44 +604,6 @@ catch_up = "all"
              http(s) URL (shown by its host only: it holds a secret); e.g. \
              `https://hc-ping.com/<uuid>`, or `https://hc-ping.com/<ping-key>/{job}` in \
              `[defaults]`"
-        );
-    }
-
-    #[test]
-    fn alert_defaults_apply_per_job() {
-        let config = parse(
-            Path::new("c.toml"),
-            r#"
-[defaults]
-on_failure = { webhook = ["https://hooks.test/T/B/s"], repeat_after = "1h" }
-ping_url = "https://hc-ping.test/key/{job}"
-[[job]]
-name = "a"
-kind = "noop"
-every = "10m"
-expect_success_within = "1h"
-[[job]]
-name = "b"
-kind = "noop"
-every = "10m"
-on_failure = {}
-"#,
-        )
-        .unwrap();
-        let a = &config.job("a").unwrap().alerts;
-        let on_failure = a.on_failure.as_ref().unwrap();
-        assert_eq!(on_failure.webhook, ["https://hooks.test/T/B/s"]);
-        assert_eq!(on_failure.repeat_after, Duration::from_secs(3600));
-        assert_eq!(a.ping_url.as_deref(), Some("https://hc-ping.test/key/a"));
-        assert_eq!(a.expect_success_within, Some(Duration::from_secs(3600)));
-        let b = &config.job("b").unwrap().alerts;
-        assert!(!b.on_failure.as_ref().unwrap().has_recipients());
-        assert_eq!(b.ping_url.as_deref(), Some("https://hc-ping.test/key/b"));
-        // Webhook and ping URLs are secrets: Debug shows neither.
-        let shown = format!("{a:?}");
-        assert!(
-            !shown.contains("hooks.test") && !shown.contains("hc-ping"),
-            "{shown}"
         );
     }
 }
