@@ -15,7 +15,7 @@ use crate::time::duration;
 
 #[derive(Deserialize, Default, Clone)]
 #[serde(deny_unknown_fields)]
-pub(super) struct RetryRaw {
+struct RetryRaw {
     attempts: Option<Spanned<i64>>,
     #[serde(default, with = "duration::option")]
     initial: Option<Duration>,
