@@ -4,18 +4,16 @@
 //! reload with a broken file leaves the running schedule untouched (invariant 5).
 
 use std::fmt;
-use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono_tz::Tz;
 use serde::Deserialize;
-use toml::Spanned;
-use toml::de::{DeTable, DeValue};
+use toml::de::DeTable;
 
 use crate::jobs::DynJob;
-use crate::notify::{ChannelsRaw, Notifier, TemplatesRaw};
+use crate::notify::Notifier;
 use crate::retry::RetryPolicy;
 use crate::schedule::Trigger;
 use crate::secret::DatabaseUrl;
@@ -28,11 +26,11 @@ mod policy;
 mod problems;
 mod queue;
 mod read;
+mod sections;
 mod trigger;
 
-use self::problems::{Collector, Owner};
+use self::problems::Collector;
 pub use self::problems::{ConfigError, Problem};
-use self::read::deser;
 
 /// The example config shipped with tickler; `tickler print-config` prints it.
 pub const EXAMPLE: &str = include_str!("../../config.toml");
@@ -169,59 +167,8 @@ fn parse_into(path: &Path, text: &str, c: &mut Collector<'_>) -> Option<Config> 
             return None;
         }
     };
-    let mut daemon_raw = daemon::DaemonRaw::default();
-    let mut defaults = policy::PolicyRaw::default();
-    let mut job_tables: Vec<Spanned<DeValue<'_>>> = vec![];
-    let mut channels = ChannelsRaw::default();
-    let mut templates = TemplatesRaw::default();
-    let mut notify_span = 0..0;
-    let mut templates_span: Option<Range<usize>> = None;
-    let mut queue_value = None;
-    let mut http_value = None;
-    for (key, value) in root.get_ref().iter() {
-        let span = value.span();
-        match key.get_ref().as_ref() {
-            "daemon" => match deser::<daemon::DaemonRaw>(value.clone()) {
-                Ok(d) => daemon_raw = d,
-                Err(e) => c.toml_value(Owner::Section("invalid `[daemon]` section"), &e, span),
-            },
-            "channels" => match deser::<ChannelsRaw>(value.clone()) {
-                Ok(ch) => {
-                    channels = ch;
-                    notify_span = span;
-                }
-                Err(e) => c.toml_value(Owner::Section("invalid `[channels]` section"), &e, span),
-            },
-            "templates" => match deser::<TemplatesRaw>(value.clone()) {
-                Ok(t) => {
-                    templates = t;
-                    templates_span = Some(span);
-                }
-                Err(e) => c.toml_value(Owner::Section("invalid `[templates]` section"), &e, span),
-            },
-            "queue" => queue_value = Some(value.clone()),
-            "http" => http_value = Some(value.clone()),
-            "defaults" => match deser::<policy::PolicyRaw>(value.clone()) {
-                Ok(d) => defaults = d,
-                Err(e) => c.toml_value(Owner::Section("invalid `[defaults]` section"), &e, span),
-            },
-            "job" => match value.get_ref() {
-                DeValue::Array(items) => job_tables.extend(items.iter().cloned()),
-                _ => c.push(
-                    "invalid `job`",
-                    Some(key.span()),
-                    "write each job as a `[[job]]` table",
-                ),
-            },
-            other => c.push(
-                format!("unknown section `{other}`"),
-                Some(key.span()),
-                "expected `[daemon]`, `[defaults]`, `[channels]`, `[templates]`, `[queue]`, `[http]` or `[[job]]`",
-            ),
-        }
-    }
-
-    let daemon = daemon::daemon_config(daemon_raw, c);
+    let sections = sections::Sections::read(root.get_ref(), c);
+    let daemon = daemon::daemon_config(sections.daemon, c);
     let config_dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
@@ -230,24 +177,16 @@ fn parse_into(path: &Path, text: &str, c: &mut Collector<'_>) -> Option<Config> 
         .as_ref()
         .map(|d| d.state_dir.clone())
         .unwrap_or_else(|| PathBuf::from("var"));
-    let notifier = match Notifier::build(channels, templates, config_dir, &state_dir) {
-        Ok(n) => Some(Arc::new(n)),
-        Err(problems) => {
-            for (what, detail) in problems {
-                // A template's own file and line are in `detail`.
-                let at = if what == "invalid template" {
-                    templates_span.clone()
-                } else {
-                    Some(notify_span.clone())
-                };
-                c.push(what, at, detail);
-            }
-            None
-        }
-    };
-    let jobs = job::job_specs(job_tables, &defaults, daemon.as_ref(), notifier.as_ref(), c);
-    let queue = queue::queue_config(queue_value, notifier.as_deref(), c);
-    let http = http::http_config(http_value, c);
+    let notifier = sections.notify.notifier(config_dir, &state_dir, c);
+    let jobs = job::job_specs(
+        sections.jobs,
+        &sections.defaults,
+        daemon.as_ref(),
+        notifier.as_ref(),
+        c,
+    );
+    let queue = queue::queue_config(sections.queue, notifier.as_deref(), c);
+    let http = http::http_config(sections.http, c);
     Some(Config {
         path: PathBuf::new(),
         daemon: daemon?,
