@@ -1,7 +1,12 @@
 //! `config.toml`: read, validate, and turn into a schedule of jobs. Every error names the file,
-//! line, column and field and says what would be accepted (DESIGN.md invariant 8); all problems
+//! line, column and field and says what would be accepted (DESIGN.md invariant 10); all problems
 //! of a file are reported at once, and a file with any problem yields no config at all, so a
-//! reload with a broken file leaves the running schedule untouched (invariant 5).
+//! reload with a broken file leaves the running schedule untouched (invariant 7).
+//!
+//! This file holds the public types and `load`/`parse`; the rooms, in the order `parse` uses
+//! them: `sections` (which table is which section; the notifier), `daemon` (`[daemon]`), `job`
+//! (each `[[job]]`, with `trigger`, `policy` and `alerts`), `queue` (`[queue]`), `http`
+//! (`[http]`). All of them report through `problems` and share the helpers of `read`.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
