@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::Collector;
+use super::problems::Collector;
 use crate::notify::{ChannelKind, Notifier};
 use crate::schedule::Trigger;
 use crate::secret::host_only;
@@ -242,4 +242,51 @@ fn longest_gap(trigger: &Trigger, tz: chrono_tz::Tz) -> Option<Duration> {
         at = next;
     }
     longest.to_std().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::tests::errors;
+
+    #[test]
+    fn alert_keys_are_checked() {
+        let job = "[[job]]\nname = \"x\"\nkind = \"noop\"\nschedule = \"0 2 * * *\"\n";
+        assert_eq!(
+            errors(&format!(
+                "{job}on_failure = {{ email = [\"ops@example.com\"] }}\n"
+            )),
+            "invalid `on_failure.email` for job `x` (config.toml line 5, column 25): alert emails \
+             go out through `[channels.email]`, which is not configured; add it, or alert through \
+             `webhook` only"
+        );
+        assert_eq!(
+            errors(&format!(
+                "{job}on_failure = {{ webhook = [\"hooks.slack.com/services/T0/B0/secret\"] }}\n"
+            )),
+            "invalid `on_failure.webhook` for job `x` (config.toml line 5, column 27): `***` is \
+             not an http(s) URL (shown by its host only: it holds a secret), e.g. \
+             `https://hooks.slack.com/services/...`"
+        );
+        assert_eq!(
+            errors(&format!(
+                "{job}on_failure = {{ webhook = [\"https://h.test/x\"], run_url = \"https://d.test/\" }}\n"
+            )),
+            "invalid `on_failure.run_url` for job `x` (config.toml line 5, column 58): must be a \
+             URL holding `{run_id}`, e.g. `https://grafana.example.com/explore?run={run_id}`"
+        );
+        assert_eq!(
+            errors(&format!("{job}expect_success_within = \"20h\"\n")),
+            "invalid `expect_success_within` for job `x` (config.toml line 1, column 1): the \
+             job's trigger leaves up to 24h between fires, so a deadline of 20h would alert \
+             while nothing is wrong; set it longer than that gap (e.g. the gap plus the job's \
+             usual run time and retries)"
+        );
+        assert_eq!(
+            errors(&format!("{job}ping_url = \"hc-ping.com/abc\"\n")),
+            "invalid `ping_url` for job `x` (config.toml line 5, column 12): `***` is not an \
+             http(s) URL (shown by its host only: it holds a secret); e.g. \
+             `https://hc-ping.com/<uuid>`, or `https://hc-ping.com/<ping-key>/{job}` in \
+             `[defaults]`"
+        );
+    }
 }

@@ -8,7 +8,8 @@ use serde::Deserialize;
 use toml::Spanned;
 use toml::de::DeValue;
 
-use super::{Collector, Owner, deser};
+use super::problems::{Collector, Owner};
+use super::read::deser;
 use crate::secret::SecretSource;
 
 /// Where `[http]` listens unless `listen` says otherwise: loopback only.

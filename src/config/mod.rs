@@ -1,72 +1,44 @@
 //! `config.toml`: read, validate, and turn into a schedule of jobs. Every error names the file,
-//! line, column and field and says what would be accepted (DESIGN.md invariant 8); all problems
+//! line, column and field and says what would be accepted (DESIGN.md invariant 10); all problems
 //! of a file are reported at once, and a file with any problem yields no config at all, so a
-//! reload with a broken file leaves the running schedule untouched (invariant 5).
+//! reload with a broken file leaves the running schedule untouched (invariant 7).
+//!
+//! This file holds the public types and `load`/`parse`; the rooms, in the order `parse` uses
+//! them: `sections` (which table is which section; the notifier), `daemon` (`[daemon]`), `job`
+//! (each `[[job]]`, with `trigger`, `policy` and `alerts`), `queue` (`[queue]`), `http`
+//! (`[http]`). All of them report through `problems` and share the helpers of `read`.
 
-use std::collections::HashSet;
 use std::fmt;
-use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono_tz::Tz;
 use serde::Deserialize;
-use toml::Spanned;
-use toml::de::{DeTable, DeValue, ValueDeserializer};
+use toml::de::DeTable;
 
-use crate::jobs::{self, BuildError, DynJob};
-use crate::notify::{ChannelsRaw, Notifier, TemplatesRaw};
+use crate::jobs::DynJob;
+use crate::notify::Notifier;
 use crate::retry::RetryPolicy;
-use crate::schedule::{self, CronTrigger, Trigger};
+use crate::schedule::Trigger;
 use crate::secret::DatabaseUrl;
-use crate::time::duration;
-use crate::time::zone::parse_timezone;
 
 pub mod alerts;
+mod daemon;
 pub mod http;
+mod job;
+mod policy;
+mod problems;
 mod queue;
+mod read;
+mod sections;
+mod trigger;
+
+use self::problems::Collector;
+pub use self::problems::{ConfigError, Problem};
 
 /// The example config shipped with tickler; `tickler print-config` prints it.
 pub const EXAMPLE: &str = include_str!("../../config.toml");
-
-/// One thing wrong with a config file, with its position when it has one.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    /// What was being read, e.g. ``invalid cron expression `0 25 * * *` for job `x` ``.
-    pub what: String,
-    /// 1-based line and column of the offending value.
-    pub at: Option<(usize, usize)>,
-    /// Why, and what would be accepted.
-    pub detail: String,
-}
-
-/// Every problem found in one config file.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub struct ConfigError {
-    pub file: PathBuf,
-    pub problems: Vec<Problem>,
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let file = self.file.display();
-        for (i, p) in self.problems.iter().enumerate() {
-            if i > 0 {
-                writeln!(f)?;
-            }
-            match p.at {
-                Some((line, col)) => write!(
-                    f,
-                    "{} ({file} line {line}, column {col}): {}",
-                    p.what, p.detail
-                )?,
-                None => write!(f, "{} ({file}): {}", p.what, p.detail)?,
-            }
-        }
-        Ok(())
-    }
-}
 
 /// What happens when a fire comes due while the previous run of the same job still runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -153,222 +125,6 @@ impl Config {
     }
 }
 
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct DaemonRaw {
-    timezone: Option<Spanned<String>>,
-    database_url: Option<String>,
-    state_dir: Option<PathBuf>,
-    max_concurrent: Option<Spanned<i64>>,
-    #[serde(default, with = "duration::option")]
-    shutdown_grace: Option<Duration>,
-    #[serde(default, with = "duration::option")]
-    heartbeat_interval: Option<Duration>,
-    #[serde(default, with = "duration::option")]
-    history_retention: Option<Duration>,
-    #[serde(default, with = "duration::option")]
-    failure_retention: Option<Duration>,
-}
-
-#[derive(Deserialize, Default, Clone)]
-#[serde(deny_unknown_fields)]
-struct RetryRaw {
-    attempts: Option<Spanned<i64>>,
-    #[serde(default, with = "duration::option")]
-    initial: Option<Duration>,
-    factor: Option<Spanned<f64>>,
-    #[serde(default, with = "duration::option")]
-    max: Option<Duration>,
-    jitter: Option<bool>,
-}
-
-/// The run policy keys, shared by `[defaults]` and each `[[job]]`.
-#[derive(Deserialize, Default, Clone)]
-#[serde(deny_unknown_fields)]
-struct PolicyRaw {
-    enabled: Option<bool>,
-    #[serde(default, with = "duration::option")]
-    timeout: Option<Duration>,
-    retry: Option<RetryRaw>,
-    overlap: Option<Overlap>,
-    catch_up: Option<CatchUp>,
-    #[serde(default, with = "duration::option")]
-    misfire_grace: Option<Duration>,
-    #[serde(default, with = "duration::option")]
-    jitter: Option<Duration>,
-    on_failure: Option<alerts::OnFailureRaw>,
-    #[serde(default, with = "duration::option")]
-    expect_success_within: Option<Duration>,
-    ping_url: Option<Spanned<String>>,
-}
-
-const POLICY_KEYS: &[&str] = &[
-    "enabled",
-    "timeout",
-    "retry",
-    "overlap",
-    "catch_up",
-    "misfire_grace",
-    "jitter",
-    "on_failure",
-    "expect_success_within",
-    "ping_url",
-];
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct IdentityRaw {
-    name: Spanned<String>,
-    kind: Spanned<String>,
-    description: Option<String>,
-    schedule: Option<Spanned<String>>,
-    every: Option<Spanned<String>>,
-    timezone: Option<Spanned<String>>,
-}
-
-const IDENTITY_KEYS: &[&str] = &[
-    "name",
-    "kind",
-    "description",
-    "schedule",
-    "every",
-    "timezone",
-];
-
-/// Maps byte offsets of the source to 1-based line and column.
-struct Source<'a> {
-    text: &'a str,
-}
-
-impl Source<'_> {
-    fn at(&self, offset: usize) -> (usize, usize) {
-        let offset = offset.min(self.text.len());
-        let before = &self.text[..offset];
-        let line = before.matches('\n').count() + 1;
-        let line_start = before.rfind('\n').map(|i| i + 1).unwrap_or(0);
-        (line, before[line_start..].chars().count() + 1)
-    }
-}
-
-struct Collector<'a> {
-    source: Source<'a>,
-    problems: Vec<Problem>,
-}
-
-impl Collector<'_> {
-    fn push(
-        &mut self,
-        what: impl Into<String>,
-        span: Option<Range<usize>>,
-        detail: impl Into<String>,
-    ) {
-        let at = span.map(|s| self.source.at(s.start));
-        self.problems.push(Problem {
-            what: what.into(),
-            at,
-            detail: detail.into(),
-        });
-    }
-
-    fn toml(&mut self, what: impl Into<String>, err: &toml::de::Error, fallback: Range<usize>) {
-        let detail = err.message().trim().to_string();
-        self.push(what, Some(err.span().unwrap_or(fallback)), detail);
-    }
-
-    /// A value of `owner` that did not deserialize, named by its key when the error points at
-    /// a value (a bad duration, a wrong type): the message then says which key of which table
-    /// is wrong, as invariant 10 asks, not just which section.
-    fn toml_value(&mut self, owner: Owner<'_>, err: &toml::de::Error, fallback: Range<usize>) {
-        let span = err.span().unwrap_or(fallback);
-        let what = self.what(owner, span.start);
-        self.push(what, Some(span), err.message().trim().to_string());
-    }
-
-    /// "invalid `KEY` for job `x`" or "invalid `KEY` in `[SECTION]`" for the value at
-    /// `offset`; the owner's own phrase when no value of the file lies there.
-    fn what(&self, owner: Owner<'_>, offset: usize) -> String {
-        let path = key_at(self.source.text, offset);
-        match owner {
-            Owner::Section(what) => match path.split_last() {
-                Some((key, table)) if !table.is_empty() => {
-                    format!("invalid `{key}` in `[{}]`", table.join("."))
-                }
-                _ => what.to_string(),
-            },
-            Owner::Entry { label, depth } if path.len() > depth => {
-                format!("invalid `{}` for {label}", path[depth..].join("."))
-            }
-            Owner::Entry { label, .. } => format!("invalid {label}"),
-        }
-    }
-}
-
-/// Whose keys a bad value belongs to, for `Collector::toml_value`.
-#[derive(Clone, Copy)]
-enum Owner<'a> {
-    /// A section (`[daemon]`, `[channels]`, ...): its phrase when no key is found.
-    Section(&'a str),
-    /// One entry of a list (a `[[job]]`, a `[queue.handlers.NAME]`), named `label`, whose own
-    /// keys start `depth` segments down the document (a job's: 1, a handler's: 3).
-    Entry { label: &'a str, depth: usize },
-}
-
-/// The keys leading to the value (a string, number, date, or an item of an array of them)
-/// that holds byte `offset` of the document, e.g. `job`, `retry`, `initial`; empty when the
-/// offset is on no value (a key, a table header) or the text does not parse.
-fn key_at(text: &str, offset: usize) -> Vec<String> {
-    fn walk(table: &DeTable<'_>, offset: usize, path: &mut Vec<String>) -> bool {
-        let on = |v: &Spanned<DeValue<'_>>| v.span().contains(&offset);
-        for (key, value) in table.iter() {
-            path.push(key.get_ref().to_string());
-            let found = match value.get_ref() {
-                DeValue::Table(t) => walk(t, offset, path),
-                DeValue::Array(items) => items.iter().any(|item| match item.get_ref() {
-                    DeValue::Table(t) => walk(t, offset, path),
-                    _ => on(item),
-                }),
-                _ => on(value),
-            };
-            if found {
-                return true;
-            }
-            path.pop();
-        }
-        false
-    }
-    let mut path = vec![];
-    match DeTable::parse(text) {
-        Ok(root) if walk(root.get_ref(), offset, &mut path) => path,
-        _ => vec![],
-    }
-}
-
-fn deser<'i, T: Deserialize<'i>>(value: Spanned<DeValue<'i>>) -> Result<T, toml::de::Error> {
-    T::deserialize(ValueDeserializer::from(value))
-}
-
-fn sub_table<'i>(table: &DeTable<'i>, keys: &[&str], span: Range<usize>) -> Spanned<DeValue<'i>> {
-    let mut out = DeTable::new();
-    for (k, v) in table.iter() {
-        if keys.contains(&k.get_ref().as_ref()) {
-            out.insert(k.clone(), v.clone());
-        }
-    }
-    Spanned::new(span, DeValue::Table(out))
-}
-
-fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
-}
-
-fn merge<T: Clone>(job: &Option<T>, defaults: &Option<T>) -> Option<T> {
-    job.clone().or_else(|| defaults.clone())
-}
-
 /// Reads and validates a config file; `TICKLER_DATABASE_URL` overrides `database_url`.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
@@ -394,10 +150,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 
 /// Validates config text; `path` is used in messages and to resolve nothing else.
 pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
-    let mut c = Collector {
-        source: Source { text },
-        problems: vec![],
-    };
+    let mut c = Collector::new(text);
     let config = parse_into(path, text, &mut c);
     match config {
         Some(config) if c.problems.is_empty() => Ok(Config {
@@ -419,59 +172,8 @@ fn parse_into(path: &Path, text: &str, c: &mut Collector<'_>) -> Option<Config> 
             return None;
         }
     };
-    let mut daemon_raw = DaemonRaw::default();
-    let mut defaults = PolicyRaw::default();
-    let mut job_tables: Vec<Spanned<DeValue<'_>>> = vec![];
-    let mut channels = ChannelsRaw::default();
-    let mut templates = TemplatesRaw::default();
-    let mut notify_span = 0..0;
-    let mut templates_span: Option<Range<usize>> = None;
-    let mut queue_value = None;
-    let mut http_value = None;
-    for (key, value) in root.get_ref().iter() {
-        let span = value.span();
-        match key.get_ref().as_ref() {
-            "daemon" => match deser::<DaemonRaw>(value.clone()) {
-                Ok(d) => daemon_raw = d,
-                Err(e) => c.toml_value(Owner::Section("invalid `[daemon]` section"), &e, span),
-            },
-            "channels" => match deser::<ChannelsRaw>(value.clone()) {
-                Ok(ch) => {
-                    channels = ch;
-                    notify_span = span;
-                }
-                Err(e) => c.toml_value(Owner::Section("invalid `[channels]` section"), &e, span),
-            },
-            "templates" => match deser::<TemplatesRaw>(value.clone()) {
-                Ok(t) => {
-                    templates = t;
-                    templates_span = Some(span);
-                }
-                Err(e) => c.toml_value(Owner::Section("invalid `[templates]` section"), &e, span),
-            },
-            "queue" => queue_value = Some(value.clone()),
-            "http" => http_value = Some(value.clone()),
-            "defaults" => match deser::<PolicyRaw>(value.clone()) {
-                Ok(d) => defaults = d,
-                Err(e) => c.toml_value(Owner::Section("invalid `[defaults]` section"), &e, span),
-            },
-            "job" => match value.get_ref() {
-                DeValue::Array(items) => job_tables.extend(items.iter().cloned()),
-                _ => c.push(
-                    "invalid `job`",
-                    Some(key.span()),
-                    "write each job as a `[[job]]` table",
-                ),
-            },
-            other => c.push(
-                format!("unknown section `{other}`"),
-                Some(key.span()),
-                "expected `[daemon]`, `[defaults]`, `[channels]`, `[templates]`, `[queue]`, `[http]` or `[[job]]`",
-            ),
-        }
-    }
-
-    let daemon = daemon_config(daemon_raw, c);
+    let sections = sections::Sections::read(root.get_ref(), c);
+    let daemon = daemon::daemon_config(sections.daemon, c);
     let config_dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
@@ -480,37 +182,16 @@ fn parse_into(path: &Path, text: &str, c: &mut Collector<'_>) -> Option<Config> 
         .as_ref()
         .map(|d| d.state_dir.clone())
         .unwrap_or_else(|| PathBuf::from("var"));
-    let notifier = match Notifier::build(channels, templates, config_dir, &state_dir) {
-        Ok(n) => Some(Arc::new(n)),
-        Err(problems) => {
-            for (what, detail) in problems {
-                // A template's own file and line are in `detail`.
-                let at = if what == "invalid template" {
-                    templates_span.clone()
-                } else {
-                    Some(notify_span.clone())
-                };
-                c.push(what, at, detail);
-            }
-            None
-        }
-    };
-    let mut jobs = vec![];
-    let mut seen: HashSet<String> = HashSet::new();
-    for table in job_tables {
-        if let Some(job) = job_spec(table, &defaults, daemon.as_ref(), notifier.as_ref(), c) {
-            if !seen.insert(job.0.name.to_string()) {
-                c.push(
-                    format!("duplicate job name `{}`", job.0.name),
-                    Some(job.1),
-                    "each `[[job]]` needs a unique `name`; rename or remove one of them",
-                );
-            }
-            jobs.push(Arc::new(job.0));
-        }
-    }
-    let queue = queue::queue_config(queue_value, notifier.as_deref(), c);
-    let http = http::http_config(http_value, c);
+    let notifier = sections.notify.notifier(config_dir, &state_dir, c);
+    let jobs = job::job_specs(
+        sections.jobs,
+        &sections.defaults,
+        daemon.as_ref(),
+        notifier.as_ref(),
+        c,
+    );
+    let queue = queue::queue_config(sections.queue, notifier.as_deref(), c);
+    let http = http::http_config(sections.http, c);
     Some(Config {
         path: PathBuf::new(),
         daemon: daemon?,
@@ -521,330 +202,12 @@ fn parse_into(path: &Path, text: &str, c: &mut Collector<'_>) -> Option<Config> 
     })
 }
 
-fn daemon_config(raw: DaemonRaw, c: &mut Collector<'_>) -> Option<DaemonConfig> {
-    let timezone = match &raw.timezone {
-        None => Tz::UTC,
-        Some(tz) => match parse_timezone(tz.get_ref()) {
-            Ok(tz) => tz,
-            Err(e) => {
-                c.push("invalid `timezone` in `[daemon]`", Some(tz.span()), e);
-                return None;
-            }
-        },
-    };
-    let max_concurrent = match raw.max_concurrent {
-        None => 64,
-        Some(n) if (1..=100_000).contains(n.get_ref()) => *n.get_ref() as usize,
-        Some(n) => {
-            c.push(
-                "invalid `max_concurrent` in `[daemon]`",
-                Some(n.span()),
-                format!("must be 1-100000 (found {})", n.get_ref()),
-            );
-            return None;
-        }
-    };
-    let state_dir = raw.state_dir.unwrap_or_else(|| {
-        std::env::var_os("STATE_DIRECTORY")
-            .map(|d| PathBuf::from(d.to_string_lossy().split(':').next().unwrap_or("var")))
-            .unwrap_or_else(|| PathBuf::from("var"))
-    });
-    let database_url = raw
-        .database_url
-        .unwrap_or_else(|| format!("sqlite://{}/tickler.db", state_dir.display()));
-    Some(DaemonConfig {
-        timezone,
-        database_url: DatabaseUrl::new(database_url),
-        state_dir,
-        max_concurrent,
-        shutdown_grace: raw.shutdown_grace.unwrap_or(Duration::from_secs(30)),
-        heartbeat_interval: raw.heartbeat_interval.unwrap_or(Duration::from_secs(30)),
-        history_retention: raw
-            .history_retention
-            .unwrap_or(Duration::from_secs(90 * 86_400)),
-        failure_retention: raw
-            .failure_retention
-            .unwrap_or(Duration::from_secs(365 * 86_400)),
-    })
-}
-
-fn job_spec(
-    table: Spanned<DeValue<'_>>,
-    defaults: &PolicyRaw,
-    daemon: Option<&DaemonConfig>,
-    notifier: Option<&Arc<Notifier>>,
-    c: &mut Collector<'_>,
-) -> Option<(JobSpec, Range<usize>)> {
-    let span = table.span();
-    let DeValue::Table(t) = table.get_ref() else {
-        c.push("invalid `[[job]]`", Some(span), "each job must be a table");
-        return None;
-    };
-    // Name the job in every message, when it has a usable name.
-    let label = match t.get("name").and_then(|v| v.get_ref().as_str()) {
-        Some(n) => format!("job `{n}`"),
-        None => format!("the job at line {}", c.source.at(span.start).0),
-    };
-    let owner = Owner::Entry {
-        label: &label,
-        depth: 1,
-    };
-    let identity: IdentityRaw = match deser(sub_table(t, IDENTITY_KEYS, span.clone())) {
-        Ok(i) => i,
-        Err(e) => {
-            c.toml_value(owner, &e, span.clone());
-            return None;
-        }
-    };
-    let policy: PolicyRaw = match deser(sub_table(t, POLICY_KEYS, span.clone())) {
-        Ok(p) => p,
-        Err(e) => {
-            c.toml_value(owner, &e, span.clone());
-            PolicyRaw::default()
-        }
-    };
-    let before = c.problems.len();
-    let name = identity.name.get_ref().clone();
-    if !valid_name(&name) {
-        c.push(
-            format!("invalid job name `{name}`"),
-            Some(identity.name.span()),
-            "use 1-64 characters of a-z, 0-9, `_` and `-`",
-        );
-    }
-    let label = format!("job `{name}`");
-
-    let kind = identity.kind.get_ref().clone();
-    let params_keys: Vec<&str> = t
-        .iter()
-        .map(|(k, _)| k.get_ref().as_ref())
-        .filter(|k| !IDENTITY_KEYS.contains(k) && !POLICY_KEYS.contains(k))
-        .collect();
-    let params = sub_table(t, &params_keys, span.clone());
-    let job = match jobs::build(&kind, ValueDeserializer::from(params)) {
-        Ok(job) => Some(job),
-        Err(BuildError::UnknownKind) => {
-            c.push(
-                format!("unknown kind `{kind}` for {label}"),
-                Some(identity.kind.span()),
-                format!("expected one of {}", quoted(&jobs::kind_names())),
-            );
-            None
-        }
-        Err(BuildError::Params(e)) => {
-            let mut detail = e.message().trim().to_string();
-            if detail.starts_with("unknown field") {
-                detail = format!(
-                    "{detail} for kind `{kind}`; every job also takes {}",
-                    quoted(&[IDENTITY_KEYS, POLICY_KEYS].concat())
-                );
-            }
-            let at = e.span().unwrap_or(span.clone());
-            let what = c.what(
-                Owner::Entry {
-                    label: &label,
-                    depth: 1,
-                },
-                at.start,
-            );
-            c.push(what, Some(at), detail);
-            None
-        }
-        Err(BuildError::Invalid(detail)) => {
-            c.push(format!("invalid {label}"), Some(span.clone()), detail);
-            None
-        }
-    };
-    if let (Some(job), Some(notifier)) = (&job, notifier)
-        && let Err(detail) = job.check(notifier)
-    {
-        c.push(format!("invalid {label}"), Some(span.clone()), detail);
-    }
-
-    let timezone = match &identity.timezone {
-        Some(tz) => match parse_timezone(tz.get_ref()) {
-            Ok(tz) => Some(tz),
-            Err(e) => {
-                c.push(
-                    format!("invalid `timezone` for {label}"),
-                    Some(tz.span()),
-                    e,
-                );
-                None
-            }
-        },
-        None => daemon.map(|d| d.timezone),
-    };
-
-    let trigger = match (&identity.schedule, &identity.every) {
-        (Some(_), Some(every)) => {
-            c.push(
-                format!("both `schedule` and `every` set for {label}"),
-                Some(every.span()),
-                "a job has exactly one trigger; keep `schedule` (cron) or `every` (interval)",
-            );
-            None
-        }
-        (None, None) => {
-            c.push(
-                format!("no trigger for {label}"),
-                Some(identity.name.span()),
-                "add `schedule = \"<5-field cron>\"` or `every = \"10m\"`",
-            );
-            None
-        }
-        (Some(expr), None) => match CronTrigger::parse(expr.get_ref()) {
-            Ok(t) => Some(Trigger::Cron(Box::new(t))),
-            Err(e) => {
-                c.push(
-                    format!("invalid cron expression `{}` for {label}", expr.get_ref()),
-                    Some(expr.span()),
-                    e.0,
-                );
-                None
-            }
-        },
-        (None, Some(every)) => match schedule::parse_every(every.get_ref()) {
-            Ok(d) => Some(Trigger::Every(d)),
-            Err(e) => {
-                c.push(
-                    format!("invalid `every` interval `{}` for {label}", every.get_ref()),
-                    Some(every.span()),
-                    e.0,
-                );
-                None
-            }
-        },
-    };
-    if let (Some(trigger), Some(tz)) = (&trigger, timezone)
-        && trigger.next_after(chrono::Utc::now(), tz).is_none()
-    {
-        match (&identity.schedule, &identity.every) {
-            (Some(expr), _) => c.push(
-                format!(
-                    "cron expression `{}` for {label} never fires",
-                    expr.get_ref()
-                ),
-                Some(expr.span()),
-                "no date matches it (e.g. February 30th); fix the day-of-month or month",
-            ),
-            // Unreachable while `parse_every` caps intervals at `time::duration::LONGEST`; kept so
-            // that a daemon is never handed a trigger it cannot compute, whatever the cap.
-            (None, Some(every)) => c.push(
-                format!(
-                    "`every` interval `{}` for {label} never fires",
-                    every.get_ref()
-                ),
-                Some(every.span()),
-                format!(
-                    "its next fire lies beyond the last instant tickler can compute; use at \
-                     most `{}`",
-                    crate::time::duration::LONGEST_TEXT
-                ),
-            ),
-            (None, None) => {}
-        }
-    }
-
-    let alerts = alerts::job_alerts(
-        alerts::AlertKeys {
-            on_failure: policy.on_failure.as_ref().or(defaults.on_failure.as_ref()),
-            expect_success_within: policy
-                .expect_success_within
-                .or(defaults.expect_success_within),
-            ping_url: policy.ping_url.as_ref().or(defaults.ping_url.as_ref()),
-        },
-        &name,
-        &label,
-        span.clone(),
-        trigger.as_ref().zip(timezone),
-        notifier.map(|n| &**n),
-        c,
-    );
-    let retry = retry_policy(merge(&policy.retry, &defaults.retry), &label, c);
-    let timeout = merge(&policy.timeout, &defaults.timeout).unwrap_or(Duration::from_secs(3600));
-    if timeout.is_zero() {
-        c.push(
-            format!("invalid `timeout` for {label}"),
-            Some(span.clone()),
-            "must be more than 0s",
-        );
-    }
-    if c.problems.len() > before {
-        return None;
-    }
-    let spec = JobSpec {
-        name: Arc::from(name.as_str()),
-        kind,
-        description: identity.description,
-        trigger: trigger?,
-        timezone: timezone?,
-        enabled: merge(&policy.enabled, &defaults.enabled).unwrap_or(true),
-        timeout,
-        retry: retry?,
-        overlap: merge(&policy.overlap, &defaults.overlap).unwrap_or(Overlap::Skip),
-        catch_up: merge(&policy.catch_up, &defaults.catch_up).unwrap_or(CatchUp::Latest),
-        misfire_grace: merge(&policy.misfire_grace, &defaults.misfire_grace)
-            .unwrap_or(Duration::from_secs(3600)),
-        jitter: merge(&policy.jitter, &defaults.jitter).unwrap_or(Duration::ZERO),
-        job: job?,
-        notifier: notifier?.clone(),
-        alerts,
-    };
-    Some((spec, identity.name.span()))
-}
-
-fn retry_policy(raw: Option<RetryRaw>, label: &str, c: &mut Collector<'_>) -> Option<RetryPolicy> {
-    let raw = raw.unwrap_or_default();
-    let attempts = match &raw.attempts {
-        None => 1,
-        Some(a) if (1..=100).contains(a.get_ref()) => *a.get_ref() as u32,
-        Some(a) => {
-            c.push(
-                format!("invalid `retry.attempts` for {label}"),
-                Some(a.span()),
-                format!(
-                    "must be 1-100, counting the first attempt (found {})",
-                    a.get_ref()
-                ),
-            );
-            return None;
-        }
-    };
-    let factor = match &raw.factor {
-        None => 2.0,
-        Some(f) if *f.get_ref() >= 1.0 && f.get_ref().is_finite() => *f.get_ref(),
-        Some(f) => {
-            c.push(
-                format!("invalid `retry.factor` for {label}"),
-                Some(f.span()),
-                format!("must be 1.0 or more (found {})", f.get_ref()),
-            );
-            return None;
-        }
-    };
-    Some(RetryPolicy {
-        attempts,
-        initial: raw.initial.unwrap_or(Duration::from_secs(1)),
-        factor,
-        max: raw.max.unwrap_or(Duration::from_secs(600)),
-        jitter: raw.jitter.unwrap_or(true),
-    })
-}
-
-fn quoted(items: &[&str]) -> String {
-    items
-        .iter()
-        .map(|k| format!("`{k}`"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn errors(text: &str) -> String {
+    /// The message `tickler check` prints for `text`, which must be refused.
+    pub(super) fn errors(text: &str) -> String {
         parse(Path::new("config.toml"), text)
             .unwrap_err()
             .to_string()
@@ -854,207 +217,5 @@ mod tests {
     fn the_shipped_example_is_valid() {
         let config = parse(Path::new("config.toml"), EXAMPLE).unwrap();
         assert!(config.jobs.len() >= 3);
-    }
-
-    /// The shipped config documents every option, so it shows every job kind; each of its jobs
-    /// was built by its kind's builder when it was parsed.
-    #[test]
-    fn every_job_kind_builds_from_the_shipped_example() {
-        let config = parse(Path::new("config.toml"), EXAMPLE).unwrap();
-        let shown: HashSet<&str> = config.jobs.iter().map(|j| j.kind.as_str()).collect();
-        for kind in jobs::kind_names() {
-            assert!(shown.contains(kind), "no `{kind}` job in config.toml");
-        }
-        assert_eq!(shown.len(), jobs::KINDS.len(), "every job's kind is listed");
-    }
-
-    #[test]
-    fn defaults_apply_and_jobs_override() {
-        let config = parse(
-            Path::new("c.toml"),
-            r#"
-[daemon]
-timezone = "Africa/Johannesburg"
-[defaults]
-timeout = "5m"
-retry = { attempts = 3, initial = "1s", factor = 2, max = "10s", jitter = true }
-overlap = "queue"
-[[job]]
-name = "a"
-kind = "noop"
-every = "10m"
-[[job]]
-name = "b"
-kind = "noop"
-schedule = "0 7 * * *"
-timezone = "Europe/Berlin"
-timeout = "30s"
-overlap = "allow"
-catch_up = "all"
-"#,
-        )
-        .unwrap();
-        let a = config.job("a").unwrap();
-        assert_eq!(a.timezone, chrono_tz::Africa::Johannesburg);
-        assert_eq!(a.timeout, Duration::from_secs(300));
-        assert_eq!(a.overlap, Overlap::Queue);
-        assert_eq!(a.catch_up, CatchUp::Latest);
-        assert_eq!(a.retry.attempts, 3);
-        assert_eq!(a.retry.max, Duration::from_secs(10));
-        let b = config.job("b").unwrap();
-        assert_eq!(b.timezone, chrono_tz::Europe::Berlin);
-        assert_eq!(b.timeout, Duration::from_secs(30));
-        assert_eq!(b.overlap, Overlap::Allow);
-        assert_eq!(b.catch_up, CatchUp::All);
-    }
-
-    #[test]
-    fn every_problem_is_reported_with_its_position() {
-        let text = r#"[daemon]
-timezone = "UTC"
-
-[[job]]
-name = "daily-invoices"
-kind = "noop"
-schedule = "0 25 * * *"
-
-[[job]]
-name = "b"
-kind = "noop"
-every = "10m"
-timezone = "Europe/Berln"
-"#;
-        assert_eq!(
-            errors(text),
-            "invalid cron expression `0 25 * * *` for job `daily-invoices` (config.toml line 7, \
-             column 12): hour must be 0-23 (found 25)\n\
-             invalid `timezone` for job `b` (config.toml line 13, column 12): unknown time zone \
-             `Europe/Berln`; did you mean `Europe/Berlin`? use an IANA name such as \
-             `Africa/Johannesburg` or `UTC` (`timedatectl list-timezones` lists them)"
-        );
-    }
-
-    #[test]
-    fn a_job_without_a_trigger_is_refused() {
-        assert_eq!(
-            errors("[[job]]\nname = \"x\"\nkind = \"noop\"\n"),
-            "no trigger for job `x` (config.toml line 2, column 8): add `schedule = \"<5-field \
-             cron>\"` or `every = \"10m\"`"
-        );
-    }
-
-    #[test]
-    fn names_and_kinds_are_checked() {
-        assert_eq!(
-            errors("[[job]]\nname = \"Daily Invoices\"\nkind = \"noop\"\nevery = \"1m\"\n"),
-            "invalid job name `Daily Invoices` (config.toml line 2, column 8): use 1-64 \
-             characters of a-z, 0-9, `_` and `-`"
-        );
-        assert_eq!(
-            errors("[[job]]\nname = \"x\"\nkind = \"shell\"\nevery = \"1m\"\n"),
-            "unknown kind `shell` for job `x` (config.toml line 3, column 8): expected one of \
-             `cleanup`, `command`, `create_invoices`, `http`, `invoice_reminders`, `noop`, \
-             `notify`, `overdue_escalation`, `sql`, `stats_report`"
-        );
-    }
-
-    #[test]
-    fn never_firing_expressions_are_refused() {
-        assert_eq!(
-            errors("[[job]]\nname = \"x\"\nkind = \"noop\"\nschedule = \"0 0 30 2 *\"\n"),
-            "cron expression `0 0 30 2 *` for job `x` never fires (config.toml line 4, column \
-             12): no date matches it (e.g. February 30th); fix the day-of-month or month"
-        );
-    }
-
-    #[test]
-    fn retry_values_are_checked() {
-        assert_eq!(
-            errors(
-                "[[job]]\nname = \"x\"\nkind = \"noop\"\nevery = \"1m\"\nretry = { attempts = 0 }\n"
-            ),
-            "invalid `retry.attempts` for job `x` (config.toml line 5, column 22): must be \
-             1-100, counting the first attempt (found 0)"
-        );
-    }
-
-    #[test]
-    fn alert_keys_are_checked() {
-        let job = "[[job]]\nname = \"x\"\nkind = \"noop\"\nschedule = \"0 2 * * *\"\n";
-        assert_eq!(
-            errors(&format!(
-                "{job}on_failure = {{ email = [\"ops@example.com\"] }}\n"
-            )),
-            "invalid `on_failure.email` for job `x` (config.toml line 5, column 25): alert emails \
-             go out through `[channels.email]`, which is not configured; add it, or alert through \
-             `webhook` only"
-        );
-        assert_eq!(
-            errors(&format!(
-                "{job}on_failure = {{ webhook = [\"hooks.slack.com/services/T0/B0/secret\"] }}\n"
-            )),
-            "invalid `on_failure.webhook` for job `x` (config.toml line 5, column 27): `***` is \
-             not an http(s) URL (shown by its host only: it holds a secret), e.g. \
-             `https://hooks.slack.com/services/...`"
-        );
-        assert_eq!(
-            errors(&format!(
-                "{job}on_failure = {{ webhook = [\"https://h.test/x\"], run_url = \"https://d.test/\" }}\n"
-            )),
-            "invalid `on_failure.run_url` for job `x` (config.toml line 5, column 58): must be a \
-             URL holding `{run_id}`, e.g. `https://grafana.example.com/explore?run={run_id}`"
-        );
-        assert_eq!(
-            errors(&format!("{job}expect_success_within = \"20h\"\n")),
-            "invalid `expect_success_within` for job `x` (config.toml line 1, column 1): the \
-             job's trigger leaves up to 24h between fires, so a deadline of 20h would alert \
-             while nothing is wrong; set it longer than that gap (e.g. the gap plus the job's \
-             usual run time and retries)"
-        );
-        assert_eq!(
-            errors(&format!("{job}ping_url = \"hc-ping.com/abc\"\n")),
-            "invalid `ping_url` for job `x` (config.toml line 5, column 12): `***` is not an \
-             http(s) URL (shown by its host only: it holds a secret); e.g. \
-             `https://hc-ping.com/<uuid>`, or `https://hc-ping.com/<ping-key>/{job}` in \
-             `[defaults]`"
-        );
-    }
-
-    #[test]
-    fn alert_defaults_apply_per_job() {
-        let config = parse(
-            Path::new("c.toml"),
-            r#"
-[defaults]
-on_failure = { webhook = ["https://hooks.test/T/B/s"], repeat_after = "1h" }
-ping_url = "https://hc-ping.test/key/{job}"
-[[job]]
-name = "a"
-kind = "noop"
-every = "10m"
-expect_success_within = "1h"
-[[job]]
-name = "b"
-kind = "noop"
-every = "10m"
-on_failure = {}
-"#,
-        )
-        .unwrap();
-        let a = &config.job("a").unwrap().alerts;
-        let on_failure = a.on_failure.as_ref().unwrap();
-        assert_eq!(on_failure.webhook, ["https://hooks.test/T/B/s"]);
-        assert_eq!(on_failure.repeat_after, Duration::from_secs(3600));
-        assert_eq!(a.ping_url.as_deref(), Some("https://hc-ping.test/key/a"));
-        assert_eq!(a.expect_success_within, Some(Duration::from_secs(3600)));
-        let b = &config.job("b").unwrap().alerts;
-        assert!(!b.on_failure.as_ref().unwrap().has_recipients());
-        assert_eq!(b.ping_url.as_deref(), Some("https://hc-ping.test/key/b"));
-        // Webhook and ping URLs are secrets: Debug shows neither.
-        let shown = format!("{a:?}");
-        assert!(
-            !shown.contains("hooks.test") && !shown.contains("hc-ping"),
-            "{shown}"
-        );
     }
 }

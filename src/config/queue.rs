@@ -9,10 +9,12 @@ use serde::Deserialize;
 use toml::Spanned;
 use toml::de::{DeValue, ValueDeserializer};
 
-use super::{Collector, Owner, deser, duration, quoted, sub_table, valid_name};
+use super::problems::{Collector, Owner, quoted};
+use super::read::{deser, sub_table, valid_name};
 use crate::jobs::{self, BuildError};
 use crate::notify::Notifier;
 use crate::queue::{CampaignDefaults, Handler, QueueConfig, RetryRule, TaskType};
+use crate::time::duration;
 
 const QUEUE_KEYS: &[&str] = &[
     "enabled",

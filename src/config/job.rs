@@ -1,0 +1,266 @@
+//! One `[[job]]` into a `JobSpec`: its identity (`name`, `kind`, `description`), its trigger
+//! (`trigger.rs`), its run policy (`policy.rs`), its alerts (`alerts.rs`), and the rest of its
+//! keys, which are its kind's parameters, built into a job by `jobs::build`. Then the check
+//! that no two jobs share a name.
+
+use std::collections::HashSet;
+use std::ops::Range;
+use std::sync::Arc;
+
+use serde::Deserialize;
+use toml::Spanned;
+use toml::de::{DeTable, DeValue, ValueDeserializer};
+
+use super::policy::{self, POLICY_KEYS, PolicyRaw};
+use super::problems::{Collector, Owner, quoted};
+use super::read::{deser, sub_table, valid_name};
+use super::trigger::{self, TriggerKeys};
+use super::{DaemonConfig, JobSpec, alerts};
+use crate::jobs::{self, BuildError, DynJob};
+use crate::notify::Notifier;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IdentityRaw {
+    name: Spanned<String>,
+    kind: Spanned<String>,
+    description: Option<String>,
+    schedule: Option<Spanned<String>>,
+    every: Option<Spanned<String>>,
+    timezone: Option<Spanned<String>>,
+}
+
+const IDENTITY_KEYS: &[&str] = &[
+    "name",
+    "kind",
+    "description",
+    "schedule",
+    "every",
+    "timezone",
+];
+
+impl IdentityRaw {
+    fn trigger_keys(&self) -> TriggerKeys<'_> {
+        TriggerKeys {
+            schedule: self.schedule.as_ref(),
+            every: self.every.as_ref(),
+            timezone: self.timezone.as_ref(),
+            name_at: self.name.span(),
+        }
+    }
+}
+
+/// The valid jobs of `tables`, in order; the problems of the others are pushed to `c`.
+pub(super) fn job_specs(
+    tables: Vec<Spanned<DeValue<'_>>>,
+    defaults: &PolicyRaw,
+    daemon: Option<&DaemonConfig>,
+    notifier: Option<&Arc<Notifier>>,
+    c: &mut Collector<'_>,
+) -> Vec<Arc<JobSpec>> {
+    let mut jobs = vec![];
+    let mut seen: HashSet<String> = HashSet::new();
+    for table in tables {
+        if let Some(job) = job_spec(table, defaults, daemon, notifier, c) {
+            if !seen.insert(job.0.name.to_string()) {
+                c.push(
+                    format!("duplicate job name `{}`", job.0.name),
+                    Some(job.1),
+                    "each `[[job]]` needs a unique `name`; rename or remove one of them",
+                );
+            }
+            jobs.push(Arc::new(job.0));
+        }
+    }
+    jobs
+}
+
+/// One job and the position of its name; `None` when anything about it is refused.
+fn job_spec(
+    table: Spanned<DeValue<'_>>,
+    defaults: &PolicyRaw,
+    daemon: Option<&DaemonConfig>,
+    notifier: Option<&Arc<Notifier>>,
+    c: &mut Collector<'_>,
+) -> Option<(JobSpec, Range<usize>)> {
+    let span = table.span();
+    let (t, identity, policy) = read_table(&table, c)?;
+    let before = c.problems.len();
+    let name = identity.name.get_ref().clone();
+    if !valid_name(&name) {
+        c.push(
+            format!("invalid job name `{name}`"),
+            Some(identity.name.span()),
+            "use 1-64 characters of a-z, 0-9, `_` and `-`",
+        );
+    }
+    let label = format!("job `{name}`");
+    let job = build(t, &identity.kind, &label, span.clone(), notifier, c);
+    let (trigger, timezone) = trigger::when(
+        &identity.trigger_keys(),
+        daemon.map(|d| d.timezone),
+        &label,
+        c,
+    );
+    let alerts = alerts::job_alerts(
+        policy.alert_keys(defaults),
+        &name,
+        &label,
+        span.clone(),
+        trigger.as_ref().zip(timezone),
+        notifier.map(|n| &**n),
+        c,
+    );
+    let run = policy::run_policy(&policy, defaults, &label, span, c);
+    if c.problems.len() > before {
+        return None;
+    }
+    let run = run?;
+    let spec = JobSpec {
+        name: Arc::from(name.as_str()),
+        kind: identity.kind.get_ref().clone(),
+        description: identity.description,
+        trigger: trigger?,
+        timezone: timezone?,
+        enabled: run.enabled,
+        timeout: run.timeout,
+        retry: run.retry,
+        overlap: run.overlap,
+        catch_up: run.catch_up,
+        misfire_grace: run.misfire_grace,
+        jitter: run.jitter,
+        job: job?,
+        notifier: notifier?.clone(),
+        alerts,
+    };
+    Some((spec, identity.name.span()))
+}
+
+/// The table of a `[[job]]` with its identity and policy keys read; `None` when it is no table
+/// or its identity does not read. Policy keys that do not read are reported and left at their
+/// defaults, so that the job's other keys are still checked.
+fn read_table<'t, 'i>(
+    table: &'t Spanned<DeValue<'i>>,
+    c: &mut Collector<'_>,
+) -> Option<(&'t DeTable<'i>, IdentityRaw, PolicyRaw)> {
+    let span = table.span();
+    let DeValue::Table(t) = table.get_ref() else {
+        c.push("invalid `[[job]]`", Some(span), "each job must be a table");
+        return None;
+    };
+    // Name the job in every message, when it has a usable name.
+    let label = match t.get("name").and_then(|v| v.get_ref().as_str()) {
+        Some(n) => format!("job `{n}`"),
+        None => format!("the job at line {}", c.source.at(span.start).0),
+    };
+    let owner = Owner::Entry {
+        label: &label,
+        depth: 1,
+    };
+    let identity: IdentityRaw = match deser(sub_table(t, IDENTITY_KEYS, span.clone())) {
+        Ok(i) => i,
+        Err(e) => {
+            c.toml_value(owner, &e, span.clone());
+            return None;
+        }
+    };
+    let policy: PolicyRaw = match deser(sub_table(t, POLICY_KEYS, span.clone())) {
+        Ok(p) => p,
+        Err(e) => {
+            c.toml_value(owner, &e, span.clone());
+            PolicyRaw::default()
+        }
+    };
+    Some((t, identity, policy))
+}
+
+/// The job of `kind` (written at `kind_at`) built from the keys of `t` that are neither identity
+/// nor policy (its parameters), then checked against the notifier; `None` when refused.
+fn build(
+    t: &DeTable<'_>,
+    kind: &Spanned<String>,
+    label: &str,
+    span: Range<usize>,
+    notifier: Option<&Arc<Notifier>>,
+    c: &mut Collector<'_>,
+) -> Option<Arc<dyn DynJob>> {
+    let kind_at = kind.span();
+    let kind = kind.get_ref();
+    let params_keys: Vec<&str> = t
+        .iter()
+        .map(|(k, _)| k.get_ref().as_ref())
+        .filter(|k| !IDENTITY_KEYS.contains(k) && !POLICY_KEYS.contains(k))
+        .collect();
+    let params = sub_table(t, &params_keys, span.clone());
+    let job = match jobs::build(kind, ValueDeserializer::from(params)) {
+        Ok(job) => Some(job),
+        Err(BuildError::UnknownKind) => {
+            c.push(
+                format!("unknown kind `{kind}` for {label}"),
+                Some(kind_at),
+                format!("expected one of {}", quoted(&jobs::kind_names())),
+            );
+            None
+        }
+        Err(BuildError::Params(e)) => {
+            let mut detail = e.message().trim().to_string();
+            if detail.starts_with("unknown field") {
+                detail = format!(
+                    "{detail} for kind `{kind}`; every job also takes {}",
+                    quoted(&[IDENTITY_KEYS, POLICY_KEYS].concat())
+                );
+            }
+            let at = e.span().unwrap_or(span.clone());
+            let what = c.what(Owner::Entry { label, depth: 1 }, at.start);
+            c.push(what, Some(at), detail);
+            None
+        }
+        Err(BuildError::Invalid(detail)) => {
+            c.push(format!("invalid {label}"), Some(span.clone()), detail);
+            None
+        }
+    };
+    if let (Some(job), Some(notifier)) = (&job, notifier)
+        && let Err(detail) = job.check(notifier)
+    {
+        c.push(format!("invalid {label}"), Some(span.clone()), detail);
+    }
+    job
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+    use std::path::Path;
+
+    use crate::config::tests::errors;
+    use crate::config::{EXAMPLE, parse};
+    use crate::jobs;
+
+    #[test]
+    fn names_and_kinds_are_checked() {
+        assert_eq!(
+            errors("[[job]]\nname = \"Daily Invoices\"\nkind = \"noop\"\nevery = \"1m\"\n"),
+            "invalid job name `Daily Invoices` (config.toml line 2, column 8): use 1-64 \
+             characters of a-z, 0-9, `_` and `-`"
+        );
+        assert_eq!(
+            errors("[[job]]\nname = \"x\"\nkind = \"shell\"\nevery = \"1m\"\n"),
+            "unknown kind `shell` for job `x` (config.toml line 3, column 8): expected one of \
+             `cleanup`, `command`, `create_invoices`, `http`, `invoice_reminders`, `noop`, \
+             `notify`, `overdue_escalation`, `sql`, `stats_report`"
+        );
+    }
+
+    /// The shipped config documents every option, so it shows every job kind; each of its jobs
+    /// was built by its kind's builder when it was parsed.
+    #[test]
+    fn every_job_kind_builds_from_the_shipped_example() {
+        let config = parse(Path::new("config.toml"), EXAMPLE).unwrap();
+        let shown: HashSet<&str> = config.jobs.iter().map(|j| j.kind.as_str()).collect();
+        for kind in jobs::kind_names() {
+            assert!(shown.contains(kind), "no `{kind}` job in config.toml");
+        }
+        assert_eq!(shown.len(), jobs::KINDS.len(), "every job's kind is listed");
+    }
+}

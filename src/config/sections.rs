@@ -1,0 +1,150 @@
+//! The top level of a config file: which table is which section, each read into its raw form
+//! (an unknown or malformed section is a problem), and `[channels]` with `[templates]` built
+//! into the notifier that jobs, alerts and tasks send through. `parse` hands each raw section to
+//! the room that checks it.
+
+use std::ops::Range;
+use std::path::Path;
+use std::sync::Arc;
+
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
+use super::daemon::DaemonRaw;
+use super::policy::PolicyRaw;
+use super::problems::{Collector, Owner};
+use super::read::deser;
+use crate::notify::{ChannelsRaw, Notifier, TemplatesRaw};
+
+/// The sections of one file, as written; each absent one at its defaults.
+#[derive(Default)]
+pub(super) struct Sections<'i> {
+    pub(super) daemon: DaemonRaw,
+    /// `[defaults]`: the run policy of every job that does not set its own.
+    pub(super) defaults: PolicyRaw,
+    pub(super) notify: NotifyRaw,
+    /// Each `[[job]]`, read by `job.rs`.
+    pub(super) jobs: Vec<Spanned<DeValue<'i>>>,
+    /// `[queue]` and `[http]`, read by `queue.rs` and `http.rs`.
+    pub(super) queue: Option<Spanned<DeValue<'i>>>,
+    pub(super) http: Option<Spanned<DeValue<'i>>>,
+}
+
+/// `[channels]` and `[templates]`, and where they are written, for their problems.
+#[derive(Default)]
+pub(super) struct NotifyRaw {
+    channels: ChannelsRaw,
+    channels_span: Range<usize>,
+    templates: TemplatesRaw,
+    templates_span: Option<Range<usize>>,
+}
+
+impl<'i> Sections<'i> {
+    /// The sections of the document `root`; one that does not read is reported to `c` and
+    /// left at its defaults, so that the rest are still checked.
+    pub(super) fn read(root: &DeTable<'i>, c: &mut Collector<'_>) -> Self {
+        let mut s = Sections::default();
+        for (key, value) in root.iter() {
+            let span = value.span();
+            match key.get_ref().as_ref() {
+                "daemon" => match deser::<DaemonRaw>(value.clone()) {
+                    Ok(d) => s.daemon = d,
+                    Err(e) => c.toml_value(Owner::Section("invalid `[daemon]` section"), &e, span),
+                },
+                "channels" => match deser::<ChannelsRaw>(value.clone()) {
+                    Ok(ch) => {
+                        s.notify.channels = ch;
+                        s.notify.channels_span = span;
+                    }
+                    Err(e) => {
+                        c.toml_value(Owner::Section("invalid `[channels]` section"), &e, span)
+                    }
+                },
+                "templates" => match deser::<TemplatesRaw>(value.clone()) {
+                    Ok(t) => {
+                        s.notify.templates = t;
+                        s.notify.templates_span = Some(span);
+                    }
+                    Err(e) => {
+                        c.toml_value(Owner::Section("invalid `[templates]` section"), &e, span)
+                    }
+                },
+                "queue" => s.queue = Some(value.clone()),
+                "http" => s.http = Some(value.clone()),
+                "defaults" => match deser::<PolicyRaw>(value.clone()) {
+                    Ok(d) => s.defaults = d,
+                    Err(e) => {
+                        c.toml_value(Owner::Section("invalid `[defaults]` section"), &e, span)
+                    }
+                },
+                "job" => match value.get_ref() {
+                    DeValue::Array(items) => s.jobs.extend(items.iter().cloned()),
+                    _ => c.push(
+                        "invalid `job`",
+                        Some(key.span()),
+                        "write each job as a `[[job]]` table",
+                    ),
+                },
+                other => c.push(
+                    format!("unknown section `{other}`"),
+                    Some(key.span()),
+                    "expected `[daemon]`, `[defaults]`, `[channels]`, `[templates]`, `[queue]`, \
+                     `[http]` or `[[job]]`",
+                ),
+            }
+        }
+        s
+    }
+}
+
+impl NotifyRaw {
+    /// The notifier of these channels and templates (relative template paths are read from
+    /// `config_dir`, the `file` transport writes under `state_dir`); `None` when refused.
+    pub(super) fn notifier(
+        self,
+        config_dir: &Path,
+        state_dir: &Path,
+        c: &mut Collector<'_>,
+    ) -> Option<Arc<Notifier>> {
+        match Notifier::build(self.channels, self.templates, config_dir, state_dir) {
+            Ok(n) => Some(Arc::new(n)),
+            Err(problems) => {
+                for (what, detail) in problems {
+                    // A template's own file and line are in `detail`.
+                    let at = if what == "invalid template" {
+                        self.templates_span.clone()
+                    } else {
+                        Some(self.channels_span.clone())
+                    };
+                    c.push(what, at, detail);
+                }
+                None
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::tests::errors;
+
+    #[test]
+    fn unknown_and_malformed_sections_are_named() {
+        assert_eq!(
+            errors("[deamon]\ntimezone = \"UTC\"\n"),
+            "unknown section `deamon` (config.toml line 1, column 2): expected `[daemon]`, \
+             `[defaults]`, `[channels]`, `[templates]`, `[queue]`, `[http]` or `[[job]]`"
+        );
+        assert_eq!(
+            errors("[job]\nname = \"x\"\n"),
+            "invalid `job` (config.toml line 1, column 2): write each job as a `[[job]]` table"
+        );
+        assert_eq!(
+            errors("[defaults]\ntimeout = \"10 mn\"\n"),
+            "invalid `timeout` in `[defaults]` (config.toml line 2, column 11): invalid duration \
+             `10 mn`: unknown time unit \"mn\", supported units: ns, us/µs, ms, sec, min, hours, \
+             days, weeks, months, years (and few variations); write e.g. `30s`, `10m`, `1h30m`, \
+             `7d`"
+        );
+    }
+}
