@@ -36,6 +36,10 @@ impl Campaign {
         if sent >= self.row.max_attempts as u32 {
             return None;
         }
+        // An escalated invoice keeps its tone for every later email, stages or not.
+        if let (Some(t), true) = (tone, sent > 0) {
+            return Some((TaskType::FollowUp, json!({ "tone": t })));
+        }
         if sent == 0 || (sent as usize) < self.stages.len() {
             let stage = self
                 .stages
@@ -49,11 +53,8 @@ impl Campaign {
             };
             return Some((ty, json!({ "tone": stage })));
         }
-        match (tone, &self.row.escalation_tone) {
-            (Some(t), _) => Some((TaskType::FollowUp, json!({ "tone": t }))),
-            (None, Some(e)) => Some((TaskType::Escalate, json!({ "newTone": e }))),
-            (None, None) => None,
-        }
+        let e = self.row.escalation_tone.as_ref()?;
+        Some((TaskType::Escalate, json!({ "newTone": e })))
     }
 
     /// The tone the next email to `member` uses.

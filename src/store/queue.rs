@@ -88,7 +88,17 @@ pub struct CampaignStep {
     pub settle_paid: bool,
     /// `paused` or `active`.
     pub set_status: Option<&'static str>,
+    /// An escalation of an invoice whose next email is already queued: the tone of that email
+    /// and of the invoice's later ones.
+    pub retone: Option<Retone>,
     pub new_tasks: Vec<NewTask>,
+}
+
+/// A new tone for an invoice of a campaign: its membership and its pending emails take it.
+#[derive(Debug, Clone)]
+pub struct Retone {
+    pub invoice_id: String,
+    pub tone: String,
 }
 
 #[derive(Debug, Clone)]
@@ -248,6 +258,24 @@ const CANCEL_CAMPAIGN: &str = "
 UPDATE scheduled_tasks SET status = 'cancelled', updated_at = $2, error_message = $3
  WHERE status = 'pending' AND campaign_id = $1::uuid
    AND ($4 = FALSE OR task_type <> 'resume_campaign')";
+
+/// The statement that sets `key` of the data of an invoice's pending campaign tasks of `types`
+/// to `$3`: JSON is edited by each engine's own function.
+fn retone_pending(store: &Store, key: &str, types: &str) -> String {
+    let set = match store {
+        Store::Sqlite(_) => format!("json_set(COALESCE(task_data, '{{}}'), '$.{key}', $3)"),
+        Store::Postgres(_) => {
+            format!(
+                "jsonb_set(COALESCE(task_data, '{{}}'::jsonb), '{{{key}}}', to_jsonb($3::text))"
+            )
+        }
+    };
+    format!(
+        "UPDATE scheduled_tasks SET task_data = {set}, updated_at = $4
+          WHERE campaign_id = $1::uuid AND invoice_id = $2::uuid AND status = 'pending'
+            AND task_type IN ({types})"
+    )
+}
 
 /// Settles a campaign inside a transaction: cancels the tasks of ended memberships, completes
 /// it when no invoice is left (cancelling all it still had pending). Returns whether it
@@ -707,6 +735,28 @@ impl Store {
                 .execute(&mut *tx)
                 .await
                 .doing("recording a campaign email")?;
+            }
+            if let Some(r) = &step.retone {
+                sqlx::query(&store.sql(
+                    "UPDATE campaign_invoices SET tone = $3
+                      WHERE campaign_id = $1::uuid AND invoice_id = $2::uuid",
+                ))
+                .bind(campaign)
+                .bind(&r.invoice_id)
+                .bind(&r.tone)
+                .execute(&mut *tx)
+                .await
+                .doing("changing the tone of a campaign's invoice")?;
+                for (key, types) in [("tone", "'send_email', 'follow_up'"), ("newTone", "'escalate'")] {
+                    sqlx::query(&store.sql(&retone_pending(store, key, types)))
+                        .bind(campaign)
+                        .bind(&r.invoice_id)
+                        .bind(&r.tone)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await
+                        .doing("changing the tone of an invoice's pending emails")?;
+                }
             }
             if step.settle_paid {
                 sqlx::query(&store.sql(SETTLE_PAID))

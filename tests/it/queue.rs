@@ -318,6 +318,98 @@ async fn campaign_story_on_postgres() {
     campaign_story(p).await;
 }
 
+/// Seed 000: an escalation of an invoice whose next email is already queued changes the tone
+/// of that email and of the later ones. Before, it was skipped ("too early; the invoice's next
+/// email is already scheduled"), the campaign kept its tone and the next email went out
+/// `professional`.
+async fn escalation_story(p: Project) {
+    let smtp = SmtpServer::start(p.path());
+    email_config(&p, &smtp, "");
+    let store = p.store().await;
+    let t0 = utc("2026-03-02T12:00:00Z");
+    billing_data(&store, t0).await;
+    let config = p.config();
+    let daemon = TestDaemon::start(config.clone(), t0).await;
+    campaign::create(
+        &store,
+        &config,
+        CreateArgs {
+            name: "escalated".into(),
+            invoices: vec!["A-1".into()],
+            stages: Some(vec![
+                "friendly".into(),
+                "professional".into(),
+                "firm".into(),
+            ]),
+            max_attempts: Some(4),
+            days_between: Some(5),
+            send_hour: Some(10),
+            ..Default::default()
+        },
+        t0,
+    )
+    .await
+    .unwrap();
+    let first = pending_of(&store, "A-1").await;
+    daemon.clock.advance(Duration::from_secs(30 * 60));
+    wait_status(&store, &first.id, "completed").await;
+    smtp.wait_for_messages(1).await;
+    let next = pending_of(&store, "A-1").await;
+    assert_eq!(data(&next), serde_json::json!({ "tone": "professional" }));
+
+    let esc_id = enqueue(
+        &store,
+        &config,
+        EnqueueArgs {
+            task_type: "escalate".into(),
+            after: Some("0s".into()),
+            data: Some(r#"{"newTone": "urgent"}"#.into()),
+            invoice: Some("A-1".into()),
+            campaign: Some("escalated".into()),
+            ..Default::default()
+        },
+        daemon.clock.now(),
+    )
+    .await;
+    let esc = wait_status(&store, &esc_id, "completed").await;
+    assert_eq!(result(&esc)["tone"], "urgent", "{:?}", result(&esc));
+    let retoned = task(&store, &next.id).await;
+    assert_eq!(
+        (retoned.status.as_str(), data(&retoned)),
+        ("pending", serde_json::json!({ "tone": "urgent" })),
+        "the queued email takes the new tone, at the same time"
+    );
+    assert_eq!(retoned.scheduled_for, next.scheduled_for);
+    assert_eq!(smtp.messages().len(), 1, "nothing sent early");
+
+    daemon
+        .clock
+        .advance((next.scheduled_for - daemon.clock.now()).to_std().unwrap());
+    let sent = wait_status(&store, &next.id, "completed").await;
+    assert_eq!(result(&sent)["template"], "urgent");
+    smtp.wait_for_messages(2).await;
+    let later = pending_of(&store, "A-1").await;
+    assert_eq!(
+        data(&later),
+        serde_json::json!({ "tone": "urgent" }),
+        "and the later ones"
+    );
+    daemon.stop().await;
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_escalation_changes_the_tone_of_what_is_pending() {
+    escalation_story(Project::sqlite()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_escalation_changes_the_tone_of_what_is_pending_postgres() {
+    if let Some(p) = Project::postgres().await {
+        escalation_story(p).await;
+    }
+}
+
 /// Failures are retried after the type's backoff, then the task fails with the last error;
 /// `tickler tasks retry` runs it again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

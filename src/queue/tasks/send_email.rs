@@ -16,7 +16,7 @@ use crate::notify::{ChannelKind, Fate, Message};
 use crate::queue::TaskError;
 use crate::queue::campaign::member_zone;
 use crate::queue::execute::{Fail, Step, fatal};
-use crate::store::queue::{CampaignStep, Sent};
+use crate::store::queue::{CampaignStep, Retone, Sent};
 
 /// The data of `send_email` and `follow_up` (the seed's names).
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -143,7 +143,26 @@ pub(super) async fn send(
                     .await?
                 {
                     // The invoice's next email is already queued: rescheduling this one too
-                    // would send two.
+                    // would send two. An escalation changes the tone of that email and of
+                    // the later ones instead.
+                    if let Some(tone) = escalation {
+                        return Ok(Step::Campaign(
+                            CampaignStep {
+                                campaign_id: c.row.id.clone(),
+                                retone: Some(Retone {
+                                    invoice_id: inv.id.clone(),
+                                    tone: tone.clone(),
+                                }),
+                                ..Default::default()
+                            },
+                            json!({
+                                "retoned": "the invoice's next email is already scheduled: \
+                                            it and the later ones take the new tone",
+                                "tone": tone,
+                                "next_at": next,
+                            }),
+                        ));
+                    }
                     return Ok(Step::Done(json!({
                         "skipped": "too early; the invoice's next email is already scheduled",
                         "next_at": next,
