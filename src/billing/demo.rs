@@ -183,3 +183,26 @@ pub async fn fill(store: &Store, today: NaiveDate) -> Result<(u64, u64, u64), St
         .await
         .map_err(|e: StoreError| e.to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secret::DatabaseUrl;
+
+    #[tokio::test]
+    async fn only_an_empty_database_is_filled() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("demo.db").display());
+        let store = Store::connect(&DatabaseUrl::new(url)).await.unwrap();
+        store.migrate().await.unwrap();
+        let today = NaiveDate::from_ymd_opt(2026, 11, 23).unwrap();
+        let (customers, subscriptions, invoices) = fill(&store, today).await.unwrap();
+        assert_eq!((customers, subscriptions, invoices), (36, 36, 108));
+        assert_eq!(
+            fill(&store, today).await.unwrap_err().to_string(),
+            "the database already has 36 customer(s) and 108 invoice(s); `tickler demo` fills \
+             only an empty one (point `[daemon].database_url` at a new file)"
+        );
+        store.close().await;
+    }
+}

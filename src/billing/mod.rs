@@ -176,4 +176,18 @@ mod tests {
         assert!(parse_offset("--9d").is_err());
         assert!(parse_offset("99999d").is_err());
     }
+
+    #[test]
+    fn bad_offsets_say_how_to_write_one() {
+        for text in ["7", "--9d", "99999d", "d", " 7 d", "7days"] {
+            assert_eq!(
+                parse_offset(text).unwrap_err().to_string(),
+                format!(
+                    "invalid offset `{text}`: write days before the due date as `7d`, `1d`, `0d` \
+                     (the due date) or `-3d` (3 days after it)"
+                )
+            );
+        }
+        assert_eq!(parse_offset(" 3d ").ok(), Some(3));
+    }
 }

@@ -269,3 +269,31 @@ pub(crate) async fn open_store(config: &Config) -> anyhow::Result<Store> {
     crate::daemon::orphans::resolve_local(&store, config).await?;
     Ok(store)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_arguments_say_what_to_write() {
+        assert_eq!(
+            parse_rfc3339("yesterday").unwrap_err().to_string(),
+            "premature end of input; write an RFC 3339 time such as \
+             `2025-03-09T00:00:00Z`"
+        );
+        assert_eq!(
+            parse_rfc3339("2025-03-09T00:00:00+02:00").ok(),
+            "2025-03-08T22:00:00Z".parse().ok()
+        );
+        assert_eq!(
+            parse_run_id("run-1").unwrap_err().to_string(),
+            "not a run id; a run id is a UUID such as `0193b0a4-6f2e-7c3d-9a51-2b8e4f1c0d7e`, \
+             shown by `tickler history --format json` and in alerts"
+        );
+        let all: Vec<&str> = Status::ALL.iter().map(|s| s.as_str()).collect();
+        assert_eq!(
+            parse_status("broken").unwrap_err().to_string(),
+            format!("unknown status; expected one of {}", all.join(", "))
+        );
+    }
+}

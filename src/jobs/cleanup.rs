@@ -174,3 +174,39 @@ impl Job for CleanupJob {
         Ok(outcome)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A `[[job.rule]]` on `table` with `extra` keys.
+    fn rule(table: &str, extra: &str) -> String {
+        format!("[[rule]]\ntable = \"{table}\"\nolder_than = \"30d\"\n{extra}")
+    }
+
+    #[test]
+    fn bad_rules_are_refused_with_what_to_write() {
+        #[rustfmt::skip]
+        let table: Vec<(String, &str)> = vec![
+            ("rule = []".into(),
+             "add at least one `[[job.rule]]` with `table` and `older_than`"),
+            (rule("audit log", ""),
+             "`table` `audit log` is not a plain table or column name (letters, digits, `_`, an \
+              optional `schema.`)"),
+            (rule("audit_log", "column = \"a.b.c\""),
+             "`column` `a.b.c` is not a plain table or column name (letters, digits, `_`, an \
+              optional `schema.`)"),
+            (rule("tickler_counters", ""),
+             "`tickler_counters` is tickler's own bookkeeping and cannot be cleaned"),
+            (rule("audit_log", "batch_size = 0"), "`batch_size` must be 1-100000 (found 0)"),
+            (rule("audit_log", "keep = \"a = 1; drop table b\""),
+             "`keep` must be one SQL condition, without `;`"),
+        ];
+        for (params, message) in table {
+            let job: CleanupJob = toml::from_str(&params).unwrap();
+            assert_eq!(job.validate().unwrap_err().to_string(), message, "{params}");
+        }
+        let job: CleanupJob = toml::from_str(&rule("public.audit_log", "")).unwrap();
+        assert!(job.validate().is_ok());
+    }
+}

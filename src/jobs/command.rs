@@ -362,3 +362,23 @@ async fn read_tail<R: AsyncRead + Unpin>(pipe: Option<R>) -> String {
     }
     crate::net::without_nul(String::from_utf8_lossy(&kept).into_owned())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_command_names_one_program_or_one_shell_line() {
+        #[rustfmt::skip]
+        let table = [
+            ("command = []",
+             "`command` must name a program, e.g. `[\"/usr/bin/env\", \"true\"]`"),
+            ("command = [\"a\", \"b\"]\nshell = true",
+             "with `shell = true`, `command` is one shell command line, e.g. `[\"a | b\"]`"),
+        ];
+        for (params, message) in table {
+            let job: CommandJob = toml::from_str(params).unwrap();
+            assert_eq!(job.validate().unwrap_err().to_string(), message, "{params}");
+        }
+    }
+}

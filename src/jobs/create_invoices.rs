@@ -286,3 +286,28 @@ impl CreateInvoicesJob {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_parameters_are_refused_with_what_to_write() {
+        #[rustfmt::skip]
+        let table = [
+            ("days_ahead = 400", "`days_ahead` must be 0-366 (found 400)"),
+            ("batch_size = 0", "`batch_size` must be 1-10000 (found 0)"),
+            ("item_retry = { attempts = 11 }", "`item_retry.attempts` must be 1-10 (found 11)"),
+            ("item_retry = { factor = 0.5 }", "`item_retry.factor` must be 1.0 or more"),
+            ("paystack = { base_url = \"nope\", secret_key_env = \"K\" }",
+             "invalid `paystack.base_url` `nope`: relative URL without a base"),
+            ("paystack = {}", "`paystack` needs `secret_key_env` or `secret_key_file`"),
+            ("paystack = { secret_key_env = \"K\", secret_key_file = \"k\" }",
+             "set only one of `paystack.secret_key_env` and `paystack.secret_key_file`, not both"),
+        ];
+        for (params, message) in table {
+            let job: CreateInvoicesJob = toml::from_str(params).unwrap();
+            assert_eq!(job.validate().unwrap_err().to_string(), message, "{params}");
+        }
+    }
+}

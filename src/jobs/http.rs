@@ -135,3 +135,26 @@ impl Job for HttpJob {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_requests_are_refused_with_what_to_write() {
+        #[rustfmt::skip]
+        let table = [
+            ("url = \"not a url\"", "invalid `url` `not a url`: relative URL without a base"),
+            ("url = \"ftp://x\"", "`url` must be http:// or https:// (found `ftp://x`)"),
+            ("url = \"https://x\"\nmethod = \"G ET\"", "invalid HTTP `method` `G ET`"),
+            ("url = \"https://x\"\nbody = \"b\"\njson = { a = 1 }",
+             "set only one of `body` and `json`"),
+            ("url = \"https://x\"\nbearer_token_env = \"T\"\nbearer_token_file = \"t\"",
+             "set only one of `bearer_token_env` and `bearer_token_file`, not both"),
+        ];
+        for (params, message) in table {
+            let job: HttpJob = toml::from_str(params).unwrap();
+            assert_eq!(job.validate().unwrap_err().to_string(), message, "{params}");
+        }
+    }
+}

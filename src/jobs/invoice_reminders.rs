@@ -223,4 +223,29 @@ mod tests {
             "`templates` names the window `2d`, which is not in `offsets`"
         );
     }
+
+    #[test]
+    fn bad_windows_are_refused_with_what_to_write() {
+        #[rustfmt::skip]
+        let table = [
+            ("offsets = []",
+             "`offsets` must list at least one window, e.g. `[\"7d\", \"1d\", \"0d\"]`"),
+            ("channels = []", "`channels` must list at least one channel, e.g. `[\"email\"]`"),
+            ("batch_size = 0", "`batch_size` must be 1-10000 (found 0)"),
+            ("offsets = [\"7\"]",
+             "invalid offset `7`: write days before the due date as `7d`, `1d`, `0d` (the due \
+              date) or `-3d` (3 days after it)"),
+            ("offsets = [\"1d\", \"01d\"]", "`offsets` lists the same window twice (`1d` and `01d`)"),
+        ];
+        for (params, message) in table {
+            let job: InvoiceRemindersJob = toml::from_str(params).unwrap();
+            assert_eq!(job.validate().unwrap_err().to_string(), message, "{params}");
+        }
+        let job: InvoiceRemindersJob = toml::from_str("channels = [\"sms\"]").unwrap();
+        assert_eq!(
+            job.check(&Notifier::empty()).unwrap_err().to_string(),
+            "the channel `sms` is not configured; add a `[channels.sms]` section or remove it \
+             from `channels`"
+        );
+    }
 }

@@ -198,3 +198,41 @@ impl Job for NotifyJob {
         Ok(tally.into_outcome(outcome, ctx.dry_run))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_parameters_are_refused_with_what_to_write() {
+        let base = "query = \"select 1\"\ntemplate = \"friendly\"\ndedup = \"d-{{ id }}\"\n";
+        #[rustfmt::skip]
+        let table = [
+            ("query = \" \"\ntemplate = \"t\"\ndedup = \"d\"",
+             "`query` must be an SQL query returning one row per message"),
+            ("channels = []", "`channels` must list at least one channel, e.g. `[\"email\"]`"),
+            ("query = \"q\"\ntemplate = \"t\"\ndedup = \" \"",
+             "`dedup` must name each message, e.g. `\"booking-24h-{{ id }}\"`"),
+            ("limit = 0", "`limit` must be 1-1000000 (found 0)"),
+            ("to = { sms = \"{{ mobile }}\" }",
+             "`to` sets the channel `sms`, which is not in `channels`"),
+            ("database_url_env = \"U\"\ndatabase_url_file = \"u\"",
+             "set only one of `database_url_env` and `database_url_file`, not both"),
+        ];
+        for (params, message) in table {
+            let params = if params.starts_with("query") {
+                params.to_string()
+            } else {
+                format!("{base}{params}")
+            };
+            let job: NotifyJob = toml::from_str(&params).unwrap();
+            assert_eq!(job.validate().unwrap_err().to_string(), message, "{params}");
+        }
+        let job: NotifyJob = toml::from_str(base).unwrap();
+        assert_eq!(
+            job.check(&Notifier::empty()).unwrap_err().to_string(),
+            "the channel `email` is not configured; add a `[channels.email]` section or remove \
+             it from `channels`"
+        );
+    }
+}

@@ -145,3 +145,32 @@ impl Job for OverdueEscalationJob {
         Ok(tally.into_outcome(outcome, ctx.dry_run))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_parameters_are_refused_with_what_to_write() {
+        #[rustfmt::skip]
+        let table = [
+            ("level = 0\nmin_days_overdue = 1", "`level` must be 1-9 (found 0)"),
+            ("level = 1\nmin_days_overdue = -1",
+             "`min_days_overdue` must be 0-3650 days (found -1)"),
+            ("level = 1\nmin_days_overdue = 1\nchannels = []",
+             "`channels` must list at least one channel, e.g. `[\"email\"]`"),
+            ("level = 1\nmin_days_overdue = 1\nbatch_size = 10001",
+             "`batch_size` must be 1-10000 (found 10001)"),
+        ];
+        for (params, message) in table {
+            let job: OverdueEscalationJob = toml::from_str(params).unwrap();
+            assert_eq!(job.validate().unwrap_err().to_string(), message, "{params}");
+        }
+        let job: OverdueEscalationJob = toml::from_str("level = 1\nmin_days_overdue = 1").unwrap();
+        assert_eq!(
+            job.check(&Notifier::empty()).unwrap_err().to_string(),
+            "the channel `email` is not configured; add a `[channels.email]` section or remove \
+             it from `channels`"
+        );
+    }
+}

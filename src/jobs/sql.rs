@@ -62,3 +62,20 @@ impl Job for SqlJob {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statements_must_not_be_empty() {
+        for params in ["statements = []", "statements = [\"select 1\", \" \"]"] {
+            let job: SqlJob = toml::from_str(params).unwrap();
+            assert_eq!(
+                job.validate().unwrap_err().to_string(),
+                "`statements` must list at least one non-empty SQL statement",
+                "{params}"
+            );
+        }
+    }
+}

@@ -205,4 +205,30 @@ mod tests {
             (d("2025-12-01"), d("2026-01-01"))
         );
     }
+
+    #[test]
+    fn bad_parameters_are_refused_with_what_to_write() {
+        #[rustfmt::skip]
+        let table = [
+            ("channels = [\"webhook\", \"sms\"]",
+             "a report goes by `email` or `webhook`, not by SMS or WhatsApp"),
+            ("recipients = []",
+             "`recipients` must list at least one email address, e.g. \
+              `[\"accounts@example.com\"]`"),
+            ("recipients = [\"accounts\"]",
+             "`recipients`: `accounts` is not an email address (Missing domain or user)"),
+        ];
+        for (params, message) in table {
+            let job: StatsReportJob =
+                toml::from_str(&format!("period = \"weekly\"\n{params}")).unwrap();
+            assert_eq!(job.validate().unwrap_err().to_string(), message, "{params}");
+        }
+        let job: StatsReportJob =
+            toml::from_str("period = \"weekly\"\nchannels = [\"webhook\"]").unwrap();
+        assert_eq!(
+            job.check(&Notifier::empty()).unwrap_err().to_string(),
+            "the channel `webhook` is not configured; add a `[channels.webhook]` section or \
+             remove it from `channels`"
+        );
+    }
 }

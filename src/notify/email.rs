@@ -346,3 +346,40 @@ async fn connect(
             )))
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_sections_are_refused_with_what_to_write() {
+        let smtp = "transport = \"smtp\"\nhost = \"mail.example.com\"\n";
+        #[rustfmt::skip]
+        let table = [
+            ("from = \"billing\"".to_string(),
+             "`from` `billing` is not an email address (Invalid input); write e.g. \
+              `Acme Billing <billing@acme.example>`"),
+            ("from = \"a@b.example\"\nreply_to = \"accounts\"".into(),
+             "`reply_to` `accounts` is not an email address (Invalid input)"),
+            ("from = \"a@b.example\"\npassword_env = \"P\"\npassword_file = \"p\"".into(),
+             "set only one of `password_env` and `password_file`, not both"),
+            ("from = \"a@b.example\"\ntransport = \"smtp\"".into(),
+             "`host` is required with `transport = \"smtp\"`; e.g. `host = \"smtp.example.com\"`"),
+            (format!("from = \"a@b.example\"\n{smtp}tls = \"none\"\nusername = \"u\""),
+             "`tls = \"none\"` would send the SMTP password to `mail.example.com` in clear text; \
+              use `tls = \"starttls\"` or `\"tls\"` (plain text is for a relay on this host)"),
+            (format!("from = \"a@b.example\"\n{smtp}password_env = \"P\""),
+             "`password_env`/`password_file` needs `username`"),
+            ("from = \"a@b.example\"\nhost = \"mail.example.com\"".into(),
+             "`host` is set but `transport` is `file`; set `transport = \"smtp\"` to send through \
+              it"),
+            ("from = \"a@b.example\"\nrate_limit = -1.0".into(),
+             "`rate_limit` must be 0 (no limit) or 0.001-100000 messages per second (found -1)"),
+        ];
+        for (section, message) in table {
+            let c: EmailConfig = toml::from_str(&section).unwrap();
+            let err = Email::build(c, Path::new("var")).map(|_| ()).unwrap_err();
+            assert_eq!(err.to_string(), message, "{section}");
+        }
+    }
+}

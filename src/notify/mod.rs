@@ -646,3 +646,28 @@ fn no_address(channel: ChannelKind) -> String {
 
 /// Shared, cheaply cloned.
 pub type SharedNotifier = Arc<Notifier>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_job_needs_its_channels_configured_and_its_templates() {
+        let n = Notifier::empty();
+        assert_eq!(
+            n.check(&[ChannelKind::Whatsapp], &[], &Value::Null)
+                .unwrap_err()
+                .to_string(),
+            "the channel `whatsapp` is not configured; add a `[channels.whatsapp]` section or \
+             remove it from `channels`"
+        );
+        let err = n
+            .check(&[], &["nope"], &Value::Null)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("no template named `nope`; add `nope.j2` to the templates directory"),
+            "{err}"
+        );
+    }
+}

@@ -65,6 +65,20 @@ impl RateLimiter {
 mod tests {
     use super::*;
 
+    #[test]
+    fn rates_out_of_range_are_refused() {
+        assert!(check(0.0).is_ok() && check(0.001).is_ok() && check(100_000.0).is_ok());
+        for (rate, found) in [(-1.0, "-1"), (0.0001, "0.0001"), (200_000.0, "200000")] {
+            assert_eq!(
+                check(rate).unwrap_err().to_string(),
+                format!(
+                    "`rate_limit` must be 0 (no limit) or 0.001-100000 messages per second \
+                     (found {found})"
+                )
+            );
+        }
+    }
+
     #[tokio::test(start_paused = true)]
     async fn starts_are_spaced_by_the_rate() {
         let limiter = RateLimiter::new(10.0, 100);

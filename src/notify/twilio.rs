@@ -134,3 +134,34 @@ impl Twilio {
         )))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_sections_are_refused_with_what_to_write() {
+        let ok = "from = \"+15005550006\"\naccount_sid = \"AC1\"\nauth_token_env = \"T\"\n";
+        #[rustfmt::skip]
+        let table = [
+            ("from = \"+15005550006\"".to_string(), "set one of `account_sid` and `account_sid_env`"),
+            ("from = \"+15005550006\"\naccount_sid = \"AC1\"".into(),
+             "`auth_token_env` or `auth_token_file` is required"),
+            ("from = \"+15005550006\"\naccount_sid = \"AC1\"\nauth_token_env = \"T\"\n\
+              auth_token_file = \"t\"".into(),
+             "set only one of `auth_token_env` and `auth_token_file`, not both"),
+            (format!("{ok}base_url = \"nope\""),
+             "invalid `base_url` `nope`: relative URL without a base"),
+            ("from = \" \"\naccount_sid = \"AC1\"\nauth_token_env = \"T\"".into(),
+             "`from` must be a phone number such as `+15005550006`"),
+            (format!("{ok}rate_limit = 0.0001"),
+             "`rate_limit` must be 0 (no limit) or 0.001-100000 messages per second (found \
+              0.0001)"),
+        ];
+        for (section, message) in table {
+            let c: TwilioConfig = toml::from_str(&section).unwrap();
+            let err = Twilio::build(c, ChannelKind::Sms).map(|_| ()).unwrap_err();
+            assert_eq!(err.to_string(), message, "{section}");
+        }
+    }
+}

@@ -134,3 +134,29 @@ pub async fn post_json(
         )))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_sections_are_refused_with_what_to_write() {
+        #[rustfmt::skip]
+        let table = [
+            ("", "set one of `url`, `url_env` and `url_file`"),
+            ("url = \"https://x\"\nurl_env = \"U\"", "set one of `url`, `url_env` and `url_file`"),
+            ("url = \"nope\"", "invalid `url` `nope`: relative URL without a base"),
+            ("url_env = \"U\"\nurl_file = \"u\"",
+             "set only one of `url_env` and `url_file`, not both"),
+            ("url = \"https://x\"\nbearer_token_env = \"T\"\nbearer_token_file = \"t\"",
+             "set only one of `bearer_token_env` and `bearer_token_file`, not both"),
+            ("url = \"https://x\"\nrate_limit = -1.0",
+             "`rate_limit` must be 0 (no limit) or 0.001-100000 messages per second (found -1)"),
+        ];
+        for (section, message) in table {
+            let c: WebhookConfig = toml::from_str(section).unwrap();
+            let err = Webhook::build(c).map(|_| ()).unwrap_err();
+            assert_eq!(err.to_string(), message, "{section}");
+        }
+    }
+}
