@@ -229,7 +229,7 @@ impl Notifier {
                         Lane::new(Channel::Email(e), rate, concurrency),
                     );
                 }
-                Err(e) => problems.push(("invalid `[channels.email]`".to_string(), e)),
+                Err(e) => problems.push(("invalid `[channels.email]`".to_string(), e.to_string())),
             }
         }
         for (kind, raw) in [
@@ -241,7 +241,10 @@ impl Notifier {
                     Ok((t, rate, concurrency)) => {
                         lanes.insert(kind, Lane::new(Channel::Twilio(t), rate, concurrency));
                     }
-                    Err(e) => problems.push((format!("invalid `[channels.{}]`", kind.as_str()), e)),
+                    Err(e) => problems.push((
+                        format!("invalid `[channels.{}]`", kind.as_str()),
+                        e.to_string(),
+                    )),
                 }
             }
         }
@@ -253,7 +256,9 @@ impl Notifier {
                         Lane::new(Channel::Webhook(w), rate, concurrency),
                     );
                 }
-                Err(e) => problems.push(("invalid `[channels.webhook]`".to_string(), e)),
+                Err(e) => {
+                    problems.push(("invalid `[channels.webhook]`".to_string(), e.to_string()))
+                }
             }
         }
         match loaded {

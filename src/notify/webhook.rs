@@ -7,9 +7,11 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::json;
 
+use super::ratelimit::RateLimitError;
 use super::{Rendered, SendError};
-use crate::secret::SecretSource;
+use crate::net::UrlError;
 use crate::secret::redact_url;
+use crate::secret::{SecretError, SecretSource};
 
 /// `[channels.webhook]`.
 #[derive(Debug, Deserialize)]
@@ -33,6 +35,21 @@ enum Url {
     Secret(SecretSource),
 }
 
+/// What is wrong with `[channels.webhook]`.
+#[derive(Debug, thiserror::Error)]
+pub enum WebhookError {
+    #[error("set one of `url`, `url_env` and `url_file`")]
+    NoUrl,
+    /// `url` does not parse (shown with any password hidden).
+    #[error("invalid `url` `{shown}`: {reason}")]
+    Url { shown: String, reason: UrlError },
+    /// A secret's `_env` and `_file` keys both set (`url`, `bearer_token`).
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    #[error(transparent)]
+    RateLimit(#[from] RateLimitError),
+}
+
 pub struct Webhook {
     url: Url,
     bearer: Option<SecretSource>,
@@ -40,16 +57,18 @@ pub struct Webhook {
 }
 
 impl Webhook {
-    pub fn build(c: WebhookConfig) -> Result<(Webhook, f64, usize), String> {
+    pub fn build(c: WebhookConfig) -> Result<(Webhook, f64, usize), WebhookError> {
         let secret = SecretSource::from_pair("url", c.url_env, c.url_file)?;
         let url = match (c.url, secret) {
             (Some(url), None) => {
-                reqwest::Url::parse(&url)
-                    .map_err(|e| format!("invalid `url` `{}`: {e}", redact_url(&url)))?;
+                reqwest::Url::parse(&url).map_err(|reason| WebhookError::Url {
+                    shown: redact_url(&url),
+                    reason,
+                })?;
                 Url::Plain(url)
             }
             (None, Some(s)) => Url::Secret(s),
-            _ => return Err("set one of `url`, `url_env` and `url_file`".into()),
+            _ => return Err(WebhookError::NoUrl),
         };
         let bearer =
             SecretSource::from_pair("bearer_token", c.bearer_token_env, c.bearer_token_file)?;
