@@ -40,16 +40,23 @@ pub struct CommandJob {
     pub cwd: Option<PathBuf>,
 }
 
+/// What is wrong with the `command` of a `command` job.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    #[error("`command` must name a program, e.g. `[\"/usr/bin/env\", \"true\"]`")]
+    NoProgram,
+    /// With `shell = true`, more than one string.
+    #[error("with `shell = true`, `command` is one shell command line, e.g. `[\"a | b\"]`")]
+    NotOneShellLine,
+}
+
 impl Job for CommandJob {
-    fn validate(&self) -> Result<(), String> {
+    type Invalid = CommandError;
+
+    fn validate(&self) -> Result<(), CommandError> {
         match (self.command.first(), self.shell) {
-            (None, _) => {
-                Err("`command` must name a program, e.g. `[\"/usr/bin/env\", \"true\"]`".into())
-            }
-            (Some(_), true) if self.command.len() != 1 => Err(
-                "with `shell = true`, `command` is one shell command line, e.g. `[\"a | b\"]`"
-                    .into(),
-            ),
+            (None, _) => Err(CommandError::NoProgram),
+            (Some(_), true) if self.command.len() != 1 => Err(CommandError::NotOneShellLine),
             _ => Ok(()),
         }
     }
@@ -366,6 +373,7 @@ async fn read_tail<R: AsyncRead + Unpin>(pipe: Option<R>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::jobs::tests::assert_refused;
 
     #[test]
     fn a_command_names_one_program_or_one_shell_line() {
@@ -376,9 +384,6 @@ mod tests {
             ("command = [\"a\", \"b\"]\nshell = true",
              "with `shell = true`, `command` is one shell command line, e.g. `[\"a | b\"]`"),
         ];
-        for (params, message) in table {
-            let job: CommandJob = toml::from_str(params).unwrap();
-            assert_eq!(job.validate().unwrap_err().to_string(), message, "{params}");
-        }
+        assert_refused::<CommandJob>(&table);
     }
 }

@@ -56,6 +56,20 @@ impl ChannelKind {
     }
 }
 
+/// Why a job cannot send what it means to: a channel it names is not configured, or a
+/// template it needs is missing or does not render.
+#[derive(Debug, thiserror::Error)]
+pub enum NotifyError {
+    #[error(
+        "the channel `{name}` is not configured; add a `[channels.{name}]` section or remove it \
+         from `channels`",
+        name = .0.as_str()
+    )]
+    NotConfigured(ChannelKind),
+    #[error(transparent)]
+    Template(#[from] templates::TemplateError),
+}
+
 /// `[channels]` and `[templates]` of `config.toml`, as written.
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -310,16 +324,9 @@ impl Notifier {
         channels: &[ChannelKind],
         templates: &[&str],
         sample: &Value,
-    ) -> Result<(), String> {
-        for c in channels {
-            if !self.has_channel(*c) {
-                return Err(format!(
-                    "the channel `{}` is not configured; add a `[channels.{}]` section or remove \
-                     it from `channels`",
-                    c.as_str(),
-                    c.as_str()
-                ));
-            }
+    ) -> Result<(), NotifyError> {
+        if let Some(c) = channels.iter().find(|c| !self.has_channel(**c)) {
+            return Err(NotifyError::NotConfigured(*c));
         }
         for t in templates {
             self.templates.check(t, channels, sample)?;
