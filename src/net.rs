@@ -16,6 +16,10 @@ pub fn http_client() -> reqwest::Client {
         .clone()
 }
 
+/// Why a configured URL does not parse (`url::ParseError`, which reqwest does not re-export):
+/// the channels and jobs that take a URL keep it in their errors.
+pub type UrlError = <reqwest::Url as std::str::FromStr>::Err;
+
 /// Text a job read from outside (a program's output, an HTTP answer) without NUL bytes, which
 /// PostgreSQL refuses in text and jsonb: such text ends up in the ledger and task results.
 pub fn without_nul(text: String) -> String {

@@ -80,14 +80,27 @@ fn first_of_month(d: NaiveDate) -> NaiveDate {
     d.with_day(1).unwrap_or(d)
 }
 
+/// Why `tickler demo` filled nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    /// The database has billing data of its own, which the demo must not mix with.
+    #[error(
+        "the database already has {customers} customer(s) and {invoices} invoice(s); `tickler \
+         demo` fills only an empty one (point `[daemon].database_url` at a new file)"
+    )]
+    NotEmpty { customers: i64, invoices: i64 },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
 /// Fills the billing tables; refuses a database that already has customers.
-pub async fn fill(store: &Store, today: NaiveDate) -> Result<(u64, u64, u64), String> {
-    let (customers, _, invoices) = store.billing_counts().await.map_err(|e| e.to_string())?;
+pub async fn fill(store: &Store, today: NaiveDate) -> Result<(u64, u64, u64), DemoError> {
+    let (customers, _, invoices) = store.billing_counts().await?;
     if customers > 0 || invoices > 0 {
-        return Err(format!(
-            "the database already has {customers} customer(s) and {invoices} invoice(s); \
-             `tickler demo` fills only an empty one (point `[daemon].database_url` at a new file)"
-        ));
+        return Err(DemoError::NotEmpty {
+            customers,
+            invoices,
+        });
     }
     let now = Utc::now();
     let mut cs = vec![];
@@ -178,8 +191,28 @@ pub async fn fill(store: &Store, today: NaiveDate) -> Result<(u64, u64, u64), St
             escalated_at: escalated.map(ts),
         });
     }
-    store
-        .import(&cs, &subs, &mut invs, "INV-")
-        .await
-        .map_err(|e: StoreError| e.to_string())
+    Ok(store.import(&cs, &subs, &mut invs, "INV-").await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secret::DatabaseUrl;
+
+    #[tokio::test]
+    async fn only_an_empty_database_is_filled() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("demo.db").display());
+        let store = Store::connect(&DatabaseUrl::new(url)).await.unwrap();
+        store.migrate().await.unwrap();
+        let today = NaiveDate::from_ymd_opt(2026, 11, 23).unwrap();
+        let (customers, subscriptions, invoices) = fill(&store, today).await.unwrap();
+        assert_eq!((customers, subscriptions, invoices), (36, 36, 108));
+        assert_eq!(
+            fill(&store, today).await.unwrap_err().to_string(),
+            "the database already has 36 customer(s) and 108 invoice(s); `tickler demo` fills \
+             only an empty one (point `[daemon].database_url` at a new file)"
+        );
+        store.close().await;
+    }
 }

@@ -79,9 +79,20 @@ pub fn periods(
         .collect()
 }
 
+/// Why a reminder offset cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OffsetError {
+    /// Not `Nd` or `-Nd` with N at most 3650 (the text as written).
+    #[error(
+        "invalid offset `{0}`: write days before the due date as `7d`, `1d`, `0d` (the due date) \
+         or `-3d` (3 days after it)"
+    )]
+    Invalid(String),
+}
+
 /// Reads a reminder offset: `7d` (days before the due date), `0d` (the due date), `-3d`
 /// (three days after it).
-pub fn parse_offset(text: &str) -> Result<i64, String> {
+pub fn parse_offset(text: &str) -> Result<i64, OffsetError> {
     let t = text.trim();
     let (sign, body) = match t.strip_prefix('-') {
         Some(rest) => (-1, rest),
@@ -92,12 +103,7 @@ pub fn parse_offset(text: &str) -> Result<i64, String> {
         .and_then(|n| n.parse::<i64>().ok())
         .filter(|n| *n <= 3650)
         .map(|n| sign * n)
-        .ok_or_else(|| {
-            format!(
-                "invalid offset `{text}`: write days before the due date as `7d`, `1d`, `0d` \
-                 (the due date) or `-3d` (3 days after it)"
-            )
-        })
+        .ok_or_else(|| OffsetError::Invalid(text.to_string()))
 }
 
 #[cfg(test)]
@@ -171,9 +177,24 @@ mod tests {
         assert!(
             parse_offset("7")
                 .unwrap_err()
+                .to_string()
                 .starts_with("invalid offset `7`")
         );
         assert!(parse_offset("--9d").is_err());
         assert!(parse_offset("99999d").is_err());
+    }
+
+    #[test]
+    fn bad_offsets_say_how_to_write_one() {
+        for text in ["7", "--9d", "99999d", "d", " 7 d", "7days"] {
+            assert_eq!(
+                parse_offset(text).unwrap_err().to_string(),
+                format!(
+                    "invalid offset `{text}`: write days before the due date as `7d`, `1d`, `0d` \
+                     (the due date) or `-3d` (3 days after it)"
+                )
+            );
+        }
+        assert_eq!(parse_offset(" 3d ").ok(), Some(3));
     }
 }

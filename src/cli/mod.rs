@@ -150,25 +150,36 @@ pub enum Command {
     },
 }
 
-pub(crate) fn parse_rfc3339(s: &str) -> Result<DateTime<Utc>, String> {
-    DateTime::parse_from_rfc3339(s)
-        .map(|t| t.with_timezone(&Utc))
-        .map_err(|e| format!("{e}; write an RFC 3339 time such as `2025-03-09T00:00:00Z`"))
-}
-
-fn parse_run_id(s: &str) -> Result<uuid::Uuid, String> {
-    uuid::Uuid::parse_str(s.trim()).map_err(|_| {
+/// Why a command-line value is refused; clap shows the text after the value and option.
+#[derive(Debug, thiserror::Error)]
+pub enum ArgError {
+    #[error("{0}; write an RFC 3339 time such as `2025-03-09T00:00:00Z`")]
+    Time(chrono::ParseError),
+    #[error(
         "not a run id; a run id is a UUID such as `0193b0a4-6f2e-7c3d-9a51-2b8e4f1c0d7e`, shown \
          by `tickler history --format json` and in alerts"
-            .to_string()
-    })
+    )]
+    RunId,
+    #[error("unknown status; expected one of {}", status_names().join(", "))]
+    Status,
 }
 
-fn parse_status(s: &str) -> Result<Status, String> {
-    Status::parse(s).ok_or_else(|| {
-        let all: Vec<&str> = Status::ALL.iter().map(|s| s.as_str()).collect();
-        format!("unknown status; expected one of {}", all.join(", "))
-    })
+fn status_names() -> Vec<&'static str> {
+    Status::ALL.iter().map(|s| s.as_str()).collect()
+}
+
+pub(crate) fn parse_rfc3339(s: &str) -> Result<DateTime<Utc>, ArgError> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(ArgError::Time)
+}
+
+fn parse_run_id(s: &str) -> Result<uuid::Uuid, ArgError> {
+    uuid::Uuid::parse_str(s.trim()).map_err(|_| ArgError::RunId)
+}
+
+fn parse_status(s: &str) -> Result<Status, ArgError> {
+    Status::parse(s).ok_or(ArgError::Status)
 }
 
 /// Runs a command; the returned code is the process's exit status.
@@ -268,4 +279,32 @@ pub(crate) async fn open_store(config: &Config) -> anyhow::Result<Store> {
     store.migrate().await?;
     crate::daemon::orphans::resolve_local(&store, config).await?;
     Ok(store)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_arguments_say_what_to_write() {
+        assert_eq!(
+            parse_rfc3339("yesterday").unwrap_err().to_string(),
+            "premature end of input; write an RFC 3339 time such as \
+             `2025-03-09T00:00:00Z`"
+        );
+        assert_eq!(
+            parse_rfc3339("2025-03-09T00:00:00+02:00").ok(),
+            "2025-03-08T22:00:00Z".parse().ok()
+        );
+        assert_eq!(
+            parse_run_id("run-1").unwrap_err().to_string(),
+            "not a run id; a run id is a UUID such as `0193b0a4-6f2e-7c3d-9a51-2b8e4f1c0d7e`, \
+             shown by `tickler history --format json` and in alerts"
+        );
+        let all: Vec<&str> = Status::ALL.iter().map(|s| s.as_str()).collect();
+        assert_eq!(
+            parse_status("broken").unwrap_err().to_string(),
+            format!("unknown status; expected one of {}", all.join(", "))
+        );
+    }
 }

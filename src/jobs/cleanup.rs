@@ -43,7 +43,28 @@ fn thousand() -> i64 {
 /// Tables tickler needs whole.
 const PROTECTED: &[&str] = &["tickler_instances", "tickler_counters", "_sqlx_migrations"];
 
-fn identifier(what: &str, s: &str) -> Result<(), String> {
+/// What is wrong with the rules of a `cleanup` job.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CleanupError {
+    #[error("add at least one `[[job.rule]]` with `table` and `older_than`")]
+    NoRule,
+    /// A `table` or `column` that is not a bare (optionally schema-qualified) name.
+    #[error(
+        "`{what}` `{name}` is not a plain table or column name (letters, digits, `_`, an \
+         optional `schema.`)"
+    )]
+    NotAName { what: &'static str, name: String },
+    /// One of the tables tickler keeps its own state in.
+    #[error("`{0}` is tickler's own bookkeeping and cannot be cleaned")]
+    Bookkeeping(String),
+    /// A batch size out of range (the value found).
+    #[error("`batch_size` must be 1-100000 (found {0})")]
+    BatchSize(i64),
+    #[error("`keep` must be one SQL condition, without `;`")]
+    KeepStatements,
+}
+
+fn identifier(what: &'static str, s: &str) -> Result<(), CleanupError> {
     let ok = s.split('.').count() <= 2
         && s.split('.').all(|p| {
             !p.is_empty()
@@ -55,9 +76,10 @@ fn identifier(what: &str, s: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!(
-            "`{what}` `{s}` is not a plain table or column name (letters, digits, `_`, an optional `schema.`)"
-        ))
+        Err(CleanupError::NotAName {
+            what,
+            name: s.to_string(),
+        })
     }
 }
 
@@ -75,27 +97,23 @@ impl Rule {
 }
 
 impl Job for CleanupJob {
-    fn validate(&self) -> Result<(), String> {
+    type Invalid = CleanupError;
+
+    fn validate(&self) -> Result<(), CleanupError> {
         if self.rule.is_empty() {
-            return Err("add at least one `[[job.rule]]` with `table` and `older_than`".into());
+            return Err(CleanupError::NoRule);
         }
         for r in &self.rule {
             identifier("table", &r.table)?;
             identifier("column", &r.column)?;
             if PROTECTED.contains(&r.table.as_str()) {
-                return Err(format!(
-                    "`{}` is tickler's own bookkeeping and cannot be cleaned",
-                    r.table
-                ));
+                return Err(CleanupError::Bookkeeping(r.table.clone()));
             }
             if !(1..=100_000).contains(&r.batch_size) {
-                return Err(format!(
-                    "`batch_size` must be 1-100000 (found {})",
-                    r.batch_size
-                ));
+                return Err(CleanupError::BatchSize(r.batch_size));
             }
             if r.keep.as_deref().is_some_and(|k| k.contains(';')) {
-                return Err("`keep` must be one SQL condition, without `;`".into());
+                return Err(CleanupError::KeepStatements);
             }
         }
         Ok(())
@@ -179,5 +197,39 @@ impl Job for CleanupJob {
             return Err(JobError::retryable(outcome.errors.join("; ")));
         }
         Ok(outcome)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jobs::tests::assert_refused;
+
+    /// A `[[job.rule]]` on `table` with `extra` keys.
+    fn rule(table: &str, extra: &str) -> String {
+        format!("[[rule]]\ntable = \"{table}\"\nolder_than = \"30d\"\n{extra}")
+    }
+
+    #[test]
+    fn bad_rules_are_refused_with_what_to_write() {
+        #[rustfmt::skip]
+        let table: Vec<(String, &str)> = vec![
+            ("rule = []".into(),
+             "add at least one `[[job.rule]]` with `table` and `older_than`"),
+            (rule("audit log", ""),
+             "`table` `audit log` is not a plain table or column name (letters, digits, `_`, an \
+              optional `schema.`)"),
+            (rule("audit_log", "column = \"a.b.c\""),
+             "`column` `a.b.c` is not a plain table or column name (letters, digits, `_`, an \
+              optional `schema.`)"),
+            (rule("tickler_counters", ""),
+             "`tickler_counters` is tickler's own bookkeeping and cannot be cleaned"),
+            (rule("audit_log", "batch_size = 0"), "`batch_size` must be 1-100000 (found 0)"),
+            (rule("audit_log", "keep = \"a = 1; drop table b\""),
+             "`keep` must be one SQL condition, without `;`"),
+        ];
+        assert_refused::<CleanupJob>(&table);
+        let job: CleanupJob = toml::from_str(&rule("public.audit_log", "")).unwrap();
+        assert!(job.validate().is_ok());
     }
 }

@@ -40,16 +40,23 @@ pub struct CommandJob {
     pub cwd: Option<PathBuf>,
 }
 
+/// What is wrong with the `command` of a `command` job.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    #[error("`command` must name a program, e.g. `[\"/usr/bin/env\", \"true\"]`")]
+    NoProgram,
+    /// With `shell = true`, more than one string.
+    #[error("with `shell = true`, `command` is one shell command line, e.g. `[\"a | b\"]`")]
+    NotOneShellLine,
+}
+
 impl Job for CommandJob {
-    fn validate(&self) -> Result<(), String> {
+    type Invalid = CommandError;
+
+    fn validate(&self) -> Result<(), CommandError> {
         match (self.command.first(), self.shell) {
-            (None, _) => {
-                Err("`command` must name a program, e.g. `[\"/usr/bin/env\", \"true\"]`".into())
-            }
-            (Some(_), true) if self.command.len() != 1 => Err(
-                "with `shell = true`, `command` is one shell command line, e.g. `[\"a | b\"]`"
-                    .into(),
-            ),
+            (None, _) => Err(CommandError::NoProgram),
+            (Some(_), true) if self.command.len() != 1 => Err(CommandError::NotOneShellLine),
             _ => Ok(()),
         }
     }
@@ -361,4 +368,22 @@ async fn read_tail<R: AsyncRead + Unpin>(pipe: Option<R>) -> String {
         }
     }
     crate::net::without_nul(String::from_utf8_lossy(&kept).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jobs::tests::assert_refused;
+
+    #[test]
+    fn a_command_names_one_program_or_one_shell_line() {
+        #[rustfmt::skip]
+        let table = [
+            ("command = []",
+             "`command` must name a program, e.g. `[\"/usr/bin/env\", \"true\"]`"),
+            ("command = [\"a\", \"b\"]\nshell = true",
+             "with `shell = true`, `command` is one shell command line, e.g. `[\"a | b\"]`"),
+        ];
+        assert_refused::<CommandJob>(&table);
+    }
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 use chrono::Days;
 use serde::Deserialize;
 
-use super::paystack::PaystackConfig;
+use super::paystack::{PaystackConfig, PaystackError};
 use super::sending::MAX_ERRORS;
 use super::{Job, JobError, Outcome, RunContext};
 use crate::billing::periods;
@@ -94,28 +94,37 @@ fn yes() -> bool {
     true
 }
 
+/// What is wrong with the parameters of a `create_invoices` job; each out-of-range variant
+/// carries the value found.
+#[derive(Debug, thiserror::Error)]
+pub enum CreateInvoicesError {
+    #[error("`days_ahead` must be 0-366 (found {0})")]
+    DaysAhead(u32),
+    #[error("`batch_size` must be 1-10000 (found {0})")]
+    BatchSize(i64),
+    #[error("`item_retry.attempts` must be 1-10 (found {0})")]
+    Attempts(u32),
+    #[error("`item_retry.factor` must be 1.0 or more")]
+    Factor,
+    #[error(transparent)]
+    Paystack(#[from] PaystackError),
+}
+
 impl Job for CreateInvoicesJob {
-    fn validate(&self) -> Result<(), String> {
+    type Invalid = CreateInvoicesError;
+
+    fn validate(&self) -> Result<(), CreateInvoicesError> {
         if self.days_ahead > 366 {
-            return Err(format!(
-                "`days_ahead` must be 0-366 (found {})",
-                self.days_ahead
-            ));
+            return Err(CreateInvoicesError::DaysAhead(self.days_ahead));
         }
         if !(1..=10_000).contains(&self.batch_size) {
-            return Err(format!(
-                "`batch_size` must be 1-10000 (found {})",
-                self.batch_size
-            ));
+            return Err(CreateInvoicesError::BatchSize(self.batch_size));
         }
         if !(1..=10).contains(&self.item_retry.attempts) {
-            return Err(format!(
-                "`item_retry.attempts` must be 1-10 (found {})",
-                self.item_retry.attempts
-            ));
+            return Err(CreateInvoicesError::Attempts(self.item_retry.attempts));
         }
         if !(self.item_retry.factor >= 1.0 && self.item_retry.factor.is_finite()) {
-            return Err("`item_retry.factor` must be 1.0 or more".into());
+            return Err(CreateInvoicesError::Factor);
         }
         if let Some(p) = &self.paystack {
             p.validate()?;
@@ -297,5 +306,28 @@ impl CreateInvoicesJob {
             .metadata
             .insert("payment_requests_failed".into(), failed.into());
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jobs::tests::assert_refused;
+
+    #[test]
+    fn bad_parameters_are_refused_with_what_to_write() {
+        #[rustfmt::skip]
+        let table = [
+            ("days_ahead = 400", "`days_ahead` must be 0-366 (found 400)"),
+            ("batch_size = 0", "`batch_size` must be 1-10000 (found 0)"),
+            ("item_retry = { attempts = 11 }", "`item_retry.attempts` must be 1-10 (found 11)"),
+            ("item_retry = { factor = 0.5 }", "`item_retry.factor` must be 1.0 or more"),
+            ("paystack = { base_url = \"nope\", secret_key_env = \"K\" }",
+             "invalid `paystack.base_url` `nope`: relative URL without a base"),
+            ("paystack = {}", "`paystack` needs `secret_key_env` or `secret_key_file`"),
+            ("paystack = { secret_key_env = \"K\", secret_key_file = \"k\" }",
+             "set only one of `paystack.secret_key_env` and `paystack.secret_key_file`, not both"),
+        ];
+        assert_refused::<CreateInvoicesJob>(&table);
     }
 }

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::{Job, JobError, Outcome, RunContext, report_from_json};
-use crate::net::tail;
+use crate::net::{UrlError, tail};
 use crate::secret::redact_url;
 use crate::secret::{SecretError, SecretSource};
 
@@ -36,6 +36,23 @@ fn get() -> String {
     "GET".into()
 }
 
+/// What is wrong with the request of an `http` job.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    #[error("invalid `url` `{url}`: {reason}")]
+    Url { url: String, reason: UrlError },
+    /// A URL of another scheme (the URL as written).
+    #[error("`url` must be http:// or https:// (found `{0}`)")]
+    Scheme(String),
+    #[error("invalid HTTP `method` `{0}`")]
+    Method(String),
+    #[error("set only one of `body` and `json`")]
+    BodyAndJson,
+    /// `bearer_token_env` and `bearer_token_file` both set.
+    #[error(transparent)]
+    BearerToken(#[from] SecretError),
+}
+
 impl HttpJob {
     fn bearer(&self) -> Result<Option<SecretSource>, SecretError> {
         SecretSource::from_pair(
@@ -47,21 +64,23 @@ impl HttpJob {
 }
 
 impl Job for HttpJob {
-    fn validate(&self) -> Result<(), String> {
-        let url = reqwest::Url::parse(&self.url)
-            .map_err(|e| format!("invalid `url` `{}`: {e}", self.url))?;
+    type Invalid = HttpError;
+
+    fn validate(&self) -> Result<(), HttpError> {
+        let url = reqwest::Url::parse(&self.url).map_err(|reason| HttpError::Url {
+            url: self.url.clone(),
+            reason,
+        })?;
         if !matches!(url.scheme(), "http" | "https") {
-            return Err(format!(
-                "`url` must be http:// or https:// (found `{}`)",
-                self.url
-            ));
+            return Err(HttpError::Scheme(self.url.clone()));
         }
         reqwest::Method::from_bytes(self.method.as_bytes())
-            .map_err(|_| format!("invalid HTTP `method` `{}`", self.method))?;
+            .map_err(|_| HttpError::Method(self.method.clone()))?;
         if self.body.is_some() && self.json.is_some() {
-            return Err("set only one of `body` and `json`".into());
+            return Err(HttpError::BodyAndJson);
         }
-        self.bearer().map(|_| ()).map_err(String::from)
+        self.bearer()?;
+        Ok(())
     }
 
     async fn run(&self, ctx: &RunContext) -> Result<Outcome, JobError> {
@@ -133,5 +152,26 @@ impl Job for HttpJob {
             });
         out.metadata.extend(meta);
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jobs::tests::assert_refused;
+
+    #[test]
+    fn bad_requests_are_refused_with_what_to_write() {
+        #[rustfmt::skip]
+        let table = [
+            ("url = \"not a url\"", "invalid `url` `not a url`: relative URL without a base"),
+            ("url = \"ftp://x\"", "`url` must be http:// or https:// (found `ftp://x`)"),
+            ("url = \"https://x\"\nmethod = \"G ET\"", "invalid HTTP `method` `G ET`"),
+            ("url = \"https://x\"\nbody = \"b\"\njson = { a = 1 }",
+             "set only one of `body` and `json`"),
+            ("url = \"https://x\"\nbearer_token_env = \"T\"\nbearer_token_file = \"t\"",
+             "set only one of `bearer_token_env` and `bearer_token_file`, not both"),
+        ];
+        assert_refused::<HttpJob>(&table);
     }
 }

@@ -9,13 +9,13 @@ use std::collections::BTreeMap;
 use chrono::Days;
 use serde::Deserialize;
 
-use super::sending::Tally;
+use super::sending::{SendingError, Tally};
 use super::{Job, JobError, Outcome, RunContext};
 use crate::billing::messages::{
     invoice_context, invoice_messages, pay_url, sample_invoice_context,
 };
-use crate::billing::parse_offset;
-use crate::notify::{ChannelKind, Notifier};
+use crate::billing::{OffsetError, parse_offset};
+use crate::notify::{ChannelKind, Notifier, NotifyError};
 use crate::store::billing::Cursor;
 
 #[derive(Debug, Deserialize)]
@@ -52,6 +52,24 @@ fn default_template(days: i64) -> &'static str {
     }
 }
 
+/// What is wrong with the windows of an `invoice_reminders` job, or what it sends.
+#[derive(Debug, thiserror::Error)]
+pub enum InvoiceRemindersError {
+    #[error("`offsets` must list at least one window, e.g. `[\"7d\", \"1d\", \"0d\"]`")]
+    NoOffsets,
+    #[error(transparent)]
+    Offset(#[from] OffsetError),
+    /// Two offsets for the same day (as written).
+    #[error("`offsets` lists the same window twice (`{0}` and `{1}`)")]
+    SameWindow(String, String),
+    #[error("`templates` names the window `{0}`, which is not in `offsets`")]
+    UnknownWindow(String),
+    #[error(transparent)]
+    Sending(#[from] SendingError),
+    #[error(transparent)]
+    Notify(#[from] NotifyError),
+}
+
 struct Window {
     label: String,
     days: i64,
@@ -62,7 +80,7 @@ struct Window {
 }
 
 impl InvoiceRemindersJob {
-    fn windows(&self) -> Result<Vec<Window>, String> {
+    fn windows(&self) -> Result<Vec<Window>, InvoiceRemindersError> {
         let mut parsed = vec![];
         for o in &self.offsets {
             parsed.push((o.clone(), parse_offset(o)?));
@@ -70,18 +88,14 @@ impl InvoiceRemindersJob {
         parsed.sort_by_key(|(_, d)| -d);
         for pair in parsed.windows(2) {
             if pair[0].1 == pair[1].1 {
-                return Err(format!(
-                    "`offsets` lists the same window twice (`{}` and `{}`)",
-                    pair[0].0, pair[1].0
+                return Err(InvoiceRemindersError::SameWindow(
+                    pair[0].0.clone(),
+                    pair[1].0.clone(),
                 ));
             }
         }
-        for key in self.templates.keys() {
-            if !self.offsets.contains(key) {
-                return Err(format!(
-                    "`templates` names the window `{key}`, which is not in `offsets`"
-                ));
-            }
+        if let Some(key) = self.templates.keys().find(|k| !self.offsets.contains(k)) {
+            return Err(InvoiceRemindersError::UnknownWindow(key.clone()));
         }
         Ok(parsed
             .iter()
@@ -107,17 +121,17 @@ impl InvoiceRemindersJob {
 }
 
 impl Job for InvoiceRemindersJob {
-    fn validate(&self) -> Result<(), String> {
+    type Invalid = InvoiceRemindersError;
+
+    fn validate(&self) -> Result<(), InvoiceRemindersError> {
         if self.offsets.is_empty() {
-            return Err(
-                "`offsets` must list at least one window, e.g. `[\"7d\", \"1d\", \"0d\"]`".into(),
-            );
+            return Err(InvoiceRemindersError::NoOffsets);
         }
         super::sending::check_sending(&self.channels, self.batch_size)?;
         self.windows().map(|_| ())
     }
 
-    fn check(&self, notifier: &Notifier) -> Result<(), String> {
+    fn check(&self, notifier: &Notifier) -> Result<(), InvoiceRemindersError> {
         for w in self.windows()? {
             notifier.check(
                 &self.channels,
@@ -133,7 +147,8 @@ impl Job for InvoiceRemindersJob {
         let mut tally = Tally::default();
         let mut invoices = 0i64;
         let mut per_window = serde_json::Map::new();
-        for w in self.windows().map_err(JobError::fatal)? {
+        let windows = self.windows().map_err(|e| JobError::fatal(e.to_string()))?;
+        for w in windows {
             let from = offset(today, w.lo);
             let to = offset(today, w.hi);
             let mut cursor = Cursor::start();
@@ -195,6 +210,7 @@ pub fn offset(today: chrono::NaiveDate, days: i64) -> chrono::NaiveDate {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::jobs::tests::assert_refused;
 
     #[test]
     fn windows_reach_down_to_the_next_offset() {
@@ -219,8 +235,30 @@ mod tests {
         let bad: InvoiceRemindersJob =
             toml::from_str("offsets = [\"1d\"]\ntemplates = { \"2d\" = \"firm\" }").unwrap();
         assert_eq!(
-            bad.validate().unwrap_err(),
+            bad.validate().unwrap_err().to_string(),
             "`templates` names the window `2d`, which is not in `offsets`"
+        );
+    }
+
+    #[test]
+    fn bad_windows_are_refused_with_what_to_write() {
+        #[rustfmt::skip]
+        let table = [
+            ("offsets = []",
+             "`offsets` must list at least one window, e.g. `[\"7d\", \"1d\", \"0d\"]`"),
+            ("channels = []", "`channels` must list at least one channel, e.g. `[\"email\"]`"),
+            ("batch_size = 0", "`batch_size` must be 1-10000 (found 0)"),
+            ("offsets = [\"7\"]",
+             "invalid offset `7`: write days before the due date as `7d`, `1d`, `0d` (the due \
+              date) or `-3d` (3 days after it)"),
+            ("offsets = [\"1d\", \"01d\"]", "`offsets` lists the same window twice (`1d` and `01d`)"),
+        ];
+        assert_refused::<InvoiceRemindersJob>(&table);
+        let job: InvoiceRemindersJob = toml::from_str("channels = [\"sms\"]").unwrap();
+        assert_eq!(
+            job.check(&Notifier::empty()).unwrap_err().to_string(),
+            "the channel `sms` is not configured; add a `[channels.sms]` section or remove it \
+             from `channels`"
         );
     }
 }

@@ -142,14 +142,17 @@ impl RunContext {
 /// A job kind, modelled on underway's `Task`: the implementing type is its own parameters,
 /// read by serde from the `[[job]]` table.
 pub trait Job: DeserializeOwned + Send + Sync + 'static {
+    /// What can be wrong with this kind's parameters: its module's error enum, whose text
+    /// `tickler check` shows after "invalid job `name`".
+    type Invalid: std::error::Error + Send + Sync + 'static;
     /// Checks that need more than serde (e.g. a non-empty command), run whenever the config is
     /// read, so `tickler check` and a reload report them.
-    fn validate(&self) -> Result<(), String> {
+    fn validate(&self) -> Result<(), Self::Invalid> {
         Ok(())
     }
     /// Checks against the rest of the config: the channels the job sends through are
     /// configured and its templates render against sample data.
-    fn check(&self, _notifier: &Notifier) -> Result<(), String> {
+    fn check(&self, _notifier: &Notifier) -> Result<(), Self::Invalid> {
         Ok(())
     }
     fn run(&self, ctx: &RunContext) -> impl Future<Output = Result<Outcome, JobError>> + Send;
@@ -159,13 +162,13 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// The object-safe face of [`Job`], so jobs of every kind live in one schedule.
 pub trait DynJob: Send + Sync {
-    fn check(&self, notifier: &Notifier) -> Result<(), String>;
+    fn check(&self, notifier: &Notifier) -> Result<(), Invalid>;
     fn run<'a>(&'a self, ctx: &'a RunContext) -> BoxFuture<'a, Result<Outcome, JobError>>;
 }
 
 impl<J: Job> DynJob for J {
-    fn check(&self, notifier: &Notifier) -> Result<(), String> {
-        Job::check(self, notifier)
+    fn check(&self, notifier: &Notifier) -> Result<(), Invalid> {
+        Job::check(self, notifier).map_err(Invalid::new)
     }
     fn run<'a>(&'a self, ctx: &'a RunContext) -> BoxFuture<'a, Result<Outcome, JobError>> {
         Box::pin(Job::run(self, ctx))
@@ -179,8 +182,28 @@ pub enum BuildError {
     UnknownKind,
     #[error("{}", .0.message().trim())]
     Params(toml::de::Error),
+    /// The kind's own checks refused the parameters.
     #[error("{0}")]
-    Invalid(String),
+    Invalid(Invalid),
+}
+
+/// What a kind's checks found wrong, whatever the kind: its module's error (e.g.
+/// [`cleanup::CleanupError`]), boxed so that every kind fits the one schedule.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Invalid(Box<dyn std::error::Error + Send + Sync>);
+
+impl Invalid {
+    fn new(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Invalid(Box::new(e))
+    }
+}
+
+/// For the config checks, which report a problem as text.
+impl From<Invalid> for String {
+    fn from(e: Invalid) -> String {
+        e.to_string()
+    }
 }
 
 /// Reads a kind's parameters (serde, `deny_unknown_fields`) and checks them.
@@ -188,7 +211,8 @@ type Builder = for<'a> fn(toml::de::ValueDeserializer<'a>) -> Result<Arc<dyn Dyn
 
 fn parse<J: Job>(params: toml::de::ValueDeserializer<'_>) -> Result<Arc<dyn DynJob>, BuildError> {
     let job = J::deserialize(params).map_err(BuildError::Params)?;
-    job.validate().map_err(BuildError::Invalid)?;
+    job.validate()
+        .map_err(|e| BuildError::Invalid(Invalid::new(e)))?;
     Ok(Arc::new(job))
 }
 
@@ -282,6 +306,19 @@ pub fn dry_run_only(key: &str, what: Value) -> Outcome {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Checks a kind's error table: `validate` refuses each entry's parameters (the kind's TOML
+    /// keys) with exactly its message.
+    pub(crate) fn assert_refused<J: Job>(table: &[(impl AsRef<str>, &str)]) {
+        for (params, message) in table {
+            let params = params.as_ref();
+            let job: J = toml::from_str(params).unwrap_or_else(|e| panic!("{params}: {e}"));
+            match job.validate() {
+                Ok(()) => panic!("accepted: {params}"),
+                Err(e) => assert_eq!(e.to_string(), *message, "{params}"),
+            }
+        }
+    }
 
     #[test]
     fn seed_003_reports_are_read() {

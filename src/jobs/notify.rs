@@ -11,10 +11,11 @@ use serde::Deserialize;
 use serde_json::Value;
 use tokio::sync::OnceCell;
 
-use super::sending::Tally;
+use super::sending::{SendingError, Tally};
 use super::{Job, JobError, Outcome, RunContext};
-use crate::notify::{ChannelKind, Message, Notifier};
-use crate::secret::{DatabaseUrl, SecretSource};
+use crate::notify::templates::TemplateError;
+use crate::notify::{ChannelKind, Message, Notifier, NotifyError};
+use crate::secret::{DatabaseUrl, SecretError, SecretSource};
 use crate::store::Store;
 
 #[derive(Deserialize)]
@@ -53,6 +54,32 @@ fn ten_thousand() -> usize {
     10_000
 }
 
+/// What is wrong with the parameters of a `notify` job, or with what it sends.
+#[derive(Debug, thiserror::Error)]
+pub enum NotifyJobError {
+    #[error("`query` must be an SQL query returning one row per message")]
+    NoQuery,
+    /// No channel (the text every sending job shares).
+    #[error(transparent)]
+    Sending(#[from] SendingError),
+    #[error("`dedup` must name each message, e.g. `\"booking-24h-{{{{ id }}}}\"`")]
+    NoDedup,
+    /// A row limit out of range (the value found).
+    #[error("`limit` must be 1-1000000 (found {0})")]
+    Limit(usize),
+    /// `to` sets an address for a channel the job does not send through.
+    #[error("`to` sets the channel `{}`, which is not in `channels`", .0.as_str())]
+    ToChannel(ChannelKind),
+    /// `database_url_env` and `database_url_file` both set.
+    #[error(transparent)]
+    DatabaseUrl(#[from] SecretError),
+    #[error(transparent)]
+    Notify(#[from] NotifyError),
+    /// `dedup`, a `to` template or the message's template does not parse or is missing.
+    #[error(transparent)]
+    Template(#[from] TemplateError),
+}
+
 impl NotifyJob {
     fn recipient_template(&self, channel: ChannelKind) -> String {
         self.to.get(&channel).cloned().unwrap_or_else(|| {
@@ -87,37 +114,33 @@ impl NotifyJob {
 }
 
 impl Job for NotifyJob {
-    fn validate(&self) -> Result<(), String> {
+    type Invalid = NotifyJobError;
+
+    fn validate(&self) -> Result<(), NotifyJobError> {
         if self.query.trim().is_empty() {
-            return Err("`query` must be an SQL query returning one row per message".into());
+            return Err(NotifyJobError::NoQuery);
         }
         if self.channels.is_empty() {
-            return Err("`channels` must list at least one channel, e.g. `[\"email\"]`".into());
+            return Err(SendingError::NoChannels.into());
         }
         if self.dedup.trim().is_empty() {
-            return Err("`dedup` must name each message, e.g. `\"booking-24h-{{ id }}\"`".into());
+            return Err(NotifyJobError::NoDedup);
         }
         if !(1..=1_000_000).contains(&self.limit) {
-            return Err(format!("`limit` must be 1-1000000 (found {})", self.limit));
+            return Err(NotifyJobError::Limit(self.limit));
         }
-        for c in self.to.keys() {
-            if !self.channels.contains(c) {
-                return Err(format!(
-                    "`to` sets the channel `{}`, which is not in `channels`",
-                    c.as_str()
-                ));
-            }
+        if let Some(c) = self.to.keys().find(|c| !self.channels.contains(c)) {
+            return Err(NotifyJobError::ToChannel(*c));
         }
         SecretSource::from_pair(
             "database_url",
             self.database_url_env.clone(),
             self.database_url_file.clone(),
-        )
-        .map(|_| ())
-        .map_err(String::from)
+        )?;
+        Ok(())
     }
 
-    fn check(&self, notifier: &Notifier) -> Result<(), String> {
+    fn check(&self, notifier: &Notifier) -> Result<(), NotifyJobError> {
         // The columns are known only when the query runs, so the templates are checked for
         // their syntax and existence here, and rendered (strictly) per row at run time.
         notifier.check(&self.channels, &[], &Value::Null)?;
@@ -196,5 +219,46 @@ impl Job for NotifyJob {
         let mut outcome = Outcome::default();
         outcome.metadata.insert("rows".into(), rows.len().into());
         Ok(tally.into_outcome(outcome, ctx.dry_run))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jobs::tests::assert_refused;
+
+    #[test]
+    fn bad_parameters_are_refused_with_what_to_write() {
+        let base = "query = \"select 1\"\ntemplate = \"friendly\"\ndedup = \"d-{{ id }}\"\n";
+        #[rustfmt::skip]
+        let table = [
+            ("query = \" \"\ntemplate = \"t\"\ndedup = \"d\"",
+             "`query` must be an SQL query returning one row per message"),
+            ("channels = []", "`channels` must list at least one channel, e.g. `[\"email\"]`"),
+            ("query = \"q\"\ntemplate = \"t\"\ndedup = \" \"",
+             "`dedup` must name each message, e.g. `\"booking-24h-{{ id }}\"`"),
+            ("limit = 0", "`limit` must be 1-1000000 (found 0)"),
+            ("to = { sms = \"{{ mobile }}\" }",
+             "`to` sets the channel `sms`, which is not in `channels`"),
+            ("database_url_env = \"U\"\ndatabase_url_file = \"u\"",
+             "set only one of `database_url_env` and `database_url_file`, not both"),
+        ];
+        // An entry that sets `query` stands alone; the others are added to a valid job.
+        let table = table.map(|(params, message)| {
+            let whole = params.starts_with("query");
+            let params = if whole {
+                params.into()
+            } else {
+                format!("{base}{params}")
+            };
+            (params, message)
+        });
+        assert_refused::<NotifyJob>(&table);
+        let job: NotifyJob = toml::from_str(base).unwrap();
+        assert_eq!(
+            job.check(&Notifier::empty()).unwrap_err().to_string(),
+            "the channel `email` is not configured; add a `[channels.email]` section or remove \
+             it from `channels`"
+        );
     }
 }

@@ -9,13 +9,13 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::sending::Tally;
+use super::sending::{SendingError, Tally};
 use super::{Job, JobError, Outcome, RunContext};
 use crate::billing::messages::{
     invoice_context, invoice_messages, pay_url, sample_invoice_context,
 };
 use crate::jobs::invoice_reminders::offset;
-use crate::notify::{ChannelKind, Fate, Notifier};
+use crate::notify::{ChannelKind, Fate, Notifier, NotifyError};
 use crate::store::billing::Cursor;
 
 #[derive(Debug, Deserialize)]
@@ -43,27 +43,42 @@ impl OverdueEscalationJob {
     }
 }
 
+/// What is wrong with the parameters of an `overdue_escalation` job, or with what it sends;
+/// each out-of-range variant carries the value found.
+#[derive(Debug, thiserror::Error)]
+pub enum OverdueEscalationError {
+    #[error("`level` must be 1-9 (found {0})")]
+    Level(i32),
+    #[error("`min_days_overdue` must be 0-3650 days (found {0})")]
+    MinDaysOverdue(i64),
+    #[error(transparent)]
+    Sending(#[from] SendingError),
+    #[error(transparent)]
+    Notify(#[from] NotifyError),
+}
+
 impl Job for OverdueEscalationJob {
-    fn validate(&self) -> Result<(), String> {
+    type Invalid = OverdueEscalationError;
+
+    fn validate(&self) -> Result<(), OverdueEscalationError> {
         if !(1..=9).contains(&self.level) {
-            return Err(format!("`level` must be 1-9 (found {})", self.level));
+            return Err(OverdueEscalationError::Level(self.level));
         }
         if !(0..=3650).contains(&self.min_days_overdue) {
-            return Err(format!(
-                "`min_days_overdue` must be 0-3650 days (found {})",
-                self.min_days_overdue
+            return Err(OverdueEscalationError::MinDaysOverdue(
+                self.min_days_overdue,
             ));
         }
         super::sending::check_sending(&self.channels, self.batch_size)?;
         Ok(())
     }
 
-    fn check(&self, notifier: &Notifier) -> Result<(), String> {
-        notifier.check(
+    fn check(&self, notifier: &Notifier) -> Result<(), OverdueEscalationError> {
+        Ok(notifier.check(
             &self.channels,
             &[self.template().as_str()],
             &sample_invoice_context(None, Some(self.level)),
-        )
+        )?)
     }
 
     async fn run(&self, ctx: &RunContext) -> Result<Outcome, JobError> {
@@ -143,5 +158,32 @@ impl Job for OverdueEscalationJob {
         let key = if ctx.dry_run { "would_raise" } else { "raised" };
         outcome.metadata.insert(key.into(), raised.into());
         Ok(tally.into_outcome(outcome, ctx.dry_run))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jobs::tests::assert_refused;
+
+    #[test]
+    fn bad_parameters_are_refused_with_what_to_write() {
+        #[rustfmt::skip]
+        let table = [
+            ("level = 0\nmin_days_overdue = 1", "`level` must be 1-9 (found 0)"),
+            ("level = 1\nmin_days_overdue = -1",
+             "`min_days_overdue` must be 0-3650 days (found -1)"),
+            ("level = 1\nmin_days_overdue = 1\nchannels = []",
+             "`channels` must list at least one channel, e.g. `[\"email\"]`"),
+            ("level = 1\nmin_days_overdue = 1\nbatch_size = 10001",
+             "`batch_size` must be 1-10000 (found 10001)"),
+        ];
+        assert_refused::<OverdueEscalationJob>(&table);
+        let job: OverdueEscalationJob = toml::from_str("level = 1\nmin_days_overdue = 1").unwrap();
+        assert_eq!(
+            job.check(&Notifier::empty()).unwrap_err().to_string(),
+            "the channel `email` is not configured; add a `[channels.email]` section or remove \
+             it from `channels`"
+        );
     }
 }

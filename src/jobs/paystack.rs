@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::net::UrlError;
 use crate::secret::{SecretError, SecretSource};
 use crate::store::billing::InvoiceView;
 
@@ -26,12 +27,26 @@ fn default_base() -> String {
     "https://api.paystack.co".into()
 }
 
+/// What is wrong with the `paystack` table of a `create_invoices` job.
+#[derive(Debug, thiserror::Error)]
+pub enum PaystackError {
+    #[error("invalid `paystack.base_url` `{url}`: {reason}")]
+    BaseUrl { url: String, reason: UrlError },
+    #[error("`paystack` needs `secret_key_env` or `secret_key_file`")]
+    NoSecretKey,
+    /// `secret_key_env` and `secret_key_file` both set.
+    #[error(transparent)]
+    SecretKey(#[from] SecretError),
+}
+
 impl PaystackConfig {
-    pub fn validate(&self) -> Result<(), String> {
-        reqwest::Url::parse(&self.base_url)
-            .map_err(|e| format!("invalid `paystack.base_url` `{}`: {e}", self.base_url))?;
-        self.secret()?
-            .ok_or("`paystack` needs `secret_key_env` or `secret_key_file`")?;
+    /// Checks the table when the config is read: a URL that parses, one source of the key.
+    pub fn validate(&self) -> Result<(), PaystackError> {
+        reqwest::Url::parse(&self.base_url).map_err(|reason| PaystackError::BaseUrl {
+            url: self.base_url.clone(),
+            reason,
+        })?;
+        self.secret()?.ok_or(PaystackError::NoSecretKey)?;
         Ok(())
     }
 

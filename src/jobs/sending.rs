@@ -121,16 +121,26 @@ impl Tally {
     }
 }
 
+/// What is wrong with the parameters every sending job shares.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendingError {
+    #[error("`channels` must list at least one channel, e.g. `[\"email\"]`")]
+    NoChannels,
+    /// A page size out of range (the value found).
+    #[error("`batch_size` must be 1-10000 (found {0})")]
+    BatchSize(i64),
+}
+
 /// The checks every sending job shares: at least one channel, a sane page size.
 pub fn check_sending(
     channels: &[crate::notify::ChannelKind],
     batch_size: i64,
-) -> Result<(), String> {
+) -> Result<(), SendingError> {
     if channels.is_empty() {
-        return Err("`channels` must list at least one channel, e.g. `[\"email\"]`".into());
+        return Err(SendingError::NoChannels);
     }
     if !(1..=10_000).contains(&batch_size) {
-        return Err(format!("`batch_size` must be 1-10000 (found {batch_size})"));
+        return Err(SendingError::BatchSize(batch_size));
     }
     Ok(())
 }

@@ -24,10 +24,20 @@ fn yes() -> bool {
     true
 }
 
+/// What is wrong with the statements of an `sql` job.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SqlError {
+    /// None listed, or one of them blank.
+    #[error("`statements` must list at least one non-empty SQL statement")]
+    NoStatements,
+}
+
 impl Job for SqlJob {
-    fn validate(&self) -> Result<(), String> {
+    type Invalid = SqlError;
+
+    fn validate(&self) -> Result<(), SqlError> {
         if self.statements.is_empty() || self.statements.iter().any(|s| s.trim().is_empty()) {
-            return Err("`statements` must list at least one non-empty SQL statement".into());
+            return Err(SqlError::NoStatements);
         }
         Ok(())
     }
@@ -60,5 +70,22 @@ impl Job for SqlJob {
         };
         out.metadata.insert("rows_affected".into(), rows.into());
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statements_must_not_be_empty() {
+        for params in ["statements = []", "statements = [\"select 1\", \" \"]"] {
+            let job: SqlJob = toml::from_str(params).unwrap();
+            assert_eq!(
+                job.validate().unwrap_err().to_string(),
+                "`statements` must list at least one non-empty SQL statement",
+                "{params}"
+            );
+        }
     }
 }

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use super::sending::Tally;
 use super::{Job, JobError, Outcome, RunContext};
 use crate::billing::messages::money;
-use crate::notify::{ChannelKind, Message, Notifier};
+use crate::notify::{ChannelKind, Message, Notifier, NotifyError};
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -72,29 +72,50 @@ fn sample_stats() -> Value {
     })
 }
 
+/// What is wrong with the parameters of a `stats_report` job, or with what it sends.
+#[derive(Debug, thiserror::Error)]
+pub enum StatsReportError {
+    #[error("a report goes by `email` or `webhook`, not by SMS or WhatsApp")]
+    TextChannel,
+    #[error("`recipients` must list at least one email address, e.g. `[\"accounts@example.com\"]`")]
+    NoRecipients,
+    #[error("`recipients`: `{recipient}` is not an email address ({reason})")]
+    Recipient {
+        recipient: String,
+        reason: lettre::address::AddressError,
+    },
+    #[error(transparent)]
+    Notify(#[from] NotifyError),
+}
+
 impl Job for StatsReportJob {
-    fn validate(&self) -> Result<(), String> {
+    type Invalid = StatsReportError;
+
+    fn validate(&self) -> Result<(), StatsReportError> {
         if self.channels.contains(&ChannelKind::Sms)
             || self.channels.contains(&ChannelKind::Whatsapp)
         {
-            return Err("a report goes by `email` or `webhook`, not by SMS or WhatsApp".into());
+            return Err(StatsReportError::TextChannel);
         }
         if self.channels.contains(&ChannelKind::Email) && self.recipients.is_empty() {
-            return Err("`recipients` must list at least one email address, e.g. `[\"accounts@example.com\"]`".into());
+            return Err(StatsReportError::NoRecipients);
         }
         for r in &self.recipients {
             r.parse::<lettre::Address>()
-                .map_err(|e| format!("`recipients`: `{r}` is not an email address ({e})"))?;
+                .map_err(|reason| StatsReportError::Recipient {
+                    recipient: r.clone(),
+                    reason,
+                })?;
         }
         Ok(())
     }
 
-    fn check(&self, notifier: &Notifier) -> Result<(), String> {
-        notifier.check(
+    fn check(&self, notifier: &Notifier) -> Result<(), StatsReportError> {
+        Ok(notifier.check(
             &self.channels,
             &[self.template.as_str()],
             &json!({ "stats": sample_stats() }),
-        )
+        )?)
     }
 
     async fn run(&self, ctx: &RunContext) -> Result<Outcome, JobError> {
@@ -190,6 +211,7 @@ impl Job for StatsReportJob {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::jobs::tests::assert_refused;
 
     #[test]
     fn the_last_full_period_ends_before_today() {
@@ -210,6 +232,30 @@ mod tests {
         assert_eq!(
             last_period(Period::Monthly, d("2026-01-15")),
             (d("2025-12-01"), d("2026-01-01"))
+        );
+    }
+
+    #[test]
+    fn bad_parameters_are_refused_with_what_to_write() {
+        #[rustfmt::skip]
+        let table = [
+            ("channels = [\"webhook\", \"sms\"]",
+             "a report goes by `email` or `webhook`, not by SMS or WhatsApp"),
+            ("recipients = []",
+             "`recipients` must list at least one email address, e.g. \
+              `[\"accounts@example.com\"]`"),
+            ("recipients = [\"accounts\"]",
+             "`recipients`: `accounts` is not an email address (Missing domain or user)"),
+        ];
+        let table =
+            table.map(|(params, message)| (format!("period = \"weekly\"\n{params}"), message));
+        assert_refused::<StatsReportJob>(&table);
+        let job: StatsReportJob =
+            toml::from_str("period = \"weekly\"\nchannels = [\"webhook\"]").unwrap();
+        assert_eq!(
+            job.check(&Notifier::empty()).unwrap_err().to_string(),
+            "the channel `webhook` is not configured; add a `[channels.webhook]` section or \
+             remove it from `channels`"
         );
     }
 }

@@ -19,8 +19,9 @@ use lettre::{AsyncFileTransport, AsyncTransport, Tokio1Executor};
 use serde::Deserialize;
 use tokio::sync::OnceCell;
 
+use super::ratelimit::RateLimitError;
 use super::{Rendered, SendError};
-use crate::secret::SecretSource;
+use crate::secret::{SecretError, SecretSource};
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -86,6 +87,43 @@ enum Sender {
     },
 }
 
+/// What is wrong with `[channels.email]`.
+#[derive(Debug, thiserror::Error)]
+pub enum EmailError {
+    #[error(
+        "`from` `{from}` is not an email address ({reason}); write e.g. `Acme Billing \
+         <billing@acme.example>`"
+    )]
+    FromAddress {
+        from: String,
+        reason: lettre::address::AddressError,
+    },
+    #[error("`reply_to` `{reply_to}` is not an email address ({reason})")]
+    ReplyToAddress {
+        reply_to: String,
+        reason: lettre::address::AddressError,
+    },
+    /// `password_env`/`password_file` both set.
+    #[error(transparent)]
+    Password(#[from] SecretError),
+    #[error("`host` is required with `transport = \"smtp\"`; e.g. `host = \"smtp.example.com\"`")]
+    NoHost,
+    /// A password would cross the network unencrypted (to this host).
+    #[error(
+        "`tls = \"none\"` would send the SMTP password to `{host}` in clear text; use `tls = \
+         \"starttls\"` or `\"tls\"` (plain text is for a relay on this host)"
+    )]
+    ClearText { host: String },
+    #[error("`password_env`/`password_file` needs `username`")]
+    PasswordWithoutUsername,
+    #[error(
+        "`host` is set but `transport` is `file`; set `transport = \"smtp\"` to send through it"
+    )]
+    HostWithFile,
+    #[error(transparent)]
+    RateLimit(#[from] RateLimitError),
+}
+
 pub struct Email {
     from: Mailbox,
     reply_to: Option<Mailbox>,
@@ -95,14 +133,18 @@ pub struct Email {
 
 impl Email {
     /// Validates the section; returns the channel, its rate limit and its concurrency.
-    pub fn build(c: EmailConfig, state_dir: &Path) -> Result<(Email, f64, usize), String> {
-        let from: Mailbox = c.from.parse().map_err(|e| {
-            format!("`from` `{}` is not an email address ({e}); write e.g. `Acme Billing <billing@acme.example>`", c.from)
+    pub fn build(c: EmailConfig, state_dir: &Path) -> Result<(Email, f64, usize), EmailError> {
+        let from: Mailbox = c.from.parse().map_err(|reason| EmailError::FromAddress {
+            from: c.from.clone(),
+            reason,
         })?;
         let reply_to = match &c.reply_to {
             Some(r) => Some(
                 r.parse::<Mailbox>()
-                    .map_err(|e| format!("`reply_to` `{r}` is not an email address ({e})"))?,
+                    .map_err(|reason| EmailError::ReplyToAddress {
+                        reply_to: r.clone(),
+                        reason,
+                    })?,
             ),
             None => None,
         };
@@ -111,18 +153,13 @@ impl Email {
         let pool_size = c.pool_size.unwrap_or(4).clamp(1, 64);
         let sender = match c.transport {
             Transport::Smtp => {
-                let host = c.host.ok_or(
-                    "`host` is required with `transport = \"smtp\"`; e.g. `host = \"smtp.example.com\"`",
-                )?;
+                let host = c.host.ok_or(EmailError::NoHost)?;
                 let loopback = matches!(host.as_str(), "localhost" | "127.0.0.1" | "::1");
                 if c.tls == Tls::None && c.username.is_some() && !loopback {
-                    return Err(format!(
-                        "`tls = \"none\"` would send the SMTP password to `{host}` in clear text; \
-                         use `tls = \"starttls\"` or `\"tls\"` (plain text is for a relay on this host)"
-                    ));
+                    return Err(EmailError::ClearText { host });
                 }
                 if password.is_some() && c.username.is_none() {
-                    return Err("`password_env`/`password_file` needs `username`".into());
+                    return Err(EmailError::PasswordWithoutUsername);
                 }
                 let port = c.port.unwrap_or(match c.tls {
                     Tls::Tls => 465,
@@ -142,10 +179,7 @@ impl Email {
             }
             Transport::File => {
                 if c.host.is_some() {
-                    return Err(
-                        "`host` is set but `transport` is `file`; set `transport = \"smtp\"` to send through it"
-                            .into(),
-                    );
+                    return Err(EmailError::HostWithFile);
                 }
                 Sender::File {
                     dir: state_dir.join(c.dir.unwrap_or_else(|| PathBuf::from("outbox"))),
@@ -345,4 +379,41 @@ async fn connect(
                 humantime::format_duration(timeout)
             )))
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_sections_are_refused_with_what_to_write() {
+        let smtp = "transport = \"smtp\"\nhost = \"mail.example.com\"\n";
+        #[rustfmt::skip]
+        let table = [
+            ("from = \"billing\"".to_string(),
+             "`from` `billing` is not an email address (Invalid input); write e.g. \
+              `Acme Billing <billing@acme.example>`"),
+            ("from = \"a@b.example\"\nreply_to = \"accounts\"".into(),
+             "`reply_to` `accounts` is not an email address (Invalid input)"),
+            ("from = \"a@b.example\"\npassword_env = \"P\"\npassword_file = \"p\"".into(),
+             "set only one of `password_env` and `password_file`, not both"),
+            ("from = \"a@b.example\"\ntransport = \"smtp\"".into(),
+             "`host` is required with `transport = \"smtp\"`; e.g. `host = \"smtp.example.com\"`"),
+            (format!("from = \"a@b.example\"\n{smtp}tls = \"none\"\nusername = \"u\""),
+             "`tls = \"none\"` would send the SMTP password to `mail.example.com` in clear text; \
+              use `tls = \"starttls\"` or `\"tls\"` (plain text is for a relay on this host)"),
+            (format!("from = \"a@b.example\"\n{smtp}password_env = \"P\""),
+             "`password_env`/`password_file` needs `username`"),
+            ("from = \"a@b.example\"\nhost = \"mail.example.com\"".into(),
+             "`host` is set but `transport` is `file`; set `transport = \"smtp\"` to send through \
+              it"),
+            ("from = \"a@b.example\"\nrate_limit = -1.0".into(),
+             "`rate_limit` must be 0 (no limit) or 0.001-100000 messages per second (found -1)"),
+        ];
+        for (section, message) in table {
+            let c: EmailConfig = toml::from_str(&section).unwrap();
+            let err = Email::build(c, Path::new("var")).map(|_| ()).unwrap_err();
+            assert_eq!(err.to_string(), message, "{section}");
+        }
+    }
 }

@@ -56,6 +56,20 @@ impl ChannelKind {
     }
 }
 
+/// Why a job cannot send what it means to: a channel it names is not configured, or a
+/// template it needs is missing or does not render.
+#[derive(Debug, thiserror::Error)]
+pub enum NotifyError {
+    #[error(
+        "the channel `{name}` is not configured; add a `[channels.{name}]` section or remove it \
+         from `channels`",
+        name = .0.as_str()
+    )]
+    NotConfigured(ChannelKind),
+    #[error(transparent)]
+    Template(#[from] templates::TemplateError),
+}
+
 /// `[channels]` and `[templates]` of `config.toml`, as written.
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -229,7 +243,7 @@ impl Notifier {
                         Lane::new(Channel::Email(e), rate, concurrency),
                     );
                 }
-                Err(e) => problems.push(("invalid `[channels.email]`".to_string(), e)),
+                Err(e) => problems.push(("invalid `[channels.email]`".to_string(), e.to_string())),
             }
         }
         for (kind, raw) in [
@@ -241,7 +255,10 @@ impl Notifier {
                     Ok((t, rate, concurrency)) => {
                         lanes.insert(kind, Lane::new(Channel::Twilio(t), rate, concurrency));
                     }
-                    Err(e) => problems.push((format!("invalid `[channels.{}]`", kind.as_str()), e)),
+                    Err(e) => problems.push((
+                        format!("invalid `[channels.{}]`", kind.as_str()),
+                        e.to_string(),
+                    )),
                 }
             }
         }
@@ -253,7 +270,9 @@ impl Notifier {
                         Lane::new(Channel::Webhook(w), rate, concurrency),
                     );
                 }
-                Err(e) => problems.push(("invalid `[channels.webhook]`".to_string(), e)),
+                Err(e) => {
+                    problems.push(("invalid `[channels.webhook]`".to_string(), e.to_string()))
+                }
             }
         }
         match loaded {
@@ -305,16 +324,9 @@ impl Notifier {
         channels: &[ChannelKind],
         templates: &[&str],
         sample: &Value,
-    ) -> Result<(), String> {
-        for c in channels {
-            if !self.has_channel(*c) {
-                return Err(format!(
-                    "the channel `{}` is not configured; add a `[channels.{}]` section or remove \
-                     it from `channels`",
-                    c.as_str(),
-                    c.as_str()
-                ));
-            }
+    ) -> Result<(), NotifyError> {
+        if let Some(c) = channels.iter().find(|c| !self.has_channel(**c)) {
+            return Err(NotifyError::NotConfigured(*c));
         }
         for t in templates {
             self.templates.check(t, channels, sample)?;
@@ -646,3 +658,28 @@ fn no_address(channel: ChannelKind) -> String {
 
 /// Shared, cheaply cloned.
 pub type SharedNotifier = Arc<Notifier>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_job_needs_its_channels_configured_and_its_templates() {
+        let n = Notifier::empty();
+        assert_eq!(
+            n.check(&[ChannelKind::Whatsapp], &[], &Value::Null)
+                .unwrap_err()
+                .to_string(),
+            "the channel `whatsapp` is not configured; add a `[channels.whatsapp]` section or \
+             remove it from `channels`"
+        );
+        let err = n
+            .check(&[], &["nope"], &Value::Null)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("no template named `nope`; add `nope.j2` to the templates directory"),
+            "{err}"
+        );
+    }
+}

@@ -7,14 +7,20 @@ use std::time::Duration;
 use tokio::sync::{Mutex, Semaphore, SemaphorePermit};
 use tokio::time::Instant;
 
+/// Why a configured `rate_limit` is refused.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RateLimitError {
+    /// Negative, or outside what a provider can be paced at (the value found).
+    #[error("`rate_limit` must be 0 (no limit) or 0.001-100000 messages per second (found {0})")]
+    OutOfRange(f64),
+}
+
 /// Checks a configured rate: 0 (no limit) or 0.001-100000 messages per second.
-pub fn check(rate: f64) -> Result<(), String> {
+pub fn check(rate: f64) -> Result<(), RateLimitError> {
     if rate == 0.0 || (0.001..=100_000.0).contains(&rate) {
         Ok(())
     } else {
-        Err(format!(
-            "`rate_limit` must be 0 (no limit) or 0.001-100000 messages per second (found {rate})"
-        ))
+        Err(RateLimitError::OutOfRange(rate))
     }
 }
 
@@ -64,6 +70,20 @@ impl RateLimiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rates_out_of_range_are_refused() {
+        assert!(check(0.0).is_ok() && check(0.001).is_ok() && check(100_000.0).is_ok());
+        for (rate, found) in [(-1.0, "-1"), (0.0001, "0.0001"), (200_000.0, "200000")] {
+            assert_eq!(
+                check(rate).unwrap_err().to_string(),
+                format!(
+                    "`rate_limit` must be 0 (no limit) or 0.001-100000 messages per second \
+                     (found {found})"
+                )
+            );
+        }
+    }
 
     #[tokio::test(start_paused = true)]
     async fn starts_are_spaced_by_the_rate() {

@@ -7,9 +7,11 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::ratelimit::RateLimitError;
 use super::{ChannelKind, Rendered, SendError};
-use crate::secret::SecretSource;
+use crate::net::UrlError;
 use crate::secret::redact_url;
+use crate::secret::{SecretError, SecretSource};
 
 /// `[channels.sms]` or `[channels.whatsapp]`.
 #[derive(Debug, Deserialize)]
@@ -29,6 +31,24 @@ pub struct TwilioConfig {
     pub concurrency: Option<usize>,
 }
 
+/// What is wrong with `[channels.sms]` or `[channels.whatsapp]`.
+#[derive(Debug, thiserror::Error)]
+pub enum TwilioError {
+    #[error("set one of `account_sid` and `account_sid_env`")]
+    AccountSid,
+    #[error("`auth_token_env` or `auth_token_file` is required")]
+    NoAuthToken,
+    /// `auth_token_env` and `auth_token_file` both set.
+    #[error(transparent)]
+    AuthToken(#[from] SecretError),
+    #[error("invalid `base_url` `{url}`: {reason}")]
+    BaseUrl { url: String, reason: UrlError },
+    #[error("`from` must be a phone number such as `+15005550006`")]
+    NoSender,
+    #[error(transparent)]
+    RateLimit(#[from] RateLimitError),
+}
+
 pub struct Twilio {
     kind: ChannelKind,
     account_sid: Option<String>,
@@ -40,21 +60,25 @@ pub struct Twilio {
 }
 
 impl Twilio {
-    pub fn build(c: TwilioConfig, kind: ChannelKind) -> Result<(Twilio, f64, usize), String> {
+    pub fn build(c: TwilioConfig, kind: ChannelKind) -> Result<(Twilio, f64, usize), TwilioError> {
         if c.account_sid.is_some() == c.account_sid_env.is_some() {
-            return Err("set one of `account_sid` and `account_sid_env`".into());
+            return Err(TwilioError::AccountSid);
         }
         let token = SecretSource::from_pair("auth_token", c.auth_token_env, c.auth_token_file)?
-            .ok_or("`auth_token_env` or `auth_token_file` is required")?;
+            .ok_or(TwilioError::NoAuthToken)?;
         let base_url = c
             .base_url
             .unwrap_or_else(|| "https://api.twilio.com".into())
             .trim_end_matches('/')
             .to_string();
-        reqwest::Url::parse(&base_url)
-            .map_err(|e| format!("invalid `base_url` `{base_url}`: {e}"))?;
+        if let Err(reason) = reqwest::Url::parse(&base_url) {
+            return Err(TwilioError::BaseUrl {
+                url: base_url,
+                reason,
+            });
+        }
         if c.from.trim().is_empty() {
-            return Err("`from` must be a phone number such as `+15005550006`".into());
+            return Err(TwilioError::NoSender);
         }
         let rate = c
             .rate_limit
@@ -132,5 +156,36 @@ impl Twilio {
             "Twilio answered HTTP {}: {detail}",
             status.as_u16()
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_sections_are_refused_with_what_to_write() {
+        let ok = "from = \"+15005550006\"\naccount_sid = \"AC1\"\nauth_token_env = \"T\"\n";
+        #[rustfmt::skip]
+        let table = [
+            ("from = \"+15005550006\"".to_string(), "set one of `account_sid` and `account_sid_env`"),
+            ("from = \"+15005550006\"\naccount_sid = \"AC1\"".into(),
+             "`auth_token_env` or `auth_token_file` is required"),
+            ("from = \"+15005550006\"\naccount_sid = \"AC1\"\nauth_token_env = \"T\"\n\
+              auth_token_file = \"t\"".into(),
+             "set only one of `auth_token_env` and `auth_token_file`, not both"),
+            (format!("{ok}base_url = \"nope\""),
+             "invalid `base_url` `nope`: relative URL without a base"),
+            ("from = \" \"\naccount_sid = \"AC1\"\nauth_token_env = \"T\"".into(),
+             "`from` must be a phone number such as `+15005550006`"),
+            (format!("{ok}rate_limit = 0.0001"),
+             "`rate_limit` must be 0 (no limit) or 0.001-100000 messages per second (found \
+              0.0001)"),
+        ];
+        for (section, message) in table {
+            let c: TwilioConfig = toml::from_str(&section).unwrap();
+            let err = Twilio::build(c, ChannelKind::Sms).map(|_| ()).unwrap_err();
+            assert_eq!(err.to_string(), message, "{section}");
+        }
     }
 }

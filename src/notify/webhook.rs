@@ -7,9 +7,11 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::json;
 
+use super::ratelimit::RateLimitError;
 use super::{Rendered, SendError};
-use crate::secret::SecretSource;
+use crate::net::UrlError;
 use crate::secret::redact_url;
+use crate::secret::{SecretError, SecretSource};
 
 /// `[channels.webhook]`.
 #[derive(Debug, Deserialize)]
@@ -33,6 +35,21 @@ enum Url {
     Secret(SecretSource),
 }
 
+/// What is wrong with `[channels.webhook]`.
+#[derive(Debug, thiserror::Error)]
+pub enum WebhookError {
+    #[error("set one of `url`, `url_env` and `url_file`")]
+    NoUrl,
+    /// `url` does not parse (shown with any password hidden).
+    #[error("invalid `url` `{shown}`: {reason}")]
+    Url { shown: String, reason: UrlError },
+    /// A secret's `_env` and `_file` keys both set (`url`, `bearer_token`).
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    #[error(transparent)]
+    RateLimit(#[from] RateLimitError),
+}
+
 pub struct Webhook {
     url: Url,
     bearer: Option<SecretSource>,
@@ -40,16 +57,18 @@ pub struct Webhook {
 }
 
 impl Webhook {
-    pub fn build(c: WebhookConfig) -> Result<(Webhook, f64, usize), String> {
+    pub fn build(c: WebhookConfig) -> Result<(Webhook, f64, usize), WebhookError> {
         let secret = SecretSource::from_pair("url", c.url_env, c.url_file)?;
         let url = match (c.url, secret) {
             (Some(url), None) => {
-                reqwest::Url::parse(&url)
-                    .map_err(|e| format!("invalid `url` `{}`: {e}", redact_url(&url)))?;
+                reqwest::Url::parse(&url).map_err(|reason| WebhookError::Url {
+                    shown: redact_url(&url),
+                    reason,
+                })?;
                 Url::Plain(url)
             }
             (None, Some(s)) => Url::Secret(s),
-            _ => return Err("set one of `url`, `url_env` and `url_file`".into()),
+            _ => return Err(WebhookError::NoUrl),
         };
         let bearer =
             SecretSource::from_pair("bearer_token", c.bearer_token_env, c.bearer_token_file)?;
@@ -132,5 +151,31 @@ pub async fn post_json(
             status.as_u16(),
             crate::net::tail(text.trim(), 200)
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_sections_are_refused_with_what_to_write() {
+        #[rustfmt::skip]
+        let table = [
+            ("", "set one of `url`, `url_env` and `url_file`"),
+            ("url = \"https://x\"\nurl_env = \"U\"", "set one of `url`, `url_env` and `url_file`"),
+            ("url = \"nope\"", "invalid `url` `nope`: relative URL without a base"),
+            ("url_env = \"U\"\nurl_file = \"u\"",
+             "set only one of `url_env` and `url_file`, not both"),
+            ("url = \"https://x\"\nbearer_token_env = \"T\"\nbearer_token_file = \"t\"",
+             "set only one of `bearer_token_env` and `bearer_token_file`, not both"),
+            ("url = \"https://x\"\nrate_limit = -1.0",
+             "`rate_limit` must be 0 (no limit) or 0.001-100000 messages per second (found -1)"),
+        ];
+        for (section, message) in table {
+            let c: WebhookConfig = toml::from_str(section).unwrap();
+            let err = Webhook::build(c).map(|_| ()).unwrap_err();
+            assert_eq!(err.to_string(), message, "{section}");
+        }
     }
 }
