@@ -1,7 +1,10 @@
 //! `cleanup` (seeds 002, 003): retention per table. Each `[[job.rule]]` deletes the rows of
 //! `table` whose `column` is older than `older_than`, except those its `keep` condition
 //! protects (failures kept longer, critical audit rows never), in batches of `batch_size`, each
-//! its own short transaction, so a large delete never holds the database for long.
+//! its own short transaction, so a large delete never holds the database for long. With
+//! `action = { update = "status = 'cancelled'" }` it changes those rows instead (seed 003:
+//! bookings without a deposit cancelled after 24 hours); `keep` must then leave alone the rows
+//! it already changed.
 
 use std::time::Duration;
 
@@ -31,6 +34,19 @@ pub struct Rule {
     /// A pause between batches, to leave room to other writers.
     #[serde(default, with = "crate::time::duration::option")]
     pub pause: Option<Duration>,
+    /// What happens to the rows: deleted (the default), or updated.
+    #[serde(default)]
+    pub action: Action,
+}
+
+/// What a rule does with the rows it finds.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase", deny_unknown_fields)]
+pub enum Action {
+    #[default]
+    Delete,
+    /// `SET` these assignments, e.g. `status = 'cancelled'`.
+    Update(String),
 }
 
 fn created_at() -> String {
@@ -62,6 +78,17 @@ pub enum CleanupError {
     BatchSize(i64),
     #[error("`keep` must be one SQL condition, without `;`")]
     KeepStatements,
+    #[error(
+        "`action.update` must be the assignments of one `SET`, e.g. `status = 'cancelled'`, \
+         without `;`"
+    )]
+    UpdateStatements,
+    /// An update without `keep` would change the same rows at every run.
+    #[error(
+        "a rule with `action = {{ update = ... }}` needs `keep`, a condition true of the rows it \
+         already changed, e.g. `keep = \"status <> 'pending'\"`; else every run changes them again"
+    )]
+    UpdateWithoutKeep,
 }
 
 fn identifier(what: &'static str, s: &str) -> Result<(), CleanupError> {
@@ -115,13 +142,21 @@ impl Job for CleanupJob {
             if r.keep.as_deref().is_some_and(|k| k.contains(';')) {
                 return Err(CleanupError::KeepStatements);
             }
+            if let Action::Update(set) = &r.action {
+                if set.contains(';') || set.trim().is_empty() {
+                    return Err(CleanupError::UpdateStatements);
+                }
+                if r.keep.is_none() {
+                    return Err(CleanupError::UpdateWithoutKeep);
+                }
+            }
         }
         Ok(())
     }
 
     async fn run(&self, ctx: &RunContext) -> Result<Outcome, JobError> {
         let mut outcome = Outcome::default();
-        let mut per_table = serde_json::Map::new();
+        let (mut deleted, mut updated) = (serde_json::Map::new(), serde_json::Map::new());
         for r in &self.rule {
             let before = chrono::Duration::from_std(r.older_than)
                 .ok()
@@ -134,6 +169,10 @@ impl Job for CleanupJob {
                 r.column,
                 humantime::format_duration(r.older_than)
             );
+            let per_table = match r.action {
+                Action::Delete => &mut deleted,
+                Action::Update(_) => &mut updated,
+            };
             let column = match ctx.store.instant_column(&r.table, &r.column).await {
                 Ok(column) => column,
                 Err(e) => {
@@ -141,30 +180,43 @@ impl Job for CleanupJob {
                     continue;
                 }
             };
-            if ctx.dry_run {
-                match ctx
-                    .store
-                    .count_deletable(&column, keep.as_deref(), before)
-                    .await
-                {
-                    Ok(n) => {
-                        outcome.records += n;
-                        per_table.insert(label, n.into());
-                    }
-                    Err(e) => outcome.errors.push(format!("{label}: {e}")),
+            // The rows to change, counted first: an update stops there even if `keep` fails
+            // to exclude the rows it changed.
+            let due = match ctx
+                .store
+                .count_deletable(&column, keep.as_deref(), before)
+                .await
+            {
+                Ok(n) => n,
+                Err(e) => {
+                    outcome.errors.push(format!("{label}: {e}"));
+                    continue;
                 }
+            };
+            if ctx.dry_run {
+                outcome.records += due;
+                per_table.insert(label, due.into());
                 continue;
             }
-            let mut deleted = 0i64;
-            loop {
-                match ctx
-                    .store
-                    .delete_batch(&column, keep.as_deref(), before, r.batch_size)
-                    .await
-                {
+            let mut changed = 0i64;
+            while changed < due {
+                let batch = r.batch_size.min(due - changed);
+                let done = match &r.action {
+                    Action::Delete => {
+                        ctx.store
+                            .delete_batch(&column, keep.as_deref(), before, batch)
+                            .await
+                    }
+                    Action::Update(set) => {
+                        ctx.store
+                            .update_batch(&column, keep.as_deref(), set, before, batch)
+                            .await
+                    }
+                };
+                match done {
                     Ok(n) => {
-                        deleted += n as i64;
-                        if (n as i64) < r.batch_size {
+                        changed += n as i64;
+                        if (n as i64) < batch {
                             break;
                         }
                         match r.pause {
@@ -178,20 +230,29 @@ impl Job for CleanupJob {
                     }
                 }
             }
-            if deleted > 0 {
-                tracing::info!(job = %ctx.job_name, table = %r.table, rows = deleted, "deleted old rows");
+            if changed > 0 {
+                let what = match r.action {
+                    Action::Delete => "deleted old rows",
+                    Action::Update(_) => "updated old rows",
+                };
+                tracing::info!(job = %ctx.job_name, table = %r.table, rows = changed, "{what}");
             }
-            outcome.records += deleted;
-            per_table.insert(label, deleted.into());
+            outcome.records += changed;
+            per_table.insert(label, changed.into());
         }
-        let key = if ctx.dry_run {
-            "would_delete"
+        let (d, u) = if ctx.dry_run {
+            ("would_delete", "would_update")
         } else {
-            "deleted"
+            ("deleted", "updated")
         };
         outcome
             .metadata
-            .insert(key.into(), serde_json::Value::Object(per_table));
+            .insert(d.into(), serde_json::Value::Object(deleted));
+        if !updated.is_empty() {
+            outcome
+                .metadata
+                .insert(u.into(), serde_json::Value::Object(updated));
+        }
         if outcome.errors.len() == self.rule.len() {
             // Nothing worked: a failed run, not a partial one.
             return Err(JobError::retryable(outcome.errors.join("; ")));

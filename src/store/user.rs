@@ -128,6 +128,31 @@ impl Store {
         before: DateTime<Utc>,
         batch: i64,
     ) -> Result<u64> {
+        self.change_batch(column, keep, None, before, batch).await
+    }
+
+    /// Sets `set` (an SQL assignment list, e.g. `status = 'cancelled'`) on up to `batch` rows
+    /// that [`Store::delete_batch`] would delete; one short transaction per call.
+    pub async fn update_batch(
+        &self,
+        column: &InstantColumn,
+        keep: Option<&str>,
+        set: &str,
+        before: DateTime<Utc>,
+        batch: i64,
+    ) -> Result<u64> {
+        self.change_batch(column, keep, Some(set), before, batch)
+            .await
+    }
+
+    async fn change_batch(
+        &self,
+        column: &InstantColumn,
+        keep: Option<&str>,
+        set: Option<&str>,
+        before: DateTime<Utc>,
+        batch: i64,
+    ) -> Result<u64> {
         let keep = keep
             .map(|k| format!(" AND NOT COALESCE(({k}), FALSE)"))
             .unwrap_or_default();
@@ -136,11 +161,14 @@ impl Store {
             Store::Sqlite(_) => "rowid",
             Store::Postgres(_) => "ctid",
         };
+        let (change, doing) = match set {
+            None => (format!("DELETE FROM {table}"), "deleting old rows"),
+            Some(set) => (format!("UPDATE {table} SET {set}"), "updating old rows"),
+        };
         let text = format!(
-            "DELETE FROM {table} WHERE {row_id} IN (SELECT {row_id} FROM {table}
+            "{change} WHERE {row_id} IN (SELECT {row_id} FROM {table}
               WHERE {older}{keep} LIMIT $2)"
         );
-        let doing = "deleting old rows";
         match self {
             Store::Sqlite(s) => sqlx::query(&text)
                 .bind(julian_day(before))

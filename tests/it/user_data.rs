@@ -160,3 +160,119 @@ async fn cleanup_compares_instants_by_column_type_postgres() {
     assert_eq!(ids(&store, "texts").await, BTreeSet::from([1]));
     store.close().await;
 }
+
+/// Seed 003's "cancel bookings without a deposit after 24 h": a rule that updates instead of
+/// deleting, once per row (its `keep` leaves alone what it changed), on both databases.
+async fn cancel_story(p: Project, created: [&str; 3]) {
+    p.write_config(
+        "",
+        "[[job]]\nname = \"cancel\"\nkind = \"cleanup\"\nschedule = \"0 * * * *\"\n\n\
+         [[job.rule]]\ntable = \"bookings\"\nolder_than = \"24h\"\nbatch_size = 1\n\
+         keep = \"status <> 'pending' OR deposit_paid\"\n\
+         action = { update = \"status = 'cancelled'\" }\n",
+    );
+    let store = p.store().await;
+    let setup = [
+        "CREATE TABLE bookings (id BIGINT PRIMARY KEY, status TEXT NOT NULL,
+                                deposit_paid BOOLEAN NOT NULL, created_at TIMESTAMP)"
+            .to_string(),
+        format!(
+            "INSERT INTO bookings VALUES (1, 'pending', FALSE, {}), (2, 'pending', TRUE, {}),
+                (3, 'pending', FALSE, {}), (4, 'pending', FALSE, {})",
+            created[0], created[0], created[0], created[1]
+        ),
+        format!(
+            "INSERT INTO bookings VALUES (5, 'confirmed', FALSE, {})",
+            created[2]
+        ),
+    ];
+    store.execute(&setup, true).await.unwrap();
+    let r = run(&p, "cancel").await;
+    assert_eq!(
+        (r.status.as_str(), r.records_processed),
+        ("succeeded", Some(2)),
+        "{r:?}"
+    );
+    let meta = r.metadata.clone().unwrap_or_default();
+    assert_eq!(
+        meta["updated"]["bookings.created_at older than 1day"], 2,
+        "{meta}"
+    );
+    let cancelled = store
+        .query_json(
+            "SELECT id FROM bookings WHERE status = 'cancelled' ORDER BY id",
+            chrono::Utc::now(),
+            10,
+        )
+        .await
+        .unwrap();
+    let ids: Vec<i64> = cancelled
+        .iter()
+        .map(|r| r["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        [1, 3],
+        "old, pending and unpaid: cancelled; nothing deleted"
+    );
+    assert_eq!(ids_of(&store).await, BTreeSet::from([1, 2, 3, 4, 5]));
+    let again = run(&p, "cancel").await;
+    assert_eq!(again.records_processed, Some(0), "changed once: {again:?}");
+    store.close().await;
+}
+
+async fn ids_of(store: &Store) -> BTreeSet<i64> {
+    ids(store, "bookings").await
+}
+
+#[tokio::test]
+async fn cleanup_can_cancel_instead_of_deleting() {
+    cancel_story(
+        Project::sqlite(),
+        [
+            "datetime('now', '-2 days')",
+            "datetime('now', '-1 hour')",
+            "datetime('now', '-3 days')",
+        ],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn cleanup_can_cancel_instead_of_deleting_postgres() {
+    if let Some(p) = Project::postgres().await {
+        cancel_story(
+            p,
+            [
+                "(now() AT TIME ZONE 'UTC') - interval '2 days'",
+                "(now() AT TIME ZONE 'UTC') - interval '1 hour'",
+                "(now() AT TIME ZONE 'UTC') - interval '3 days'",
+            ],
+        )
+        .await;
+    }
+}
+
+/// An update without `keep` would change the same rows at every run: `check` refuses it.
+#[tokio::test]
+async fn an_update_rule_without_keep_is_refused() {
+    let p = Project::sqlite();
+    std::fs::write(
+        p.config_path(),
+        "[[job]]\nname = \"cancel\"\nkind = \"cleanup\"\nschedule = \"0 * * * *\"\n\n\
+         [[job.rule]]\ntable = \"bookings\"\nolder_than = \"24h\"\n\
+         action = { update = \"status = 'cancelled'\" }\n",
+    )
+    .unwrap();
+    let out = p.cli(&["check"]);
+    assert!(!out.status.success());
+    assert!(
+        crate::helpers::stderr(&out).contains(
+            "a rule with `action = { update = ... }` needs `keep`, a condition true of the rows \
+             it already changed, e.g. `keep = \"status <> 'pending'\"`; else every run changes \
+             them again"
+        ),
+        "{}",
+        crate::helpers::stderr(&out)
+    );
+}
