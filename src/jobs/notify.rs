@@ -14,9 +14,10 @@ use tokio::sync::OnceCell;
 use super::sending::{SendingError, Tally};
 use super::{Job, JobError, Outcome, RunContext};
 use crate::notify::templates::TemplateError;
-use crate::notify::{ChannelKind, Message, Notifier, NotifyError};
+use crate::notify::{ChannelKind, Fate, Message, Notifier, NotifyError};
 use crate::secret::{DatabaseUrl, SecretError, SecretSource};
 use crate::store::Store;
+use crate::store::user::RowStatement;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -38,6 +39,12 @@ pub struct NotifyJob {
     /// Rows read per run at most.
     #[serde(default = "ten_thousand")]
     pub limit: usize,
+    /// Statements run in the query's database for each row whose message went out on every
+    /// channel, in one transaction per row, with `:column` bound to the row's value: the
+    /// application's sent-flags and in-app notifications. The dedup key is the guarantee that
+    /// nothing goes out twice; these are for the application.
+    #[serde(default)]
+    pub on_sent: Vec<String>,
     #[serde(skip)]
     other: OnceCell<Store>,
 }
@@ -59,6 +66,9 @@ fn ten_thousand() -> usize {
 pub enum NotifyJobError {
     #[error("`query` must be an SQL query returning one row per message")]
     NoQuery,
+    /// An `on_sent` entry empty or holding several statements (its position, from 1).
+    #[error("`on_sent` statement {0} must be one SQL statement, without `;`")]
+    OnSent(usize),
     /// No channel (the text every sending job shares).
     #[error(transparent)]
     Sending(#[from] SendingError),
@@ -113,6 +123,41 @@ impl NotifyJob {
     }
 }
 
+impl NotifyJob {
+    /// Whether each message went out: sent now, or by an earlier run (`sent` in the log; not
+    /// a message skipped for want of an address, nor one whose fate is unknown).
+    async fn went_out(
+        &self,
+        ctx: &RunContext,
+        chunk: &[Message],
+        fates: &[Fate],
+    ) -> Result<Vec<bool>, JobError> {
+        let earlier: Vec<String> = chunk
+            .iter()
+            .zip(fates)
+            .filter(|(_, f)| matches!(f, Fate::Done))
+            .map(|(m, _)| m.key.clone())
+            .collect();
+        let states = if self.on_sent.is_empty() || earlier.is_empty() {
+            Default::default()
+        } else {
+            ctx.store
+                .notification_states(&earlier)
+                .await
+                .map_err(|e| JobError::retryable(e.to_string()))?
+        };
+        Ok(chunk
+            .iter()
+            .zip(fates)
+            .map(|(m, f)| match f {
+                Fate::Sent => true,
+                Fate::Done => states.get(&m.key).is_some_and(|s| s == "sent"),
+                _ => false,
+            })
+            .collect())
+    }
+}
+
 impl Job for NotifyJob {
     type Invalid = NotifyJobError;
 
@@ -131,6 +176,13 @@ impl Job for NotifyJob {
         }
         if let Some(c) = self.to.keys().find(|c| !self.channels.contains(c)) {
             return Err(NotifyJobError::ToChannel(*c));
+        }
+        if let Some(i) = self
+            .on_sent
+            .iter()
+            .position(|st| st.trim().is_empty() || st.trim().trim_end_matches(';').contains(';'))
+        {
+            return Err(NotifyJobError::OnSent(i + 1));
         }
         SecretSource::from_pair(
             "database_url",
@@ -167,6 +219,9 @@ impl Job for NotifyJob {
             .map_err(|e| JobError::retryable(e.to_string()))?;
         let mut tally = Tally::default();
         let mut messages = vec![];
+        // The row of each message, and the rows with a message that could not be made.
+        let mut row_of = vec![];
+        let mut incomplete = std::collections::HashSet::new();
         let templates = &ctx.notifier.templates;
         for (n, row) in rows.iter().enumerate() {
             let mut context = row.clone();
@@ -176,10 +231,12 @@ impl Job for NotifyJob {
                 Ok(d) if !d.is_empty() => d,
                 Ok(_) => {
                     tally.error(format!("row {}: `dedup` rendered empty", n + 1));
+                    incomplete.insert(n);
                     continue;
                 }
                 Err(e) => {
                     tally.error(format!("row {}: {e}", n + 1));
+                    incomplete.insert(n);
                     continue;
                 }
             };
@@ -193,9 +250,11 @@ impl Job for NotifyJob {
                     Ok(to) => Some(to).filter(|t| !t.is_empty() && !t.eq_ignore_ascii_case("none")),
                     Err(e) => {
                         tally.error(format!("row {} ({dedup}): {e}", n + 1));
+                        incomplete.insert(n);
                         continue;
                     }
                 };
+                row_of.push(n);
                 messages.push(Message {
                     key: format!("{dedup}:{}", c.as_str()),
                     channel: *c,
@@ -206,11 +265,13 @@ impl Job for NotifyJob {
                 });
             }
         }
+        let mut went_out = Vec::with_capacity(messages.len());
         for chunk in messages.chunks(500) {
             let fates = ctx
                 .notifier
                 .deliver(&ctx.store, &ctx.claimant(), chunk, ctx.dry_run, ctx.now)
                 .await?;
+            went_out.extend(self.went_out(ctx, chunk, &fates).await?);
             tally.record(chunk, &fates, |m| {
                 let key = m.key.rsplit_once(':').map_or(m.key.as_str(), |(k, _)| k);
                 format!("`{key}`")
@@ -218,6 +279,27 @@ impl Job for NotifyJob {
         }
         let mut outcome = Outcome::default();
         outcome.metadata.insert("rows".into(), rows.len().into());
+        if !self.on_sent.is_empty() && !ctx.dry_run {
+            for (n, _) in row_of.iter().zip(&went_out).filter(|(_, out)| !**out) {
+                incomplete.insert(*n);
+            }
+            let statements: Vec<_> = self
+                .on_sent
+                .iter()
+                .map(|s| RowStatement::parse(s))
+                .collect();
+            let mut done = 0;
+            for (n, row) in rows.iter().enumerate() {
+                if incomplete.contains(&n) || !row_of.contains(&n) {
+                    continue;
+                }
+                match store.execute_for_row(&statements, row, ctx.now).await {
+                    Ok(()) => done += 1,
+                    Err(e) => tally.error(format!("row {}: {e}", n + 1)),
+                }
+            }
+            outcome.metadata.insert("on_sent_rows".into(), done.into());
+        }
         Ok(tally.into_outcome(outcome, ctx.dry_run))
     }
 }
@@ -242,6 +324,9 @@ mod tests {
              "`to` sets the channel `sms`, which is not in `channels`"),
             ("database_url_env = \"U\"\ndatabase_url_file = \"u\"",
              "set only one of `database_url_env` and `database_url_file`, not both"),
+            ("on_sent = [\"UPDATE s SET f = TRUE WHERE id = :id\", \"UPDATE a SET b = 1; DELETE FROM a\"]",
+             "`on_sent` statement 2 must be one SQL statement, without `;`"),
+            ("on_sent = [\" \"]", "`on_sent` statement 1 must be one SQL statement, without `;`"),
         ];
         // An entry that sets `query` stands alone; the others are added to a valid job.
         let table = table.map(|(params, message)| {

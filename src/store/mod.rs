@@ -26,7 +26,7 @@ mod ledger;
 mod postgres;
 pub mod queue;
 mod sqlite;
-mod user;
+pub mod user;
 
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
@@ -79,6 +79,15 @@ pub enum StoreError {
     NotInstantType { column: String, ty: String },
     #[error("there is no column `{column}`: check `table` and `column` of the rule")]
     NoColumn { column: String },
+    #[error(
+        "`on_sent` statement {statement} names `:{name}`, which is not a column of the query's \
+         rows (they have: {columns}); select it in `query`, or fix the name"
+    )]
+    NoRowColumn {
+        statement: usize,
+        name: String,
+        columns: String,
+    },
     #[error("database error while {doing}: {source}")]
     Query {
         doing: &'static str,

@@ -30,6 +30,147 @@ fn bind_now(query: &str) -> (String, bool) {
     (out, used)
 }
 
+/// A statement of the user's whose `:name` placeholders take the values of a row's columns
+/// by name (`notify`'s `on_sent`), turned into the backends' `$n` once.
+#[derive(Debug, Clone)]
+pub struct RowStatement {
+    text: String,
+    /// The column each `$n` takes, in order.
+    names: Vec<String>,
+}
+
+impl RowStatement {
+    /// Reads `:name` placeholders outside quoted strings; `::type` casts are left alone.
+    pub fn parse(sql: &str) -> RowStatement {
+        let mut text = String::with_capacity(sql.len());
+        let mut names: Vec<String> = vec![];
+        let chars: Vec<char> = sql.chars().collect();
+        let (mut i, mut quoted) = (0, false);
+        let ident = |c: char| c.is_ascii_alphanumeric() || c == '_';
+        while i < chars.len() {
+            let c = chars[i];
+            if c == '\'' {
+                quoted = !quoted;
+            }
+            let starts = !quoted
+                && c == ':'
+                && chars
+                    .get(i + 1)
+                    .is_some_and(|n| n.is_ascii_alphabetic() || *n == '_')
+                && (i == 0 || chars[i - 1] != ':');
+            if !starts {
+                text.push(c);
+                i += 1;
+                continue;
+            }
+            let end = (i + 1..chars.len())
+                .find(|&j| !ident(chars[j]))
+                .unwrap_or(chars.len());
+            let name: String = chars[i + 1..end].iter().collect();
+            let n = match names.iter().position(|k| *k == name) {
+                Some(p) => p + 1,
+                None => {
+                    names.push(name);
+                    names.len()
+                }
+            };
+            text.push_str(&format!("${n}"));
+            i = end;
+        }
+        RowStatement { text, names }
+    }
+
+    /// The columns it names.
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+}
+
+/// Binds a row's values to a query by JSON type: text, integer, real, boolean, NULL; other
+/// JSON as its text; `None` (`:now`) as `$now`.
+macro_rules! bind_values {
+    ($query:expr, $values:expr, $now:expr) => {{
+        let mut q = $query;
+        for v in $values {
+            let Some(v) = v else {
+                q = q.bind($now);
+                continue;
+            };
+            q = match v {
+                Value::String(s) => q.bind(s.clone()),
+                Value::Bool(b) => q.bind(*b),
+                Value::Number(n) => match n.as_i64() {
+                    Some(i) => q.bind(i),
+                    None => q.bind(n.as_f64()),
+                },
+                Value::Null => q.bind(None::<String>),
+                other => q.bind(other.to_string()),
+            };
+        }
+        q
+    }};
+}
+
+impl Store {
+    /// Runs `statements` for one row, in one transaction, each `:name` bound to the row's
+    /// column `name` (`:now`, when the row has no such column, to `now` as in the query: a
+    /// `timestamptz` on PostgreSQL, `YYYY-MM-DD HH:MM:SS` text on SQLite). A name the row lacks
+    /// is refused before anything runs.
+    pub async fn execute_for_row(
+        &self,
+        statements: &[RowStatement],
+        row: &serde_json::Map<String, Value>,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let mut bound: Vec<(&str, Vec<Option<&Value>>)> = vec![];
+        for (i, st) in statements.iter().enumerate() {
+            let mut values = vec![];
+            for name in &st.names {
+                match row.get(name) {
+                    Some(v) => values.push(Some(v)),
+                    None if name == "now" => values.push(None),
+                    None => {
+                        return Err(StoreError::NoRowColumn {
+                            statement: i + 1,
+                            name: name.clone(),
+                            columns: row.keys().cloned().collect::<Vec<_>>().join(", "),
+                        });
+                    }
+                }
+            }
+            bound.push((st.text.as_str(), values));
+        }
+        let doing = "running `on_sent`";
+        match self {
+            Store::Sqlite(s) => {
+                let mut tx = s
+                    .jobs_pool()
+                    .begin_with("BEGIN IMMEDIATE")
+                    .await
+                    .doing(doing)?;
+                let now = now.format("%Y-%m-%d %H:%M:%S").to_string();
+                for (text, values) in &bound {
+                    bind_values!(sqlx::query(text), values, now.clone())
+                        .execute(&mut *tx)
+                        .await
+                        .doing(doing)?;
+                }
+                tx.commit().await.doing(doing)
+            }
+            Store::Postgres(s) => {
+                let mut tx = s.jobs_pool().begin().await.doing(doing)?;
+                for (text, values) in &bound {
+                    bind_values!(sqlx::query(text), values, now)
+                        .execute(&mut *tx)
+                        .await
+                        .doing(doing)?;
+                }
+                tx.commit().await.doing(doing)
+            }
+        }
+    }
+}
+
 /// How a cleanup rule reads its column as instants, whatever the column holds: decided once per
 /// run by [`Store::instant_column`], then used by every batch.
 #[derive(Debug, Clone)]
@@ -403,7 +544,21 @@ fn pg_row_json(row: &sqlx::postgres::PgRow) -> Result<serde_json::Map<String, Va
 
 #[cfg(test)]
 mod tests {
-    use super::bind_now;
+    use super::{RowStatement, bind_now};
+
+    #[test]
+    fn row_placeholders_become_numbered_parameters() {
+        let st = RowStatement::parse(
+            "INSERT INTO n (user_id, title, at) VALUES (:user_id, ':not_me', :at::timestamptz) \
+             ON CONFLICT DO UPDATE SET title = :title WHERE n.user_id = :user_id",
+        );
+        assert_eq!(
+            st.text,
+            "INSERT INTO n (user_id, title, at) VALUES ($1, ':not_me', $2::timestamptz) \
+             ON CONFLICT DO UPDATE SET title = $3 WHERE n.user_id = $1"
+        );
+        assert_eq!(st.names(), ["user_id", "at", "title"]);
+    }
 
     #[test]
     fn now_is_bound_but_casts_are_left_alone() {

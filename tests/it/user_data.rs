@@ -276,3 +276,100 @@ async fn an_update_rule_without_keep_is_refused() {
         crate::helpers::stderr(&out)
     );
 }
+
+/// Seeds 003 and 004 keep sent-flags and in-app notification rows in their own tables:
+/// `on_sent` writes them for each row whose message went out, binding the row's columns by
+/// name, in one transaction per row. A row whose message did not go out (no address) gets
+/// neither, and a second run sends and writes nothing.
+async fn on_sent_story(p: Project) {
+    let postgres = p.database_url.starts_with("postgres");
+    std::fs::create_dir_all(p.path().join("templates")).unwrap();
+    std::fs::write(
+        p.path().join("templates/session.j2"),
+        "{% block subject %}{{ title }}{% endblock %}{% block text %}Hi {{ name }}{% endblock %}",
+    )
+    .unwrap();
+    p.write_config(
+        "",
+        "[channels.email]\nfrom = \"Sessions <s@acme.test>\"\n\n\
+         [[job]]\nname = \"remind\"\nkind = \"notify\"\nschedule = \"0 * * * *\"\n\
+         query = \"SELECT s.id, s.user_id, u.name, u.email, 'Your session tomorrow' AS title \
+                   FROM sessions s JOIN users u ON u.id = s.user_id \
+                   WHERE NOT s.reminder_24h_sent ORDER BY s.id\"\n\
+         template = \"session\"\ndedup = \"session-24h-{{ id }}\"\n\
+         on_sent = [\"UPDATE sessions SET reminder_24h_sent = TRUE, reminded_at = :now WHERE id = :id\",\n\
+                    \"INSERT INTO notifications (user_id, type, title) VALUES (:user_id, 'reminder', :title)\"]\n",
+    );
+    let store = p.store().await;
+    let (serial, at) = if postgres {
+        ("BIGSERIAL", "TIMESTAMPTZ")
+    } else {
+        ("INTEGER", "TEXT")
+    };
+    let setup = [
+        "CREATE TABLE users (id BIGINT PRIMARY KEY, name TEXT, email TEXT)".to_string(),
+        format!(
+            "CREATE TABLE sessions (id BIGINT PRIMARY KEY, user_id BIGINT,
+                 reminder_24h_sent BOOLEAN NOT NULL DEFAULT FALSE, reminded_at {at})"
+        ),
+        format!(
+            "CREATE TABLE notifications (id {serial} PRIMARY KEY, user_id BIGINT, type TEXT,
+                 title TEXT)"
+        ),
+        "INSERT INTO users VALUES (1, 'Ann', 'ann@example.com'), (2, 'Ben', NULL)".to_string(),
+        "INSERT INTO sessions (id, user_id) VALUES (10, 1), (11, 2), (12, 1)".to_string(),
+    ];
+    store.execute(&setup, true).await.unwrap();
+
+    let r = run(&p, "remind").await;
+    let meta = r.metadata.clone().unwrap_or_default();
+    assert_eq!(meta["on_sent_rows"], 2, "{r:?}");
+    let flagged = store
+        .query_json(
+            "SELECT id FROM sessions WHERE reminder_24h_sent AND reminded_at IS NOT NULL ORDER BY id",
+            chrono::Utc::now(),
+            10,
+        )
+        .await
+        .unwrap();
+    let flagged: Vec<i64> = flagged.iter().map(|r| r["id"].as_i64().unwrap()).collect();
+    assert_eq!(flagged, [10, 12], "Ben has no email: not flagged");
+    let notes = store
+        .query_json(
+            "SELECT user_id, type, title FROM notifications ORDER BY id",
+            chrono::Utc::now(),
+            10,
+        )
+        .await
+        .unwrap();
+    assert_eq!(notes.len(), 2, "{notes:?}");
+    assert!(notes.iter().all(|n| n["user_id"] == 1
+        && n["type"] == "reminder"
+        && n["title"] == "Your session tomorrow"));
+
+    let again = run(&p, "remind").await;
+    let meta = again.metadata.clone().unwrap_or_default();
+    assert_eq!(meta["on_sent_rows"], 0, "{again:?}");
+    assert_eq!(
+        store
+            .query_json("SELECT id FROM notifications", chrono::Utc::now(), 10)
+            .await
+            .unwrap()
+            .len(),
+        2,
+        "a second run writes nothing"
+    );
+    store.close().await;
+}
+
+#[tokio::test]
+async fn on_sent_keeps_the_applications_flags_and_notifications() {
+    on_sent_story(Project::sqlite()).await;
+}
+
+#[tokio::test]
+async fn on_sent_keeps_the_applications_flags_and_notifications_postgres() {
+    if let Some(p) = Project::postgres().await {
+        on_sent_story(p).await;
+    }
+}
