@@ -417,6 +417,7 @@ async fn measure(
         task: None,
         instance: std::sync::Arc::from("bench"),
         run_id: None,
+        databases: spec.databases.clone(),
     };
     let (sink0, conn0) = sink.counts();
     let sinks_cpu = || pid_cpu(sinks.plain.child.id()) + pid_cpu(sinks.quickack.child.id());

@@ -7,6 +7,51 @@ use chrono::{DateTime, Utc};
 use super::Format;
 use crate::config::Config;
 
+/// What `tickler check` found in the SQL of jobs on the application's databases: SQL that does
+/// not prepare (refused), and databases it could not reach (warned: a reload must not fail
+/// because the application's database is away for a moment).
+#[derive(Debug, Default)]
+pub struct SqlFindings {
+    pub refused: Vec<String>,
+    pub warnings: Vec<String>,
+}
+
+/// Connects to each `[databases]` entry that an enabled job uses and prepares the job's SQL
+/// there (a `sql` job's statements, a `notify` job's query and `on_sent`, a `cleanup` rule's
+/// table and column), so a typo fails now and not at 9 AM.
+pub async fn check_sql(config: &Config) -> SqlFindings {
+    let mut found = SqlFindings::default();
+    let mut unreachable = std::collections::BTreeSet::new();
+    for job in config.jobs.iter().filter(|j| j.enabled) {
+        let Some(name) = job.job.database() else {
+            continue;
+        };
+        if unreachable.contains(name) {
+            continue;
+        }
+        let db = match config.databases.get(name).await {
+            Ok(db) => db,
+            Err(e) => {
+                found.warnings.push(format!(
+                    "cannot reach {e}; the SQL of the jobs using it was not checked"
+                ));
+                unreachable.insert(name.to_string());
+                continue;
+            }
+        };
+        for (what, sql) in job.job.sql() {
+            if let Err(e) = db.prepare(&sql).await {
+                found.refused.push(format!(
+                    "job `{}`: {what} does not prepare on database `{name}`: {e}",
+                    job.name
+                ));
+            }
+        }
+    }
+    config.databases.close().await;
+    found
+}
+
 /// `tickler check`: one line per job with its trigger, zone and next fire.
 pub fn check_report(config: &Config, now: DateTime<Utc>) -> String {
     let mut out = String::new();

@@ -194,6 +194,17 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::PrintConfig => finish(config::EXAMPLE, ExitCode::SUCCESS),
         Command::Check { quiet } => {
             let config = load()?;
+            let sql = check::check_sql(&config).await;
+            for w in &sql.warnings {
+                eprintln!("warning: {w}");
+            }
+            if !sql.refused.is_empty() {
+                let mut text = format!("{}:", config.path.display());
+                for r in &sql.refused {
+                    text.push_str(&format!("\n  {r}"));
+                }
+                anyhow::bail!(text);
+            }
             if quiet {
                 return Ok(ExitCode::SUCCESS);
             }

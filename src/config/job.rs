@@ -18,6 +18,7 @@ use super::trigger::{self, TriggerKeys};
 use super::{DaemonConfig, JobSpec, alerts};
 use crate::jobs::{self, BuildError, DynJob};
 use crate::notify::Notifier;
+use crate::store::user::Databases;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -56,12 +57,13 @@ pub(super) fn job_specs(
     defaults: &PolicyRaw,
     daemon: Option<&DaemonConfig>,
     notifier: Option<&Arc<Notifier>>,
+    databases: &Arc<Databases>,
     c: &mut Collector<'_>,
 ) -> Vec<Arc<JobSpec>> {
     let mut jobs = vec![];
     let mut seen: HashSet<String> = HashSet::new();
     for table in tables {
-        if let Some(job) = job_spec(table, defaults, daemon, notifier, c) {
+        if let Some(job) = job_spec(table, defaults, daemon, notifier, databases, c) {
             if !seen.insert(job.0.name.to_string()) {
                 c.push(
                     format!("duplicate job name `{}`", job.0.name),
@@ -81,6 +83,7 @@ fn job_spec(
     defaults: &PolicyRaw,
     daemon: Option<&DaemonConfig>,
     notifier: Option<&Arc<Notifier>>,
+    databases: &Arc<Databases>,
     c: &mut Collector<'_>,
 ) -> Option<(JobSpec, Range<usize>)> {
     let span = table.span();
@@ -95,7 +98,15 @@ fn job_spec(
         );
     }
     let label = format!("job `{name}`");
-    let job = build(t, &identity.kind, &label, span.clone(), notifier, c);
+    let job = build(
+        t,
+        &identity.kind,
+        &label,
+        span.clone(),
+        notifier,
+        databases,
+        c,
+    );
     let (trigger, timezone) = trigger::when(
         &identity.trigger_keys(),
         daemon.map(|d| d.timezone),
@@ -131,6 +142,7 @@ fn job_spec(
         jitter: run.jitter,
         job: job?,
         notifier: notifier?.clone(),
+        databases: databases.clone(),
         alerts,
     };
     Some((spec, identity.name.span()))
@@ -182,6 +194,7 @@ fn build(
     label: &str,
     span: Range<usize>,
     notifier: Option<&Arc<Notifier>>,
+    databases: &Databases,
     c: &mut Collector<'_>,
 ) -> Option<Arc<dyn DynJob>> {
     let kind_at = kind.span();
@@ -225,7 +238,30 @@ fn build(
     {
         c.push(format!("invalid {label}"), Some(span.clone()), detail);
     }
+    if let Some(name) = job.as_ref().and_then(|j| j.database())
+        && !databases.contains(name)
+    {
+        let at = t.get("database").map(|v| v.span()).unwrap_or(span);
+        c.push(
+            format!("unknown database `{name}` for {label}"),
+            Some(at),
+            unknown_database(databases, name),
+        );
+    }
     job
+}
+
+/// What to do about a `database` that names no `[databases]` entry.
+pub(super) fn unknown_database(databases: &Databases, name: &str) -> String {
+    let known: Vec<&str> = databases.names().collect();
+    if known.is_empty() {
+        format!(
+            "add `[databases.{name}]` with `url` (or `url_env` / `url_file`), or leave `database` \
+             out to use tickler's own"
+        )
+    } else {
+        format!("add `[databases.{name}]`, or use one of {}", quoted(&known))
+    }
 }
 
 #[cfg(test)]

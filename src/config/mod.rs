@@ -4,7 +4,8 @@
 //! reload with a broken file leaves the running schedule untouched (invariant 7).
 //!
 //! This file holds the public types and `load`/`parse`; the rooms, in the order `parse` uses
-//! them: `sections` (which table is which section; the notifier), `daemon` (`[daemon]`), `job`
+//! them: `sections` (which table is which section; the notifier), `daemon` (`[daemon]`),
+//! `databases` (`[databases]`), `job`
 //! (each `[[job]]`, with `trigger`, `policy` and `alerts`), `queue` (`[queue]`), `http`
 //! (`[http]`). All of them report through `problems` and share the helpers of `read`.
 
@@ -22,9 +23,11 @@ use crate::notify::Notifier;
 use crate::retry::RetryPolicy;
 use crate::schedule::Trigger;
 use crate::secret::DatabaseUrl;
+use crate::store::user::Databases;
 
 pub mod alerts;
 mod daemon;
+mod databases;
 pub mod http;
 mod job;
 mod policy;
@@ -91,6 +94,8 @@ pub struct JobSpec {
     pub job: Arc<dyn DynJob>,
     /// The channels and templates of the config this job came from.
     pub notifier: Arc<Notifier>,
+    /// The application's databases of that config.
+    pub databases: Arc<Databases>,
     /// Who hears of its failures, its dead-man deadline, its monitor's ping URL.
     pub alerts: alerts::JobAlerts,
 }
@@ -117,6 +122,8 @@ pub struct Config {
     pub queue: Arc<crate::queue::QueueConfig>,
     /// `[http]`: metrics, health and the authenticated trigger; `None` when absent (off).
     pub http: Option<http::HttpConfig>,
+    /// `[databases]`: the application's databases, opened on first use.
+    pub databases: Arc<Databases>,
 }
 
 impl Config {
@@ -183,11 +190,13 @@ fn parse_into(path: &Path, text: &str, c: &mut Collector<'_>) -> Option<Config> 
         .map(|d| d.state_dir.clone())
         .unwrap_or_else(|| PathBuf::from("var"));
     let notifier = sections.notify.notifier(config_dir, &state_dir, c);
+    let databases = Arc::new(databases::databases(sections.databases, c));
     let jobs = job::job_specs(
         sections.jobs,
         &sections.defaults,
         daemon.as_ref(),
         notifier.as_ref(),
+        &databases,
         c,
     );
     let queue = queue::queue_config(sections.queue, notifier.as_deref(), c);
@@ -199,6 +208,7 @@ fn parse_into(path: &Path, text: &str, c: &mut Collector<'_>) -> Option<Config> 
         notifier: notifier?,
         queue: Arc::new(queue),
         http,
+        databases,
     })
 }
 

@@ -28,6 +28,8 @@ pub(super) struct Sections<'i> {
     /// `[queue]` and `[http]`, read by `queue.rs` and `http.rs`.
     pub(super) queue: Option<Spanned<DeValue<'i>>>,
     pub(super) http: Option<Spanned<DeValue<'i>>>,
+    /// `[databases]`, read by `databases.rs`.
+    pub(super) databases: Option<Spanned<DeValue<'i>>>,
 }
 
 /// `[channels]` and `[templates]`, and where they are written, for their problems.
@@ -71,6 +73,7 @@ impl<'i> Sections<'i> {
                 },
                 "queue" => s.queue = Some(value.clone()),
                 "http" => s.http = Some(value.clone()),
+                "databases" => s.databases = Some(value.clone()),
                 "defaults" => match deser::<PolicyRaw>(value.clone()) {
                     Ok(d) => s.defaults = d,
                     Err(e) => {
@@ -89,7 +92,7 @@ impl<'i> Sections<'i> {
                     format!("unknown section `{other}`"),
                     Some(key.span()),
                     "expected `[daemon]`, `[defaults]`, `[channels]`, `[templates]`, `[queue]`, \
-                     `[http]` or `[[job]]`",
+                     `[http]`, `[databases]` or `[[job]]`",
                 ),
             }
         }
@@ -133,7 +136,8 @@ mod tests {
         assert_eq!(
             errors("[deamon]\ntimezone = \"UTC\"\n"),
             "unknown section `deamon` (config.toml line 1, column 2): expected `[daemon]`, \
-             `[defaults]`, `[channels]`, `[templates]`, `[queue]`, `[http]` or `[[job]]`"
+             `[defaults]`, `[channels]`, `[templates]`, `[queue]`, `[http]`, `[databases]` or \
+             `[[job]]`"
         );
         assert_eq!(
             errors("[job]\nname = \"x\"\n"),

@@ -46,6 +46,7 @@ pub async fn dry_run(
             task: None,
             instance: Arc::from("dry-run"),
             run_id: None,
+            databases: spec.databases.clone(),
         };
         let result = match tokio::time::timeout(spec.timeout, spec.job.run(&ctx)).await {
             Ok(r) => r,

@@ -466,6 +466,7 @@ pub async fn execute(shared: Arc<Shared>, ready: Ready) -> RunSummary {
             task: None,
             instance: shared.instance.clone(),
             run_id: Some(id),
+            databases: spec.databases.clone(),
         };
         let end = tokio::select! {
             r = tokio::time::timeout(spec.timeout, spec.job.run(&ctx)) => match r {

@@ -44,6 +44,7 @@ pub(super) fn task_env(
         notifier: config.notifier.clone(),
         timezone: config.daemon.timezone,
         owner: owner.clone(),
+        databases: config.databases.clone(),
     }
 }
 

@@ -16,6 +16,8 @@ use super::{Job, JobError, Outcome, RunContext};
 #[serde(deny_unknown_fields)]
 pub struct CleanupJob {
     pub rule: Vec<Rule>,
+    /// The `[databases]` entry whose tables the rules clean; tickler's own by default.
+    pub database: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -154,7 +156,32 @@ impl Job for CleanupJob {
         Ok(())
     }
 
+    fn database(&self) -> Option<&str> {
+        self.database.as_deref()
+    }
+
+    fn sql(&self) -> Vec<(String, String)> {
+        let mut out = vec![];
+        for (i, r) in self.rule.iter().enumerate() {
+            let keep = r
+                .keep
+                .as_deref()
+                .map(|k| format!(" AND ({k})"))
+                .unwrap_or_default();
+            let what = format!("rule {}", i + 1);
+            out.push((
+                what.clone(),
+                format!("SELECT {} FROM {} WHERE FALSE{keep}", r.column, r.table),
+            ));
+            if let Action::Update(set) = &r.action {
+                out.push((what, format!("UPDATE {} SET {set} WHERE FALSE", r.table)));
+            }
+        }
+        out
+    }
+
     async fn run(&self, ctx: &RunContext) -> Result<Outcome, JobError> {
+        let store = ctx.database(self.database.as_deref()).await?;
         let mut outcome = Outcome::default();
         let (mut deleted, mut updated) = (serde_json::Map::new(), serde_json::Map::new());
         for r in &self.rule {
@@ -173,7 +200,7 @@ impl Job for CleanupJob {
                 Action::Delete => &mut deleted,
                 Action::Update(_) => &mut updated,
             };
-            let column = match ctx.store.instant_column(&r.table, &r.column).await {
+            let column = match store.instant_column(&r.table, &r.column).await {
                 Ok(column) => column,
                 Err(e) => {
                     outcome.errors.push(format!("{label}: {e}"));
@@ -182,8 +209,7 @@ impl Job for CleanupJob {
             };
             // The rows to change, counted first: an update stops there even if `keep` fails
             // to exclude the rows it changed.
-            let due = match ctx
-                .store
+            let due = match store
                 .count_deletable(&column, keep.as_deref(), before)
                 .await
             {
@@ -203,12 +229,12 @@ impl Job for CleanupJob {
                 let batch = r.batch_size.min(due - changed);
                 let done = match &r.action {
                     Action::Delete => {
-                        ctx.store
+                        store
                             .delete_batch(&column, keep.as_deref(), before, batch)
                             .await
                     }
                     Action::Update(set) => {
-                        ctx.store
+                        store
                             .update_batch(&column, keep.as_deref(), set, before, batch)
                             .await
                     }

@@ -14,6 +14,7 @@ use serde_json::{Map, Value};
 
 use crate::notify::Notifier;
 use crate::store::Store;
+use crate::store::user::{DatabaseError, Databases};
 
 pub mod cleanup;
 pub mod command;
@@ -107,6 +108,8 @@ pub struct RunContext {
     pub instance: Arc<str>,
     /// The run's ledger row (none for a dry run or a task's handler).
     pub run_id: Option<uuid::Uuid>,
+    /// The application's databases of `[databases]`, opened on first use.
+    pub databases: Arc<Databases>,
 }
 
 /// The task a handler runs for: `http` sends it as the JSON body (unless the handler has its
@@ -124,6 +127,17 @@ pub struct TaskInput {
 }
 
 impl RunContext {
+    /// The database a job's SQL runs on: the `[databases]` entry `name`, or tickler's own.
+    pub async fn database(&self, name: Option<&str>) -> Result<&Store, JobError> {
+        let Some(name) = name else {
+            return Ok(&self.store);
+        };
+        self.databases.get(name).await.map_err(|e| match e {
+            DatabaseError::Open { .. } => JobError::retryable(e.to_string()),
+            _ => JobError::fatal(e.to_string()),
+        })
+    }
+
     /// Who the run's messages are claimed for.
     pub fn claimant(&self) -> crate::notify::Claimant<'_> {
         crate::notify::Claimant {
@@ -155,6 +169,15 @@ pub trait Job: DeserializeOwned + Send + Sync + 'static {
     fn check(&self, _notifier: &Notifier) -> Result<(), Self::Invalid> {
         Ok(())
     }
+    /// The `[databases]` entry its SQL runs on (`database = "app"`); `None`: tickler's own.
+    fn database(&self) -> Option<&str> {
+        None
+    }
+    /// The SQL it runs, each with what to call it in a message, for `tickler check` to prepare
+    /// on the job's database.
+    fn sql(&self) -> Vec<(String, String)> {
+        vec![]
+    }
     fn run(&self, ctx: &RunContext) -> impl Future<Output = Result<Outcome, JobError>> + Send;
 }
 
@@ -163,12 +186,20 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// The object-safe face of [`Job`], so jobs of every kind live in one schedule.
 pub trait DynJob: Send + Sync {
     fn check(&self, notifier: &Notifier) -> Result<(), Invalid>;
+    fn database(&self) -> Option<&str>;
+    fn sql(&self) -> Vec<(String, String)>;
     fn run<'a>(&'a self, ctx: &'a RunContext) -> BoxFuture<'a, Result<Outcome, JobError>>;
 }
 
 impl<J: Job> DynJob for J {
     fn check(&self, notifier: &Notifier) -> Result<(), Invalid> {
         Job::check(self, notifier).map_err(Invalid::new)
+    }
+    fn database(&self) -> Option<&str> {
+        Job::database(self)
+    }
+    fn sql(&self) -> Vec<(String, String)> {
+        Job::sql(self)
     }
     fn run<'a>(&'a self, ctx: &'a RunContext) -> BoxFuture<'a, Result<Outcome, JobError>> {
         Box::pin(Job::run(self, ctx))

@@ -17,14 +17,17 @@ use crate::notify::templates::TemplateError;
 use crate::notify::{ChannelKind, Fate, Message, Notifier, NotifyError};
 use crate::secret::{DatabaseUrl, SecretError, SecretSource};
 use crate::store::Store;
-use crate::store::user::RowStatement;
+use crate::store::user::{RowStatement, bind_now};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NotifyJob {
     /// SQL returning one row per message; `:now` is the run's time.
     pub query: String,
-    /// Another database to query, from an environment variable or a file.
+    /// The `[databases]` entry to query (and run `on_sent` on); tickler's own by default.
+    pub database: Option<String>,
+    /// Another database to query, from an environment variable or a file (before
+    /// `[databases]`; `database` is the way now).
     pub database_url_env: Option<String>,
     pub database_url_file: Option<std::path::PathBuf>,
     #[serde(default = "super::sending::default_channels")]
@@ -83,6 +86,8 @@ pub enum NotifyJobError {
     /// `database_url_env` and `database_url_file` both set.
     #[error(transparent)]
     DatabaseUrl(#[from] SecretError),
+    #[error("set either `database` or `database_url_env`/`database_url_file`, not both")]
+    TwoDatabases,
     #[error(transparent)]
     Notify(#[from] NotifyError),
     /// `dedup`, a `to` template or the message's template does not parse or is missing.
@@ -110,7 +115,7 @@ impl NotifyJob {
         )
         .map_err(JobError::fatal)?;
         let Some(source) = source else {
-            return Ok(&ctx.store);
+            return ctx.database(self.database.as_deref()).await;
         };
         self.other
             .get_or_try_init(|| async {
@@ -161,6 +166,22 @@ impl NotifyJob {
 impl Job for NotifyJob {
     type Invalid = NotifyJobError;
 
+    fn database(&self) -> Option<&str> {
+        self.database.as_deref()
+    }
+
+    fn sql(&self) -> Vec<(String, String)> {
+        let on_sent = self.on_sent.iter().enumerate().map(|(i, s)| {
+            (
+                format!("`on_sent` statement {}", i + 1),
+                RowStatement::parse(s).sql().to_string(),
+            )
+        });
+        std::iter::once(("`query`".to_string(), bind_now(&self.query).0))
+            .chain(on_sent)
+            .collect()
+    }
+
     fn validate(&self) -> Result<(), NotifyJobError> {
         if self.query.trim().is_empty() {
             return Err(NotifyJobError::NoQuery);
@@ -184,11 +205,14 @@ impl Job for NotifyJob {
         {
             return Err(NotifyJobError::OnSent(i + 1));
         }
-        SecretSource::from_pair(
+        let url = SecretSource::from_pair(
             "database_url",
             self.database_url_env.clone(),
             self.database_url_file.clone(),
         )?;
+        if url.is_some() && self.database.is_some() {
+            return Err(NotifyJobError::TwoDatabases);
+        }
         Ok(())
     }
 

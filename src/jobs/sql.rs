@@ -1,5 +1,6 @@
-//! `sql`: statements run against the configured database, in one transaction unless told
-//! otherwise; the records processed are the rows they affected.
+//! `sql`: statements run against tickler's database or an application's (`database = "app"`,
+//! a `[databases]` entry), in one transaction unless told otherwise; the records processed
+//! are the rows they affected.
 
 use serde::Deserialize;
 
@@ -14,6 +15,8 @@ pub struct SqlJob {
     /// Run them in one transaction, so a failing statement undoes the others.
     #[serde(default = "yes")]
     pub transaction: bool,
+    /// The `[databases]` entry to run them on; tickler's own database by default.
+    pub database: Option<String>,
 }
 
 /// Database error codes worth another attempt: SQLite's busy and locked (with their extended
@@ -42,6 +45,18 @@ impl Job for SqlJob {
         Ok(())
     }
 
+    fn database(&self) -> Option<&str> {
+        self.database.as_deref()
+    }
+
+    fn sql(&self) -> Vec<(String, String)> {
+        self.statements
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (format!("statement {}", i + 1), s.clone()))
+            .collect()
+    }
+
     async fn run(&self, ctx: &RunContext) -> Result<Outcome, JobError> {
         if ctx.dry_run {
             return Ok(super::dry_run_only(
@@ -50,7 +65,8 @@ impl Job for SqlJob {
             ));
         }
         let rows = ctx
-            .store
+            .database(self.database.as_deref())
+            .await?
             .execute(&self.statements, self.transaction)
             .await
             .map_err(|e| match &e {

@@ -24,6 +24,8 @@ pub struct Env {
     pub timezone: Tz,
     /// The daemon running the tasks (its `tickler_instances` id): the owner of their claims.
     pub owner: Arc<str>,
+    /// The application's databases of `[databases]`, for handlers' SQL.
+    pub databases: Arc<crate::store::user::Databases>,
 }
 
 /// How one attempt ended.

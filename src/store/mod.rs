@@ -77,6 +77,8 @@ pub enum StoreError {
          column); name another `column`"
     )]
     NotInstantType { column: String, ty: String },
+    #[error("the SQLite file `{0}` does not exist")]
+    NoDatabaseFile(String),
     #[error("there is no column `{column}`: check `table` and `column` of the rule")]
     NoColumn { column: String },
     #[error(
@@ -417,6 +419,25 @@ impl Store {
             .strip_prefix("sqlite://")
             .or(raw.strip_prefix("sqlite:"))
         {
+            Ok(Store::Sqlite(SqliteStore::connect(Path::new(path)).await?))
+        } else {
+            Err(StoreError::UnsupportedUrl(url.redacted()))
+        }
+    }
+
+    /// Opens an application's database (`[databases]`): small pools, and an SQLite file that
+    /// must exist already (a mistyped path would otherwise become an empty database).
+    pub async fn connect_user(url: &DatabaseUrl) -> Result<Store> {
+        let raw = url.expose();
+        if url.is_postgres() {
+            Ok(Store::Postgres(PgStore::connect_sized(url, 2, 2).await?))
+        } else if let Some(path) = raw
+            .strip_prefix("sqlite://")
+            .or(raw.strip_prefix("sqlite:"))
+        {
+            if !Path::new(path).is_file() {
+                return Err(StoreError::NoDatabaseFile(path.to_string()));
+            }
             Ok(Store::Sqlite(SqliteStore::connect(Path::new(path)).await?))
         } else {
             Err(StoreError::UnsupportedUrl(url.redacted()))

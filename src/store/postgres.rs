@@ -22,6 +22,12 @@ pub struct PgStore {
 
 impl PgStore {
     pub async fn connect(url: &DatabaseUrl) -> Result<PgStore> {
+        PgStore::connect_sized(url, 8, 4).await
+    }
+
+    /// Opens with at most `ledger` connections for tickler's statements and `jobs` for the
+    /// jobs' own SQL.
+    pub async fn connect_sized(url: &DatabaseUrl, ledger: u32, jobs: u32) -> Result<PgStore> {
         let redacted = url.redacted();
         let options = PgConnectOptions::from_str(url.expose())
             .map_err(|source| StoreError::Connect {
@@ -30,11 +36,11 @@ impl PgStore {
             })?
             .application_name("tickler");
         let jobs = PgPoolOptions::new()
-            .max_connections(4)
+            .max_connections(jobs)
             .idle_timeout(Duration::from_secs(300))
             .connect_lazy_with(options.clone());
         let pool = PgPoolOptions::new()
-            .max_connections(8)
+            .max_connections(ledger)
             .min_connections(0)
             // While PostgreSQL is away (a restart, a failover), a query fails after this and
             // its caller's retry logs the outage, instead of each waiting in silence.

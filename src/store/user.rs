@@ -7,10 +7,15 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde_json::{Value, json};
 use sqlx::{Connection, Row};
 
+use std::collections::BTreeMap;
+
+use tokio::sync::OnceCell;
+
 use super::{Doing, Result, Store, StoreError, ts};
+use crate::secret::{DatabaseUrl, SecretError, SecretSource};
 
 /// Replaces the `:now` placeholder of a user's query by the backend's parameter `$1`.
-fn bind_now(query: &str) -> (String, bool) {
+pub fn bind_now(query: &str) -> (String, bool) {
     let mut used = false;
     let mut out = String::with_capacity(query.len());
     let mut rest = query;
@@ -28,6 +33,129 @@ fn bind_now(query: &str) -> (String, bool) {
     }
     out.push_str(rest);
     (out, used)
+}
+
+impl Store {
+    /// Prepares `sql` without running it, as `tickler check` does for the SQL of jobs on an
+    /// application's database: a syntax error, or a table or column the database lacks, is an
+    /// error. PostgreSQL's "could not determine the type of a parameter" is not: the types
+    /// come from the values bound at run time.
+    pub async fn prepare(&self, sql: &str) -> Result<()> {
+        use sqlx::Executor;
+        let doing = "preparing the SQL";
+        let result = match self {
+            Store::Sqlite(s) => {
+                let mut conn = s.jobs_pool().acquire().await.doing(doing)?;
+                conn.prepare(sql).await.map(|_| ())
+            }
+            Store::Postgres(s) => {
+                let mut conn = s.jobs_pool().acquire().await.doing(doing)?;
+                conn.prepare(sql).await.map(|_| ())
+            }
+        };
+        match result {
+            Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("42P18") => Ok(()),
+            other => other.doing(doing),
+        }
+    }
+}
+
+/// Where a named database's URL comes from: written in the config, or read at first use from
+/// an environment variable or a file (a URL with a password is a secret).
+#[derive(Debug, Clone)]
+pub enum DatabaseSource {
+    Url(DatabaseUrl),
+    Secret(SecretSource),
+}
+
+/// Why a named database cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum DatabaseError {
+    #[error("no database `{0}`: add `[databases.{0}]` with `url`, `url_env` or `url_file`")]
+    Unknown(String),
+    #[error("database `{name}`: {source}")]
+    Url { name: String, source: SecretError },
+    #[error(
+        "database `{name}`: the SQLite file `{path}` does not exist; tickler does not create \
+         the application's database: check `[databases.{name}]`"
+    )]
+    NoFile { name: String, path: String },
+    #[error("database `{name}`: {source}")]
+    Open { name: String, source: StoreError },
+}
+
+/// The application's own databases named in `[databases]`, each opened on its first use with
+/// a small pool of its own, and kept for the jobs of one config (a reload opens them anew).
+#[derive(Default)]
+pub struct Databases {
+    named: BTreeMap<String, (DatabaseSource, OnceCell<Store>)>,
+}
+
+impl std::fmt::Debug for Databases {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.names()).finish()
+    }
+}
+
+impl Databases {
+    pub fn new(named: impl IntoIterator<Item = (String, DatabaseSource)>) -> Databases {
+        Databases {
+            named: named
+                .into_iter()
+                .map(|(name, source)| (name, (source, OnceCell::new())))
+                .collect(),
+        }
+    }
+
+    /// The names, in order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.named.keys().map(String::as_str)
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.named.contains_key(name)
+    }
+
+    /// The database `name`, opened on first use.
+    pub async fn get(&self, name: &str) -> std::result::Result<&Store, DatabaseError> {
+        let (source, store) = self
+            .named
+            .get(name)
+            .ok_or_else(|| DatabaseError::Unknown(name.to_string()))?;
+        store
+            .get_or_try_init(|| async {
+                let url = match source {
+                    DatabaseSource::Url(url) => url.clone(),
+                    DatabaseSource::Secret(s) => {
+                        let secret = s.read().map_err(|source| DatabaseError::Url {
+                            name: name.to_string(),
+                            source,
+                        })?;
+                        DatabaseUrl::new(secret.expose())
+                    }
+                };
+                Store::connect_user(&url).await.map_err(|e| match e {
+                    StoreError::NoDatabaseFile(path) => DatabaseError::NoFile {
+                        name: name.to_string(),
+                        path,
+                    },
+                    source => DatabaseError::Open {
+                        name: name.to_string(),
+                        source,
+                    },
+                })
+            })
+            .await
+    }
+
+    /// Closes the pools opened so far.
+    pub async fn close(&self) {
+        for (_, store) in self.named.values() {
+            if let Some(s) = store.get() {
+                s.close().await;
+            }
+        }
+    }
 }
 
 /// A statement of the user's whose `:name` placeholders take the values of a row's columns
@@ -78,6 +206,11 @@ impl RowStatement {
             i = end;
         }
         RowStatement { text, names }
+    }
+
+    /// Its text, with `$n` for each name.
+    pub fn sql(&self) -> &str {
+        &self.text
     }
 
     /// The columns it names.

@@ -373,3 +373,158 @@ async fn on_sent_keeps_the_applications_flags_and_notifications_postgres() {
         on_sent_story(p).await;
     }
 }
+
+/// `[databases.app]`: `sql`, `cleanup` and `notify` jobs work on the application's own
+/// database (`database = "app"`), opened on first use; tickler's ledger stays in its own.
+/// `tickler check` prepares their SQL there and refuses a typo, naming the job and the
+/// database; a database it cannot reach is a warning (a reload must not fail for it), and a
+/// job naming no `[databases]` entry is refused where it is written.
+async fn named_database_story(p: Project, app_url: String) {
+    let app =
+        tickler::store::Store::connect_user(&tickler::secret::DatabaseUrl::new(app_url.clone()))
+            .await
+            .unwrap();
+    app.execute(
+        &[
+            "CREATE TABLE otp_codes (id BIGINT PRIMARY KEY, expires_at BIGINT)".to_string(),
+            "CREATE TABLE audit (id BIGINT PRIMARY KEY, note TEXT)".to_string(),
+            "INSERT INTO otp_codes VALUES (1, 0), (2, 99999999999)".to_string(),
+        ],
+        true,
+    )
+    .await
+    .unwrap();
+    // The URL in a file, as a password-bearing URL would be (`url_file`).
+    let url_file = p.path().join("app_url");
+    let set_url = |url: &str| std::fs::write(&url_file, url).unwrap();
+    set_url(&app_url);
+    let jobs = |table: &str| {
+        format!(
+            "[databases.app]\nurl_file = \"{}\"\n\n\
+             [[job]]\nname = \"audit\"\nkind = \"sql\"\nschedule = \"0 * * * *\"\ndatabase = \"app\"\n\
+             statements = [\"INSERT INTO {table} VALUES (1, 'checked')\"]\n\n\
+             [[job]]\nname = \"otp\"\nkind = \"cleanup\"\nschedule = \"0 * * * *\"\ndatabase = \"app\"\n\
+             [[job.rule]]\ntable = \"otp_codes\"\ncolumn = \"expires_at\"\nolder_than = \"0s\"\n",
+            url_file.display()
+        )
+    };
+    p.write_config("", &jobs("audit"));
+    let check = || p.cli(&["check"]);
+    let out = check();
+    assert!(out.status.success(), "{}", crate::helpers::stderr(&out));
+
+    // The jobs run there, not on tickler's database.
+    let r = run(&p, "audit").await;
+    assert_eq!(
+        (r.status.as_str(), r.records_processed),
+        ("succeeded", Some(1)),
+        "{r:?}"
+    );
+    let r = run(&p, "otp").await;
+    assert_eq!(
+        (r.status.as_str(), r.records_processed),
+        ("succeeded", Some(1)),
+        "{r:?}"
+    );
+    assert_eq!(ids(&app, "audit").await, BTreeSet::from([1]));
+    assert_eq!(ids(&app, "otp_codes").await, BTreeSet::from([2]));
+    let own = p.store().await;
+    assert!(
+        own.query_json("SELECT 1 FROM audit", chrono::Utc::now(), 1)
+            .await
+            .is_err()
+    );
+    own.close().await;
+
+    // A typo is refused by `check`, naming the job, the statement and the database.
+    p.write_config("", &jobs("audits"));
+    let out = check();
+    assert!(!out.status.success());
+    let err = crate::helpers::stderr(&out);
+    assert!(
+        err.contains("job `audit`: statement 1 does not prepare on database `app`:")
+            && err.contains("audits"),
+        "{err}"
+    );
+    // A database that cannot be reached is a warning.
+    p.write_config("", &jobs("audit"));
+    set_url("postgres://nobody@127.0.0.1:1/none");
+    let out = check();
+    assert!(out.status.success(), "{}", crate::helpers::stderr(&out));
+    assert!(
+        crate::helpers::stderr(&out).starts_with(
+            "warning: cannot reach database `app`: cannot open the database \
+             `postgres://nobody@127.0.0.1:1/none`"
+        ),
+        "{}",
+        crate::helpers::stderr(&out)
+    );
+    // A job naming no entry is refused where it is written.
+    p.write_config(
+        "",
+        "[[job]]\nname = \"a\"\nkind = \"sql\"\nschedule = \"0 * * * *\"\ndatabase = \"ap\"\n\
+         statements = [\"SELECT 1\"]\n",
+    );
+    let out = check();
+    assert!(!out.status.success());
+    assert!(crate::helpers::stderr(&out).starts_with("error: unknown database `ap` for job `a` ("));
+    assert!(
+        crate::helpers::stderr(&out).contains(
+            "config.toml line 10, column 12): add \
+             `[databases.ap]` with `url` (or `url_env` / `url_file`), or leave `database` out to \
+             use tickler's own"
+        ),
+        "{}",
+        crate::helpers::stderr(&out)
+    );
+    app.close().await;
+}
+
+#[tokio::test]
+async fn jobs_work_on_a_named_application_database() {
+    let p = Project::sqlite();
+    let app = p.path().join("app.db");
+    std::fs::File::create(&app).unwrap();
+    let url = format!("sqlite://{}", app.display());
+    named_database_story(p, url).await;
+}
+
+#[tokio::test]
+async fn jobs_work_on_a_named_application_database_postgres() {
+    let Some(p) = Project::postgres().await else {
+        return;
+    };
+    let app = crate::helpers::postgres_database().await.unwrap();
+    named_database_story(p, app).await;
+}
+
+/// A named SQLite database whose file is missing is not created (a mistyped path would
+/// become an empty database): the run fails and says so.
+#[tokio::test]
+async fn a_missing_application_sqlite_file_is_not_created() {
+    let p = Project::sqlite();
+    let missing = p.path().join("nope.db");
+    p.write_config(
+        "",
+        &format!(
+            "[databases.app]\nurl = \"sqlite://{}\"\n\n\
+             [[job]]\nname = \"audit\"\nkind = \"sql\"\nschedule = \"0 * * * *\"\n\
+             database = \"app\"\nstatements = [\"SELECT 1\"]\n",
+            missing.display()
+        ),
+    );
+    let r = run(&p, "audit").await;
+    assert_eq!(r.status, "failed", "{r:?}");
+    assert_eq!(
+        r.error_message.as_deref(),
+        Some(
+            format!(
+                "database `app`: the SQLite file `{}` does not exist; tickler does not create \
+                 the application's database: check `[databases.app]`",
+                missing.display()
+            )
+            .as_str()
+        )
+    );
+    assert!(!missing.exists());
+}

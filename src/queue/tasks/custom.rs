@@ -77,6 +77,7 @@ impl Task for Custom {
             })),
             instance: env.owner.clone(),
             run_id: None,
+            databases: env.databases.clone(),
         };
         let timeout = h.timeout.unwrap_or(env.queue.timeout);
         match tokio::time::timeout(timeout, h.job.run(&ctx)).await {
