@@ -174,7 +174,7 @@ pub struct Started {
 #[derive(Debug)]
 pub enum Waited {
     /// The run ended: its ledger row, as written.
-    Ended(RunRow),
+    Ended(Box<RunRow>),
     /// It is still pending or running after the patience given.
     Running,
     /// It never ran: the daemon began to stop before it started, or its slot was taken.
@@ -208,7 +208,7 @@ pub async fn wait(shared: &Shared, started: Started, patience: Duration) -> Wait
         tokio::pin!(ended);
         ended.as_mut().enable();
         if let Some(row) = ended_row(shared, started.id).await {
-            return Waited::Ended(row);
+            return Waited::Ended(Box::new(row));
         }
         tokio::select! {
             biased;
