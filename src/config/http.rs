@@ -1,5 +1,6 @@
 //! The `[http]` section: an optional listener (off unless the section is present) serving
-//! `/metrics`, `/healthz` and `POST /jobs/{name}/run`, the last guarded by a bearer token.
+//! `/metrics`, `/healthz` and `POST /jobs/{name}/run`, the last guarded by a bearer token
+//! (and answering `GET` too where `allow_get_trigger = true`, for hosted crons that only GET).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -32,6 +33,10 @@ pub struct HttpConfig {
     /// The most connections served at once; the daemon lowers it further when the open-file
     /// limit would leave too few descriptors for jobs and the database.
     pub max_connections: usize,
+    /// `GET /jobs/{name}/run` triggers a run as `POST` does: Vercel cron and similar callers
+    /// only send `GET` (with the bearer token). Off by default, since a `GET` is expected to
+    /// change nothing and may be sent by link previews and prefetchers.
+    pub allow_get_trigger: bool,
 }
 
 #[derive(Deserialize)]
@@ -41,6 +46,8 @@ struct HttpRaw {
     token_env: Option<String>,
     token_file: Option<PathBuf>,
     max_connections: Option<Spanned<i64>>,
+    #[serde(default)]
+    allow_get_trigger: bool,
 }
 
 pub(super) fn http_config(
@@ -99,6 +106,7 @@ pub(super) fn http_config(
         listen,
         token,
         max_connections,
+        allow_get_trigger: raw.allow_get_trigger,
     })
 }
 
@@ -123,8 +131,14 @@ mod tests {
         assert_eq!(h.listen.to_string(), "127.0.0.1:9184");
         assert!(h.token.is_none());
         assert_eq!(h.max_connections, 128);
+        assert!(
+            !h.allow_get_trigger,
+            "GET does not trigger unless asked for"
+        );
         let c = parse(Path::new("t.toml"), "[http]\nmax_connections = 3\n").unwrap();
         assert_eq!(c.http.unwrap().max_connections, 3);
+        let c = parse(Path::new("t.toml"), "[http]\nallow_get_trigger = true\n").unwrap();
+        assert!(c.http.unwrap().allow_get_trigger);
     }
 
     #[test]
@@ -143,6 +157,11 @@ mod tests {
             "the token is read by the daemon, so `tickler history` works from a shell"
         );
         assert!(err("[http]\nport = 80\n").contains("unknown field `port`"));
+        assert_eq!(
+            err("[http]\nallow_get_trigger = \"yes\"\n"),
+            "invalid `allow_get_trigger` in `[http]` (t.toml line 2, column 21): invalid type: \
+             string \"yes\", expected a boolean"
+        );
         for (bad, found) in [("0", "0"), ("-1", "-1"), ("65537", "65537")] {
             assert_eq!(
                 err(&format!("[http]\nmax_connections = {bad}\n")),

@@ -1,17 +1,20 @@
-//! Runs outside the schedule: `tickler run-job` (each job once, now, recorded `manual`) and
-//! `run-job --dry-run` (nothing sent, changed or recorded).
+//! Runs outside the schedule: `tickler run-job` (each job once, now, recorded `manual`),
+//! `run-job --dry-run` (nothing sent, changed or recorded), and a running daemon's manual runs
+//! (the `[http]` trigger: [`start`], then optionally [`wait`] for the run's end).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use tokio::task::JoinHandle;
 use tokio_util::task::TaskTracker;
+use uuid::Uuid;
 
 use super::runner::{Fire, RunSummary, run_fire};
 use super::shared::Shared;
 use super::{DaemonError, orphans};
-use crate::config::Config;
-use crate::store::{RunTrigger, Store};
+use crate::config::{Config, JobSpec};
+use crate::store::{HistoryFilter, RunRow, RunTrigger, Status, Store};
 use crate::time::{Clock, SystemClock};
 
 /// `tickler run-job --dry-run`: runs each job's body once with `dry_run` set, outside the
@@ -158,4 +161,92 @@ pub async fn run_now(
     let _ = store.deregister(&instance.id).await;
     store.close().await;
     Ok(results)
+}
+
+/// A manual run started in a running daemon by [`start`]: its id and slot are known before it
+/// runs, so a caller can answer with them at once.
+pub struct Started {
+    pub id: Uuid,
+    pub slot: DateTime<Utc>,
+    handle: JoinHandle<Option<RunSummary>>,
+}
+
+/// How [`wait`] ended.
+#[derive(Debug)]
+pub enum Waited {
+    /// The run ended: its ledger row, as written.
+    Ended(Box<RunRow>),
+    /// It is still pending or running after the patience given.
+    Running,
+    /// It never ran: the daemon began to stop before it started, or its slot was taken.
+    NotRun,
+    /// The daemon began to stop while the run was still going (it goes on within the
+    /// shutdown grace; its row says how it ended).
+    Stopping,
+}
+
+/// Starts a manual run of `spec` now, among the daemon's fires (the shutdown waits for it as
+/// for any other), recorded with `trigger = 'manual'`.
+pub fn start(shared: &Arc<Shared>, tracker: &TaskTracker, spec: Arc<JobSpec>) -> Started {
+    let id = Uuid::now_v7();
+    let slot = shared.clock.now();
+    let mut fire = Fire::new(spec, slot, RunTrigger::Manual);
+    fire.id = Some(id);
+    let shared = shared.clone();
+    let handle = tracker.spawn(async move { run_fire(shared, fire).await });
+    Started { id, slot, handle }
+}
+
+/// Waits up to `patience` for the run `started` to end and reads its ledger row. Woken by
+/// the end of each run (and by the end of the run's task, when it never ran), never by a
+/// fixed poll; a shutdown of the daemon ends the wait at once.
+pub async fn wait(shared: &Shared, started: Started, patience: Duration) -> Waited {
+    let deadline = tokio::time::Instant::now() + patience;
+    let mut handle = Some(started.handle);
+    loop {
+        // Listening before reading: an end between the read and the wait still wakes it.
+        let ended = shared.run_ended.notified();
+        tokio::pin!(ended);
+        ended.as_mut().enable();
+        if let Some(row) = ended_row(shared, started.id).await {
+            return Waited::Ended(Box::new(row));
+        }
+        tokio::select! {
+            biased;
+            _ = shared.stopping.cancelled() => return Waited::Stopping,
+            _ = tokio::time::sleep_until(deadline) => return Waited::Running,
+            r = async { handle.as_mut().expect("guarded").await }, if handle.is_some() => {
+                handle = None;
+                if let Ok(None) = r {
+                    return Waited::NotRun;
+                }
+            }
+            _ = &mut ended => {}
+        }
+        // A run's end is handed to the ledger writer before it is written: wait until it is.
+        tokio::select! {
+            _ = shared.ledger.flush() => {}
+            _ = shared.stopping.cancelled() => return Waited::Stopping,
+            _ = tokio::time::sleep_until(deadline) => return Waited::Running,
+        }
+    }
+}
+
+/// The ledger row of run `id` once it is no longer `pending` or `running`.
+async fn ended_row(shared: &Shared, id: Uuid) -> Option<RunRow> {
+    let filter = HistoryFilter {
+        job: None,
+        status: None,
+        limit: 1,
+        run: Some(id),
+    };
+    match shared.store.history(&filter).await {
+        Ok(rows) => rows
+            .into_iter()
+            .find(|r| Status::parse(&r.status).is_some_and(|s| !s.is_open())),
+        Err(e) => {
+            tracing::warn!(run_id = %id, error = %e, "cannot read the run's row while waiting for its end");
+            None
+        }
+    }
 }

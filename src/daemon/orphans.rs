@@ -241,6 +241,7 @@ async fn run_adopted(
                 slot,
                 trigger: row.trigger,
                 claim: Some(row.id),
+                id: None,
             })
         };
         for (slot, why) in decision.missed {

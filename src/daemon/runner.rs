@@ -30,6 +30,9 @@ pub struct Fire {
     /// a daemon that died): the fire starts by turning that row `running` instead of
     /// inserting one.
     pub claim: Option<Uuid>,
+    /// The id its run takes, chosen before it starts by a caller that answers with it at once
+    /// (the `[http]` trigger); a fresh one when `None`.
+    pub id: Option<Uuid>,
 }
 
 impl Fire {
@@ -40,6 +43,7 @@ impl Fire {
             slot,
             trigger,
             claim: None,
+            id: None,
         }
     }
 
@@ -267,10 +271,10 @@ pub fn admit_now(shared: &Shared, fire: Fire) -> Admission {
     }
     match shared.concurrency.clone().try_acquire_owned() {
         Ok(permit) => Admission::Ready(Ready {
+            id: fire.id.unwrap_or_else(Uuid::now_v7),
             fire,
             _turn: turn,
             _permit: permit,
-            id: Uuid::now_v7(),
             missed: None,
         }),
         Err(_) => Admission::Wait(fire),
@@ -351,10 +355,10 @@ async fn admit(shared: &Shared, fire: Fire) -> Option<Ready> {
         p = shared.concurrency.clone().acquire_owned() => p.ok(),
     }?;
     Some(Ready {
+        id: fire.id.unwrap_or_else(Uuid::now_v7),
         fire,
         _turn: turn,
         _permit: permit,
-        id: Uuid::now_v7(),
         missed: None,
     })
 }
@@ -432,6 +436,7 @@ pub async fn execute(shared: Arc<Shared>, ready: Ready) -> RunSummary {
             metadata: json!({ "lateness_ms": (started - fire.slot).num_milliseconds() }),
             attempt: 1,
         });
+        shared.run_ended.notify_waiters();
         return RunSummary {
             id,
             status,
@@ -575,6 +580,7 @@ pub async fn execute(shared: Arc<Shared>, ready: Ready) -> RunSummary {
         metadata: Value::Object(metadata),
         attempt,
     });
+    shared.run_ended.notify_waiters();
     shared
         .metrics
         .run_ended(&spec.name, status, Some(duration), completed);

@@ -40,6 +40,10 @@ pub struct Shared {
     pub jobs: Mutex<Arc<Vec<Arc<JobSpec>>>>,
     /// What alerts remember between dead-man checks.
     pub alerts: super::alerts::state::State,
+    /// Woken each time a run's end is handed to the ledger writer (before its alerts go out),
+    /// so a caller waiting for a run (`POST /jobs/NAME/run?wait=`) reads its row then instead
+    /// of polling.
+    pub run_ended: tokio::sync::Notify,
 }
 
 impl Shared {
@@ -67,6 +71,7 @@ impl Shared {
             loop_tick: Mutex::new(std::time::Instant::now()),
             jobs: Mutex::new(Arc::new(vec![])),
             alerts: Default::default(),
+            run_ended: tokio::sync::Notify::new(),
         });
         shared.set_jobs(jobs);
         shared

@@ -1,6 +1,7 @@
 //! The edge of the daemon toward monitors and callers: the optional `[http]` listener (127.0.0.1 by default): `GET /metrics` (Prometheus),
 //! `GET /healthz` (the timer loop is going round and the database answers) and
-//! `POST /jobs/{name}/run` (a manual run, behind a bearer token compared in constant time).
+//! `POST /jobs/{name}/run` (a manual run, behind a bearer token compared in constant time;
+//! `?wait=30s` answers with the finished run; `GET` too where `allow_get_trigger = true`).
 //! Anything else is 404; error details go to the log, never into a response.
 //!
 //! The listener holds a bounded number of connections (`[http] max_connections`, lowered to
@@ -25,11 +26,11 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::daemon::fdlimit;
+use crate::daemon::manual::{self, Waited};
 use crate::daemon::metrics::Snapshot;
-use crate::daemon::runner::{Fire, run_fire};
 use crate::daemon::{Edge, EdgeError, Shared};
 use crate::secret::SecretSource;
-use crate::store::RunTrigger;
+use crate::store::RunRow;
 
 /// The timer loop wakes at least every `MAX_SLEEP`; one that has not gone round in this long
 /// is stuck.
@@ -48,6 +49,9 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 const EVICT_PATIENCE: Duration = Duration::from_millis(250);
 /// A repeated condition logged once is logged again at most this often, with its count.
 const LOG_AGAIN_AFTER: Duration = Duration::from_secs(600);
+/// The longest `?wait=` of a trigger: a caller holds a connection (one of `max_connections`)
+/// while it waits, and a longer run is better followed in its ledger row.
+const MAX_WAIT: Duration = Duration::from_secs(300);
 
 /// What the handlers see.
 pub struct HttpState {
@@ -56,6 +60,8 @@ pub struct HttpState {
     pub token: Option<SecretSource>,
     /// `[http] max_connections`: the most connections served at once.
     pub max_connections: usize,
+    /// `[http] allow_get_trigger`: `GET /jobs/{name}/run` runs the job as `POST` does.
+    pub allow_get_trigger: bool,
 }
 
 /// Why the `[http]` listener could not start; the daemon does not start either.
@@ -80,6 +86,7 @@ pub struct Listener {
     listener: Option<TcpListener>,
     token: Option<SecretSource>,
     max_connections: usize,
+    allow_get_trigger: bool,
 }
 
 /// The edge of `config`'s `[http]` section (none without one); nothing is opened yet.
@@ -90,6 +97,7 @@ pub fn edge(config: &Config) -> Option<Box<dyn Edge>> {
         listener: None,
         token: h.token.clone(),
         max_connections: h.max_connections,
+        allow_get_trigger: h.allow_get_trigger,
     }))
 }
 
@@ -124,6 +132,7 @@ impl Edge for Listener {
             tracker,
             token: self.token,
             max_connections: self.max_connections,
+            allow_get_trigger: self.allow_get_trigger,
         });
         tokio::spawn(serve(listener, state, stopping));
     }
@@ -383,18 +392,33 @@ fn not_found() -> Response<Full<Bytes>> {
 
 async fn handle(req: Request<Incoming>, state: &HttpState) -> Response<Full<Bytes>> {
     let path = req.uri().path();
-    match (req.method(), path) {
-        (&Method::GET, "/metrics") => metrics(state).await,
-        (&Method::GET, "/healthz") => health(state).await,
-        (&Method::POST, p) => match p
-            .strip_prefix("/jobs/")
-            .and_then(|r| r.strip_suffix("/run"))
-        {
-            Some(name) => trigger(&req, name, state),
-            None => not_found(),
-        },
+    let run_of = path
+        .strip_prefix("/jobs/")
+        .and_then(|r| r.strip_suffix("/run"))
+        .filter(|name| !name.is_empty());
+    match (req.method(), path, run_of) {
+        (&Method::GET, "/metrics", _) => metrics(state).await,
+        (&Method::GET, "/healthz", _) => health(state).await,
+        (&Method::POST, _, Some(name)) => trigger(&req, name, state).await,
+        (&Method::GET, _, Some(name)) if state.allow_get_trigger => {
+            trigger(&req, name, state).await
+        }
+        (&Method::GET, _, Some(_)) => get_refused(),
         _ => not_found(),
     }
+}
+
+/// `GET /jobs/{name}/run` where `allow_get_trigger` is off: the resource exists, the method
+/// does not run it.
+fn get_refused() -> Response<Full<Bytes>> {
+    let mut r = json_reply(
+        StatusCode::METHOD_NOT_ALLOWED,
+        json!({"error": "`GET /jobs/NAME/run` runs nothing here: use POST, or set \
+                          `allow_get_trigger = true` in `[http]` for a caller that can only GET"}),
+    );
+    r.headers_mut()
+        .insert(header::ALLOW, header::HeaderValue::from_static("POST"));
+    r
 }
 
 async fn metrics(state: &HttpState) -> Response<Full<Bytes>> {
@@ -474,6 +498,15 @@ async fn health(state: &HttpState) -> Response<Full<Bytes>> {
     )
 }
 
+/// The credentials of an `Authorization` header whose scheme is `Bearer`, in any case
+/// (RFC 7235: the scheme is case-insensitive), after one or more spaces.
+fn bearer(header: &str) -> Option<&str> {
+    let (scheme, credentials) = header.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| credentials.trim_start_matches(' '))
+}
+
 /// Equal in time that depends only on the length of `presented` (the caller's input).
 fn same_token(presented: &[u8], expected: &[u8]) -> bool {
     let mut diff = u8::from(presented.len() != expected.len());
@@ -495,7 +528,71 @@ fn unauthorized() -> Response<Full<Bytes>> {
     r
 }
 
-fn trigger(req: &Request<Incoming>, name: &str, state: &HttpState) -> Response<Full<Bytes>> {
+/// Why a trigger's `wait` query parameter is refused (400).
+#[derive(Debug, PartialEq, thiserror::Error)]
+enum WaitError {
+    #[error(
+        "invalid `wait` query parameter `{0}`: expected a duration such as `30s`, `2m` or `1m30s`"
+    )]
+    Invalid(String),
+    #[error(
+        "invalid `wait` query parameter `{0}`: at most 5m is accepted; follow a longer run with \
+         `tickler history --run RUN_ID`"
+    )]
+    TooLong(String),
+    #[error("the `wait` query parameter is given more than once")]
+    Repeated,
+}
+
+/// The `wait` of a trigger's query (`?wait=30s`): `None` without one.
+fn wait_of(query: Option<&str>) -> Result<Option<Duration>, WaitError> {
+    let mut values = query
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|pair| match pair.split_once('=') {
+            Some(("wait", value)) => Some(value),
+            None if pair == "wait" => Some(""),
+            _ => None,
+        });
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(WaitError::Repeated);
+    }
+    let wait =
+        humantime::parse_duration(value).map_err(|_| WaitError::Invalid(value.to_string()))?;
+    if wait > MAX_WAIT {
+        return Err(WaitError::TooLong(value.to_string()));
+    }
+    Ok(Some(wait))
+}
+
+/// A finished run in the shape of seed 003's cron endpoints (`{"success", counts, "errors"}`):
+/// `success` only when it `succeeded`; `errors` are its item errors (a `partial` run), else
+/// its error message; `metadata` holds the kind's own counts.
+fn run_result(row: &RunRow) -> serde_json::Value {
+    let mut metadata = match &row.metadata {
+        Some(serde_json::Value::Object(m)) => m.clone(),
+        _ => serde_json::Map::new(),
+    };
+    let errors = match metadata.remove("item_errors") {
+        Some(serde_json::Value::Array(items)) if !items.is_empty() => items,
+        _ => row.error_message.iter().map(|e| json!(e)).collect(),
+    };
+    json!({
+        "success": row.status == "succeeded",
+        "run_id": row.id,
+        "job": row.job_name,
+        "status": row.status,
+        "records_processed": row.records_processed,
+        "duration_seconds": row.duration_seconds,
+        "errors": errors,
+        "metadata": metadata,
+    })
+}
+
+async fn trigger(req: &Request<Incoming>, name: &str, state: &HttpState) -> Response<Full<Bytes>> {
     let Some(source) = &state.token else {
         tracing::warn!(
             job = name,
@@ -514,42 +611,84 @@ fn trigger(req: &Request<Incoming>, name: &str, state: &HttpState) -> Response<F
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(bearer)
         .unwrap_or("");
     if !same_token(presented.as_bytes(), expected.expose().as_bytes()) {
         tracing::warn!("POST /jobs/NAME/run refused: missing or wrong bearer token");
         return unauthorized();
     }
+    let wait = match wait_of(req.uri().query()) {
+        Ok(wait) => wait,
+        Err(e) => return json_reply(StatusCode::BAD_REQUEST, json!({"error": e.to_string()})),
+    };
     let spec = state.shared.job(name);
     let Some(spec) = spec else {
         return not_found();
     };
-    let shared = state.shared.clone();
+    if !spec.enabled {
+        return json_reply(
+            StatusCode::CONFLICT,
+            json!({"error": format!(
+                "job `{name}` is disabled (`enabled = false`); to run it, set `enabled = true` \
+                 in its `[[job]]` and reload the daemon (`systemctl reload tickler`)"
+            )}),
+        );
+    }
+    let shared = &state.shared;
     if shared.stopping.is_cancelled() {
         return json_reply(
             StatusCode::SERVICE_UNAVAILABLE,
             json!({"error": "the daemon is stopping"}),
         );
     }
-    let slot = shared.clock.now();
-    tracing::info!(job = %spec.name, scheduled_for = %slot, "run requested over http");
-    let fire = Fire::new(spec.clone(), slot, RunTrigger::Manual);
-    state.tracker.spawn(async move {
-        run_fire(shared, fire).await;
-    });
+    let started = manual::start(shared, &state.tracker, spec.clone());
+    let (id, slot) = (started.id, started.slot);
+    tracing::info!(job = %spec.name, run_id = %id, scheduled_for = %slot, "run requested over http");
+    let Some(patience) = wait else {
+        return json_reply(
+            StatusCode::ACCEPTED,
+            json!({
+                "run_id": id.to_string(),
+                "job": &*spec.name,
+                "trigger": "manual",
+                "scheduled_for": slot.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            }),
+        );
+    };
+    let (status, error) = match manual::wait(shared, started, patience).await {
+        Waited::Ended(row) => return json_reply(StatusCode::OK, run_result(&row)),
+        Waited::Running => (
+            StatusCode::GATEWAY_TIMEOUT,
+            format!(
+                "`{name}` is still running after {}; its row in `tickler history --run {id}` \
+                 says how it ends",
+                humantime::format_duration(patience)
+            ),
+        ),
+        Waited::Stopping => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "the daemon is stopping; the run goes on within its shutdown grace and \
+                 `tickler history --run {id}` says how it ended"
+            ),
+        ),
+        Waited::NotRun => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the run did not start (the daemon is stopping, or another run of the job holds \
+             the same instant); nothing ran"
+                .to_string(),
+        ),
+    };
     json_reply(
-        StatusCode::ACCEPTED,
-        json!({
-            "job": &*spec.name,
-            "trigger": "manual",
-            "scheduled_for": slot.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-        }),
+        status,
+        json!({"error": error, "run_id": id.to_string(), "job": &*spec.name}),
     )
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{LOG_AGAIN_AFTER, Throttle, same_token};
+    use super::{LOG_AGAIN_AFTER, Throttle, WaitError, bearer, run_result, same_token, wait_of};
+    use serde_json::json;
     use std::time::{Duration, Instant};
 
     #[test]
@@ -572,5 +711,114 @@ mod tests {
         assert!(!same_token(b"s3cretX", b"s3cret"));
         assert!(!same_token(b"", b"s3cret"));
         assert!(!same_token(b"t3cret", b"s3cret"));
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive_and_nothing_else_is_a_bearer() {
+        for (header, credentials) in [
+            ("Bearer t0k", Some("t0k")),
+            ("bearer t0k", Some("t0k")),
+            ("BEARER t0k", Some("t0k")),
+            ("bEaReR   t0k", Some("t0k")),
+            ("Bearer", None),
+            ("Bearert0k", None),
+            ("Basic t0k", None),
+            ("t0k", None),
+            ("Bearer ", Some("")),
+        ] {
+            assert_eq!(bearer(header), credentials, "{header:?}");
+        }
+    }
+
+    #[test]
+    fn wait_is_a_bounded_duration() {
+        let ok = |q: Option<&str>| wait_of(q).unwrap();
+        assert_eq!(ok(None), None);
+        assert_eq!(ok(Some("")), None);
+        assert_eq!(ok(Some("verbose=1")), None);
+        assert_eq!(ok(Some("wait=30s")), Some(Duration::from_secs(30)));
+        assert_eq!(ok(Some("a=b&wait=1m30s")), Some(Duration::from_secs(90)));
+        assert_eq!(ok(Some("wait=5m")), Some(Duration::from_secs(300)));
+        for (query, message) in [
+            (
+                "wait=soon",
+                "invalid `wait` query parameter `soon`: expected a duration such as `30s`, `2m` \
+                 or `1m30s`",
+            ),
+            (
+                "wait=30",
+                "invalid `wait` query parameter `30`: expected a duration such as `30s`, `2m` or \
+                 `1m30s`",
+            ),
+            (
+                "wait",
+                "invalid `wait` query parameter ``: expected a duration such as `30s`, `2m` or \
+                 `1m30s`",
+            ),
+            (
+                "wait=301s",
+                "invalid `wait` query parameter `301s`: at most 5m is accepted; follow a longer \
+                 run with `tickler history --run RUN_ID`",
+            ),
+            (
+                "wait=1s&wait=2s",
+                "the `wait` query parameter is given more than once",
+            ),
+        ] {
+            let e = wait_of(Some(query)).unwrap_err();
+            assert_eq!(e.to_string(), message, "{query}");
+        }
+        assert_eq!(
+            wait_of(Some("wait=1h")),
+            Err(WaitError::TooLong("1h".into()))
+        );
+    }
+
+    fn row(status: &str, error: Option<&str>, metadata: serde_json::Value) -> crate::store::RunRow {
+        crate::store::RunRow {
+            id: "0190b7e2-0000-7000-8000-000000000000".into(),
+            job_name: "reminders".into(),
+            status: status.into(),
+            started_at: None,
+            completed_at: None,
+            duration_seconds: Some(0.5),
+            records_processed: Some(12),
+            error_message: error.map(String::from),
+            metadata: Some(metadata),
+            scheduled_for: chrono::DateTime::UNIX_EPOCH,
+            trigger: "manual".into(),
+            attempt: 1,
+            instance: None,
+            messages: None,
+        }
+    }
+
+    #[test]
+    fn a_finished_run_answers_in_the_seeds_shape() {
+        let ok = run_result(&row(
+            "succeeded",
+            None,
+            json!({"lateness_ms": 3, "sent": 12}),
+        ));
+        assert_eq!(ok["success"], true);
+        assert_eq!(ok["status"], "succeeded");
+        assert_eq!(ok["records_processed"], 12);
+        assert_eq!(ok["errors"], json!([]));
+        assert_eq!(ok["metadata"]["sent"], 12);
+        assert_eq!(ok["run_id"], "0190b7e2-0000-7000-8000-000000000000");
+
+        let partial = run_result(&row(
+            "partial",
+            Some("row 2: bad (and 1 more item errors)"),
+            json!({"item_errors": ["row 2: bad", "row 5: worse"], "item_error_count": 2}),
+        ));
+        assert_eq!(partial["success"], false);
+        assert_eq!(partial["errors"], json!(["row 2: bad", "row 5: worse"]));
+        assert!(partial["metadata"].get("item_errors").is_none());
+        assert_eq!(partial["metadata"]["item_error_count"], 2);
+
+        let failed = run_result(&row("failed", Some("boom"), json!({})));
+        assert_eq!(failed["success"], false);
+        assert_eq!(failed["errors"], json!(["boom"]));
     }
 }

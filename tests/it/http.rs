@@ -1,8 +1,12 @@
-//! The optional `[http]` listener on a real socket: `/metrics` after real runs, `/healthz`, and
-//! `POST /jobs/{name}/run` with no, wrong and right bearer tokens, and the real binary under a
-//! low open-file limit with hundreds of idle clients.
+//! The optional `[http]` listener on a real socket: `/metrics` after real runs, `/healthz`,
+//! `POST /jobs/{name}/run` with no, wrong and right bearer tokens, its run id, `?wait=` for the
+//! finished run, `GET` where allowed and disabled jobs, and the real binary under a low
+//! open-file limit with hundreds of idle clients.
 
 use std::time::Duration;
+
+use serde_json::{Value, json};
+use tickler::daemon::Signal;
 
 use crate::helpers::{Project, TestDaemon, runs, signal, utc, wait_for, wait_settled};
 
@@ -136,14 +140,15 @@ async fn the_run_trigger_wants_the_bearer_token_and_a_known_job() {
     let rows = wait_settled(&store, "nightly", 1).await;
     assert_eq!(rows[0].trigger, "manual");
     assert_eq!(rows[0].status, "succeeded");
-    // GET is not a trigger.
+    // GET is not a trigger (unless `allow_get_trigger`): the resource is there, the method
+    // is not allowed.
     let r = http
         .get(format!("{base}/jobs/nightly/run"))
         .header("authorization", "Bearer s3cret-token")
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 404);
+    assert_eq!(r.status(), 405);
     // A path that is both `/jobs/...` and `.../run` but names no job is not found (it once
     // sliced out of range), and the listener keeps serving.
     for path in ["/jobs/run", "/jobs//run"] {
@@ -210,6 +215,304 @@ async fn without_a_token_the_trigger_is_refused_and_a_taken_port_fails_the_start
         ),
         "{err}"
     );
+}
+
+/// A project for the trigger's callers (seed 003's Vercel cron): a job that succeeds, one
+/// whose run is `partial` (a `cleanup` rule on a table that does not exist), one that takes
+/// 3 s, and a disabled one; none is due while the test runs. `http_extra` goes into `[http]`.
+fn trigger_project(http_extra: &str) -> (Project, String) {
+    let p = Project::sqlite();
+    let port = free_port();
+    let token_file = p.path().join("trigger-token");
+    std::fs::write(&token_file, "s3cret-token\n").unwrap();
+    p.write_config(
+        "",
+        &format!(
+            "[http]\nlisten = \"127.0.0.1:{port}\"\ntoken_file = \"{}\"\n{http_extra}\n\
+             [[job]]\nname = \"ok\"\nkind = \"noop\"\nschedule = \"0 3 1 1 *\"\n\n\
+             [[job]]\nname = \"patchy\"\nkind = \"cleanup\"\nschedule = \"0 3 1 1 *\"\n\n\
+             [[job.rule]]\ntable = \"notification_log\"\nolder_than = \"90d\"\n\n\
+             [[job.rule]]\ntable = \"no_such_table\"\nolder_than = \"1d\"\n\n\
+             [[job]]\nname = \"slow\"\nkind = \"command\"\ncommand = [\"sleep\", \"3\"]\n\
+             schedule = \"0 3 1 1 *\"\n\n\
+             [[job]]\nname = \"off\"\nkind = \"noop\"\nschedule = \"0 3 1 1 *\"\nenabled = false\n",
+            token_file.display()
+        ),
+    );
+    (p, format!("http://127.0.0.1:{port}"))
+}
+
+/// `POST /jobs/NAME/run` with `auth` as the `Authorization` header; `query` after the path.
+async fn post_run(base: &str, job_and_query: &str, auth: &str) -> (u16, Value) {
+    let r = reqwest::Client::new()
+        .post(format!("{base}/jobs/{job_and_query}"))
+        .header("authorization", auth)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap())
+}
+
+/// The ledger row of run `id` once it has ended.
+async fn ended_run(store: &tickler::store::Store, id: &str) -> tickler::store::RunRow {
+    let id: uuid::Uuid = id.parse().expect("a run id");
+    wait_for(
+        &format!("run {id} to end in the ledger"),
+        Duration::from_secs(30),
+        || async {
+            let rows = store
+                .history(&tickler::store::HistoryFilter {
+                    job: None,
+                    status: None,
+                    limit: 1,
+                    run: Some(id),
+                })
+                .await
+                .unwrap();
+            rows.into_iter()
+                .find(|r| r.status != "running" && r.status != "pending")
+        },
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trigger_answers_with_its_run_id_or_waits_for_the_run_in_the_seeds_shape() {
+    let (p, base) = trigger_project("");
+    let d = TestDaemon::start(p.config(), utc("2026-11-23T10:00:10Z")).await;
+    let store = p.store().await;
+    // Each manual run of a job is its own slot: the test's clock moves on between two.
+    let next_instant = || d.clock.advance(Duration::from_millis(1));
+
+    // Without `wait`: 202 at once, with the id the run's ledger row then has.
+    let (status, body) = post_run(&base, "ok/run", "Bearer s3cret-token").await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["job"], "ok");
+    assert_eq!(body["trigger"], "manual");
+    let row = ended_run(&store, body["run_id"].as_str().unwrap()).await;
+    assert_eq!(
+        (
+            row.job_name.as_str(),
+            row.status.as_str(),
+            row.trigger.as_str()
+        ),
+        ("ok", "succeeded", "manual")
+    );
+
+    // With `wait`: the finished run, as seed 003's endpoints answer (`success`, counts,
+    // `errors`), and the same as its ledger row.
+    next_instant();
+    let (status, body) = post_run(&base, "ok/run?wait=30s", "Bearer s3cret-token").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["success"], true);
+    assert_eq!(body["status"], "succeeded");
+    assert_eq!(body["job"], "ok");
+    assert_eq!(body["errors"], json!([]));
+    let row = ended_run(&store, body["run_id"].as_str().unwrap()).await;
+    assert_eq!(row.status, "succeeded");
+    assert_eq!(body["records_processed"], json!(row.records_processed));
+    assert_eq!(runs(&store, "ok").await.len(), 2);
+
+    // A run with item errors is `partial`: not a success, its item errors listed, its counts
+    // given.
+    let (status, body) = post_run(&base, "patchy/run?wait=30s", "Bearer s3cret-token").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["success"], false);
+    assert_eq!(body["status"], "partial");
+    assert_eq!(body["records_processed"], 0);
+    let errors = body["errors"].as_array().expect("errors").clone();
+    assert_eq!(errors.len(), 1, "{body}");
+    assert!(
+        errors[0]
+            .as_str()
+            .unwrap()
+            .starts_with("no_such_table.created_at older than 1day: "),
+        "{body}"
+    );
+    let row = ended_run(&store, body["run_id"].as_str().unwrap()).await;
+    assert_eq!(row.status, "partial");
+    assert_eq!(row.metadata.unwrap()["item_errors"], json!(errors));
+    assert_eq!(body["metadata"]["item_error_count"], 1);
+
+    // The scheme is case-insensitive (RFC 7235); the token is not.
+    for auth in ["bearer s3cret-token", "BEARER s3cret-token"] {
+        next_instant();
+        let (status, body) = post_run(&base, "ok/run", auth).await;
+        assert_eq!(status, 202, "{auth}: {body}");
+        ended_run(&store, body["run_id"].as_str().unwrap()).await;
+    }
+    let (status, _) = post_run(&base, "ok/run", "bearer S3CRET-TOKEN").await;
+    assert_eq!(status, 401);
+
+    // A bad `wait` is refused before anything runs, and says what to write.
+    next_instant();
+    for (query, message) in [
+        (
+            "wait=soon",
+            "invalid `wait` query parameter `soon`: expected a duration such as `30s`, `2m` or \
+             `1m30s`",
+        ),
+        (
+            "wait=10m",
+            "invalid `wait` query parameter `10m`: at most 5m is accepted; follow a longer run \
+             with `tickler history --run RUN_ID`",
+        ),
+    ] {
+        let (status, body) =
+            post_run(&base, &format!("ok/run?{query}"), "Bearer s3cret-token").await;
+        assert_eq!(status, 400, "{query}");
+        assert_eq!(body, json!({"error": message}), "{query}");
+    }
+
+    // A disabled job does not run, and the answer says how to enable it.
+    let (status, body) = post_run(&base, "off/run?wait=30s", "Bearer s3cret-token").await;
+    assert_eq!(status, 409);
+    assert_eq!(
+        body,
+        json!({"error": "job `off` is disabled (`enabled = false`); to run it, set `enabled = \
+                         true` in its `[[job]]` and reload the daemon (`systemctl reload tickler`)"})
+    );
+    // An unknown job is still 404, with or without `wait`.
+    let (status, _) = post_run(&base, "nope/run?wait=1s", "Bearer s3cret-token").await;
+    assert_eq!(status, 404);
+    assert_eq!(
+        runs(&store, "ok").await.len(),
+        4,
+        "no run from a refused `wait`"
+    );
+    assert!(runs(&store, "off").await.is_empty());
+    d.stop().await;
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wait_that_runs_out_answers_504_with_the_run_id_and_the_run_goes_on() {
+    let (p, base) = trigger_project("");
+    let d = TestDaemon::start(p.config(), utc("2026-11-23T10:00:10Z")).await;
+    let store = p.store().await;
+    let asked = std::time::Instant::now();
+    let (status, body) = post_run(&base, "slow/run?wait=1s", "Bearer s3cret-token").await;
+    let answered_in = asked.elapsed();
+    assert_eq!(status, 504, "{body}");
+    assert!(
+        answered_in >= Duration::from_secs(1) && answered_in < Duration::from_secs(3),
+        "answered after {answered_in:?}"
+    );
+    let id = body["run_id"].as_str().unwrap().to_string();
+    assert_eq!(
+        body,
+        json!({
+            "error": format!("`slow` is still running after 1s; its row in `tickler history \
+                              --run {id}` says how it ends"),
+            "run_id": id,
+            "job": "slow",
+        })
+    );
+    let rows = runs(&store, "slow").await;
+    assert_eq!(
+        (rows.len(), rows[0].id.as_str(), rows[0].status.as_str()),
+        (1, id.as_str(), "running")
+    );
+    // The caller gave up waiting; the run did not stop.
+    assert_eq!(ended_run(&store, &id).await.status, "succeeded");
+    d.stop().await;
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_request_ends_when_the_daemon_stops() {
+    let (p, base) = trigger_project("");
+    let d = TestDaemon::start(p.config(), utc("2026-11-23T10:00:10Z")).await;
+    let store = p.store().await;
+    let asked = std::time::Instant::now();
+    let request = tokio::spawn({
+        let base = base.clone();
+        async move { post_run(&base, "slow/run?wait=5m", "Bearer s3cret-token").await }
+    });
+    let row = wait_for("the slow run to start", Duration::from_secs(30), || async {
+        runs(&store, "slow")
+            .await
+            .into_iter()
+            .find(|r| r.status == "running")
+    })
+    .await;
+    d.signals.send(Signal::Shutdown).await.unwrap();
+    let (status, body) = tokio::time::timeout(Duration::from_secs(10), request)
+        .await
+        .expect("the waiting request is answered when the daemon stops, not after 5m")
+        .unwrap();
+    assert!(asked.elapsed() < Duration::from_secs(10));
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["run_id"], row.id.as_str());
+    assert_eq!(
+        body["error"],
+        format!(
+            "the daemon is stopping; the run goes on within its shutdown grace and `tickler \
+             history --run {}` says how it ended",
+            row.id
+        )
+    );
+    // The daemon still lets the run finish within its grace.
+    d.task.await.unwrap().unwrap();
+    assert_eq!(ended_run(&store, &row.id).await.status, "succeeded");
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_triggers_a_run_only_where_allow_get_trigger_is_set() {
+    let http = reqwest::Client::new();
+
+    let (p, base) = trigger_project("");
+    let d = TestDaemon::start(p.config(), utc("2026-11-23T10:00:10Z")).await;
+    let r = http
+        .get(format!("{base}/jobs/ok/run"))
+        .header("authorization", "Bearer s3cret-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 405);
+    assert_eq!(r.headers()["allow"], "POST");
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(
+        body,
+        json!({"error": "`GET /jobs/NAME/run` runs nothing here: use POST, or set \
+                         `allow_get_trigger = true` in `[http]` for a caller that can only GET"})
+    );
+    let store = p.store().await;
+    assert!(runs(&store, "ok").await.is_empty());
+    d.stop().await;
+    store.close().await;
+
+    // As Vercel cron calls: GET, with a bearer token.
+    let (p, base) = trigger_project("allow_get_trigger = true\n");
+    let d = TestDaemon::start(p.config(), utc("2026-11-23T10:00:10Z")).await;
+    let store = p.store().await;
+    let get = |path: &str, auth: &str| {
+        http.get(format!("{base}{path}"))
+            .header("authorization", auth)
+            .send()
+    };
+    let r = get("/jobs/ok/run", "Bearer wrong").await.unwrap();
+    assert_eq!(r.status(), 401, "the token is wanted on GET too");
+    let r = get("/jobs/ok/run?wait=30s", "Bearer s3cret-token")
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(
+        (&body["success"], &body["status"]),
+        (&json!(true), &json!("succeeded"))
+    );
+    let rows = runs(&store, "ok").await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(body["run_id"], rows[0].id.as_str());
+    assert_eq!(rows[0].trigger, "manual");
+    // Other paths are still not found.
+    let r = get("/jobs/ok", "Bearer s3cret-token").await.unwrap();
+    assert_eq!(r.status(), 404);
+    d.stop().await;
+    store.close().await;
 }
 
 /// Sets this test process's soft open-file limit to at least `want` (within its hard limit):
