@@ -1,4 +1,4 @@
-//! `tickler tasks …`: enqueue, list, cancel and retry one-off tasks. Each command checks
+//! `tickler tasks …`: enqueue, list, cancel, retry and run now one-off tasks. Each command checks
 //! everything first and writes nothing when any input is wrong, then returns the text it
 //! prints, so tests pin it.
 
@@ -38,6 +38,8 @@ pub enum TasksCommand {
     Cancel { id: String },
     /// Run a failed or cancelled task again, now, with its retries reset.
     Retry { id: String },
+    /// Make a pending task due now, so a running daemon runs it at once.
+    RunNow { id: String },
 }
 
 /// `tickler tasks …`, returning what it prints.
@@ -57,6 +59,7 @@ pub async fn tasks_command(
         } => list(store, status, campaign, limit, format == Format::Json).await,
         TasksCommand::Cancel { id } => cancel(store, &id, now).await.map(|s| s + "\n"),
         TasksCommand::Retry { id } => retry(store, &id, now).await.map(|s| s + "\n"),
+        TasksCommand::RunNow { id } => run_now(store, &id, now).await.map(|s| s + "\n"),
     }
 }
 
@@ -402,6 +405,30 @@ pub async fn retry(store: &Store, id: &str, now: DateTime<Utc>) -> Result<String
         Some(s) if s == "missing" => input(format!("no task {id}")),
         Some(s) => input(format!(
             "task {id} is {s}; only a failed or cancelled task can be retried"
+        )),
+    }
+}
+
+/// `tickler tasks run-now`: a pending task due now, so a running daemon's runner takes it at
+/// once (the store's change notification wakes runners in other processes).
+pub async fn run_now(store: &Store, id: &str, now: DateTime<Utc>) -> Result<String> {
+    let id = task_id(id)?;
+    match store.run_task_now(&id, now).await? {
+        None => {
+            wake();
+            Ok(format!("task {id} is due now"))
+        }
+        Some(s) if s == "missing" => input(format!("no task {id}")),
+        Some(s) if s == "failed" || s == "cancelled" => input(format!(
+            "task {id} is {s}; only a pending task can be run now: `tickler tasks retry {id}` \
+             queues it again, due now"
+        )),
+        Some(s) if s == "executing" => input(format!(
+            "task {id} is executing: a daemon is running it now"
+        )),
+        Some(s) => input(format!(
+            "task {id} is {s}; only a pending task can be run now: queue a new one with \
+             `tickler tasks enqueue`"
         )),
     }
 }

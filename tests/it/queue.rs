@@ -778,6 +778,67 @@ async fn on_postgres_a_task_moved_earlier_by_another_process_wakes_the_runner() 
     store.close().await;
 }
 
+/// `tickler tasks run-now`, from another process, makes a task queued for 30 minutes from now
+/// due at once, and the running daemon runs it without anyone advancing its clock: what an
+/// operator types to see a campaign's next email go out instead of waiting for it.
+async fn run_now_story(p: Project) {
+    p.write_config(
+        "",
+        "[queue]\npoll = \"1h\"\n\n[queue.handlers.nothing]\nkind = \"noop\"\n",
+    );
+    let store = p.store().await;
+    // The daemon's clock stands a minute ahead of the CLI's, so `run-now`'s "now" is due for
+    // it, and stands still, so only `run-now` can make the task due.
+    let t0 = Utc::now() + TimeDelta::minutes(1);
+    let daemon = TestDaemon::start(p.config(), t0).await;
+    let data = r#"{"handler": "nothing"}"#;
+    let out = p.cli(&[
+        "tasks", "enqueue", "--type", "custom", "--in", "30m", "--data", data,
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let id = stdout(&out).split_whitespace().nth(2).unwrap().to_string();
+    // A task due now runs first, so the runner has read the later task's time and sleeps
+    // towards it when `run-now` comes.
+    let first = p.enqueue_custom("nothing");
+    wait_completed_soon(&store, &first, "the task due now to run").await;
+    let later = task(&store, &id).await;
+    assert_eq!(later.status, "pending");
+    assert!(later.scheduled_for > t0 + TimeDelta::minutes(25));
+
+    let out = p.cli(&["tasks", "run-now", &id]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), format!("task {id} is due now\n"));
+    let t = wait_completed_soon(&store, &id, "the task made due now to run").await;
+    assert_eq!(t.attempts, 1);
+    assert!(t.scheduled_for <= t0, "{}", t.scheduled_for);
+    assert_eq!(daemon.clock.now(), t0, "the daemon's clock never moved");
+
+    let out = p.cli(&["tasks", "run-now", &id]);
+    assert!(!out.status.success());
+    assert_eq!(
+        stderr(&out).trim(),
+        format!(
+            "error: task {id} is completed; only a pending task can be run now: queue a new \
+             one with `tickler tasks enqueue`"
+        )
+    );
+    daemon.stop().await;
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_now_runs_a_later_task_at_once() {
+    run_now_story(Project::sqlite()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_now_runs_a_later_task_at_once_postgres() {
+    let Some(p) = Project::postgres().await else {
+        return;
+    };
+    run_now_story(p).await;
+}
+
 /// A SQLite project for the CLI: an email channel (never reached) and the billing sample.
 async fn cli_project() -> (Project, Store) {
     let p = Project::sqlite();
@@ -944,6 +1005,22 @@ async fn bad_task_and_campaign_input_is_refused_and_writes_nothing() {
             "error: task {} is cancelled; only a pending task can be cancelled",
             all[0].id
         )
+    );
+    assert_eq!(
+        err(&["tasks", "run-now", &all[0].id]),
+        format!(
+            "error: task {0} is cancelled; only a pending task can be run now: `tickler tasks \
+             retry {0}` queues it again, due now",
+            all[0].id
+        )
+    );
+    assert_eq!(
+        err(&["tasks", "run-now", &uuid::Uuid::nil().to_string()]),
+        "error: no task 00000000-0000-0000-0000-000000000000"
+    );
+    assert_eq!(
+        err(&["tasks", "run-now", "nope"]),
+        "error: `nope` is not a task id: use the UUID `tickler tasks list` shows"
     );
     assert_eq!(store.campaigns().await.unwrap().len(), 1);
     store.close().await;
