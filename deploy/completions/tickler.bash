@@ -1312,7 +1312,7 @@ _tickler() {
             return 0
             ;;
         tickler__subcmd__tasks__subcmd__enqueue)
-            opts="-c -h --type --at --in --data --invoice --campaign --priority --max-retries --config --help"
+            opts="-c -h --type --at --in --data --invoice --campaign --priority --max-retries --org --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1347,6 +1347,10 @@ _tickler() {
                     return 0
                     ;;
                 --max-retries)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --org)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

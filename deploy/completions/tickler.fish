@@ -87,6 +87,7 @@ complete -c tickler -n "__fish_tickler_using_subcommand tasks; and __fish_seen_s
 complete -c tickler -n "__fish_tickler_using_subcommand tasks; and __fish_seen_subcommand_from enqueue" -l campaign -d 'The campaign (name or id) the task belongs to' -r
 complete -c tickler -n "__fish_tickler_using_subcommand tasks; and __fish_seen_subcommand_from enqueue" -l priority -d 'Higher runs first among due tasks' -r
 complete -c tickler -n "__fish_tickler_using_subcommand tasks; and __fish_seen_subcommand_from enqueue" -l max-retries -d 'Retries after a failure (default: `[queue.retry]` of the type)' -r
+complete -c tickler -n "__fish_tickler_using_subcommand tasks; and __fish_seen_subcommand_from enqueue" -l org -d 'The organisation (a UUID) of a multi-tenant install; a campaign\'s task takes the campaign\'s' -r
 complete -c tickler -n "__fish_tickler_using_subcommand tasks; and __fish_seen_subcommand_from enqueue" -s c -l config -d 'The config file' -r -F
 complete -c tickler -n "__fish_tickler_using_subcommand tasks; and __fish_seen_subcommand_from enqueue" -s h -l help -d 'Print help'
 complete -c tickler -n "__fish_tickler_using_subcommand tasks; and __fish_seen_subcommand_from list" -l status -d 'pending, executing, completed, failed or cancelled' -r

@@ -106,6 +106,17 @@ pub struct EnqueueArgs {
     /// Retries after a failure (default: `[queue.retry]` of the type).
     #[arg(long)]
     pub max_retries: Option<u32>,
+    /// The organisation (a UUID) of a multi-tenant install; a campaign's task takes the
+    /// campaign's.
+    #[arg(long)]
+    pub org: Option<String>,
+}
+
+/// Reads `--org`: a UUID, written back in its canonical form as the store keeps it.
+pub fn org_id(text: &str) -> Result<String> {
+    uuid::Uuid::parse_str(text)
+        .map(|u| u.to_string())
+        .map_err(|_| CommandError::Input(format!("`--org {text}` is not a UUID")))
 }
 
 /// How far ahead a task may be queued (`--in`, `--at`): the longest duration tickler accepts
@@ -187,6 +198,7 @@ pub async fn enqueue(
             "`--max-retries {n}` must be 0-{MAX_RETRIES}, as `max_retries` in `[queue.retry]`"
         ));
     }
+    let org = args.org.as_deref().map(org_id).transpose()?;
     let zone = config.daemon.timezone;
     let when = match (&args.at, &args.after) {
         (Some(at), None) => {
@@ -220,6 +232,7 @@ pub async fn enqueue(
     ty.check_data(data.as_ref(), &config.queue, &config.notifier)
         .map_err(|e| CommandError::Input(e.0))?;
     let mut request = TaskRequest::new(ty, when);
+    request.org_id = org.clone();
     request.data = data;
     request.priority = args.priority;
     request.max_retries = args.max_retries;
@@ -229,6 +242,15 @@ pub async fn enqueue(
                 "no campaign `{name}`; `tickler campaign list` lists them"
             ))
         })?;
+        if let Some(org) = &org
+            && *org != c.org_id
+        {
+            return input(format!(
+                "`--org {org}` is not the organisation of campaign `{}` ({}): a campaign's \
+                 tasks belong to its organisation; leave out `--org`",
+                c.name, c.org_id
+            ));
+        }
         match (c.status.as_str(), ty) {
             ("completed", _) => {
                 return input(format!(

@@ -839,6 +839,47 @@ async fn run_now_runs_a_later_task_at_once_postgres() {
     run_now_story(p).await;
 }
 
+/// `tasks enqueue --org` stores the task under that organisation (in the UUID's canonical
+/// form, as campaigns keep theirs); without it the task is the single organisation's.
+async fn org_story(p: Project) {
+    p.write_config("", "[queue.handlers.nothing]\nkind = \"noop\"\n");
+    let store = p.store().await;
+    let data = r#"{"handler": "nothing"}"#;
+    let enqueue = |extra: &[&str]| {
+        let mut args = vec![
+            "tasks", "enqueue", "--type", "custom", "--in", "1h", "--data", data,
+        ];
+        args.extend_from_slice(extra);
+        let out = p.cli(&args);
+        assert!(out.status.success(), "{}", stderr(&out));
+        stdout(&out).split_whitespace().nth(2).unwrap().to_string()
+    };
+    let tenant = enqueue(&["--org", "6F9619FF-8B86-D011-B42D-00C04FC964FF"]);
+    let single = enqueue(&[]);
+    assert_eq!(
+        task(&store, &tenant).await.org_id,
+        "6f9619ff-8b86-d011-b42d-00c04fc964ff"
+    );
+    assert_eq!(
+        task(&store, &single).await.org_id,
+        tickler::store::queue::NO_ORG
+    );
+    store.close().await;
+}
+
+#[tokio::test]
+async fn enqueue_org_sets_the_task_organisation() {
+    org_story(Project::sqlite()).await;
+}
+
+#[tokio::test]
+async fn enqueue_org_sets_the_task_organisation_postgres() {
+    let Some(p) = Project::postgres().await else {
+        return;
+    };
+    org_story(p).await;
+}
+
 /// A SQLite project for the CLI: an email channel (never reached) and the billing sample.
 async fn cli_project() -> (Project, Store) {
     let p = Project::sqlite();
@@ -966,6 +1007,38 @@ async fn bad_task_and_campaign_input_is_refused_and_writes_nothing() {
             "q1"
         ]),
         "error: campaign `q1` is completed (its tasks were cancelled); create a new campaign instead"
+    );
+    assert_eq!(
+        err(&[
+            "tasks",
+            "enqueue",
+            "--type",
+            "check_payment",
+            "--in",
+            "1m",
+            "--invoice",
+            "A-1",
+            "--org",
+            "acme"
+        ]),
+        "error: `--org acme` is not a UUID"
+    );
+    assert_eq!(
+        err(&[
+            "tasks",
+            "enqueue",
+            "--type",
+            "check_payment",
+            "--in",
+            "1m",
+            "--campaign",
+            "q1",
+            "--org",
+            "6f9619ff-8b86-d011-b42d-00c04fc964ff"
+        ]),
+        "error: `--org 6f9619ff-8b86-d011-b42d-00c04fc964ff` is not the organisation of \
+         campaign `q1` (00000000-0000-0000-0000-000000000000): a campaign's tasks belong to its \
+         organisation; leave out `--org`"
     );
     assert_eq!(
         err(&["campaign", "resume", "q1"]),
