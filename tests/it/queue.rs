@@ -545,6 +545,67 @@ async fn a_retried_send_after_a_crash_never_sends_twice() {
     store.close().await;
 }
 
+/// A `send_email` task's own `subject` and `body` are templates rendered with the invoice's
+/// context, as the tone templates are; one that cannot be rendered for its invoice (here
+/// `{{ campaign }}` outside a campaign) fails at once, without retries and without sending.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn own_subject_and_body_are_rendered_with_the_invoice() {
+    let p = Project::sqlite();
+    let smtp = SmtpServer::start(p.path());
+    email_config(&p, &smtp, "");
+    let store = p.store().await;
+    let t0 = utc("2026-06-01T08:00:00Z");
+    billing_data(&store, t0).await;
+    let config = p.config();
+    let own = |subject: &str, body: &str| EnqueueArgs {
+        task_type: "send_email".into(),
+        after: Some("0s".into()),
+        data: Some(serde_json::json!({ "subject": subject, "body": body }).to_string()),
+        invoice: Some("A-1".into()),
+        ..Default::default()
+    };
+    let sent = enqueue(
+        &store,
+        &config,
+        own(
+            "Invoice {{ invoice.number }} for {{ customer.first_name }}",
+            "{{ vars.company }}: {{ invoice.amount }} was due on {{ invoice.due_date }}.",
+        ),
+        t0,
+    )
+    .await;
+    let broken = enqueue(
+        &store,
+        &config,
+        own("Step {{ campaign.email_number }}", "Hello"),
+        t0,
+    )
+    .await;
+    let daemon = TestDaemon::start(config, t0).await;
+    let done = wait_status(&store, &sent, "completed").await;
+    assert_eq!(result(&done)["template"], "custom-message");
+    let failed = wait_status(&store, &broken, "failed").await;
+    assert_eq!(failed.attempts, 1);
+    assert_eq!(
+        failed.error_message.as_deref().unwrap(),
+        "cannot render the `subject` template line 1: undefined value: `campaign` is \
+         undefined; the task's `subject` is a minijinja template"
+    );
+    daemon.stop().await;
+    let mails = smtp.messages();
+    assert_eq!(mails.len(), 1, "{mails:?}");
+    assert_eq!(mails[0].subject, "Invoice A-1 for Ana");
+    assert!(
+        mails[0]
+            .body
+            .trim_end()
+            .ends_with("\n\nAcme Rentals: USD 2,500.00 was due on 2026-05-22."),
+        "{}",
+        mails[0].body
+    );
+    store.close().await;
+}
+
 /// Two daemons on one PostgreSQL work one queue: every task runs exactly once, and both
 /// take part.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -972,6 +1033,32 @@ async fn bad_task_and_campaign_input_is_refused_and_writes_nothing() {
         "error: invalid data for a `send_email` task: unknown field `colour`, expected one of \
          `tone`, `templateId`, `subject`, `body`; it takes `tone`, `templateId`, `subject` and \
          `body`"
+    );
+    let own_text = |subject: &str| {
+        err(&[
+            "tasks",
+            "enqueue",
+            "--type",
+            "send_email",
+            "--in",
+            "1m",
+            "--invoice",
+            "A-1",
+            "--data",
+            &serde_json::json!({ "subject": subject, "body": "Hello" }).to_string(),
+        ])
+    };
+    assert_eq!(
+        own_text("Invoice {{ invoice.number"),
+        "error: invalid data for a `send_email` task: the `subject` template line 1: syntax \
+         error: unexpected end of input, expected end of variable block; `subject` and `body` \
+         are minijinja templates, e.g. `Invoice {{ invoice.number }} is due`"
+    );
+    assert_eq!(
+        own_text("Invoice {{ invoice.nmber }}"),
+        "error: invalid data for a `send_email` task: cannot render the `subject` template line \
+         1: undefined value: `invoice.nmber` is undefined; `subject` and `body` are minijinja \
+         templates, e.g. `Invoice {{ invoice.number }} is due`"
     );
     assert_eq!(
         err(&[
