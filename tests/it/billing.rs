@@ -558,11 +558,25 @@ async fn paystack_payment_requests_retry_per_invoice() {
         3,
         "a 500 then a 200 for CUS_1, one 400 for CUS_2"
     );
+    // The run says it needed a retry: CUS_1's 500.
+    assert_eq!(
+        (
+            meta(&r)["payment_requests"].clone(),
+            meta(&r)["payment_request_retries"].clone()
+        ),
+        (json!(1), json!(1)),
+        "{r:?}"
+    );
 
     // The next run creates nothing and asks again only for the invoices still without one.
     let r = run(&p, "invoices").await;
     assert_eq!(meta(&r)["created"], json!(0));
     assert_eq!(meta(&r)["payment_requests_failed"], json!(2));
+    assert_eq!(
+        meta(&r)["payment_request_retries"],
+        json!(0),
+        "a 400 is not retried"
+    );
     assert_eq!(paystack.received_requests().await.unwrap().len(), 4);
     store.close().await;
 }
