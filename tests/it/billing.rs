@@ -314,7 +314,11 @@ async fn billing_story(p: Project) {
 
     // The weekly report, by email, kept in the run's metadata; once per week.
     let r = run(&p, "weekly").await;
-    assert_eq!(r.status, "succeeded", "{r:?}");
+    assert_eq!(
+        (r.status.as_str(), r.records_processed),
+        ("succeeded", Some(1)),
+        "one message sent: {r:?}"
+    );
     let stats = &meta(&r)["stats"];
     assert_eq!(stats["invoices"]["overdue"], json!(1), "{stats}");
     assert_eq!(stats["invoices"]["open"], json!(7), "{stats}");
@@ -330,8 +334,13 @@ async fn billing_story(p: Project) {
     );
     assert!(report.body.contains("Collection rate"), "{}", report.body);
     let before = smtp.messages().len();
-    run(&p, "weekly").await;
+    let again = run(&p, "weekly").await;
     assert_eq!(smtp.messages().len(), before);
+    assert_eq!(
+        (again.status.as_str(), again.records_processed),
+        ("succeeded", Some(0)),
+        "the week's report went out already: {again:?}"
+    );
     store.close().await;
 }
 
@@ -648,7 +657,11 @@ async fn webhooks_get_slack_compatible_json() {
         ),
     );
     let r = run(&p2, "weekly").await;
-    assert_eq!(r.status, "partial");
+    assert_eq!(
+        (r.status.as_str(), r.records_processed),
+        ("partial", Some(0)),
+        "nothing sent: {r:?}"
+    );
     let error = r.error_message.unwrap();
     assert!(
         error.contains("webhook `http://127.0.0.1/***` answered HTTP 500: internal error"),
