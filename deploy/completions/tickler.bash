@@ -172,6 +172,9 @@ _tickler() {
             tickler__subcmd__help__subcmd__tasks,retry)
                 cmd="tickler__subcmd__help__subcmd__tasks__subcmd__retry"
                 ;;
+            tickler__subcmd__help__subcmd__tasks,run-now)
+                cmd="tickler__subcmd__help__subcmd__tasks__subcmd__run__subcmd__now"
+                ;;
             tickler__subcmd__invoice,help)
                 cmd="tickler__subcmd__invoice__subcmd__help"
                 ;;
@@ -199,6 +202,9 @@ _tickler() {
             tickler__subcmd__tasks,retry)
                 cmd="tickler__subcmd__tasks__subcmd__retry"
                 ;;
+            tickler__subcmd__tasks,run-now)
+                cmd="tickler__subcmd__tasks__subcmd__run__subcmd__now"
+                ;;
             tickler__subcmd__tasks__subcmd__help,cancel)
                 cmd="tickler__subcmd__tasks__subcmd__help__subcmd__cancel"
                 ;;
@@ -213,6 +219,9 @@ _tickler() {
                 ;;
             tickler__subcmd__tasks__subcmd__help,retry)
                 cmd="tickler__subcmd__tasks__subcmd__help__subcmd__retry"
+                ;;
+            tickler__subcmd__tasks__subcmd__help,run-now)
+                cmd="tickler__subcmd__tasks__subcmd__help__subcmd__run__subcmd__now"
                 ;;
             *)
                 ;;
@@ -869,7 +878,7 @@ _tickler() {
             return 0
             ;;
         tickler__subcmd__help__subcmd__tasks)
-            opts="enqueue list cancel retry"
+            opts="enqueue list cancel retry run-now"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -925,6 +934,20 @@ _tickler() {
             return 0
             ;;
         tickler__subcmd__help__subcmd__tasks__subcmd__retry)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tickler__subcmd__help__subcmd__tasks__subcmd__run__subcmd__now)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -1245,7 +1268,7 @@ _tickler() {
             return 0
             ;;
         tickler__subcmd__tasks)
-            opts="-c -h --config --help enqueue list cancel retry help"
+            opts="-c -h --config --help enqueue list cancel retry run-now help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1289,7 +1312,7 @@ _tickler() {
             return 0
             ;;
         tickler__subcmd__tasks__subcmd__enqueue)
-            opts="-c -h --type --at --in --data --invoice --campaign --priority --max-retries --config --help"
+            opts="-c -h --type --at --in --data --invoice --campaign --priority --max-retries --org --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1327,6 +1350,10 @@ _tickler() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --org)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -1343,7 +1370,7 @@ _tickler() {
             return 0
             ;;
         tickler__subcmd__tasks__subcmd__help)
-            opts="enqueue list cancel retry help"
+            opts="enqueue list cancel retry run-now help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1426,6 +1453,20 @@ _tickler() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        tickler__subcmd__tasks__subcmd__help__subcmd__run__subcmd__now)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         tickler__subcmd__tasks__subcmd__list)
             opts="-c -h --status --campaign --limit --format --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -1465,6 +1506,28 @@ _tickler() {
             return 0
             ;;
         tickler__subcmd__tasks__subcmd__retry)
+            opts="-c -h --config --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tickler__subcmd__tasks__subcmd__run__subcmd__now)
             opts="-c -h --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

@@ -33,7 +33,7 @@ complete -c tickler -n "__fish_tickler_needs_command" -f -a "list" -d 'Print the
 complete -c tickler -n "__fish_tickler_needs_command" -f -a "run-job" -d 'Run jobs now, in this process, recorded with trigger `manual`'
 complete -c tickler -n "__fish_tickler_needs_command" -f -a "import" -d 'Import customers, subscriptions or invoices from a CSV file with a header row: every row is checked first, and a file with a bad row imports nothing'
 complete -c tickler -n "__fish_tickler_needs_command" -f -a "invoice" -d 'Work on invoices'
-complete -c tickler -n "__fish_tickler_needs_command" -f -a "tasks" -d 'The queue of one-off delayed tasks: enqueue, list, cancel, retry'
+complete -c tickler -n "__fish_tickler_needs_command" -f -a "tasks" -d 'The queue of one-off delayed tasks: enqueue, list, cancel, retry, run now'
 complete -c tickler -n "__fish_tickler_needs_command" -f -a "campaign" -d 'Collection campaigns: invoices emailed on a schedule of stages until paid'
 complete -c tickler -n "__fish_tickler_needs_command" -f -a "demo" -d 'Fill an empty database with a realistic sample: tenants, leases, invoices at every stage'
 complete -c tickler -n "__fish_tickler_needs_command" -f -a "history" -d 'Show recorded runs, newest first; `--run ID` shows one run whole (an alert\'s link)'
@@ -71,13 +71,14 @@ complete -c tickler -n "__fish_tickler_using_subcommand invoice; and __fish_seen
 complete -c tickler -n "__fish_tickler_using_subcommand invoice; and __fish_seen_subcommand_from mark-paid" -s h -l help -d 'Print help'
 complete -c tickler -n "__fish_tickler_using_subcommand invoice; and __fish_seen_subcommand_from help" -f -a "mark-paid" -d 'Record that an open invoice is paid: reminders and escalations stop for it'
 complete -c tickler -n "__fish_tickler_using_subcommand invoice; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c tickler -n "__fish_tickler_using_subcommand tasks; and not __fish_seen_subcommand_from enqueue list cancel retry help" -s c -l config -d 'The config file' -r -F
-complete -c tickler -n "__fish_tickler_using_subcommand tasks; and not __fish_seen_subcommand_from enqueue list cancel retry help" -s h -l help -d 'Print help'
-complete -c tickler -n "__fish_tickler_using_subcommand tasks; and not __fish_seen_subcommand_from enqueue list cancel retry help" -f -a "enqueue" -d 'Queue a task to run at a time (`--at`) or after a delay (`--in`)'
-complete -c tickler -n "__fish_tickler_using_subcommand tasks; and not __fish_seen_subcommand_from enqueue list cancel retry help" -f -a "list" -d 'List tasks: pending ones by time, others most recent first'
-complete -c tickler -n "__fish_tickler_using_subcommand tasks; and not __fish_seen_subcommand_from enqueue list cancel retry help" -f -a "cancel" -d 'Cancel a pending task'
-complete -c tickler -n "__fish_tickler_using_subcommand tasks; and not __fish_seen_subcommand_from enqueue list cancel retry help" -f -a "retry" -d 'Run a failed or cancelled task again, now, with its retries reset'
-complete -c tickler -n "__fish_tickler_using_subcommand tasks; and not __fish_seen_subcommand_from enqueue list cancel retry help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c tickler -n "__fish_tickler_using_subcommand tasks; and not __fish_seen_subcommand_from enqueue list cancel retry run-now help" -s c -l config -d 'The config file' -r -F
+complete -c tickler -n "__fish_tickler_using_subcommand tasks; and not __fish_seen_subcommand_from enqueue list cancel retry run-now help" -s h -l help -d 'Print help'
+complete -c tickler -n "__fish_tickler_using_subcommand tasks; and not __fish_seen_subcommand_from enqueue list cancel retry run-now help" -f -a "enqueue" -d 'Queue a task to run at a time (`--at`) or after a delay (`--in`)'
+complete -c tickler -n "__fish_tickler_using_subcommand tasks; and not __fish_seen_subcommand_from enqueue list cancel retry run-now help" -f -a "list" -d 'List tasks: pending ones by time, others most recent first'
+complete -c tickler -n "__fish_tickler_using_subcommand tasks; and not __fish_seen_subcommand_from enqueue list cancel retry run-now help" -f -a "cancel" -d 'Cancel a pending task'
+complete -c tickler -n "__fish_tickler_using_subcommand tasks; and not __fish_seen_subcommand_from enqueue list cancel retry run-now help" -f -a "retry" -d 'Run a failed or cancelled task again, now, with its retries reset'
+complete -c tickler -n "__fish_tickler_using_subcommand tasks; and not __fish_seen_subcommand_from enqueue list cancel retry run-now help" -f -a "run-now" -d 'Make a pending task due now, so a running daemon runs it at once'
+complete -c tickler -n "__fish_tickler_using_subcommand tasks; and not __fish_seen_subcommand_from enqueue list cancel retry run-now help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c tickler -n "__fish_tickler_using_subcommand tasks; and __fish_seen_subcommand_from enqueue" -l type -d 'send_email, follow_up, check_payment, escalate, pause_campaign, resume_campaign, custom' -r
 complete -c tickler -n "__fish_tickler_using_subcommand tasks; and __fish_seen_subcommand_from enqueue" -l at -d 'When: RFC 3339, or `YYYY-MM-DD HH:MM` in `[daemon].timezone`' -r
 complete -c tickler -n "__fish_tickler_using_subcommand tasks; and __fish_seen_subcommand_from enqueue" -l in -d 'After how long, e.g. `5m`, `2d`; `0s` runs it at once' -r
@@ -86,6 +87,7 @@ complete -c tickler -n "__fish_tickler_using_subcommand tasks; and __fish_seen_s
 complete -c tickler -n "__fish_tickler_using_subcommand tasks; and __fish_seen_subcommand_from enqueue" -l campaign -d 'The campaign (name or id) the task belongs to' -r
 complete -c tickler -n "__fish_tickler_using_subcommand tasks; and __fish_seen_subcommand_from enqueue" -l priority -d 'Higher runs first among due tasks' -r
 complete -c tickler -n "__fish_tickler_using_subcommand tasks; and __fish_seen_subcommand_from enqueue" -l max-retries -d 'Retries after a failure (default: `[queue.retry]` of the type)' -r
+complete -c tickler -n "__fish_tickler_using_subcommand tasks; and __fish_seen_subcommand_from enqueue" -l org -d 'The organisation (a UUID) of a multi-tenant install; a campaign\'s task takes the campaign\'s' -r
 complete -c tickler -n "__fish_tickler_using_subcommand tasks; and __fish_seen_subcommand_from enqueue" -s c -l config -d 'The config file' -r -F
 complete -c tickler -n "__fish_tickler_using_subcommand tasks; and __fish_seen_subcommand_from enqueue" -s h -l help -d 'Print help'
 complete -c tickler -n "__fish_tickler_using_subcommand tasks; and __fish_seen_subcommand_from list" -l status -d 'pending, executing, completed, failed or cancelled' -r
@@ -99,10 +101,13 @@ complete -c tickler -n "__fish_tickler_using_subcommand tasks; and __fish_seen_s
 complete -c tickler -n "__fish_tickler_using_subcommand tasks; and __fish_seen_subcommand_from cancel" -s h -l help -d 'Print help'
 complete -c tickler -n "__fish_tickler_using_subcommand tasks; and __fish_seen_subcommand_from retry" -s c -l config -d 'The config file' -r -F
 complete -c tickler -n "__fish_tickler_using_subcommand tasks; and __fish_seen_subcommand_from retry" -s h -l help -d 'Print help'
+complete -c tickler -n "__fish_tickler_using_subcommand tasks; and __fish_seen_subcommand_from run-now" -s c -l config -d 'The config file' -r -F
+complete -c tickler -n "__fish_tickler_using_subcommand tasks; and __fish_seen_subcommand_from run-now" -s h -l help -d 'Print help'
 complete -c tickler -n "__fish_tickler_using_subcommand tasks; and __fish_seen_subcommand_from help" -f -a "enqueue" -d 'Queue a task to run at a time (`--at`) or after a delay (`--in`)'
 complete -c tickler -n "__fish_tickler_using_subcommand tasks; and __fish_seen_subcommand_from help" -f -a "list" -d 'List tasks: pending ones by time, others most recent first'
 complete -c tickler -n "__fish_tickler_using_subcommand tasks; and __fish_seen_subcommand_from help" -f -a "cancel" -d 'Cancel a pending task'
 complete -c tickler -n "__fish_tickler_using_subcommand tasks; and __fish_seen_subcommand_from help" -f -a "retry" -d 'Run a failed or cancelled task again, now, with its retries reset'
+complete -c tickler -n "__fish_tickler_using_subcommand tasks; and __fish_seen_subcommand_from help" -f -a "run-now" -d 'Make a pending task due now, so a running daemon runs it at once'
 complete -c tickler -n "__fish_tickler_using_subcommand tasks; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c tickler -n "__fish_tickler_using_subcommand campaign; and not __fish_seen_subcommand_from create pause resume list show help" -s c -l config -d 'The config file' -r -F
 complete -c tickler -n "__fish_tickler_using_subcommand campaign; and not __fish_seen_subcommand_from create pause resume list show help" -s h -l help -d 'Print help'
@@ -161,7 +166,7 @@ complete -c tickler -n "__fish_tickler_using_subcommand help; and not __fish_see
 complete -c tickler -n "__fish_tickler_using_subcommand help; and not __fish_seen_subcommand_from run check list run-job import invoice tasks campaign demo history migrate print-config completions man help" -f -a "run-job" -d 'Run jobs now, in this process, recorded with trigger `manual`'
 complete -c tickler -n "__fish_tickler_using_subcommand help; and not __fish_seen_subcommand_from run check list run-job import invoice tasks campaign demo history migrate print-config completions man help" -f -a "import" -d 'Import customers, subscriptions or invoices from a CSV file with a header row: every row is checked first, and a file with a bad row imports nothing'
 complete -c tickler -n "__fish_tickler_using_subcommand help; and not __fish_seen_subcommand_from run check list run-job import invoice tasks campaign demo history migrate print-config completions man help" -f -a "invoice" -d 'Work on invoices'
-complete -c tickler -n "__fish_tickler_using_subcommand help; and not __fish_seen_subcommand_from run check list run-job import invoice tasks campaign demo history migrate print-config completions man help" -f -a "tasks" -d 'The queue of one-off delayed tasks: enqueue, list, cancel, retry'
+complete -c tickler -n "__fish_tickler_using_subcommand help; and not __fish_seen_subcommand_from run check list run-job import invoice tasks campaign demo history migrate print-config completions man help" -f -a "tasks" -d 'The queue of one-off delayed tasks: enqueue, list, cancel, retry, run now'
 complete -c tickler -n "__fish_tickler_using_subcommand help; and not __fish_seen_subcommand_from run check list run-job import invoice tasks campaign demo history migrate print-config completions man help" -f -a "campaign" -d 'Collection campaigns: invoices emailed on a schedule of stages until paid'
 complete -c tickler -n "__fish_tickler_using_subcommand help; and not __fish_seen_subcommand_from run check list run-job import invoice tasks campaign demo history migrate print-config completions man help" -f -a "demo" -d 'Fill an empty database with a realistic sample: tenants, leases, invoices at every stage'
 complete -c tickler -n "__fish_tickler_using_subcommand help; and not __fish_seen_subcommand_from run check list run-job import invoice tasks campaign demo history migrate print-config completions man help" -f -a "history" -d 'Show recorded runs, newest first; `--run ID` shows one run whole (an alert\'s link)'
@@ -175,6 +180,7 @@ complete -c tickler -n "__fish_tickler_using_subcommand help; and __fish_seen_su
 complete -c tickler -n "__fish_tickler_using_subcommand help; and __fish_seen_subcommand_from tasks" -f -a "list" -d 'List tasks: pending ones by time, others most recent first'
 complete -c tickler -n "__fish_tickler_using_subcommand help; and __fish_seen_subcommand_from tasks" -f -a "cancel" -d 'Cancel a pending task'
 complete -c tickler -n "__fish_tickler_using_subcommand help; and __fish_seen_subcommand_from tasks" -f -a "retry" -d 'Run a failed or cancelled task again, now, with its retries reset'
+complete -c tickler -n "__fish_tickler_using_subcommand help; and __fish_seen_subcommand_from tasks" -f -a "run-now" -d 'Make a pending task due now, so a running daemon runs it at once'
 complete -c tickler -n "__fish_tickler_using_subcommand help; and __fish_seen_subcommand_from campaign" -f -a "create" -d 'Create a campaign: each invoice\'s first email goes out 30 minutes later'
 complete -c tickler -n "__fish_tickler_using_subcommand help; and __fish_seen_subcommand_from campaign" -f -a "pause" -d 'Pause a campaign: its pending tasks are cancelled'
 complete -c tickler -n "__fish_tickler_using_subcommand help; and __fish_seen_subcommand_from campaign" -f -a "resume" -d 'Resume a paused campaign: each invoice\'s next email is scheduled again'

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use chrono::{DateTime, TimeDelta, Utc};
 use clap::Subcommand;
 
-use super::tasks::{CommandError, Result, input};
+use super::tasks::{CommandError, Result, input, org_id};
 use crate::config::Config;
 use crate::queue::campaign::Campaign;
 use crate::queue::runner::wake;
@@ -103,9 +103,7 @@ pub async fn create(
     }
     let org = match &args.org {
         None => NO_ORG.to_string(),
-        Some(o) => uuid::Uuid::parse_str(o)
-            .map(|u| u.to_string())
-            .map_err(|_| CommandError::Input(format!("`--org {o}` is not a UUID")))?,
+        Some(o) => org_id(o)?,
     };
     let stages = args.stages.clone().unwrap_or_else(|| d.stages.clone());
     if stages.is_empty() {

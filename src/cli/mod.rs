@@ -108,7 +108,7 @@ pub enum Command {
         #[command(subcommand)]
         command: InvoiceCommand,
     },
-    /// The queue of one-off delayed tasks: enqueue, list, cancel, retry.
+    /// The queue of one-off delayed tasks: enqueue, list, cancel, retry, run now.
     Tasks {
         #[command(subcommand)]
         command: TasksCommand,

@@ -1,4 +1,4 @@
-//! `tickler tasks …`: enqueue, list, cancel and retry one-off tasks. Each command checks
+//! `tickler tasks …`: enqueue, list, cancel, retry and run now one-off tasks. Each command checks
 //! everything first and writes nothing when any input is wrong, then returns the text it
 //! prints, so tests pin it.
 
@@ -38,6 +38,8 @@ pub enum TasksCommand {
     Cancel { id: String },
     /// Run a failed or cancelled task again, now, with its retries reset.
     Retry { id: String },
+    /// Make a pending task due now, so a running daemon runs it at once.
+    RunNow { id: String },
 }
 
 /// `tickler tasks …`, returning what it prints.
@@ -57,6 +59,7 @@ pub async fn tasks_command(
         } => list(store, status, campaign, limit, format == Format::Json).await,
         TasksCommand::Cancel { id } => cancel(store, &id, now).await.map(|s| s + "\n"),
         TasksCommand::Retry { id } => retry(store, &id, now).await.map(|s| s + "\n"),
+        TasksCommand::RunNow { id } => run_now(store, &id, now).await.map(|s| s + "\n"),
     }
 }
 
@@ -103,6 +106,17 @@ pub struct EnqueueArgs {
     /// Retries after a failure (default: `[queue.retry]` of the type).
     #[arg(long)]
     pub max_retries: Option<u32>,
+    /// The organisation (a UUID) of a multi-tenant install; a campaign's task takes the
+    /// campaign's.
+    #[arg(long)]
+    pub org: Option<String>,
+}
+
+/// Reads `--org`: a UUID, written back in its canonical form as the store keeps it.
+pub fn org_id(text: &str) -> Result<String> {
+    uuid::Uuid::parse_str(text)
+        .map(|u| u.to_string())
+        .map_err(|_| CommandError::Input(format!("`--org {text}` is not a UUID")))
 }
 
 /// How far ahead a task may be queued (`--in`, `--at`): the longest duration tickler accepts
@@ -184,6 +198,7 @@ pub async fn enqueue(
             "`--max-retries {n}` must be 0-{MAX_RETRIES}, as `max_retries` in `[queue.retry]`"
         ));
     }
+    let org = args.org.as_deref().map(org_id).transpose()?;
     let zone = config.daemon.timezone;
     let when = match (&args.at, &args.after) {
         (Some(at), None) => {
@@ -217,6 +232,7 @@ pub async fn enqueue(
     ty.check_data(data.as_ref(), &config.queue, &config.notifier)
         .map_err(|e| CommandError::Input(e.0))?;
     let mut request = TaskRequest::new(ty, when);
+    request.org_id = org.clone();
     request.data = data;
     request.priority = args.priority;
     request.max_retries = args.max_retries;
@@ -226,6 +242,15 @@ pub async fn enqueue(
                 "no campaign `{name}`; `tickler campaign list` lists them"
             ))
         })?;
+        if let Some(org) = &org
+            && *org != c.org_id
+        {
+            return input(format!(
+                "`--org {org}` is not the organisation of campaign `{}` ({}): a campaign's \
+                 tasks belong to its organisation; leave out `--org`",
+                c.name, c.org_id
+            ));
+        }
         match (c.status.as_str(), ty) {
             ("completed", _) => {
                 return input(format!(
@@ -402,6 +427,30 @@ pub async fn retry(store: &Store, id: &str, now: DateTime<Utc>) -> Result<String
         Some(s) if s == "missing" => input(format!("no task {id}")),
         Some(s) => input(format!(
             "task {id} is {s}; only a failed or cancelled task can be retried"
+        )),
+    }
+}
+
+/// `tickler tasks run-now`: a pending task due now, so a running daemon's runner takes it at
+/// once (the store's change notification wakes runners in other processes).
+pub async fn run_now(store: &Store, id: &str, now: DateTime<Utc>) -> Result<String> {
+    let id = task_id(id)?;
+    match store.run_task_now(&id, now).await? {
+        None => {
+            wake();
+            Ok(format!("task {id} is due now"))
+        }
+        Some(s) if s == "missing" => input(format!("no task {id}")),
+        Some(s) if s == "failed" || s == "cancelled" => input(format!(
+            "task {id} is {s}; only a pending task can be run now: `tickler tasks retry {id}` \
+             queues it again, due now"
+        )),
+        Some(s) if s == "executing" => input(format!(
+            "task {id} is executing: a daemon is running it now"
+        )),
+        Some(s) => input(format!(
+            "task {id} is {s}; only a pending task can be run now: queue a new one with \
+             `tickler tasks enqueue`"
         )),
     }
 }

@@ -232,7 +232,8 @@ impl Job for CreateInvoicesJob {
 
 impl CreateInvoicesJob {
     /// Creates the missing payment requests, one invoice at a time with the per-item retry
-    /// policy; a failed one is an error of this run and is tried again by the next.
+    /// policy; a failed one is an error of this run and is tried again by the next. The
+    /// retries are counted in the run's metadata, so a run that needed them says so.
     async fn payment_requests(
         &self,
         ctx: &RunContext,
@@ -247,7 +248,7 @@ impl CreateInvoicesJob {
             jitter: self.item_retry.jitter,
         };
         let mut tried: HashSet<String> = HashSet::new();
-        let (mut requested, mut failed) = (0i64, 0i64);
+        let (mut requested, mut failed, mut retries) = (0i64, 0i64, 0i64);
         loop {
             let pending = ctx
                 .store
@@ -272,6 +273,7 @@ impl CreateInvoicesJob {
                         Ok(code) => break Ok(code),
                         Err((true, e)) if attempt < policy.attempts => {
                             attempt += 1;
+                            retries += 1;
                             tracing::warn!(invoice = %invoice.number, attempt, error = %e, "payment request failed; retrying");
                             tokio::time::sleep(policy.delay_before(attempt)).await;
                         }
@@ -305,6 +307,9 @@ impl CreateInvoicesJob {
         outcome
             .metadata
             .insert("payment_requests_failed".into(), failed.into());
+        outcome
+            .metadata
+            .insert("payment_request_retries".into(), retries.into());
         Ok(())
     }
 }

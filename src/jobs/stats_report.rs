@@ -3,6 +3,7 @@
 //! outstanding per currency, the collection rate (invoices due in the period that are paid),
 //! messages sent and failed per channel, and failed runs per job. They are kept in the run's
 //! metadata and sent to `recipients` (email, text and HTML) and/or the webhook, once per period.
+//! Its records processed are the messages sent (one per recipient and channel).
 
 use chrono::{Datelike, Days, Months, NaiveDate, TimeZone};
 use serde::Deserialize;
@@ -201,10 +202,9 @@ impl Job for StatsReportJob {
         tally.record(&messages, &fates, |_| format!("the {label} report"));
         let mut outcome = Outcome::default();
         outcome.metadata.insert("stats".into(), stats);
-        let mut outcome = tally.into_outcome(outcome, ctx.dry_run);
-        // A report is one record, however many readers it has.
-        outcome.records = 1;
-        Ok(outcome)
+        // Records processed: the messages sent, as every kind that sends counts them; a re-run
+        // of a period already sent counts 0.
+        Ok(tally.into_outcome(outcome, ctx.dry_run))
     }
 }
 

@@ -688,6 +688,35 @@ impl Store {
         ))
     }
 
+    /// Makes a pending task due now (`tickler tasks run-now`); one already due keeps its time.
+    /// Returns its status when it was not pending (`missing` when there is no such task).
+    pub async fn run_task_now(&self, id: &str, now: DateTime<Utc>) -> Result<Option<String>> {
+        let text = self.sql(
+            "UPDATE scheduled_tasks
+                SET scheduled_for = CASE WHEN scheduled_for > $2 THEN $2 ELSE scheduled_for END,
+                    updated_at = $2
+              WHERE id = $1::uuid AND status = 'pending'",
+        );
+        let changed = with_pool!(self, pool => sqlx::query(&text)
+            .bind(id)
+            .bind(now)
+            .execute(pool)
+            .await
+            .doing("making a task due now")?
+            .rows_affected());
+        if changed == 1 {
+            // Moved earlier: PostgreSQL's trigger notifies the runners and SQLite's trigger
+            // bumps the count its watch reads (migrations 0006).
+            return Ok(None);
+        }
+        Ok(Some(
+            self.task(id)
+                .await?
+                .map(|t| t.status)
+                .unwrap_or_else(|| "missing".into()),
+        ))
+    }
+
     /// Finishes a campaign task together with what it changes: the membership of the invoice
     /// it emailed, paid invoices settled, the campaign paused or resumed, its next tasks, and
     /// the cancellations that follow. Nothing is written if `owner` lost the task's lease.

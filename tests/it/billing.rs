@@ -314,7 +314,11 @@ async fn billing_story(p: Project) {
 
     // The weekly report, by email, kept in the run's metadata; once per week.
     let r = run(&p, "weekly").await;
-    assert_eq!(r.status, "succeeded", "{r:?}");
+    assert_eq!(
+        (r.status.as_str(), r.records_processed),
+        ("succeeded", Some(1)),
+        "one message sent: {r:?}"
+    );
     let stats = &meta(&r)["stats"];
     assert_eq!(stats["invoices"]["overdue"], json!(1), "{stats}");
     assert_eq!(stats["invoices"]["open"], json!(7), "{stats}");
@@ -330,8 +334,13 @@ async fn billing_story(p: Project) {
     );
     assert!(report.body.contains("Collection rate"), "{}", report.body);
     let before = smtp.messages().len();
-    run(&p, "weekly").await;
+    let again = run(&p, "weekly").await;
     assert_eq!(smtp.messages().len(), before);
+    assert_eq!(
+        (again.status.as_str(), again.records_processed),
+        ("succeeded", Some(0)),
+        "the week's report went out already: {again:?}"
+    );
     store.close().await;
 }
 
@@ -558,11 +567,25 @@ async fn paystack_payment_requests_retry_per_invoice() {
         3,
         "a 500 then a 200 for CUS_1, one 400 for CUS_2"
     );
+    // The run says it needed a retry: CUS_1's 500.
+    assert_eq!(
+        (
+            meta(&r)["payment_requests"].clone(),
+            meta(&r)["payment_request_retries"].clone()
+        ),
+        (json!(1), json!(1)),
+        "{r:?}"
+    );
 
     // The next run creates nothing and asks again only for the invoices still without one.
     let r = run(&p, "invoices").await;
     assert_eq!(meta(&r)["created"], json!(0));
     assert_eq!(meta(&r)["payment_requests_failed"], json!(2));
+    assert_eq!(
+        meta(&r)["payment_request_retries"],
+        json!(0),
+        "a 400 is not retried"
+    );
     assert_eq!(paystack.received_requests().await.unwrap().len(), 4);
     store.close().await;
 }
@@ -634,7 +657,11 @@ async fn webhooks_get_slack_compatible_json() {
         ),
     );
     let r = run(&p2, "weekly").await;
-    assert_eq!(r.status, "partial");
+    assert_eq!(
+        (r.status.as_str(), r.records_processed),
+        ("partial", Some(0)),
+        "nothing sent: {r:?}"
+    );
     let error = r.error_message.unwrap();
     assert!(
         error.contains("webhook `http://127.0.0.1/***` answered HTTP 500: internal error"),

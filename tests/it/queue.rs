@@ -545,6 +545,67 @@ async fn a_retried_send_after_a_crash_never_sends_twice() {
     store.close().await;
 }
 
+/// A `send_email` task's own `subject` and `body` are templates rendered with the invoice's
+/// context, as the tone templates are; one that cannot be rendered for its invoice (here
+/// `{{ campaign }}` outside a campaign) fails at once, without retries and without sending.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn own_subject_and_body_are_rendered_with_the_invoice() {
+    let p = Project::sqlite();
+    let smtp = SmtpServer::start(p.path());
+    email_config(&p, &smtp, "");
+    let store = p.store().await;
+    let t0 = utc("2026-06-01T08:00:00Z");
+    billing_data(&store, t0).await;
+    let config = p.config();
+    let own = |subject: &str, body: &str| EnqueueArgs {
+        task_type: "send_email".into(),
+        after: Some("0s".into()),
+        data: Some(serde_json::json!({ "subject": subject, "body": body }).to_string()),
+        invoice: Some("A-1".into()),
+        ..Default::default()
+    };
+    let sent = enqueue(
+        &store,
+        &config,
+        own(
+            "Invoice {{ invoice.number }} for {{ customer.first_name }}",
+            "{{ vars.company }}: {{ invoice.amount }} was due on {{ invoice.due_date }}.",
+        ),
+        t0,
+    )
+    .await;
+    let broken = enqueue(
+        &store,
+        &config,
+        own("Step {{ campaign.email_number }}", "Hello"),
+        t0,
+    )
+    .await;
+    let daemon = TestDaemon::start(config, t0).await;
+    let done = wait_status(&store, &sent, "completed").await;
+    assert_eq!(result(&done)["template"], "custom-message");
+    let failed = wait_status(&store, &broken, "failed").await;
+    assert_eq!(failed.attempts, 1);
+    assert_eq!(
+        failed.error_message.as_deref().unwrap(),
+        "cannot render the `subject` template line 1: undefined value: `campaign` is \
+         undefined; the task's `subject` is a minijinja template"
+    );
+    daemon.stop().await;
+    let mails = smtp.messages();
+    assert_eq!(mails.len(), 1, "{mails:?}");
+    assert_eq!(mails[0].subject, "Invoice A-1 for Ana");
+    assert!(
+        mails[0]
+            .body
+            .trim_end()
+            .ends_with("\n\nAcme Rentals: USD 2,500.00 was due on 2026-05-22."),
+        "{}",
+        mails[0].body
+    );
+    store.close().await;
+}
+
 /// Two daemons on one PostgreSQL work one queue: every task runs exactly once, and both
 /// take part.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -778,6 +839,108 @@ async fn on_postgres_a_task_moved_earlier_by_another_process_wakes_the_runner() 
     store.close().await;
 }
 
+/// `tickler tasks run-now`, from another process, makes a task queued for 30 minutes from now
+/// due at once, and the running daemon runs it without anyone advancing its clock: what an
+/// operator types to see a campaign's next email go out instead of waiting for it.
+async fn run_now_story(p: Project) {
+    p.write_config(
+        "",
+        "[queue]\npoll = \"1h\"\n\n[queue.handlers.nothing]\nkind = \"noop\"\n",
+    );
+    let store = p.store().await;
+    // The daemon's clock stands a minute ahead of the CLI's, so `run-now`'s "now" is due for
+    // it, and stands still, so only `run-now` can make the task due.
+    let t0 = Utc::now() + TimeDelta::minutes(1);
+    let daemon = TestDaemon::start(p.config(), t0).await;
+    let data = r#"{"handler": "nothing"}"#;
+    let out = p.cli(&[
+        "tasks", "enqueue", "--type", "custom", "--in", "30m", "--data", data,
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let id = stdout(&out).split_whitespace().nth(2).unwrap().to_string();
+    // A task due now runs first, so the runner has read the later task's time and sleeps
+    // towards it when `run-now` comes.
+    let first = p.enqueue_custom("nothing");
+    wait_completed_soon(&store, &first, "the task due now to run").await;
+    let later = task(&store, &id).await;
+    assert_eq!(later.status, "pending");
+    assert!(later.scheduled_for > t0 + TimeDelta::minutes(25));
+
+    let out = p.cli(&["tasks", "run-now", &id]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), format!("task {id} is due now\n"));
+    let t = wait_completed_soon(&store, &id, "the task made due now to run").await;
+    assert_eq!(t.attempts, 1);
+    assert!(t.scheduled_for <= t0, "{}", t.scheduled_for);
+    assert_eq!(daemon.clock.now(), t0, "the daemon's clock never moved");
+
+    let out = p.cli(&["tasks", "run-now", &id]);
+    assert!(!out.status.success());
+    assert_eq!(
+        stderr(&out).trim(),
+        format!(
+            "error: task {id} is completed; only a pending task can be run now: queue a new \
+             one with `tickler tasks enqueue`"
+        )
+    );
+    daemon.stop().await;
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_now_runs_a_later_task_at_once() {
+    run_now_story(Project::sqlite()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_now_runs_a_later_task_at_once_postgres() {
+    let Some(p) = Project::postgres().await else {
+        return;
+    };
+    run_now_story(p).await;
+}
+
+/// `tasks enqueue --org` stores the task under that organisation (in the UUID's canonical
+/// form, as campaigns keep theirs); without it the task is the single organisation's.
+async fn org_story(p: Project) {
+    p.write_config("", "[queue.handlers.nothing]\nkind = \"noop\"\n");
+    let store = p.store().await;
+    let data = r#"{"handler": "nothing"}"#;
+    let enqueue = |extra: &[&str]| {
+        let mut args = vec![
+            "tasks", "enqueue", "--type", "custom", "--in", "1h", "--data", data,
+        ];
+        args.extend_from_slice(extra);
+        let out = p.cli(&args);
+        assert!(out.status.success(), "{}", stderr(&out));
+        stdout(&out).split_whitespace().nth(2).unwrap().to_string()
+    };
+    let tenant = enqueue(&["--org", "6F9619FF-8B86-D011-B42D-00C04FC964FF"]);
+    let single = enqueue(&[]);
+    assert_eq!(
+        task(&store, &tenant).await.org_id,
+        "6f9619ff-8b86-d011-b42d-00c04fc964ff"
+    );
+    assert_eq!(
+        task(&store, &single).await.org_id,
+        tickler::store::queue::NO_ORG
+    );
+    store.close().await;
+}
+
+#[tokio::test]
+async fn enqueue_org_sets_the_task_organisation() {
+    org_story(Project::sqlite()).await;
+}
+
+#[tokio::test]
+async fn enqueue_org_sets_the_task_organisation_postgres() {
+    let Some(p) = Project::postgres().await else {
+        return;
+    };
+    org_story(p).await;
+}
+
 /// A SQLite project for the CLI: an email channel (never reached) and the billing sample.
 async fn cli_project() -> (Project, Store) {
     let p = Project::sqlite();
@@ -871,6 +1034,32 @@ async fn bad_task_and_campaign_input_is_refused_and_writes_nothing() {
          `tone`, `templateId`, `subject`, `body`; it takes `tone`, `templateId`, `subject` and \
          `body`"
     );
+    let own_text = |subject: &str| {
+        err(&[
+            "tasks",
+            "enqueue",
+            "--type",
+            "send_email",
+            "--in",
+            "1m",
+            "--invoice",
+            "A-1",
+            "--data",
+            &serde_json::json!({ "subject": subject, "body": "Hello" }).to_string(),
+        ])
+    };
+    assert_eq!(
+        own_text("Invoice {{ invoice.number"),
+        "error: invalid data for a `send_email` task: the `subject` template line 1: syntax \
+         error: unexpected end of input, expected end of variable block; `subject` and `body` \
+         are minijinja templates, e.g. `Invoice {{ invoice.number }} is due`"
+    );
+    assert_eq!(
+        own_text("Invoice {{ invoice.nmber }}"),
+        "error: invalid data for a `send_email` task: cannot render the `subject` template line \
+         1: undefined value: `invoice.nmber` is undefined; `subject` and `body` are minijinja \
+         templates, e.g. `Invoice {{ invoice.number }} is due`"
+    );
     assert_eq!(
         err(&[
             "tasks",
@@ -905,6 +1094,38 @@ async fn bad_task_and_campaign_input_is_refused_and_writes_nothing() {
             "q1"
         ]),
         "error: campaign `q1` is completed (its tasks were cancelled); create a new campaign instead"
+    );
+    assert_eq!(
+        err(&[
+            "tasks",
+            "enqueue",
+            "--type",
+            "check_payment",
+            "--in",
+            "1m",
+            "--invoice",
+            "A-1",
+            "--org",
+            "acme"
+        ]),
+        "error: `--org acme` is not a UUID"
+    );
+    assert_eq!(
+        err(&[
+            "tasks",
+            "enqueue",
+            "--type",
+            "check_payment",
+            "--in",
+            "1m",
+            "--campaign",
+            "q1",
+            "--org",
+            "6f9619ff-8b86-d011-b42d-00c04fc964ff"
+        ]),
+        "error: `--org 6f9619ff-8b86-d011-b42d-00c04fc964ff` is not the organisation of \
+         campaign `q1` (00000000-0000-0000-0000-000000000000): a campaign's tasks belong to its \
+         organisation; leave out `--org`"
     );
     assert_eq!(
         err(&["campaign", "resume", "q1"]),
@@ -944,6 +1165,22 @@ async fn bad_task_and_campaign_input_is_refused_and_writes_nothing() {
             "error: task {} is cancelled; only a pending task can be cancelled",
             all[0].id
         )
+    );
+    assert_eq!(
+        err(&["tasks", "run-now", &all[0].id]),
+        format!(
+            "error: task {0} is cancelled; only a pending task can be run now: `tickler tasks \
+             retry {0}` queues it again, due now",
+            all[0].id
+        )
+    );
+    assert_eq!(
+        err(&["tasks", "run-now", &uuid::Uuid::nil().to_string()]),
+        "error: no task 00000000-0000-0000-0000-000000000000"
+    );
+    assert_eq!(
+        err(&["tasks", "run-now", "nope"]),
+        "error: `nope` is not a task id: use the UUID `tickler tasks list` shows"
     );
     assert_eq!(store.campaigns().await.unwrap().len(), 1);
     store.close().await;

@@ -26,7 +26,9 @@ pub struct EmailData {
     pub tone: Option<String>,
     /// A template to use instead of the tone's.
     pub template_id: Option<String>,
-    /// A subject and body written by the enqueuer, sent as plain text.
+    /// A subject and body written by the enqueuer: minijinja templates rendered with the
+    /// context of the other invoice emails (`{{ invoice.number }}`, `{{ customer.first_name }}`,
+    /// `{{ campaign.name }}` in a campaign, `{{ vars.company }}`), then sent as plain text.
     pub subject: Option<String>,
     pub body: Option<String>,
 }
@@ -38,7 +40,7 @@ impl Task for SendEmail {
     type Data = EmailData;
 
     /// The tone and template named must exist, and the data's own text needs both a subject
-    /// and a body.
+    /// and a body, each a template that parses and renders against a sample invoice.
     fn data(&self, data: &Value, cx: &DataContext<'_>) -> Result<EmailData, TaskError> {
         let d: EmailData = cx.read(data, "`tone`, `templateId`, `subject` and `body`")?;
         if let Some(t) = &d.tone {
@@ -53,12 +55,51 @@ impl Task for SendEmail {
                 cx.ty
             )));
         }
+        let sample = sample_context();
+        for (key, text) in [("subject", &d.subject), ("body", &d.body)] {
+            if let Some(text) = text {
+                own_text(cx.notifier, key, text, &sample).map_err(|e| {
+                    TaskError(format!(
+                        "invalid data for a `{}` task: {e}; `subject` and `body` are minijinja \
+                         templates, e.g. `Invoice {{{{ invoice.number }}}} is due`",
+                        cx.ty
+                    ))
+                })?;
+            }
+        }
         Ok(d)
     }
 
     async fn run(&self, cx: TaskContext<'_>, data: EmailData) -> Result<Step, Fail> {
         send(cx, data, None).await
     }
+}
+
+/// The context a `send_email` task's own text is checked against when it is enqueued: a
+/// sample invoice and customer, in a campaign (so `{{ campaign.name }}` passes; a task outside
+/// one that names it fails when it runs).
+fn sample_context() -> Value {
+    let mut context = crate::billing::messages::sample_invoice_context(None, None);
+    context["campaign"] = campaign_context("spring-collections", 1, 3);
+    context
+}
+
+/// What `{{ campaign }}` holds in a campaign's emails.
+fn campaign_context(name: &str, email_number: i32, max_attempts: i32) -> Value {
+    json!({ "name": name, "email_number": email_number, "max_attempts": max_attempts })
+}
+
+/// Renders the task's own `subject` or `body` (`key`) against `context`.
+fn own_text(
+    notifier: &crate::notify::Notifier,
+    key: &str,
+    text: &str,
+    context: &Value,
+) -> Result<String, crate::notify::templates::TemplateError> {
+    let what = format!("the `{key}` template");
+    let templates = &notifier.templates;
+    templates.check_str(&what, text)?;
+    templates.render_str(&what, text, context)
 }
 
 /// Sends one email for the task's invoice; in a campaign, records it and schedules what
@@ -207,13 +248,21 @@ pub(super) async fn send(
     };
     let today = now.with_timezone(&zone).date_naive();
     let mut context = invoice_context(&inv, today, None, None, None);
-    context["message"] = json!({ "subject": data.subject, "body": data.body });
     if let Some((c, m)) = member {
-        context["campaign"] = json!({
-            "name": c.row.name,
-            "email_number": m.attempts + 1,
-            "max_attempts": c.row.max_attempts,
-        });
+        context["campaign"] = campaign_context(&c.row.name, m.attempts + 1, c.row.max_attempts);
+    }
+    if let (Some(subject), Some(body)) = (&data.subject, &data.body) {
+        // The task's own text, rendered with the invoice's context; a failure (an undefined
+        // name, or `{{ campaign }}` outside a campaign) is the task's data, so no retry helps.
+        let render = |key, text| {
+            own_text(&env.notifier, key, text, &context)
+                .map_err(|e| fatal(format!("{e}; the task's `{key}` is a minijinja template")))
+        };
+        let message = json!({ "subject": render("subject", subject)?,
+                              "body": render("body", body)? });
+        context["message"] = message;
+    } else {
+        context["message"] = json!({ "subject": null, "body": null });
     }
     let message = Message {
         key: format!("task:{}", task.id),
