@@ -7,6 +7,7 @@ mod billing;
 mod check;
 mod claims;
 mod daemon;
+mod examples;
 mod hosts;
 mod http;
 mod input;
