@@ -227,19 +227,14 @@ impl Job for CleanupJob {
             let mut changed = 0i64;
             while changed < due {
                 let batch = r.batch_size.min(due - changed);
-                let done = match &r.action {
-                    Action::Delete => {
-                        store
-                            .delete_batch(&column, keep.as_deref(), before, batch)
-                            .await
-                    }
-                    Action::Update(set) => {
-                        store
-                            .update_batch(&column, keep.as_deref(), set, before, batch)
-                            .await
-                    }
+                let set = match &r.action {
+                    Action::Delete => None,
+                    Action::Update(set) => Some(set.as_str()),
                 };
-                match done {
+                match store
+                    .clean_batch(&column, keep.as_deref(), set, before, batch)
+                    .await
+                {
                     Ok(n) => {
                         changed += n as i64;
                         if (n as i64) < batch {

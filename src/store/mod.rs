@@ -517,17 +517,24 @@ impl Store {
     }
 }
 
-/// Runs `$body` with `$pool` bound to the pool of the backend in use. The body is compiled once
-/// per backend, so one query text (adapted by [`Store::sql`]) serves both.
+/// Runs `$body` with `$pool` bound to the pool of the backend in use (with `jobs`: the pool of
+/// the user's SQL). The body is compiled once per backend, so one query text (adapted by
+/// [`Store::sql`]) serves both.
 macro_rules! with_pool {
     ($store:expr, $pool:ident => $body:expr) => {
+        with_pool!($store, pool, $pool => $body)
+    };
+    ($store:expr, jobs, $pool:ident => $body:expr) => {
+        with_pool!($store, jobs_pool, $pool => $body)
+    };
+    ($store:expr, $which:ident, $pool:ident => $body:expr) => {
         match $store {
             $crate::store::Store::Sqlite(s) => {
-                let $pool = s.pool();
+                let $pool = s.$which();
                 $body
             }
             $crate::store::Store::Postgres(s) => {
-                let $pool = s.pool();
+                let $pool = s.$which();
                 $body
             }
         }

@@ -637,76 +637,68 @@ impl Store {
 
     /// Cancels a pending task; returns its status when it was not pending.
     pub async fn cancel_task(&self, id: &str, now: DateTime<Utc>) -> Result<Option<String>> {
-        let text = self.sql(
+        self.change_task(
             "UPDATE scheduled_tasks SET status = 'cancelled', updated_at = $2,
                     error_message = 'cancelled by `tickler tasks cancel`'
               WHERE id = $1::uuid AND status = 'pending'",
-        );
-        let changed = with_pool!(self, pool => sqlx::query(&text)
-            .bind(id)
-            .bind(now)
-            .execute(pool)
-            .await
-            .doing("cancelling a task")?
-            .rows_affected());
-        if changed == 1 {
-            return Ok(None);
-        }
-        Ok(Some(
-            self.task(id)
-                .await?
-                .map(|t| t.status)
-                .unwrap_or_else(|| "missing".into()),
-        ))
+            id,
+            now,
+            "cancelling a task",
+        )
+        .await
     }
 
     /// Puts a failed or cancelled task back in the queue, due now, with its retries reset.
-    /// Returns its status when it was neither.
+    /// Returns its status when it was neither. PostgreSQL's trigger notifies the runners (a
+    /// task back to `pending`), and SQLite's watch sees the commit.
     pub async fn retry_task(&self, id: &str, now: DateTime<Utc>) -> Result<Option<String>> {
-        let text = self.sql(
+        self.change_task(
             "UPDATE scheduled_tasks SET status = 'pending', scheduled_for = $2, updated_at = $2,
                     retry_count = 0, completed_at = NULL
               WHERE id = $1::uuid AND status IN ('failed', 'cancelled')",
-        );
-        let changed = with_pool!(self, pool => sqlx::query(&text)
-            .bind(id)
-            .bind(now)
-            .execute(pool)
-            .await
-            .doing("retrying a task")?
-            .rows_affected());
-        if changed == 1 {
-            // PostgreSQL's trigger notifies the runners (a task back to `pending`), and
-            // SQLite's watch sees the commit.
-            return Ok(None);
-        }
-        Ok(Some(
-            self.task(id)
-                .await?
-                .map(|t| t.status)
-                .unwrap_or_else(|| "missing".into()),
-        ))
+            id,
+            now,
+            "retrying a task",
+        )
+        .await
     }
 
     /// Makes a pending task due now (`tickler tasks run-now`); one already due keeps its time.
-    /// Returns its status when it was not pending (`missing` when there is no such task).
+    /// Returns its status when it was not pending. Moved earlier, it wakes the runners:
+    /// PostgreSQL's trigger notifies them and SQLite's trigger bumps the count its watch reads
+    /// (migrations 0006).
     pub async fn run_task_now(&self, id: &str, now: DateTime<Utc>) -> Result<Option<String>> {
-        let text = self.sql(
+        self.change_task(
             "UPDATE scheduled_tasks
                 SET scheduled_for = CASE WHEN scheduled_for > $2 THEN $2 ELSE scheduled_for END,
                     updated_at = $2
               WHERE id = $1::uuid AND status = 'pending'",
-        );
+            id,
+            now,
+            "making a task due now",
+        )
+        .await
+    }
+
+    /// Runs `text` (binding the task `id` as `$1` and `now` as `$2`), which changes the task
+    /// only from the statuses it allows. `None` when it changed; else the task's status, or
+    /// `missing` when there is no such task.
+    async fn change_task(
+        &self,
+        text: &str,
+        id: &str,
+        now: DateTime<Utc>,
+        doing: &'static str,
+    ) -> Result<Option<String>> {
+        let text = self.sql(text);
         let changed = with_pool!(self, pool => sqlx::query(&text)
             .bind(id)
             .bind(now)
             .execute(pool)
             .await
-            .doing("making a task due now")?
+            .doing(doing)?
             .rows_affected());
         if changed == 1 {
-            // Moved earlier: PostgreSQL's trigger notifies the runners and SQLite's trigger
-            // bumps the count its watch reads (migrations 0006).
             return Ok(None);
         }
         Ok(Some(

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use tokio::sync::OnceCell;
 
-use super::{Doing, Result, Store, StoreError, ts};
+use super::{Doing, Result, Store, StoreError, ts, with_pool};
 use crate::secret::{DatabaseUrl, SecretError, SecretSource};
 
 /// Replaces the `:now` placeholder of a user's query by the backend's parameter `$1`.
@@ -309,26 +309,37 @@ impl Store {
 #[derive(Debug, Clone)]
 pub struct InstantColumn {
     table: String,
-    /// The condition "older than the cut-off `$1`", in the database's terms: on SQLite `$1`
-    /// is a Julian day number (what `julianday()` gives), on PostgreSQL a `timestamptz`.
+    /// The condition "older than the cut-off `$1`" (unix seconds), in the database's terms.
     older: String,
+    /// What names a row: `rowid` on SQLite, `ctid` on PostgreSQL.
+    row_id: &'static str,
 }
 
-/// An instant as SQLite's `julianday()` gives it: days since noon UTC of 24 November 4714 BC.
-fn julian_day(t: DateTime<Utc>) -> f64 {
-    t.timestamp_millis() as f64 / 86_400_000.0 + 2_440_587.5
+impl InstantColumn {
+    /// `FROM table WHERE` older than `$1` and not kept by `keep` (an SQL condition).
+    fn rows(&self, keep: Option<&str>) -> String {
+        let keep = keep
+            .map(|k| format!(" AND NOT COALESCE(({k}), FALSE)"))
+            .unwrap_or_default();
+        format!("FROM {} WHERE {}{keep}", self.table, self.older)
+    }
+}
+
+/// The cut-off as both backends' conditions take it: unix seconds, to the millisecond.
+fn unix_seconds(t: DateTime<Utc>) -> f64 {
+    t.timestamp_millis() as f64 / 1000.0
 }
 
 /// PostgreSQL column types read as instants, and how: `timestamp` and `date` as UTC (midnight
 /// for a date), numbers as unix seconds.
 fn pg_older_than(column: &str, ty: &str) -> Option<String> {
     Some(match ty {
-        "timestamp with time zone" => format!("{column} < $1::timestamptz"),
+        "timestamp with time zone" => format!("{column} < to_timestamp($1::float8)"),
         "timestamp without time zone" | "date" => {
-            format!("{column} < ($1::timestamptz AT TIME ZONE 'UTC')")
+            format!("{column} < (to_timestamp($1::float8) AT TIME ZONE 'UTC')")
         }
         "smallint" | "integer" | "bigint" | "numeric" | "real" | "double precision" => {
-            format!("{column} < extract(epoch FROM $1::timestamptz)")
+            format!("{column} < $1::float8")
         }
         _ => return None,
     })
@@ -360,7 +371,9 @@ impl Store {
                         found,
                     });
                 }
-                format!("julianday({column}, 'auto') < $1")
+                // `julianday` counts days from noon UTC of 24 November 4714 BC; the unix epoch is
+                // its day 2440587.5.
+                format!("(julianday({column}, 'auto') - 2440587.5) * 86400.0 < $1")
             }
             Store::Postgres(s) => {
                 let (schema, name) = match table.split_once('.') {
@@ -387,39 +400,21 @@ impl Store {
                 }
             }
         };
+        let row_id = match self {
+            Store::Sqlite(_) => "rowid",
+            Store::Postgres(_) => "ctid",
+        };
         Ok(InstantColumn {
             table: table.to_string(),
             older,
+            row_id,
         })
     }
 
     /// Deletes up to `batch` rows whose `column` is before `before` and that `keep` (an SQL
-    /// condition) does not protect; one short transaction per call.
-    pub async fn delete_batch(
-        &self,
-        column: &InstantColumn,
-        keep: Option<&str>,
-        before: DateTime<Utc>,
-        batch: i64,
-    ) -> Result<u64> {
-        self.change_batch(column, keep, None, before, batch).await
-    }
-
-    /// Sets `set` (an SQL assignment list, e.g. `status = 'cancelled'`) on up to `batch` rows
-    /// that [`Store::delete_batch`] would delete; one short transaction per call.
-    pub async fn update_batch(
-        &self,
-        column: &InstantColumn,
-        keep: Option<&str>,
-        set: &str,
-        before: DateTime<Utc>,
-        batch: i64,
-    ) -> Result<u64> {
-        self.change_batch(column, keep, Some(set), before, batch)
-            .await
-    }
-
-    async fn change_batch(
+    /// condition) does not protect, or with `set` (an SQL assignment list, e.g. `status =
+    /// 'cancelled'`) updates them; one short transaction per call.
+    pub async fn clean_batch(
         &self,
         column: &InstantColumn,
         keep: Option<&str>,
@@ -427,67 +422,37 @@ impl Store {
         before: DateTime<Utc>,
         batch: i64,
     ) -> Result<u64> {
-        let keep = keep
-            .map(|k| format!(" AND NOT COALESCE(({k}), FALSE)"))
-            .unwrap_or_default();
-        let (table, older) = (&column.table, &column.older);
-        let row_id = match self {
-            Store::Sqlite(_) => "rowid",
-            Store::Postgres(_) => "ctid",
-        };
+        let (table, row_id) = (&column.table, column.row_id);
         let (change, doing) = match set {
             None => (format!("DELETE FROM {table}"), "deleting old rows"),
             Some(set) => (format!("UPDATE {table} SET {set}"), "updating old rows"),
         };
         let text = format!(
-            "{change} WHERE {row_id} IN (SELECT {row_id} FROM {table}
-              WHERE {older}{keep} LIMIT $2)"
+            "{change} WHERE {row_id} IN (SELECT {row_id} {} LIMIT $2)",
+            column.rows(keep)
         );
-        match self {
-            Store::Sqlite(s) => sqlx::query(&text)
-                .bind(julian_day(before))
-                .bind(batch)
-                .execute(s.jobs_pool())
-                .await
-                .map(|r| r.rows_affected())
-                .doing(doing),
-            Store::Postgres(s) => sqlx::query(&text)
-                .bind(before)
-                .bind(batch)
-                .execute(s.jobs_pool())
-                .await
-                .map(|r| r.rows_affected())
-                .doing(doing),
-        }
+        with_pool!(self, jobs, pool => sqlx::query(&text)
+            .bind(unix_seconds(before))
+            .bind(batch)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected())
+            .doing(doing))
     }
 
-    /// Counts the rows [`Store::delete_batch`] would delete (for `--dry-run`).
+    /// Counts the rows [`Store::clean_batch`] would change (for `--dry-run`).
     pub async fn count_deletable(
         &self,
         column: &InstantColumn,
         keep: Option<&str>,
         before: DateTime<Utc>,
     ) -> Result<i64> {
-        let keep = keep
-            .map(|k| format!(" AND NOT COALESCE(({k}), FALSE)"))
-            .unwrap_or_default();
-        let text = format!(
-            "SELECT COUNT(*) FROM {} WHERE {}{keep}",
-            column.table, column.older
-        );
-        let doing = "counting old rows";
-        match self {
-            Store::Sqlite(s) => sqlx::query_scalar(&text)
-                .bind(julian_day(before))
-                .fetch_one(s.jobs_pool())
-                .await
-                .doing(doing),
-            Store::Postgres(s) => sqlx::query_scalar(&text)
-                .bind(before)
-                .fetch_one(s.jobs_pool())
-                .await
-                .doing(doing),
-        }
+        let text = format!("SELECT COUNT(*) {}", column.rows(keep));
+        with_pool!(self, jobs, pool => sqlx::query_scalar(&text)
+            .bind(unix_seconds(before))
+            .fetch_one(pool)
+            .await
+            .doing("counting old rows"))
     }
 }
 
