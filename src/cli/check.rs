@@ -52,7 +52,7 @@ pub async fn check_sql(config: &Config) -> SqlFindings {
     found
 }
 
-/// `tickler check`: one line per job with its trigger, zone and next fire.
+/// `tickler check`: one line per job with its trigger, zone and next fire (and its lane).
 pub fn check_report(config: &Config, now: DateTime<Utc>) -> String {
     let mut out = String::new();
     let _ = writeln!(
@@ -68,6 +68,10 @@ pub fn check_report(config: &Config, now: DateTime<Utc>) -> String {
             (false, _) => "disabled".to_string(),
             (true, Some(t)) => format!("next {}", t.with_timezone(&job.timezone).to_rfc3339()),
             (true, None) => "never fires".to_string(),
+        };
+        let next = match &job.lane {
+            Some(lane) => format!("{next}; lane {lane}"),
+            None => next,
         };
         let _ = writeln!(
             out,

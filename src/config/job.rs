@@ -3,7 +3,7 @@
 //! keys, which are its kind's parameters, built into a job by `jobs::build`. Then the check
 //! that no two jobs share a name.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -58,12 +58,13 @@ pub(super) fn job_specs(
     daemon: Option<&DaemonConfig>,
     notifier: Option<&Arc<Notifier>>,
     databases: &Arc<Databases>,
+    lanes: &BTreeMap<Arc<str>, usize>,
     c: &mut Collector<'_>,
 ) -> Vec<Arc<JobSpec>> {
     let mut jobs = vec![];
     let mut seen: HashSet<String> = HashSet::new();
     for table in tables {
-        if let Some(job) = job_spec(table, defaults, daemon, notifier, databases, c) {
+        if let Some(job) = job_spec(table, defaults, daemon, notifier, databases, lanes, c) {
             if !seen.insert(job.0.name.to_string()) {
                 c.push(
                     format!("duplicate job name `{}`", job.0.name),
@@ -84,6 +85,7 @@ fn job_spec(
     daemon: Option<&DaemonConfig>,
     notifier: Option<&Arc<Notifier>>,
     databases: &Arc<Databases>,
+    lanes: &BTreeMap<Arc<str>, usize>,
     c: &mut Collector<'_>,
 ) -> Option<(JobSpec, Range<usize>)> {
     let span = table.span();
@@ -122,7 +124,7 @@ fn job_spec(
         notifier.map(|n| &**n),
         c,
     );
-    let run = policy::run_policy(&policy, defaults, &label, span, c);
+    let run = policy::run_policy(&policy, defaults, lanes, &label, span, c);
     if c.problems.len() > before {
         return None;
     }
@@ -140,6 +142,7 @@ fn job_spec(
         catch_up: run.catch_up,
         misfire_grace: run.misfire_grace,
         jitter: run.jitter,
+        lane: run.lane,
         job: job?,
         notifier: notifier?.clone(),
         databases: databases.clone(),

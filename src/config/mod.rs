@@ -5,10 +5,11 @@
 //!
 //! This file holds the public types and `load`/`parse`; the rooms, in the order `parse` uses
 //! them: `sections` (which table is which section; the notifier), `daemon` (`[daemon]`),
-//! `databases` (`[databases]`), `job`
+//! `databases` (`[databases]`), `lanes` (`[lanes]`), `job`
 //! (each `[[job]]`, with `trigger`, `policy` and `alerts`), `queue` (`[queue]`), `http`
 //! (`[http]`). All of them report through `problems` and share the helpers of `read`.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -30,6 +31,7 @@ mod daemon;
 mod databases;
 pub mod http;
 mod job;
+mod lanes;
 mod policy;
 mod problems;
 mod queue;
@@ -91,6 +93,8 @@ pub struct JobSpec {
     pub catch_up: CatchUp,
     pub misfire_grace: Duration,
     pub jitter: Duration,
+    /// The `[lanes]` entry whose run slots it takes; `None`: those of `[daemon] max_concurrent`.
+    pub lane: Option<Arc<str>>,
     pub job: Arc<dyn DynJob>,
     /// The channels and templates of the config this job came from.
     pub notifier: Arc<Notifier>,
@@ -124,6 +128,8 @@ pub struct Config {
     pub http: Option<http::HttpConfig>,
     /// `[databases]`: the application's databases, opened on first use.
     pub databases: Arc<Databases>,
+    /// `[lanes]`: each lane's number of run slots, apart from `[daemon] max_concurrent`.
+    pub lanes: BTreeMap<Arc<str>, usize>,
 }
 
 impl Config {
@@ -191,12 +197,15 @@ fn parse_into(path: &Path, text: &str, c: &mut Collector<'_>) -> Option<Config> 
         .unwrap_or_else(|| PathBuf::from("var"));
     let notifier = sections.notify.notifier(config_dir, &state_dir, c);
     let databases = Arc::new(databases::databases(sections.databases, c));
+    let lanes = lanes::lanes(sections.lanes, c);
+    sections.defaults.check_lane(&lanes, c);
     let jobs = job::job_specs(
         sections.jobs,
         &sections.defaults,
         daemon.as_ref(),
         notifier.as_ref(),
         &databases,
+        &lanes,
         c,
     );
     let queue = queue::queue_config(sections.queue, notifier.as_deref(), c);
@@ -209,6 +218,7 @@ fn parse_into(path: &Path, text: &str, c: &mut Collector<'_>) -> Option<Config> 
         queue: Arc::new(queue),
         http,
         databases,
+        lanes,
     })
 }
 

@@ -1,13 +1,16 @@
 //! A job's run policy: `enabled`, `timeout`, `retry`, `overlap`, `catch_up`, `misfire_grace`,
-//! `jitter` and the alert keys, each from its `[[job]]` or else from `[defaults]`, checked and
+//! `jitter`, `lane` and the alert keys, each from its `[[job]]` or else from `[defaults]`, checked and
 //! with tickler's defaults filled in. The daemon acts on it; the job's kind never sees it.
 
+use std::collections::BTreeMap;
 use std::ops::Range;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 use toml::Spanned;
 
+use super::lanes::unknown_lane;
 use super::problems::Collector;
 use super::{CatchUp, Overlap, alerts};
 use crate::retry::RetryPolicy;
@@ -43,6 +46,7 @@ pub(super) struct PolicyRaw {
     #[serde(default, with = "duration::option")]
     expect_success_within: Option<Duration>,
     ping_url: Option<Spanned<String>>,
+    lane: Option<Spanned<String>>,
 }
 
 pub(super) const POLICY_KEYS: &[&str] = &[
@@ -56,6 +60,7 @@ pub(super) const POLICY_KEYS: &[&str] = &[
     "on_failure",
     "expect_success_within",
     "ping_url",
+    "lane",
 ];
 
 /// A job's run policy, checked, with its defaults filled in.
@@ -67,6 +72,8 @@ pub(super) struct RunPolicy {
     pub(super) catch_up: CatchUp,
     pub(super) misfire_grace: Duration,
     pub(super) jitter: Duration,
+    /// The `[lanes]` entry whose slots its runs take; `None`: `[daemon] max_concurrent`'s.
+    pub(super) lane: Option<Arc<str>>,
 }
 
 impl PolicyRaw {
@@ -80,6 +87,19 @@ impl PolicyRaw {
             ping_url: self.ping_url.as_ref().or(defaults.ping_url.as_ref()),
         }
     }
+
+    /// Reports `[defaults] lane` when it names no lane (once, not for each job that takes it).
+    pub(super) fn check_lane(&self, lanes: &BTreeMap<Arc<str>, usize>, c: &mut Collector<'_>) {
+        if let Some(lane) = &self.lane
+            && !lanes.contains_key(lane.get_ref().as_str())
+        {
+            c.push(
+                format!("unknown lane `{}` in `[defaults]`", lane.get_ref()),
+                Some(lane.span()),
+                unknown_lane(lanes, lane.get_ref()),
+            );
+        }
+    }
 }
 
 /// The run policy of `label` (the job at `span`) from its own keys and `defaults`; `None`
@@ -87,10 +107,27 @@ impl PolicyRaw {
 pub(super) fn run_policy(
     policy: &PolicyRaw,
     defaults: &PolicyRaw,
+    lanes: &BTreeMap<Arc<str>, usize>,
     label: &str,
     span: Range<usize>,
     c: &mut Collector<'_>,
 ) -> Option<RunPolicy> {
+    let lane = match policy.lane.as_ref().or(defaults.lane.as_ref()) {
+        None => None,
+        Some(l) => match lanes.get_key_value(l.get_ref().as_str()) {
+            Some((name, _)) => Some(name.clone()),
+            None if policy.lane.is_some() => {
+                c.push(
+                    format!("unknown lane `{}` for {label}", l.get_ref()),
+                    Some(l.span()),
+                    unknown_lane(lanes, l.get_ref()),
+                );
+                return None;
+            }
+            // `[defaults]`' own: reported once, by `check_lane`.
+            None => return None,
+        },
+    };
     let retry = retry_policy(merge(&policy.retry, &defaults.retry), label, c);
     let timeout = merge(&policy.timeout, &defaults.timeout).unwrap_or(Duration::from_secs(3600));
     if timeout.is_zero() {
@@ -110,6 +147,7 @@ pub(super) fn run_policy(
         misfire_grace: merge(&policy.misfire_grace, &defaults.misfire_grace)
             .unwrap_or(Duration::from_secs(3600)),
         jitter: merge(&policy.jitter, &defaults.jitter).unwrap_or(Duration::ZERO),
+        lane,
     })
 }
 

@@ -30,6 +30,8 @@ pub(super) struct Sections<'i> {
     pub(super) http: Option<Spanned<DeValue<'i>>>,
     /// `[databases]`, read by `databases.rs`.
     pub(super) databases: Option<Spanned<DeValue<'i>>>,
+    /// `[lanes]`, read by `lanes.rs`.
+    pub(super) lanes: Option<Spanned<DeValue<'i>>>,
 }
 
 /// `[channels]` and `[templates]`, and where they are written, for their problems.
@@ -74,6 +76,7 @@ impl<'i> Sections<'i> {
                 "queue" => s.queue = Some(value.clone()),
                 "http" => s.http = Some(value.clone()),
                 "databases" => s.databases = Some(value.clone()),
+                "lanes" => s.lanes = Some(value.clone()),
                 "defaults" => match deser::<PolicyRaw>(value.clone()) {
                     Ok(d) => s.defaults = d,
                     Err(e) => {
@@ -92,7 +95,7 @@ impl<'i> Sections<'i> {
                     format!("unknown section `{other}`"),
                     Some(key.span()),
                     "expected `[daemon]`, `[defaults]`, `[channels]`, `[templates]`, `[queue]`, \
-                     `[http]`, `[databases]` or `[[job]]`",
+                     `[http]`, `[databases]`, `[lanes]` or `[[job]]`",
                 ),
             }
         }
@@ -136,8 +139,8 @@ mod tests {
         assert_eq!(
             errors("[deamon]\ntimezone = \"UTC\"\n"),
             "unknown section `deamon` (config.toml line 1, column 2): expected `[daemon]`, \
-             `[defaults]`, `[channels]`, `[templates]`, `[queue]`, `[http]`, `[databases]` or \
-             `[[job]]`"
+             `[defaults]`, `[channels]`, `[templates]`, `[queue]`, `[http]`, `[databases]`, \
+             `[lanes]` or `[[job]]`"
         );
         assert_eq!(
             errors("[job]\nname = \"x\"\n"),

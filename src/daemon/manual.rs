@@ -80,6 +80,7 @@ pub async fn run_now(
         &instance,
         clock.clone(),
         config.daemon.max_concurrent,
+        &config.lanes,
         &config.jobs,
     );
     let resolving = TaskTracker::new();

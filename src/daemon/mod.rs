@@ -117,6 +117,7 @@ pub async fn run(
         &instance,
         clock.clone(),
         config.daemon.max_concurrent,
+        &config.lanes,
         &config.jobs,
     );
 
@@ -237,8 +238,7 @@ pub async fn run(
     // Shutdown: no new fires, running ones get the grace period, then are interrupted.
     shared.stopping.cancel();
     tracker.close();
-    let running = shared.concurrency.available_permits();
-    let in_flight = config.daemon.max_concurrent.saturating_sub(running);
+    let in_flight = shared.in_flight();
     service.stopping(&format!("stopping: waiting for {in_flight} running job(s)"));
     tracing::info!(in_flight, grace = ?config.daemon.shutdown_grace, "shutting down: waiting for running jobs");
     if tokio::time::timeout(config.daemon.shutdown_grace, tracker.wait())

@@ -88,7 +88,7 @@ pub async fn resolve_local(
     if alerting {
         store.register_instance(&me).await?;
         let clock: Arc<dyn Clock> = Arc::new(SystemClock::default());
-        let shared = Shared::new(store, &me, clock, 1, &config.jobs);
+        let shared = Shared::new(store, &me, clock, 1, &Default::default(), &config.jobs);
         shared.stopping.cancel();
         let tracker = TaskTracker::new();
         alert_abandoned(&shared, &tracker, runs, now);

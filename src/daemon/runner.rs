@@ -269,7 +269,7 @@ pub fn admit_now(shared: &Shared, fire: Fire) -> Admission {
         skip(shared, &fire, true);
         return Admission::Skipped;
     }
-    match shared.concurrency.clone().try_acquire_owned() {
+    match shared.slots(&fire.spec).try_acquire_owned() {
         Ok(permit) => Admission::Ready(Ready {
             id: fire.id.unwrap_or_else(Uuid::now_v7),
             fire,
@@ -352,7 +352,7 @@ async fn admit(shared: &Shared, fire: Fire) -> Option<Ready> {
     let permit = tokio::select! {
         biased;
         _ = shared.stopping.cancelled() => None,
-        p = shared.concurrency.clone().acquire_owned() => p.ok(),
+        p = shared.slots(&spec).acquire_owned() => p.ok(),
     }?;
     Some(Ready {
         id: fire.id.unwrap_or_else(Uuid::now_v7),

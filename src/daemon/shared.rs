@@ -1,9 +1,10 @@
 //! The state every fire of one daemon (or one `run-job` process) shares: the store and the
-//! ledger writer, the concurrency bound and each job's turn, the shutdown tokens, the running
+//! ledger writer, the pools of run slots (`[daemon] max_concurrent` and each `[lanes]` entry)
+//! and each job's turn, the shutdown tokens, the running
 //! config's jobs, metrics and what alerts remember. The runner, alerts, orphans and the
 //! `[http]` listener read it; it imports none of them.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::Semaphore;
@@ -20,7 +21,8 @@ pub struct Shared {
     pub ledger: Ledger,
     pub instance: Arc<str>,
     pub clock: Arc<dyn Clock>,
-    pub concurrency: Arc<Semaphore>,
+    /// The run slots of the jobs with no lane (`[daemon] max_concurrent`) and of each lane.
+    pools: Mutex<Pools>,
     /// One permit per job name, held by its running fire under `skip` and `queue`.
     pub job_turns: Mutex<HashMap<Arc<str>, Arc<Semaphore>>>,
     /// Fires of each job whose body runs in this process now (a turn may also be held by a
@@ -54,6 +56,7 @@ impl Shared {
         instance: &crate::store::Instance,
         clock: Arc<dyn Clock>,
         max_concurrent: usize,
+        lanes: &BTreeMap<Arc<str>, usize>,
         jobs: &[Arc<JobSpec>],
     ) -> Arc<Shared> {
         let shared = Arc::new(Shared {
@@ -61,7 +64,13 @@ impl Shared {
             ledger: Ledger::start(store.clone()),
             instance: instance.id.clone(),
             clock,
-            concurrency: Arc::new(Semaphore::new(max_concurrent)),
+            pools: Mutex::new(Pools {
+                default: Pool::new(max_concurrent),
+                lanes: lanes
+                    .iter()
+                    .map(|(k, n)| (k.clone(), Pool::new(*n)))
+                    .collect(),
+            }),
             job_turns: Mutex::new(HashMap::new()),
             executing: Mutex::new(HashMap::new()),
             running_elsewhere: Mutex::new(HashSet::new()),
@@ -81,6 +90,39 @@ impl Shared {
     pub fn set_jobs(&self, jobs: &[Arc<JobSpec>]) {
         self.alerts.know(jobs, self.clock.now());
         *self.jobs.lock().expect("jobs lock") = Arc::new(jobs.to_vec());
+    }
+
+    /// The run slots a fire of `spec` takes one of: its lane's, or `[daemon] max_concurrent`'s.
+    pub fn slots(&self, spec: &JobSpec) -> Arc<Semaphore> {
+        let pools = self.pools.lock().expect("pools lock");
+        spec.lane
+            .as_ref()
+            .and_then(|lane| pools.lanes.get(lane))
+            .unwrap_or(&pools.default)
+            .slots
+            .clone()
+    }
+
+    /// Resizes the pools to a reloaded config's: a pool grows at once and shrinks as the runs
+    /// holding its slots end; a new lane gets its slots, a removed one's runs finish.
+    pub fn set_pools(&self, max_concurrent: usize, lanes: &BTreeMap<Arc<str>, usize>) {
+        let mut pools = self.pools.lock().expect("pools lock");
+        pools.default.resize(max_concurrent);
+        pools.lanes.retain(|name, _| lanes.contains_key(name));
+        for (name, n) in lanes {
+            match pools.lanes.get_mut(name) {
+                Some(pool) => pool.resize(*n),
+                None => {
+                    pools.lanes.insert(name.clone(), Pool::new(*n));
+                }
+            }
+        }
+    }
+
+    /// How many runs hold a slot now, over all pools.
+    pub fn in_flight(&self) -> usize {
+        let pools = self.pools.lock().expect("pools lock");
+        pools.lanes.values().map(Pool::in_use).sum::<usize>() + pools.default.in_use()
     }
 
     /// The job called `name` in the running config.
@@ -110,5 +152,46 @@ impl Shared {
             .lock()
             .expect("running lock")
             .contains(name)
+    }
+}
+
+/// The pools of run slots: the jobs with no lane share `default`.
+struct Pools {
+    default: Pool,
+    lanes: HashMap<Arc<str>, Pool>,
+}
+
+/// `size` run slots; a fire holds one while it waits for its claim and runs.
+struct Pool {
+    slots: Arc<Semaphore>,
+    size: usize,
+}
+
+impl Pool {
+    fn new(size: usize) -> Pool {
+        Pool {
+            slots: Arc::new(Semaphore::new(size)),
+            size,
+        }
+    }
+
+    /// Grows at once; shrinks as the runs holding its slots give them back (the slots taken
+    /// out are forgotten by a task that waits for them).
+    fn resize(&mut self, size: usize) {
+        if size > self.size {
+            self.slots.add_permits(size - self.size);
+        } else if size < self.size {
+            let (slots, n) = (self.slots.clone(), (self.size - size) as u32);
+            tokio::spawn(async move {
+                if let Ok(taken) = slots.acquire_many_owned(n).await {
+                    taken.forget();
+                }
+            });
+        }
+        self.size = size;
+    }
+
+    fn in_use(&self) -> usize {
+        self.size.saturating_sub(self.slots.available_permits())
     }
 }

@@ -412,18 +412,7 @@ pub(super) fn reload(
     if http_key(current) != http_key(&new) {
         tracing::warn!("`[http]` changes take effect at the next restart");
     }
-    let (old_n, new_n) = (current.daemon.max_concurrent, new.daemon.max_concurrent);
-    if new_n > old_n {
-        shared.concurrency.add_permits(new_n - old_n);
-    } else if new_n < old_n {
-        // Permits held by running jobs are taken out as those jobs end.
-        let (sem, n) = (shared.concurrency.clone(), (old_n - new_n) as u32);
-        tokio::spawn(async move {
-            if let Ok(permits) = sem.acquire_many_owned(n).await {
-                permits.forget();
-            }
-        });
-    }
+    shared.set_pools(new.daemon.max_concurrent, &new.lanes);
     let new_names: HashSet<&str> = new.jobs.iter().map(|j| &*j.name).collect();
     let removed: Vec<Arc<str>> = scheduler
         .jobs

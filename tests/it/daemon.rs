@@ -404,6 +404,100 @@ async fn max_concurrent_bounds_parallel_runs() {
     d.stop().await;
 }
 
+/// Seed 002's lanes: a slow `low_priority` job (a 20 s report) holds its lane, and a
+/// `high_priority` job that comes due meanwhile runs at once. Without lanes the same two jobs
+/// share `[daemon] max_concurrent = 1` and the reminders wait behind the report: the case the
+/// lanes exist for. A reload that widens a lane starts the fire waiting in it.
+async fn lanes_story(lanes: bool) -> (Vec<String>, Vec<String>) {
+    let p = Project::sqlite();
+    let lane = |name: &str| {
+        if lanes {
+            format!("lane = \"{name}\"\n")
+        } else {
+            String::new()
+        }
+    };
+    let body = |low: usize| {
+        format!(
+            "[lanes.high_priority]\nconcurrency = 1\n[lanes.low_priority]\nconcurrency = {low}\n\n\
+             [[job]]\nname = \"report\"\nkind = \"noop\"\nduration = \"20s\"\n\
+             schedule = \"* * * * *\"\n{}\n\
+             [[job]]\nname = \"export\"\nkind = \"noop\"\nduration = \"20s\"\n\
+             schedule = \"5 * * * *\"\n{}\n\
+             [[job]]\nname = \"reminders\"\nkind = \"noop\"\nschedule = \"*/2 * * * *\"\n{}",
+            lane("low_priority"),
+            lane("low_priority"),
+            lane("high_priority"),
+        )
+    };
+    let daemon = "max_concurrent = 1\nshutdown_grace = \"300ms\"";
+    p.write_config(daemon, &body(1));
+    let d = TestDaemon::start(p.config(), utc("2025-01-06T10:00:30Z")).await;
+    let store = p.store().await;
+    // 10:01: the report starts and holds its lane (or, without lanes, the only slot).
+    d.clock.advance(MIN);
+    wait_for("the report to run", Duration::from_secs(10), || async {
+        (statuses(&store, "report").await == ["running"]).then_some(())
+    })
+    .await;
+    // 10:02: the reminders come due, with the report still running (its own 10:02 fire is
+    // skipped: overlap = "skip").
+    d.clock.advance(MIN);
+    let reminders = wait_for(
+        "the reminders to settle or wait",
+        Duration::from_secs(10),
+        || async {
+            let s = statuses(&store, "reminders").await;
+            (s == ["succeeded"] || s == ["pending"]).then_some(s)
+        },
+    )
+    .await;
+    let report = statuses(&store, "report").await;
+    if lanes {
+        // 11:05: the export comes due in the full low lane and waits; a reload that gives the
+        // lane a second slot starts it.
+        d.clock.advance(63 * MIN);
+        wait_for(
+            "the export to wait for the low lane",
+            Duration::from_secs(10),
+            || async {
+                let s = statuses(&store, "export").await;
+                (s.last().map(String::as_str) == Some("pending")).then_some(())
+            },
+        )
+        .await;
+        assert_eq!(statuses(&store, "reminders").await[0], "succeeded");
+        p.write_config(daemon, &body(2));
+        d.reload().await;
+        wait_for(
+            "the export to start in the widened lane",
+            Duration::from_secs(10),
+            || async {
+                let s = statuses(&store, "export").await;
+                (s.last().map(String::as_str) == Some("running")).then_some(())
+            },
+        )
+        .await;
+    }
+    d.stop().await;
+    (reminders, report)
+}
+
+#[tokio::test]
+async fn a_slow_low_priority_job_never_delays_a_high_priority_one() {
+    let (reminders, report) = lanes_story(true).await;
+    assert_eq!(
+        reminders,
+        ["succeeded"],
+        "the reminders ran while the report ran"
+    );
+    assert_eq!(report[..2], ["running", "skipped"]);
+    // The contrast: one shared slot, the reminders wait for the report.
+    let (reminders, report) = lanes_story(false).await;
+    assert_eq!(reminders, ["pending"]);
+    assert_eq!(report[..2], ["running", "skipped"]);
+}
+
 /// A program's output may hold NUL bytes, which PostgreSQL refuses in text and jsonb: the run
 /// is still recorded (without them), and the ledger goes on with the next runs.
 #[tokio::test]
