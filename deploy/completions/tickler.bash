@@ -1004,7 +1004,7 @@ _tickler() {
             return 0
             ;;
         tickler__subcmd__import)
-            opts="-c -h --number-prefix --config --help customers subscriptions invoices"
+            opts="-c -h --number-prefix --update --config --help customers subscriptions invoices"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

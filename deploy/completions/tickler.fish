@@ -60,6 +60,7 @@ complete -c tickler -n "__fish_tickler_using_subcommand run-job" -l dry-run -d '
 complete -c tickler -n "__fish_tickler_using_subcommand run-job" -s h -l help -d 'Print help'
 complete -c tickler -n "__fish_tickler_using_subcommand import" -l number-prefix -d 'The prefix of invoice numbers assigned to rows without one' -r
 complete -c tickler -n "__fish_tickler_using_subcommand import" -s c -l config -d 'The config file' -r -F
+complete -c tickler -n "__fish_tickler_using_subcommand import" -l update -d 'Customers only: a row whose email names a stored customer changes that customer (the file\'s columns; the others are kept) instead of being refused'
 complete -c tickler -n "__fish_tickler_using_subcommand import" -s h -l help -d 'Print help'
 complete -c tickler -n "__fish_tickler_using_subcommand invoice; and not __fish_seen_subcommand_from mark-paid help" -s c -l config -d 'The config file' -r -F
 complete -c tickler -n "__fish_tickler_using_subcommand invoice; and not __fish_seen_subcommand_from mark-paid help" -s h -l help -d 'Print help'

@@ -97,6 +97,11 @@ pub enum ImportError {
         count: usize,
         lines: String,
     },
+    #[error(
+        "`--update` changes customers only (each found by its email); {table} are imported once, \
+         so import {file} without it"
+    )]
+    UpdateOnlyCustomers { table: &'static str, file: String },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -267,7 +272,22 @@ pub struct Checked {
     pub customers: Vec<NewCustomer>,
     pub subscriptions: Vec<NewSubscription>,
     pub invoices: Vec<NewInvoice>,
+    /// Under `--update`: customers whose email names one stored already, with its id.
+    pub updates: Vec<NewCustomer>,
+    /// The columns those updates set: the file's, of those a customer row can change.
+    pub update_columns: Vec<&'static str>,
 }
+
+/// The columns of a customers file that `--update` writes over a stored customer (`email`
+/// finds it; `id` must be its own).
+const UPDATABLE: &[&str] = &[
+    "name",
+    "phone",
+    "timezone",
+    "locale",
+    "org_id",
+    "provider_customer_id",
+];
 
 /// A customer reference of a row: by id or by email, with the row's line.
 struct CustomerRef {
@@ -277,8 +297,19 @@ struct CustomerRef {
 }
 
 /// Reads and checks `file`; the database is read (never written) to check references.
-pub async fn check(store: &Store, table: Table, file: &Path) -> Result<Checked, ImportError> {
+pub async fn check(
+    store: &Store,
+    table: Table,
+    file: &Path,
+    update: bool,
+) -> Result<Checked, ImportError> {
     let shown = file.display().to_string();
+    if update && table != Table::Customers {
+        return Err(ImportError::UpdateOnlyCustomers {
+            table: table.name(),
+            file: shown,
+        });
+    }
     let read_err = |detail: String| ImportError::Read {
         file: shown.clone(),
         detail,
@@ -319,6 +350,12 @@ pub async fn check(store: &Store, table: Table, file: &Path) -> Result<Checked, 
             errors.push(format!("line 1: the required column `{r}` is missing"));
         }
     }
+    if update && !header.contains_key("email") {
+        errors.push(
+            "line 1: `--update` finds each customer by `email`, and the column is missing"
+                .to_string(),
+        );
+    }
     if !errors.is_empty() {
         return Err(bad(&shown, errors));
     }
@@ -327,7 +364,14 @@ pub async fn check(store: &Store, table: Table, file: &Path) -> Result<Checked, 
         customers: vec![],
         subscriptions: vec![],
         invoices: vec![],
+        updates: vec![],
+        update_columns: UPDATABLE
+            .iter()
+            .copied()
+            .filter(|c| header.contains_key(*c))
+            .collect(),
     };
+    let mut given_ids: HashSet<String> = HashSet::new();
     let mut refs: Vec<CustomerRef> = vec![];
     let mut ids: HashMap<String, u64> = HashMap::new();
     let mut numbers: HashMap<String, u64> = HashMap::new();
@@ -352,6 +396,9 @@ pub async fn check(store: &Store, table: Table, file: &Path) -> Result<Checked, 
             errors: &mut errors,
         };
         let id = r.id();
+        if r.get("id").is_some() {
+            given_ids.insert(id.clone());
+        }
         if let Some(first) = ids.insert(id.clone(), line) {
             r.bad("id", format!("`{id}` is also on line {first}"));
         }
@@ -504,8 +551,57 @@ pub async fn check(store: &Store, table: Table, file: &Path) -> Result<Checked, 
         }
     }
 
+    // A customer is one person per email: a file imported twice would double everyone, so a
+    // row whose email is stored already is refused, or under `--update` changes that customer.
+    let emails: Vec<String> = out
+        .customers
+        .iter()
+        .filter_map(|c| c.email.clone())
+        .collect();
+    let taken = store.customers_by_email(&emails).await?;
+    let mut updated_ids: HashSet<String> = HashSet::new();
+    let mut fresh = vec![];
+    for mut c in std::mem::take(&mut out.customers) {
+        let Some(stored) = c.email.as_ref().and_then(|e| taken.get(e)) else {
+            fresh.push(c);
+            continue;
+        };
+        let email = c.email.clone().unwrap_or_default();
+        let line = customer_emails
+            .get(&email.to_lowercase())
+            .copied()
+            .unwrap_or(0);
+        if !update {
+            errors.push(format!(
+                "line {line}, column `email`: a customer with the email `{email}` exists \
+                 already; remove the rows imported before (a file is imported once), or import \
+                 with `--update` to change the stored customers"
+            ));
+        } else if stored.len() > 1 {
+            errors.push(format!(
+                "line {line}, column `email`: {} customers have the email `{email}`, so \
+                 `--update` cannot tell which to change; give each its own email first",
+                stored.len()
+            ));
+        } else if given_ids.contains(&c.id) && c.id != stored[0] {
+            errors.push(format!(
+                "line {line}, column `id`: the customer with the email `{email}` is `{}`, not \
+                 `{}`; leave `id` out or give that one",
+                stored[0], c.id
+            ));
+        } else {
+            c.id = stored[0].clone();
+            updated_ids.insert(c.id.clone());
+            out.updates.push(c);
+        }
+    }
+    out.customers = fresh;
     // References and uniqueness against the database: one query per kind, never per row.
-    let all_ids: Vec<String> = ids.keys().cloned().collect();
+    let all_ids: Vec<String> = ids
+        .keys()
+        .filter(|id| !updated_ids.contains(*id))
+        .cloned()
+        .collect();
     for (id, line) in store
         .existing(table.name(), "id", &all_ids)
         .await?
@@ -519,26 +615,6 @@ pub async fn check(store: &Store, table: Table, file: &Path) -> Result<Checked, 
             "line {line}, column `id`: `{id}` already exists in {}",
             table.name()
         ));
-    }
-    // A customer is one person per email: a file imported twice would double everyone.
-    let emails: Vec<String> = out
-        .customers
-        .iter()
-        .filter_map(|c| c.email.clone())
-        .collect();
-    let taken = store.customers_by_email(&emails).await?;
-    for c in &out.customers {
-        let Some(email) = &c.email else { continue };
-        if taken.contains_key(email) {
-            let line = customer_emails
-                .get(&email.to_lowercase())
-                .copied()
-                .unwrap_or(0);
-            errors.push(format!(
-                "line {line}, column `email`: a customer with the email `{email}` exists \
-                 already; remove the rows imported before (a file is imported once)"
-            ));
-        }
     }
     let all_numbers: Vec<String> = numbers.keys().cloned().collect();
     for n in store.existing("invoices", "number", &all_numbers).await? {
@@ -663,21 +739,25 @@ fn bad(file: &str, mut errors: Vec<String>) -> ImportError {
     }
 }
 
-/// Imports `file` into `table`: all rows or none. Returns how many rows were inserted.
+/// Imports `file` into `table`: all rows or none. With `update` (customers only), a row whose
+/// email names a stored customer changes that customer's columns given in the file instead of
+/// being refused. Returns how many rows were inserted and how many updated.
 pub async fn import(
     store: &Store,
     table: Table,
     file: &Path,
     prefix: &str,
-) -> Result<u64, ImportError> {
-    let mut checked = check(store, table, file).await?;
-    let (c, s, i) = store
-        .import(
+    update: bool,
+) -> Result<(u64, u64), ImportError> {
+    let mut checked = check(store, table, file, update).await?;
+    let (c, s, i, u) = store
+        .import_updating(
             &checked.customers,
             &checked.subscriptions,
             &mut checked.invoices,
             prefix,
+            (&checked.updates, &checked.update_columns),
         )
         .await?;
-    Ok(c + s + i)
+    Ok((c + s + i, u))
 }

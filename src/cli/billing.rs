@@ -32,12 +32,21 @@ pub async fn import(
     table: Table,
     file: &Path,
     number_prefix: &str,
+    update: bool,
 ) -> anyhow::Result<ExitCode> {
     let store = open_store(config).await?;
-    let result = import::import(&store, table, file, number_prefix).await;
+    let result = import::import(&store, table, file, number_prefix, update).await;
     store.close().await;
-    let n = result?;
-    let text = format!("imported {n} {} from {}\n", table.name(), file.display());
+    let (n, updated) = result?;
+    let text = if update {
+        format!(
+            "imported {n} {} and updated {updated} from {}\n",
+            table.name(),
+            file.display()
+        )
+    } else {
+        format!("imported {n} {} from {}\n", table.name(), file.display())
+    };
     finish(&text, ExitCode::SUCCESS)
 }
 

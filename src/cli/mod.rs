@@ -102,6 +102,10 @@ pub enum Command {
         /// The prefix of invoice numbers assigned to rows without one.
         #[arg(long, default_value = "INV-")]
         number_prefix: String,
+        /// Customers only: a row whose email names a stored customer changes that customer
+        /// (the file's columns; the others are kept) instead of being refused.
+        #[arg(long)]
+        update: bool,
     },
     /// Work on invoices.
     Invoice {
@@ -243,7 +247,8 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             table,
             file,
             number_prefix,
-        } => billing::import(&load()?, table, &file, &number_prefix).await,
+            update,
+        } => billing::import(&load()?, table, &file, &number_prefix, update).await,
         Command::Invoice { command } => billing::invoice(&load()?, command).await,
         Command::Tasks { command } => {
             let config = load()?;

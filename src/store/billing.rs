@@ -890,7 +890,47 @@ impl Store {
         invoices: &mut [NewInvoice],
         invoice_prefix: &str,
     ) -> Result<(u64, u64, u64)> {
+        let (c, s, i, _) = self
+            .import_updating(
+                customers,
+                subscriptions,
+                invoices,
+                invoice_prefix,
+                (&[], &[]),
+            )
+            .await?;
+        Ok((c, s, i))
+    }
+
+    /// [`Store::import`], and in the same transaction changes the `columns` of the stored
+    /// customers in `updates` (by id); the fourth count is the customers changed.
+    pub async fn import_updating(
+        &self,
+        customers: &[NewCustomer],
+        subscriptions: &[NewSubscription],
+        invoices: &mut [NewInvoice],
+        invoice_prefix: &str,
+        (updates, columns): (&[NewCustomer], &[&str]),
+    ) -> Result<(u64, u64, u64, u64)> {
         let now = ts(Utc::now());
+        // Only the columns of the file: one it does not have keeps the stored value.
+        let set: Vec<String> = columns
+            .iter()
+            .map(|c| match *c {
+                "org_id" => "org_id = (r.value->>'org_id')::uuid".to_string(),
+                "locale" => "locale = COALESCE(r.value->>'locale', 'en')".to_string(),
+                c => format!("{c} = r.value->>'{c}'"),
+            })
+            .collect();
+        let update_text = format!(
+            "UPDATE customers SET {} FROM ROWS($1) WHERE customers.id = (r.value->>'id')::uuid",
+            if set.is_empty() {
+                "id = id".to_string()
+            } else {
+                set.join(", ")
+            }
+        );
+        let update_sql = self.sql(&update_text);
         let customers_sql = self.sql(
             "INSERT INTO customers (id, org_id, name, email, phone, timezone, locale,
                     provider_customer_id, created_at)
@@ -917,7 +957,15 @@ impl Store {
         let begin = self.begin_statement();
         with_pool!(self, pool => {
             let mut tx = pool.begin_with(begin).await.doing("importing")?;
-            let mut counts = (0, 0, 0);
+            let mut counts = (0, 0, 0, 0);
+            for chunk in updates.chunks(2000) {
+                counts.3 += sqlx::query(&update_sql)
+                    .bind(json_text(chunk))
+                    .execute(&mut *tx)
+                    .await
+                    .doing("updating customers")?
+                    .rows_affected();
+            }
             for chunk in customers.chunks(2000) {
                 counts.0 += sqlx::query(&customers_sql)
                     .bind(json_text(chunk))

@@ -788,8 +788,56 @@ async fn import_refuses_what_would_double_or_contradict() {
     assert_eq!(
         refused(&["import", "customers", "again.csv"]),
         "error: `again.csv` has 2 bad row(s); nothing was imported. Fix them and import the file again:\n\
-         \x20 again.csv line 2, column `email`: a customer with the email `anna@x.test` exists already; remove the rows imported before (a file is imported once)\n\
-         \x20 again.csv line 3, column `email`: a customer with the email `ben@x.test` exists already; remove the rows imported before (a file is imported once)\n"
+         \x20 again.csv line 2, column `email`: a customer with the email `anna@x.test` exists already; remove the rows imported before (a file is imported once), or import with `--update` to change the stored customers\n\
+         \x20 again.csv line 3, column `email`: a customer with the email `ben@x.test` exists already; remove the rows imported before (a file is imported once), or import with `--update` to change the stored customers\n"
+    );
+    // `--update`: the stored customers change, in the file's columns only (Ben keeps his id
+    // and name; `phone` is new), a new email is inserted, and nobody is doubled.
+    write(
+        "crm.csv",
+        "email,phone,name\nanna@x.test,+27821234567,Anna Smith\ndan@x.test,,Dan\n".into(),
+    );
+    let out = p.cli(&["import", "customers", "crm.csv", "--update"]);
+    assert_eq!(
+        stdout(&out),
+        "imported 1 customers and updated 1 from crm.csv\n",
+        "{}",
+        stderr(&out)
+    );
+    let store = p.store().await;
+    let people = store
+        .query_json(
+            "SELECT id, email, name, phone FROM customers ORDER BY email",
+            chrono::Utc::now(),
+            100,
+        )
+        .await
+        .unwrap();
+    let people: Vec<String> = people
+        .iter()
+        .map(|r| format!("{} {} {} {}", r["email"], r["id"], r["name"], r["phone"]))
+        .collect();
+    assert_eq!(people.len(), 3, "{people:?}");
+    assert_eq!(
+        people[..2],
+        [
+            format!("\"anna@x.test\" \"{a}\" \"Anna Smith\" \"+27821234567\""),
+            format!("\"ben@x.test\" \"{b}\" \"Ben\" null"),
+        ]
+    );
+    assert!(people[2].starts_with("\"dan@x.test\""), "{people:?}");
+    store.close().await;
+    write(
+        "wrong.csv",
+        format!("id,email,name\n{b},anna@x.test,Anna\n"),
+    );
+    assert_eq!(
+        refused(&["import", "customers", "wrong.csv", "--update"]),
+        format!(
+            "error: `wrong.csv` has 1 bad row(s); nothing was imported. Fix them and import the file again:\n\
+             \x20 wrong.csv line 2, column `id`: the customer with the email `anna@x.test` is `{a}`, not `{b}`; leave `id` out or give that one\n\
+             \x20 wrong.csv line 2, column `id`: `{b}` already exists in customers\n"
+        )
     );
     write(
         "twice.csv",
@@ -841,8 +889,55 @@ async fn import_refuses_what_would_double_or_contradict() {
         "{}",
         stderr(&out)
     );
+    assert_eq!(
+        refused(&["import", "invoices", "invoices.csv", "--update"]),
+        "error: `--update` changes customers only (each found by its email); invoices are \
+         imported once, so import invoices.csv without it\n"
+    );
     let store = p.store().await;
-    assert_eq!(store.billing_counts().await.unwrap(), (2, 0, 3));
+    assert_eq!(store.billing_counts().await.unwrap(), (3, 0, 3));
+    store.close().await;
+}
+
+/// `import customers --update` on PostgreSQL (its `UPDATE … FROM` is the other dialect's).
+#[tokio::test]
+async fn import_update_changes_stored_customers_postgres() {
+    let Some(p) = Project::postgres().await else {
+        return;
+    };
+    p.write_config("", "");
+    let write = |name: &str, text: &str| std::fs::write(p.path().join(name), text).unwrap();
+    write("a.csv", "name,email,locale\nAnna,anna@x.test,af\n");
+    assert!(p.cli(&["import", "customers", "a.csv"]).status.success());
+    write(
+        "b.csv",
+        "email,name,org_id\nanna@x.test,Anna Smith,0f1e2d3c-0000-4000-8000-000000000001\n",
+    );
+    let out = p.cli(&["import", "customers", "b.csv", "--update"]);
+    assert_eq!(
+        stdout(&out),
+        "imported 0 customers and updated 1 from b.csv\n",
+        "{}",
+        stderr(&out)
+    );
+    let store = p.store().await;
+    let rows = store
+        .query_json(
+            "SELECT name, locale, org_id::text AS org FROM customers",
+            chrono::Utc::now(),
+            10,
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(
+        (&rows[0]["name"], &rows[0]["locale"], &rows[0]["org"]),
+        (
+            &json!("Anna Smith"),
+            &json!("af"),
+            &json!("0f1e2d3c-0000-4000-8000-000000000001")
+        )
+    );
     store.close().await;
 }
 
