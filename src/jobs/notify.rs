@@ -44,8 +44,10 @@ pub struct NotifyJob {
     pub limit: usize,
     /// Statements run in the query's database for each row whose message went out on every
     /// channel, in one transaction per row, with `:column` bound to the row's value: the
-    /// application's sent-flags and in-app notifications. The dedup key is the guarantee that
-    /// nothing goes out twice; these are for the application.
+    /// application's sent-flags and in-app notifications. They run once, in the run that sends
+    /// the row's last message: a row whose messages all went out in earlier runs (a query that
+    /// does not filter on the flag picks it again) gets nothing more. The dedup key is the
+    /// guarantee that nothing goes out twice; these are for the application.
     #[serde(default)]
     pub on_sent: Vec<String>,
     #[serde(skip)]
@@ -290,11 +292,18 @@ impl Job for NotifyJob {
             }
         }
         let mut went_out = Vec::with_capacity(messages.len());
-        for chunk in messages.chunks(500) {
+        // The rows with a message sent by this run: `on_sent` is for them only.
+        let mut sent_now = std::collections::HashSet::new();
+        for (i, chunk) in messages.chunks(500).enumerate() {
             let fates = ctx
                 .notifier
                 .deliver(&ctx.store, &ctx.claimant(), chunk, ctx.dry_run, ctx.now)
                 .await?;
+            for (j, fate) in fates.iter().enumerate() {
+                if matches!(fate, Fate::Sent) {
+                    sent_now.insert(row_of[i * 500 + j]);
+                }
+            }
             went_out.extend(self.went_out(ctx, chunk, &fates).await?);
             tally.record(chunk, &fates, |m| {
                 let key = m.key.rsplit_once(':').map_or(m.key.as_str(), |(k, _)| k);
@@ -314,7 +323,7 @@ impl Job for NotifyJob {
                 .collect();
             let mut done = 0;
             for (n, row) in rows.iter().enumerate() {
-                if incomplete.contains(&n) || !row_of.contains(&n) {
+                if incomplete.contains(&n) || !sent_now.contains(&n) {
                     continue;
                 }
                 match store.execute_for_row(&statements, row, ctx.now).await {

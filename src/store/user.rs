@@ -631,6 +631,15 @@ fn pg_row_json(row: &sqlx::postgres::PgRow) -> Result<serde_json::Map<String, Va
                         .to_string()
                 ),
                 "DATE" => json!(row.try_get::<NaiveDate, _>(i).doing(d)?.to_string()),
+                "NUMERIC" => {
+                    let text = match raw.format() {
+                        sqlx::postgres::PgValueFormat::Text => raw.as_str().ok().map(String::from),
+                        sqlx::postgres::PgValueFormat::Binary => {
+                            raw.as_bytes().ok().and_then(pg_numeric_text)
+                        }
+                    };
+                    json!(text.ok_or_else(|| unsupported(col.name(), "NUMERIC"))?)
+                }
                 "JSON" | "JSONB" => row.try_get::<Value, _>(i).doing(d)?,
                 other => return Err(unsupported(col.name(), other)),
             }
@@ -640,9 +649,106 @@ fn pg_row_json(row: &sqlx::postgres::PgRow) -> Result<serde_json::Map<String, Va
     Ok(map)
 }
 
+/// PostgreSQL's binary `numeric` in its text form (`5000.00`, `-0.0012`, `NaN`), exact: a
+/// money column reaches templates as the digits the database holds, not a rounded float. The
+/// binary form is a count of base-10000 digits, the weight of the first, a sign and the
+/// display scale, then the digits; `None` when the bytes are not that.
+fn pg_numeric_text(bytes: &[u8]) -> Option<String> {
+    let word = |i: usize| -> Option<u16> {
+        Some(u16::from_be_bytes([*bytes.get(i)?, *bytes.get(i + 1)?]))
+    };
+    let (count, weight, sign, scale) = (
+        usize::from(word(0)?),
+        i32::from(word(2)? as i16),
+        word(4)?,
+        usize::from(word(6)?),
+    );
+    let digits = (0..count)
+        .map(|k| word(8 + 2 * k))
+        .collect::<Option<Vec<u16>>>()?;
+    if bytes.len() != 8 + 2 * count {
+        return None;
+    }
+    let negative = match sign {
+        0x0000 => false,
+        0x4000 => true,
+        0xC000 => return Some("NaN".into()),
+        0xD000 => return Some("Infinity".into()),
+        0xF000 => return Some("-Infinity".into()),
+        _ => return None,
+    };
+    // The base-10000 digit of weight `w` (10000^w), zero beyond those stored.
+    let digit = |w: i32| {
+        usize::try_from(weight - w)
+            .ok()
+            .and_then(|k| digits.get(k).copied())
+            .unwrap_or(0)
+    };
+    let mut text = String::new();
+    if negative {
+        text.push('-');
+    }
+    if weight < 0 {
+        text.push('0');
+    } else {
+        text.push_str(&digit(weight).to_string());
+        for w in (0..weight).rev() {
+            text.push_str(&format!("{:04}", digit(w)));
+        }
+    }
+    if scale > 0 {
+        let mut fraction = String::new();
+        let mut w = -1;
+        while fraction.len() < scale {
+            fraction.push_str(&format!("{:04}", digit(w)));
+            w -= 1;
+        }
+        fraction.truncate(scale);
+        text.push('.');
+        text.push_str(&fraction);
+    }
+    Some(text)
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{RowStatement, bind_now};
+    use super::{RowStatement, bind_now, pg_numeric_text};
+
+    #[test]
+    fn postgres_numerics_read_exactly() {
+        // (digits, weight, sign, scale) as PostgreSQL sends them, and their text.
+        let bytes = |digits: &[u16], weight: i16, sign: u16, scale: u16| {
+            let mut b = vec![];
+            for w in [digits.len() as u16, weight as u16, sign, scale] {
+                b.extend(w.to_be_bytes());
+            }
+            for d in digits {
+                b.extend(d.to_be_bytes());
+            }
+            b
+        };
+        #[rustfmt::skip]
+        let table: [(Vec<u8>, &str); 9] = [
+            (bytes(&[], 0, 0, 0), "0"),
+            (bytes(&[], 0, 0, 2), "0.00"),
+            (bytes(&[5000], 0, 0, 2), "5000.00"),
+            (bytes(&[1], 1, 0, 0), "10000"),
+            (bytes(&[1, 2345, 6780], 1, 0, 3), "12345.678"),
+            (bytes(&[12], -1, 0x4000, 4), "-0.0012"),
+            (bytes(&[5], -2, 0, 9), "0.000000050"),
+            (bytes(&[], 0, 0xC000, 0), "NaN"),
+            (bytes(&[1, 2], 0, 0, 4), "1.0002"),
+        ];
+        for (b, text) in &table {
+            assert_eq!(pg_numeric_text(b).as_deref(), Some(*text), "{b:?}");
+        }
+        assert_eq!(pg_numeric_text(&[0, 1, 0]), None, "truncated");
+        assert_eq!(
+            pg_numeric_text(&bytes(&[1], 0, 0x1234, 0)),
+            None,
+            "bad sign"
+        );
+    }
 
     #[test]
     fn row_placeholders_become_numbered_parameters() {

@@ -7,7 +7,7 @@ use std::process::{Command, Output};
 
 use crate::helpers::{BIN, stderr, stdout};
 
-fn examples_dir() -> PathBuf {
+pub(crate) fn examples_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("examples")
 }
 
@@ -23,7 +23,7 @@ fn examples() -> Vec<PathBuf> {
 }
 
 /// The statements of an SQL file: `--` comments dropped, split on `;`.
-fn statements(sql: &str) -> Vec<String> {
+pub(crate) fn statements(sql: &str) -> Vec<String> {
     let without_comments: String = sql
         .lines()
         .map(|l| l.split("--").next().unwrap())

@@ -8,6 +8,7 @@ mod check;
 mod claims;
 mod daemon;
 mod examples;
+mod examples_run;
 mod hosts;
 mod http;
 mod input;

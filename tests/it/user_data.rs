@@ -280,7 +280,9 @@ async fn an_update_rule_without_keep_is_refused() {
 /// Seeds 003 and 004 keep sent-flags and in-app notification rows in their own tables:
 /// `on_sent` writes them for each row whose message went out, binding the row's columns by
 /// name, in one transaction per row. A row whose message did not go out (no address) gets
-/// neither, and a second run sends and writes nothing.
+/// neither, and a second run sends and writes nothing, though the query does not filter on the
+/// flag (seed 004's per-session flag with per-student messages): `on_sent` runs in the run that
+/// sends a row's last message, not again for a row whose messages all went out before.
 async fn on_sent_story(p: Project) {
     let postgres = p.database_url.starts_with("postgres");
     std::fs::create_dir_all(p.path().join("templates")).unwrap();
@@ -295,7 +297,7 @@ async fn on_sent_story(p: Project) {
          [[job]]\nname = \"remind\"\nkind = \"notify\"\nschedule = \"0 * * * *\"\n\
          query = \"SELECT s.id, s.user_id, u.name, u.email, 'Your session tomorrow' AS title \
                    FROM sessions s JOIN users u ON u.id = s.user_id \
-                   WHERE NOT s.reminder_24h_sent ORDER BY s.id\"\n\
+                   ORDER BY s.id\"\n\
          template = \"session\"\ndedup = \"session-24h-{{ id }}\"\n\
          on_sent = [\"UPDATE sessions SET reminder_24h_sent = TRUE, reminded_at = :now WHERE id = :id\",\n\
                     \"INSERT INTO notifications (user_id, type, title) VALUES (:user_id, 'reminder', :title)\"]\n",
