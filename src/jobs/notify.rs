@@ -44,10 +44,12 @@ pub struct NotifyJob {
     pub limit: usize,
     /// Statements run in the query's database for each row whose message went out on every
     /// channel, in one transaction per row, with `:column` bound to the row's value: the
-    /// application's sent-flags and in-app notifications. They run once, in the run that sends
-    /// the row's last message: a row whose messages all went out in earlier runs (a query that
-    /// does not filter on the flag picks it again) gets nothing more. The dedup key is the
-    /// guarantee that nothing goes out twice; these are for the application.
+    /// application's sent-flags and in-app notifications. They run once per row, recorded in
+    /// `notification_log.on_sent_at`: in the run that sends the row's last message, or, when
+    /// they failed or the daemon died before they committed, in the next run that sees the
+    /// row; a row done before gets nothing more (a query that does not filter on the flag picks
+    /// it again). The dedup key is the guarantee that nothing goes out twice; these are for the
+    /// application.
     #[serde(default)]
     pub on_sent: Vec<String>,
     #[serde(skip)]
@@ -132,28 +134,37 @@ impl NotifyJob {
 
 impl NotifyJob {
     /// Whether each message went out: sent now, or by an earlier run (`sent` in the log; not
-    /// a message skipped for want of an address, nor one whose fate is unknown).
+    /// a message skipped for want of an address, nor one whose fate is unknown); and which of
+    /// them (their index in `chunk`) belong to a row whose `on_sent` ran already.
     async fn went_out(
         &self,
         ctx: &RunContext,
         chunk: &[Message],
         fates: &[Fate],
-    ) -> Result<Vec<bool>, JobError> {
+    ) -> Result<(Vec<bool>, Vec<usize>), JobError> {
+        if self.on_sent.is_empty() {
+            return Ok((
+                fates.iter().map(|f| matches!(f, Fate::Sent)).collect(),
+                vec![],
+            ));
+        }
         let earlier: Vec<String> = chunk
             .iter()
             .zip(fates)
             .filter(|(_, f)| matches!(f, Fate::Done))
             .map(|(m, _)| m.key.clone())
             .collect();
-        let states = if self.on_sent.is_empty() || earlier.is_empty() {
-            Default::default()
-        } else {
-            ctx.store
-                .notification_states(&earlier)
-                .await
-                .map_err(|e| JobError::retryable(e.to_string()))?
-        };
-        Ok(chunk
+        let states = ctx
+            .store
+            .notification_states(&earlier)
+            .await
+            .map_err(|e| JobError::retryable(e.to_string()))?;
+        let done = ctx
+            .store
+            .on_sent_done(&earlier)
+            .await
+            .map_err(|e| JobError::retryable(e.to_string()))?;
+        let out = chunk
             .iter()
             .zip(fates)
             .map(|(m, f)| match f {
@@ -161,7 +172,14 @@ impl NotifyJob {
                 Fate::Done => states.get(&m.key).is_some_and(|s| s == "sent"),
                 _ => false,
             })
-            .collect())
+            .collect();
+        let done = chunk
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| done.contains(&m.key))
+            .map(|(j, _)| j)
+            .collect();
+        Ok((out, done))
     }
 }
 
@@ -292,19 +310,16 @@ impl Job for NotifyJob {
             }
         }
         let mut went_out = Vec::with_capacity(messages.len());
-        // The rows with a message sent by this run: `on_sent` is for them only.
-        let mut sent_now = std::collections::HashSet::new();
+        // The rows whose `on_sent` ran already (any of their messages says so).
+        let mut on_sent_done = std::collections::HashSet::new();
         for (i, chunk) in messages.chunks(500).enumerate() {
             let fates = ctx
                 .notifier
                 .deliver(&ctx.store, &ctx.claimant(), chunk, ctx.dry_run, ctx.now)
                 .await?;
-            for (j, fate) in fates.iter().enumerate() {
-                if matches!(fate, Fate::Sent) {
-                    sent_now.insert(row_of[i * 500 + j]);
-                }
-            }
-            went_out.extend(self.went_out(ctx, chunk, &fates).await?);
+            let (out, done) = self.went_out(ctx, chunk, &fates).await?;
+            went_out.extend(out);
+            on_sent_done.extend(done.into_iter().map(|j| row_of[i * 500 + j]));
             tally.record(chunk, &fates, |m| {
                 let key = m.key.rsplit_once(':').map_or(m.key.as_str(), |(k, _)| k);
                 format!("`{key}`")
@@ -323,13 +338,26 @@ impl Job for NotifyJob {
                 .collect();
             let mut done = 0;
             for (n, row) in rows.iter().enumerate() {
-                if incomplete.contains(&n) || !sent_now.contains(&n) {
+                if incomplete.contains(&n) || on_sent_done.contains(&n) || !row_of.contains(&n) {
                     continue;
                 }
-                match store.execute_for_row(&statements, row, ctx.now).await {
-                    Ok(()) => done += 1,
-                    Err(e) => tally.error(format!("row {}: {e}", n + 1)),
+                if let Err(e) = store.execute_for_row(&statements, row, ctx.now).await {
+                    tally.error(format!("row {}: {e}", n + 1));
+                    continue;
                 }
+                done += 1;
+                // Recorded after the application's commit: a daemon killed between the two
+                // runs them again for this row at the next run (at least once, not at most).
+                let keys: Vec<String> = row_of
+                    .iter()
+                    .zip(&messages)
+                    .filter(|(r, _)| **r == n)
+                    .map(|(_, m)| m.key.clone())
+                    .collect();
+                ctx.store
+                    .mark_on_sent(&keys, ctx.now)
+                    .await
+                    .map_err(|e| JobError::retryable(e.to_string()))?;
             }
             outcome.metadata.insert("on_sent_rows".into(), done.into());
         }

@@ -529,6 +529,45 @@ impl Store {
         Ok(())
     }
 
+    /// The keys among these whose row's `on_sent` statements ran already (a `notify` job's).
+    pub async fn on_sent_done(&self, keys: &[String]) -> Result<HashSet<String>> {
+        if keys.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let rows: Vec<Value> = keys.iter().map(|k| json!({ "k": k })).collect();
+        let text = self.sql(
+            "SELECT n.dedup_key FROM notification_log n
+               JOIN ROWS($1) ON n.dedup_key = r.value->>'k'
+              WHERE n.on_sent_at IS NOT NULL",
+        );
+        let found: Vec<(String,)> = with_pool!(self, pool => sqlx::query_as(&text)
+            .bind(json_text(&rows))
+            .fetch_all(pool)
+            .await
+            .doing("reading notification_log"))?;
+        Ok(found.into_iter().map(|(k,)| k).collect())
+    }
+
+    /// Records that the `on_sent` statements of the row these messages belong to ran.
+    pub async fn mark_on_sent(&self, keys: &[String], now: DateTime<Utc>) -> Result<()> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let rows: Vec<Value> = keys.iter().map(|k| json!({ "k": k })).collect();
+        let text = self.sql(
+            "UPDATE notification_log SET on_sent_at = $2::timestamptz
+              WHERE dedup_key IN (SELECT r.value->>'k' FROM ROWS($1))",
+        );
+        with_pool!(self, pool => sqlx::query(&text)
+            .bind(json_text(&rows))
+            .bind(ts(now))
+            .execute(pool)
+            .await
+            .map(|_| ())
+            .doing("recording on_sent in notification_log"))?;
+        Ok(())
+    }
+
     /// The states of these dedup keys in `notification_log`.
     pub async fn notification_states(&self, keys: &[String]) -> Result<HashMap<String, String>> {
         if keys.is_empty() {

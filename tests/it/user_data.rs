@@ -281,8 +281,8 @@ async fn an_update_rule_without_keep_is_refused() {
 /// `on_sent` writes them for each row whose message went out, binding the row's columns by
 /// name, in one transaction per row. A row whose message did not go out (no address) gets
 /// neither, and a second run sends and writes nothing, though the query does not filter on the
-/// flag (seed 004's per-session flag with per-student messages): `on_sent` runs in the run that
-/// sends a row's last message, not again for a row whose messages all went out before.
+/// flag (seed 004's per-session flag with per-student messages): `on_sent` runs once per row,
+/// recorded in `notification_log`, and a row whose `on_sent` failed gets it at the next run.
 async fn on_sent_story(p: Project) {
     let postgres = p.database_url.starts_with("postgres");
     std::fs::create_dir_all(p.path().join("templates")).unwrap();
@@ -361,6 +361,53 @@ async fn on_sent_story(p: Project) {
         2,
         "a second run writes nothing"
     );
+
+    // A new session whose `on_sent` fails (its table is away): the message goes out, the run is
+    // `partial`, and the next run, with the table back, writes the flag and the notification
+    // (it used to give up on a row whose message went out in an earlier run); then no more.
+    let notes = |store: &Store| {
+        let store = store.clone();
+        async move {
+            let rows = store
+                .query_json("SELECT id FROM notifications", chrono::Utc::now(), 10)
+                .await
+                .unwrap();
+            rows.len()
+        }
+    };
+    store
+        .execute(
+            &[
+                "INSERT INTO sessions (id, user_id) VALUES (13, 1)".to_string(),
+                "ALTER TABLE notifications RENAME TO notifications_away".to_string(),
+            ],
+            true,
+        )
+        .await
+        .unwrap();
+    let failed = run(&p, "remind").await;
+    assert_eq!(failed.status, "partial", "{failed:?}");
+    assert_eq!(
+        failed.metadata.clone().unwrap_or_default()["on_sent_rows"],
+        0
+    );
+    store
+        .execute(
+            &["ALTER TABLE notifications_away RENAME TO notifications".to_string()],
+            true,
+        )
+        .await
+        .unwrap();
+    let retried = run(&p, "remind").await;
+    assert_eq!(retried.status, "succeeded", "{retried:?}");
+    assert_eq!(
+        retried.metadata.clone().unwrap_or_default()["on_sent_rows"],
+        1
+    );
+    assert_eq!(notes(&store).await, 3);
+    let last = run(&p, "remind").await;
+    assert_eq!(last.metadata.clone().unwrap_or_default()["on_sent_rows"], 0);
+    assert_eq!(notes(&store).await, 3);
     store.close().await;
 }
 
