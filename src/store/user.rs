@@ -520,6 +520,19 @@ impl Store {
         }
     }
 
+    /// Refuses `sql` (a query or statement with `:now`) if it compares a column bare with
+    /// `:now` and that column holds instants in another form than `:now`'s: on SQLite, where
+    /// `:now` is text and text compares by its characters, RFC 3339 or unix seconds there
+    /// would pick the wrong rows (`store/now.rs` says how the columns are found and sampled).
+    /// PostgreSQL compares typed values (a `text` column with a `timestamptz` is an error of
+    /// its own): nothing to look at.
+    pub async fn check_now_columns(&self, sql: &str) -> Result<()> {
+        match self {
+            Store::Sqlite(s) => super::now::check(s.jobs_pool(), sql).await,
+            Store::Postgres(_) => Ok(()),
+        }
+    }
+
     /// Runs a user's query (a `notify` job's) and returns each row as a JSON object. `:now`
     /// in the query is bound to `now`: a `timestamptz` on PostgreSQL, and on SQLite the text
     /// `YYYY-MM-DD HH:MM:SS` (UTC) that SQLite's own `datetime()` writes and compares.
