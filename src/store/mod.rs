@@ -85,6 +85,14 @@ pub enum StoreError {
     /// `:now`'s text (see `store/now.rs`).
     #[error(transparent)]
     NowComparedAsText(Box<NowComparedAsText>),
+    /// PostgreSQL has no comparison of `:now` (a `timestamptz`) with what the SQL compares it
+    /// with: a `text` column, most often.
+    #[error(
+        "PostgreSQL refuses the comparison with `:now`, a `timestamptz`: {source}; compare it \
+         with a `timestamptz`, `timestamp` or `date` column, or cast the column, e.g. \
+         `starts_at::timestamptz`"
+    )]
+    NowType { source: sqlx::Error },
     #[error("there is no column `{column}`: check `table` and `column` of the rule")]
     NoColumn { column: String },
     #[error(

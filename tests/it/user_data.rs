@@ -706,3 +706,76 @@ async fn notify_refuses_now_compared_with_another_form_of_instant_sqlite() {
     own.close().await;
     app.close().await;
 }
+
+/// On PostgreSQL `:now` is a `timestamptz` and comparisons are typed: a `timestamptz` column
+/// compared bare is right, and a `text` column cannot pick wrong rows, since PostgreSQL has no
+/// `text <= timestamptz`. `check` prepares the query with `:now` typed as the run binds it, so
+/// it refuses such a query at once (plain preparing would read `$1` as text and pass), and a
+/// run fails with the same words, sending nothing.
+#[tokio::test]
+async fn notify_now_is_typed_on_postgres() {
+    let Some(p) = Project::postgres().await else {
+        return;
+    };
+    let app_url = crate::helpers::postgres_database().await.unwrap();
+    let app = Store::connect_user(&tickler::secret::DatabaseUrl::new(app_url.clone()))
+        .await
+        .unwrap();
+    app.execute(
+        &[
+            "CREATE TABLE sessions (id bigint PRIMARY KEY, email text, at_text text,
+                 at_tz timestamptz)"
+                .to_string(),
+            "INSERT INTO sessions VALUES
+                (1, 's1@example.com', to_char(now() + interval '1 hour',
+                    'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), now() + interval '1 hour'),
+                (2, 's2@example.com', '2020-01-01T10:00:00Z', now() - interval '1 hour')"
+                .to_string(),
+        ],
+        true,
+    )
+    .await
+    .unwrap();
+    std::fs::create_dir_all(p.path().join("templates")).unwrap();
+    std::fs::write(
+        p.path().join("templates/session.j2"),
+        "{% block subject %}{{ title }}{% endblock %}{% block text %}Hi {{ name }}{% endblock %}",
+    )
+    .unwrap();
+    let url_file = p.path().join("app_url");
+    std::fs::write(&url_file, &app_url).unwrap();
+    p.write_config(
+        "",
+        &format!(
+            "[channels.email]\nfrom = \"Sessions <s@acme.test>\"\n\n\
+             [databases.app]\nurl_file = \"{}\"\n\n{}{}",
+            url_file.display(),
+            now_job("text", "s.at_text <= :now"),
+            now_job("tz", "s.at_tz <= :now"),
+        ),
+    );
+    let refused = "job `text`: `query` on database `app`: PostgreSQL refuses the comparison \
+                   with `:now`, a `timestamptz`: error returned from database: operator does \
+                   not exist: text <= timestamp with time zone; compare it with a \
+                   `timestamptz`, `timestamp` or `date` column, or cast the column, e.g. \
+                   `starts_at::timestamptz`";
+    let out = p.cli(&["check"]);
+    assert!(!out.status.success());
+    let err = crate::helpers::stderr(&out);
+    let lines: Vec<&str> = err.lines().skip(1).map(str::trim).collect();
+    assert_eq!(lines, [refused], "{err}");
+
+    let r = run(&p, "text").await;
+    assert_eq!(
+        (r.status.as_str(), r.error_message.as_deref()),
+        ("failed", Some(refused))
+    );
+    assert!(!p.path().join("outbox").exists(), "no email written");
+    let r = run(&p, "tz").await;
+    assert_eq!(
+        (r.status.as_str(), r.records_processed),
+        ("succeeded", Some(1)),
+        "{r:?}"
+    );
+    app.close().await;
+}
