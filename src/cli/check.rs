@@ -19,8 +19,8 @@ pub struct SqlFindings {
 /// Connects to each `[databases]` entry that an enabled job uses and prepares the job's SQL
 /// there (a `sql` job's statements, a `notify` job's query and `on_sent`, a `cleanup` rule's
 /// table and column), so a typo fails now and not at 9 AM; and refuses SQL comparing `:now`
-/// with a column whose values are another form of instant (RFC 3339 text or unix seconds on
-/// SQLite), which would pick the wrong rows.
+/// with a column whose values are another form of instant than `:now`'s, which would pick the
+/// wrong rows.
 pub async fn check_sql(config: &Config) -> SqlFindings {
     let mut found = SqlFindings::default();
     let mut unreachable = std::collections::BTreeSet::new();

@@ -619,7 +619,11 @@ async fn notify_refuses_now_compared_with_another_form_of_instant_sqlite() {
             "dt_bare",
             "s.at_dt BETWEEN :now AND datetime(:now, '+1 day')",
         ),
-        ("day_bare", "s.day = date(:now, '+2 days')"),
+        // A date column compares with `:now`'s datetime as its midnight: no refusal.
+        (
+            "day_bare",
+            "s.day = date(:now, '+2 days') AND s.day >= datetime(:now, '+1 day')",
+        ),
         (
             "literal",
             ":now > '2000-01-01' AND s.at_rfc LIKE '%Z' AND s.id = 1",
