@@ -18,7 +18,9 @@ pub struct SqlFindings {
 
 /// Connects to each `[databases]` entry that an enabled job uses and prepares the job's SQL
 /// there (a `sql` job's statements, a `notify` job's query and `on_sent`, a `cleanup` rule's
-/// table and column), so a typo fails now and not at 9 AM.
+/// table and column), so a typo fails now and not at 9 AM; and refuses SQL comparing `:now`
+/// with a column whose values are another form of instant than `:now`'s, which would pick the
+/// wrong rows.
 pub async fn check_sql(config: &Config) -> SqlFindings {
     let mut found = SqlFindings::default();
     let mut unreachable = std::collections::BTreeSet::new();
@@ -39,10 +41,21 @@ pub async fn check_sql(config: &Config) -> SqlFindings {
                 continue;
             }
         };
+        let mut prepared = true;
         for (what, sql) in job.job.sql() {
             if let Err(e) = db.prepare(&sql).await {
+                prepared = false;
                 found.refused.push(format!(
                     "job `{}`: {what} does not prepare on database `{name}`: {e}",
+                    job.name
+                ));
+            }
+        }
+        // SQL that prepares, and compares `:now` with a column in another form of instant.
+        for (what, sql) in job.job.now_sql().into_iter().filter(|_| prepared) {
+            if let Err(e) = db.check_now_columns(&sql).await {
+                found.refused.push(format!(
+                    "job `{}`: {what} on database `{name}`: {e}",
                     job.name
                 ));
             }

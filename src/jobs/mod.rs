@@ -178,6 +178,12 @@ pub trait Job: DeserializeOwned + Send + Sync + 'static {
     fn sql(&self) -> Vec<(String, String)> {
         vec![]
     }
+    /// Its SQL that `:now` is bound in, as written, each with what to call it in a message:
+    /// `tickler check` and each run look there for columns compared with `:now` that hold
+    /// instants in another form than `:now`'s ([`crate::store::Store::check_now_columns`]).
+    fn now_sql(&self) -> Vec<(String, String)> {
+        vec![]
+    }
     fn run(&self, ctx: &RunContext) -> impl Future<Output = Result<Outcome, JobError>> + Send;
 }
 
@@ -188,6 +194,7 @@ pub trait DynJob: Send + Sync {
     fn check(&self, notifier: &Notifier) -> Result<(), Invalid>;
     fn database(&self) -> Option<&str>;
     fn sql(&self) -> Vec<(String, String)>;
+    fn now_sql(&self) -> Vec<(String, String)>;
     fn run<'a>(&'a self, ctx: &'a RunContext) -> BoxFuture<'a, Result<Outcome, JobError>>;
 }
 
@@ -200,6 +207,9 @@ impl<J: Job> DynJob for J {
     }
     fn sql(&self) -> Vec<(String, String)> {
         Job::sql(self)
+    }
+    fn now_sql(&self) -> Vec<(String, String)> {
+        Job::now_sql(self)
     }
     fn run<'a>(&'a self, ctx: &'a RunContext) -> BoxFuture<'a, Result<Outcome, JobError>> {
         Box::pin(Job::run(self, ctx))

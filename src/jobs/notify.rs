@@ -111,6 +111,20 @@ impl NotifyJob {
         })
     }
 
+    /// The database the query runs on, for messages.
+    fn database_label(&self) -> String {
+        match (
+            &self.database,
+            &self.database_url_env,
+            &self.database_url_file,
+        ) {
+            (Some(name), _, _) => format!("database `{name}`"),
+            (None, Some(_), _) => "the database of `database_url_env`".to_string(),
+            (None, None, Some(_)) => "the database of `database_url_file`".to_string(),
+            (None, None, None) => "tickler's database".to_string(),
+        }
+    }
+
     async fn store<'a>(&'a self, ctx: &'a RunContext) -> Result<&'a Store, JobError> {
         let source = SecretSource::from_pair(
             "database_url",
@@ -255,8 +269,34 @@ impl Job for NotifyJob {
         Ok(())
     }
 
+    fn now_sql(&self) -> Vec<(String, String)> {
+        let on_sent = self
+            .on_sent
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (format!("`on_sent` statement {}", i + 1), s.clone()));
+        std::iter::once(("`query`".to_string(), self.query.clone()))
+            .chain(on_sent)
+            .collect()
+    }
+
     async fn run(&self, ctx: &RunContext) -> Result<Outcome, JobError> {
         let store = self.store(ctx).await?;
+        // Before anything is sent: the data may have changed since `tickler check`.
+        for (what, sql) in self.now_sql() {
+            if let Err(e) = store.check_now_columns(&sql).await {
+                let message = format!(
+                    "job `{}`: {what} on {}: {e}",
+                    ctx.job_name,
+                    self.database_label()
+                );
+                return Err(if e.is_transient() {
+                    JobError::retryable(message)
+                } else {
+                    JobError::fatal(message)
+                });
+            }
+        }
         let rows = store
             .query_json(&self.query, ctx.now, self.limit)
             .await

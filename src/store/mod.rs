@@ -23,11 +23,13 @@ pub mod billing;
 pub mod claims;
 pub mod health;
 mod ledger;
+mod now;
 mod postgres;
 pub mod queue;
 mod sqlite;
 pub mod user;
 
+pub use now::NowComparedAsText;
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
@@ -79,6 +81,18 @@ pub enum StoreError {
     NotInstantType { column: String, ty: String },
     #[error("the SQLite file `{0}` does not exist")]
     NoDatabaseFile(String),
+    /// A column compared bare with `:now` on SQLite holds instants in another form than
+    /// `:now`'s text (see `store/now.rs`).
+    #[error(transparent)]
+    NowComparedAsText(Box<NowComparedAsText>),
+    /// PostgreSQL has no comparison of `:now` (a `timestamptz`) with what the SQL compares it
+    /// with: a `text` column, most often.
+    #[error(
+        "PostgreSQL refuses the comparison with `:now`, a `timestamptz`: {source}; compare it \
+         with a `timestamptz`, `timestamp` or `date` column, or cast the column, e.g. \
+         `starts_at::timestamptz`"
+    )]
+    NowType { source: sqlx::Error },
     #[error("there is no column `{column}`: check `table` and `column` of the rule")]
     NoColumn { column: String },
     #[error(

@@ -520,6 +520,42 @@ impl Store {
         }
     }
 
+    /// Refuses `sql` (a query or statement with `:now`) if it compares `:now` with a column
+    /// holding another form of instant. On SQLite, where `:now` is text and text compares by
+    /// its characters, a column compared bare with it whose sampled values are RFC 3339 or
+    /// unix seconds would pick the wrong rows (`store/now.rs` says how the columns are found
+    /// and sampled). PostgreSQL compares typed values, and refuses a `text` column compared
+    /// with a `timestamptz`, but only once `:now` is bound: a statement whose only placeholder
+    /// is `:now` is prepared here with it typed, as the run will.
+    pub async fn check_now_columns(&self, sql: &str) -> Result<()> {
+        use sqlx::Executor;
+        match self {
+            Store::Sqlite(s) => super::now::check(s.jobs_pool(), sql).await,
+            Store::Postgres(s) => {
+                let st = RowStatement::parse(sql);
+                if st.names() != ["now"] {
+                    return Ok(());
+                }
+                let doing = "checking the SQL with `:now` bound as a `timestamptz`";
+                let now = <DateTime<Utc> as sqlx::Type<sqlx::Postgres>>::type_info();
+                // sqlx caches a connection's statements by their text alone: the same text
+                // prepared before untyped (`Store::prepare`) would be found, not typed anew.
+                let text = format!("{}\n-- :now as a timestamptz", st.sql());
+                let mut conn = s.jobs_pool().acquire().await.doing(doing)?;
+                match conn.prepare_with(&text, &[now]).await {
+                    Ok(_) => Ok(()),
+                    // undefined_function: no operator for these types.
+                    Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("42883") => {
+                        Err(StoreError::NowType {
+                            source: sqlx::Error::Database(db),
+                        })
+                    }
+                    Err(e) => Err(e).doing(doing),
+                }
+            }
+        }
+    }
+
     /// Runs a user's query (a `notify` job's) and returns each row as a JSON object. `:now`
     /// in the query is bound to `now`: a `timestamptz` on PostgreSQL, and on SQLite the text
     /// `YYYY-MM-DD HH:MM:SS` (UTC) that SQLite's own `datetime()` writes and compares.

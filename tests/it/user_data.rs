@@ -577,3 +577,258 @@ async fn a_missing_application_sqlite_file_is_not_created() {
     );
     assert!(!missing.exists());
 }
+
+/// A `notify` job of `now_story`: the sessions of `app` matching `condition`, one email each.
+fn now_job(name: &str, condition: &str) -> String {
+    format!(
+        "[[job]]\nname = \"{name}\"\nkind = \"notify\"\nschedule = \"0 * * * *\"\n\
+         database = \"app\"\n\
+         query = \"SELECT s.id, s.email, 'Soon' AS title, 'Ann' AS name FROM sessions s \
+                   WHERE {condition}\"\n\
+         template = \"session\"\ndedup = \"{name}-{{{{ id }}}}\"\n\n"
+    )
+}
+
+/// On SQLite `:now` is the text `YYYY-MM-DD HH:MM:SS` and text compares by its characters:
+/// a column holding RFC 3339 (`…T…Z`) or unix seconds, compared bare with `:now`, would pick
+/// rows by text order (a past session inside "the next 24 hours", a reminder a day early or
+/// never). `check` refuses such a query naming the job, the database, the column, the value
+/// and the comparison to write, and a run fails before sending anything. The comparisons it
+/// suggests work; a column in SQLite's own forms, and `:now` compared with no column, pass.
+#[tokio::test]
+async fn notify_refuses_now_compared_with_another_form_of_instant_sqlite() {
+    let p = Project::sqlite();
+    let app_path = p.path().join("app.db");
+    std::fs::File::create(&app_path).unwrap();
+    let app_url = format!("sqlite://{}", app_path.display());
+    let app = Store::connect_user(&tickler::secret::DatabaseUrl::new(app_url.clone()))
+        .await
+        .unwrap();
+    // Sessions in an hour (the one to remind), an hour ago, in two days, and one in 2020
+    // (the newest row: the value the refusals name), each time in four forms.
+    let at = |f: &str| {
+        ["'+1 hour'", "'-1 hour'", "'+2 days'"]
+            .map(|d| f.replace("{}", &format!("'now', {d}")))
+            .to_vec()
+    };
+    let (rfc, unix, dt, day) = (
+        at("strftime('%Y-%m-%dT%H:%M:%SZ', {})"),
+        at("unixepoch({})"),
+        at("datetime({})"),
+        at("date({})"),
+    );
+    let rows: Vec<String> = (0..3)
+        .map(|i| {
+            format!(
+                "({}, 's{}@example.com', {}, {}, {}, {})",
+                i + 1,
+                i + 1,
+                rfc[i],
+                unix[i],
+                dt[i],
+                day[i]
+            )
+        })
+        .collect();
+    app.execute(
+        &[
+            "CREATE TABLE sessions (id INTEGER PRIMARY KEY, email TEXT, at_rfc TEXT,
+                 at_unix INTEGER, at_dt TEXT, day TEXT)"
+                .to_string(),
+            format!("INSERT INTO sessions VALUES {}", rows.join(", ")),
+            "INSERT INTO sessions VALUES (4, 's4@example.com', '2020-01-01T10:00:00Z',
+                 1577872800, '2020-01-01 10:00:00', '2020-01-01')"
+                .to_string(),
+        ],
+        true,
+    )
+    .await
+    .unwrap();
+    std::fs::create_dir_all(p.path().join("templates")).unwrap();
+    std::fs::write(
+        p.path().join("templates/session.j2"),
+        "{% block subject %}{{ title }}{% endblock %}{% block text %}Hi {{ name }}{% endblock %}",
+    )
+    .unwrap();
+    let jobs = [
+        ("rfc", "s.at_rfc BETWEEN :now AND datetime(:now, '+1 day')"),
+        (
+            "unix",
+            "datetime(:now, '+1 day') > at_unix AND at_unix > :now",
+        ),
+        (
+            "rfc_julianday",
+            "julianday(s.at_rfc) BETWEEN julianday(:now) AND julianday(:now, '+1 day')",
+        ),
+        (
+            "unix_epoch",
+            "unixepoch(:now, '+1 day') > at_unix AND at_unix > unixepoch(:now)",
+        ),
+        (
+            "dt_bare",
+            "s.at_dt BETWEEN :now AND datetime(:now, '+1 day')",
+        ),
+        // A date column compares with `:now`'s datetime as its midnight: no refusal.
+        (
+            "day_bare",
+            "s.day = date(:now, '+2 days') AND s.day >= datetime(:now, '+1 day')",
+        ),
+        (
+            "literal",
+            ":now > '2000-01-01' AND s.at_rfc LIKE '%Z' AND s.id = 1",
+        ),
+    ];
+    let body: String = jobs.iter().map(|(n, c)| now_job(n, c)).collect();
+    p.write_config(
+        "",
+        &format!(
+            "[channels.email]\nfrom = \"Sessions <s@acme.test>\"\n\n\
+             [databases.app]\nurl = \"{app_url}\"\n\n{body}"
+        ),
+    );
+    let refused = [
+        (
+            "rfc",
+            "job `rfc`: `query` on database `app`: `s.at_rfc BETWEEN :now AND datetime(:now, \
+             '+1 day')` compares `sessions.at_rfc` with `:now`, the text `YYYY-MM-DD HH:MM:SS` \
+             (UTC), and `sessions.at_rfc` holds `2020-01-01T10:00:00Z`: as text it sorts by its \
+             characters, not by time, so the query would pick the wrong rows; write \
+             `julianday(s.at_rfc) BETWEEN julianday(:now) AND julianday(:now, '+1 day')`, or \
+             keep `YYYY-MM-DD HH:MM:SS` (UTC) in the column",
+        ),
+        (
+            "unix",
+            "job `unix`: `query` on database `app`: `datetime(:now, '+1 day') > at_unix` \
+             compares `sessions.at_unix` with `:now`, the text `YYYY-MM-DD HH:MM:SS` (UTC), and \
+             `sessions.at_unix` holds `1577872800` (a number, integer): SQLite sorts every \
+             number before any text, so the query would pick the wrong rows; if it holds unix \
+             seconds, write `unixepoch(:now, '+1 day') > at_unix`, or keep `YYYY-MM-DD \
+             HH:MM:SS` (UTC) in the column",
+        ),
+    ];
+    let out = p.cli(&["check"]);
+    assert!(!out.status.success());
+    let err = crate::helpers::stderr(&out);
+    let lines: Vec<&str> = err.lines().skip(1).map(str::trim).collect();
+    assert_eq!(lines, refused.map(|(_, m)| m), "{err}");
+
+    // A run fails with the same words before it sends anything.
+    for (job, message) in refused {
+        let r = run(&p, job).await;
+        assert_eq!(
+            (r.status.as_str(), r.error_message.as_deref()),
+            ("failed", Some(message))
+        );
+    }
+    let own = p.store().await;
+    let sent = || async {
+        own.query_json(
+            "SELECT dedup_key FROM notification_log ORDER BY dedup_key",
+            chrono::Utc::now(),
+            100,
+        )
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r["dedup_key"].as_str().unwrap().to_string())
+        .collect::<Vec<_>>()
+    };
+    assert!(sent().await.is_empty());
+    assert!(!p.path().join("outbox").exists(), "no email written");
+
+    // The comparisons it suggests, SQLite's own forms compared bare, and `:now` compared
+    // with a literal: the session in an hour (the one in two days for the date), nothing else.
+    for (job, _) in &jobs[2..] {
+        let r = run(&p, job).await;
+        assert_eq!(
+            (r.status.as_str(), r.records_processed),
+            ("succeeded", Some(1)),
+            "{job}: {r:?}"
+        );
+    }
+    assert_eq!(
+        sent().await,
+        [
+            "day_bare-3:email",
+            "dt_bare-1:email",
+            "literal-1:email",
+            "rfc_julianday-1:email",
+            "unix_epoch-1:email"
+        ]
+    );
+    own.close().await;
+    app.close().await;
+}
+
+/// On PostgreSQL `:now` is a `timestamptz` and comparisons are typed: a `timestamptz` column
+/// compared bare is right, and a `text` column cannot pick wrong rows, since PostgreSQL has no
+/// `text <= timestamptz`. `check` prepares the query with `:now` typed as the run binds it, so
+/// it refuses such a query at once (plain preparing would read `$1` as text and pass), and a
+/// run fails with the same words, sending nothing.
+#[tokio::test]
+async fn notify_now_is_typed_on_postgres() {
+    let Some(p) = Project::postgres().await else {
+        return;
+    };
+    let app_url = crate::helpers::postgres_database().await.unwrap();
+    let app = Store::connect_user(&tickler::secret::DatabaseUrl::new(app_url.clone()))
+        .await
+        .unwrap();
+    app.execute(
+        &[
+            "CREATE TABLE sessions (id bigint PRIMARY KEY, email text, at_text text,
+                 at_tz timestamptz)"
+                .to_string(),
+            "INSERT INTO sessions VALUES
+                (1, 's1@example.com', to_char(now() + interval '1 hour',
+                    'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), now() + interval '1 hour'),
+                (2, 's2@example.com', '2020-01-01T10:00:00Z', now() - interval '1 hour')"
+                .to_string(),
+        ],
+        true,
+    )
+    .await
+    .unwrap();
+    std::fs::create_dir_all(p.path().join("templates")).unwrap();
+    std::fs::write(
+        p.path().join("templates/session.j2"),
+        "{% block subject %}{{ title }}{% endblock %}{% block text %}Hi {{ name }}{% endblock %}",
+    )
+    .unwrap();
+    let url_file = p.path().join("app_url");
+    std::fs::write(&url_file, &app_url).unwrap();
+    p.write_config(
+        "",
+        &format!(
+            "[channels.email]\nfrom = \"Sessions <s@acme.test>\"\n\n\
+             [databases.app]\nurl_file = \"{}\"\n\n{}{}",
+            url_file.display(),
+            now_job("text", "s.at_text <= :now"),
+            now_job("tz", "s.at_tz <= :now"),
+        ),
+    );
+    let refused = "job `text`: `query` on database `app`: PostgreSQL refuses the comparison \
+                   with `:now`, a `timestamptz`: error returned from database: operator does \
+                   not exist: text <= timestamp with time zone; compare it with a \
+                   `timestamptz`, `timestamp` or `date` column, or cast the column, e.g. \
+                   `starts_at::timestamptz`";
+    let out = p.cli(&["check"]);
+    assert!(!out.status.success());
+    let err = crate::helpers::stderr(&out);
+    let lines: Vec<&str> = err.lines().skip(1).map(str::trim).collect();
+    assert_eq!(lines, [refused], "{err}");
+
+    let r = run(&p, "text").await;
+    assert_eq!(
+        (r.status.as_str(), r.error_message.as_deref()),
+        ("failed", Some(refused))
+    );
+    assert!(!p.path().join("outbox").exists(), "no email written");
+    let r = run(&p, "tz").await;
+    assert_eq!(
+        (r.status.as_str(), r.records_processed),
+        ("succeeded", Some(1)),
+        "{r:?}"
+    );
+    app.close().await;
+}
