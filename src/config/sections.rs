@@ -135,6 +135,30 @@ mod tests {
     use crate::config::tests::errors;
 
     #[test]
+    fn the_sms_provider_is_twilio_or_sns() {
+        assert_eq!(
+            errors("[channels.sms]\nprovider = \"pigeon\"\n"),
+            "invalid `[channels]` section (config.toml line 1, column 1): `[channels.sms]`: \
+             `provider` must be \"twilio\" or \"aws-sns\" (found \"pigeon\")"
+        );
+        assert_eq!(
+            errors(
+                "[channels.sms]\nprovider = \"aws-sns\"\nregion = \"af-south-1\"\nfrom = \"x\"\n"
+            ),
+            "invalid `[channels]` section (config.toml line 1, column 1): `[channels.sms]` \
+             (provider \"aws-sns\"): unknown field `from`, expected one of `region`, \
+             `access_key_id`, `access_key_id_env`, `secret_access_key_env`, \
+             `secret_access_key_file`, `session_token_env`, `sms_type`, `sender_id`, \
+             `origination_number`, `base_url`, `timeout`, `rate_limit`, `concurrency`"
+        );
+        assert_eq!(
+            errors("[channels.sms]\nprovider = \"aws-sns\"\nregion = \"Cape Town\"\n"),
+            "invalid `[channels.sms]` (config.toml line 1, column 2): `region` must be an AWS \
+             region such as `af-south-1` (found `Cape Town`)"
+        );
+    }
+
+    #[test]
     fn unknown_and_malformed_sections_are_named() {
         assert_eq!(
             errors("[deamon]\ntimezone = \"UTC\"\n"),

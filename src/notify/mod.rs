@@ -23,6 +23,7 @@ use crate::store::{Store, StoreError};
 
 pub mod email;
 pub mod ratelimit;
+pub mod sns;
 pub mod templates;
 pub mod twilio;
 pub mod webhook;
@@ -75,9 +76,52 @@ pub enum NotifyError {
 #[serde(deny_unknown_fields)]
 pub struct ChannelsRaw {
     pub email: Option<email::EmailConfig>,
-    pub sms: Option<twilio::TwilioConfig>,
+    pub sms: Option<SmsConfig>,
     pub whatsapp: Option<twilio::TwilioConfig>,
     pub webhook: Option<webhook::WebhookConfig>,
+}
+
+/// `[channels.sms]`: Twilio (the default, `provider = "twilio"`) or Amazon SNS
+/// (`provider = "aws-sns"`), each with its own keys.
+#[derive(Debug)]
+pub enum SmsConfig {
+    Twilio(twilio::TwilioConfig),
+    Sns(sns::SnsConfig),
+}
+
+impl<'de> Deserialize<'de> for SmsConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let mut table = toml::Table::deserialize(d)?;
+        let provider = match table.remove("provider") {
+            None => "twilio".to_string(),
+            Some(toml::Value::String(p)) => p,
+            Some(other) => {
+                return Err(D::Error::custom(format!(
+                    "`[channels.sms]`: `provider` must be \"twilio\" or \"aws-sns\" (found {other})"
+                )));
+            }
+        };
+        let keys = |e: toml::de::Error| {
+            D::Error::custom(format!(
+                "`[channels.sms]` (provider \"{provider}\"): {}",
+                e.message().trim()
+            ))
+        };
+        match provider.as_str() {
+            "twilio" => toml::Value::Table(table)
+                .try_into()
+                .map(SmsConfig::Twilio)
+                .map_err(keys),
+            "aws-sns" => toml::Value::Table(table)
+                .try_into()
+                .map(SmsConfig::Sns)
+                .map_err(keys),
+            other => Err(D::Error::custom(format!(
+                "`[channels.sms]`: `provider` must be \"twilio\" or \"aws-sns\" (found \"{other}\")"
+            ))),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -125,6 +169,7 @@ enum Sent {
 pub enum Channel {
     Email(email::Email),
     Twilio(twilio::Twilio),
+    Sns(sns::Sns),
     Webhook(webhook::Webhook),
 }
 
@@ -133,6 +178,7 @@ impl Channel {
         match self {
             Channel::Email(c) => c.send(to, key, message).await,
             Channel::Twilio(c) => c.send(to, message).await,
+            Channel::Sns(c) => c.send(to, message).await,
             Channel::Webhook(c) => c.send(key, message).await,
         }
     }
@@ -246,8 +292,26 @@ impl Notifier {
                 Err(e) => problems.push(("invalid `[channels.email]`".to_string(), e.to_string())),
             }
         }
+        let sms_twilio = match channels.sms {
+            Some(SmsConfig::Sns(c)) => {
+                match sns::Sns::build(c) {
+                    Ok((t, rate, concurrency)) => {
+                        lanes.insert(
+                            ChannelKind::Sms,
+                            Lane::new(Channel::Sns(t), rate, concurrency),
+                        );
+                    }
+                    Err(e) => {
+                        problems.push(("invalid `[channels.sms]`".to_string(), e.to_string()))
+                    }
+                }
+                None
+            }
+            Some(SmsConfig::Twilio(c)) => Some(c),
+            None => None,
+        };
         for (kind, raw) in [
-            (ChannelKind::Sms, channels.sms),
+            (ChannelKind::Sms, sms_twilio),
             (ChannelKind::Whatsapp, channels.whatsapp),
         ] {
             if let Some(c) = raw {

@@ -471,6 +471,184 @@ async fn a_provider_timeout_is_an_item_error() {
     assert_eq!(texted(&twilio).await.len(), 1);
 }
 
+/// `[channels.sms] provider = "aws-sns"`: each SMS is an SNS `Publish` signed with SigV4 for
+/// the region (the headers checked in shape: the key, the date, the region and service, the
+/// signed headers), with the SMS type and sender id attributes. SNS refusing a number (400) is
+/// a sure failure, sent again by the next run; SNS failing inside (500) may have published it,
+/// so it is `unknown` and not sent again.
+#[tokio::test]
+async fn sms_through_aws_sns_is_signed_and_its_failures_mapped() {
+    let p = Project::sqlite();
+    let sns = MockServer::start().await;
+    let xml = |body: &str| ResponseTemplate::new(200).set_body_string(body.to_string());
+    Mock::given(method("POST"))
+        .and(path("/"))
+        .and(body_string_contains("PhoneNumber=%2B27820000001"))
+        .respond_with(xml(
+            "<PublishResponse xmlns=\"https://sns.amazonaws.com/doc/2010-03-31/\">\
+             <PublishResult><MessageId>0f1e-sns-1</MessageId></PublishResult>\
+             </PublishResponse>",
+        ))
+        .mount(&sns)
+        .await;
+    Mock::given(method("POST"))
+        .and(body_string_contains("PhoneNumber=%2B27820000002"))
+        .respond_with(ResponseTemplate::new(400).set_body_string(
+            "<ErrorResponse><Error><Type>Sender</Type><Code>InvalidParameter</Code>\
+             <Message>Invalid parameter: PhoneNumber Reason: +27820000002 is not valid \
+             &amp; cannot be used</Message></Error></ErrorResponse>",
+        ))
+        .mount(&sns)
+        .await;
+    Mock::given(method("POST"))
+        .and(body_string_contains("PhoneNumber=%2B27820000003"))
+        .respond_with(ResponseTemplate::new(500).set_body_string(
+            "<ErrorResponse><Error><Type>Receiver</Type><Code>InternalError</Code>\
+             <Message>Internal error</Message></Error></ErrorResponse>",
+        ))
+        .mount(&sns)
+        .await;
+    std::fs::write(p.path().join("aws_secret"), "sns-secret-key\n").unwrap();
+    p.write_config(
+        "",
+        &format!(
+            "[channels.sms]\nprovider = \"aws-sns\"\nregion = \"af-south-1\"\n\
+             access_key_id = \"AKIDTEST\"\nsecret_access_key_file = \"{}\"\n\
+             sender_id = \"Acme\"\nbase_url = \"{}\"\nrate_limit = 0\ntimeout = \"2s\"\n\n\
+             [templates]\nvars = {{ company = \"Acme Rentals\" }}\n\n\
+             [[job]]\nname = \"r\"\nkind = \"invoice_reminders\"\nschedule = \"0 9 * * *\"\n\
+             offsets = [\"1d\"]\nchannels = [\"sms\"]\n",
+            p.path().join("aws_secret").display(),
+            sns.uri()
+        ),
+    );
+    let store = p.store().await;
+    let people: Vec<NewCustomer> = (1..=3)
+        .map(|i| {
+            customer(
+                &format!("Tenant {i}"),
+                None,
+                Some(&format!("+2782000000{i}")),
+            )
+        })
+        .collect();
+    let mut inv: Vec<NewInvoice> = people
+        .iter()
+        .enumerate()
+        .map(|(i, c)| invoice(c, &format!("S-{}", i + 1), 1))
+        .collect();
+    store.import(&people, &[], &mut inv, "INV-").await.unwrap();
+
+    let r = run(&p, "r").await;
+    assert_eq!(
+        (r.status.as_str(), r.records_processed),
+        ("partial", Some(1)),
+        "{r:?}"
+    );
+    let errors = r.error_message.clone().unwrap_or_default();
+    assert!(
+        errors.contains(
+            "invoice S-2 by sms to +27820000002: SNS answered HTTP 400: InvalidParameter: \
+             Invalid parameter: PhoneNumber Reason: +27820000002 is not valid & cannot be used"
+        ),
+        "{errors}"
+    );
+    let states = store
+        .query_json(
+            "SELECT recipient, status FROM notification_log ORDER BY recipient",
+            Utc::now(),
+            10,
+        )
+        .await
+        .unwrap();
+    let states: Vec<String> = states
+        .iter()
+        .map(|r| {
+            format!(
+                "{} {}",
+                r["recipient"].as_str().unwrap(),
+                r["status"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        states,
+        [
+            "+27820000001 sent",
+            "+27820000002 failed",
+            "+27820000003 unknown"
+        ]
+    );
+    let requests = sns.received_requests().await.unwrap_or_default();
+    assert_eq!(requests.len(), 3);
+    let first = requests
+        .iter()
+        .find(|r| String::from_utf8_lossy(&r.body).contains("%2B27820000001"))
+        .expect("the first number's request");
+    let header = |name: &str| {
+        first
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_else(|| panic!("no {name} header"))
+            .to_string()
+    };
+    let date = header("x-amz-date");
+    assert!(
+        date.len() == 16 && date.ends_with('Z') && date.as_bytes()[8] == b'T',
+        "{date}"
+    );
+    let auth = header("authorization");
+    let prefix = format!(
+        "AWS4-HMAC-SHA256 Credential=AKIDTEST/{}/af-south-1/sns/aws4_request, \
+         SignedHeaders=content-type;host;x-amz-date, Signature=",
+        &date[..8]
+    );
+    let signature = auth
+        .strip_prefix(&prefix)
+        .unwrap_or_else(|| panic!("{auth}"));
+    assert!(
+        signature.len() == 64 && signature.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{auth}"
+    );
+    assert!(header("content-type").starts_with("application/x-www-form-urlencoded"));
+    let body = String::from_utf8_lossy(&first.body).to_string();
+    for part in [
+        "Action=Publish",
+        "Version=2010-03-31",
+        "MessageAttributes.entry.1.Value.StringValue=Transactional",
+        "MessageAttributes.entry.2.Name=AWS.SNS.SMS.SenderID",
+        "MessageAttributes.entry.2.Value.StringValue=Acme",
+        "Message=",
+    ] {
+        assert!(body.contains(part), "{part} in {body}");
+    }
+    assert!(
+        body.contains("S-1"),
+        "the reminder names its invoice: {body}"
+    );
+
+    // The 400 is sent again by the next run; the 500 and the sent one are not.
+    let r = run(&p, "r").await;
+    assert_eq!(r.status, "partial", "{r:?}");
+    let requests = sns.received_requests().await.unwrap_or_default();
+    let to = |n: &str| {
+        requests
+            .iter()
+            .filter(|r| String::from_utf8_lossy(&r.body).contains(n))
+            .count()
+    };
+    assert_eq!(
+        (
+            to("%2B27820000001"),
+            to("%2B27820000002"),
+            to("%2B27820000003")
+        ),
+        (1, 2, 1)
+    );
+    store.close().await;
+}
+
 /// Paystack payment requests: a 500 is retried under the item policy, a 400 is not, a
 /// customer without a Paystack code is an item error; the job goes on (`partial`).
 #[tokio::test]
