@@ -288,10 +288,24 @@ pub fn read_csv(
         }
     }
     if !errors.is_empty() {
+        // As `tickler import` says it: rows counted once, each error prefixed by the file.
+        let count = errors
+            .iter()
+            .map(|e| e.split([',', ':']).next().unwrap_or(""))
+            .collect::<std::collections::HashSet<_>>()
+            .len();
+        let mut lines: Vec<String> = errors
+            .iter()
+            .take(50)
+            .map(|e| format!("  {shown} {e}"))
+            .collect();
+        if errors.len() > 50 {
+            lines.push(format!("  … and {} more", errors.len() - 50));
+        }
         return Err(ImportError::BadRows {
             file: shown,
-            count: errors.len(),
-            lines: errors.join("\n"),
+            count,
+            lines: lines.join("\n"),
         });
     }
     Ok(blocks)
