@@ -25,6 +25,9 @@ _tickler() {
             tickler,completions)
                 cmd="tickler__subcmd__completions"
                 ;;
+            tickler,contacts)
+                cmd="tickler__subcmd__contacts"
+                ;;
             tickler,demo)
                 cmd="tickler__subcmd__demo"
                 ;;
@@ -97,6 +100,36 @@ _tickler() {
             tickler__subcmd__campaign__subcmd__help,show)
                 cmd="tickler__subcmd__campaign__subcmd__help__subcmd__show"
                 ;;
+            tickler__subcmd__contacts,block)
+                cmd="tickler__subcmd__contacts__subcmd__block"
+                ;;
+            tickler__subcmd__contacts,help)
+                cmd="tickler__subcmd__contacts__subcmd__help"
+                ;;
+            tickler__subcmd__contacts,import)
+                cmd="tickler__subcmd__contacts__subcmd__import"
+                ;;
+            tickler__subcmd__contacts,list)
+                cmd="tickler__subcmd__contacts__subcmd__list"
+                ;;
+            tickler__subcmd__contacts,unblock)
+                cmd="tickler__subcmd__contacts__subcmd__unblock"
+                ;;
+            tickler__subcmd__contacts__subcmd__help,block)
+                cmd="tickler__subcmd__contacts__subcmd__help__subcmd__block"
+                ;;
+            tickler__subcmd__contacts__subcmd__help,help)
+                cmd="tickler__subcmd__contacts__subcmd__help__subcmd__help"
+                ;;
+            tickler__subcmd__contacts__subcmd__help,import)
+                cmd="tickler__subcmd__contacts__subcmd__help__subcmd__import"
+                ;;
+            tickler__subcmd__contacts__subcmd__help,list)
+                cmd="tickler__subcmd__contacts__subcmd__help__subcmd__list"
+                ;;
+            tickler__subcmd__contacts__subcmd__help,unblock)
+                cmd="tickler__subcmd__contacts__subcmd__help__subcmd__unblock"
+                ;;
             tickler__subcmd__help,campaign)
                 cmd="tickler__subcmd__help__subcmd__campaign"
                 ;;
@@ -105,6 +138,9 @@ _tickler() {
                 ;;
             tickler__subcmd__help,completions)
                 cmd="tickler__subcmd__help__subcmd__completions"
+                ;;
+            tickler__subcmd__help,contacts)
+                cmd="tickler__subcmd__help__subcmd__contacts"
                 ;;
             tickler__subcmd__help,demo)
                 cmd="tickler__subcmd__help__subcmd__demo"
@@ -156,6 +192,18 @@ _tickler() {
                 ;;
             tickler__subcmd__help__subcmd__campaign,show)
                 cmd="tickler__subcmd__help__subcmd__campaign__subcmd__show"
+                ;;
+            tickler__subcmd__help__subcmd__contacts,block)
+                cmd="tickler__subcmd__help__subcmd__contacts__subcmd__block"
+                ;;
+            tickler__subcmd__help__subcmd__contacts,import)
+                cmd="tickler__subcmd__help__subcmd__contacts__subcmd__import"
+                ;;
+            tickler__subcmd__help__subcmd__contacts,list)
+                cmd="tickler__subcmd__help__subcmd__contacts__subcmd__list"
+                ;;
+            tickler__subcmd__help__subcmd__contacts,unblock)
+                cmd="tickler__subcmd__help__subcmd__contacts__subcmd__unblock"
                 ;;
             tickler__subcmd__help__subcmd__invoice,mark-paid)
                 cmd="tickler__subcmd__help__subcmd__invoice__subcmd__mark__subcmd__paid"
@@ -230,7 +278,7 @@ _tickler() {
 
     case "${cmd}" in
         tickler)
-            opts="-c -h -V --config --help --version run check list run-job import invoice tasks campaign demo history migrate print-config completions man help"
+            opts="-c -h -V --config --help --version run check list run-job import invoice tasks campaign contacts demo history migrate print-config completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -561,6 +609,208 @@ _tickler() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        tickler__subcmd__contacts)
+            opts="-c -h --config --help block unblock list import help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tickler__subcmd__contacts__subcmd__block)
+            opts="-c -h --reason --config --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --reason)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tickler__subcmd__contacts__subcmd__help)
+            opts="block unblock list import help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tickler__subcmd__contacts__subcmd__help__subcmd__block)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tickler__subcmd__contacts__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tickler__subcmd__contacts__subcmd__help__subcmd__import)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tickler__subcmd__contacts__subcmd__help__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tickler__subcmd__contacts__subcmd__help__subcmd__unblock)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tickler__subcmd__contacts__subcmd__import)
+            opts="-c -h --config --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tickler__subcmd__contacts__subcmd__list)
+            opts="-c -h --format --config --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --format)
+                    COMPREPLY=($(compgen -W "table json" -- "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tickler__subcmd__contacts__subcmd__unblock)
+            opts="-c -h --config --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         tickler__subcmd__demo)
             opts="-c -h --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -584,7 +834,7 @@ _tickler() {
             return 0
             ;;
         tickler__subcmd__help)
-            opts="run check list run-job import invoice tasks campaign demo history migrate print-config completions man help"
+            opts="run check list run-job import invoice tasks campaign contacts demo history migrate print-config completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -698,6 +948,76 @@ _tickler() {
         tickler__subcmd__help__subcmd__completions)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tickler__subcmd__help__subcmd__contacts)
+            opts="block unblock list import"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tickler__subcmd__help__subcmd__contacts__subcmd__block)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tickler__subcmd__help__subcmd__contacts__subcmd__import)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tickler__subcmd__help__subcmd__contacts__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tickler__subcmd__help__subcmd__contacts__subcmd__unblock)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi

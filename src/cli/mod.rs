@@ -1,5 +1,5 @@
 //! The command line: `run`, `check`, `list`, `run-job`, `history`, `migrate`, `print-config`,
-//! `import`, `invoice`, `tasks`, `campaign`, `demo`.
+//! `import`, `invoice`, `tasks`, `campaign`, `contacts`, `demo`.
 //! Each command is a function returning the text it prints, so tests pin the output exactly;
 //! one file per command group, and this one parses the arguments and dispatches.
 
@@ -16,6 +16,7 @@ use crate::store::{Status, Store};
 pub mod billing;
 pub mod campaign;
 pub mod check;
+pub mod contacts;
 pub mod docs;
 pub mod history;
 pub mod run;
@@ -23,6 +24,7 @@ pub mod tasks;
 
 use billing::InvoiceCommand;
 use campaign::CampaignCommand;
+use contacts::ContactsCommand;
 use docs::CompletionShell;
 use tasks::TasksCommand;
 
@@ -121,6 +123,11 @@ pub enum Command {
     Campaign {
         #[command(subcommand)]
         command: CampaignCommand,
+    },
+    /// Opt-outs: addresses that get nothing on a channel (block, unblock, list, import).
+    Contacts {
+        #[command(subcommand)]
+        command: ContactsCommand,
     },
     /// Fill an empty database with a realistic sample: tenants, leases, invoices at every stage.
     Demo,
@@ -261,6 +268,13 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             let config = load()?;
             let store = open_store(&config).await?;
             let result = campaign::campaign_command(&store, &config, command).await;
+            store.close().await;
+            finish(&result?, ExitCode::SUCCESS)
+        }
+        Command::Contacts { command } => {
+            let config = load()?;
+            let store = open_store(&config).await?;
+            let result = contacts::contacts_command(&store, command).await;
             store.close().await;
             finish(&result?, ExitCode::SUCCESS)
         }

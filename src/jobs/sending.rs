@@ -16,6 +16,8 @@ pub struct Tally {
     pub sent: std::collections::BTreeMap<&'static str, i64>,
     pub failed: std::collections::BTreeMap<&'static str, i64>,
     pub skipped: i64,
+    /// Blocked addresses (`contact_blocks`): recorded `suppressed`, never sent.
+    pub suppressed: i64,
     pub already: i64,
     pub errors: Vec<String>,
     pub more_errors: usize,
@@ -44,6 +46,7 @@ impl Tally {
                     ));
                 }
                 Fate::Skipped(_) => self.skipped += 1,
+                Fate::Suppressed(_) => self.suppressed += 1,
                 Fate::Done => self.already += 1,
                 Fate::Planned(r) => {
                     if self.plan.len() < 1000 {
@@ -103,6 +106,10 @@ impl Tally {
         outcome
             .metadata
             .insert("skipped_no_address".into(), serde_json::json!(self.skipped));
+        outcome.metadata.insert(
+            "suppressed_blocked".into(),
+            serde_json::json!(self.suppressed),
+        );
         outcome
             .metadata
             .insert("already_sent".into(), serde_json::json!(self.already));

@@ -21,6 +21,7 @@ pub use crate::store::billing::Claimant;
 use crate::store::billing::{NotificationClaim, NotificationEnd};
 use crate::store::{Store, StoreError};
 
+pub mod blocks;
 pub mod email;
 pub mod ratelimit;
 pub mod sns;
@@ -239,6 +240,15 @@ impl Message {
             error: self.recipient.is_none().then(|| no_address(self.channel)),
         }
     }
+
+    /// Its row in `notification_log` when its address is blocked: `suppressed`, final.
+    fn suppressed(&self, why: &str) -> NotificationClaim {
+        NotificationClaim {
+            status: "suppressed",
+            error: Some(why.to_string()),
+            ..self.claim()
+        }
+    }
 }
 
 /// What happened to one message.
@@ -249,7 +259,10 @@ pub enum Fate {
     Failed(String),
     /// No address on this channel; recorded and not tried again.
     Skipped(String),
-    /// Sent, skipped or being sent by an earlier run: nothing to do.
+    /// The address is in `contact_blocks` (the block's reason and source); recorded
+    /// `suppressed`, never sent, not tried again.
+    Suppressed(String),
+    /// Sent, skipped, suppressed or being sent by an earlier run: nothing to do.
     Done,
     /// `--dry-run`: what would be sent.
     Planned(Box<Rendered>),
@@ -410,12 +423,15 @@ impl Notifier {
         now: DateTime<Utc>,
     ) -> Result<Vec<Fate>, StoreError> {
         let mut fates: Vec<Option<Fate>> = vec![None; messages.len()];
+        // Opt-outs first, for the whole batch in one query: a blocked message is never sent.
+        let blocked = blocks::blocked(store, messages).await?;
         if dry_run {
             let keys: Vec<String> = messages.iter().map(|m| m.key.clone()).collect();
             let states = store.notification_states(&keys).await?;
             for (i, m) in messages.iter().enumerate() {
                 fates[i] = Some(match states.get(&m.key).map(|s| s.as_str()) {
-                    Some("sent" | "skipped" | "sending" | "unknown") => Fate::Done,
+                    Some("sent" | "skipped" | "suppressed" | "sending" | "unknown") => Fate::Done,
+                    _ if blocked.contains_key(&i) => Fate::Suppressed(blocked[&i].clone()),
                     _ => match &m.recipient {
                         None => Fate::Skipped(no_address(m.channel)),
                         Some(_) => {
@@ -438,9 +454,12 @@ impl Notifier {
             .collect();
         let claims: Vec<NotificationClaim> = messages
             .iter()
-            .zip(&firsts)
-            .filter(|(_, first)| **first)
-            .map(|(m, _)| m.claim())
+            .enumerate()
+            .filter(|(i, _)| firsts[*i])
+            .map(|(i, m)| match blocked.get(&i) {
+                Some(why) => m.suppressed(why),
+                None => m.claim(),
+            })
             .collect();
         let claimed = store.claim_notifications(claimant, &claims, now).await?;
 
@@ -448,6 +467,8 @@ impl Notifier {
         for (i, m) in messages.iter().enumerate() {
             if !firsts[i] || !claimed.contains(&m.key) {
                 fates[i] = Some(Fate::Done);
+            } else if let Some(why) = blocked.get(&i) {
+                fates[i] = Some(Fate::Suppressed(why.clone()));
             } else if m.recipient.is_none() {
                 fates[i] = Some(Fate::Skipped(no_address(m.channel)));
             } else {

@@ -162,7 +162,8 @@ pub struct NotificationClaim {
     pub recipient: String,
     pub template: String,
     pub invoice: Option<String>,
-    /// `sending`, or `skipped` for a message that cannot be sent (no address).
+    /// `sending`, `skipped` for a message that cannot be sent (no address), or `suppressed`
+    /// for one whose address is blocked (`contact_blocks`).
     pub status: &'static str,
     pub error: Option<String>,
 }

@@ -32,7 +32,7 @@ fn id() -> String {
     uuid::Uuid::now_v7().to_string()
 }
 
-fn customer(name: &str, email: Option<&str>, phone: Option<&str>) -> NewCustomer {
+pub(crate) fn customer(name: &str, email: Option<&str>, phone: Option<&str>) -> NewCustomer {
     NewCustomer {
         id: id(),
         org_id: None,
@@ -45,7 +45,7 @@ fn customer(name: &str, email: Option<&str>, phone: Option<&str>) -> NewCustomer
     }
 }
 
-fn invoice(c: &NewCustomer, number: &str, due_in: i64) -> NewInvoice {
+pub(crate) fn invoice(c: &NewCustomer, number: &str, due_in: i64) -> NewInvoice {
     NewInvoice {
         id: id(),
         number: number.into(),
@@ -111,7 +111,7 @@ pub(crate) async fn run(p: &Project, job: &str) -> RunRow {
         .expect("its ledger row")
 }
 
-fn meta(r: &RunRow) -> serde_json::Value {
+pub(crate) fn meta(r: &RunRow) -> serde_json::Value {
     r.metadata.clone().unwrap_or_default()
 }
 
@@ -125,7 +125,7 @@ async fn level(store: &Store, number: &str) -> i32 {
 }
 
 /// The numbers Twilio was asked to text, in order.
-async fn texted(server: &MockServer) -> Vec<String> {
+pub(crate) async fn texted(server: &MockServer) -> Vec<String> {
     server
         .received_requests()
         .await
@@ -139,7 +139,7 @@ async fn texted(server: &MockServer) -> Vec<String> {
         .collect()
 }
 
-async fn twilio_ok(server: &MockServer) {
+pub(crate) async fn twilio_ok(server: &MockServer) {
     Mock::given(method("POST"))
         .and(path("/2010-04-01/Accounts/AC123/Messages.json"))
         .respond_with(ResponseTemplate::new(201).set_body_json(json!({ "sid": "SM0001" })))
@@ -147,7 +147,7 @@ async fn twilio_ok(server: &MockServer) {
         .await;
 }
 
-fn channels(p: &Project, smtp_port: u16, twilio: &str) -> String {
+pub(crate) fn channels(p: &Project, smtp_port: u16, twilio: &str) -> String {
     std::fs::write(p.path().join("twilio_token"), "token-123\n").unwrap();
     format!(
         "[channels.email]\ntransport = \"smtp\"\nhost = \"127.0.0.1\"\nport = {smtp_port}\n\

@@ -1222,3 +1222,55 @@ async fn pause_cancels_and_resume_reschedules() {
     );
     store.close().await;
 }
+
+/// A `send_email` task to an address blocked on every channel (`*`) sends nothing: it fails at
+/// once, without retries, naming the block, as a customer without an email does, and its
+/// message is recorded `suppressed`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_email_to_a_blocked_address_is_suppressed() {
+    let p = Project::sqlite();
+    let smtp = SmtpServer::start(p.path());
+    email_config(&p, &smtp, "");
+    let store = p.store().await;
+    let t0 = utc("2026-06-01T08:00:00Z");
+    billing_data(&store, t0).await;
+    let out = p.cli(&[
+        "contacts",
+        "block",
+        "*",
+        "Ana@Example.com",
+        "--reason",
+        "disputed",
+    ]);
+    assert_eq!(
+        stdout(&out),
+        "blocked `ana@example.com` on `*`\n",
+        "{}",
+        stderr(&out)
+    );
+    let config = p.config();
+    let args = EnqueueArgs {
+        task_type: "send_email".into(),
+        after: Some("0s".into()),
+        invoice: Some("A-1".into()),
+        ..Default::default()
+    };
+    let id = enqueue(&store, &config, args, t0).await;
+    let daemon = TestDaemon::start(config, t0).await;
+    let failed = wait_status(&store, &id, "failed").await;
+    daemon.stop().await;
+    assert_eq!(failed.attempts, 1);
+    let today = Utc::now().format("%Y-%m-%d");
+    assert_eq!(
+        failed.error_message.as_deref().unwrap(),
+        format!("blocked on `*` since {today}: disputed (source `cli`); not sent")
+    );
+    assert_eq!(smtp.messages().len(), 0);
+    let log = store
+        .query_json("SELECT status FROM notification_log", t0, 10)
+        .await
+        .unwrap();
+    assert_eq!(log.len(), 1);
+    assert_eq!(log[0]["status"], "suppressed");
+    store.close().await;
+}

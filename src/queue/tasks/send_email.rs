@@ -296,7 +296,8 @@ pub(super) async fn send(
                 retryable: true,
             });
         }
-        Some(Fate::Skipped(e)) => return Err(fatal(e)),
+        // Like a missing address: final, not retried; the task's error names the block.
+        Some(Fate::Skipped(e) | Fate::Suppressed(e)) => return Err(fatal(e)),
         Some(Fate::Planned(_)) | None => return Err(fatal("the email was not sent")),
     };
     let mut result = json!({
