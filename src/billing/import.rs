@@ -259,14 +259,6 @@ impl Record<'_> {
     }
 }
 
-fn valid_phone(p: &str) -> bool {
-    p.len() >= 8
-        && p.len() <= 16
-        && p.starts_with('+')
-        && p[1..].chars().all(|c| c.is_ascii_digit())
-        && !p[1..].starts_with('0')
-}
-
 /// The rows of an import, checked.
 pub struct Checked {
     pub customers: Vec<NewCustomer>,
@@ -413,7 +405,7 @@ pub async fn check(
                 }
                 let phone = r.get("phone").map(|p| p.replace([' ', '-', '(', ')'], ""));
                 if let Some(p) = &phone
-                    && !valid_phone(p)
+                    && !crate::notify::blocks::valid_phone(p)
                 {
                     r.bad(
                         "phone",

@@ -63,7 +63,9 @@ fn phone(a: &str) -> String {
     a.replace([' ', '-', '(', ')'], "")
 }
 
-fn valid_phone(p: &str) -> bool {
+/// A phone number in E.164 form: `+`, then 7-15 digits not starting with 0. The one check of
+/// imports, blocks and the SNS channel.
+pub fn valid_phone(p: &str) -> bool {
     p.len() >= 8
         && p.len() <= 16
         && p.starts_with('+')

@@ -97,14 +97,6 @@ fn valid_region(r: &str) -> bool {
         && !parts[parts.len() - 1].is_empty()
 }
 
-fn e164(n: &str) -> bool {
-    n.len() >= 8
-        && n.len() <= 16
-        && n.starts_with('+')
-        && !n[1..].starts_with('0')
-        && n[1..].bytes().all(|b| b.is_ascii_digit())
-}
-
 impl Sns {
     pub fn build(c: SnsConfig) -> Result<(Sns, f64, usize), SnsError> {
         if !valid_region(&c.region) {
@@ -138,7 +130,7 @@ impl Sns {
             attributes.push(("AWS.SNS.SMS.SenderID", id));
         }
         if let Some(n) = c.origination_number {
-            if !e164(&n) {
+            if !super::blocks::valid_phone(&n) {
                 return Err(SnsError::OriginationNumber(n));
             }
             attributes.push(("AWS.MM.SMS.OriginationNumber", n));
