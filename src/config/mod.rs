@@ -7,7 +7,7 @@
 //! them: `sections` (which table is which section; the notifier), `daemon` (`[daemon]`),
 //! `databases` (`[databases]`), `lanes` (`[lanes]`), `job`
 //! (each `[[job]]`, with `trigger`, `policy` and `alerts`), `queue` (`[queue]`), `http`
-//! (`[http]`). All of them report through `problems` and share the helpers of `read`.
+//! (`[http]`), `payments` (`[payments.*]`). All of them report through `problems` and share the helpers of `read`.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -32,6 +32,7 @@ mod databases;
 pub mod http;
 mod job;
 mod lanes;
+pub mod payments;
 mod policy;
 mod problems;
 mod queue;
@@ -126,6 +127,8 @@ pub struct Config {
     pub queue: Arc<crate::queue::QueueConfig>,
     /// `[http]`: metrics, health and the authenticated trigger; `None` when absent (off).
     pub http: Option<http::HttpConfig>,
+    /// `[payments.*]`: the payment webhooks served by `[http]` and their signing secrets.
+    pub payments: Arc<payments::PaymentsConfig>,
     /// `[databases]`: the application's databases, opened on first use.
     pub databases: Arc<Databases>,
     /// `[lanes]`: each lane's number of run slots, apart from `[daemon] max_concurrent`.
@@ -209,7 +212,9 @@ fn parse_into(path: &Path, text: &str, c: &mut Collector<'_>) -> Option<Config> 
         c,
     );
     let queue = queue::queue_config(sections.queue, notifier.as_deref(), c);
+    let has_http = sections.http.is_some();
     let http = http::http_config(sections.http, c);
+    let payments = payments::payments_config(sections.payments, has_http, c);
     Some(Config {
         path: PathBuf::new(),
         daemon: daemon?,
@@ -217,6 +222,7 @@ fn parse_into(path: &Path, text: &str, c: &mut Collector<'_>) -> Option<Config> 
         notifier: notifier?,
         queue: Arc::new(queue),
         http,
+        payments: Arc::new(payments),
         databases,
         lanes,
     })

@@ -32,6 +32,8 @@ pub(super) struct Sections<'i> {
     pub(super) databases: Option<Spanned<DeValue<'i>>>,
     /// `[lanes]`, read by `lanes.rs`.
     pub(super) lanes: Option<Spanned<DeValue<'i>>>,
+    /// `[payments]`, read by `payments.rs`.
+    pub(super) payments: Option<Spanned<DeValue<'i>>>,
 }
 
 /// `[channels]` and `[templates]`, and where they are written, for their problems.
@@ -77,6 +79,7 @@ impl<'i> Sections<'i> {
                 "http" => s.http = Some(value.clone()),
                 "databases" => s.databases = Some(value.clone()),
                 "lanes" => s.lanes = Some(value.clone()),
+                "payments" => s.payments = Some(value.clone()),
                 "defaults" => match deser::<PolicyRaw>(value.clone()) {
                     Ok(d) => s.defaults = d,
                     Err(e) => {
@@ -95,7 +98,7 @@ impl<'i> Sections<'i> {
                     format!("unknown section `{other}`"),
                     Some(key.span()),
                     "expected `[daemon]`, `[defaults]`, `[channels]`, `[templates]`, `[queue]`, \
-                     `[http]`, `[databases]`, `[lanes]` or `[[job]]`",
+                     `[http]`, `[payments]`, `[databases]`, `[lanes]` or `[[job]]`",
                 ),
             }
         }
@@ -163,8 +166,8 @@ mod tests {
         assert_eq!(
             errors("[deamon]\ntimezone = \"UTC\"\n"),
             "unknown section `deamon` (config.toml line 1, column 2): expected `[daemon]`, \
-             `[defaults]`, `[channels]`, `[templates]`, `[queue]`, `[http]`, `[databases]`, \
-             `[lanes]` or `[[job]]`"
+             `[defaults]`, `[channels]`, `[templates]`, `[queue]`, `[http]`, `[payments]`, \
+             `[databases]`, `[lanes]` or `[[job]]`"
         );
         assert_eq!(
             errors("[job]\nname = \"x\"\n"),
