@@ -8,6 +8,7 @@ use crate::store::billing::SubscriptionRow;
 pub mod demo;
 pub mod import;
 pub mod messages;
+pub mod payments;
 
 /// The billing intervals a subscription may have.
 pub const INTERVALS: &[&str] = &["monthly", "weekly", "yearly"];
