@@ -92,25 +92,40 @@ pub async fn apply(
     let (provider, id) = (&event.provider, &event.event_id);
     match &applied {
         Applied::Paid { number } => {
-            tracing::info!(provider, event = id, invoice = number, "payment: invoice paid")
+            tracing::info!(
+                provider,
+                event = id,
+                invoice = number,
+                "payment: invoice paid"
+            )
         }
         Applied::Partial {
             number,
             paid_minor,
             amount_minor,
         } => tracing::info!(
-            provider, event = id, invoice = number, paid_minor, amount_minor,
+            provider,
+            event = id,
+            invoice = number,
+            paid_minor,
+            amount_minor,
             "payment: part of the invoice paid"
         ),
         Applied::Duplicate => {
-            tracing::debug!(provider, event = id, "payment: event seen before; nothing changed")
+            tracing::debug!(
+                provider,
+                event = id,
+                "payment: event seen before; nothing changed"
+            )
         }
         Applied::UnknownInvoice => tracing::warn!(
             provider, event = id, invoice = ?event.invoice,
             "payment: no such invoice; the event is kept in `payments` (tickler payments list)"
         ),
         Applied::NotApplied { number, why } => tracing::warn!(
-            provider, event = id, invoice = number,
+            provider,
+            event = id,
+            invoice = number,
             "payment not applied: {why}; the event is kept in `payments`"
         ),
     }

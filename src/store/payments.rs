@@ -230,14 +230,24 @@ impl Store {
                     (outcome, Some(why), Some(t.id))
                 }
                 Some(t) => {
-                    let now_paid: i64 = sqlx::query_scalar(&add)
+                    // `None`: another payment made it paid since it was read (PostgreSQL).
+                    let now_paid: Option<i64> = sqlx::query_scalar(&add)
                         .bind(&t.id)
                         .bind(p.amount_minor)
                         .bind(now)
-                        .fetch_one(&mut *tx)
+                        .fetch_optional(&mut *tx)
                         .await
                         .doing("adding a payment to its invoice")?;
-                    if now_paid >= t.amount_minor {
+                    match now_paid {
+                    None => {
+                        let why = format!("invoice {} is paid already", t.number);
+                        let outcome = PaymentOutcome::NotApplied {
+                            number: t.number.clone(),
+                            why: why.clone(),
+                        };
+                        (outcome, Some(why), Some(t.id))
+                    }
+                    Some(now_paid) if now_paid >= t.amount_minor => {
                         sqlx::query(&paid)
                             .bind(&t.id)
                             .bind(p.paid_at)
@@ -248,7 +258,8 @@ impl Store {
                             .doing("marking an invoice paid")?;
                         invoice_paid!(tx, store, &t.id, &t.number, now);
                         (PaymentOutcome::Paid { number: t.number }, None, Some(t.id))
-                    } else {
+                    }
+                    Some(now_paid) => {
                         let detail = format!("{now_paid} of {} paid", t.amount_minor);
                         let outcome = PaymentOutcome::Partial {
                             number: t.number,
@@ -256,6 +267,7 @@ impl Store {
                             amount_minor: t.amount_minor,
                         };
                         (outcome, Some(detail), Some(t.id))
+                    }
                     }
                 }
             };
