@@ -8,6 +8,7 @@ use crate::store::billing::SubscriptionRow;
 pub mod demo;
 pub mod import;
 pub mod messages;
+pub mod payments;
 pub mod providers;
 
 /// The billing intervals a subscription may have.

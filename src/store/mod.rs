@@ -25,6 +25,7 @@ pub mod contacts;
 pub mod health;
 mod ledger;
 mod now;
+pub mod payments;
 mod postgres;
 pub mod queue;
 mod sqlite;

@@ -1,7 +1,7 @@
 //! The queue's tables: `scheduled_tasks` (claims with leases, finishes, the operator's list,
 //! cancel and retry) and the collection campaigns with their invoices. Every change that
 //! cancels tasks runs in the same transaction as its cause: a campaign paused or completed, an
-//! invoice paid.
+//! invoice paid (`payments.rs`).
 //!
 //! Query text is written once in PostgreSQL notation and adapted by [`Store::sql`]; claims take
 //! `FOR UPDATE SKIP LOCKED` on PostgreSQL, so several daemons share one queue.
@@ -236,7 +236,7 @@ UPDATE campaign_invoices SET status = 'paid', ended_at = $2
    AND invoice_id IN (SELECT id FROM invoices WHERE status <> 'open')";
 
 /// Cancels the pending tasks of a campaign's invoices whose membership ended.
-const CANCEL_ENDED: &str = "
+pub(super) const CANCEL_ENDED: &str = "
 UPDATE scheduled_tasks
    SET status = 'cancelled', updated_at = $2,
        error_message = 'cancelled: the invoice left the campaign (paid, or its emails ended)'
@@ -246,7 +246,7 @@ UPDATE scheduled_tasks
                       AND m.invoice_id = scheduled_tasks.invoice_id AND m.status = 'active')";
 
 /// Completes a campaign with no active invoice left.
-const COMPLETE_IF_DONE: &str = "
+pub(super) const COMPLETE_IF_DONE: &str = "
 UPDATE campaigns SET status = 'completed', completed_at = $2, updated_at = $2
  WHERE id = $1::uuid AND status <> 'completed'
    AND NOT EXISTS (SELECT 1 FROM campaign_invoices
@@ -254,7 +254,7 @@ UPDATE campaigns SET status = 'completed', completed_at = $2, updated_at = $2
 
 /// Cancels every pending task of a campaign (`$3`: the reason); on pause a scheduled
 /// `resume_campaign` is kept (`$4`).
-const CANCEL_CAMPAIGN: &str = "
+pub(super) const CANCEL_CAMPAIGN: &str = "
 UPDATE scheduled_tasks SET status = 'cancelled', updated_at = $2, error_message = $3
  WHERE status = 'pending' AND campaign_id = $1::uuid
    AND ($4 = FALSE OR task_type <> 'resume_campaign')";
@@ -282,13 +282,13 @@ fn retone_pending(store: &Store, key: &str, types: &str) -> String {
 /// completed.
 macro_rules! settle_campaign {
     ($tx:ident, $store:ident, $campaign:expr, $now:expr) => {{
-        sqlx::query(&$store.sql(CANCEL_ENDED))
+        sqlx::query(&$store.sql($crate::store::queue::CANCEL_ENDED))
             .bind($campaign)
             .bind($now)
             .execute(&mut *$tx)
             .await
             .doing("cancelling the tasks of invoices that left a campaign")?;
-        let completed = sqlx::query(&$store.sql(COMPLETE_IF_DONE))
+        let completed = sqlx::query(&$store.sql($crate::store::queue::COMPLETE_IF_DONE))
             .bind($campaign)
             .bind($now)
             .execute(&mut *$tx)
@@ -297,7 +297,7 @@ macro_rules! settle_campaign {
             .rows_affected()
             == 1;
         if completed {
-            sqlx::query(&$store.sql(CANCEL_CAMPAIGN))
+            sqlx::query(&$store.sql($crate::store::queue::CANCEL_CAMPAIGN))
                 .bind($campaign)
                 .bind($now)
                 .bind("cancelled: the campaign completed")
@@ -309,6 +309,7 @@ macro_rules! settle_campaign {
         completed
     }};
 }
+pub(super) use settle_campaign;
 
 /// Pauses (`$pause`) an active campaign or resumes a paused one inside a transaction; a pause
 /// cancels its pending tasks, keeping a queued `resume_campaign` when `$keep_resume`. Returns
@@ -334,7 +335,7 @@ macro_rules! change_status {
         .rows_affected()
             == 1;
         if changed && $pause {
-            sqlx::query(&$store.sql(CANCEL_CAMPAIGN))
+            sqlx::query(&$store.sql($crate::store::queue::CANCEL_CAMPAIGN))
                 .bind($campaign)
                 .bind($now)
                 .bind("cancelled: the campaign was paused")
@@ -914,66 +915,6 @@ impl Store {
                 insert_tasks!(tx, store, resume_tasks, now);
             }
             tx.commit().await.doing("changing a campaign's status")?;
-        });
-        Ok(true)
-    }
-
-    /// Marks an open invoice paid and, in the same transaction, ends its campaign memberships,
-    /// cancels its pending tasks and completes campaigns left without invoices. Returns false
-    /// when it was not open.
-    pub async fn mark_paid(
-        &self,
-        number: &str,
-        paid_at: DateTime<Utc>,
-        reference: Option<&str>,
-    ) -> Result<bool> {
-        let begin = self.begin_statement();
-        let store = self;
-        let paid = self.sql(
-            "UPDATE invoices SET status = 'paid', paid_at = $2, updated_at = $2,
-                    provider_ref = COALESCE($3, provider_ref)
-              WHERE number = $1 AND status = 'open'
-             RETURNING id::text",
-        );
-        with_pool!(self, pool => {
-            let mut tx = pool.begin_with(begin).await.doing("marking an invoice paid")?;
-            let Some(id) = sqlx::query_scalar::<_, String>(&paid)
-                .bind(number)
-                .bind(paid_at)
-                .bind(reference)
-                .fetch_optional(&mut *tx)
-                .await
-                .doing("marking an invoice paid")?
-            else {
-                tx.rollback().await.doing("marking an invoice paid")?;
-                return Ok(false);
-            };
-            let why = format!("cancelled: invoice {number} was paid");
-            sqlx::query(&store.sql(
-                "UPDATE scheduled_tasks SET status = 'cancelled', updated_at = $2,
-                        error_message = $3
-                  WHERE status = 'pending' AND invoice_id = $1::uuid",
-            ))
-            .bind(&id)
-            .bind(paid_at)
-            .bind(&why)
-            .execute(&mut *tx)
-            .await
-            .doing("cancelling the tasks of a paid invoice")?;
-            let campaigns: Vec<String> = sqlx::query_scalar(&store.sql(
-                "UPDATE campaign_invoices SET status = 'paid', ended_at = $2
-                  WHERE invoice_id = $1::uuid AND status = 'active'
-                 RETURNING campaign_id::text",
-            ))
-            .bind(&id)
-            .bind(paid_at)
-            .fetch_all(&mut *tx)
-            .await
-            .doing("ending the campaigns of a paid invoice")?;
-            for campaign in &campaigns {
-                settle_campaign!(tx, store, campaign.as_str(), paid_at);
-            }
-            tx.commit().await.doing("marking an invoice paid")?;
         });
         Ok(true)
     }

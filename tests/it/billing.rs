@@ -649,6 +649,195 @@ async fn sms_through_aws_sns_is_signed_and_its_failures_mapped() {
     store.close().await;
 }
 
+/// Payments in (issue 15, item 4): each event once per provider; partial payments add up and
+/// the invoice is paid when they reach its amount, with its pending tasks cancelled in the same
+/// transaction; a replay, an unknown invoice, another currency and a payment to a paid invoice
+/// are kept in `payments` and change no invoice.
+async fn payments_story(p: Project) {
+    use tickler::billing::payments::{Applied, InvoiceRef, PaymentEvent, apply};
+    p.write_config("", "");
+    let store = p.store().await;
+    let c = customer("Thandi", Some("t@example.com"), None);
+    let mut inv = vec![invoice(&c, "P-1", 3), invoice(&c, "P-2", 3)];
+    let (first, second) = (inv[0].id.clone(), inv[1].id.clone());
+    store
+        .import(&[c.clone()], &[], &mut inv, "INV-")
+        .await
+        .unwrap();
+    let now = Utc::now();
+    let task = |id: &str, invoice: &str| tickler::store::queue::NewTask {
+        id: id.into(),
+        org_id: tickler::store::queue::NO_ORG.into(),
+        campaign_id: None,
+        invoice_id: Some(invoice.into()),
+        customer_id: Some(c.id.clone()),
+        task_type: "send_email".into(),
+        task_data: None,
+        scheduled_for: ts(now + chrono::Duration::days(1)),
+        max_retries: 3,
+        priority: 0,
+        metadata: None,
+    };
+    let (t1, t2) = (
+        uuid::Uuid::now_v7().to_string(),
+        uuid::Uuid::now_v7().to_string(),
+    );
+    store
+        .enqueue_tasks(&[task(&t1, &first), task(&t2, &second)], now)
+        .await
+        .unwrap();
+    let event = |id: &str, invoice: InvoiceRef, amount: i64, currency: &str| PaymentEvent {
+        provider: "stripe".into(),
+        event_id: id.into(),
+        invoice,
+        amount_minor: amount,
+        currency: currency.into(),
+        paid_at: now,
+        reference: Some(format!("ref-{id}")),
+        payload: json!({ "id": id }),
+    };
+    let n = |s: &str| InvoiceRef::Number(s.into());
+    // P-1 is 1000.00 (100000 minor units): 400.00, then the same event again, then 600.00.
+    let a = apply(&store, &event("evt_1", n("P-1"), 40_000, "ZAR"), now)
+        .await
+        .unwrap();
+    assert_eq!(
+        a,
+        Applied::Partial {
+            number: "P-1".into(),
+            paid_minor: 40_000,
+            amount_minor: 100_000
+        }
+    );
+    let a = apply(&store, &event("evt_1", n("P-1"), 40_000, "ZAR"), now)
+        .await
+        .unwrap();
+    assert_eq!(a, Applied::Duplicate);
+    assert_eq!(
+        store
+            .invoice_by_number("P-1")
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
+        "open"
+    );
+    assert_eq!(store.task(&t1).await.unwrap().unwrap().status, "pending");
+    let a = apply(&store, &event("evt_2", n("P-1"), 60_000, "ZAR"), now)
+        .await
+        .unwrap();
+    assert_eq!(
+        a,
+        Applied::Paid {
+            number: "P-1".into()
+        }
+    );
+    let paid = store.invoice_by_number("P-1").await.unwrap().unwrap();
+    assert_eq!(
+        (paid.status.as_str(), paid.provider_ref.as_deref()),
+        ("paid", Some("ref-evt_2"))
+    );
+    let cancelled = store.task(&t1).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            cancelled.status.as_str(),
+            cancelled.error_message.as_deref()
+        ),
+        ("cancelled", Some("cancelled: invoice P-1 was paid"))
+    );
+    assert_eq!(
+        store.task(&t2).await.unwrap().unwrap().status,
+        "pending",
+        "P-2 is unpaid"
+    );
+    // Kept, not applied.
+    let a = apply(&store, &event("evt_3", n("P-404"), 100, "ZAR"), now)
+        .await
+        .unwrap();
+    assert_eq!(a, Applied::UnknownInvoice);
+    let a = apply(&store, &event("evt_4", n("P-2"), 100, "USD"), now)
+        .await
+        .unwrap();
+    assert_eq!(
+        a,
+        Applied::NotApplied {
+            number: "P-2".into(),
+            why: "invoice P-2 is in ZAR, the payment in USD".into()
+        }
+    );
+    let a = apply(&store, &event("evt_5", n("P-1"), 100, "ZAR"), now)
+        .await
+        .unwrap();
+    assert_eq!(
+        a,
+        Applied::NotApplied {
+            number: "P-1".into(),
+            why: "invoice P-1 is paid already".into()
+        }
+    );
+    // Another provider may reuse an event id; by payment reference.
+    store.set_provider_ref(&second, "PRQ_abc").await.unwrap();
+    let mut paystack = event(
+        "evt_1",
+        InvoiceRef::ProviderRef("PRQ_abc".into()),
+        100_000,
+        "ZAR",
+    );
+    paystack.provider = "paystack".into();
+    assert_eq!(
+        apply(&store, &paystack, now).await.unwrap(),
+        Applied::Paid {
+            number: "P-2".into()
+        }
+    );
+    assert_eq!(store.task(&t2).await.unwrap().unwrap().status, "cancelled");
+    // Refused before anything is written.
+    let bad = apply(&store, &event("evt_6", n("P-2"), 0, "ZAR"), now)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        bad.to_string(),
+        "`amount_minor` must be a whole number of minor units above 0 (found 0)"
+    );
+    let bad = apply(&store, &event("evt_6", n("P-2"), 5, "zar"), now)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        bad.to_string(),
+        "`currency` must be an ISO 4217 code such as `ZAR` (found `zar`)"
+    );
+    let rows = store.payments(None, 100).await.unwrap();
+    let seen: Vec<(String, String, Option<String>)> = rows
+        .iter()
+        .rev()
+        .map(|r| (r.event_id.clone(), r.outcome.clone(), r.number.clone()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("evt_1".into(), "partial".into(), Some("P-1".into())),
+            ("evt_2".into(), "paid".into(), Some("P-1".into())),
+            ("evt_3".into(), "unknown_invoice".into(), None),
+            ("evt_4".into(), "not_applied".into(), Some("P-2".into())),
+            ("evt_5".into(), "not_applied".into(), Some("P-1".into())),
+            ("evt_1".into(), "paid".into(), Some("P-2".into())),
+        ]
+    );
+    store.close().await;
+}
+
+#[tokio::test]
+async fn payments_apply_once_and_add_up() {
+    payments_story(Project::sqlite()).await;
+}
+
+#[tokio::test]
+async fn payments_apply_once_and_add_up_postgres() {
+    if let Some(p) = Project::postgres().await {
+        payments_story(p).await;
+    }
+}
+
 /// Paystack payment requests: a 500 is retried under the item policy, a 400 is not, a
 /// customer without a Paystack code is an item error; the job goes on (`partial`).
 #[tokio::test]
