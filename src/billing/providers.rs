@@ -7,10 +7,10 @@
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-pub use self::pending::{InvoiceRef, PaymentEvent};
+pub use super::payments::{InvoiceRef, PaymentEvent};
 
 /// What an event asks of us.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub enum Parsed {
     /// A payment to apply to the invoice it names.
     Payment(PaymentEvent),
@@ -217,29 +217,6 @@ fn currency(object: &Value, event: &str) -> Result<String> {
             "a three-letter currency code",
             c,
         ))
-    }
-}
-
-/// The shape `billing::payments` (being written on main) takes; replaced by it on merge.
-mod pending {
-    use chrono::{DateTime, Utc};
-
-    #[derive(Debug, Clone, PartialEq)]
-    pub struct PaymentEvent {
-        pub provider: String,
-        pub event_id: String,
-        pub invoice: InvoiceRef,
-        pub amount_minor: i64,
-        pub currency: String,
-        pub paid_at: DateTime<Utc>,
-        pub reference: Option<String>,
-        pub payload: serde_json::Value,
-    }
-
-    #[derive(Debug, Clone, PartialEq, Eq)]
-    pub enum InvoiceRef {
-        Number(String),
-        ProviderRef(String),
     }
 }
 
