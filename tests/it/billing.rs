@@ -661,7 +661,7 @@ async fn payments_story(p: Project) {
     let mut inv = vec![invoice(&c, "P-1", 3), invoice(&c, "P-2", 3)];
     let (first, second) = (inv[0].id.clone(), inv[1].id.clone());
     store
-        .import(&[c.clone()], &[], &mut inv, "INV-")
+        .import(std::slice::from_ref(&c), &[], &mut inv, "INV-")
         .await
         .unwrap();
     let now = Utc::now();
