@@ -1,8 +1,9 @@
 //! The edge of the daemon toward monitors and callers: the optional `[http]` listener (127.0.0.1 by default): `GET /metrics` (Prometheus),
 //! `GET /healthz` (the timer loop is going round and the database answers) and
 //! `POST /jobs/{name}/run` (a manual run, behind a bearer token compared in constant time;
-//! `?wait=30s` answers with the finished run; `GET` too where `allow_get_trigger = true`).
-//! Anything else is 404; error details go to the log, never into a response.
+//! `?wait=30s` answers with the finished run; `GET` too where `allow_get_trigger = true`) and
+//! the signed payment webhooks `POST /payments/paystack` and `POST /payments/stripe` (where
+//! `[payments.*]` configures them; see `payments.rs`). Anything else is 404; error details go to the log, never into a response.
 //!
 //! The listener holds a bounded number of connections (`[http] max_connections`, lowered to
 //! what the open-file limit leaves after a reserve for jobs and the database): a flood of idle
@@ -25,12 +26,15 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
+use crate::config::payments::PaymentsConfig;
 use crate::daemon::fdlimit;
 use crate::daemon::manual::{self, Waited};
 use crate::daemon::metrics::Snapshot;
 use crate::daemon::{Edge, EdgeError, Shared};
 use crate::secret::SecretSource;
 use crate::store::RunRow;
+
+mod payments;
 
 /// The timer loop wakes at least every `MAX_SLEEP`; one that has not gone round in this long
 /// is stuck.
@@ -62,6 +66,8 @@ pub struct HttpState {
     pub max_connections: usize,
     /// `[http] allow_get_trigger`: `GET /jobs/{name}/run` runs the job as `POST` does.
     pub allow_get_trigger: bool,
+    /// `[payments.*]`: the payment webhooks served and their signing secrets.
+    pub payments: Arc<PaymentsConfig>,
 }
 
 /// Why the `[http]` listener could not start; the daemon does not start either.
@@ -77,6 +83,11 @@ pub enum HttpError {
     },
     #[error("cannot read the `[http]` token: {0}")]
     Token(#[from] crate::secret::SecretError),
+    #[error("cannot read the `[payments.{provider}]` secret: {cause}")]
+    PaymentSecret {
+        provider: &'static str,
+        cause: crate::secret::SecretError,
+    },
 }
 
 /// The `[http]` listener as the daemon's [`Edge`]: bound during the daemon's start-up (after it
@@ -87,6 +98,7 @@ pub struct Listener {
     token: Option<SecretSource>,
     max_connections: usize,
     allow_get_trigger: bool,
+    payments: Arc<PaymentsConfig>,
 }
 
 /// The edge of `config`'s `[http]` section (none without one); nothing is opened yet.
@@ -98,6 +110,7 @@ pub fn edge(config: &Config) -> Option<Box<dyn Edge>> {
         token: h.token.clone(),
         max_connections: h.max_connections,
         allow_get_trigger: h.allow_get_trigger,
+        payments: config.payments.clone(),
     }))
 }
 
@@ -107,6 +120,15 @@ impl Listener {
     async fn bind(&mut self) -> Result<(), HttpError> {
         if let Some(t) = &self.token {
             t.read()?;
+        }
+        for (provider, source) in [
+            ("paystack", &self.payments.paystack),
+            ("stripe", &self.payments.stripe),
+        ] {
+            if let Some(s) = source {
+                s.read()
+                    .map_err(|cause| HttpError::PaymentSecret { provider, cause })?;
+            }
         }
         let listen = self.listen;
         let listener = TcpListener::bind(listen)
@@ -133,6 +155,7 @@ impl Edge for Listener {
             token: self.token,
             max_connections: self.max_connections,
             allow_get_trigger: self.allow_get_trigger,
+            payments: self.payments,
         });
         tokio::spawn(serve(listener, state, stopping));
     }
@@ -391,6 +414,12 @@ fn not_found() -> Response<Full<Bytes>> {
 }
 
 async fn handle(req: Request<Incoming>, state: &HttpState) -> Response<Full<Bytes>> {
+    if let Some(provider) = payments::Provider::of_path(req.uri().path()) {
+        return match *req.method() {
+            Method::POST => payments::webhook(req, provider, state).await,
+            _ => not_found(),
+        };
+    }
     let path = req.uri().path();
     let run_of = path
         .strip_prefix("/jobs/")
