@@ -340,7 +340,8 @@ async fn payment_webhooks_apply_only_signed_events_once_postgres() {
     }
 }
 
-/// A provider without its `[payments.*]` section has no webhook.
+/// A provider without its `[payments.*]` section has no webhook; one whose secret cannot be
+/// read any more answers 503 (the provider retries) rather than refusing or accepting.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unconfigured_provider_is_not_served() {
     let p = Project::sqlite();
@@ -362,5 +363,15 @@ async fn an_unconfigured_provider_is_not_served() {
     let body = json!({"event": "charge.success", "data": {}}).to_string();
     let (code, _) = hooks.paystack(&body).await;
     assert_eq!(code, 404);
+    // A secret gone after the start: 503, so that Stripe retries once it is back.
+    std::fs::remove_file(p.path().join("stripe-secret")).unwrap();
+    let (code, answer) = hooks.stripe(1_795_000_000, "{}").await;
+    assert_eq!(
+        (code, answer["error"].as_str()),
+        (
+            503,
+            Some("payments are not set up: the signing secret cannot be read")
+        )
+    );
     d.stop().await;
 }
