@@ -661,7 +661,7 @@ async fn payments_story(p: Project) {
     let mut inv = vec![invoice(&c, "P-1", 3), invoice(&c, "P-2", 3)];
     let (first, second) = (inv[0].id.clone(), inv[1].id.clone());
     store
-        .import(&[c.clone()], &[], &mut inv, "INV-")
+        .import(std::slice::from_ref(&c), &[], &mut inv, "INV-")
         .await
         .unwrap();
     let now = Utc::now();
@@ -823,6 +823,44 @@ async fn payments_story(p: Project) {
             ("evt_1".into(), "paid".into(), Some("P-2".into())),
         ]
     );
+    let out = p.cli(&["payments", "list", "--invoice", "P-1"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let lines: Vec<Vec<&str>> = text
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().skip(2).collect())
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            vec![
+                "stripe",
+                "evt_5",
+                "P-1",
+                "ZAR",
+                "1.00",
+                "not_applied",
+                "invoice",
+                "P-1",
+                "is",
+                "paid",
+                "already"
+            ],
+            vec!["stripe", "evt_2", "P-1", "ZAR", "600.00", "paid"],
+            vec![
+                "stripe", "evt_1", "P-1", "ZAR", "400.00", "partial", "40000", "of", "100000",
+                "paid"
+            ],
+        ],
+        "{text}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&stdout(
+        &p.cli(&["payments", "list", "--format", "json", "--limit", "1"]),
+    ))
+    .unwrap();
+    assert_eq!(json[0]["event_id"], "evt_1");
+    assert_eq!(json[0]["provider"], "paystack");
     store.close().await;
 }
 
