@@ -52,6 +52,9 @@ _tickler() {
             tickler,migrate)
                 cmd="tickler__subcmd__migrate"
                 ;;
+            tickler,payments)
+                cmd="tickler__subcmd__payments"
+                ;;
             tickler,print-config)
                 cmd="tickler__subcmd__print__subcmd__config"
                 ;;
@@ -166,6 +169,9 @@ _tickler() {
             tickler__subcmd__help,migrate)
                 cmd="tickler__subcmd__help__subcmd__migrate"
                 ;;
+            tickler__subcmd__help,payments)
+                cmd="tickler__subcmd__help__subcmd__payments"
+                ;;
             tickler__subcmd__help,print-config)
                 cmd="tickler__subcmd__help__subcmd__print__subcmd__config"
                 ;;
@@ -208,6 +214,9 @@ _tickler() {
             tickler__subcmd__help__subcmd__invoice,mark-paid)
                 cmd="tickler__subcmd__help__subcmd__invoice__subcmd__mark__subcmd__paid"
                 ;;
+            tickler__subcmd__help__subcmd__payments,list)
+                cmd="tickler__subcmd__help__subcmd__payments__subcmd__list"
+                ;;
             tickler__subcmd__help__subcmd__tasks,cancel)
                 cmd="tickler__subcmd__help__subcmd__tasks__subcmd__cancel"
                 ;;
@@ -234,6 +243,18 @@ _tickler() {
                 ;;
             tickler__subcmd__invoice__subcmd__help,mark-paid)
                 cmd="tickler__subcmd__invoice__subcmd__help__subcmd__mark__subcmd__paid"
+                ;;
+            tickler__subcmd__payments,help)
+                cmd="tickler__subcmd__payments__subcmd__help"
+                ;;
+            tickler__subcmd__payments,list)
+                cmd="tickler__subcmd__payments__subcmd__list"
+                ;;
+            tickler__subcmd__payments__subcmd__help,help)
+                cmd="tickler__subcmd__payments__subcmd__help__subcmd__help"
+                ;;
+            tickler__subcmd__payments__subcmd__help,list)
+                cmd="tickler__subcmd__payments__subcmd__help__subcmd__list"
                 ;;
             tickler__subcmd__tasks,cancel)
                 cmd="tickler__subcmd__tasks__subcmd__cancel"
@@ -278,7 +299,7 @@ _tickler() {
 
     case "${cmd}" in
         tickler)
-            opts="-c -h -V --config --help --version run check list run-job import invoice tasks campaign contacts demo history migrate print-config completions man help"
+            opts="-c -h -V --config --help --version run check list run-job import invoice tasks campaign contacts payments demo history migrate print-config completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -834,7 +855,7 @@ _tickler() {
             return 0
             ;;
         tickler__subcmd__help)
-            opts="run check list run-job import invoice tasks campaign contacts demo history migrate print-config completions man help"
+            opts="run check list run-job import invoice tasks campaign contacts payments demo history migrate print-config completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1144,6 +1165,34 @@ _tickler() {
         tickler__subcmd__help__subcmd__migrate)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tickler__subcmd__help__subcmd__payments)
+            opts="list"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tickler__subcmd__help__subcmd__payments__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -1506,6 +1555,104 @@ _tickler() {
                 return 0
             fi
             case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tickler__subcmd__payments)
+            opts="-c -h --config --help list help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tickler__subcmd__payments__subcmd__help)
+            opts="list help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tickler__subcmd__payments__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tickler__subcmd__payments__subcmd__help__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tickler__subcmd__payments__subcmd__list)
+            opts="-c -h --invoice --limit --format --config --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --invoice)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --limit)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --format)
+                    COMPREPLY=($(compgen -W "table json" -- "${cur}"))
+                    return 0
+                    ;;
                 --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0

@@ -19,6 +19,7 @@ pub mod check;
 pub mod contacts;
 pub mod docs;
 pub mod history;
+pub mod payments;
 pub mod run;
 pub mod tasks;
 
@@ -26,6 +27,7 @@ use billing::InvoiceCommand;
 use campaign::CampaignCommand;
 use contacts::ContactsCommand;
 use docs::CompletionShell;
+use payments::PaymentsCommand;
 use tasks::TasksCommand;
 
 #[derive(Debug, Parser)]
@@ -128,6 +130,12 @@ pub enum Command {
     Contacts {
         #[command(subcommand)]
         command: ContactsCommand,
+    },
+    /// Payments received (provider webhooks, `POST /invoices/NUMBER/payments`) and what became
+    /// of each.
+    Payments {
+        #[command(subcommand)]
+        command: PaymentsCommand,
     },
     /// Fill an empty database with a realistic sample: tenants, leases, invoices at every stage.
     Demo,
@@ -268,6 +276,13 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             let config = load()?;
             let store = open_store(&config).await?;
             let result = campaign::campaign_command(&store, &config, command).await;
+            store.close().await;
+            finish(&result?, ExitCode::SUCCESS)
+        }
+        Command::Payments { command } => {
+            let config = load()?;
+            let store = open_store(&config).await?;
+            let result = payments::payments_command(&store, command).await;
             store.close().await;
             finish(&result?, ExitCode::SUCCESS)
         }

@@ -269,7 +269,17 @@ impl CreateInvoicesJob {
                 }
                 let mut attempt = 1;
                 let result = loop {
-                    match paystack.payment_request(&invoice).await {
+                    let request = async {
+                        let customer = paystack.customer_code(&invoice).await?;
+                        if invoice.provider_customer_id.is_none() {
+                            ctx.store
+                                .set_provider_customer_id(&invoice.customer_id, &customer)
+                                .await
+                                .map_err(|e| (true, e.to_string()))?;
+                        }
+                        paystack.payment_request(&invoice, &customer).await
+                    };
+                    match request.await {
                         Ok(code) => break Ok(code),
                         Err((true, e)) if attempt < policy.attempts => {
                             attempt += 1;

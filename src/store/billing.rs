@@ -516,6 +516,22 @@ impl Store {
             .doing("reading invoices without a payment request"))
     }
 
+    /// Keeps a customer's payment provider code (e.g. Paystack's `CUS_...`), where it has none.
+    pub async fn set_provider_customer_id(&self, customer_id: &str, code: &str) -> Result<()> {
+        let text = self.sql(
+            "UPDATE customers SET provider_customer_id = $2
+              WHERE id = $1::uuid AND provider_customer_id IS NULL",
+        );
+        with_pool!(self, pool => sqlx::query(&text)
+            .bind(customer_id)
+            .bind(code)
+            .execute(pool)
+            .await
+            .map(|_| ())
+            .doing("recording a customer's provider code"))?;
+        Ok(())
+    }
+
     pub async fn set_provider_ref(&self, invoice_id: &str, reference: &str) -> Result<()> {
         let text =
             self.sql("UPDATE invoices SET provider_ref = $2, updated_at = $3 WHERE id = $1::uuid");

@@ -823,6 +823,44 @@ async fn payments_story(p: Project) {
             ("evt_1".into(), "paid".into(), Some("P-2".into())),
         ]
     );
+    let out = p.cli(&["payments", "list", "--invoice", "P-1"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let lines: Vec<Vec<&str>> = text
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().skip(2).collect())
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            vec![
+                "stripe",
+                "evt_5",
+                "P-1",
+                "ZAR",
+                "1.00",
+                "not_applied",
+                "invoice",
+                "P-1",
+                "is",
+                "paid",
+                "already"
+            ],
+            vec!["stripe", "evt_2", "P-1", "ZAR", "600.00", "paid"],
+            vec![
+                "stripe", "evt_1", "P-1", "ZAR", "400.00", "partial", "40000", "of", "100000",
+                "paid"
+            ],
+        ],
+        "{text}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&stdout(
+        &p.cli(&["payments", "list", "--format", "json", "--limit", "1"]),
+    ))
+    .unwrap();
+    assert_eq!(json[0]["event_id"], "evt_1");
+    assert_eq!(json[0]["provider"], "paystack");
     store.close().await;
 }
 
@@ -876,6 +914,41 @@ async fn paystack_payment_requests_retry_per_invoice() {
         .with_priority(2)
         .mount(&paystack)
         .await;
+    // No request exists yet for anyone; P3 has no Paystack code: not found by email, created.
+    Mock::given(method("GET"))
+        .and(path("/paymentrequest"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(json!({ "status": true, "data": [] })),
+        )
+        .mount(&paystack)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/customer/p3@example.com"))
+        .respond_with(
+            ResponseTemplate::new(404)
+                .set_body_json(json!({ "status": false, "message": "Customer not found" })),
+        )
+        .mount(&paystack)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/customer"))
+        .and(body_string_contains("p3@example.com"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({ "status": true, "data": { "customer_code": "CUS_3" } })),
+        )
+        .mount(&paystack)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/paymentrequest"))
+        .and(body_string_contains("CUS_3"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(
+                json!({ "status": true, "data": { "request_code": "PRQ_3", "id": 3 } }),
+            ),
+        )
+        .mount(&paystack)
+        .await;
     Mock::given(method("POST"))
         .and(path("/paymentrequest"))
         .and(body_string_contains("CUS_2"))
@@ -909,10 +982,20 @@ async fn paystack_payment_requests_retry_per_invoice() {
         json!([
             "invoice INV-000002: payment request failed after 1 attempt(s): Paystack API error: \
              HTTP 400: Customer not found",
-            "invoice INV-000003: payment request failed after 1 attempt(s): no Paystack \
-             customer ID found for customer `P3`; set `provider_customer_id` (a Paystack \
-             customer code, `CUS_...`) for it, e.g. with `tickler import customers`"
         ])
+    );
+    let third = store
+        .invoice_by_number("INV-000003")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (
+            third.provider_ref.as_deref(),
+            third.provider_customer_id.as_deref()
+        ),
+        (Some("PRQ_3"), Some("CUS_3")),
+        "P3's Paystack customer was created and kept"
     );
     let first = store
         .invoice_by_number("INV-000001")
@@ -920,7 +1003,11 @@ async fn paystack_payment_requests_retry_per_invoice() {
         .unwrap()
         .unwrap();
     assert_eq!(first.provider_ref.as_deref(), Some("PRQ_1"));
-    let calls = paystack.received_requests().await.unwrap();
+    let all = paystack.received_requests().await.unwrap();
+    let calls: Vec<_> = all
+        .iter()
+        .filter(|r| r.method.as_str() == "POST" && r.url.path() == "/paymentrequest")
+        .collect();
     let auth = calls[0]
         .headers
         .get("authorization")
@@ -931,8 +1018,8 @@ async fn paystack_payment_requests_retry_per_invoice() {
     assert_eq!(auth, "Bearer sk_test_1");
     assert_eq!(
         calls.len(),
-        3,
-        "a 500 then a 200 for CUS_1, one 400 for CUS_2"
+        4,
+        "a 500 then a 200 for CUS_1, one 400 for CUS_2, one for CUS_3"
     );
     // The run says it needed a retry: CUS_1's 500.
     assert_eq!(
@@ -940,20 +1027,133 @@ async fn paystack_payment_requests_retry_per_invoice() {
             meta(&r)["payment_requests"].clone(),
             meta(&r)["payment_request_retries"].clone()
         ),
-        (json!(1), json!(1)),
+        (json!(2), json!(1)),
         "{r:?}"
     );
 
     // The next run creates nothing and asks again only for the invoices still without one.
     let r = run(&p, "invoices").await;
     assert_eq!(meta(&r)["created"], json!(0));
-    assert_eq!(meta(&r)["payment_requests_failed"], json!(2));
+    assert_eq!(meta(&r)["payment_requests_failed"], json!(1));
     assert_eq!(
         meta(&r)["payment_request_retries"],
         json!(0),
         "a 400 is not retried"
     );
-    assert_eq!(paystack.received_requests().await.unwrap().len(), 4);
+    let posts = paystack
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| r.method.as_str() == "POST")
+        .count();
+    assert_eq!(
+        posts, 6,
+        "4 payment requests and P3's customer, then CUS_2's again"
+    );
+    store.close().await;
+}
+
+/// A payment request whose creation timed out may exist at Paystack: the next attempt finds
+/// it among the customer's requests and takes it, instead of sending the customer a second one;
+/// a customer Paystack knows by email is taken, not created again.
+#[tokio::test]
+async fn a_payment_request_that_timed_out_is_found_not_sent_twice() {
+    let p = Project::sqlite();
+    let paystack = MockServer::start().await;
+    std::fs::write(p.path().join("paystack_key"), "sk_test_1").unwrap();
+    p.write_config(
+        "",
+        &format!(
+            "[[job]]\nname = \"invoices\"\nkind = \"create_invoices\"\nschedule = \"0 7 * * *\"\n\
+             days_ahead = 0\npaystack = {{ secret_key_file = \"{}\", base_url = \"{}\", timeout = \"500ms\" }}\n\
+             item_retry = {{ attempts = 3, initial = \"10ms\", max = \"20ms\" }}\n",
+            p.path().join("paystack_key").display(),
+            paystack.uri()
+        ),
+    );
+    Mock::given(method("GET"))
+        .and(path("/customer/known@example.com"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({ "status": true, "data": { "customer_code": "CUS_9" } })),
+        )
+        .mount(&paystack)
+        .await;
+    // The first listing finds nothing; the request is created but its answer is lost; from then
+    // on the listing shows it.
+    Mock::given(method("GET"))
+        .and(path("/paymentrequest"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(json!({ "status": true, "data": [] })),
+        )
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&paystack)
+        .await;
+    let store = p.store().await;
+    let known = customer("Known Person", Some("known@example.com"), None);
+    let subs = vec![weekly(&known, 0)];
+    let (amount, currency) = (subs[0].amount_minor, subs[0].currency.clone());
+    let number = "INV-000001";
+    Mock::given(method("GET"))
+        .and(path("/paymentrequest"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({ "status": true, "data": [
+            { "request_code": "PRQ_other", "description": "Invoice INV-999", "amount": amount, "currency": currency },
+            { "request_code": "PRQ_9", "description": format!("Invoice {number}"), "amount": amount, "currency": currency },
+        ] })))
+        .with_priority(2)
+        .mount(&paystack)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/paymentrequest"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({ "status": true, "data": { "request_code": "PRQ_9" } }))
+                .set_delay(std::time::Duration::from_secs(3)),
+        )
+        .mount(&paystack)
+        .await;
+    store
+        .import(&[known], &subs, &mut [], "INV-")
+        .await
+        .unwrap();
+    let r = run(&p, "invoices").await;
+    assert_eq!(r.status, "partial", "{r:?}");
+    assert_eq!(
+        meta(&r)["item_errors"],
+        json!([format!(
+            "invoice {number}: payment request failed after 1 attempt(s): Paystack API error: \
+             timed out"
+        )]),
+        "a timeout is not retried at once"
+    );
+    let r = run(&p, "invoices").await;
+    assert_eq!(r.status, "succeeded", "{r:?}");
+    let inv = store.invoice_by_number(number).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            inv.provider_ref.as_deref(),
+            inv.provider_customer_id.as_deref()
+        ),
+        (Some("PRQ_9"), Some("CUS_9"))
+    );
+    let all = paystack.received_requests().await.unwrap();
+    let count = |m: &str, p: &str| {
+        all.iter()
+            .filter(|r| r.method.as_str() == m && r.url.path() == p)
+            .count()
+    };
+    assert_eq!(
+        count("POST", "/paymentrequest"),
+        1,
+        "never a second request"
+    );
+    assert_eq!(
+        count("POST", "/customer"),
+        0,
+        "the customer Paystack knew was taken"
+    );
     store.close().await;
 }
 
