@@ -24,5 +24,9 @@ CREATE TABLE payments (
     created_at   timestamptz NOT NULL,
     UNIQUE (provider, event_id)
 );
+-- One payment is one row, whichever of its events arrives first: Stripe sends both
+-- `checkout.session.completed` and `payment_intent.succeeded` for one payment, each with its
+-- own event id and the same `pi_...` reference.
+CREATE UNIQUE INDEX payments_reference ON payments (provider, reference) WHERE reference IS NOT NULL;
 CREATE INDEX payments_invoice ON payments (invoice_id);
 CREATE INDEX payments_created ON payments (created_at);

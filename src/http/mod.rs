@@ -3,7 +3,8 @@
 //! `POST /jobs/{name}/run` (a manual run, behind a bearer token compared in constant time;
 //! `?wait=30s` answers with the finished run; `GET` too where `allow_get_trigger = true`) and
 //! the signed payment webhooks `POST /payments/paystack` and `POST /payments/stripe` (where
-//! `[payments.*]` configures them; see `payments.rs`). Anything else is 404; error details go to the log, never into a response.
+//! `[payments.*]` configures them; see `payments.rs`), and `POST /invoices/{number}/payments`
+//! (the application's own payments, behind the bearer token). Anything else is 404; error details go to the log, never into a response.
 //!
 //! The listener holds a bounded number of connections (`[http] max_connections`, lowered to
 //! what the open-file limit leaves after a reserve for jobs and the database): a flood of idle
@@ -420,6 +421,19 @@ async fn handle(req: Request<Incoming>, state: &HttpState) -> Response<Full<Byte
             _ => not_found(),
         };
     }
+    let paid_of = req
+        .uri()
+        .path()
+        .strip_prefix("/invoices/")
+        .and_then(|r| r.strip_suffix("/payments"))
+        .filter(|n| !n.is_empty() && !n.contains('/'))
+        .map(str::to_string);
+    if let Some(number) = paid_of {
+        return match *req.method() {
+            Method::POST => payments::invoice_payment(req, &number, state).await,
+            _ => not_found(),
+        };
+    }
     let path = req.uri().path();
     let run_of = path
         .strip_prefix("/jobs/")
@@ -527,6 +541,37 @@ async fn health(state: &HttpState) -> Response<Full<Bytes>> {
     )
 }
 
+/// The 401 to answer when `req` does not carry the `[http]` bearer token (compared in
+/// constant time); `None` when it does. `what` names the request in the log.
+fn unauthorized_unless_token<B>(
+    req: &Request<B>,
+    state: &HttpState,
+    what: &str,
+) -> Option<Response<Full<Bytes>>> {
+    let Some(source) = &state.token else {
+        tracing::warn!("{what} refused: no `[http]` token is configured");
+        return Some(unauthorized());
+    };
+    let expected = match source.read() {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!(error = %e, "{what} refused: cannot read the `[http]` token");
+            return Some(unauthorized());
+        }
+    };
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(bearer)
+        .unwrap_or("");
+    if !same_token(presented.as_bytes(), expected.expose().as_bytes()) {
+        tracing::warn!("{what} refused: missing or wrong bearer token");
+        return Some(unauthorized());
+    }
+    None
+}
+
 /// The credentials of an `Authorization` header whose scheme is `Bearer`, in any case
 /// (RFC 7235: the scheme is case-insensitive), after one or more spaces.
 fn bearer(header: &str) -> Option<&str> {
@@ -622,29 +667,8 @@ fn run_result(row: &RunRow) -> serde_json::Value {
 }
 
 async fn trigger(req: &Request<Incoming>, name: &str, state: &HttpState) -> Response<Full<Bytes>> {
-    let Some(source) = &state.token else {
-        tracing::warn!(
-            job = name,
-            "POST /jobs/NAME/run refused: no `[http]` token is configured"
-        );
-        return unauthorized();
-    };
-    let expected = match source.read() {
-        Ok(t) => t,
-        Err(e) => {
-            tracing::error!(error = %e, "POST /jobs/NAME/run refused: cannot read the `[http]` token");
-            return unauthorized();
-        }
-    };
-    let presented = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(bearer)
-        .unwrap_or("");
-    if !same_token(presented.as_bytes(), expected.expose().as_bytes()) {
-        tracing::warn!("POST /jobs/NAME/run refused: missing or wrong bearer token");
-        return unauthorized();
+    if let Some(refused) = unauthorized_unless_token(req, state, "POST /jobs/NAME/run") {
+        return refused;
     }
     let wait = match wait_of(req.uri().query()) {
         Ok(wait) => wait,

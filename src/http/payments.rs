@@ -24,7 +24,7 @@ use serde_json::json;
 use sha2::{Sha256, Sha512};
 
 use super::{HttpState, json_reply, not_found};
-use crate::billing::payments::{self, Applied, PaymentError};
+use crate::billing::payments::{self, Applied, InvoiceRef, PaymentError, PaymentEvent};
 use crate::billing::providers::{self, Parsed};
 
 /// The largest event body read: Paystack's and Stripe's events are a few kB.
@@ -150,6 +150,61 @@ fn error(status: StatusCode, message: impl std::fmt::Display) -> Response<Full<B
     json_reply(status, json!({ "error": message.to_string() }))
 }
 
+/// Applies a checked payment and answers with what became of it: 200 with the outcome once it
+/// is recorded (a replay is `duplicate`); 503 when the store fails or is slow (the caller
+/// retries, and the retry is applied once); 400 for an event the store refuses to take.
+async fn record(
+    state: &HttpState,
+    event: &PaymentEvent,
+    now: chrono::DateTime<chrono::Utc>,
+    name: &str,
+) -> Response<Full<Bytes>> {
+    let applied = tokio::time::timeout(
+        STORE_PATIENCE,
+        payments::apply(&state.shared.store, event, now),
+    )
+    .await;
+    let outcome = match applied {
+        Ok(Ok(outcome)) => outcome,
+        Ok(Err(PaymentError::Store(e))) => {
+            tracing::error!(provider = name, event = %event.event_id, error = %e,
+                "payment webhook: the store failed; the provider will retry");
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the payment could not be recorded now; retry later",
+            );
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(provider = name, event = %event.event_id, error = %e,
+                "payment webhook: event refused");
+            return error(StatusCode::BAD_REQUEST, e);
+        }
+        Err(_) => {
+            tracing::error!(provider = name, event = %event.event_id,
+                "payment webhook: the store took over 10s; the provider will retry");
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the payment could not be recorded now; retry later",
+            );
+        }
+    };
+    let body = match outcome {
+        Applied::Paid { number } => json!({"outcome": "paid", "invoice": number}),
+        Applied::Partial {
+            number,
+            paid_minor,
+            amount_minor,
+        } => json!({"outcome": "partial", "invoice": number, "paid_minor": paid_minor,
+                    "amount_minor": amount_minor}),
+        Applied::Duplicate => json!({"outcome": "duplicate"}),
+        Applied::UnknownInvoice => json!({"outcome": "unknown_invoice"}),
+        Applied::NotApplied { number, why } => {
+            json!({"outcome": "not_applied", "invoice": number, "why": why})
+        }
+    };
+    json_reply(StatusCode::OK, body)
+}
+
 /// Serves one webhook request of `provider`.
 pub(super) async fn webhook(
     req: Request<Incoming>,
@@ -232,50 +287,7 @@ pub(super) async fn webhook(
             return error(StatusCode::BAD_REQUEST, e);
         }
     };
-    let applied = tokio::time::timeout(
-        STORE_PATIENCE,
-        payments::apply(&state.shared.store, &event, now),
-    )
-    .await;
-    let outcome = match applied {
-        Ok(Ok(outcome)) => outcome,
-        Ok(Err(PaymentError::Store(e))) => {
-            tracing::error!(provider = name, event = %event.event_id, error = %e,
-                "payment webhook: the store failed; the provider will retry");
-            return error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the payment could not be recorded now; retry later",
-            );
-        }
-        Ok(Err(e)) => {
-            tracing::warn!(provider = name, event = %event.event_id, error = %e,
-                "payment webhook: event refused");
-            return error(StatusCode::BAD_REQUEST, e);
-        }
-        Err(_) => {
-            tracing::error!(provider = name, event = %event.event_id,
-                "payment webhook: the store took over 10s; the provider will retry");
-            return error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the payment could not be recorded now; retry later",
-            );
-        }
-    };
-    let body = match outcome {
-        Applied::Paid { number } => json!({"outcome": "paid", "invoice": number}),
-        Applied::Partial {
-            number,
-            paid_minor,
-            amount_minor,
-        } => json!({"outcome": "partial", "invoice": number, "paid_minor": paid_minor,
-                    "amount_minor": amount_minor}),
-        Applied::Duplicate => json!({"outcome": "duplicate"}),
-        Applied::UnknownInvoice => json!({"outcome": "unknown_invoice"}),
-        Applied::NotApplied { number, why } => {
-            json!({"outcome": "not_applied", "invoice": number, "why": why})
-        }
-    };
-    json_reply(StatusCode::OK, body)
+    record(state, &event, now, name).await
 }
 
 #[cfg(test)]
@@ -398,4 +410,90 @@ mod tests {
             Err(SignatureError::Stripe)
         );
     }
+}
+
+/// The body of `POST /invoices/NUMBER/payments`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApiPayment {
+    amount_minor: i64,
+    /// Your id of the payment: the same reference twice is applied once.
+    reference: String,
+    /// RFC 3339; default now.
+    paid_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Default the invoice's.
+    currency: Option<String>,
+}
+
+/// `POST /invoices/NUMBER/payments` with the `[http]` bearer token: the application reports a
+/// payment of its own (`{"amount_minor", "reference", "paid_at"?, "currency"?}`), applied as a
+/// provider's is, once per `reference`. An invoice that does not exist is 404 and nothing is
+/// kept (the caller can correct it); a body that does not read is 400.
+pub(super) async fn invoice_payment(
+    req: Request<Incoming>,
+    number: &str,
+    state: &HttpState,
+) -> Response<Full<Bytes>> {
+    if let Some(refused) =
+        super::unauthorized_unless_token(&req, state, "POST /invoices/NUMBER/payments")
+    {
+        return refused;
+    }
+    let body = match Limited::new(req.into_body(), 64 << 10).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "the body could not be read whole (at most 64 KiB is accepted)",
+            );
+        }
+    };
+    let payment: ApiPayment = match serde_json::from_slice(&body) {
+        Ok(p) => p,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "the body must be JSON like {{\"amount_minor\": 150000, \"reference\": \
+                     \"your payment id\", \"paid_at\": \"2026-11-30T10:00:00Z\"}}: {e}"
+                ),
+            );
+        }
+    };
+    let found =
+        tokio::time::timeout(STORE_PATIENCE, state.shared.store.invoice_by_number(number)).await;
+    let invoice = match found {
+        Ok(Ok(Some(invoice))) => invoice,
+        Ok(Ok(None)) => {
+            return error(
+                StatusCode::NOT_FOUND,
+                format!("no invoice numbered `{number}`"),
+            );
+        }
+        Ok(Err(e)) => {
+            tracing::error!(invoice = number, error = %e, "POST /invoices/NUMBER/payments: the store failed");
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the payment could not be recorded now; retry later",
+            );
+        }
+        Err(_) => {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the payment could not be recorded now; retry later",
+            );
+        }
+    };
+    let now = state.shared.clock.now();
+    let event = PaymentEvent {
+        provider: "api".into(),
+        event_id: payment.reference.clone(),
+        invoice: InvoiceRef::Number(number.to_string()),
+        amount_minor: payment.amount_minor,
+        currency: payment.currency.unwrap_or(invoice.currency),
+        paid_at: payment.paid_at.unwrap_or(now),
+        reference: Some(payment.reference),
+        payload: serde_json::from_slice(&body).unwrap_or_default(),
+    };
+    record(state, &event, now, "api").await
 }

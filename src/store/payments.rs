@@ -71,7 +71,8 @@ pub enum PaymentOutcome {
         paid_minor: i64,
         amount_minor: i64,
     },
-    /// This provider's event was recorded before: nothing changed.
+    /// This provider's event, or another event of the same payment (its reference), was
+    /// recorded before: nothing changed.
     Duplicate,
     /// No invoice by that number or reference: the event is kept (`unknown_invoice`).
     UnknownInvoice,
@@ -144,7 +145,8 @@ impl Store {
     }
 
     /// Records a provider's payment and applies it, in one transaction: the `payments` row
-    /// (once per provider and event id: a replay changes nothing), the invoice's `paid_minor`,
+    /// (once per provider and event id, and per provider and payment reference: a replay, or a
+    /// second event of the same payment, changes nothing), the invoice's `paid_minor`,
     /// and, when that reaches its amount, the invoice `paid` with what was pending for it
     /// cancelled. An event that names no invoice, or one that cannot take it, is kept with its
     /// outcome and changes no invoice.
@@ -161,7 +163,7 @@ impl Store {
                     paid_at, reference, outcome, payload, created_at)
              VALUES ($1::uuid, $2, $3, $4, $5, $6, $7::timestamptz, $8, 'unknown_invoice',
                     $9::jsonb, $10::timestamptz)
-             ON CONFLICT (provider, event_id) DO NOTHING",
+             ON CONFLICT DO NOTHING",
         );
         let find = self.sql(
             "SELECT id::text AS id, number, status, currency, amount_minor

@@ -723,6 +723,11 @@ async fn payments_story(p: Project) {
         "open"
     );
     assert_eq!(store.task(&t1).await.unwrap().unwrap().status, "pending");
+    // Another event of the same payment (Stripe's checkout session and payment intent carry
+    // the same reference): applied once.
+    let mut same = event("evt_1b", n("P-1"), 40_000, "ZAR");
+    same.reference = Some("ref-evt_1".into());
+    assert_eq!(apply(&store, &same, now).await.unwrap(), Applied::Duplicate);
     let a = apply(&store, &event("evt_2", n("P-1"), 60_000, "ZAR"), now)
         .await
         .unwrap();

@@ -375,3 +375,116 @@ async fn an_unconfigured_provider_is_not_served() {
     );
     d.stop().await;
 }
+
+/// `POST /invoices/NUMBER/payments` (issue 15, item 3): the application reports its own
+/// payment with the `[http]` bearer token; once per `reference`; partial then full; no token,
+/// a wrong token, an unknown invoice and a bad body change nothing, each with its answer.
+async fn api_story(p: Project) {
+    let port = free_port();
+    std::fs::write(p.path().join("token"), "app-token\n").unwrap();
+    p.write_config(
+        "",
+        &format!(
+            "[http]\nlisten = \"127.0.0.1:{port}\"\ntoken_file = \"{}\"\n",
+            p.path().join("token").display()
+        ),
+    );
+    let store = p.store().await;
+    let c = customer("Amaka", Some("a@example.com"), None);
+    let mut inv = vec![invoice(&c, "AP-1", 3)];
+    store
+        .import(std::slice::from_ref(&c), &[], &mut inv, "INV-")
+        .await
+        .unwrap();
+    let d = TestDaemon::start(p.config(), utc("2026-11-23T10:00:10Z")).await;
+    let http = reqwest::Client::new();
+    let post = |number: &str, token: Option<&str>, body: Value| {
+        let mut r = http
+            .post(format!(
+                "http://127.0.0.1:{port}/invoices/{number}/payments"
+            ))
+            .json(&body);
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        async move {
+            let r = r.send().await.unwrap();
+            (
+                r.status().as_u16(),
+                r.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    };
+    let part =
+        json!({"amount_minor": 30_000, "reference": "pay-1", "paid_at": "2026-11-23T09:00:00Z"});
+    assert_eq!(post("AP-1", None, part.clone()).await.0, 401);
+    assert_eq!(post("AP-1", Some("wrong"), part.clone()).await.0, 401);
+    assert_eq!(payment_rows(&store).await, 0);
+    let (code, answer) = post("AP-1", Some("app-token"), part.clone()).await;
+    assert_eq!(
+        (code, answer),
+        (
+            200,
+            json!({"outcome": "partial", "invoice": "AP-1", "paid_minor": 30_000, "amount_minor": 100_000})
+        )
+    );
+    let (code, answer) = post("AP-1", Some("app-token"), part.clone()).await;
+    assert_eq!(
+        (code, answer),
+        (200, json!({"outcome": "duplicate"})),
+        "a retry"
+    );
+    let (code, answer) = post("AP-404", Some("app-token"), part.clone()).await;
+    assert_eq!(
+        (code, answer),
+        (404, json!({"error": "no invoice numbered `AP-404`"}))
+    );
+    let (code, answer) = post("AP-1", Some("app-token"), json!({"amount": 5})).await;
+    assert_eq!(code, 400);
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("the body must be JSON like {\"amount_minor\": 150000, \"reference\": \"your payment id\""),
+        "{answer}"
+    );
+    let (code, answer) = post(
+        "AP-1",
+        Some("app-token"),
+        json!({"amount_minor": 0, "reference": "pay-0"}),
+    )
+    .await;
+    assert_eq!(
+        (code, answer),
+        (
+            400,
+            json!({"error": "`amount_minor` must be a whole number of minor units above 0 (found 0)"})
+        )
+    );
+    assert_eq!(payment_rows(&store).await, 1);
+    let (code, answer) = post(
+        "AP-1",
+        Some("app-token"),
+        json!({"amount_minor": 70_000, "reference": "pay-2"}),
+    )
+    .await;
+    assert_eq!(
+        (code, answer),
+        (200, json!({"outcome": "paid", "invoice": "AP-1"}))
+    );
+    assert_eq!(status(&store, "AP-1").await, "paid");
+    d.stop().await;
+    store.close().await;
+}
+
+#[tokio::test]
+async fn the_application_reports_its_own_payments() {
+    api_story(Project::sqlite()).await;
+}
+
+#[tokio::test]
+async fn the_application_reports_its_own_payments_postgres() {
+    if let Some(p) = Project::postgres().await {
+        api_story(p).await;
+    }
+}
