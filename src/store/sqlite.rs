@@ -15,6 +15,7 @@ use super::{DaemonLock, Doing, Result, StoreError};
 fn is_migration_race(e: &sqlx::migrate::MigrateError) -> bool {
     let text = e.to_string();
     text.contains("already exists")
+        || text.contains("duplicate column")
         || text.contains("database is locked")
         || text.contains("UNIQUE")
 }
@@ -63,10 +64,21 @@ impl SqliteStore {
             .max_connections(4)
             .min_connections(0)
             .test_before_acquire(false)
-            .idle_timeout(Duration::from_secs(300))
-            .connect_with(options)
-            .await
-            .map_err(|source| StoreError::Connect { url, source })?;
+            .idle_timeout(Duration::from_secs(300));
+        // Opening sets the journal mode, which another process creating or migrating the file
+        // at this moment holds up with SQLITE_BUSY at once (no busy wait applies to it): a CLI
+        // command run as a fresh daemon starts. Tried again for up to ~10 s.
+        let mut tries = 0u64;
+        let pool = loop {
+            match pool.clone().connect_with(options.clone()).await {
+                Ok(pool) => break pool,
+                Err(e) if tries < 20 && e.to_string().contains("database is locked") => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(50 * tries)).await;
+                }
+                Err(source) => return Err(StoreError::Connect { url, source }),
+            }
+        };
         Ok(SqliteStore {
             pool,
             jobs,
@@ -82,7 +94,7 @@ impl SqliteStore {
         loop {
             match sqlx::migrate!("migrations/sqlite").run(&self.pool).await {
                 Ok(()) => return Ok(()),
-                Err(e) if tries < 5 && is_migration_race(&e) => {
+                Err(e) if tries < 10 && is_migration_race(&e) => {
                     tries += 1;
                     tokio::time::sleep(Duration::from_millis(100 * tries)).await;
                 }
