@@ -235,3 +235,94 @@ async fn contacts_refuse_bad_input_and_a_bad_file_imports_nothing() {
         ]
     );
 }
+
+/// A `notify` job on the application's rows goes through the same check: the blocked row's
+/// message is `suppressed`, not sent, and its `on_sent` statements do not run (the app's flag
+/// stays unset); the other row's message goes out and is flagged; a second run sends nothing.
+#[tokio::test]
+async fn a_notify_job_suppresses_a_blocked_row_and_keeps_its_flag_unset() {
+    let p = Project::sqlite();
+    let smtp = SmtpServer::start(p.path());
+    std::fs::create_dir_all(p.path().join("templates")).unwrap();
+    std::fs::write(
+        p.path().join("templates/session.j2"),
+        "{% block subject %}Your session{% endblock %}{% block text %}Hi {{ name }}{% endblock %}",
+    )
+    .unwrap();
+    p.write_config(
+        "",
+        &format!(
+            "[channels.email]\ntransport = \"smtp\"\nhost = \"127.0.0.1\"\nport = {}\n\
+             tls = \"none\"\nfrom = \"Sessions <s@acme.test>\"\n\n\
+             [[job]]\nname = \"remind\"\nkind = \"notify\"\nschedule = \"0 * * * *\"\n\
+             query = \"SELECT id, name, email FROM sessions ORDER BY id\"\n\
+             template = \"session\"\ndedup = \"session-{{{{ id }}}}\"\n\
+             on_sent = [\"UPDATE sessions SET reminded = 1 WHERE id = :id\"]\n",
+            smtp.port
+        ),
+    );
+    let store = p.store().await;
+    store
+        .execute(
+            &[
+                "CREATE TABLE sessions (id INTEGER PRIMARY KEY, name TEXT, email TEXT, \
+                 reminded INTEGER NOT NULL DEFAULT 0)"
+                    .to_string(),
+                "INSERT INTO sessions (id, name, email) VALUES (1, 'Ann', 'ann@example.com'), \
+                 (2, 'Ben', 'ben@example.com')"
+                    .to_string(),
+            ],
+            true,
+        )
+        .await
+        .unwrap();
+    let out = p.cli(&["contacts", "block", "email", "ben@example.com"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let r = run(&p, "remind").await;
+    assert_eq!(
+        (r.status.as_str(), r.records_processed),
+        ("succeeded", Some(1)),
+        "{r:?}"
+    );
+    assert_eq!(meta(&r)["on_sent_rows"], json!(1), "{r:?}");
+    let mails = wait_for(
+        "Ann's email",
+        std::time::Duration::from_secs(10),
+        || async { Some(smtp.messages()).filter(|m| !m.is_empty()) },
+    )
+    .await;
+    assert_eq!(mails.len(), 1);
+    assert_eq!(mails[0].to, "ann@example.com");
+    let statuses: Vec<(String, String)> = log(&store)
+        .await
+        .into_iter()
+        .map(|(to, status, _)| (to, status))
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            ("ann@example.com".to_string(), "sent".to_string()),
+            ("ben@example.com".to_string(), "suppressed".to_string()),
+        ]
+    );
+    let flags = store
+        .query_json(
+            "SELECT id, reminded FROM sessions ORDER BY id",
+            Utc::now(),
+            10,
+        )
+        .await
+        .unwrap();
+    let flags: Vec<i64> = flags
+        .iter()
+        .map(|r| r["reminded"].as_i64().unwrap())
+        .collect();
+    assert_eq!(flags, [1, 0], "the blocked row is not flagged");
+
+    let again = run(&p, "remind").await;
+    assert_eq!(again.records_processed, Some(0), "{again:?}");
+    assert_eq!(meta(&again)["on_sent_rows"], json!(0));
+    assert_eq!(smtp.messages().len(), 1);
+    store.close().await;
+}
