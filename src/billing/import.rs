@@ -9,7 +9,9 @@ use std::path::Path;
 use chrono::{DateTime, NaiveDate, Utc};
 use uuid::Uuid;
 
+use crate::notify::blocks;
 use crate::store::billing::{NewCustomer, NewInvoice, NewSubscription};
+use crate::store::contacts::NewBlock;
 use crate::store::ts;
 use crate::store::{Store, StoreError};
 
@@ -302,46 +304,13 @@ pub async fn check(
             file: shown,
         });
     }
-    let read_err = |detail: String| ImportError::Read {
-        file: shown.clone(),
-        detail,
-    };
-    let mut reader = csv::ReaderBuilder::new()
-        .trim(csv::Trim::Headers)
-        .from_path(file)
-        .map_err(|e| read_err(e.to_string()))?;
-    let headers = reader
-        .headers()
-        .map_err(|e| read_err(e.to_string()))?
-        .clone();
     let mut errors: Vec<String> = vec![];
-    let mut header: HashMap<String, usize> = HashMap::new();
-    for (i, h) in headers.iter().enumerate() {
-        let name = h.to_ascii_lowercase();
-        if let Some(first) = header.get(&name) {
-            errors.push(format!(
-                "line 1: the column `{name}` is there twice (columns {} and {}); keep one",
-                first + 1,
-                i + 1
-            ));
-        } else {
-            header.insert(name, i);
-        }
-    }
-    for h in header.keys() {
-        if !table.columns().contains(&h.as_str()) {
-            errors.push(format!(
-                "line 1: unknown column `{h}`; {} files take: {}",
-                table.name(),
-                table.columns().join(", ")
-            ));
-        }
-    }
-    for r in table.required() {
-        if !header.contains_key(*r) {
-            errors.push(format!("line 1: the required column `{r}` is missing"));
-        }
-    }
+    let (mut reader, header) = open(
+        file,
+        csv::Trim::Headers,
+        (table.name(), table.columns(), table.required()),
+        &mut errors,
+    )?;
     if update && !header.contains_key("email") {
         errors.push(
             "line 1: `--update` finds each customer by `email`, and the column is missing"
@@ -702,6 +671,135 @@ pub async fn check(
     } else {
         Err(bad(&shown, errors))
     }
+}
+
+/// Opens a CSV file with a header row, `trim`med, and reads its header for `what` files
+/// (their name, the columns they take, those required): each column once, by lower-case
+/// name. A header problem is pushed to `errors`, by line and column as every import says it.
+fn open(
+    file: &Path,
+    trim: csv::Trim,
+    (what, columns, required): (&str, &[&str], &[&str]),
+    errors: &mut Vec<String>,
+) -> Result<(csv::Reader<std::fs::File>, HashMap<String, usize>), ImportError> {
+    let read_err = |detail: String| ImportError::Read {
+        file: file.display().to_string(),
+        detail,
+    };
+    let mut reader = csv::ReaderBuilder::new()
+        .trim(trim)
+        .from_path(file)
+        .map_err(|e| read_err(e.to_string()))?;
+    let headers = reader
+        .headers()
+        .map_err(|e| read_err(e.to_string()))?
+        .clone();
+    let mut header: HashMap<String, usize> = HashMap::new();
+    for (i, h) in headers.iter().enumerate() {
+        let name = h.to_ascii_lowercase();
+        if let Some(first) = header.get(&name) {
+            errors.push(format!(
+                "line 1: the column `{name}` is there twice (columns {} and {}); keep one",
+                first + 1,
+                i + 1
+            ));
+        } else {
+            header.insert(name, i);
+        }
+    }
+    for h in header.keys() {
+        if !columns.contains(&h.as_str()) {
+            errors.push(format!(
+                "line 1: unknown column `{h}`; {what} files take: {}",
+                columns.join(", ")
+            ));
+        }
+    }
+    for r in required {
+        if !header.contains_key(*r) {
+            errors.push(format!("line 1: the required column `{r}` is missing"));
+        }
+    }
+    Ok((reader, header))
+}
+
+/// Reads a `channel,address,reason` CSV file (`tickler contacts import`; header row first,
+/// `reason` optional) into blocks with `source` `import`, each checked as `contacts block`
+/// checks it. Every row is checked; one bad row refuses the whole file.
+pub fn contact_blocks(file: &Path) -> Result<Vec<NewBlock>, ImportError> {
+    let shown = file.display().to_string();
+    let mut errors = vec![];
+    let (mut reader, column) = open(
+        file,
+        csv::Trim::All,
+        (
+            "contact",
+            &["channel", "address", "reason"],
+            &["channel", "address"],
+        ),
+        &mut errors,
+    )?;
+    let mut blocks = vec![];
+    let mut seen: HashMap<(String, String), u64> = HashMap::new();
+    if errors.is_empty() {
+        for record in reader.records() {
+            let record = match record {
+                Ok(r) => r,
+                Err(e) => {
+                    let line = e.position().map(|p| p.line()).unwrap_or(0);
+                    errors.push(format!("line {line}: {e}"));
+                    continue;
+                }
+            };
+            let line = record.position().map(|p| p.line()).unwrap_or(0);
+            let get = |c: &str| {
+                column
+                    .get(c)
+                    .and_then(|i| record.get(*i))
+                    .unwrap_or("")
+                    .to_string()
+            };
+            let (channel, address) = (get("channel"), get("address"));
+            let channel = match blocks::parse_channel(&channel) {
+                Ok(c) => c,
+                Err(_) if channel.is_empty() => {
+                    errors.push(format!("line {line}, column `channel`: is required"));
+                    continue;
+                }
+                Err(e) => {
+                    errors.push(format!("line {line}, column `channel`: {e}"));
+                    continue;
+                }
+            };
+            let address = match blocks::normalize(channel, &address) {
+                Ok(a) => a,
+                Err(_) if address.is_empty() => {
+                    errors.push(format!("line {line}, column `address`: is required"));
+                    continue;
+                }
+                Err(e) => {
+                    errors.push(format!("line {line}, column `address`: {e}"));
+                    continue;
+                }
+            };
+            if let Some(first) = seen.insert((channel.to_string(), address.clone()), line) {
+                errors.push(format!(
+                    "line {line}, column `address`: `{address}` on `{channel}` is also on line {first}"
+                ));
+                continue;
+            }
+            blocks.push(NewBlock {
+                channel: channel.to_string(),
+                address,
+                reason: get("reason"),
+                source: "import".to_string(),
+            });
+        }
+    }
+    if !errors.is_empty() {
+        return Err(bad(&shown, errors));
+    }
+    Ok(blocks)
 }
 
 fn bad(file: &str, mut errors: Vec<String>) -> ImportError {

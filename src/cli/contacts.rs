@@ -9,7 +9,8 @@ use chrono::Utc;
 use clap::Subcommand;
 
 use super::Format;
-use crate::notify::blocks::{self, BlockError, ImportError};
+use crate::billing::import::{self, ImportError};
+use crate::notify::blocks::{self, BlockError};
 use crate::store::contacts::NewBlock;
 use crate::store::{Store, StoreError};
 
@@ -115,7 +116,7 @@ pub async fn contacts_command(store: &Store, command: ContactsCommand) -> Result
             Ok(out)
         }
         ContactsCommand::Import { file } => {
-            let rows = blocks::read_csv(&file)?;
+            let rows = import::contact_blocks(&file)?;
             let added = store.add_contact_blocks(&rows, now).await?;
             Ok(format!(
                 "blocked {} address(es) from `{}` ({} blocked already)\n",
