@@ -448,8 +448,13 @@ pub(super) async fn invoice_payment(
             );
         }
     };
-    let payment: ApiPayment = match serde_json::from_slice(&body) {
-        Ok(p) => p,
+    // Read once: the payment from the JSON, which is kept with it as received.
+    let read = serde_json::from_slice::<serde_json::Value>(&body).and_then(|value| {
+        use serde::Deserialize;
+        ApiPayment::deserialize(&value).map(|p| (p, value))
+    });
+    let (payment, payload) = match read {
+        Ok(read) => read,
         Err(e) => {
             return error(
                 StatusCode::BAD_REQUEST,
@@ -493,7 +498,7 @@ pub(super) async fn invoice_payment(
         currency: payment.currency.unwrap_or(invoice.currency),
         paid_at: payment.paid_at.unwrap_or(now),
         reference: Some(payment.reference),
-        payload: serde_json::from_slice(&body).unwrap_or_default(),
+        payload,
     };
     record(state, &event, now, "api").await
 }
