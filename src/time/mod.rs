@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+pub mod calendar;
 pub mod clock;
 pub mod duration;
 pub mod zone;
