@@ -418,6 +418,7 @@ async fn measure(
         instance: std::sync::Arc::from("bench"),
         run_id: None,
         databases: spec.databases.clone(),
+        send_window: spec.send_window.clone(),
     };
     let (sink0, conn0) = sink.counts();
     let sinks_cpu = || pid_cpu(sinks.plain.child.id()) + pid_cpu(sinks.quickack.child.id());

@@ -153,8 +153,26 @@ pub fn invoice_messages(
             template: template.to_string(),
             invoice_id: Some(invoice.id.clone()),
             context: context.clone(),
+            zone: customer_zone(invoice),
+            window: None,
         })
         .collect()
+}
+
+/// The customer's zone (`customers.timezone`), when it names one.
+pub fn customer_zone(invoice: &InvoiceView) -> Option<chrono_tz::Tz> {
+    invoice.customer_timezone.as_deref()?.parse().ok()
+}
+
+/// The customer's date at `now`: in their zone, else in `fallback` (the job's). Reminder
+/// windows and days overdue count in it (invariant 6).
+pub fn customer_today(
+    invoice: &InvoiceView,
+    now: chrono::DateTime<chrono::Utc>,
+    fallback: chrono_tz::Tz,
+) -> chrono::NaiveDate {
+    now.with_timezone(&customer_zone(invoice).unwrap_or(fallback))
+        .date_naive()
 }
 
 /// An invoice's payment link from a `pay_url` pattern with `{number}`, `{id}` and

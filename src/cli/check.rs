@@ -98,8 +98,15 @@ pub fn check_report(config: &Config, now: DateTime<Utc>) -> String {
     out
 }
 
-/// `tickler list`.
-pub fn list_report(config: &Config, from: DateTime<Utc>, n: usize, format: Format) -> String {
+/// `tickler list`; `deferred` are the messages waiting for their send windows, per job (how
+/// many, the first instant one goes out), when the database could be read.
+pub fn list_report(
+    config: &Config,
+    from: DateTime<Utc>,
+    n: usize,
+    format: Format,
+    deferred: &[(String, i64, DateTime<Utc>)],
+) -> String {
     let fires: Vec<(&str, &str, Vec<DateTime<Utc>>)> = config
         .jobs
         .iter()
@@ -117,11 +124,21 @@ pub fn list_report(config: &Config, from: DateTime<Utc>, n: usize, format: Forma
             let v: Vec<serde_json::Value> = fires
                 .iter()
                 .map(|(job, tz, f)| {
-                    serde_json::json!({
+                    let mut v = serde_json::json!({
                         "job": job,
                         "timezone": tz,
                         "fires": f.iter().map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)).collect::<Vec<_>>(),
-                    })
+                    });
+                    if let Some(w) = config.job(job).and_then(|j| j.send_window.as_ref()) {
+                        v["send_window"] = w.describe().into();
+                    }
+                    if let Some((_, count, at)) = deferred.iter().find(|(j, _, _)| j == job) {
+                        v["deferred"] = serde_json::json!({
+                            "count": count,
+                            "next_at": at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                        });
+                    }
+                    v
                 })
                 .collect();
             serde_json::to_string_pretty(&v).unwrap_or_default() + "\n"
@@ -137,6 +154,24 @@ pub fn list_report(config: &Config, from: DateTime<Utc>, n: usize, format: Forma
                         "{job:<24} {:<26} {}",
                         t.with_timezone(&tz).format("%Y-%m-%d %H:%M %Z"),
                         t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                    );
+                }
+            }
+            if !deferred.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "\nMESSAGES WAITING FOR THEIR SEND WINDOW\n{:<24} {:>8}  {:<20}  WINDOW",
+                    "JOB", "DEFERRED", "FIRST GOES OUT (UTC)"
+                );
+                for (job, count, at) in deferred {
+                    let window = config
+                        .job(job)
+                        .and_then(|j| j.send_window.as_ref())
+                        .map_or_else(|| "the channel's".to_string(), |w| w.describe());
+                    let _ = writeln!(
+                        out,
+                        "{job:<24} {count:>8}  {:<20}  {window}",
+                        at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
                     );
                 }
             }

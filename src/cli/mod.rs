@@ -232,8 +232,18 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::List { next, from, format } => {
             let config = load()?;
             let from = from.unwrap_or_else(Utc::now);
+            // What waits for its send window, when the database can be read (`list` works on
+            // the config alone otherwise).
+            let deferred = match crate::store::Store::connect(&config.daemon.database_url).await {
+                Ok(store) => {
+                    let d = store.deferred_by_job().await.unwrap_or_default();
+                    store.close().await;
+                    d
+                }
+                Err(_) => vec![],
+            };
             finish(
-                &check::list_report(&config, from, next as usize, format),
+                &check::list_report(&config, from, next as usize, format, &deferred),
                 ExitCode::SUCCESS,
             )
         }

@@ -141,6 +141,15 @@ pub fn dry_run_report(name: &str, outcome: &crate::jobs::Outcome) -> String {
     }
     if let Some(serde_json::Value::Array(items)) = plan {
         for item in items {
+            if let Some(at) = item["deferred_until"].as_str() {
+                let _ = writeln!(
+                    out,
+                    "  would defer {} to {} until {at} (outside its send window)",
+                    item["channel"].as_str().unwrap_or("?"),
+                    item["to"].as_str().unwrap_or("?"),
+                );
+                continue;
+            }
             let _ = writeln!(
                 out,
                 "  would send {} to {}: {}",

@@ -18,6 +18,7 @@ use super::trigger::{self, TriggerKeys};
 use super::{DaemonConfig, JobSpec, alerts};
 use crate::jobs::{self, BuildError, DynJob};
 use crate::notify::Notifier;
+use crate::notify::window::{SendWindow, WindowRaw};
 use crate::store::user::Databases;
 
 #[derive(Deserialize)]
@@ -29,6 +30,7 @@ struct IdentityRaw {
     schedule: Option<Spanned<String>>,
     every: Option<Spanned<String>>,
     timezone: Option<Spanned<String>>,
+    send_window: Option<Spanned<WindowRaw>>,
 }
 
 const IDENTITY_KEYS: &[&str] = &[
@@ -38,6 +40,7 @@ const IDENTITY_KEYS: &[&str] = &[
     "schedule",
     "every",
     "timezone",
+    "send_window",
 ];
 
 impl IdentityRaw {
@@ -51,20 +54,27 @@ impl IdentityRaw {
     }
 }
 
+/// What every job of a config is read against: the `[defaults]` policy, `[daemon]`, the
+/// channels, `[databases]`, `[lanes]`, and the config file's directory (relative paths).
+pub(super) struct Around<'a> {
+    pub(super) defaults: &'a PolicyRaw,
+    pub(super) daemon: Option<&'a DaemonConfig>,
+    pub(super) notifier: Option<&'a Arc<Notifier>>,
+    pub(super) databases: &'a Arc<Databases>,
+    pub(super) lanes: &'a BTreeMap<Arc<str>, usize>,
+    pub(super) config_dir: &'a std::path::Path,
+}
+
 /// The valid jobs of `tables`, in order; the problems of the others are pushed to `c`.
 pub(super) fn job_specs(
     tables: Vec<Spanned<DeValue<'_>>>,
-    defaults: &PolicyRaw,
-    daemon: Option<&DaemonConfig>,
-    notifier: Option<&Arc<Notifier>>,
-    databases: &Arc<Databases>,
-    lanes: &BTreeMap<Arc<str>, usize>,
+    around: &Around<'_>,
     c: &mut Collector<'_>,
 ) -> Vec<Arc<JobSpec>> {
     let mut jobs = vec![];
     let mut seen: HashSet<String> = HashSet::new();
     for table in tables {
-        if let Some(job) = job_spec(table, defaults, daemon, notifier, databases, lanes, c) {
+        if let Some(job) = job_spec(table, around, c) {
             if !seen.insert(job.0.name.to_string()) {
                 c.push(
                     format!("duplicate job name `{}`", job.0.name),
@@ -81,13 +91,17 @@ pub(super) fn job_specs(
 /// One job and the position of its name; `None` when anything about it is refused.
 fn job_spec(
     table: Spanned<DeValue<'_>>,
-    defaults: &PolicyRaw,
-    daemon: Option<&DaemonConfig>,
-    notifier: Option<&Arc<Notifier>>,
-    databases: &Arc<Databases>,
-    lanes: &BTreeMap<Arc<str>, usize>,
+    around: &Around<'_>,
     c: &mut Collector<'_>,
 ) -> Option<(JobSpec, Range<usize>)> {
+    let Around {
+        defaults,
+        daemon,
+        notifier,
+        databases,
+        lanes,
+        config_dir,
+    } = *around;
     let span = table.span();
     let (t, identity, policy) = read_table(&table, c)?;
     let before = c.problems.len();
@@ -125,6 +139,19 @@ fn job_spec(
         c,
     );
     let run = policy::run_policy(&policy, defaults, lanes, &label, span, c);
+    let send_window = identity.send_window.as_ref().and_then(|w| {
+        match SendWindow::build(w.get_ref(), |p| std::fs::read_to_string(config_dir.join(p))) {
+            Ok(w) => Some(Arc::new(w)),
+            Err(e) => {
+                c.push(
+                    format!("invalid `send_window` for {label}"),
+                    Some(w.span()),
+                    e.to_string(),
+                );
+                None
+            }
+        }
+    });
     if c.problems.len() > before {
         return None;
     }
@@ -147,6 +174,7 @@ fn job_spec(
         notifier: notifier?.clone(),
         databases: databases.clone(),
         alerts,
+        send_window,
     };
     Some((spec, identity.name.span()))
 }
@@ -289,6 +317,42 @@ mod tests {
              `cleanup`, `command`, `create_invoices`, `http`, `invoice_reminders`, `noop`, \
              `notify`, `overdue_escalation`, `sql`, `stats_report`"
         );
+    }
+
+    /// A bad `send_window`, on a job, a channel or the campaigns, is refused where it is
+    /// written, saying what to write.
+    #[test]
+    fn bad_send_windows_are_refused_where_written() {
+        let job = "[[job]]\nname = \"x\"\nkind = \"noop\"\nevery = \"1m\"\n";
+        #[rustfmt::skip]
+        let table = [
+            (format!("{job}send_window = {{ hours = \"20:00-08:00\" }}\n"),
+             "invalid `send_window` for job `x` (config.toml line 5, column 15): invalid \
+              `hours` `20:00-08:00`: write the opening and closing local times as \
+              `08:00-20:00` (closing after opening, `24:00` for midnight)"),
+            (format!("{job}send_window = {{ days = \"weekdays\" }}\n"),
+             "invalid `send_window` for job `x` (config.toml line 5, column 15): invalid \
+              weekdays `weekdays`: write days as `mon-fri`, `mon,wed,fri` or `sat-sun` (mon \
+              tue wed thu fri sat sun)"),
+            (format!("{job}send_window = {{ holidays = \"no-such-file.toml\" }}\n"),
+             "invalid `send_window` for job `x` (config.toml line 5, column 15): cannot read \
+              the holiday file `no-such-file.toml`: No such file or directory (os error 2)"),
+            (format!("{job}send_window = {{}}\n"),
+             "invalid `send_window` for job `x` (config.toml line 5, column 15): a \
+              `send_window` needs at least one of `hours`, `days` and `holidays`"),
+            ("[channels.email]\nfrom = \"a@b.example\"\nsend_window = { hours = \"8-20\" }\n"
+                .to_string(),
+             "invalid `send_window` in `[channels.email]` (config.toml line 1, column 2): \
+              invalid `hours` `8-20`: write the opening and closing local times as \
+              `08:00-20:00` (closing after opening, `24:00` for midnight)"),
+            ("[queue.campaigns]\nsend_window = { days = \"mon-\" }\n".to_string(),
+             "invalid `send_window` in `[queue.campaigns]` (config.toml line 2, column 15): \
+              invalid weekdays `mon-`: write days as `mon-fri`, `mon,wed,fri` or `sat-sun` \
+              (mon tue wed thu fri sat sun)"),
+        ];
+        for (text, expected) in table {
+            assert_eq!(errors(&text), expected, "{text}");
+        }
     }
 
     /// The shipped config documents every option, so it shows every job kind; each of its jobs

@@ -103,6 +103,9 @@ pub struct JobSpec {
     pub databases: Arc<Databases>,
     /// Who hears of its failures, its dead-man deadline, its monitor's ping URL.
     pub alerts: alerts::JobAlerts,
+    /// Its messages go out only inside this window (and their channel's), in each
+    /// recipient's zone.
+    pub send_window: Option<Arc<crate::notify::SendWindow>>,
 }
 
 impl fmt::Debug for JobSpec {
@@ -202,16 +205,16 @@ fn parse_into(path: &Path, text: &str, c: &mut Collector<'_>) -> Option<Config> 
     let databases = Arc::new(databases::databases(sections.databases, c));
     let lanes = lanes::lanes(sections.lanes, c);
     sections.defaults.check_lane(&lanes, c);
-    let jobs = job::job_specs(
-        sections.jobs,
-        &sections.defaults,
-        daemon.as_ref(),
-        notifier.as_ref(),
-        &databases,
-        &lanes,
-        c,
-    );
-    let queue = queue::queue_config(sections.queue, notifier.as_deref(), c);
+    let around = job::Around {
+        defaults: &sections.defaults,
+        daemon: daemon.as_ref(),
+        notifier: notifier.as_ref(),
+        databases: &databases,
+        lanes: &lanes,
+        config_dir,
+    };
+    let jobs = job::job_specs(sections.jobs, &around, c);
+    let queue = queue::queue_config(sections.queue, notifier.as_deref(), config_dir, c);
     let has_http = sections.http.is_some();
     let http = http::http_config(sections.http, c);
     let payments = payments::payments_config(sections.payments, has_http, c);

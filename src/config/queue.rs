@@ -64,6 +64,7 @@ struct CampaignsRaw {
     send_hour: Option<Spanned<i64>>,
     #[serde(default, with = "duration::option")]
     first_email_after: Option<Duration>,
+    send_window: Option<Spanned<crate::notify::window::WindowRaw>>,
 }
 
 fn ranged(
@@ -96,6 +97,7 @@ fn ranged(
 pub(super) fn queue_config(
     value: Option<Spanned<DeValue<'_>>>,
     notifier: Option<&Notifier>,
+    config_dir: &std::path::Path,
     c: &mut Collector<'_>,
 ) -> QueueConfig {
     let mut q = QueueConfig::default();
@@ -203,7 +205,7 @@ pub(super) fn queue_config(
         }
     }
     if let Some(camp) = raw.campaigns {
-        q.campaigns = campaign_defaults(camp, notifier, c);
+        q.campaigns = campaign_defaults(camp, notifier, config_dir, c);
     }
     if let Some(handlers) = handlers_value {
         q.handlers = handlers_config(handlers, c);
@@ -214,6 +216,7 @@ pub(super) fn queue_config(
 fn campaign_defaults(
     raw: CampaignsRaw,
     notifier: Option<&Notifier>,
+    config_dir: &std::path::Path,
     c: &mut Collector<'_>,
 ) -> CampaignDefaults {
     let mut d = CampaignDefaults {
@@ -243,6 +246,17 @@ fn campaign_defaults(
         0..=23,
         10,
     ) as u32;
+    if let Some(w) = raw.send_window {
+        let read = |p: &std::path::Path| std::fs::read_to_string(config_dir.join(p));
+        match crate::notify::SendWindow::build(w.get_ref(), read) {
+            Ok(window) => d.send_window = Some(std::sync::Arc::new(window)),
+            Err(e) => c.push(
+                "invalid `send_window` in `[queue.campaigns]`",
+                Some(w.span()),
+                e.to_string(),
+            ),
+        }
+    }
     let mut tones: Vec<(String, Range<usize>)> = vec![];
     if let Some(stages) = raw.stages {
         if stages.get_ref().is_empty() {

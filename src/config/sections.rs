@@ -152,7 +152,7 @@ mod tests {
              (provider \"aws-sns\"): unknown field `from`, expected one of `region`, \
              `access_key_id`, `access_key_id_env`, `secret_access_key_env`, \
              `secret_access_key_file`, `session_token_env`, `sms_type`, `sender_id`, \
-             `origination_number`, `base_url`, `timeout`, `rate_limit`, `concurrency`"
+             `origination_number`, `base_url`, `timeout`, `rate_limit`, `concurrency`, `send_window`"
         );
         assert_eq!(
             errors("[channels.sms]\nprovider = \"aws-sns\"\nregion = \"Cape Town\"\n"),

@@ -50,6 +50,7 @@ pub async fn dry_run(
             instance: Arc::from("dry-run"),
             run_id: None,
             databases: spec.databases.clone(),
+            send_window: spec.send_window.clone(),
         };
         let result = match tokio::time::timeout(spec.timeout, spec.job.run(&ctx)).await {
             Ok(r) => r,

@@ -472,6 +472,7 @@ pub async fn execute(shared: Arc<Shared>, ready: Ready) -> RunSummary {
             instance: shared.instance.clone(),
             run_id: Some(id),
             databases: spec.databases.clone(),
+            send_window: spec.send_window.clone(),
         };
         let end = tokio::select! {
             r = tokio::time::timeout(spec.timeout, spec.job.run(&ctx)) => match r {

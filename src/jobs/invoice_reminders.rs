@@ -12,7 +12,7 @@ use serde::Deserialize;
 use super::sending::{SendingError, Tally};
 use super::{Job, JobError, Outcome, RunContext};
 use crate::billing::messages::{
-    invoice_context, invoice_messages, pay_url, sample_invoice_context,
+    customer_today, invoice_context, invoice_messages, pay_url, sample_invoice_context,
 };
 use crate::billing::{OffsetError, parse_offset};
 use crate::notify::{ChannelKind, Notifier, NotifyError};
@@ -149,8 +149,11 @@ impl Job for InvoiceRemindersJob {
         let mut per_window = serde_json::Map::new();
         let windows = self.windows().map_err(|e| JobError::fatal(e.to_string()))?;
         for w in windows {
-            let from = offset(today, w.lo);
-            let to = offset(today, w.hi);
+            // Days count in each customer's own dates (invariant 6), which are at most a day
+            // from the job's: read a day more each side, keep the invoices whose due date
+            // falls in the window by their customer's date.
+            let from = offset(today, w.lo - 1);
+            let to = offset(today, w.hi + 1);
             let mut cursor = Cursor::start();
             let before = tally.sent_total();
             loop {
@@ -160,12 +163,21 @@ impl Job for InvoiceRemindersJob {
                     .await?;
                 let Some(last) = page.last() else { break };
                 cursor = Cursor::after(last);
+                let full = page.len() as i64 >= self.batch_size;
+                let page: Vec<_> = page
+                    .into_iter()
+                    .filter(|inv| {
+                        let local = customer_today(inv, ctx.now, ctx.timezone);
+                        let days = (inv.due_date - local).num_days();
+                        (w.lo..=w.hi).contains(&days)
+                    })
+                    .collect();
                 invoices += page.len() as i64;
                 let mut messages = Vec::with_capacity(page.len() * self.channels.len());
                 for inv in &page {
                     let context = invoice_context(
                         inv,
-                        today,
+                        customer_today(inv, ctx.now, ctx.timezone),
                         Some((&w.label, w.days)),
                         None,
                         pay_url(self.pay_url.as_deref(), inv),
@@ -178,12 +190,9 @@ impl Job for InvoiceRemindersJob {
                         &context,
                     ));
                 }
-                let fates = ctx
-                    .notifier
-                    .deliver(&ctx.store, &ctx.claimant(), &messages, ctx.dry_run, ctx.now)
-                    .await?;
+                let fates = ctx.send(&mut messages).await?;
                 tally.record_invoices(&page, &messages, &fates);
-                if (page.len() as i64) < self.batch_size {
+                if !full {
                     break;
                 }
             }

@@ -110,6 +110,8 @@ pub struct RunContext {
     pub run_id: Option<uuid::Uuid>,
     /// The application's databases of `[databases]`, opened on first use.
     pub databases: Arc<Databases>,
+    /// The job's `send_window`: its messages go out only inside it (and their channel's).
+    pub send_window: Option<Arc<crate::notify::SendWindow>>,
 }
 
 /// The task a handler runs for: `http` sends it as the JSON body (unless the handler has its
@@ -145,6 +147,26 @@ impl RunContext {
             owner: &self.instance,
             run: self.run_id,
         }
+    }
+
+    /// Sends `messages` through the pipeline as this run: each in its recipient's zone (the
+    /// job's when it has none) and within the job's send window.
+    pub async fn send(
+        &self,
+        messages: &mut [crate::notify::Message],
+    ) -> Result<Vec<crate::notify::Fate>, crate::store::StoreError> {
+        for m in messages.iter_mut() {
+            m.within(self.timezone, self.send_window.as_ref());
+        }
+        self.notifier
+            .deliver(
+                &self.store,
+                &self.claimant(),
+                messages,
+                self.dry_run,
+                self.now,
+            )
+            .await
     }
 
     /// Today's date in the job's zone.

@@ -345,6 +345,12 @@ impl Job for NotifyJob {
                     recipient: to,
                     template: self.template.clone(),
                     invoice_id: None,
+                    // A `timezone` column names the recipient's zone for send windows.
+                    zone: context
+                        .get("timezone")
+                        .and_then(Value::as_str)
+                        .and_then(|z| z.parse().ok()),
+                    window: None,
                     context: context.clone(),
                 });
             }
@@ -352,11 +358,8 @@ impl Job for NotifyJob {
         let mut went_out = Vec::with_capacity(messages.len());
         // The rows whose `on_sent` ran already (any of their messages says so).
         let mut on_sent_done = std::collections::HashSet::new();
-        for (i, chunk) in messages.chunks(500).enumerate() {
-            let fates = ctx
-                .notifier
-                .deliver(&ctx.store, &ctx.claimant(), chunk, ctx.dry_run, ctx.now)
-                .await?;
+        for (i, chunk) in messages.chunks_mut(500).enumerate() {
+            let fates = ctx.send(chunk).await?;
             let (out, done) = self.went_out(ctx, chunk, &fates).await?;
             went_out.extend(out);
             on_sent_done.extend(done.into_iter().map(|j| row_of[i * 500 + j]));

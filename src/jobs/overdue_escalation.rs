@@ -12,7 +12,7 @@ use serde::Deserialize;
 use super::sending::{SendingError, Tally};
 use super::{Job, JobError, Outcome, RunContext};
 use crate::billing::messages::{
-    invoice_context, invoice_messages, pay_url, sample_invoice_context,
+    customer_today, invoice_context, invoice_messages, pay_url, sample_invoice_context,
 };
 use crate::jobs::invoice_reminders::offset;
 use crate::notify::{ChannelKind, Fate, Notifier, NotifyError};
@@ -83,7 +83,9 @@ impl Job for OverdueEscalationJob {
 
     async fn run(&self, ctx: &RunContext) -> Result<Outcome, JobError> {
         let today = ctx.today();
-        let due_before = offset(today, -self.min_days_overdue);
+        // Days overdue count in each customer's own dates (invariant 6), at most a day from
+        // the job's: read a day further, keep the invoices overdue enough by their date.
+        let due_before = offset(today, 1 - self.min_days_overdue);
         let escalated_before = match (self.level, self.min_interval) {
             (1, _) | (_, None) => None,
             (_, Some(gap)) => Some(ctx.now - chrono::Duration::from_std(gap).unwrap_or_default()),
@@ -105,11 +107,19 @@ impl Job for OverdueEscalationJob {
                 .await?;
             let Some(last) = page.last() else { break };
             cursor = Cursor::after(last);
+            let full = page.len() as i64 >= self.batch_size;
+            let page: Vec<_> = page
+                .into_iter()
+                .filter(|inv| {
+                    let local = customer_today(inv, ctx.now, ctx.timezone);
+                    (local - inv.due_date).num_days() >= self.min_days_overdue
+                })
+                .collect();
             let mut messages = vec![];
             for inv in &page {
                 let context = invoice_context(
                     inv,
-                    today,
+                    customer_today(inv, ctx.now, ctx.timezone),
                     None,
                     Some(self.level),
                     pay_url(self.pay_url.as_deref(), inv),
@@ -122,10 +132,7 @@ impl Job for OverdueEscalationJob {
                     &context,
                 ));
             }
-            let fates = ctx
-                .notifier
-                .deliver(&ctx.store, &ctx.claimant(), &messages, ctx.dry_run, ctx.now)
-                .await?;
+            let fates = ctx.send(&mut messages).await?;
             // An invoice moves to this level when none of its messages failed.
             let mut complete: HashMap<&str, bool> = HashMap::new();
             for (m, fate) in messages.iter().zip(&fates) {
@@ -149,7 +156,7 @@ impl Job for OverdueEscalationJob {
                     .await?;
             }
             tally.record_invoices(&page, &messages, &fates);
-            if (page.len() as i64) < self.batch_size {
+            if !full {
                 break;
             }
         }

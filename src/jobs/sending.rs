@@ -18,6 +18,10 @@ pub struct Tally {
     pub skipped: i64,
     /// Blocked addresses (`contact_blocks`): recorded `suppressed`, never sent.
     pub suppressed: i64,
+    /// Outside their send windows: recorded `deferred`, sent when the windows open.
+    pub deferred: i64,
+    /// The earliest instant a deferred message of this run goes out.
+    pub next_deferred: Option<chrono::DateTime<chrono::Utc>>,
     pub already: i64,
     pub errors: Vec<String>,
     pub more_errors: usize,
@@ -47,6 +51,18 @@ impl Tally {
                 }
                 Fate::Skipped(_) => self.skipped += 1,
                 Fate::Suppressed(_) => self.suppressed += 1,
+                Fate::Deferred(at) => {
+                    self.deferred += 1;
+                    self.next_deferred = Some(self.next_deferred.map_or(*at, |n| n.min(*at)));
+                    if self.plan.len() < 1000 {
+                        self.plan.push(serde_json::json!({
+                            "channel": channel,
+                            "to": m.recipient,
+                            "deferred_until": at,
+                            "key": m.key,
+                        }));
+                    }
+                }
                 Fate::Done => self.already += 1,
                 Fate::Planned(r) => {
                     if self.plan.len() < 1000 {
@@ -113,6 +129,13 @@ impl Tally {
         outcome
             .metadata
             .insert("already_sent".into(), serde_json::json!(self.already));
+        if self.deferred > 0 {
+            let key = if dry_run { "would_defer" } else { "deferred" };
+            outcome.metadata.insert(
+                key.into(),
+                serde_json::json!({ "count": self.deferred, "next_at": self.next_deferred }),
+            );
+        }
         if dry_run {
             outcome
                 .metadata

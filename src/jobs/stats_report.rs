@@ -191,13 +191,12 @@ impl Job for StatsReportJob {
                     template: self.template.clone(),
                     invoice_id: None,
                     context: context.clone(),
+                    zone: None,
+                    window: None,
                 });
             }
         }
-        let fates = ctx
-            .notifier
-            .deliver(&ctx.store, &ctx.claimant(), &messages, ctx.dry_run, ctx.now)
-            .await?;
+        let fates = ctx.send(&mut messages).await?;
         let mut tally = Tally::default();
         tally.record(&messages, &fates, |_| format!("the {label} report"));
         let mut outcome = Outcome::default();

@@ -67,6 +67,8 @@ pub struct EmailConfig {
     pub rate_limit: Option<f64>,
     /// Sends in flight at once.
     pub concurrency: Option<usize>,
+    /// When messages on this channel may reach people, in their zone (invariant 6).
+    pub send_window: Option<super::window::WindowRaw>,
 }
 
 enum Sender {

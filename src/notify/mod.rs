@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
 use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -28,11 +29,15 @@ pub mod sns;
 pub mod templates;
 pub mod twilio;
 pub mod webhook;
+pub mod window;
 
 pub use templates::{Rendered, Templates};
+pub use window::SendWindow;
 
 /// A way to reach a person.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, serde::Serialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum ChannelKind {
     Email,
@@ -80,6 +85,35 @@ pub struct ChannelsRaw {
     pub sms: Option<SmsConfig>,
     pub whatsapp: Option<twilio::TwilioConfig>,
     pub webhook: Option<webhook::WebhookConfig>,
+}
+
+impl ChannelsRaw {
+    /// The `send_window` of each channel that has one.
+    fn windows(&self) -> Vec<(ChannelKind, &window::WindowRaw)> {
+        let sms = match &self.sms {
+            Some(SmsConfig::Twilio(c)) => c.send_window.as_ref(),
+            Some(SmsConfig::Sns(c)) => c.send_window.as_ref(),
+            None => None,
+        };
+        [
+            (
+                ChannelKind::Email,
+                self.email.as_ref().and_then(|c| c.send_window.as_ref()),
+            ),
+            (ChannelKind::Sms, sms),
+            (
+                ChannelKind::Whatsapp,
+                self.whatsapp.as_ref().and_then(|c| c.send_window.as_ref()),
+            ),
+            (
+                ChannelKind::Webhook,
+                self.webhook.as_ref().and_then(|c| c.send_window.as_ref()),
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(k, w)| Some((k, w?)))
+        .collect()
+    }
 }
 
 /// `[channels.sms]`: Twilio (the default, `provider = "twilio"`) or Amazon SNS
@@ -189,6 +223,8 @@ struct Lane {
     channel: Channel,
     limiter: ratelimit::RateLimiter,
     concurrency: usize,
+    /// The channel's `send_window`.
+    window: Option<Arc<SendWindow>>,
 }
 
 /// The channels and templates of one config; rebuilt on reload.
@@ -220,9 +256,22 @@ pub struct Message {
     pub template: String,
     pub invoice_id: Option<String>,
     pub context: Value,
+    /// The recipient's zone, in which send windows are read (`customers.timezone`); the
+    /// sender's zone when `None` (see [`Message::within`]).
+    pub zone: Option<Tz>,
+    /// The sending job's or campaign's `send_window`, besides the channel's.
+    pub window: Option<Arc<SendWindow>>,
 }
 
 impl Message {
+    /// Sets the sender's zone where the recipient has none, and the sender's window.
+    pub fn within(&mut self, zone: Tz, window: Option<&Arc<SendWindow>>) {
+        self.zone.get_or_insert(zone);
+        if self.window.is_none() {
+            self.window = window.cloned();
+        }
+    }
+
     /// Its row in `notification_log`: `sending`, or `skipped` without an address.
     pub fn claim(&self) -> NotificationClaim {
         NotificationClaim {
@@ -238,6 +287,20 @@ impl Message {
                 "skipped"
             },
             error: self.recipient.is_none().then(|| no_address(self.channel)),
+            until: None,
+        }
+    }
+
+    /// Its row in `notification_log` while it waits for its window: `deferred` until `at`.
+    fn deferred(&self, at: DateTime<Utc>) -> NotificationClaim {
+        NotificationClaim {
+            status: "deferred",
+            error: Some(format!(
+                "outside its send window; goes out at {}",
+                at.to_rfc3339()
+            )),
+            until: Some(crate::store::ts(at)),
+            ..self.claim()
         }
     }
 
@@ -262,7 +325,10 @@ pub enum Fate {
     /// The address is in `contact_blocks` (the block's reason and source); recorded
     /// `suppressed`, never sent, not tried again.
     Suppressed(String),
-    /// Sent, skipped, suppressed or being sent by an earlier run: nothing to do.
+    /// Outside its send window: recorded `deferred`, sent by a `deliver_message` task at
+    /// this instant (or by the next run after it).
+    Deferred(DateTime<Utc>),
+    /// Sent, skipped, suppressed, deferred or being sent by an earlier run: nothing to do.
     Done,
     /// `--dry-run`: what would be sent.
     Planned(Box<Rendered>),
@@ -294,6 +360,18 @@ impl Notifier {
         }
         let loaded = Templates::load(Some(&dir), &templates.vars);
         let mut lanes = HashMap::new();
+        let mut windows = HashMap::new();
+        for (kind, raw) in channels.windows() {
+            match SendWindow::build(raw, |p| std::fs::read_to_string(config_dir.join(p))) {
+                Ok(w) => {
+                    windows.insert(kind, Arc::new(w));
+                }
+                Err(e) => problems.push((
+                    format!("invalid `send_window` in `[channels.{}]`", kind.as_str()),
+                    e.to_string(),
+                )),
+            }
+        }
         if let Some(c) = channels.email {
             match email::Email::build(c, state_dir) {
                 Ok((e, rate, concurrency)) => {
@@ -352,6 +430,9 @@ impl Notifier {
                 }
             }
         }
+        for (kind, lane) in lanes.iter_mut() {
+            lane.window = windows.remove(kind);
+        }
         match loaded {
             Ok(templates) if problems.is_empty() => Ok(Notifier { templates, lanes }),
             Ok(_) => Err(problems),
@@ -395,6 +476,30 @@ impl Notifier {
         self.lanes.contains_key(&kind)
     }
 
+    /// When `m` may go out, at `now` or later: `Ok(now)` when every window that applies to it
+    /// (its channel's, its sender's) is open, else the instant they next open together, in
+    /// the recipient's zone. `Err` when they never open together.
+    pub fn opens(&self, m: &Message, now: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
+        let channel = self.lanes.get(&m.channel).and_then(|l| l.window.as_deref());
+        let windows: Vec<&SendWindow> = channel.into_iter().chain(m.window.as_deref()).collect();
+        if windows.is_empty() {
+            return Ok(now);
+        }
+        let zone = m.zone.unwrap_or(chrono_tz::UTC);
+        window::open_together(&windows, now, zone).ok_or_else(|| {
+            let shown: Vec<String> = windows.iter().map(|w| w.describe()).collect();
+            format!(
+                "its send windows ({}) never open together in {zone}; widen one of them",
+                shown.join("; ")
+            )
+        })
+    }
+
+    /// Whether the channel `kind` has a `send_window`.
+    pub fn has_window(&self, kind: ChannelKind) -> bool {
+        self.lanes.get(&kind).is_some_and(|l| l.window.is_some())
+    }
+
     /// Checks what a job needs: its channels configured, its templates rendering for them.
     pub fn check(
         &self,
@@ -425,13 +530,34 @@ impl Notifier {
         let mut fates: Vec<Option<Fate>> = vec![None; messages.len()];
         // Opt-outs first, for the whole batch in one query: a blocked message is never sent.
         let blocked = blocks::blocked(store, messages).await?;
+        // Then the send windows: a message due outside them waits (invariant 6).
+        let mut later: HashMap<usize, DateTime<Utc>> = HashMap::new();
+        let mut closed: HashMap<usize, String> = HashMap::new();
+        for (i, m) in messages.iter().enumerate() {
+            if blocked.contains_key(&i) || m.recipient.is_none() {
+                continue;
+            }
+            match self.opens(m, now) {
+                Ok(at) if at > now => {
+                    later.insert(i, at);
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    closed.insert(i, e);
+                }
+            }
+        }
         if dry_run {
             let keys: Vec<String> = messages.iter().map(|m| m.key.clone()).collect();
             let states = store.notification_states(&keys).await?;
             for (i, m) in messages.iter().enumerate() {
                 fates[i] = Some(match states.get(&m.key).map(|s| s.as_str()) {
-                    Some("sent" | "skipped" | "suppressed" | "sending" | "unknown") => Fate::Done,
+                    Some(
+                        "sent" | "skipped" | "suppressed" | "sending" | "unknown" | "cancelled",
+                    ) => Fate::Done,
                     _ if blocked.contains_key(&i) => Fate::Suppressed(blocked[&i].clone()),
+                    _ if later.contains_key(&i) => Fate::Deferred(later[&i]),
+                    _ if closed.contains_key(&i) => Fate::Failed(closed[&i].clone()),
                     _ => match &m.recipient {
                         None => Fate::Skipped(no_address(m.channel)),
                         Some(_) => {
@@ -456,17 +582,33 @@ impl Notifier {
             .iter()
             .enumerate()
             .filter(|(i, _)| firsts[*i])
-            .map(|(i, m)| match blocked.get(&i) {
-                Some(why) => m.suppressed(why),
-                None => m.claim(),
+            .filter(|(i, _)| !closed.contains_key(i))
+            .map(|(i, m)| match (blocked.get(&i), later.get(&i)) {
+                (Some(why), _) => m.suppressed(why),
+                (None, Some(at)) => m.deferred(*at),
+                (None, None) => m.claim(),
             })
             .collect();
-        let claimed = store.claim_notifications(claimant, &claims, now).await?;
+        let deferred: Vec<(String, crate::store::queue::NewTask)> = later
+            .iter()
+            .filter(|(i, _)| firsts[**i])
+            .map(|(i, at)| {
+                let m = &messages[*i];
+                (m.key.clone(), window::deferred_task(m, claimant.job, *at))
+            })
+            .collect();
+        let claimed = store
+            .claim_notifications_deferring(claimant, &claims, &deferred, now)
+            .await?;
 
         let mut work = vec![];
         for (i, m) in messages.iter().enumerate() {
-            if !firsts[i] || !claimed.contains(&m.key) {
+            if let Some(why) = closed.get(&i) {
+                fates[i] = Some(Fate::Failed(why.clone()));
+            } else if !firsts[i] || !claimed.contains(&m.key) {
                 fates[i] = Some(Fate::Done);
+            } else if let Some(at) = later.get(&i) {
+                fates[i] = Some(Fate::Deferred(*at));
             } else if let Some(why) = blocked.get(&i) {
                 fates[i] = Some(Fate::Suppressed(why.clone()));
             } else if m.recipient.is_none() {
@@ -729,6 +871,7 @@ impl Lane {
             channel,
             limiter: ratelimit::RateLimiter::new(rate, concurrency),
             concurrency,
+            window: None,
         }
     }
 }

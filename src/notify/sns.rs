@@ -45,6 +45,8 @@ pub struct SnsConfig {
     /// Messages per second (SNS's default account quota is 20/s; 0: no limit).
     pub rate_limit: Option<f64>,
     pub concurrency: Option<usize>,
+    /// When messages on this channel may reach people, in their zone (invariant 6).
+    pub send_window: Option<super::window::WindowRaw>,
 }
 
 /// What is wrong with `[channels.sms]` under `provider = "aws-sns"`.

@@ -29,6 +29,8 @@ pub struct TwilioConfig {
     /// Messages per second (Twilio queues more than 1/s per long code; 0: no limit).
     pub rate_limit: Option<f64>,
     pub concurrency: Option<usize>,
+    /// When messages on this channel may reach people, in their zone (invariant 6).
+    pub send_window: Option<super::window::WindowRaw>,
 }
 
 /// What is wrong with `[channels.sms]` or `[channels.whatsapp]`.

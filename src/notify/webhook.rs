@@ -28,6 +28,8 @@ pub struct WebhookConfig {
     pub timeout: Option<Duration>,
     pub rate_limit: Option<f64>,
     pub concurrency: Option<usize>,
+    /// When messages on this channel may reach people, in their zone (invariant 6).
+    pub send_window: Option<super::window::WindowRaw>,
 }
 
 enum Url {

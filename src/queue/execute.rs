@@ -39,6 +39,9 @@ pub enum Step {
     },
     /// Done, with changes to a campaign written in one transaction with the task's finish.
     Campaign(CampaignStep, Value),
+    /// Not yet: the task runs again at this instant (its message's send window opens then),
+    /// without counting a retry.
+    Later(DateTime<Utc>, Value),
 }
 
 /// A failure while running a task: the runner retries a retryable one under the type's

@@ -88,6 +88,9 @@ pub struct CampaignDefaults {
     pub send_hour: u32,
     /// The first emails go out this long after the campaign is created (seed: 30 minutes).
     pub first_email_after: Duration,
+    /// Campaign emails go out only inside this window (and the email channel's), in each
+    /// customer's zone; outside it, the email's task waits for it.
+    pub send_window: Option<std::sync::Arc<crate::notify::SendWindow>>,
 }
 
 impl Default for CampaignDefaults {
@@ -99,6 +102,7 @@ impl Default for CampaignDefaults {
             escalation_tone: Some("urgent".into()),
             send_hour: 10,
             first_email_after: Duration::from_secs(1800),
+            send_window: None,
         }
     }
 }

@@ -17,12 +17,12 @@
 //!   time again, so an earlier task replaces the sleep in progress. Nothing polls.
 
 use std::collections::HashSet;
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::Value;
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -33,12 +33,9 @@ use crate::store::queue::{TaskFinish, TaskRow, task_time};
 use crate::store::{Store, StoreError};
 use crate::time::{Clock, MAX_SLEEP};
 
-/// Bumped by every insert of this process, so its runners look again at once.
-static WAKE: LazyLock<watch::Sender<u64>> = LazyLock::new(|| watch::Sender::new(0));
-
 /// Wakes the runners of this process (after an insert they did not make themselves).
 pub fn wake() {
-    WAKE.send_modify(|n| *n = n.wrapping_add(1));
+    crate::store::queue::tasks_inserted();
 }
 
 /// Inserts tasks and wakes the runners (PostgreSQL also notifies other processes).
@@ -151,7 +148,7 @@ impl Runner {
             let (store, poll) = (self.store.clone(), self.poll);
             async move { store.watch_tasks(poll, wake).await }
         });
-        let mut woken = WAKE.subscribe();
+        let mut woken = crate::store::queue::watch_inserted();
         let mut next_reclaim = self.clock.now();
         tracing::info!(
             concurrency = self.concurrency, batch = self.batch,
@@ -308,6 +305,20 @@ impl Runner {
                         retryable,
                         result,
                     }) => finishes.push(failed(&env, task, error, *retryable, result, now)),
+                    Some(Step::Later(at, result)) => {
+                        tracing::info!(
+                            task = %task.id, r#type = %task.task_type, at = %at,
+                            "task waits for its message's send window"
+                        );
+                        finishes.push(TaskFinish {
+                            id: task.id.clone(),
+                            status: "pending",
+                            scheduled_for: Some(task_time(*at)),
+                            error: Some(format!("waiting for its send window until {at}")),
+                            retry_count: task.retry_count,
+                            result: Some(result.to_string()),
+                        });
+                    }
                     Some(Step::Campaign(step, result)) => {
                         let finish = completed(task, result);
                         let written =

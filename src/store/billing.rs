@@ -162,10 +162,14 @@ pub struct NotificationClaim {
     pub recipient: String,
     pub template: String,
     pub invoice: Option<String>,
-    /// `sending`, `skipped` for a message that cannot be sent (no address), or `suppressed`
-    /// for one whose address is blocked (`contact_blocks`).
+    /// `sending`, `skipped` for a message that cannot be sent (no address), `suppressed`
+    /// for one whose address is blocked (`contact_blocks`), or `deferred` for one due outside
+    /// its send window (until `until`).
     pub status: &'static str,
     pub error: Option<String>,
+    /// When a `deferred` message's window opens (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub until: Option<String>,
 }
 
 /// Who claims messages: the job (or task, or alert) sending them, the process that holds the
@@ -614,36 +618,114 @@ impl Store {
         claims: &[NotificationClaim],
         now: DateTime<Utc>,
     ) -> Result<HashSet<String>> {
+        self.claim_notifications_deferring(claimant, claims, &[], now)
+            .await
+    }
+
+    /// Claims messages as [`claim_notifications`](Self::claim_notifications) does, and, in
+    /// the same transaction, inserts the task of each `deferred` claim that was taken
+    /// (`deferred`: the claim's key and the task that sends it when its window opens). A row
+    /// is taken when it is new, `failed`, or `deferred` with its window open by `now`: a
+    /// message deferred already and not yet due keeps its row and its one task.
+    pub async fn claim_notifications_deferring(
+        &self,
+        claimant: &Claimant<'_>,
+        claims: &[NotificationClaim],
+        deferred: &[(String, super::queue::NewTask)],
+        now: DateTime<Utc>,
+    ) -> Result<HashSet<String>> {
         if claims.is_empty() {
             return Ok(HashSet::new());
         }
+        let doing = "claiming messages in notification_log";
         let text = self.sql(
             "INSERT INTO notification_log (id, dedup_key, job_name, channel, recipient, template,
-                    invoice_id, status, error, attempts, created_at, updated_at, owner, run_id)
+                    invoice_id, status, error, attempts, created_at, updated_at, owner, run_id,
+                    deferred_until)
              SELECT (r.value->>'id')::uuid, r.value->>'key', $2, r.value->>'channel',
                     r.value->>'recipient', r.value->>'template', (r.value->>'invoice')::uuid,
                     r.value->>'status', r.value->>'error', 1, $3::timestamptz, $3::timestamptz,
-                    $4, $5::uuid
+                    $4, $5::uuid, (r.value->>'until')::timestamptz
                FROM ROWS($1)
               WHERE TRUE
              ON CONFLICT (dedup_key) DO UPDATE
                 SET status = excluded.status, attempts = notification_log.attempts + 1,
                     recipient = excluded.recipient, job_name = excluded.job_name,
                     error = excluded.error, updated_at = excluded.updated_at,
-                    owner = excluded.owner, run_id = excluded.run_id, attempted_at = NULL
+                    owner = excluded.owner, run_id = excluded.run_id, attempted_at = NULL,
+                    deferred_until = excluded.deferred_until
               WHERE notification_log.status = 'failed'
+                 OR (notification_log.status = 'deferred'
+                     AND notification_log.deferred_until <= $3::timestamptz)
              RETURNING dedup_key",
         );
-        let keys: Vec<String> = with_pool!(self, pool => sqlx::query_scalar(&text)
-            .bind(json_text(claims))
-            .bind(claimant.job)
-            .bind(ts(now))
-            .bind(claimant.owner)
-            .bind(claimant.run.map(|r| r.to_string()))
+        let begin = self.begin_statement();
+        let store = self;
+        let keys: Vec<String> = with_pool!(self, pool => {
+            let mut tx = pool.begin_with(begin).await.doing(doing)?;
+            let keys: Vec<String> = sqlx::query_scalar(&text)
+                .bind(json_text(claims))
+                .bind(claimant.job)
+                .bind(ts(now))
+                .bind(claimant.owner)
+                .bind(claimant.run.map(|r| r.to_string()))
+                .fetch_all(&mut *tx)
+                .await
+                .doing(doing)?;
+            if !deferred.is_empty() {
+                let taken: HashSet<&str> = keys.iter().map(String::as_str).collect();
+                let tasks: Vec<super::queue::NewTask> = deferred
+                    .iter()
+                    .filter(|(k, _)| taken.contains(k.as_str()))
+                    .map(|(_, t)| t.clone())
+                    .collect();
+                super::queue::insert_tasks!(tx, store, tasks, now);
+            }
+            tx.commit().await.doing(doing)?;
+            keys
+        });
+        if keys.iter().any(|k| deferred.iter().any(|(d, _)| d == k)) {
+            super::queue::tasks_inserted();
+        }
+        Ok(keys.into_iter().collect())
+    }
+
+    /// The messages waiting for their send windows, per job: how many, and when the first
+    /// goes out (`tickler list`).
+    pub async fn deferred_by_job(&self) -> Result<Vec<(String, i64, DateTime<Utc>)>> {
+        let text = self.sql(
+            "SELECT COALESCE(job_name, ''), CAST(count(*) AS BIGINT),
+                    min(deferred_until)
+               FROM notification_log WHERE status = 'deferred'
+              GROUP BY job_name ORDER BY job_name",
+        );
+        with_pool!(self, pool => sqlx::query_as(&text)
             .fetch_all(pool)
             .await
-            .doing("claiming messages in notification_log"))?;
-        Ok(keys.into_iter().collect())
+            .doing("reading deferred messages"))
+    }
+
+    /// Ends a message that waited for its send window without sending it (its invoice was
+    /// paid or voided meanwhile): `cancelled`, with `why`.
+    pub async fn cancel_deferred_notification(
+        &self,
+        key: &str,
+        why: &str,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let text = self.sql(
+            "UPDATE notification_log SET status = 'cancelled', error = $2,
+                    updated_at = $3::timestamptz
+              WHERE dedup_key = $1 AND status = 'deferred'",
+        );
+        with_pool!(self, pool => sqlx::query(&text)
+            .bind(key)
+            .bind(why)
+            .bind(ts(now))
+            .execute(pool)
+            .await
+            .map(drop)
+            .doing("cancelling a deferred message"))
     }
 
     /// Writes, in one transaction, what `owner` is about to hand to providers (`attempts`:

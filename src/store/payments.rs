@@ -27,6 +27,18 @@ macro_rules! invoice_paid {
         .execute(&mut *$tx)
         .await
         .doing("cancelling the tasks of a paid invoice")?;
+        // Its messages waiting for their send window: their tasks were just cancelled.
+        sqlx::query(&$store.sql(
+            "UPDATE notification_log SET status = 'cancelled', updated_at = $2::timestamptz,
+                    error = $3
+              WHERE status = 'deferred' AND invoice_id = $1::uuid",
+        ))
+        .bind($id)
+        .bind(ts($at))
+        .bind(&why)
+        .execute(&mut *$tx)
+        .await
+        .doing("cancelling the deferred messages of a paid invoice")?;
         let campaigns: Vec<String> = sqlx::query_scalar(&$store.sql(
             "UPDATE campaign_invoices SET status = 'paid', ended_at = $2
               WHERE invoice_id = $1::uuid AND status = 'active'

@@ -168,7 +168,7 @@ pub struct NewCampaign {
     pub tasks: Vec<NewTask>,
 }
 
-const INSERT_TASKS: &str = "
+pub(crate) const INSERT_TASKS: &str = "
 INSERT INTO scheduled_tasks (id, org_id, campaign_id, invoice_id, customer_id, task_type,
        task_data, scheduled_for, status, max_retries, priority, metadata, created_at, updated_at)
 SELECT (r.value->>'id')::uuid, (r.value->>'org_id')::uuid, (r.value->>'campaign_id')::uuid,
@@ -351,7 +351,7 @@ macro_rules! change_status {
 /// Inserts tasks inside a transaction, in chunks.
 macro_rules! insert_tasks {
     ($tx:ident, $store:ident, $tasks:expr, $now:expr) => {{
-        let text = $store.sql(INSERT_TASKS);
+        let text = $store.sql($crate::store::queue::INSERT_TASKS);
         for chunk in $tasks.chunks(2000) {
             sqlx::query(&text)
                 .bind(json_text(chunk))
@@ -361,6 +361,22 @@ macro_rules! insert_tasks {
                 .doing("inserting tasks")?;
         }
     }};
+}
+pub(crate) use insert_tasks;
+
+/// Bumped by every insert of tasks in this process, so that its task runners look again at
+/// once (PostgreSQL also notifies other processes: [`Store::watch_tasks`]).
+static INSERTED: std::sync::LazyLock<tokio::sync::watch::Sender<u64>> =
+    std::sync::LazyLock::new(|| tokio::sync::watch::Sender::new(0));
+
+/// Tells this process's task runners that tasks were inserted.
+pub fn tasks_inserted() {
+    INSERTED.send_modify(|n| *n = n.wrapping_add(1));
+}
+
+/// What a task runner waits on for [`tasks_inserted`].
+pub fn watch_inserted() -> tokio::sync::watch::Receiver<u64> {
+    INSERTED.subscribe()
 }
 
 /// `values` as the JSON array of objects `[{key: value}, ...]` that `ROWS($n)` reads.

@@ -156,6 +156,11 @@ impl Holidays {
         self.0.len()
     }
 
+    /// Every holiday, in order.
+    pub fn dates(&self) -> impl Iterator<Item = NaiveDate> + '_ {
+        self.0.keys().copied()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }

@@ -1701,6 +1701,7 @@ async fn cleanup_deletes_in_batches_and_keeps_what_it_is_told() {
         invoice: None,
         status: "sending",
         error: None,
+        until: None,
     };
     let old = Utc::now() - chrono::Duration::days(100);
     let olds: Vec<_> = (0..7).map(|i| claim(format!("old-{i}"))).collect();

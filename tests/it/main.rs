@@ -23,3 +23,4 @@ mod store_billing;
 mod store_queue;
 mod story;
 mod user_data;
+mod windows;

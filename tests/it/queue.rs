@@ -969,7 +969,8 @@ async fn bad_task_and_campaign_input_is_refused_and_writes_nothing() {
     assert_eq!(
         err(&["tasks", "enqueue", "--type", "send_sms", "--in", "1m"]),
         "error: unknown task type `send_sms`: expected one of `send_email`, `follow_up`, \
-         `check_payment`, `escalate`, `pause_campaign`, `resume_campaign`, `custom`"
+         `check_payment`, `escalate`, `pause_campaign`, `resume_campaign`, `custom`, \
+         `deliver_message`"
     );
     assert_eq!(
         err(&[
@@ -1272,5 +1273,59 @@ async fn a_task_email_to_a_blocked_address_is_suppressed() {
         .unwrap();
     assert_eq!(log.len(), 1);
     assert_eq!(log[0]["status"], "suppressed");
+    store.close().await;
+}
+
+/// A queue email due outside the email channel's send window waits in its own task (moved to
+/// the window's opening, without counting a retry, so what follows it in a campaign follows it
+/// then) and goes out when the window opens in the customer's zone (New York here), once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_email_waits_for_the_customers_window() {
+    let p = Project::sqlite();
+    let smtp = SmtpServer::start(p.path());
+    p.write_config(
+        "",
+        &format!(
+            "[channels.email]\ntransport = \"smtp\"\nhost = \"127.0.0.1\"\nport = {}\n\
+             tls = \"none\"\nfrom = \"Acme Billing <billing@acme.test>\"\n\
+             send_window = {{ hours = \"09:00-17:00\" }}\n\n\
+             [templates]\nvars = {{ company = \"Acme Rentals\" }}\n",
+            smtp.port
+        ),
+    );
+    let store = p.store().await;
+    // 08:00 UTC is 04:00 in New York (EDT): the window opens at 13:00 UTC.
+    let t0 = utc("2026-06-01T08:00:00Z");
+    billing_data(&store, t0).await;
+    let config = p.config();
+    let id = enqueue(
+        &store,
+        &config,
+        EnqueueArgs {
+            task_type: "send_email".into(),
+            after: Some("0s".into()),
+            invoice: Some("A-1".into()),
+            ..Default::default()
+        },
+        t0,
+    )
+    .await;
+    let daemon = TestDaemon::start(config, t0).await;
+    let waiting = wait_for("the task to wait", Duration::from_secs(30), || async {
+        let t = task(&store, &id).await;
+        (t.status == "pending" && t.attempts == 1).then_some(t)
+    })
+    .await;
+    assert_eq!(waiting.scheduled_for, utc("2026-06-01T13:00:00Z"));
+    assert_eq!(waiting.retry_count, 0, "waiting is no retry");
+    assert_eq!(result(&waiting)["deferred_until"], "2026-06-01T13:00:00Z");
+    assert!(smtp.messages().is_empty());
+    daemon.clock.advance(Duration::from_secs(5 * 3600));
+    let done = wait_status(&store, &id, "completed").await;
+    assert_eq!(done.retry_count, 0);
+    daemon.stop().await;
+    let mails = smtp.messages();
+    assert_eq!(mails.len(), 1, "{mails:?}");
+    assert_eq!(mails[0].to, "ana@example.com");
     store.close().await;
 }

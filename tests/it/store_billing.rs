@@ -21,6 +21,7 @@ fn claim(key: &str) -> NotificationClaim {
         invoice: None,
         status: "sending",
         error: None,
+        until: None,
     }
 }
 

@@ -553,6 +553,7 @@ impl Delivery {
                 invoice: None,
                 status: "sending",
                 error: None,
+                until: None,
             })
             .collect()
     }

@@ -78,6 +78,7 @@ impl Task for Custom {
             instance: env.owner.clone(),
             run_id: None,
             databases: env.databases.clone(),
+            send_window: None,
         };
         let timeout = h.timeout.unwrap_or(env.queue.timeout);
         match tokio::time::timeout(timeout, h.job.run(&ctx)).await {

@@ -23,6 +23,7 @@ use crate::store::queue::{CampaignStep, MemberRow, NewTask, TaskRow};
 
 pub mod check_payment;
 pub mod custom;
+pub mod deliver_message;
 pub mod escalate;
 pub mod follow_up;
 pub mod pause_campaign;
@@ -81,6 +82,8 @@ task_types! {
     ResumeCampaign = "resume_campaign" => resume_campaign::ResumeCampaign,
     /// Runs a `[queue.handlers.NAME]` job with the task's data.
     Custom = "custom" => custom::Custom,
+    /// Sends a message that waited for its send window (inserted by the delivery pipeline).
+    DeliverMessage = "deliver_message" => deliver_message::DeliverMessage,
 }
 
 /// A task type name that no type has, from a row, `[queue.retry.NAME]` or the command line.
@@ -313,8 +316,14 @@ mod tests {
                 "escalate",
                 "pause_campaign",
                 "resume_campaign",
-                "custom"
+                "custom",
+                "deliver_message"
             ]
+        );
+        // The delivery pipeline inserts this type by name.
+        assert_eq!(
+            TaskType::parse(crate::notify::window::DELIVER_TASK),
+            Ok(TaskType::DeliverMessage)
         );
         for &ty in TaskType::ALL {
             assert_eq!(TaskType::parse(ty.as_str()), Ok(ty));
@@ -323,7 +332,8 @@ mod tests {
         assert_eq!(
             TaskType::parse("send_sms").unwrap_err().to_string(),
             "unknown task type `send_sms`: expected one of `send_email`, `follow_up`, \
-             `check_payment`, `escalate`, `pause_campaign`, `resume_campaign`, `custom`"
+             `check_payment`, `escalate`, `pause_campaign`, `resume_campaign`, `custom`, \
+             `deliver_message`"
         );
     }
 
@@ -390,6 +400,14 @@ mod tests {
             (Custom, r#"{"handler": "erp"}"#, &none, Err(
                 "no handler `erp` for a `custom` task: add `[queue.handlers.erp]` to \
                  config.toml (none is configured)".into())),
+            (DeliverMessage, r#"{"key": "k", "channel": "sms", "recipient": "+27821234567",
+              "template": "friendly", "invoice_id": null, "context": {}, "zone":
+              "Africa/Johannesburg", "window": null, "job": "reminders"}"#, &none, Ok(())),
+            (DeliverMessage, r#"{"key": "k", "channel": "sms", "recipient": null,
+              "template": "stern", "invoice_id": null, "context": {}, "zone": null,
+              "window": null, "job": "reminders"}"#, &none, Err(format!(
+                "no template for the template `stern`: add `stern.j2` to the templates \
+                 directory or use one of: {known}"))),
         ];
         for (ty, data, queue, expected) in table {
             let data: Value = serde_json::from_str(data).unwrap();

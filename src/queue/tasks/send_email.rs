@@ -271,7 +271,21 @@ pub(super) async fn send(
         template: template.clone(),
         invoice_id: Some(inv.id.clone()),
         context,
+        zone: Some(zone),
+        window: member.and(env.queue.campaigns.send_window.clone()),
     };
+    // Outside its windows (the email channel's, the campaign's) the task waits for them, so
+    // that what follows the email (the campaign's next step) follows it then.
+    match env.notifier.opens(&message, now) {
+        Ok(at) if at > now => {
+            return Ok(Step::Later(
+                at,
+                json!({ "deferred_until": at, "why": "outside its send window" }),
+            ));
+        }
+        Ok(_) => {}
+        Err(e) => return Err(fatal(e)),
+    }
     let job = format!("task {}", task.task_type);
     let fates = env
         .notifier
@@ -298,6 +312,10 @@ pub(super) async fn send(
         }
         // Like a missing address: final, not retried; the task's error names the block.
         Some(Fate::Skipped(e) | Fate::Suppressed(e)) => return Err(fatal(e)),
+        // Not reached: the windows were read at the same instant above.
+        Some(Fate::Deferred(at)) => {
+            return Ok(Step::Later(at, json!({ "deferred_until": at })));
+        }
         Some(Fate::Planned(_)) | None => return Err(fatal("the email was not sent")),
     };
     let mut result = json!({
