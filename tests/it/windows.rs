@@ -256,3 +256,91 @@ async fn a_dry_run_shows_deferrals() {
         crate::helpers::stderr(&out)
     );
 }
+
+fn outbox(p: &Project) -> usize {
+    std::fs::read_dir(p.path().join("outbox"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// kill -9 of the real daemon while a message waits for its window: the deferral and its task
+/// were committed together, so the next daemon sends it when the window opens, once, and the
+/// job's later runs add nothing. Real time: the job's zone is chosen so that it is about noon
+/// there, and the window opens two minutes after the test starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deferred_message_survives_kill_9_and_goes_out_once() {
+    use chrono::Timelike;
+    let p = Project::sqlite();
+    let now = Utc::now();
+    // Etc/GMT-N is UTC+N: with N = 12 - the UTC hour, it is 12:MM there.
+    let n = 12 - now.hour() as i32;
+    let zone = match n {
+        0 => "UTC".to_string(),
+        n if n > 0 => format!("Etc/GMT-{n}"),
+        n => format!("Etc/GMT+{}", -n),
+    };
+    let tz: chrono_tz::Tz = zone.parse().unwrap();
+    let opens = (now + TimeDelta::minutes(2)).with_timezone(&tz);
+    let hours = format!("{:02}:{:02}-23:00", opens.hour(), opens.minute());
+    p.write_config(
+        "",
+        &format!(
+            "[channels.email]\ntransport = \"file\"\nfrom = \"billing@acme.test\"\n\n\
+             [templates]\nvars = {{ company = \"Acme Rentals\" }}\n\n\
+             [[job]]\nname = \"reminders\"\nevery = \"20s\"\ntimezone = \"{zone}\"\n\
+             kind = \"invoice_reminders\"\noffsets = [\"1d\"]\n\
+             send_window = {{ hours = \"{hours}\" }}\n"
+        ),
+    );
+    let store = p.store().await;
+    let c = customer("ann", Some("ann@example.com"), None);
+    let mut inv = vec![crate::billing::invoice(&c, "K-1", 0)];
+    inv[0].due_date = now.with_timezone(&tz).date_naive() + TimeDelta::days(1);
+    let key = vec![format!("reminder:1d:{}:email", inv[0].id)];
+    store.import(&[c], &[], &mut inv, "INV-").await.unwrap();
+
+    let mut first = p
+        .daemon_command()
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start tickler");
+    wait_for("the message deferred", Duration::from_secs(60), || async {
+        (states(&store, &key).await == ["deferred"]).then_some(())
+    })
+    .await;
+    first.kill().unwrap();
+    first.wait().unwrap();
+    assert_eq!(outbox(&p), 0);
+    let tasks = deliver_tasks(&store).await;
+    assert_eq!(tasks.len(), 1, "the deferral's task was committed with it");
+    let window_opens = tasks[0].scheduled_for;
+    assert_eq!(window_opens.timestamp() % 60, 0, "{window_opens}");
+
+    let mut second = p
+        .daemon_command()
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start tickler again");
+    wait_for("the message sent", Duration::from_secs(180), || async {
+        (states(&store, &key).await == ["sent"]).then_some(())
+    })
+    .await;
+    assert!(Utc::now() >= window_opens, "not before its window opened");
+    // A run of the job after the send finds it sent.
+    let sent_at = Utc::now();
+    wait_for("a later run", Duration::from_secs(60), || async {
+        let runs = crate::helpers::runs(&store, "reminders").await;
+        runs.iter()
+            .any(|r| r.status == "succeeded" && r.started_at.is_some_and(|s| s > sent_at))
+            .then_some(())
+    })
+    .await;
+    second.kill().unwrap();
+    second.wait().unwrap();
+    assert_eq!(outbox(&p), 1, "sent once");
+    let t = &deliver_tasks(&store).await[0];
+    assert_eq!(t.status, "completed");
+    store.close().await;
+}
