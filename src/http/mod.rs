@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode, header};
 use serde_json::json;
@@ -32,10 +32,14 @@ use crate::daemon::fdlimit;
 use crate::daemon::manual::{self, Waited};
 use crate::daemon::metrics::Snapshot;
 use crate::daemon::{Edge, EdgeError, Shared};
+use crate::notify::ChannelKind;
 use crate::secret::SecretSource;
 use crate::store::RunRow;
 
+mod optouts;
 mod payments;
+
+pub use optouts::OptOuts;
 
 /// The timer loop wakes at least every `MAX_SLEEP`; one that has not gone round in this long
 /// is stuck.
@@ -69,6 +73,8 @@ pub struct HttpState {
     pub allow_get_trigger: bool,
     /// `[payments.*]`: the payment webhooks served and their signing secrets.
     pub payments: Arc<PaymentsConfig>,
+    /// The unsubscribe links and Twilio replies served (from `[channels.*]`).
+    pub optouts: Arc<OptOuts>,
 }
 
 /// Why the `[http]` listener could not start; the daemon does not start either.
@@ -89,6 +95,12 @@ pub enum HttpError {
         provider: &'static str,
         cause: crate::secret::SecretError,
     },
+    #[error("cannot read the `[channels.{channel}]` `{key}`: {cause}")]
+    ChannelSecret {
+        channel: &'static str,
+        key: &'static str,
+        cause: crate::secret::SecretError,
+    },
 }
 
 /// The `[http]` listener as the daemon's [`Edge`]: bound during the daemon's start-up (after it
@@ -100,6 +112,7 @@ pub struct Listener {
     max_connections: usize,
     allow_get_trigger: bool,
     payments: Arc<PaymentsConfig>,
+    optouts: Arc<OptOuts>,
 }
 
 /// The edge of `config`'s `[http]` section (none without one); nothing is opened yet.
@@ -112,6 +125,11 @@ pub fn edge(config: &Config) -> Option<Box<dyn Edge>> {
         max_connections: h.max_connections,
         allow_get_trigger: h.allow_get_trigger,
         payments: config.payments.clone(),
+        optouts: Arc::new(OptOuts {
+            unsubscribe: config.notifier.unsubscribe().cloned(),
+            sms: config.notifier.twilio_inbound(ChannelKind::Sms),
+            whatsapp: config.notifier.twilio_inbound(ChannelKind::Whatsapp),
+        }),
     }))
 }
 
@@ -129,6 +147,28 @@ impl Listener {
             if let Some(s) = source {
                 s.read()
                     .map_err(|cause| HttpError::PaymentSecret { provider, cause })?;
+            }
+        }
+        let o = &self.optouts;
+        for (channel, key, source) in [
+            (
+                "email",
+                "unsubscribe_secret",
+                o.unsubscribe.as_ref().map(|u| u.secret()),
+            ),
+            ("sms", "auth_token", o.sms.as_ref().map(|i| &i.token)),
+            (
+                "whatsapp",
+                "auth_token",
+                o.whatsapp.as_ref().map(|i| &i.token),
+            ),
+        ] {
+            if let Some(s) = source {
+                s.read().map_err(|cause| HttpError::ChannelSecret {
+                    channel,
+                    key,
+                    cause,
+                })?;
             }
         }
         let listen = self.listen;
@@ -157,6 +197,7 @@ impl Edge for Listener {
             max_connections: self.max_connections,
             allow_get_trigger: self.allow_get_trigger,
             payments: self.payments,
+            optouts: self.optouts,
         });
         tokio::spawn(serve(listener, state, stopping));
     }
@@ -414,6 +455,27 @@ fn not_found() -> Response<Full<Bytes>> {
     json_reply(StatusCode::NOT_FOUND, json!({"error": "not found"}))
 }
 
+/// A request's whole body, or the 413 to answer when it is over `limit` bytes (or breaks off).
+async fn body_within(body: Incoming, limit: usize) -> Result<Bytes, Response<Full<Bytes>>> {
+    match http_body_util::Limited::new(body, limit).collect().await {
+        Ok(b) => Ok(b.to_bytes()),
+        Err(e) => {
+            tracing::warn!(error = %e, "http: cannot read a request's body");
+            let most = if limit >= 1 << 20 {
+                format!("{} MiB", limit >> 20)
+            } else {
+                format!("{} KiB", limit >> 10)
+            };
+            Err(json_reply(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                json!({"error": format!(
+                    "the body could not be read whole (at most {most} is accepted)"
+                )}),
+            ))
+        }
+    }
+}
+
 async fn handle(req: Request<Incoming>, state: &HttpState) -> Response<Full<Bytes>> {
     if let Some(provider) = payments::Provider::of_path(req.uri().path()) {
         return match *req.method() {
@@ -433,6 +495,22 @@ async fn handle(req: Request<Incoming>, state: &HttpState) -> Response<Full<Byte
             Method::POST => payments::invoice_payment(req, &number, state).await,
             _ => not_found(),
         };
+    }
+    let path = req.uri().path();
+    if let Some(token) = path
+        .strip_prefix("/unsubscribe/")
+        .filter(|t| !t.is_empty() && !t.contains('/'))
+        .map(str::to_string)
+    {
+        return match *req.method() {
+            Method::GET | Method::POST => optouts::unsubscribe(req, &token, state).await,
+            _ => not_found(),
+        };
+    }
+    match (req.method(), path) {
+        (&Method::POST, "/twilio/inbound") => return optouts::twilio_inbound(req, state).await,
+        (&Method::POST, "/bounces") => return optouts::bounces(req, state).await,
+        _ => {}
     }
     let path = req.uri().path();
     let run_of = path

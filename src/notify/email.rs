@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use lettre::message::header::ContentType;
+use lettre::message::header::{ContentType, HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MultiPart};
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{AsyncSmtpConnection, TlsParameters};
@@ -20,6 +20,7 @@ use serde::Deserialize;
 use tokio::sync::OnceCell;
 
 use super::ratelimit::RateLimitError;
+use super::unsubscribe::Unsubscribe;
 use super::{Rendered, SendError};
 use crate::secret::{SecretError, SecretSource};
 
@@ -67,6 +68,10 @@ pub struct EmailConfig {
     pub rate_limit: Option<f64>,
     /// Sends in flight at once.
     pub concurrency: Option<usize>,
+    /// The public address of the listener's `/unsubscribe` (RFC 8058 one-click links).
+    pub unsubscribe_url: Option<String>,
+    pub unsubscribe_secret_env: Option<String>,
+    pub unsubscribe_secret_file: Option<PathBuf>,
 }
 
 enum Sender {
@@ -122,6 +127,18 @@ pub enum EmailError {
     HostWithFile,
     #[error(transparent)]
     RateLimit(#[from] RateLimitError),
+    #[error(
+        "`unsubscribe_url` `{url}` is not an https URL ({reason}); write the public address of \
+         the listener's `/unsubscribe`, e.g. `https://billing.example.com/unsubscribe`"
+    )]
+    UnsubscribeUrl { url: String, reason: String },
+    #[error(
+        "`unsubscribe_url` needs `unsubscribe_secret_env` or `unsubscribe_secret_file`: the \
+         links are signed with that secret"
+    )]
+    UnsubscribeWithoutSecret,
+    #[error("`unsubscribe_secret_env`/`unsubscribe_secret_file` needs `unsubscribe_url`")]
+    UnsubscribeSecretWithoutUrl,
 }
 
 pub struct Email {
@@ -129,6 +146,39 @@ pub struct Email {
     reply_to: Option<Mailbox>,
     domain: String,
     sender: Sender,
+    unsubscribe: Option<Unsubscribe>,
+}
+
+/// `[channels.email]`'s one-click unsubscribe: both keys or neither, the URL https.
+fn unsubscribe_of(
+    url: Option<String>,
+    env: Option<String>,
+    file: Option<PathBuf>,
+) -> Result<Option<Unsubscribe>, EmailError> {
+    let secret = SecretSource::from_pair("unsubscribe_secret", env, file)?;
+    let (url, secret) = match (url, secret) {
+        (None, None) => return Ok(None),
+        (Some(_), None) => return Err(EmailError::UnsubscribeWithoutSecret),
+        (None, Some(_)) => return Err(EmailError::UnsubscribeSecretWithoutUrl),
+        (Some(url), Some(secret)) => (url, secret),
+    };
+    let refused = |reason: String| EmailError::UnsubscribeUrl {
+        url: url.clone(),
+        reason,
+    };
+    let parsed = reqwest::Url::parse(&url).map_err(|e| refused(e.to_string()))?;
+    if parsed.scheme() != "https" {
+        return Err(refused(format!(
+            "RFC 8058 one-click links must be https, found `{}`",
+            parsed.scheme()
+        )));
+    }
+    if parsed.query().is_some() || parsed.fragment().is_some() {
+        return Err(refused(
+            "the token is appended to its path: no `?` or `#`".into(),
+        ));
+    }
+    Ok(Some(Unsubscribe::new(&url, secret)))
 }
 
 impl Email {
@@ -149,6 +199,11 @@ impl Email {
             None => None,
         };
         let domain = from.email.domain().to_string();
+        let unsubscribe = unsubscribe_of(
+            c.unsubscribe_url,
+            c.unsubscribe_secret_env,
+            c.unsubscribe_secret_file,
+        )?;
         let password = SecretSource::from_pair("password", c.password_env, c.password_file)?;
         let pool_size = c.pool_size.unwrap_or(4).clamp(1, 64);
         let sender = match c.transport {
@@ -200,6 +255,7 @@ impl Email {
                 reply_to,
                 domain,
                 sender,
+                unsubscribe,
             },
             rate,
             concurrency,
@@ -214,6 +270,11 @@ impl Email {
         }
     }
 
+    /// The one-click unsubscribe links of this channel, when `unsubscribe_url` is set.
+    pub fn unsubscribe(&self) -> Option<&Unsubscribe> {
+        self.unsubscribe.as_ref()
+    }
+
     fn message(
         &self,
         to: &str,
@@ -223,6 +284,13 @@ impl Email {
         let to: Mailbox = to
             .parse()
             .map_err(|e| SendError::new(format!("`{to}` is not an email address: {e}")))?;
+        let link =
+            match &self.unsubscribe {
+                Some(u) => Some(u.link(to.email.as_ref()).map_err(|e| {
+                    SendError::new(format!("cannot sign the unsubscribe link: {e}"))
+                })?),
+                None => None,
+            };
         let mut builder = lettre::Message::builder()
             .from(self.from.clone())
             .to(to)
@@ -230,6 +298,17 @@ impl Email {
             .message_id(Some(message_id.to_string()));
         if let Some(reply) = &self.reply_to {
             builder = builder.reply_to(reply.clone());
+        }
+        if let Some(link) = link {
+            builder = builder
+                .raw_header(HeaderValue::new(
+                    HeaderName::new_from_ascii_str("List-Unsubscribe"),
+                    format!("<{link}>"),
+                ))
+                .raw_header(HeaderValue::new(
+                    HeaderName::new_from_ascii_str("List-Unsubscribe-Post"),
+                    "List-Unsubscribe=One-Click".to_string(),
+                ));
         }
         let built = match &r.html {
             Some(html) => builder.multipart(MultiPart::alternative_plain_html(
@@ -409,6 +488,24 @@ mod tests {
               it"),
             ("from = \"a@b.example\"\nrate_limit = -1.0".into(),
              "`rate_limit` must be 0 (no limit) or 0.001-100000 messages per second (found -1)"),
+            ("from = \"a@b.example\"\nunsubscribe_url = \"https://b.example/unsubscribe\"".into(),
+             "`unsubscribe_url` needs `unsubscribe_secret_env` or `unsubscribe_secret_file`: the \
+              links are signed with that secret"),
+            ("from = \"a@b.example\"\nunsubscribe_secret_env = \"U\"".into(),
+             "`unsubscribe_secret_env`/`unsubscribe_secret_file` needs `unsubscribe_url`"),
+            ("from = \"a@b.example\"\nunsubscribe_url = \"https://b.example/u\"\n\
+              unsubscribe_secret_env = \"U\"\nunsubscribe_secret_file = \"u\"".into(),
+             "set only one of `unsubscribe_secret_env` and `unsubscribe_secret_file`, not both"),
+            ("from = \"a@b.example\"\nunsubscribe_url = \"http://b.example/u\"\n\
+              unsubscribe_secret_env = \"U\"".into(),
+             "`unsubscribe_url` `http://b.example/u` is not an https URL (RFC 8058 one-click \
+              links must be https, found `http`); write the public address of the listener's \
+              `/unsubscribe`, e.g. `https://billing.example.com/unsubscribe`"),
+            ("from = \"a@b.example\"\nunsubscribe_url = \"unsubscribe\"\n\
+              unsubscribe_secret_env = \"U\"".into(),
+             "`unsubscribe_url` `unsubscribe` is not an https URL (relative URL without a base); \
+              write the public address of the listener's `/unsubscribe`, e.g. \
+              `https://billing.example.com/unsubscribe`"),
         ];
         for (section, message) in table {
             let c: EmailConfig = toml::from_str(&section).unwrap();

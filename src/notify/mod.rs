@@ -27,6 +27,7 @@ pub mod ratelimit;
 pub mod sns;
 pub mod templates;
 pub mod twilio;
+pub mod unsubscribe;
 pub mod webhook;
 
 pub use templates::{Rendered, Templates};
@@ -389,6 +390,23 @@ impl Notifier {
         };
         let _permit = lane.limiter.acquire().await;
         lane.channel.send(to, key, message).await
+    }
+
+    /// `[channels.email]`'s one-click unsubscribe links, when configured.
+    pub fn unsubscribe(&self) -> Option<&unsubscribe::Unsubscribe> {
+        match &self.lanes.get(&ChannelKind::Email)?.channel {
+            Channel::Email(e) => e.unsubscribe(),
+            _ => None,
+        }
+    }
+
+    /// Where replies to the Twilio number of `kind` (`sms`, `whatsapp`) are checked, when its
+    /// `inbound_url` is set.
+    pub fn twilio_inbound(&self, kind: ChannelKind) -> Option<twilio::Inbound> {
+        match &self.lanes.get(&kind)?.channel {
+            Channel::Twilio(t) => t.inbound(),
+            _ => None,
+        }
     }
 
     pub fn has_channel(&self, kind: ChannelKind) -> bool {
