@@ -4,7 +4,9 @@
 //! `?wait=30s` answers with the finished run; `GET` too where `allow_get_trigger = true`) and
 //! the signed payment webhooks `POST /payments/paystack` and `POST /payments/stripe` (where
 //! `[payments.*]` configures them; see `payments.rs`), and `POST /invoices/{number}/payments`
-//! (the application's own payments, behind the bearer token). Anything else is 404; error details go to the log, never into a response.
+//! (the application's own payments, behind the bearer token), and the opt-outs that come in by
+//! themselves: `GET`/`POST /unsubscribe/{token}`, `POST /twilio/inbound` and `POST /bounces`
+//! (see `optouts.rs`). Anything else is 404; error details go to the log, never into a response.
 //!
 //! The listener holds a bounded number of connections (`[http] max_connections`, lowered to
 //! what the open-file limit leaves after a reserve for jobs and the database): a flood of idle
