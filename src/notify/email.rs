@@ -280,12 +280,13 @@ impl Email {
         to: &str,
         message_id: &str,
         r: &Rendered,
+        to_a_person: bool,
     ) -> Result<lettre::Message, SendError> {
         let to: Mailbox = to
             .parse()
             .map_err(|e| SendError::new(format!("`{to}` is not an email address: {e}")))?;
         let link =
-            match &self.unsubscribe {
+            match self.unsubscribe.as_ref().filter(|_| to_a_person) {
                 Some(u) => Some(u.link(to.email.as_ref()).map_err(|e| {
                     SendError::new(format!("cannot sign the unsubscribe link: {e}"))
                 })?),
@@ -321,9 +322,18 @@ impl Email {
     }
 
     /// Sends one message; returns its Message-ID (SMTP) or file id (`file`).
-    pub async fn send(&self, to: &str, _key: &str, r: &Rendered) -> Result<String, SendError> {
+    ///
+    /// A message `to_a_person` (every message of the delivery pipeline, which checks blocks)
+    /// carries the `List-Unsubscribe` link when it is configured; an operator's alert does not,
+    /// since blocks do not stop alerts and the link would promise what it cannot keep.
+    pub async fn send(
+        &self,
+        to: &str,
+        r: &Rendered,
+        to_a_person: bool,
+    ) -> Result<String, SendError> {
         let message_id = format!("<{}@{}>", uuid::Uuid::now_v7().simple(), self.domain);
-        let message = self.message(to, &message_id, r)?;
+        let message = self.message(to, &message_id, r, to_a_person)?;
         match &self.sender {
             Sender::Smtp {
                 host,
@@ -512,5 +522,41 @@ mod tests {
             let err = Email::build(c, Path::new("var")).map(|_| ()).unwrap_err();
             assert_eq!(err.to_string(), message, "{section}");
         }
+    }
+
+    #[test]
+    fn a_message_to_a_person_carries_the_one_click_link_and_an_alert_does_not() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("secret"), "s3cret\n").unwrap();
+        let section = format!(
+            "from = \"a@b.example\"\nunsubscribe_url = \"https://b.example/unsubscribe/\"\n\
+             unsubscribe_secret_file = \"{}\"",
+            dir.path().join("secret").display()
+        );
+        let c: EmailConfig = toml::from_str(&section).unwrap();
+        let (email, _, _) = Email::build(c, dir.path()).unwrap();
+        let r = Rendered {
+            subject: "Hi".into(),
+            text: "Hello".into(),
+            html: None,
+        };
+        let head = |to_a_person: bool| {
+            let m = email.message("Ann@Example.com", "<1@b.example>", &r, to_a_person);
+            let text = String::from_utf8(m.unwrap().formatted()).unwrap();
+            text.split("\r\n\r\n").next().unwrap().replace("\r\n ", " ")
+        };
+        let token = super::super::unsubscribe::token(b"s3cret", "ann@example.com");
+        let person = head(true);
+        assert!(
+            person.contains(&format!(
+                "\r\nList-Unsubscribe: <https://b.example/unsubscribe/{token}>\r\n"
+            )),
+            "{person}"
+        );
+        assert!(
+            person.contains("\r\nList-Unsubscribe-Post: List-Unsubscribe=One-Click"),
+            "{person}"
+        );
+        assert!(!head(false).contains("List-Unsubscribe"));
     }
 }

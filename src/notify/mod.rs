@@ -178,7 +178,7 @@ pub enum Channel {
 impl Channel {
     async fn send(&self, to: &str, key: &str, message: &Rendered) -> Result<String, SendError> {
         match self {
-            Channel::Email(c) => c.send(to, key, message).await,
+            Channel::Email(c) => c.send(to, message, true).await,
             Channel::Twilio(c) => c.send(to, message).await,
             Channel::Sns(c) => c.send(to, message).await,
             Channel::Webhook(c) => c.send(key, message).await,
@@ -389,7 +389,10 @@ impl Notifier {
             return Err(SendError::new("`[channels.email]` is not configured"));
         };
         let _permit = lane.limiter.acquire().await;
-        lane.channel.send(to, key, message).await
+        match &lane.channel {
+            Channel::Email(e) => e.send(to, message, false).await,
+            other => other.send(to, key, message).await,
+        }
     }
 
     /// `[channels.email]`'s one-click unsubscribe links, when configured.
