@@ -280,7 +280,15 @@ pub(super) async fn twilio_inbound(
             let block = NewBlock {
                 channel: channel.into(),
                 address: address.clone(),
-                reason: format!("replied {}", param("Body").unwrap_or("").trim()),
+                // The keyword as typed: the rest of the reply is the person's, not ours to keep.
+                reason: format!(
+                    "replied {}",
+                    param("Body")
+                        .unwrap_or("")
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or("")
+                ),
                 source: "twilio-inbound".into(),
             };
             let now = state.shared.clock.now();
