@@ -514,7 +514,6 @@ async fn handle(req: Request<Incoming>, state: &HttpState) -> Response<Full<Byte
         (&Method::POST, "/bounces") => return optouts::bounces(req, state).await,
         _ => {}
     }
-    let path = req.uri().path();
     let run_of = path
         .strip_prefix("/jobs/")
         .and_then(|r| r.strip_suffix("/run"))

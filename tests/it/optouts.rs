@@ -585,3 +585,41 @@ async fn unconfigured_opt_out_routes_are_not_served() {
     );
     d.stop().await;
 }
+
+/// A secret the opt-out routes need and cannot read stops the start, as a payment secret does,
+/// instead of refusing every unsubscribe later.
+#[test]
+fn the_daemon_does_not_start_without_the_unsubscribe_secret() {
+    let p = Project::sqlite();
+    let port = free_port();
+    let missing = p.path().join("no-such-secret");
+    p.write_config(
+        "",
+        &format!(
+            "[http]\nlisten = \"127.0.0.1:{port}\"\n\n[channels.email]\nfrom = \"s@acme.test\"\n\
+             unsubscribe_url = \"{PUBLIC}/unsubscribe\"\nunsubscribe_secret_file = \"{}\"\n",
+            missing.display()
+        ),
+    );
+    let mut child = p
+        .daemon_command()
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = crate::helpers::wait_for_blocking(
+        "the daemon to refuse to start",
+        std::time::Duration::from_secs(30),
+        || child.try_wait().unwrap(),
+    );
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(!status.success());
+    assert!(
+        err.contains(&format!(
+            "cannot read the `[channels.email]` `unsubscribe_secret`: cannot read secret file `{}`",
+            missing.display()
+        )),
+        "{err}"
+    );
+}
