@@ -922,7 +922,7 @@ async fn phase_breakdown(
                         let email = &email;
                         async move {
                             email
-                                .send(m.recipient.as_deref().unwrap(), &m.key, r)
+                                .send(m.recipient.as_deref().unwrap(), r, true)
                                 .await
                                 .unwrap()
                         }

@@ -4,7 +4,9 @@
 //! `?wait=30s` answers with the finished run; `GET` too where `allow_get_trigger = true`) and
 //! the signed payment webhooks `POST /payments/paystack` and `POST /payments/stripe` (where
 //! `[payments.*]` configures them; see `payments.rs`), and `POST /invoices/{number}/payments`
-//! (the application's own payments, behind the bearer token). Anything else is 404; error details go to the log, never into a response.
+//! (the application's own payments, behind the bearer token), and the opt-outs that come in by
+//! themselves: `GET`/`POST /unsubscribe/{token}`, `POST /twilio/inbound` and `POST /bounces`
+//! (see `optouts.rs`). Anything else is 404; error details go to the log, never into a response.
 //!
 //! The listener holds a bounded number of connections (`[http] max_connections`, lowered to
 //! what the open-file limit leaves after a reserve for jobs and the database): a flood of idle
@@ -17,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode, header};
 use serde_json::json;
@@ -32,10 +34,14 @@ use crate::daemon::fdlimit;
 use crate::daemon::manual::{self, Waited};
 use crate::daemon::metrics::Snapshot;
 use crate::daemon::{Edge, EdgeError, Shared};
+use crate::notify::ChannelKind;
 use crate::secret::SecretSource;
 use crate::store::RunRow;
 
+mod optouts;
 mod payments;
+
+pub use optouts::OptOuts;
 
 /// The timer loop wakes at least every `MAX_SLEEP`; one that has not gone round in this long
 /// is stuck.
@@ -69,6 +75,8 @@ pub struct HttpState {
     pub allow_get_trigger: bool,
     /// `[payments.*]`: the payment webhooks served and their signing secrets.
     pub payments: Arc<PaymentsConfig>,
+    /// The unsubscribe links and Twilio replies served (from `[channels.*]`).
+    pub optouts: Arc<OptOuts>,
 }
 
 /// Why the `[http]` listener could not start; the daemon does not start either.
@@ -89,6 +97,12 @@ pub enum HttpError {
         provider: &'static str,
         cause: crate::secret::SecretError,
     },
+    #[error("cannot read the `[channels.{channel}]` `{key}`: {cause}")]
+    ChannelSecret {
+        channel: &'static str,
+        key: &'static str,
+        cause: crate::secret::SecretError,
+    },
 }
 
 /// The `[http]` listener as the daemon's [`Edge`]: bound during the daemon's start-up (after it
@@ -100,6 +114,7 @@ pub struct Listener {
     max_connections: usize,
     allow_get_trigger: bool,
     payments: Arc<PaymentsConfig>,
+    optouts: Arc<OptOuts>,
 }
 
 /// The edge of `config`'s `[http]` section (none without one); nothing is opened yet.
@@ -112,6 +127,11 @@ pub fn edge(config: &Config) -> Option<Box<dyn Edge>> {
         max_connections: h.max_connections,
         allow_get_trigger: h.allow_get_trigger,
         payments: config.payments.clone(),
+        optouts: Arc::new(OptOuts {
+            unsubscribe: config.notifier.unsubscribe().cloned(),
+            sms: config.notifier.twilio_inbound(ChannelKind::Sms),
+            whatsapp: config.notifier.twilio_inbound(ChannelKind::Whatsapp),
+        }),
     }))
 }
 
@@ -129,6 +149,28 @@ impl Listener {
             if let Some(s) = source {
                 s.read()
                     .map_err(|cause| HttpError::PaymentSecret { provider, cause })?;
+            }
+        }
+        let o = &self.optouts;
+        for (channel, key, source) in [
+            (
+                "email",
+                "unsubscribe_secret",
+                o.unsubscribe.as_ref().map(|u| u.secret()),
+            ),
+            ("sms", "auth_token", o.sms.as_ref().map(|i| &i.token)),
+            (
+                "whatsapp",
+                "auth_token",
+                o.whatsapp.as_ref().map(|i| &i.token),
+            ),
+        ] {
+            if let Some(s) = source {
+                s.read().map_err(|cause| HttpError::ChannelSecret {
+                    channel,
+                    key,
+                    cause,
+                })?;
             }
         }
         let listen = self.listen;
@@ -157,6 +199,7 @@ impl Edge for Listener {
             max_connections: self.max_connections,
             allow_get_trigger: self.allow_get_trigger,
             payments: self.payments,
+            optouts: self.optouts,
         });
         tokio::spawn(serve(listener, state, stopping));
     }
@@ -414,6 +457,27 @@ fn not_found() -> Response<Full<Bytes>> {
     json_reply(StatusCode::NOT_FOUND, json!({"error": "not found"}))
 }
 
+/// A request's whole body, or the 413 to answer when it is over `limit` bytes (or breaks off).
+async fn body_within(body: Incoming, limit: usize) -> Result<Bytes, Response<Full<Bytes>>> {
+    match http_body_util::Limited::new(body, limit).collect().await {
+        Ok(b) => Ok(b.to_bytes()),
+        Err(e) => {
+            tracing::warn!(error = %e, "http: cannot read a request's body");
+            let most = if limit >= 1 << 20 {
+                format!("{} MiB", limit >> 20)
+            } else {
+                format!("{} KiB", limit >> 10)
+            };
+            Err(json_reply(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                json!({"error": format!(
+                    "the body could not be read whole (at most {most} is accepted)"
+                )}),
+            ))
+        }
+    }
+}
+
 async fn handle(req: Request<Incoming>, state: &HttpState) -> Response<Full<Bytes>> {
     if let Some(provider) = payments::Provider::of_path(req.uri().path()) {
         return match *req.method() {
@@ -435,6 +499,21 @@ async fn handle(req: Request<Incoming>, state: &HttpState) -> Response<Full<Byte
         };
     }
     let path = req.uri().path();
+    if let Some(token) = path
+        .strip_prefix("/unsubscribe/")
+        .filter(|t| !t.is_empty() && !t.contains('/'))
+        .map(str::to_string)
+    {
+        return match *req.method() {
+            Method::GET | Method::POST => optouts::unsubscribe(req, &token, state).await,
+            _ => not_found(),
+        };
+    }
+    match (req.method(), path) {
+        (&Method::POST, "/twilio/inbound") => return optouts::twilio_inbound(req, state).await,
+        (&Method::POST, "/bounces") => return optouts::bounces(req, state).await,
+        _ => {}
+    }
     let run_of = path
         .strip_prefix("/jobs/")
         .and_then(|r| r.strip_suffix("/run"))

@@ -17,7 +17,7 @@
 use std::time::Duration;
 
 use hmac::{Hmac, Mac};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response, StatusCode};
 use serde_json::json;
@@ -87,6 +87,11 @@ pub enum SignatureError {
         "no `v1` signature of the `Stripe-Signature` header is the endpoint's signing secret's"
     )]
     Stripe,
+    #[error(
+        "the `X-Twilio-Signature` header is not the HMAC-SHA1 of `inbound_url` and the \
+         parameters with the auth token"
+    )]
+    Twilio,
 }
 
 /// Checks Paystack's `x-paystack-signature` (hex HMAC-SHA512 of `body` keyed by `secret`),
@@ -224,15 +229,9 @@ pub(super) async fn webhook(
         .get(provider.header())
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e) => {
-            tracing::warn!(provider = name, error = %e, "payment webhook: cannot read the body");
-            return error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "the body could not be read whole (at most 1 MiB is accepted)",
-            );
-        }
+    let body = match super::body_within(req.into_body(), MAX_BODY).await {
+        Ok(b) => b,
+        Err(refused) => return refused,
     };
     let secret = match source.read() {
         Ok(s) => s,
@@ -439,14 +438,9 @@ pub(super) async fn invoice_payment(
     {
         return refused;
     }
-    let body = match Limited::new(req.into_body(), 64 << 10).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(_) => {
-            return error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "the body could not be read whole (at most 64 KiB is accepted)",
-            );
-        }
+    let body = match super::body_within(req.into_body(), 64 << 10).await {
+        Ok(b) => b,
+        Err(refused) => return refused,
     };
     // Read once: the payment from the JSON, which is kept with it as received.
     let read = serde_json::from_slice::<serde_json::Value>(&body).and_then(|value| {

@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use lettre::message::header::ContentType;
+use lettre::message::header::{ContentType, HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MultiPart};
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{AsyncSmtpConnection, TlsParameters};
@@ -20,6 +20,7 @@ use serde::Deserialize;
 use tokio::sync::OnceCell;
 
 use super::ratelimit::RateLimitError;
+use super::unsubscribe::Unsubscribe;
 use super::{Rendered, SendError};
 use crate::secret::{SecretError, SecretSource};
 
@@ -69,6 +70,10 @@ pub struct EmailConfig {
     pub concurrency: Option<usize>,
     /// When messages on this channel may reach people, in their zone (invariant 6).
     pub send_window: Option<super::window::WindowRaw>,
+    /// The public address of the listener's `/unsubscribe` (RFC 8058 one-click links).
+    pub unsubscribe_url: Option<String>,
+    pub unsubscribe_secret_env: Option<String>,
+    pub unsubscribe_secret_file: Option<PathBuf>,
 }
 
 enum Sender {
@@ -124,6 +129,18 @@ pub enum EmailError {
     HostWithFile,
     #[error(transparent)]
     RateLimit(#[from] RateLimitError),
+    #[error(
+        "`unsubscribe_url` `{url}` is not an https URL ({reason}); write the public address of \
+         the listener's `/unsubscribe`, e.g. `https://billing.example.com/unsubscribe`"
+    )]
+    UnsubscribeUrl { url: String, reason: String },
+    #[error(
+        "`unsubscribe_url` needs `unsubscribe_secret_env` or `unsubscribe_secret_file`: the \
+         links are signed with that secret"
+    )]
+    UnsubscribeWithoutSecret,
+    #[error("`unsubscribe_secret_env`/`unsubscribe_secret_file` needs `unsubscribe_url`")]
+    UnsubscribeSecretWithoutUrl,
 }
 
 pub struct Email {
@@ -131,6 +148,39 @@ pub struct Email {
     reply_to: Option<Mailbox>,
     domain: String,
     sender: Sender,
+    unsubscribe: Option<Unsubscribe>,
+}
+
+/// `[channels.email]`'s one-click unsubscribe: both keys or neither, the URL https.
+fn unsubscribe_of(
+    url: Option<String>,
+    env: Option<String>,
+    file: Option<PathBuf>,
+) -> Result<Option<Unsubscribe>, EmailError> {
+    let secret = SecretSource::from_pair("unsubscribe_secret", env, file)?;
+    let (url, secret) = match (url, secret) {
+        (None, None) => return Ok(None),
+        (Some(_), None) => return Err(EmailError::UnsubscribeWithoutSecret),
+        (None, Some(_)) => return Err(EmailError::UnsubscribeSecretWithoutUrl),
+        (Some(url), Some(secret)) => (url, secret),
+    };
+    let refused = |reason: String| EmailError::UnsubscribeUrl {
+        url: url.clone(),
+        reason,
+    };
+    let parsed = reqwest::Url::parse(&url).map_err(|e| refused(e.to_string()))?;
+    if parsed.scheme() != "https" {
+        return Err(refused(format!(
+            "RFC 8058 one-click links must be https, found `{}`",
+            parsed.scheme()
+        )));
+    }
+    if parsed.query().is_some() || parsed.fragment().is_some() {
+        return Err(refused(
+            "the token is appended to its path: no `?` or `#`".into(),
+        ));
+    }
+    Ok(Some(Unsubscribe::new(&url, secret)))
 }
 
 impl Email {
@@ -151,6 +201,11 @@ impl Email {
             None => None,
         };
         let domain = from.email.domain().to_string();
+        let unsubscribe = unsubscribe_of(
+            c.unsubscribe_url,
+            c.unsubscribe_secret_env,
+            c.unsubscribe_secret_file,
+        )?;
         let password = SecretSource::from_pair("password", c.password_env, c.password_file)?;
         let pool_size = c.pool_size.unwrap_or(4).clamp(1, 64);
         let sender = match c.transport {
@@ -202,6 +257,7 @@ impl Email {
                 reply_to,
                 domain,
                 sender,
+                unsubscribe,
             },
             rate,
             concurrency,
@@ -216,15 +272,28 @@ impl Email {
         }
     }
 
+    /// The one-click unsubscribe links of this channel, when `unsubscribe_url` is set.
+    pub fn unsubscribe(&self) -> Option<&Unsubscribe> {
+        self.unsubscribe.as_ref()
+    }
+
     fn message(
         &self,
         to: &str,
         message_id: &str,
         r: &Rendered,
+        to_a_person: bool,
     ) -> Result<lettre::Message, SendError> {
         let to: Mailbox = to
             .parse()
             .map_err(|e| SendError::new(format!("`{to}` is not an email address: {e}")))?;
+        let link =
+            match self.unsubscribe.as_ref().filter(|_| to_a_person) {
+                Some(u) => Some(u.link(to.email.as_ref()).map_err(|e| {
+                    SendError::new(format!("cannot sign the unsubscribe link: {e}"))
+                })?),
+                None => None,
+            };
         let mut builder = lettre::Message::builder()
             .from(self.from.clone())
             .to(to)
@@ -232,6 +301,17 @@ impl Email {
             .message_id(Some(message_id.to_string()));
         if let Some(reply) = &self.reply_to {
             builder = builder.reply_to(reply.clone());
+        }
+        if let Some(link) = link {
+            builder = builder
+                .raw_header(HeaderValue::new(
+                    HeaderName::new_from_ascii_str("List-Unsubscribe"),
+                    format!("<{link}>"),
+                ))
+                .raw_header(HeaderValue::new(
+                    HeaderName::new_from_ascii_str("List-Unsubscribe-Post"),
+                    "List-Unsubscribe=One-Click".to_string(),
+                ));
         }
         let built = match &r.html {
             Some(html) => builder.multipart(MultiPart::alternative_plain_html(
@@ -244,9 +324,18 @@ impl Email {
     }
 
     /// Sends one message; returns its Message-ID (SMTP) or file id (`file`).
-    pub async fn send(&self, to: &str, _key: &str, r: &Rendered) -> Result<String, SendError> {
+    ///
+    /// A message `to_a_person` (every message of the delivery pipeline, which checks blocks)
+    /// carries the `List-Unsubscribe` link when it is configured; an operator's alert does not,
+    /// since blocks do not stop alerts and the link would promise what it cannot keep.
+    pub async fn send(
+        &self,
+        to: &str,
+        r: &Rendered,
+        to_a_person: bool,
+    ) -> Result<String, SendError> {
         let message_id = format!("<{}@{}>", uuid::Uuid::now_v7().simple(), self.domain);
-        let message = self.message(to, &message_id, r)?;
+        let message = self.message(to, &message_id, r, to_a_person)?;
         match &self.sender {
             Sender::Smtp {
                 host,
@@ -411,11 +500,65 @@ mod tests {
               it"),
             ("from = \"a@b.example\"\nrate_limit = -1.0".into(),
              "`rate_limit` must be 0 (no limit) or 0.001-100000 messages per second (found -1)"),
+            ("from = \"a@b.example\"\nunsubscribe_url = \"https://b.example/unsubscribe\"".into(),
+             "`unsubscribe_url` needs `unsubscribe_secret_env` or `unsubscribe_secret_file`: the \
+              links are signed with that secret"),
+            ("from = \"a@b.example\"\nunsubscribe_secret_env = \"U\"".into(),
+             "`unsubscribe_secret_env`/`unsubscribe_secret_file` needs `unsubscribe_url`"),
+            ("from = \"a@b.example\"\nunsubscribe_url = \"https://b.example/u\"\n\
+              unsubscribe_secret_env = \"U\"\nunsubscribe_secret_file = \"u\"".into(),
+             "set only one of `unsubscribe_secret_env` and `unsubscribe_secret_file`, not both"),
+            ("from = \"a@b.example\"\nunsubscribe_url = \"http://b.example/u\"\n\
+              unsubscribe_secret_env = \"U\"".into(),
+             "`unsubscribe_url` `http://b.example/u` is not an https URL (RFC 8058 one-click \
+              links must be https, found `http`); write the public address of the listener's \
+              `/unsubscribe`, e.g. `https://billing.example.com/unsubscribe`"),
+            ("from = \"a@b.example\"\nunsubscribe_url = \"unsubscribe\"\n\
+              unsubscribe_secret_env = \"U\"".into(),
+             "`unsubscribe_url` `unsubscribe` is not an https URL (relative URL without a base); \
+              write the public address of the listener's `/unsubscribe`, e.g. \
+              `https://billing.example.com/unsubscribe`"),
         ];
         for (section, message) in table {
             let c: EmailConfig = toml::from_str(&section).unwrap();
             let err = Email::build(c, Path::new("var")).map(|_| ()).unwrap_err();
             assert_eq!(err.to_string(), message, "{section}");
         }
+    }
+
+    #[test]
+    fn a_message_to_a_person_carries_the_one_click_link_and_an_alert_does_not() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("secret"), "s3cret\n").unwrap();
+        let section = format!(
+            "from = \"a@b.example\"\nunsubscribe_url = \"https://b.example/unsubscribe/\"\n\
+             unsubscribe_secret_file = \"{}\"",
+            dir.path().join("secret").display()
+        );
+        let c: EmailConfig = toml::from_str(&section).unwrap();
+        let (email, _, _) = Email::build(c, dir.path()).unwrap();
+        let r = Rendered {
+            subject: "Hi".into(),
+            text: "Hello".into(),
+            html: None,
+        };
+        let head = |to_a_person: bool| {
+            let m = email.message("Ann@Example.com", "<1@b.example>", &r, to_a_person);
+            let text = String::from_utf8(m.unwrap().formatted()).unwrap();
+            text.split("\r\n\r\n").next().unwrap().replace("\r\n ", " ")
+        };
+        let token = super::super::unsubscribe::token(b"s3cret", "ann@example.com");
+        let person = head(true);
+        assert!(
+            person.contains(&format!(
+                "\r\nList-Unsubscribe: <https://b.example/unsubscribe/{token}>\r\n"
+            )),
+            "{person}"
+        );
+        assert!(
+            person.contains("\r\nList-Unsubscribe-Post: List-Unsubscribe=One-Click"),
+            "{person}"
+        );
+        assert!(!head(false).contains("List-Unsubscribe"));
     }
 }

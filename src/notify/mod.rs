@@ -28,6 +28,7 @@ pub mod ratelimit;
 pub mod sns;
 pub mod templates;
 pub mod twilio;
+pub mod unsubscribe;
 pub mod webhook;
 pub mod window;
 
@@ -211,7 +212,7 @@ pub enum Channel {
 impl Channel {
     async fn send(&self, to: &str, key: &str, message: &Rendered) -> Result<String, SendError> {
         match self {
-            Channel::Email(c) => c.send(to, key, message).await,
+            Channel::Email(c) => c.send(to, message, true).await,
             Channel::Twilio(c) => c.send(to, message).await,
             Channel::Sns(c) => c.send(to, message).await,
             Channel::Webhook(c) => c.send(key, message).await,
@@ -469,7 +470,27 @@ impl Notifier {
             return Err(SendError::new("`[channels.email]` is not configured"));
         };
         let _permit = lane.limiter.acquire().await;
-        lane.channel.send(to, key, message).await
+        match &lane.channel {
+            Channel::Email(e) => e.send(to, message, false).await,
+            other => other.send(to, key, message).await,
+        }
+    }
+
+    /// `[channels.email]`'s one-click unsubscribe links, when configured.
+    pub fn unsubscribe(&self) -> Option<&unsubscribe::Unsubscribe> {
+        match &self.lanes.get(&ChannelKind::Email)?.channel {
+            Channel::Email(e) => e.unsubscribe(),
+            _ => None,
+        }
+    }
+
+    /// Where replies to the Twilio number of `kind` (`sms`, `whatsapp`) are checked, when its
+    /// `inbound_url` is set.
+    pub fn twilio_inbound(&self, kind: ChannelKind) -> Option<twilio::Inbound> {
+        match &self.lanes.get(&kind)?.channel {
+            Channel::Twilio(t) => t.inbound(),
+            _ => None,
+        }
     }
 
     pub fn has_channel(&self, kind: ChannelKind) -> bool {

@@ -31,6 +31,9 @@ pub struct TwilioConfig {
     pub concurrency: Option<usize>,
     /// When messages on this channel may reach people, in their zone (invariant 6).
     pub send_window: Option<super::window::WindowRaw>,
+    /// The public URL Twilio posts replies to (the listener's `/twilio/inbound` as the world
+    /// reaches it): the URL its `X-Twilio-Signature` signs.
+    pub inbound_url: Option<String>,
 }
 
 /// What is wrong with `[channels.sms]` or `[channels.whatsapp]`.
@@ -49,6 +52,19 @@ pub enum TwilioError {
     NoSender,
     #[error(transparent)]
     RateLimit(#[from] RateLimitError),
+    #[error(
+        "invalid `inbound_url` `{url}`: {reason}; write the public URL Twilio posts replies to, \
+         e.g. `https://billing.example.com/twilio/inbound`"
+    )]
+    InboundUrl { url: String, reason: UrlError },
+}
+
+/// Replies to a Twilio number (`POST /twilio/inbound`) of one channel: the URL Twilio signs
+/// and the auth token it signs with.
+#[derive(Debug, Clone)]
+pub struct Inbound {
+    pub url: String,
+    pub token: SecretSource,
 }
 
 pub struct Twilio {
@@ -59,6 +75,7 @@ pub struct Twilio {
     from: String,
     base_url: String,
     timeout: Duration,
+    inbound_url: Option<String>,
 }
 
 impl Twilio {
@@ -79,6 +96,14 @@ impl Twilio {
                 reason,
             });
         }
+        if let Some(url) = &c.inbound_url
+            && let Err(reason) = reqwest::Url::parse(url)
+        {
+            return Err(TwilioError::InboundUrl {
+                url: url.clone(),
+                reason,
+            });
+        }
         if c.from.trim().is_empty() {
             return Err(TwilioError::NoSender);
         }
@@ -95,10 +120,19 @@ impl Twilio {
                 from: c.from,
                 base_url,
                 timeout: c.timeout.unwrap_or(Duration::from_secs(15)),
+                inbound_url: c.inbound_url,
             },
             rate,
             c.concurrency.unwrap_or(4).clamp(1, 256),
         ))
+    }
+
+    /// Where this channel's replies are checked, when `inbound_url` is set.
+    pub fn inbound(&self) -> Option<Inbound> {
+        Some(Inbound {
+            url: self.inbound_url.clone()?,
+            token: self.token.clone(),
+        })
     }
 
     fn address(&self, number: &str) -> String {

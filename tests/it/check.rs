@@ -396,3 +396,37 @@ fn channels_and_templates_are_checked_with_the_config() {
         stderr(&out)
     );
 }
+
+/// The opt-out keys of `[channels.*]` are checked by `tickler check` and refused with the file,
+/// line and key.
+#[test]
+fn opt_out_keys_are_refused_with_where_and_what() {
+    let p = crate::helpers::Project::sqlite();
+    for (section, message) in [
+        (
+            "[channels.email]\nfrom = \"b@acme.test\"\nunsubscribe_url = \"http://b.example/u\"\n\
+             unsubscribe_secret_env = \"U\"\n",
+            "invalid `[channels.email]` ({dir}/config.toml line 6, column 2): `unsubscribe_url` \
+             `http://b.example/u` is not an https URL (RFC 8058 one-click links must be https, \
+             found `http`); write the public address of the listener's `/unsubscribe`, e.g. \
+             `https://billing.example.com/unsubscribe`",
+        ),
+        (
+            "[channels.email]\nfrom = \"b@acme.test\"\nunsubscribe_secret_file = \"u\"\n",
+            "invalid `[channels.email]` ({dir}/config.toml line 6, column 2): \
+             `unsubscribe_secret_env`/`unsubscribe_secret_file` needs `unsubscribe_url`",
+        ),
+        (
+            "[channels.sms]\naccount_sid = \"AC1\"\nauth_token_env = \"T\"\nfrom = \"+15005550006\"\n\
+             inbound_url = \"twilio/inbound\"\n",
+            "invalid `[channels.sms]` ({dir}/config.toml line 6, column 2): invalid `inbound_url` \
+             `twilio/inbound`: relative URL without a base; write the public URL Twilio posts \
+             replies to, e.g. `https://billing.example.com/twilio/inbound`",
+        ),
+    ] {
+        p.write_config("", section);
+        let out = p.cli(&["check"]);
+        let want = message.replace("{dir}", &p.path().display().to_string());
+        assert_eq!(stderr(&out), format!("error: {want}\n"), "{section}");
+    }
+}

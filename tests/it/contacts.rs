@@ -12,7 +12,7 @@ use crate::helpers::smtp::SmtpServer;
 use crate::helpers::{Project, stderr, stdout, wait_for};
 
 /// `recipient status error` of every row of `notification_log`, by recipient.
-async fn log(store: &Store) -> Vec<(String, String, String)> {
+pub(crate) async fn log(store: &Store) -> Vec<(String, String, String)> {
     let rows = store
         .query_json(
             "SELECT recipient, status, COALESCE(error, '') AS error FROM notification_log \

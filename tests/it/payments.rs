@@ -11,7 +11,7 @@ use tickler::store::Store;
 use crate::billing::{customer, invoice};
 use crate::helpers::{Project, TestDaemon, utc};
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
