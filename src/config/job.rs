@@ -1,5 +1,5 @@
 //! One `[[job]]` into a `JobSpec`: its identity (`name`, `kind`, `description`), its trigger
-//! (`trigger.rs`), its run policy (`policy.rs`), its alerts (`alerts.rs`), and the rest of its
+//! (`trigger.rs`: `schedule` or `every`, `timezone`, `calendar`, `on_holiday`), its run policy (`policy.rs`), its alerts (`alerts.rs`), and the rest of its
 //! keys, which are its kind's parameters, built into a job by `jobs::build`. Then the check
 //! that no two jobs share a name.
 
@@ -18,6 +18,7 @@ use super::trigger::{self, TriggerKeys};
 use super::{DaemonConfig, JobSpec, alerts};
 use crate::jobs::{self, BuildError, DynJob};
 use crate::notify::Notifier;
+use crate::schedule::NamedCalendar;
 use crate::store::user::Databases;
 
 #[derive(Deserialize)]
@@ -29,6 +30,8 @@ struct IdentityRaw {
     schedule: Option<Spanned<String>>,
     every: Option<Spanned<String>>,
     timezone: Option<Spanned<String>>,
+    calendar: Option<Spanned<String>>,
+    on_holiday: Option<Spanned<String>>,
 }
 
 const IDENTITY_KEYS: &[&str] = &[
@@ -38,6 +41,8 @@ const IDENTITY_KEYS: &[&str] = &[
     "schedule",
     "every",
     "timezone",
+    "calendar",
+    "on_holiday",
 ];
 
 impl IdentityRaw {
@@ -46,25 +51,35 @@ impl IdentityRaw {
             schedule: self.schedule.as_ref(),
             every: self.every.as_ref(),
             timezone: self.timezone.as_ref(),
+            calendar: self.calendar.as_ref(),
+            on_holiday: self.on_holiday.as_ref(),
             name_at: self.name.span(),
         }
     }
 }
 
+/// What every job of a file is read against: `[defaults]`, `[calendars]`, `[daemon]`, the
+/// notifier, `[databases]` and `[lanes]`.
+#[derive(Clone, Copy)]
+pub(super) struct JobContext<'a> {
+    pub(super) defaults: &'a PolicyRaw,
+    pub(super) calendars: &'a BTreeMap<String, NamedCalendar>,
+    pub(super) daemon: Option<&'a DaemonConfig>,
+    pub(super) notifier: Option<&'a Arc<Notifier>>,
+    pub(super) databases: &'a Arc<Databases>,
+    pub(super) lanes: &'a BTreeMap<Arc<str>, usize>,
+}
+
 /// The valid jobs of `tables`, in order; the problems of the others are pushed to `c`.
 pub(super) fn job_specs(
     tables: Vec<Spanned<DeValue<'_>>>,
-    defaults: &PolicyRaw,
-    daemon: Option<&DaemonConfig>,
-    notifier: Option<&Arc<Notifier>>,
-    databases: &Arc<Databases>,
-    lanes: &BTreeMap<Arc<str>, usize>,
+    ctx: JobContext<'_>,
     c: &mut Collector<'_>,
 ) -> Vec<Arc<JobSpec>> {
     let mut jobs = vec![];
     let mut seen: HashSet<String> = HashSet::new();
     for table in tables {
-        if let Some(job) = job_spec(table, defaults, daemon, notifier, databases, lanes, c) {
+        if let Some(job) = job_spec(table, ctx, c) {
             if !seen.insert(job.0.name.to_string()) {
                 c.push(
                     format!("duplicate job name `{}`", job.0.name),
@@ -81,13 +96,17 @@ pub(super) fn job_specs(
 /// One job and the position of its name; `None` when anything about it is refused.
 fn job_spec(
     table: Spanned<DeValue<'_>>,
-    defaults: &PolicyRaw,
-    daemon: Option<&DaemonConfig>,
-    notifier: Option<&Arc<Notifier>>,
-    databases: &Arc<Databases>,
-    lanes: &BTreeMap<Arc<str>, usize>,
+    ctx: JobContext<'_>,
     c: &mut Collector<'_>,
 ) -> Option<(JobSpec, Range<usize>)> {
+    let JobContext {
+        defaults,
+        calendars,
+        daemon,
+        notifier,
+        databases,
+        lanes,
+    } = ctx;
     let span = table.span();
     let (t, identity, policy) = read_table(&table, c)?;
     let before = c.problems.len();
@@ -112,6 +131,7 @@ fn job_spec(
     let (trigger, timezone) = trigger::when(
         &identity.trigger_keys(),
         daemon.map(|d| d.timezone),
+        calendars,
         &label,
         c,
     );

@@ -147,8 +147,9 @@ fn unknown_field() {
         err,
         "error: invalid job `x` (config.toml line 10, column 1): unknown field `scheduel`, expected \
          `duration` for kind `noop`; every job also takes `name`, `kind`, `description`, \
-         `schedule`, `every`, `timezone`, `enabled`, `timeout`, `retry`, `overlap`, `catch_up`, \
-         `misfire_grace`, `jitter`, `on_failure`, `expect_success_within`, `ping_url`, `lane`\n"
+         `schedule`, `every`, `timezone`, `calendar`, `on_holiday`, `enabled`, `timeout`, \
+         `retry`, `overlap`, `catch_up`, `misfire_grace`, `jitter`, `on_failure`, \
+         `expect_success_within`, `ping_url`, `lane`\n"
     );
 }
 
