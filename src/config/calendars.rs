@@ -186,6 +186,38 @@ mod tests {
         assert!(ok.is_ok(), "{ok:?}");
     }
 
+    /// A reload keeps a job's next fire only when its trigger is unchanged: the calendar's
+    /// name, its days, its holiday file's content and `on_holiday` are all part of it.
+    #[test]
+    fn the_calendar_and_its_file_are_part_of_the_trigger() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("config.toml");
+        let trigger = |holidays: &str, job: &str| {
+            std::fs::write(dir.path().join("h.toml"), holidays).unwrap();
+            let text = format!(
+                "[calendars.za]\nholidays = \"h.toml\"\n[calendars.us]\nholidays = \
+                 \"h.toml\"\n{JOB}{job}"
+            );
+            parse(&config, &text).unwrap().jobs[0].trigger.clone()
+        };
+        let christmas = "[[holiday]]\ndate = 2026-12-25\n";
+        let base = trigger(christmas, "calendar = \"za\"\n");
+        assert!(base == trigger(christmas, "calendar = \"za\"\n"));
+        assert!(base == trigger(christmas, "calendar = \"za\"\non_holiday = \"skip\"\n"));
+        for (holidays, job) in [
+            ("[[holiday]]\ndate = 2026-12-24\n", "calendar = \"za\"\n"),
+            ("", "calendar = \"za\"\n"),
+            (christmas, "calendar = \"us\"\n"),
+            (
+                christmas,
+                "calendar = \"za\"\non_holiday = \"next_business_day\"\n",
+            ),
+            (christmas, ""),
+        ] {
+            assert!(base != trigger(holidays, job), "{holidays} {job}");
+        }
+    }
+
     #[test]
     fn a_job_names_a_calendar_and_what_to_do_on_holidays() {
         let cal = "[calendars.za]\n[calendars.us]\ndays = \"mon-fri\"\n";
