@@ -101,7 +101,9 @@ fn expand_nickname(expr: &str) -> Result<&str, ScheduleError> {
         "@hourly" => "0 * * * *",
         _ => {
             return Err(ScheduleError(
-                "unknown nickname; use @hourly, @daily, @weekly, @monthly or @yearly".into(),
+                "unknown nickname; use @hourly, @daily, @weekly, @monthly or @yearly, or \
+                 `@last_business_day HH:MM` / `@first_business_day HH:MM` with a `calendar`"
+                    .into(),
             ));
         }
     })
@@ -687,7 +689,8 @@ mod tests {
         );
         assert_eq!(
             err("@often"),
-            "unknown nickname; use @hourly, @daily, @weekly, @monthly or @yearly"
+            "unknown nickname; use @hourly, @daily, @weekly, @monthly or @yearly, or \
+             `@last_business_day HH:MM` / `@first_business_day HH:MM` with a `calendar`"
         );
         assert!(CronTrigger::parse("0 9 * * MON-FRI").is_ok());
         assert!(CronTrigger::parse("0 0 1 JAN *").is_ok());
