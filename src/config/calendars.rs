@@ -11,8 +11,8 @@ use serde::Deserialize;
 use toml::Spanned;
 use toml::de::DeValue;
 
-use super::problems::{Collector, Owner};
-use super::read::{deser, valid_name};
+use super::problems::Collector;
+use super::read::named_entries;
 use crate::schedule::NamedCalendar;
 use crate::time::calendar::{Calendar, Holidays, Weekdays};
 
@@ -31,28 +31,8 @@ pub(super) fn calendars(
     c: &mut Collector<'_>,
 ) -> BTreeMap<String, NamedCalendar> {
     let mut out = BTreeMap::new();
-    let Some(value) = value else {
-        return out;
-    };
-    let span = value.span();
-    let raw = match deser::<BTreeMap<Spanned<String>, CalendarRaw>>(value) {
-        Ok(raw) => raw,
-        Err(e) => {
-            c.toml_value(Owner::Section("invalid `[calendars]` section"), &e, span);
-            return out;
-        }
-    };
-    for (name, raw) in raw {
-        let at = Some(name.span());
-        let name = name.into_inner();
-        if !valid_name(&name) {
-            c.push(
-                format!("invalid `[calendars.{name}]`"),
-                at,
-                "a calendar name is 1-64 of a-z, 0-9, `_` and `-`",
-            );
-            continue;
-        }
+    for (name, at, raw) in named_entries::<CalendarRaw>(value, "calendars", "calendar", c) {
+        let at = Some(at);
         let what = |key: &str| format!("invalid `{key}` in `[calendars.{name}]`");
         let days = match &raw.days {
             None => Some(Weekdays::MON_FRI),
