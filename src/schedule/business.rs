@@ -573,7 +573,7 @@ mod tests {
 
     /// The cases the reference covers, spelled out where a reader can check them.
     #[test]
-    fn named_dates() {
+    fn moved_fires_meet_the_spring_forward_gap_and_month_ends_skip_holidays() {
         let ny = chrono_tz::America::New_York;
         let cal = named("sun-thu", Holidays::from_dates(test_holidays()));
         let local = |trigger: &Trigger, from: &str, n: usize| -> Vec<String> {
