@@ -1,7 +1,8 @@
 #!/bin/sh
 # Installs tickler from a release build on a systemd distribution without the .deb (Fedora,
-# Arch, ...), as the package does: the binary, the unit, the system user, the config and
-# templates under /etc/tickler (never overwriting the admin's), completions and man pages.
+# Arch, ...), as the package does: the binary, the unit, the system user, the config,
+# templates and holiday files under /etc/tickler (never overwriting the admin's), completions
+# and man pages.
 # It enables and starts nothing.
 #
 #   cargo build --release && sudo deploy/install.sh            install or upgrade
@@ -45,9 +46,9 @@ sed "s|/usr/bin/tickler|$PREFIX/bin/tickler|g" systemd/tickler.service > "$unit_
 chmod 0644 "$unit_dir/tickler.service"
 install -D -m 0644 systemd/tickler.sysusers.conf "$DESTDIR/usr/lib/sysusers.d/tickler.conf"
 
-# The config and templates are the admin's once installed: an upgrade leaves them and puts
-# the shipped version next to a changed one as `.new`.
-install -d -m 0755 "$etc" "$etc/templates"
+# The config, templates and holiday files are the admin's once installed: an upgrade leaves
+# them and puts the shipped version next to a changed one as `.new`.
+install -d -m 0755 "$etc" "$etc/templates" "$etc/holidays"
 put_conf() { # SOURCE TARGET
     if [ ! -e "$2" ]; then
         install -m 0644 "$1" "$2"
@@ -59,6 +60,9 @@ put_conf() { # SOURCE TARGET
 put_conf config.toml "$etc/config.toml"
 for t in templates/*.j2; do
     put_conf "$t" "$etc/templates/$(basename "$t")"
+done
+for h in holidays/*.toml; do
+    put_conf "$h" "$etc/holidays/$(basename "$h")"
 done
 
 install -D -m 0644 deploy/completions/tickler.bash "$DESTDIR$PREFIX/share/bash-completion/completions/tickler"

@@ -2,15 +2,14 @@
 //! work on (`database = "NAME"`), each given by `url`, or by `url_env` / `url_file` when the
 //! URL holds a password. Read here into the store's registry, which opens each on first use.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde::Deserialize;
 use toml::Spanned;
 use toml::de::DeValue;
 
-use super::problems::{Collector, Owner};
-use super::read::{deser, valid_name};
+use super::problems::Collector;
+use super::read::named_entries;
 use crate::secret::{DatabaseUrl, SecretSource};
 use crate::store::user::{DatabaseSource, Databases};
 
@@ -24,26 +23,10 @@ struct DatabaseRaw {
 
 /// The databases of `[databases]`; an entry that is refused is reported to `c` and left out.
 pub(super) fn databases(value: Option<Spanned<DeValue<'_>>>, c: &mut Collector<'_>) -> Databases {
-    let Some(value) = value else {
-        return Databases::default();
-    };
-    let span = value.span();
-    let raw = match deser::<BTreeMap<Spanned<String>, DatabaseRaw>>(value) {
-        Ok(raw) => raw,
-        Err(e) => {
-            c.toml_value(Owner::Section("invalid `[databases]` section"), &e, span);
-            return Databases::default();
-        }
-    };
     let mut named = vec![];
-    for (name, raw) in raw {
-        let at = Some(name.span());
-        let name = name.into_inner();
+    for (name, at, raw) in named_entries::<DatabaseRaw>(value, "databases", "database", c) {
+        let at = Some(at);
         let what = format!("invalid `[databases.{name}]`");
-        if !valid_name(&name) {
-            c.push(what, at, "a database name is 1-64 of a-z, 0-9, `_` and `-`");
-            continue;
-        }
         let source = match (
             raw.url,
             SecretSource::from_pair("url", raw.url_env, raw.url_file),

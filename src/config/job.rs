@@ -1,5 +1,5 @@
 //! One `[[job]]` into a `JobSpec`: its identity (`name`, `kind`, `description`), its trigger
-//! (`trigger.rs`), its run policy (`policy.rs`), its alerts (`alerts.rs`), and the rest of its
+//! (`trigger.rs`: `schedule` or `every`, `timezone`, `calendar`, `on_holiday`), its run policy (`policy.rs`), its alerts (`alerts.rs`), and the rest of its
 //! keys, which are its kind's parameters, built into a job by `jobs::build`. Then the check
 //! that no two jobs share a name.
 
@@ -19,6 +19,7 @@ use super::{DaemonConfig, JobSpec, alerts};
 use crate::jobs::{self, BuildError, DynJob};
 use crate::notify::Notifier;
 use crate::notify::window::{SendWindow, WindowRaw};
+use crate::schedule::NamedCalendar;
 use crate::store::user::Databases;
 
 #[derive(Deserialize)]
@@ -31,6 +32,8 @@ struct IdentityRaw {
     every: Option<Spanned<String>>,
     timezone: Option<Spanned<String>>,
     send_window: Option<Spanned<WindowRaw>>,
+    calendar: Option<Spanned<String>>,
+    on_holiday: Option<Spanned<String>>,
 }
 
 const IDENTITY_KEYS: &[&str] = &[
@@ -41,6 +44,8 @@ const IDENTITY_KEYS: &[&str] = &[
     "every",
     "timezone",
     "send_window",
+    "calendar",
+    "on_holiday",
 ];
 
 impl IdentityRaw {
@@ -49,15 +54,19 @@ impl IdentityRaw {
             schedule: self.schedule.as_ref(),
             every: self.every.as_ref(),
             timezone: self.timezone.as_ref(),
+            calendar: self.calendar.as_ref(),
+            on_holiday: self.on_holiday.as_ref(),
             name_at: self.name.span(),
         }
     }
 }
 
-/// What every job of a config is read against: the `[defaults]` policy, `[daemon]`, the
-/// channels, `[databases]`, `[lanes]`, and the config file's directory (relative paths).
-pub(super) struct Around<'a> {
+/// What every job of a file is read against: `[defaults]`, `[calendars]`, `[daemon]`, the
+/// notifier, `[databases]`, `[lanes]`, and the config file's directory (relative paths).
+#[derive(Clone, Copy)]
+pub(super) struct JobContext<'a> {
     pub(super) defaults: &'a PolicyRaw,
+    pub(super) calendars: &'a BTreeMap<String, NamedCalendar>,
     pub(super) daemon: Option<&'a DaemonConfig>,
     pub(super) notifier: Option<&'a Arc<Notifier>>,
     pub(super) databases: &'a Arc<Databases>,
@@ -68,13 +77,13 @@ pub(super) struct Around<'a> {
 /// The valid jobs of `tables`, in order; the problems of the others are pushed to `c`.
 pub(super) fn job_specs(
     tables: Vec<Spanned<DeValue<'_>>>,
-    around: &Around<'_>,
+    ctx: JobContext<'_>,
     c: &mut Collector<'_>,
 ) -> Vec<Arc<JobSpec>> {
     let mut jobs = vec![];
     let mut seen: HashSet<String> = HashSet::new();
     for table in tables {
-        if let Some(job) = job_spec(table, around, c) {
+        if let Some(job) = job_spec(table, ctx, c) {
             if !seen.insert(job.0.name.to_string()) {
                 c.push(
                     format!("duplicate job name `{}`", job.0.name),
@@ -91,17 +100,18 @@ pub(super) fn job_specs(
 /// One job and the position of its name; `None` when anything about it is refused.
 fn job_spec(
     table: Spanned<DeValue<'_>>,
-    around: &Around<'_>,
+    ctx: JobContext<'_>,
     c: &mut Collector<'_>,
 ) -> Option<(JobSpec, Range<usize>)> {
-    let Around {
+    let JobContext {
         defaults,
+        calendars,
         daemon,
         notifier,
         databases,
         lanes,
         config_dir,
-    } = *around;
+    } = ctx;
     let span = table.span();
     let (t, identity, policy) = read_table(&table, c)?;
     let before = c.problems.len();
@@ -126,6 +136,7 @@ fn job_spec(
     let (trigger, timezone) = trigger::when(
         &identity.trigger_keys(),
         daemon.map(|d| d.timezone),
+        calendars,
         &label,
         c,
     );

@@ -10,8 +10,8 @@ use serde::Deserialize;
 use toml::Spanned;
 use toml::de::DeValue;
 
-use super::problems::{Collector, Owner, quoted};
-use super::read::{deser, valid_name};
+use super::problems::{Collector, quoted};
+use super::read::named_entries;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -29,28 +29,7 @@ pub(super) fn lanes(
     c: &mut Collector<'_>,
 ) -> BTreeMap<Arc<str>, usize> {
     let mut out = BTreeMap::new();
-    let Some(value) = value else {
-        return out;
-    };
-    let span = value.span();
-    let raw = match deser::<BTreeMap<Spanned<String>, LaneRaw>>(value) {
-        Ok(raw) => raw,
-        Err(e) => {
-            c.toml_value(Owner::Section("invalid `[lanes]` section"), &e, span);
-            return out;
-        }
-    };
-    for (name, raw) in raw {
-        let at = Some(name.span());
-        let name = name.into_inner();
-        if !valid_name(&name) {
-            c.push(
-                format!("invalid `[lanes.{name}]`"),
-                at,
-                "a lane name is 1-64 of a-z, 0-9, `_` and `-`",
-            );
-            continue;
-        }
+    for (name, _, raw) in named_entries::<LaneRaw>(value, "lanes", "lane", c) {
         let n = *raw.concurrency.get_ref();
         if !(1..=MAX_CONCURRENCY).contains(&n) {
             c.push(

@@ -5,7 +5,7 @@
 //!
 //! This file holds the public types and `load`/`parse`; the rooms, in the order `parse` uses
 //! them: `sections` (which table is which section; the notifier), `daemon` (`[daemon]`),
-//! `databases` (`[databases]`), `lanes` (`[lanes]`), `job`
+//! `databases` (`[databases]`), `lanes` (`[lanes]`), `calendars` (`[calendars]`), `job`
 //! (each `[[job]]`, with `trigger`, `policy` and `alerts`), `queue` (`[queue]`), `http`
 //! (`[http]`), `payments` (`[payments.*]`). All of them report through `problems` and share the helpers of `read`.
 
@@ -27,6 +27,7 @@ use crate::secret::DatabaseUrl;
 use crate::store::user::Databases;
 
 pub mod alerts;
+mod calendars;
 mod daemon;
 mod databases;
 pub mod http;
@@ -205,15 +206,17 @@ fn parse_into(path: &Path, text: &str, c: &mut Collector<'_>) -> Option<Config> 
     let databases = Arc::new(databases::databases(sections.databases, c));
     let lanes = lanes::lanes(sections.lanes, c);
     sections.defaults.check_lane(&lanes, c);
-    let around = job::Around {
+    let calendars = calendars::calendars(sections.calendars, config_dir, c);
+    let ctx = job::JobContext {
         defaults: &sections.defaults,
+        calendars: &calendars,
         daemon: daemon.as_ref(),
         notifier: notifier.as_ref(),
         databases: &databases,
         lanes: &lanes,
         config_dir,
     };
-    let jobs = job::job_specs(sections.jobs, &around, c);
+    let jobs = job::job_specs(sections.jobs, ctx, c);
     let queue = queue::queue_config(sections.queue, notifier.as_deref(), config_dir, c);
     let has_http = sections.http.is_some();
     let http = http::http_config(sections.http, c);

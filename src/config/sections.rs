@@ -34,6 +34,8 @@ pub(super) struct Sections<'i> {
     pub(super) lanes: Option<Spanned<DeValue<'i>>>,
     /// `[payments]`, read by `payments.rs`.
     pub(super) payments: Option<Spanned<DeValue<'i>>>,
+    /// `[calendars]`, read by `calendars.rs`.
+    pub(super) calendars: Option<Spanned<DeValue<'i>>>,
 }
 
 /// `[channels]` and `[templates]`, and where they are written, for their problems.
@@ -80,6 +82,7 @@ impl<'i> Sections<'i> {
                 "databases" => s.databases = Some(value.clone()),
                 "lanes" => s.lanes = Some(value.clone()),
                 "payments" => s.payments = Some(value.clone()),
+                "calendars" => s.calendars = Some(value.clone()),
                 "defaults" => match deser::<PolicyRaw>(value.clone()) {
                     Ok(d) => s.defaults = d,
                     Err(e) => {
@@ -98,7 +101,7 @@ impl<'i> Sections<'i> {
                     format!("unknown section `{other}`"),
                     Some(key.span()),
                     "expected `[daemon]`, `[defaults]`, `[channels]`, `[templates]`, `[queue]`, \
-                     `[http]`, `[payments]`, `[databases]`, `[lanes]` or `[[job]]`",
+                     `[http]`, `[payments]`, `[databases]`, `[lanes]`, `[calendars]` or `[[job]]`",
                 ),
             }
         }
@@ -167,7 +170,7 @@ mod tests {
             errors("[deamon]\ntimezone = \"UTC\"\n"),
             "unknown section `deamon` (config.toml line 1, column 2): expected `[daemon]`, \
              `[defaults]`, `[channels]`, `[templates]`, `[queue]`, `[http]`, `[payments]`, \
-             `[databases]`, `[lanes]` or `[[job]]`"
+             `[databases]`, `[lanes]`, `[calendars]` or `[[job]]`"
         );
         assert_eq!(
             errors("[job]\nname = \"x\"\n"),

@@ -1,14 +1,18 @@
-//! When a job fires: its `schedule` (cron) or `every` (interval), in its `timezone` (by default
-//! `[daemon]`'s), refused when malformed or when it could never fire. `schedule/` computes the
-//! instants; this room only checks the keys that name them, for `job.rs`.
+//! When a job fires: its `schedule` (cron, or `@last_business_day HH:MM`) or `every`
+//! (interval), in its `timezone` (by default `[daemon]`'s), on the business days of its
+//! `calendar` with `on_holiday`, refused when malformed or when it could never fire.
+//! `schedule/` computes the instants; this room only checks the keys that name them, for
+//! `job.rs`.
 
+use std::collections::BTreeMap;
 use std::ops::Range;
 
 use chrono_tz::Tz;
 use toml::Spanned;
 
 use super::problems::Collector;
-use crate::schedule::{self, CronTrigger, Trigger};
+use super::problems::quoted;
+use crate::schedule::{self, BusinessDayOfMonth, CronTrigger, NamedCalendar, OnHoliday, Trigger};
 use crate::time::zone::parse_timezone;
 
 /// A job's trigger keys as written.
@@ -16,6 +20,8 @@ pub(super) struct TriggerKeys<'a> {
     pub(super) schedule: Option<&'a Spanned<String>>,
     pub(super) every: Option<&'a Spanned<String>>,
     pub(super) timezone: Option<&'a Spanned<String>>,
+    pub(super) calendar: Option<&'a Spanned<String>>,
+    pub(super) on_holiday: Option<&'a Spanned<String>>,
     /// Where the job's `name` is: a missing trigger is reported there.
     pub(super) name_at: Range<usize>,
 }
@@ -26,11 +32,12 @@ pub(super) struct TriggerKeys<'a> {
 pub(super) fn when(
     keys: &TriggerKeys<'_>,
     default_zone: Option<Tz>,
+    calendars: &BTreeMap<String, NamedCalendar>,
     label: &str,
     c: &mut Collector<'_>,
 ) -> (Option<Trigger>, Option<Tz>) {
     let timezone = zone(keys.timezone, default_zone, label, c);
-    let trigger = trigger(keys, label, c);
+    let trigger = on_calendar(keys, calendars, label, c);
     if let (Some(trigger), Some(tz)) = (&trigger, timezone) {
         check_fires(trigger, tz, keys, label, c);
     }
@@ -59,8 +66,131 @@ fn zone(
     }
 }
 
-/// Exactly one of `schedule` and `every`, parsed.
-fn trigger(keys: &TriggerKeys<'_>, label: &str, c: &mut Collector<'_>) -> Option<Trigger> {
+/// The trigger read against the job's `calendar` and `on_holiday`, when it names one.
+fn on_calendar(
+    keys: &TriggerKeys<'_>,
+    calendars: &BTreeMap<String, NamedCalendar>,
+    label: &str,
+    c: &mut Collector<'_>,
+) -> Option<Trigger> {
+    let calendar = match keys.calendar {
+        None => None,
+        Some(name) => match calendars.get(name.get_ref()) {
+            Some(cal) => Some(cal.clone()),
+            None => {
+                let name = name.get_ref();
+                let detail = if calendars.is_empty() {
+                    format!("add a `[calendars.{name}]` section with its `days` and `holidays`")
+                } else {
+                    let known: Vec<&str> = calendars.keys().map(String::as_str).collect();
+                    format!("add `[calendars.{name}]`, or use one of {}", quoted(&known))
+                };
+                c.push(
+                    format!("unknown calendar `{name}` for {label}"),
+                    Some(keys.calendar?.span()),
+                    detail,
+                );
+                // The schedule's own problems still show (a month-end one needs the calendar).
+                let month_day = keys
+                    .schedule
+                    .is_some_and(|e| BusinessDayOfMonth::parse(e.get_ref()).is_some());
+                if !month_day {
+                    trigger(keys, label, c);
+                }
+                return None;
+            }
+        },
+    };
+    let on_holiday = match keys.on_holiday {
+        None => None,
+        Some(text) => match OnHoliday::parse(text.get_ref()) {
+            Some(h) => Some((h, text.span())),
+            None => {
+                c.push(
+                    format!("invalid `on_holiday` for {label}"),
+                    Some(text.span()),
+                    format!(
+                        "expected one of {} (found `{}`)",
+                        quoted(&OnHoliday::NAMES),
+                        text.get_ref()
+                    ),
+                );
+                return None;
+            }
+        },
+    };
+    let month_day = keys
+        .schedule
+        .and_then(|expr| Some((expr, BusinessDayOfMonth::parse(expr.get_ref())?)));
+    if let Some((expr, parsed)) = month_day {
+        let (which, time) = match parsed {
+            Ok(t) => t,
+            Err(e) => {
+                c.push(
+                    format!("invalid schedule `{}` for {label}", expr.get_ref()),
+                    Some(expr.span()),
+                    e.0,
+                );
+                return None;
+            }
+        };
+        let head = expr.get_ref().split_whitespace().next().unwrap_or_default();
+        let Some(calendar) = calendar else {
+            c.push(
+                format!(
+                    "schedule `{}` for {label} needs a `calendar`",
+                    expr.get_ref()
+                ),
+                Some(expr.span()),
+                "it fires on a business day of each month, which a calendar defines; add \
+                 `calendar = \"NAME\"` naming a `[calendars.NAME]` section",
+            );
+            return None;
+        };
+        if let Some((_, at)) = on_holiday {
+            c.push(
+                format!("invalid `on_holiday` for {label}"),
+                Some(at),
+                format!("`{head}` always fires on a business day; remove `on_holiday`"),
+            );
+            return None;
+        }
+        // Refuse `every` alongside, as for any other schedule.
+        return trigger_keys_ok(keys, label, c)
+            .then(|| BusinessDayOfMonth::trigger(which, time, calendar));
+    }
+    let base = trigger(keys, label, c)?;
+    match (calendar, on_holiday) {
+        (None, None) => Some(base),
+        (None, Some((_, at))) => {
+            c.push(
+                format!("`on_holiday` without `calendar` for {label}"),
+                Some(at),
+                "`on_holiday` says what becomes of a fire on a day that is no business day of \
+                 the job's `calendar`; add `calendar = \"NAME\"` naming a `[calendars.NAME]` \
+                 section, or remove `on_holiday`",
+            );
+            None
+        }
+        (Some(calendar), on_holiday) => {
+            let mode = on_holiday.as_ref().map_or(OnHoliday::Skip, |(h, _)| *h);
+            match base.on_calendar(calendar, mode) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    c.push(
+                        format!("invalid `on_holiday` for {label}"),
+                        on_holiday.map(|(_, at)| at),
+                        e.0,
+                    );
+                    None
+                }
+            }
+        }
+    }
+}
+
+/// Whether `schedule` and `every` are not both set (reported when they are).
+fn trigger_keys_ok(keys: &TriggerKeys<'_>, label: &str, c: &mut Collector<'_>) -> bool {
     match (keys.schedule, keys.every) {
         (Some(_), Some(every)) => {
             c.push(
@@ -68,8 +198,19 @@ fn trigger(keys: &TriggerKeys<'_>, label: &str, c: &mut Collector<'_>) -> Option
                 Some(every.span()),
                 "a job has exactly one trigger; keep `schedule` (cron) or `every` (interval)",
             );
-            None
+            false
         }
+        _ => true,
+    }
+}
+
+/// Exactly one of `schedule` and `every`, parsed.
+fn trigger(keys: &TriggerKeys<'_>, label: &str, c: &mut Collector<'_>) -> Option<Trigger> {
+    if !trigger_keys_ok(keys, label, c) {
+        return None;
+    }
+    match (keys.schedule, keys.every) {
+        (Some(_), Some(_)) => None,
         (None, None) => {
             c.push(
                 format!("no trigger for {label}"),
@@ -112,6 +253,28 @@ fn check_fires(
     c: &mut Collector<'_>,
 ) {
     if trigger.next_after(chrono::Utc::now(), tz).is_some() {
+        return;
+    }
+    if let (Some(calendar), Trigger::OnCalendar(_) | Trigger::BusinessDayOfMonth(_)) =
+        (keys.calendar, trigger)
+    {
+        let (what, at) = match (keys.schedule, keys.every) {
+            (Some(expr), _) => (format!("cron expression `{}`", expr.get_ref()), expr.span()),
+            (None, Some(every)) => (
+                format!("`every` interval `{}`", every.get_ref()),
+                every.span(),
+            ),
+            (None, None) => return,
+        };
+        c.push(
+            format!(
+                "{what} for {label} never fires on calendar `{}`",
+                calendar.get_ref()
+            ),
+            Some(at),
+            "none of its fires falls on a business day of the calendar and `on_holiday` is \
+             `skip`; change the schedule or the calendar's `days`",
+        );
         return;
     }
     match (keys.schedule, keys.every) {

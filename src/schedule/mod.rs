@@ -11,6 +11,9 @@
 //!
 //! `every = "10m"` intervals are anchored to the Unix epoch, so every replica and every restart
 //! agrees on the slots.
+//!
+//! A job with a `calendar` wraps its trigger in `business.rs`: fires on days that are no
+//! business day are dropped or moved, and `@last_business_day HH:MM` fires at month ends.
 
 use std::fmt;
 use std::time::Duration;
@@ -24,6 +27,10 @@ use croner::parser::{CronParser, Seconds, Year};
 
 use crate::time::duration::{LONGEST, LONGEST_SECS, LONGEST_TEXT};
 
+mod business;
+
+pub use business::{BusinessDayOfMonth, NamedCalendar, OnCalendar, OnHoliday, Which};
+
 /// Why an expression or interval was refused; the text is shown to the user as is.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
@@ -34,6 +41,10 @@ pub struct ScheduleError(pub String);
 pub enum Trigger {
     Cron(Box<CronTrigger>),
     Every(Duration),
+    /// A cron or interval trigger read against a business-day calendar.
+    OnCalendar(Box<OnCalendar>),
+    /// `@last_business_day HH:MM` / `@first_business_day HH:MM`.
+    BusinessDayOfMonth(Box<BusinessDayOfMonth>),
 }
 
 /// A parsed 5-field crontab expression (or an `@nickname`).
@@ -55,6 +66,8 @@ impl fmt::Display for Trigger {
         match self {
             Trigger::Cron(c) => write!(f, "cron `{}`", c.expr),
             Trigger::Every(d) => write!(f, "every {}", humantime::format_duration(*d)),
+            Trigger::OnCalendar(c) => write!(f, "{c}"),
+            Trigger::BusinessDayOfMonth(m) => write!(f, "{m}"),
         }
     }
 }
@@ -64,6 +77,8 @@ impl PartialEq for Trigger {
         match (self, other) {
             (Trigger::Cron(a), Trigger::Cron(b)) => a.expr == b.expr,
             (Trigger::Every(a), Trigger::Every(b)) => a == b,
+            (Trigger::OnCalendar(a), Trigger::OnCalendar(b)) => a == b,
+            (Trigger::BusinessDayOfMonth(a), Trigger::BusinessDayOfMonth(b)) => a == b,
             _ => false,
         }
     }
@@ -86,7 +101,9 @@ fn expand_nickname(expr: &str) -> Result<&str, ScheduleError> {
         "@hourly" => "0 * * * *",
         _ => {
             return Err(ScheduleError(
-                "unknown nickname; use @hourly, @daily, @weekly, @monthly or @yearly".into(),
+                "unknown nickname; use @hourly, @daily, @weekly, @monthly or @yearly, or \
+                 `@last_business_day HH:MM` / `@first_business_day HH:MM` with a `calendar`"
+                    .into(),
             ));
         }
     })
@@ -160,13 +177,7 @@ impl CronTrigger {
         // croner searches years 1 to 5000 and panics on a local time chrono cannot hold (an
         // instant at the very end of its range, moved by the zone's offset): start no earlier
         // than year 1 (a day in, for the offset), and past 5000 nothing can be found.
-        if after.year() >= croner::YEAR_UPPER_LIMIT {
-            return None;
-        }
-        let first = NaiveDate::from_ymd_opt(croner::YEAR_LOWER_LIMIT, 1, 2)?
-            .and_hms_opt(0, 0, 0)?
-            .and_utc();
-        let after = after.max(first);
+        let after = searchable(after)?;
         let after_s = after.with_nanosecond(0)?;
         if self.fixed_time {
             self.next_fixed(after, after_s.with_timezone(&tz).naive_local(), tz)
@@ -202,6 +213,19 @@ impl CronTrigger {
         }
         None
     }
+}
+
+/// `after`, moved into the years croner searches (1 to 5000): no earlier than a day into year
+/// 1 (so that any zone's wall time of it exists); `None` from year 5000 on, where nothing can
+/// be found.
+fn searchable(after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    if after.year() >= croner::YEAR_UPPER_LIMIT {
+        return None;
+    }
+    let first = NaiveDate::from_ymd_opt(croner::YEAR_LOWER_LIMIT, 1, 2)?
+        .and_hms_opt(0, 0, 0)?
+        .and_utc();
+    Some(after.max(first))
 }
 
 /// The first instant whose wall time in `tz` is `wall` or, when `wall` falls in a
@@ -300,6 +324,8 @@ impl Trigger {
                     .checked_add(step)?;
                 DateTime::from_timestamp(next, 0)
             }
+            Trigger::OnCalendar(c) => c.next_after(after, tz),
+            Trigger::BusinessDayOfMonth(m) => m.next_after(after, tz),
         };
         next.filter(|t| *t > after)
     }
@@ -324,7 +350,7 @@ impl Trigger {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::TimeDelta;
+    use chrono::{NaiveTime, TimeDelta};
 
     fn cron(expr: &str) -> Trigger {
         Trigger::Cron(Box::new(CronTrigger::parse(expr).unwrap()))
@@ -663,7 +689,8 @@ mod tests {
         );
         assert_eq!(
             err("@often"),
-            "unknown nickname; use @hourly, @daily, @weekly, @monthly or @yearly"
+            "unknown nickname; use @hourly, @daily, @weekly, @monthly or @yearly, or \
+             `@last_business_day HH:MM` / `@first_business_day HH:MM` with a `calendar`"
         );
         assert!(CronTrigger::parse("0 9 * * MON-FRI").is_ok());
         assert!(CronTrigger::parse("0 0 1 JAN *").is_ok());
@@ -706,6 +733,31 @@ mod tests {
         ];
         let mut triggers: Vec<Trigger> = intervals.iter().map(|d| Trigger::Every(*d)).collect();
         triggers.extend(["* * * * *", "30 2 * * *", "0 0 29 2 *"].map(cron));
+        let calendar = NamedCalendar {
+            name: "weekdays".into(),
+            calendar: std::sync::Arc::new(crate::time::calendar::Calendar {
+                days: crate::time::calendar::Weekdays::MON_FRI,
+                holidays: Default::default(),
+            }),
+        };
+        for mode in [OnHoliday::NextBusinessDay, OnHoliday::PreviousBusinessDay] {
+            triggers.push(
+                cron("30 2 * * *")
+                    .on_calendar(calendar.clone(), mode)
+                    .unwrap(),
+            );
+        }
+        let every = Trigger::Every(Duration::from_secs(1));
+        triggers.push(
+            every
+                .on_calendar(calendar.clone(), OnHoliday::Skip)
+                .unwrap(),
+        );
+        triggers.push(BusinessDayOfMonth::trigger(
+            Which::Last,
+            NaiveTime::MIN,
+            calendar,
+        ));
         for trigger in &triggers {
             for after in starts {
                 for tz in [

@@ -147,8 +147,8 @@ fn unknown_field() {
         err,
         "error: invalid job `x` (config.toml line 10, column 1): unknown field `scheduel`, expected \
          `duration` for kind `noop`; every job also takes `name`, `kind`, `description`, \
-         `schedule`, `every`, `timezone`, `send_window`, `enabled`, `timeout`, `retry`, \
-         `overlap`, `catch_up`, `misfire_grace`, `jitter`, `on_failure`, \
+         `schedule`, `every`, `timezone`, `send_window`, `calendar`, `on_holiday`, `enabled`, \
+         `timeout`, `retry`, `overlap`, `catch_up`, `misfire_grace`, `jitter`, `on_failure`, \
          `expect_success_within`, `ping_url`, `lane`\n"
     );
 }
@@ -299,6 +299,45 @@ fn list_shows_fires_in_the_job_zone_and_utc() {
         "JOB                      LOCAL                      UTC                 \n\
          ny                       2025-03-08 02:30 EST       2025-03-08T07:30:00Z\n\
          ny                       2025-03-09 03:00 EDT       2025-03-09T07:00:00Z\n"
+    );
+}
+
+/// `list` shows the slots of a calendar job as the daemon fires them: New York's 2026
+/// month ends, where a holiday on the last weekday (Friday 07-31, Thursday 12-31) moves the
+/// month end a day earlier, and `check` shows the trigger with its calendar.
+#[test]
+fn list_and_check_show_business_day_fires() {
+    let p = Project::sqlite();
+    std::fs::write(
+        p.path().join("us.toml"),
+        "[[holiday]]\ndate = 2026-07-31\n[[holiday]]\ndate = 2026-12-31\n",
+    )
+    .unwrap();
+    p.write_config(
+        "",
+        "[calendars.us]\nholidays = \"us.toml\"\n\n[[job]]\nname = \"close\"\nkind = \"noop\"\n\
+         schedule = \"@last_business_day 18:00\"\ntimezone = \"America/New_York\"\n\
+         calendar = \"us\"\n",
+    );
+    let out = p.cli(&["list", "--next", "2", "--from", "2026-07-01T00:00:00Z"]);
+    assert_eq!(
+        stdout(&out),
+        "JOB                      LOCAL                      UTC                 \n\
+         close                    2026-07-30 18:00 EDT       2026-07-30T22:00:00Z\n\
+         close                    2026-08-31 18:00 EDT       2026-08-31T22:00:00Z\n"
+    );
+    let out = p.cli(&["list", "--next", "1", "--from", "2026-12-01T00:00:00Z"]);
+    assert!(
+        stdout(&out).contains("close                    2026-12-30 18:00 EST"),
+        "{}",
+        stdout(&out)
+    );
+    let out = p.cli(&["check"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("`@last_business_day 18:00` on calendar `us`"),
+        "{}",
+        stdout(&out)
     );
 }
 

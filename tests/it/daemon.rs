@@ -527,3 +527,76 @@ async fn output_with_nul_bytes_is_recorded_on_postgres() {
         "diskfull\n"
     );
 }
+
+/// Jobs on a business-day calendar, over Easter 2026 in Johannesburg (Good Friday 04-03 and
+/// Family Day 04-06 are holidays), the clock moved to each morning's fire: `skip` runs on
+/// Thursday and Tuesday only, and the holidays and the weekend leave no row at all (they are
+/// no slots of the trigger, as a Saturday is none of `0 9 * * 1-5`); a Friday job with
+/// `next_business_day` runs on Tuesday in Friday's stead; a reload that adds Wednesday to the
+/// holiday file moves the next fire past it.
+#[tokio::test]
+async fn a_calendar_job_fires_on_business_days_and_holidays_leave_no_rows() {
+    let p = Project::sqlite();
+    let holidays = p.path().join("holidays.toml");
+    let easter = "[[holiday]]\ndate = 2026-04-03\n[[holiday]]\ndate = 2026-04-06\n";
+    std::fs::write(&holidays, easter).unwrap();
+    p.write_config(
+        "",
+        "[calendars.za]\nholidays = \"holidays.toml\"\n\n\
+         [[job]]\nname = \"daily\"\nkind = \"noop\"\nschedule = \"0 9 * * *\"\n\
+         timezone = \"Africa/Johannesburg\"\ncalendar = \"za\"\n\n\
+         [[job]]\nname = \"fridays\"\nkind = \"noop\"\nschedule = \"0 9 * * 5\"\n\
+         timezone = \"Africa/Johannesburg\"\ncalendar = \"za\"\n\
+         on_holiday = \"next_business_day\"\n",
+    );
+    // Thursday 08:59:30 SAST.
+    let d = TestDaemon::start(p.config(), utc("2026-04-02T06:59:30Z")).await;
+    let store = p.store().await;
+    let day = Duration::from_secs(86_400) - MIN;
+    // A morning: to 09:00:30, then on to the next day's 08:59:30.
+    let morning = |d: &TestDaemon| {
+        d.clock.advance(MIN);
+        d.clock.advance(day);
+    };
+    d.clock.advance(MIN);
+    wait_settled(&store, "daily", 1).await;
+    d.clock.advance(day);
+    // Friday to Monday: holidays and the weekend.
+    for _ in 0..4 {
+        morning(&d);
+    }
+    // Tuesday.
+    d.clock.advance(MIN);
+    let daily = wait_settled(&store, "daily", 2).await;
+    let fridays = wait_settled(&store, "fridays", 1).await;
+    let slots = |rows: &[tickler::store::RunRow]| -> Vec<String> {
+        rows.iter()
+            .map(|r| format!("{} {}", r.scheduled_for.to_rfc3339(), r.status))
+            .collect()
+    };
+    assert_eq!(
+        slots(&daily),
+        [
+            "2026-04-02T07:00:00+00:00 succeeded",
+            "2026-04-07T07:00:00+00:00 succeeded"
+        ]
+    );
+    assert_eq!(slots(&fridays), ["2026-04-07T07:00:00+00:00 succeeded"]);
+    // Wednesday becomes a holiday; after the reload the next fire is Thursday's.
+    std::fs::write(
+        &holidays,
+        format!("{easter}[[holiday]]\ndate = 2026-04-08\n"),
+    )
+    .unwrap();
+    d.reload().await;
+    d.clock.advance(day);
+    morning(&d);
+    d.clock.advance(MIN);
+    let daily = wait_settled(&store, "daily", 3).await;
+    assert_eq!(
+        slots(&daily)[2],
+        "2026-04-09T07:00:00+00:00 succeeded",
+        "{daily:?}"
+    );
+    d.stop().await;
+}

@@ -609,6 +609,7 @@ fn install_sh_installs_upgrades_and_uninstalls_into_a_staging_root() {
         "/usr/lib/sysusers.d/tickler.conf",
         "/etc/tickler/config.toml",
         "/etc/tickler/templates/friendly.j2",
+        "/etc/tickler/holidays/za-2026-2027.toml",
         "/opt/tickler/share/bash-completion/completions/tickler",
         "/opt/tickler/share/zsh/site-functions/_tickler",
         "/opt/tickler/share/fish/vendor_completions.d/tickler.fish",
