@@ -175,6 +175,27 @@ pub fn customer_today(
         .date_naive()
 }
 
+/// How many days the customers' dates can be from `fallback`'s (the job's) at `now`: the
+/// least and the most, over `zones` (`None`: the job's zone). `(0, 0)` when every customer
+/// is on the job's date, so that a job reads exactly its own dates' invoices.
+pub fn date_shifts(
+    zones: &[Option<String>],
+    now: chrono::DateTime<chrono::Utc>,
+    fallback: chrono_tz::Tz,
+) -> (i64, i64) {
+    let own = now.with_timezone(&fallback).date_naive();
+    zones
+        .iter()
+        .map(|z| {
+            let tz = z
+                .as_deref()
+                .and_then(|z| z.parse().ok())
+                .unwrap_or(fallback);
+            (now.with_timezone(&tz).date_naive() - own).num_days()
+        })
+        .fold((0, 0), |(lo, hi), s| (lo.min(s), hi.max(s)))
+}
+
 /// An invoice's payment link from a `pay_url` pattern with `{number}`, `{id}` and
 /// `{provider_ref}`.
 pub fn pay_url(pattern: Option<&str>, invoice: &InvoiceView) -> Option<String> {
@@ -203,5 +224,42 @@ mod tests {
         assert_eq!(money(-123_456_789, "EUR"), "EUR -1,234,567.89");
         assert_eq!(money(1500, "JPY"), "JPY 1,500");
         assert_eq!(money(1234, "KWD"), "KWD 1.234");
+    }
+
+    #[test]
+    fn customers_dates_are_read_only_as_far_as_their_zones_need() {
+        let utc: chrono_tz::Tz = "UTC".parse().unwrap();
+        // 2026-12-01 05:00 UTC: Los Angeles is on Nov 30, Tokyo and Johannesburg on Dec 1.
+        let now = "2026-12-01T05:00:00Z".parse().unwrap();
+        let z = |names: &[Option<&str>]| -> Vec<Option<String>> {
+            names.iter().map(|n| n.map(str::to_string)).collect()
+        };
+        assert_eq!(date_shifts(&z(&[None]), now, utc), (0, 0));
+        assert_eq!(
+            date_shifts(
+                &z(&[Some("Asia/Tokyo"), Some("Africa/Johannesburg")]),
+                now,
+                utc
+            ),
+            (0, 0)
+        );
+        assert_eq!(
+            date_shifts(
+                &z(&[None, Some("America/Los_Angeles"), Some("Nowhere/City")]),
+                now,
+                utc
+            ),
+            (-1, 0)
+        );
+        // 23:30 UTC: Tokyo is already on the next day.
+        let late = "2026-12-01T23:30:00Z".parse().unwrap();
+        assert_eq!(
+            date_shifts(
+                &z(&[Some("Asia/Tokyo"), Some("America/Los_Angeles")]),
+                late,
+                utc
+            ),
+            (0, 1)
+        );
     }
 }

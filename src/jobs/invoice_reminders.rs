@@ -12,7 +12,7 @@ use serde::Deserialize;
 use super::sending::{SendingError, Tally};
 use super::{Job, JobError, Outcome, RunContext};
 use crate::billing::messages::{
-    customer_today, invoice_context, invoice_messages, pay_url, sample_invoice_context,
+    customer_today, date_shifts, invoice_context, invoice_messages, pay_url, sample_invoice_context,
 };
 use crate::billing::{OffsetError, parse_offset};
 use crate::notify::{ChannelKind, Notifier, NotifyError};
@@ -148,12 +148,14 @@ impl Job for InvoiceRemindersJob {
         let mut invoices = 0i64;
         let mut per_window = serde_json::Map::new();
         let windows = self.windows().map_err(|e| JobError::fatal(e.to_string()))?;
+        // Days count in each customer's own date (invariant 6), which may be a day from the
+        // job's: read as many days more on each side as the customers' zones need, and keep
+        // the invoices whose due date falls in the window by their customer's date.
+        let zones = ctx.store.customer_zones().await?;
+        let (behind, ahead) = date_shifts(&zones, ctx.now, ctx.timezone);
         for w in windows {
-            // Days count in each customer's own dates (invariant 6), which are at most a day
-            // from the job's: read a day more each side, keep the invoices whose due date
-            // falls in the window by their customer's date.
-            let from = offset(today, w.lo - 1);
-            let to = offset(today, w.hi + 1);
+            let from = offset(today, w.lo + behind);
+            let to = offset(today, w.hi + ahead);
             let mut cursor = Cursor::start();
             let before = tally.sent_total();
             loop {

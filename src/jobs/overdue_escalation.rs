@@ -12,7 +12,7 @@ use serde::Deserialize;
 use super::sending::{SendingError, Tally};
 use super::{Job, JobError, Outcome, RunContext};
 use crate::billing::messages::{
-    customer_today, invoice_context, invoice_messages, pay_url, sample_invoice_context,
+    customer_today, date_shifts, invoice_context, invoice_messages, pay_url, sample_invoice_context,
 };
 use crate::jobs::invoice_reminders::offset;
 use crate::notify::{ChannelKind, Fate, Notifier, NotifyError};
@@ -83,9 +83,12 @@ impl Job for OverdueEscalationJob {
 
     async fn run(&self, ctx: &RunContext) -> Result<Outcome, JobError> {
         let today = ctx.today();
-        // Days overdue count in each customer's own dates (invariant 6), at most a day from
-        // the job's: read a day further, keep the invoices overdue enough by their date.
-        let due_before = offset(today, 1 - self.min_days_overdue);
+        // Days overdue count in each customer's own date (invariant 6), which may be a day
+        // ahead of the job's: read as far as the customers' zones need, and keep the invoices
+        // overdue enough by their customer's date.
+        let zones = ctx.store.customer_zones().await?;
+        let (_, ahead) = date_shifts(&zones, ctx.now, ctx.timezone);
+        let due_before = offset(today, ahead - self.min_days_overdue);
         let escalated_before = match (self.level, self.min_interval) {
             (1, _) | (_, None) => None,
             (_, Some(gap)) => Some(ctx.now - chrono::Duration::from_std(gap).unwrap_or_default()),

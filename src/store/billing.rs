@@ -301,6 +301,16 @@ macro_rules! number_invoices {
 }
 
 impl Store {
+    /// The distinct `customers.timezone` values (`None`: customers without one), so that a
+    /// billing job knows how far its customers' dates can be from its own.
+    pub async fn customer_zones(&self) -> Result<Vec<Option<String>>> {
+        let text = self.sql("SELECT DISTINCT timezone FROM customers");
+        with_pool!(self, pool => sqlx::query_scalar(&text)
+            .fetch_all(pool)
+            .await
+            .doing("reading the zones of customers"))
+    }
+
     /// Open invoices due in `[from, to]`, after `cursor`, in `(due_date, id)` order.
     pub async fn open_invoices_due(
         &self,

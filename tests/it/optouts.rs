@@ -535,6 +535,17 @@ async fn bounces_story(p: Project) {
             b("sms", "+15551230009", "hard bounce"),
         ]
     );
+    // The next run emails neither Ann (hard bounce) nor Ben (complaint): both suppressed.
+    let r = s.run("mail").await;
+    assert_eq!(r["records_processed"].as_i64(), Some(0), "{r}");
+    let mut suppressed: Vec<_> = log(&s.store)
+        .await
+        .into_iter()
+        .filter(|(_, status, _)| status == "suppressed")
+        .map(|(to, _, _)| to)
+        .collect();
+    suppressed.sort();
+    assert_eq!(suppressed, ["Ann@Example.com", "ben@example.com"]);
     s.stop().await;
 }
 
