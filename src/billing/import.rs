@@ -341,15 +341,13 @@ pub async fn check(
     let mut customer_emails: HashMap<String, u64> = HashMap::new();
     let now = Utc::now();
     for result in reader.records() {
-        let record = match result {
+        let (line, record) = match numbered(result) {
             Ok(r) => r,
             Err(e) => {
-                let line = e.position().map(|p| p.line()).unwrap_or(0);
-                errors.push(format!("line {line}: {e}"));
+                errors.push(e);
                 continue;
             }
         };
-        let line = record.position().map(|p| p.line()).unwrap_or(0);
         let mut r = Record {
             line,
             header: &header,
@@ -723,6 +721,17 @@ fn open(
     Ok((reader, header))
 }
 
+/// A record with its line number, or the error the CSV reader met there (with its line).
+fn numbered(result: csv::Result<csv::StringRecord>) -> Result<(u64, csv::StringRecord), String> {
+    match result {
+        Ok(r) => Ok((r.position().map(|p| p.line()).unwrap_or(0), r)),
+        Err(e) => Err(format!(
+            "line {}: {e}",
+            e.position().map(|p| p.line()).unwrap_or(0)
+        )),
+    }
+}
+
 /// Reads a `channel,address,reason` CSV file (`tickler contacts import`; header row first,
 /// `reason` optional) into blocks with `source` `import`, each checked as `contacts block`
 /// checks it. Every row is checked; one bad row refuses the whole file.
@@ -742,16 +751,14 @@ pub fn contact_blocks(file: &Path) -> Result<Vec<NewBlock>, ImportError> {
     let mut blocks = vec![];
     let mut seen: HashMap<(String, String), u64> = HashMap::new();
     if errors.is_empty() {
-        for record in reader.records() {
-            let record = match record {
+        for result in reader.records() {
+            let (line, record) = match numbered(result) {
                 Ok(r) => r,
                 Err(e) => {
-                    let line = e.position().map(|p| p.line()).unwrap_or(0);
-                    errors.push(format!("line {line}: {e}"));
+                    errors.push(e);
                     continue;
                 }
             };
-            let line = record.position().map(|p| p.line()).unwrap_or(0);
             let get = |c: &str| {
                 column
                     .get(c)

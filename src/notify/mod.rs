@@ -35,6 +35,14 @@ pub mod window;
 pub use templates::{Rendered, Templates};
 pub use window::SendWindow;
 
+/// A message's send windows never open together (within the search): e.g. disjoint hours.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("its send windows ({windows}) never open together in {zone}; widen one of them")]
+pub struct NeverOpen {
+    windows: String,
+    zone: Tz,
+}
+
 /// A way to reach a person.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, serde::Serialize,
@@ -497,28 +505,24 @@ impl Notifier {
         self.lanes.contains_key(&kind)
     }
 
-    /// When `m` may go out, at `now` or later: `Ok(now)` when every window that applies to it
+    /// When `m` may go out, at `now` or later: `now` when every window that applies to it
     /// (its channel's, its sender's) is open, else the instant they next open together, in
-    /// the recipient's zone. `Err` when they never open together.
-    pub fn opens(&self, m: &Message, now: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
+    /// the recipient's zone.
+    pub fn opens(&self, m: &Message, now: DateTime<Utc>) -> Result<DateTime<Utc>, NeverOpen> {
         let channel = self.lanes.get(&m.channel).and_then(|l| l.window.as_deref());
         let windows: Vec<&SendWindow> = channel.into_iter().chain(m.window.as_deref()).collect();
         if windows.is_empty() {
             return Ok(now);
         }
         let zone = m.zone.unwrap_or(chrono_tz::UTC);
-        window::open_together(&windows, now, zone).ok_or_else(|| {
-            let shown: Vec<String> = windows.iter().map(|w| w.describe()).collect();
-            format!(
-                "its send windows ({}) never open together in {zone}; widen one of them",
-                shown.join("; ")
-            )
+        window::open_together(&windows, now, zone).ok_or_else(|| NeverOpen {
+            windows: windows
+                .iter()
+                .map(|w| w.describe())
+                .collect::<Vec<_>>()
+                .join("; "),
+            zone,
         })
-    }
-
-    /// Whether the channel `kind` has a `send_window`.
-    pub fn has_window(&self, kind: ChannelKind) -> bool {
-        self.lanes.get(&kind).is_some_and(|l| l.window.is_some())
     }
 
     /// Checks what a job needs: its channels configured, its templates rendering for them.
@@ -564,7 +568,7 @@ impl Notifier {
                 }
                 Ok(_) => {}
                 Err(e) => {
-                    closed.insert(i, e);
+                    closed.insert(i, e.to_string());
                 }
             }
         }

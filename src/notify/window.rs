@@ -48,12 +48,9 @@ pub struct SendWindow {
     /// As written, for messages and `tickler list`.
     hours: String,
     days: String,
-    #[serde(skip)]
-    weekdays: Option<Weekdays>,
-    /// Holiday dates (kept in a deferred message's task, so it is judged as it was deferred).
-    holidays: Vec<NaiveDate>,
-    #[serde(skip)]
-    holiday_set: Option<Arc<Holidays>>,
+    weekdays: Weekdays,
+    /// Kept in a deferred message's task too, so it is judged as it was deferred.
+    holidays: Holidays,
 }
 
 /// How far ahead the next opening is looked for: a window closed for a whole year is a wrong
@@ -72,16 +69,15 @@ impl SendWindow {
         let hours = raw.hours.clone().unwrap_or_else(|| "00:00-24:00".into());
         let (open, close) = parse_hours(&hours)?;
         let days = raw.days.clone().unwrap_or_else(|| "mon-sun".into());
-        Weekdays::parse(&days)?;
+        let weekdays = Weekdays::parse(&days)?;
         let holidays = match &raw.holidays {
-            None => vec![],
+            None => Holidays::default(),
             Some(path) => {
                 let text = read(path).map_err(|e| WindowError::HolidayFile {
                     path: path.display().to_string(),
                     error: e.to_string(),
                 })?;
-                let parsed = Holidays::parse(&text)?;
-                parsed.dates().collect()
+                Holidays::parse(&text)?
             }
         };
         Ok(SendWindow {
@@ -89,20 +85,9 @@ impl SendWindow {
             close,
             hours,
             days,
-            weekdays: None,
+            weekdays,
             holidays,
-            holiday_set: None,
-        }
-        .ready())
-    }
-
-    /// Fills in what is derived from the stored fields (after deserializing).
-    pub fn ready(mut self) -> SendWindow {
-        self.weekdays = Some(Weekdays::parse(&self.days).unwrap_or(Weekdays::ALL));
-        self.holiday_set = Some(Arc::new(Holidays::from_dates(
-            self.holidays.iter().copied(),
-        )));
-        self
+        })
     }
 
     /// `08:00-20:00 mon-fri` (and `except N holidays`), for people.
@@ -116,8 +101,7 @@ impl SendWindow {
 
     fn day_open(&self, d: NaiveDate) -> bool {
         use chrono::Datelike;
-        self.weekdays.unwrap_or(Weekdays::ALL).contains(d.weekday())
-            && !self.holiday_set.as_ref().is_some_and(|h| h.contains(d))
+        self.weekdays.contains(d.weekday()) && !self.holidays.contains(d)
     }
 
     /// The first instant at or after `at` when the window is open in `tz`: `at` itself when
@@ -179,7 +163,7 @@ impl DeferredMessage {
             invoice_id: self.invoice_id.clone(),
             context: self.context.clone(),
             zone: self.zone.as_deref().and_then(|z| z.parse().ok()),
-            window: self.window.clone().map(|w| Arc::new(w.ready())),
+            window: self.window.clone().map(Arc::new),
         }
     }
 }

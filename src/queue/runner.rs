@@ -305,20 +305,7 @@ impl Runner {
                         retryable,
                         result,
                     }) => finishes.push(failed(&env, task, error, *retryable, result, now)),
-                    Some(Step::Later(at, result)) => {
-                        tracing::info!(
-                            task = %task.id, r#type = %task.task_type, at = %at,
-                            "task waits for its message's send window"
-                        );
-                        finishes.push(TaskFinish {
-                            id: task.id.clone(),
-                            status: "pending",
-                            scheduled_for: Some(task_time(*at)),
-                            error: Some(format!("waiting for its send window until {at}")),
-                            retry_count: task.retry_count,
-                            result: Some(result.to_string()),
-                        });
-                    }
+                    Some(Step::Later(at, result)) => finishes.push(later(task, *at, result)),
                     Some(Step::Campaign(step, result)) => {
                         let finish = completed(task, result);
                         let written =
@@ -414,6 +401,23 @@ fn completed(task: &TaskRow, result: &Value) -> TaskFinish {
         status: "completed",
         scheduled_for: None,
         error: None,
+        retry_count: task.retry_count,
+        result: Some(result.to_string()),
+    }
+}
+
+/// Not yet: the task runs again at `at` (its message's send window opens then), no retry
+/// counted.
+fn later(task: &TaskRow, at: DateTime<Utc>, result: &Value) -> TaskFinish {
+    tracing::info!(
+        task = %task.id, r#type = %task.task_type, at = %at,
+        "task waits for its message's send window"
+    );
+    TaskFinish {
+        id: task.id.clone(),
+        status: "pending",
+        scheduled_for: Some(task_time(at)),
+        error: Some(format!("waiting for its send window until {at}")),
         retry_count: task.retry_count,
         result: Some(result.to_string()),
     }

@@ -671,7 +671,7 @@ impl Store {
         );
         let begin = self.begin_statement();
         let store = self;
-        let keys: Vec<String> = with_pool!(self, pool => {
+        let keys: (Vec<String>, bool) = with_pool!(self, pool => {
             let mut tx = pool.begin_with(begin).await.doing(doing)?;
             let keys: Vec<String> = sqlx::query_scalar(&text)
                 .bind(json_text(claims))
@@ -682,19 +682,18 @@ impl Store {
                 .fetch_all(&mut *tx)
                 .await
                 .doing(doing)?;
-            if !deferred.is_empty() {
-                let taken: HashSet<&str> = keys.iter().map(String::as_str).collect();
-                let tasks: Vec<super::queue::NewTask> = deferred
-                    .iter()
-                    .filter(|(k, _)| taken.contains(k.as_str()))
-                    .map(|(_, t)| t.clone())
-                    .collect();
-                super::queue::insert_tasks!(tx, store, tasks, now);
-            }
+            let taken: HashSet<&str> = keys.iter().map(String::as_str).collect();
+            let tasks: Vec<super::queue::NewTask> = deferred
+                .iter()
+                .filter(|(k, _)| taken.contains(k.as_str()))
+                .map(|(_, t)| t.clone())
+                .collect();
+            super::queue::insert_tasks!(tx, store, tasks, now);
             tx.commit().await.doing(doing)?;
-            keys
+            (keys, !tasks.is_empty())
         });
-        if keys.iter().any(|k| deferred.iter().any(|(d, _)| d == k)) {
+        let (keys, inserted) = keys;
+        if inserted {
             super::queue::tasks_inserted();
         }
         Ok(keys.into_iter().collect())

@@ -14,11 +14,12 @@
 use std::collections::BTreeMap;
 
 use chrono::{Datelike, Days, NaiveDate, Weekday};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// A set of weekdays, as `"mon-fri"`, `"mon,wed,fri"`, `"sat-sun"` or `"fri-mon"` (a range may
 /// wrap past Sunday).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
 pub struct Weekdays(u8);
 
 /// Why a weekday list, a holiday file or a calendar could not be read.
@@ -93,7 +94,8 @@ fn day(text: &str) -> Option<Weekday> {
 }
 
 /// Holidays by date, with their names (empty when the file gives none).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
 pub struct Holidays(BTreeMap<NaiveDate, String>);
 
 #[derive(Deserialize)]
@@ -154,11 +156,6 @@ impl Holidays {
 
     pub fn len(&self) -> usize {
         self.0.len()
-    }
-
-    /// Every holiday, in order.
-    pub fn dates(&self) -> impl Iterator<Item = NaiveDate> + '_ {
-        self.0.keys().copied()
     }
 
     pub fn is_empty(&self) -> bool {

@@ -284,7 +284,7 @@ pub(super) async fn send(
             ));
         }
         Ok(_) => {}
-        Err(e) => return Err(fatal(e)),
+        Err(e) => return Err(fatal(e.to_string())),
     }
     let job = format!("task {}", task.task_type);
     let fates = env
