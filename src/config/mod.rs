@@ -219,7 +219,7 @@ fn parse_into(path: &Path, text: &str, c: &mut Collector<'_>) -> Option<Config> 
     let jobs = job::job_specs(sections.jobs, ctx, c);
     let queue = queue::queue_config(sections.queue, notifier.as_deref(), config_dir, c);
     let has_http = sections.http.is_some();
-    let http = http::http_config(sections.http, c);
+    let http = http::http_config(sections.http, config_dir, c);
     let payments = payments::payments_config(sections.payments, has_http, c);
     Some(Config {
         path: PathBuf::new(),

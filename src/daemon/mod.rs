@@ -22,6 +22,7 @@ pub mod ledger;
 pub mod manual;
 pub mod metrics;
 pub mod orphans;
+pub mod overview;
 pub mod runner;
 pub mod shared;
 mod startup;

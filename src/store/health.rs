@@ -11,7 +11,7 @@ use super::{Doing, Result, Store, with_pool};
 /// Statuses that count as the job doing its work (a `partial` run did, with item errors).
 pub(super) const SUCCESS: &str = "('succeeded', 'partial')";
 /// Statuses that count as a failed run.
-const FAILURE: &str = "('failed', 'timed_out', 'abandoned')";
+pub(super) const FAILURE: &str = "('failed', 'timed_out', 'abandoned')";
 
 /// A job's ended runs since its last success.
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -21,6 +21,7 @@ use crate::secret::DatabaseUrl;
 
 pub mod billing;
 pub mod claims;
+pub mod console;
 pub mod contacts;
 pub mod health;
 mod ledger;

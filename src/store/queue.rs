@@ -59,7 +59,7 @@ pub struct TaskRow {
     pub result: Option<String>,
 }
 
-const TASK_COLUMNS: &str = "id::text AS id, org_id::text AS org_id,
+pub(super) const TASK_COLUMNS: &str = "id::text AS id, org_id::text AS org_id,
     campaign_id::text AS campaign_id, invoice_id::text AS invoice_id,
     customer_id::text AS customer_id, task_type, task_data::text AS task_data, scheduled_for,
     status, executed_at, error_message, retry_count, max_retries, priority, attempts,

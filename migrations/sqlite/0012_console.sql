@@ -1,0 +1,4 @@
+-- The operator console and `tickler status` read a job's runs newest first (its page, its
+-- chart, the overview's last run, last success and failure streak): by job and slot, manual
+-- runs included, which the slot index (`job_execution_logs_slot`) leaves out.
+CREATE INDEX job_execution_logs_job ON job_execution_logs (job_name, scheduled_for);

@@ -1,0 +1,321 @@
+//! The overview of the schedule that an operator reads every morning: each job with its
+//! trigger in words, next fire, last run, failure streak and dead-man state; the queue; today's
+//! messages; the database. Assembled here, below both edges, for the console's first page
+//! (`http::console`) and `tickler status` (`cli`), from one page of jobs at a time: the ledger
+//! is read only for the jobs on the page, in one statement (`Store::job_figures`).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use serde::Serialize;
+
+use crate::config::JobSpec;
+use crate::schedule::Trigger;
+use crate::store::console::{JobFigures, lateness_ms};
+use crate::store::{Store, StoreError};
+
+/// How long the overview waits for the database before it says it is unreachable.
+const DB_PATIENCE: Duration = Duration::from_secs(2);
+/// The most jobs on one page.
+pub const MAX_PER_PAGE: usize = 500;
+
+/// Which jobs, and which page of them.
+#[derive(Debug, Clone)]
+pub struct OverviewQuery {
+    /// Jobs whose name contains this (case-insensitive).
+    pub name: Option<String>,
+    /// `enabled`, `disabled` or `paused`: read from the config (and the pauses), so the
+    /// filter costs no ledger reads.
+    pub state: Option<String>,
+    /// 1-based.
+    pub page: usize,
+    pub per_page: usize,
+}
+
+impl Default for OverviewQuery {
+    fn default() -> Self {
+        OverviewQuery {
+            name: None,
+            state: None,
+            page: 1,
+            per_page: 100,
+        }
+    }
+}
+
+/// The overview of one page of jobs.
+#[derive(Debug, Clone, Serialize)]
+pub struct Overview {
+    pub now: DateTime<Utc>,
+    pub jobs: Vec<JobLine>,
+    /// Jobs matching the filter, on every page.
+    pub matching: usize,
+    pub page: usize,
+    pub pages: usize,
+    /// Tasks by status.
+    pub queue: BTreeMap<String, i64>,
+    /// Messages created since midnight UTC, by status (`sent`, `deferred`, `suppressed`,
+    /// `failed`...).
+    pub messages_today: BTreeMap<String, i64>,
+    /// The database answered within 2 s.
+    pub database_ok: bool,
+}
+
+/// One job of the overview.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobLine {
+    pub name: String,
+    pub kind: String,
+    pub description: Option<String>,
+    pub trigger: String,
+    pub zone: String,
+    pub enabled: bool,
+    pub paused: bool,
+    /// The next fire in the job's zone (`2026-12-01 09:00 CET`) and in UTC.
+    pub next_local: Option<String>,
+    pub next_utc: Option<DateTime<Utc>>,
+    pub last: Option<LastRun>,
+    pub failure_streak: i64,
+    /// `off` (no `expect_success_within`), `ok` or `overdue`.
+    pub dead_man: &'static str,
+    /// When it is (or was) overdue without a success.
+    pub dead_man_deadline: Option<DateTime<Utc>>,
+}
+
+/// A job's newest run.
+#[derive(Debug, Clone, Serialize)]
+pub struct LastRun {
+    pub id: String,
+    pub status: String,
+    pub scheduled_for: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub duration_seconds: Option<f64>,
+    pub lateness_ms: Option<i64>,
+}
+
+/// The jobs of `jobs` matching `query`, in config order.
+pub fn matching<'a>(
+    jobs: &'a [Arc<JobSpec>],
+    query: &OverviewQuery,
+    paused: &std::collections::HashSet<String>,
+) -> Vec<&'a Arc<JobSpec>> {
+    let name = query.name.as_deref().map(str::to_lowercase);
+    jobs.iter()
+        .filter(|j| {
+            name.as_deref()
+                .is_none_or(|n| j.name.to_lowercase().contains(n))
+        })
+        .filter(|j| match query.state.as_deref() {
+            Some("enabled") => j.enabled,
+            Some("disabled") => !j.enabled,
+            Some("paused") => paused.contains(&*j.name),
+            _ => true,
+        })
+        .collect()
+}
+
+/// The overview of the page `query` asks for.
+pub async fn overview(
+    store: &Store,
+    jobs: &[Arc<JobSpec>],
+    now: DateTime<Utc>,
+    query: &OverviewQuery,
+) -> Result<Overview, StoreError> {
+    let database_ok = matches!(
+        tokio::time::timeout(DB_PATIENCE, store.ping()).await,
+        Ok(Ok(()))
+    );
+    let paused = paused_names(store).await?;
+    let all = matching(jobs, query, &paused);
+    let per_page = query.per_page.clamp(1, MAX_PER_PAGE);
+    let pages = all.len().div_ceil(per_page).max(1);
+    let page = query.page.clamp(1, pages);
+    let on_page: Vec<&Arc<JobSpec>> = all
+        .iter()
+        .skip((page - 1) * per_page)
+        .take(per_page)
+        .copied()
+        .collect();
+    let names: Vec<String> = on_page.iter().map(|j| j.name.to_string()).collect();
+    let figures: BTreeMap<String, JobFigures> = store
+        .job_figures(&names)
+        .await?
+        .into_iter()
+        .map(|f| (f.job.clone(), f))
+        .collect();
+    let lines = on_page
+        .iter()
+        .map(|j| job_line(j, figures.get(&*j.name), paused.contains(&*j.name), now))
+        .collect();
+    let queue = store.task_counts().await?.into_iter().collect();
+    let midnight = now
+        .date_naive()
+        .and_hms_opt(0, 0, 0)
+        .map(|t| t.and_utc())
+        .unwrap_or(now);
+    let messages_today = store
+        .message_counts_since(midnight)
+        .await?
+        .into_iter()
+        .collect();
+    Ok(Overview {
+        now,
+        jobs: lines,
+        matching: all.len(),
+        page,
+        pages,
+        queue,
+        messages_today,
+        database_ok,
+    })
+}
+
+/// The names of the paused jobs.
+async fn paused_names(_store: &Store) -> Result<std::collections::HashSet<String>, StoreError> {
+    Ok(Default::default())
+}
+
+fn job_line(j: &JobSpec, f: Option<&JobFigures>, paused: bool, now: DateTime<Utc>) -> JobLine {
+    let next = j
+        .enabled
+        .then(|| j.trigger.next_after(now, j.timezone))
+        .flatten();
+    let last = f.and_then(|f| {
+        Some(LastRun {
+            id: f.last_id.clone()?,
+            status: f.last_status.clone()?,
+            scheduled_for: f.last_scheduled_for?,
+            started_at: f.last_started_at,
+            duration_seconds: f.last_duration_seconds,
+            lateness_ms: lateness_ms(f.last_metadata.as_deref()),
+        })
+    });
+    let (dead_man, dead_man_deadline) = match j.alerts.expect_success_within {
+        None => ("off", None),
+        Some(within) => {
+            let within = TimeDelta::from_std(within).unwrap_or(TimeDelta::MAX);
+            // Without a success yet, the deadline counts from the first run (as alerts do);
+            // without any run, it is not judged.
+            let since = f
+                .and_then(|f| f.last_success)
+                .or(last.as_ref().map(|l| l.scheduled_for));
+            match since.and_then(|s| s.checked_add_signed(within)) {
+                Some(deadline) if deadline < now => ("overdue", Some(deadline)),
+                Some(deadline) => ("ok", Some(deadline)),
+                None => ("ok", None),
+            }
+        }
+    };
+    JobLine {
+        name: j.name.to_string(),
+        kind: j.kind.clone(),
+        description: j.description.clone(),
+        trigger: describe(&j.trigger),
+        zone: j.timezone.name().to_string(),
+        enabled: j.enabled,
+        paused,
+        next_local: next.map(|t| {
+            t.with_timezone(&j.timezone)
+                .format("%Y-%m-%d %H:%M:%S %Z")
+                .to_string()
+        }),
+        next_utc: next,
+        last,
+        failure_streak: f.map(|f| f.failure_streak).unwrap_or(0),
+        dead_man,
+        dead_man_deadline,
+    }
+}
+
+/// A trigger in words: `at 09:00 on Mon-Fri`, `every 20s`, `@first_business_day 09:00 on
+/// calendar `de``; a cron expression with more than one time a day stays as written.
+pub fn describe(trigger: &Trigger) -> String {
+    let text = trigger.to_string();
+    match text
+        .strip_prefix("cron `")
+        .and_then(|r| r.strip_suffix('`'))
+    {
+        Some(expr) => describe_cron(expr).unwrap_or(text),
+        None => text.replace('`', ""),
+    }
+}
+
+fn describe_cron(expr: &str) -> Option<String> {
+    let f: Vec<&str> = expr.split_whitespace().collect();
+    if f.len() != 5 {
+        return None;
+    }
+    let num = |s: &str, max: u32| s.parse::<u32>().ok().filter(|n| *n <= max);
+    let (minute, hour, dom, month, dow) = (f[0], f[1], f[2], f[3], f[4]);
+    if month != "*" {
+        return None;
+    }
+    if let (Some(m), Some(h)) = (num(minute, 59), num(hour, 23)) {
+        let at = format!("at {h:02}:{m:02}");
+        return match (dom, dow) {
+            ("*", "*") => Some(format!("{at} every day")),
+            ("*", dow) => Some(format!("{at} on {}", days(dow)?)),
+            (dom, "*") => Some(format!("{at} on day {dom} of the month")),
+            _ => None,
+        };
+    }
+    if dom != "*" || dow != "*" {
+        return None;
+    }
+    match (minute, hour) {
+        (m, "*") if num(m, 59).is_some() => Some(format!("every hour at :{m:0>2}")),
+        ("*", "*") => Some("every minute".into()),
+        (m, "*") => m
+            .strip_prefix("*/")
+            .and_then(|n| num(n, 59))
+            .map(|n| format!("every {n} min")),
+        _ => None,
+    }
+}
+
+/// `1-5` → `Mon-Fri`, `0,6` → `Sun,Sat`.
+fn days(dow: &str) -> Option<String> {
+    const NAMES: [&str; 8] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
+    let name = |d: &str| {
+        d.parse::<usize>()
+            .ok()
+            .and_then(|n| NAMES.get(n).copied())
+            .or_else(|| {
+                let d = d.to_ascii_lowercase();
+                NAMES.iter().copied().find(|n| n.to_ascii_lowercase() == d)
+            })
+    };
+    let mut out = Vec::new();
+    for part in dow.split(',') {
+        match part.split_once('-') {
+            Some((a, b)) => out.push(format!("{}-{}", name(a)?, name(b)?)),
+            None => out.push(name(part)?.to_string()),
+        }
+    }
+    Some(out.join(","))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::describe;
+    use crate::schedule::{CronTrigger, Trigger};
+    use std::time::Duration;
+
+    #[test]
+    fn triggers_read_as_words() {
+        let cron = |e: &str| describe(&Trigger::Cron(Box::new(CronTrigger::parse(e).unwrap())));
+        assert_eq!(cron("0 9 * * 1-5"), "at 09:00 on Mon-Fri");
+        assert_eq!(cron("30 2 * * *"), "at 02:30 every day");
+        assert_eq!(cron("0 8 * * 0,6"), "at 08:00 on Sun,Sat");
+        assert_eq!(cron("0 6 1 * *"), "at 06:00 on day 1 of the month");
+        assert_eq!(cron("*/15 * * * *"), "every 15 min");
+        assert_eq!(cron("5 * * * *"), "every hour at :05");
+        assert_eq!(cron("0 9,17 * * *"), "cron `0 9,17 * * *`");
+        assert_eq!(
+            describe(&Trigger::Every(Duration::from_secs(20))),
+            "every 20s"
+        );
+    }
+}
