@@ -40,6 +40,7 @@ mod queue;
 mod read;
 mod sections;
 mod trigger;
+pub mod users;
 
 use self::problems::Collector;
 pub use self::problems::{ConfigError, Problem};

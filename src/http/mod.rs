@@ -38,6 +38,7 @@ use crate::notify::ChannelKind;
 use crate::secret::SecretSource;
 use crate::store::RunRow;
 
+pub mod console;
 mod optouts;
 mod payments;
 
@@ -90,6 +91,8 @@ pub enum HttpError {
         listen: SocketAddr,
         cause: std::io::Error,
     },
+    #[error(transparent)]
+    Console(#[from] console::ConsoleError),
     #[error("cannot read the `[http]` token: {0}")]
     Token(#[from] crate::secret::SecretError),
     #[error("cannot read the `[payments.{provider}]` secret: {cause}")]
@@ -115,6 +118,8 @@ pub struct Listener {
     allow_get_trigger: bool,
     payments: Arc<PaymentsConfig>,
     optouts: Arc<OptOuts>,
+    /// `[http.console]`, bound and served beside it on its own port.
+    console: Option<console::Listener>,
 }
 
 /// The edge of `config`'s `[http]` section (none without one); nothing is opened yet.
@@ -132,6 +137,7 @@ pub fn edge(config: &Config) -> Option<Box<dyn Edge>> {
             sms: config.notifier.twilio_inbound(ChannelKind::Sms),
             whatsapp: config.notifier.twilio_inbound(ChannelKind::Whatsapp),
         }),
+        console: h.console.clone().map(console::Listener::new),
     }))
 }
 
@@ -178,6 +184,9 @@ impl Listener {
             .await
             .map_err(|cause| HttpError::Bind { listen, cause })?;
         self.listener = Some(listener);
+        if let Some(console) = &mut self.console {
+            console.bind().await?;
+        }
         Ok(())
     }
 }
@@ -192,6 +201,19 @@ impl Edge for Listener {
             return;
         };
         let stopping = shared.stopping.clone();
+        if let Some(console) = self.console {
+            console.serve(shared.clone(), tracker.clone());
+        }
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(
+                listen = %addr, trigger = self.token.is_some(),
+                max_connections = self.max_connections, "http listener started"
+            );
+        }
+        if self.token.is_none() {
+            tracing::info!("POST /jobs/NAME/run is refused: no `[http]` token_file or token_env");
+        }
+        let max_connections = self.max_connections;
         let state = Arc::new(HttpState {
             shared,
             tracker,
@@ -201,11 +223,30 @@ impl Edge for Listener {
             payments: self.payments,
             optouts: self.optouts,
         });
-        tokio::spawn(serve(listener, state, stopping));
+        tokio::spawn(serve(listener, state, max_connections, stopping));
     }
 }
 
-/// Serves connections until `stopping`, at most `state.max_connections` at once (fewer when
+/// What a listener serves: one response per request, knowing the client's address.
+pub(crate) trait Handler: Send + Sync + 'static {
+    fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> BoxFuture<'static, Response<Full<Bytes>>>;
+}
+
+impl Handler for HttpState {
+    fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        _peer: SocketAddr,
+    ) -> BoxFuture<'static, Response<Full<Bytes>>> {
+        Box::pin(async move { handle(req, &self).await })
+    }
+}
+
+/// Serves connections until `stopping`, at most `max_connections` at once (fewer when
 /// the open-file limit is low, see [`fdlimit::connection_bound`]).
 ///
 /// When every slot is taken, a new connection is accepted and the oldest one is asked to
@@ -214,17 +255,13 @@ impl Edge for Listener {
 /// connections, as nginx drains idle keep-alive connections when its pool is full. Waiting
 /// for a free slot instead would queue the monitor behind every idle client's header-read
 /// timeout. Idle connections also close on their own after [`HEADER_READ_TIMEOUT`].
-async fn serve(listener: TcpListener, state: Arc<HttpState>, stopping: CancellationToken) {
-    let bound = connection_bound(state.max_connections);
-    if let Ok(addr) = listener.local_addr() {
-        tracing::info!(
-            listen = %addr, trigger = state.token.is_some(), max_connections = bound,
-            "http listener started"
-        );
-    }
-    if state.token.is_none() {
-        tracing::info!("POST /jobs/NAME/run is refused: no `[http]` token_file or token_env");
-    }
+async fn serve<H: Handler>(
+    listener: TcpListener,
+    handler: Arc<H>,
+    max_connections: usize,
+    stopping: CancellationToken,
+) {
+    let bound = connection_bound(max_connections);
     let slots = Arc::new(Semaphore::new(bound));
     let connections = Arc::new(Connections::default());
     let mut out_of_files = Throttle::default();
@@ -236,7 +273,7 @@ async fn serve(listener: TcpListener, state: Arc<HttpState>, stopping: Cancellat
             _ = stopping.cancelled() => return,
         };
         let stream = match accepted {
-            Ok((stream, _)) => stream,
+            Ok(accepted) => accepted,
             Err(e) => {
                 if is_out_of_files(&e) {
                     if let Some(times) = out_of_files.hit(Instant::now()) {
@@ -277,7 +314,7 @@ async fn serve(listener: TcpListener, state: Arc<HttpState>, stopping: Cancellat
             }
         };
         let registered = connections.register();
-        tokio::spawn(serve_connection(stream, state.clone(), permit, registered));
+        tokio::spawn(serve_connection(stream, handler.clone(), permit, registered));
     }
 }
 
@@ -338,16 +375,16 @@ async fn free_a_slot(
 
 /// Serves one connection; its slot is given back only after its socket is closed, so the
 /// count of slots in use never falls below the count of open sockets.
-async fn serve_connection(
-    stream: TcpStream,
-    state: Arc<HttpState>,
+async fn serve_connection<H: Handler>(
+    (stream, peer): (TcpStream, SocketAddr),
+    handler: Arc<H>,
     permit: OwnedSemaphorePermit,
     registered: Registered,
 ) {
     {
         let service = hyper::service::service_fn(move |req| {
-            let state = state.clone();
-            async move { Ok::<_, Infallible>(handle(req, &state).await) }
+            let handler = handler.clone();
+            async move { Ok::<_, Infallible>(handler.handle(req, peer).await) }
         });
         let io = hyper_util::rt::TokioIo::new(stream);
         let mut builder = hyper::server::conn::http1::Builder::new();

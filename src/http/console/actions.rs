@@ -1,0 +1,228 @@
+//! The console's actions (operators only; the caller checked the role and the CSRF token):
+//! each does what its CLI command does, writes an audit row once it succeeded (pause and
+//! resume write theirs in their own transaction), and answers with a redirect back carrying a
+//! flash message in the session.
+
+use std::collections::HashMap;
+
+use http_body_util::Full;
+use hyper::Response;
+use hyper::body::Bytes;
+
+use super::{Console, Who, redirect};
+use crate::daemon::manual;
+use crate::notify::blocks;
+use crate::store::Store;
+use crate::store::audit::Actor;
+use crate::store::contacts::NewBlock;
+
+/// Where to go back to: the form's `back` when it is a path of this console, else `fallback`.
+fn back_to(form: &HashMap<String, String>, fallback: &str) -> String {
+    form.get("back")
+        .filter(|b| b.starts_with('/') && !b.starts_with("//") && !b.contains(['\r', '\n']))
+        .cloned()
+        .unwrap_or_else(|| fallback.to_string())
+}
+
+/// Does the action of `path` and redirects back with what happened.
+pub async fn act(
+    c: &Console,
+    who: &Who,
+    path: &str,
+    form: &HashMap<String, String>,
+) -> Response<Full<Bytes>> {
+    let actor = Actor {
+        who: who.user.clone(),
+        origin: format!("console {}", who.peer.ip()),
+    };
+    let (back, message) = match route(c, &actor, path, form).await {
+        Ok(done) => done,
+        Err(e) => {
+            tracing::error!(error = %e, path, user = %who.user, "console action failed");
+            (
+                back_to(form, "/"),
+                "the action failed: the database cannot be written now (the daemon's log says \
+                 why)"
+                    .to_string(),
+            )
+        }
+    };
+    tracing::info!(user = %who.user, path, outcome = %message, "console action");
+    c.sessions.set_flash(&who.token, message);
+    redirect(&back)
+}
+
+type Done = (String, String);
+
+async fn route(
+    c: &Console,
+    actor: &Actor,
+    path: &str,
+    form: &HashMap<String, String>,
+) -> Result<Done, crate::store::StoreError> {
+    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let store = &c.shared.store;
+    let now = c.shared.clock.now();
+    let decode = |s: &str| {
+        form_urlencoded::parse(format!("x={s}").as_bytes())
+            .next()
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default()
+    };
+    match parts.as_slice() {
+        ["jobs", name, action] => {
+            let name = decode(name);
+            let back = back_to(form, &format!("/jobs/{}", encode(&name)));
+            let Some(spec) = c.shared.job(&name) else {
+                return Ok((back_to(form, "/"), format!("there is no job `{name}`")));
+            };
+            let message = match *action {
+                "run" => run_job(c, actor, spec).await?,
+                "pause" => {
+                    let reason = form.get("reason").map(|r| r.trim()).unwrap_or("");
+                    if store.pause_job(&name, reason, actor, now).await? {
+                        format!("paused `{name}`: its slots are recorded `paused` until resumed")
+                    } else {
+                        format!("`{name}` was paused already")
+                    }
+                }
+                "resume" => {
+                    if store.resume_job(&name, actor, now).await? {
+                        format!("resumed `{name}`")
+                    } else {
+                        format!("`{name}` was not paused")
+                    }
+                }
+                _ => return Ok((back, "unknown action".into())),
+            };
+            Ok((back, message))
+        }
+        ["tasks", id, action] => {
+            let back = back_to(form, "/queue");
+            if uuid::Uuid::parse_str(id).is_err() {
+                return Ok((back, "that is not a task id".into()));
+            }
+            let (changed, verb, from) = match *action {
+                "retry" => (store.retry_task(id, now).await?, "retried", "failed or cancelled"),
+                "cancel" => (store.cancel_task(id, now).await?, "cancelled", "pending"),
+                "run-now" => (store.run_task_now(id, now).await?, "made due now", "pending"),
+                _ => return Ok((back, "unknown action".into())),
+            };
+            let message = match changed {
+                None => {
+                    audit(store, actor, &format!("task {action}"), id, None, now).await?;
+                    format!("task {id} {verb}")
+                }
+                Some(status) => {
+                    format!("task {id} is {status}, not {from}: nothing changed")
+                }
+            };
+            Ok((back, message))
+        }
+        ["invoices", number, "paid"] => {
+            let number = decode(number);
+            let back = back_to(form, "/invoices");
+            let reference = form
+                .get("reference")
+                .map(|r| r.trim())
+                .filter(|r| !r.is_empty());
+            let Some(invoice) = store.invoice_by_number(&number).await? else {
+                return Ok((back, format!("no invoice numbered `{number}`")));
+            };
+            if invoice.status != "open" {
+                return Ok((
+                    back,
+                    format!("invoice `{number}` is {}: nothing changed", invoice.status),
+                ));
+            }
+            if !store.mark_paid(&number, now, reference).await? {
+                return Ok((back, format!("invoice `{number}` changed meanwhile: look again")));
+            }
+            audit(store, actor, "invoice mark-paid", &number, reference, now).await?;
+            Ok((
+                back,
+                format!(
+                    "invoice {number} marked paid; its pending reminders are cancelled"
+                ),
+            ))
+        }
+        ["contacts", action @ ("block" | "unblock")] => {
+            let back = back_to(form, "/messages");
+            let field = |k: &str| form.get(k).map(|v| v.trim()).unwrap_or("");
+            let channel = match blocks::parse_channel(field("channel")) {
+                Ok(c) => c,
+                Err(e) => return Ok((back, e.to_string())),
+            };
+            let address = match blocks::normalize(channel, field("address")) {
+                Ok(a) => a,
+                Err(e) => return Ok((back, e.to_string())),
+            };
+            let target = format!("{channel}:{address}");
+            if *action == "block" {
+                let block = NewBlock {
+                    channel: channel.to_string(),
+                    address: address.clone(),
+                    reason: field("reason").to_string(),
+                    source: "console".to_string(),
+                };
+                if store.add_contact_blocks(&[block], now).await?.is_empty() {
+                    return Ok((back, format!("`{address}` is already blocked on `{channel}`")));
+                }
+                let reason = Some(field("reason")).filter(|r| !r.is_empty());
+                audit(store, actor, "contact block", &target, reason, now).await?;
+                Ok((back, format!("blocked `{address}` on `{channel}`")))
+            } else {
+                if !store.remove_contact_block(channel, &address).await? {
+                    return Ok((back, format!("`{address}` is not blocked on `{channel}`")));
+                }
+                audit(store, actor, "contact unblock", &target, None, now).await?;
+                Ok((back, format!("unblocked `{address}` on `{channel}`")))
+            }
+        }
+        _ => Ok((back_to(form, "/"), "unknown action".into())),
+    }
+}
+
+async fn run_job(
+    c: &Console,
+    actor: &Actor,
+    spec: std::sync::Arc<crate::config::JobSpec>,
+) -> Result<String, crate::store::StoreError> {
+    let name = spec.name.to_string();
+    if !spec.enabled {
+        return Ok(format!(
+            "`{name}` is disabled (`enabled = false`): set `enabled = true` and reload to run it"
+        ));
+    }
+    if c.shared.stopping.is_cancelled() {
+        return Ok("the daemon is stopping: nothing ran".into());
+    }
+    let started = manual::start(&c.shared, &c.tracker, spec);
+    let id = started.id.to_string();
+    audit(
+        &c.shared.store,
+        actor,
+        "run",
+        &name,
+        Some(&format!("run {id}")),
+        c.shared.clock.now(),
+    )
+    .await?;
+    Ok(format!("started a run of `{name}` (run {id})"))
+}
+
+async fn audit(
+    store: &Store,
+    actor: &Actor,
+    action: &str,
+    target: &str,
+    detail: Option<&str>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(), crate::store::StoreError> {
+    store.audit(actor, action, target, detail, now).await
+}
+
+/// A job name as a path segment.
+pub(super) fn encode(name: &str) -> String {
+    form_urlencoded::byte_serialize(name.as_bytes()).collect()
+}
