@@ -16,6 +16,12 @@ _tickler() {
             ",$1")
                 cmd="tickler"
                 ;;
+            tickler,audit)
+                cmd="tickler__subcmd__audit"
+                ;;
+            tickler,backfill)
+                cmd="tickler__subcmd__backfill"
+                ;;
             tickler,campaign)
                 cmd="tickler__subcmd__campaign"
                 ;;
@@ -52,11 +58,17 @@ _tickler() {
             tickler,migrate)
                 cmd="tickler__subcmd__migrate"
                 ;;
+            tickler,pause)
+                cmd="tickler__subcmd__pause"
+                ;;
             tickler,payments)
                 cmd="tickler__subcmd__payments"
                 ;;
             tickler,print-config)
                 cmd="tickler__subcmd__print__subcmd__config"
+                ;;
+            tickler,resume)
+                cmd="tickler__subcmd__resume"
                 ;;
             tickler,run)
                 cmd="tickler__subcmd__run"
@@ -133,6 +145,12 @@ _tickler() {
             tickler__subcmd__contacts__subcmd__help,unblock)
                 cmd="tickler__subcmd__contacts__subcmd__help__subcmd__unblock"
                 ;;
+            tickler__subcmd__help,audit)
+                cmd="tickler__subcmd__help__subcmd__audit"
+                ;;
+            tickler__subcmd__help,backfill)
+                cmd="tickler__subcmd__help__subcmd__backfill"
+                ;;
             tickler__subcmd__help,campaign)
                 cmd="tickler__subcmd__help__subcmd__campaign"
                 ;;
@@ -169,11 +187,17 @@ _tickler() {
             tickler__subcmd__help,migrate)
                 cmd="tickler__subcmd__help__subcmd__migrate"
                 ;;
+            tickler__subcmd__help,pause)
+                cmd="tickler__subcmd__help__subcmd__pause"
+                ;;
             tickler__subcmd__help,payments)
                 cmd="tickler__subcmd__help__subcmd__payments"
                 ;;
             tickler__subcmd__help,print-config)
                 cmd="tickler__subcmd__help__subcmd__print__subcmd__config"
+                ;;
+            tickler__subcmd__help,resume)
+                cmd="tickler__subcmd__help__subcmd__resume"
                 ;;
             tickler__subcmd__help,run)
                 cmd="tickler__subcmd__help__subcmd__run"
@@ -299,12 +323,76 @@ _tickler() {
 
     case "${cmd}" in
         tickler)
-            opts="-c -h -V --config --help --version run check list run-job import invoice tasks campaign contacts payments demo history migrate print-config completions man help"
+            opts="-c -h -V --config --help --version run check list run-job import invoice tasks campaign contacts payments pause resume backfill audit demo history migrate print-config completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tickler__subcmd__audit)
+            opts="-c -h --target --limit --format --config --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --target)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --limit)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --format)
+                    COMPREPLY=($(compgen -W "table json" -- "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tickler__subcmd__backfill)
+            opts="-c -h --from --to --only-missed --dry-run --config --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --from)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --to)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -855,8 +943,36 @@ _tickler() {
             return 0
             ;;
         tickler__subcmd__help)
-            opts="run check list run-job import invoice tasks campaign contacts payments demo history migrate print-config completions man help"
+            opts="run check list run-job import invoice tasks campaign contacts payments pause resume backfill audit demo history migrate print-config completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tickler__subcmd__help__subcmd__audit)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tickler__subcmd__help__subcmd__backfill)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -1176,6 +1292,20 @@ _tickler() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        tickler__subcmd__help__subcmd__pause)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         tickler__subcmd__help__subcmd__payments)
             opts="list"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -1205,6 +1335,20 @@ _tickler() {
             return 0
             ;;
         tickler__subcmd__help__subcmd__print__subcmd__config)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tickler__subcmd__help__subcmd__resume)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -1570,6 +1714,32 @@ _tickler() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        tickler__subcmd__pause)
+            opts="-c -h --reason --config --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --reason)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         tickler__subcmd__payments)
             opts="-c -h --config --help list help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -1669,6 +1839,28 @@ _tickler() {
             return 0
             ;;
         tickler__subcmd__print__subcmd__config)
+            opts="-c -h --config --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tickler__subcmd__resume)
             opts="-c -h --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

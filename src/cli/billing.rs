@@ -110,6 +110,16 @@ async fn mark_paid(
     {
         anyhow::bail!("invoice `{number}` changed meanwhile; look at it again");
     }
+    let actor = super::operate::cli_actor();
+    store
+        .audit(
+            &actor,
+            "invoice.mark_paid",
+            number,
+            reference.as_deref(),
+            Utc::now(),
+        )
+        .await?;
     Ok(format!(
         "invoice {number} ({}, {}) marked paid at {}",
         invoice.customer_name,

@@ -286,6 +286,15 @@ pub async fn pause_or_resume(
             campaign.row.name
         ));
     }
+    let actor = super::operate::cli_actor();
+    let action = if pause {
+        "campaign.pause"
+    } else {
+        "campaign.resume"
+    };
+    store
+        .audit(&actor, action, &campaign.row.name, None, now)
+        .await?;
     if pause {
         Ok(format!(
             "paused campaign `{}`; its pending tasks are cancelled",

@@ -6,6 +6,8 @@ use chrono::{DateTime, Utc};
 
 use super::Format;
 use crate::config::Config;
+use crate::store::Store;
+use crate::store::audit::Pause;
 
 /// What `tickler check` found in the SQL of jobs on the application's databases: SQL that does
 /// not prepare (refused), and databases it could not reach (warned: a reload must not fail
@@ -65,8 +67,9 @@ pub async fn check_sql(config: &Config) -> SqlFindings {
     found
 }
 
-/// `tickler check`: one line per job with its trigger, zone and next fire (and its lane).
-pub fn check_report(config: &Config, now: DateTime<Utc>) -> String {
+/// `tickler check`: one line per job with its trigger, zone and next fire (and its lane);
+/// `paused` are the paused jobs, when the database could be read.
+pub fn check_report(config: &Config, now: DateTime<Utc>, paused: &[Pause]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -86,6 +89,10 @@ pub fn check_report(config: &Config, now: DateTime<Utc>) -> String {
             Some(lane) => format!("{next}; lane {lane}"),
             None => next,
         };
+        let next = match paused.iter().find(|p| *p.job_name == *job.name) {
+            Some(p) => format!("PAUSED by {} ({}); {next}", p.paused_by, reason_of(p)),
+            None => next,
+        };
         let _ = writeln!(
             out,
             "  {:<24} {:<18} {:<24} {:<20} {next}",
@@ -98,15 +105,48 @@ pub fn check_report(config: &Config, now: DateTime<Utc>) -> String {
     out
 }
 
-/// `tickler list`; `deferred` are the messages waiting for their send windows, per job (how
-/// many, the first instant one goes out), when the database could be read.
+fn reason_of(p: &Pause) -> &str {
+    if p.reason.is_empty() {
+        "no reason given"
+    } else {
+        &p.reason
+    }
+}
+
+/// What `list` and `check` read from the database, when it can be read (both work on the
+/// config alone otherwise): the messages waiting for their send windows, per job (how many,
+/// the first instant one goes out), and the paused jobs.
+#[derive(Debug, Default)]
+pub struct Recorded {
+    pub deferred: Vec<(String, i64, DateTime<Utc>)>,
+    pub paused: Vec<Pause>,
+}
+
+impl Recorded {
+    /// Reads it without migrating anything (`check` runs before the daemon starts); an
+    /// unreachable database, or one without the tables yet, reads as nothing recorded.
+    pub async fn read(config: &Config) -> Recorded {
+        let Ok(store) = Store::connect(&config.daemon.database_url).await else {
+            return Recorded::default();
+        };
+        let recorded = Recorded {
+            deferred: store.deferred_by_job().await.unwrap_or_default(),
+            paused: store.paused_jobs().await.unwrap_or_default(),
+        };
+        store.close().await;
+        recorded
+    }
+}
+
+/// `tickler list`, with what the database says of each job.
 pub fn list_report(
     config: &Config,
     from: DateTime<Utc>,
     n: usize,
     format: Format,
-    deferred: &[(String, i64, DateTime<Utc>)],
+    recorded: &Recorded,
 ) -> String {
+    let deferred = &recorded.deferred;
     let fires: Vec<(&str, &str, Vec<DateTime<Utc>>)> = config
         .jobs
         .iter()
@@ -132,6 +172,13 @@ pub fn list_report(
                     if let Some(w) = config.job(job).and_then(|j| j.send_window.as_ref()) {
                         v["send_window"] = w.describe().into();
                     }
+                    if let Some(p) = recorded.paused.iter().find(|p| p.job_name == *job) {
+                        v["paused"] = serde_json::json!({
+                            "by": p.paused_by,
+                            "at": p.paused_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                            "reason": p.reason,
+                        });
+                    }
                     if let Some((_, count, at)) = deferred.iter().find(|(j, _, _)| j == job) {
                         v["deferred"] = serde_json::json!({
                             "count": count,
@@ -154,6 +201,24 @@ pub fn list_report(
                         "{job:<24} {:<26} {}",
                         t.with_timezone(&tz).format("%Y-%m-%d %H:%M %Z"),
                         t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                    );
+                }
+            }
+            if !recorded.paused.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "\nPAUSED JOBS (their slots are recorded `paused`, not run; `tickler resume JOB`)\n{:<24} {:<20}  {:<16}  REASON",
+                    "JOB", "SINCE (UTC)", "BY"
+                );
+                for p in &recorded.paused {
+                    let _ = writeln!(
+                        out,
+                        "{:<24} {:<20}  {:<16}  {}",
+                        p.job_name,
+                        p.paused_at
+                            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                        p.paused_by,
+                        reason_of(p)
                     );
                 }
             }

@@ -9,6 +9,7 @@ use chrono::Utc;
 use clap::Subcommand;
 
 use super::Format;
+use super::operate::cli_actor;
 use crate::billing::import::{self, ImportError};
 use crate::notify::blocks::{self, BlockError};
 use crate::store::contacts::NewBlock;
@@ -80,6 +81,10 @@ pub async fn contacts_command(store: &Store, command: ContactsCommand) -> Result
                     "`{address}` is already blocked on `{channel}` (since {since})\n"
                 ));
             }
+            let target = format!("{channel}:{address}");
+            store
+                .audit(&cli_actor(), "contact.block", &target, Some(&reason), now)
+                .await?;
             Ok(format!("blocked `{address}` on `{channel}`\n"))
         }
         ContactsCommand::Unblock { channel, address } => {
@@ -91,6 +96,10 @@ pub async fn contacts_command(store: &Store, command: ContactsCommand) -> Result
                     address,
                 });
             }
+            let target = format!("{channel}:{address}");
+            store
+                .audit(&cli_actor(), "contact.unblock", &target, None, now)
+                .await?;
             Ok(format!("unblocked `{address}` on `{channel}`\n"))
         }
         ContactsCommand::List { format } => {
@@ -118,6 +127,11 @@ pub async fn contacts_command(store: &Store, command: ContactsCommand) -> Result
         ContactsCommand::Import { file } => {
             let rows = import::contact_blocks(&file)?;
             let added = store.add_contact_blocks(&rows, now).await?;
+            let detail = format!("{} address(es) blocked", added.len());
+            let target = file.display().to_string();
+            store
+                .audit(&cli_actor(), "contact.import", &target, Some(&detail), now)
+                .await?;
             Ok(format!(
                 "blocked {} address(es) from `{}` ({} blocked already)\n",
                 added.len(),

@@ -19,6 +19,7 @@ pub mod check;
 pub mod contacts;
 pub mod docs;
 pub mod history;
+pub mod operate;
 pub mod payments;
 pub mod run;
 pub mod tasks;
@@ -137,6 +138,45 @@ pub enum Command {
         #[command(subcommand)]
         command: PaymentsCommand,
     },
+    /// Pause a job: its slots are recorded `paused`, not run, by every daemon sharing the
+    /// database, until `tickler resume`; a reload or restart does not unpause it.
+    Pause {
+        job: String,
+        /// Why, shown by `list`, `check`, `status`, the console and each `paused` row.
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Resume a paused job: its next slot runs (the slots it missed stay `paused`; `tickler
+    /// backfill --only-missed` runs them).
+    Resume { job: String },
+    /// Run the past slots of a job from `--from` to `--to` (both included), oldest first, each
+    /// with its own `scheduled_for` and `trigger = 'backfill'`, under the job's overlap policy.
+    Backfill {
+        job: String,
+        /// The first instant of the range (RFC 3339).
+        #[arg(long, value_parser = parse_rfc3339)]
+        from: DateTime<Utc>,
+        /// The last instant of the range (RFC 3339), not in the future.
+        #[arg(long, value_parser = parse_rfc3339)]
+        to: DateTime<Utc>,
+        /// Run only the slots with no successful run (`succeeded` or `partial`).
+        #[arg(long)]
+        only_missed: bool,
+        /// List the slots and what the ledger says of each; run nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// The operator actions of the CLI and the console (who, from where, what, when), newest
+    /// first.
+    Audit {
+        /// Only the actions on this job, task, invoice or address.
+        #[arg(long)]
+        target: Option<String>,
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(i64).range(1..=100_000))]
+        limit: i64,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
     /// Fill an empty database with a realistic sample: tenants, leases, invoices at every stage.
     Demo,
     /// Show recorded runs, newest first; `--run ID` shows one run whole (an alert's link).
@@ -227,23 +267,18 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             if quiet {
                 return Ok(ExitCode::SUCCESS);
             }
-            finish(&check::check_report(&config, Utc::now()), ExitCode::SUCCESS)
+            let recorded = check::Recorded::read(&config).await;
+            finish(
+                &check::check_report(&config, Utc::now(), &recorded.paused),
+                ExitCode::SUCCESS,
+            )
         }
         Command::List { next, from, format } => {
             let config = load()?;
             let from = from.unwrap_or_else(Utc::now);
-            // What waits for its send window, when the database can be read (`list` works on
-            // the config alone otherwise).
-            let deferred = match crate::store::Store::connect(&config.daemon.database_url).await {
-                Ok(store) => {
-                    let d = store.deferred_by_job().await.unwrap_or_default();
-                    store.close().await;
-                    d
-                }
-                Err(_) => vec![],
-            };
+            let recorded = check::Recorded::read(&config).await;
             finish(
-                &check::list_report(&config, from, next as usize, format, &deferred),
+                &check::list_report(&config, from, next as usize, format, &recorded),
                 ExitCode::SUCCESS,
             )
         }
@@ -300,6 +335,59 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             let config = load()?;
             let store = open_store(&config).await?;
             let result = contacts::contacts_command(&store, command).await;
+            store.close().await;
+            finish(&result?, ExitCode::SUCCESS)
+        }
+        Command::Pause { job, reason } => {
+            let config = load()?;
+            let store = open_store(&config).await?;
+            let result = operate::pause(&store, &config, &job, &reason).await;
+            store.close().await;
+            finish(&result?, ExitCode::SUCCESS)
+        }
+        Command::Resume { job } => {
+            let config = load()?;
+            let store = open_store(&config).await?;
+            let result = operate::resume(&store, &config, &job).await;
+            store.close().await;
+            finish(&result?, ExitCode::SUCCESS)
+        }
+        Command::Backfill {
+            job,
+            from,
+            to,
+            only_missed,
+            dry_run,
+        } => {
+            let config = load()?;
+            let store = open_store(&config).await?;
+            let request = operate::BackfillRequest {
+                job: &job,
+                from,
+                to,
+                only_missed,
+                dry_run,
+            };
+            let result = operate::backfill(&store, &config, &request).await;
+            store.close().await;
+            let (text, all_ok) = result?;
+            finish(
+                &text,
+                if all_ok {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                },
+            )
+        }
+        Command::Audit {
+            target,
+            limit,
+            format,
+        } => {
+            let config = load()?;
+            let store = open_store(&config).await?;
+            let result = operate::audit(&store, target, limit, format).await;
             store.close().await;
             finish(&result?, ExitCode::SUCCESS)
         }

@@ -71,7 +71,17 @@ pub async fn run_job(
         }
         return finish(&text, code(ok));
     }
-    for (name, summary) in daemon::run_now(config, &names).await? {
+    let ran = daemon::run_now(config, &names).await?;
+    let store = open_store(config).await?;
+    let actor = super::operate::cli_actor();
+    for (name, summary) in &ran {
+        let detail = summary.as_ref().map(|s| format!("run {}", s.id));
+        store
+            .audit(&actor, "run", name, detail.as_deref(), Utc::now())
+            .await?;
+    }
+    store.close().await;
+    for (name, summary) in ran {
         match summary {
             Some(s) => {
                 ok &= matches!(s.status, Status::Succeeded | Status::Partial);

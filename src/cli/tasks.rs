@@ -404,11 +404,19 @@ fn task_id(id: &str) -> Result<String> {
         })
 }
 
+async fn audit(store: &Store, action: &str, id: &str, now: DateTime<Utc>) -> Result<()> {
+    let actor = super::operate::cli_actor();
+    Ok(store.audit(&actor, action, id, None, now).await?)
+}
+
 /// `tickler tasks cancel`.
 pub async fn cancel(store: &Store, id: &str, now: DateTime<Utc>) -> Result<String> {
     let id = task_id(id)?;
     match store.cancel_task(&id, now).await? {
-        None => Ok(format!("cancelled task {id}")),
+        None => {
+            audit(store, "task.cancel", &id, now).await?;
+            Ok(format!("cancelled task {id}"))
+        }
         Some(s) if s == "missing" => input(format!("no task {id}")),
         Some(s) => input(format!(
             "task {id} is {s}; only a pending task can be cancelled"
@@ -421,6 +429,7 @@ pub async fn retry(store: &Store, id: &str, now: DateTime<Utc>) -> Result<String
     let id = task_id(id)?;
     match store.retry_task(&id, now).await? {
         None => {
+            audit(store, "task.retry", &id, now).await?;
             wake();
             Ok(format!("task {id} is pending again, due now"))
         }
@@ -437,6 +446,7 @@ pub async fn run_now(store: &Store, id: &str, now: DateTime<Utc>) -> Result<Stri
     let id = task_id(id)?;
     match store.run_task_now(&id, now).await? {
         None => {
+            audit(store, "task.run_now", &id, now).await?;
             wake();
             Ok(format!("task {id} is due now"))
         }

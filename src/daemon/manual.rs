@@ -70,6 +70,42 @@ pub async fn run_now(
     config: &Config,
     names: &[Arc<str>],
 ) -> Result<Vec<(Arc<str>, Option<RunSummary>)>, DaemonError> {
+    let fires: Vec<(Arc<JobSpec>, Option<DateTime<Utc>>)> = names
+        .iter()
+        .filter_map(|name| config.job(name).map(|spec| (spec.clone(), None)))
+        .collect();
+    let ran = in_process(config, RunTrigger::Manual, fires).await?;
+    Ok(ran
+        .into_iter()
+        .map(|(spec, _, summary)| (spec.name.clone(), summary))
+        .collect())
+}
+
+/// `tickler backfill`: runs past slots of `spec` in this process, oldest first, each with its
+/// own `scheduled_for` and `trigger = 'backfill'`, under the job's overlap policy (a run of the
+/// job on the daemon counts: under `skip` the slot is recorded `skipped`, under `queue` it
+/// waits). Returns each slot with how it ended (`None`: not run, e.g. another backfill holds
+/// it).
+pub async fn backfill(
+    config: &Config,
+    spec: &Arc<JobSpec>,
+    slots: &[DateTime<Utc>],
+) -> Result<Vec<(DateTime<Utc>, Option<RunSummary>)>, DaemonError> {
+    let fires = slots.iter().map(|s| (spec.clone(), Some(*s))).collect();
+    let ran = in_process(config, RunTrigger::Backfill, fires).await?;
+    Ok(ran
+        .into_iter()
+        .map(|(_, slot, summary)| (slot, summary))
+        .collect())
+}
+
+/// Runs fires one after the other in this process (a CLI command), as a daemon would, with
+/// its own instance row, heartbeat and signal handling; `None` as the slot means "now".
+async fn in_process(
+    config: &Config,
+    trigger: RunTrigger,
+    fires: Vec<(Arc<JobSpec>, Option<DateTime<Utc>>)>,
+) -> Result<Vec<(Arc<JobSpec>, DateTime<Utc>, Option<RunSummary>)>, DaemonError> {
     let store = Store::connect(&config.daemon.database_url).await?;
     store.migrate().await?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock::default());
@@ -133,13 +169,21 @@ pub async fn run_now(
         }
     });
     let mut results = vec![];
-    for name in names {
-        let Some(spec) = config.job(name) else {
-            continue;
-        };
-        let fire = Fire::new(spec.clone(), clock.now(), RunTrigger::Manual);
-        results.push((name.clone(), run_fire(shared.clone(), fire).await));
+    for (spec, slot) in fires {
+        if shared.stopping.is_cancelled() {
+            break;
+        }
+        if trigger == RunTrigger::Backfill {
+            // The overlap policy sees the daemon's runs of the job as another replica's.
+            if let Ok(running) = store.running_jobs(&instance.id).await {
+                *shared.running_elsewhere.lock().expect("running lock") = running;
+            }
+        }
+        let slot = slot.unwrap_or_else(|| clock.now());
+        let fire = Fire::new(spec.clone(), slot, trigger);
+        results.push((spec, slot, run_fire(shared.clone(), fire).await));
     }
+
     resolving.close();
     resolving.wait().await;
     // An alert whose send failed gets its first retry, then one last try, so a manual run

@@ -151,7 +151,7 @@ impl Ready {
         let delay = now - asked;
         let late = now - self.fire.slot;
         let on_time = chrono::TimeDelta::from_std(ON_TIME).unwrap_or_default();
-        if delay <= on_time || late <= on_time || self.fire.trigger == RunTrigger::Manual {
+        if delay <= on_time || late <= on_time || self.fire.trigger.on_request() {
             return;
         }
         let grace =
@@ -247,7 +247,7 @@ pub fn admit_now(shared: &Shared, fire: Fire) -> Admission {
         return Admission::Skipped;
     }
     let overlap = overlap_of(&fire);
-    let jitter = !fire.spec.jitter.is_zero() && fire.trigger != RunTrigger::Manual;
+    let jitter = !fire.spec.jitter.is_zero() && !fire.trigger.on_request();
     if overlap == Overlap::Queue && shared.store.has_replicas() || jitter {
         return Admission::Wait(fire);
     }
@@ -342,7 +342,7 @@ async fn admit(shared: &Shared, fire: Fire) -> Option<Ready> {
             Some(permit)
         }
     };
-    if !spec.jitter.is_zero() && fire.trigger != RunTrigger::Manual {
+    if !spec.jitter.is_zero() && !fire.trigger.on_request() {
         let delay = spec.jitter.mul_f64(fastrand::f64());
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use super::ledger::Ledger;
 use crate::config::JobSpec;
 use crate::store::Store;
+use crate::store::audit::Pause;
 use crate::time::Clock;
 
 /// What every fire of one daemon (or one `run-job` process) shares.
@@ -30,6 +31,9 @@ pub struct Shared {
     pub(super) executing: Mutex<HashMap<Arc<str>, usize>>,
     /// Jobs running on other replicas, as last read from the ledger.
     pub running_elsewhere: Mutex<HashSet<String>>,
+    /// The paused jobs as last read from `job_pauses` (read before each batch of fires; kept
+    /// when a read fails, so a pause holds while the database is away).
+    pub paused: Mutex<HashMap<String, Pause>>,
     /// Cancelled at shutdown: fires not yet started give up.
     pub stopping: CancellationToken,
     /// Cancelled when the shutdown grace runs out: running fires are interrupted.
@@ -74,6 +78,7 @@ impl Shared {
             job_turns: Mutex::new(HashMap::new()),
             executing: Mutex::new(HashMap::new()),
             running_elsewhere: Mutex::new(HashSet::new()),
+            paused: Mutex::new(HashMap::new()),
             stopping: CancellationToken::new(),
             interrupt: CancellationToken::new(),
             metrics: Default::default(),
@@ -145,6 +150,25 @@ impl Shared {
             .expect("executing lock")
             .get(name)
             .is_some_and(|n| *n > 0)
+    }
+
+    /// Reads the paused jobs from the database (waiting at most 2 s) and keeps them; a read
+    /// that fails keeps, and returns, the last set read, so a pause holds while the database
+    /// is away.
+    pub async fn read_paused(&self) -> HashMap<String, Pause> {
+        let read =
+            tokio::time::timeout(std::time::Duration::from_secs(2), self.store.paused_jobs());
+        match read.await {
+            Ok(Ok(rows)) => {
+                let paused: HashMap<String, Pause> =
+                    rows.into_iter().map(|p| (p.job_name.clone(), p)).collect();
+                *self.paused.lock().expect("paused lock") = paused.clone();
+                return paused;
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "could not read the paused jobs"),
+            Err(_) => tracing::warn!("could not read the paused jobs: no answer in 2s"),
+        }
+        self.paused.lock().expect("paused lock").clone()
     }
 
     pub(super) fn is_running_elsewhere(&self, name: &str) -> bool {

@@ -267,6 +267,7 @@ pub(super) async fn start_fires(shared: &Arc<Shared>, tracker: &TaskTracker, fir
             Err(_) => tracing::warn!("could not read runs of other daemons: no answer in 2s"),
         }
     }
+    let fires = without_paused(shared, fires).await;
     // Several fires of one job (a catch-up) run one after the other, oldest first.
     // In name order, so claim ids (time-ordered) and slot keys rise together.
     let mut by_job: std::collections::BTreeMap<Arc<str>, Vec<Fire>> = Default::default();
@@ -311,6 +312,38 @@ pub(super) async fn start_fires(shared: &Arc<Shared>, tracker: &TaskTracker, fir
             }
         });
     }
+}
+
+/// Records each fire of a paused job (`tickler pause`, the console) `paused` instead of
+/// running it: the pauses are read from the database before every batch, so every replica
+/// obeys one from its next fire on.
+async fn without_paused(shared: &Shared, fires: Vec<Fire>) -> Vec<Fire> {
+    let paused = shared.read_paused().await;
+    if paused.is_empty() {
+        return fires;
+    }
+    fires
+        .into_iter()
+        .filter(|fire| match paused.get(&*fire.spec.name) {
+            Some(p) if !fire.trigger.on_request() => {
+                let why = format!(
+                    "paused by {} at {}: {}; `tickler resume {}` runs its next slots again",
+                    p.paused_by,
+                    p.paused_at
+                        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    if p.reason.is_empty() {
+                        "no reason given"
+                    } else {
+                        &p.reason
+                    },
+                    fire.spec.name
+                );
+                runner::record_only(shared, fire, Status::Paused, why);
+                false
+            }
+            _ => true,
+        })
+        .collect()
 }
 
 /// Records a `pending` row for each fire without one (one batch), then runs each job's fires

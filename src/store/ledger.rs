@@ -51,11 +51,11 @@ impl Store {
         Ok(())
     }
 
-    /// The latest slot recorded for each job (manual runs excluded).
+    /// The latest slot recorded for each job (manual runs and backfills excluded).
     pub async fn last_slots(&self) -> Result<HashMap<String, DateTime<Utc>>> {
         let rows: Vec<(String, DateTime<Utc>)> = with_pool!(self, pool => sqlx::query_as(
             "SELECT job_name, MAX(scheduled_for) AS last FROM job_execution_logs
-              WHERE \"trigger\" <> 'manual' GROUP BY job_name",
+              WHERE \"trigger\" NOT IN ('manual', 'backfill') GROUP BY job_name",
         )
         .fetch_all(pool)
         .await
@@ -74,6 +74,35 @@ impl Store {
         .await
         .doing("reading running jobs"))?;
         Ok(rows.into_iter().collect())
+    }
+
+    /// What the ledger says of `job`'s slots from `from` to `to` (both included): each slot
+    /// with a row, its statuses (its own row's and its backfills', oldest first), for
+    /// `tickler backfill`. Manual runs are no slot's.
+    pub async fn slot_statuses(
+        &self,
+        job: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<HashMap<DateTime<Utc>, Vec<String>>> {
+        let text = self.sql(
+            "SELECT scheduled_for, status FROM job_execution_logs
+              WHERE job_name = $1 AND scheduled_for >= $2 AND scheduled_for <= $3
+                AND \"trigger\" <> 'manual'
+              ORDER BY scheduled_for, started_at",
+        );
+        let rows: Vec<(DateTime<Utc>, String)> = with_pool!(self, pool => sqlx::query_as(&text)
+            .bind(job)
+            .bind(from)
+            .bind(to)
+            .fetch_all(pool)
+            .await
+            .doing("reading the slots of a job"))?;
+        let mut out: HashMap<DateTime<Utc>, Vec<String>> = HashMap::new();
+        for (slot, status) in rows {
+            out.entry(slot).or_default().push(status);
+        }
+        Ok(out)
     }
 
     /// When each job last succeeded (read once at start for `/metrics`).

@@ -19,6 +19,7 @@ use uuid::Uuid;
 
 use crate::secret::DatabaseUrl;
 
+pub mod audit;
 pub mod billing;
 pub mod claims;
 pub mod console;
@@ -199,12 +200,14 @@ pub enum Status {
     TimedOut,
     Skipped,
     Missed,
+    /// The job was paused (`tickler pause`) when the slot came: recorded, not run.
+    Paused,
     Abandoned,
     Interrupted,
 }
 
 impl Status {
-    pub const ALL: [Status; 10] = [
+    pub const ALL: [Status; 11] = [
         Status::Pending,
         Status::Running,
         Status::Succeeded,
@@ -213,6 +216,7 @@ impl Status {
         Status::TimedOut,
         Status::Skipped,
         Status::Missed,
+        Status::Paused,
         Status::Abandoned,
         Status::Interrupted,
     ];
@@ -244,6 +248,7 @@ impl Status {
             Status::TimedOut => "timed_out",
             Status::Skipped => "skipped",
             Status::Missed => "missed",
+            Status::Paused => "paused",
             Status::Abandoned => "abandoned",
             Status::Interrupted => "interrupted",
         }
@@ -260,14 +265,22 @@ pub enum RunTrigger {
     Schedule,
     CatchUp,
     Manual,
+    /// `tickler backfill`: a past slot run again, or for the first time, on request.
+    Backfill,
 }
 
 impl RunTrigger {
+    /// Asked for by an operator, not due by the trigger: never late (no `missed`, no jitter).
+    pub fn on_request(self) -> bool {
+        matches!(self, RunTrigger::Manual | RunTrigger::Backfill)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             RunTrigger::Schedule => "schedule",
             RunTrigger::CatchUp => "catch_up",
             RunTrigger::Manual => "manual",
+            RunTrigger::Backfill => "backfill",
         }
     }
 }
@@ -392,7 +405,7 @@ impl Instance {
 }
 
 /// The kernel's host name of this machine (its UTS namespace), via `gethostname(2)`.
-fn hostname() -> Result<String> {
+pub(crate) fn hostname() -> Result<String> {
     // POSIX leaves HOST_NAME_MAX open; Linux's is 64. A larger buffer and a check for the
     // terminating NUL catch a truncated name on any system.
     let mut buf = [0u8; 256];

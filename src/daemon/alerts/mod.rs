@@ -299,7 +299,12 @@ pub fn check_deadlines(
     }
     tracker.spawn(async move {
         let jobs = shared.jobs.lock().expect("jobs lock").clone();
-        for spec in jobs.iter().filter(|j| j.enabled) {
+        // A paused job is expected not to succeed: no dead-man alert until it is resumed.
+        let paused = shared.read_paused().await;
+        for spec in jobs
+            .iter()
+            .filter(|j| j.enabled && !paused.contains_key(&*j.name))
+        {
             if shared.stopping.is_cancelled() {
                 break;
             }
