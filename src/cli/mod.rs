@@ -1,5 +1,5 @@
 //! The command line: `run`, `check`, `list`, `run-job`, `history`, `migrate`, `print-config`,
-//! `import`, `invoice`, `tasks`, `campaign`, `contacts`, `demo`.
+//! `import`, `invoice`, `tasks`, `campaign`, `contacts`, `console`, `status`, `demo`.
 //! Each command is a function returning the text it prints, so tests pin the output exactly;
 //! one file per command group, and this one parses the arguments and dispatches.
 
@@ -16,12 +16,14 @@ use crate::store::{Status, Store};
 pub mod billing;
 pub mod campaign;
 pub mod check;
+pub mod console;
 pub mod contacts;
 pub mod docs;
 pub mod history;
 pub mod operate;
 pub mod payments;
 pub mod run;
+pub mod status;
 pub mod tasks;
 
 use billing::InvoiceCommand;
@@ -174,6 +176,29 @@ pub enum Command {
         target: Option<String>,
         #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(i64).range(1..=100_000))]
         limit: i64,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// The users of the operator console (`[http.console]`): add or remove one.
+    Console {
+        #[command(subcommand)]
+        command: console::ConsoleCommand,
+    },
+    /// Each job with its next fire, last run, failure streak and dead-man state (like
+    /// `systemctl list-timers`), then the queue, today's messages and the database.
+    Status {
+        /// Only the jobs whose name contains this.
+        #[arg(long)]
+        name: Option<String>,
+        /// Only `enabled`, `disabled` or `paused` jobs.
+        #[arg(long, value_parser = ["enabled", "disabled", "paused"])]
+        state: Option<String>,
+        /// The page of jobs to show (1 is the first).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+        page: u32,
+        /// Jobs per page (1-500).
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=500))]
+        per_page: u32,
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
@@ -388,6 +413,31 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             let config = load()?;
             let store = open_store(&config).await?;
             let result = operate::audit(&store, target, limit, format).await;
+            store.close().await;
+            finish(&result?, ExitCode::SUCCESS)
+        }
+        Command::Console { command } => {
+            let config = load()?;
+            let mut stdin = std::io::stdin().lock();
+            let out = console::console_command(&config, command, &mut stdin)?;
+            finish(&out, ExitCode::SUCCESS)
+        }
+        Command::Status {
+            name,
+            state,
+            page,
+            per_page,
+            format,
+        } => {
+            let config = load()?;
+            let store = open_store(&config).await?;
+            let query = crate::daemon::overview::OverviewQuery {
+                name,
+                state,
+                page: page as usize,
+                per_page: per_page as usize,
+            };
+            let result = status::status(&store, &config, &query, Utc::now(), format).await;
             store.close().await;
             finish(&result?, ExitCode::SUCCESS)
         }

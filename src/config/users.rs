@@ -83,9 +83,7 @@ pub enum UsersError {
         path: PathBuf,
         cause: std::io::Error,
     },
-    #[error(
-        "the password is too short ({len} characters): use at least {MIN_PASSWORD} characters"
-    )]
+    #[error("the password is too short ({len} characters): use at least {MIN_PASSWORD} characters")]
     ShortPassword { len: usize },
     #[error(
         "invalid user name `{0}`: use 1-64 letters, digits, `.`, `_`, `-` or `@` (it is shown \
@@ -224,10 +222,16 @@ mod tests {
         ] {
             assert_eq!(parse_users(p, text).unwrap_err().to_string(), message);
         }
-        let e = parse_users(p, "[[user]]\nname = \"ana\"\nrole = \"root\"\npassword_hash = \"x\"\n")
-            .unwrap_err()
-            .to_string();
-        assert!(e.starts_with("invalid console users file `users.toml`: "), "{e}");
+        let e = parse_users(
+            p,
+            "[[user]]\nname = \"ana\"\nrole = \"root\"\npassword_hash = \"x\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("invalid console users file `users.toml`: "),
+            "{e}"
+        );
         assert!(e.contains("unknown variant `root`"), "{e}");
     }
 }

@@ -173,8 +173,29 @@ pub async fn overview(
 }
 
 /// The names of the paused jobs.
-async fn paused_names(_store: &Store) -> Result<std::collections::HashSet<String>, StoreError> {
-    Ok(Default::default())
+async fn paused_names(store: &Store) -> Result<std::collections::HashSet<String>, StoreError> {
+    Ok(store
+        .paused_jobs()
+        .await?
+        .into_iter()
+        .map(|p| p.job_name)
+        .collect())
+}
+
+/// The overview line of one job (its console page).
+pub async fn one_job(
+    store: &Store,
+    spec: &JobSpec,
+    now: DateTime<Utc>,
+) -> Result<JobLine, StoreError> {
+    let paused = paused_names(store).await?;
+    let figures = store.job_figures(&[spec.name.to_string()]).await?;
+    Ok(job_line(
+        spec,
+        figures.first(),
+        paused.contains(&*spec.name),
+        now,
+    ))
 }
 
 fn job_line(j: &JobSpec, f: Option<&JobFigures>, paused: bool, now: DateTime<Utc>) -> JobLine {

@@ -314,7 +314,12 @@ async fn serve<H: Handler>(
             }
         };
         let registered = connections.register();
-        tokio::spawn(serve_connection(stream, handler.clone(), permit, registered));
+        tokio::spawn(serve_connection(
+            stream,
+            handler.clone(),
+            permit,
+            registered,
+        ));
     }
 }
 

@@ -6,6 +6,7 @@ mod alerts;
 mod billing;
 mod check;
 mod claims;
+mod console;
 mod contacts;
 mod daemon;
 mod examples;

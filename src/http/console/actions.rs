@@ -103,9 +103,17 @@ async fn route(
                 return Ok((back, "that is not a task id".into()));
             }
             let (changed, verb, from) = match *action {
-                "retry" => (store.retry_task(id, now).await?, "retried", "failed or cancelled"),
+                "retry" => (
+                    store.retry_task(id, now).await?,
+                    "retried",
+                    "failed or cancelled",
+                ),
                 "cancel" => (store.cancel_task(id, now).await?, "cancelled", "pending"),
-                "run-now" => (store.run_task_now(id, now).await?, "made due now", "pending"),
+                "run-now" => (
+                    store.run_task_now(id, now).await?,
+                    "made due now",
+                    "pending",
+                ),
                 _ => return Ok((back, "unknown action".into())),
             };
             let message = match changed {
@@ -136,14 +144,15 @@ async fn route(
                 ));
             }
             if !store.mark_paid(&number, now, reference).await? {
-                return Ok((back, format!("invoice `{number}` changed meanwhile: look again")));
+                return Ok((
+                    back,
+                    format!("invoice `{number}` changed meanwhile: look again"),
+                ));
             }
             audit(store, actor, "invoice mark-paid", &number, reference, now).await?;
             Ok((
                 back,
-                format!(
-                    "invoice {number} marked paid; its pending reminders are cancelled"
-                ),
+                format!("invoice {number} marked paid; its pending reminders are cancelled"),
             ))
         }
         ["contacts", action @ ("block" | "unblock")] => {
@@ -166,7 +175,10 @@ async fn route(
                     source: "console".to_string(),
                 };
                 if store.add_contact_blocks(&[block], now).await?.is_empty() {
-                    return Ok((back, format!("`{address}` is already blocked on `{channel}`")));
+                    return Ok((
+                        back,
+                        format!("`{address}` is already blocked on `{channel}`"),
+                    ));
                 }
                 let reason = Some(field("reason")).filter(|r| !r.is_empty());
                 audit(store, actor, "contact block", &target, reason, now).await?;

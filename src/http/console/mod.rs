@@ -188,7 +188,10 @@ async fn route(c: &Console, req: Request<Incoming>, peer: SocketAddr) -> Respons
     let presented = form.get("csrf").map(String::as_str).unwrap_or("");
     if !super::same_token(presented.as_bytes(), who.csrf.as_bytes()) {
         tracing::warn!(user = %who.user, path, "console: missing or wrong CSRF token");
-        return text(StatusCode::FORBIDDEN, "missing or wrong form token: reload the page");
+        return text(
+            StatusCode::FORBIDDEN,
+            "missing or wrong form token: reload the page",
+        );
     }
     if path == "/logout" {
         c.sessions.close(&who.token);
@@ -218,7 +221,10 @@ async fn login(c: &Console, req: Request<Incoming>, peer: SocketAddr) -> Respons
     // Double submit: the form's token must match the pre-session cookie set with the form.
     let expected = auth::cookie(&cookies, auth::LOGIN_COOKIE).unwrap_or("");
     if expected.is_empty() || !super::same_token(field("csrf").as_bytes(), expected.as_bytes()) {
-        return text(StatusCode::FORBIDDEN, "missing or wrong form token: reload the page");
+        return text(
+            StatusCode::FORBIDDEN,
+            "missing or wrong form token: reload the page",
+        );
     }
     let (user, password) = (field("user"), field("password"));
     let now = Instant::now();
@@ -266,7 +272,9 @@ async fn login(c: &Console, req: Request<Incoming>, peer: SocketAddr) -> Respons
             tracing::warn!(user, client = %peer.ip(), "console login refused");
             let message = match refused {
                 auth::Refused::Wrong => "wrong user name or password",
-                auth::Refused::NoUsers => "logins are refused: the users file is unusable (see the daemon's log)",
+                auth::Refused::NoUsers => {
+                    "logins are refused: the users file is unusable (see the daemon's log)"
+                }
             };
             let mut r = pages::login_page(c, Some(message));
             *r.status_mut() = StatusCode::UNAUTHORIZED;

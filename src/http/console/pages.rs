@@ -6,9 +6,10 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use http_body_util::Full;
+use hyper::Response;
 use hyper::StatusCode;
 use hyper::body::Bytes;
-use hyper::Response;
+use minijinja::value::Serde;
 use minijinja::{Environment, Value, context};
 use serde_json::json;
 
@@ -18,6 +19,7 @@ use crate::billing::messages::money;
 use crate::config::JobSpec;
 use crate::config::users::Role;
 use crate::daemon::overview::{self, OverviewQuery};
+use crate::store::audit::AuditFilter;
 use crate::store::console::{MessageFilter, lateness_ms};
 use crate::store::queue::TaskFilter;
 use crate::store::{HistoryFilter, Status, StoreError};
@@ -56,21 +58,34 @@ fn render(c: &Console, name: &str, ctx: Value) -> Response<Full<Bytes>> {
         Ok(html) => crate::http::reply(StatusCode::OK, "text/html; charset=utf-8", html),
         Err(e) => {
             tracing::error!(error = %e, template = name, "console: a page failed to render");
-            super::text(StatusCode::INTERNAL_SERVER_ERROR, "the page failed to render")
+            super::text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the page failed to render",
+            )
         }
     }
 }
 
+/// Any serializable value for a template.
+fn v<T: serde::Serialize>(x: T) -> Value {
+    Value::from(Serde(x))
+}
+
 fn me(who: &Who) -> Value {
     context! {
-        user => who.user, role => who.role.as_str(), csrf => who.csrf, flash => who.flash,
+        user => who.user.clone(), role => who.role.as_str(), csrf => who.csrf.clone(),
+        flash => who.flash.clone(),
     }
 }
 
 /// The login form, with a fresh pre-session token in a cookie and in the form.
 pub fn login_page(c: &Console, error: Option<&str>) -> Response<Full<Bytes>> {
     let token = auth::random_token();
-    let mut r = render(c, "login.html", context! { csrf => token, error => error });
+    let mut r = render(
+        c,
+        "login.html",
+        context! { csrf => token.clone(), error => error },
+    );
     let secure = if c.config.secure_cookie {
         "; Secure"
     } else {
@@ -163,12 +178,17 @@ async fn overview_page(
             .unwrap_or(100),
     };
     let o = overview::overview(&shared.store, &jobs, shared.clock.now(), &query).await?;
-    let age = shared.loop_tick.lock().expect("loop tick lock").elapsed().as_secs();
+    let age = shared
+        .loop_tick
+        .lock()
+        .expect("loop tick lock")
+        .elapsed()
+        .as_secs();
     Ok(render(
         c,
         "overview.html",
         context! {
-            me => me(who), o => o, loop_ok => age < LOOP_STALE_S, loop_age_s => age,
+            me => me(who), o => v(&o), loop_ok => age < LOOP_STALE_S, loop_age_s => age,
             q => context! { name => query.name, state => query.state },
             qs => keep(q, &["name", "state", "per_page"]),
         },
@@ -183,7 +203,11 @@ async fn job_page(
 ) -> Result<Response<Full<Bytes>>, StoreError> {
     let shared = &c.shared;
     let Some(spec) = shared.job(name) else {
-        return Ok(missing(c, who, &format!("there is no job `{name}` in the running config")));
+        return Ok(missing(
+            c,
+            who,
+            &format!("there is no job `{name}` in the running config"),
+        ));
     };
     let now = shared.clock.now();
     let line = overview::one_job(&shared.store, &spec, now).await?;
@@ -227,7 +251,7 @@ async fn job_page(
         .map(|r| {
             let mut v = serde_json::to_value(r).unwrap_or_default();
             v["lateness_ms"] = json!(lateness_ms(r.metadata.as_deref()));
-            Value::from_serialize(v)
+            Value::from(Serde(v))
         })
         .collect();
     let next: Vec<Value> = upcoming(&spec, now)
@@ -235,7 +259,7 @@ async fn job_page(
         .map(|t| {
             context! {
                 local => t.with_timezone(&spec.timezone).format("%Y-%m-%d %H:%M:%S %Z").to_string(),
-                utc => t,
+                utc => t.to_rfc3339(),
             }
         })
         .collect();
@@ -244,7 +268,7 @@ async fn job_page(
         c,
         "job.html",
         context! {
-            me => me(who), operator => who.role == Role::Operator, j => line,
+            me => me(who), operator => who.role == Role::Operator, j => v(&line),
             can_pause => spec.enabled, chart => chart::svg(&points), next => next, runs => runs,
             statuses => statuses, status => status, more => more,
         },
@@ -259,11 +283,7 @@ fn upcoming(spec: &Arc<JobSpec>, now: DateTime<Utc>) -> Vec<DateTime<Utc>> {
     spec.trigger.upcoming(now, spec.timezone, 20)
 }
 
-async fn run_page(
-    c: &Console,
-    who: &Who,
-    id: &str,
-) -> Result<Response<Full<Bytes>>, StoreError> {
+async fn run_page(c: &Console, who: &Who, id: &str) -> Result<Response<Full<Bytes>>, StoreError> {
     let Ok(run) = uuid::Uuid::parse_str(id) else {
         return Ok(missing(c, who, "that is not a run id"));
     };
@@ -286,7 +306,11 @@ async fn run_page(
     let item_errors: Vec<String> = match metadata.remove("item_errors") {
         Some(serde_json::Value::Array(items)) => items
             .into_iter()
-            .map(|i| i.as_str().map(String::from).unwrap_or_else(|| i.to_string()))
+            .map(|i| {
+                i.as_str()
+                    .map(String::from)
+                    .unwrap_or_else(|| i.to_string())
+            })
             .collect(),
         _ => vec![],
     };
@@ -304,8 +328,8 @@ async fn run_page(
         c,
         "run.html",
         context! {
-            me => me(who), r => r, item_errors => item_errors, output => output,
-            metadata => metadata, messages => messages,
+            me => me(who), r => v(&r), item_errors => item_errors, output => output,
+            metadata => metadata, messages => v(&messages),
         },
     ))
 }
@@ -360,7 +384,7 @@ async fn queue_page(
         context! {
             me => me(who), operator => who.role == Role::Operator, counts => counts,
             status => status, task_type => task_type, more => tasks.len() as i64 == PAGE,
-            tasks => tasks, page => page, qs => keep(q, &["status", "type"]),
+            tasks => v(&tasks), page => page, qs => keep(q, &["status", "type"]),
             actions_of => actions_of, back => format!("/queue?{}", back.finish()),
         },
     ))
@@ -411,7 +435,7 @@ async fn campaigns_page(
             .map(|m| {
                 let mut v = serde_json::to_value(&m).unwrap_or_default();
                 v["next"] = json!(next.get(&m.invoice_id));
-                Value::from_serialize(v)
+                Value::from(Serde(v))
             })
             .collect();
         chosen = Some(campaign.name);
@@ -460,7 +484,7 @@ async fn messages_page(
         c,
         "messages.html",
         context! {
-            me => me(who), operator => who.role == Role::Operator, messages => messages,
+            me => me(who), operator => who.role == Role::Operator, messages => v(&messages),
             more => more,
             f => context! { status => filter.status, channel => filter.channel, job => filter.job },
         },
@@ -521,7 +545,7 @@ async fn invoices_page(
         .into_iter()
         .map(|p| {
             context! {
-                created_at => p.created_at, provider => p.provider, number => p.number,
+                created_at => p.created_at.to_rfc3339(), provider => p.provider, number => p.number,
                 invoice_ref => p.invoice_ref, amount => money(p.amount_minor, &p.currency),
                 outcome => p.outcome,
             }
@@ -540,7 +564,25 @@ async fn invoices_page(
 async fn audit_page(
     c: &Console,
     who: &Who,
-    _q: &HashMap<String, String>,
+    q: &HashMap<String, String>,
 ) -> Result<Response<Full<Bytes>>, StoreError> {
-    Ok(missing(c, who, "the audit log is not available in this build"))
+    let rows = c
+        .shared
+        .store
+        .audit_log(&AuditFilter {
+            target: q.get("target").cloned(),
+            before: q.get("before").and_then(|b| b.parse().ok()),
+            limit: PAGE,
+        })
+        .await?;
+    let more = (rows.len() as i64 == PAGE).then(|| {
+        let mut s = keep(q, &["target"]);
+        s.push_str(&format!("before={}", rows[rows.len() - 1].id));
+        s
+    });
+    Ok(render(
+        c,
+        "audit.html",
+        context! { me => me(who), rows => v(&rows), more => more },
+    ))
 }

@@ -1,0 +1,560 @@
+//! The operator console (`[http.console]`) on a real socket of a real daemon: logins (wrong
+//! password, rate limit, cookie flags, logout), what a viewer may not do, CSRF tokens, the
+//! security headers, that no secret reaches a page, and every page with demo-like data on
+//! SQLite (and the overview and the message log on PostgreSQL).
+
+use std::time::Duration;
+
+use chrono::TimeDelta;
+use reqwest::StatusCode;
+use reqwest::header::{HeaderMap, LOCATION, SET_COOKIE};
+use tickler::config::users::{Role, User, hash_password, render_users};
+use tickler::store::Store;
+use tickler::store::queue::NewTask;
+
+use crate::helpers::{Project, TestDaemon, utc, wait_settled};
+
+const TRIGGER_TOKEN: &str = "s3cret-trigger-token";
+const OPERATOR_PASSWORD: &str = "operator password 1";
+const VIEWER_PASSWORD: &str = "viewer password 22";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A project with `[http]`, `[http.console]` (users `ana`, an operator, and `vic`, a viewer)
+/// and two jobs; returns it with the console's base URL.
+fn project(p: Project, secure_cookie: bool) -> (Project, String) {
+    let (port, console) = (free_port(), free_port());
+    std::fs::write(p.path().join("trigger-token"), format!("{TRIGGER_TOKEN}\n")).unwrap();
+    let users = vec![
+        User {
+            name: "ana".into(),
+            role: Role::Operator,
+            password_hash: hash_password(OPERATOR_PASSWORD).unwrap(),
+        },
+        User {
+            name: "vic".into(),
+            role: Role::Viewer,
+            password_hash: hash_password(VIEWER_PASSWORD).unwrap(),
+        },
+    ];
+    std::fs::write(p.path().join("users.toml"), render_users(&users)).unwrap();
+    p.write_config(
+        "",
+        &format!(
+            "[queue]\nenabled = false\n\n\
+             [http]\nlisten = \"127.0.0.1:{port}\"\ntoken_file = \"{}\"\n\n\
+             [http.console]\nlisten = \"127.0.0.1:{console}\"\nusers_file = \"users.toml\"\n\
+             secure_cookie = {secure_cookie}\n\n\
+             [[job]]\nname = \"nightly\"\nkind = \"noop\"\nevery = \"1m\"\n\n\
+             [[job]]\nname = \"weekday-report\"\nkind = \"noop\"\nschedule = \"0 9 * * 1-5\"\n\
+             timezone = \"Europe/Berlin\"\nexpect_success_within = \"4d\"\n",
+            p.path().join("trigger-token").display()
+        ),
+    );
+    (p, format!("http://127.0.0.1:{console}"))
+}
+
+/// A browser without a cookie jar, following no redirects, so each test says what it sends.
+struct Browser {
+    base: String,
+    http: reqwest::Client,
+}
+
+/// The value of `name` in the response's `Set-Cookie` headers, with the whole header.
+fn set_cookie(headers: &HeaderMap, name: &str) -> Option<(String, String)> {
+    headers.get_all(SET_COOKIE).iter().find_map(|v| {
+        let v = v.to_str().ok()?;
+        let (k, rest) = v.split_once('=')?;
+        (k == name).then(|| {
+            (
+                rest.split(';').next().unwrap_or("").to_string(),
+                v.to_string(),
+            )
+        })
+    })
+}
+
+/// The value of the first hidden `csrf` field of a page.
+fn csrf_of(html: &str) -> String {
+    let at = html.find("name=\"csrf\" value=\"").expect("a csrf field") + 19;
+    html[at..].split('"').next().unwrap().to_string()
+}
+
+impl Browser {
+    fn new(base: &str) -> Browser {
+        Browser {
+            base: base.to_string(),
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+        }
+    }
+
+    async fn get(&self, session: Option<&str>, path: &str) -> reqwest::Response {
+        let mut r = self.http.get(format!("{}{path}", self.base));
+        if let Some(s) = session {
+            r = r.header("cookie", format!("tickler_console={s}"));
+        }
+        r.send().await.unwrap()
+    }
+
+    async fn post(
+        &self,
+        session: Option<&str>,
+        path: &str,
+        form: &[(&str, &str)],
+    ) -> reqwest::Response {
+        let mut r = self.http.post(format!("{}{path}", self.base)).form(form);
+        if let Some(s) = session {
+            r = r.header("cookie", format!("tickler_console={s}"));
+        }
+        r.send().await.unwrap()
+    }
+
+    /// Fills and sends the login form as a browser would.
+    async fn login(&self, user: &str, password: &str) -> reqwest::Response {
+        let form = self.get(None, "/login").await;
+        assert_eq!(form.status(), 200);
+        let (pre, _) = set_cookie(form.headers(), "tickler_login").expect("a login cookie");
+        let csrf = csrf_of(&form.text().await.unwrap());
+        self.http
+            .post(format!("{}/login", self.base))
+            .header("cookie", format!("tickler_login={pre}"))
+            .form(&[("user", user), ("password", password), ("csrf", &csrf)])
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Logs in; returns the session cookie's value and the `Set-Cookie` header.
+    async fn session(&self, user: &str, password: &str) -> (String, String) {
+        let r = self.login(user, password).await;
+        assert_eq!(r.status(), StatusCode::SEE_OTHER, "login of {user}");
+        assert_eq!(r.headers()[LOCATION], "/");
+        set_cookie(r.headers(), "tickler_console").expect("a session cookie")
+    }
+
+    /// A page's HTML after asserting it answered 200.
+    async fn page(&self, session: &str, path: &str) -> String {
+        let r = self.get(Some(session), path).await;
+        assert_eq!(r.status(), StatusCode::OK, "GET {path}");
+        r.text().await.unwrap()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logins_sessions_roles_and_csrf_guard_every_action() {
+    let (p, base) = project(Project::sqlite(), false);
+    let d = TestDaemon::start(p.config(), utc("2026-11-23T10:00:30Z")).await;
+    let store = p.store().await;
+    let b = Browser::new(&base);
+
+    // No session: pages redirect to the login form; actions are refused.
+    let r = b.get(None, "/").await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(r.headers()[LOCATION], "/login");
+    let r = b.get(Some("forged"), "/jobs/nightly").await;
+    assert_eq!(r.headers()[LOCATION], "/login");
+    let r = b.post(None, "/jobs/nightly/pause", &[("csrf", "x")]).await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+
+    // Every answer carries the security headers.
+    let r = b.get(None, "/login").await;
+    let h = r.headers();
+    assert_eq!(
+        h["content-security-policy"],
+        "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; \
+         form-action 'self'; frame-ancestors 'none'"
+    );
+    assert_eq!(h["x-content-type-options"], "nosniff");
+    assert_eq!(h["referrer-policy"], "same-origin");
+    assert_eq!(h["cache-control"], "no-store");
+    let html = r.text().await.unwrap();
+    assert!(html.contains("<form id=\"login\""), "{html}");
+    assert!(html.contains("name=\"user\"") && html.contains("name=\"password\""));
+
+    // A wrong password, an unknown user, and a login without its form token are refused.
+    let r = b.login("ana", "not the password").await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert!(set_cookie(r.headers(), "tickler_console").is_none());
+    assert!(
+        r.text()
+            .await
+            .unwrap()
+            .contains("wrong user name or password")
+    );
+    assert_eq!(b.login("nobody", OPERATOR_PASSWORD).await.status(), 401);
+    let r = b
+        .http
+        .post(format!("{base}/login"))
+        .form(&[
+            ("user", "ana"),
+            ("password", OPERATOR_PASSWORD),
+            ("csrf", "x"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN, "no pre-session cookie");
+
+    // The session cookie's flags.
+    let (viewer, header) = b.session("vic", VIEWER_PASSWORD).await;
+    assert!(header.contains("; HttpOnly"), "{header}");
+    assert!(header.contains("; SameSite=Strict"), "{header}");
+    assert!(header.contains("; Path=/"), "{header}");
+    assert!(!header.contains("Secure"), "{header}");
+    assert_eq!(viewer.len(), 64);
+
+    // A viewer reads, and cannot act even with the right token.
+    let html = b.page(&viewer, "/").await;
+    assert!(html.contains("<tr data-job=\"nightly\""), "{html}");
+    assert!(!html.contains("data-action=\"pause\""));
+    let csrf = csrf_of(&html);
+    let r = b
+        .post(Some(&viewer), "/jobs/nightly/pause", &[("csrf", &csrf)])
+        .await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert!(store.paused_jobs().await.unwrap().is_empty());
+
+    // An operator acts only with the session's CSRF token.
+    let (operator, _) = b.session("ana", OPERATOR_PASSWORD).await;
+    let html = b.page(&operator, "/jobs/nightly").await;
+    assert!(html.contains("data-action=\"pause\""), "{html}");
+    let csrf = csrf_of(&html);
+    for form in [
+        vec![],
+        vec![("csrf", "0".repeat(64))],
+        vec![("csrf", csrf_of(&b.page(&viewer, "/").await))],
+    ] {
+        let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let r = b.post(Some(&operator), "/jobs/nightly/pause", &form).await;
+        assert_eq!(r.status(), StatusCode::FORBIDDEN, "{form:?}");
+    }
+    assert!(store.paused_jobs().await.unwrap().is_empty());
+    let r = b
+        .post(
+            Some(&operator),
+            "/jobs/nightly/pause",
+            &[("csrf", &csrf), ("reason", "month-end freeze")],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(r.headers()[LOCATION], "/jobs/nightly");
+    let paused = store.paused_jobs().await.unwrap();
+    assert_eq!(paused.len(), 1);
+    assert_eq!(paused[0].reason, "month-end freeze");
+    assert_eq!(paused[0].paused_by, "ana");
+    // The flash shows once.
+    let html = b.page(&operator, "/jobs/nightly").await;
+    assert!(
+        html.contains("<div id=\"flash\" role=\"status\">paused `nightly`"),
+        "{html}"
+    );
+    assert!(html.contains("data-action=\"resume\""));
+    assert!(
+        !b.page(&operator, "/jobs/nightly")
+            .await
+            .contains("id=\"flash\"")
+    );
+    let overview = b.page(&operator, "/").await;
+    assert!(overview.contains("data-badge=\"paused\""), "{overview}");
+    // Run now: a manual run and an audit row naming the console user and address.
+    let r = b
+        .post(
+            Some(&operator),
+            "/jobs/weekday-report/run",
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    wait_settled(&store, "weekday-report", 1).await;
+    let audit = store
+        .audit_log(&tickler::store::audit::AuditFilter {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let actions: Vec<(&str, &str, &str, &str)> = audit
+        .iter()
+        .map(|a| {
+            (
+                a.who.as_str(),
+                a.origin.as_str(),
+                a.action.as_str(),
+                a.target.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            ("ana", "console 127.0.0.1", "run", "weekday-report"),
+            ("ana", "console 127.0.0.1", "pause", "nightly"),
+        ]
+    );
+    let html = b.page(&viewer, "/audit").await;
+    assert!(html.contains("month-end freeze"), "{html}");
+
+    // No secret on any page: the trigger token, the password hashes, the passwords.
+    let users = std::fs::read_to_string(p.path().join("users.toml")).unwrap();
+    let hashes: Vec<&str> = users
+        .lines()
+        .filter_map(|l| l.strip_prefix("password_hash = \""))
+        .map(|h| h.trim_end_matches('"'))
+        .collect();
+    assert_eq!(hashes.len(), 2);
+    for path in [
+        "/",
+        "/jobs/nightly",
+        "/queue",
+        "/campaigns",
+        "/messages",
+        "/invoices",
+        "/audit",
+    ] {
+        let html = b.page(&operator, path).await;
+        for secret in [TRIGGER_TOKEN, OPERATOR_PASSWORD, VIEWER_PASSWORD, "$argon2"]
+            .iter()
+            .chain(hashes.iter())
+        {
+            assert!(!html.contains(secret), "{secret} on {path}");
+        }
+    }
+
+    // Logout ends the session server-side: the same cookie replayed is refused.
+    let r = b.post(Some(&operator), "/logout", &[("csrf", &csrf)]).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let (cleared, _) = set_cookie(r.headers(), "tickler_console").unwrap();
+    assert_eq!(cleared, "");
+    let r = b.get(Some(&operator), "/").await;
+    assert_eq!(r.headers()[LOCATION], "/login");
+    let r = b
+        .post(Some(&operator), "/jobs/nightly/resume", &[("csrf", &csrf)])
+        .await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert_eq!(store.paused_jobs().await.unwrap().len(), 1);
+    // The viewer's session is still good.
+    b.page(&viewer, "/").await;
+
+    d.stop().await;
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_logins_are_rate_limited_and_cookies_are_secure_behind_tls() {
+    let (p, base) = project(Project::sqlite(), true);
+    let d = TestDaemon::start(p.config(), utc("2026-11-23T10:00:30Z")).await;
+    let b = Browser::new(&base);
+    let form = b.get(None, "/login").await;
+    let (_, header) = set_cookie(form.headers(), "tickler_login").unwrap();
+    assert!(header.ends_with("; Secure"), "{header}");
+    let (_, header) = b.session("ana", OPERATOR_PASSWORD).await;
+    assert!(header.contains("; HttpOnly; SameSite=Strict;"), "{header}");
+    assert!(header.ends_with("; Secure"), "{header}");
+    for _ in 0..5 {
+        assert_eq!(b.login("ana", "wrong password!").await.status(), 401);
+    }
+    // The sixth try is refused before the password is looked at, even the right one.
+    let r = b.login("ana", OPERATOR_PASSWORD).await;
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    let wait: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=900).contains(&wait), "{wait}");
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_users_file_stops_the_start_naming_the_file() {
+    let (p, _) = project(Project::sqlite(), false);
+    std::fs::remove_file(p.path().join("users.toml")).unwrap();
+    let (_tx, rx) = tokio::sync::mpsc::channel(1);
+    let config = p.config();
+    let options = tickler::daemon::Options {
+        edge: tickler::http::edge(&config),
+        ..Default::default()
+    };
+    let e = tickler::daemon::run(config, rx, options).await.unwrap_err();
+    let e = e.to_string();
+    assert!(
+        e.starts_with(&format!(
+            "cannot read the console users file `{}`: ",
+            p.path().join("users.toml").display()
+        )),
+        "{e}"
+    );
+    assert!(e.ends_with("create it with `tickler console add-user NAME --role operator`, or fix `[http.console] users_file`"), "{e}");
+}
+
+/// A message and a task the pages list (the demo fills invoices and customers only).
+async fn seed_messages_and_tasks(store: &Store, at: chrono::DateTime<chrono::Utc>) {
+    let id = uuid::Uuid::now_v7().to_string();
+    let ts = tickler::store::ts(at);
+    match store {
+        Store::Sqlite(s) => sqlx::query(
+            "INSERT INTO notification_log (id, dedup_key, job_name, channel, recipient, status, \
+             created_at, updated_at) VALUES ($1, 'k1', 'reminders', 'email', \
+             'thandi@example.com', 'sent', $2, $2)",
+        )
+        .bind(&id)
+        .bind(&ts)
+        .execute(s.pool())
+        .await
+        .map(|_| ())
+        .unwrap(),
+        Store::Postgres(s) => sqlx::query(
+            "INSERT INTO notification_log (id, dedup_key, job_name, channel, recipient, status, \
+             created_at, updated_at) VALUES ($1::uuid, 'k1', 'reminders', 'email', \
+             'thandi@example.com', 'sent', $2::timestamptz, $2::timestamptz)",
+        )
+        .bind(&id)
+        .bind(&ts)
+        .execute(s.pool())
+        .await
+        .map(|_| ())
+        .unwrap(),
+    };
+    store
+        .enqueue_tasks(
+            &[NewTask {
+                id: uuid::Uuid::now_v7().to_string(),
+                org_id: "00000000-0000-0000-0000-000000000000".into(),
+                campaign_id: None,
+                invoice_id: None,
+                customer_id: None,
+                task_type: "send_email".into(),
+                task_data: Some("{}".into()),
+                scheduled_for: tickler::store::ts(at + TimeDelta::days(1)),
+                max_retries: 3,
+                priority: 0,
+                metadata: None,
+            }],
+            at,
+        )
+        .await
+        .unwrap();
+}
+
+/// Every page answers with what the demo data holds.
+async fn pages_show_the_data(p: Project, all_pages: bool) {
+    let (p, base) = project(p, false);
+    let t0 = utc("2026-11-23T10:00:30Z");
+    let store = p.store().await;
+    tickler::billing::demo::fill(&store, t0.date_naive())
+        .await
+        .unwrap();
+    seed_messages_and_tasks(&store, t0).await;
+    let d = TestDaemon::start(p.config(), t0).await;
+    d.clock.advance(Duration::from_secs(30));
+    let runs = wait_settled(&store, "nightly", 1).await;
+    let b = Browser::new(&base);
+    let (s, _) = b.session("ana", OPERATOR_PASSWORD).await;
+
+    let html = b.page(&s, "/").await;
+    for expected in [
+        "<tr data-job=\"nightly\"",
+        "<tr data-job=\"weekday-report\"",
+        "every 1m",
+        "at 09:00 on Mon-Fri",
+        "Europe&#x2f;Berlin",
+        "2026-11-24 09:00:00 CET",
+        "<span class=\"badge succeeded\">succeeded</span>",
+        "sent 1",
+        "pending 1",
+        "2 job(s), page 1 of 1",
+    ] {
+        assert!(html.contains(expected), "{expected:?} in {html}");
+    }
+    let html = b.page(&s, "/?name=week").await;
+    assert!(html.contains("data-job=\"weekday-report\"") && !html.contains("data-job=\"nightly\""));
+    let html = b.page(&s, "/?per_page=1&page=2").await;
+    assert!(
+        html.contains("page 2 of 2") && html.contains("data-job=\"weekday-report\""),
+        "{html}"
+    );
+
+    let html = b.page(&s, "/messages").await;
+    assert!(html.contains("thandi@example.com"), "{html}");
+    assert!(
+        b.page(&s, "/messages?status=failed")
+            .await
+            .contains("no messages")
+    );
+    if !all_pages {
+        d.stop().await;
+        store.close().await;
+        return;
+    }
+    let html = b.page(&s, "/jobs/nightly").await;
+    for expected in [
+        "<svg ",
+        "id=\"run-chart\"",
+        "<ol id=\"next-fires\">",
+        &runs[0].id,
+        "data-action=\"run\"",
+    ] {
+        assert!(html.contains(expected), "{expected:?} in {html}");
+    }
+    assert_eq!(html.matches("<li>").count(), 20, "the next 20 fires");
+    let html = b.page(&s, &format!("/runs/{}", runs[0].id)).await;
+    assert!(
+        html.contains("<span class=\"badge succeeded\">succeeded</span>"),
+        "{html}"
+    );
+    assert!(html.contains("lateness_ms"), "{html}");
+    let html = b.page(&s, "/queue").await;
+    assert!(html.contains("<tr data-type=\"send_email\"><td>"), "{html}");
+    assert!(html.contains("data-action=\"run-now\""), "{html}");
+    let html = b.page(&s, "/invoices").await;
+    assert!(html.contains("<table id=\"levels\">"), "{html}");
+    assert!(html.contains("data-action=\"mark-paid\""), "{html}");
+    assert!(b.page(&s, "/campaigns").await.contains("no campaigns"));
+    assert!(b.page(&s, "/audit").await.contains("nothing recorded"));
+    let r = b.get(Some(&s), "/jobs/nope").await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+
+    // Mark an overdue invoice paid from the invoices page.
+    let overdue = b.page(&s, "/invoices?overdue=1").await;
+    let at = overdue.find("<tr data-invoice=\"").unwrap() + 18;
+    let number = overdue[at..].split('"').next().unwrap().to_string();
+    let csrf = csrf_of(&overdue);
+    let r = b
+        .post(
+            Some(&s),
+            &format!("/invoices/{number}/paid"),
+            &[("csrf", &csrf), ("reference", "bank-1")],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let inv = store.invoice_by_number(&number).await.unwrap().unwrap();
+    assert_eq!(inv.status, "paid");
+    let html = b.page(&s, "/invoices").await;
+    assert!(
+        html.contains(&format!("invoice {number} marked paid")),
+        "{html}"
+    );
+    d.stop().await;
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_page_answers_with_the_demo_data_on_sqlite() {
+    pages_show_the_data(Project::sqlite(), true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_overview_and_the_message_log_answer_on_postgres() {
+    if let Some(p) = Project::postgres().await {
+        pages_show_the_data(p, false).await;
+    }
+}
