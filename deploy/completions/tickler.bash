@@ -31,6 +31,9 @@ _tickler() {
             tickler,completions)
                 cmd="tickler__subcmd__completions"
                 ;;
+            tickler,console)
+                cmd="tickler__subcmd__console"
+                ;;
             tickler,contacts)
                 cmd="tickler__subcmd__contacts"
                 ;;
@@ -76,6 +79,9 @@ _tickler() {
             tickler,run-job)
                 cmd="tickler__subcmd__run__subcmd__job"
                 ;;
+            tickler,status)
+                cmd="tickler__subcmd__status"
+                ;;
             tickler,tasks)
                 cmd="tickler__subcmd__tasks"
                 ;;
@@ -114,6 +120,24 @@ _tickler() {
                 ;;
             tickler__subcmd__campaign__subcmd__help,show)
                 cmd="tickler__subcmd__campaign__subcmd__help__subcmd__show"
+                ;;
+            tickler__subcmd__console,add-user)
+                cmd="tickler__subcmd__console__subcmd__add__subcmd__user"
+                ;;
+            tickler__subcmd__console,help)
+                cmd="tickler__subcmd__console__subcmd__help"
+                ;;
+            tickler__subcmd__console,remove-user)
+                cmd="tickler__subcmd__console__subcmd__remove__subcmd__user"
+                ;;
+            tickler__subcmd__console__subcmd__help,add-user)
+                cmd="tickler__subcmd__console__subcmd__help__subcmd__add__subcmd__user"
+                ;;
+            tickler__subcmd__console__subcmd__help,help)
+                cmd="tickler__subcmd__console__subcmd__help__subcmd__help"
+                ;;
+            tickler__subcmd__console__subcmd__help,remove-user)
+                cmd="tickler__subcmd__console__subcmd__help__subcmd__remove__subcmd__user"
                 ;;
             tickler__subcmd__contacts,block)
                 cmd="tickler__subcmd__contacts__subcmd__block"
@@ -160,6 +184,9 @@ _tickler() {
             tickler__subcmd__help,completions)
                 cmd="tickler__subcmd__help__subcmd__completions"
                 ;;
+            tickler__subcmd__help,console)
+                cmd="tickler__subcmd__help__subcmd__console"
+                ;;
             tickler__subcmd__help,contacts)
                 cmd="tickler__subcmd__help__subcmd__contacts"
                 ;;
@@ -205,6 +232,9 @@ _tickler() {
             tickler__subcmd__help,run-job)
                 cmd="tickler__subcmd__help__subcmd__run__subcmd__job"
                 ;;
+            tickler__subcmd__help,status)
+                cmd="tickler__subcmd__help__subcmd__status"
+                ;;
             tickler__subcmd__help,tasks)
                 cmd="tickler__subcmd__help__subcmd__tasks"
                 ;;
@@ -222,6 +252,12 @@ _tickler() {
                 ;;
             tickler__subcmd__help__subcmd__campaign,show)
                 cmd="tickler__subcmd__help__subcmd__campaign__subcmd__show"
+                ;;
+            tickler__subcmd__help__subcmd__console,add-user)
+                cmd="tickler__subcmd__help__subcmd__console__subcmd__add__subcmd__user"
+                ;;
+            tickler__subcmd__help__subcmd__console,remove-user)
+                cmd="tickler__subcmd__help__subcmd__console__subcmd__remove__subcmd__user"
                 ;;
             tickler__subcmd__help__subcmd__contacts,block)
                 cmd="tickler__subcmd__help__subcmd__contacts__subcmd__block"
@@ -323,7 +359,7 @@ _tickler() {
 
     case "${cmd}" in
         tickler)
-            opts="-c -h -V --config --help --version run check list run-job import invoice tasks campaign contacts payments pause resume backfill audit demo history migrate print-config completions man help"
+            opts="-c -h -V --config --help --version run check list run-job import invoice tasks campaign contacts payments pause resume backfill audit console status demo history migrate print-config completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -718,6 +754,132 @@ _tickler() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        tickler__subcmd__console)
+            opts="-c -h --config --help add-user remove-user help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tickler__subcmd__console__subcmd__add__subcmd__user)
+            opts="-c -h --role --config --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --role)
+                    COMPREPLY=($(compgen -W "viewer operator" -- "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tickler__subcmd__console__subcmd__help)
+            opts="add-user remove-user help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tickler__subcmd__console__subcmd__help__subcmd__add__subcmd__user)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tickler__subcmd__console__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tickler__subcmd__console__subcmd__help__subcmd__remove__subcmd__user)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tickler__subcmd__console__subcmd__remove__subcmd__user)
+            opts="-c -h --config --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         tickler__subcmd__contacts)
             opts="-c -h --config --help block unblock list import help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -943,7 +1105,7 @@ _tickler() {
             return 0
             ;;
         tickler__subcmd__help)
-            opts="run check list run-job import invoice tasks campaign contacts payments pause resume backfill audit demo history migrate print-config completions man help"
+            opts="run check list run-job import invoice tasks campaign contacts payments pause resume backfill audit console status demo history migrate print-config completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1085,6 +1247,48 @@ _tickler() {
         tickler__subcmd__help__subcmd__completions)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tickler__subcmd__help__subcmd__console)
+            opts="add-user remove-user"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tickler__subcmd__help__subcmd__console__subcmd__add__subcmd__user)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tickler__subcmd__help__subcmd__console__subcmd__remove__subcmd__user)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -1377,6 +1581,20 @@ _tickler() {
             return 0
             ;;
         tickler__subcmd__help__subcmd__run__subcmd__job)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tickler__subcmd__help__subcmd__status)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -1911,6 +2129,48 @@ _tickler() {
                 return 0
             fi
             case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tickler__subcmd__status)
+            opts="-c -h --name --state --page --per-page --format --config --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --name)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --state)
+                    COMPREPLY=($(compgen -W "enabled disabled paused" -- "${cur}"))
+                    return 0
+                    ;;
+                --page)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --per-page)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --format)
+                    COMPREPLY=($(compgen -W "table json" -- "${cur}"))
+                    return 0
+                    ;;
                 --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
