@@ -240,7 +240,8 @@ impl Store {
             .doing("counting today's messages"))
     }
 
-    /// Open tasks (pending, executing, failed) by type and status.
+    /// Open tasks (pending, executing, failed) by type and status (index
+    /// `scheduled_tasks_open`, which holds only those).
     pub async fn open_task_counts(&self) -> Result<Vec<TaskCount>> {
         let text = "SELECT task_type, status, count(*) AS count FROM scheduled_tasks
               WHERE status IN ('pending', 'executing', 'failed')
@@ -251,8 +252,8 @@ impl Store {
             .doing("counting open tasks"))
     }
 
-    /// A page of tasks of one status (and type), in the order of its index: pending and
-    /// executing ones by `scheduled_for`, the others newest first.
+    /// A page of open tasks of one status (`pending`, `executing` or `failed`; and type), due
+    /// first for the first two, newest first for failed ones (index `scheduled_tasks_open`).
     pub async fn task_page(
         &self,
         status: &str,

@@ -543,7 +543,95 @@ async fn pages_show_the_data(p: Project, all_pages: bool) {
         html.contains(&format!("invoice {number} marked paid")),
         "{html}"
     );
+    // Cancel the task from the queue page; block an address from the messages page.
+    let queue = b.page(&s, "/queue").await;
+    let at = queue.find("<tr data-task=\"").expect(&queue) + 15;
+    let task = queue[at..].split('"').next().unwrap().to_string();
+    let r = b
+        .post(
+            Some(&s),
+            &format!("/tasks/{task}/cancel"),
+            &[("csrf", &csrf), ("back", "/queue?status=failed")],
+        )
+        .await;
+    assert_eq!(r.headers()[LOCATION], "/queue?status=failed");
+    assert_eq!(
+        store.task(&task).await.unwrap().unwrap().status,
+        "cancelled"
+    );
+    let html = b.page(&s, "/queue?status=failed").await;
+    assert!(html.contains(&format!("task {task} cancelled")), "{html}");
+    assert!(!html.contains(&format!("data-task=\"{task}\"")), "{html}");
+    let r = b
+        .post(
+            Some(&s),
+            "/contacts/block",
+            &[
+                ("csrf", &csrf),
+                ("channel", "email"),
+                ("address", "Thandi@Example.com"),
+                ("reason", "asked by phone"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let block = store.contact_block("email", "thandi@example.com").await;
+    assert!(block.unwrap().is_some());
+    let audit = b.page(&s, "/audit").await;
+    for row in [
+        "invoice mark-paid",
+        "task cancel",
+        "contact block",
+        "email:thandi@example.com",
+        "asked by phone",
+    ] {
+        assert!(audit.contains(row), "{row} in {audit}");
+    }
+    // A viewer sees no action buttons on the queue and invoices pages.
+    let (viewer, _) = b.session("vic", VIEWER_PASSWORD).await;
+    for path in ["/queue", "/invoices", "/messages", "/jobs/nightly"] {
+        assert!(
+            !b.page(&viewer, path).await.contains("data-action=\"r"),
+            "{path}"
+        );
+    }
     d.stop().await;
+
+    // `tickler status`: the same overview in the terminal, and as JSON.
+    let out = p.cli(&["status"]);
+    assert!(out.status.success(), "{}", crate::helpers::stderr(&out));
+    let text = crate::helpers::stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[0].starts_with("NEXT "), "{text}");
+    assert!(lines[0].ends_with(" TRIGGER"), "{text}");
+    let nightly = lines
+        .iter()
+        .find(|l| l.contains(" nightly "))
+        .expect("a nightly line");
+    assert!(
+        nightly.contains(" succeeded ") && nightly.ends_with("every 1m"),
+        "{nightly}"
+    );
+    let weekday = lines
+        .iter()
+        .find(|l| l.contains(" weekday-report "))
+        .unwrap();
+    assert!(
+        weekday.contains(" CET ") || weekday.contains(" CEST "),
+        "{weekday}"
+    );
+    assert!(
+        weekday.contains(" never ") && weekday.ends_with("at 09:00 on Mon-Fri"),
+        "{weekday}"
+    );
+    assert!(text.contains("\n2 job(s), page 1 of 1\n"), "{text}");
+    assert!(text.contains("\ndatabase: ok\n"), "{text}");
+    let out = p.cli(&["status", "--format", "json", "--name", "night"]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["matching"], 1);
+    assert_eq!(json["jobs"][0]["name"], "nightly");
+    assert_eq!(json["jobs"][0]["last"]["status"], "succeeded");
+    assert_eq!(json["jobs"][0]["dead_man"], "off");
     store.close().await;
 }
 

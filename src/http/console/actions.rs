@@ -19,7 +19,7 @@ use crate::store::contacts::NewBlock;
 /// Where to go back to: the form's `back` when it is a path of this console, else `fallback`.
 fn back_to(form: &HashMap<String, String>, fallback: &str) -> String {
     form.get("back")
-        .filter(|b| b.starts_with('/') && !b.starts_with("//") && !b.contains(['\r', '\n']))
+        .filter(|b| b.starts_with('/') && !b.starts_with("//") && !b.contains(['\\', '\r', '\n']))
         .cloned()
         .unwrap_or_else(|| fallback.to_string())
 }
@@ -237,4 +237,24 @@ async fn audit(
 /// A job name as a path segment.
 pub(super) fn encode(name: &str) -> String {
     form_urlencoded::byte_serialize(name.as_bytes()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::back_to;
+
+    #[test]
+    fn only_a_path_of_the_console_is_a_way_back() {
+        let back = |b: &str| back_to(&[("back".to_string(), b.to_string())].into(), "/x");
+        assert_eq!(back("/queue?status=failed"), "/queue?status=failed");
+        for bad in [
+            "https://evil.example/",
+            "//evil.example",
+            "/\\evil.example",
+            "/a\r\nSet-Cookie: x",
+            "",
+        ] {
+            assert_eq!(back(bad), "/x", "{bad:?}");
+        }
+    }
 }

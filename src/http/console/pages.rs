@@ -356,9 +356,7 @@ async fn queue_page(
         .collect();
     let status = q
         .get("status")
-        .filter(|s| {
-            ["pending", "executing", "failed", "completed", "cancelled"].contains(&s.as_str())
-        })
+        .filter(|s| ["pending", "executing", "failed"].contains(&s.as_str()))
         .cloned()
         .unwrap_or_else(|| "pending".into());
     let task_type = q.get("type").cloned();
