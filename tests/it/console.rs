@@ -344,6 +344,28 @@ async fn logins_sessions_roles_and_csrf_guard_every_action() {
     // The viewer's session is still good.
     b.page(&viewer, "/").await;
 
+    // The users file is read at each login: a user added now logs in without a restart, and
+    // a file broken meanwhile refuses logins (and says so) while sessions go on.
+    let users_file = p.path().join("users.toml");
+    let mut text = std::fs::read_to_string(&users_file).unwrap();
+    text.push_str(&render_users(&[User {
+        name: "zoe".into(),
+        role: Role::Viewer,
+        password_hash: hash_password("zoe's long password").unwrap(),
+    }]));
+    std::fs::write(&users_file, text).unwrap();
+    b.session("zoe", "zoe's long password").await;
+    std::fs::write(&users_file, "[[user]]\nname = 1\n").unwrap();
+    let r = b.login("zoe", "zoe's long password").await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert!(
+        r.text()
+            .await
+            .unwrap()
+            .contains("the users file is unusable")
+    );
+    b.page(&viewer, "/").await;
+
     d.stop().await;
     store.close().await;
 }
