@@ -1,7 +1,8 @@
 //! The monitoring files shipped in `deploy/`: every metric the Prometheus rules and the Grafana
 //! dashboard name is one a real daemon's `/metrics` exposes (and the dashboard shows every one
 //! of them); the dashboard is importable JSON with its datasource and `job` variables; and
-//! `promtool` accepts the rules and their unit tests (which make each alert fire).
+//! `promtool` accepts the rules, their unit tests (which make each alert fire) and the
+//! dashboard's queries.
 //!
 //! There is no YAML crate in the tree, so the rules are read as text for their metric names and
 //! checked as YAML by `promtool`. Without `promtool` on PATH that part is skipped loudly, unless
@@ -251,6 +252,33 @@ fn promtool_accepts_the_rules_and_their_unit_tests_pass() {
     let Some(promtool) = promtool() else {
         return;
     };
+    // The dashboard's queries, with Grafana's variables filled in, as recording rules: promtool
+    // parses each one.
+    let dashboard: Value =
+        serde_json::from_str(&std::fs::read_to_string(deploy("grafana/tickler.json")).unwrap())
+            .unwrap();
+    let mut queries = String::from("groups:\n  - name: dashboard\n    rules:\n");
+    for (i, e) in exprs(&dashboard).iter().enumerate() {
+        let e = e.replace("$__rate_interval", "5m").replace("$job", ".*");
+        let quoted = serde_json::to_string(&e).unwrap();
+        queries.push_str(&format!(
+            "      - record: dashboard_query_{i}\n        expr: {quoted}\n"
+        ));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let queries_file = dir.path().join("dashboard-queries.yml");
+    std::fs::write(&queries_file, &queries).unwrap();
+    let out = Command::new(promtool)
+        .args(["check", "rules"])
+        .arg(&queries_file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "the dashboard's queries do not parse:\n{}{}\n{queries}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     for args in [
         ["check", "rules", "tickler-rules.yml"],
         ["test", "rules", "tickler-rules.test.yml"],
