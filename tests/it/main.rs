@@ -13,6 +13,7 @@ mod examples_run;
 mod hosts;
 mod http;
 mod input;
+mod monitoring;
 mod operate;
 mod optouts;
 mod payments;
