@@ -77,6 +77,9 @@ pub struct Snapshot {
     /// Each enabled job with an `expect_success_within`, and when this daemon first knew it
     /// (the reference of a job that has not succeeded since).
     pub deadlines: Vec<(String, std::time::Duration, Option<DateTime<Utc>>)>,
+    /// The paused jobs (`tickler pause`, as the daemon last read them): they have no deadline
+    /// while paused.
+    pub paused: Vec<String>,
     /// How long ago the timer loop last went round.
     pub loop_age: std::time::Duration,
 }
@@ -170,6 +173,9 @@ impl Metrics {
         {
             let last = self.last_success.lock().expect("metrics lock");
             for (job, within, known) in snapshot.deadlines {
+                if snapshot.paused.contains(&job) {
+                    continue;
+                }
                 let reference = last.get(&job).copied().or(known);
                 let within = chrono::TimeDelta::from_std(within).unwrap_or(chrono::TimeDelta::MAX);
                 if let Some(at) = reference.and_then(|r| r.checked_add_signed(within)) {
@@ -183,6 +189,18 @@ impl Metrics {
              partial) first: its last success, or when this daemon first knew it, plus \
              `expect_success_within` (Unix time)",
             due,
+        );
+        let paused: Family<Labels, Gauge> = Family::default();
+        for job in snapshot.paused {
+            if snapshot.jobs.contains(&job) {
+                paused.get_or_create(&vec![("job", job)]).set(1);
+            }
+        }
+        registry.register(
+            "job_paused",
+            "1 for each job paused by `tickler pause` or the console: its slots are recorded \
+             `paused`, not run, and it has no success deadline meanwhile",
+            paused,
         );
         let loop_age: Gauge<f64, AtomicU64> = Gauge::default();
         loop_age.set(snapshot.loop_age.as_secs_f64());
@@ -251,6 +269,13 @@ mod tests {
     }
 
     fn snapshot(deadlines: Vec<(String, Duration, Option<DateTime<Utc>>)>) -> Snapshot {
+        paused_snapshot(deadlines, vec![])
+    }
+
+    fn paused_snapshot(
+        deadlines: Vec<(String, Duration, Option<DateTime<Utc>>)>,
+        paused: Vec<String>,
+    ) -> Snapshot {
         Snapshot {
             jobs: ["ok", "never", "unknown", "failing"]
                 .map(String::from)
@@ -259,8 +284,32 @@ mod tests {
             queue: None,
             messages: None,
             deadlines,
+            paused,
             loop_age: Duration::from_millis(2500),
         }
+    }
+
+    #[test]
+    fn a_paused_job_has_no_success_deadline_and_is_shown_paused() {
+        let m = Metrics::default();
+        let hour = Duration::from_secs(3600);
+        let known = Some(utc("2026-11-23T08:00:00Z"));
+        let text = m.render(paused_snapshot(
+            vec![("ok".into(), hour, known), ("never".into(), hour, known)],
+            vec!["never".into()],
+        ));
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("tickler_job_success_due_timestamp_seconds{job=\"ok\"}")),
+            "{text}"
+        );
+        assert!(!text.contains("tickler_job_success_due_timestamp_seconds{job=\"never\"}"));
+        assert!(
+            text.lines()
+                .any(|l| l == "tickler_job_paused{job=\"never\"} 1"),
+            "{text}"
+        );
+        assert!(!text.contains("tickler_job_paused{job=\"ok\"}"), "{text}");
     }
 
     #[test]

@@ -569,6 +569,14 @@ async fn metrics(state: &HttpState) -> Response<Full<Bytes>> {
         }
     };
     let names = jobs.iter().map(|j| j.name.to_string()).collect();
+    // As last read by the daemon (before each batch of fires, and every minute).
+    let paused: Vec<String> = shared
+        .paused
+        .lock()
+        .expect("paused lock")
+        .keys()
+        .cloned()
+        .collect();
     let deadlines = jobs
         .iter()
         .filter(|j| j.enabled)
@@ -588,6 +596,7 @@ async fn metrics(state: &HttpState) -> Response<Full<Bytes>> {
         queue,
         messages,
         deadlines,
+        paused,
         loop_age,
     });
     reply(

@@ -43,8 +43,8 @@ fn metric_names(text: &str) -> BTreeSet<String> {
     names
 }
 
-/// A daemon with `[http]`, one job with a dead-man deadline that has run once, so that every
-/// family of `/metrics` has a sample; its exposition.
+/// A daemon with `[http]`, one job with a dead-man deadline that has run once and one paused
+/// job, so that every family of `/metrics` has a sample; its exposition.
 async fn scrape() -> String {
     let p = Project::sqlite();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -57,13 +57,23 @@ async fn scrape() -> String {
         &format!(
             "[http]\nlisten = \"127.0.0.1:{port}\"\n\n\
              [[job]]\nname = \"nightly\"\nkind = \"noop\"\nevery = \"1m\"\n\
-             expect_success_within = \"1h\"\n"
+             expect_success_within = \"1h\"\n\
+             [[job]]\nname = \"held\"\nkind = \"noop\"\nevery = \"1m\"\n"
         ),
     );
-    let d = TestDaemon::start(p.config(), utc("2026-11-23T10:00:30Z")).await;
     let store = p.store().await;
+    let actor = tickler::store::audit::Actor {
+        who: "test".into(),
+        origin: "test".into(),
+    };
+    store
+        .pause_job("held", "", &actor, utc("2026-11-23T10:00:00Z"))
+        .await
+        .unwrap();
+    let d = TestDaemon::start(p.config(), utc("2026-11-23T10:00:30Z")).await;
     d.clock.advance(Duration::from_secs(30));
     wait_settled(&store, "nightly", 1).await;
+    wait_settled(&store, "held", 1).await;
     let r = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
         .await
         .unwrap();
