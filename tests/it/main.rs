@@ -4,6 +4,7 @@ mod helpers;
 
 mod alerts;
 mod billing;
+mod browser;
 mod check;
 mod claims;
 mod contacts;
