@@ -237,8 +237,10 @@ pub async fn backfill(
                 all_ok = false;
                 let _ = writeln!(
                     out,
-                    "{:<22} not run (another backfill holds the slot, or this one was stopped)",
-                    at(*slot)
+                    "{:<22} not run: skipped under the job's overlap policy, held by another \
+                     backfill, or this one was stopped (`tickler history --job {}` shows its rows)",
+                    at(*slot),
+                    r.job
                 );
             }
         }

@@ -1,7 +1,8 @@
 //! What `/metrics` reports, in the OpenMetrics text format Prometheus scrapes. Counters and
 //! histograms live in the daemon and count from its start (Prometheus handles the reset of a
-//! restart); gauges are read when scraped: the last success and next fire of each job, and the
-//! task queue by status.
+//! restart); gauges are read when scraped: the last success, next fire and dead-man deadline of
+//! each job, the age of the timer loop's last round, and the task queue by status. The
+//! alerting rules and dashboard in `deploy/prometheus/` and `deploy/grafana/` use these names.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -19,6 +20,19 @@ use crate::store::Status;
 
 type Labels = Vec<(&'static str, String)>;
 type Histograms = Family<Labels, Histogram, fn() -> Histogram>;
+
+/// How a run can end, each counted in `tickler_runs_total` (a fire left `pending` or `running` is
+/// not over).
+const ENDED: [Status; 8] = [
+    Status::Succeeded,
+    Status::Partial,
+    Status::Failed,
+    Status::TimedOut,
+    Status::Skipped,
+    Status::Missed,
+    Status::Abandoned,
+    Status::Interrupted,
+];
 
 fn duration_buckets() -> Histogram {
     // 10 ms .. about 45 min.
@@ -60,6 +74,14 @@ pub struct Snapshot {
     pub queue: Option<Vec<(String, i64)>>,
     /// Messages `sending` and `unknown` in `notification_log` (with `queue`).
     pub messages: Option<Vec<(String, i64)>>,
+    /// Each enabled job with an `expect_success_within`, and when this daemon first knew it
+    /// (the reference of a job that has not succeeded since).
+    pub deadlines: Vec<(String, std::time::Duration, Option<DateTime<Utc>>)>,
+    /// The paused jobs (`tickler pause`, as the daemon last read them): they have no deadline
+    /// while paused.
+    pub paused: Vec<String>,
+    /// How long ago the timer loop last went round.
+    pub loop_age: std::time::Duration,
 }
 
 impl Metrics {
@@ -100,6 +122,18 @@ impl Metrics {
 
     /// The whole exposition: counters, histograms, and `snapshot`'s gauges.
     pub fn render(&self, snapshot: Snapshot) -> String {
+        // Each enabled job's run counters exist from 0: a series that appears at 1 is invisible
+        // to `increase()`, so a job's first failure would not fire `TicklerJobFailing`.
+        for (job, _) in &snapshot.next_fires {
+            for status in ENDED {
+                self.runs
+                    .get_or_create(&vec![
+                        ("job", job.clone()),
+                        ("status", status.as_str().to_string()),
+                    ])
+                    .inc_by(0);
+            }
+        }
         let mut registry = Registry::with_prefix("tickler");
         registry.register("runs", "Runs ended, by job and status", self.runs.clone());
         registry.register(
@@ -134,6 +168,47 @@ impl Metrics {
             "job_next_fire_timestamp_seconds",
             "When each enabled job fires next (Unix time)",
             next,
+        );
+        let due: Family<Labels, Gauge<f64, AtomicU64>> = Family::default();
+        {
+            let last = self.last_success.lock().expect("metrics lock");
+            for (job, within, known) in snapshot.deadlines {
+                if snapshot.paused.contains(&job) {
+                    continue;
+                }
+                let reference = last.get(&job).copied().or(known);
+                let within = chrono::TimeDelta::from_std(within).unwrap_or(chrono::TimeDelta::MAX);
+                if let Some(at) = reference.and_then(|r| r.checked_add_signed(within)) {
+                    due.get_or_create(&vec![("job", job)]).set(seconds(at));
+                }
+            }
+        }
+        registry.register(
+            "job_success_due_timestamp_seconds",
+            "When each job with `expect_success_within` is overdue unless it succeeds (or ends \
+             partial) first: its last success, or when this daemon first knew it, plus \
+             `expect_success_within` (Unix time)",
+            due,
+        );
+        let paused: Family<Labels, Gauge> = Family::default();
+        for job in snapshot.paused {
+            if snapshot.jobs.contains(&job) {
+                paused.get_or_create(&vec![("job", job)]).set(1);
+            }
+        }
+        registry.register(
+            "job_paused",
+            "1 for each job paused by `tickler pause` or the console: its slots are recorded \
+             `paused`, not run, and it has no success deadline meanwhile",
+            paused,
+        );
+        let loop_age: Gauge<f64, AtomicU64> = Gauge::default();
+        loop_age.set(snapshot.loop_age.as_secs_f64());
+        registry.register(
+            "loop_tick_age_seconds",
+            "How long ago the timer loop last went round (it wakes at least every 30 s; \
+             `/healthz` calls it stalled after 75 s)",
+            loop_age,
         );
         let up: Gauge = Gauge::default();
         up.set(snapshot.queue.is_some() as i64);
@@ -180,4 +255,118 @@ impl Metrics {
 
 fn seconds(t: DateTime<Utc>) -> f64 {
     t.timestamp_millis() as f64 / 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Metrics, Snapshot};
+    use crate::store::Status;
+    use chrono::{DateTime, Utc};
+    use std::time::Duration;
+
+    fn utc(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    fn snapshot(deadlines: Vec<(String, Duration, Option<DateTime<Utc>>)>) -> Snapshot {
+        paused_snapshot(deadlines, vec![])
+    }
+
+    fn paused_snapshot(
+        deadlines: Vec<(String, Duration, Option<DateTime<Utc>>)>,
+        paused: Vec<String>,
+    ) -> Snapshot {
+        Snapshot {
+            jobs: ["ok", "never", "unknown", "failing"]
+                .map(String::from)
+                .into(),
+            next_fires: vec![("ok".into(), None), ("failing".into(), None)],
+            queue: None,
+            messages: None,
+            deadlines,
+            paused,
+            loop_age: Duration::from_millis(2500),
+        }
+    }
+
+    #[test]
+    fn a_paused_job_has_no_success_deadline_and_is_shown_paused() {
+        let m = Metrics::default();
+        let hour = Duration::from_secs(3600);
+        let known = Some(utc("2026-11-23T08:00:00Z"));
+        let text = m.render(paused_snapshot(
+            vec![("ok".into(), hour, known), ("never".into(), hour, known)],
+            vec!["never".into()],
+        ));
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("tickler_job_success_due_timestamp_seconds{job=\"ok\"}")),
+            "{text}"
+        );
+        assert!(!text.contains("tickler_job_success_due_timestamp_seconds{job=\"never\"}"));
+        assert!(
+            text.lines()
+                .any(|l| l == "tickler_job_paused{job=\"never\"} 1"),
+            "{text}"
+        );
+        assert!(!text.contains("tickler_job_paused{job=\"ok\"}"), "{text}");
+    }
+
+    #[test]
+    fn the_success_deadline_counts_from_the_last_success_or_from_when_the_job_was_known() {
+        let m = Metrics::default();
+        let known = utc("2026-11-23T08:00:00Z");
+        m.seed_last_success(vec![("ok".into(), utc("2026-11-23T09:00:00Z"))]);
+        // A partial run counts as a success; a failure moves nothing.
+        m.run_ended(
+            "ok",
+            Status::Partial,
+            Some(1.0),
+            utc("2026-11-23T10:00:00Z"),
+        );
+        m.run_ended(
+            "failing",
+            Status::Failed,
+            Some(1.0),
+            utc("2026-11-23T10:00:00Z"),
+        );
+        let hour = Duration::from_secs(3600);
+        let text = m.render(snapshot(vec![
+            ("ok".into(), hour, Some(known)),
+            ("never".into(), 2 * hour, Some(known)),
+            ("failing".into(), hour, Some(known)),
+            ("unknown".into(), hour, None),
+        ]));
+        let due = |job: &str| {
+            text.lines()
+                .find_map(|l| {
+                    l.strip_prefix(&format!(
+                        "tickler_job_success_due_timestamp_seconds{{job=\"{job}\"}} "
+                    ))
+                })
+                .map(|v| v.parse::<f64>().unwrap())
+        };
+        let at = |s: &str| utc(s).timestamp() as f64;
+        assert_eq!(due("ok"), Some(at("2026-11-23T11:00:00Z")), "{text}");
+        assert_eq!(due("never"), Some(at("2026-11-23T10:00:00Z")), "{text}");
+        assert_eq!(due("failing"), Some(at("2026-11-23T09:00:00Z")), "{text}");
+        assert_eq!(due("unknown"), None, "no reference, no deadline: {text}");
+        assert!(
+            text.lines()
+                .any(|l| l == "tickler_loop_tick_age_seconds 2.5"),
+            "{text}"
+        );
+        assert!(text.lines().any(|l| l == "tickler_database_up 0"), "{text}");
+        // Every enabled job's counters are there from 0 (so `increase()` sees a first failure).
+        for line in [
+            "tickler_runs_total{job=\"ok\",status=\"partial\"} 1",
+            "tickler_runs_total{job=\"ok\",status=\"failed\"} 0",
+            "tickler_runs_total{job=\"ok\",status=\"timed_out\"} 0",
+            "tickler_runs_total{job=\"failing\",status=\"failed\"} 1",
+            "tickler_runs_total{job=\"failing\",status=\"abandoned\"} 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in {text}");
+        }
+        assert!(!text.contains("tickler_queue_tasks{"), "{text}");
+    }
 }

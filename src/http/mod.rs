@@ -611,11 +611,35 @@ async fn metrics(state: &HttpState) -> Response<Full<Bytes>> {
         }
     };
     let names = jobs.iter().map(|j| j.name.to_string()).collect();
+    // As last read by the daemon (before each batch of fires, and every minute).
+    let paused: Vec<String> = shared
+        .paused
+        .lock()
+        .expect("paused lock")
+        .keys()
+        .cloned()
+        .collect();
+    let deadlines = jobs
+        .iter()
+        .filter(|j| j.enabled)
+        .filter_map(|j| {
+            let within = j.alerts.expect_success_within?;
+            Some((
+                j.name.to_string(),
+                within,
+                shared.alerts.known_since(&j.name),
+            ))
+        })
+        .collect();
+    let loop_age = shared.loop_tick.lock().expect("loop tick lock").elapsed();
     let text = shared.metrics.render(Snapshot {
         jobs: names,
         next_fires,
         queue,
         messages,
+        deadlines,
+        paused,
+        loop_age,
     });
     reply(
         StatusCode::OK,

@@ -350,7 +350,7 @@ fn bad_cli_arguments_are_explained() {
     assert!(stderr(&out).contains("invalid value 'yesterday' for '--from <FROM>': premature end of input; write an RFC 3339 time such as `2025-03-09T00:00:00Z`"), "{}", stderr(&out));
     let out = p.cli(&["history", "--status", "done"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("unknown status; expected one of pending, running, succeeded, partial, failed, timed_out, skipped, missed, abandoned, interrupted"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("unknown status; expected one of pending, running, succeeded, partial, failed, timed_out, skipped, missed, paused, abandoned, interrupted"), "{}", stderr(&out));
     let out = p.cli(&["run-job", "nope"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(

@@ -4,6 +4,7 @@ mod helpers;
 
 mod alerts;
 mod billing;
+mod browser;
 mod check;
 mod claims;
 mod console;
@@ -14,6 +15,7 @@ mod examples_run;
 mod hosts;
 mod http;
 mod input;
+mod monitoring;
 mod operate;
 mod optouts;
 mod payments;

@@ -302,3 +302,155 @@ async fn bad_operator_commands_are_refused_and_change_nothing() {
         .unwrap();
     assert!(audit.is_empty(), "{audit:?}");
 }
+
+/// `tickler backfill` killed with SIGKILL in the middle of a slot: its row does not stay
+/// `running` and does not hold the slot; the next backfill (any tickler command of this host
+/// resolves it first) records it `abandoned` and runs the slot again, once.
+#[tokio::test]
+async fn a_backfill_killed_mid_slot_is_abandoned_and_runs_again() {
+    let p = Project::sqlite();
+    let marker = p.path().join("ran-once");
+    // The first run sleeps (and is killed); the next one finds the marker and succeeds.
+    let script = format!(
+        "if [ -e '{m}' ]; then exit 0; fi; touch '{m}'; exec sleep 600",
+        m = marker.display()
+    );
+    p.write_config(
+        "",
+        &format!(
+            "[[job]]\nname = \"nightly\"\nkind = \"command\"\nschedule = \"0 2 * * *\"\n\
+             command = [\"sh\", \"-c\", {}]\n",
+            toml_string(&script)
+        ),
+    );
+    let store = p.store().await;
+    let args = [
+        "backfill",
+        "nightly",
+        "--from",
+        "2025-01-06T00:00:00Z",
+        "--to",
+        "2025-01-06T23:00:00Z",
+    ];
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tickler"))
+        .args(args)
+        .arg("--config")
+        .arg(p.config_path())
+        .current_dir(p.path())
+        .env_remove("TICKLER_DATABASE_URL")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn tickler backfill");
+    let pgid = crate::helpers::wait_for(
+        "a running backfill row",
+        Duration::from_secs(20),
+        || async {
+            runs(&store, "nightly").await.into_iter().find_map(|r| {
+                (r.status == "running" && r.trigger == "backfill")
+                    .then(|| r.metadata.as_ref()?["process_group"]["pgid"].as_i64())
+                    .flatten()
+            })
+        },
+    )
+    .await;
+    crate::helpers::signal(&child, libc::SIGKILL);
+    child.wait().unwrap();
+    // SAFETY: a signal to the process group this test's backfill started a moment ago.
+    unsafe {
+        libc::killpg(pgid as i32, libc::SIGKILL);
+    }
+
+    let out = p.cli(&[&args[..], &["--only-missed"]].concat());
+    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+    let rows = runs(&store, "nightly").await;
+    let st: Vec<(&str, &str)> = rows
+        .iter()
+        .map(|r| (r.trigger.as_str(), r.status.as_str()))
+        .collect();
+    assert_eq!(st, [("backfill", "abandoned"), ("backfill", "succeeded")]);
+    assert!(
+        rows.iter()
+            .all(|r| r.scheduled_for == utc("2025-01-06T02:00:00Z"))
+    );
+}
+
+fn toml_string(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+/// Two backfills of one range at once, of a job that allows overlapping runs: the slot still
+/// runs once (the first backfill's open row holds it); the second says so and exits 1.
+#[tokio::test]
+async fn two_backfills_at_once_run_a_slot_once() {
+    let p = Project::sqlite();
+    let release = p.path().join("release");
+    let script = format!(
+        "while [ ! -e '{r}' ]; do sleep 0.05; done",
+        r = release.display()
+    );
+    p.write_config(
+        "",
+        &format!(
+            "[[job]]\nname = \"nightly\"\nkind = \"command\"\nschedule = \"0 2 * * *\"\n\
+             timeout = \"60s\"\noverlap = \"allow\"\ncommand = [\"sh\", \"-c\", {}]\n",
+            toml_string(&script)
+        ),
+    );
+    let store = p.store().await;
+    let args = [
+        "backfill",
+        "nightly",
+        "--from",
+        "2025-01-06T00:00:00Z",
+        "--to",
+        "2025-01-06T23:00:00Z",
+    ];
+    let mut first = std::process::Command::new(env!("CARGO_BIN_EXE_tickler"))
+        .args(args)
+        .arg("--config")
+        .arg(p.config_path())
+        .current_dir(p.path())
+        .env_remove("TICKLER_DATABASE_URL")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn tickler backfill");
+    crate::helpers::wait_for(
+        "the first backfill to run",
+        Duration::from_secs(20),
+        || async {
+            runs(&store, "nightly")
+                .await
+                .iter()
+                .any(|r| r.status == "running")
+                .then_some(())
+        },
+    )
+    .await;
+    let second = p.cli(&args);
+    std::fs::write(&release, "").unwrap();
+    assert_eq!(second.status.code(), Some(1), "{}", stdout(&second));
+    assert!(
+        stdout(&second).contains(
+            "2025-01-06T02:00:00Z   not run: skipped under the job's overlap policy, held by \
+             another backfill, or this one was stopped (`tickler history --job nightly` shows \
+             its rows)"
+        ),
+        "{}",
+        stdout(&second)
+    );
+    let status =
+        crate::helpers::wait_for("the first backfill to end", Duration::from_secs(30), || {
+            let s = first.try_wait().unwrap();
+            async move { s }
+        })
+        .await;
+    assert!(status.success());
+    let st: Vec<String> = runs(&store, "nightly")
+        .await
+        .into_iter()
+        .map(|r| r.status)
+        .collect();
+    assert_eq!(st, ["succeeded"]);
+}

@@ -29,6 +29,16 @@ impl State {
         self.retries.wait().await;
     }
 
+    /// When this daemon first knew `job` (a job with a dead-man deadline): `/metrics` counts a
+    /// job that has not succeeded since from there, as the dead-man check does.
+    pub fn known_since(&self, job: &str) -> Option<DateTime<Utc>> {
+        self.known_since
+            .lock()
+            .expect("alerts lock")
+            .get(job)
+            .copied()
+    }
+
     /// Notes the jobs of a (re)loaded config that have a dead-man deadline.
     pub fn know(&self, jobs: &[std::sync::Arc<JobSpec>], now: DateTime<Utc>) {
         let mut known = self.known_since.lock().expect("alerts lock");

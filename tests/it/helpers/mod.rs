@@ -16,6 +16,7 @@ use tickler::store::{HistoryFilter, RunRow, Store};
 use tickler::time::{Clock, ManualClock};
 use tokio::sync::{mpsc, oneshot};
 
+pub mod browser;
 pub mod smtp;
 pub mod tenants;
 
