@@ -54,7 +54,7 @@ pub struct Overview {
     pub matching: usize,
     pub page: usize,
     pub pages: usize,
-    /// Tasks by status.
+    /// Open tasks (pending, executing, failed) by status.
     pub queue: BTreeMap<String, i64>,
     /// Messages created since midnight UTC, by status (`sent`, `deferred`, `suppressed`,
     /// `failed`...).
@@ -149,7 +149,11 @@ pub async fn overview(
         .iter()
         .map(|j| job_line(j, figures.get(&*j.name), paused.contains(&*j.name), now))
         .collect();
-    let queue = store.task_counts().await?.into_iter().collect();
+    // Open tasks only (a partial index holds them): completed history is not counted.
+    let mut queue = BTreeMap::new();
+    for t in store.open_task_counts().await? {
+        *queue.entry(t.status).or_insert(0) += t.count;
+    }
     let midnight = now
         .date_naive()
         .and_hms_opt(0, 0, 0)
