@@ -253,7 +253,8 @@ impl Store {
     }
 
     /// A page of open tasks of one status (`pending`, `executing` or `failed`; and type), due
-    /// first for the first two, newest first for failed ones (index `scheduled_tasks_open`).
+    /// first for the first two, newest first for failed ones (index `scheduled_tasks_open`: its
+    /// `IN` list is repeated word for word, as SQLite uses a partial index only then).
     pub async fn task_page(
         &self,
         status: &str,
@@ -268,6 +269,7 @@ impl Store {
         let text = format!(
             "SELECT {} FROM scheduled_tasks
               WHERE status = $1 AND ($2::text IS NULL OR task_type = $2)
+                AND status IN ('pending', 'executing', 'failed')
               ORDER BY {order} LIMIT $3 OFFSET $4",
             super::queue::TASK_COLUMNS
         );
