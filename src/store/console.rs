@@ -164,15 +164,12 @@ impl Store {
         let text = format!(
             "SELECT {RUN_COLUMNS} FROM job_execution_logs
               WHERE job_name = $1 AND ($2::text IS NULL OR status = $2)
-                AND ($3::timestamptz IS NULL OR scheduled_for < $3::timestamptz
-                     OR (scheduled_for = $3::timestamptz AND id::text < $4))
+                AND scheduled_for <= $3::timestamptz
+                AND (scheduled_for < $3::timestamptz OR id::text < $4)
               ORDER BY scheduled_for DESC, id DESC LIMIT $5"
         );
         let text = self.sql(&text);
-        let (at, id) = match before {
-            Some((at, id)) => (Some(ts(at)), id),
-            None => (None, String::new()),
-        };
+        let (at, id) = keyset(before);
         with_pool!(self, pool => sqlx::query_as::<_, RunLine>(&text)
             .bind(job)
             .bind(status)
@@ -205,15 +202,12 @@ impl Store {
             "SELECT {MESSAGE_COLUMNS} FROM notification_log
               WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR channel = $2)
                 AND ($3::text IS NULL OR job_name = $3)
-                AND ($4::timestamptz IS NULL OR created_at < $4::timestamptz
-                     OR (created_at = $4::timestamptz AND id::text < $5))
+                AND created_at <= $4::timestamptz
+                AND (created_at < $4::timestamptz OR id::text < $5)
               ORDER BY created_at DESC, id DESC LIMIT $6"
         );
         let text = self.sql(&text);
-        let (at, id) = match &filter.before {
-            Some((at, id)) => (Some(ts(*at)), id.clone()),
-            None => (None, String::new()),
-        };
+        let (at, id) = keyset(filter.before.clone());
         with_pool!(self, pool => sqlx::query_as::<_, MessageLine>(&text)
             .bind(&filter.status)
             .bind(&filter.channel)
@@ -334,6 +328,19 @@ impl Store {
             .doing("listing open invoices"))
     }
 }
+
+/// The bounds of a newest-first keyset page: an upper bound is always given (the end of
+/// time for the first page), so the engines search the index's range instead of reading it
+/// from the top and filtering.
+fn keyset(before: Option<(DateTime<Utc>, String)>) -> (String, String) {
+    match before {
+        Some((at, id)) => (ts(at), id),
+        None => (END_OF_TIME.to_string(), String::new()),
+    }
+}
+
+/// Later than any instant tickler stores, as [`ts`] writes them.
+const END_OF_TIME: &str = "9999-12-31T23:59:59+00:00";
 
 /// The `lateness_ms` a run's metadata records (how long after its slot it started).
 pub fn lateness_ms(metadata: Option<&str>) -> Option<i64> {

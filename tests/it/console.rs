@@ -668,3 +668,81 @@ async fn the_overview_and_the_message_log_answer_on_postgres() {
         pages_show_the_data(p, false).await;
     }
 }
+
+/// A job's runs page through the ledger newest first, each row once, manual runs (which share
+/// slots with nothing) and ties on the slot included; the overview's figures read the newest
+/// run, the newest success and the failures after it.
+async fn runs_page_by_slot_and_figures_count_the_streak(p: Project) {
+    use std::sync::Arc;
+    use tickler::store::{NewRun, RunTrigger, Status};
+    let store = p.store().await;
+    let t0 = utc("2026-11-01T00:00:00Z");
+    let mut runs = vec![];
+    for i in 0..120 {
+        // Every tenth slot also has a manual run at the same instant.
+        let slot = t0 + TimeDelta::minutes(i);
+        for trigger in [RunTrigger::Schedule, RunTrigger::Manual] {
+            if trigger == RunTrigger::Manual && i % 10 != 0 {
+                continue;
+            }
+            let status = match i {
+                117.. => Status::Failed,
+                _ => Status::Succeeded,
+            };
+            runs.push(NewRun {
+                id: uuid::Uuid::now_v7(),
+                job_name: Arc::from("j"),
+                scheduled_for: slot,
+                trigger,
+                status,
+                started_at: slot,
+                instance: Arc::from("test"),
+                error_message: None,
+                metadata: Some(serde_json::json!({"lateness_ms": i})),
+            });
+        }
+    }
+    assert_eq!(store.insert_runs(&runs).await.unwrap().len(), 132);
+    let mut seen = vec![];
+    let mut before = None;
+    loop {
+        let page = store.job_runs("j", None, before.clone(), 50).await.unwrap();
+        seen.extend(page.iter().map(|r| (r.scheduled_for, r.id.clone())));
+        match page.last() {
+            Some(last) if page.len() == 50 => before = Some((last.scheduled_for, last.id.clone())),
+            _ => break,
+        }
+    }
+    let mut expected: Vec<_> = runs
+        .iter()
+        .map(|r| (r.scheduled_for, r.id.to_string()))
+        .collect();
+    expected.sort();
+    expected.reverse();
+    assert_eq!(seen, expected);
+    let failed = store.job_runs("j", Some("failed"), None, 50).await.unwrap();
+    assert_eq!(failed.len(), 3);
+    let f = store
+        .job_figures(&["j".to_string(), "none".to_string()])
+        .await
+        .unwrap();
+    let j = f.iter().find(|f| f.job == "j").unwrap();
+    assert_eq!(j.last_status.as_deref(), Some("failed"));
+    assert_eq!(j.last_scheduled_for, Some(t0 + TimeDelta::minutes(119)));
+    assert_eq!(j.failure_streak, 3);
+    let none = f.iter().find(|f| f.job == "none").unwrap();
+    assert_eq!((none.last_id.as_ref(), none.failure_streak), (None, 0));
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_page_by_slot_and_figures_count_the_streak_on_sqlite() {
+    runs_page_by_slot_and_figures_count_the_streak(Project::sqlite()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_page_by_slot_and_figures_count_the_streak_on_postgres() {
+    if let Some(p) = Project::postgres().await {
+        runs_page_by_slot_and_figures_count_the_streak(p).await;
+    }
+}
