@@ -21,19 +21,6 @@ use crate::store::Status;
 type Labels = Vec<(&'static str, String)>;
 type Histograms = Family<Labels, Histogram, fn() -> Histogram>;
 
-/// How a run can end, each counted in `tickler_runs_total` (a fire left `pending` or `running` is
-/// not over).
-const ENDED: [Status; 8] = [
-    Status::Succeeded,
-    Status::Partial,
-    Status::Failed,
-    Status::TimedOut,
-    Status::Skipped,
-    Status::Missed,
-    Status::Abandoned,
-    Status::Interrupted,
-];
-
 fn duration_buckets() -> Histogram {
     // 10 ms .. about 45 min.
     Histogram::new(exponential_buckets(0.01, 4.0, 10))
@@ -125,7 +112,8 @@ impl Metrics {
         // Each enabled job's run counters exist from 0: a series that appears at 1 is invisible
         // to `increase()`, so a job's first failure would not fire `TicklerJobFailing`.
         for (job, _) in &snapshot.next_fires {
-            for status in ENDED {
+            // How a run can end (a fire left `pending` or `running` is not over).
+            for status in Status::ALL.into_iter().filter(|s| !s.is_open()) {
                 self.runs
                     .get_or_create(&vec![
                         ("job", job.clone()),

@@ -332,16 +332,7 @@ async fn a_backfill_killed_mid_slot_is_abandoned_and_runs_again() {
         "--to",
         "2025-01-06T23:00:00Z",
     ];
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tickler"))
-        .args(args)
-        .arg("--config")
-        .arg(p.config_path())
-        .current_dir(p.path())
-        .env_remove("TICKLER_DATABASE_URL")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("spawn tickler backfill");
+    let mut child = spawn_backfill(&p, &args);
     let pgid = crate::helpers::wait_for(
         "a running backfill row",
         Duration::from_secs(20),
@@ -375,6 +366,20 @@ async fn a_backfill_killed_mid_slot_is_abandoned_and_runs_again() {
     );
 }
 
+/// `tickler backfill ARGS` started in the background, its output dropped.
+fn spawn_backfill(p: &Project, args: &[&str]) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_tickler"))
+        .args(args)
+        .arg("--config")
+        .arg(p.config_path())
+        .current_dir(p.path())
+        .env_remove("TICKLER_DATABASE_URL")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn tickler backfill")
+}
+
 fn toml_string(s: &str) -> String {
     format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
 }
@@ -406,16 +411,7 @@ async fn two_backfills_at_once_run_a_slot_once() {
         "--to",
         "2025-01-06T23:00:00Z",
     ];
-    let mut first = std::process::Command::new(env!("CARGO_BIN_EXE_tickler"))
-        .args(args)
-        .arg("--config")
-        .arg(p.config_path())
-        .current_dir(p.path())
-        .env_remove("TICKLER_DATABASE_URL")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("spawn tickler backfill");
+    let mut first = spawn_backfill(&p, &args);
     crate::helpers::wait_for(
         "the first backfill to run",
         Duration::from_secs(20),
