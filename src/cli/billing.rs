@@ -10,6 +10,7 @@ use super::{finish, open_store, parse_rfc3339};
 use crate::billing::import::{self, Table};
 use crate::config::Config;
 use crate::store::Store;
+use crate::store::audit::Action;
 
 #[derive(Debug, Subcommand)]
 pub enum InvoiceCommand {
@@ -114,7 +115,7 @@ async fn mark_paid(
     store
         .audit(
             &actor,
-            "invoice.mark_paid",
+            Action::InvoiceMarkPaid,
             number,
             reference.as_deref(),
             Utc::now(),

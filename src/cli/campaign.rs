@@ -12,6 +12,7 @@ use crate::queue::campaign::Campaign;
 use crate::queue::runner::wake;
 use crate::queue::{TaskRequest, TaskType};
 use crate::store::Store;
+use crate::store::audit::Action;
 use crate::store::queue::{NO_ORG, NewCampaign, TaskFilter};
 
 #[derive(Debug, Subcommand)]
@@ -288,9 +289,9 @@ pub async fn pause_or_resume(
     }
     let actor = super::operate::cli_actor();
     let action = if pause {
-        "campaign.pause"
+        Action::CampaignPause
     } else {
-        "campaign.resume"
+        Action::CampaignResume
     };
     store
         .audit(&actor, action, &campaign.row.name, None, now)

@@ -12,6 +12,7 @@ use super::Format;
 use super::operate::cli_actor;
 use crate::billing::import::{self, ImportError};
 use crate::notify::blocks::{self, BlockError};
+use crate::store::audit::Action;
 use crate::store::contacts::NewBlock;
 use crate::store::{Store, StoreError};
 
@@ -83,7 +84,13 @@ pub async fn contacts_command(store: &Store, command: ContactsCommand) -> Result
             }
             let target = format!("{channel}:{address}");
             store
-                .audit(&cli_actor(), "contact.block", &target, Some(&reason), now)
+                .audit(
+                    &cli_actor(),
+                    Action::ContactBlock,
+                    &target,
+                    Some(&reason),
+                    now,
+                )
                 .await?;
             Ok(format!("blocked `{address}` on `{channel}`\n"))
         }
@@ -98,7 +105,7 @@ pub async fn contacts_command(store: &Store, command: ContactsCommand) -> Result
             }
             let target = format!("{channel}:{address}");
             store
-                .audit(&cli_actor(), "contact.unblock", &target, None, now)
+                .audit(&cli_actor(), Action::ContactUnblock, &target, None, now)
                 .await?;
             Ok(format!("unblocked `{address}` on `{channel}`\n"))
         }
@@ -130,7 +137,13 @@ pub async fn contacts_command(store: &Store, command: ContactsCommand) -> Result
             let detail = format!("{} address(es) blocked", added.len());
             let target = file.display().to_string();
             store
-                .audit(&cli_actor(), "contact.import", &target, Some(&detail), now)
+                .audit(
+                    &cli_actor(),
+                    Action::ContactImport,
+                    &target,
+                    Some(&detail),
+                    now,
+                )
                 .await?;
             Ok(format!(
                 "blocked {} address(es) from `{}` ({} blocked already)\n",

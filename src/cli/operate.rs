@@ -11,6 +11,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use super::Format;
 use crate::config::{Config, JobSpec};
 use crate::daemon::manual;
+use crate::store::audit::Action;
 use crate::store::audit::{Actor, AuditFilter};
 use crate::store::{Status, Store, StoreError};
 
@@ -212,7 +213,13 @@ pub async fn backfill(
         if r.only_missed { ", only missed" } else { "" }
     );
     store
-        .audit(&cli_actor(), "backfill", r.job, Some(&detail), Utc::now())
+        .audit(
+            &cli_actor(),
+            Action::Backfill,
+            r.job,
+            Some(&detail),
+            Utc::now(),
+        )
         .await?;
     let ran = manual::backfill(config, spec, &chosen).await?;
     let mut all_ok = ran.len() == chosen.len();

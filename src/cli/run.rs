@@ -12,6 +12,7 @@ use super::{finish, open_store};
 use crate::config::Config;
 use crate::daemon::{self, Options, Signal};
 use crate::store::Status;
+use crate::store::audit::Action;
 
 /// `tickler run`: the daemon, until SIGTERM; SIGHUP reloads the config.
 pub async fn run(config: Config, demo: bool) -> anyhow::Result<ExitCode> {
@@ -77,7 +78,7 @@ pub async fn run_job(
     for (name, summary) in &ran {
         let detail = summary.as_ref().map(|s| format!("run {}", s.id));
         store
-            .audit(&actor, "run", name, detail.as_deref(), Utc::now())
+            .audit(&actor, Action::Run, name, detail.as_deref(), Utc::now())
             .await?;
     }
     store.close().await;

@@ -15,6 +15,7 @@ use crate::config::Config;
 use crate::queue::runner::{enqueue as insert, wake};
 use crate::queue::{TaskRequest, TaskType};
 use crate::store::Store;
+use crate::store::audit::Action;
 use crate::store::queue::TaskFilter;
 
 #[derive(Debug, Subcommand)]
@@ -404,7 +405,7 @@ fn task_id(id: &str) -> Result<String> {
         })
 }
 
-async fn audit(store: &Store, action: &str, id: &str, now: DateTime<Utc>) -> Result<()> {
+async fn audit(store: &Store, action: Action, id: &str, now: DateTime<Utc>) -> Result<()> {
     let actor = super::operate::cli_actor();
     Ok(store.audit(&actor, action, id, None, now).await?)
 }
@@ -414,7 +415,7 @@ pub async fn cancel(store: &Store, id: &str, now: DateTime<Utc>) -> Result<Strin
     let id = task_id(id)?;
     match store.cancel_task(&id, now).await? {
         None => {
-            audit(store, "task.cancel", &id, now).await?;
+            audit(store, Action::TaskCancel, &id, now).await?;
             Ok(format!("cancelled task {id}"))
         }
         Some(s) if s == "missing" => input(format!("no task {id}")),
@@ -429,7 +430,7 @@ pub async fn retry(store: &Store, id: &str, now: DateTime<Utc>) -> Result<String
     let id = task_id(id)?;
     match store.retry_task(&id, now).await? {
         None => {
-            audit(store, "task.retry", &id, now).await?;
+            audit(store, Action::TaskRetry, &id, now).await?;
             wake();
             Ok(format!("task {id} is pending again, due now"))
         }
@@ -446,7 +447,7 @@ pub async fn run_now(store: &Store, id: &str, now: DateTime<Utc>) -> Result<Stri
     let id = task_id(id)?;
     match store.run_task_now(&id, now).await? {
         None => {
-            audit(store, "task.run_now", &id, now).await?;
+            audit(store, Action::TaskRunNow, &id, now).await?;
             wake();
             Ok(format!("task {id} is due now"))
         }

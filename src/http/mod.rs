@@ -37,6 +37,7 @@ use crate::daemon::{Edge, EdgeError, Shared};
 use crate::notify::ChannelKind;
 use crate::secret::SecretSource;
 use crate::store::RunRow;
+use crate::store::audit::{Action, Actor};
 
 pub mod console;
 mod optouts;
@@ -240,9 +241,9 @@ impl Handler for HttpState {
     fn handle(
         self: Arc<Self>,
         req: Request<Incoming>,
-        _peer: SocketAddr,
+        peer: SocketAddr,
     ) -> BoxFuture<'static, Response<Full<Bytes>>> {
-        Box::pin(async move { handle(req, &self).await })
+        Box::pin(async move { handle(req, peer, &self).await })
     }
 }
 
@@ -520,7 +521,11 @@ async fn body_within(body: Incoming, limit: usize) -> Result<Bytes, Response<Ful
     }
 }
 
-async fn handle(req: Request<Incoming>, state: &HttpState) -> Response<Full<Bytes>> {
+async fn handle(
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    state: &HttpState,
+) -> Response<Full<Bytes>> {
     if let Some(provider) = payments::Provider::of_path(req.uri().path()) {
         return match *req.method() {
             Method::POST => payments::webhook(req, provider, state).await,
@@ -563,9 +568,9 @@ async fn handle(req: Request<Incoming>, state: &HttpState) -> Response<Full<Byte
     match (req.method(), path, run_of) {
         (&Method::GET, "/metrics", _) => metrics(state).await,
         (&Method::GET, "/healthz", _) => health(state).await,
-        (&Method::POST, _, Some(name)) => trigger(&req, name, state).await,
+        (&Method::POST, _, Some(name)) => trigger(&req, name, peer, state).await,
         (&Method::GET, _, Some(name)) if state.allow_get_trigger => {
-            trigger(&req, name, state).await
+            trigger(&req, name, peer, state).await
         }
         (&Method::GET, _, Some(_)) => get_refused(),
         _ => not_found(),
@@ -811,7 +816,14 @@ fn run_result(row: &RunRow) -> serde_json::Value {
     })
 }
 
-async fn trigger(req: &Request<Incoming>, name: &str, state: &HttpState) -> Response<Full<Bytes>> {
+/// `POST /jobs/NAME/run`: starts a manual run and writes its audit row (who: the bearer
+/// token's holder, from the client's address).
+async fn trigger(
+    req: &Request<Incoming>,
+    name: &str,
+    peer: SocketAddr,
+    state: &HttpState,
+) -> Response<Full<Bytes>> {
     if let Some(refused) = unauthorized_unless_token(req, state, "POST /jobs/NAME/run") {
         return refused;
     }
@@ -842,6 +854,25 @@ async fn trigger(req: &Request<Incoming>, name: &str, state: &HttpState) -> Resp
     let started = manual::start(shared, &state.tracker, spec.clone());
     let (id, slot) = (started.id, started.slot);
     tracing::info!(job = %spec.name, run_id = %id, scheduled_for = %slot, "run requested over http");
+    let actor = Actor {
+        who: "bearer token".into(),
+        origin: format!("http {}", peer.ip()),
+    };
+    let detail = format!("run {id}");
+    let audited = shared
+        .store
+        .audit(
+            &actor,
+            Action::Run,
+            &spec.name,
+            Some(&detail),
+            shared.clock.now(),
+        )
+        .await;
+    if let Err(e) = audited {
+        // The run has started and its ledger row says so; only the audit row is missing.
+        tracing::error!(job = %spec.name, run_id = %id, error = %e, "the audit row of a run requested over http could not be written");
+    }
     let Some(patience) = wait else {
         return json_reply(
             StatusCode::ACCEPTED,

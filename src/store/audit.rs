@@ -37,6 +37,45 @@ pub struct AuditRow {
     pub detail: Option<String>,
 }
 
+/// What an operator did: the `action` column of `audit_log`, one word for each, written
+/// alike by the CLI, the console and the HTTP trigger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Pause,
+    Resume,
+    Run,
+    Backfill,
+    TaskCancel,
+    TaskRetry,
+    TaskRunNow,
+    InvoiceMarkPaid,
+    ContactBlock,
+    ContactUnblock,
+    ContactImport,
+    CampaignPause,
+    CampaignResume,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Pause => "pause",
+            Action::Resume => "resume",
+            Action::Run => "run",
+            Action::Backfill => "backfill",
+            Action::TaskCancel => "task.cancel",
+            Action::TaskRetry => "task.retry",
+            Action::TaskRunNow => "task.run_now",
+            Action::InvoiceMarkPaid => "invoice.mark_paid",
+            Action::ContactBlock => "contact.block",
+            Action::ContactUnblock => "contact.unblock",
+            Action::ContactImport => "contact.import",
+            Action::CampaignPause => "campaign.pause",
+            Action::CampaignResume => "campaign.resume",
+        }
+    }
+}
+
 /// Which audit rows to read: newest first, `limit` of them, older than the row `before` (for
 /// paging), about `target` only when given.
 #[derive(Debug, Clone, Default)]
@@ -83,7 +122,7 @@ impl Store {
     pub async fn audit(
         &self,
         actor: &Actor,
-        action: &str,
+        action: Action,
         target: &str,
         detail: Option<&str>,
         now: DateTime<Utc>,
@@ -93,7 +132,7 @@ impl Store {
             .bind(now)
             .bind(&actor.who)
             .bind(&actor.origin)
-            .bind(action)
+            .bind(action.as_str())
             .bind(target)
             .bind(detail)
             .execute(pool)
@@ -132,21 +171,29 @@ impl Store {
              VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
         );
         let detail = (!reason.is_empty()).then_some(reason);
-        audited!(self, actor, now, ("pause", job, detail), |q| sqlx::query(
-            &pause
+        audited!(
+            self,
+            actor,
+            now,
+            (Action::Pause.as_str(), job, detail),
+            |q| sqlx::query(&pause)
+                .bind(job)
+                .bind(reason)
+                .bind(&actor.who)
+                .bind(now)
         )
-        .bind(job)
-        .bind(reason)
-        .bind(&actor.who)
-        .bind(now))
     }
 
     /// Resumes `job` (and audits it, in one transaction). False when it was not paused.
     pub async fn resume_job(&self, job: &str, actor: &Actor, now: DateTime<Utc>) -> Result<bool> {
         let resume = self.sql("DELETE FROM job_pauses WHERE job_name = $1");
-        audited!(self, actor, now, ("resume", job, None::<&str>), |q| {
-            sqlx::query(&resume).bind(job)
-        })
+        audited!(
+            self,
+            actor,
+            now,
+            (Action::Resume.as_str(), job, None::<&str>),
+            |q| { sqlx::query(&resume).bind(job) }
+        )
     }
 
     /// Every paused job.

@@ -601,9 +601,9 @@ async fn pages_show_the_data(p: Project, all_pages: bool) {
     assert!(block.unwrap().is_some());
     let audit = b.page(&s, "/audit").await;
     for row in [
-        "invoice mark-paid",
-        "task cancel",
-        "contact block",
+        "invoice.mark_paid",
+        "task.cancel",
+        "contact.block",
         "email:thandi@example.com",
         "asked by phone",
     ] {

@@ -140,6 +140,32 @@ async fn the_run_trigger_wants_the_bearer_token_and_a_known_job() {
     let rows = wait_settled(&store, "nightly", 1).await;
     assert_eq!(rows[0].trigger, "manual");
     assert_eq!(rows[0].status, "succeeded");
+    // The run has its audit row, as a run asked for by the CLI or the console has; the
+    // refused requests above wrote none.
+    let audit = store
+        .audit_log(&tickler::store::audit::AuditFilter {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(audit.len(), 1, "{audit:?}");
+    assert_eq!(
+        (
+            audit[0].who.as_str(),
+            audit[0].origin.as_str(),
+            audit[0].action.as_str(),
+            audit[0].target.as_str(),
+            audit[0].detail.clone()
+        ),
+        (
+            "bearer token",
+            "http 127.0.0.1",
+            "run",
+            "nightly",
+            Some(format!("run {}", body["run_id"].as_str().unwrap()))
+        )
+    );
     // GET is not a trigger (unless `allow_get_trigger`): the resource is there, the method
     // is not allowed.
     let r = http

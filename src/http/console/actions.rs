@@ -12,8 +12,7 @@ use hyper::body::Bytes;
 use super::{Console, Who, redirect};
 use crate::daemon::manual;
 use crate::notify::blocks;
-use crate::store::Store;
-use crate::store::audit::Actor;
+use crate::store::audit::{Action, Actor};
 use crate::store::contacts::NewBlock;
 
 /// Where to go back to: the form's `back` when it is a path of this console, else `fallback`.
@@ -102,23 +101,30 @@ async fn route(
             if uuid::Uuid::parse_str(id).is_err() {
                 return Ok((back, "that is not a task id".into()));
             }
-            let (changed, verb, from) = match *action {
+            let (changed, verb, from, done) = match *action {
                 "retry" => (
                     store.retry_task(id, now).await?,
                     "retried",
                     "failed or cancelled",
+                    Action::TaskRetry,
                 ),
-                "cancel" => (store.cancel_task(id, now).await?, "cancelled", "pending"),
+                "cancel" => (
+                    store.cancel_task(id, now).await?,
+                    "cancelled",
+                    "pending",
+                    Action::TaskCancel,
+                ),
                 "run-now" => (
                     store.run_task_now(id, now).await?,
                     "made due now",
                     "pending",
+                    Action::TaskRunNow,
                 ),
                 _ => return Ok((back, "unknown action".into())),
             };
             let message = match changed {
                 None => {
-                    audit(store, actor, &format!("task {action}"), id, None, now).await?;
+                    store.audit(actor, done, id, None, now).await?;
                     format!("task {id} {verb}")
                 }
                 Some(status) => {
@@ -149,7 +155,9 @@ async fn route(
                     format!("invoice `{number}` changed meanwhile: look again"),
                 ));
             }
-            audit(store, actor, "invoice mark-paid", &number, reference, now).await?;
+            store
+                .audit(actor, Action::InvoiceMarkPaid, &number, reference, now)
+                .await?;
             Ok((
                 back,
                 format!("invoice {number} marked paid; its pending reminders are cancelled"),
@@ -181,13 +189,17 @@ async fn route(
                     ));
                 }
                 let reason = Some(field("reason")).filter(|r| !r.is_empty());
-                audit(store, actor, "contact block", &target, reason, now).await?;
+                store
+                    .audit(actor, Action::ContactBlock, &target, reason, now)
+                    .await?;
                 Ok((back, format!("blocked `{address}` on `{channel}`")))
             } else {
                 if !store.remove_contact_block(channel, &address).await? {
                     return Ok((back, format!("`{address}` is not blocked on `{channel}`")));
                 }
-                audit(store, actor, "contact unblock", &target, None, now).await?;
+                store
+                    .audit(actor, Action::ContactUnblock, &target, None, now)
+                    .await?;
                 Ok((back, format!("unblocked `{address}` on `{channel}`")))
             }
         }
@@ -211,27 +223,17 @@ async fn run_job(
     }
     let started = manual::start(&c.shared, &c.tracker, spec);
     let id = started.id.to_string();
-    audit(
-        &c.shared.store,
-        actor,
-        "run",
-        &name,
-        Some(&format!("run {id}")),
-        c.shared.clock.now(),
-    )
-    .await?;
+    c.shared
+        .store
+        .audit(
+            actor,
+            Action::Run,
+            &name,
+            Some(&format!("run {id}")),
+            c.shared.clock.now(),
+        )
+        .await?;
     Ok(format!("started a run of `{name}` (run {id})"))
-}
-
-async fn audit(
-    store: &Store,
-    actor: &Actor,
-    action: &str,
-    target: &str,
-    detail: Option<&str>,
-    now: chrono::DateTime<chrono::Utc>,
-) -> Result<(), crate::store::StoreError> {
-    store.audit(actor, action, target, detail, now).await
 }
 
 /// A job name as a path segment.
