@@ -8,6 +8,7 @@ mod browser;
 mod check;
 mod claims;
 mod console;
+mod console_browser;
 mod contacts;
 mod daemon;
 mod examples;

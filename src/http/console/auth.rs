@@ -32,6 +32,11 @@ pub fn random_token() -> String {
     hex::encode(b)
 }
 
+/// Whether `t` has the shape of [`random_token`]'s tokens (64 lower-case hex digits).
+pub fn is_token(t: &str) -> bool {
+    t.len() == 64 && t.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
 /// A logged-in user.
 #[derive(Debug, Clone)]
 pub struct Session {

@@ -145,16 +145,23 @@ pub struct Who {
 async fn route(c: &Console, req: Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_string();
     let method = req.method().clone();
-    match (&method, path.as_str()) {
-        (&Method::GET, "/login") => return pages::login_page(c, None),
-        (&Method::POST, "/login") => return login(c, req, peer).await,
-        _ => {}
-    }
     let cookies = req
         .headers()
         .get(header::COOKIE)
         .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
+        .unwrap_or("")
+        .to_string();
+    let cookies = cookies.as_str();
+    match (&method, path.as_str()) {
+        (&Method::GET, "/login") => {
+            return pages::login_page(c, None, auth::cookie(cookies, auth::LOGIN_COOKIE));
+        }
+        (&Method::POST, "/login") => return login(c, req, peer).await,
+        // Browsers ask for it on their own; redirected to the login form, its answer would
+        // set a new login token under the form already shown.
+        (&Method::GET, "/favicon.ico") => return text(StatusCode::NOT_FOUND, "not found"),
+        _ => {}
+    }
     let token = auth::cookie(cookies, auth::COOKIE).map(str::to_string);
     let session = token
         .as_deref()
@@ -276,7 +283,7 @@ async fn login(c: &Console, req: Request<Incoming>, peer: SocketAddr) -> Respons
                     "logins are refused: the users file is unusable (see the daemon's log)"
                 }
             };
-            let mut r = pages::login_page(c, Some(message));
+            let mut r = pages::login_page(c, Some(message), Some(expected));
             *r.status_mut() = StatusCode::UNAUTHORIZED;
             r
         }

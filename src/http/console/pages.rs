@@ -79,8 +79,15 @@ fn me(who: &Who) -> Value {
 }
 
 /// The login form, with a fresh pre-session token in a cookie and in the form.
-pub fn login_page(c: &Console, error: Option<&str>) -> Response<Full<Bytes>> {
-    let token = auth::random_token();
+/// The login form. Its double-submit token is the browser's `tickler_login` cookie when it
+/// holds one of ours (`kept`), so a second tab, or a request the browser makes on its own
+/// (`/favicon.ico` before it was answered 404), does not replace the token of a form already
+/// shown; otherwise a new one.
+pub fn login_page(c: &Console, error: Option<&str>, kept: Option<&str>) -> Response<Full<Bytes>> {
+    let token = kept
+        .filter(|t| auth::is_token(t))
+        .map(str::to_string)
+        .unwrap_or_else(auth::random_token);
     let mut r = render(
         c,
         "login.html",
