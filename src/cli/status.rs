@@ -20,7 +20,8 @@ pub async fn status(
     now: DateTime<Utc>,
     format: Format,
 ) -> Result<String, StoreError> {
-    let o = overview(store, &config.jobs, now, query).await?;
+    // This process watches no job: a job that never ran has no dead-man reference here.
+    let o = overview(store, &config.jobs, now, query, &Default::default()).await?;
     if format == Format::Json {
         return Ok(serde_json::to_string_pretty(&o).unwrap_or_default() + "\n");
     }

@@ -164,9 +164,8 @@ impl Metrics {
                 if snapshot.paused.contains(&job) {
                     continue;
                 }
-                let reference = last.get(&job).copied().or(known);
-                let within = chrono::TimeDelta::from_std(within).unwrap_or(chrono::TimeDelta::MAX);
-                if let Some(at) = reference.and_then(|r| r.checked_add_signed(within)) {
+                let last = last.get(&job).copied();
+                if let Some(at) = super::alerts::success_due(last, None, known, within) {
                     due.get_or_create(&vec![("job", job)]).set(seconds(at));
                 }
             }

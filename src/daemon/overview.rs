@@ -4,17 +4,23 @@
 //! (`http::console`) and `tickler status` (`cli`), from one page of jobs at a time: the ledger
 //! is read only for the jobs on the page, in one statement (`Store::job_figures`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use super::alerts::success_due;
 use crate::config::JobSpec;
 use crate::schedule::Trigger;
+use crate::store::audit::Pause;
 use crate::store::console::{JobFigures, lateness_ms};
 use crate::store::{Store, StoreError};
+
+/// When each job was first known to the daemon that asks (its dead-man reference for a job
+/// that never ran); empty in a process that watches no job (`tickler status`).
+pub type KnownSince = std::collections::HashMap<String, DateTime<Utc>>;
 
 /// How long the overview waits for the database before it says it is unreachable.
 const DB_PATIENCE: Duration = Duration::from_secs(2);
@@ -73,12 +79,15 @@ pub struct JobLine {
     pub zone: String,
     pub enabled: bool,
     pub paused: bool,
+    /// Who paused it, when and why.
+    pub pause: Option<Pause>,
     /// The next fire in the job's zone (`2026-12-01 09:00 CET`) and in UTC.
     pub next_local: Option<String>,
     pub next_utc: Option<DateTime<Utc>>,
     pub last: Option<LastRun>,
     pub failure_streak: i64,
-    /// `off` (no `expect_success_within`), `ok` or `overdue`.
+    /// `off` (no `expect_success_within`, or disabled), `paused`, `ok` or `overdue`, judged as
+    /// the dead-man alert judges ([`crate::daemon::alerts::success_due`]).
     pub dead_man: &'static str,
     /// When it is (or was) overdue without a success.
     pub dead_man_deadline: Option<DateTime<Utc>>,
@@ -122,13 +131,20 @@ pub async fn overview(
     jobs: &[Arc<JobSpec>],
     now: DateTime<Utc>,
     query: &OverviewQuery,
+    known: &KnownSince,
 ) -> Result<Overview, StoreError> {
     let database_ok = matches!(
         tokio::time::timeout(DB_PATIENCE, store.ping()).await,
         Ok(Ok(()))
     );
-    let paused = paused_names(store).await?;
-    let all = matching(jobs, query, &paused);
+    // Without the database the page still lists the jobs from the config, with the badge
+    // saying why nothing else is shown.
+    let paused = match database_ok {
+        true => pauses(store).await?,
+        false => HashMap::new(),
+    };
+    let names_paused: std::collections::HashSet<String> = paused.keys().cloned().collect();
+    let all = matching(jobs, query, &names_paused);
     let per_page = query.per_page.clamp(1, MAX_PER_PAGE);
     let pages = all.len().div_ceil(per_page).max(1);
     let page = query.page.clamp(1, pages);
@@ -139,31 +155,38 @@ pub async fn overview(
         .copied()
         .collect();
     let names: Vec<String> = on_page.iter().map(|j| j.name.to_string()).collect();
-    let figures: BTreeMap<String, JobFigures> = store
-        .job_figures(&names)
-        .await?
-        .into_iter()
-        .map(|f| (f.job.clone(), f))
-        .collect();
+    let figures: BTreeMap<String, JobFigures> = match database_ok {
+        true => store.job_figures(&names).await?,
+        false => vec![],
+    }
+    .into_iter()
+    .map(|f| (f.job.clone(), f))
+    .collect();
     let lines = on_page
         .iter()
-        .map(|j| job_line(j, figures.get(&*j.name), paused.contains(&*j.name), now))
+        .map(|j| {
+            let f = figures.get(&*j.name);
+            job_line(j, f, paused.get(&*j.name).cloned(), known, now)
+        })
         .collect();
     // Open tasks only (a partial index holds them): completed history is not counted.
     let mut queue = BTreeMap::new();
-    for t in store.open_task_counts().await? {
-        *queue.entry(t.status).or_insert(0) += t.count;
+    let mut messages_today = BTreeMap::new();
+    if database_ok {
+        for t in store.open_task_counts().await? {
+            *queue.entry(t.status).or_insert(0) += t.count;
+        }
+        let midnight = now
+            .date_naive()
+            .and_hms_opt(0, 0, 0)
+            .map(|t| t.and_utc())
+            .unwrap_or(now);
+        messages_today = store
+            .message_counts_since(midnight)
+            .await?
+            .into_iter()
+            .collect();
     }
-    let midnight = now
-        .date_naive()
-        .and_hms_opt(0, 0, 0)
-        .map(|t| t.and_utc())
-        .unwrap_or(now);
-    let messages_today = store
-        .message_counts_since(midnight)
-        .await?
-        .into_iter()
-        .collect();
     Ok(Overview {
         now,
         jobs: lines,
@@ -176,13 +199,13 @@ pub async fn overview(
     })
 }
 
-/// The names of the paused jobs.
-async fn paused_names(store: &Store) -> Result<std::collections::HashSet<String>, StoreError> {
+/// The paused jobs, by name.
+async fn pauses(store: &Store) -> Result<HashMap<String, Pause>, StoreError> {
     Ok(store
         .paused_jobs()
         .await?
         .into_iter()
-        .map(|p| p.job_name)
+        .map(|p| (p.job_name.clone(), p))
         .collect())
 }
 
@@ -191,18 +214,24 @@ pub async fn one_job(
     store: &Store,
     spec: &JobSpec,
     now: DateTime<Utc>,
+    known: &KnownSince,
 ) -> Result<JobLine, StoreError> {
-    let paused = paused_names(store).await?;
+    let pause = store
+        .paused_jobs()
+        .await?
+        .into_iter()
+        .find(|p| *p.job_name == *spec.name);
     let figures = store.job_figures(&[spec.name.to_string()]).await?;
-    Ok(job_line(
-        spec,
-        figures.first(),
-        paused.contains(&*spec.name),
-        now,
-    ))
+    Ok(job_line(spec, figures.first(), pause, known, now))
 }
 
-fn job_line(j: &JobSpec, f: Option<&JobFigures>, paused: bool, now: DateTime<Utc>) -> JobLine {
+fn job_line(
+    j: &JobSpec,
+    f: Option<&JobFigures>,
+    pause: Option<Pause>,
+    known: &KnownSince,
+    now: DateTime<Utc>,
+) -> JobLine {
     let next = j
         .enabled
         .then(|| j.trigger.next_after(now, j.timezone))
@@ -217,21 +246,24 @@ fn job_line(j: &JobSpec, f: Option<&JobFigures>, paused: bool, now: DateTime<Utc
             lateness_ms: lateness_ms(f.last_metadata.as_deref()),
         })
     });
+    // As the dead-man check judges: not a disabled or paused job (no alert is sent for
+    // them), else from the last success, or the first ended run or when the daemon first
+    // knew the job.
     let (dead_man, dead_man_deadline) = match j.alerts.expect_success_within {
-        None => ("off", None),
-        Some(within) => {
-            let within = TimeDelta::from_std(within).unwrap_or(TimeDelta::MAX);
-            // Without a success yet, the deadline counts from the first run (as alerts do);
-            // without any run, it is not judged.
-            let since = f
-                .and_then(|f| f.last_success)
-                .or(last.as_ref().map(|l| l.scheduled_for));
-            match since.and_then(|s| s.checked_add_signed(within)) {
+        Some(_) if pause.is_some() => ("paused", None),
+        Some(within) if j.enabled => {
+            let due = success_due(
+                f.and_then(|f| f.last_success),
+                f.and_then(|f| f.first_ended),
+                known.get(&*j.name).copied(),
+                within,
+            );
+            match due {
                 Some(deadline) if deadline < now => ("overdue", Some(deadline)),
-                Some(deadline) => ("ok", Some(deadline)),
-                None => ("ok", None),
+                deadline => ("ok", deadline),
             }
         }
+        _ => ("off", None),
     };
     JobLine {
         name: j.name.to_string(),
@@ -240,7 +272,8 @@ fn job_line(j: &JobSpec, f: Option<&JobFigures>, paused: bool, now: DateTime<Utc
         trigger: describe(&j.trigger),
         zone: j.timezone.name().to_string(),
         enabled: j.enabled,
-        paused,
+        paused: pause.is_some(),
+        pause,
         next_local: next.map(|t| {
             t.with_timezone(&j.timezone)
                 .format("%Y-%m-%d %H:%M:%S %Z")
@@ -324,9 +357,83 @@ fn days(dow: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::describe;
+    use super::{JobFigures, KnownSince, Pause, describe, job_line};
     use crate::schedule::{CronTrigger, Trigger};
+    use chrono::{DateTime, Utc};
     use std::time::Duration;
+
+    fn t(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    fn spec(enabled: bool) -> std::sync::Arc<crate::config::JobSpec> {
+        let text = format!(
+            "[[job]]\nname = \"j\"\nkind = \"noop\"\nevery = \"10m\"\nenabled = {enabled}\n\
+             expect_success_within = \"1h\"\n"
+        );
+        crate::config::parse(std::path::Path::new("t.toml"), &text)
+            .unwrap()
+            .jobs[0]
+            .clone()
+    }
+
+    /// A job failing every 10 minutes since 09:00, newest slot 11:50.
+    fn failing(last_success: Option<&str>) -> JobFigures {
+        JobFigures {
+            job: "j".into(),
+            last_id: Some("r".into()),
+            last_status: Some("failed".into()),
+            last_scheduled_for: Some(t("2026-11-23T11:50:00Z")),
+            last_started_at: Some(t("2026-11-23T11:50:00Z")),
+            last_duration_seconds: Some(1.0),
+            last_metadata: None,
+            last_success: last_success.map(t),
+            failure_streak: 18,
+            first_ended: Some(t("2026-11-23T09:00:01Z")),
+        }
+    }
+
+    #[test]
+    fn the_dead_man_state_is_judged_as_the_alert_judges_it() {
+        let now = t("2026-11-23T12:00:00Z");
+        let none = KnownSince::new();
+        let dead = |enabled, f: &JobFigures, pause: Option<Pause>, known: &KnownSince| {
+            let l = job_line(&spec(enabled), Some(f), pause, known, now);
+            (l.dead_man, l.dead_man_deadline)
+        };
+        // Never succeeded, failing for 3 h: overdue from its first ended run (it once showed
+        // `ok` for ever, counted from its newest slot).
+        assert_eq!(
+            dead(true, &failing(None), None, &none),
+            ("overdue", Some(t("2026-11-23T10:00:01Z")))
+        );
+        // ... or from when the daemon first knew it, if earlier.
+        let known = KnownSince::from([("j".to_string(), t("2026-11-23T08:00:00Z"))]);
+        assert_eq!(
+            dead(true, &failing(None), None, &known),
+            ("overdue", Some(t("2026-11-23T09:00:00Z")))
+        );
+        // A success 30 min ago: ok until an hour after it.
+        assert_eq!(
+            dead(true, &failing(Some("2026-11-23T11:30:00Z")), None, &known),
+            ("ok", Some(t("2026-11-23T12:30:00Z")))
+        );
+        // Paused or disabled: no alert is sent, so not overdue.
+        let pause = Pause {
+            job_name: "j".into(),
+            reason: "supplier outage".into(),
+            paused_by: "ana".into(),
+            paused_at: t("2026-11-23T09:00:00Z"),
+        };
+        assert_eq!(
+            dead(true, &failing(None), Some(pause), &none),
+            ("paused", None)
+        );
+        assert_eq!(dead(false, &failing(None), None, &none), ("off", None));
+        // No run and not watched by this process (`tickler status`): not judged.
+        let l = job_line(&spec(true), None, None, &none, now);
+        assert_eq!((l.dead_man, l.dead_man_deadline), ("ok", None));
+    }
 
     #[test]
     fn triggers_read_as_words() {

@@ -26,6 +26,8 @@ pub struct JobFigures {
     pub last_success: Option<DateTime<Utc>>,
     /// Failed runs since that success (or ever, without one).
     pub failure_streak: i64,
+    /// When its first run (by slot) ended: a job that never succeeded is overdue from there.
+    pub first_ended: Option<DateTime<Utc>>,
 }
 
 /// A ledger row as the console lists it.
@@ -133,7 +135,10 @@ impl Store {
                             (SELECT s.scheduled_for FROM job_execution_logs s
                               WHERE s.job_name = r.value->>'n' AND s.status IN {success}
                               ORDER BY s.scheduled_for DESC LIMIT 1), $2::timestamptz)
-                    ) AS failure_streak
+                    ) AS failure_streak,
+                    (SELECT e.completed_at FROM job_execution_logs e
+                      WHERE e.job_name = r.value->>'n' AND e.completed_at IS NOT NULL
+                      ORDER BY e.scheduled_for LIMIT 1) AS first_ended
                FROM ROWS($1)
                LEFT JOIN job_execution_logs l ON l.id = (
                     SELECT x.id FROM job_execution_logs x WHERE x.job_name = r.value->>'n'

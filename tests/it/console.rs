@@ -746,3 +746,48 @@ async fn runs_page_by_slot_and_figures_count_the_streak_on_postgres() {
         runs_page_by_slot_and_figures_count_the_streak(p).await;
     }
 }
+
+/// With PostgreSQL stopped the overview still answers: the jobs from the config and the
+/// badge saying the database is unreachable (it once answered 503 on the first read after
+/// the ping, so the badge could never show).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_overview_says_the_database_is_unreachable_and_still_lists_the_jobs() {
+    let Some((pg, p)) = crate::helpers::PrivateCluster::project().await else {
+        return;
+    };
+    let (p, base) = project(p, false);
+    let d = TestDaemon::start(p.config(), utc("2026-11-23T10:00:30Z")).await;
+    let b = Browser::new(&base);
+    let (s, _) = b.session("ana", OPERATOR_PASSWORD).await;
+    let html = b.page(&s, "/").await;
+    assert!(
+        html.contains("Database: <span class=\"badge ok\">ok</span>"),
+        "{html}"
+    );
+    let cluster = pg.clone();
+    tokio::task::spawn_blocking(move || cluster.stop())
+        .await
+        .unwrap();
+    let html = tokio::time::timeout(Duration::from_secs(20), b.page(&s, "/"))
+        .await
+        .expect("the overview answers within 20 s with the database down");
+    assert!(
+        html.contains("Database: <span class=\"badge failed\">unreachable</span>"),
+        "{html}"
+    );
+    for job in ["nightly", "weekday-report"] {
+        assert!(html.contains(&format!("<tr data-job=\"{job}\"")), "{html}");
+    }
+    let cluster = pg.clone();
+    tokio::task::spawn_blocking(move || cluster.start_again())
+        .await
+        .unwrap();
+    crate::helpers::wait_for("the badge back to ok", Duration::from_secs(30), || async {
+        b.page(&s, "/")
+            .await
+            .contains("Database: <span class=\"badge ok\">ok</span>")
+            .then_some(())
+    })
+    .await;
+    d.stop().await;
+}

@@ -39,6 +39,11 @@ impl State {
             .copied()
     }
 
+    /// When this daemon first knew each job with a dead-man deadline (for the overview).
+    pub fn known_all(&self) -> HashMap<String, DateTime<Utc>> {
+        self.known_since.lock().expect("alerts lock").clone()
+    }
+
     /// Notes the jobs of a (re)loaded config that have a dead-man deadline.
     pub fn know(&self, jobs: &[std::sync::Arc<JobSpec>], now: DateTime<Utc>) {
         let mut known = self.known_since.lock().expect("alerts lock");

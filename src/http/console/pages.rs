@@ -184,7 +184,8 @@ async fn overview_page(
             .and_then(|p| p.parse().ok())
             .unwrap_or(100),
     };
-    let o = overview::overview(&shared.store, &jobs, shared.clock.now(), &query).await?;
+    let known = shared.alerts.known_all();
+    let o = overview::overview(&shared.store, &jobs, shared.clock.now(), &query, &known).await?;
     let age = shared
         .loop_tick
         .lock()
@@ -217,7 +218,7 @@ async fn job_page(
         ));
     };
     let now = shared.clock.now();
-    let line = overview::one_job(&shared.store, &spec, now).await?;
+    let line = overview::one_job(&shared.store, &spec, now, &shared.alerts.known_all()).await?;
     let status = q.get("status").filter(|s| Status::parse(s).is_some());
     let before = match (q.get("before"), q.get("before_id")) {
         (Some(at), Some(id)) => DateTime::parse_from_rfc3339(at)
