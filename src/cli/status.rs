@@ -81,9 +81,28 @@ pub fn table(o: &Overview) -> String {
             .collect::<Vec<_>>()
             .join(", ")
     };
+    let daemons: String = o
+        .daemons
+        .iter()
+        .map(|d| {
+            let turned = d
+                .loop_age_s
+                .map(|a| format!(", loop turned {a}s before it"))
+                .unwrap_or_default();
+            format!(
+                "\n  {} pid {} ({}): heartbeat {}s ago{turned}: {}",
+                d.hostname, d.pid, d.version, d.heartbeat_age_s, d.state
+            )
+        })
+        .collect();
+    let daemons = if o.daemons.is_empty() && o.database_ok {
+        " none registered (is the daemon running?)".to_string()
+    } else {
+        daemons
+    };
     let _ = write!(
         out,
-        "\n{} job(s), page {} of {}\nqueue: {}\nmessages today: {}\ndatabase: {}\n",
+        "\n{} job(s), page {} of {}\nqueue: {}\nmessages today: {}\ndatabase: {}\ndaemons:{daemons}\n",
         o.matching,
         o.page,
         o.pages,

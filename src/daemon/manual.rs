@@ -140,7 +140,7 @@ async fn in_process(
             let mut ticker = tokio::time::interval(every.max(Duration::from_secs(1)));
             loop {
                 ticker.tick().await;
-                let _ = store.heartbeat(&me, Utc::now()).await;
+                let _ = store.heartbeat(&me, Utc::now(), None).await;
             }
         })
     };

@@ -12,9 +12,11 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::alerts::success_due;
+use super::shared::LOOP_STALE;
 use crate::config::JobSpec;
 use crate::schedule::Trigger;
 use crate::store::audit::Pause;
+use crate::store::claims::DaemonRow;
 use crate::store::console::{JobFigures, lateness_ms};
 use crate::store::{Store, StoreError};
 
@@ -67,6 +69,45 @@ pub struct Overview {
     pub messages_today: BTreeMap<String, i64>,
     /// The database answered within 2 s.
     pub database_ok: bool,
+    /// The processes registered on the database, with their heartbeat and loop health.
+    pub daemons: Vec<DaemonLine>,
+}
+
+/// A registered process: a daemon (with a timer loop) or a `run-job`/`backfill` one.
+#[derive(Debug, Clone, Serialize)]
+pub struct DaemonLine {
+    pub hostname: String,
+    pub pid: i64,
+    pub version: String,
+    pub started_at: DateTime<Utc>,
+    /// Seconds since its last heartbeat.
+    pub heartbeat_age_s: i64,
+    /// How long its timer loop had not turned at that heartbeat (`None`: no timer loop).
+    pub loop_age_s: Option<i64>,
+    /// `ok`, `stalled` (the loop had not turned in [`LOOP_STALE`]) or `no loop`.
+    pub state: &'static str,
+}
+
+impl DaemonLine {
+    fn of(d: DaemonRow, now: DateTime<Utc>) -> DaemonLine {
+        let loop_age_s = d
+            .loop_tick_at
+            .map(|t| (d.heartbeat_at - t).num_seconds().max(0));
+        let state = match loop_age_s {
+            None => "no loop",
+            Some(age) if age as u64 >= LOOP_STALE.as_secs() => "stalled",
+            Some(_) => "ok",
+        };
+        DaemonLine {
+            hostname: d.hostname,
+            pid: d.pid,
+            version: d.version,
+            started_at: d.started_at,
+            heartbeat_age_s: (now - d.heartbeat_at).num_seconds().max(0),
+            loop_age_s,
+            state,
+        }
+    }
 }
 
 /// One job of the overview.
@@ -172,7 +213,14 @@ pub async fn overview(
     // Open tasks only (a partial index holds them): completed history is not counted.
     let mut queue = BTreeMap::new();
     let mut messages_today = BTreeMap::new();
+    let mut daemons = vec![];
     if database_ok {
+        daemons = store
+            .daemons()
+            .await?
+            .into_iter()
+            .map(|d| DaemonLine::of(d, now))
+            .collect();
         for t in store.open_task_counts().await? {
             *queue.entry(t.status).or_insert(0) += t.count;
         }
@@ -196,6 +244,7 @@ pub async fn overview(
         queue,
         messages_today,
         database_ok,
+        daemons,
     })
 }
 
@@ -391,6 +440,32 @@ mod tests {
             failure_streak: 18,
             first_ended: Some(t("2026-11-23T09:00:01Z")),
         }
+    }
+
+    #[test]
+    fn a_daemon_whose_loop_had_not_turned_for_75_s_at_its_heartbeat_is_stalled() {
+        use super::DaemonLine;
+        use crate::store::claims::DaemonRow;
+        let now = t("2026-11-23T12:00:10Z");
+        let row = |loop_tick_at: Option<&str>| DaemonRow {
+            hostname: "h".into(),
+            pid: 7,
+            version: "0.1.0".into(),
+            started_at: t("2026-11-23T09:00:00Z"),
+            heartbeat_at: t("2026-11-23T12:00:00Z"),
+            loop_tick_at: loop_tick_at.map(t),
+        };
+        let line = |at| {
+            let l = DaemonLine::of(row(at), now);
+            (l.heartbeat_age_s, l.loop_age_s, l.state)
+        };
+        assert_eq!(line(Some("2026-11-23T11:59:31Z")), (10, Some(29), "ok"));
+        assert_eq!(line(Some("2026-11-23T11:58:46Z")), (10, Some(74), "ok"));
+        assert_eq!(
+            line(Some("2026-11-23T11:58:45Z")),
+            (10, Some(75), "stalled")
+        );
+        assert_eq!(line(None), (10, None, "no loop"));
     }
 
     #[test]

@@ -17,6 +17,10 @@ use crate::store::audit::Pause;
 use crate::time::Clock;
 
 /// What every fire of one daemon (or one `run-job` process) shares.
+/// The timer loop wakes at least every [`crate::time::MAX_SLEEP`]; one that has not gone
+/// round in this long is stuck (`/healthz`, the console, `tickler status`).
+pub const LOOP_STALE: std::time::Duration = std::time::Duration::from_secs(75);
+
 pub struct Shared {
     pub store: Store,
     pub ledger: Ledger,

@@ -160,7 +160,11 @@ pub(super) async fn maintenance(
     loop {
         ticker.tick().await;
         let now = shared.clock.now();
-        match shared.store.heartbeat(&me, now).await {
+        let loop_age = shared.loop_tick.lock().expect("loop tick lock").elapsed();
+        let loop_at = TimeDelta::from_std(loop_age)
+            .ok()
+            .and_then(|age| now.checked_sub_signed(age));
+        match shared.store.heartbeat(&me, now, loop_at).await {
             Err(e) => {
                 // Soon, so other replicas do not take this one for gone once the database is
                 // back; logged once per outage.

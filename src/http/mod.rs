@@ -45,9 +45,7 @@ mod payments;
 
 pub use optouts::OptOuts;
 
-/// The timer loop wakes at least every `MAX_SLEEP`; one that has not gone round in this long
-/// is stuck.
-const LOOP_STALE: Duration = Duration::from_secs(75);
+use crate::daemon::shared::LOOP_STALE;
 /// How long a scrape or health check waits for the database.
 const DB_PATIENCE: Duration = Duration::from_secs(2);
 /// How long a connection may take to send a request's headers, counted from its start or from

@@ -47,18 +47,39 @@ impl Released {
     }
 }
 
+/// A registered process as `tickler status` shows it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, sqlx::FromRow)]
+pub struct DaemonRow {
+    pub hostname: String,
+    pub pid: i64,
+    pub version: String,
+    pub started_at: DateTime<Utc>,
+    pub heartbeat_at: DateTime<Utc>,
+    /// When its timer loop last turned, as of its last heartbeat; `None` for `run-job` and
+    /// `backfill` processes.
+    pub loop_tick_at: Option<DateTime<Utc>>,
+}
+
 impl Store {
     pub async fn register_instance(&self, instance: &Instance) -> Result<()> {
-        self.heartbeat(instance, instance.started_at).await
+        self.heartbeat(instance, instance.started_at, None).await
     }
 
-    /// Records that `instance` is alive, registering it again if its row was removed (an
-    /// upsert: a daemon whose row another one deleted after an outage comes back).
-    pub async fn heartbeat(&self, i: &Instance, now: DateTime<Utc>) -> Result<()> {
+    /// Records that `instance` is alive, and when its timer loop last turned (`None` for a
+    /// process without one), registering it again if its row was removed (an upsert: a daemon
+    /// whose row another one deleted after an outage comes back).
+    pub async fn heartbeat(
+        &self,
+        i: &Instance,
+        now: DateTime<Utc>,
+        loop_tick_at: Option<DateTime<Utc>>,
+    ) -> Result<()> {
         with_pool!(self, pool => sqlx::query(
-            "INSERT INTO tickler_instances (id, hostname, pid, version, started_at, heartbeat_at)
-             VALUES ($1, $2, $3, $4, $5, $6)
-             ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at",
+            "INSERT INTO tickler_instances
+                    (id, hostname, pid, version, started_at, heartbeat_at, loop_tick_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
+             ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at,
+                                            loop_tick_at = excluded.loop_tick_at",
         )
         .bind(&*i.id)
         .bind(&i.hostname)
@@ -66,6 +87,7 @@ impl Store {
         .bind(&i.version)
         .bind(i.started_at)
         .bind(now)
+        .bind(loop_tick_at)
         .execute(pool)
         .await
         .map(|_| ())
@@ -81,6 +103,19 @@ impl Store {
             .map(|_| ())
             .doing("deregistering this daemon"))?;
         Ok(())
+    }
+
+    /// Every registered process with its heartbeat and loop tick, oldest first: what `tickler
+    /// status` and the console show of the daemons on this database.
+    pub async fn daemons(&self) -> Result<Vec<DaemonRow>> {
+        with_pool!(self, pool => sqlx::query_as::<_, DaemonRow>(
+            "SELECT hostname, CAST(pid AS BIGINT) AS pid, version, started_at, heartbeat_at,
+                    loop_tick_at
+               FROM tickler_instances ORDER BY started_at, id",
+        )
+        .fetch_all(pool)
+        .await
+        .doing("listing daemons"))
     }
 
     /// Every registered daemon (and `run-job` process): id, hostname, pid.

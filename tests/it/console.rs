@@ -494,6 +494,8 @@ async fn pages_show_the_data(p: Project, all_pages: bool) {
         "sent 1",
         "pending 1",
         "2 job(s), page 1 of 1",
+        "<tr data-daemon=\"",
+        "<span class=\"badge ok\">ok</span> <span class=\"muted\">(turned ",
     ] {
         assert!(html.contains(expected), "{expected:?} in {html}");
     }
@@ -609,6 +611,14 @@ async fn pages_show_the_data(p: Project, all_pages: bool) {
     ] {
         assert!(audit.contains(row), "{row} in {audit}");
     }
+    // `tickler status` from another process sees this daemon's heartbeat and loop.
+    let text = crate::helpers::stdout(&p.cli(&["status"]));
+    let daemons = text.split("\ndaemons:\n  ").nth(1).expect(&text);
+    assert!(
+        daemons.contains(&format!(" pid {} (", std::process::id())),
+        "{text}"
+    );
+    assert!(daemons.contains("s before it: ok\n"), "{text}");
     // A viewer sees no action buttons on the queue and invoices pages.
     let (viewer, _) = b.session("vic", VIEWER_PASSWORD).await;
     for path in ["/queue", "/invoices", "/messages", "/jobs/nightly"] {
@@ -648,6 +658,10 @@ async fn pages_show_the_data(p: Project, all_pages: bool) {
     );
     assert!(text.contains("\n2 job(s), page 1 of 1\n"), "{text}");
     assert!(text.contains("\ndatabase: ok\n"), "{text}");
+    assert!(
+        text.ends_with("\ndaemons: none registered (is the daemon running?)\n"),
+        "{text}"
+    );
     let out = p.cli(&["status", "--format", "json", "--name", "night"]);
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json["matching"], 1);

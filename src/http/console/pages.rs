@@ -28,8 +28,6 @@ use crate::store::{HistoryFilter, Status, StoreError};
 const PAGE: i64 = 50;
 /// Runs drawn in a job's chart.
 const CHART_RUNS: i64 = 60;
-/// The timer loop goes round at least every 30 s; one quiet for this long is stalled.
-const LOOP_STALE_S: u64 = 75;
 
 /// The templates, compiled once.
 pub fn environment() -> Environment<'static> {
@@ -196,7 +194,7 @@ async fn overview_page(
         c,
         "overview.html",
         context! {
-            me => me(who), o => v(&o), loop_ok => age < LOOP_STALE_S, loop_age_s => age,
+            me => me(who), o => v(&o), loop_ok => age < crate::daemon::shared::LOOP_STALE.as_secs(), loop_age_s => age,
             q => context! { name => query.name, state => query.state },
             qs => keep(q, &["name", "state", "per_page"]),
         },
