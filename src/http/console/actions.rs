@@ -223,7 +223,8 @@ async fn run_job(
     }
     let started = manual::start(&c.shared, &c.tracker, spec);
     let id = started.id.to_string();
-    c.shared
+    let audited = c
+        .shared
         .store
         .audit(
             actor,
@@ -232,7 +233,16 @@ async fn run_job(
             Some(&format!("run {id}")),
             c.shared.clock.now(),
         )
-        .await?;
+        .await;
+    if let Err(e) = audited {
+        // The run has started: saying the action failed would invite a second click and a
+        // second run. Its ledger row records it; only the audit row is missing.
+        tracing::error!(job = %name, run_id = %id, error = %e, "the audit row of a console run could not be written");
+        return Ok(format!(
+            "started a run of `{name}` (run {id}); its audit row could not be written (the \
+             daemon's log says why)"
+        ));
+    }
     Ok(format!("started a run of `{name}` (run {id})"))
 }
 
