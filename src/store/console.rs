@@ -30,6 +30,20 @@ pub struct JobFigures {
     pub first_ended: Option<DateTime<Utc>>,
 }
 
+/// A campaign's invoice as the console lists it, with its next pending email.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct MemberLine {
+    pub invoice_id: String,
+    pub number: String,
+    pub due_date: NaiveDate,
+    pub invoice_status: String,
+    pub status: String,
+    pub attempts: i64,
+    pub tone: Option<String>,
+    pub last_sent_at: Option<DateTime<Utc>>,
+    pub next_email: Option<DateTime<Utc>>,
+}
+
 /// A ledger row as the console lists it.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct RunLine {
@@ -331,6 +345,43 @@ impl Store {
             .fetch_all(pool)
             .await
             .doing("listing open invoices"))
+    }
+
+    /// A page of a campaign's invoices in `(due_date, number)` order after the keyset `after`,
+    /// each with its next pending email (index `scheduled_tasks_invoice`): a campaign of
+    /// 10,000 invoices shows its members page by page, each with its own next email.
+    pub async fn campaign_member_page(
+        &self,
+        campaign_id: &str,
+        after: Option<(NaiveDate, String)>,
+        limit: i64,
+    ) -> Result<Vec<MemberLine>> {
+        let text = self.sql(
+            "SELECT m.invoice_id::text AS invoice_id, i.number, i.due_date,
+                    i.status AS invoice_status, m.status, m.attempts::bigint AS attempts, m.tone,
+                    m.last_sent_at,
+                    (SELECT min(t.scheduled_for) FROM scheduled_tasks t
+                      WHERE t.invoice_id = m.invoice_id AND t.campaign_id = m.campaign_id
+                        AND t.status = 'pending') AS next_email
+               FROM campaign_invoices m
+               JOIN invoices i ON i.id = m.invoice_id
+              WHERE m.campaign_id = $1::uuid
+                AND ($2::date IS NULL OR i.due_date > $2::date
+                     OR (i.due_date = $2::date AND i.number > $3))
+              ORDER BY i.due_date, i.number LIMIT $4",
+        );
+        let (at, number) = match after {
+            Some((at, number)) => (Some(at), number),
+            None => (None, String::new()),
+        };
+        with_pool!(self, pool => sqlx::query_as::<_, MemberLine>(&text)
+            .bind(campaign_id)
+            .bind(at)
+            .bind(number)
+            .bind(limit)
+            .fetch_all(pool)
+            .await
+            .doing("listing a campaign's invoices"))
     }
 }
 

@@ -611,6 +611,48 @@ async fn pages_show_the_data(p: Project, all_pages: bool) {
     ] {
         assert!(audit.contains(row), "{row} in {audit}");
     }
+    // A campaign's members, one a page: each once, in due-date order, with its next email.
+    let out = p.cli(&[
+        "campaign",
+        "create",
+        "--name",
+        "late",
+        "--overdue-days",
+        "1",
+    ]);
+    assert!(out.status.success(), "{}", crate::helpers::stderr(&out));
+    let campaign = store.campaigns().await.unwrap().remove(0).campaign;
+    let expected: Vec<String> = store
+        .campaign_members(&campaign.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.number)
+        .collect();
+    assert!(expected.len() >= 2, "{expected:?}");
+    let mut seen = vec![];
+    let mut path = format!("/campaigns?id={}&per_page=1", campaign.id);
+    for _ in 0..=expected.len() {
+        let html = b.page(&s, &path).await;
+        let at = html.find("<tr data-member=\"").expect(&html) + 17;
+        seen.push(html[at..].split('"').next().unwrap().to_string());
+        let row = html[at..].split("</tr>").next().unwrap();
+        assert!(
+            row.contains(&format!("{}-", t0.format("%Y"))),
+            "a next email: {row}"
+        );
+        match html.find("id=\"next\" href=\"") {
+            Some(at) => {
+                path = html[at + 16..]
+                    .split('"')
+                    .next()
+                    .unwrap()
+                    .replace("&amp;", "&")
+            }
+            None => break,
+        }
+    }
+    assert_eq!(seen, expected, "every member once, in order");
     // `tickler status` from another process sees this daemon's heartbeat and loop.
     let text = crate::helpers::stdout(&p.cli(&["status"]));
     let daemons = text.split("\ndaemons:\n  ").nth(1).expect(&text);

@@ -21,7 +21,6 @@ use crate::config::users::Role;
 use crate::daemon::overview::{self, OverviewQuery};
 use crate::store::audit::AuditFilter;
 use crate::store::console::{MessageFilter, lateness_ms};
-use crate::store::queue::TaskFilter;
 use crate::store::{HistoryFilter, Status, StoreError};
 
 /// Rows on a page of runs, messages, tasks and invoices.
@@ -399,7 +398,12 @@ async fn campaigns_page(
     who: &Who,
     q: &HashMap<String, String>,
 ) -> Result<Response<Full<Bytes>>, StoreError> {
-    const MEMBERS: usize = 200;
+    // Members a page: 200 unless `per_page` (1-500) says otherwise.
+    let per_page = q
+        .get("per_page")
+        .and_then(|p| p.parse::<usize>().ok())
+        .unwrap_or(200)
+        .clamp(1, 500);
     let store = &c.shared.store;
     let campaigns: Vec<Value> = store
         .campaigns()
@@ -416,40 +420,36 @@ async fn campaigns_page(
         .collect();
     let mut chosen = None;
     let mut members = vec![];
-    let mut more_members = false;
+    let mut next_page = None;
     if let Some(id) = q.get("id")
         && let Some(campaign) = store.campaign(id).await?
     {
-        let all = store.campaign_members(&campaign.id).await?;
-        more_members = all.len() > MEMBERS;
-        let next: HashMap<String, DateTime<Utc>> = store
-            .tasks(&TaskFilter {
-                status: Some("pending".into()),
-                campaign_id: Some(campaign.id.clone()),
-                limit: MEMBERS as i64 * 4,
-            })
-            .await?
-            .into_iter()
-            .filter_map(|t| Some((t.invoice_id?, t.scheduled_for)))
-            .rev()
-            .collect();
-        members = all
-            .into_iter()
-            .take(MEMBERS)
-            .map(|m| {
-                let mut v = serde_json::to_value(&m).unwrap_or_default();
-                v["next"] = json!(next.get(&m.invoice_id));
-                Value::from(Serde(v))
-            })
-            .collect();
-        chosen = Some(campaign.name);
+        let after = match (q.get("after_due"), q.get("after")) {
+            (Some(due), Some(number)) => due
+                .parse::<chrono::NaiveDate>()
+                .ok()
+                .map(|d| (d, number.clone())),
+            _ => None,
+        };
+        let mut page = store
+            .campaign_member_page(&campaign.id, after, per_page as i64 + 1)
+            .await?;
+        let more_members = page.len() > per_page;
+        page.truncate(per_page);
+        next_page = page
+            .last()
+            .filter(|_| more_members)
+            .map(|m| (m.due_date.to_string(), m.number.clone()));
+        members = page;
+        chosen = Some((campaign.id.clone(), campaign.name.clone()));
     }
     Ok(render(
         c,
         "campaigns.html",
         context! {
-            me => me(who), campaigns => campaigns, chosen => chosen, members => members,
-            more_members => more_members,
+            me => me(who), campaigns => campaigns, chosen => chosen.as_ref().map(|c| &c.1),
+            chosen_id => chosen.as_ref().map(|c| &c.0), members => v(&members),
+            next_page => next_page, per_page => per_page,
         },
     ))
 }
