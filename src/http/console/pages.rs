@@ -320,11 +320,11 @@ async fn run_page(c: &Console, who: &Who, id: &str) -> Result<Response<Full<Byte
         _ => vec![],
     };
     let mut output = String::new();
-    for key in ["stdout_tail", "stderr_tail"] {
+    for key in ["stdout_tail", "stderr_tail", "response_tail"] {
         if let Some(serde_json::Value::String(t)) = metadata.remove(key)
             && !t.is_empty()
         {
-            output.push_str(&format!("--- {} ---\n{t}\n", &key[..6]));
+            output.push_str(&format!("--- {} ---\n{t}\n", key.trim_end_matches("_tail")));
         }
     }
     let messages = c.shared.store.messages_of_run(&r.id, 200).await?;
