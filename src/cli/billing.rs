@@ -10,7 +10,7 @@ use super::{finish, open_store, parse_rfc3339};
 use crate::billing::import::{self, Table};
 use crate::config::Config;
 use crate::store::Store;
-use crate::store::audit::Action;
+use crate::store::audit::{Action, Audit};
 
 #[derive(Debug, Subcommand)]
 pub enum InvoiceCommand {
@@ -105,22 +105,19 @@ async fn mark_paid(
             anyhow::bail!("invoice `{number}` is {other}; only an open invoice can be marked paid")
         }
     }
+    let actor = super::operate::cli_actor();
+    let audit = Audit {
+        actor: &actor,
+        action: Action::InvoiceMarkPaid,
+        target: number,
+        detail: reference.as_deref(),
+    };
     if !store
-        .mark_paid(number, paid_at, reference.as_deref())
+        .mark_paid(number, paid_at, reference.as_deref(), Some(audit))
         .await?
     {
         anyhow::bail!("invoice `{number}` changed meanwhile; look at it again");
     }
-    let actor = super::operate::cli_actor();
-    store
-        .audit(
-            &actor,
-            Action::InvoiceMarkPaid,
-            number,
-            reference.as_deref(),
-            Utc::now(),
-        )
-        .await?;
     Ok(format!(
         "invoice {number} ({}, {}) marked paid at {}",
         invoice.customer_name,

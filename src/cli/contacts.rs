@@ -12,7 +12,7 @@ use super::Format;
 use super::operate::cli_actor;
 use crate::billing::import::{self, ImportError};
 use crate::notify::blocks::{self, BlockError};
-use crate::store::audit::Action;
+use crate::store::audit::{Action, Audit};
 use crate::store::contacts::NewBlock;
 use crate::store::{Store, StoreError};
 
@@ -71,7 +71,14 @@ pub async fn contacts_command(store: &Store, command: ContactsCommand) -> Result
                 reason: reason.trim().to_string(),
                 source: "cli".to_string(),
             };
-            let added = store.add_contact_blocks(&[block], now).await?;
+            let (actor, target) = (cli_actor(), format!("{channel}:{address}"));
+            let audit = Audit {
+                actor: &actor,
+                action: Action::ContactBlock,
+                target: &target,
+                detail: Some(&reason),
+            };
+            let added = store.add_contact_blocks(&[block], now, Some(audit)).await?;
             if added.is_empty() {
                 let since = store
                     .contact_block(channel, &address)
@@ -82,31 +89,27 @@ pub async fn contacts_command(store: &Store, command: ContactsCommand) -> Result
                     "`{address}` is already blocked on `{channel}` (since {since})\n"
                 ));
             }
-            let target = format!("{channel}:{address}");
-            store
-                .audit(
-                    &cli_actor(),
-                    Action::ContactBlock,
-                    &target,
-                    Some(&reason),
-                    now,
-                )
-                .await?;
             Ok(format!("blocked `{address}` on `{channel}`\n"))
         }
         ContactsCommand::Unblock { channel, address } => {
             let channel = blocks::parse_channel(&channel)?;
             let address = blocks::normalize(channel, &address)?;
-            if !store.remove_contact_block(channel, &address).await? {
+            let (actor, target) = (cli_actor(), format!("{channel}:{address}"));
+            let audit = Audit {
+                actor: &actor,
+                action: Action::ContactUnblock,
+                target: &target,
+                detail: None,
+            };
+            if !store
+                .remove_contact_block(channel, &address, now, Some(audit))
+                .await?
+            {
                 return Err(ContactsError::NotBlocked {
                     channel: channel.to_string(),
                     address,
                 });
             }
-            let target = format!("{channel}:{address}");
-            store
-                .audit(&cli_actor(), Action::ContactUnblock, &target, None, now)
-                .await?;
             Ok(format!("unblocked `{address}` on `{channel}`\n"))
         }
         ContactsCommand::List { format } => {
@@ -133,7 +136,8 @@ pub async fn contacts_command(store: &Store, command: ContactsCommand) -> Result
         }
         ContactsCommand::Import { file } => {
             let rows = import::contact_blocks(&file)?;
-            let added = store.add_contact_blocks(&rows, now).await?;
+            // One row for the whole file, once its count is known.
+            let added = store.add_contact_blocks(&rows, now, None).await?;
             let detail = format!("{} address(es) blocked", added.len());
             let target = file.display().to_string();
             store

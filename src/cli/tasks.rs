@@ -15,7 +15,7 @@ use crate::config::Config;
 use crate::queue::runner::{enqueue as insert, wake};
 use crate::queue::{TaskRequest, TaskType};
 use crate::store::Store;
-use crate::store::audit::Action;
+use crate::store::audit::{Action, Audit};
 use crate::store::queue::TaskFilter;
 
 #[derive(Debug, Subcommand)]
@@ -405,19 +405,18 @@ fn task_id(id: &str) -> Result<String> {
         })
 }
 
-async fn audit(store: &Store, action: Action, id: &str, now: DateTime<Utc>) -> Result<()> {
-    let actor = super::operate::cli_actor();
-    Ok(store.audit(&actor, action, id, None, now).await?)
-}
-
 /// `tickler tasks cancel`.
 pub async fn cancel(store: &Store, id: &str, now: DateTime<Utc>) -> Result<String> {
     let id = task_id(id)?;
-    match store.cancel_task(&id, now).await? {
-        None => {
-            audit(store, Action::TaskCancel, &id, now).await?;
-            Ok(format!("cancelled task {id}"))
-        }
+    let actor = super::operate::cli_actor();
+    let audit = Audit {
+        actor: &actor,
+        action: Action::TaskCancel,
+        target: &id,
+        detail: None,
+    };
+    match store.cancel_task(&id, now, Some(audit)).await? {
+        None => Ok(format!("cancelled task {id}")),
         Some(s) if s == "missing" => input(format!("no task {id}")),
         Some(s) => input(format!(
             "task {id} is {s}; only a pending task can be cancelled"
@@ -428,9 +427,15 @@ pub async fn cancel(store: &Store, id: &str, now: DateTime<Utc>) -> Result<Strin
 /// `tickler tasks retry`.
 pub async fn retry(store: &Store, id: &str, now: DateTime<Utc>) -> Result<String> {
     let id = task_id(id)?;
-    match store.retry_task(&id, now).await? {
+    let actor = super::operate::cli_actor();
+    let audit = Audit {
+        actor: &actor,
+        action: Action::TaskRetry,
+        target: &id,
+        detail: None,
+    };
+    match store.retry_task(&id, now, Some(audit)).await? {
         None => {
-            audit(store, Action::TaskRetry, &id, now).await?;
             wake();
             Ok(format!("task {id} is pending again, due now"))
         }
@@ -445,9 +450,15 @@ pub async fn retry(store: &Store, id: &str, now: DateTime<Utc>) -> Result<String
 /// once (the store's change notification wakes runners in other processes).
 pub async fn run_now(store: &Store, id: &str, now: DateTime<Utc>) -> Result<String> {
     let id = task_id(id)?;
-    match store.run_task_now(&id, now).await? {
+    let actor = super::operate::cli_actor();
+    let audit = Audit {
+        actor: &actor,
+        action: Action::TaskRunNow,
+        target: &id,
+        detail: None,
+    };
+    match store.run_task_now(&id, now, Some(audit)).await? {
         None => {
-            audit(store, Action::TaskRunNow, &id, now).await?;
             wake();
             Ok(format!("task {id} is due now"))
         }

@@ -148,7 +148,7 @@ pub(super) async fn unsubscribe(
     };
     let now = state.shared.clock.now();
     let store = &state.shared.store;
-    match stored("unsubscribe", store.add_contact_blocks(&[block], now)).await {
+    match stored("unsubscribe", store.add_contact_blocks(&[block], now, None)).await {
         Ok(added) => {
             if !added.is_empty() {
                 tracing::info!(address = %address, "unsubscribed through List-Unsubscribe");
@@ -292,13 +292,16 @@ pub(super) async fn twilio_inbound(
                 source: "twilio-inbound".into(),
             };
             let now = state.shared.clock.now();
-            stored("twilio inbound", store.add_contact_blocks(&[block], now))
-                .await
-                .map(|_| ())
+            stored(
+                "twilio inbound",
+                store.add_contact_blocks(&[block], now, None),
+            )
+            .await
+            .map(|_| ())
         }
         Keyword::Start => stored(
             "twilio inbound",
-            store.remove_contact_block(channel, &address),
+            store.remove_contact_block(channel, &address, state.shared.clock.now(), None),
         )
         .await
         .map(|_| ()),
@@ -415,7 +418,12 @@ pub(super) async fn bounces(req: Request<Incoming>, state: &HttpState) -> Respon
     }
     let now = state.shared.clock.now();
     let store = &state.shared.store;
-    match stored("POST /bounces", store.add_contact_blocks(&wanted, now)).await {
+    match stored(
+        "POST /bounces",
+        store.add_contact_blocks(&wanted, now, None),
+    )
+    .await
+    {
         Ok(added) => json_reply(
             StatusCode::OK,
             json!({"added": added.len(), "already": wanted.len() - added.len(), "soft": soft}),

@@ -85,37 +85,57 @@ pub struct AuditFilter {
     pub limit: i64,
 }
 
-const INSERT_AUDIT: &str = "INSERT INTO audit_log (at, who, origin, action, target, detail)
+pub(crate) const INSERT_AUDIT: &str =
+    "INSERT INTO audit_log (at, who, origin, action, target, detail)
      VALUES ($1, $2, $3, $4, $5, $6)";
 
-/// Runs one statement and, when it changed a row, its audit row, in one transaction; the
-/// changed-or-not answer is the method's.
+/// The audit row of an action, written in the action's own transaction: an action is never
+/// recorded without its row, nor a row without its action.
+#[derive(Debug, Clone, Copy)]
+pub struct Audit<'a> {
+    pub actor: &'a Actor,
+    pub action: Action,
+    pub target: &'a str,
+    pub detail: Option<&'a str>,
+}
+
+/// Writes `$audit` (an `Option<Audit>`) on the open transaction `$tx` of `$store`.
+macro_rules! write_audit {
+    ($store:expr, $tx:expr, $audit:expr, $now:expr, $doing:expr) => {
+        if let Some(a) = $audit {
+            sqlx::query(&$store.sql($crate::store::audit::INSERT_AUDIT))
+                .bind($now)
+                .bind(&a.actor.who)
+                .bind(&a.actor.origin)
+                .bind(a.action.as_str())
+                .bind(a.target)
+                .bind(a.detail)
+                .execute(&mut *$tx)
+                .await
+                .doing($doing)?;
+        }
+    };
+}
+pub(crate) use write_audit;
+
+/// Runs one statement and, when it changed a row, its audit row (if any), in one
+/// transaction; the changed-or-not answer is the method's.
 macro_rules! audited {
-    ($store:expr, $actor:expr, $now:expr, ($action:expr, $target:expr, $detail:expr),
-     |q| $statement:expr) => {{
+    ($store:expr, $audit:expr, $now:expr, $doing:expr, |q| $statement:expr) => {{
         let begin = $store.begin_statement();
-        let audit = $store.sql(INSERT_AUDIT);
-        let doing = "recording an operator action";
+        let doing = $doing;
         with_pool!($store, pool => {
             let mut tx = pool.begin_with(begin).await.doing(doing)?;
             let changed = $statement.execute(&mut *tx).await.doing(doing)?.rows_affected() > 0;
             if changed {
-                sqlx::query(&audit)
-                    .bind($now)
-                    .bind(&$actor.who)
-                    .bind(&$actor.origin)
-                    .bind($action)
-                    .bind($target)
-                    .bind($detail)
-                    .execute(&mut *tx)
-                    .await
-                    .doing(doing)?;
+                write_audit!($store, tx, $audit, $now, doing);
             }
             tx.commit().await.doing(doing)?;
-            Ok(changed)
+            Ok::<bool, super::StoreError>(changed)
         })
     }};
 }
+pub(crate) use audited;
 
 impl Store {
     /// Records an action that succeeded.
@@ -171,29 +191,33 @@ impl Store {
              VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
         );
         let detail = (!reason.is_empty()).then_some(reason);
-        audited!(
-            self,
+        let audit = Audit {
             actor,
-            now,
-            (Action::Pause.as_str(), job, detail),
-            |q| sqlx::query(&pause)
-                .bind(job)
-                .bind(reason)
-                .bind(&actor.who)
-                .bind(now)
+            action: Action::Pause,
+            target: job,
+            detail,
+        };
+        audited!(self, Some(audit), now, "pausing a job", |q| sqlx::query(
+            &pause
         )
+        .bind(job)
+        .bind(reason)
+        .bind(&actor.who)
+        .bind(now))
     }
 
     /// Resumes `job` (and audits it, in one transaction). False when it was not paused.
     pub async fn resume_job(&self, job: &str, actor: &Actor, now: DateTime<Utc>) -> Result<bool> {
         let resume = self.sql("DELETE FROM job_pauses WHERE job_name = $1");
-        audited!(
-            self,
+        let audit = Audit {
             actor,
-            now,
-            (Action::Resume.as_str(), job, None::<&str>),
-            |q| { sqlx::query(&resume).bind(job) }
-        )
+            action: Action::Resume,
+            target: job,
+            detail: None,
+        };
+        audited!(self, Some(audit), now, "resuming a job", |q| {
+            sqlx::query(&resume).bind(job)
+        })
     }
 
     /// Every paused job.

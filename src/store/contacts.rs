@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use super::audit::{Audit, audited, write_audit};
 use super::{Doing, Result, Store, json_text, ts, with_pool};
 
 /// One opt-out: `channel` is `email`, `sms`, `whatsapp` or `*` (every person channel).
@@ -59,10 +60,13 @@ impl Store {
         &self,
         blocks: &[NewBlock],
         now: DateTime<Utc>,
+        audit: Option<Audit<'_>>,
     ) -> Result<Vec<(String, String)>> {
         if blocks.is_empty() {
             return Ok(vec![]);
         }
+        let begin = self.begin_statement();
+        let doing = "adding contact_blocks";
         let text = self.sql(
             "INSERT INTO contact_blocks (channel, address, reason, source, created_at)
              SELECT r.value->>'channel', r.value->>'address', r.value->>'reason',
@@ -72,12 +76,22 @@ impl Store {
              ON CONFLICT (channel, address) DO NOTHING
              RETURNING channel, address",
         );
-        with_pool!(self, pool => sqlx::query_as::<_, (String, String)>(&text)
-            .bind(json_text(blocks))
-            .bind(ts(now))
-            .fetch_all(pool)
-            .await
-            .doing("adding contact_blocks"))
+        let store = self;
+        with_pool!(self, pool => {
+            let mut tx = pool.begin_with(begin).await.doing(doing)?;
+            let added = sqlx::query_as::<_, (String, String)>(&text)
+                .bind(json_text(blocks))
+                .bind(ts(now))
+                .fetch_all(&mut *tx)
+                .await
+                .doing(doing)?;
+            // Audited only when it blocked something.
+            if !added.is_empty() {
+                write_audit!(store, tx, audit, now, doing);
+            }
+            tx.commit().await.doing(doing)?;
+            Ok(added)
+        })
     }
 
     /// The block of exactly this pair, if any.
@@ -98,16 +112,17 @@ impl Store {
     }
 
     /// Removes the block of this pair; `false` when there was none.
-    pub async fn remove_contact_block(&self, channel: &str, address: &str) -> Result<bool> {
+    pub async fn remove_contact_block(
+        &self,
+        channel: &str,
+        address: &str,
+        now: DateTime<Utc>,
+        audit: Option<Audit<'_>>,
+    ) -> Result<bool> {
         let text = "DELETE FROM contact_blocks WHERE channel = $1 AND address = $2";
-        let done = with_pool!(self, pool => sqlx::query(text)
-            .bind(channel)
-            .bind(address)
-            .execute(pool)
-            .await
-            .map(|r| r.rows_affected())
-            .doing("removing a contact block"))?;
-        Ok(done > 0)
+        audited!(self, audit, now, "removing a contact block", |q| {
+            sqlx::query(text).bind(channel).bind(address)
+        })
     }
 
     /// Every block, oldest first.

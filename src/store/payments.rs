@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
 
+use super::audit::{Audit, write_audit};
 use super::queue::settle_campaign;
 use super::{Doing, Result, Store, ts, with_pool};
 
@@ -128,6 +129,7 @@ impl Store {
         number: &str,
         paid_at: DateTime<Utc>,
         reference: Option<&str>,
+        audit: Option<Audit<'_>>,
     ) -> Result<bool> {
         let begin = self.begin_statement();
         let store = self;
@@ -151,6 +153,7 @@ impl Store {
                 return Ok(false);
             };
             invoice_paid!(tx, store, &id, number, paid_at);
+            write_audit!(store, tx, audit, paid_at, "marking an invoice paid");
             tx.commit().await.doing("marking an invoice paid")?;
         });
         Ok(true)

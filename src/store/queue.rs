@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use super::audit::{Audit, audited, write_audit};
 use super::ts;
 use super::{Doing, Result, Store, json_text, with_pool};
 
@@ -653,14 +654,20 @@ impl Store {
     }
 
     /// Cancels a pending task; returns its status when it was not pending.
-    pub async fn cancel_task(&self, id: &str, now: DateTime<Utc>) -> Result<Option<String>> {
+    pub async fn cancel_task(
+        &self,
+        id: &str,
+        now: DateTime<Utc>,
+        audit: Option<Audit<'_>>,
+    ) -> Result<Option<String>> {
         self.change_task(
             "UPDATE scheduled_tasks SET status = 'cancelled', updated_at = $2,
-                    error_message = 'cancelled by `tickler tasks cancel`'
+                    error_message = 'cancelled by an operator (`tickler audit` says who)'
               WHERE id = $1::uuid AND status = 'pending'",
             id,
             now,
             "cancelling a task",
+            audit,
         )
         .await
     }
@@ -668,7 +675,12 @@ impl Store {
     /// Puts a failed or cancelled task back in the queue, due now, with its retries reset.
     /// Returns its status when it was neither. PostgreSQL's trigger notifies the runners (a
     /// task back to `pending`), and SQLite's watch sees the commit.
-    pub async fn retry_task(&self, id: &str, now: DateTime<Utc>) -> Result<Option<String>> {
+    pub async fn retry_task(
+        &self,
+        id: &str,
+        now: DateTime<Utc>,
+        audit: Option<Audit<'_>>,
+    ) -> Result<Option<String>> {
         self.change_task(
             "UPDATE scheduled_tasks SET status = 'pending', scheduled_for = $2, updated_at = $2,
                     retry_count = 0, completed_at = NULL
@@ -676,6 +688,7 @@ impl Store {
             id,
             now,
             "retrying a task",
+            audit,
         )
         .await
     }
@@ -684,7 +697,12 @@ impl Store {
     /// Returns its status when it was not pending. Moved earlier, it wakes the runners:
     /// PostgreSQL's trigger notifies them and SQLite's trigger bumps the count its watch reads
     /// (migrations 0006).
-    pub async fn run_task_now(&self, id: &str, now: DateTime<Utc>) -> Result<Option<String>> {
+    pub async fn run_task_now(
+        &self,
+        id: &str,
+        now: DateTime<Utc>,
+        audit: Option<Audit<'_>>,
+    ) -> Result<Option<String>> {
         self.change_task(
             "UPDATE scheduled_tasks
                 SET scheduled_for = CASE WHEN scheduled_for > $2 THEN $2 ELSE scheduled_for END,
@@ -693,6 +711,7 @@ impl Store {
             id,
             now,
             "making a task due now",
+            audit,
         )
         .await
     }
@@ -706,16 +725,13 @@ impl Store {
         id: &str,
         now: DateTime<Utc>,
         doing: &'static str,
+        audit: Option<Audit<'_>>,
     ) -> Result<Option<String>> {
         let text = self.sql(text);
-        let changed = with_pool!(self, pool => sqlx::query(&text)
+        let changed = audited!(self, audit, now, doing, |q| sqlx::query(&text)
             .bind(id)
-            .bind(now)
-            .execute(pool)
-            .await
-            .doing(doing)?
-            .rows_affected());
-        if changed == 1 {
+            .bind(now))?;
+        if changed {
             return Ok(None);
         }
         Ok(Some(

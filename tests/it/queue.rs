@@ -228,7 +228,7 @@ async fn campaign_story(p: Project) {
     let b_next = pending_of(&store, "B-1").await;
     assert!(
         store
-            .mark_paid("B-1", daemon.clock.now(), None)
+            .mark_paid("B-1", daemon.clock.now(), None, None)
             .await
             .unwrap()
     );
@@ -262,7 +262,7 @@ async fn campaign_story(p: Project) {
     // A pays: everything left is cancelled and the campaign completes.
     assert!(
         store
-            .mark_paid("A-1", daemon.clock.now(), None)
+            .mark_paid("A-1", daemon.clock.now(), None, None)
             .await
             .unwrap()
     );

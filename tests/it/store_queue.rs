@@ -205,18 +205,57 @@ async fn contract(store: Store) {
     assert_eq!(low_row.completed_at, Some(end));
 
     // `tasks cancel` takes only a pending task; `tasks retry` only a failed or cancelled one.
+    // Each with its audit row in the same transaction: written when the task changed only.
+    let actor = tickler::store::audit::Actor {
+        who: "ana".into(),
+        origin: "console 127.0.0.1".into(),
+    };
+    let audit = |target| {
+        Some(tickler::store::audit::Audit {
+            actor: &actor,
+            action: tickler::store::audit::Action::TaskCancel,
+            target,
+            detail: None,
+        })
+    };
     assert_eq!(
-        store.cancel_task(&high.id, end).await.unwrap().as_deref(),
+        store
+            .cancel_task(&high.id, end, audit(&high.id))
+            .await
+            .unwrap()
+            .as_deref(),
         Some("completed")
     );
-    assert_eq!(store.cancel_task(&future.id, end).await.unwrap(), None);
+    assert_eq!(
+        store
+            .cancel_task(&future.id, end, audit(&future.id))
+            .await
+            .unwrap(),
+        None
+    );
     assert_eq!(status_of(&store, &future.id).await, "cancelled");
+    let rows = store
+        .audit_log(&tickler::store::audit::AuditFilter {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let rows: Vec<_> = rows
+        .iter()
+        .map(|r| (r.who.as_str(), r.action.as_str(), r.target.as_str(), r.at))
+        .collect();
+    assert_eq!(rows, vec![("ana", "task.cancel", future.id.as_str(), end)]);
     assert_eq!(
-        store.retry_task(&high.id, end).await.unwrap().as_deref(),
+        store
+            .retry_task(&high.id, end, None)
+            .await
+            .unwrap()
+            .as_deref(),
         Some("completed")
     );
-    assert_eq!(store.retry_task(&future.id, end).await.unwrap(), None);
-    assert_eq!(store.retry_task(&low.id, end).await.unwrap(), None);
+    assert_eq!(store.retry_task(&future.id, end, None).await.unwrap(), None);
+    assert_eq!(store.retry_task(&low.id, end, None).await.unwrap(), None);
     let low_row = store.task(&low.id).await.unwrap().unwrap();
     assert_eq!(
         (
@@ -228,7 +267,11 @@ async fn contract(store: Store) {
     );
     let missing = Uuid::new_v4().to_string();
     assert_eq!(
-        store.cancel_task(&missing, end).await.unwrap().as_deref(),
+        store
+            .cancel_task(&missing, end, None)
+            .await
+            .unwrap()
+            .as_deref(),
         Some("missing")
     );
 

@@ -12,7 +12,7 @@ use hyper::body::Bytes;
 use super::{Console, Who, redirect};
 use crate::daemon::manual;
 use crate::notify::blocks;
-use crate::store::audit::{Action, Actor};
+use crate::store::audit::{Action, Actor, Audit};
 use crate::store::contacts::NewBlock;
 
 /// Where to go back to: the form's `back` when it is a path of this console, else `fallback`.
@@ -101,30 +101,38 @@ async fn route(
             if uuid::Uuid::parse_str(id).is_err() {
                 return Ok((back, "that is not a task id".into()));
             }
-            let (changed, verb, from, done) = match *action {
+            let audit = |action| {
+                Some(Audit {
+                    actor,
+                    action,
+                    target: id,
+                    detail: None,
+                })
+            };
+            let (changed, verb, from) = match *action {
                 "retry" => (
-                    store.retry_task(id, now).await?,
+                    store.retry_task(id, now, audit(Action::TaskRetry)).await?,
                     "retried",
                     "failed or cancelled",
-                    Action::TaskRetry,
                 ),
                 "cancel" => (
-                    store.cancel_task(id, now).await?,
+                    store
+                        .cancel_task(id, now, audit(Action::TaskCancel))
+                        .await?,
                     "cancelled",
                     "pending",
-                    Action::TaskCancel,
                 ),
                 "run-now" => (
-                    store.run_task_now(id, now).await?,
+                    store
+                        .run_task_now(id, now, audit(Action::TaskRunNow))
+                        .await?,
                     "made due now",
                     "pending",
-                    Action::TaskRunNow,
                 ),
                 _ => return Ok((back, "unknown action".into())),
             };
             let message = match changed {
                 None => {
-                    store.audit(actor, done, id, None, now).await?;
                     format!("task {id} {verb}")
                 }
                 Some(status) => {
@@ -149,15 +157,21 @@ async fn route(
                     format!("invoice `{number}` is {}: nothing changed", invoice.status),
                 ));
             }
-            if !store.mark_paid(&number, now, reference).await? {
+            let audit = Audit {
+                actor,
+                action: Action::InvoiceMarkPaid,
+                target: &number,
+                detail: reference,
+            };
+            if !store
+                .mark_paid(&number, now, reference, Some(audit))
+                .await?
+            {
                 return Ok((
                     back,
                     format!("invoice `{number}` changed meanwhile: look again"),
                 ));
             }
-            store
-                .audit(actor, Action::InvoiceMarkPaid, &number, reference, now)
-                .await?;
             Ok((
                 back,
                 format!("invoice {number} marked paid; its pending reminders are cancelled"),
@@ -182,24 +196,33 @@ async fn route(
                     reason: field("reason").to_string(),
                     source: "console".to_string(),
                 };
-                if store.add_contact_blocks(&[block], now).await?.is_empty() {
+                let audit = Audit {
+                    actor,
+                    action: Action::ContactBlock,
+                    target: &target,
+                    detail: Some(field("reason")).filter(|r| !r.is_empty()),
+                };
+                let added = store.add_contact_blocks(&[block], now, Some(audit)).await?;
+                if added.is_empty() {
                     return Ok((
                         back,
                         format!("`{address}` is already blocked on `{channel}`"),
                     ));
                 }
-                let reason = Some(field("reason")).filter(|r| !r.is_empty());
-                store
-                    .audit(actor, Action::ContactBlock, &target, reason, now)
-                    .await?;
                 Ok((back, format!("blocked `{address}` on `{channel}`")))
             } else {
-                if !store.remove_contact_block(channel, &address).await? {
+                let audit = Audit {
+                    actor,
+                    action: Action::ContactUnblock,
+                    target: &target,
+                    detail: None,
+                };
+                if !store
+                    .remove_contact_block(channel, &address, now, Some(audit))
+                    .await?
+                {
                     return Ok((back, format!("`{address}` is not blocked on `{channel}`")));
                 }
-                store
-                    .audit(actor, Action::ContactUnblock, &target, None, now)
-                    .await?;
                 Ok((back, format!("unblocked `{address}` on `{channel}`")))
             }
         }
