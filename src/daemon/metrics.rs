@@ -165,7 +165,7 @@ impl Metrics {
                     continue;
                 }
                 let last = last.get(&job).copied();
-                if let Some(at) = super::alerts::success_due(last, None, known, within) {
+                if let Some(at) = super::deadman::success_due(last, None, known, within) {
                     due.get_or_create(&vec![("job", job)]).set(seconds(at));
                 }
             }

@@ -17,6 +17,7 @@ use crate::store::{Store, StoreError};
 use crate::time::{Clock, MAX_SLEEP, SystemClock};
 
 pub mod alerts;
+pub mod deadman;
 pub mod fdlimit;
 pub mod ledger;
 pub mod manual;

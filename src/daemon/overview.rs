@@ -11,7 +11,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::alerts::success_due;
+use super::deadman::success_due;
 use super::shared::LOOP_STALE;
 use crate::config::JobSpec;
 use crate::schedule::Trigger;

@@ -287,24 +287,6 @@ async fn recovery(shared: &Shared, spec: &JobSpec, on_failure: &OnFailure, run: 
     send(shared, spec, on_failure, alert, shared.clock.now()).await;
 }
 
-/// When a job with `expect_success_within` is overdue unless it succeeds (or ends `partial`)
-/// first: `within` after its last success; without one, after the earlier of its first ended
-/// run and when this daemon first knew it. `None` with no reference at all (a job that never
-/// ran, read by a process that does not watch it). The dead-man check, `/metrics` and the
-/// overview all judge by this one rule.
-pub fn success_due(
-    last_success: Option<DateTime<Utc>>,
-    first_ended: Option<DateTime<Utc>>,
-    known_since: Option<DateTime<Utc>>,
-    within: Duration,
-) -> Option<DateTime<Utc>> {
-    let reference = last_success.or(match (first_ended, known_since) {
-        (Some(f), Some(k)) => Some(f.min(k)),
-        (f, k) => f.or(k),
-    })?;
-    reference.checked_add_signed(TimeDelta::from_std(within).unwrap_or(TimeDelta::MAX))
-}
-
 /// Checks every job's `expect_success_within` on `tracker`, unless a check is still going on
 /// (then `false`: try again at the next pass).
 pub fn check_deadlines(
@@ -358,7 +340,7 @@ async fn deadline(shared: &Shared, spec: &JobSpec, within: Duration, now: DateTi
     let last_success = streak.last_success.as_ref().map(|(_, t)| *t);
     let reference = last_success.unwrap_or_else(|| first.map_or(known, |f| f.min(known)));
     let within_td = TimeDelta::from_std(within).unwrap_or(TimeDelta::MAX);
-    let Some(due) = success_due(last_success, first, Some(known), within) else {
+    let Some(due) = super::deadman::success_due(last_success, first, Some(known), within) else {
         return;
     };
     if now <= due {
