@@ -2,7 +2,8 @@
 //! `[http.console] users_file` with argon2 password hashes. The password is read from stdin
 //! (one line), never from the command line, and neither it nor its hash is printed. The file
 //! is replaced atomically (a temporary file, mode 0600, renamed over it); the daemon reads it
-//! again at each login, so no restart is needed.
+//! again when it changes, so no restart is needed, and the sessions of a removed user, or of
+//! one whose password or role changed, end at their next request.
 
 use std::io::{BufRead, Write as _};
 use std::os::unix::fs::OpenOptionsExt;
@@ -19,13 +20,13 @@ use crate::config::users::{
 pub enum ConsoleCommand {
     /// Create or replace a console user; the password is read from stdin (one line, at least
     /// 12 characters), e.g. `systemd-ask-password | tickler console add-user ana --role operator`.
+    /// Replacing a user ends their open sessions.
     AddUser {
         name: String,
         #[arg(long, value_enum)]
         role: Role,
     },
-    /// Remove a console user; their open sessions end at their expiry (restart the daemon to
-    /// end them at once).
+    /// Remove a console user; their open sessions end at their next request (no restart).
     RemoveUser { name: String },
 }
 

@@ -3,7 +3,7 @@
 //! (and answering `GET` too where `allow_get_trigger = true`, for hosted crons that only GET).
 //! Its `[http.console]` sub-table turns on the operator console, on a listener of its own.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -54,12 +54,16 @@ pub const DEFAULT_SESSION_TTL: Duration = Duration::from_secs(8 * 3600);
 pub struct ConsoleConfig {
     pub listen: SocketAddr,
     /// The users and their argon2 password hashes (`tickler console add-user`), resolved
-    /// against the config file's folder; read again at each login.
+    /// against the config file's folder; read again whenever it changes.
     pub users_file: PathBuf,
     /// Marks the session cookie `Secure`: set it when a TLS proxy serves the console.
     pub secure_cookie: bool,
     /// A session ends this long after its login.
     pub session_ttl: Duration,
+    /// The reverse proxies in front of the console: a request from one of them is taken to
+    /// come from the last `X-Forwarded-For` hop that is not one of them (for the login limit
+    /// and the audit log's origin). Empty by default: the header is ignored.
+    pub trusted_proxies: Vec<IpAddr>,
 }
 
 #[derive(Deserialize)]
@@ -70,6 +74,8 @@ struct ConsoleRaw {
     #[serde(default)]
     secure_cookie: bool,
     session_ttl: Option<Spanned<String>>,
+    #[serde(default)]
+    trusted_proxies: Vec<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -206,11 +212,31 @@ fn console_config(
             }
         }
     };
+    let mut trusted_proxies = vec![];
+    for p in &raw.trusted_proxies {
+        match p.get_ref().trim().parse::<IpAddr>() {
+            Ok(ip) => trusted_proxies.push(ip.to_canonical()),
+            Err(_) => {
+                c.push(
+                    "invalid `trusted_proxies` in `[http.console]`",
+                    Some(p.span()),
+                    format!(
+                        "`{}` is not an IP address; write the proxy's address, e.g. \
+                         `127.0.0.1` or `::1` (a host name or a network like `10.0.0.0/8` is \
+                         not accepted)",
+                        p.get_ref()
+                    ),
+                );
+                return None;
+            }
+        }
+    }
     Some(ConsoleConfig {
         listen,
         users_file: config_dir.join(users_file),
         secure_cookie: raw.secure_cookie,
         session_ttl,
+        trusted_proxies,
     })
 }
 
@@ -260,8 +286,13 @@ mod tests {
         );
         assert!(!console.secure_cookie);
         assert_eq!(console.session_ttl.as_secs(), 8 * 3600);
+        assert!(
+            console.trusted_proxies.is_empty(),
+            "X-Forwarded-For ignored by default"
+        );
         let text = "[http.console]\nusers_file = \"/srv/u.toml\"\nlisten = \"0.0.0.0:8443\"\n\
-                    secure_cookie = true\nsession_ttl = \"30m\"\n";
+                    secure_cookie = true\nsession_ttl = \"30m\"\n\
+                    trusted_proxies = [\"127.0.0.1\", \"::1\", \"::ffff:10.0.0.2\"]\n";
         let console = parse(Path::new("t.toml"), text)
             .unwrap()
             .http
@@ -272,6 +303,12 @@ mod tests {
         assert_eq!(console.listen.to_string(), "0.0.0.0:8443");
         assert!(console.secure_cookie);
         assert_eq!(console.session_ttl.as_secs(), 1800);
+        let proxies: Vec<String> = console
+            .trusted_proxies
+            .iter()
+            .map(|p| p.to_string())
+            .collect();
+        assert_eq!(proxies, ["127.0.0.1", "::1", "10.0.0.2"]);
     }
 
     #[test]
@@ -318,6 +355,17 @@ mod tests {
                 "[http.console]\nusers_file = \"u.toml\"\nsession_ttl = \"soon\"\n",
                 "invalid `session_ttl` in `[http.console]` (t.toml line 3, column 15): invalid \
                  duration `soon`: expected number at 0; write e.g. `30s`, `10m`, `1h30m`, `7d`",
+            ),
+            (
+                "[http.console]\nusers_file = \"u.toml\"\ntrusted_proxies = [\"127.0.0.1\", \"proxy.lan\"]\n",
+                "invalid `trusted_proxies` in `[http.console]` (t.toml line 3, column 33): \
+                 `proxy.lan` is not an IP address; write the proxy's address, e.g. `127.0.0.1` \
+                 or `::1` (a host name or a network like `10.0.0.0/8` is not accepted)",
+            ),
+            (
+                "[http.console]\nusers_file = \"u.toml\"\ntrusted_proxies = \"127.0.0.1\"\n",
+                "invalid `trusted_proxies` in `[http.console]` (t.toml line 3, column 19): \
+                 invalid type: string \"127.0.0.1\", expected a sequence",
             ),
             (
                 "[http.console]\nusers_file = \"u.toml\"\nsecure_cookie = 1\n",

@@ -1,7 +1,8 @@
 //! The console's users file (`[http.console] users_file`): TOML `[[user]]` entries with a
 //! name, a role (`viewer` or `operator`) and an argon2 password hash (a PHC string). Written by
 //! `tickler console add-user`, read by the daemon at start-up (refusing to start on a bad file)
-//! and again at each login, so a new user needs no restart.
+//! and again whenever it changes, so a new user needs no restart and a removed one is logged
+//! out at once.
 
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -29,6 +29,11 @@ fn free_port() -> u16 {
 /// A project with `[http]`, `[http.console]` (users `ana`, an operator, and `vic`, a viewer)
 /// and two jobs; returns it with the console's base URL.
 fn project(p: Project, secure_cookie: bool) -> (Project, String) {
+    project_with(p, secure_cookie, "")
+}
+
+/// [`project`] with more lines in `[http.console]`.
+fn project_with(p: Project, secure_cookie: bool, console_extra: &str) -> (Project, String) {
     let (port, console) = (free_port(), free_port());
     std::fs::write(p.path().join("trigger-token"), format!("{TRIGGER_TOKEN}\n")).unwrap();
     let users = vec![
@@ -50,7 +55,7 @@ fn project(p: Project, secure_cookie: bool) -> (Project, String) {
             "[queue]\nenabled = false\n\n\
              [http]\nlisten = \"127.0.0.1:{port}\"\ntoken_file = \"{}\"\n\n\
              [http.console]\nlisten = \"127.0.0.1:{console}\"\nusers_file = \"users.toml\"\n\
-             secure_cookie = {secure_cookie}\n\n\
+             secure_cookie = {secure_cookie}\n{console_extra}\n\
              [[job]]\nname = \"nightly\"\nkind = \"noop\"\nevery = \"1m\"\n\n\
              [[job]]\nname = \"weekday-report\"\nkind = \"noop\"\nschedule = \"0 9 * * 1-5\"\n\
              timezone = \"Europe/Berlin\"\nexpect_success_within = \"4d\"\n",
@@ -111,26 +116,58 @@ impl Browser {
         path: &str,
         form: &[(&str, &str)],
     ) -> reqwest::Response {
+        self.post_with(session, path, form, &[]).await
+    }
+
+    /// [`Browser::post`] with more headers (as a proxy would add).
+    async fn post_with(
+        &self,
+        session: Option<&str>,
+        path: &str,
+        form: &[(&str, &str)],
+        headers: &[(&str, &str)],
+    ) -> reqwest::Response {
         let mut r = self.http.post(format!("{}{path}", self.base)).form(form);
         if let Some(s) = session {
             r = r.header("cookie", format!("tickler_console={s}"));
+        }
+        for (k, v) in headers {
+            r = r.header(*k, *v);
+        }
+        r.send().await.unwrap()
+    }
+
+    /// The login form's pre-session cookie and form token, as a browser gets them.
+    async fn login_form(&self) -> (String, String) {
+        let form = self.get(None, "/login").await;
+        assert_eq!(form.status(), 200);
+        let (pre, _) = set_cookie(form.headers(), "tickler_login").expect("a login cookie");
+        (pre, csrf_of(&form.text().await.unwrap()))
+    }
+
+    /// Sends the login form of [`Browser::login_form`], with more headers.
+    async fn send_login(
+        &self,
+        (pre, csrf): &(String, String),
+        user: &str,
+        password: &str,
+        headers: &[(&str, &str)],
+    ) -> reqwest::Response {
+        let mut r = self
+            .http
+            .post(format!("{}/login", self.base))
+            .header("cookie", format!("tickler_login={pre}"))
+            .form(&[("user", user), ("password", password), ("csrf", csrf)]);
+        for (k, v) in headers {
+            r = r.header(*k, *v);
         }
         r.send().await.unwrap()
     }
 
     /// Fills and sends the login form as a browser would.
     async fn login(&self, user: &str, password: &str) -> reqwest::Response {
-        let form = self.get(None, "/login").await;
-        assert_eq!(form.status(), 200);
-        let (pre, _) = set_cookie(form.headers(), "tickler_login").expect("a login cookie");
-        let csrf = csrf_of(&form.text().await.unwrap());
-        self.http
-            .post(format!("{}/login", self.base))
-            .header("cookie", format!("tickler_login={pre}"))
-            .form(&[("user", user), ("password", password), ("csrf", &csrf)])
-            .send()
-            .await
-            .unwrap()
+        let form = self.login_form().await;
+        self.send_login(&form, user, password, &[]).await
     }
 
     /// Logs in; returns the session cookie's value and the `Set-Cookie` header.
@@ -265,12 +302,14 @@ async fn logins_sessions_roles_and_csrf_guard_every_action() {
     );
     let overview = b.page(&operator, "/").await;
     assert!(overview.contains("data-badge=\"paused\""), "{overview}");
-    // Run now: a manual run and an audit row naming the console user and address.
+    // Run now: a manual run and an audit row naming the console user and address (the
+    // connection's: without `trusted_proxies`, `X-Forwarded-For` is anyone's to write).
     let r = b
-        .post(
+        .post_with(
             Some(&operator),
             "/jobs/weekday-report/run",
             &[("csrf", &csrf)],
+            &[("x-forwarded-for", "203.0.113.7")],
         )
         .await;
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
@@ -344,8 +383,9 @@ async fn logins_sessions_roles_and_csrf_guard_every_action() {
     // The viewer's session is still good.
     b.page(&viewer, "/").await;
 
-    // The users file is read at each login: a user added now logs in without a restart, and
-    // a file broken meanwhile refuses logins (and says so) while sessions go on.
+    // The users file is read again when it changes: a user added now logs in without a
+    // restart, and the sessions of the others go on; a file broken meanwhile refuses logins
+    // and pages (and says so) until it is mended.
     let users_file = p.path().join("users.toml");
     let mut text = std::fs::read_to_string(&users_file).unwrap();
     text.push_str(&render_users(&[User {
@@ -353,8 +393,9 @@ async fn logins_sessions_roles_and_csrf_guard_every_action() {
         role: Role::Viewer,
         password_hash: hash_password("zoe's long password").unwrap(),
     }]));
-    std::fs::write(&users_file, text).unwrap();
+    std::fs::write(&users_file, &text).unwrap();
     b.session("zoe", "zoe's long password").await;
+    b.page(&viewer, "/").await;
     std::fs::write(&users_file, "[[user]]\nname = 1\n").unwrap();
     let r = b.login("zoe", "zoe's long password").await;
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
@@ -364,6 +405,15 @@ async fn logins_sessions_roles_and_csrf_guard_every_action() {
             .unwrap()
             .contains("the users file is unusable")
     );
+    let r = b.get(Some(&viewer), "/").await;
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        r.text()
+            .await
+            .unwrap()
+            .contains("the users file is unusable")
+    );
+    std::fs::write(&users_file, &text).unwrap();
     b.page(&viewer, "/").await;
 
     d.stop().await;
@@ -394,6 +444,170 @@ async fn failed_logins_are_rate_limited_and_cookies_are_secure_behind_tls() {
         .unwrap();
     assert!((1..=900).contains(&wait), "{wait}");
     d.stop().await;
+}
+
+/// `tickler console ARGS` on the project's config, with `stdin` as its standard input.
+fn console_cli(p: &Project, args: &[&str], stdin: &str) {
+    use std::io::Write as _;
+    use std::process::Stdio;
+    let mut child = std::process::Command::new(crate::helpers::BIN)
+        .arg("console")
+        .args(args)
+        .arg("--config")
+        .arg(p.config_path())
+        .current_dir(p.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", crate::helpers::stderr(&out));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_or_changed_user_loses_their_session_at_once() {
+    let (p, base) = project(Project::sqlite(), false);
+    let d = TestDaemon::start(p.config(), utc("2026-11-23T10:00:30Z")).await;
+    let store = p.store().await;
+    let b = Browser::new(&base);
+    let (ana, _) = b.session("ana", OPERATOR_PASSWORD).await;
+    let (vic, _) = b.session("vic", VIEWER_PASSWORD).await;
+    let csrf = csrf_of(&b.page(&ana, "/jobs/nightly").await);
+
+    // Another user added: nobody's session ends.
+    console_cli(
+        &p,
+        &["add-user", "zed", "--role", "viewer"],
+        "zed's long password\n",
+    );
+    b.page(&ana, "/").await;
+    b.page(&vic, "/").await;
+
+    // Ana made a viewer (with the same password): her operator session ends before it acts.
+    console_cli(
+        &p,
+        &["add-user", "ana", "--role", "viewer"],
+        &format!("{OPERATOR_PASSWORD}\n"),
+    );
+    let r = b
+        .post(Some(&ana), "/jobs/nightly/pause", &[("csrf", &csrf)])
+        .await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert_eq!(r.text().await.unwrap(), "log in first\n");
+    assert!(store.paused_jobs().await.unwrap().is_empty());
+    let audit = store
+        .audit_log(&tickler::store::audit::AuditFilter {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(audit.is_empty(), "{audit:?}");
+    let r = b.get(Some(&ana), "/").await;
+    assert_eq!(r.headers()[LOCATION], "/login", "ended for good");
+    // She logs in again, as what she is now.
+    let (ana, _) = b.session("ana", OPERATOR_PASSWORD).await;
+    let html = b.page(&ana, "/jobs/nightly").await;
+    assert!(!html.contains("data-action=\"pause\""), "{html}");
+
+    // Vic removed: his next page is the login form.
+    b.page(&vic, "/").await;
+    console_cli(&p, &["remove-user", "vic"], "");
+    let r = b.get(Some(&vic), "/").await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(r.headers()[LOCATION], "/login");
+    let (cleared, _) = set_cookie(r.headers(), "tickler_console").expect("the cookie cleared");
+    assert_eq!(cleared, "");
+    b.page(&ana, "/").await;
+    d.stop().await;
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_guesses_count_against_the_login_limit() {
+    let (p, base) = project(Project::sqlite(), false);
+    let d = TestDaemon::start(p.config(), utc("2026-11-23T10:00:30Z")).await;
+    let b = Browser::new(&base);
+    let form = b.login_form().await;
+    let guesses = (0..20).map(|i| {
+        let (b, form) = (&b, &form);
+        async move {
+            b.send_login(form, "ana", &format!("guess number {i}"), &[])
+                .await
+                .status()
+        }
+    });
+    let answers = futures_util::future::join_all(guesses).await;
+    let count = |s: StatusCode| answers.iter().filter(|a| **a == s).count();
+    let (wrong, limited, busy) = (
+        count(StatusCode::UNAUTHORIZED),
+        count(StatusCode::TOO_MANY_REQUESTS),
+        count(StatusCode::SERVICE_UNAVAILABLE),
+    );
+    assert_eq!(wrong + limited + busy, 20, "{answers:?}");
+    assert!(wrong <= 5, "{answers:?}");
+    assert!(limited >= 15, "{answers:?}");
+    // The right password is refused now, for that name from another address too.
+    let r = b.send_login(&form, "ana", OPERATOR_PASSWORD, &[]).await;
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(r.headers().contains_key("retry-after"));
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_trusted_proxy_the_forwarded_client_is_limited_and_audited() {
+    let (p, base) = project_with(
+        Project::sqlite(),
+        false,
+        "trusted_proxies = [\"127.0.0.1\"]\n",
+    );
+    let d = TestDaemon::start(p.config(), utc("2026-11-23T10:00:30Z")).await;
+    let store = p.store().await;
+    let b = Browser::new(&base);
+    let form = b.login_form().await;
+    // Five bad logins from one client behind the proxy block that client and that name only.
+    let mallory = [("x-forwarded-for", "198.51.100.9")];
+    for _ in 0..5 {
+        let r = b
+            .send_login(&form, "nobody", "wrong password!", &mallory)
+            .await;
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    }
+    let r = b.send_login(&form, "vic", VIEWER_PASSWORD, &mallory).await;
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    let alice = [("x-forwarded-for", "203.0.113.7")];
+    let r = b.send_login(&form, "ana", OPERATOR_PASSWORD, &alice).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER, "another client logs in");
+    let (ana, _) = set_cookie(r.headers(), "tickler_console").unwrap();
+    // An action names the forwarded client in the audit log.
+    let csrf = csrf_of(&b.page(&ana, "/jobs/nightly").await);
+    let r = b
+        .post_with(
+            Some(&ana),
+            "/jobs/nightly/pause",
+            &[("csrf", &csrf)],
+            &alice,
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let audit = store
+        .audit_log(&tickler::store::audit::AuditFilter {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(audit.len(), 1);
+    assert_eq!(audit[0].origin, "console 203.0.113.7");
+    d.stop().await;
+    store.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -547,15 +761,29 @@ async fn pages_show_the_data(p: Project, all_pages: bool) {
     let r = b.get(Some(&s), "/jobs/nope").await;
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
 
-    // Mark an overdue invoice paid from the invoices page.
+    // Mark an overdue invoice paid through its form on the invoices page, its number holding
+    // `/` and `+` (each a path segment of its own, or a space, if not encoded as one).
     let overdue = b.page(&s, "/invoices?overdue=1").await;
     let at = overdue.find("<tr data-invoice=\"").unwrap() + 18;
-    let number = overdue[at..].split('"').next().unwrap().to_string();
+    let first = overdue[at..].split('"').next().unwrap().to_string();
+    let number = "INV/2026/7+1".to_string();
+    let Store::Sqlite(sqlite) = &store else {
+        unreachable!("the invoice pages are checked on SQLite")
+    };
+    sqlx::query("UPDATE invoices SET number = $1 WHERE number = $2")
+        .bind(&number)
+        .bind(&first)
+        .execute(sqlite.pool())
+        .await
+        .unwrap();
+    let overdue = b.page(&s, "/invoices?overdue=1").await;
+    let action = "action=\"/invoices/INV%2F2026%2F7%2B1/paid\"";
+    assert!(overdue.contains(action), "{overdue}");
     let csrf = csrf_of(&overdue);
     let r = b
         .post(
             Some(&s),
-            &format!("/invoices/{number}/paid"),
+            "/invoices/INV%2F2026%2F7%2B1/paid",
             &[("csrf", &csrf), ("reference", "bank-1")],
         )
         .await;
@@ -564,7 +792,7 @@ async fn pages_show_the_data(p: Project, all_pages: bool) {
     assert_eq!(inv.status, "paid");
     let html = b.page(&s, "/invoices").await;
     assert!(
-        html.contains(&format!("invoice {number} marked paid")),
+        html.contains("invoice INV&#x2f;2026&#x2f;7+1 marked paid"),
         "{html}"
     );
     // Cancel the task from the queue page; block an address from the messages page.
@@ -604,6 +832,7 @@ async fn pages_show_the_data(p: Project, all_pages: bool) {
     let audit = b.page(&s, "/audit").await;
     for row in [
         "invoice.mark_paid",
+        "INV&#x2f;2026&#x2f;7+1",
         "task.cancel",
         "contact.block",
         "email:thandi@example.com",

@@ -9,16 +9,23 @@ use http_body_util::Full;
 use hyper::Response;
 use hyper::body::Bytes;
 
-use super::{Console, Who, redirect};
+use super::{Console, Who, decode_segment, encode_segment, redirect};
 use crate::daemon::manual;
 use crate::notify::blocks;
 use crate::store::audit::{Action, Actor, Audit};
 use crate::store::contacts::NewBlock;
 
 /// Where to go back to: the form's `back` when it is a path of this console, else `fallback`.
+/// Browsers drop tabs and newlines from a `Location` and read `\` as `/`, so `/\t/evil.example`
+/// would lead to `//evil.example`: only printable ASCII without `//` or `\` is kept.
 fn back_to(form: &HashMap<String, String>, fallback: &str) -> String {
     form.get("back")
-        .filter(|b| b.starts_with('/') && !b.starts_with("//") && !b.contains(['\\', '\r', '\n']))
+        .filter(|b| {
+            b.starts_with('/')
+                && !b.contains("//")
+                && !b.contains('\\')
+                && b.bytes().all(|c| c.is_ascii_graphic())
+        })
         .cloned()
         .unwrap_or_else(|| fallback.to_string())
 }
@@ -32,7 +39,7 @@ pub async fn act(
 ) -> Response<Full<Bytes>> {
     let actor = Actor {
         who: who.user.clone(),
-        origin: format!("console {}", who.peer.ip()),
+        origin: format!("console {}", who.client),
     };
     let (back, message) = match route(c, &actor, path, form).await {
         Ok(done) => done,
@@ -62,16 +69,12 @@ async fn route(
     let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let store = &c.shared.store;
     let now = c.shared.clock.now();
-    let decode = |s: &str| {
-        form_urlencoded::parse(format!("x={s}").as_bytes())
-            .next()
-            .map(|(_, v)| v.into_owned())
-            .unwrap_or_default()
-    };
     match parts.as_slice() {
         ["jobs", name, action] => {
-            let name = decode(name);
-            let back = back_to(form, &format!("/jobs/{}", encode(&name)));
+            let Some(name) = decode_segment(name) else {
+                return Ok((back_to(form, "/"), "unknown action".into()));
+            };
+            let back = back_to(form, &format!("/jobs/{}", encode_segment(&name)));
             let Some(spec) = c.shared.job(&name) else {
                 return Ok((back_to(form, "/"), format!("there is no job `{name}`")));
             };
@@ -142,7 +145,9 @@ async fn route(
             Ok((back, message))
         }
         ["invoices", number, "paid"] => {
-            let number = decode(number);
+            let Some(number) = decode_segment(number) else {
+                return Ok((back_to(form, "/invoices"), "unknown action".into()));
+            };
             let back = back_to(form, "/invoices");
             let reference = form
                 .get("reference")
@@ -269,11 +274,6 @@ async fn run_job(
     Ok(format!("started a run of `{name}` (run {id})"))
 }
 
-/// A job name as a path segment.
-pub(super) fn encode(name: &str) -> String {
-    form_urlencoded::byte_serialize(name.as_bytes()).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::back_to;
@@ -282,11 +282,20 @@ mod tests {
     fn only_a_path_of_the_console_is_a_way_back() {
         let back = |b: &str| back_to(&[("back".to_string(), b.to_string())].into(), "/x");
         assert_eq!(back("/queue?status=failed"), "/queue?status=failed");
+        assert_eq!(back("/jobs/a%2Fb"), "/jobs/a%2Fb");
         for bad in [
             "https://evil.example/",
             "//evil.example",
             "/\\evil.example",
             "/a\r\nSet-Cookie: x",
+            "/\t/evil.example",
+            "/\n/evil.example",
+            "/\r/evil.example",
+            "/ /evil.example",
+            "/queue//evil.example",
+            "/%09/x\u{a0}",
+            "/caf\u{e9}",
+            "queue",
             "",
         ] {
             assert_eq!(back(bad), "/x", "{bad:?}");

@@ -1,15 +1,17 @@
-//! Who is using the console: users checked against the users file (read again at each login),
-//! sessions held in memory (a random 256-bit token in an `HttpOnly`, `SameSite=Strict` cookie,
-//! ended server-side at logout or after `session_ttl`), a CSRF token per session checked on
-//! every `POST`, and a bounded limit of failed logins per client address and per user name.
+//! Who is using the console: users checked against the users file (read again whenever it
+//! changed), sessions held in memory (a random 256-bit token in an `HttpOnly`,
+//! `SameSite=Strict` cookie, ended server-side at logout, after `session_ttl`, or at the first
+//! request after its user was removed or got another password or role), a CSRF token per
+//! session checked on every `POST`, and a bounded limit of login attempts per client address
+//! and per user name, counted before the password is checked.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::path::Path;
-use std::sync::Mutex;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::config::users::{Role, read_users, verify_password};
+use crate::config::users::{Role, User, UsersError, check_name, read_users, verify_password};
 
 /// The session cookie's name.
 pub const COOKIE: &str = "tickler_console";
@@ -37,15 +39,37 @@ pub fn is_token(t: &str) -> bool {
     t.len() == 64 && t.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
-/// A logged-in user.
+/// A logged-in user, with what the users file said of them at login: a request whose user is
+/// gone from the file, has another password or another role now ends the session.
 #[derive(Debug, Clone)]
 pub struct Session {
     pub user: String,
     pub role: Role,
     pub csrf: String,
+    /// SHA-256 of the password hash the login was checked against.
+    digest: [u8; 32],
     expires: Instant,
     /// A message for the next page (after an action's redirect).
     pub flash: Option<String>,
+}
+
+/// SHA-256 of a password hash (a PHC string): what a session remembers of it.
+pub fn hash_digest(password_hash: &str) -> [u8; 32] {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(password_hash.as_bytes()).into()
+}
+
+/// What [`Sessions::get`] found.
+#[derive(Debug)]
+pub enum Found {
+    Live(Session),
+    /// No such session, or it expired.
+    None,
+    /// The session was ended now: its user was removed from the users file, or their password
+    /// or role changed since the login.
+    Revoked {
+        user: String,
+    },
 }
 
 /// The sessions of the console.
@@ -55,8 +79,9 @@ pub struct Sessions {
 }
 
 impl Sessions {
-    /// Opens a session; returns its token.
-    pub fn open(&self, user: &str, role: Role, ttl: Duration) -> String {
+    /// Opens a session for `user` as the users file has them now (`role`, `digest` of their
+    /// password hash); returns its token.
+    pub fn open(&self, user: &str, role: Role, digest: [u8; 32], ttl: Duration) -> String {
         let token = random_token();
         let now = Instant::now();
         let mut map = self.map.lock().expect("sessions lock");
@@ -75,6 +100,7 @@ impl Sessions {
                 user: user.to_string(),
                 role,
                 csrf: random_token(),
+                digest,
                 expires: now + ttl,
                 flash: None,
             },
@@ -82,19 +108,31 @@ impl Sessions {
         token
     }
 
-    /// The live session of `token`, its flash message taken out when `take_flash`.
-    pub fn get(&self, token: &str, take_flash: bool) -> Option<Session> {
+    /// The live session of `token`, checked against `users` (the users file as it is now):
+    /// ended when its user is gone or their password hash or role is not the login's. Its
+    /// flash message is taken out when `take_flash`.
+    pub fn get(&self, token: &str, take_flash: bool, users: &[User]) -> Found {
         let mut map = self.map.lock().expect("sessions lock");
-        let s = map.get_mut(token)?;
+        let Some(s) = map.get_mut(token) else {
+            return Found::None;
+        };
         if s.expires <= Instant::now() {
             map.remove(token);
-            return None;
+            return Found::None;
+        }
+        let same = users.iter().any(|u| {
+            u.name == s.user && u.role == s.role && hash_digest(&u.password_hash) == s.digest
+        });
+        if !same {
+            let user = s.user.clone();
+            map.remove(token);
+            return Found::Revoked { user };
         }
         let out = s.clone();
         if take_flash {
             s.flash = None;
         }
-        Some(out)
+        Found::Live(out)
     }
 
     pub fn set_flash(&self, token: &str, message: String) {
@@ -109,15 +147,210 @@ impl Sessions {
     }
 }
 
-/// Failed logins by client address and by user name.
+/// The users file as last read, read again only when it changed (another inode, size, or
+/// modification or change time), so a page view costs a `stat`, not a parse.
+pub struct UsersCache {
+    path: PathBuf,
+    last: Mutex<Option<(Stamp, Arc<Vec<User>>)>>,
+}
+
+/// What tells that the users file changed: `tickler console add-user` renames a new file over
+/// it (a new inode); an edit in place changes the size or the times.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl Stamp {
+    fn of(m: &std::fs::Metadata) -> Stamp {
+        use std::os::unix::fs::MetadataExt as _;
+        Stamp {
+            dev: m.dev(),
+            ino: m.ino(),
+            len: m.len(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+        }
+    }
+}
+
+impl UsersCache {
+    pub fn new(path: PathBuf) -> UsersCache {
+        UsersCache {
+            path,
+            last: Mutex::new(None),
+        }
+    }
+
+    /// The users of the file now; `Err` (logged) when it cannot be read or is invalid, in which
+    /// case every request is refused until it is fixed.
+    pub fn users(&self) -> Result<Arc<Vec<User>>, UsersError> {
+        let logged = |e: UsersError| {
+            tracing::error!(error = %e, "console: the users file is unusable; refusing everyone");
+            e
+        };
+        let meta = std::fs::metadata(&self.path).map_err(|cause| {
+            logged(UsersError::Read {
+                path: self.path.clone(),
+                cause,
+            })
+        })?;
+        let stamp = Stamp::of(&meta);
+        let mut last = self.last.lock().expect("users cache lock");
+        if let Some((s, users)) = last.as_ref()
+            && *s == stamp
+        {
+            return Ok(users.clone());
+        }
+        // Read after the stamp: a change meanwhile gives a new stamp, and a new read, next time.
+        *last = None;
+        let users = Arc::new(read_users(&self.path).map_err(logged)?);
+        *last = Some((stamp, users.clone()));
+        Ok(users)
+    }
+}
+
+/// Failed logins by client address and by user name. An attempt counts from the moment it
+/// begins ([`LoginLimit::try_begin`]), before its password is checked, so guesses sent in
+/// parallel cannot all pass the limit while the first ones are still being checked; a
+/// successful login takes its own attempt back.
 #[derive(Default)]
 pub struct LoginLimit {
     failures: Mutex<HashMap<String, Vec<Instant>>>,
 }
 
+/// A login attempt counted by [`LoginLimit::try_begin`]; it stays counted (as a failure)
+/// unless [`Attempt::succeeded`] or [`Attempt::forgive`] takes it back.
+#[must_use]
+pub struct Attempt<'a> {
+    limit: &'a LoginLimit,
+    keys: Vec<String>,
+    at: Instant,
+}
+
+impl Attempt<'_> {
+    /// The login succeeded: the name's failures are forgotten (not the address's), and this
+    /// attempt does not count against the address.
+    pub fn succeeded(self) {
+        let mut map = self.limit.failures.lock().expect("login limit lock");
+        for k in &self.keys {
+            if k.starts_with("user ") {
+                map.remove(k);
+            } else {
+                LoginLimit::take_back(&mut map, k, self.at);
+            }
+        }
+    }
+
+    /// The password was never checked (the server was busy): the attempt does not count.
+    pub fn forgive(self) {
+        let mut map = self.limit.failures.lock().expect("login limit lock");
+        for k in &self.keys {
+            LoginLimit::take_back(&mut map, k, self.at);
+        }
+    }
+}
+
+fn recent(times: &[Instant], now: Instant) -> impl Iterator<Item = &Instant> {
+    times
+        .iter()
+        .filter(move |t| now.saturating_duration_since(**t) < FAILURE_WINDOW)
+}
+
 impl LoginLimit {
-    fn keys(ip: IpAddr, user: &str) -> [String; 2] {
-        [format!("ip {ip}"), format!("user {user}")]
+    /// The keys of an attempt: the address, and the name when it is one the users file could
+    /// hold (any other is never a key, so junk names cannot fill the map).
+    fn keys(ip: IpAddr, user: &str) -> Vec<String> {
+        let mut keys = vec![format!("ip {ip}")];
+        if check_name(user).is_ok() {
+            keys.push(format!("user {user}"));
+        }
+        keys
+    }
+
+    fn take_back(map: &mut HashMap<String, Vec<Instant>>, key: &str, at: Instant) {
+        if let Some(times) = map.get_mut(key) {
+            if let Some(i) = times.iter().rposition(|t| *t == at) {
+                times.remove(i);
+            }
+            if times.is_empty() {
+                map.remove(key);
+            }
+        }
+    }
+
+    /// Seconds to wait when `times` holds [`MAX_FAILURES`] within the window.
+    fn wait_of(times: &[Instant], now: Instant) -> Option<u64> {
+        let recent: Vec<&Instant> = recent(times, now).collect();
+        (recent.len() >= MAX_FAILURES).then(|| {
+            let oldest = recent.iter().min().copied().copied().unwrap_or(now);
+            (FAILURE_WINDOW.saturating_sub(now.saturating_duration_since(oldest)))
+                .as_secs()
+                .max(1)
+        })
+    }
+
+    /// Begins a login attempt of `user` from `ip`: counts it at once (as a failure until told
+    /// otherwise) and returns it, or `Err(seconds to wait)` when this address or name failed
+    /// [`MAX_FAILURES`] times within [`FAILURE_WINDOW`]. Checking and counting under one lock
+    /// is what makes parallel guesses count.
+    pub fn try_begin(&self, ip: IpAddr, user: &str, now: Instant) -> Result<Attempt<'_>, u64> {
+        let keys = Self::keys(ip, user);
+        let mut map = self.failures.lock().expect("login limit lock");
+        if let Some(wait) = keys
+            .iter()
+            .filter_map(|k| map.get(k))
+            .filter_map(|times| Self::wait_of(times, now))
+            .max()
+        {
+            return Err(wait);
+        }
+        let fresh = keys.iter().filter(|k| !map.contains_key(*k)).count();
+        if map.len() + fresh > MAX_LIMITED {
+            Self::evict(&mut map, now);
+        }
+        for k in &keys {
+            let times = map.entry(k.clone()).or_default();
+            times.retain(|t| now.saturating_duration_since(*t) < FAILURE_WINDOW);
+            times.push(now);
+        }
+        Ok(Attempt {
+            limit: self,
+            keys,
+            at: now,
+        })
+    }
+
+    /// Makes room in a full map: expired keys go first, then the least recently used of the
+    /// keys that block nothing, and blocked keys (a name under attack) only when every key is
+    /// blocked. A tenth goes at once, so a flood does not sort the map at every attempt.
+    fn evict(map: &mut HashMap<String, Vec<Instant>>, now: Instant) {
+        map.retain(|_, times| {
+            times.retain(|t| now.saturating_duration_since(*t) < FAILURE_WINDOW);
+            !times.is_empty()
+        });
+        let keep = MAX_LIMITED - MAX_LIMITED / 10;
+        if map.len() <= keep {
+            return;
+        }
+        let mut order: Vec<(bool, Instant, String)> = map
+            .iter()
+            .map(|(k, times)| {
+                let blocked = Self::wait_of(times, now).is_some();
+                let last = times.iter().max().copied().unwrap_or(now);
+                (blocked, last, k.clone())
+            })
+            .collect();
+        // Unblocked before blocked; within each, the oldest last attempt first.
+        order.sort();
+        let excess = map.len() - keep;
+        for (_, _, k) in order.into_iter().take(excess) {
+            map.remove(&k);
+        }
     }
 
     /// `Some(seconds to wait)` when this address or name failed too often lately.
@@ -126,45 +359,13 @@ impl LoginLimit {
         Self::keys(ip, user)
             .iter()
             .filter_map(|k| map.get(k))
-            .filter_map(|times| {
-                let recent: Vec<&Instant> = times
-                    .iter()
-                    .filter(|t| now.saturating_duration_since(**t) < FAILURE_WINDOW)
-                    .collect();
-                (recent.len() >= MAX_FAILURES).then(|| {
-                    let oldest = recent.iter().min().copied().copied().unwrap_or(now);
-                    (FAILURE_WINDOW.saturating_sub(now.saturating_duration_since(oldest)))
-                        .as_secs()
-                        .max(1)
-                })
-            })
+            .filter_map(|times| Self::wait_of(times, now))
             .max()
     }
 
-    pub fn failed(&self, ip: IpAddr, user: &str, now: Instant) {
-        let mut map = self.failures.lock().expect("login limit lock");
-        if map.len() >= MAX_LIMITED {
-            map.retain(|_, times| {
-                times.retain(|t| now.saturating_duration_since(*t) < FAILURE_WINDOW);
-                !times.is_empty()
-            });
-            if map.len() >= MAX_LIMITED {
-                map.clear();
-            }
-        }
-        for k in Self::keys(ip, user) {
-            let times = map.entry(k).or_default();
-            times.retain(|t| now.saturating_duration_since(*t) < FAILURE_WINDOW);
-            times.push(now);
-        }
-    }
-
-    /// A successful login forgets the name's failures (not the address's).
-    pub fn succeeded(&self, user: &str) {
-        self.failures
-            .lock()
-            .expect("login limit lock")
-            .remove(&format!("user {user}"));
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.failures.lock().expect("login limit lock").len()
     }
 }
 
@@ -177,17 +378,18 @@ pub enum Refused {
     NoUsers,
 }
 
-/// Checks a name and password against the users file, read now.
-pub fn check_login(users_file: &Path, user: &str, password: &str) -> Result<Role, Refused> {
-    let users = match read_users(users_file) {
-        Ok(u) => u,
-        Err(e) => {
-            tracing::error!(error = %e, "console login refused: the users file is unusable");
-            return Err(Refused::NoUsers);
-        }
-    };
+/// Checks a name and password against `users` (the users file as it is now); returns the
+/// user's role and the digest of their hash for the session. Argon2 runs here: call it off
+/// the async workers.
+pub fn check_login(
+    users: &[User],
+    user: &str,
+    password: &str,
+) -> Result<(Role, [u8; 32]), Refused> {
     match users.iter().find(|u| u.name == user) {
-        Some(u) if verify_password(&u.password_hash, password) => Ok(u.role),
+        Some(u) if verify_password(&u.password_hash, password) => {
+            Ok((u.role, hash_digest(&u.password_hash)))
+        }
         Some(_) => Err(Refused::Wrong),
         None => {
             // The same work as a real check, so timing does not tell which names exist.
@@ -213,38 +415,159 @@ pub fn cookie<'a>(header: &'a str, name: &str) -> Option<&'a str> {
 mod tests {
     use super::*;
 
+    fn fail(l: &LoginLimit, ip: IpAddr, user: &str, at: Instant) {
+        drop(l.try_begin(ip, user, at).expect("not blocked yet"));
+    }
+
     #[test]
-    fn five_failures_block_the_address_and_the_name_for_the_window() {
+    fn five_attempts_block_the_address_and_the_name_for_the_window() {
         let l = LoginLimit::default();
         let ip: IpAddr = "10.0.0.1".parse().unwrap();
         let other: IpAddr = "10.0.0.2".parse().unwrap();
         let t0 = Instant::now();
         for _ in 0..4 {
-            l.failed(ip, "ana", t0);
+            fail(&l, ip, "ana", t0);
         }
         assert_eq!(l.blocked(ip, "ana", t0), None);
-        l.failed(ip, "ana", t0);
+        fail(&l, ip, "ana", t0);
         assert_eq!(l.blocked(ip, "ana", t0), Some(900));
+        assert_eq!(l.try_begin(ip, "ana", t0).err(), Some(900));
         assert!(l.blocked(ip, "bob", t0).is_some(), "by address");
         assert!(l.blocked(other, "ana", t0).is_some(), "by name");
         assert_eq!(l.blocked(other, "bob", t0), None);
         assert_eq!(l.blocked(ip, "ana", t0 + FAILURE_WINDOW), None);
+        assert!(l.try_begin(ip, "ana", t0 + FAILURE_WINDOW).is_ok());
     }
 
     #[test]
-    fn sessions_end_at_logout_and_after_their_ttl() {
+    fn an_attempt_counts_before_its_password_is_checked() {
+        let l = LoginLimit::default();
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        let t0 = Instant::now();
+        // Five attempts under way at once: the sixth is refused before any of them finished.
+        let open: Vec<Attempt<'_>> = (0..5)
+            .map(|_| l.try_begin(ip, "ana", t0).unwrap())
+            .collect();
+        assert!(l.try_begin(ip, "ana", t0).is_err());
+        // A success takes its attempt back (and the name's failures); one never checked is
+        // forgiven; the other three stay counted against the address.
+        let mut open = open.into_iter();
+        open.next().unwrap().succeeded();
+        open.next().unwrap().forgive();
+        drop(open);
+        assert_eq!(l.blocked(ip, "ana", t0), None);
+        let other: IpAddr = "10.0.0.2".parse().unwrap();
+        assert_eq!(l.blocked(other, "ana", t0), None, "the name was forgiven");
+        fail(&l, ip, "bob", t0);
+        assert!(l.try_begin(ip, "bob", t0).is_ok());
+        assert!(l.try_begin(ip, "bob", t0).is_err(), "3 + 2 by the address");
+    }
+
+    #[test]
+    fn a_full_limit_evicts_expired_then_unblocked_keys_never_a_blocked_name() {
+        let l = LoginLimit::default();
+        let t0 = Instant::now();
+        let attacker: IpAddr = "10.0.0.1".parse().unwrap();
+        // Keys from long ago, expired by the time of the flood.
+        for i in 0..3000u32 {
+            fail(&l, IpAddr::from(i.to_be_bytes()), &format!("o{i}"), t0);
+        }
+        // The name under attack, blocked a minute later.
+        let t1 = t0 + Duration::from_secs(60);
+        for _ in 0..MAX_FAILURES {
+            fail(&l, attacker, "ana", t1);
+        }
+        // A flood from many addresses with names that could exist: each key one attempt.
+        let flood = t0 + FAILURE_WINDOW + Duration::from_secs(1);
+        for i in 0..(MAX_LIMITED as u32) {
+            let ip = IpAddr::from((0x0b00_0000 + i).to_be_bytes());
+            drop(l.try_begin(ip, &format!("u{i}"), flood));
+        }
+        assert!(l.len() <= MAX_LIMITED, "{}", l.len());
+        assert!(
+            l.blocked("10.9.9.9".parse().unwrap(), "ana", flood)
+                .is_some(),
+            "the targeted name stays blocked"
+        );
+        assert!(l.blocked(attacker, "x", flood).is_some());
+        // Names that cannot be in the users file are never keys: only the address counts.
+        let l = LoginLimit::default();
+        for bad in ["", "a b", &"x".repeat(65), "ana\u{0}", "<script>"] {
+            fail(&l, "10.0.0.3".parse().unwrap(), bad, t0);
+        }
+        assert_eq!(l.len(), 1);
+    }
+
+    #[test]
+    fn sessions_end_at_logout_after_their_ttl_and_when_the_user_changes() {
         let s = Sessions::default();
-        let t = s.open("ana", Role::Viewer, Duration::from_secs(60));
+        let hash = crate::config::users::hash_password("a long password").unwrap();
+        let ana = |role, password_hash: &str| User {
+            name: "ana".into(),
+            role,
+            password_hash: password_hash.into(),
+        };
+        let users = vec![ana(Role::Viewer, &hash)];
+        let digest = hash_digest(&hash);
+        let live = |f: Found| match f {
+            Found::Live(s) => Some(s),
+            _ => None,
+        };
+        let t = s.open("ana", Role::Viewer, digest, Duration::from_secs(60));
         assert_eq!(t.len(), 64);
-        let got = s.get(&t, false).unwrap();
+        let got = live(s.get(&t, false, &users)).unwrap();
         assert_eq!(got.user, "ana");
         assert_eq!(got.csrf.len(), 64);
         assert_ne!(got.csrf, t);
         s.close(&t);
-        assert!(s.get(&t, false).is_none());
-        let t = s.open("ana", Role::Viewer, Duration::ZERO);
-        assert!(s.get(&t, false).is_none());
-        assert!(s.get("nonsense", false).is_none());
+        assert!(matches!(s.get(&t, false, &users), Found::None));
+        let t = s.open("ana", Role::Viewer, digest, Duration::ZERO);
+        assert!(matches!(s.get(&t, false, &users), Found::None));
+        assert!(matches!(s.get("nonsense", false, &users), Found::None));
+        let other = crate::config::users::hash_password("another password").unwrap();
+        for changed in [
+            vec![],
+            vec![ana(Role::Operator, &hash)],
+            vec![ana(Role::Viewer, &other)],
+        ] {
+            let t = s.open("ana", Role::Viewer, digest, Duration::from_secs(60));
+            assert!(
+                matches!(s.get(&t, false, &changed), Found::Revoked { ref user } if user == "ana"),
+                "{changed:?}"
+            );
+            // Ended for good, even with the old file back.
+            assert!(matches!(s.get(&t, false, &users), Found::None));
+        }
+    }
+
+    #[test]
+    fn the_users_cache_reads_the_file_again_only_when_it_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users.toml");
+        let cache = UsersCache::new(path.clone());
+        assert!(cache.users().is_err(), "no file");
+        let user = |name: &str| User {
+            name: name.into(),
+            role: Role::Viewer,
+            password_hash: DUMMY_HASH.into(),
+        };
+        std::fs::write(&path, crate::config::users::render_users(&[user("ana")])).unwrap();
+        let first = cache.users().unwrap();
+        assert_eq!(first.len(), 1);
+        assert!(
+            Arc::ptr_eq(&first, &cache.users().unwrap()),
+            "not read again"
+        );
+        std::fs::write(
+            &path,
+            crate::config::users::render_users(&[user("ana"), user("bob")]),
+        )
+        .unwrap();
+        assert_eq!(cache.users().unwrap().len(), 2);
+        std::fs::write(&path, "[[user]]\nname = 1\n").unwrap();
+        assert!(cache.users().is_err(), "invalid");
+        std::fs::remove_file(&path).unwrap();
+        assert!(cache.users().is_err(), "removed");
     }
 
     #[test]

@@ -12,19 +12,20 @@
 //! `/contacts/unblock`.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode, header};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 
 use crate::config::http::ConsoleConfig;
-use crate::config::users::{Role, read_users};
+use crate::config::users::{Role, check_name, read_users};
 use crate::daemon::Shared;
 
 mod actions;
@@ -32,12 +33,19 @@ pub mod auth;
 mod chart;
 mod pages;
 
-use auth::{LoginLimit, Sessions};
+use auth::{Found, LoginLimit, Sessions, UsersCache};
 
 /// Connections the console serves at once: a handful of operators' browsers.
 const MAX_CONNECTIONS: usize = 64;
 /// The largest form body accepted.
 const MAX_FORM: usize = 16 * 1024;
+/// Password checks run at once: each argon2 check takes about 19 MiB and a core for tens of
+/// milliseconds, on a box whose timer loop must keep going.
+const PASSWORD_CHECKS: usize = 2;
+/// How long a login waits for a turn at the password check before it is answered 503: long
+/// enough for a few checks ahead of it, short enough that a flood of logins from many
+/// addresses holds few connections.
+const CHECK_PATIENCE: Duration = Duration::from_secs(2);
 
 /// Why the console could not start; the daemon does not start either.
 #[derive(Debug, thiserror::Error)]
@@ -99,9 +107,11 @@ impl Listener {
         let state = Arc::new(Console {
             shared,
             tracker,
+            users: UsersCache::new(self.config.users_file.clone()),
             config: self.config,
             sessions: Sessions::default(),
             limit: LoginLimit::default(),
+            checks: Arc::new(Semaphore::new(PASSWORD_CHECKS)),
             pages: pages::environment(),
         });
         tokio::spawn(super::serve(listener, state, MAX_CONNECTIONS, stopping));
@@ -114,7 +124,11 @@ pub struct Console {
     pub tracker: TaskTracker,
     pub config: ConsoleConfig,
     pub sessions: Sessions,
+    /// The users file, read again when it changes: every request is checked against it.
+    pub users: UsersCache,
     pub limit: LoginLimit,
+    /// Turns at the password check ([`PASSWORD_CHECKS`]).
+    pub checks: Arc<Semaphore>,
     pub pages: minijinja::Environment<'static>,
 }
 
@@ -139,7 +153,8 @@ pub struct Who {
     pub role: Role,
     pub csrf: String,
     pub flash: Option<String>,
-    pub peer: SocketAddr,
+    /// The client's address: the peer's, or behind a trusted proxy the one it forwarded.
+    pub client: IpAddr,
 }
 
 async fn route(c: &Console, req: Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
@@ -156,22 +171,42 @@ async fn route(c: &Console, req: Request<Incoming>, peer: SocketAddr) -> Respons
         (&Method::GET, "/login") => {
             return pages::login_page(c, None, auth::cookie(cookies, auth::LOGIN_COOKIE));
         }
-        (&Method::POST, "/login") => return login(c, req, peer).await,
+        (&Method::POST, "/login") => {
+            let client = client_ip(peer.ip(), req.headers(), &c.config.trusted_proxies);
+            return login(c, req, client).await;
+        }
         // Browsers ask for it on their own; redirected to the login form, its answer would
         // set a new login token under the form already shown.
         (&Method::GET, "/favicon.ico") => return text(StatusCode::NOT_FOUND, "not found"),
         _ => {}
     }
-    let token = auth::cookie(cookies, auth::COOKIE).map(str::to_string);
-    let session = token
-        .as_deref()
-        .and_then(|t| c.sessions.get(t, method == Method::GET));
-    let (Some(token), Some(s)) = (token, session) else {
-        return if method == Method::GET {
+    let client = client_ip(peer.ip(), req.headers(), &c.config.trusted_proxies);
+    let refuse = || {
+        if method == Method::GET {
             redirect("/login")
         } else {
             text(StatusCode::FORBIDDEN, "log in first")
-        };
+        }
+    };
+    let Some(token) = auth::cookie(cookies, auth::COOKIE).map(str::to_string) else {
+        return refuse();
+    };
+    let Ok(users) = c.users.users() else {
+        return users_unusable();
+    };
+    let s = match c.sessions.get(&token, method == Method::GET, &users) {
+        Found::Live(s) => s,
+        Found::None => return refuse(),
+        Found::Revoked { user } => {
+            tracing::info!(
+                user,
+                client = %client,
+                "console session ended: the user was removed or their password or role changed"
+            );
+            let mut r = refuse();
+            set_cookie(&mut r, &clear_cookie(c, auth::COOKIE));
+            return r;
+        }
     };
     let who = Who {
         token,
@@ -179,7 +214,7 @@ async fn route(c: &Console, req: Request<Incoming>, peer: SocketAddr) -> Respons
         role: s.role,
         csrf: s.csrf,
         flash: s.flash,
-        peer,
+        client,
     };
     let query = query_of(req.uri().query());
     if method == Method::GET {
@@ -214,7 +249,7 @@ async fn route(c: &Console, req: Request<Incoming>, peer: SocketAddr) -> Respons
     actions::act(c, &who, &path, &form).await
 }
 
-async fn login(c: &Console, req: Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
+async fn login(c: &Console, req: Request<Incoming>, client: IpAddr) -> Response<Full<Bytes>> {
     let cookies = req
         .headers()
         .get(header::COOKIE)
@@ -235,28 +270,55 @@ async fn login(c: &Console, req: Request<Incoming>, peer: SocketAddr) -> Respons
     }
     let (user, password) = (field("user"), field("password"));
     let now = Instant::now();
-    if let Some(wait) = c.limit.blocked(peer.ip(), user, now) {
-        tracing::warn!(client = %peer.ip(), user, "console login refused: too many failures");
-        let mut r = text(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too many failed logins: wait and try again",
-        );
-        if let Ok(v) = header::HeaderValue::from_str(&wait.to_string()) {
-            r.headers_mut().insert(header::RETRY_AFTER, v);
+    // Counted before the password is checked, so parallel guesses count too.
+    let attempt = match c.limit.try_begin(client, user, now) {
+        Ok(a) => a,
+        Err(wait) => {
+            tracing::warn!(client = %client, user, "console login refused: too many failures");
+            let mut r = text(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many failed logins: wait and try again",
+            );
+            retry_after(&mut r, wait);
+            return r;
         }
-        return r;
-    }
-    let users_file = c.config.users_file.clone();
-    let (u, p) = (user.to_string(), password.to_string());
-    // Argon2 takes tens of milliseconds of CPU: off the async workers.
-    let checked = tokio::task::spawn_blocking(move || auth::check_login(&users_file, &u, &p))
-        .await
-        .unwrap_or(Err(auth::Refused::NoUsers));
+    };
+    let checked = if check_name(user).is_err() {
+        // No user of the file can have this name (it says so publicly): no argon2 work.
+        Err(auth::Refused::Wrong)
+    } else {
+        match c.users.users() {
+            Err(_) => Err(auth::Refused::NoUsers),
+            Ok(users) => {
+                let turn = c.checks.clone().acquire_owned();
+                let Ok(Ok(turn)) = tokio::time::timeout(CHECK_PATIENCE, turn).await else {
+                    attempt.forgive();
+                    tracing::warn!(client = %client, user, "console login refused: busy");
+                    let mut r = text(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "too many logins at once: try again in a moment",
+                    );
+                    retry_after(&mut r, 1);
+                    return r;
+                };
+                let (u, p) = (user.to_string(), password.to_string());
+                // Argon2 takes tens of milliseconds of CPU: off the async workers, holding its
+                // turn until done even if the client leaves meanwhile.
+                tokio::task::spawn_blocking(move || {
+                    let checked = auth::check_login(&users, &u, &p);
+                    drop(turn);
+                    checked
+                })
+                .await
+                .unwrap_or(Err(auth::Refused::Wrong))
+            }
+        }
+    };
     match checked {
-        Ok(role) => {
-            c.limit.succeeded(user);
-            let token = c.sessions.open(user, role, c.config.session_ttl);
-            tracing::info!(user, role = role.as_str(), client = %peer.ip(), "console login");
+        Ok((role, digest)) => {
+            attempt.succeeded();
+            let token = c.sessions.open(user, role, digest, c.config.session_ttl);
+            tracing::info!(user, role = role.as_str(), client = %client, "console login");
             let mut r = redirect("/");
             let secure = if c.config.secure_cookie {
                 "; Secure"
@@ -275,8 +337,9 @@ async fn login(c: &Console, req: Request<Incoming>, peer: SocketAddr) -> Respons
             r
         }
         Err(refused) => {
-            c.limit.failed(peer.ip(), user, now);
-            tracing::warn!(user, client = %peer.ip(), "console login refused");
+            // The attempt stays counted.
+            drop(attempt);
+            tracing::warn!(user, client = %client, "console login refused");
             let message = match refused {
                 auth::Refused::Wrong => "wrong user name or password",
                 auth::Refused::NoUsers => {
@@ -288,6 +351,55 @@ async fn login(c: &Console, req: Request<Incoming>, peer: SocketAddr) -> Respons
             r
         }
     }
+}
+
+/// The answer while the users file cannot be read or is invalid (the log says why): nobody is
+/// let in, and sessions resume once it is fixed (each checked against it).
+fn users_unusable() -> Response<Full<Bytes>> {
+    text(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the console refuses everyone: the users file is unusable (see the daemon's log)",
+    )
+}
+
+fn retry_after(r: &mut Response<Full<Bytes>>, seconds: u64) {
+    if let Ok(v) = header::HeaderValue::from_str(&seconds.to_string()) {
+        r.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+}
+
+/// The client's address: `peer`, unless `peer` is one of `trusted` proxies; then the last
+/// `X-Forwarded-For` hop (right to left, as each proxy appends the address it saw) that is not
+/// a trusted proxy, or the first hop when all are. A header that does not parse as a list of
+/// addresses is ignored (the peer is the client), and so is an absent one.
+pub(crate) fn client_ip(peer: IpAddr, headers: &header::HeaderMap, trusted: &[IpAddr]) -> IpAddr {
+    let peer = peer.to_canonical();
+    if !trusted.contains(&peer) {
+        return peer;
+    }
+    let mut hops = vec![];
+    for value in headers.get_all("x-forwarded-for") {
+        let Ok(value) = value.to_str() else {
+            return peer;
+        };
+        for hop in value.split(',') {
+            let hop = hop.trim();
+            let Some(ip) = hop
+                .parse::<IpAddr>()
+                .ok()
+                .or_else(|| hop.parse::<SocketAddr>().ok().map(|a| a.ip()))
+            else {
+                return peer;
+            };
+            hops.push(ip.to_canonical());
+        }
+    }
+    hops.iter()
+        .rev()
+        .find(|ip| !trusted.contains(ip))
+        .or(hops.first())
+        .copied()
+        .unwrap_or(peer)
 }
 
 fn clear_cookie(c: &Console, name: &str) -> String {
@@ -342,7 +454,93 @@ fn query_of(query: Option<&str>) -> HashMap<String, String> {
         .collect()
 }
 
+/// Bytes left as they are in a path segment: RFC 3986's unreserved characters.
+const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// `s` as one path segment: everything but unreserved characters percent-encoded, so `/`
+/// (`INV/2026/7`), `+`, spaces and `%` survive the way back through [`decode_segment`].
+pub(crate) fn encode_segment(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, SEGMENT).to_string()
+}
+
+/// A path segment, percent-decoded after the path was split at `/` (not form-decoded: `+`
+/// stays `+`); `None` when it is not UTF-8.
+pub(crate) fn decode_segment(s: &str) -> Option<String> {
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8()
+        .ok()
+        .map(|d| d.into_owned())
+}
+
 async fn form_of(req: Request<Incoming>) -> Option<HashMap<String, String>> {
     let body = super::body_within(req.into_body(), MAX_FORM).await.ok()?;
     Some(form_urlencoded::parse(&body).into_owned().collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn behind_a_trusted_proxy_the_client_is_the_last_untrusted_hop() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let proxy = [ip("127.0.0.1"), ip("10.0.0.2")];
+        let of = |peer: &str, xff: &[&str], trusted: &[IpAddr]| {
+            let mut h = header::HeaderMap::new();
+            for v in xff {
+                h.append("x-forwarded-for", header::HeaderValue::from_str(v).unwrap());
+            }
+            client_ip(ip(peer), &h, trusted).to_string()
+        };
+        for (peer, xff, client) in [
+            ("127.0.0.1", &["203.0.113.7"][..], "203.0.113.7"),
+            // A client's own header comes first; the proxies append what they saw.
+            ("127.0.0.1", &["1.2.3.4, 203.0.113.7"], "203.0.113.7"),
+            (
+                "127.0.0.1",
+                &["1.2.3.4, 203.0.113.7, 10.0.0.2"],
+                "203.0.113.7",
+            ),
+            ("127.0.0.1", &["1.2.3.4", "203.0.113.7"], "203.0.113.7"),
+            ("127.0.0.1", &["[2001:db8::1]:443"], "2001:db8::1"),
+            ("::ffff:127.0.0.1", &["203.0.113.7"], "203.0.113.7"),
+            ("127.0.0.1", &["10.0.0.2"], "10.0.0.2"),
+            // Malformed or absent: the peer.
+            ("127.0.0.1", &["1.2.3.4, nonsense"], "127.0.0.1"),
+            ("127.0.0.1", &["203.0.113.7,"], "127.0.0.1"),
+            ("127.0.0.1", &[], "127.0.0.1"),
+            // Not from a trusted proxy: the header is anyone's to write.
+            ("198.51.100.1", &["203.0.113.7"], "198.51.100.1"),
+        ] {
+            assert_eq!(of(peer, xff, &proxy), client, "{peer} {xff:?}");
+        }
+        assert_eq!(of("127.0.0.1", &["203.0.113.7"], &[]), "127.0.0.1");
+    }
+
+    #[test]
+    fn a_segment_keeps_slashes_plus_signs_and_spaces() {
+        for s in [
+            "INV/2026/7+1",
+            "a b",
+            "100%",
+            "caf\u{e9}",
+            "nightly",
+            "x?y#z&w=v",
+        ] {
+            let e = encode_segment(s);
+            assert!(!e.contains(['/', '+', ' ', '?', '#', '&']), "{e}");
+            assert_eq!(decode_segment(&e).as_deref(), Some(s));
+        }
+        assert_eq!(encode_segment("INV/2026/7+1"), "INV%2F2026%2F7%2B1");
+        assert_eq!(
+            decode_segment("a+b").as_deref(),
+            Some("a+b"),
+            "not form decoding"
+        );
+        assert_eq!(decode_segment("%FF"), None);
+    }
 }

@@ -31,6 +31,9 @@ const CHART_RUNS: i64 = 60;
 /// The templates, compiled once.
 pub fn environment() -> Environment<'static> {
     let mut env = Environment::new();
+    // `urlencode` leaves `/` alone (`INV/2026/7` would become three segments): every path
+    // segment a template builds goes through `segment` instead.
+    env.add_filter("segment", |s: &str| super::encode_segment(s));
     for (name, text) in [
         ("base.html", include_str!("templates/base.html")),
         ("login.html", include_str!("templates/login.html")),
@@ -134,7 +137,10 @@ pub async fn page(
         "/invoices" => invoices_page(c, who, q).await,
         "/audit" => audit_page(c, who, q).await,
         _ => {
-            if let Some(name) = path.strip_prefix("/jobs/").map(decode) {
+            if let Some(name) = path.strip_prefix("/jobs/") {
+                let Some(name) = super::decode_segment(name) else {
+                    return missing(c, who, "there is no such page");
+                };
                 job_page(c, who, &name, q).await
             } else if let Some(id) = path.strip_prefix("/runs/") {
                 run_page(c, who, id).await
@@ -144,13 +150,6 @@ pub async fn page(
         }
     };
     result.unwrap_or_else(failed)
-}
-
-fn decode(s: &str) -> String {
-    form_urlencoded::parse(format!("x={s}").as_bytes())
-        .next()
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_default()
 }
 
 /// `k=v&` pairs of the query's `keys` (for pagers that keep the filter).
