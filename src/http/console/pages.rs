@@ -34,6 +34,7 @@ pub fn environment() -> Environment<'static> {
     // `urlencode` leaves `/` alone (`INV/2026/7` would become three segments): every path
     // segment a template builds goes through `segment` instead.
     env.add_filter("segment", |s: &str| super::encode_segment(s));
+    env.add_filter("when", when);
     for (name, text) in [
         ("base.html", include_str!("templates/base.html")),
         ("login.html", include_str!("templates/login.html")),
@@ -67,6 +68,22 @@ fn render(c: &Console, name: &str, ctx: Value) -> Response<Full<Bytes>> {
 }
 
 /// Any serializable value for a template.
+/// An instant as operators read it, `2026-11-23 09:00:05 UTC`: to the second, in UTC (each
+/// job's own zone is shown beside its next fire). Text that is not RFC 3339 stays as it is;
+/// none is empty.
+fn when(t: Option<&str>) -> String {
+    match t {
+        None => String::new(),
+        Some(t) => DateTime::parse_from_rfc3339(t)
+            .map(|d| {
+                d.with_timezone(&Utc)
+                    .format("%Y-%m-%d %H:%M:%S UTC")
+                    .to_string()
+            })
+            .unwrap_or_else(|_| t.to_string()),
+    }
+}
+
 fn v<T: serde::Serialize>(x: T) -> Value {
     Value::from(Serde(x))
 }
@@ -588,4 +605,23 @@ async fn audit_page(
         "audit.html",
         context! { me => me(who), rows => v(&rows), more => more },
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::when;
+
+    #[test]
+    fn instants_read_to_the_second_in_utc() {
+        assert_eq!(
+            when(Some("2026-12-01T00:33:29.621404927Z")),
+            "2026-12-01 00:33:29 UTC"
+        );
+        assert_eq!(
+            when(Some("2026-12-07T08:00:00+02:00")),
+            "2026-12-07 06:00:00 UTC"
+        );
+        assert_eq!(when(Some("not a time")), "not a time");
+        assert_eq!(when(None), "");
+    }
 }
