@@ -12,19 +12,11 @@ use tickler::config::users::{Role, User, hash_password, render_users};
 use tickler::store::Store;
 use tickler::store::queue::NewTask;
 
-use crate::helpers::{Project, TestDaemon, utc, wait_settled};
+use crate::helpers::{Project, TestDaemon, free_port, utc, wait_settled};
 
 const TRIGGER_TOKEN: &str = "s3cret-trigger-token";
 const OPERATOR_PASSWORD: &str = "operator password 1";
 const VIEWER_PASSWORD: &str = "viewer password 22";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A project with `[http]`, `[http.console]` (users `ana`, an operator, and `vic`, a viewer)
 /// and two jobs; returns it with the console's base URL.

@@ -12,19 +12,11 @@ use std::time::Duration;
 use tickler::store::Store;
 
 use crate::helpers::browser::{Browser, Until};
-use crate::helpers::{BIN, Project, signal, statuses, stderr, stdout, wait_for};
+use crate::helpers::{BIN, Project, free_port, signal, statuses, stderr, stdout, wait_for};
 
 const OPERATOR_PASSWORD: &str = "operator password 1";
 const VIEWER_PASSWORD: &str = "viewer password 22";
 const PAGE: Duration = Duration::from_secs(15);
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// The shipped `config.toml` with the console on `port`, a job firing every 2 s to pause, and
 /// a `custom` task handler that fails until the file `ok` exists.

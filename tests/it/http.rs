@@ -8,15 +8,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tickler::daemon::Signal;
 
-use crate::helpers::{Project, TestDaemon, runs, signal, utc, wait_for, wait_settled};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use crate::helpers::{Project, TestDaemon, free_port, runs, signal, utc, wait_for, wait_settled};
 
 /// A project with two jobs and `[http]` on `port` (a free one when `None`), its token in a
 /// file.

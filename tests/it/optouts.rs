@@ -15,8 +15,8 @@ use wiremock::MockServer;
 
 use crate::billing::{texted, twilio_ok};
 use crate::contacts::log;
+use crate::helpers::free_port;
 use crate::helpers::{Project, TestDaemon, wait_for};
-use crate::payments::free_port;
 
 const PUBLIC: &str = "https://billing.example.com";
 const HTTP_TOKEN: &str = "http-token-1";

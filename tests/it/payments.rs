@@ -9,15 +9,7 @@ use sha2::{Sha256, Sha512};
 use tickler::store::Store;
 
 use crate::billing::{customer, invoice};
-use crate::helpers::{Project, TestDaemon, utc};
-
-pub(crate) fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use crate::helpers::{Project, TestDaemon, free_port, utc};
 
 const PAYSTACK_KEY: &str = "sk_test_paystack";
 const STRIPE_SECRET: &str = "whsec_current";

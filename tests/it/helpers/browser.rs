@@ -131,7 +131,7 @@ impl Browser {
                 source,
             })?;
         let log = dir.path().join("chromedriver.log");
-        let port = super::free_port().map_err(|e| BrowserError::Spawn {
+        let port = super::try_free_port().map_err(|e| BrowserError::Spawn {
             path: driver_bin.clone(),
             source: std::io::Error::other(e),
         })?;

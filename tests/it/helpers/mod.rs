@@ -419,7 +419,12 @@ fn pg_stop(data: &Path, mode: &str) {
     }
 }
 
-fn free_port() -> Result<u16, String> {
+/// A loopback port free now, for a listener a test starts next.
+pub fn free_port() -> u16 {
+    try_free_port().expect("a free loopback port")
+}
+
+pub fn try_free_port() -> Result<u16, String> {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -428,7 +433,7 @@ fn free_port() -> Result<u16, String> {
 
 fn start_cluster() -> Result<Cluster, String> {
     let (_, data) = init_cluster()?;
-    let port = free_port()?;
+    let port = try_free_port()?;
     DATA_DIR.set(data.clone()).ok();
     // SAFETY: registering a plain extern "C" function with no captured state.
     unsafe {
@@ -454,7 +459,7 @@ impl PrivateCluster {
     /// `None` when PostgreSQL's binaries are missing (and `TICKLER_REQUIRE_POSTGRES` is unset).
     pub fn start() -> Option<PrivateCluster> {
         let started = init_cluster().and_then(|(base, data)| {
-            let port = free_port()?;
+            let port = try_free_port()?;
             pg_start(&data, port)?;
             Ok(PrivateCluster {
                 url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
