@@ -21,7 +21,6 @@ use crate::config::users::Role;
 use crate::daemon::overview::{self, OverviewQuery};
 use crate::store::audit::AuditFilter;
 use crate::store::console::{MessageFilter, lateness_ms};
-use crate::store::queue::TaskFilter;
 use crate::store::{HistoryFilter, Status, StoreError};
 
 /// Rows on a page of runs, messages, tasks and invoices.
@@ -360,14 +359,23 @@ async fn queue_page(
         .cloned()
         .unwrap_or_else(|| "pending".into());
     let task_type = q.get("type").cloned();
-    let page: i64 = q
-        .get("page")
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(1)
-        .clamp(1, 100_000);
+    let after = match (q.get("after"), q.get("after_id")) {
+        (Some(at), Some(id)) => DateTime::parse_from_rfc3339(at)
+            .ok()
+            .map(|t| (t.with_timezone(&Utc), id.clone())),
+        _ => None,
+    };
+    let paged = after.is_some();
     let tasks = store
-        .task_page(&status, task_type.as_deref(), (page - 1) * PAGE, PAGE)
+        .task_page(&status, task_type.as_deref(), after, PAGE)
         .await?;
+    let more = (tasks.len() as i64 == PAGE).then(|| {
+        let last = &tasks[tasks.len() - 1];
+        form_urlencoded::Serializer::new(String::new())
+            .append_pair("after", &last.scheduled_for.to_rfc3339())
+            .append_pair("after_id", &last.id)
+            .finish()
+    });
     let actions_of = context! {
         pending => ["run-now", "cancel"], failed => ["retry", "cancel"],
     };
@@ -381,8 +389,8 @@ async fn queue_page(
         "queue.html",
         context! {
             me => me(who), operator => who.role == Role::Operator, counts => counts,
-            status => status, task_type => task_type, more => tasks.len() as i64 == PAGE,
-            tasks => v(&tasks), page => page, qs => keep(q, &["status", "type"]),
+            status => status, task_type => task_type, more => more, paged => paged,
+            tasks => v(&tasks), qs => keep(q, &["status", "type"]),
             actions_of => actions_of, back => format!("/queue?{}", back.finish()),
         },
     ))
@@ -417,11 +425,7 @@ async fn campaigns_page(
         let all = store.campaign_members(&campaign.id).await?;
         more_members = all.len() > MEMBERS;
         let next: HashMap<String, DateTime<Utc>> = store
-            .tasks(&TaskFilter {
-                status: Some("pending".into()),
-                campaign_id: Some(campaign.id.clone()),
-                limit: MEMBERS as i64 * 4,
-            })
+            .campaign_pending_tasks(&campaign.id, MEMBERS as i64 * 4)
             .await?
             .into_iter()
             .filter_map(|t| Some((t.invoice_id?, t.scheduled_for)))
