@@ -9,12 +9,16 @@
 #            and steady load with `tickler run` daemons, PostgreSQL x1, x2 and SQLite)
 #        bench/run.sh drill [--kills N] [--seed S]                 (the fault drill: a daemon
 #            killed at N random moments, on SQLite then PostgreSQL; prints what was lost)
+#        bench/run.sh console [OPTIONS of benches/console.rs]      (the operator console's
+#            pages with 10,000 jobs and 1,000,000 ledger rows, SQLite then PostgreSQL: one
+#            line per page, p50/p99/max against 100 ms, and the plans of their statements)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 only=
 only_args=()
 benches=(scheduler reminders)
-if [ "${1:-}" = reminders ] || [ "${1:-}" = queue ] || [ "${1:-}" = drill ]; then
+if [ "${1:-}" = reminders ] || [ "${1:-}" = queue ] || [ "${1:-}" = drill ] ||
+    [ "${1:-}" = console ]; then
     only="$1"
     shift
     only_args=("$@")
@@ -38,6 +42,12 @@ if [ "$only" = drill ]; then
     # Each run bounds itself (3 minutes for the last daemon); the whole drill at 20 minutes.
     timeout 1200 cargo bench --quiet --bench drill -- "${only_args[@]}"
     timeout 1200 cargo bench --quiet --bench drill -- "${only_args[@]}" --database "$pg_url"
+    exit 0
+fi
+if [ "$only" = console ]; then
+    # Seeding takes a minute or two per backend, the pages under one; bounded at 30 minutes.
+    TICKLER_BENCH_POSTGRES_URL="$pg_url" timeout 1800 \
+        cargo bench --quiet --bench console -- "${only_args[@]}"
     exit 0
 fi
 if [ -n "$only" ]; then

@@ -266,32 +266,50 @@ impl Store {
     }
 
     /// A page of open tasks of one status (`pending`, `executing` or `failed`; and type), due
-    /// first for the first two, newest first for failed ones (index `scheduled_tasks_open`: its
-    /// `IN` list is repeated word for word, as SQLite uses a partial index only then).
+    /// first for the first two, newest first for failed ones, after the keyset `after`
+    /// (`scheduled_for`, `id`) of the previous page's last row (index
+    /// `scheduled_tasks_open_due` on `(status, scheduled_for, id, task_type)`: a page is a
+    /// range of it, however deep; the partial indexes' `IN` list is repeated word for word, as
+    /// SQLite uses a partial index only then). An `OFFSET` made page 800 of 40,000 pending
+    /// tasks take 170 ms on PostgreSQL, which fetched every skipped row.
     pub async fn task_page(
         &self,
         status: &str,
         task_type: Option<&str>,
-        offset: i64,
+        after: Option<(DateTime<Utc>, String)>,
         limit: i64,
     ) -> Result<Vec<crate::store::queue::TaskRow>> {
-        let order = match status {
-            "pending" | "executing" => "scheduled_for, id",
-            _ => "scheduled_for DESC, id DESC",
+        let (order, bound, (at, id)) = match status {
+            "pending" | "executing" => (
+                "scheduled_for, id",
+                "scheduled_for >= $3::timestamptz
+                 AND (scheduled_for > $3::timestamptz OR id::text > $4)",
+                match after {
+                    Some((at, id)) => (ts(at), id),
+                    None => (START_OF_TIME.to_string(), String::new()),
+                },
+            ),
+            _ => (
+                "scheduled_for DESC, id DESC",
+                "scheduled_for <= $3::timestamptz
+                 AND (scheduled_for < $3::timestamptz OR id::text < $4)",
+                keyset(after),
+            ),
         };
         let text = format!(
             "SELECT {} FROM scheduled_tasks
               WHERE status = $1 AND ($2::text IS NULL OR task_type = $2)
-                AND status IN ('pending', 'executing', 'failed')
-              ORDER BY {order} LIMIT $3 OFFSET $4",
+                AND status IN ('pending', 'executing', 'failed') AND {bound}
+              ORDER BY {order} LIMIT $5",
             super::queue::TASK_COLUMNS
         );
         let text = self.sql(&text);
         with_pool!(self, pool => sqlx::query_as::<_, crate::store::queue::TaskRow>(&text)
             .bind(status)
             .bind(task_type)
+            .bind(&at)
+            .bind(&id)
             .bind(limit)
-            .bind(offset)
             .fetch_all(pool)
             .await
             .doing("listing tasks"))
@@ -394,6 +412,9 @@ fn keyset(before: Option<(DateTime<Utc>, String)>) -> (String, String) {
         None => (END_OF_TIME.to_string(), String::new()),
     }
 }
+
+/// Earlier than any instant tickler stores, as [`ts`] writes them.
+const START_OF_TIME: &str = "0001-01-01T00:00:00+00:00";
 
 /// Later than any instant tickler stores, as [`ts`] writes them.
 const END_OF_TIME: &str = "9999-12-31T23:59:59+00:00";

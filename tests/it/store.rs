@@ -105,6 +105,19 @@ async fn contract(store: Store) {
         (one[0].id.as_str(), one[0].attempt, one[0].status.as_str()),
         (c.id.to_string().as_str(), 3, "skipped")
     );
+    // The other filters still apply to the lookup by id.
+    for (job, status) in [(Some("o"), None), (None, Some(Status::Failed))] {
+        let none = store
+            .history(&HistoryFilter {
+                job: job.map(String::from),
+                status,
+                limit: 10,
+                run: Some(c.id),
+            })
+            .await
+            .unwrap();
+        assert!(none.is_empty(), "{job:?} {status:?}: {none:?}");
+    }
     let daemons = store.instances().await.unwrap();
     assert!(
         daemons

@@ -294,3 +294,77 @@ async fn queue_contract_on_postgres() {
     };
     contract(p.store().await).await;
 }
+
+/// The console's queue pages and a campaign's next tasks: pages of one status in due order
+/// across types (the order of the `scheduled_tasks_open` index), each task on one page.
+async fn console_reads(store: Store) {
+    let t0 = utc("2026-11-30T10:00:00Z");
+    let (c1, c2) = (Uuid::new_v4().to_string(), Uuid::new_v4().to_string());
+    // Inserted latest first, types and campaigns interleaved.
+    let tasks: Vec<NewTask> = (0..30)
+        .rev()
+        .map(|i| {
+            let mut t = task(t0 + TimeDelta::minutes(i), 0, 3);
+            t.task_type = if i % 2 == 0 { "a" } else { "b" }.to_string();
+            t.campaign_id = match i % 3 {
+                0 => Some(c1.clone()),
+                1 => Some(c2.clone()),
+                _ => None,
+            };
+            t
+        })
+        .collect();
+    store.enqueue_tasks(&tasks, t0).await.unwrap();
+    let due = |i: i64| t0 + TimeDelta::minutes(i);
+
+    // Pages of 7 after the last row of the one before; two tasks share a due time.
+    let mut twin = task(due(12), 0, 3);
+    twin.task_type = "b".to_string();
+    store
+        .enqueue_tasks(std::slice::from_ref(&twin), t0)
+        .await
+        .unwrap();
+    let mut seen = vec![];
+    let mut after = None;
+    for page in 0..6 {
+        let rows = store.task_page("pending", None, after, 7).await.unwrap();
+        assert_eq!(rows.len(), [7, 7, 7, 7, 3, 0][page], "page {page}");
+        after = rows.last().map(|r| (r.scheduled_for, r.id.clone()));
+        seen.extend(rows.into_iter().map(|r| r.scheduled_for));
+    }
+    let mut expected: Vec<_> = (0..30).map(due).collect();
+    expected.insert(12, due(12));
+    assert_eq!(seen, expected);
+    let a: Vec<_> = store
+        .task_page("pending", Some("a"), Some((due(9), String::new())), 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.task_type, r.scheduled_for))
+        .collect();
+    let expected: Vec<_> = (10..30)
+        .step_by(2)
+        .map(|i| ("a".to_string(), due(i)))
+        .collect();
+    assert_eq!(a, expected);
+    assert!(
+        store
+            .task_page("failed", None, None, 7)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn console_reads_on_sqlite() {
+    console_reads(Project::sqlite().store().await).await;
+}
+
+#[tokio::test]
+async fn console_reads_on_postgres() {
+    let Some(p) = Project::postgres().await else {
+        return;
+    };
+    console_reads(p.store().await).await;
+}

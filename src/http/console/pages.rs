@@ -381,14 +381,23 @@ async fn queue_page(
         .cloned()
         .unwrap_or_else(|| "pending".into());
     let task_type = q.get("type").cloned();
-    let page: i64 = q
-        .get("page")
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(1)
-        .clamp(1, 100_000);
+    let after = match (q.get("after"), q.get("after_id")) {
+        (Some(at), Some(id)) => DateTime::parse_from_rfc3339(at)
+            .ok()
+            .map(|t| (t.with_timezone(&Utc), id.clone())),
+        _ => None,
+    };
+    let paged = after.is_some();
     let tasks = store
-        .task_page(&status, task_type.as_deref(), (page - 1) * PAGE, PAGE)
+        .task_page(&status, task_type.as_deref(), after, PAGE)
         .await?;
+    let more = (tasks.len() as i64 == PAGE).then(|| {
+        let last = &tasks[tasks.len() - 1];
+        form_urlencoded::Serializer::new(String::new())
+            .append_pair("after", &last.scheduled_for.to_rfc3339())
+            .append_pair("after_id", &last.id)
+            .finish()
+    });
     let actions_of = context! {
         pending => ["run-now", "cancel"], failed => ["retry", "cancel"],
     };
@@ -402,8 +411,8 @@ async fn queue_page(
         "queue.html",
         context! {
             me => me(who), operator => who.role == Role::Operator, counts => counts,
-            status => status, task_type => task_type, more => tasks.len() as i64 == PAGE,
-            tasks => v(&tasks), page => page, qs => keep(q, &["status", "type"]),
+            status => status, task_type => task_type, more => more, paged => paged,
+            tasks => v(&tasks), qs => keep(q, &["status", "type"]),
             actions_of => actions_of, back => format!("/queue?{}", back.finish()),
         },
     ))
