@@ -4,6 +4,7 @@
 # table and query plans.
 # PostgreSQL: TICKLER_BENCH_POSTGRES_URL, or a throwaway cluster started here with initdb/pg_ctl.
 # Usage: bench/run.sh [idle seconds, default 60]
+#        bench/run.sh scheduler [idle seconds]                     (the scheduler lines alone)
 #        bench/run.sh reminders [OPTIONS of benches/reminders.rs]   (that benchmark alone)
 #        bench/run.sh queue [OPTIONS of benches/queue.rs]           (the task queue: burn-down
 #            and steady load with `tickler run` daemons, PostgreSQL x1, x2 and SQLite)
@@ -23,6 +24,12 @@ if [ "${1:-}" = reminders ] || [ "${1:-}" = queue ] || [ "${1:-}" = drill ] ||
     shift
     only_args=("$@")
     benches=("$only")
+fi
+sched_only=
+if [ "${1:-}" = scheduler ]; then
+    sched_only=1
+    benches=(scheduler)
+    shift
 fi
 seconds="${1:-60}"
 for b in "${benches[@]}"; do
@@ -65,4 +72,4 @@ for n in 10 1000 10000; do
 done
 run wake --inserts 50 --moves 10
 run wake --inserts 50 --moves 10 --database "$pg_url"
-TICKLER_BENCH_POSTGRES_URL="$pg_url" cargo bench --quiet --bench reminders
+[ -n "$sched_only" ] || TICKLER_BENCH_POSTGRES_URL="$pg_url" cargo bench --quiet --bench reminders
