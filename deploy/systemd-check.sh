@@ -116,9 +116,13 @@ log "package: $DEB"
 
 # --- the Debian root and the boot ------------------------------------------------------
 mkdir -p "$CACHE"
-if [ ! -s "$CACHE/bookworm.tar" ]; then
+# A directory left by an earlier version of this script (mmdebstrap guesses the format from the
+# name, and `.part` made it write a directory) is not a cache.
+[ -d "$CACHE/bookworm.tar" ] && rm -rf "$CACHE/bookworm.tar"
+if [ ! -f "$CACHE/bookworm.tar" ] || [ ! -s "$CACHE/bookworm.tar" ]; then
     log "making a Debian bookworm root with mmdebstrap"
-    mmdebstrap --variant=minbase \
+    rm -rf "$CACHE/bookworm.tar.part"
+    mmdebstrap --variant=minbase --format=tar \
         --include=systemd,systemd-sysv,dbus,procps,sqlite3,adduser \
         bookworm "$CACHE/bookworm.tar.part" >&2
     mv "$CACHE/bookworm.tar.part" "$CACHE/bookworm.tar"
