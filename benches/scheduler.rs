@@ -14,6 +14,9 @@
 //!   a time at random moments while the daemon sleeps, then M times moves a pending task due
 //!   in an hour to now. Prints the start lateness of each kind (`executed_at`, the daemon's
 //!   claim, minus `scheduled_for`, taken just before the commit), p50/p99/max.
+//! - `floor --jobs N`: the floor under `lateness` (`bench/compare.sh`'s last column): N tokio
+//!   tasks, on the same runtime as the daemon's, sleep until the same second and note how late
+//!   they woke; no database, no ledger. Same line shape, `backend=floor`.
 
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -57,6 +60,12 @@ fn main() {
             num("--moves", 10),
             arg(&args, "--database").as_deref(),
         ));
+    } else if args.iter().any(|a| a == "floor") {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(floor(jobs));
     } else if args.iter().any(|a| a == "lateness") {
         let dir = tempfile::tempdir().unwrap();
         let url = arg(&args, "--database")
@@ -68,7 +77,7 @@ fn main() {
         rt.block_on(lateness(jobs, &url, dir.path()));
     } else {
         eprintln!(
-            "usage: cargo bench --bench scheduler -- lateness|idle|wake [--jobs N] [--database URL] \
+            "usage: cargo bench --bench scheduler -- lateness|floor|idle|wake [--jobs N] [--database URL] \
              [--seconds S] [--inserts N] [--moves M]"
         );
     }
@@ -137,7 +146,37 @@ async fn lateness(jobs: usize, url: &str, state: &std::path::Path) {
     }
     tx.send(Signal::Shutdown).await.unwrap();
     daemon.await.unwrap().unwrap();
-    let backend = backend_of(url);
+    print_lateness(backend_of(url), jobs, results);
+}
+
+/// The next 15-second boundary at least 2 s ahead (the daemon is ready before it).
+fn next_boundary() -> chrono::DateTime<Utc> {
+    let secs = Utc::now().timestamp() + 2;
+    chrono::DateTime::from_timestamp(secs - secs.rem_euclid(15) + 15, 0).unwrap()
+}
+
+async fn floor(jobs: usize) {
+    let first = next_boundary();
+    let mut results = vec![];
+    for (label, slot) in [("first", first), ("steady", first + TimeDelta::seconds(15))] {
+        let ahead = (slot - Utc::now()).to_std().unwrap_or_default();
+        let at = tokio::time::Instant::now() + ahead;
+        let mut set = tokio::task::JoinSet::new();
+        for _ in 0..jobs {
+            set.spawn(async move {
+                tokio::time::sleep_until(at).await;
+                let late = Utc::now() - slot;
+                late.num_microseconds().unwrap_or(0) as f64 / 1000.0
+            });
+        }
+        let mut late_ms = set.join_all().await;
+        late_ms.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        results.push((label, jobs, late_ms));
+    }
+    print_lateness("floor", jobs, results);
+}
+
+fn print_lateness(backend: &str, jobs: usize, results: Vec<(&str, usize, Vec<f64>)>) {
     for (label, fired, late_ms) in results {
         let pct = |p: f64| {
             late_ms
