@@ -1,0 +1,136 @@
+"""Issue 17's 100k-job figures apart from fire lateness (that one is
+`cargo bench --bench scheduler -- lateness --jobs 100000`, also run by `bench/compare.sh --large`):
+
+- `tickler check` and `tickler list`: wall time and peak RSS on a config of N jobs;
+- `tickler run`: start-up to ready (the READY=1 it sends to systemd, caught on a NOTIFY_SOCKET of
+  our own), then, after 5 s, RSS, CPU time and wakeups (context switches of all its threads)
+  over S seconds, as `cargo bench --bench scheduler -- idle` counts them.
+
+Half the jobs are yearly crons and half daily intervals, none due during the measurement; the
+task queue is on, as shipped. Every step is bounded (timeouts, `ulimit -v` 8 GiB); the daemon is
+stopped with SIGTERM by its pid.
+
+Usage: python3 bench/large.py BINARY [--jobs N] [--seconds S] [--database URL]
+(default 100000 jobs, 60 s, a SQLite file in a temporary directory)
+"""
+
+import argparse
+import os
+import resource
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+
+def limit():
+    resource.setrlimit(resource.RLIMIT_AS, (8 << 30, 8 << 30))
+
+
+def timed(cmd):
+    """Wall seconds and peak RSS (MiB) of a command run to its end (killed after 300 s)."""
+    with tempfile.TemporaryFile() as err:
+        t0 = time.monotonic()
+        p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, preexec_fn=limit)
+        watchdog = threading.Timer(300, p.kill)
+        watchdog.start()
+        _, status, usage = os.wait4(p.pid, 0)
+        wall = time.monotonic() - t0
+        watchdog.cancel()
+        p.returncode = os.waitstatus_to_exitcode(status)
+        if p.returncode != 0:
+            err.seek(0)
+            sys.exit(f"{' '.join(cmd)} failed ({p.returncode}): {err.read().decode()[-2000:]}")
+    return wall, usage.ru_maxrss / 1024.0
+
+
+def proc_numbers(pid):
+    with open(f"/proc/{pid}/status") as f:
+        rss_kb = next(int(l.split()[1]) for l in f if l.startswith("VmRSS:"))
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(") ", 1)[1].split()
+    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    switches = 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/status") as f:
+                for l in f:
+                    if l.startswith(("voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:")):
+                        switches += int(l.split()[1])
+        except FileNotFoundError:
+            pass
+    return rss_kb, cpu, switches
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("binary")
+    ap.add_argument("--jobs", type=int, default=100_000)
+    ap.add_argument("--seconds", type=int, default=60)
+    ap.add_argument("--database")
+    args = ap.parse_args()
+    n = args.jobs
+    with tempfile.TemporaryDirectory() as d:
+        url = args.database or f"sqlite://{d}/large.db"
+        backend = "postgres" if url.startswith("postgres") else "sqlite"
+        lines = [f'[daemon]\ndatabase_url = "{url}"\nstate_dir = "{d}"\n\n']
+        for i in range(n):
+            trigger = 'schedule = "0 3 1 1 *"' if i % 2 == 0 else 'every = "1d"'
+            lines.append(f'[[job]]\nname = "job-{i}"\nkind = "noop"\n{trigger}\n\n')
+        config = os.path.join(d, "config.toml")
+        with open(config, "w") as f:
+            f.write("".join(lines))
+
+        for verb in ("check", "list"):
+            wall, peak = timed([args.binary, verb, "--config", config])
+            print(f"cli       backend={backend:<8} jobs={n:<6} {verb:<5} wall={wall:.2f}s  "
+                  f"peak_rss={peak:.1f}MiB")
+
+        notify = os.path.join(d, "notify.sock")
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sock.bind(notify)
+        sock.settimeout(1.0)
+        env = dict(os.environ, NOTIFY_SOCKET=notify, TICKLER_LOG="warn")
+        t0 = time.monotonic()
+        daemon = subprocess.Popen([args.binary, "run", "--config", config],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                  env=env, preexec_fn=limit)
+        try:
+            ready = None
+            deadline = t0 + 120
+            while ready is None and time.monotonic() < deadline:
+                if daemon.poll() is not None:
+                    sys.exit(f"the daemon exited during start-up ({daemon.returncode})")
+                try:
+                    msg = sock.recv(4096).decode()
+                except socket.timeout:
+                    continue
+                if "READY=1" in msg:
+                    ready = time.monotonic() - t0
+            if ready is None:
+                sys.exit("the daemon was not ready within 120 s")
+            time.sleep(5)
+            _, cpu0, sw0 = proc_numbers(daemon.pid)
+            time.sleep(args.seconds)
+            rss_kb, cpu1, sw1 = proc_numbers(daemon.pid)
+            if daemon.poll() is not None:
+                sys.exit("the daemon exited during the measurement")
+            print(
+                f"large     backend={backend:<8} jobs={n:<6} ready={ready:.2f}s  "
+                f"rss={rss_kb / 1024:.1f}MiB  cpu={cpu1 - cpu0:.3f}s  "
+                f"wakeups={(sw1 - sw0) / args.seconds:.2f}/s"
+            )
+        finally:
+            daemon.send_signal(signal.SIGTERM)
+            try:
+                daemon.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                daemon.kill()
+                daemon.wait()
+
+
+if __name__ == "__main__":
+    main()
