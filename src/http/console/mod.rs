@@ -160,12 +160,7 @@ pub struct Who {
 async fn route(c: &Console, req: Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_string();
     let method = req.method().clone();
-    let cookies = req
-        .headers()
-        .get(header::COOKIE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
+    let cookies = cookie_header(&req);
     let cookies = cookies.as_str();
     match (&method, path.as_str()) {
         (&Method::GET, "/login") => {
@@ -250,12 +245,7 @@ async fn route(c: &Console, req: Request<Incoming>, peer: SocketAddr) -> Respons
 }
 
 async fn login(c: &Console, req: Request<Incoming>, client: IpAddr) -> Response<Full<Bytes>> {
-    let cookies = req
-        .headers()
-        .get(header::COOKIE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
+    let cookies = cookie_header(&req);
     let Some(form) = form_of(req).await else {
         return text(StatusCode::PAYLOAD_TOO_LARGE, "the form is too large");
     };
@@ -320,11 +310,7 @@ async fn login(c: &Console, req: Request<Incoming>, client: IpAddr) -> Response<
             let token = c.sessions.open(user, role, digest, c.config.session_ttl);
             tracing::info!(user, role = role.as_str(), client = %client, "console login");
             let mut r = redirect("/");
-            let secure = if c.config.secure_cookie {
-                "; Secure"
-            } else {
-                ""
-            };
+            let secure = secure_attr(c);
             set_cookie(
                 &mut r,
                 &format!(
@@ -402,12 +388,26 @@ pub(crate) fn client_ip(peer: IpAddr, headers: &header::HeaderMap, trusted: &[Ip
         .unwrap_or(peer)
 }
 
-fn clear_cookie(c: &Console, name: &str) -> String {
-    let secure = if c.config.secure_cookie {
+/// The request's `Cookie` header ("" when it has none).
+fn cookie_header(req: &Request<Incoming>) -> String {
+    req.headers()
+        .get(header::COOKIE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string()
+}
+
+/// `; Secure` when the console's cookies are marked so (behind TLS), else nothing.
+pub(super) fn secure_attr(c: &Console) -> &'static str {
+    if c.config.secure_cookie {
         "; Secure"
     } else {
         ""
-    };
+    }
+}
+
+fn clear_cookie(c: &Console, name: &str) -> String {
+    let secure = secure_attr(c);
     format!("{name}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{secure}")
 }
 

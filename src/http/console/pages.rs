@@ -110,11 +110,7 @@ pub fn login_page(c: &Console, error: Option<&str>, kept: Option<&str>) -> Respo
         "login.html",
         context! { csrf => token.clone(), error => error },
     );
-    let secure = if c.config.secure_cookie {
-        "; Secure"
-    } else {
-        ""
-    };
+    let secure = super::secure_attr(c);
     set_cookie(
         &mut r,
         &format!(
