@@ -10,7 +10,7 @@ Half the jobs are yearly crons and half daily intervals, none due during the mea
 task queue is on, as shipped. Every step is bounded (timeouts, `ulimit -v` 8 GiB); the daemon is
 stopped with SIGTERM by its pid.
 
-Usage: python3 bench/large.py BINARY [--jobs N] [--seconds S] [--database URL]
+Usage: python3 bench/large.py BINARY [--jobs N] [--seconds S] [--database URL] [--distinct-crons]
 (default 100000 jobs, 60 s, a SQLite file in a temporary directory)
 """
 
@@ -71,14 +71,26 @@ def main():
     ap.add_argument("--jobs", type=int, default=100_000)
     ap.add_argument("--seconds", type=int, default=60)
     ap.add_argument("--database")
+    ap.add_argument("--distinct-crons", action="store_true",
+                    help="every cron job its own expression (a yearly minute of its own), "
+                         "the worst case for tickler's sharing of parsed patterns")
     args = ap.parse_args()
     n = args.jobs
     with tempfile.TemporaryDirectory() as d:
         url = args.database or f"sqlite://{d}/large.db"
         backend = "postgres" if url.startswith("postgres") else "sqlite"
+        if args.distinct_crons:
+            backend += ",distinct"
         lines = [f'[daemon]\ndatabase_url = "{url}"\nstate_dir = "{d}"\n\n']
         for i in range(n):
-            trigger = 'schedule = "0 3 1 1 *"' if i % 2 == 0 else 'every = "1d"'
+            if i % 2 == 1:
+                trigger = 'every = "1d"'
+            elif args.distinct_crons:
+                k = i // 2
+                trigger = (f'schedule = "{k % 60} {k // 60 % 24} {k // 1440 % 28 + 1} '
+                           f'{k // 40320 % 12 + 1} *"')
+            else:
+                trigger = 'schedule = "0 3 1 1 *"'
             lines.append(f'[[job]]\nname = "job-{i}"\nkind = "noop"\n{trigger}\n\n')
         config = os.path.join(d, "config.toml")
         with open(config, "w") as f:
