@@ -35,13 +35,8 @@ fi
 aps_version=$("$venv/bin/python" -c 'from importlib.metadata import version; print(version("APScheduler"))')
 cargo bench --bench scheduler --no-run >/dev/null 2>&1 || cargo bench --bench scheduler --no-run
 
-pg_url="${TICKLER_BENCH_POSTGRES_URL:-}"
-if [ -z "$pg_url" ]; then
-    . bench/pg.sh
-    start_pg
-    trap stop_pg EXIT
-    pg_url="$PG_BASE/postgres"
-fi
+. bench/pg.sh
+bench_pg_url
 
 lines=$(mktemp)
 bounded() { timeout 600 bash -c 'ulimit -v 8388608; exec "$@"' bounded "$@"; }

@@ -1,5 +1,7 @@
 # Sourced by the bench scripts: a throwaway PostgreSQL cluster in a temporary directory.
 # `start_pg` sets PG_BASE (postgres://postgres@127.0.0.1:PORT, no database); `stop_pg` removes it.
+# `bench_pg_url` sets pg_url: TICKLER_BENCH_POSTGRES_URL, or such a cluster's `postgres` database,
+# stopped when the script exits.
 start_pg() {
     pg_bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n1)
     pg_dir=$(mktemp -d /tmp/tickler-bench-pg.XXXXXX)
@@ -16,4 +18,13 @@ start_pg() {
 stop_pg() {
     "${as_pg[@]}" "$pg_bin/pg_ctl" stop -m fast -D "$pg_dir/data" >/dev/null
     rm -rf "$pg_dir"
+}
+
+bench_pg_url() {
+    pg_url="${TICKLER_BENCH_POSTGRES_URL:-}"
+    if [ -z "$pg_url" ]; then
+        start_pg
+        trap stop_pg EXIT
+        pg_url="$PG_BASE/postgres"
+    fi
 }

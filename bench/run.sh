@@ -37,13 +37,8 @@ for b in "${benches[@]}"; do
 done
 run() { cargo bench --quiet --bench scheduler -- "$@" 2>/dev/null | grep -E '^(lateness|idle|wake) '; }
 
-pg_url="${TICKLER_BENCH_POSTGRES_URL:-}"
-if [ -z "$pg_url" ]; then
-    . bench/pg.sh
-    start_pg
-    trap stop_pg EXIT
-    pg_url="$PG_BASE/postgres"
-fi
+. bench/pg.sh
+bench_pg_url
 
 if [ "$only" = drill ]; then
     # Each run bounds itself (3 minutes for the last daemon); the whole drill at 20 minutes.

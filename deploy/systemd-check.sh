@@ -119,7 +119,7 @@ mkdir -p "$CACHE"
 # A directory left by an earlier version of this script (mmdebstrap guesses the format from the
 # name, and `.part` made it write a directory) is not a cache.
 [ -d "$CACHE/bookworm.tar" ] && rm -rf "$CACHE/bookworm.tar"
-if [ ! -f "$CACHE/bookworm.tar" ] || [ ! -s "$CACHE/bookworm.tar" ]; then
+if [ ! -s "$CACHE/bookworm.tar" ]; then
     log "making a Debian bookworm root with mmdebstrap"
     rm -rf "$CACHE/bookworm.tar.part"
     mmdebstrap --variant=minbase --format=tar \
