@@ -21,7 +21,14 @@ rounds=2
 while [ $# -gt 0 ]; do
     case "$1" in
     --large) sizes+=(100000) ;;
-    --rounds) rounds="$2"; shift ;;
+    --rounds)
+        rounds="${2:-}"
+        if ! [[ "$rounds" =~ ^[1-9][0-9]?$ ]]; then
+            echo "bench/compare.sh: --rounds wants a whole number from 1 to 99, found '$rounds'" >&2
+            exit 2
+        fi
+        shift
+        ;;
     *) echo "usage: bench/compare.sh [--large] [--rounds R]" >&2; exit 2 ;;
     esac
     shift
