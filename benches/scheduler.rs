@@ -131,7 +131,7 @@ async fn lateness(jobs: usize, url: &str, state: &std::path::Path) {
             let rows = slot_rows(&store, slot).await;
             let done = rows
                 .iter()
-                .filter(|(status, _)| status != "running")
+                .filter(|(status, _)| status != "running" && status != "pending")
                 .count();
             if (done == jobs && Utc::now() > slot) || Instant::now() > deadline {
                 let fired = rows.iter().filter(|(s, _)| s == "succeeded").count();

@@ -28,6 +28,8 @@ enum Op {
     Claim(NewRun, Option<oneshot::Sender<Option<bool>>>),
     ClaimMany(Vec<NewRun>, oneshot::Sender<Option<HashSet<Uuid>>>),
     Finish(Finish),
+    /// A claimed-ahead batch has started: its pending rows are to turn `running`.
+    BatchStarted(Uuid, DateTime<Utc>),
     Flush(oneshot::Sender<()>),
 }
 
@@ -90,6 +92,26 @@ impl Ledger {
         let _ = self.tx.send(Op::Finish(finish));
     }
 
+    /// Starts a batch of slots claimed ahead (see [`Store::start_batch`]): the one commit its
+    /// bodies wait for. Returns the ids of the batch another daemon adopted meanwhile, or
+    /// `None` when the database stayed away until a shutdown (nothing of the batch may start;
+    /// its rows stay `pending` for the next daemon). Its rows turn `running` a moment later,
+    /// in the background.
+    pub async fn start_batch(
+        &self,
+        batch: Uuid,
+        instance: &str,
+        at: DateTime<Utc>,
+    ) -> Option<HashSet<Uuid>> {
+        let lost =
+            crate::retry::until_done("starting a batch of claimed slots", &self.give_up, || {
+                self.store.start_batch(batch, instance, at)
+            })
+            .await?;
+        let _ = self.tx.send(Op::BatchStarted(batch, at));
+        Some(lost.into_iter().collect())
+    }
+
     /// Waits until everything sent before this call is written.
     pub async fn flush(&self) {
         let (tx, rx) = oneshot::channel();
@@ -114,6 +136,7 @@ async fn writer(store: Store, mut rx: mpsc::UnboundedReceiver<Op>, give_up: Canc
     let (chunk_size, _) = store.claim_batching();
     let mut ops = Vec::with_capacity(BATCH);
     let mut finishes: Vec<Finish> = vec![];
+    let mut batches: Vec<(Uuid, DateTime<Utc>)> = vec![];
     let mut flushes: Vec<oneshot::Sender<()>> = vec![];
     loop {
         // Wait for work only when nothing is pending; otherwise take what has arrived.
@@ -145,6 +168,7 @@ async fn writer(store: Store, mut rx: mpsc::UnboundedReceiver<Op>, give_up: Canc
                     chunk.extend(runs);
                 }
                 Op::Finish(f) => finishes.push(f),
+                Op::BatchStarted(batch, at) => batches.push((batch, at)),
                 Op::Flush(done) => flushes.push(done),
             }
             if chunk.len() >= chunk_size {
@@ -156,6 +180,19 @@ async fn writer(store: Store, mut rx: mpsc::UnboundedReceiver<Op>, give_up: Canc
         }
         let claimed_any = !units.is_empty();
         commit_claims(&store, units, &give_up).await;
+        // Started batches are marked already (`fire_batches`): turning their rows `running`
+        // is bookkeeping, kept ahead of finished runs so the two rarely cross.
+        for (batch, at) in batches.drain(..) {
+            if crate::retry::until_done("recording a started batch of runs", &give_up, || {
+                store.batch_running(batch, at)
+            })
+            .await
+            .is_none()
+            {
+                tracing::warn!(%batch, "a started batch of runs stays `pending` in the ledger \
+                    until the runs end (the database is unreachable)");
+            }
+        }
         // Claims first: a fire waits for its claim, while a finished run is already done.
         if claimed_any && finishes.len() < FINISH_BACKLOG && flushes.is_empty() {
             continue;

@@ -36,7 +36,7 @@ pub use shared::Shared;
 use startup::{
     maintenance, raise_file_limit, release_freed_memory, stale_after, start_task_runner, task_env,
 };
-use timer::{Scheduler, dispatch_due, log_next, reload};
+use timer::{Scheduler, ahead_wake, claim_ahead, dispatch_due, log_next, reload};
 
 /// What the outside world tells a running daemon.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -171,6 +171,9 @@ pub async fn run(
     let mut config = config;
     let mut prev = (clock.now(), clock.monotonic());
     let mut next_deadline_check = clock.now();
+    // The second whose fires were last claimed ahead.
+    let mut ahead_for = None;
+    let stale = stale_after(&config);
     loop {
         let now = clock.now();
         let mono = clock.monotonic();
@@ -194,6 +197,12 @@ pub async fn run(
         prev = (now, mono);
 
         dispatch_due(&shared, &mut scheduler, &tracker, now).await;
+        if let Some(at) = scheduler.next_wake()
+            && ahead_wake(at, clock.now(), ahead_for).0
+        {
+            ahead_for = Some(at);
+            claim_ahead(&shared, &mut scheduler, &tracker, at, stale).await;
+        }
         *shared.loop_tick.lock().expect("loop tick lock") = std::time::Instant::now();
         if now >= next_deadline_check && alerts::check_deadlines(shared.clone(), &tracker, now) {
             next_deadline_check =
@@ -210,7 +219,10 @@ pub async fn run(
             }
             cap = cap.min(every);
         }
-        let wake = scheduler.next_wake().unwrap_or(now + MAX_SLEEP);
+        let wake = match scheduler.next_wake() {
+            Some(at) => ahead_wake(at, clock.now(), ahead_for).1,
+            None => now + MAX_SLEEP,
+        };
         tokio::select! {
             _ = clock.sleep_until(wake, cap) => {}
             signal = signals.recv() => match signal {

@@ -59,6 +59,7 @@ impl Fire {
             instance: shared.instance.clone(),
             error_message: None,
             metadata: None,
+            batch: None,
         }
     }
 }
@@ -102,6 +103,7 @@ pub fn record_only(shared: &Shared, fire: &Fire, status: Status, why: String) {
         instance: shared.instance.clone(),
         error_message: Some(why),
         metadata: None,
+        batch: None,
     });
 }
 
@@ -135,11 +137,34 @@ impl Ready {
             instance: shared.instance.clone(),
             error_message: None,
             metadata: None,
+            batch: None,
+        }
+    }
+
+    /// The `pending` row that claims this fire's slot ahead of it, in `batch` (see
+    /// `timer::claim_ahead`).
+    pub fn ahead_row(&self, shared: &Shared, batch: Uuid) -> NewRun {
+        NewRun {
+            status: Status::Pending,
+            batch: Some(batch),
+            ..self.claim_row(shared)
         }
     }
 
     pub fn id(&self) -> Uuid {
         self.id
+    }
+
+    pub fn fire(&self) -> &Fire {
+        &self.fire
+    }
+
+    /// Gives back the turn and the run slot: the fire, holding the row `id` now.
+    pub fn into_held(self) -> Fire {
+        Fire {
+            claim: Some(self.id),
+            ..self.fire
+        }
     }
 
     /// Judges a claim that took from `asked` to now (the database was unreachable meanwhile).
@@ -243,6 +268,24 @@ fn skip(shared: &Shared, fire: &Fire, elsewhere: bool) {
 /// Admits a fire if nothing makes it wait: the timer loop claims all such fires of a second in
 /// one batch.
 pub fn admit_now(shared: &Shared, fire: Fire) -> Admission {
+    try_admit(shared, fire, false)
+}
+
+/// [`admit_now`] for a fire whose second has not come yet (`timer::claim_ahead`): one that
+/// would be skipped is given back instead (its previous run may end before the second), as is
+/// one that would wait.
+pub fn admit_ahead(shared: &Shared, fire: Fire) -> Result<Ready, Fire> {
+    match try_admit(shared, fire, true) {
+        Admission::Ready(r) => Ok(r),
+        Admission::Wait(fire) => Err(fire),
+        Admission::Skipped => unreachable!("admission ahead never skips"),
+    }
+}
+
+fn try_admit(shared: &Shared, fire: Fire, ahead: bool) -> Admission {
+    if ahead && shared.stopping.is_cancelled() {
+        return Admission::Wait(fire);
+    }
     if shared.stopping.is_cancelled() {
         return Admission::Skipped;
     }
@@ -256,6 +299,7 @@ pub fn admit_now(shared: &Shared, fire: Fire) -> Admission {
         Overlap::Skip | Overlap::Queue => {
             match shared.job_turn(&fire.spec.name).try_acquire_owned() {
                 Ok(permit) => Some(permit),
+                Err(_) if ahead => return Admission::Wait(fire),
                 Err(_) if overlap == Overlap::Skip && shared.is_executing(&fire.spec.name) => {
                     skip(shared, &fire, false);
                     return Admission::Skipped;
@@ -266,6 +310,9 @@ pub fn admit_now(shared: &Shared, fire: Fire) -> Admission {
         }
     };
     if overlap == Overlap::Skip && shared.is_running_elsewhere(&fire.spec.name) {
+        if ahead {
+            return Admission::Wait(fire);
+        }
         skip(shared, &fire, true);
         return Admission::Skipped;
     }
@@ -368,6 +415,13 @@ async fn admit(shared: &Shared, fire: Fire) -> Option<Ready> {
 /// `pending` row that does not start before a shutdown leaves it pending: the next daemon
 /// adopts it.
 pub async fn run_fire(shared: Arc<Shared>, fire: Fire) -> Option<RunSummary> {
+    // A slot claimed ahead by a daemon that stopped before it came (adopted here) waits for it.
+    while !fire.trigger.on_request() && shared.clock.now() < fire.slot {
+        tokio::select! {
+            _ = shared.clock.sleep_until(fire.slot, crate::time::MAX_SLEEP) => {}
+            _ = shared.stopping.cancelled() => return None,
+        }
+    }
     let mut ready = admit(&shared, fire).await?;
     if shared.stopping.is_cancelled() {
         return None;

@@ -46,6 +46,10 @@ pub struct Shared {
     pub metrics: super::metrics::Metrics,
     /// When the timer loop last went round (for `/healthz`).
     pub loop_tick: Mutex<std::time::Instant>,
+    /// When this process's heartbeat (or its registration) last reached the database: other
+    /// daemons judge it gone by that beat, so a batch claimed ahead starts only while it is
+    /// fresh (`timer::claim_ahead`).
+    pub last_beat: Mutex<std::time::Instant>,
     /// The jobs of the running config (replaced on reload), for alerts and `[http]`.
     pub jobs: Mutex<Arc<Vec<Arc<JobSpec>>>>,
     /// What alerts remember between dead-man checks.
@@ -87,6 +91,7 @@ impl Shared {
             interrupt: CancellationToken::new(),
             metrics: Default::default(),
             loop_tick: Mutex::new(std::time::Instant::now()),
+            last_beat: Mutex::new(std::time::Instant::now()),
             jobs: Mutex::new(Arc::new(vec![])),
             alerts: Default::default(),
             run_ended: tokio::sync::Notify::new(),

@@ -176,6 +176,7 @@ pub(super) async fn maintenance(
                 continue;
             }
             Ok(()) => {
+                *shared.last_beat.lock().expect("beat lock") = std::time::Instant::now();
                 if let Some(t) = down_since.take() {
                     tracing::info!(
                         down_s = t.elapsed().as_secs(),

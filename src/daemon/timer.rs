@@ -220,6 +220,7 @@ pub(super) fn due_slots(
                 instance: shared.instance.clone(),
                 error_message: Some(why),
                 metadata: Some(serde_json::json!({ "missed_until": horizon })),
+                batch: None,
             });
             slots.clear();
             next = spec
@@ -250,23 +251,7 @@ pub(super) async fn start_fires(shared: &Arc<Shared>, tracker: &TaskTracker, fir
     if fires.is_empty() {
         return;
     }
-    // Other replicas' running jobs, read once for the whole batch (only PostgreSQL has them).
-    if shared.store.has_replicas()
-        && fires
-            .iter()
-            .any(|f| f.spec.overlap == config::Overlap::Skip)
-    {
-        // Bounded: the loop must go on while the database is away (the slot claim decides).
-        let read = tokio::time::timeout(
-            Duration::from_secs(2),
-            shared.store.running_jobs(&shared.instance),
-        );
-        match read.await {
-            Ok(Ok(running)) => *shared.running_elsewhere.lock().expect("running lock") = running,
-            Ok(Err(e)) => tracing::warn!(error = %e, "could not read runs of other daemons"),
-            Err(_) => tracing::warn!("could not read runs of other daemons: no answer in 2s"),
-        }
-    }
+    refresh_running_elsewhere(shared, &fires).await;
     let fires = without_paused(shared, fires).await;
     // Several fires of one job (a catch-up) run one after the other, oldest first.
     // In name order, so claim ids (time-ordered) and slot keys rise together.
@@ -314,6 +299,43 @@ pub(super) async fn start_fires(shared: &Arc<Shared>, tracker: &TaskTracker, fir
     }
 }
 
+/// Reads other replicas' running jobs once for a whole batch of fires (only PostgreSQL has
+/// replicas), when one of the fires skips a job running elsewhere.
+async fn refresh_running_elsewhere(shared: &Shared, fires: &[Fire]) {
+    if !shared.store.has_replicas()
+        || !fires
+            .iter()
+            .any(|f| f.spec.overlap == config::Overlap::Skip)
+    {
+        return;
+    }
+    // Bounded: the loop must go on while the database is away (the slot claim decides).
+    let read = tokio::time::timeout(
+        Duration::from_secs(2),
+        shared.store.running_jobs(&shared.instance),
+    );
+    match read.await {
+        Ok(Ok(running)) => *shared.running_elsewhere.lock().expect("running lock") = running,
+        Ok(Err(e)) => tracing::warn!(error = %e, "could not read runs of other daemons"),
+        Err(_) => tracing::warn!("could not read runs of other daemons: no answer in 2s"),
+    }
+}
+
+fn paused_why(p: &crate::store::audit::Pause, fire: &Fire) -> String {
+    format!(
+        "paused by {} at {}: {}; `tickler resume {}` runs its next slots again",
+        p.paused_by,
+        p.paused_at
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        if p.reason.is_empty() {
+            "no reason given"
+        } else {
+            &p.reason
+        },
+        fire.spec.name
+    )
+}
+
 /// Records each fire of a paused job (`tickler pause`, the console) `paused` instead of
 /// running it: the pauses are read from the database before every batch, so every replica
 /// obeys one from its next fire on.
@@ -326,19 +348,7 @@ async fn without_paused(shared: &Shared, fires: Vec<Fire>) -> Vec<Fire> {
         .into_iter()
         .filter(|fire| match paused.get(&*fire.spec.name) {
             Some(p) if !fire.trigger.on_request() => {
-                let why = format!(
-                    "paused by {} at {}: {}; `tickler resume {}` runs its next slots again",
-                    p.paused_by,
-                    p.paused_at
-                        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-                    if p.reason.is_empty() {
-                        "no reason given"
-                    } else {
-                        &p.reason
-                    },
-                    fire.spec.name
-                );
-                runner::record_only(shared, fire, Status::Paused, why);
+                runner::record_only(shared, fire, Status::Paused, paused_why(p, fire));
                 false
             }
             _ => true,
@@ -399,6 +409,160 @@ pub(super) fn hold_and_run(shared: &Arc<Shared>, tracker: &TaskTracker, jobs: Ve
                     run_fire(shared.clone(), fire).await;
                 }
             });
+        }
+    });
+}
+
+/// How long before a second its fires are claimed (see [`claim_ahead`]).
+pub(super) const AHEAD: Duration = Duration::from_secs(1);
+/// A second closer than this is claimed when it comes, as usual.
+const AHEAD_AT_LEAST: Duration = Duration::from_millis(200);
+/// Seconds with fewer fires than this are claimed when they come: one statement of a few rows
+/// is quick, and a row written a second early would only show up early.
+pub(super) const AHEAD_MIN_FIRES: usize = 64;
+
+/// Whether the loop, at `now`, should claim the fires of `at` ahead (it has not yet), and
+/// when it should wake otherwise to do so.
+pub(super) fn ahead_wake(
+    at: DateTime<Utc>,
+    now: DateTime<Utc>,
+    done_for: Option<DateTime<Utc>>,
+) -> (bool, DateTime<Utc>) {
+    let lead = at - now;
+    let ahead = TimeDelta::from_std(AHEAD).unwrap_or_default();
+    let at_least = TimeDelta::from_std(AHEAD_AT_LEAST).unwrap_or_default();
+    if done_for == Some(at) || lead < at_least {
+        return (false, at);
+    }
+    // A little slack: a timer may wake a hair before the instant it was set for.
+    if lead <= ahead + TimeDelta::milliseconds(50) {
+        (true, at)
+    } else {
+        (false, at - ahead)
+    }
+}
+
+/// Claims ahead the fires due at `at`, a second that has not come yet (up to [`AHEAD`] away),
+/// when there are at least [`AHEAD_MIN_FIRES`] of them: a thousand jobs due at the same
+/// second are inserted `pending`, as one batch (`batch_id`), while the second is still to
+/// come, and when it comes a single committed row (`fire_batches`) starts them all, so no
+/// body waits for thousands of rows to be written (invariant 1 holds: each body starts after
+/// its slot's row is committed, and after the commit that makes the row count as running).
+///
+/// Fires that would have to wait or be skipped, and the jobs paused now, are left for the
+/// second itself, as are all of a second with fewer fires. A daemon stopped or killed before
+/// the second leaves the rows `pending`: the next daemon adopts them, and runs them when the
+/// second comes. Killed after it, the rows of the started batch are `abandoned`, never run
+/// again.
+pub(super) async fn claim_ahead(
+    shared: &Arc<Shared>,
+    scheduler: &mut Scheduler,
+    tracker: &TaskTracker,
+    at: DateTime<Utc>,
+    stale: TimeDelta,
+) {
+    let due = scheduler.pop_due(at);
+    let specs: Vec<Arc<JobSpec>> = due
+        .iter()
+        .filter_map(|name| scheduler.jobs.get(name))
+        .map(|state| state.spec.clone())
+        .collect();
+    let park = |scheduler: &mut Scheduler, spec: Arc<JobSpec>| scheduler.set(spec, Some(at));
+    // Only jobs whose one slot due is `at` (a backlog is caught up when it comes).
+    let (single, mut later): (Vec<_>, Vec<_>) = specs.into_iter().partition(|spec| {
+        scheduler
+            .jobs
+            .get(&spec.name)
+            .is_some_and(|s| s.next == Some(at))
+    });
+    if single.len() < AHEAD_MIN_FIRES {
+        later.extend(single);
+        later.into_iter().for_each(|spec| park(scheduler, spec));
+        return;
+    }
+    let fires: Vec<Fire> = single
+        .into_iter()
+        .map(|spec| Fire::new(spec, at, RunTrigger::Schedule))
+        .collect();
+    refresh_running_elsewhere(shared, &fires).await;
+    let paused = shared.read_paused().await;
+    let mut ready = vec![];
+    for fire in fires {
+        if paused.contains_key(&*fire.spec.name) {
+            park(scheduler, fire.spec);
+            continue;
+        }
+        match runner::admit_ahead(shared, fire) {
+            Ok(r) => {
+                let spec = r.fire().spec.clone();
+                let next = spec.trigger.next_after(at, spec.timezone);
+                scheduler.set(spec, next);
+                ready.push(r);
+            }
+            Err(fire) => park(scheduler, fire.spec),
+        }
+    }
+    later.into_iter().for_each(|spec| park(scheduler, spec));
+    if ready.is_empty() {
+        return;
+    }
+    // In name order, so claim ids (time-ordered) and slot keys rise together.
+    ready.sort_unstable_by(|a, b| a.fire().spec.name.cmp(&b.fire().spec.name));
+    let batch = Uuid::now_v7();
+    let shared = shared.clone();
+    let bodies = tracker.clone();
+    tracker.spawn(async move {
+        let rows = ready.iter().map(|r| r.ahead_row(&shared, batch)).collect();
+        let Some(won) = shared.ledger.claim_many(rows).await else {
+            ready.iter().for_each(runner::Ready::lost);
+            return;
+        };
+        // Slots another replica claimed first are its to run.
+        ready.retain(|r| won.contains(&r.id()));
+        while shared.clock.now() < at {
+            tokio::select! {
+                _ = shared.clock.sleep_until(at, crate::time::MAX_SLEEP) => {}
+                // The rows stay `pending`: the next daemon adopts them.
+                _ = shared.stopping.cancelled() => return,
+            }
+        }
+        // A pause made in the last second still counts.
+        let paused = shared.read_paused().await;
+        let (now_paused, mut ready): (Vec<_>, Vec<_>) = ready
+            .into_iter()
+            .partition(|r| paused.contains_key(&*r.fire().spec.name));
+        for r in now_paused {
+            let fire = r.into_held();
+            if let Some(p) = paused.get(&*fire.spec.name) {
+                runner::record_only(&shared, &fire, Status::Paused, paused_why(p, &fire));
+            }
+        }
+        // Another daemon judges this one gone by its heartbeat (`stale`): with a beat that
+        // old, one row cannot speak for the batch; each row is started on its own instead,
+        // which checks it is still this daemon's.
+        let beat_age = shared.last_beat.lock().expect("beat lock").elapsed();
+        if TimeDelta::from_std(beat_age).unwrap_or(TimeDelta::MAX) > stale / 2 {
+            let held = ready.into_iter().map(|r| vec![r.into_held()]).collect();
+            hold_and_run(&shared, &bodies, held);
+            return;
+        }
+        let asked = shared.clock.now();
+        let Some(lost) = shared
+            .ledger
+            .start_batch(batch, &shared.instance, asked)
+            .await
+        else {
+            ready.iter().for_each(runner::Ready::lost);
+            return;
+        };
+        let now = shared.clock.now();
+        for mut r in ready.drain(..) {
+            if lost.contains(&r.id()) {
+                tracing::info!(job = %r.fire().spec.name, scheduled_for = %at, "a slot claimed ahead was adopted by another daemon; it runs there");
+                continue;
+            }
+            r.claimed_at(asked, now);
+            bodies.spawn(runner::execute(shared.clone(), r));
         }
     });
 }

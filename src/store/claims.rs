@@ -142,7 +142,9 @@ impl Store {
                     SET status = 'abandoned', completed_at = $1,
                         error_message = 'the daemon running it (' || COALESCE(instance, '?') ||
                             ') stopped without finishing it'
-                  WHERE status = 'running' AND COALESCE(instance, '') <> $2
+                  WHERE (status = 'running'
+                         OR status = 'pending' AND batch_id IN (SELECT id FROM fire_batches))
+                    AND COALESCE(instance, '') <> $2
                     AND COALESCE(instance, '') NOT IN
                         (SELECT id FROM tickler_instances WHERE heartbeat_at >= $3)
                   RETURNING CAST(id AS TEXT) AS id, job_name, scheduled_for,
@@ -154,6 +156,17 @@ impl Store {
             .fetch_all(pool)
             .await
             .doing("abandoning orphaned runs"))?;
+        // The started batches of those owners have no pending row left to speak for.
+        with_pool!(self, pool => sqlx::query(
+            "DELETE FROM fire_batches WHERE instance <> $1
+                AND instance NOT IN (SELECT id FROM tickler_instances WHERE heartbeat_at >= $2)",
+        )
+        .bind(me)
+        .bind(stale_before)
+        .execute(pool)
+        .await
+        .map(|_| ())
+        .doing("abandoning orphaned runs"))?;
         with_pool!(self, pool => sqlx::query(
             "DELETE FROM tickler_instances WHERE id <> $1 AND heartbeat_at < $2",
         )
@@ -221,6 +234,79 @@ impl Store {
         Ok(done == 1)
     }
 
+    /// Starts a batch of slots claimed ahead (`pending` rows of `batch`, see migration 0015):
+    /// one row in `fire_batches` stands for all of them, so their bodies may start once it is
+    /// committed; from then on a pending row of the batch counts as running (abandoned, never
+    /// adopted, should this daemon die). Returns the ids of the batch no longer this
+    /// instance's, adopted by another daemon meanwhile: those run there, not here.
+    pub async fn start_batch(
+        &self,
+        batch: Uuid,
+        instance: &str,
+        at: DateTime<Utc>,
+    ) -> Result<Vec<Uuid>> {
+        let doing = "starting a batch of claimed slots";
+        let begin = self.begin_statement();
+        let insert = self.sql(
+            "INSERT INTO fire_batches (id, instance, started_at)
+             VALUES ($1::uuid, $2, $3::timestamptz)",
+        );
+        let lost = self.sql(
+            "SELECT CAST(id AS TEXT) FROM job_execution_logs
+              WHERE batch_id = $1::uuid AND status = 'pending' AND instance <> $2",
+        );
+        let lost: Vec<String> = with_pool!(self, pool => {
+            let mut tx = pool.begin_with(begin).await.doing(doing)?;
+            sqlx::query(&insert)
+                .bind(batch.to_string())
+                .bind(instance)
+                .bind(ts(at))
+                .execute(&mut *tx)
+                .await
+                .doing(doing)?;
+            let lost = sqlx::query_scalar(&lost)
+                .bind(batch.to_string())
+                .bind(instance)
+                .fetch_all(&mut *tx)
+                .await
+                .doing(doing)?;
+            tx.commit().await.doing(doing)?;
+            lost
+        });
+        Ok(lost
+            .iter()
+            .filter_map(|id| Uuid::parse_str(id).ok())
+            .collect())
+    }
+
+    /// Turns the still-pending rows of a started batch `running` (those already ended keep
+    /// their end) and forgets the batch: its rows now speak for themselves.
+    pub async fn batch_running(&self, batch: Uuid, at: DateTime<Utc>) -> Result<()> {
+        let doing = "recording a started batch of runs";
+        let begin = self.begin_statement();
+        let update = self.sql(
+            "UPDATE job_execution_logs SET status = 'running', started_at = $2::timestamptz
+              WHERE batch_id = $1::uuid AND status = 'pending'",
+        );
+        let forget = self.sql("DELETE FROM fire_batches WHERE id = $1::uuid");
+        with_pool!(self, pool => {
+            let mut tx = pool.begin_with(begin).await.doing(doing)?;
+            sqlx::query(&update)
+                .bind(batch.to_string())
+                .bind(ts(at))
+                .execute(&mut *tx)
+                .await
+                .doing(doing)?;
+            sqlx::query(&forget)
+                .bind(batch.to_string())
+                .execute(&mut *tx)
+                .await
+                .doing(doing)?;
+            tx.commit().await.doing(doing)?;
+        });
+        Ok(())
+    }
+
     /// Takes over the `pending` slots of owners that are gone or have not beaten since
     /// `stale_before`: they become `me`'s, to run or record under each job's catch-up policy.
     pub async fn adopt_pending(
@@ -232,6 +318,7 @@ impl Store {
             "UPDATE job_execution_logs SET instance = $1
               WHERE status = 'pending' AND COALESCE(instance, '') <> $1
                 AND COALESCE(instance, '') NOT IN ({LIVE} $2::timestamptz)
+                AND (batch_id IS NULL OR batch_id NOT IN (SELECT id FROM fire_batches))
               RETURNING id::text AS id, job_name, scheduled_for, \"trigger\""
         );
         let text = self.sql(&query);

@@ -247,6 +247,7 @@ async fn insert_runs_sqlite(pool: &SqlitePool, runs: &[NewRun]) -> Result<HashSe
                 &*r.instance,
                 r.error_message,
                 r.metadata.as_ref().map(|m| m.to_string()),
+                r.batch.map(|b| b.to_string()),
             ])
         })
         .collect();
@@ -258,9 +259,9 @@ async fn insert_runs_sqlite(pool: &SqlitePool, runs: &[NewRun]) -> Result<HashSe
     let done = sqlx::query(
         "INSERT INTO job_execution_logs (id, job_name, status, started_at, completed_at,
              duration_seconds, scheduled_for, \"trigger\", attempt, instance, error_message,
-             metadata)
+             metadata, batch_id)
          SELECT v->>0, v->>1, v->>2, v->>3, v->>4, CASE WHEN v->>4 IS NULL THEN NULL ELSE 0.0 END,
-                v->>5, v->>6, 1, v->>7, v->>8, v->>9
+                v->>5, v->>6, 1, v->>7, v->>8, v->>9, v->>10
            FROM (SELECT value AS v FROM json_each(?)) WHERE true
          ON CONFLICT DO NOTHING",
     )
@@ -358,6 +359,7 @@ async fn insert_runs_postgres(pool: &PgPool, runs: &[NewRun]) -> Result<HashSet<
     let mut instances = Vec::with_capacity(runs.len());
     let mut errors = Vec::with_capacity(runs.len());
     let mut metadata: Vec<Option<Json<&serde_json::Value>>> = Vec::with_capacity(runs.len());
+    let mut batches: Vec<Option<Uuid>> = Vec::with_capacity(runs.len());
     for r in runs {
         ids.push(r.id);
         names.push(&*r.job_name);
@@ -369,6 +371,7 @@ async fn insert_runs_postgres(pool: &PgPool, runs: &[NewRun]) -> Result<HashSet<
         instances.push(&*r.instance);
         errors.push(r.error_message.as_deref());
         metadata.push(r.metadata.as_ref().map(Json));
+        batches.push(r.batch);
     }
     // The answer lists our ids present after the statement: the rows it inserted, and rows
     // an earlier attempt of the same batch committed before its reply was lost.
@@ -376,15 +379,15 @@ async fn insert_runs_postgres(pool: &PgPool, runs: &[NewRun]) -> Result<HashSet<
         "WITH ins AS (
          INSERT INTO job_execution_logs (id, job_name, status, started_at, completed_at,
              duration_seconds, scheduled_for, \"trigger\", attempt, instance, error_message,
-             metadata)
+             metadata, batch_id)
          SELECT id, job_name, status, started_at, completed_at,
                 CASE WHEN completed_at IS NULL THEN NULL ELSE 0 END, scheduled_for, trg, 1,
-                instance, error_message, metadata
+                instance, error_message, metadata, batch_id
            FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::timestamptz[],
                        $5::timestamptz[], $6::timestamptz[], $7::text[], $8::text[],
-                       $9::text[], $10::jsonb[])
+                       $9::text[], $10::jsonb[], $11::uuid[])
              AS t(id, job_name, status, started_at, completed_at, scheduled_for, trg,
-                  instance, error_message, metadata)
+                  instance, error_message, metadata, batch_id)
          ON CONFLICT DO NOTHING
          RETURNING id)
          SELECT id FROM ins
@@ -401,6 +404,7 @@ async fn insert_runs_postgres(pool: &PgPool, runs: &[NewRun]) -> Result<HashSet<
     .bind(&instances)
     .bind(&errors)
     .bind(&metadata)
+    .bind(&batches)
     .fetch_all(pool)
     .await
     .doing("claiming slots")?;

@@ -301,6 +301,8 @@ pub struct NewRun {
     pub instance: Arc<str>,
     pub error_message: Option<String>,
     pub metadata: Option<Value>,
+    /// The claimed-ahead batch a `pending` row belongs to (see `fire_batches`), if any.
+    pub batch: Option<Uuid>,
 }
 
 /// The end of a run.

@@ -272,6 +272,170 @@ async fn a_catch_up_backlog_survives_kill_9_on_postgres() {
     backlog_story(p).await;
 }
 
+// ---- A second claimed ahead, across kill -9 ----
+
+const AHEAD_JOBS: usize = 70;
+
+/// The rows of every job, by slot.
+async fn rows_by_slot(store: &Store) -> BTreeMap<DateTime<Utc>, Vec<tickler::store::RunRow>> {
+    let rows = store
+        .history(&tickler::store::HistoryFilter {
+            job: None,
+            status: None,
+            limit: 100_000,
+            run: None,
+        })
+        .await
+        .unwrap();
+    let mut by_slot: BTreeMap<DateTime<Utc>, Vec<tickler::store::RunRow>> = BTreeMap::new();
+    for r in rows {
+        by_slot.entry(r.scheduled_for).or_default().push(r);
+    }
+    by_slot
+}
+
+/// The lines of `ran.txt` (`JOB SLOT`, one per body started) for `slot`.
+fn ran_at(ran: &Path, slot: DateTime<Utc>) -> Vec<String> {
+    let slot = slot.to_rfc3339();
+    lines(ran)
+        .into_iter()
+        .filter(|l| l.ends_with(&slot))
+        .collect()
+}
+
+/// Seventy jobs due at the same second are claimed a second ahead of it. A daemon killed
+/// before the second leaves their rows `pending`: the next daemon adopts them and runs each
+/// once, when the second comes (not before). A daemon killed after the second, while the
+/// bodies run, leaves them `abandoned`: none runs again.
+async fn ahead_story(p: Project) {
+    let _left = Leftovers("sleep 4");
+    let ran = p.path().join("ran.txt");
+    let mut jobs = String::from("[queue]\nenabled = false\n\n");
+    for i in 0..AHEAD_JOBS {
+        jobs.push_str(&format!(
+            "[[job]]\nname = \"j{i:02}\"\nkind = \"command\"\nshell = true\n\
+             command = [\"echo $TICKLER_JOB $TICKLER_SCHEDULED_FOR >> {}; sleep 4\"]\n\
+             every = \"10s\"\noverlap = \"allow\"\n\n",
+            ran.display()
+        ));
+    }
+    p.write_config("max_concurrent = 500", &jobs);
+    let store = p.store().await;
+
+    // Killed with the next second's rows claimed ahead, before it comes.
+    let mut a = spawn_daemon(&p);
+    let slot = wait_logged(
+        &p,
+        "a second claimed ahead",
+        Duration::from_secs(40),
+        || async {
+            let now = Utc::now();
+            rows_by_slot(&store)
+                .await
+                .into_iter()
+                .find_map(|(slot, rows)| {
+                    (slot > now
+                        && rows.len() == AHEAD_JOBS
+                        && rows.iter().all(|r| r.status == "pending"))
+                    .then_some(slot)
+                })
+        },
+    )
+    .await;
+    kill_9(&mut a);
+    assert!(
+        Utc::now() < slot - TimeDelta::milliseconds(100),
+        "the daemon was to be killed before {slot}; the test came too late to tell"
+    );
+    assert!(
+        ran_at(&ran, slot).is_empty(),
+        "a body ran before its second"
+    );
+
+    let mut b = spawn_daemon(&p);
+    let rows = wait_logged(
+        &p,
+        "the adopted second to run",
+        Duration::from_secs(40),
+        || async {
+            let rows = rows_by_slot(&store).await.remove(&slot).unwrap_or_default();
+            rows.iter().all(|r| r.status == "succeeded").then_some(rows)
+        },
+    )
+    .await;
+    assert_eq!(rows.len(), AHEAD_JOBS);
+    assert!(
+        rows.iter().all(|r| r.started_at.is_some_and(|s| s >= slot)),
+        "an adopted slot started before its second: {:?}",
+        rows.iter().map(|r| r.started_at).min()
+    );
+    let mut once = ran_at(&ran, slot);
+    once.sort();
+    once.dedup();
+    assert_eq!(once.len(), AHEAD_JOBS, "each job of the second once");
+    assert_eq!(ran_at(&ran, slot).len(), AHEAD_JOBS, "no body ran twice");
+    assert!(log_of(&p).contains("adopted the waiting slots of a stopped daemon"));
+
+    // Killed after a later second came, with its bodies running.
+    let later = wait_logged(
+        &p,
+        "a later second's bodies to start",
+        Duration::from_secs(40),
+        || async {
+            let now = Utc::now();
+            rows_by_slot(&store)
+                .await
+                .into_keys()
+                .filter(|s| *s > slot && *s < now)
+                .find(|s| ran_at(&ran, *s).len() == AHEAD_JOBS)
+        },
+    )
+    .await;
+    kill_9(&mut b);
+    let mut c = spawn_daemon(&p);
+    let rows = wait_logged(
+        &p,
+        "the killed second to be resolved",
+        Duration::from_secs(40),
+        || async {
+            let rows = rows_by_slot(&store)
+                .await
+                .remove(&later)
+                .unwrap_or_default();
+            rows.iter()
+                .all(|r| r.status != "pending" && r.status != "running")
+                .then_some(rows)
+        },
+    )
+    .await;
+    signal(&c, libc::SIGTERM);
+    assert!(wait_exit(&mut c).await.success(), "{}", log_of(&p));
+    assert_eq!(rows.len(), AHEAD_JOBS);
+    assert!(
+        rows.iter().all(|r| r.status == "abandoned"),
+        "{:?}",
+        rows.iter().map(|r| &r.status).collect::<BTreeSet<_>>()
+    );
+    assert_eq!(
+        ran_at(&ran, later).len(),
+        AHEAD_JOBS,
+        "a started slot ran again"
+    );
+}
+
+#[tokio::test]
+async fn a_second_claimed_ahead_survives_kill_9_on_sqlite() {
+    ahead_story(Project::sqlite()).await;
+}
+
+#[tokio::test]
+async fn a_second_claimed_ahead_survives_kill_9_on_postgres() {
+    let Some(p) = Project::postgres().await else {
+        return;
+    };
+    ahead_story(p).await;
+}
+
 // ---- A page of reminders across kill -9 ----
 
 /// `n` tenants, each with one invoice due in 7 days and an email address of their own; the

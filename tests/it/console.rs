@@ -976,6 +976,7 @@ async fn runs_page_by_slot_and_figures_count_the_streak(p: Project) {
                 instance: Arc::from("test"),
                 error_message: None,
                 metadata: Some(serde_json::json!({"lateness_ms": i})),
+                batch: None,
             });
         }
     }

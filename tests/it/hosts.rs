@@ -90,6 +90,7 @@ fn running(job: &str, instance: &str, now: DateTime<Utc>) -> NewRun {
         instance: Arc::from(instance),
         error_message: None,
         metadata: None,
+        batch: None,
     }
 }
 

@@ -187,6 +187,7 @@ async fn project_with_output() -> Project {
             instance: instance.clone(),
             error_message: Some("the daemon was down at this slot".into()),
             metadata: None,
+            batch: None,
         })
         .collect();
     assert_eq!(store.insert_runs(&runs).await.unwrap().len(), 2000);

@@ -127,6 +127,7 @@ async fn backfill_story(p: Project) {
         instance: "earlier".into(),
         error_message: None,
         metadata: None,
+        batch: None,
     };
     store
         .insert_runs(&[

@@ -21,6 +21,7 @@ fn new_run(job: &str, slot: &str, status: Status, instance: &Arc<str>) -> NewRun
         instance: instance.clone(),
         error_message: None,
         metadata: None,
+        batch: None,
     }
 }
 
@@ -190,4 +191,119 @@ async fn contract_on_postgres() {
         return;
     };
     contract(p.store().await).await;
+}
+
+/// Slots claimed ahead (`timer::claim_ahead`): a batch of `pending` rows that has not started
+/// is adopted when its daemon dies (the slots run elsewhere); once its one `fire_batches` row
+/// is committed, its rows count as running: abandoned, never adopted, never run twice.
+async fn batches(store: Store) {
+    let me = Instance::current().unwrap();
+    store.register_instance(&me).await.unwrap();
+    let gone: Arc<str> = Arc::from("ghost:2:dead");
+    let in_batch = |job: &str, batch: Uuid| NewRun {
+        batch: Some(batch),
+        ..new_run(job, "2025-01-06T10:00:00Z", Status::Pending, &gone)
+    };
+    let (waiting, started) = (Uuid::now_v7(), Uuid::now_v7());
+    let rows = [
+        in_batch("w1", waiting),
+        in_batch("w2", waiting),
+        in_batch("s1", started),
+        in_batch("s2", started),
+    ];
+    assert_eq!(store.insert_runs(&rows).await.unwrap().len(), 4);
+    // Started by the dead daemon before it died; nothing of the batch was adopted before.
+    let lost = store
+        .start_batch(started, &gone, utc("2025-01-06T10:00:00Z"))
+        .await
+        .unwrap();
+    assert!(lost.is_empty(), "{lost:?}");
+
+    let now = Utc::now();
+    let stale = now - TimeDelta::seconds(30);
+    let mut abandoned: Vec<String> = store
+        .abandon_orphans(&me.id, stale, now)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.job_name)
+        .collect();
+    abandoned.sort();
+    assert_eq!(abandoned, ["s1", "s2"]);
+    let mut adopted: Vec<String> = store
+        .adopt_pending(&me.id, stale)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| a.job_name)
+        .collect();
+    adopted.sort();
+    assert_eq!(adopted, ["w1", "w2"], "only the batch not yet started");
+
+    // Our own batch: adopted by nobody, started, then turned `running` in the background;
+    // a run that ended first keeps its end.
+    let mine = Uuid::now_v7();
+    let ours: Vec<NewRun> = ["m1", "m2"]
+        .iter()
+        .map(|j| NewRun {
+            batch: Some(mine),
+            ..new_run(j, "2025-01-06T10:00:00Z", Status::Pending, &me.id)
+        })
+        .collect();
+    store.insert_runs(&ours).await.unwrap();
+    let at = utc("2025-01-06T10:00:00.002Z");
+    assert!(
+        store
+            .start_batch(mine, &me.id, at)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    store
+        .finish_runs(&[Finish {
+            id: ours[0].id,
+            status: Status::Succeeded,
+            started_at: at,
+            completed_at: at,
+            duration_seconds: 0.0,
+            records_processed: None,
+            error_message: None,
+            metadata: json!({}),
+            attempt: 1,
+        }])
+        .await
+        .unwrap();
+    store.batch_running(mine, at).await.unwrap();
+    let status_of = |job: &'static str| {
+        let store = store.clone();
+        async move {
+            store
+                .history(&HistoryFilter {
+                    job: Some(job.into()),
+                    status: None,
+                    limit: 1,
+                    run: None,
+                })
+                .await
+                .unwrap()[0]
+                .status
+                .clone()
+        }
+    };
+    assert_eq!(status_of("m1").await, "succeeded");
+    assert_eq!(status_of("m2").await, "running");
+    store.deregister(&me.id).await.unwrap();
+}
+
+#[tokio::test]
+async fn claimed_ahead_batches_on_sqlite() {
+    batches(Project::sqlite().store().await).await;
+}
+
+#[tokio::test]
+async fn claimed_ahead_batches_on_postgres() {
+    let Some(p) = Project::postgres().await else {
+        return;
+    };
+    batches(p.store().await).await;
 }
