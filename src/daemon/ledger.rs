@@ -20,15 +20,20 @@ use uuid::Uuid;
 use crate::store::{Finish, NewRun, Store};
 
 const BATCH: usize = 2000;
-/// Finished runs wait behind claims until this many are pending.
+/// Finished runs wait behind claims until this many are pending...
 const FINISH_BACKLOG: usize = 5000;
+/// ... and behind the starts of a batch until this many (a moment: starting 100,000 bodies
+/// takes about a second).
+const STARTING_BACKLOG: usize = 200_000;
 
 enum Op {
     /// Insert a row; the answer says whether this insert won the slot.
     Claim(NewRun, Option<oneshot::Sender<Option<bool>>>),
     ClaimMany(Vec<NewRun>, oneshot::Sender<Option<HashSet<Uuid>>>),
     Finish(Finish),
-    /// A claimed-ahead batch has started: its pending rows are to turn `running`.
+    /// The bodies of a started batch are being started: finished runs wait.
+    BatchStarting,
+    /// ... they all have: its pending rows are to turn `running`, and finished runs go in.
     BatchStarted(Uuid, DateTime<Utc>),
     Flush(oneshot::Sender<()>),
 }
@@ -108,8 +113,20 @@ impl Ledger {
                 self.store.start_batch(batch, instance, at)
             })
             .await?;
-        let _ = self.tx.send(Op::BatchStarted(batch, at));
         Some(lost.into_iter().collect())
+    }
+
+    /// While the bodies of a started batch are being started (each holding a clone of the
+    /// guard until its task begins), the writer keeps its rows and finished runs back: on a
+    /// small machine the database takes the cores those thousands of starts need. When the
+    /// last clone goes, the batch's rows turn `running` and the writer goes on.
+    pub fn batch_starting(&self, batch: Uuid, at: DateTime<Utc>) -> Arc<BatchStarting> {
+        let _ = self.tx.send(Op::BatchStarting);
+        Arc::new(BatchStarting {
+            tx: self.tx.clone(),
+            batch,
+            at,
+        })
     }
 
     /// Waits until everything sent before this call is written.
@@ -131,6 +148,19 @@ impl Ledger {
     }
 }
 
+/// See [`Ledger::batch_starting`].
+pub struct BatchStarting {
+    tx: mpsc::UnboundedSender<Op>,
+    batch: Uuid,
+    at: DateTime<Utc>,
+}
+
+impl Drop for BatchStarting {
+    fn drop(&mut self) {
+        let _ = self.tx.send(Op::BatchStarted(self.batch, self.at));
+    }
+}
+
 async fn writer(store: Store, mut rx: mpsc::UnboundedReceiver<Op>, give_up: CancellationToken) {
     // Claim rows per transaction, and transactions in flight at once (see `claim_batching`).
     let (chunk_size, _) = store.claim_batching();
@@ -138,11 +168,19 @@ async fn writer(store: Store, mut rx: mpsc::UnboundedReceiver<Op>, give_up: Canc
     let mut finishes: Vec<Finish> = vec![];
     let mut batches: Vec<(Uuid, DateTime<Utc>)> = vec![];
     let mut flushes: Vec<oneshot::Sender<()>> = vec![];
+    // Batches whose bodies are being started (see `Ledger::batch_starting`).
+    let mut starting = 0usize;
+    let mut closed = false;
     loop {
-        // Wait for work only when nothing is pending; otherwise take what has arrived.
-        if finishes.is_empty() && flushes.is_empty() {
+        // Wait for work only when nothing is pending (or held back); otherwise take what has
+        // arrived.
+        if (finishes.is_empty() && flushes.is_empty()) || starting > 0 {
             if rx.recv_many(&mut ops, BATCH).await == 0 {
-                return;
+                if finishes.is_empty() && batches.is_empty() {
+                    return;
+                }
+                // Nothing more can come: write what is left, then stop.
+                (starting, closed) = (0, true);
             }
         } else {
             while ops.len() < BATCH {
@@ -168,7 +206,11 @@ async fn writer(store: Store, mut rx: mpsc::UnboundedReceiver<Op>, give_up: Canc
                     chunk.extend(runs);
                 }
                 Op::Finish(f) => finishes.push(f),
-                Op::BatchStarted(batch, at) => batches.push((batch, at)),
+                Op::BatchStarting => starting += 1,
+                Op::BatchStarted(batch, at) => {
+                    starting = starting.saturating_sub(1);
+                    batches.push((batch, at));
+                }
                 Op::Flush(done) => flushes.push(done),
             }
             if chunk.len() >= chunk_size {
@@ -182,7 +224,12 @@ async fn writer(store: Store, mut rx: mpsc::UnboundedReceiver<Op>, give_up: Canc
         commit_claims(&store, units, &give_up).await;
         // Started batches are marked already (`fire_batches`): turning their rows `running`
         // is bookkeeping, kept ahead of finished runs so the two rarely cross.
-        for (batch, at) in batches.drain(..) {
+        let started = if starting == 0 {
+            std::mem::take(&mut batches)
+        } else {
+            vec![]
+        };
+        for (batch, at) in started {
             if crate::retry::until_done("recording a started batch of runs", &give_up, || {
                 store.batch_running(batch, at)
             })
@@ -194,7 +241,12 @@ async fn writer(store: Store, mut rx: mpsc::UnboundedReceiver<Op>, give_up: Canc
             }
         }
         // Claims first: a fire waits for its claim, while a finished run is already done.
-        if claimed_any && finishes.len() < FINISH_BACKLOG && flushes.is_empty() {
+        let held = if starting > 0 {
+            STARTING_BACKLOG
+        } else {
+            FINISH_BACKLOG
+        };
+        if (claimed_any || starting > 0) && finishes.len() < held && flushes.is_empty() {
             continue;
         }
         if !finishes.is_empty() {
@@ -219,6 +271,9 @@ async fn writer(store: Store, mut rx: mpsc::UnboundedReceiver<Op>, give_up: Canc
         }
         for done in flushes.drain(..) {
             let _ = done.send(());
+        }
+        if closed {
+            return;
         }
     }
 }

@@ -197,9 +197,10 @@ pub async fn run(
         prev = (now, mono);
 
         dispatch_due(&shared, &mut scheduler, &tracker, now).await;
-        if let Some(at) = scheduler.next_wake()
-            && ahead_wake(at, clock.now(), ahead_for).0
+        if let Some(next) = scheduler.next_wake_and_lead()
+            && ahead_wake(next, clock.now(), ahead_for).0
         {
+            let at = next.0;
             ahead_for = Some(at);
             claim_ahead(&shared, &mut scheduler, &tracker, at, stale).await;
         }
@@ -219,8 +220,8 @@ pub async fn run(
             }
             cap = cap.min(every);
         }
-        let wake = match scheduler.next_wake() {
-            Some(at) => ahead_wake(at, clock.now(), ahead_for).1,
+        let wake = match scheduler.next_wake_and_lead() {
+            Some(next) => ahead_wake(next, clock.now(), ahead_for).1,
             None => now + MAX_SLEEP,
         };
         tokio::select! {

@@ -38,6 +38,9 @@ pub(super) struct Scheduler {
     pub(super) jobs: HashMap<Arc<str>, JobState>,
     pub(super) heap: BinaryHeap<Wake>,
     pub(super) generation: u64,
+    /// Heap entries per instant (stale ones included until popped): how big a second is,
+    /// known before it is popped, so it can be claimed early enough.
+    counts: std::collections::BTreeMap<DateTime<Utc>, usize>,
 }
 
 impl Scheduler {
@@ -46,6 +49,7 @@ impl Scheduler {
             jobs: HashMap::new(),
             heap: BinaryHeap::new(),
             generation: 0,
+            counts: Default::default(),
         }
     }
 
@@ -55,6 +59,7 @@ impl Scheduler {
         if let Some(t) = next {
             self.heap
                 .push(Reverse((t, self.generation, spec.name.clone())));
+            *self.counts.entry(t).or_default() += 1;
         }
         self.jobs.insert(
             spec.name.clone(),
@@ -70,6 +75,15 @@ impl Scheduler {
         self.heap.peek().map(|Reverse((t, _, _))| *t)
     }
 
+    /// The next instant something is due, and how long before it its fires are to be claimed
+    /// ([`claim_ahead`]): a second ahead, more for a second so big its claims take longer.
+    pub(super) fn next_wake_and_lead(&self) -> Option<(DateTime<Utc>, TimeDelta)> {
+        let at = self.next_wake()?;
+        let fires = self.counts.get(&at).copied().unwrap_or(1);
+        let lead = (AHEAD_PER_FIRE * fires as u32).clamp(AHEAD, AHEAD_MAX);
+        Some((at, TimeDelta::from_std(lead).unwrap_or_default()))
+    }
+
     /// Pops every job due at `now` (stale heap entries are dropped).
     pub(super) fn pop_due(&mut self, now: DateTime<Utc>) -> Vec<Arc<str>> {
         let mut due = vec![];
@@ -78,6 +92,12 @@ impl Scheduler {
                 break;
             }
             self.heap.pop();
+            if let Some(n) = self.counts.get_mut(&t) {
+                *n -= 1;
+                if *n == 0 {
+                    self.counts.remove(&t);
+                }
+            }
             if self
                 .jobs
                 .get(&name)
@@ -413,8 +433,13 @@ pub(super) fn hold_and_run(shared: &Arc<Shared>, tracker: &TaskTracker, jobs: Ve
     });
 }
 
-/// How long before a second its fires are claimed (see [`claim_ahead`]).
+/// How long before a second its fires are claimed (see [`claim_ahead`]), at least...
 pub(super) const AHEAD: Duration = Duration::from_secs(1);
+/// ... and for a big second, this per fire (100,000 rows take SQLite about 2.5 s to insert
+/// on a small machine)...
+const AHEAD_PER_FIRE: Duration = Duration::from_micros(30);
+/// ... up to this.
+const AHEAD_MAX: Duration = Duration::from_secs(10);
 /// A second closer than this is claimed when it comes, as usual.
 const AHEAD_AT_LEAST: Duration = Duration::from_millis(200);
 /// Seconds with fewer fires than this are claimed when they come: one statement of a few rows
@@ -424,12 +449,11 @@ pub(super) const AHEAD_MIN_FIRES: usize = 64;
 /// Whether the loop, at `now`, should claim the fires of `at` ahead (it has not yet), and
 /// when it should wake otherwise to do so.
 pub(super) fn ahead_wake(
-    at: DateTime<Utc>,
+    (at, ahead): (DateTime<Utc>, TimeDelta),
     now: DateTime<Utc>,
     done_for: Option<DateTime<Utc>>,
 ) -> (bool, DateTime<Utc>) {
     let lead = at - now;
-    let ahead = TimeDelta::from_std(AHEAD).unwrap_or_default();
     let at_least = TimeDelta::from_std(AHEAD_AT_LEAST).unwrap_or_default();
     if done_for == Some(at) || lead < at_least {
         return (false, at);
@@ -442,7 +466,8 @@ pub(super) fn ahead_wake(
     }
 }
 
-/// Claims ahead the fires due at `at`, a second that has not come yet (up to [`AHEAD`] away),
+/// Claims ahead the fires due at `at`, a second that has not come yet (a second away, more
+/// for a big one: see [`Scheduler::next_wake_and_lead`]),
 /// when there are at least [`AHEAD_MIN_FIRES`] of them: a thousand jobs due at the same
 /// second are inserted `pending`, as one batch (`batch_id`), while the second is still to
 /// come, and when it comes a single committed row (`fire_batches`) starts them all, so no
@@ -556,13 +581,18 @@ pub(super) async fn claim_ahead(
             return;
         };
         let now = shared.clock.now();
+        let starting = shared.ledger.batch_starting(batch, asked);
         for mut r in ready.drain(..) {
             if lost.contains(&r.id()) {
                 tracing::info!(job = %r.fire().spec.name, scheduled_for = %at, "a slot claimed ahead was adopted by another daemon; it runs there");
                 continue;
             }
             r.claimed_at(asked, now);
-            bodies.spawn(runner::execute(shared.clone(), r));
+            let (shared, starting) = (shared.clone(), starting.clone());
+            bodies.spawn(async move {
+                drop(starting);
+                runner::execute(shared, r).await
+            });
         }
     });
 }
@@ -660,6 +690,40 @@ mod tests {
         (0..5)
             .map(|m| t("2025-01-01T10:00:00Z") + TimeDelta::minutes(m))
             .collect()
+    }
+
+    #[test]
+    fn a_big_second_is_claimed_ahead_once_and_earlier_the_bigger_it_is() {
+        let at = t("2025-01-01T10:00:00Z");
+        let lead = |n: usize| {
+            let mut s = Scheduler::new();
+            let job = spec("none", "1h");
+            // Entries per instant are counted, not jobs: one spec pushed n times will do.
+            for _ in 0..n {
+                s.set(job.clone(), Some(at));
+            }
+            s.next_wake_and_lead().unwrap()
+        };
+        assert_eq!(lead(10), (at, TimeDelta::seconds(1)));
+        assert_eq!(lead(100_000), (at, TimeDelta::seconds(3)));
+        let next = lead(10);
+        // Far off: wake a second before; within the second: claim now, once; too close: no.
+        assert_eq!(
+            ahead_wake(next, at - TimeDelta::seconds(5), None),
+            (false, at - TimeDelta::seconds(1))
+        );
+        assert_eq!(
+            ahead_wake(next, at - TimeDelta::milliseconds(990), None),
+            (true, at)
+        );
+        assert_eq!(
+            ahead_wake(next, at - TimeDelta::milliseconds(990), Some(at)),
+            (false, at)
+        );
+        assert_eq!(
+            ahead_wake(next, at - TimeDelta::milliseconds(100), None),
+            (false, at)
+        );
     }
 
     #[test]
