@@ -294,6 +294,17 @@ pub fn check_deadlines(
     tracker: &tokio_util::task::TaskTracker,
     now: DateTime<Utc>,
 ) -> bool {
+    // No job with a deadline (as in most configs): nothing to read, and an idle daemon stays
+    // asleep.
+    if !shared
+        .jobs
+        .lock()
+        .expect("jobs lock")
+        .iter()
+        .any(|j| j.enabled && j.alerts.expect_success_within.is_some())
+    {
+        return true;
+    }
     if shared.alerts.checking.swap(true, Ordering::AcqRel) {
         return false;
     }
