@@ -47,7 +47,7 @@ bench_pg_url
 
 lines=$(mktemp)
 bounded() { timeout 600 bash -c 'ulimit -v 8388608; exec "$@"' bounded "$@"; }
-tickler_bench() { bounded cargo bench --quiet --bench scheduler -- "$@" 2>/dev/null | grep -E '^lateness ' || true; }
+tickler_bench() { bounded cargo bench --quiet --bench scheduler -- "$@" 2>/dev/null | grep -E '^(lateness|shortfall) ' || true; }
 for round in $(seq "$rounds"); do
     for n in "${sizes[@]}"; do
         echo "round $round/$rounds, $n jobs" >&2
@@ -113,4 +113,9 @@ if rss:
         f"{n:,} jobs {max(r for r, _ in v):.0f} MiB, {max(t for _, t in v):.2f} s"
         for n, v in sorted(rss.items())))
 EOF
+if grep -q '^shortfall ' "$lines"; then
+    echo
+    echo "Fires that fell short (rows of the slot by status when the benchmark stopped waiting, 120 s):"
+    grep '^shortfall ' "$lines"
+fi
 rm -f "$lines"

@@ -141,6 +141,18 @@ async fn lateness(jobs: usize, url: &str, state: &std::path::Path) {
                 .count();
             if (done == jobs && Utc::now() > slot) || Instant::now() > deadline {
                 let fired = rows.iter().filter(|(s, _)| s == "succeeded").count();
+                if fired < jobs {
+                    // What became of the others: the first thing to know when a fire falls short.
+                    let mut other = std::collections::BTreeMap::new();
+                    for (status, _) in rows.iter().filter(|(s, _)| s != "succeeded") {
+                        *other.entry(status.as_str()).or_insert(0usize) += 1;
+                    }
+                    println!(
+                        "shortfall backend={} jobs={jobs} fire={label}: {fired} succeeded, {} rows in all, the rest {other:?}",
+                        backend_of(url),
+                        rows.len()
+                    );
+                }
                 break (
                     fired,
                     rows.into_iter().map(|(_, l)| l).collect::<Vec<f64>>(),

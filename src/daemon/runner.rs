@@ -159,6 +159,16 @@ impl Ready {
         &self.fire
     }
 
+    /// The same fire, run as `spec` says: a job a reload changed after its slot was claimed
+    /// ahead. Its run slot stays the one taken under the old spec (a moved lane counts from
+    /// the next fire on).
+    pub fn with_spec(self, spec: Arc<JobSpec>) -> Ready {
+        Ready {
+            fire: Fire { spec, ..self.fire },
+            ..self
+        }
+    }
+
     /// Gives back the turn and the run slot: the fire, holding the row `id` now.
     pub fn into_held(self) -> Fire {
         Fire {

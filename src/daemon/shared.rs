@@ -139,10 +139,15 @@ impl Shared {
         pools.lanes.values().map(Pool::in_use).sum::<usize>() + pools.default.in_use()
     }
 
+    /// The jobs of the running config (a reload installs a new list, so an unchanged `Arc`
+    /// means no reload came in between).
+    pub fn jobs_now(&self) -> Arc<Vec<Arc<JobSpec>>> {
+        self.jobs.lock().expect("jobs lock").clone()
+    }
+
     /// The job called `name` in the running config.
     pub fn job(&self, name: &str) -> Option<Arc<JobSpec>> {
-        let jobs = self.jobs.lock().expect("jobs lock").clone();
-        jobs.iter().find(|j| &*j.name == name).cloned()
+        self.jobs_now().iter().find(|j| &*j.name == name).cloned()
     }
 
     pub(super) fn job_turn(&self, name: &Arc<str>) -> Arc<Semaphore> {

@@ -533,6 +533,7 @@ pub(super) async fn claim_ahead(
     }
     // In name order, so claim ids (time-ordered) and slot keys rise together.
     ready.sort_unstable_by(|a, b| a.fire().spec.name.cmp(&b.fire().spec.name));
+    let claimed_under = shared.jobs_now();
     let batch = Uuid::now_v7();
     let shared = shared.clone();
     let bodies = tracker.clone();
@@ -553,7 +554,7 @@ pub(super) async fn claim_ahead(
         }
         // A pause made in the last second still counts.
         let paused = shared.read_paused().await;
-        let (now_paused, mut ready): (Vec<_>, Vec<_>) = ready
+        let (now_paused, ready): (Vec<_>, Vec<_>) = ready
             .into_iter()
             .partition(|r| paused.contains_key(&*r.fire().spec.name));
         for r in now_paused {
@@ -562,6 +563,8 @@ pub(super) async fn claim_ahead(
                 runner::record_only(&shared, &fire, Status::Paused, paused_why(p, &fire));
             }
         }
+        // So does a reload.
+        let mut ready = as_reloaded(&shared, &claimed_under, ready, at);
         // Another daemon judges this one gone by its heartbeat (`stale`): with a beat that
         // old, one row cannot speak for the batch; each row is started on its own instead,
         // which checks it is still this daemon's.
@@ -595,6 +598,53 @@ pub(super) async fn claim_ahead(
             });
         }
     });
+}
+
+/// The fires claimed ahead for `at` under the config `claimed_under`, as the running config
+/// has them now: a reload between the claim and the second is obeyed as it would be had the
+/// slot been claimed when it came. A job removed or disabled, or whose new schedule does not
+/// have `at`, is recorded `skipped` with the reason; the others run as the new config says.
+fn as_reloaded(
+    shared: &Shared,
+    claimed_under: &Arc<Vec<Arc<JobSpec>>>,
+    ready: Vec<runner::Ready>,
+    at: DateTime<Utc>,
+) -> Vec<runner::Ready> {
+    let now = shared.jobs_now();
+    if Arc::ptr_eq(claimed_under, &now) {
+        return ready;
+    }
+    let jobs: HashMap<&str, &Arc<JobSpec>> = now.iter().map(|j| (&*j.name, j)).collect();
+    let mut kept = Vec::with_capacity(ready.len());
+    for r in ready {
+        let old = &r.fire().spec;
+        let why = match jobs.get(&*old.name) {
+            None => {
+                "skipped: the job was removed from the config by a reload after its slot \
+                     was claimed"
+            }
+            Some(new) if !new.enabled => {
+                "skipped: the job was disabled by a reload after its slot was claimed"
+            }
+            Some(new)
+                if (new.trigger != old.trigger || new.timezone != old.timezone)
+                    && new
+                        .trigger
+                        .next_after(at - TimeDelta::milliseconds(1), new.timezone)
+                        != Some(at) =>
+            {
+                "skipped: a reload after its slot was claimed changed the job's schedule, \
+                 which no longer has this slot"
+            }
+            Some(new) => {
+                let new = Arc::clone(new);
+                kept.push(r.with_spec(new));
+                continue;
+            }
+        };
+        runner::record_only(shared, &r.into_held(), Status::Skipped, why.into());
+    }
+    kept
 }
 
 /// Re-reads the config; a file that does not validate changes nothing.

@@ -591,7 +591,7 @@ fn get_refused() -> Response<Full<Bytes>> {
 async fn metrics(state: &HttpState) -> Response<Full<Bytes>> {
     let shared = &state.shared;
     let now = shared.clock.now();
-    let jobs = shared.jobs.lock().expect("jobs lock").clone();
+    let jobs = shared.jobs_now();
     let next_fires = jobs
         .iter()
         .filter(|j| j.enabled)

@@ -7,7 +7,7 @@ use chrono::TimeDelta;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::helpers::{Project, TestDaemon, runs, statuses, utc, wait_for, wait_settled};
+use crate::helpers::{Project, TestDaemon, lines, runs, statuses, utc, wait_for, wait_settled};
 
 const MIN: Duration = Duration::from_secs(60);
 
@@ -598,5 +598,84 @@ async fn a_calendar_job_fires_on_business_days_and_holidays_leave_no_rows() {
         "2026-04-09T07:00:00+00:00 succeeded",
         "{daily:?}"
     );
+    d.stop().await;
+}
+
+/// A second with many fires is claimed ahead (`pending` rows, a second before it): a reload
+/// between that claim and the second is obeyed as if the slot had been claimed when it came.
+#[tokio::test]
+async fn a_reload_between_the_claim_ahead_and_the_second_is_obeyed() {
+    let p = Project::sqlite();
+    let out = p.path().join("out");
+    let jobs = |changed: bool| {
+        let mut text = String::new();
+        for i in 0..70 {
+            let job = match (changed, i / 10) {
+                // Removed.
+                (true, 0) => continue,
+                (true, 1) => "kind = \"noop\"\nevery = \"1m\"\nenabled = false".to_string(),
+                // A schedule without 10:01.
+                (true, 2) => "kind = \"noop\"\nschedule = \"5 * * * *\"".to_string(),
+                // A schedule with 10:01, and another body: the new one runs.
+                (true, 3) => format!(
+                    "kind = \"command\"\nshell = true\nschedule = \"* * * * *\"\n\
+                     command = [\"echo job-{i} >> {}\"]",
+                    out.display()
+                ),
+                _ => "kind = \"noop\"\nevery = \"1m\"".to_string(),
+            };
+            text.push_str(&format!("[[job]]\nname = \"job-{i}\"\n{job}\n\n"));
+        }
+        text
+    };
+    // Room for all 70 at once (the default is 64): a fire that would wait is not claimed ahead.
+    p.write_config("max_concurrent = 100", &jobs(false));
+    let d = TestDaemon::start(p.config(), utc("2025-01-06T10:00:30Z")).await;
+    let store = p.store().await;
+    // Half a second before 10:01 its 70 fires are claimed ahead.
+    d.clock.advance(Duration::from_millis(29_500));
+    let pending = || async {
+        let rows = store
+            .history(&tickler::store::HistoryFilter {
+                job: None,
+                status: Some(tickler::store::Status::Pending),
+                limit: 1000,
+                run: None,
+            })
+            .await
+            .unwrap();
+        (rows.len() == 70).then_some(())
+    };
+    wait_for("70 slots claimed ahead", Duration::from_secs(30), pending).await;
+    p.write_config("max_concurrent = 100", &jobs(true));
+    d.reload().await;
+    d.clock.advance(Duration::from_millis(500));
+    let at = utc("2025-01-06T10:01:00Z");
+    let why = |i: usize| match i / 10 {
+        0 => Some(
+            "skipped: the job was removed from the config by a reload after its slot was claimed",
+        ),
+        1 => Some("skipped: the job was disabled by a reload after its slot was claimed"),
+        2 => Some(
+            "skipped: a reload after its slot was claimed changed the job's schedule, which no longer has this slot",
+        ),
+        _ => None,
+    };
+    for i in 0..70 {
+        let rows = wait_settled(&store, &format!("job-{i}"), 1).await;
+        assert_eq!(rows[0].scheduled_for, at, "job-{i}");
+        let expected = if why(i).is_some() {
+            "skipped"
+        } else {
+            "succeeded"
+        };
+        assert_eq!(rows[0].status, expected, "job-{i}");
+        assert_eq!(rows[0].error_message.as_deref(), why(i), "job-{i}");
+    }
+    let mut ran = lines(&out);
+    ran.sort();
+    let mut want: Vec<String> = (30..40).map(|i| format!("job-{i}")).collect();
+    want.sort();
+    assert_eq!(ran, want, "the reloaded command ran, once per job");
     d.stop().await;
 }

@@ -309,7 +309,7 @@ pub fn check_deadlines(
         return false;
     }
     tracker.spawn(async move {
-        let jobs = shared.jobs.lock().expect("jobs lock").clone();
+        let jobs = shared.jobs_now();
         // A paused job is expected not to succeed: no dead-man alert until it is resumed.
         let paused = shared.read_paused().await;
         for spec in jobs

@@ -183,7 +183,7 @@ async fn overview_page(
     q: &HashMap<String, String>,
 ) -> Result<Response<Full<Bytes>>, StoreError> {
     let shared = &c.shared;
-    let jobs = shared.jobs.lock().expect("jobs lock").clone();
+    let jobs = shared.jobs_now();
     let query = OverviewQuery {
         name: q.get("name").cloned(),
         state: q.get("state").cloned(),
