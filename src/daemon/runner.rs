@@ -282,14 +282,10 @@ pub fn admit_now(shared: &Shared, fire: Fire) -> Admission {
 }
 
 /// [`admit_now`] for a fire whose second has not come yet (`timer::claim_ahead`): one that
-/// would be skipped is given back instead (its previous run may end before the second), as is
-/// one that would wait.
-pub fn admit_ahead(shared: &Shared, fire: Fire) -> Result<Ready, Fire> {
-    match try_admit(shared, fire, true) {
-        Admission::Ready(r) => Ok(r),
-        Admission::Wait(fire) => Err(fire),
-        Admission::Skipped => unreachable!("admission ahead never skips"),
-    }
+/// would be skipped is given back as `Wait` instead (its previous run may end before the
+/// second), as is one that would wait.
+pub fn admit_ahead(shared: &Shared, fire: Fire) -> Admission {
+    try_admit(shared, fire, true)
 }
 
 fn try_admit(shared: &Shared, fire: Fire, ahead: bool) -> Admission {

@@ -517,14 +517,19 @@ pub(super) async fn claim_ahead(
             park(scheduler, fire.spec);
             continue;
         }
+        let spec = fire.spec.clone();
         match runner::admit_ahead(shared, fire) {
-            Ok(r) => {
-                let spec = r.fire().spec.clone();
+            runner::Admission::Ready(r) => {
                 let next = spec.trigger.next_after(at, spec.timezone);
                 scheduler.set(spec, next);
                 ready.push(r);
             }
-            Err(fire) => park(scheduler, fire.spec),
+            runner::Admission::Wait(_) => park(scheduler, spec),
+            // Not answered ahead today; recorded if it ever is: the slot is done.
+            runner::Admission::Skipped => {
+                let next = spec.trigger.next_after(at, spec.timezone);
+                scheduler.set(spec, next);
+            }
         }
     }
     later.into_iter().for_each(|spec| park(scheduler, spec));

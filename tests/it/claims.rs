@@ -307,14 +307,17 @@ fn ran_at(ran: &Path, slot: DateTime<Utc>) -> Vec<String> {
 /// before the second leaves their rows `pending`: the next daemon adopts them and runs each
 /// once, when the second comes (not before). A daemon killed after the second, while the
 /// bodies run, leaves them `abandoned`: none runs again.
-async fn ahead_story(p: Project) {
-    let _left = Leftovers("sleep 4");
+///
+/// `sleep` is the body's sleep, a command line of this test's own: the guard that ends what
+/// the jobs leave finds them by it, and must not end the other backend's, running alongside.
+async fn ahead_story(p: Project, sleep: &'static str) {
+    let _left = Leftovers(sleep);
     let ran = p.path().join("ran.txt");
     let mut jobs = String::from("[queue]\nenabled = false\n\n");
     for i in 0..AHEAD_JOBS {
         jobs.push_str(&format!(
             "[[job]]\nname = \"j{i:02}\"\nkind = \"command\"\nshell = true\n\
-             command = [\"echo $TICKLER_JOB $TICKLER_SCHEDULED_FOR >> {}; sleep 4\"]\n\
+             command = [\"echo $TICKLER_JOB $TICKLER_SCHEDULED_FOR >> {}; {sleep}\"]\n\
              every = \"10s\"\noverlap = \"allow\"\n\n",
             ran.display()
         ));
@@ -425,7 +428,7 @@ async fn ahead_story(p: Project) {
 
 #[tokio::test]
 async fn a_second_claimed_ahead_survives_kill_9_on_sqlite() {
-    ahead_story(Project::sqlite()).await;
+    ahead_story(Project::sqlite(), "sleep 4.01").await;
 }
 
 #[tokio::test]
@@ -433,7 +436,7 @@ async fn a_second_claimed_ahead_survives_kill_9_on_postgres() {
     let Some(p) = Project::postgres().await else {
         return;
     };
-    ahead_story(p).await;
+    ahead_story(p, "sleep 4.02").await;
 }
 
 // ---- A page of reminders across kill -9 ----
