@@ -156,17 +156,15 @@ impl Job for InvoiceRemindersJob {
         for w in windows {
             let from = offset(today, w.lo + behind);
             let to = offset(today, w.hi + ahead);
-            let page_after = |cursor: Cursor| async move {
-                ctx.store
-                    .open_invoices_due(from, to, &cursor, self.batch_size)
-                    .await
-            };
+            let mut cursor = Cursor::start();
             let before = tally.sent_total();
-            let mut next = page_after(Cursor::start()).await?;
             loop {
-                let page = std::mem::take(&mut next);
+                let page = ctx
+                    .store
+                    .open_invoices_due(from, to, &cursor, self.batch_size)
+                    .await?;
                 let Some(last) = page.last() else { break };
-                let cursor = Cursor::after(last);
+                cursor = Cursor::after(last);
                 let full = page.len() as i64 >= self.batch_size;
                 let page: Vec<_> = page
                     .into_iter()
@@ -194,20 +192,10 @@ impl Job for InvoiceRemindersJob {
                         &context,
                     ));
                 }
-                // The next page is read while this one's messages go out: it starts after
-                // this page's last invoice, and sending changes no invoice.
-                let following = async {
-                    if full {
-                        page_after(cursor).await.map(Some)
-                    } else {
-                        Ok(None)
-                    }
-                };
-                let (fates, following) = tokio::join!(ctx.send(&mut messages), following);
-                tally.record_invoices(&page, &messages, &fates?);
-                match following? {
-                    Some(page) => next = page,
-                    None => break,
+                let fates = ctx.send(&mut messages).await?;
+                tally.record_invoices(&page, &messages, &fates);
+                if !full {
+                    break;
                 }
             }
             per_window.insert(w.label.clone(), (tally.sent_total() - before).into());
