@@ -626,30 +626,36 @@ fn as_reloaded(
         let why = match jobs.get(&*old.name) {
             None => {
                 "skipped: the job was removed from the config by a reload after its slot \
-                     was claimed"
+                 was claimed"
             }
             Some(new) if !new.enabled => {
                 "skipped: the job was disabled by a reload after its slot was claimed"
             }
-            Some(new)
-                if (new.trigger != old.trigger || new.timezone != old.timezone)
-                    && new
-                        .trigger
-                        .next_after(at - TimeDelta::milliseconds(1), new.timezone)
-                        != Some(at) =>
-            {
+            Some(new) if !same_schedule(old, new) && !has_slot(new, at) => {
                 "skipped: a reload after its slot was claimed changed the job's schedule, \
                  which no longer has this slot"
             }
             Some(new) => {
-                let new = Arc::clone(new);
-                kept.push(r.with_spec(new));
+                kept.push(r.with_spec(Arc::clone(new)));
                 continue;
             }
         };
         runner::record_only(shared, &r.into_held(), Status::Skipped, why.into());
     }
     kept
+}
+
+/// Whether two versions of a job fire at the same instants: a reload keeps such a job's next
+/// slot, and a slot claimed ahead for it.
+fn same_schedule(old: &JobSpec, new: &JobSpec) -> bool {
+    old.trigger == new.trigger && old.timezone == new.timezone
+}
+
+/// Whether `at` is one of `spec`'s slots.
+fn has_slot(spec: &JobSpec, at: DateTime<Utc>) -> bool {
+    spec.trigger
+        .next_after(at - TimeDelta::milliseconds(1), spec.timezone)
+        == Some(at)
 }
 
 /// Re-reads the config; a file that does not validate changes nothing.
@@ -708,10 +714,7 @@ pub(super) fn reload(
     }
     for spec in &new.jobs {
         let keep = scheduler.jobs.get(&spec.name).and_then(|old| {
-            (old.spec.trigger == spec.trigger
-                && old.spec.timezone == spec.timezone
-                && old.spec.enabled)
-                .then_some(old.next)
+            (same_schedule(&old.spec, spec) && old.spec.enabled).then_some(old.next)
         });
         let next = match keep {
             Some(next) => next,
