@@ -37,8 +37,17 @@ pub async fn register(store: &Store) -> Result<Instance, StoreError> {
 }
 
 pub async fn forget_dead_processes(store: &Store, me: &Instance) -> Result<usize, StoreError> {
+    forget_dead_among(store, me, store.instances().await?).await
+}
+
+/// [`forget_dead_processes`] among `instances`, as read.
+async fn forget_dead_among(
+    store: &Store,
+    me: &Instance,
+    instances: Vec<(String, String, i64)>,
+) -> Result<usize, StoreError> {
     let mut forgotten = 0;
-    for (id, hostname, pid) in store.instances().await? {
+    for (id, hostname, pid) in instances {
         if *id != *me.id && hostname == me.hostname && !process_alive(pid) {
             tracing::info!(instance = %id, pid, "a previous tickler process of this host is gone");
             store.deregister(&id).await?;
@@ -111,15 +120,50 @@ pub async fn resolve(
     stale_before: DateTime<Utc>,
     adopt: bool,
 ) {
-    let now = shared.clock.now();
     match shared.store.dead_owners(&me.id, stale_before).await {
-        Ok(false) => return,
-        Ok(true) => {}
+        Ok(false) => {}
+        Ok(true) => resolve_found(shared, tracker, me, stale_before, adopt).await,
+        Err(e) => tracing::warn!(error = %e, "could not check for runs of stopped daemons"),
+    }
+}
+
+/// A daemon's periodic look (every third heartbeat): forgets the processes of this host that
+/// are gone, then resolves the claims of stopped owners, if any; one read when there are
+/// none (see [`Store::owners`]).
+pub async fn look(
+    shared: &Arc<Shared>,
+    tracker: &TaskTracker,
+    me: &Instance,
+    stale_before: DateTime<Utc>,
+) {
+    let (instances, dead) = match shared.store.owners(&me.id, stale_before).await {
+        Ok(found) => found,
         Err(e) => {
             tracing::warn!(error = %e, "could not check for runs of stopped daemons");
             return;
         }
+    };
+    let forgotten = match forget_dead_among(&shared.store, me, instances).await {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not check this host's tickler processes");
+            0
+        }
+    };
+    if dead || forgotten > 0 {
+        resolve_found(shared, tracker, me, stale_before, true).await;
     }
+}
+
+/// [`resolve`] once some claim may need it.
+async fn resolve_found(
+    shared: &Arc<Shared>,
+    tracker: &TaskTracker,
+    me: &Instance,
+    stale_before: DateTime<Utc>,
+    adopt: bool,
+) {
+    let now = shared.clock.now();
     match shared
         .store
         .abandon_orphans(&me.id, stale_before, now)

@@ -207,10 +207,7 @@ pub(super) async fn maintenance(
             continue;
         }
         // A `run-job` or daemon of this host that died is known at once by its pid.
-        if let Err(e) = orphans::forget_dead_processes(&shared.store, &me).await {
-            tracing::warn!(error = %e, "could not check this host's tickler processes");
-        }
-        orphans::resolve(&shared, &tracker, &me, now - stale, true).await;
+        orphans::look(&shared, &tracker, &me, now - stale).await;
         if last_prune.is_none_or(|t| t.elapsed() >= Duration::from_secs(3600)) {
             last_prune = Some(tokio::time::Instant::now());
             let ok_before =

@@ -18,6 +18,25 @@ use super::{Doing, Instance, Orphan, Result, RunTrigger, Store, with_pool};
 /// The owners that count as alive: registered, with a heartbeat since `$N`.
 const LIVE: &str = "SELECT id FROM tickler_instances WHERE heartbeat_at >= ";
 
+/// 1 when some claim may need resolving (see [`Store::dead_owners`]), else 0; binds `$1` (this
+/// process) and `$2` (the stale time).
+fn dead_owners_expr() -> String {
+    format!(
+        "CASE WHEN EXISTS (SELECT 1 FROM job_execution_logs
+                       WHERE status = 'running' AND COALESCE(instance, '') <> $1
+                         AND COALESCE(instance, '') NOT IN ({LIVE} $2::timestamptz))
+                  OR EXISTS (SELECT 1 FROM job_execution_logs
+                       WHERE status = 'pending' AND COALESCE(instance, '') <> $1
+                         AND COALESCE(instance, '') NOT IN ({LIVE} $2::timestamptz))
+                  OR EXISTS (SELECT 1 FROM notification_log
+                       WHERE status = 'sending'
+                         AND COALESCE(owner, '') NOT IN ({LIVE} $2::timestamptz))
+                  OR EXISTS (SELECT 1 FROM tickler_instances
+                       WHERE id <> $1 AND heartbeat_at < $2::timestamptz)
+                  THEN 1 ELSE 0 END"
+    )
+}
+
 /// A `pending` slot of a dead owner, now held by the adopting daemon.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Adopted {
@@ -74,7 +93,7 @@ impl Store {
         now: DateTime<Utc>,
         loop_tick_at: Option<DateTime<Utc>>,
     ) -> Result<()> {
-        with_pool!(self, pool => sqlx::query(
+        with_pool!(self, own, pool => sqlx::query(
             "INSERT INTO tickler_instances
                     (id, hostname, pid, version, started_at, heartbeat_at, loop_tick_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7)
@@ -192,20 +211,7 @@ impl Store {
     /// (each part walks a partial index of open rows), so an idle daemon's periodic check
     /// costs one query, not four.
     pub async fn dead_owners(&self, me: &str, stale_before: DateTime<Utc>) -> Result<bool> {
-        let query = format!(
-            "SELECT CASE WHEN EXISTS (SELECT 1 FROM job_execution_logs
-                       WHERE status = 'running' AND COALESCE(instance, '') <> $1
-                         AND COALESCE(instance, '') NOT IN ({LIVE} $2::timestamptz))
-                  OR EXISTS (SELECT 1 FROM job_execution_logs
-                       WHERE status = 'pending' AND COALESCE(instance, '') <> $1
-                         AND COALESCE(instance, '') NOT IN ({LIVE} $2::timestamptz))
-                  OR EXISTS (SELECT 1 FROM notification_log
-                       WHERE status = 'sending'
-                         AND COALESCE(owner, '') NOT IN ({LIVE} $2::timestamptz))
-                  OR EXISTS (SELECT 1 FROM tickler_instances
-                       WHERE id <> $1 AND heartbeat_at < $2::timestamptz)
-                  THEN 1 ELSE 0 END"
-        );
+        let query = format!("SELECT {}", dead_owners_expr());
         let text = self.sql(&query);
         let found: i32 = with_pool!(self, pool => sqlx::query_scalar(&text)
             .bind(me)
@@ -214,6 +220,34 @@ impl Store {
             .await
             .doing("looking for the claims of stopped processes"))?;
         Ok(found == 1)
+    }
+
+    /// [`Store::instances`] and [`Store::dead_owners`] in one read: a daemon's periodic look
+    /// for the claims of stopped processes, one round trip. `me` is registered (its heartbeat
+    /// was just written), so there is a row to carry the answer; without one, `true`.
+    pub async fn owners(
+        &self,
+        me: &str,
+        stale_before: DateTime<Utc>,
+    ) -> Result<(Vec<(String, String, i64)>, bool)> {
+        let query = format!(
+            "SELECT id, hostname, CAST(pid AS BIGINT), {} FROM tickler_instances",
+            dead_owners_expr()
+        );
+        let text = self.sql(&query);
+        let rows: Vec<(String, String, i64, i32)> = with_pool!(self, own, pool => sqlx::query_as(&text)
+            .bind(me)
+            .bind(ts(stale_before))
+            .fetch_all(pool)
+            .await
+            .doing("looking for the claims of stopped processes"))?;
+        let dead = rows.first().is_none_or(|r| r.3 == 1);
+        Ok((
+            rows.into_iter()
+                .map(|(id, host, pid, _)| (id, host, pid))
+                .collect(),
+            dead,
+        ))
     }
 
     /// Starts a `pending` slot this instance holds: `true` only if the row was still pending

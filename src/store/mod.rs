@@ -559,6 +559,27 @@ macro_rules! with_pool {
     ($store:expr, jobs, $pool:ident => $body:expr) => {
         with_pool!($store, jobs_pool, $pool => $body)
     };
+    // The daemon's periodic statements: on SQLite, its connection of their own (see
+    // `SqliteStore::own_connection`), forgotten after an error; on PostgreSQL, the pool.
+    ($store:expr, own, $pool:ident => $body:expr) => {
+        match $store {
+            $crate::store::Store::Sqlite(s) => match s.own_connection().await {
+                Ok(mut held) => {
+                    let $pool = held.conn();
+                    let done = $body;
+                    if done.is_err() {
+                        held.forget();
+                    }
+                    done
+                }
+                Err(e) => Err(e),
+            },
+            $crate::store::Store::Postgres(s) => {
+                let $pool = s.pool();
+                $body
+            }
+        }
+    };
     ($store:expr, $which:ident, $pool:ident => $body:expr) => {
         match $store {
             $crate::store::Store::Sqlite(s) => {

@@ -28,7 +28,27 @@ pub struct SqliteStore {
     pool: SqlitePool,
     /// Connections for the `sql` job kind, apart from the ledger's, opened on first use.
     jobs: SqlitePool,
+    /// The connection of the daemon's periodic work (heartbeat, orphan look, checkpoint),
+    /// opened on first use. A pooled connection is pinged on its way back to the pool (by
+    /// sqlx, not configurable): one more round trip to its worker thread per statement, which
+    /// an idle daemon would pay on every beat (DESIGN.md invariant 8).
+    own: std::sync::Arc<tokio::sync::Mutex<Option<sqlx::SqliteConnection>>>,
     path: PathBuf,
+}
+
+/// [`SqliteStore::own_connection`] held: forget it after an error, and the next use opens a
+/// new one.
+pub struct Held<'a>(tokio::sync::MutexGuard<'a, Option<sqlx::SqliteConnection>>);
+
+impl Held<'_> {
+    pub fn conn(&mut self) -> &mut sqlx::SqliteConnection {
+        self.0.as_mut().expect("a held connection is open")
+    }
+
+    /// Drops the connection (closed by its worker thread): a failure may have broken it.
+    pub fn forget(&mut self) {
+        *self.0 = None;
+    }
 }
 
 impl SqliteStore {
@@ -82,6 +102,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             pool,
             jobs,
+            own: Default::default(),
             path: path.to_path_buf(),
         })
     }
@@ -115,14 +136,36 @@ impl SqliteStore {
         &self.jobs
     }
 
+    /// The connection of the periodic work, opened if need be (see `own`).
+    pub async fn own_connection(&self) -> Result<Held<'_>> {
+        let mut held = self.own.lock().await;
+        if held.is_none() {
+            let options = self.pool.connect_options();
+            *held = Some(
+                sqlx::SqliteConnection::connect_with(&options)
+                    .await
+                    .doing("opening the connection of the heartbeat")?,
+            );
+        }
+        Ok(Held(held))
+    }
+
     pub async fn close(&self) {
+        if let Some(conn) = self.own.lock().await.take() {
+            let _ = conn.close().await;
+        }
         self.jobs.close().await;
         self.pool.close().await;
     }
 
     /// Copies the WAL back into the database without blocking writers.
     pub async fn checkpoint(&self) -> Result<()> {
-        checkpoint_on(&self.pool).await
+        let mut held = self.own_connection().await?;
+        let done = checkpoint_on(held.conn()).await;
+        if done.is_err() {
+            held.forget();
+        }
+        done
     }
 
     pub(crate) fn lock_for_daemon(&self) -> Result<DaemonLock> {
@@ -168,8 +211,8 @@ const SETTLE: Duration = Duration::from_millis(2);
 /// The fewest time between two looks while commits keep coming, so a busy database is looked
 /// at 100 times a second at most, however many commits it takes.
 const MIN_GAP: Duration = Duration::from_millis(10);
-/// While commits keep coming (a look after every `CHECKPOINT_LOOKS` at least, no more often
-/// than `CHECKPOINT_EVERY`), the watch checkpoints the WAL, so that no commit on the claim path
+/// While commits keep coming (`CHECKPOINT_LOOKS` looks in a row, each within `CHECKPOINT_EVERY`
+/// of the one before, and no more often than `CHECKPOINT_EVERY`), the watch checkpoints the WAL, so that no commit on the claim path
 /// has to (`wal_autocheckpoint` is set high for that reason). An idle daemon's few commits are
 /// left to the heartbeat's own checkpoint (every tenth beat).
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
@@ -221,6 +264,7 @@ async fn watch_loop(
             },
             None => tokio::time::sleep(poll).await,
         }
+        let previous = last_look;
         last_look = tokio::time::Instant::now();
         let before = count;
         count = match settled_queue_changes(conn).await {
@@ -233,7 +277,13 @@ async fn watch_loop(
         if count != before {
             changed();
         }
-        looks += 1;
+        // Looks further apart than `CHECKPOINT_EVERY` are an idle database's: its few frames
+        // are left to the heartbeat's checkpoint (each checkpoint waits on two fsyncs).
+        looks = if last_look.duration_since(previous) > CHECKPOINT_EVERY {
+            0
+        } else {
+            looks + 1
+        };
         if looks >= CHECKPOINT_LOOKS && last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
             looks = 0;
             last_checkpoint = tokio::time::Instant::now();

@@ -629,6 +629,86 @@ async fn a_killed_run_job_is_abandoned_by_the_next_command_and_its_grandchild_en
     .await;
 }
 
+/// `tickler run-job` killed with -9 while a daemon runs beside it: the daemon's periodic look
+/// (every third heartbeat: one read of the registrations and of the claims that may need
+/// resolving) sees the dead pid, records the run `abandoned` and ends the grandchild, with no
+/// other command run. `sleep` is the command line of each backend's own grandchild, so the
+/// two variants never end each other's.
+async fn a_killed_run_job_is_abandoned_by_a_running_daemon(p: Project, sleep: &'static str) {
+    let _leftovers = Leftovers(sleep);
+    p.write_config(
+        "heartbeat_interval = \"1s\"\n[queue]\nenabled = false\n",
+        &format!(
+            "[[job]]\nname = \"slow\"\nkind = \"command\"\nshell = true\n\
+             command = [\"{sleep}; echo done\"]\nschedule = \"0 0 1 1 *\"\n"
+        ),
+    );
+    let store = p.store().await;
+    let mut daemon = spawn_daemon(&p);
+    let mut run = std::process::Command::new(BIN)
+        .args(["run-job", "slow", "--config"])
+        .arg(p.config_path())
+        .current_dir(p.path())
+        .env_remove("TICKLER_DATABASE_URL")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn run-job");
+    wait_for(
+        "the run's process group recorded",
+        Duration::from_secs(20),
+        || async {
+            runs(&store, "slow").await.into_iter().find(|r| {
+                r.status == "running"
+                    && r.metadata
+                        .as_ref()
+                        .is_some_and(|m| m.get("process_group").is_some())
+            })
+        },
+    )
+    .await;
+    kill_9(&mut run);
+    let abandoned = wait_for(
+        "the daemon to record the run `abandoned`",
+        Duration::from_secs(20),
+        || async {
+            runs(&store, "slow")
+                .await
+                .into_iter()
+                .find(|r| r.status == "abandoned")
+        },
+    )
+    .await;
+    assert!(
+        abandoned
+            .error_message
+            .as_deref()
+            .is_some_and(|e| e.contains("stopped without finishing it")),
+        "{abandoned:?}"
+    );
+    wait_for(
+        "the grandchild to be ended",
+        Duration::from_secs(10),
+        || async { processes(sleep).is_empty().then_some(()) },
+    )
+    .await;
+    signal(&daemon, libc::SIGTERM);
+    daemon.wait().expect("the daemon stops");
+}
+
+#[tokio::test]
+async fn a_killed_run_job_is_abandoned_by_a_running_daemon_on_sqlite() {
+    a_killed_run_job_is_abandoned_by_a_running_daemon(Project::sqlite(), "sleep 30.41").await;
+}
+
+#[tokio::test]
+async fn a_killed_run_job_is_abandoned_by_a_running_daemon_on_postgres() {
+    let Some(p) = Project::postgres().await else {
+        return;
+    };
+    a_killed_run_job_is_abandoned_by_a_running_daemon(p, "sleep 30.42").await;
+}
+
 /// A daemon killed with -9 while a command's grandchild runs: the next daemon ends the
 /// grandchild at start-up, before it runs the job again.
 #[tokio::test]
