@@ -740,7 +740,8 @@ impl Store {
     /// Writes, in one transaction, what `owner` is about to hand to providers (`attempts`:
     /// their keys) and how earlier sends ended (`ends`). Returns the attempted keys that are
     /// still `owner`'s to send: a key whose claim was released or taken over meanwhile (this
-    /// process was taken for dead) must not be sent. An end is written only while `owner`
+    /// process was taken for dead) must not be sent, nor one whose invoice is no longer open
+    /// (recorded `cancelled`). An end is written only while `owner`
     /// holds the row; it also replaces an `unknown` set by another process in between.
     pub async fn journal_notifications(
         &self,
@@ -764,12 +765,23 @@ impl Store {
             ),
             Store::Sqlite(_) => String::new(),
         };
+        // A message about an invoice goes out only while the invoice is open (invariant 6): one
+        // claimed before a payment and not yet handed over is `cancelled` here, in the same
+        // transaction as its attempt would be, so a payment committed before it is obeyed
+        // however long the message waited for its lane (a page under a rate limit: minutes).
+        let invoice = "(SELECT i.status FROM invoices i WHERE i.id = notification_log.invoice_id)";
+        let open = format!("(notification_log.invoice_id IS NULL OR {invoice} = 'open')");
         let mark_text = format!(
-            "UPDATE notification_log SET attempted_at = $3::timestamptz, updated_at = $3::timestamptz
+            "UPDATE notification_log
+                SET attempted_at = CASE WHEN {open} THEN $3::timestamptz END,
+                    status = CASE WHEN {open} THEN notification_log.status ELSE 'cancelled' END,
+                    error = CASE WHEN {open} THEN notification_log.error
+                        ELSE 'cancelled: its invoice is ' || COALESCE({invoice}, 'gone') END,
+                    updated_at = $3::timestamptz
                FROM ROWS($1)
               WHERE notification_log.dedup_key = r.value->>'k'
                 AND notification_log.owner = $2 AND (notification_log.status || '') = 'sending'{}
-             RETURNING notification_log.dedup_key",
+             RETURNING notification_log.dedup_key, notification_log.status",
             by_key("k")
         );
         let mark = self.sql(&mark_text);
@@ -799,10 +811,10 @@ impl Store {
                     .await
                     .doing(doing)?;
             }
-            let marked: Vec<String> = if attempts.is_empty() {
+            let marked: Vec<(String, String)> = if attempts.is_empty() {
                 vec![]
             } else {
-                sqlx::query_scalar(&mark)
+                sqlx::query_as(&mark)
                     .bind(json_text(&keys))
                     .bind(owner)
                     .bind(ts(now))
@@ -820,7 +832,11 @@ impl Store {
                     .doing(doing)?;
             }
             tx.commit().await.doing(doing)?;
-            Ok(marked.into_iter().collect())
+            Ok(marked
+                .into_iter()
+                .filter(|(_, status)| status == "sending")
+                .map(|(key, _)| key)
+                .collect())
         })
     }
 

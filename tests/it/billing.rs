@@ -1933,3 +1933,89 @@ async fn a_cut_short_run_leaves_no_message_behind() {
     );
     store.close().await;
 }
+
+/// Invariant 6: an invoice paid while its reminder waits for its lane (claimed with its page,
+/// not yet handed to the provider: here a rate limit of one message every 2 s) gets no
+/// reminder; the message is recorded `cancelled`, saying why.
+async fn a_reminder_waiting_for_its_lane_is_cancelled_when_the_invoice_is_paid(p: Project) {
+    let smtp = SmtpServer::start(p.path());
+    let twilio = MockServer::start().await;
+    twilio_ok(&twilio).await;
+    let jobs = "[[job]]\nname = \"sms\"\nkind = \"invoice_reminders\"\nschedule = \"0 9 * * *\"\n\
+                offsets = [\"7d\"]\nchannels = [\"sms\"]\n";
+    let text = channels(&p, smtp.port, &twilio.uri())
+        .replace("rate_limit = 0", "rate_limit = 0.5\nconcurrency = 1");
+    p.write_config("", &(text + jobs));
+    let store = p.store().await;
+    let customers: Vec<NewCustomer> = (1..=3)
+        .map(|i| {
+            customer(
+                &format!("Tenant {i}"),
+                None,
+                Some(&format!("+2782000003{i}")),
+            )
+        })
+        .collect();
+    let mut invoices: Vec<NewInvoice> = customers
+        .iter()
+        .enumerate()
+        .map(|(i, c)| invoice(c, &format!("P-{}", i + 1), 7))
+        .collect();
+    store
+        .import(&customers, &[], &mut invoices, "INV-")
+        .await
+        .unwrap();
+    let pay_the_rest = async {
+        let first = wait_for(
+            "the first reminder sent",
+            std::time::Duration::from_secs(20),
+            || async { texted(&twilio).await.first().cloned() },
+        )
+        .await;
+        for (c, i) in customers.iter().zip(&invoices) {
+            if c.phone.as_deref() != Some(first.as_str()) {
+                assert!(
+                    store
+                        .mark_paid(&i.number, Utc::now(), None, None)
+                        .await
+                        .unwrap()
+                );
+            }
+        }
+        first
+    };
+    let (r, first) = tokio::join!(run(&p, "sms"), pay_the_rest);
+    assert_eq!(r.status, "succeeded", "{r:?}");
+    assert_eq!(texted(&twilio).await, std::slice::from_ref(&first));
+    let log = crate::contacts::log(&store).await;
+    let expected: Vec<(String, String, String)> = customers
+        .iter()
+        .map(|c| {
+            let phone = c.phone.clone().unwrap();
+            if phone == first {
+                (phone, "sent".into(), String::new())
+            } else {
+                (
+                    phone,
+                    "cancelled".into(),
+                    "cancelled: its invoice is paid".into(),
+                )
+            }
+        })
+        .collect();
+    assert_eq!(log, expected);
+    store.close().await;
+}
+
+#[tokio::test]
+async fn a_reminder_waiting_for_its_lane_is_cancelled_when_the_invoice_is_paid_sqlite() {
+    a_reminder_waiting_for_its_lane_is_cancelled_when_the_invoice_is_paid(Project::sqlite()).await;
+}
+
+#[tokio::test]
+async fn a_reminder_waiting_for_its_lane_is_cancelled_when_the_invoice_is_paid_postgres() {
+    let Some(p) = Project::postgres().await else {
+        return;
+    };
+    a_reminder_waiting_for_its_lane_is_cancelled_when_the_invoice_is_paid(p).await;
+}
