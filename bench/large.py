@@ -11,7 +11,8 @@ task queue is on, as shipped. Every step is bounded (timeouts, `ulimit -v` 8 GiB
 stopped with SIGTERM by its pid.
 
 Usage: python3 bench/large.py BINARY [--jobs N] [--seconds S] [--database URL] [--distinct-crons]
-(default 100000 jobs, 60 s, a SQLite file in a temporary directory)
+(default 100000 jobs, 90 s: three 30 s heartbeats, one of them with the look for the claims of
+stopped processes, so a window holds one whole cycle; a SQLite file in a temporary directory)
 """
 
 import argparse
@@ -69,7 +70,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("binary")
     ap.add_argument("--jobs", type=int, default=100_000)
-    ap.add_argument("--seconds", type=int, default=60)
+    ap.add_argument("--seconds", type=int, default=90)
     ap.add_argument("--database")
     ap.add_argument("--distinct-crons", action="store_true",
                     help="every cron job its own expression (a yearly minute of its own), "
