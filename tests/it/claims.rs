@@ -65,6 +65,36 @@ fn processes(command: &str) -> Vec<i32> {
 }
 
 /// Ends, by pid, the processes a test's jobs left (only when an assertion failed first).
+/// `tickler run-job JOB` on the project's config, its output dropped.
+fn spawn_run_job(p: &Project, job: &str) -> Child {
+    std::process::Command::new(BIN)
+        .args(["run-job", job, "--config"])
+        .arg(p.config_path())
+        .current_dir(p.path())
+        .env_remove("TICKLER_DATABASE_URL")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn run-job")
+}
+
+/// Waits until a `running` row of `job` records its command's process group.
+async fn group_recorded(store: &Store, job: &str) {
+    wait_for(
+        "the run's process group recorded",
+        Duration::from_secs(20),
+        || async {
+            runs(store, job).await.into_iter().find(|r| {
+                r.status == "running"
+                    && r.metadata
+                        .as_ref()
+                        .is_some_and(|m| m.get("process_group").is_some())
+            })
+        },
+    )
+    .await;
+}
+
 struct Leftovers(&'static str);
 
 impl Drop for Leftovers {
@@ -586,34 +616,14 @@ async fn a_killed_run_job_is_abandoned_by_the_next_command_and_its_grandchild_en
          command = [\"sleep 30.31; echo done\"]\nschedule = \"0 0 1 1 *\"\n",
     );
     let store = p.store().await;
-    let mut run = std::process::Command::new(BIN)
-        .args(["run-job", "slow", "--config"])
-        .arg(p.config_path())
-        .current_dir(p.path())
-        .env_remove("TICKLER_DATABASE_URL")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn run-job");
+    let mut run = spawn_run_job(&p, "slow");
     let sleep = wait_for(
         "the command's grandchild",
         Duration::from_secs(20),
         || async { processes("sleep 30.31").first().copied() },
     )
     .await;
-    wait_for(
-        "the run's process group recorded",
-        Duration::from_secs(20),
-        || async {
-            runs(&store, "slow").await.into_iter().find(|r| {
-                r.status == "running"
-                    && r.metadata
-                        .as_ref()
-                        .is_some_and(|m| m.get("process_group").is_some())
-            })
-        },
-    )
-    .await;
+    group_recorded(&store, "slow").await;
     kill_9(&mut run);
     // `sh` died with run-job (PR_SET_PDEATHSIG); its child did not.
     assert!(Path::new(&format!("/proc/{sleep}")).exists());
@@ -645,28 +655,8 @@ async fn a_killed_run_job_is_abandoned_by_a_running_daemon(p: Project, sleep: &'
     );
     let store = p.store().await;
     let mut daemon = spawn_daemon(&p);
-    let mut run = std::process::Command::new(BIN)
-        .args(["run-job", "slow", "--config"])
-        .arg(p.config_path())
-        .current_dir(p.path())
-        .env_remove("TICKLER_DATABASE_URL")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn run-job");
-    wait_for(
-        "the run's process group recorded",
-        Duration::from_secs(20),
-        || async {
-            runs(&store, "slow").await.into_iter().find(|r| {
-                r.status == "running"
-                    && r.metadata
-                        .as_ref()
-                        .is_some_and(|m| m.get("process_group").is_some())
-            })
-        },
-    )
-    .await;
+    let mut run = spawn_run_job(&p, "slow");
+    group_recorded(&store, "slow").await;
     kill_9(&mut run);
     let abandoned = wait_for(
         "the daemon to record the run `abandoned`",
@@ -728,19 +718,7 @@ async fn a_killed_daemons_grandchild_is_ended_at_the_next_start() {
         || async { processes("sleep 30.32").first().copied() },
     )
     .await;
-    wait_for(
-        "the run's process group recorded",
-        Duration::from_secs(20),
-        || async {
-            runs(&store, "slow").await.into_iter().find(|r| {
-                r.status == "running"
-                    && r.metadata
-                        .as_ref()
-                        .is_some_and(|m| m.get("process_group").is_some())
-            })
-        },
-    )
-    .await;
+    group_recorded(&store, "slow").await;
     kill_9(&mut daemon);
     let old = processes("sleep 30.32");
     assert_eq!(old.len(), 1, "the grandchild outlived its daemon");
