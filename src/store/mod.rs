@@ -567,10 +567,7 @@ macro_rules! with_pool {
                 Ok(mut held) => {
                     let $pool = held.conn();
                     let done = $body;
-                    if done.is_err() {
-                        held.forget();
-                    }
-                    done
+                    held.keep(done)
                 }
                 Err(e) => Err(e),
             },

@@ -45,9 +45,13 @@ impl Held<'_> {
         self.0.as_mut().expect("a held connection is open")
     }
 
-    /// Drops the connection (closed by its worker thread): a failure may have broken it.
-    pub fn forget(&mut self) {
-        *self.0 = None;
+    /// Passes `done` on, dropping the connection after an error (closed by its worker
+    /// thread): a failure may have broken it.
+    pub fn keep<T>(&mut self, done: Result<T>) -> Result<T> {
+        if done.is_err() {
+            *self.0 = None;
+        }
+        done
     }
 }
 
@@ -162,10 +166,7 @@ impl SqliteStore {
     pub async fn checkpoint(&self) -> Result<()> {
         let mut held = self.own_connection().await?;
         let done = checkpoint_on(held.conn()).await;
-        if done.is_err() {
-            held.forget();
-        }
-        done
+        held.keep(done)
     }
 
     pub(crate) fn lock_for_daemon(&self) -> Result<DaemonLock> {

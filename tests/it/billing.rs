@@ -1859,38 +1859,62 @@ async fn invoice_numbers_skip_past_imported_ones() {
     store.close().await;
 }
 
-/// A run cut short by its timeout: the messages it had claimed but not yet handed to the
-/// provider go back to `failed`, so the next run sends them, and none is sent twice.
-#[tokio::test]
-async fn a_cut_short_run_leaves_no_message_behind() {
-    let p = Project::sqlite();
+/// The job `sms`: SMS reminders 7 days before the due date; `extra` adds to it.
+fn sms_job(extra: &str) -> String {
+    format!(
+        "[[job]]\nname = \"sms\"\nkind = \"invoice_reminders\"\nschedule = \"0 9 * * *\"\n\
+         offsets = [\"7d\"]\nchannels = [\"sms\"]\n{extra}"
+    )
+}
+
+/// A project with the job `sms` (`extra` added), its SMS lane at `rate` messages a second one
+/// at a time through a Twilio mock, and `n` customers (phone `{phone}{i}`), each with an open
+/// invoice `{prefix}-{i}` due in 7 days.
+async fn sms_reminders(
+    p: &Project,
+    rate: &str,
+    extra: &str,
+    n: usize,
+    prefix: &str,
+    phone: &str,
+) -> (
+    SmtpServer,
+    MockServer,
+    Store,
+    Vec<NewCustomer>,
+    Vec<NewInvoice>,
+) {
     let smtp = SmtpServer::start(p.path());
     let twilio = MockServer::start().await;
     twilio_ok(&twilio).await;
-    let jobs = "[[job]]\nname = \"sms\"\nkind = \"invoice_reminders\"\nschedule = \"0 9 * * *\"\n\
-                offsets = [\"7d\"]\nchannels = [\"sms\"]\ntimeout = \"1500ms\"\n";
-    let text = channels(&p, smtp.port, &twilio.uri())
-        .replace("rate_limit = 0", "rate_limit = 1\nconcurrency = 1");
-    p.write_config("", &(text + jobs));
+    let text = channels(p, smtp.port, &twilio.uri()).replace(
+        "rate_limit = 0",
+        &format!("rate_limit = {rate}\nconcurrency = 1"),
+    );
+    p.write_config("", &(text + &sms_job(extra)));
     let store = p.store().await;
-    let customers: Vec<NewCustomer> = (1..=4)
-        .map(|i| {
-            customer(
-                &format!("Tenant {i}"),
-                None,
-                Some(&format!("+2782000002{i}")),
-            )
-        })
+    let customers: Vec<NewCustomer> = (1..=n)
+        .map(|i| customer(&format!("Tenant {i}"), None, Some(&format!("{phone}{i}"))))
         .collect();
     let mut invoices: Vec<NewInvoice> = customers
         .iter()
         .enumerate()
-        .map(|(i, c)| invoice(c, &format!("S-{}", i + 1), 7))
+        .map(|(i, c)| invoice(c, &format!("{prefix}-{}", i + 1), 7))
         .collect();
     store
         .import(&customers, &[], &mut invoices, "INV-")
         .await
         .unwrap();
+    (smtp, twilio, store, customers, invoices)
+}
+
+/// A run cut short by its timeout: the messages it had claimed but not yet handed to the
+/// provider go back to `failed`, so the next run sends them, and none is sent twice.
+#[tokio::test]
+async fn a_cut_short_run_leaves_no_message_behind() {
+    let p = Project::sqlite();
+    let (smtp, twilio, store, _, invoices) =
+        sms_reminders(&p, "1", "timeout = \"1500ms\"\n", 4, "S", "+2782000002").await;
     let r = run(&p, "sms").await;
     assert_eq!(r.status, "timed_out", "{r:?}");
     let first = texted(&twilio).await.len();
@@ -1911,10 +1935,7 @@ async fn a_cut_short_run_leaves_no_message_behind() {
     .await;
 
     // Without the timeout, the rest go out; none twice.
-    p.write_config(
-        "",
-        &(channels(&p, smtp.port, &twilio.uri()) + &jobs.replace("timeout = \"1500ms\"\n", "")),
-    );
+    p.write_config("", &(channels(&p, smtp.port, &twilio.uri()) + &sms_job("")));
     let r = run(&p, "sms").await;
     assert_eq!(
         (r.status.as_str(), r.records_processed),
@@ -1938,33 +1959,8 @@ async fn a_cut_short_run_leaves_no_message_behind() {
 /// not yet handed to the provider: here a rate limit of one message every 2 s) gets no
 /// reminder; the message is recorded `cancelled`, saying why.
 async fn a_reminder_waiting_for_its_lane_is_cancelled_when_the_invoice_is_paid(p: Project) {
-    let smtp = SmtpServer::start(p.path());
-    let twilio = MockServer::start().await;
-    twilio_ok(&twilio).await;
-    let jobs = "[[job]]\nname = \"sms\"\nkind = \"invoice_reminders\"\nschedule = \"0 9 * * *\"\n\
-                offsets = [\"7d\"]\nchannels = [\"sms\"]\n";
-    let text = channels(&p, smtp.port, &twilio.uri())
-        .replace("rate_limit = 0", "rate_limit = 0.5\nconcurrency = 1");
-    p.write_config("", &(text + jobs));
-    let store = p.store().await;
-    let customers: Vec<NewCustomer> = (1..=3)
-        .map(|i| {
-            customer(
-                &format!("Tenant {i}"),
-                None,
-                Some(&format!("+2782000003{i}")),
-            )
-        })
-        .collect();
-    let mut invoices: Vec<NewInvoice> = customers
-        .iter()
-        .enumerate()
-        .map(|(i, c)| invoice(c, &format!("P-{}", i + 1), 7))
-        .collect();
-    store
-        .import(&customers, &[], &mut invoices, "INV-")
-        .await
-        .unwrap();
+    let (_smtp, twilio, store, customers, invoices) =
+        sms_reminders(&p, "0.5", "", 3, "P", "+2782000003").await;
     let pay_the_rest = async {
         let first = wait_for(
             "the first reminder sent",
