@@ -57,7 +57,19 @@ pub struct Templates {
     env: Environment<'static>,
     /// Where each template came from, for error messages.
     origin: BTreeMap<String, String>,
+    /// For each template, the message blocks it defines itself; each is marked in the
+    /// template's `once/` child (see [`Templates::render`]).
+    once: BTreeMap<String, Vec<&'static str>>,
 }
+
+/// The blocks a message takes (see [`Templates::render`]).
+const MESSAGE_BLOCKS: [&str; 4] = ["subject", "text", "html", "sms"];
+/// The marks around a block's output in a `once/` child's output: START name SEP text END.
+/// Characters of Unicode's private use area, which no template or value is expected to hold;
+/// one that does is still rendered right, the slower way.
+const START: char = '\u{E000}';
+const SEP: char = '\u{E001}';
+const END: char = '\u{E002}';
 
 impl std::fmt::Debug for Templates {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -112,7 +124,14 @@ impl From<TemplateError> for String {
 }
 
 /// Describes a minijinja error with the template's origin and line.
-fn describe(origin: &str, err: &minijinja::Error) -> String {
+fn describe(origin: &str, mut err: &minijinja::Error) -> String {
+    // The error a block's `super()` (a `once/` child's) wraps is where the template failed.
+    while let Some(inner) = std::error::Error::source(err)
+        .and_then(|e| e.downcast_ref::<minijinja::Error>())
+        .filter(|_| err.kind() == minijinja::ErrorKind::EvalBlock)
+    {
+        err = inner;
+    }
     let mut text = err.kind().to_string();
     if let Some(detail) = err.detail() {
         text.push_str(": ");
@@ -184,11 +203,11 @@ impl Templates {
             }
             origin.insert(name, from);
         }
-        if problems.is_empty() {
-            Ok(Templates { env, origin })
-        } else {
-            Err(problems)
+        if !problems.is_empty() {
+            return Err(problems);
         }
+        let once = once_children(&mut env, &origin);
+        Ok(Templates { env, origin, once })
     }
 
     pub fn has(&self, name: &str) -> bool {
@@ -206,11 +225,28 @@ impl Templates {
     /// Renders `name` for `channel`: an email takes `subject`, `text` and `html`; an SMS or
     /// WhatsApp message takes `sms` (or `text` when the template has no `sms` block); a
     /// webhook takes `subject` and `text`.
+    ///
+    /// Each block is rendered once: the template's `once/` child (made at load) extends it and
+    /// wraps every message block the template defines in marks, so one pass over the template
+    /// yields every block's text apart. A block that pass cannot give (the template does not
+    /// define it itself, or does not render it exactly once at its top level, or the output
+    /// holds a stray mark) is rendered the slower way: the whole template, then the block.
     pub fn render(
         &self,
         name: &str,
         channel: ChannelKind,
         ctx: &serde_json::Value,
+    ) -> Result<Rendered, TemplateError> {
+        self.render_with(name, channel, ctx, true)
+    }
+
+    /// [`Templates::render`], with the one pass (`once`) or without it (the tests' reference).
+    fn render_with(
+        &self,
+        name: &str,
+        channel: ChannelKind,
+        ctx: &serde_json::Value,
+        once: bool,
     ) -> Result<Rendered, TemplateError> {
         let template = self
             .env
@@ -219,10 +255,33 @@ impl Templates {
                 name: name.to_string(),
             })?;
         let origin = self.origin(name);
-        let mut captured = template
-            .render_captured_to(Value::from(Serde(ctx)), std::io::sink())
-            .map_err(|e| TemplateError::Render(describe(origin, &e)))?;
+        let ctx = Value::from(Serde(ctx));
+        let child = match self.once.get(name).filter(|_| once) {
+            Some(blocks) => Some((
+                blocks,
+                self.env
+                    .get_template(&once_name(name))
+                    .and_then(|t| t.render(ctx.clone()))
+                    .map_err(|e| TemplateError::Render(describe(origin, &e)))?,
+            )),
+            None => None,
+        };
+        let marked = child
+            .as_ref()
+            .and_then(|(blocks, output)| split_marked(output, blocks));
+        let mut captured = None;
         let mut block = |block: &str| -> Result<Option<String>, TemplateError> {
+            if let Some(text) = marked.as_ref().and_then(|m| m.get(block)) {
+                return Ok(Some(text.trim().to_string()));
+            }
+            if captured.is_none() {
+                captured = Some(
+                    template
+                        .render_captured_to(ctx.clone(), std::io::sink())
+                        .map_err(|e| TemplateError::Render(describe(origin, &e)))?,
+                );
+            }
+            let captured = captured.as_mut().expect("captured above");
             captured.with_state_mut(|state| match state.render_block(block) {
                 Ok(text) => Ok(Some(text.trim().to_string())),
                 Err(e) if e.kind() == minijinja::ErrorKind::UnknownBlock => Ok(None),
@@ -315,6 +374,75 @@ impl Templates {
     }
 }
 
+fn once_name(name: &str) -> String {
+    // A template's name is a file's stem, which holds no `/`: no clash.
+    format!("once/{name}")
+}
+
+/// Adds, for each template, its `once/` child: `{% extends %}` the template, with each message
+/// block the template defines itself wrapped in marks around `super()`. Whether a template
+/// defines a block is asked of an empty state (`UnknownBlock` or not); a block it inherits
+/// from a template it extends is not wrapped, and is rendered the slower way.
+fn once_children(
+    env: &mut Environment<'static>,
+    origin: &BTreeMap<String, String>,
+) -> BTreeMap<String, Vec<&'static str>> {
+    let mut once = BTreeMap::new();
+    for name in origin.keys() {
+        let Ok(template) = env.get_template(name) else {
+            continue;
+        };
+        let blocks: Vec<&'static str> = MESSAGE_BLOCKS
+            .into_iter()
+            .filter(|b| {
+                !matches!(template.new_state().render_block(b),
+                    Err(e) if e.kind() == minijinja::ErrorKind::UnknownBlock)
+            })
+            .collect();
+        if blocks.is_empty() {
+            continue;
+        }
+        // A JSON string is a Jinja string literal, whatever the name holds.
+        let Ok(literal) = serde_json::to_string(name) else {
+            continue;
+        };
+        let mut source = format!("{{% extends {literal} %}}");
+        for b in &blocks {
+            source.push_str(&format!(
+                "{{% block {b} %}}{START}{b}{SEP}{{{{ super() }}}}{END}{{% endblock %}}"
+            ));
+        }
+        if env.add_template_owned(once_name(name), source).is_ok() {
+            once.insert(name.clone(), blocks);
+        }
+    }
+    once
+}
+
+/// The text of each of `blocks` in a `once/` child's output, when the output is what the
+/// marks promise: every mark in a well-formed, unnested START name SEP text END, and each of
+/// `blocks` there exactly once. Otherwise `None`: a value holding a mark, a block rendered
+/// twice (`self.text()`) or nested in another, or not at all.
+fn split_marked<'a>(
+    output: &'a str,
+    blocks: &[&'static str],
+) -> Option<BTreeMap<&'static str, &'a str>> {
+    let mut found = BTreeMap::new();
+    let mut rest = output;
+    while let Some(at) = rest.find([START, SEP, END]) {
+        let marked = rest[at..].strip_prefix(START)?;
+        let (name, after) = marked.split_once(SEP)?;
+        let end = after.find([START, SEP, END])?;
+        after[end..].strip_prefix(END)?;
+        let block = blocks.iter().find(|b| **b == name)?;
+        if found.insert(*block, &after[..end]).is_some() {
+            return None;
+        }
+        rest = &after[end + END.len_utf8()..];
+    }
+    (found.len() == blocks.len()).then_some(found)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -344,6 +472,71 @@ mod tests {
                 .unwrap();
             assert!(!r.subject.is_empty());
         }
+    }
+
+    /// Renders `name` for every channel both ways; returns whether the one pass gave every
+    /// block of the email (no block rendered the slower way).
+    fn same_both_ways(t: &Templates, name: &str, ctx: &serde_json::Value) -> bool {
+        for channel in [ChannelKind::Email, ChannelKind::Sms, ChannelKind::Webhook] {
+            let once = t.render_with(name, channel, ctx, true);
+            let slow = t.render_with(name, channel, ctx, false);
+            assert_eq!(
+                format!("{once:?}"),
+                format!("{slow:?}"),
+                "{name} for {channel:?}"
+            );
+        }
+        let blocks = &t.once[name];
+        let output = t
+            .env
+            .get_template(&once_name(name))
+            .unwrap()
+            .render(Value::from(Serde(ctx)))
+            .unwrap();
+        split_marked(&output, blocks).is_some()
+    }
+
+    #[test]
+    fn each_block_is_rendered_once_and_as_before() {
+        let dir = tempfile::tempdir().unwrap();
+        // Uses a block inside another (rendered twice): the slower way.
+        std::fs::write(
+            dir.path().join("selfish.j2"),
+            "{% block subject %}Invoice {{ invoice.number }}{% endblock %}\n\
+             {% block text %}{{ self.subject() }}: {{ customer.name }}{% endblock %}\n",
+        )
+        .unwrap();
+        // Sets a value at its top level and has no `html` or `sms` block.
+        std::fs::write(
+            dir.path().join("plain.j2"),
+            "{% set greeting = 'Hello' %}{% block subject %}{{ greeting }}{% endblock %}\n\
+             {% block text %}{{ greeting }} {{ customer.name }}{% endblock %}",
+        )
+        .unwrap();
+        let mut vars = Map::new();
+        vars.insert("company".into(), json!("Acme Rentals"));
+        vars.insert("support_email".into(), json!("help@acme.test"));
+        let t = Templates::load(Some(dir.path()), &vars).unwrap();
+        for name in ["friendly", "professional", "firm", "urgent", "plain"] {
+            assert!(
+                same_both_ways(&t, name, &sample()),
+                "{name}: not in one pass"
+            );
+        }
+        for level in 1..=3 {
+            let ctx = crate::billing::messages::sample_invoice_context(None, Some(level));
+            assert!(same_both_ways(&t, &format!("escalation-{level}"), &ctx));
+        }
+        assert_eq!(t.once["plain"], ["subject", "text"]);
+        assert!(!same_both_ways(&t, "selfish", &sample()));
+
+        // A value holding the marks cannot move text from one block to another.
+        let mut ctx = sample();
+        ctx["customer"]["first_name"] = json!(format!("{START}subject{SEP}Pay now{END}"));
+        assert!(!same_both_ways(&t, "friendly", &ctx));
+        let r = t.render("friendly", ChannelKind::Email, &ctx).unwrap();
+        assert!(!r.subject.contains("Pay now"), "{}", r.subject);
+        assert!(r.text.contains("Pay now"), "{}", r.text);
     }
 
     #[test]
@@ -378,6 +571,24 @@ mod tests {
         assert!(
             err.starts_with(&format!(
                 "cannot render template `broken` ({}/broken.j2) line 1: undefined value",
+                dir.path().display()
+            )),
+            "{err}"
+        );
+        // An error in the one pass names the template's own line, not its `once/` child's.
+        std::fs::write(
+            dir.path().join("broken.j2"),
+            "{% block subject %}Hi{% endblock %}\n{% block text %}\n\n{{ customer.nmae }}\n{% endblock %}",
+        )
+        .unwrap();
+        let t = Templates::load(Some(dir.path()), &Map::new()).unwrap();
+        let err = t
+            .check("broken", &[ChannelKind::Email], &sample())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with(&format!(
+                "cannot render template `broken` ({}/broken.j2) line 4: undefined value",
                 dir.path().display()
             )),
             "{err}"
