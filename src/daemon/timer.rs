@@ -36,8 +36,10 @@ pub(super) type Wake = Reverse<(DateTime<Utc>, u64, Arc<str>)>;
 
 pub(super) struct Scheduler {
     pub(super) jobs: HashMap<Arc<str>, JobState>,
-    pub(super) heap: BinaryHeap<Wake>,
-    pub(super) generation: u64,
+    /// Private with `counts`: `set` is the only push and `pop_due` the only pop, so the two
+    /// cannot drift apart.
+    heap: BinaryHeap<Wake>,
+    generation: u64,
     /// Heap entries per instant (stale ones included until popped): how big a second is,
     /// known before it is popped, so it can be claimed early enough.
     counts: std::collections::BTreeMap<DateTime<Utc>, usize>,
@@ -782,6 +784,28 @@ mod tests {
             ahead_wake(next, at - TimeDelta::milliseconds(100), None),
             (false, at)
         );
+    }
+
+    #[test]
+    fn the_counts_per_instant_follow_the_heap_through_sets_and_pops() {
+        let at = t("2025-01-01T10:00:00Z");
+        let later = at + TimeDelta::seconds(1);
+        let mut s = Scheduler::new();
+        let job = spec("none", "1h");
+        for _ in 0..5 {
+            s.set(job.clone(), Some(at));
+        }
+        for _ in 0..3 {
+            s.set(job.clone(), Some(later));
+        }
+        // Every entry is counted, the stale ones (the same job set again) included.
+        assert_eq!(s.counts.values().sum::<usize>(), s.heap.len());
+        // Only the latest `set` of the job is due; the stale entries go with the pop.
+        assert!(s.pop_due(at).is_empty());
+        assert_eq!(s.counts, [(later, 3)].into_iter().collect());
+        assert_eq!(s.pop_due(later).len(), 1);
+        assert!(s.counts.is_empty() && s.heap.is_empty());
+        assert_eq!(s.next_wake_and_lead(), None);
     }
 
     #[test]
