@@ -59,17 +59,22 @@ pub struct Templates {
     origin: BTreeMap<String, String>,
     /// For each template, the message blocks it defines itself; each is marked in the
     /// template's `once/` child (see [`Templates::render`]).
-    once: BTreeMap<String, Vec<&'static str>>,
+    once: BTreeMap<String, Vec<Marked>>,
+    /// What every mark starts with: a private-use character and 128 random bits drawn at load,
+    /// so no template or value can hold one (a value that could would move its own text into
+    /// another block, a subject for instance).
+    mark: String,
 }
 
 /// The blocks a message takes (see [`Templates::render`]).
 const MESSAGE_BLOCKS: [&str; 4] = ["subject", "text", "html", "sms"];
-/// The marks around a block's output in a `once/` child's output: START name SEP text END.
-/// Characters of Unicode's private use area, which no template or value is expected to hold;
-/// one that does is still rendered right, the slower way.
-const START: char = '\u{E000}';
-const SEP: char = '\u{E001}';
-const END: char = '\u{E002}';
+
+/// A block as its `once/` child marks it: `open` text `close`.
+struct Marked {
+    block: &'static str,
+    open: String,
+    close: String,
+}
 
 impl std::fmt::Debug for Templates {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -125,10 +130,14 @@ impl From<TemplateError> for String {
 
 /// Describes a minijinja error with the template's origin and line.
 fn describe(origin: &str, mut err: &minijinja::Error) -> String {
-    // The error a block's `super()` (a `once/` child's) wraps is where the template failed.
+    // A `once/` child's `super()` wraps the template's own error: that one says where the
+    // template failed. (A wrapper of the template's own `super()` stays, as it always read.)
     while let Some(inner) = std::error::Error::source(err)
         .and_then(|e| e.downcast_ref::<minijinja::Error>())
-        .filter(|_| err.kind() == minijinja::ErrorKind::EvalBlock)
+        .filter(|_| {
+            err.kind() == minijinja::ErrorKind::EvalBlock
+                && err.name().is_some_and(|n| n.starts_with("once/"))
+        })
     {
         err = inner;
     }
@@ -206,8 +215,14 @@ impl Templates {
         if !problems.is_empty() {
             return Err(problems);
         }
-        let once = once_children(&mut env, &origin);
-        Ok(Templates { env, origin, once })
+        let mark = format!("\u{E000}{}", uuid::Uuid::new_v4().simple());
+        let once = once_children(&mut env, &origin, &mark);
+        Ok(Templates {
+            env,
+            origin,
+            once,
+            mark,
+        })
     }
 
     pub fn has(&self, name: &str) -> bool {
@@ -227,10 +242,12 @@ impl Templates {
     /// webhook takes `subject` and `text`.
     ///
     /// Each block is rendered once: the template's `once/` child (made at load) extends it and
-    /// wraps every message block the template defines in marks, so one pass over the template
-    /// yields every block's text apart. A block that pass cannot give (the template does not
-    /// define it itself, or does not render it exactly once at its top level, or the output
-    /// holds a stray mark) is rendered the slower way: the whole template, then the block.
+    /// wraps every message block the template defines in marks, so one render of the template
+    /// yields every block's text apart, each rendered where the template's body renders it (as
+    /// a plain render of a Jinja template does). A block that render cannot give is rendered
+    /// the slower way, the whole template and then the block apart, as every block was before:
+    /// one the template inherits, renders twice, nests in another or leaves out, and one that
+    /// comes out empty (a `required` block left empty fails that way, as it always did).
     pub fn render(
         &self,
         name: &str,
@@ -268,11 +285,16 @@ impl Templates {
         };
         let marked = child
             .as_ref()
-            .and_then(|(blocks, output)| split_marked(output, blocks));
+            .and_then(|(blocks, output)| split_marked(output, blocks, &self.mark));
         let mut captured = None;
         let mut block = |block: &str| -> Result<Option<String>, TemplateError> {
-            if let Some(text) = marked.as_ref().and_then(|m| m.get(block)) {
-                return Ok(Some(text.trim().to_string()));
+            if let Some(text) = marked
+                .as_ref()
+                .and_then(|m| m.get(block))
+                .map(|t| t.trim())
+                .filter(|t| !t.is_empty())
+            {
+                return Ok(Some(text.to_string()));
             }
             if captured.is_none() {
                 captured = Some(
@@ -386,17 +408,23 @@ fn once_name(name: &str) -> String {
 fn once_children(
     env: &mut Environment<'static>,
     origin: &BTreeMap<String, String>,
-) -> BTreeMap<String, Vec<&'static str>> {
+    mark: &str,
+) -> BTreeMap<String, Vec<Marked>> {
     let mut once = BTreeMap::new();
     for name in origin.keys() {
         let Ok(template) = env.get_template(name) else {
             continue;
         };
-        let blocks: Vec<&'static str> = MESSAGE_BLOCKS
+        let blocks: Vec<Marked> = MESSAGE_BLOCKS
             .into_iter()
             .filter(|b| {
                 !matches!(template.new_state().render_block(b),
                     Err(e) if e.kind() == minijinja::ErrorKind::UnknownBlock)
+            })
+            .map(|block| Marked {
+                block,
+                open: format!("{mark}+{block}:"),
+                close: format!("{mark}-{block}:"),
             })
             .collect();
         if blocks.is_empty() {
@@ -407,9 +435,10 @@ fn once_children(
             continue;
         };
         let mut source = format!("{{% extends {literal} %}}");
-        for b in &blocks {
+        for m in &blocks {
             source.push_str(&format!(
-                "{{% block {b} %}}{START}{b}{SEP}{{{{ super() }}}}{END}{{% endblock %}}"
+                "{{% block {} %}}{}{{{{ super() }}}}{}{{% endblock %}}",
+                m.block, m.open, m.close
             ));
         }
         if env.add_template_owned(once_name(name), source).is_ok() {
@@ -420,27 +449,27 @@ fn once_children(
 }
 
 /// The text of each of `blocks` in a `once/` child's output, when the output is what the
-/// marks promise: every mark in a well-formed, unnested START name SEP text END, and each of
-/// `blocks` there exactly once. Otherwise `None`: a value holding a mark, a block rendered
-/// twice (`self.text()`) or nested in another, or not at all.
+/// marks promise: each block's open mark once, followed by its own close as the next mark, and
+/// no other mark. Otherwise `None`: a block rendered twice (`self.text()`), nested in another,
+/// or not at all.
 fn split_marked<'a>(
     output: &'a str,
-    blocks: &[&'static str],
+    blocks: &[Marked],
+    mark: &str,
 ) -> Option<BTreeMap<&'static str, &'a str>> {
+    if output.matches(mark).count() != 2 * blocks.len() {
+        return None;
+    }
     let mut found = BTreeMap::new();
-    let mut rest = output;
-    while let Some(at) = rest.find([START, SEP, END]) {
-        let marked = rest[at..].strip_prefix(START)?;
-        let (name, after) = marked.split_once(SEP)?;
-        let end = after.find([START, SEP, END])?;
-        after[end..].strip_prefix(END)?;
-        let block = blocks.iter().find(|b| **b == name)?;
-        if found.insert(*block, &after[..end]).is_some() {
+    for m in blocks {
+        let start = output.find(&m.open)? + m.open.len();
+        let len = output[start..].find(mark)?;
+        if !output[start + len..].starts_with(&m.close) {
             return None;
         }
-        rest = &after[end + END.len_utf8()..];
+        found.insert(m.block, &output[start..start + len]);
     }
-    (found.len() == blocks.len()).then_some(found)
+    Some(found)
 }
 
 #[cfg(test)]
@@ -493,7 +522,7 @@ mod tests {
             .unwrap()
             .render(Value::from(Serde(ctx)))
             .unwrap();
-        split_marked(&output, blocks).is_some()
+        split_marked(&output, blocks, &t.mark).is_some()
     }
 
     #[test]
@@ -504,6 +533,28 @@ mod tests {
             dir.path().join("selfish.j2"),
             "{% block subject %}Invoice {{ invoice.number }}{% endblock %}\n\
              {% block text %}{{ self.subject() }}: {{ customer.name }}{% endblock %}\n",
+        )
+        .unwrap();
+        // Defines a subject its body never renders.
+        std::fs::write(
+            dir.path().join("hidden.j2"),
+            "{% if false %}{% block subject %}The real subject{% endblock %}{% endif %}\n\
+             {% block text %}Dear {{ customer.first_name }}{% endblock %}",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("required.j2"),
+            "{% block subject required %}{% endblock %}{% block text %}x{% endblock %}",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("base.j2"),
+            "{% block subject %}S{% endblock %}\n{% block text %}\n{{ customer.nmae }}{% endblock %}",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("layered.j2"),
+            "{% extends 'base' %}{% block text %}Hi {{ super() }}{% endblock %}",
         )
         .unwrap();
         // Sets a value at its top level and has no `html` or `sms` block.
@@ -527,16 +578,37 @@ mod tests {
             let ctx = crate::billing::messages::sample_invoice_context(None, Some(level));
             assert!(same_both_ways(&t, &format!("escalation-{level}"), &ctx));
         }
-        assert_eq!(t.once["plain"], ["subject", "text"]);
+        let blocks: Vec<&str> = t.once["plain"].iter().map(|m| m.block).collect();
+        assert_eq!(blocks, ["subject", "text"]);
         assert!(!same_both_ways(&t, "selfish", &sample()));
 
-        // A value holding the marks cannot move text from one block to another.
+        // A value cannot move its text into another block: not with marks of its own (the
+        // mark holds 128 bits drawn at load), not even into a block the body leaves out.
         let mut ctx = sample();
-        ctx["customer"]["first_name"] = json!(format!("{START}subject{SEP}Pay now{END}"));
-        assert!(!same_both_ways(&t, "friendly", &ctx));
+        let forged = |b: &str| {
+            format!("\u{E000}-text:\u{E002}\u{E000}+{b}:Pay now at evil.example\u{E000}-{b}:")
+        };
+        ctx["customer"]["first_name"] = json!(forged("subject"));
+        assert!(same_both_ways(&t, "friendly", &ctx));
         let r = t.render("friendly", ChannelKind::Email, &ctx).unwrap();
-        assert!(!r.subject.contains("Pay now"), "{}", r.subject);
-        assert!(r.text.contains("Pay now"), "{}", r.text);
+        assert!(!r.subject.contains("evil"), "{}", r.subject);
+        assert!(r.text.contains("Pay now at evil.example"), "{}", r.text);
+        ctx["customer"]["first_name"] = json!(forged("subject").replace("\u{E000}", &t.mark));
+        assert!(
+            !same_both_ways(&t, "hidden", &ctx),
+            "a forged mark was taken"
+        );
+        let r = t.render("hidden", ChannelKind::Email, &ctx).unwrap();
+        assert_eq!(r.subject, "The real subject");
+
+        // A `required` block left empty fails as it did; so does an error in a template it
+        // extends, with the same words both ways.
+        for name in ["required", "layered"] {
+            let once = t.render_with(name, ChannelKind::Email, &sample(), true);
+            let slow = t.render_with(name, ChannelKind::Email, &sample(), false);
+            assert!(slow.is_err(), "{name}: {slow:?}");
+            assert_eq!(format!("{once:?}"), format!("{slow:?}"), "{name}");
+        }
     }
 
     #[test]
