@@ -57,9 +57,8 @@ pub struct Templates {
     env: Environment<'static>,
     /// Where each template came from, for error messages.
     origin: BTreeMap<String, String>,
-    /// For each template, the message blocks it defines itself; each is marked in the
-    /// template's `once/` child (see [`Templates::render`]).
-    once: BTreeMap<String, Vec<Marked>>,
+    /// For each template, its `once/` child (see [`Templates::render`]).
+    once: BTreeMap<String, Once>,
     /// What every mark starts with: a private-use character and 128 random bits drawn at load,
     /// so no template or value can hold one (a value that could would move its own text into
     /// another block, a subject for instance).
@@ -68,6 +67,13 @@ pub struct Templates {
 
 /// The blocks a message takes (see [`Templates::render`]).
 const MESSAGE_BLOCKS: [&str; 4] = ["subject", "text", "html", "sms"];
+
+/// A template's `once/` child: its name, and the message blocks the template defines itself,
+/// each marked in it.
+struct Once {
+    child: String,
+    blocks: Vec<Marked>,
+}
 
 /// A block as its `once/` child marks it: `open` text `close`.
 struct Marked {
@@ -274,10 +280,10 @@ impl Templates {
         let origin = self.origin(name);
         let ctx = Value::from(Serde(ctx));
         let child = match self.once.get(name).filter(|_| once) {
-            Some(blocks) => Some((
-                blocks,
+            Some(o) => Some((
+                &o.blocks,
                 self.env
-                    .get_template(&once_name(name))
+                    .get_template(&o.child)
                     .and_then(|t| t.render(ctx.clone()))
                     .map_err(|e| TemplateError::Render(describe(origin, &e)))?,
             )),
@@ -396,11 +402,6 @@ impl Templates {
     }
 }
 
-fn once_name(name: &str) -> String {
-    // A template's name is a file's stem, which holds no `/`: no clash.
-    format!("once/{name}")
-}
-
 /// Adds, for each template, its `once/` child: `{% extends %}` the template, with each message
 /// block the template defines itself wrapped in marks around `super()`. Whether a template
 /// defines a block is asked of an empty state (`UnknownBlock` or not); a block it inherits
@@ -409,7 +410,7 @@ fn once_children(
     env: &mut Environment<'static>,
     origin: &BTreeMap<String, String>,
     mark: &str,
-) -> BTreeMap<String, Vec<Marked>> {
+) -> BTreeMap<String, Once> {
     let mut once = BTreeMap::new();
     for name in origin.keys() {
         let Ok(template) = env.get_template(name) else {
@@ -441,8 +442,10 @@ fn once_children(
                 m.block, m.open, m.close
             ));
         }
-        if env.add_template_owned(once_name(name), source).is_ok() {
-            once.insert(name.clone(), blocks);
+        // A template's name is a file's stem, which holds no `/`: no clash.
+        let child = format!("once/{name}");
+        if env.add_template_owned(child.clone(), source).is_ok() {
+            once.insert(name.clone(), Once { child, blocks });
         }
     }
     once
@@ -515,55 +518,52 @@ mod tests {
                 "{name} for {channel:?}"
             );
         }
-        let blocks = &t.once[name];
+        let once = &t.once[name];
         let output = t
             .env
-            .get_template(&once_name(name))
+            .get_template(&once.child)
             .unwrap()
             .render(Value::from(Serde(ctx)))
             .unwrap();
-        split_marked(&output, blocks, &t.mark).is_some()
+        split_marked(&output, &once.blocks, &t.mark).is_some()
     }
 
     #[test]
     fn each_block_is_rendered_once_and_as_before() {
         let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, source: &str| {
+            std::fs::write(dir.path().join(format!("{name}.j2")), source).unwrap()
+        };
         // Uses a block inside another (rendered twice): the slower way.
-        std::fs::write(
-            dir.path().join("selfish.j2"),
+        write(
+            "selfish",
             "{% block subject %}Invoice {{ invoice.number }}{% endblock %}\n\
              {% block text %}{{ self.subject() }}: {{ customer.name }}{% endblock %}\n",
-        )
-        .unwrap();
+        );
         // Defines a subject its body never renders.
-        std::fs::write(
-            dir.path().join("hidden.j2"),
+        write(
+            "hidden",
             "{% if false %}{% block subject %}The real subject{% endblock %}{% endif %}\n\
              {% block text %}Dear {{ customer.first_name }}{% endblock %}",
-        )
-        .unwrap();
-        std::fs::write(
-            dir.path().join("required.j2"),
+        );
+        write(
+            "required",
             "{% block subject required %}{% endblock %}{% block text %}x{% endblock %}",
-        )
-        .unwrap();
-        std::fs::write(
-            dir.path().join("base.j2"),
+        );
+        write(
+            "base",
             "{% block subject %}S{% endblock %}\n{% block text %}\n{{ customer.nmae }}{% endblock %}",
-        )
-        .unwrap();
-        std::fs::write(
-            dir.path().join("layered.j2"),
+        );
+        write(
+            "layered",
             "{% extends 'base' %}{% block text %}Hi {{ super() }}{% endblock %}",
-        )
-        .unwrap();
+        );
         // Sets a value at its top level and has no `html` or `sms` block.
-        std::fs::write(
-            dir.path().join("plain.j2"),
+        write(
+            "plain",
             "{% set greeting = 'Hello' %}{% block subject %}{{ greeting }}{% endblock %}\n\
              {% block text %}{{ greeting }} {{ customer.name }}{% endblock %}",
-        )
-        .unwrap();
+        );
         let mut vars = Map::new();
         vars.insert("company".into(), json!("Acme Rentals"));
         vars.insert("support_email".into(), json!("help@acme.test"));
@@ -578,7 +578,7 @@ mod tests {
             let ctx = crate::billing::messages::sample_invoice_context(None, Some(level));
             assert!(same_both_ways(&t, &format!("escalation-{level}"), &ctx));
         }
-        let blocks: Vec<&str> = t.once["plain"].iter().map(|m| m.block).collect();
+        let blocks: Vec<&str> = t.once["plain"].blocks.iter().map(|m| m.block).collect();
         assert_eq!(blocks, ["subject", "text"]);
         assert!(!same_both_ways(&t, "selfish", &sample()));
 
@@ -630,41 +630,36 @@ mod tests {
             err[0]
         );
 
-        std::fs::write(
-            dir.path().join("broken.j2"),
-            "{% block subject %}Hi {{ customer.nmae }}{% endblock %}{% block text %}x{% endblock %}",
-        )
-        .unwrap();
+        // An error in a block names the template's own line (in the one pass too, not its
+        // `once/` child's).
+        let render_error = |source: &str| {
+            std::fs::write(dir.path().join("broken.j2"), source).unwrap();
+            Templates::load(Some(dir.path()), &Map::new())
+                .unwrap()
+                .check("broken", &[ChannelKind::Email], &sample())
+                .unwrap_err()
+                .to_string()
+        };
+        for (source, line) in [
+            (
+                "{% block subject %}Hi {{ customer.nmae }}{% endblock %}{% block text %}x{% endblock %}",
+                1,
+            ),
+            (
+                "{% block subject %}Hi{% endblock %}\n{% block text %}\n\n{{ customer.nmae }}\n{% endblock %}",
+                4,
+            ),
+        ] {
+            let err = render_error(source);
+            assert!(
+                err.starts_with(&format!(
+                    "cannot render template `broken` ({}/broken.j2) line {line}: undefined value",
+                    dir.path().display()
+                )),
+                "{err}"
+            );
+        }
         let t = Templates::load(Some(dir.path()), &Map::new()).unwrap();
-        let err = t
-            .check("broken", &[ChannelKind::Email], &sample())
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.starts_with(&format!(
-                "cannot render template `broken` ({}/broken.j2) line 1: undefined value",
-                dir.path().display()
-            )),
-            "{err}"
-        );
-        // An error in the one pass names the template's own line, not its `once/` child's.
-        std::fs::write(
-            dir.path().join("broken.j2"),
-            "{% block subject %}Hi{% endblock %}\n{% block text %}\n\n{{ customer.nmae }}\n{% endblock %}",
-        )
-        .unwrap();
-        let t = Templates::load(Some(dir.path()), &Map::new()).unwrap();
-        let err = t
-            .check("broken", &[ChannelKind::Email], &sample())
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.starts_with(&format!(
-                "cannot render template `broken` ({}/broken.j2) line 4: undefined value",
-                dir.path().display()
-            )),
-            "{err}"
-        );
         let err = t
             .check("nope", &[ChannelKind::Email], &sample())
             .unwrap_err()

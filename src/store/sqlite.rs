@@ -220,9 +220,10 @@ const SETTLE: Duration = Duration::from_millis(2);
 /// at 100 times a second at most, however many commits it takes.
 const MIN_GAP: Duration = Duration::from_millis(10);
 /// While commits keep coming (`CHECKPOINT_LOOKS` looks in a row, each within `CHECKPOINT_EVERY`
-/// of the one before, and no more often than `CHECKPOINT_EVERY`), the watch checkpoints the WAL, so that no commit on the claim path
-/// has to (`wal_autocheckpoint` is set high for that reason). An idle daemon's few commits are
-/// left to the heartbeat's own checkpoint (every tenth beat).
+/// of the one before, and no more often than `CHECKPOINT_EVERY`), the watch checkpoints the
+/// WAL, so that no commit on the claim path has to (`wal_autocheckpoint` is set high for that
+/// reason). An idle daemon's few commits are left to the heartbeat's own checkpoint (every
+/// tenth beat).
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
 const CHECKPOINT_LOOKS: u32 = 10;
 
