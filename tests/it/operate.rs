@@ -334,10 +334,15 @@ async fn a_backfill_killed_mid_slot_is_abandoned_and_runs_again() {
         "2025-01-06T23:00:00Z",
     ];
     let mut child = spawn_backfill(&p, &args);
+    // The row is running as soon as its process group is recorded, which can be before the
+    // shell has left its marker: killed then, the next run would find no marker and sleep.
     let pgid = crate::helpers::wait_for(
-        "a running backfill row",
+        "a running backfill row whose body left its marker",
         Duration::from_secs(20),
         || async {
+            if !marker.exists() {
+                return None;
+            }
             runs(&store, "nightly").await.into_iter().find_map(|r| {
                 (r.status == "running" && r.trigger == "backfill")
                     .then(|| r.metadata.as_ref()?["process_group"]["pgid"].as_i64())
