@@ -2,10 +2,12 @@
 //! pool of connections; or the `file` transport, which writes each message as an `.eml` file
 //! into the state directory, so a fresh checkout sends nothing anywhere.
 //!
-//! The pool is ours, over lettre's `AsyncSmtpConnection`: its connections are opened with
-//! `TCP_NODELAY` (lettre 0.11's own pool leaves Nagle on, and its body and final `.` then wait
-//! ~40 ms for a delayed ACK per message, which caps a connection near 25 messages a second),
-//! and a connection goes back to the pool without the NOOP lettre sends at every checkout.
+//! The pool is ours, over lettre's `AsyncSmtpConnection`: its connections, implicit TLS
+//! included, are opened by us with `TCP_NODELAY` (lettre 0.11's own connect leaves Nagle on,
+//! and its body and final `.` then wait ~40 ms for a delayed ACK per message, which caps a
+//! connection near 25 messages a second), what lettre writes leaves when it next reads
+//! ([`super::corked`]), and a connection goes back to the pool without the NOOP lettre sends at
+//! every checkout.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -13,12 +15,13 @@ use std::time::Duration;
 use lettre::message::header::{ContentType, HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MultiPart};
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
-use lettre::transport::smtp::client::{AsyncSmtpConnection, TlsParameters};
+use lettre::transport::smtp::client::{AsyncSmtpConnection, AsyncTokioStream, TlsParameters};
 use lettre::transport::smtp::extension::ClientId;
 use lettre::{AsyncFileTransport, AsyncTransport, Tokio1Executor};
 use serde::Deserialize;
 use tokio::sync::OnceCell;
 
+use super::corked::{Corked, ImplicitTls};
 use super::ratelimit::RateLimitError;
 use super::unsubscribe::Unsubscribe;
 use super::{Rendered, SendError};
@@ -436,37 +439,27 @@ async fn connect(
     let fail = |e: &dyn std::fmt::Display| SendError::new(format!("SMTP `{host}:{port}`: {e}"));
     let open = async {
         let hello = ClientId::default();
-        let tls_params = || {
-            TlsParameters::new(host.to_string())
-                .map_err(|e| SendError::new(format!("cannot set up TLS for `{host}`: {e}")))
-        };
-        let mut conn = match tls {
-            // lettre opens implicit TLS itself (with Nagle on: the TLS layer writes each record).
-            Tls::Tls => AsyncSmtpConnection::connect_tokio1(
-                (host, port),
-                Some(timeout),
-                &hello,
-                Some(tls_params()?),
-                None,
-            )
+        // Every connection is ours, with `TCP_NODELAY`, under lettre's SMTP (see `corked`).
+        let tcp = tokio::net::TcpStream::connect((host, port))
             .await
-            .map_err(|e| fail(&e))?,
-            Tls::Starttls | Tls::None => {
-                let tcp = tokio::net::TcpStream::connect((host, port))
+            .map_err(|e| fail(&e))?;
+        tcp.set_nodelay(true).map_err(|e| fail(&e))?;
+        let stream: Box<dyn AsyncTokioStream> = match tls {
+            Tls::Tls => Box::new(
+                ImplicitTls::over(tcp, host)
                     .await
-                    .map_err(|e| fail(&e))?;
-                tcp.set_nodelay(true).map_err(|e| fail(&e))?;
-                let mut conn = AsyncSmtpConnection::connect_with_transport(Box::new(tcp), &hello)
-                    .await
-                    .map_err(|e| fail(&e))?;
-                if tls == Tls::Starttls {
-                    conn.starttls(tls_params()?, &hello)
-                        .await
-                        .map_err(|e| fail(&e))?;
-                }
-                conn
-            }
+                    .map_err(|e| fail(&format_args!("TLS: {e}")))?,
+            ),
+            Tls::Starttls | Tls::None => Box::new(Corked::new(tcp)),
         };
+        let mut conn = AsyncSmtpConnection::connect_with_transport(stream, &hello)
+            .await
+            .map_err(|e| fail(&e))?;
+        if tls == Tls::Starttls {
+            let params = TlsParameters::new(host.to_string())
+                .map_err(|e| SendError::new(format!("cannot set up TLS for `{host}`: {e}")))?;
+            conn.starttls(params, &hello).await.map_err(|e| fail(&e))?;
+        }
         if let Some(user) = username {
             let secret = match password {
                 Some(source) => source.read().map_err(SendError::new)?,

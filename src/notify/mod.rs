@@ -23,6 +23,7 @@ use crate::store::billing::{NotificationClaim, NotificationEnd};
 use crate::store::{Store, StoreError};
 
 pub mod blocks;
+mod corked;
 pub mod email;
 pub mod ratelimit;
 pub mod sns;

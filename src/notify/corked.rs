@@ -1,0 +1,460 @@
+//! The TCP stream under every SMTP connection: what lettre writes goes out when it next reads.
+//!
+//! lettre writes a message's body and then its final `.` with a flush after each. With
+//! `TCP_NODELAY`, which its one-line commands need, they leave as two segments, and the server
+//! wakes for each. SMTP answers everything a client sends, and lettre reads that answer before
+//! it writes again. So holding its writes until that read sends the same bytes, in the same
+//! order, no later than the server is waited for: one segment per message instead of two for the
+//! body, one write instead of two.
+//!
+//! Implicit TLS (port 465) runs over it too ([`ImplicitTls`]). lettre's own implicit-TLS
+//! connect leaves Nagle on, so a message's final `.`, a small TLS record sent behind the body's,
+//! waited for the server's delayed ACK: about 40 ms a message on a loopback test server.
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use std::sync::{Arc, OnceLock};
+
+use lettre::transport::smtp::client::AsyncTokioStream;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::rustls::{self, ClientConfig, pki_types::ServerName};
+
+/// Past this many bytes held, a write first sends what is held, and a larger write goes
+/// straight through: a big message is not copied whole.
+const HOLD: usize = 64 * 1024;
+
+#[derive(Debug)]
+pub struct Corked {
+    tcp: TcpStream,
+    /// Written by lettre and not yet sent; `held[sent..]` is still to go.
+    held: Vec<u8>,
+    sent: usize,
+}
+
+impl Corked {
+    pub fn new(tcp: TcpStream) -> Corked {
+        Corked {
+            tcp,
+            held: Vec::with_capacity(4096),
+            sent: 0,
+        }
+    }
+
+    /// Sends what is held; `Pending` until the socket has taken all of it.
+    fn poll_send(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while self.sent < self.held.len() {
+            let n = ready!(Pin::new(&mut self.tcp).poll_write(cx, &self.held[self.sent..]))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.sent += n;
+        }
+        self.held.clear();
+        self.sent = 0;
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncRead for Corked {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.poll_send(cx))?;
+        Pin::new(&mut this.tcp).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Corked {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if this.held.len() + buf.len() > HOLD {
+            ready!(this.poll_send(cx))?;
+            if buf.len() > HOLD {
+                return Pin::new(&mut this.tcp).poll_write(cx, buf);
+            }
+        }
+        this.held.extend_from_slice(buf);
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    /// Held bytes wait for the next read (see the module): the socket itself buffers nothing
+    /// a flush would push.
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.poll_send(cx))?;
+        Pin::new(&mut this.tcp).poll_shutdown(cx)
+    }
+}
+
+impl AsyncTokioStream for Corked {
+    fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.tcp.peer_addr()
+    }
+}
+
+/// Implicit TLS over a [`Corked`] stream, handed to lettre as the transport its connection
+/// greets over. The server's certificate is checked against the same roots as lettre's own TLS
+/// (`webpki-roots`, with ring).
+#[derive(Debug)]
+pub struct ImplicitTls(TlsStream<Corked>);
+
+impl ImplicitTls {
+    pub async fn over(tcp: TcpStream, host: &str) -> io::Result<ImplicitTls> {
+        static CONFIG: OnceLock<Result<Arc<ClientConfig>, rustls::Error>> = OnceLock::new();
+        let config = CONFIG
+            .get_or_init(|| {
+                let roots = rustls::RootCertStore {
+                    roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+                };
+                let provider = Arc::new(rustls::crypto::ring::default_provider());
+                Ok(Arc::new(
+                    ClientConfig::builder_with_provider(provider)
+                        .with_safe_default_protocol_versions()?
+                        .with_root_certificates(roots)
+                        .with_no_client_auth(),
+                ))
+            })
+            .clone()
+            .map_err(io::Error::other)?;
+        ImplicitTls::with(tcp, host, config).await
+    }
+
+    async fn with(
+        tcp: TcpStream,
+        host: &str,
+        config: Arc<ClientConfig>,
+    ) -> io::Result<ImplicitTls> {
+        let name = ServerName::try_from(host.to_string()).map_err(io::Error::other)?;
+        let tls = TlsConnector::from(config)
+            .connect(name, Corked::new(tcp))
+            .await?;
+        Ok(ImplicitTls(tls))
+    }
+}
+
+impl AsyncRead for ImplicitTls {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for ImplicitTls {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
+impl AsyncTokioStream for ImplicitTls {
+    fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.0.get_ref().0.peer_addr()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Two flushed writes are held, then reach the peer together when the writer reads, and
+    /// the peer's answer is read; a write past the limit sends what is held first, in order.
+    #[tokio::test]
+    async fn writes_leave_together_at_the_next_read_and_in_order() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tcp, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        let mut client = Corked::new(tcp.unwrap());
+        let (mut server, _) = accepted.unwrap();
+
+        client.write_all(b"body\r\n").await.unwrap();
+        client.flush().await.unwrap();
+        client.write_all(b".\r\n").await.unwrap();
+        client.flush().await.unwrap();
+        assert_eq!(client.held, b"body\r\n.\r\n", "flushed writes are held");
+        let mut first = [0u8; 1];
+        assert!(
+            matches!(server.try_read(&mut first), Err(e) if e.kind() == io::ErrorKind::WouldBlock),
+            "nothing was sent before the writer reads"
+        );
+
+        let answer = async {
+            let mut got = vec![0u8; 9];
+            server.read_exact(&mut got).await.unwrap();
+            server.write_all(b"250 ok\r\n").await.unwrap();
+            got
+        };
+        let mut reply = vec![0u8; 8];
+        let (got, read) = tokio::join!(answer, client.read_exact(&mut reply));
+        read.unwrap();
+        assert_eq!(got, b"body\r\n.\r\n");
+        assert_eq!(reply, b"250 ok\r\n");
+        assert!(client.held.is_empty());
+
+        // Past HOLD: the small write held before goes out first, the big one after it (what
+        // the socket does not take at once may be held, and goes at the read).
+        let big = vec![b'x'; HOLD + 1];
+        client.write_all(b"MAIL\r\n").await.unwrap();
+        let answer = async {
+            let mut got = vec![0u8; 6 + big.len()];
+            server.read_exact(&mut got).await.unwrap();
+            server.write_all(b"250 ok\r\n").await.unwrap();
+            got
+        };
+        let exchange = async {
+            client.write_all(&big).await.unwrap();
+            client.read_exact(&mut reply).await.unwrap();
+        };
+        let (got, ()) = tokio::join!(answer, exchange);
+        assert_eq!(&got[..6], b"MAIL\r\n");
+        assert!(got[6..] == big[..]);
+        assert!(client.held.is_empty());
+    }
+
+    /// A test SMTP server on loopback: greets over TLS at once (`implicit`) or after
+    /// STARTTLS, answers every command, and returns the commands and the bodies it got. Its
+    /// `localhost` certificate is signed by a test CA (`testdata/`, made with `openssl`, valid
+    /// until 2126; the key is a test fixture, nothing else trusts it).
+    async fn tls_server(
+        implicit: bool,
+    ) -> (
+        std::net::SocketAddr,
+        tokio::task::JoinHandle<(Vec<String>, Vec<String>)>,
+    ) {
+        use tokio::io::{AsyncBufReadExt, BufReader};
+        use tokio_rustls::rustls::ServerConfig;
+        use tokio_rustls::rustls::pki_types::pem::PemObject;
+        use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+        async fn answer<S: AsyncRead + AsyncWrite + Unpin>(
+            s: &mut BufReader<S>,
+            says: &[u8],
+        ) -> String {
+            s.get_mut().write_all(says).await.unwrap();
+            let mut line = String::new();
+            s.read_line(&mut line).await.unwrap();
+            line
+        }
+        let certs = CertificateDer::pem_slice_iter(include_bytes!("testdata/localhost.pem"))
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key = PrivateKeyDer::from_pem_slice(include_bytes!("testdata/localhost.key")).unwrap();
+        let config =
+            ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_no_client_auth()
+                .with_single_cert(certs, key)
+                .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let tcp = listener.accept().await.unwrap().0;
+            let mut said = vec![];
+            let tls = if implicit {
+                acceptor.accept(tcp).await.unwrap()
+            } else {
+                let mut plain = BufReader::new(tcp);
+                let ehlo = answer(&mut plain, b"220 test ESMTP\r\n").await;
+                let starttls = answer(&mut plain, b"250-test\r\n250 STARTTLS\r\n").await;
+                said.extend([ehlo[..4].to_string(), starttls.trim_end().to_string()]);
+                plain
+                    .get_mut()
+                    .write_all(b"220 go ahead\r\n")
+                    .await
+                    .unwrap();
+                acceptor.accept(plain.into_inner()).await.unwrap()
+            };
+            let mut s = BufReader::new(tls);
+            let mut bodies = vec![];
+            let greeting: &[u8] = if implicit { b"220 test ESMTP\r\n" } else { b"" };
+            let mut line = answer(&mut s, greeting).await;
+            loop {
+                said.push(line.split(' ').next().unwrap().trim_end().to_string());
+                let reply: &[u8] = match said.last().unwrap().as_str() {
+                    "EHLO" => b"250 test\r\n",
+                    "MAIL" | "RCPT" => b"250 ok\r\n",
+                    "DATA" => b"354 go on\r\n",
+                    "QUIT" => {
+                        s.get_mut().write_all(b"221 bye\r\n").await.unwrap();
+                        break;
+                    }
+                    other => panic!("unexpected {other:?}"),
+                };
+                let data = reply.starts_with(b"354");
+                line = answer(&mut s, reply).await;
+                if data {
+                    let mut body = String::new();
+                    while line != ".\r\n" {
+                        body.push_str(&line);
+                        line.clear();
+                        s.read_line(&mut line).await.unwrap();
+                    }
+                    bodies.push(body);
+                    line = answer(&mut s, b"250 queued\r\n").await;
+                }
+            }
+            (said, bodies)
+        });
+        (addr, server)
+    }
+
+    fn test_ca() -> lettre::transport::smtp::client::Certificate {
+        lettre::transport::smtp::client::Certificate::from_pem(include_bytes!("testdata/ca.pem"))
+            .unwrap()
+    }
+
+    fn envelope() -> lettre::address::Envelope {
+        lettre::address::Envelope::new(
+            Some("billing@example.com".parse().unwrap()),
+            vec!["ana@example.com".parse().unwrap()],
+        )
+        .unwrap()
+    }
+
+    const BODY: &[u8] = b"Subject: due\r\n\r\nInvoice 7 is due.\r\n.dot\r\n";
+    /// As the server reads it: the leading dot doubled, and lettre's `\r\n.\r\n` after it.
+    const RECEIVED: &str = "Subject: due\r\n\r\nInvoice 7 is due.\r\n..dot\r\n\r\n";
+
+    /// lettre's STARTTLS and a message over the held stream reach a server that answers each
+    /// command: the TLS handshake's writes are held and sent like any other.
+    #[tokio::test]
+    async fn lettre_sends_over_starttls_on_the_held_stream() {
+        use lettre::transport::smtp::client::{AsyncSmtpConnection, TlsParameters};
+        use lettre::transport::smtp::extension::ClientId;
+
+        let (addr, server) = tls_server(false).await;
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        tcp.set_nodelay(true).unwrap();
+        let hello = ClientId::Domain("client.test".into());
+        let mut conn =
+            AsyncSmtpConnection::connect_with_transport(Box::new(Corked::new(tcp)), &hello)
+                .await
+                .unwrap();
+        let tls = TlsParameters::builder("localhost".into())
+            .add_root_certificate(test_ca())
+            .build()
+            .unwrap();
+        conn.starttls(tls, &hello).await.unwrap();
+        assert!(conn.is_encrypted());
+        conn.send(&envelope(), BODY).await.unwrap();
+        conn.quit().await.unwrap();
+        let (said, bodies) = server.await.unwrap();
+        assert_eq!(
+            said,
+            ["EHLO", "STARTTLS", "EHLO", "MAIL", "RCPT", "DATA", "QUIT"]
+        );
+        assert_eq!(bodies, [RECEIVED]);
+    }
+
+    /// Implicit TLS over the held stream carries messages to a server whose certificate the
+    /// given roots trust, and a certificate they do not trust is refused. The time 20 messages
+    /// take this way and over lettre's own implicit-TLS connect is printed (`-- --nocapture`).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn implicit_tls_carries_messages_and_checks_the_certificate() {
+        use lettre::transport::smtp::client::{AsyncSmtpConnection, TlsParameters};
+        use lettre::transport::smtp::extension::ClientId;
+        use tokio_rustls::rustls::pki_types::CertificateDer;
+        use tokio_rustls::rustls::pki_types::pem::PemObject;
+
+        let hello = ClientId::Domain("client.test".into());
+        let mut roots = rustls::RootCertStore::empty();
+        let ca = CertificateDer::from_pem_slice(include_bytes!("testdata/ca.pem")).unwrap();
+        roots.add(ca).unwrap();
+        let config = Arc::new(
+            ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth(),
+        );
+        let (addr, server) = tls_server(true).await;
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        tcp.set_nodelay(true).unwrap();
+        let tls = ImplicitTls::with(tcp, "localhost", config).await.unwrap();
+        let mut conn = AsyncSmtpConnection::connect_with_transport(Box::new(tls), &hello)
+            .await
+            .unwrap();
+        let held = std::time::Instant::now();
+        for _ in 0..20 {
+            conn.send(&envelope(), BODY).await.unwrap();
+        }
+        let held = held.elapsed();
+        conn.quit().await.unwrap();
+        let (said, bodies) = server.await.unwrap();
+        assert_eq!(
+            said.len(),
+            2 + 20 * 3,
+            "EHLO, 20 x MAIL RCPT DATA, QUIT: {said:?}"
+        );
+        assert_eq!(bodies, vec![RECEIVED; 20]);
+
+        // lettre's own connect, as tickler used it for implicit TLS before.
+        let (addr, server) = tls_server(true).await;
+        let tls = TlsParameters::builder("localhost".into())
+            .add_root_certificate(test_ca())
+            .build()
+            .unwrap();
+        let mut conn = AsyncSmtpConnection::connect_tokio1(
+            ("localhost", addr.port()),
+            None,
+            &hello,
+            Some(tls),
+            None,
+        )
+        .await
+        .unwrap();
+        let lettre = std::time::Instant::now();
+        for _ in 0..20 {
+            conn.send(&envelope(), BODY).await.unwrap();
+        }
+        let lettre = lettre.elapsed();
+        conn.quit().await.unwrap();
+        assert_eq!(server.await.unwrap().1.len(), 20);
+        eprintln!(
+            "20 messages over implicit TLS: {held:?} held, {lettre:?} by lettre's own connect"
+        );
+
+        // The shipped roots do not hold the test CA: its certificate is refused.
+        let (addr, server) = tls_server(true).await;
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let refused = ImplicitTls::over(tcp, "localhost").await.unwrap_err();
+        assert!(
+            refused.to_string().contains("invalid peer certificate"),
+            "{refused}"
+        );
+        server.abort();
+    }
+}
