@@ -404,15 +404,20 @@ mod tests {
         let tcp = TcpStream::connect(addr).await.unwrap();
         tcp.set_nodelay(true).unwrap();
         let tls = ImplicitTls::with(tcp, "localhost", config).await.unwrap();
-        let mut conn = AsyncSmtpConnection::connect_with_transport(Box::new(tls), &hello)
+        let conn = AsyncSmtpConnection::connect_with_transport(Box::new(tls), &hello)
             .await
             .unwrap();
-        let held = std::time::Instant::now();
-        for _ in 0..20 {
-            conn.send(&envelope(), BODY).await.unwrap();
+        // Sends 20 messages, then QUIT; returns how long the 20 took.
+        async fn twenty(mut conn: AsyncSmtpConnection) -> std::time::Duration {
+            let start = std::time::Instant::now();
+            for _ in 0..20 {
+                conn.send(&envelope(), BODY).await.unwrap();
+            }
+            let took = start.elapsed();
+            conn.quit().await.unwrap();
+            took
         }
-        let held = held.elapsed();
-        conn.quit().await.unwrap();
+        let held = twenty(conn).await;
         let (said, bodies) = server.await.unwrap();
         assert_eq!(
             said.len(),
@@ -427,7 +432,7 @@ mod tests {
             .add_root_certificate(test_ca())
             .build()
             .unwrap();
-        let mut conn = AsyncSmtpConnection::connect_tokio1(
+        let conn = AsyncSmtpConnection::connect_tokio1(
             ("localhost", addr.port()),
             None,
             &hello,
@@ -436,12 +441,7 @@ mod tests {
         )
         .await
         .unwrap();
-        let lettre = std::time::Instant::now();
-        for _ in 0..20 {
-            conn.send(&envelope(), BODY).await.unwrap();
-        }
-        let lettre = lettre.elapsed();
-        conn.quit().await.unwrap();
+        let lettre = twenty(conn).await;
         assert_eq!(server.await.unwrap().1.len(), 20);
         eprintln!(
             "20 messages over implicit TLS: {held:?} held, {lettre:?} by lettre's own connect"
