@@ -5,18 +5,20 @@
 //! wakes for each. SMTP answers everything a client sends, and lettre reads that answer before
 //! it writes again. So holding its writes until that read sends the same bytes, in the same
 //! order, no later than the server is waited for: one segment per message instead of two for the
-//! body, one write instead of two.
+//! body, one write instead of two. What is still held when the stream is dropped (a TLS alert
+//! after a failed handshake) is handed to the socket then, as a write straight to it would have
+//! been.
 //!
 //! Implicit TLS (port 465) runs over it too ([`ImplicitTls`]). lettre's own implicit-TLS
 //! connect leaves Nagle on, so a message's final `.`, a small TLS record sent behind the body's,
 //! waited for the server's delayed ACK: about 40 ms a message on a loopback test server.
 
 use std::io;
+use std::io::IoSlice;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::task::{Context, Poll, ready};
-
 use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll, ready};
 
 use lettre::transport::smtp::client::AsyncTokioStream;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -79,15 +81,32 @@ impl AsyncWrite for Corked {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        self.poll_write_vectored(cx, &[IoSlice::new(buf)])
+    }
+
+    /// All the slices at once: rustls writes its records so (a handshake's last records, an
+    /// alert behind them), and the default would take the first slice only.
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        if this.held.len() + buf.len() > HOLD {
+        let len: usize = bufs.iter().map(|b| b.len()).sum();
+        if this.held.len() + len > HOLD {
             ready!(this.poll_send(cx))?;
-            if buf.len() > HOLD {
-                return Pin::new(&mut this.tcp).poll_write(cx, buf);
+            if len > HOLD {
+                return Pin::new(&mut this.tcp).poll_write_vectored(cx, bufs);
             }
         }
-        this.held.extend_from_slice(buf);
-        Poll::Ready(Ok(buf.len()))
+        for b in bufs {
+            this.held.extend_from_slice(b);
+        }
+        Poll::Ready(Ok(len))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
     }
 
     /// Held bytes wait for the next read (see the module): the socket itself buffers nothing
@@ -103,6 +122,17 @@ impl AsyncWrite for Corked {
     }
 }
 
+/// What is held when the stream goes (a TLS alert after a failed handshake, the rest of a
+/// message whose send timed out while the socket was full) is handed to the socket as far as it
+/// takes it now, as bytes written straight to the socket would have gone out after a close.
+impl Drop for Corked {
+    fn drop(&mut self) {
+        if self.sent < self.held.len() {
+            let _ = self.tcp.try_write(&self.held[self.sent..]);
+        }
+    }
+}
+
 impl AsyncTokioStream for Corked {
     fn peer_addr(&self) -> io::Result<SocketAddr> {
         self.tcp.peer_addr()
@@ -111,32 +141,38 @@ impl AsyncTokioStream for Corked {
 
 /// Implicit TLS over a [`Corked`] stream, handed to lettre as the transport its connection
 /// greets over. The server's certificate is checked against the same roots as lettre's own TLS
-/// (`webpki-roots`, with ring).
+/// (`webpki-roots`, with ring). lettre sees a plain stream: its `is_encrypted()` is false on
+/// such a connection, and it must not be asked to STARTTLS.
 #[derive(Debug)]
 pub struct ImplicitTls(TlsStream<Corked>);
 
+/// A TLS client configuration on ring (as lettre's) trusting `roots`.
+pub fn client_config(roots: rustls::RootCertStore) -> Result<Arc<ClientConfig>, rustls::Error> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(Arc::new(
+        ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    ))
+}
+
 impl ImplicitTls {
+    /// The handshake with `host` over `tcp`, trusting the public roots.
     pub async fn over(tcp: TcpStream, host: &str) -> io::Result<ImplicitTls> {
         static CONFIG: OnceLock<Result<Arc<ClientConfig>, rustls::Error>> = OnceLock::new();
         let config = CONFIG
             .get_or_init(|| {
-                let roots = rustls::RootCertStore {
+                client_config(rustls::RootCertStore {
                     roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-                };
-                let provider = Arc::new(rustls::crypto::ring::default_provider());
-                Ok(Arc::new(
-                    ClientConfig::builder_with_provider(provider)
-                        .with_safe_default_protocol_versions()?
-                        .with_root_certificates(roots)
-                        .with_no_client_auth(),
-                ))
+                })
             })
             .clone()
             .map_err(io::Error::other)?;
         ImplicitTls::with(tcp, host, config).await
     }
 
-    async fn with(
+    pub async fn with(
         tcp: TcpStream,
         host: &str,
         config: Arc<ClientConfig>,
@@ -184,14 +220,22 @@ impl AsyncTokioStream for ImplicitTls {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Each test's exchange, bounded: a stream that stops sending fails its test, not the run.
+    pub(in crate::notify) async fn within<T>(exchange: impl std::future::Future<Output = T>) -> T {
+        tokio::time::timeout(std::time::Duration::from_secs(60), exchange)
+            .await
+            .expect("the exchange did not end within 60 s")
+    }
 
     /// Two flushed writes are held, then reach the peer together when the writer reads, and
     /// the peer's answer is read; a write past the limit sends what is held first, in order.
     #[tokio::test]
     async fn writes_leave_together_at_the_next_read_and_in_order() {
+        within(async {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tcp, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
@@ -240,13 +284,58 @@ mod tests {
         assert_eq!(&got[..6], b"MAIL\r\n");
         assert!(got[6..] == big[..]);
         assert!(client.held.is_empty());
+        })
+        .await
+    }
+
+    /// A held message larger than the socket takes at once (buffers of 4 KiB each way) goes
+    /// out whole and in order at the read, which then gets the answer; a shutdown sends what a
+    /// later write left held.
+    #[tokio::test]
+    async fn a_held_message_the_socket_cannot_take_at_once_goes_whole_at_the_read() {
+        within(async {
+            let listening = tokio::net::TcpSocket::new_v4().unwrap();
+            listening.set_recv_buffer_size(4096).unwrap();
+            listening.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+            let listener = listening.listen(1).unwrap();
+            let client = tokio::net::TcpSocket::new_v4().unwrap();
+            client.set_send_buffer_size(4096).unwrap();
+            let (tcp, accepted) = tokio::join!(
+                client.connect(listener.local_addr().unwrap()),
+                listener.accept()
+            );
+            let mut client = Corked::new(tcp.unwrap());
+            let (mut server, _) = accepted.unwrap();
+
+            let body: Vec<u8> = (0..60_000u32).map(|i| b'a' + (i % 26) as u8).collect();
+            client.write_all(&body).await.unwrap();
+            client.write_all(b"\r\n.\r\n").await.unwrap();
+            let answer = async {
+                let mut got = vec![0u8; body.len() + 5];
+                server.read_exact(&mut got).await.unwrap();
+                server.write_all(b"250 queued\r\n").await.unwrap();
+                got
+            };
+            let mut reply = [0u8; 12];
+            let (got, read) = tokio::join!(answer, client.read_exact(&mut reply));
+            read.unwrap();
+            assert!(got[..body.len()] == body[..] && &got[body.len()..] == b"\r\n.\r\n");
+            assert_eq!(&reply, b"250 queued\r\n");
+
+            client.write_all(b"QUIT\r\n").await.unwrap();
+            client.shutdown().await.unwrap();
+            let mut rest = vec![];
+            server.read_to_end(&mut rest).await.unwrap();
+            assert_eq!(rest, b"QUIT\r\n");
+        })
+        .await
     }
 
     /// A test SMTP server on loopback: greets over TLS at once (`implicit`) or after
     /// STARTTLS, answers every command, and returns the commands and the bodies it got. Its
     /// `localhost` certificate is signed by a test CA (`testdata/`, made with `openssl`, valid
     /// until 2126; the key is a test fixture, nothing else trusts it).
-    async fn tls_server(
+    pub(in crate::notify) async fn tls_server(
         implicit: bool,
     ) -> (
         std::net::SocketAddr,
@@ -284,7 +373,7 @@ mod tests {
             let tcp = listener.accept().await.unwrap().0;
             let mut said = vec![];
             let tls = if implicit {
-                acceptor.accept(tcp).await.unwrap()
+                acceptor.accept(tcp).await
             } else {
                 let mut plain = BufReader::new(tcp);
                 let ehlo = answer(&mut plain, b"220 test ESMTP\r\n").await;
@@ -295,7 +384,12 @@ mod tests {
                     .write_all(b"220 go ahead\r\n")
                     .await
                     .unwrap();
-                acceptor.accept(plain.into_inner()).await.unwrap()
+                acceptor.accept(plain.into_inner()).await
+            };
+            // A client that refuses the certificate ends here: `said` holds why.
+            let tls = match tls {
+                Ok(tls) => tls,
+                Err(e) => return (vec![format!("handshake: {e}")], vec![]),
             };
             let mut s = BufReader::new(tls);
             let mut bodies = vec![];
@@ -352,31 +446,34 @@ mod tests {
     /// command: the TLS handshake's writes are held and sent like any other.
     #[tokio::test]
     async fn lettre_sends_over_starttls_on_the_held_stream() {
-        use lettre::transport::smtp::client::{AsyncSmtpConnection, TlsParameters};
-        use lettre::transport::smtp::extension::ClientId;
+        within(async {
+            use lettre::transport::smtp::client::{AsyncSmtpConnection, TlsParameters};
+            use lettre::transport::smtp::extension::ClientId;
 
-        let (addr, server) = tls_server(false).await;
-        let tcp = TcpStream::connect(addr).await.unwrap();
-        tcp.set_nodelay(true).unwrap();
-        let hello = ClientId::Domain("client.test".into());
-        let mut conn =
-            AsyncSmtpConnection::connect_with_transport(Box::new(Corked::new(tcp)), &hello)
-                .await
+            let (addr, server) = tls_server(false).await;
+            let tcp = TcpStream::connect(addr).await.unwrap();
+            tcp.set_nodelay(true).unwrap();
+            let hello = ClientId::Domain("client.test".into());
+            let mut conn =
+                AsyncSmtpConnection::connect_with_transport(Box::new(Corked::new(tcp)), &hello)
+                    .await
+                    .unwrap();
+            let tls = TlsParameters::builder("localhost".into())
+                .add_root_certificate(test_ca())
+                .build()
                 .unwrap();
-        let tls = TlsParameters::builder("localhost".into())
-            .add_root_certificate(test_ca())
-            .build()
-            .unwrap();
-        conn.starttls(tls, &hello).await.unwrap();
-        assert!(conn.is_encrypted());
-        conn.send(&envelope(), BODY).await.unwrap();
-        conn.quit().await.unwrap();
-        let (said, bodies) = server.await.unwrap();
-        assert_eq!(
-            said,
-            ["EHLO", "STARTTLS", "EHLO", "MAIL", "RCPT", "DATA", "QUIT"]
-        );
-        assert_eq!(bodies, [RECEIVED]);
+            conn.starttls(tls, &hello).await.unwrap();
+            assert!(conn.is_encrypted());
+            conn.send(&envelope(), BODY).await.unwrap();
+            conn.quit().await.unwrap();
+            let (said, bodies) = server.await.unwrap();
+            assert_eq!(
+                said,
+                ["EHLO", "STARTTLS", "EHLO", "MAIL", "RCPT", "DATA", "QUIT"]
+            );
+            assert_eq!(bodies, [RECEIVED]);
+        })
+        .await
     }
 
     /// Implicit TLS over the held stream carries messages to a server whose certificate the
@@ -384,77 +481,74 @@ mod tests {
     /// take this way and over lettre's own implicit-TLS connect is printed (`-- --nocapture`).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn implicit_tls_carries_messages_and_checks_the_certificate() {
-        use lettre::transport::smtp::client::{AsyncSmtpConnection, TlsParameters};
-        use lettre::transport::smtp::extension::ClientId;
-        use tokio_rustls::rustls::pki_types::CertificateDer;
-        use tokio_rustls::rustls::pki_types::pem::PemObject;
+        within(async {
+            use lettre::transport::smtp::client::{AsyncSmtpConnection, TlsParameters};
+            use lettre::transport::smtp::extension::ClientId;
+            use tokio_rustls::rustls::pki_types::CertificateDer;
+            use tokio_rustls::rustls::pki_types::pem::PemObject;
 
-        let hello = ClientId::Domain("client.test".into());
-        let mut roots = rustls::RootCertStore::empty();
-        let ca = CertificateDer::from_pem_slice(include_bytes!("testdata/ca.pem")).unwrap();
-        roots.add(ca).unwrap();
-        let config = Arc::new(
-            ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-                .with_safe_default_protocol_versions()
-                .unwrap()
-                .with_root_certificates(roots)
-                .with_no_client_auth(),
-        );
-        let (addr, server) = tls_server(true).await;
-        let tcp = TcpStream::connect(addr).await.unwrap();
-        tcp.set_nodelay(true).unwrap();
-        let tls = ImplicitTls::with(tcp, "localhost", config).await.unwrap();
-        let conn = AsyncSmtpConnection::connect_with_transport(Box::new(tls), &hello)
+            let hello = ClientId::Domain("client.test".into());
+            let mut roots = rustls::RootCertStore::empty();
+            let ca = CertificateDer::from_pem_slice(include_bytes!("testdata/ca.pem")).unwrap();
+            roots.add(ca).unwrap();
+            let config = client_config(roots).unwrap();
+            let (addr, server) = tls_server(true).await;
+            let tcp = TcpStream::connect(addr).await.unwrap();
+            tcp.set_nodelay(true).unwrap();
+            let tls = ImplicitTls::with(tcp, "localhost", config).await.unwrap();
+            let conn = AsyncSmtpConnection::connect_with_transport(Box::new(tls), &hello)
+                .await
+                .unwrap();
+            // Sends 20 messages, then QUIT; returns how long the 20 took.
+            async fn twenty(mut conn: AsyncSmtpConnection) -> std::time::Duration {
+                let start = std::time::Instant::now();
+                for _ in 0..20 {
+                    conn.send(&envelope(), BODY).await.unwrap();
+                }
+                let took = start.elapsed();
+                conn.quit().await.unwrap();
+                took
+            }
+            let held = twenty(conn).await;
+            let (said, bodies) = server.await.unwrap();
+            assert_eq!(
+                said.len(),
+                2 + 20 * 3,
+                "EHLO, 20 x MAIL RCPT DATA, QUIT: {said:?}"
+            );
+            assert_eq!(bodies, vec![RECEIVED; 20]);
+
+            // lettre's own connect, as tickler used it for implicit TLS before.
+            let (addr, server) = tls_server(true).await;
+            let tls = TlsParameters::builder("localhost".into())
+                .add_root_certificate(test_ca())
+                .build()
+                .unwrap();
+            let conn = AsyncSmtpConnection::connect_tokio1(
+                ("localhost", addr.port()),
+                None,
+                &hello,
+                Some(tls),
+                None,
+            )
             .await
             .unwrap();
-        // Sends 20 messages, then QUIT; returns how long the 20 took.
-        async fn twenty(mut conn: AsyncSmtpConnection) -> std::time::Duration {
-            let start = std::time::Instant::now();
-            for _ in 0..20 {
-                conn.send(&envelope(), BODY).await.unwrap();
-            }
-            let took = start.elapsed();
-            conn.quit().await.unwrap();
-            took
-        }
-        let held = twenty(conn).await;
-        let (said, bodies) = server.await.unwrap();
-        assert_eq!(
-            said.len(),
-            2 + 20 * 3,
-            "EHLO, 20 x MAIL RCPT DATA, QUIT: {said:?}"
-        );
-        assert_eq!(bodies, vec![RECEIVED; 20]);
+            let lettre = twenty(conn).await;
+            assert_eq!(server.await.unwrap().1.len(), 20);
+            eprintln!(
+                "20 messages over implicit TLS: {held:?} held, {lettre:?} by lettre's own connect"
+            );
 
-        // lettre's own connect, as tickler used it for implicit TLS before.
-        let (addr, server) = tls_server(true).await;
-        let tls = TlsParameters::builder("localhost".into())
-            .add_root_certificate(test_ca())
-            .build()
-            .unwrap();
-        let conn = AsyncSmtpConnection::connect_tokio1(
-            ("localhost", addr.port()),
-            None,
-            &hello,
-            Some(tls),
-            None,
-        )
+            // The shipped roots do not hold the test CA: its certificate is refused.
+            let (addr, server) = tls_server(true).await;
+            let tcp = TcpStream::connect(addr).await.unwrap();
+            let refused = ImplicitTls::over(tcp, "localhost").await.unwrap_err();
+            assert!(
+                refused.to_string().contains("invalid peer certificate"),
+                "{refused}"
+            );
+            server.abort();
+        })
         .await
-        .unwrap();
-        let lettre = twenty(conn).await;
-        assert_eq!(server.await.unwrap().1.len(), 20);
-        eprintln!(
-            "20 messages over implicit TLS: {held:?} held, {lettre:?} by lettre's own connect"
-        );
-
-        // The shipped roots do not hold the test CA: its certificate is refused.
-        let (addr, server) = tls_server(true).await;
-        let tcp = TcpStream::connect(addr).await.unwrap();
-        let refused = ImplicitTls::over(tcp, "localhost").await.unwrap_err();
-        assert!(
-            refused.to_string().contains("invalid peer certificate"),
-            "{refused}"
-        );
-        server.abort();
     }
 }

@@ -448,7 +448,7 @@ async fn connect(
             Tls::Tls => Box::new(
                 ImplicitTls::over(tcp, host)
                     .await
-                    .map_err(|e| fail(&format_args!("TLS: {e}")))?,
+                    .map_err(|e| fail(&tls_failure(&e, host, port)))?,
             ),
             Tls::Starttls | Tls::None => Box::new(Corked::new(tcp)),
         };
@@ -458,7 +458,9 @@ async fn connect(
         if tls == Tls::Starttls {
             let params = TlsParameters::new(host.to_string())
                 .map_err(|e| SendError::new(format!("cannot set up TLS for `{host}`: {e}")))?;
-            conn.starttls(params, &hello).await.map_err(|e| fail(&e))?;
+            conn.starttls(params, &hello)
+                .await
+                .map_err(|e| fail(&tls_failure(&e, host, port)))?;
         }
         if let Some(user) = username {
             let secret = match password {
@@ -476,10 +478,46 @@ async fn connect(
         .await
         .unwrap_or_else(|_| {
             Err(fail(&format_args!(
-                "no answer within {} (connecting, greeting, STARTTLS or AUTH)",
+                "no answer within {} (connecting, TLS, greeting, STARTTLS or AUTH)",
                 humantime::format_duration(timeout)
             )))
         })
+}
+
+/// A failed TLS handshake (implicit or STARTTLS) as a user reads it: what rustls refused, and
+/// what to check for the two common causes.
+fn tls_failure(e: &(dyn std::error::Error + 'static), host: &str, port: u16) -> String {
+    use tokio_rustls::rustls::Error as Tls;
+    let mut cause = Some(e);
+    while let Some(c) = cause {
+        match c.downcast_ref::<Tls>() {
+            Some(Tls::InvalidCertificate(why)) => {
+                return format!(
+                    "TLS: the server's certificate is refused ({why:?}): it must be valid, for \
+                     `{host}`, and signed by a public CA (tickler trusts the webpki-roots list)"
+                );
+            }
+            Some(Tls::InvalidMessage(_)) => {
+                return format!(
+                    "TLS: the server did not answer in TLS ({c}): port {port} may take \
+                     `tls = \"starttls\"` (usual on 587 and 25) rather than `tls = \"tls\"` \
+                     (usual on 465)"
+                );
+            }
+            Some(other) => return format!("TLS: {other}"),
+            // An `io::Error`'s `source()` skips the error it wraps: look into it.
+            None => {
+                cause = match c
+                    .downcast_ref::<std::io::Error>()
+                    .and_then(|io| io.get_ref())
+                {
+                    Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+                    None => c.source(),
+                }
+            }
+        }
+    }
+    format!("TLS: {e}")
 }
 
 #[cfg(test)]
@@ -570,5 +608,78 @@ mod tests {
             "{person}"
         );
         assert!(!head(false).contains("List-Unsubscribe"));
+    }
+
+    /// What a user reads when a connection cannot be set up, through `connect` as the pool
+    /// opens one: a refused port, a plain server under `tls = "tls"`, and a certificate the
+    /// public roots do not hold, under implicit TLS and STARTTLS (the test server's, signed by
+    /// a test CA).
+    #[tokio::test]
+    async fn connection_failures_say_what_to_check() {
+        super::super::corked::tests::within(async {
+            let open = |port: u16, tls: Tls| async move {
+                match connect(
+                    "127.0.0.1",
+                    port,
+                    tls,
+                    &None,
+                    &None,
+                    Duration::from_secs(10),
+                )
+                .await
+                {
+                    Ok(_) => panic!("connected to port {port} with {tls:?}"),
+                    Err(e) => e.message,
+                }
+            };
+            let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let port = closed.local_addr().unwrap().port();
+            drop(closed);
+            let refused = open(port, Tls::None).await;
+            assert!(
+                refused.starts_with(&format!("SMTP `127.0.0.1:{port}`: Connection refused")),
+                "{refused}"
+            );
+
+            let plain = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let port = plain.local_addr().unwrap().port();
+            let server = tokio::spawn(async move {
+                let (mut tcp, _) = plain.accept().await.unwrap();
+                tokio::io::AsyncWriteExt::write_all(&mut tcp, b"220 plain ESMTP\r\n")
+                    .await
+                    .unwrap();
+                let mut rest = vec![];
+                let _ = tokio::io::AsyncReadExt::read_to_end(&mut tcp, &mut rest).await;
+            });
+            assert_eq!(
+                open(port, Tls::Tls).await,
+                format!(
+                    "SMTP `127.0.0.1:{port}`: TLS: the server did not answer in TLS (received \
+                 corrupt message of type InvalidContentType): port {port} may take \
+                 `tls = \"starttls\"` (usual on 587 and 25) rather than `tls = \"tls\"` (usual \
+                 on 465)"
+                )
+            );
+            server.await.unwrap();
+
+            for (implicit, tls) in [(true, Tls::Tls), (false, Tls::Starttls)] {
+                let (addr, server) = super::super::corked::tests::tls_server(implicit).await;
+                assert_eq!(
+                    open(addr.port(), tls).await,
+                    format!(
+                        "SMTP `127.0.0.1:{}`: TLS: the server's certificate is refused \
+                     (UnknownIssuer): it must be valid, for `127.0.0.1`, and signed by a public \
+                     CA (tickler trusts the webpki-roots list)",
+                        addr.port()
+                    ),
+                    "{tls:?}"
+                );
+                // tickler's alert reaches the server, whose log then says why.
+                let (said, bodies) = server.await.unwrap();
+                let why = "handshake: received fatal alert: UnknownCA";
+                assert_eq!((said, bodies), (vec![why.to_string()], vec![]), "{tls:?}");
+            }
+        })
+        .await
     }
 }

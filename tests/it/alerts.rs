@@ -342,7 +342,7 @@ async fn an_smtp_server_that_never_greets_is_a_failure() {
         [(
             "failed".to_string(),
             Some(format!(
-                "SMTP `127.0.0.1:{port}`: no answer within 1s (connecting, greeting, STARTTLS \
+                "SMTP `127.0.0.1:{port}`: no answer within 1s (connecting, TLS, greeting, STARTTLS \
                  or AUTH)"
             ))
         )]
