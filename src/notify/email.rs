@@ -682,4 +682,97 @@ mod tests {
         })
         .await
     }
+
+    /// A relay that takes a whole message and then never answers leaves the send ambiguous
+    /// (it may deliver it: recorded `unknown`, never sent again) at the configured timeout; a
+    /// refused recipient is a plain failure, and the connection it broke is not reused: the
+    /// next message goes on a new one and is sent.
+    #[tokio::test]
+    async fn a_relay_that_stops_answering_is_ambiguous_and_a_refusal_is_not() {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+        super::super::corked::tests::within(async {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let port = listener.local_addr().unwrap().port();
+            // Each connection: `hang` after the body, refuse the recipient, or serve; says
+            // which connection each body reached.
+            let (got, mut bodies) = tokio::sync::mpsc::unbounded_channel();
+            let server = tokio::spawn(async move {
+                for (n, mode) in ["hang", "refuse", "serve"].into_iter().enumerate() {
+                    let (tcp, _) = listener.accept().await.unwrap();
+                    let got = got.clone();
+                    tokio::spawn(async move {
+                        let mut s = BufReader::new(tcp);
+                        s.get_mut().write_all(b"220 test\r\n").await.unwrap();
+                        let mut line = String::new();
+                        while s.read_line(&mut line).await.unwrap_or(0) > 0 {
+                            let reply: &[u8] = match &line[..4] {
+                                "RCPT" if mode == "refuse" => b"550 no such user\r\n",
+                                "DATA" => b"354 go on\r\n",
+                                "QUIT" => b"221 bye\r\n",
+                                _ => b"250 ok\r\n",
+                            };
+                            s.get_mut().write_all(reply).await.unwrap();
+                            if reply.starts_with(b"354") {
+                                let mut body = String::new();
+                                while line != ".\r\n" {
+                                    line.clear();
+                                    s.read_line(&mut line).await.unwrap();
+                                    body.push_str(&line);
+                                }
+                                got.send((n, body)).unwrap();
+                                if mode == "hang" {
+                                    // Holds the connection open, silent, until the client
+                                    // gives it up.
+                                    let _ = s.read_line(&mut String::new()).await;
+                                    return;
+                                }
+                                s.get_mut().write_all(b"250 queued\r\n").await.unwrap();
+                            }
+                            line.clear();
+                        }
+                    });
+                }
+            });
+            let section = format!(
+                "from = \"a@b.example\"\ntransport = \"smtp\"\nhost = \"127.0.0.1\"\n\
+                 port = {port}\ntls = \"none\"\ntimeout = \"1s\"\npool_size = 1"
+            );
+            let dir = tempfile::tempdir().unwrap();
+            let c: EmailConfig = toml::from_str(&section).unwrap();
+            let (email, _, _) = Email::build(c, dir.path()).unwrap();
+            let r = Rendered {
+                subject: "Invoice 7".into(),
+                text: "Invoice 7 is due.".into(),
+                html: None,
+            };
+
+            let hung = email.send("ann@example.com", &r, true).await.unwrap_err();
+            assert_eq!(
+                (hung.message.as_str(), hung.ambiguous),
+                (
+                    format!("SMTP `127.0.0.1:{port}`: timed out after 1s").as_str(),
+                    true
+                )
+            );
+            let (n, body) = bodies.recv().await.unwrap();
+            assert!(n == 0 && body.contains("Invoice 7 is due."), "{n} {body}");
+
+            let refused = email.send("ben@example.com", &r, true).await.unwrap_err();
+            assert!(!refused.ambiguous);
+            assert!(
+                refused
+                    .message
+                    .starts_with(&format!("SMTP `127.0.0.1:{port}`: "))
+                    && refused.message.contains("550"),
+                "{}",
+                refused.message
+            );
+
+            email.send("cy@example.com", &r, true).await.unwrap();
+            let (n, body) = bodies.recv().await.unwrap();
+            assert!(n == 2 && body.contains("To: cy@example.com"), "{n} {body}");
+            server.await.unwrap();
+        })
+        .await
+    }
 }
