@@ -17,8 +17,11 @@ trap stop_pg EXIT
 for _ in $(seq "$rounds"); do
     for side in "$a" "$b"; do
         label="${side%%=*}" bin="${side#*=}"
-        # The benchmark prints its table twice (as it goes, then whole): keep the whole one.
+        # The benchmark prints its table twice (as it goes, then whole): keep the whole one;
+        # and the lines of its phases (`--phases`), printed once.
         TICKLER_BENCH_POSTGRES_URL="$PG_BASE/postgres" timeout 900 "$bin" --bench "$@" 2>/dev/null |
-            grep -E '^(sqlite|postgres) +plain' | awk 'seen[$0]++' | sed "s/^/$label /"
+            awk '/^(sqlite|postgres) +plain/ { if (seen[$0]++) print; next }
+                 /^(-- phases|select|context|render|claim|lettre|SMTP|sum) / { print }' |
+            sed "s/^/$label /"
     done
 done
