@@ -236,54 +236,55 @@ pub(super) mod tests {
     #[tokio::test]
     async fn writes_leave_together_at_the_next_read_and_in_order() {
         within(async {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (tcp, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
-        let mut client = Corked::new(tcp.unwrap());
-        let (mut server, _) = accepted.unwrap();
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let (tcp, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
+            let mut client = Corked::new(tcp.unwrap());
+            let (mut server, _) = accepted.unwrap();
 
-        client.write_all(b"body\r\n").await.unwrap();
-        client.flush().await.unwrap();
-        client.write_all(b".\r\n").await.unwrap();
-        client.flush().await.unwrap();
-        assert_eq!(client.held, b"body\r\n.\r\n", "flushed writes are held");
-        let mut first = [0u8; 1];
-        assert!(
-            matches!(server.try_read(&mut first), Err(e) if e.kind() == io::ErrorKind::WouldBlock),
-            "nothing was sent before the writer reads"
-        );
+            client.write_all(b"body\r\n").await.unwrap();
+            client.flush().await.unwrap();
+            client.write_all(b".\r\n").await.unwrap();
+            client.flush().await.unwrap();
+            assert_eq!(client.held, b"body\r\n.\r\n", "flushed writes are held");
+            let mut first = [0u8; 1];
+            let early = server.try_read(&mut first);
+            assert!(
+                matches!(&early, Err(e) if e.kind() == io::ErrorKind::WouldBlock),
+                "nothing was sent before the writer reads: {early:?}"
+            );
 
-        let answer = async {
-            let mut got = vec![0u8; 9];
-            server.read_exact(&mut got).await.unwrap();
-            server.write_all(b"250 ok\r\n").await.unwrap();
-            got
-        };
-        let mut reply = vec![0u8; 8];
-        let (got, read) = tokio::join!(answer, client.read_exact(&mut reply));
-        read.unwrap();
-        assert_eq!(got, b"body\r\n.\r\n");
-        assert_eq!(reply, b"250 ok\r\n");
-        assert!(client.held.is_empty());
+            let answer = async {
+                let mut got = vec![0u8; 9];
+                server.read_exact(&mut got).await.unwrap();
+                server.write_all(b"250 ok\r\n").await.unwrap();
+                got
+            };
+            let mut reply = vec![0u8; 8];
+            let (got, read) = tokio::join!(answer, client.read_exact(&mut reply));
+            read.unwrap();
+            assert_eq!(got, b"body\r\n.\r\n");
+            assert_eq!(reply, b"250 ok\r\n");
+            assert!(client.held.is_empty());
 
-        // Past HOLD: the small write held before goes out first, the big one after it (what
-        // the socket does not take at once may be held, and goes at the read).
-        let big = vec![b'x'; HOLD + 1];
-        client.write_all(b"MAIL\r\n").await.unwrap();
-        let answer = async {
-            let mut got = vec![0u8; 6 + big.len()];
-            server.read_exact(&mut got).await.unwrap();
-            server.write_all(b"250 ok\r\n").await.unwrap();
-            got
-        };
-        let exchange = async {
-            client.write_all(&big).await.unwrap();
-            client.read_exact(&mut reply).await.unwrap();
-        };
-        let (got, ()) = tokio::join!(answer, exchange);
-        assert_eq!(&got[..6], b"MAIL\r\n");
-        assert!(got[6..] == big[..]);
-        assert!(client.held.is_empty());
+            // Past HOLD: the small write held before goes out first, the big one after it (what
+            // the socket does not take at once may be held, and goes at the read).
+            let big = vec![b'x'; HOLD + 1];
+            client.write_all(b"MAIL\r\n").await.unwrap();
+            let answer = async {
+                let mut got = vec![0u8; 6 + big.len()];
+                server.read_exact(&mut got).await.unwrap();
+                server.write_all(b"250 ok\r\n").await.unwrap();
+                got
+            };
+            let exchange = async {
+                client.write_all(&big).await.unwrap();
+                client.read_exact(&mut reply).await.unwrap();
+            };
+            let (got, ()) = tokio::join!(answer, exchange);
+            assert_eq!(&got[..6], b"MAIL\r\n");
+            assert!(got[6..] == big[..]);
+            assert!(client.held.is_empty());
         })
         .await
     }
@@ -329,6 +330,65 @@ pub(super) mod tests {
             assert_eq!(rest, b"QUIT\r\n");
         })
         .await
+    }
+
+    /// How [`relay`] treats a transaction.
+    #[derive(Clone, Copy, PartialEq)]
+    pub(in crate::notify) enum Relay {
+        Serve,
+        RefuseRecipient,
+        /// Takes the body, then says nothing until the client goes.
+        HangAfterBody,
+    }
+
+    /// A test relay's side of SMTP on `s`: sends `greeting` (none after STARTTLS), then answers
+    /// each command until QUIT or the client goes, handing each message's body (without its
+    /// final `.`) to `take`. Returns the commands' verbs, in order.
+    pub(in crate::notify) async fn relay<S: AsyncRead + AsyncWrite + Unpin>(
+        s: &mut tokio::io::BufReader<S>,
+        greeting: &[u8],
+        mode: Relay,
+        mut take: impl FnMut(String),
+    ) -> Vec<String> {
+        use tokio::io::AsyncBufReadExt;
+        s.get_mut().write_all(greeting).await.unwrap();
+        let mut said = vec![];
+        let mut line = String::new();
+        while s.read_line(&mut line).await.unwrap_or(0) > 0 {
+            let verb = line.split(' ').next().unwrap_or("").trim_end().to_string();
+            let reply: &[u8] = match verb.as_str() {
+                "RCPT" if mode == Relay::RefuseRecipient => b"550 no such user\r\n",
+                "EHLO" | "MAIL" | "RCPT" => b"250 ok\r\n",
+                "DATA" => b"354 go on\r\n",
+                "QUIT" => b"221 bye\r\n",
+                other => panic!("unexpected {other:?}"),
+            };
+            said.push(verb);
+            s.get_mut().write_all(reply).await.unwrap();
+            match said.last().map(String::as_str) {
+                Some("QUIT") => break,
+                Some("DATA") => {
+                    let mut body = String::new();
+                    loop {
+                        line.clear();
+                        s.read_line(&mut line).await.unwrap();
+                        if line == ".\r\n" {
+                            break;
+                        }
+                        body.push_str(&line);
+                    }
+                    take(body);
+                    if mode == Relay::HangAfterBody {
+                        let _ = s.read_line(&mut String::new()).await;
+                        break;
+                    }
+                    s.get_mut().write_all(b"250 queued\r\n").await.unwrap();
+                }
+                _ => {}
+            }
+            line.clear();
+        }
+        said
     }
 
     /// A test SMTP server on loopback: greets over TLS at once (`implicit`) or after
@@ -391,35 +451,10 @@ pub(super) mod tests {
                 Ok(tls) => tls,
                 Err(e) => return (vec![format!("handshake: {e}")], vec![]),
             };
-            let mut s = BufReader::new(tls);
             let mut bodies = vec![];
             let greeting: &[u8] = if implicit { b"220 test ESMTP\r\n" } else { b"" };
-            let mut line = answer(&mut s, greeting).await;
-            loop {
-                said.push(line.split(' ').next().unwrap().trim_end().to_string());
-                let reply: &[u8] = match said.last().unwrap().as_str() {
-                    "EHLO" => b"250 test\r\n",
-                    "MAIL" | "RCPT" => b"250 ok\r\n",
-                    "DATA" => b"354 go on\r\n",
-                    "QUIT" => {
-                        s.get_mut().write_all(b"221 bye\r\n").await.unwrap();
-                        break;
-                    }
-                    other => panic!("unexpected {other:?}"),
-                };
-                let data = reply.starts_with(b"354");
-                line = answer(&mut s, reply).await;
-                if data {
-                    let mut body = String::new();
-                    while line != ".\r\n" {
-                        body.push_str(&line);
-                        line.clear();
-                        s.read_line(&mut line).await.unwrap();
-                    }
-                    bodies.push(body);
-                    line = answer(&mut s, b"250 queued\r\n").await;
-                }
-            }
+            let mut s = BufReader::new(tls);
+            said.extend(relay(&mut s, greeting, Relay::Serve, |b| bodies.push(b)).await);
             (said, bodies)
         });
         (addr, server)

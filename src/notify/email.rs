@@ -655,9 +655,9 @@ mod tests {
                 open(port, Tls::Tls).await,
                 format!(
                     "SMTP `127.0.0.1:{port}`: TLS: the server did not answer in TLS (received \
-                 corrupt message of type InvalidContentType): port {port} may take \
-                 `tls = \"starttls\"` (usual on 587 and 25) rather than `tls = \"tls\"` (usual \
-                 on 465)"
+                     corrupt message of type InvalidContentType): port {port} may take \
+                     `tls = \"starttls\"` (usual on 587 and 25) rather than `tls = \"tls\"` \
+                     (usual on 465)"
                 )
             );
             server.await.unwrap();
@@ -668,8 +668,8 @@ mod tests {
                     open(addr.port(), tls).await,
                     format!(
                         "SMTP `127.0.0.1:{}`: TLS: the server's certificate is refused \
-                     (UnknownIssuer): it must be valid, for `127.0.0.1`, and signed by a public \
-                     CA (tickler trusts the webpki-roots list)",
+                         (UnknownIssuer): it must be valid, for `127.0.0.1`, and signed by a \
+                         public CA (tickler trusts the webpki-roots list)",
                         addr.port()
                     ),
                     "{tls:?}"
@@ -689,47 +689,22 @@ mod tests {
     /// next message goes on a new one and is sent.
     #[tokio::test]
     async fn a_relay_that_stops_answering_is_ambiguous_and_a_refusal_is_not() {
-        use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-        super::super::corked::tests::within(async {
+        use super::super::corked::tests::{Relay, relay, within};
+        use tokio::io::BufReader;
+        within(async {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let port = listener.local_addr().unwrap().port();
-            // Each connection: `hang` after the body, refuse the recipient, or serve; says
-            // which connection each body reached.
+            // Each connection in turn: hang after the body, refuse the recipient, or serve;
+            // says which connection each body reached.
             let (got, mut bodies) = tokio::sync::mpsc::unbounded_channel();
             let server = tokio::spawn(async move {
-                for (n, mode) in ["hang", "refuse", "serve"].into_iter().enumerate() {
+                let modes = [Relay::HangAfterBody, Relay::RefuseRecipient, Relay::Serve];
+                for (n, mode) in modes.into_iter().enumerate() {
                     let (tcp, _) = listener.accept().await.unwrap();
                     let got = got.clone();
                     tokio::spawn(async move {
                         let mut s = BufReader::new(tcp);
-                        s.get_mut().write_all(b"220 test\r\n").await.unwrap();
-                        let mut line = String::new();
-                        while s.read_line(&mut line).await.unwrap_or(0) > 0 {
-                            let reply: &[u8] = match &line[..4] {
-                                "RCPT" if mode == "refuse" => b"550 no such user\r\n",
-                                "DATA" => b"354 go on\r\n",
-                                "QUIT" => b"221 bye\r\n",
-                                _ => b"250 ok\r\n",
-                            };
-                            s.get_mut().write_all(reply).await.unwrap();
-                            if reply.starts_with(b"354") {
-                                let mut body = String::new();
-                                while line != ".\r\n" {
-                                    line.clear();
-                                    s.read_line(&mut line).await.unwrap();
-                                    body.push_str(&line);
-                                }
-                                got.send((n, body)).unwrap();
-                                if mode == "hang" {
-                                    // Holds the connection open, silent, until the client
-                                    // gives it up.
-                                    let _ = s.read_line(&mut String::new()).await;
-                                    return;
-                                }
-                                s.get_mut().write_all(b"250 queued\r\n").await.unwrap();
-                            }
-                            line.clear();
-                        }
+                        relay(&mut s, b"220 test\r\n", mode, |b| got.send((n, b)).unwrap()).await;
                     });
                 }
             });
