@@ -2,12 +2,10 @@
 //! pool of connections; or the `file` transport, which writes each message as an `.eml` file
 //! into the state directory, so a fresh checkout sends nothing anywhere.
 //!
-//! The pool is ours, over lettre's `AsyncSmtpConnection`: its connections, implicit TLS
-//! included, are opened by us with `TCP_NODELAY` (lettre 0.11's own connect leaves Nagle on,
-//! and its body and final `.` then wait ~40 ms for a delayed ACK per message, which caps a
-//! connection near 25 messages a second), what lettre writes leaves when it next reads
-//! ([`super::corked`]), and a connection goes back to the pool without the NOOP lettre sends at
-//! every checkout.
+//! The pool is ours, over connections tickler opens ([`super::smtp`]: `TCP_NODELAY`, its own
+//! STARTTLS and implicit TLS, what lettre writes held until it reads, pipelining when the
+//! server offers it); lettre speaks SMTP over them and builds the messages. A connection goes
+//! back to the pool without the NOOP lettre sends at every checkout.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -15,14 +13,14 @@ use std::time::Duration;
 use lettre::message::header::{ContentType, HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MultiPart};
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
-use lettre::transport::smtp::client::{AsyncSmtpConnection, AsyncTokioStream, TlsParameters};
+use lettre::transport::smtp::client::AsyncTokioStream;
 use lettre::transport::smtp::extension::ClientId;
 use lettre::{AsyncFileTransport, AsyncTransport, Tokio1Executor};
 use serde::Deserialize;
 use tokio::sync::OnceCell;
 
-use super::corked::{Corked, ImplicitTls};
 use super::ratelimit::RateLimitError;
+use super::smtp::{self, Connection, Corked};
 use super::unsubscribe::Unsubscribe;
 use super::{Rendered, SendError};
 use crate::secret::{SecretError, SecretSource};
@@ -89,7 +87,7 @@ enum Sender {
         pool_size: u32,
         timeout: Duration,
         /// Idle connections, with when they were last used.
-        idle: std::sync::Mutex<Vec<(AsyncSmtpConnection, std::time::Instant)>>,
+        idle: std::sync::Mutex<Vec<(Connection, std::time::Instant)>>,
     },
     File {
         dir: PathBuf,
@@ -373,7 +371,7 @@ impl Email {
                 let mut conn = match reused {
                     // A connection idle for long may have been closed by the server: check it.
                     Some((mut c, at)) if at.elapsed() > Duration::from_secs(10) => {
-                        if tokio::time::timeout(*timeout, c.test_connected())
+                        if tokio::time::timeout(*timeout, c.conn.test_connected())
                             .await
                             .unwrap_or(false)
                         {
@@ -387,8 +385,8 @@ impl Email {
                 };
                 let sent = tokio::time::timeout(*timeout, conn.send(&envelope, &bytes)).await;
                 match sent {
-                    Ok(Ok(_)) => {
-                        if !conn.has_broken()
+                    Ok(Ok(())) => {
+                        if conn.reusable()
                             && let Ok(mut v) = idle.lock()
                             && v.len() < *pool_size as usize
                         {
@@ -435,40 +433,42 @@ async fn connect(
     username: &Option<String>,
     password: &Option<SecretSource>,
     timeout: Duration,
-) -> Result<AsyncSmtpConnection, SendError> {
+) -> Result<Connection, SendError> {
     let fail = |e: &dyn std::fmt::Display| SendError::new(format!("SMTP `{host}:{port}`: {e}"));
     let open = async {
         let hello = ClientId::default();
-        // Every connection is ours, with `TCP_NODELAY`, under lettre's SMTP (see `corked`).
-        let tcp = tokio::net::TcpStream::connect((host, port))
+        // Every connection is ours, with `TCP_NODELAY`, under lettre's SMTP (see `smtp`).
+        let mut tcp = tokio::net::TcpStream::connect((host, port))
             .await
             .map_err(|e| fail(&e))?;
         tcp.set_nodelay(true).map_err(|e| fail(&e))?;
-        let stream: Box<dyn AsyncTokioStream> = match tls {
-            Tls::Tls => Box::new(
-                ImplicitTls::over(tcp, host)
+        let (stream, side): (Box<dyn AsyncTokioStream>, _) = match tls {
+            Tls::None => boxed(Corked::new(tcp, vec![])),
+            Tls::Tls | Tls::Starttls => {
+                let greeting = match tls {
+                    Tls::Starttls => smtp::starttls(&mut tcp, &hello)
+                        .await
+                        .map_err(|e| fail(&e))?,
+                    _ => vec![],
+                };
+                let config = smtp::public_roots().map_err(|e| fail(&e))?;
+                let tls = smtp::tls(tcp, host, config)
                     .await
-                    .map_err(|e| fail(&tls_failure(&e, host, port)))?,
-            ),
-            Tls::Starttls | Tls::None => Box::new(Corked::new(tcp)),
+                    .map_err(|e| fail(&tls_failure(&e, host, port)))?;
+                boxed(Corked::new(tls, greeting))
+            }
         };
-        let mut conn = AsyncSmtpConnection::connect_with_transport(stream, &hello)
+        let mut conn = Connection::greet(stream, side, &hello)
             .await
             .map_err(|e| fail(&e))?;
-        if tls == Tls::Starttls {
-            let params = TlsParameters::new(host.to_string())
-                .map_err(|e| SendError::new(format!("cannot set up TLS for `{host}`: {e}")))?;
-            conn.starttls(params, &hello)
-                .await
-                .map_err(|e| fail(&tls_failure(&e, host, port)))?;
-        }
         if let Some(user) = username {
             let secret = match password {
                 Some(source) => source.read().map_err(SendError::new)?,
                 None => crate::secret::Secret::new(""),
             };
             let credentials = Credentials::new(user.clone(), secret.expose().to_string());
-            conn.auth(&[Mechanism::Plain, Mechanism::Login], &credentials)
+            conn.conn
+                .auth(&[Mechanism::Plain, Mechanism::Login], &credentials)
                 .await
                 .map_err(|e| fail(&e))?;
         }
@@ -482,6 +482,12 @@ async fn connect(
                 humantime::format_duration(timeout)
             )))
         })
+}
+
+fn boxed<S: smtp::Socket + 'static>(
+    (stream, side): (Corked<S>, smtp::Handle),
+) -> (Box<dyn AsyncTokioStream>, smtp::Handle) {
+    (Box::new(stream), side)
 }
 
 /// A failed TLS handshake (implicit or STARTTLS) as a user reads it: what rustls refused, and
@@ -616,7 +622,7 @@ mod tests {
     /// a test CA).
     #[tokio::test]
     async fn connection_failures_say_what_to_check() {
-        super::super::corked::tests::within(async {
+        super::super::smtp::tests::within(async {
             let open = |port: u16, tls: Tls| async move {
                 match connect(
                     "127.0.0.1",
@@ -662,8 +668,61 @@ mod tests {
             );
             server.await.unwrap();
 
+            // STARTTLS: not offered, refused, or agreed with more behind the `220`, which
+            // could have been injected in clear text. Each fails before anything is sent.
+            let cases: [(&[u8], &[u8], &str); 3] = [
+                (
+                    b"250-plain\r\n250 SIZE 100\r\n",
+                    b"",
+                    "STARTTLS: the server does not offer it (EHLO answered `250-plain / 250 SIZE \
+                     100`); tickler sends nothing in clear text: use the provider's STARTTLS port \
+                     (usually 587), or `tls = \"tls\"` on its TLS port (usually 465)",
+                ),
+                (
+                    b"250-tls\r\n250 STARTTLS\r\n",
+                    b"454 4.7.0 TLS not available\r\n",
+                    "STARTTLS: the server answered `454 4.7.0 TLS not available`",
+                ),
+                (
+                    b"250-tls\r\n250 STARTTLS\r\n",
+                    b"220 go ahead\r\n250-injected\r\n",
+                    "STARTTLS: the server sent more before the TLS handshake; refused, as it \
+                     could have been injected in clear text",
+                ),
+            ];
+            for (ehlo, agreed, why) in cases {
+                use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let port = listener.local_addr().unwrap().port();
+                let server = tokio::spawn(async move {
+                    let mut s = tokio::io::BufReader::new(listener.accept().await.unwrap().0);
+                    let mut said = String::new();
+                    s.get_mut().write_all(b"220 plain ESMTP\r\n").await.unwrap();
+                    s.read_line(&mut said).await.unwrap();
+                    s.get_mut().write_all(ehlo).await.unwrap();
+                    if !agreed.is_empty() {
+                        s.read_line(&mut said).await.unwrap();
+                        s.get_mut().write_all(agreed).await.unwrap();
+                    }
+                    while s.read_line(&mut said).await.unwrap_or(0) > 0 {}
+                    said
+                });
+                assert_eq!(
+                    open(port, Tls::Starttls).await,
+                    format!("SMTP `127.0.0.1:{port}`: {why}")
+                );
+                let said = server.await.unwrap();
+                let verbs: Vec<&str> = said.lines().map(|l| &l[..4]).collect();
+                let expected: &[&str] = if agreed.is_empty() {
+                    &["EHLO"]
+                } else {
+                    &["EHLO", "STAR"]
+                };
+                assert_eq!(verbs, expected, "nothing else was sent");
+            }
+
             for (implicit, tls) in [(true, Tls::Tls), (false, Tls::Starttls)] {
-                let (addr, server) = super::super::corked::tests::tls_server(implicit).await;
+                let (addr, server) = super::super::smtp::tests::tls_server(implicit).await;
                 assert_eq!(
                     open(addr.port(), tls).await,
                     format!(
@@ -686,68 +745,97 @@ mod tests {
     /// A relay that takes a whole message and then never answers leaves the send ambiguous
     /// (it may deliver it: recorded `unknown`, never sent again) at the configured timeout; a
     /// refused recipient is a plain failure, and the connection it broke is not reused: the
-    /// next message goes on a new one and is sent.
+    /// next message goes on a new one and is sent. So with lettre's one command at a time, and
+    /// pipelined, where the refusal arrives with MAIL's and DATA's answers and the body stays
+    /// unsent.
     #[tokio::test]
     async fn a_relay_that_stops_answering_is_ambiguous_and_a_refusal_is_not() {
-        use super::super::corked::tests::{Relay, relay, within};
+        use super::super::smtp::tests::{Relay, relay, within};
         use tokio::io::BufReader;
-        within(async {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let port = listener.local_addr().unwrap().port();
-            // Each connection in turn: hang after the body, refuse the recipient, or serve;
-            // says which connection each body reached.
-            let (got, mut bodies) = tokio::sync::mpsc::unbounded_channel();
-            let server = tokio::spawn(async move {
-                let modes = [Relay::HangAfterBody, Relay::RefuseRecipient, Relay::Serve];
-                for (n, mode) in modes.into_iter().enumerate() {
-                    let (tcp, _) = listener.accept().await.unwrap();
-                    let got = got.clone();
-                    tokio::spawn(async move {
-                        let mut s = BufReader::new(tcp);
-                        relay(&mut s, b"220 test\r\n", mode, |b| got.send((n, b)).unwrap()).await;
-                    });
-                }
-            });
-            let section = format!(
-                "from = \"a@b.example\"\ntransport = \"smtp\"\nhost = \"127.0.0.1\"\n\
-                 port = {port}\ntls = \"none\"\ntimeout = \"1s\"\npool_size = 1"
-            );
-            let dir = tempfile::tempdir().unwrap();
-            let c: EmailConfig = toml::from_str(&section).unwrap();
-            let (email, _, _) = Email::build(c, dir.path()).unwrap();
-            let r = Rendered {
-                subject: "Invoice 7".into(),
-                text: "Invoice 7 is due.".into(),
-                html: None,
-            };
+        for pipelining in [false, true] {
+            within(async {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let port = listener.local_addr().unwrap().port();
+                // Each connection in turn: hang after the body, refuse the recipient, or
+                // serve; says what each connection answered, and which one each body reached.
+                let (got, mut bodies) = tokio::sync::mpsc::unbounded_channel();
+                let server = tokio::spawn(async move {
+                    let modes = [Relay::HangAfterBody, Relay::RefuseRecipient, Relay::Serve];
+                    let mut sessions = vec![];
+                    for (n, mode) in modes.into_iter().enumerate() {
+                        let (tcp, _) = listener.accept().await.unwrap();
+                        let got = got.clone();
+                        sessions.push(tokio::spawn(async move {
+                            let mut s = BufReader::new(tcp);
+                            let take = |b| got.send((n, b)).unwrap();
+                            relay(&mut s, b"220 test\r\n", mode, pipelining, take).await
+                        }));
+                    }
+                    let mut said = vec![];
+                    for session in sessions {
+                        said.push(session.await.unwrap());
+                    }
+                    said
+                });
+                let section = format!(
+                    "from = \"a@b.example\"\ntransport = \"smtp\"\nhost = \"127.0.0.1\"\n\
+                     port = {port}\ntls = \"none\"\ntimeout = \"1s\"\npool_size = 1"
+                );
+                let dir = tempfile::tempdir().unwrap();
+                let c: EmailConfig = toml::from_str(&section).unwrap();
+                let (email, _, _) = Email::build(c, dir.path()).unwrap();
+                let r = Rendered {
+                    subject: "Invoice 7".into(),
+                    text: "Invoice 7 is due.".into(),
+                    html: None,
+                };
 
-            let hung = email.send("ann@example.com", &r, true).await.unwrap_err();
-            assert_eq!(
-                (hung.message.as_str(), hung.ambiguous),
-                (
-                    format!("SMTP `127.0.0.1:{port}`: timed out after 1s").as_str(),
-                    true
-                )
-            );
-            let (n, body) = bodies.recv().await.unwrap();
-            assert!(n == 0 && body.contains("Invoice 7 is due."), "{n} {body}");
+                let hung = email.send("ann@example.com", &r, true).await.unwrap_err();
+                assert_eq!(
+                    (hung.message.as_str(), hung.ambiguous),
+                    (
+                        format!("SMTP `127.0.0.1:{port}`: timed out after 1s").as_str(),
+                        true
+                    )
+                );
+                let (n, body) = bodies.recv().await.unwrap();
+                assert!(n == 0 && body.contains("Invoice 7 is due."), "{n} {body}");
 
-            let refused = email.send("ben@example.com", &r, true).await.unwrap_err();
-            assert!(!refused.ambiguous);
-            assert!(
-                refused
-                    .message
-                    .starts_with(&format!("SMTP `127.0.0.1:{port}`: "))
-                    && refused.message.contains("550"),
-                "{}",
-                refused.message
-            );
+                let refused = email.send("ben@example.com", &r, true).await.unwrap_err();
+                assert!(!refused.ambiguous);
+                assert!(
+                    refused
+                        .message
+                        .starts_with(&format!("SMTP `127.0.0.1:{port}`: "))
+                        && refused.message.contains("550"),
+                    "{}",
+                    refused.message
+                );
 
-            email.send("cy@example.com", &r, true).await.unwrap();
-            let (n, body) = bodies.recv().await.unwrap();
-            assert!(n == 2 && body.contains("To: cy@example.com"), "{n} {body}");
-            server.await.unwrap();
-        })
-        .await
+                email.send("cy@example.com", &r, true).await.unwrap();
+                let (n, body) = bodies.recv().await.unwrap();
+                assert!(n == 2 && body.contains("To: cy@example.com"), "{n} {body}");
+                drop(email);
+                let said = server.await.unwrap();
+                let expected: [&[&str]; 3] = if pipelining {
+                    // The refused transaction ends at its answers: no body, no QUIT.
+                    [
+                        &["EHLO", "MAIL RCPT DATA"],
+                        &["EHLO", "MAIL RCPT DATA"],
+                        &["EHLO", "MAIL RCPT DATA"],
+                    ]
+                } else {
+                    // lettre sends QUIT after a refusal.
+                    [
+                        &["EHLO", "MAIL", "RCPT", "DATA"],
+                        &["EHLO", "MAIL", "RCPT", "QUIT"],
+                        &["EHLO", "MAIL", "RCPT", "DATA"],
+                    ]
+                };
+                assert_eq!(said, expected, "pipelining: {pipelining}");
+                assert!(bodies.try_recv().is_err(), "no other body was sent");
+            })
+            .await
+        }
     }
 }

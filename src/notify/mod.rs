@@ -23,9 +23,9 @@ use crate::store::billing::{NotificationClaim, NotificationEnd};
 use crate::store::{Store, StoreError};
 
 pub mod blocks;
-mod corked;
 pub mod email;
 pub mod ratelimit;
+mod smtp;
 pub mod sns;
 pub mod templates;
 pub mod twilio;

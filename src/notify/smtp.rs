@@ -1,0 +1,840 @@
+//! The SMTP connections tickler opens, for lettre to speak SMTP over: plain, implicit TLS or
+//! STARTTLS, with `TCP_NODELAY`; what lettre writes leaves when it next reads; and a message's
+//! MAIL, RCPT and DATA go in one write when the server offers PIPELINING (RFC 2920).
+//!
+//! - **Held writes** ([`Corked`], the top of every stream, above TLS). lettre writes a
+//!   message's body and then its final `.` with a flush after each; with `TCP_NODELAY`, which
+//!   its one-line commands need, they would leave as two segments (two TLS records under TLS).
+//!   SMTP answers everything a client sends, and lettre reads that answer before it writes
+//!   again, so holding its writes until that read sends the same bytes, in the same order, no
+//!   later than the server is waited for. What is still held when a stream is dropped is the
+//!   rest of a send cut off by its timeout (recorded `unknown`): it is dropped with it.
+//! - **Pipelining** ([`Connection::send`]). lettre 0.11 waits for each answer: MAIL, RCPT, DATA
+//!   and the body are four round trips a message. When the server's EHLO answer lists
+//!   PIPELINING, tickler writes MAIL, RCPT and DATA (formatted by lettre) at once through the
+//!   stream's [`Handle`], reads their answers with lettre's parser, and hands the body to lettre
+//!   after the `354`: two round trips. A refused command leaves the body unsent and the
+//!   connection closed, never reused.
+//! - **STARTTLS is tickler's** ([`starttls`]): greeting, EHLO, STARTTLS in clear text, then the
+//!   same TLS as implicit TLS (tokio-rustls on ring, the `webpki-roots` lettre trusts); lettre
+//!   greets over the TLS stream (the clear-text greeting is handed to it again) and sends its
+//!   EHLO there. Holding and pipelining then sit above TLS on every connection. Anything the
+//!   server sends after agreeing to STARTTLS and before the handshake is refused (RFC 3207's
+//!   warning: it could be injected in clear text).
+//! - Implicit TLS (port 465) had lettre's own connect leave Nagle on: a message's final `.`
+//!   waited for the server's delayed ACK, about 40 ms a message on a loopback test server.
+
+use std::fmt::Write as _;
+use std::io;
+use std::io::IoSlice;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::task::{Context, Poll, ready};
+
+use lettre::address::Envelope;
+use lettre::transport::smtp::client::{AsyncSmtpConnection, AsyncTokioStream};
+use lettre::transport::smtp::commands::{Data, Ehlo, Mail, Rcpt, Starttls};
+use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::rustls::{self, ClientConfig, pki_types::ServerName};
+
+/// Past this many bytes held, a write first sends what is held, and a larger write goes
+/// straight through: a big message is not copied whole.
+const HOLD: usize = 64 * 1024;
+/// The most of the server's first words (greeting, EHLO answer) kept for [`Handle::heard`].
+const HEARD: usize = 16 * 1024;
+
+/// A socket under [`Corked`]: plain TCP or TLS over it.
+pub trait Socket: AsyncRead + AsyncWrite + Send + Sync + Unpin + std::fmt::Debug {
+    fn peer(&self) -> io::Result<SocketAddr>;
+}
+
+impl Socket for TcpStream {
+    fn peer(&self) -> io::Result<SocketAddr> {
+        self.peer_addr()
+    }
+}
+
+impl Socket for TlsStream<TcpStream> {
+    fn peer(&self) -> io::Result<SocketAddr> {
+        self.get_ref().0.peer_addr()
+    }
+}
+
+/// What tickler shares with a stream lettre owns.
+#[derive(Debug, Default)]
+struct Side {
+    /// Written through the [`Handle`]: joins what is held, and goes at lettre's next read.
+    ahead: Vec<u8>,
+    /// What the server has said so far, while it is wanted (the greeting and EHLO answer).
+    heard: Option<Vec<u8>>,
+}
+
+/// tickler's hold on a stream it handed to lettre.
+#[derive(Debug, Clone)]
+pub struct Handle(Arc<Mutex<Side>>);
+
+impl Handle {
+    fn side(&self) -> std::sync::MutexGuard<'_, Side> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// `bytes` go out at lettre's next read, after what lettre wrote before.
+    fn ahead(&self, bytes: &[u8]) {
+        self.side().ahead.extend_from_slice(bytes);
+    }
+
+    /// What the server said since the stream was made (at most 16 KiB); stops keeping it.
+    fn heard(&self) -> Vec<u8> {
+        self.side().heard.take().unwrap_or_default()
+    }
+}
+
+#[derive(Debug)]
+pub struct Corked<S> {
+    io: S,
+    /// Written by lettre and not yet sent; `held[sent..]` is still to go.
+    held: Vec<u8>,
+    sent: usize,
+    /// Read from the socket before the stream was made (the greeting before STARTTLS): read
+    /// first, from `unread[at..]`.
+    unread: Vec<u8>,
+    at: usize,
+    side: Handle,
+}
+
+impl<S: Socket> Corked<S> {
+    pub fn new(io: S, unread: Vec<u8>) -> (Corked<S>, Handle) {
+        let side = Handle(Arc::new(Mutex::new(Side {
+            ahead: vec![],
+            heard: Some(vec![]),
+        })));
+        let corked = Corked {
+            io,
+            held: Vec::with_capacity(4096),
+            sent: 0,
+            unread,
+            at: 0,
+            side: side.clone(),
+        };
+        (corked, side)
+    }
+
+    /// Sends what is held, then flushes (TLS writes its records at a flush); `Pending` until
+    /// the socket has taken all of it.
+    fn poll_send(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while self.sent < self.held.len() {
+            let n = ready!(Pin::new(&mut self.io).poll_write(cx, &self.held[self.sent..]))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.sent += n;
+        }
+        self.held.clear();
+        self.sent = 0;
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+}
+
+impl<S: Socket> AsyncRead for Corked<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let hearing = {
+            let mut side = this.side.side();
+            if !side.ahead.is_empty() {
+                this.held.extend_from_slice(&side.ahead);
+                side.ahead.clear();
+            }
+            side.heard.is_some()
+        };
+        ready!(this.poll_send(cx))?;
+        if this.at < this.unread.len() {
+            let n = buf.remaining().min(this.unread.len() - this.at);
+            buf.put_slice(&this.unread[this.at..this.at + n]);
+            this.at += n;
+            return Poll::Ready(Ok(()));
+        }
+        let before = buf.filled().len();
+        ready!(Pin::new(&mut this.io).poll_read(cx, buf))?;
+        if hearing && let Some(heard) = this.side.side().heard.as_mut() {
+            let got = &buf.filled()[before..];
+            let room = HEARD.saturating_sub(heard.len()).min(got.len());
+            heard.extend_from_slice(&got[..room]);
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: Socket> AsyncWrite for Corked<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.poll_write_vectored(cx, &[IoSlice::new(buf)])
+    }
+
+    /// All the slices at once (the default would take the first slice only).
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let len: usize = bufs.iter().map(|b| b.len()).sum();
+        if this.held.len() + len > HOLD {
+            ready!(this.poll_send(cx))?;
+            if len > HOLD {
+                return Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+            }
+        }
+        for b in bufs {
+            this.held.extend_from_slice(b);
+        }
+        Poll::Ready(Ok(len))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    /// Held bytes wait for the next read (see the module).
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.poll_send(cx))?;
+        Pin::new(&mut this.io).poll_shutdown(cx)
+    }
+}
+
+impl<S: Socket> AsyncTokioStream for Corked<S> {
+    fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.io.peer()
+    }
+}
+
+/// A TLS client configuration on ring (as lettre's) trusting `roots`.
+pub fn client_config(roots: rustls::RootCertStore) -> Result<Arc<ClientConfig>, rustls::Error> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(Arc::new(
+        ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    ))
+}
+
+/// The configuration trusting the public roots (`webpki-roots`), built once.
+pub fn public_roots() -> io::Result<Arc<ClientConfig>> {
+    static CONFIG: OnceLock<Result<Arc<ClientConfig>, rustls::Error>> = OnceLock::new();
+    CONFIG
+        .get_or_init(|| {
+            client_config(rustls::RootCertStore {
+                roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+            })
+        })
+        .clone()
+        .map_err(io::Error::other)
+}
+
+/// The TLS handshake with `host` over `tcp`.
+pub async fn tls(
+    tcp: TcpStream,
+    host: &str,
+    config: Arc<ClientConfig>,
+) -> io::Result<TlsStream<TcpStream>> {
+    let name = ServerName::try_from(host.to_string()).map_err(io::Error::other)?;
+    TlsConnector::from(config).connect(name, tcp).await
+}
+
+/// The clear-text part of STARTTLS on a fresh connection: the greeting, EHLO, STARTTLS and its
+/// `220`. Returns the greeting, for lettre to read over the TLS stream. Errors say what the
+/// server answered.
+pub async fn starttls(tcp: &mut TcpStream, hello: &ClientId) -> io::Result<Vec<u8>> {
+    let mut r = tokio::io::BufReader::new(tcp);
+    let mut greeting = vec![];
+    if reply(&mut r, &mut greeting).await? != 220 {
+        return Err(answered("greeting", &greeting));
+    }
+    let mut ehlo = vec![];
+    r.get_mut()
+        .write_all(Ehlo::new(hello.clone()).to_string().as_bytes())
+        .await?;
+    if reply(&mut r, &mut ehlo).await? != 250 {
+        return Err(answered("EHLO", &ehlo));
+    }
+    if !offers(&ehlo, "STARTTLS") {
+        return Err(io::Error::other(format!(
+            "STARTTLS: the server does not offer it (EHLO answered `{}`); tickler sends nothing \
+             in clear text: use the provider's STARTTLS port (usually 587), or `tls = \"tls\"` \
+             on its TLS port (usually 465)",
+            text(&ehlo)
+        )));
+    }
+    let mut agreed = vec![];
+    r.get_mut()
+        .write_all(Starttls.to_string().as_bytes())
+        .await?;
+    if reply(&mut r, &mut agreed).await? != 220 {
+        return Err(answered("STARTTLS", &agreed));
+    }
+    if !r.buffer().is_empty() {
+        return Err(io::Error::other(
+            "STARTTLS: the server sent more before the TLS handshake; refused, as it could have \
+             been injected in clear text",
+        ));
+    }
+    Ok(greeting)
+}
+
+fn answered(what: &str, said: &[u8]) -> io::Error {
+    io::Error::other(format!("{what}: the server answered `{}`", text(said)))
+}
+
+/// A server's answer as one line of text.
+fn text(said: &[u8]) -> String {
+    String::from_utf8_lossy(said)
+        .split("\r\n")
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" / ")
+}
+
+/// Reads one answer (its lines appended to `said`) and returns its code.
+async fn reply(
+    r: &mut tokio::io::BufReader<&mut TcpStream>,
+    said: &mut Vec<u8>,
+) -> io::Result<u16> {
+    loop {
+        let start = said.len();
+        let n = (&mut *r).take(1024).read_until(b'\n', said).await?;
+        let line = &said[start..];
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the server closed the connection",
+            ));
+        }
+        if !line.ends_with(b"\n") || said.len() > HEARD {
+            return Err(io::Error::other("an answer longer than SMTP allows"));
+        }
+        let code = line
+            .get(..3)
+            .and_then(|c| std::str::from_utf8(c).ok())
+            .and_then(|c| c.parse::<u16>().ok())
+            .filter(|_| matches!(line.get(3), Some(b' ' | b'-' | b'\r' | b'\n')))
+            .ok_or_else(|| answered("not SMTP", line))?;
+        if line[3] != b'-' {
+            return Ok(code);
+        }
+    }
+}
+
+/// Whether an EHLO answer (or a transcript holding one) lists `keyword`: its `250` lines after
+/// the first, by their first word.
+fn offers(said: &[u8], keyword: &str) -> bool {
+    String::from_utf8_lossy(said)
+        .split("\r\n")
+        .filter(|l| l.starts_with("250"))
+        .skip(1)
+        .filter_map(|l| l.get(4..)?.split_whitespace().next())
+        .any(|k| k.eq_ignore_ascii_case(keyword))
+}
+
+/// One SMTP connection: lettre's, over a stream tickler made, with what tickler knows of it.
+pub struct Connection {
+    pub conn: AsyncSmtpConnection,
+    side: Handle,
+    pipelining: bool,
+    /// A pipelined send failed: the connection's state is unknown, it is not reused.
+    broken: bool,
+}
+
+impl Connection {
+    /// lettre's greeting and EHLO over `stream`; learns whether the server pipelines.
+    pub async fn greet(
+        stream: Box<dyn AsyncTokioStream>,
+        side: Handle,
+        hello: &ClientId,
+    ) -> Result<Connection, lettre::transport::smtp::Error> {
+        let conn = AsyncSmtpConnection::connect_with_transport(stream, hello).await?;
+        let pipelining = offers(&side.heard(), "PIPELINING");
+        Ok(Connection {
+            conn,
+            side,
+            pipelining,
+            broken: false,
+        })
+    }
+
+    #[cfg(test)]
+    pub fn pipelines(&self) -> bool {
+        self.pipelining
+    }
+
+    /// Whether the connection may carry another message.
+    pub fn reusable(&self) -> bool {
+        !self.broken && !self.conn.has_broken()
+    }
+
+    /// Sends one message: pipelined when the server offers it, else by lettre's `send`.
+    pub async fn send(&mut self, envelope: &Envelope, message: &[u8]) -> Result<(), String> {
+        if !self.pipelining {
+            return self
+                .conn
+                .send(envelope, message)
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string());
+        }
+        // The parameters lettre's `send` gives, with its checks.
+        let info = self.conn.server_info();
+        let mut parameters = vec![];
+        let mut addresses = envelope.from().into_iter().chain(envelope.to());
+        if addresses.any(|a| !AsRef::<str>::as_ref(a).is_ascii()) {
+            if !info.supports_feature(Extension::SmtpUtfEight) {
+                return Err(
+                    "the envelope has non-ASCII addresses and the server does not \
+                            support SMTPUTF8"
+                        .into(),
+                );
+            }
+            parameters.push(MailParameter::SmtpUtfEight);
+        }
+        if !message.is_ascii() {
+            if !info.supports_feature(Extension::EightBitMime) {
+                return Err("the message has non-ASCII bytes and the server does not \
+                            support 8BITMIME"
+                    .into());
+            }
+            parameters.push(MailParameter::Body(MailBodyParameter::EightBitMime));
+        }
+        let mut ahead = Mail::new(envelope.from().cloned(), parameters).to_string();
+        for to in envelope.to() {
+            let _ = write!(ahead, "{}", Rcpt::new(to.clone(), vec![]));
+        }
+        ahead.push_str(&Data.to_string());
+        self.side.ahead(ahead.as_bytes());
+        // Every answer is read: the first refusal is the error, and the body is not sent.
+        let mut refused = None;
+        for _ in 0..envelope.to().len() + 2 {
+            if let Err(e) = self.conn.read_response().await {
+                refused.get_or_insert(e);
+            }
+        }
+        if let Some(e) = refused {
+            self.broken = true;
+            return Err(e.to_string());
+        }
+        let sent = self.conn.message(message).await;
+        self.broken = sent.is_err();
+        sent.map(drop).map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Each test's exchange, bounded: a stream that stops sending fails its test, not the run.
+    pub(in crate::notify) async fn within<T>(exchange: impl std::future::Future<Output = T>) -> T {
+        tokio::time::timeout(std::time::Duration::from_secs(60), exchange)
+            .await
+            .expect("the exchange did not end within 60 s")
+    }
+
+    /// Two flushed writes are held, then reach the peer together when the writer reads, and
+    /// the peer's answer is read; a write past the limit sends what is held first, in order.
+    #[tokio::test]
+    async fn writes_leave_together_at_the_next_read_and_in_order() {
+        within(async {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let (tcp, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
+            let mut client = Corked::new(tcp.unwrap(), vec![]).0;
+            let (mut server, _) = accepted.unwrap();
+
+            client.write_all(b"body\r\n").await.unwrap();
+            client.flush().await.unwrap();
+            client.write_all(b".\r\n").await.unwrap();
+            client.flush().await.unwrap();
+            assert_eq!(client.held, b"body\r\n.\r\n", "flushed writes are held");
+            let mut first = [0u8; 1];
+            let early = server.try_read(&mut first);
+            assert!(
+                matches!(&early, Err(e) if e.kind() == io::ErrorKind::WouldBlock),
+                "nothing was sent before the writer reads: {early:?}"
+            );
+
+            let answer = async {
+                let mut got = vec![0u8; 9];
+                server.read_exact(&mut got).await.unwrap();
+                server.write_all(b"250 ok\r\n").await.unwrap();
+                got
+            };
+            let mut reply = vec![0u8; 8];
+            let (got, read) = tokio::join!(answer, client.read_exact(&mut reply));
+            read.unwrap();
+            assert_eq!(got, b"body\r\n.\r\n");
+            assert_eq!(reply, b"250 ok\r\n");
+            assert!(client.held.is_empty());
+
+            // Past HOLD: the small write held before goes out first, the big one after it (what
+            // the socket does not take at once may be held, and goes at the read).
+            let big = vec![b'x'; HOLD + 1];
+            client.write_all(b"MAIL\r\n").await.unwrap();
+            let answer = async {
+                let mut got = vec![0u8; 6 + big.len()];
+                server.read_exact(&mut got).await.unwrap();
+                server.write_all(b"250 ok\r\n").await.unwrap();
+                got
+            };
+            let exchange = async {
+                client.write_all(&big).await.unwrap();
+                client.read_exact(&mut reply).await.unwrap();
+            };
+            let (got, ()) = tokio::join!(answer, exchange);
+            assert_eq!(&got[..6], b"MAIL\r\n");
+            assert!(got[6..] == big[..]);
+            assert!(client.held.is_empty());
+        })
+        .await
+    }
+
+    /// A held message larger than the socket takes at once (buffers of 4 KiB each way) goes
+    /// out whole and in order at the read, which then gets the answer; a shutdown sends what a
+    /// later write left held.
+    #[tokio::test]
+    async fn a_held_message_the_socket_cannot_take_at_once_goes_whole_at_the_read() {
+        within(async {
+            let listening = tokio::net::TcpSocket::new_v4().unwrap();
+            listening.set_recv_buffer_size(4096).unwrap();
+            listening.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+            let listener = listening.listen(1).unwrap();
+            let client = tokio::net::TcpSocket::new_v4().unwrap();
+            client.set_send_buffer_size(4096).unwrap();
+            let (tcp, accepted) = tokio::join!(
+                client.connect(listener.local_addr().unwrap()),
+                listener.accept()
+            );
+            let mut client = Corked::new(tcp.unwrap(), vec![]).0;
+            let (mut server, _) = accepted.unwrap();
+
+            let body: Vec<u8> = (0..60_000u32).map(|i| b'a' + (i % 26) as u8).collect();
+            client.write_all(&body).await.unwrap();
+            client.write_all(b"\r\n.\r\n").await.unwrap();
+            let answer = async {
+                let mut got = vec![0u8; body.len() + 5];
+                server.read_exact(&mut got).await.unwrap();
+                server.write_all(b"250 queued\r\n").await.unwrap();
+                got
+            };
+            let mut reply = [0u8; 12];
+            let (got, read) = tokio::join!(answer, client.read_exact(&mut reply));
+            read.unwrap();
+            assert!(got[..body.len()] == body[..] && &got[body.len()..] == b"\r\n.\r\n");
+            assert_eq!(&reply, b"250 queued\r\n");
+
+            client.write_all(b"QUIT\r\n").await.unwrap();
+            client.shutdown().await.unwrap();
+            let mut rest = vec![];
+            server.read_to_end(&mut rest).await.unwrap();
+            assert_eq!(rest, b"QUIT\r\n");
+        })
+        .await
+    }
+
+    /// How [`relay`] treats a transaction.
+    #[derive(Clone, Copy, PartialEq)]
+    pub(in crate::notify) enum Relay {
+        Serve,
+        RefuseRecipient,
+        /// Takes the body, then says nothing until the client goes.
+        HangAfterBody,
+    }
+
+    /// A test relay's side of SMTP on `s`: sends `greeting` (none after STARTTLS), then answers
+    /// each command until QUIT or the client goes, handing each message's body (without its
+    /// final `.`) to `take`. Its EHLO answer lists PIPELINING when `pipelining`. Like Postfix,
+    /// it writes its answers when nothing more waits to be read, and a DATA with no recipient
+    /// accepted is refused. Returns the verbs it answered, those answered in one write together
+    /// (`"MAIL RCPT DATA"` when they were pipelined).
+    pub(in crate::notify) async fn relay<S: AsyncRead + AsyncWrite + Unpin>(
+        s: &mut tokio::io::BufReader<S>,
+        greeting: &[u8],
+        mode: Relay,
+        pipelining: bool,
+        mut take: impl FnMut(String),
+    ) -> Vec<String> {
+        use tokio::io::AsyncBufReadExt;
+        s.get_mut().write_all(greeting).await.unwrap();
+        let (mut said, mut group, mut out) = (vec![], vec![], vec![]);
+        let mut recipient = false;
+        let mut line = String::new();
+        while s.read_line(&mut line).await.unwrap_or(0) > 0 {
+            let verb = line.split(' ').next().unwrap_or("").trim_end().to_string();
+            let reply: &[u8] = match verb.as_str() {
+                "EHLO" if pipelining => b"250-ok\r\n250 PIPELINING\r\n",
+                "EHLO" | "MAIL" => b"250 ok\r\n",
+                "RCPT" if mode == Relay::RefuseRecipient => b"550 no such user\r\n",
+                "RCPT" => b"250 ok\r\n",
+                "DATA" if !recipient => b"554 no valid recipients\r\n",
+                "DATA" => b"354 go on\r\n",
+                "QUIT" => b"221 bye\r\n",
+                other => panic!("unexpected {other:?}"),
+            };
+            recipient = match verb.as_str() {
+                "RCPT" => recipient || reply.starts_with(b"250"),
+                "MAIL" | "DATA" => false,
+                _ => recipient,
+            };
+            let body = reply.starts_with(b"354");
+            out.extend_from_slice(reply);
+            group.push(verb.clone());
+            if body || s.buffer().is_empty() {
+                s.get_mut().write_all(&out).await.unwrap();
+                out.clear();
+                said.push(group.join(" "));
+                group.clear();
+            }
+            if verb == "QUIT" {
+                break;
+            }
+            if body {
+                let mut body = String::new();
+                loop {
+                    line.clear();
+                    s.read_line(&mut line).await.unwrap();
+                    if line == ".\r\n" {
+                        break;
+                    }
+                    body.push_str(&line);
+                }
+                take(body);
+                if mode == Relay::HangAfterBody {
+                    let _ = s.read_line(&mut String::new()).await;
+                    break;
+                }
+                s.get_mut().write_all(b"250 queued\r\n").await.unwrap();
+            }
+            line.clear();
+        }
+        said
+    }
+
+    /// A test SMTP server on loopback: greets over TLS at once (`implicit`) or after
+    /// STARTTLS, answers every command (offering PIPELINING over TLS), and returns the commands and the bodies it got. Its
+    /// `localhost` certificate is signed by a test CA (`testdata/`, made with `openssl`, valid
+    /// until 2126; the key is a test fixture, nothing else trusts it).
+    pub(in crate::notify) async fn tls_server(
+        implicit: bool,
+    ) -> (
+        std::net::SocketAddr,
+        tokio::task::JoinHandle<(Vec<String>, Vec<String>)>,
+    ) {
+        use tokio::io::{AsyncBufReadExt, BufReader};
+        use tokio_rustls::rustls::ServerConfig;
+        use tokio_rustls::rustls::pki_types::pem::PemObject;
+        use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+        async fn answer<S: AsyncRead + AsyncWrite + Unpin>(
+            s: &mut BufReader<S>,
+            says: &[u8],
+        ) -> String {
+            s.get_mut().write_all(says).await.unwrap();
+            let mut line = String::new();
+            s.read_line(&mut line).await.unwrap();
+            line
+        }
+        let certs = CertificateDer::pem_slice_iter(include_bytes!("testdata/localhost.pem"))
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key = PrivateKeyDer::from_pem_slice(include_bytes!("testdata/localhost.key")).unwrap();
+        let config =
+            ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_no_client_auth()
+                .with_single_cert(certs, key)
+                .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let tcp = listener.accept().await.unwrap().0;
+            let mut said = vec![];
+            let tls = if implicit {
+                acceptor.accept(tcp).await
+            } else {
+                let mut plain = BufReader::new(tcp);
+                let ehlo = answer(&mut plain, b"220 test ESMTP\r\n").await;
+                let starttls = answer(&mut plain, b"250-test\r\n250 STARTTLS\r\n").await;
+                said.extend([ehlo[..4].to_string(), starttls.trim_end().to_string()]);
+                plain
+                    .get_mut()
+                    .write_all(b"220 go ahead\r\n")
+                    .await
+                    .unwrap();
+                acceptor.accept(plain.into_inner()).await
+            };
+            // A client that refuses the certificate ends here: `said` holds why.
+            let tls = match tls {
+                Ok(tls) => tls,
+                Err(e) => return (vec![format!("handshake: {e}")], vec![]),
+            };
+            let mut bodies = vec![];
+            let greeting: &[u8] = if implicit { b"220 test ESMTP\r\n" } else { b"" };
+            let mut s = BufReader::new(tls);
+            said.extend(relay(&mut s, greeting, Relay::Serve, true, |b| bodies.push(b)).await);
+            (said, bodies)
+        });
+        (addr, server)
+    }
+
+    fn test_ca() -> lettre::transport::smtp::client::Certificate {
+        lettre::transport::smtp::client::Certificate::from_pem(include_bytes!("testdata/ca.pem"))
+            .unwrap()
+    }
+
+    fn envelope() -> lettre::address::Envelope {
+        lettre::address::Envelope::new(
+            Some("billing@example.com".parse().unwrap()),
+            vec!["ana@example.com".parse().unwrap()],
+        )
+        .unwrap()
+    }
+
+    const BODY: &[u8] = b"Subject: due\r\n\r\nInvoice 7 is due.\r\n.dot\r\n";
+    /// As the server reads it: the leading dot doubled, and lettre's `\r\n.\r\n` after it.
+    const RECEIVED: &str = "Subject: due\r\n\r\nInvoice 7 is due.\r\n..dot\r\n\r\n";
+
+    /// The test CA as roots.
+    fn test_roots() -> Arc<ClientConfig> {
+        use tokio_rustls::rustls::pki_types::CertificateDer;
+        use tokio_rustls::rustls::pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        let ca = CertificateDer::from_pem_slice(include_bytes!("testdata/ca.pem")).unwrap();
+        roots.add(ca).unwrap();
+        client_config(roots).unwrap()
+    }
+
+    /// tickler's STARTTLS, then lettre over the TLS stream: it reads the greeting handed to it
+    /// again, sends its EHLO over TLS, and a message goes pipelined, its MAIL, RCPT and DATA in
+    /// one write; dot-stuffed as lettre does.
+    #[tokio::test]
+    async fn starttls_then_a_pipelined_message() {
+        within(async {
+            let (addr, server) = tls_server(false).await;
+            let mut tcp = TcpStream::connect(addr).await.unwrap();
+            tcp.set_nodelay(true).unwrap();
+            let hello = ClientId::Domain("client.test".into());
+            let greeting = starttls(&mut tcp, &hello).await.unwrap();
+            assert_eq!(greeting, b"220 test ESMTP\r\n");
+            let stream = tls(tcp, "localhost", test_roots()).await.unwrap();
+            let (stream, side) = Corked::new(stream, greeting);
+            let mut conn = Connection::greet(Box::new(stream), side, &hello)
+                .await
+                .unwrap();
+            assert!(conn.pipelines());
+            // Refused before anything is written, as lettre's own `send` refuses it.
+            let eight_bit = conn.send(&envelope(), "Grüße\r\n".as_bytes()).await;
+            assert_eq!(
+                eight_bit.unwrap_err(),
+                "the message has non-ASCII bytes and the server does not support 8BITMIME"
+            );
+            assert!(conn.reusable());
+            conn.send(&envelope(), BODY).await.unwrap();
+            assert!(conn.reusable());
+            conn.conn.quit().await.unwrap();
+            let (said, bodies) = server.await.unwrap();
+            assert_eq!(said, ["EHLO", "STARTTLS", "EHLO", "MAIL RCPT DATA", "QUIT"]);
+            assert_eq!(bodies, [RECEIVED]);
+        })
+        .await
+    }
+
+    /// Implicit TLS carries pipelined messages to a server whose certificate the given roots
+    /// trust, and a certificate they do not trust is refused. The time 20 messages take this
+    /// way and over lettre's own implicit-TLS connect is printed (`-- --nocapture`).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn implicit_tls_carries_messages_and_checks_the_certificate() {
+        within(async {
+            use lettre::transport::smtp::client::TlsParameters;
+
+            let hello = ClientId::Domain("client.test".into());
+            let (addr, server) = tls_server(true).await;
+            let tcp = TcpStream::connect(addr).await.unwrap();
+            tcp.set_nodelay(true).unwrap();
+            let stream = tls(tcp, "localhost", test_roots()).await.unwrap();
+            let (stream, side) = Corked::new(stream, vec![]);
+            let mut conn = Connection::greet(Box::new(stream), side, &hello)
+                .await
+                .unwrap();
+            let start = std::time::Instant::now();
+            for _ in 0..20 {
+                conn.send(&envelope(), BODY).await.unwrap();
+            }
+            let ours = start.elapsed();
+            conn.conn.quit().await.unwrap();
+            let (said, bodies) = server.await.unwrap();
+            let mut expected = vec!["EHLO"];
+            expected.extend(["MAIL RCPT DATA"; 20]);
+            expected.push("QUIT");
+            assert_eq!(said, expected);
+            assert_eq!(bodies, vec![RECEIVED; 20]);
+
+            // lettre's own connect, as tickler used it for implicit TLS before stop 29.
+            let (addr, server) = tls_server(true).await;
+            let params = TlsParameters::builder("localhost".into())
+                .add_root_certificate(test_ca())
+                .build()
+                .unwrap();
+            let mut conn = AsyncSmtpConnection::connect_tokio1(
+                ("localhost", addr.port()),
+                None,
+                &hello,
+                Some(params),
+                None,
+            )
+            .await
+            .unwrap();
+            let start = std::time::Instant::now();
+            for _ in 0..20 {
+                conn.send(&envelope(), BODY).await.unwrap();
+            }
+            let lettre = start.elapsed();
+            conn.quit().await.unwrap();
+            let (said, bodies) = server.await.unwrap();
+            assert_eq!((said.len(), bodies.len()), (2 + 20 * 3, 20));
+            eprintln!(
+                "20 messages over implicit TLS: {ours:?} on tickler's connection, {lettre:?} by \
+                 lettre's own connect"
+            );
+
+            // The shipped roots do not hold the test CA: its certificate is refused.
+            let (addr, server) = tls_server(true).await;
+            let tcp = TcpStream::connect(addr).await.unwrap();
+            let refused = tls(tcp, "localhost", public_roots().unwrap())
+                .await
+                .unwrap_err();
+            assert!(
+                refused.to_string().contains("invalid peer certificate"),
+                "{refused}"
+            );
+            server.abort();
+        })
+        .await
+    }
+}
