@@ -1145,6 +1145,9 @@ async fn sink_session(sock: tokio::net::TcpStream, stats: &SinkStats) -> std::io
     let (r, mut w) = sock.into_split();
     let mut r = BufReader::with_capacity(64 * 1024, r);
     w.write_all(b"220 sink ESMTP\r\n").await?;
+    // Answers are written when nothing more waits to be read, as Postfix does: pipelined
+    // commands get their answers in one write.
+    let mut out = Vec::with_capacity(1024);
     let mut line = Vec::with_capacity(1024);
     loop {
         line.clear();
@@ -1158,14 +1161,15 @@ async fn sink_session(sock: tokio::net::TcpStream, stats: &SinkStats) -> std::io
             .map(|b| b.to_ascii_uppercase() as char)
             .collect();
         match verb.as_str() {
-            "EHLO" => {
-                w.write_all(b"250-sink\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250 OK\r\n")
-                    .await?
-            }
-            "HELO" => w.write_all(b"250 sink\r\n").await?,
-            "MAIL" | "RCPT" | "RSET" | "NOOP" => w.write_all(b"250 OK\r\n").await?,
+            "EHLO" => out.extend_from_slice(
+                b"250-sink\r\n250-PIPELINING\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250 OK\r\n",
+            ),
+            "HELO" => out.extend_from_slice(b"250 sink\r\n"),
+            "MAIL" | "RCPT" | "RSET" | "NOOP" => out.extend_from_slice(b"250 OK\r\n"),
             "DATA" => {
-                w.write_all(b"354 go ahead\r\n").await?;
+                out.extend_from_slice(b"354 go ahead\r\n");
+                w.write_all(&out).await?;
+                out.clear();
                 loop {
                     line.clear();
                     if r.read_until(b'\n', &mut line).await? == 0 {
@@ -1177,10 +1181,11 @@ async fn sink_session(sock: tokio::net::TcpStream, stats: &SinkStats) -> std::io
                     }
                 }
                 stats.messages.fetch_add(1, Ordering::Relaxed);
-                w.write_all(b"250 OK queued\r\n").await?;
+                out.extend_from_slice(b"250 OK queued\r\n");
             }
             "QUIT" => {
-                w.write_all(b"221 bye\r\n").await?;
+                out.extend_from_slice(b"221 bye\r\n");
+                w.write_all(&out).await?;
                 return Ok(());
             }
             "XCOUNT" => {
@@ -1189,9 +1194,13 @@ async fn sink_session(sock: tokio::net::TcpStream, stats: &SinkStats) -> std::io
                     stats.messages.load(Ordering::Relaxed),
                     stats.connections.load(Ordering::Relaxed)
                 );
-                w.write_all(reply.as_bytes()).await?;
+                out.extend_from_slice(reply.as_bytes());
             }
-            _ => w.write_all(b"500 unknown command\r\n").await?,
+            _ => out.extend_from_slice(b"500 unknown command\r\n"),
+        }
+        if r.buffer().is_empty() {
+            w.write_all(&out).await?;
+            out.clear();
         }
     }
 }
