@@ -394,7 +394,18 @@ impl Email {
                         }
                         Ok(message_id)
                     }
-                    Ok(Err(e)) => Err(SendError::new(format!("SMTP `{host}:{port}`: {e}"))),
+                    Ok(Err(failed)) => {
+                        let message = format!("SMTP `{host}:{port}`: {}", failed.message);
+                        Err(match failed.maybe_sent {
+                            true => SendError::ambiguous(message),
+                            false => SendError::new(message),
+                        })
+                    }
+                    // Cut off before the body went: nothing can have been delivered.
+                    Err(_) if !conn.reached_body() => Err(SendError::new(format!(
+                        "SMTP `{host}:{port}`: timed out after {} before the message was sent",
+                        humantime::format_duration(*timeout)
+                    ))),
                     Err(_) => Err(SendError::ambiguous(format!(
                         "SMTP `{host}:{port}`: timed out after {}",
                         humantime::format_duration(*timeout)
@@ -445,17 +456,18 @@ async fn connect(
         let (stream, side): (Box<dyn AsyncTokioStream>, _) = match tls {
             Tls::None => boxed(Corked::new(tcp, vec![])),
             Tls::Tls | Tls::Starttls => {
-                let greeting = match tls {
-                    Tls::Starttls => smtp::starttls(&mut tcp, &hello)
+                let mut greeting = vec![];
+                if tls == Tls::Starttls {
+                    smtp::starttls(&mut tcp, &hello)
                         .await
-                        .map_err(|e| fail(&e))?,
-                    _ => vec![],
-                };
+                        .map_err(|e| fail(&e))?;
+                    greeting = smtp::GREETING_AFTER_STARTTLS.to_vec();
+                }
                 let config = smtp::public_roots().map_err(|e| fail(&e))?;
-                let tls = smtp::tls(tcp, host, config)
+                let stream = smtp::tls(tcp, host, config)
                     .await
-                    .map_err(|e| fail(&tls_failure(&e, host, port)))?;
-                boxed(Corked::new(tls, greeting))
+                    .map_err(|e| fail(&tls_failure(&e, host, port, tls)))?;
+                boxed(Corked::new(stream, greeting))
             }
         };
         let mut conn = Connection::greet(stream, side, &hello)
@@ -492,18 +504,23 @@ fn boxed<S: smtp::Socket + 'static>(
 
 /// A failed TLS handshake (implicit or STARTTLS) as a user reads it: what rustls refused, and
 /// what to check for the two common causes.
-fn tls_failure(e: &(dyn std::error::Error + 'static), host: &str, port: u16) -> String {
-    use tokio_rustls::rustls::Error as Tls;
+fn tls_failure(e: &(dyn std::error::Error + 'static), host: &str, port: u16, mode: Tls) -> String {
+    use tokio_rustls::rustls::Error as Rustls;
     let mut cause = Some(e);
     while let Some(c) = cause {
-        match c.downcast_ref::<Tls>() {
-            Some(Tls::InvalidCertificate(why)) => {
+        match c.downcast_ref::<Rustls>() {
+            Some(Rustls::InvalidMessage(_)) if mode == Tls::Starttls => {
+                return format!(
+                    "TLS: the server did not answer in TLS after agreeing to STARTTLS ({c})"
+                );
+            }
+            Some(Rustls::InvalidCertificate(why)) => {
                 return format!(
                     "TLS: the server's certificate is refused ({why:?}): it must be valid, for \
                      `{host}`, and signed by a public CA (tickler trusts the webpki-roots list)"
                 );
             }
-            Some(Tls::InvalidMessage(_)) => {
+            Some(Rustls::InvalidMessage(_)) => {
                 return format!(
                     "TLS: the server did not answer in TLS ({c}): port {port} may take \
                      `tls = \"starttls\"` (usual on 587 and 25) rather than `tls = \"tls\"` \
@@ -721,6 +738,58 @@ mod tests {
                 assert_eq!(verbs, expected, "nothing else was sent");
             }
 
+            // A greeting cut off mid-line, one line too long, and a server that agrees to
+            // STARTTLS and then answers in clear text.
+            let cases: [(&[u8], String); 3] = [
+                (
+                    b"220 partial",
+                    "greeting: the server closed the connection before it answered".into(),
+                ),
+                (
+                    &[b'2'; 2000],
+                    "greeting: an answer line longer than 1024 bytes".into(),
+                ),
+                (
+                    b"220 plain ESMTP\r\n",
+                    "TLS: the server did not answer in TLS after agreeing to STARTTLS (received \
+                     corrupt message of type InvalidContentType)"
+                        .into(),
+                ),
+            ];
+            for (greeting, why) in cases {
+                use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let port = listener.local_addr().unwrap().port();
+                let server = tokio::spawn(async move {
+                    let mut s = tokio::io::BufReader::new(listener.accept().await.unwrap().0);
+                    s.get_mut().write_all(greeting).await.unwrap();
+                    if greeting.ends_with(b"\n") {
+                        let mut line = String::new();
+                        s.read_line(&mut line).await.unwrap();
+                        s.get_mut()
+                            .write_all(b"250-plain\r\n250 STARTTLS\r\n")
+                            .await
+                            .unwrap();
+                        s.read_line(&mut line).await.unwrap();
+                        s.get_mut().write_all(b"220 go ahead\r\n").await.unwrap();
+                        // The client's handshake is answered in clear text.
+                        let mut hello = [0u8; 1];
+                        tokio::io::AsyncReadExt::read_exact(&mut s, &mut hello)
+                            .await
+                            .unwrap();
+                        s.get_mut().write_all(b"250 hello\r\n").await.unwrap();
+                    }
+                    let _ = s.get_mut().shutdown().await;
+                    let mut rest = vec![];
+                    let _ = tokio::io::AsyncReadExt::read_to_end(&mut s, &mut rest).await;
+                });
+                assert_eq!(
+                    open(port, Tls::Starttls).await,
+                    format!("SMTP `127.0.0.1:{port}`: {why}")
+                );
+                server.await.unwrap();
+            }
+
             for (implicit, tls) in [(true, Tls::Tls), (false, Tls::Starttls)] {
                 let (addr, server) = super::super::smtp::tests::tls_server(implicit).await;
                 assert_eq!(
@@ -742,10 +811,11 @@ mod tests {
         .await
     }
 
-    /// A relay that takes a whole message and then never answers leaves the send ambiguous
-    /// (it may deliver it: recorded `unknown`, never sent again) at the configured timeout; a
-    /// refused recipient is a plain failure, and the connection it broke is not reused: the
-    /// next message goes on a new one and is sent. So with lettre's one command at a time, and
+    /// A relay that never answers MAIL fails the send plainly at the configured timeout (the
+    /// body never went: it is sent again later); one that takes a whole message and then never
+    /// answers leaves the send ambiguous (it may deliver it: recorded `unknown`, never sent
+    /// again); a refused recipient is a plain failure, and the connection it broke is not reused: the
+    /// next message goes on a new one and is sent. So one command at a time, and
     /// pipelined, where the refusal arrives with MAIL's and DATA's answers and the body stays
     /// unsent.
     #[tokio::test]
@@ -760,7 +830,12 @@ mod tests {
                 // serve; says what each connection answered, and which one each body reached.
                 let (got, mut bodies) = tokio::sync::mpsc::unbounded_channel();
                 let server = tokio::spawn(async move {
-                    let modes = [Relay::HangAfterBody, Relay::RefuseRecipient, Relay::Serve];
+                    let modes = [
+                        Relay::Silent,
+                        Relay::HangAfterBody,
+                        Relay::RefuseRecipient,
+                        Relay::Serve,
+                    ];
                     let mut sessions = vec![];
                     for (n, mode) in modes.into_iter().enumerate() {
                         let (tcp, _) = listener.accept().await.unwrap();
@@ -790,6 +865,20 @@ mod tests {
                     html: None,
                 };
 
+                // No answer to MAIL: cut off before the body, so certainly not sent.
+                let silent = email.send("al@example.com", &r, true).await.unwrap_err();
+                assert_eq!(
+                    (silent.message.as_str(), silent.ambiguous),
+                    (
+                        format!(
+                            "SMTP `127.0.0.1:{port}`: timed out after 1s before the message \
+                             was sent"
+                        )
+                        .as_str(),
+                        false
+                    )
+                );
+
                 let hung = email.send("ann@example.com", &r, true).await.unwrap_err();
                 assert_eq!(
                     (hung.message.as_str(), hung.ambiguous),
@@ -799,7 +888,7 @@ mod tests {
                     )
                 );
                 let (n, body) = bodies.recv().await.unwrap();
-                assert!(n == 0 && body.contains("Invoice 7 is due."), "{n} {body}");
+                assert!(n == 1 && body.contains("Invoice 7 is due."), "{n} {body}");
 
                 let refused = email.send("ben@example.com", &r, true).await.unwrap_err();
                 assert!(!refused.ambiguous);
@@ -814,19 +903,20 @@ mod tests {
 
                 email.send("cy@example.com", &r, true).await.unwrap();
                 let (n, body) = bodies.recv().await.unwrap();
-                assert!(n == 2 && body.contains("To: cy@example.com"), "{n} {body}");
+                assert!(n == 3 && body.contains("To: cy@example.com"), "{n} {body}");
                 drop(email);
                 let said = server.await.unwrap();
-                let expected: [&[&str]; 3] = if pipelining {
-                    // The refused transaction ends at its answers: no body, no QUIT.
+                // A refusal is followed by QUIT: the server waits for a command.
+                let expected: [&[&str]; 4] = if pipelining {
                     [
+                        &["EHLO", "MAIL (silent)"],
                         &["EHLO", "MAIL RCPT DATA"],
-                        &["EHLO", "MAIL RCPT DATA"],
+                        &["EHLO", "MAIL RCPT DATA", "QUIT"],
                         &["EHLO", "MAIL RCPT DATA"],
                     ]
                 } else {
-                    // lettre sends QUIT after a refusal.
                     [
+                        &["EHLO", "MAIL (silent)"],
                         &["EHLO", "MAIL", "RCPT", "DATA"],
                         &["EHLO", "MAIL", "RCPT", "QUIT"],
                         &["EHLO", "MAIL", "RCPT", "DATA"],

@@ -24,11 +24,11 @@
 //! - Implicit TLS (port 465) had lettre's own connect leave Nagle on: a message's final `.`
 //!   waited for the server's delayed ACK, about 40 ms a message on a loopback test server.
 
-use std::fmt::Write as _;
 use std::io;
 use std::io::IoSlice;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::task::{Context, Poll, ready};
 
@@ -74,13 +74,26 @@ struct Side {
     heard: Option<Vec<u8>>,
 }
 
+#[derive(Debug, Default)]
+struct Shared {
+    side: Mutex<Side>,
+    /// The stream holds bytes lettre wrote and no read has sent yet.
+    holding: AtomicBool,
+}
+
 /// tickler's hold on a stream it handed to lettre.
 #[derive(Debug, Clone)]
-pub struct Handle(Arc<Mutex<Side>>);
+pub struct Handle(Arc<Shared>);
 
 impl Handle {
     fn side(&self) -> std::sync::MutexGuard<'_, Side> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+        self.0.side.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether lettre wrote what has not gone yet: after a send, a sign that lettre read an
+    /// answer from its buffer rather than the one to what it wrote last.
+    fn holding(&self) -> bool {
+        self.0.holding.load(Ordering::Relaxed)
     }
 
     /// `bytes` go out at lettre's next read, after what lettre wrote before.
@@ -109,10 +122,13 @@ pub struct Corked<S> {
 
 impl<S: Socket> Corked<S> {
     pub fn new(io: S, unread: Vec<u8>) -> (Corked<S>, Handle) {
-        let side = Handle(Arc::new(Mutex::new(Side {
-            ahead: vec![],
-            heard: Some(vec![]),
-        })));
+        let side = Handle(Arc::new(Shared {
+            side: Mutex::new(Side {
+                ahead: vec![],
+                heard: Some(vec![]),
+            }),
+            holding: AtomicBool::new(false),
+        }));
         let corked = Corked {
             io,
             held: Vec::with_capacity(4096),
@@ -136,6 +152,7 @@ impl<S: Socket> Corked<S> {
         }
         self.held.clear();
         self.sent = 0;
+        self.side.0.holding.store(false, Ordering::Relaxed);
         Pin::new(&mut self.io).poll_flush(cx)
     }
 }
@@ -199,6 +216,9 @@ impl<S: Socket> AsyncWrite for Corked<S> {
         for b in bufs {
             this.held.extend_from_slice(b);
         }
+        if len > 0 {
+            this.side.0.holding.store(true, Ordering::Relaxed);
+        }
         Poll::Ready(Ok(len))
     }
 
@@ -258,36 +278,38 @@ pub async fn tls(
     TlsConnector::from(config).connect(name, tcp).await
 }
 
+/// What lettre reads as the greeting over TLS after [`starttls`]: what the server said in clear
+/// text is not handed on (RFC 3207: the client discards what it learnt before TLS).
+pub const GREETING_AFTER_STARTTLS: &[u8] = b"220 TLS established by tickler\r\n";
+
 /// The clear-text part of STARTTLS on a fresh connection: the greeting, EHLO, STARTTLS and its
-/// `220`. Returns the greeting, for lettre to read over the TLS stream. Errors say what the
-/// server answered.
-pub async fn starttls(tcp: &mut TcpStream, hello: &ClientId) -> io::Result<Vec<u8>> {
+/// `220`. Errors name the step and say what the server answered.
+pub async fn starttls(tcp: &mut TcpStream, hello: &ClientId) -> io::Result<()> {
     let mut r = tokio::io::BufReader::new(tcp);
-    let mut greeting = vec![];
-    if reply(&mut r, &mut greeting).await? != 220 {
-        return Err(answered("greeting", &greeting));
+    let mut said = vec![];
+    if reply(&mut r, "greeting", &mut said).await? != 220 {
+        return Err(answered("greeting", &said));
     }
-    let mut ehlo = vec![];
-    r.get_mut()
-        .write_all(Ehlo::new(hello.clone()).to_string().as_bytes())
-        .await?;
-    if reply(&mut r, &mut ehlo).await? != 250 {
-        return Err(answered("EHLO", &ehlo));
+    let ehlo = Ehlo::new(hello.clone()).to_string();
+    r.get_mut().write_all(ehlo.as_bytes()).await?;
+    said.clear();
+    if reply(&mut r, "EHLO", &mut said).await? != 250 {
+        return Err(answered("EHLO", &said));
     }
-    if !offers(&ehlo, "STARTTLS") {
+    if !offers(&said, "STARTTLS") {
         return Err(io::Error::other(format!(
             "STARTTLS: the server does not offer it (EHLO answered `{}`); tickler sends nothing \
              in clear text: use the provider's STARTTLS port (usually 587), or `tls = \"tls\"` \
              on its TLS port (usually 465)",
-            text(&ehlo)
+            text(&said)
         )));
     }
-    let mut agreed = vec![];
     r.get_mut()
         .write_all(Starttls.to_string().as_bytes())
         .await?;
-    if reply(&mut r, &mut agreed).await? != 220 {
-        return Err(answered("STARTTLS", &agreed));
+    said.clear();
+    if reply(&mut r, "STARTTLS", &mut said).await? != 220 {
+        return Err(answered("STARTTLS", &said));
     }
     if !r.buffer().is_empty() {
         return Err(io::Error::other(
@@ -295,7 +317,7 @@ pub async fn starttls(tcp: &mut TcpStream, hello: &ClientId) -> io::Result<Vec<u
              been injected in clear text",
         ));
     }
-    Ok(greeting)
+    Ok(())
 }
 
 fn answered(what: &str, said: &[u8]) -> io::Error {
@@ -311,30 +333,48 @@ fn text(said: &[u8]) -> String {
         .join(" / ")
 }
 
-/// Reads one answer (its lines appended to `said`) and returns its code.
+/// The longest answer line read, well above SMTP's 512.
+const LINE: u64 = 1024;
+
+/// Reads one answer to `step` (its lines appended to `said`) and returns its code: three digits,
+/// the same on every line.
 async fn reply(
     r: &mut tokio::io::BufReader<&mut TcpStream>,
+    step: &str,
     said: &mut Vec<u8>,
 ) -> io::Result<u16> {
+    let mut first = None;
     loop {
         let start = said.len();
-        let n = (&mut *r).take(1024).read_until(b'\n', said).await?;
+        let n = (&mut *r).take(LINE).read_until(b'\n', said).await?;
         let line = &said[start..];
-        if n == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "the server closed the connection",
-            ));
+        if !line.ends_with(b"\n") {
+            return Err(if n as u64 == LINE {
+                io::Error::other(format!("{step}: an answer line longer than {LINE} bytes"))
+            } else {
+                io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("{step}: the server closed the connection before it answered"),
+                )
+            });
         }
-        if !line.ends_with(b"\n") || said.len() > HEARD {
-            return Err(io::Error::other("an answer longer than SMTP allows"));
+        if said.len() > HEARD {
+            return Err(io::Error::other(format!(
+                "{step}: an answer longer than {HEARD} bytes"
+            )));
         }
-        let code = line
-            .get(..3)
-            .and_then(|c| std::str::from_utf8(c).ok())
-            .and_then(|c| c.parse::<u16>().ok())
-            .filter(|_| matches!(line.get(3), Some(b' ' | b'-' | b'\r' | b'\n')))
-            .ok_or_else(|| answered("not SMTP", line))?;
+        let code = match line {
+            [a, b, c, rest @ ..]
+                if [a, b, c].iter().all(|d| d.is_ascii_digit())
+                    && matches!(rest.first(), Some(b' ' | b'-' | b'\r' | b'\n')) =>
+            {
+                u16::from(a - b'0') * 100 + u16::from(b - b'0') * 10 + u16::from(c - b'0')
+            }
+            _ => return Err(answered(&format!("{step}: not SMTP"), line)),
+        };
+        if *first.get_or_insert(code) != code {
+            return Err(answered(&format!("{step}: codes differ"), &said[..]));
+        }
         if line[3] != b'-' {
             return Ok(code);
         }
@@ -352,13 +392,36 @@ fn offers(said: &[u8], keyword: &str) -> bool {
         .any(|k| k.eq_ignore_ascii_case(keyword))
 }
 
+/// A send that failed.
+#[derive(Debug, PartialEq)]
+pub struct Failed {
+    pub message: String,
+    /// The body was on its way when it failed: the message may have been delivered.
+    pub maybe_sent: bool,
+}
+
+impl Failed {
+    fn before_body(message: impl Into<String>) -> Failed {
+        Failed {
+            message: message.into(),
+            maybe_sent: false,
+        }
+    }
+}
+
+/// The most a pipelined group may hold: RFC 2920 asks a client that writes a whole group before
+/// reading to keep it within the TCP window.
+const GROUP: usize = 4096;
+
 /// One SMTP connection: lettre's, over a stream tickler made, with what tickler knows of it.
 pub struct Connection {
     pub conn: AsyncSmtpConnection,
     side: Handle,
     pipelining: bool,
-    /// A pipelined send failed: the connection's state is unknown, it is not reused.
+    /// A send failed or went out of step: the connection is not reused.
     broken: bool,
+    /// The last send reached its body: a timeout from here on may have delivered it.
+    body: bool,
 }
 
 impl Connection {
@@ -375,6 +438,7 @@ impl Connection {
             side,
             pipelining,
             broken: false,
+            body: false,
         })
     }
 
@@ -385,61 +449,137 @@ impl Connection {
 
     /// Whether the connection may carry another message.
     pub fn reusable(&self) -> bool {
-        !self.broken && !self.conn.has_broken()
+        !self.broken && !self.conn.has_broken() && !self.side.holding()
     }
 
-    /// Sends one message: pipelined when the server offers it, else by lettre's `send`.
-    pub async fn send(&mut self, envelope: &Envelope, message: &[u8]) -> Result<(), String> {
-        if !self.pipelining {
-            return self
-                .conn
-                .send(envelope, message)
-                .await
-                .map(drop)
-                .map_err(|e| e.to_string());
+    /// Whether the last send had reached its body: if it was cut off, it may have delivered it.
+    pub fn reached_body(&self) -> bool {
+        self.body
+    }
+
+    /// Sends one message: MAIL, RCPT and DATA (formatted by lettre) in one write when the server
+    /// pipelines, else one at a time; each answer must be the one its command expects (`250`,
+    /// `250`/`251`, `354`), then lettre sends the body. A refusal before the body sends QUIT
+    /// when the server is known to wait for a command, and leaves the connection broken.
+    pub async fn send(&mut self, envelope: &Envelope, message: &[u8]) -> Result<(), Failed> {
+        self.body = false;
+        // Refused before anything is written: the connection stays as it was.
+        let parameters = self.parameters(envelope, message)?;
+        let result = self.transact(envelope, message, parameters).await;
+        if result.is_err() {
+            self.broken = true;
         }
-        // The parameters lettre's `send` gives, with its checks.
+        result
+    }
+
+    /// MAIL's parameters, as lettre's `send` gives them, with its checks and its words.
+    fn parameters(
+        &self,
+        envelope: &Envelope,
+        message: &[u8],
+    ) -> Result<Vec<MailParameter>, Failed> {
         let info = self.conn.server_info();
         let mut parameters = vec![];
         let mut addresses = envelope.from().into_iter().chain(envelope.to());
         if addresses.any(|a| !AsRef::<str>::as_ref(a).is_ascii()) {
             if !info.supports_feature(Extension::SmtpUtfEight) {
-                return Err(
-                    "the envelope has non-ASCII addresses and the server does not \
-                            support SMTPUTF8"
-                        .into(),
-                );
+                return Err(Failed::before_body(
+                    "Envelope contains non-ascii chars but server does not support SMTPUTF8",
+                ));
             }
             parameters.push(MailParameter::SmtpUtfEight);
         }
         if !message.is_ascii() {
             if !info.supports_feature(Extension::EightBitMime) {
-                return Err("the message has non-ASCII bytes and the server does not \
-                            support 8BITMIME"
-                    .into());
+                return Err(Failed::before_body(
+                    "Message contains non-ascii chars but server does not support 8BITMIME",
+                ));
             }
             parameters.push(MailParameter::Body(MailBodyParameter::EightBitMime));
         }
-        let mut ahead = Mail::new(envelope.from().cloned(), parameters).to_string();
+        Ok(parameters)
+    }
+
+    async fn transact(
+        &mut self,
+        envelope: &Envelope,
+        message: &[u8],
+        parameters: Vec<MailParameter>,
+    ) -> Result<(), Failed> {
+        let mut commands = vec![Mail::new(envelope.from().cloned(), parameters).to_string()];
         for to in envelope.to() {
-            let _ = write!(ahead, "{}", Rcpt::new(to.clone(), vec![]));
+            commands.push(Rcpt::new(to.clone(), vec![]).to_string());
         }
-        ahead.push_str(&Data.to_string());
-        self.side.ahead(ahead.as_bytes());
-        // Every answer is read: the first refusal is the error, and the body is not sent.
+        commands.push(Data.to_string());
+        let group: usize = commands.iter().map(String::len).sum();
+        let pipelined = self.pipelining && group <= GROUP;
+        if pipelined {
+            self.side.ahead(commands.concat().as_bytes());
+        }
+        // Every answer of a pipelined group is read; one at a time, the first refusal ends it.
+        // QUIT follows a refusal only when the server is known to wait for a command: the last
+        // answer read refused, and none was out of place or unreadable.
         let mut refused = None;
-        for _ in 0..envelope.to().len() + 2 {
-            if let Err(e) = self.conn.read_response().await {
-                refused.get_or_insert(e);
+        let (mut last_refused, mut out_of_step) = (false, false);
+        for (n, command) in commands.iter().enumerate() {
+            if !pipelined && refused.is_some() {
+                break;
+            }
+            let answer = if pipelined {
+                self.conn.read_response().await
+            } else {
+                self.conn.command(command).await
+            };
+            let expected: &[u16] = match n {
+                0 => &[250],
+                _ if n == commands.len() - 1 => &[354],
+                _ => &[250, 251],
+            };
+            let verb = &command[..4];
+            last_refused = false;
+            match answer {
+                Ok(a) if expected.iter().any(|c| a.has_code(*c)) => {}
+                Ok(a) => {
+                    out_of_step = true;
+                    let said = a.message().collect::<Vec<_>>().join(" / ");
+                    refused.get_or_insert(format!(
+                        "{verb}: the server answered `{} {said}` where {} was expected",
+                        a.code(),
+                        expected
+                            .iter()
+                            .map(u16::to_string)
+                            .collect::<Vec<_>>()
+                            .join(" or ")
+                    ));
+                }
+                Err(e) => {
+                    last_refused = e.status().is_some();
+                    out_of_step |= !last_refused;
+                    refused.get_or_insert(format!("{verb}: {e}"));
+                }
             }
         }
-        if let Some(e) = refused {
-            self.broken = true;
-            return Err(e.to_string());
+        if let Some(why) = refused {
+            if last_refused && !out_of_step {
+                self.conn.abort().await;
+            }
+            return Err(Failed::before_body(why));
         }
+        self.body = true;
         let sent = self.conn.message(message).await;
-        self.broken = sent.is_err();
-        sent.map(drop).map_err(|e| e.to_string())
+        if self.side.holding() {
+            // lettre took an answer from its buffer, not the body's: out of step, and the body
+            // is still held (it goes nowhere: the connection is dropped).
+            return Err(Failed::before_body(
+                "the server's answers are out of step with tickler's commands; the message was \
+                 not sent",
+            ));
+        }
+        sent.map(drop).map_err(|e| Failed {
+            // A refusal of the body is an answer; anything else may have come after delivery.
+            maybe_sent: e.status().is_none(),
+            message: e.to_string(),
+        })
     }
 }
 
@@ -563,6 +703,8 @@ pub(super) mod tests {
         RefuseRecipient,
         /// Takes the body, then says nothing until the client goes.
         HangAfterBody,
+        /// Answers EHLO, then nothing: what it reads next is recorded as `"VERB (silent)"`.
+        Silent,
         /// Serves, each write of answers this long after what it answers was read: a relay
         /// one round trip of this length away.
         Distant(std::time::Duration),
@@ -596,6 +738,11 @@ pub(super) mod tests {
         let mut line = String::new();
         while s.read_line(&mut line).await.unwrap_or(0) > 0 {
             let verb = line.split(' ').next().unwrap_or("").trim_end().to_string();
+            if mode == Relay::Silent && verb != "EHLO" {
+                said.push(format!("{verb} (silent)"));
+                while s.read_line(&mut line).await.unwrap_or(0) > 0 {}
+                break;
+            }
             let reply: &[u8] = match verb.as_str() {
                 "EHLO" if pipelining => b"250-ok\r\n250 PIPELINING\r\n",
                 "EHLO" | "MAIL" => b"250 ok\r\n",
@@ -743,8 +890,8 @@ pub(super) mod tests {
         client_config(roots).unwrap()
     }
 
-    /// tickler's STARTTLS, then lettre over the TLS stream: it reads the greeting handed to it
-    /// again, sends its EHLO over TLS, and a message goes pipelined, its MAIL, RCPT and DATA in
+    /// tickler's STARTTLS, then lettre over the TLS stream: it reads the greeting tickler hands
+    /// it, sends its EHLO over TLS, and a message goes pipelined, its MAIL, RCPT and DATA in
     /// one write; dot-stuffed as lettre does.
     #[tokio::test]
     async fn starttls_then_a_pipelined_message() {
@@ -753,10 +900,9 @@ pub(super) mod tests {
             let mut tcp = TcpStream::connect(addr).await.unwrap();
             tcp.set_nodelay(true).unwrap();
             let hello = ClientId::Domain("client.test".into());
-            let greeting = starttls(&mut tcp, &hello).await.unwrap();
-            assert_eq!(greeting, b"220 test ESMTP\r\n");
+            starttls(&mut tcp, &hello).await.unwrap();
             let stream = tls(tcp, "localhost", test_roots()).await.unwrap();
-            let (stream, side) = Corked::new(stream, greeting);
+            let (stream, side) = Corked::new(stream, GREETING_AFTER_STARTTLS.to_vec());
             let mut conn = Connection::greet(Box::new(stream), side, &hello)
                 .await
                 .unwrap();
@@ -765,7 +911,9 @@ pub(super) mod tests {
             let eight_bit = conn.send(&envelope(), "Grüße\r\n".as_bytes()).await;
             assert_eq!(
                 eight_bit.unwrap_err(),
-                "the message has non-ASCII bytes and the server does not support 8BITMIME"
+                Failed::before_body(
+                    "Message contains non-ascii chars but server does not support 8BITMIME"
+                )
             );
             assert!(conn.reusable());
             conn.send(&envelope(), BODY).await.unwrap();
@@ -903,6 +1051,180 @@ pub(super) mod tests {
             eprintln!(
                 "10 messages to a relay {rtt:?} away: {:?} by lettre's send, {:?} pipelined",
                 took[0], took[1]
+            );
+        })
+        .await
+    }
+
+    /// A server that greets, answers EHLO with `ehlo`, then for each `(lines, answer)` of
+    /// `script` reads that many lines (0: a body, up to its `.`) and writes `answer` at once;
+    /// then reads until the client goes. Returns a connection greeted by it, and what the server
+    /// read after EHLO.
+    async fn scripted(
+        ehlo: &'static [u8],
+        script: Vec<(usize, &'static [u8])>,
+    ) -> (Connection, tokio::task::JoinHandle<String>) {
+        use tokio::io::AsyncBufReadExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let tcp = listener.accept().await.unwrap().0;
+            let mut s = tokio::io::BufReader::new(tcp);
+            let mut line = String::new();
+            s.get_mut().write_all(b"220 test ESMTP\r\n").await.unwrap();
+            s.read_line(&mut line).await.unwrap();
+            s.get_mut().write_all(ehlo).await.unwrap();
+            let mut read = String::new();
+            for (lines, answer) in script {
+                let mut n = 0;
+                while lines == 0 || n < lines {
+                    line.clear();
+                    assert!(s.read_line(&mut line).await.unwrap() > 0, "after {read:?}");
+                    read.push_str(&line);
+                    n += 1;
+                    if lines == 0 && line == ".\r\n" {
+                        break;
+                    }
+                }
+                s.get_mut().write_all(answer).await.unwrap();
+            }
+            s.read_to_string(&mut read).await.unwrap();
+            read
+        });
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let (stream, side) = Corked::new(tcp, vec![]);
+        let hello = ClientId::Domain("client.test".into());
+        let conn = Connection::greet(Box::new(stream), side, &hello)
+            .await
+            .unwrap();
+        (conn, server)
+    }
+
+    const PIPELINING: &[u8] = b"250-test\r\n250 PIPELINING\r\n";
+    const MAIL_RCPT_DATA: &str =
+        "MAIL FROM:<billing@example.com>\r\nRCPT TO:<ana@example.com>\r\nDATA\r\n";
+
+    /// Each answer must be the one its command expects: a refused MAIL, a refused recipient of
+    /// two with DATA accepted, an answer out of step (a stray line after EHLO), and a refusal
+    /// one command at a time. None sends the body or is reused, and QUIT follows only when the
+    /// server is known to wait for a command.
+    #[tokio::test]
+    async fn answers_are_checked_in_their_places_and_a_refusal_sends_no_body() {
+        within(async {
+            // A refused MAIL: RCPT and DATA are refused after it; QUIT.
+            let refusals =
+                b"550 5.7.1 sender refused\r\n503 5.5.1 no MAIL\r\n503 5.5.1 no MAIL\r\n";
+            let script = vec![(3, &refusals[..]), (1, &b"221 bye\r\n"[..])];
+            let (mut conn, server) = scripted(PIPELINING, script).await;
+            let failed = conn.send(&envelope(), BODY).await.unwrap_err();
+            assert_eq!(
+                failed,
+                Failed::before_body("MAIL: permanent error (550): 5.7.1 sender refused")
+            );
+            assert!(!conn.reusable() && !conn.reached_body());
+            drop(conn);
+            assert_eq!(server.await.unwrap(), format!("{MAIL_RCPT_DATA}QUIT\r\n"));
+
+            // Two recipients, the second refused, DATA accepted: the server waits for a body,
+            // which does not come (nor a QUIT it would take as one); the connection is closed.
+            let answers = b"250 ok\r\n250 ok\r\n550 5.1.1 no such user\r\n354 go on\r\n";
+            let (mut conn, server) = scripted(PIPELINING, vec![(4, &answers[..])]).await;
+            let two = Envelope::new(
+                Some("billing@example.com".parse().unwrap()),
+                vec![
+                    "ana@example.com".parse().unwrap(),
+                    "bo@example.com".parse().unwrap(),
+                ],
+            )
+            .unwrap();
+            let failed = conn.send(&two, BODY).await.unwrap_err();
+            assert_eq!(
+                failed,
+                Failed::before_body("RCPT: permanent error (550): 5.1.1 no such user")
+            );
+            assert!(!conn.reusable());
+            drop(conn);
+            assert_eq!(
+                server.await.unwrap(),
+                "MAIL FROM:<billing@example.com>\r\nRCPT TO:<ana@example.com>\r\n\
+                 RCPT TO:<bo@example.com>\r\nDATA\r\n"
+            );
+
+            // A stray line after the EHLO answer: every answer is one place late, and DATA's
+            // place holds a `250`. Out of step: no body, no QUIT.
+            let ehlo = b"250-test\r\n250 PIPELINING\r\n250 stray\r\n";
+            let answers = b"250 ok\r\n250 ok\r\n354 go on\r\n";
+            let (mut conn, server) = scripted(ehlo, vec![(3, &answers[..])]).await;
+            let failed = conn.send(&envelope(), BODY).await.unwrap_err();
+            assert_eq!(
+                failed,
+                Failed::before_body("DATA: the server answered `250 ok` where 354 was expected")
+            );
+            assert!(!conn.reusable());
+            drop(conn);
+            assert_eq!(server.await.unwrap(), MAIL_RCPT_DATA);
+
+            // Answers to everything before anything was asked, after the EHLO answer: lettre
+            // takes them from its buffer, the body's included, and never reads the socket, so
+            // nothing was sent; tickler sees the body still held.
+            let ehlo =
+                b"250-test\r\n250 PIPELINING\r\n250 ok\r\n250 ok\r\n354 go\r\n250 queued\r\n";
+            let (mut conn, server) = scripted(ehlo, vec![]).await;
+            let failed = conn.send(&envelope(), BODY).await.unwrap_err();
+            assert_eq!(
+                failed,
+                Failed::before_body(
+                    "the server's answers are out of step with tickler's commands; the message \
+                     was not sent"
+                )
+            );
+            assert!(!conn.reusable());
+            drop(conn);
+            assert_eq!(server.await.unwrap(), "");
+
+            // One command at a time (no PIPELINING): the refusal ends it before DATA; QUIT.
+            let script = vec![
+                (1, &b"250 ok\r\n"[..]),
+                (1, &b"550 5.1.1 no such user\r\n"[..]),
+                (1, &b"221 bye\r\n"[..]),
+            ];
+            let (mut conn, server) = scripted(b"250 test\r\n", script).await;
+            assert!(!conn.pipelines());
+            let failed = conn.send(&envelope(), BODY).await.unwrap_err();
+            assert_eq!(
+                failed,
+                Failed::before_body("RCPT: permanent error (550): 5.1.1 no such user")
+            );
+            drop(conn);
+            assert_eq!(
+                server.await.unwrap(),
+                "MAIL FROM:<billing@example.com>\r\nRCPT TO:<ana@example.com>\r\nQUIT\r\n"
+            );
+        })
+        .await
+    }
+
+    /// A non-ASCII address and body go pipelined with the parameters lettre's `send` gives
+    /// them (SMTPUTF8, BODY=8BITMIME), and the connection may carry another message.
+    #[tokio::test]
+    async fn pipelined_mail_carries_lettres_parameters() {
+        within(async {
+            let ehlo = b"250-test\r\n250-PIPELINING\r\n250-8BITMIME\r\n250 SMTPUTF8\r\n";
+            let answers = b"250 ok\r\n250 ok\r\n354 go on\r\n";
+            let script = vec![(3, &answers[..]), (0, &b"250 queued\r\n"[..])];
+            let (mut conn, server) = scripted(ehlo, script).await;
+            let to = Envelope::new(
+                Some("billing@example.com".parse().unwrap()),
+                vec!["zoë@example.com".parse().unwrap()],
+            )
+            .unwrap();
+            conn.send(&to, "Grüße\r\n".as_bytes()).await.unwrap();
+            assert!(conn.reusable() && conn.reached_body());
+            drop(conn);
+            assert_eq!(
+                server.await.unwrap(),
+                "MAIL FROM:<billing@example.com> SMTPUTF8 BODY=8BITMIME\r\n\
+                 RCPT TO:<zoë@example.com>\r\nDATA\r\nGrüße\r\n\r\n.\r\n"
             );
         })
         .await
