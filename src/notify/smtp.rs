@@ -1058,7 +1058,7 @@ pub(super) mod tests {
 
     /// A server that greets, answers EHLO with `ehlo`, then for each `(lines, answer)` of
     /// `script` reads that many lines (0: a body, up to its `.`) and writes `answer` at once;
-    /// then reads until the client goes. Returns a connection greeted by it, and what the server
+    /// then closes its side and reads until the client goes. Returns a connection greeted by it, and what the server
     /// read after EHLO.
     async fn scripted(
         ehlo: &'static [u8],
@@ -1088,6 +1088,7 @@ pub(super) mod tests {
                 }
                 s.get_mut().write_all(answer).await.unwrap();
             }
+            s.get_mut().shutdown().await.unwrap();
             s.read_to_string(&mut read).await.unwrap();
             read
         });
@@ -1181,6 +1182,19 @@ pub(super) mod tests {
             assert!(!conn.reusable());
             drop(conn);
             assert_eq!(server.await.unwrap(), "");
+
+            // The connection closes after the body, unanswered: the message may have been
+            // delivered, so the failure is ambiguous.
+            let answers = b"250 ok\r\n250 ok\r\n354 go on\r\n";
+            let (mut conn, server) = scripted(PIPELINING, vec![(3, &answers[..]), (0, b"")]).await;
+            let failed = conn.send(&envelope(), BODY).await.unwrap_err();
+            assert!(failed.maybe_sent && conn.reached_body(), "{failed:?}");
+            assert!(!conn.reusable());
+            drop(conn);
+            assert_eq!(
+                server.await.unwrap(),
+                format!("{MAIL_RCPT_DATA}{RECEIVED}.\r\n")
+            );
 
             // One command at a time (no PIPELINING): the refusal ends it before DATA; QUIT.
             let script = vec![
