@@ -999,7 +999,7 @@ pub(super) mod tests {
         .await
     }
 
-    /// Pipelined, a message takes two round trips instead of lettre's four: to a relay 20 ms
+    /// Pipelined, a message takes two round trips instead of four: to a relay 20 ms
     /// away, 10 messages on one connection take about 0.4 s instead of 0.8 s. Both ways deliver
     /// every message; the relay's record shows the round trips. The times are printed
     /// (`-- --nocapture`), not asserted.
@@ -1049,7 +1049,7 @@ pub(super) mod tests {
                 assert_eq!(said, expected);
             }
             eprintln!(
-                "10 messages to a relay {rtt:?} away: {:?} by lettre's send, {:?} pipelined",
+                "10 messages to a relay {rtt:?} away: {:?} one command at a time, {:?} pipelined",
                 took[0], took[1]
             );
         })
