@@ -1243,4 +1243,59 @@ pub(super) mod tests {
         })
         .await
     }
+
+    /// A group past 4 KiB (200 recipients) goes one command at a time even to a server that
+    /// pipelines: RFC 2920 asks a client that writes a whole group before it reads to keep it
+    /// within the TCP window. The server sees each command arrive alone.
+    #[tokio::test]
+    async fn a_group_past_the_window_goes_one_command_at_a_time() {
+        within(async {
+            use tokio::io::AsyncBufReadExt;
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let server = tokio::spawn(async move {
+                let mut s = tokio::io::BufReader::new(listener.accept().await.unwrap().0);
+                s.get_mut().write_all(b"220 test\r\n").await.unwrap();
+                let (mut line, mut together) = (String::new(), 0);
+                while s.read_line(&mut line).await.unwrap() > 0 {
+                    together += usize::from(!s.buffer().is_empty());
+                    let answer: &[u8] = match &line[..4] {
+                        "EHLO" => PIPELINING,
+                        "DATA" => b"354 go on\r\n",
+                        "QUIT" => b"221 bye\r\n",
+                        _ => b"250 ok\r\n",
+                    };
+                    s.get_mut().write_all(answer).await.unwrap();
+                    if line.starts_with("DATA") {
+                        while s.read_line(&mut line).await.unwrap() > 0
+                            && !line.ends_with("\n.\r\n")
+                        {}
+                        s.get_mut().write_all(b"250 queued\r\n").await.unwrap();
+                    }
+                    line.clear();
+                }
+                together
+            });
+            let tcp = TcpStream::connect(addr).await.unwrap();
+            let (stream, side) = Corked::new(tcp, vec![]);
+            let hello = ClientId::Domain("client.test".into());
+            let mut conn = Connection::greet(Box::new(stream), side, &hello)
+                .await
+                .unwrap();
+            assert!(conn.pipelines());
+            let many = (0..200)
+                .map(|i| format!("person{i:03}@example.com").parse().unwrap())
+                .collect();
+            let many = Envelope::new(Some("billing@example.com".parse().unwrap()), many).unwrap();
+            conn.send(&many, BODY).await.unwrap();
+            conn.conn.quit().await.unwrap();
+            drop(conn);
+            assert_eq!(
+                server.await.unwrap(),
+                0,
+                "commands that arrived with others behind"
+            );
+        })
+        .await
+    }
 }
