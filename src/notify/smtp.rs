@@ -7,18 +7,20 @@
 //!   its one-line commands need, they would leave as two segments (two TLS records under TLS).
 //!   SMTP answers everything a client sends, and lettre reads that answer before it writes
 //!   again, so holding its writes until that read sends the same bytes, in the same order, no
-//!   later than the server is waited for. What is still held when a stream is dropped is the
-//!   rest of a send cut off by its timeout (recorded `unknown`): it is dropped with it.
+//!   later than the server is waited for. What is still held when a stream is dropped (the
+//!   rest of a send cut off by its timeout, a body held after the answers went out of step)
+//!   is dropped with it.
 //! - **Pipelining** ([`Connection::send`]). lettre 0.11 waits for each answer: MAIL, RCPT, DATA
 //!   and the body are four round trips a message. When the server's EHLO answer lists
 //!   PIPELINING, tickler writes MAIL, RCPT and DATA (formatted by lettre) at once through the
 //!   stream's [`Handle`], reads their answers with lettre's parser, and hands the body to lettre
-//!   after the `354`: two round trips. A refused command leaves the body unsent and the
-//!   connection closed, never reused.
+//!   after the `354`: two round trips. Each answer must be the one its command expects; a
+//!   refusal leaves the body unsent and the connection closed, never reused. tickler drives the
+//!   commands one at a time too, so it knows whether a send reached its body.
 //! - **STARTTLS is tickler's** ([`starttls`]): greeting, EHLO, STARTTLS in clear text, then the
 //!   same TLS as implicit TLS (tokio-rustls on ring, the `webpki-roots` lettre trusts); lettre
-//!   greets over the TLS stream (the clear-text greeting is handed to it again) and sends its
-//!   EHLO there. Holding and pipelining then sit above TLS on every connection. Anything the
+//!   greets over the TLS stream (reading tickler's own greeting line, not the clear-text one)
+//!   and sends its EHLO there. Holding and pipelining then sit above TLS on every connection. Anything the
 //!   server sends after agreeing to STARTTLS and before the handshake is refused (RFC 3207's
 //!   warning: it could be injected in clear text).
 //! - Implicit TLS (port 465) had lettre's own connect leave Nagle on: a message's final `.`
