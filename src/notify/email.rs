@@ -13,7 +13,6 @@ use std::time::Duration;
 use lettre::message::header::{ContentType, HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MultiPart};
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
-use lettre::transport::smtp::client::AsyncTokioStream;
 use lettre::transport::smtp::extension::ClientId;
 use lettre::{AsyncFileTransport, AsyncTransport, Tokio1Executor};
 use serde::Deserialize;
@@ -453,26 +452,24 @@ async fn connect(
             .await
             .map_err(|e| fail(&e))?;
         tcp.set_nodelay(true).map_err(|e| fail(&e))?;
-        let (stream, side): (Box<dyn AsyncTokioStream>, _) = match tls {
-            Tls::None => boxed(Corked::new(tcp, vec![])),
+        let greeted = match tls {
+            Tls::None => Connection::greet(Corked::new(tcp, b""), &hello).await,
             Tls::Tls | Tls::Starttls => {
-                let mut greeting = vec![];
+                let mut greeting: &[u8] = b"";
                 if tls == Tls::Starttls {
                     smtp::starttls(&mut tcp, &hello)
                         .await
                         .map_err(|e| fail(&e))?;
-                    greeting = smtp::GREETING_AFTER_STARTTLS.to_vec();
+                    greeting = smtp::GREETING_AFTER_STARTTLS;
                 }
                 let config = smtp::public_roots().map_err(|e| fail(&e))?;
                 let stream = smtp::tls(tcp, host, config)
                     .await
                     .map_err(|e| fail(&tls_failure(&e, host, port, tls)))?;
-                boxed(Corked::new(stream, greeting))
+                Connection::greet(Corked::new(stream, greeting), &hello).await
             }
         };
-        let mut conn = Connection::greet(stream, side, &hello)
-            .await
-            .map_err(|e| fail(&e))?;
+        let mut conn = greeted.map_err(|e| fail(&e))?;
         if let Some(user) = username {
             let secret = match password {
                 Some(source) => source.read().map_err(SendError::new)?,
@@ -494,12 +491,6 @@ async fn connect(
                 humantime::format_duration(timeout)
             )))
         })
-}
-
-fn boxed<S: smtp::Socket + 'static>(
-    (stream, side): (Corked<S>, smtp::Handle),
-) -> (Box<dyn AsyncTokioStream>, smtp::Handle) {
-    (Box::new(stream), side)
 }
 
 /// A failed TLS handshake (implicit or STARTTLS) as a user reads it: what rustls refused, and

@@ -68,7 +68,7 @@ impl Socket for TlsStream<TcpStream> {
 }
 
 /// What tickler shares with a stream lettre owns.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Side {
     /// Written through the [`Handle`]: joins what is held, and goes at lettre's next read.
     ahead: Vec<u8>,
@@ -76,7 +76,7 @@ struct Side {
     heard: Option<Vec<u8>>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Shared {
     side: Mutex<Side>,
     /// The stream holds bytes lettre wrote and no read has sent yet.
@@ -85,7 +85,7 @@ struct Shared {
 
 /// tickler's hold on a stream it handed to lettre.
 #[derive(Debug, Clone)]
-pub struct Handle(Arc<Shared>);
+struct Handle(Arc<Shared>);
 
 impl Handle {
     fn side(&self) -> std::sync::MutexGuard<'_, Side> {
@@ -115,31 +115,27 @@ pub struct Corked<S> {
     /// Written by lettre and not yet sent; `held[sent..]` is still to go.
     held: Vec<u8>,
     sent: usize,
-    /// Read from the socket before the stream was made (the greeting before STARTTLS): read
-    /// first, from `unread[at..]`.
-    unread: Vec<u8>,
-    at: usize,
+    /// Read before the socket's own bytes: [`GREETING_AFTER_STARTTLS`] after tickler's
+    /// STARTTLS, else nothing.
+    unread: &'static [u8],
     side: Handle,
 }
 
 impl<S: Socket> Corked<S> {
-    pub fn new(io: S, unread: Vec<u8>) -> (Corked<S>, Handle) {
-        let side = Handle(Arc::new(Shared {
-            side: Mutex::new(Side {
-                ahead: vec![],
-                heard: Some(vec![]),
-            }),
-            holding: AtomicBool::new(false),
-        }));
-        let corked = Corked {
+    pub fn new(io: S, unread: &'static [u8]) -> Corked<S> {
+        Corked {
             io,
             held: Vec::with_capacity(4096),
             sent: 0,
             unread,
-            at: 0,
-            side: side.clone(),
-        };
-        (corked, side)
+            side: Handle(Arc::new(Shared {
+                side: Mutex::new(Side {
+                    ahead: vec![],
+                    heard: Some(vec![]),
+                }),
+                holding: AtomicBool::new(false),
+            })),
+        }
     }
 
     /// Sends what is held, then flushes (TLS writes its records at a flush); `Pending` until
@@ -175,10 +171,10 @@ impl<S: Socket> AsyncRead for Corked<S> {
             side.heard.is_some()
         };
         ready!(this.poll_send(cx))?;
-        if this.at < this.unread.len() {
-            let n = buf.remaining().min(this.unread.len() - this.at);
-            buf.put_slice(&this.unread[this.at..this.at + n]);
-            this.at += n;
+        if !this.unread.is_empty() {
+            let n = buf.remaining().min(this.unread.len());
+            buf.put_slice(&this.unread[..n]);
+            this.unread = &this.unread[n..];
             return Poll::Ready(Ok(()));
         }
         let before = buf.filled().len();
@@ -428,12 +424,12 @@ pub struct Connection {
 
 impl Connection {
     /// lettre's greeting and EHLO over `stream`; learns whether the server pipelines.
-    pub async fn greet(
-        stream: Box<dyn AsyncTokioStream>,
-        side: Handle,
+    pub async fn greet<S: Socket + 'static>(
+        stream: Corked<S>,
         hello: &ClientId,
     ) -> Result<Connection, lettre::transport::smtp::Error> {
-        let conn = AsyncSmtpConnection::connect_with_transport(stream, hello).await?;
+        let side = stream.side.clone();
+        let conn = AsyncSmtpConnection::connect_with_transport(Box::new(stream), hello).await?;
         let pipelining = offers(&side.heard(), "PIPELINING");
         Ok(Connection {
             conn,
@@ -449,9 +445,10 @@ impl Connection {
         self.pipelining
     }
 
-    /// Whether the connection may carry another message.
+    /// Whether the connection may carry another message: no send on it failed (an answer out
+    /// of step, a body still held, and lettre's own `abort` are all failed sends).
     pub fn reusable(&self) -> bool {
-        !self.broken && !self.conn.has_broken() && !self.side.holding()
+        !self.broken
     }
 
     /// Whether the last send had reached its body: if it was cut off, it may have delivered it.
@@ -605,7 +602,7 @@ pub(super) mod tests {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let addr = listener.local_addr().unwrap();
             let (tcp, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
-            let mut client = Corked::new(tcp.unwrap(), vec![]).0;
+            let mut client = Corked::new(tcp.unwrap(), b"");
             let (mut server, _) = accepted.unwrap();
 
             client.write_all(b"body\r\n").await.unwrap();
@@ -671,7 +668,7 @@ pub(super) mod tests {
                 client.connect(listener.local_addr().unwrap()),
                 listener.accept()
             );
-            let mut client = Corked::new(tcp.unwrap(), vec![]).0;
+            let mut client = Corked::new(tcp.unwrap(), b"");
             let (mut server, _) = accepted.unwrap();
 
             let body: Vec<u8> = (0..60_000u32).map(|i| b'a' + (i % 26) as u8).collect();
@@ -904,10 +901,8 @@ pub(super) mod tests {
             let hello = ClientId::Domain("client.test".into());
             starttls(&mut tcp, &hello).await.unwrap();
             let stream = tls(tcp, "localhost", test_roots()).await.unwrap();
-            let (stream, side) = Corked::new(stream, GREETING_AFTER_STARTTLS.to_vec());
-            let mut conn = Connection::greet(Box::new(stream), side, &hello)
-                .await
-                .unwrap();
+            let stream = Corked::new(stream, GREETING_AFTER_STARTTLS);
+            let mut conn = Connection::greet(stream, &hello).await.unwrap();
             assert!(conn.pipelines());
             // Refused before anything is written, as lettre's own `send` refuses it.
             let eight_bit = conn.send(&envelope(), "Grüße\r\n".as_bytes()).await;
@@ -941,10 +936,8 @@ pub(super) mod tests {
             let tcp = TcpStream::connect(addr).await.unwrap();
             tcp.set_nodelay(true).unwrap();
             let stream = tls(tcp, "localhost", test_roots()).await.unwrap();
-            let (stream, side) = Corked::new(stream, vec![]);
-            let mut conn = Connection::greet(Box::new(stream), side, &hello)
-                .await
-                .unwrap();
+            let stream = Corked::new(stream, b"");
+            let mut conn = Connection::greet(stream, &hello).await.unwrap();
             let start = std::time::Instant::now();
             for _ in 0..20 {
                 conn.send(&envelope(), BODY).await.unwrap();
@@ -1025,10 +1018,8 @@ pub(super) mod tests {
                 });
                 let tcp = TcpStream::connect(addr).await.unwrap();
                 tcp.set_nodelay(true).unwrap();
-                let (stream, side) = Corked::new(tcp, vec![]);
-                let mut conn = Connection::greet(Box::new(stream), side, &hello)
-                    .await
-                    .unwrap();
+                let stream = Corked::new(tcp, b"");
+                let mut conn = Connection::greet(stream, &hello).await.unwrap();
                 assert_eq!(conn.pipelines(), pipelining);
                 let start = std::time::Instant::now();
                 for _ in 0..10 {
@@ -1095,11 +1086,9 @@ pub(super) mod tests {
             read
         });
         let tcp = TcpStream::connect(addr).await.unwrap();
-        let (stream, side) = Corked::new(tcp, vec![]);
+        let stream = Corked::new(tcp, b"");
         let hello = ClientId::Domain("client.test".into());
-        let conn = Connection::greet(Box::new(stream), side, &hello)
-            .await
-            .unwrap();
+        let conn = Connection::greet(stream, &hello).await.unwrap();
         (conn, server)
     }
 
@@ -1279,11 +1268,9 @@ pub(super) mod tests {
                 together
             });
             let tcp = TcpStream::connect(addr).await.unwrap();
-            let (stream, side) = Corked::new(tcp, vec![]);
+            let stream = Corked::new(tcp, b"");
             let hello = ClientId::Domain("client.test".into());
-            let mut conn = Connection::greet(Box::new(stream), side, &hello)
-                .await
-                .unwrap();
+            let mut conn = Connection::greet(stream, &hello).await.unwrap();
             assert!(conn.pipelines());
             let many = (0..200)
                 .map(|i| format!("person{i:03}@example.com").parse().unwrap())
