@@ -493,11 +493,13 @@ async fn message_states(store: &Store, keys: &[String]) -> BTreeMap<String, usiz
 
 /// `tickler run-job reminders` killed with -9 in the middle of its page: a later run sends
 /// what was never handed to the SMTP server, nothing twice, and leaves nothing `sending`; what
-/// may have been handed over is `unknown` (at most the messages in flight at the kill).
-async fn reminder_page_story(p: Project) {
+/// may have been handed over is `unknown` (at most the messages in flight at the kill). With
+/// `pipelining`, the server offers PIPELINING and each message's MAIL, RCPT and DATA go in one
+/// write.
+async fn reminder_page_story(p: Project, pipelining: bool) {
     const N: usize = 240;
     const CONCURRENCY: usize = 4;
-    let smtp = SmtpServer::start(p.path());
+    let smtp = SmtpServer::start_with(p.path(), pipelining);
     p.write_config(
         "",
         &format!(
@@ -564,6 +566,17 @@ async fn reminder_page_story(p: Project) {
         unknown <= CONCURRENCY,
         "{unknown} unknown: more than were in flight"
     );
+    // The path the story meant to take: every message pipelined, or none.
+    let pipelined = smtp.pipelined();
+    if pipelining {
+        assert!(
+            pipelined >= delivered.len(),
+            "{pipelined} pipelined of {}",
+            delivered.len()
+        );
+    } else {
+        assert_eq!(pipelined, 0);
+    }
     // Every `sent` row was delivered; an `unknown` one may or may not have been.
     assert!(
         delivered.len() >= sent && delivered.len() <= N,
@@ -590,7 +603,7 @@ async fn reminder_page_story(p: Project) {
 
 #[tokio::test]
 async fn kill_9_mid_reminder_page_strands_nothing_on_sqlite() {
-    reminder_page_story(Project::sqlite()).await;
+    reminder_page_story(Project::sqlite(), false).await;
 }
 
 #[tokio::test]
@@ -598,7 +611,20 @@ async fn kill_9_mid_reminder_page_strands_nothing_on_postgres() {
     let Some(p) = Project::postgres().await else {
         return;
     };
-    reminder_page_story(p).await;
+    reminder_page_story(p, false).await;
+}
+
+#[tokio::test]
+async fn kill_9_mid_pipelined_reminder_page_strands_nothing_on_sqlite() {
+    reminder_page_story(Project::sqlite(), true).await;
+}
+
+#[tokio::test]
+async fn kill_9_mid_pipelined_reminder_page_strands_nothing_on_postgres() {
+    let Some(p) = Project::postgres().await else {
+        return;
+    };
+    reminder_page_story(p, true).await;
 }
 
 // ---- Commands' grandchildren, and a killed `run-job` ----

@@ -38,10 +38,29 @@ import asyncio, sys
 from aiosmtpd.handlers import Mailbox
 from aiosmtpd.smtp import SMTP
 
+PIPELINING = sys.argv[2] == "pipelining"
+
+class Handler(Mailbox):
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        session.host_name = hostname
+        if PIPELINING:
+            responses.insert(-1, "250-PIPELINING")
+        return responses
+
+class Server(SMTP):
+    # Counts the MAIL commands whose RCPT had come with them (read already, in the buffer):
+    # the client pipelined them. aiosmtpd reads each command from its buffer in turn, as a
+    # server that offers PIPELINING does.
+    async def smtp_MAIL(self, arg):
+        if b"RCPT" in bytes(self._reader._buffer):
+            with open(sys.argv[1] + ".pipelined", "a") as f:
+                f.write("1")
+        await super().smtp_MAIL(arg)
+
 async def main():
-    handler = Mailbox(sys.argv[1])
+    handler = Handler(sys.argv[1])
     server = await asyncio.get_running_loop().create_server(
-        lambda: SMTP(handler, hostname="localhost"), "127.0.0.1", 0)
+        lambda: Server(handler, hostname="localhost"), "127.0.0.1", 0)
     print(server.sockets[0].getsockname()[1], flush=True)
     # Stops with the test: its stdin closes when the test process ends, even on a panic.
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
@@ -50,12 +69,23 @@ asyncio.run(main())
 "#;
 
 impl SmtpServer {
+    /// A server without PIPELINING: tickler sends its commands one at a time.
     pub fn start(dir: &Path) -> SmtpServer {
+        SmtpServer::start_with(dir, false)
+    }
+
+    /// A server that offers PIPELINING (RFC 2920) when `pipelining`, as Postfix does.
+    pub fn start_with(dir: &Path, pipelining: bool) -> SmtpServer {
         let maildir = dir.join("maildir");
         let mut child = Command::new(python())
             .arg("-c")
             .arg(SERVER)
             .arg(&maildir)
+            .arg(if pipelining {
+                "pipelining"
+            } else {
+                "one-at-a-time"
+            })
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -83,6 +113,11 @@ impl SmtpServer {
             (m.len() >= n).then_some(m)
         })
         .await
+    }
+
+    /// How many messages came with their MAIL and RCPT in one write (pipelined).
+    pub fn pipelined(&self) -> usize {
+        std::fs::read_to_string(self.maildir.with_extension("pipelined")).map_or(0, |s| s.len())
     }
 
     /// The messages delivered so far, sorted by recipient then subject.
