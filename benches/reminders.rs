@@ -37,6 +37,8 @@
 //! - `--phases C:P:B[:q]`: also times the pipeline's parts apart (select, context, render,
 //!   claim+finish, SMTP) with this setting, reproducing what the job and `Notifier::deliver` do.
 //! - `--no-plans`: skips the query plans.
+//! - `TICKLER_BENCH_PERF_CTL=FIFO`: profiles the measured runs alone, e.g. `mkfifo /tmp/ctl;
+//!   perf record -D -1 --control fifo:/tmp/ctl -g -- BENCH --bench ...` with the variable set.
 //! - `--extra-index`: an experiment from before the migrations indexed `(due_date, id)`: adds
 //!   `invoices_open_due_id ON invoices (due_date, id) WHERE status = 'open'` after seeding.
 
@@ -392,6 +394,18 @@ async fn sent_rows(store: &Store) -> i64 {
     }
 }
 
+/// With `TICKLER_BENCH_PERF_CTL=FIFO` (a `perf record -D -1 --control fifo:FIFO`), the
+/// profile covers the measured runs alone, not the seeding or the sink's start.
+fn perf_control(command: &str) {
+    if let Some(fifo) = std::env::var_os("TICKLER_BENCH_PERF_CTL") {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&fifo)
+            .unwrap_or_else(|e| panic!("TICKLER_BENCH_PERF_CTL: {e}"));
+        writeln!(f, "{command}").unwrap_or_else(|e| panic!("TICKLER_BENCH_PERF_CTL: {e}"));
+    }
+}
+
 async fn measure(
     backend: &'static str,
     url: &str,
@@ -428,6 +442,7 @@ async fn measure(
     let pg0 = postgres_cpu();
     let host0 = host_busy();
     let (u0, s0) = self_cpu();
+    perf_control("enable");
     let t0 = Instant::now();
     // As the daemon runs it: on a task of the multi-threaded runtime.
     let job = spec.job.clone();
@@ -435,6 +450,7 @@ async fn measure(
         .await
         .unwrap();
     let seconds = t0.elapsed().as_secs_f64();
+    perf_control("disable");
     let (u1, s1) = self_cpu();
     let host1 = host_busy();
     let pg1 = postgres_cpu();
