@@ -806,7 +806,7 @@ impl Store {
             Store::Postgres(_) => "BEGIN; SET LOCAL enable_seqscan = off",
             Store::Sqlite(_) => self.begin_statement(),
         };
-        with_pool!(self, pool => {
+        with_pool!(self, journal_pool, pool => {
             let mut tx = pool.begin_with(begin).await.doing(doing)?;
             let marked: Vec<(String, String)> = if attempts.is_empty() {
                 vec![]

@@ -78,6 +78,12 @@ impl PgStore {
         &self.jobs
     }
 
+    /// The journal of `notification_log` shares the pool: PostgreSQL's page cache is
+    /// shared by its connections.
+    pub fn journal_pool(&self) -> &PgPool {
+        &self.pool
+    }
+
     pub async fn close(&self) {
         self.jobs.close().await;
         self.pool.close().await;

@@ -28,6 +28,8 @@ pub struct SqliteStore {
     pool: SqlitePool,
     /// Connections for the `sql` job kind, apart from the ledger's, opened on first use.
     jobs: SqlitePool,
+    /// The one connection of `notification_log`'s journal (see [`SqliteStore::journal_pool`]).
+    journal: SqlitePool,
     /// The connection of the daemon's periodic work (heartbeat, orphan look, checkpoint),
     /// opened on first use. A pooled connection is pinged on its way back to the pool (by
     /// sqlx, not configurable): one more round trip to its worker thread per statement, which
@@ -99,6 +101,10 @@ impl SqliteStore {
         // Opening sets the journal mode, which another process creating or migrating the file
         // at this moment holds up with SQLITE_BUSY at once (no busy wait applies to it): a CLI
         // command run as a fresh daemon starts. Tried again for up to ~10 s.
+        let journal = pool
+            .clone()
+            .max_connections(1)
+            .connect_lazy_with(options.clone());
         let mut tries = 0u64;
         let pool = loop {
             match pool.clone().connect_with(options.clone()).await {
@@ -113,6 +119,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             pool,
             jobs,
+            journal,
             own: Default::default(),
             path: path.to_path_buf(),
         })
@@ -147,6 +154,15 @@ impl SqliteStore {
         &self.jobs
     }
 
+    /// The journal's writes (attempts and ends of messages, a commit every few sends) on a
+    /// connection of their own. A connection's page cache is emptied when it starts a
+    /// transaction after another connection committed (WAL mode), so the journal, which
+    /// commits most, reading the pages of the pool's other connections found them emptied by
+    /// its own last commit and read them again from the file: five reads per message.
+    pub fn journal_pool(&self) -> &SqlitePool {
+        &self.journal
+    }
+
     /// The connection of the periodic work, opened if need be (see `own`).
     pub async fn own_connection(&self) -> Result<Held<'_>> {
         let mut held = self.own.lock().await;
@@ -166,6 +182,7 @@ impl SqliteStore {
             let _ = conn.close().await;
         }
         self.jobs.close().await;
+        self.journal.close().await;
         self.pool.close().await;
     }
 
