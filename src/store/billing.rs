@@ -671,7 +671,7 @@ impl Store {
         );
         let begin = self.begin_statement();
         let store = self;
-        let keys: (Vec<String>, bool) = with_pool!(self, pool => {
+        let keys: (Vec<String>, bool) = with_pool!(self, journal_pool, pool => {
             let mut tx = pool.begin_with(begin).await.doing(doing)?;
             let keys: Vec<String> = sqlx::query_scalar(&text)
                 .bind(json_text(claims))
