@@ -58,7 +58,7 @@ use tickler::notify::{ChannelKind, Rendered};
 use tickler::secret::DatabaseUrl;
 use tickler::store::billing::{
     Cursor, ESCALATION_WHERE, INVOICE_VIEW, NewCustomer, NewInvoice, NewSubscription,
-    NotificationClaim, NotificationEnd, REMINDER_WHERE,
+    NotificationAttempt, NotificationClaim, NotificationEnd, REMINDER_WHERE,
 };
 use tickler::store::{Store, ts};
 
@@ -893,9 +893,15 @@ async fn phase_breakdown(
                     .claim_notifications(&claimant, &claims, Utc::now())
                     .await
                     .unwrap();
-                let keys: Vec<String> = page.iter().map(|m| m.key.clone()).collect();
+                let attempts: Vec<NotificationAttempt> = page
+                    .iter()
+                    .map(|m| NotificationAttempt {
+                        key: m.key.clone(),
+                        invoice: m.invoice_id.clone(),
+                    })
+                    .collect();
                 store
-                    .journal_notifications("bench", &keys, &[], Utc::now())
+                    .journal_notifications("bench", &attempts, &[], Utc::now())
                     .await
                     .unwrap();
                 assert_eq!(claimed.len(), page.len());

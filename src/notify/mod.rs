@@ -19,7 +19,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 pub use crate::store::billing::Claimant;
-use crate::store::billing::{NotificationClaim, NotificationEnd};
+use crate::store::billing::{NotificationAttempt, NotificationClaim, NotificationEnd};
 use crate::store::{Store, StoreError};
 
 pub mod blocks;
@@ -713,7 +713,7 @@ impl Notifier {
         let _permit = lane.limiter.acquire().await;
         // The attempt is committed before the provider sees the message: if this process
         // dies from here on, the message is `unknown`, never sent twice.
-        if !journal.attempt(&m.key).await {
+        if !journal.attempt(m).await {
             return Fate::Done;
         }
         let to = m.recipient.as_deref().unwrap_or_default();
@@ -745,7 +745,7 @@ struct Journal {
 }
 
 enum JournalOp {
-    Attempt(String, tokio::sync::oneshot::Sender<bool>),
+    Attempt(NotificationAttempt, tokio::sync::oneshot::Sender<bool>),
     End(NotificationEnd),
 }
 
@@ -761,15 +761,16 @@ impl Journal {
         (Journal { tx }, written)
     }
 
-    /// Records that `key` is about to be handed to its provider; `false` when the claim is no
-    /// longer this process's (or the record could not be written): then it must not be sent.
-    async fn attempt(&self, key: &str) -> bool {
+    /// Records that `m` is about to be handed to its provider; `false` when the claim is no
+    /// longer this process's, its invoice is no longer open (or the record could not be
+    /// written): then it must not be sent.
+    async fn attempt(&self, m: &Message) -> bool {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        if self
-            .tx
-            .send(JournalOp::Attempt(key.to_string(), tx))
-            .is_err()
-        {
+        let attempt = NotificationAttempt {
+            key: m.key.clone(),
+            invoice: m.invoice_id.clone(),
+        };
+        if self.tx.send(JournalOp::Attempt(attempt, tx)).is_err() {
             return false;
         }
         rx.await.unwrap_or(false)
@@ -812,8 +813,8 @@ async fn journal_writer(
         let mut ends = vec![];
         for op in ops.drain(..) {
             match op {
-                JournalOp::Attempt(key, answer) => {
-                    attempts.push(key);
+                JournalOp::Attempt(attempt, answer) => {
+                    attempts.push(attempt);
                     waiting.push(answer);
                 }
                 JournalOp::End(end) => ends.push(end),
@@ -829,8 +830,8 @@ async fn journal_writer(
             outcome = Err(journal_lost("the database refused the record".into()));
         }
         let mine = written.unwrap_or_default();
-        for (key, answer) in attempts.iter().zip(waiting) {
-            let _ = answer.send(mine.contains(key));
+        for (attempt, answer) in attempts.iter().zip(waiting) {
+            let _ = answer.send(mine.contains(&attempt.key));
         }
     }
     outcome

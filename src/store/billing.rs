@@ -181,6 +181,16 @@ pub struct Claimant<'a> {
     pub run: Option<uuid::Uuid>,
 }
 
+/// A claimed message about to be handed to its provider: its key, and the invoice it is
+/// about (as claimed), whose status decides whether it still goes.
+#[derive(Debug, Clone, Serialize)]
+pub struct NotificationAttempt {
+    #[serde(rename = "k")]
+    pub key: String,
+    #[serde(rename = "i")]
+    pub invoice: Option<String>,
+}
+
 /// How a claimed message ended.
 #[derive(Debug, Clone, Serialize)]
 pub struct NotificationEnd {
@@ -737,21 +747,20 @@ impl Store {
             .doing("cancelling a deferred message"))
     }
 
-    /// Writes, in one transaction, what `owner` is about to hand to providers (`attempts`:
-    /// their keys) and how earlier sends ended (`ends`). Returns the attempted keys that are
-    /// still `owner`'s to send: a key whose claim was released or taken over meanwhile (this
+    /// Writes, in one transaction, what `owner` is about to hand to providers (`attempts`)
+    /// and how earlier sends ended (`ends`). Returns the attempted keys that are still
+    /// `owner`'s to send: a key whose claim was released or taken over meanwhile (this
     /// process was taken for dead) must not be sent, nor one whose invoice is no longer open
     /// (recorded `cancelled`). An end is written only while `owner`
     /// holds the row; it also replaces an `unknown` set by another process in between.
     pub async fn journal_notifications(
         &self,
         owner: &str,
-        attempts: &[String],
+        attempts: &[NotificationAttempt],
         ends: &[NotificationEnd],
         now: DateTime<Utc>,
     ) -> Result<HashSet<String>> {
         let doing = "recording messages handed to providers in notification_log";
-        let keys: Vec<Value> = attempts.iter().map(|k| json!({ "k": k })).collect();
         // Both look each row up by its key (the unique index): `status || ''` keeps the
         // planners from walking the index of open rows instead, which holds the whole page a
         // delivery claimed, once per commit of a few messages.
@@ -769,16 +778,21 @@ impl Store {
         // claimed before a payment and not yet handed over is `cancelled` here, in the same
         // transaction as its attempt would be, so a payment committed before it is obeyed
         // however long the message waited for its lane (a page under a rate limit: minutes).
-        let invoice = "(SELECT i.status FROM invoices i WHERE i.id = notification_log.invoice_id)";
-        let open = format!("(notification_log.invoice_id IS NULL OR {invoice} = 'open')");
+        // The invoice is looked up once per message, by the id the attempt names; the row's
+        // own `invoice_id` must be that one, or the message is not open (it never goes on a
+        // wrong hint).
+        let open = "(notification_log.invoice_id IS NULL \
+                     OR COALESCE(i.id = notification_log.invoice_id AND i.status = 'open', FALSE))";
         let mark_text = format!(
             "UPDATE notification_log
                 SET attempted_at = CASE WHEN {open} THEN $3::timestamptz END,
                     status = CASE WHEN {open} THEN notification_log.status ELSE 'cancelled' END,
                     error = CASE WHEN {open} THEN notification_log.error
-                        ELSE 'cancelled: its invoice is ' || COALESCE({invoice}, 'gone') END,
+                        ELSE 'cancelled: its invoice is ' || CASE
+                            WHEN i.id = notification_log.invoice_id THEN i.status ELSE 'gone' END
+                        END,
                     updated_at = $3::timestamptz
-               FROM ROWS($1)
+               FROM ROWS($1) LEFT JOIN invoices i ON i.id = (r.value->>'i')::uuid
               WHERE notification_log.dedup_key = r.value->>'k'
                 AND notification_log.owner = $2 AND (notification_log.status || '') = 'sending'{}
              RETURNING notification_log.dedup_key, notification_log.status",
@@ -812,7 +826,7 @@ impl Store {
                 vec![]
             } else {
                 sqlx::query_as(&mark)
-                    .bind(json_text(&keys))
+                    .bind(json_text(attempts))
                     .bind(owner)
                     .bind(ts(now))
                     .fetch_all(&mut *tx)

@@ -5,7 +5,9 @@
 
 use chrono::{Days, NaiveDate, TimeDelta};
 use tickler::store::Store;
-use tickler::store::billing::{Claimant, Cursor, NewInvoice, NotificationClaim, NotificationEnd};
+use tickler::store::billing::{
+    Claimant, Cursor, NewInvoice, NotificationAttempt, NotificationClaim, NotificationEnd,
+};
 use uuid::Uuid;
 
 use crate::helpers::tenants::{open_invoice, tenant};
@@ -36,6 +38,16 @@ fn end(key: &str, status: &'static str) -> NotificationEnd {
 
 fn keys(v: &[&str]) -> Vec<String> {
     v.iter().map(|k| k.to_string()).collect()
+}
+
+/// Attempts of messages about no invoice.
+fn attempts(v: &[&str]) -> Vec<NotificationAttempt> {
+    v.iter()
+        .map(|k| NotificationAttempt {
+            key: k.to_string(),
+            invoice: None,
+        })
+        .collect()
 }
 
 async fn invoices_in_order(store: &Store) {
@@ -122,13 +134,13 @@ async fn message_claims(store: &Store) {
     // Only the owner records an attempt; then one ends sent, one failed, one stays in flight.
     assert!(
         store
-            .journal_notifications(b, &keys(&all), &[], now)
+            .journal_notifications(b, &attempts(&all), &[], now)
             .await
             .unwrap()
             .is_empty()
     );
     let marked = store
-        .journal_notifications(a, &keys(&["m1", "m2"]), &[], now)
+        .journal_notifications(a, &attempts(&["m1", "m2"]), &[], now)
         .await
         .unwrap();
     assert_eq!(marked.len(), 2);
@@ -153,7 +165,7 @@ async fn message_claims(store: &Store) {
     let later = now + TimeDelta::minutes(5);
     assert_eq!(
         store
-            .journal_notifications(b, &keys(&["m2"]), &[], later)
+            .journal_notifications(b, &attempts(&["m2"]), &[], later)
             .await
             .unwrap()
             .len(),
@@ -194,12 +206,85 @@ async fn message_claims(store: &Store) {
     assert_eq!(last, keys(&["m3"]).into_iter().collect());
 }
 
+/// An attempt goes only while the invoice its message is about is open: the invoice is
+/// looked up by the id the attempt names, which must be the claim's; a message about a paid
+/// invoice is `cancelled`, saying why, and so is one whose attempt names another invoice.
+async fn attempts_follow_their_invoices(store: &Store) {
+    let now = utc("2026-03-10T09:00:00Z");
+    let customer = tenant(7, "example.com");
+    let day = NaiveDate::from_ymd_opt(2026, 3, 17).unwrap();
+    let mut invoices: Vec<NewInvoice> = ["open", "paid", "open"]
+        .iter()
+        .map(|status| NewInvoice {
+            status: status.to_string(),
+            ..open_invoice(&customer, String::new(), day)
+        })
+        .collect();
+    store
+        .import(&[customer], &[], &mut invoices, "INV-")
+        .await
+        .unwrap();
+    let ids: Vec<String> = invoices.iter().map(|i| i.id.clone()).collect();
+    let about = |key: &str, invoice: &str| NotificationClaim {
+        invoice: Some(invoice.to_string()),
+        ..claim(key)
+    };
+    let claims = [
+        about("open", &ids[0]),
+        about("paid", &ids[1]),
+        about("hinted", &ids[1]),
+        claim("none"),
+    ];
+    let claimant = Claimant {
+        job: "reminders",
+        owner: "owner-a",
+        run: None,
+    };
+    assert_eq!(
+        store
+            .claim_notifications(&claimant, &claims, now)
+            .await
+            .unwrap()
+            .len(),
+        4
+    );
+    let attempt = |key: &str, invoice: Option<&String>| NotificationAttempt {
+        key: key.to_string(),
+        invoice: invoice.cloned(),
+    };
+    let go = store
+        .journal_notifications(
+            "owner-a",
+            &[
+                attempt("open", Some(&ids[0])),
+                attempt("paid", Some(&ids[1])),
+                // About the paid invoice, naming an open one: not sent.
+                attempt("hinted", Some(&ids[2])),
+                attempt("none", None),
+            ],
+            &[],
+            now,
+        )
+        .await
+        .unwrap();
+    assert_eq!(go, keys(&["open", "none"]).into_iter().collect());
+    let states = store
+        .notification_states(&keys(&["open", "paid", "hinted", "none"]))
+        .await
+        .unwrap();
+    assert_eq!(states["open"], "sending");
+    assert_eq!(states["none"], "sending");
+    assert_eq!(states["paid"], "cancelled");
+    assert_eq!(states["hinted"], "cancelled");
+}
+
 #[tokio::test]
 async fn billing_contract_on_sqlite() {
     let p = Project::sqlite();
     let store = p.store().await;
     invoices_in_order(&store).await;
     message_claims(&store).await;
+    attempts_follow_their_invoices(&store).await;
 }
 
 #[tokio::test]
@@ -210,4 +295,5 @@ async fn billing_contract_on_postgres() {
     let store = p.store().await;
     invoices_in_order(&store).await;
     message_claims(&store).await;
+    attempts_follow_their_invoices(&store).await;
 }

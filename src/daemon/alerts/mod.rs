@@ -26,7 +26,7 @@ use crate::config::JobSpec;
 use crate::config::alerts::OnFailure;
 use crate::notify::{Rendered, SendError};
 use crate::secret::host_only;
-use crate::store::billing::{NotificationClaim, NotificationEnd};
+use crate::store::billing::{NotificationAttempt, NotificationClaim, NotificationEnd};
 use crate::store::{Status, Store};
 use crate::time::duration::short;
 
@@ -572,7 +572,13 @@ impl Delivery {
         attempt: Option<&str>,
         end: Option<NotificationEnd>,
     ) -> Option<std::collections::HashSet<String>> {
-        let attempts: Vec<String> = attempt.into_iter().map(String::from).collect();
+        let attempts: Vec<NotificationAttempt> = attempt
+            .map(|key| NotificationAttempt {
+                key: key.to_string(),
+                invoice: None,
+            })
+            .into_iter()
+            .collect();
         let ends: Vec<NotificationEnd> = end.into_iter().collect();
         let now = self.clock.now();
         crate::retry::until_done("recording an alert send", &self.stopping, || {
