@@ -78,8 +78,8 @@ impl PgStore {
         &self.jobs
     }
 
-    /// The journal of `notification_log` shares the pool: PostgreSQL's page cache is
-    /// shared by its connections.
+    /// The writes of messages to `notification_log` (claims, the journal) share the pool:
+    /// PostgreSQL's page cache is shared by its connections.
     pub fn journal_pool(&self) -> &PgPool {
         &self.pool
     }

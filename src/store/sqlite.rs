@@ -98,13 +98,13 @@ impl SqliteStore {
             .min_connections(0)
             .test_before_acquire(false)
             .idle_timeout(Duration::from_secs(300));
-        // Opening sets the journal mode, which another process creating or migrating the file
-        // at this moment holds up with SQLITE_BUSY at once (no busy wait applies to it): a CLI
-        // command run as a fresh daemon starts. Tried again for up to ~10 s.
         let journal = pool
             .clone()
             .max_connections(1)
             .connect_lazy_with(options.clone());
+        // Opening sets the journal mode, which another process creating or migrating the file
+        // at this moment holds up with SQLITE_BUSY at once (no busy wait applies to it): a CLI
+        // command run as a fresh daemon starts. Tried again for up to ~10 s.
         let mut tries = 0u64;
         let pool = loop {
             match pool.clone().connect_with(options.clone()).await {
