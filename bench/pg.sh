@@ -1,5 +1,6 @@
 # Sourced by the bench scripts: a throwaway PostgreSQL cluster in a temporary directory.
 # `start_pg` sets PG_BASE (postgres://postgres@127.0.0.1:PORT, no database); `stop_pg` removes it.
+# `start_pg` passes PG_OPTS, when set, to the server (e.g. `-c shared_preload_libraries=...`).
 # `bench_pg_url` sets pg_url: TICKLER_BENCH_POSTGRES_URL, or such a cluster's `postgres` database,
 # stopped when the script exits.
 start_pg() {
@@ -11,7 +12,7 @@ start_pg() {
     port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
     "${as_pg[@]}" "$pg_bin/initdb" -A trust -U postgres -D "$pg_dir/data" >/dev/null
     "${as_pg[@]}" "$pg_bin/pg_ctl" start -w -D "$pg_dir/data" -l "$pg_dir/log" \
-        -o "-c listen_addresses=127.0.0.1 -p $port -k $pg_dir -c max_connections=200" >/dev/null
+        -o "-c listen_addresses=127.0.0.1 -p $port -k $pg_dir -c max_connections=200 ${PG_OPTS:-}" >/dev/null
     PG_BASE="postgres://postgres@127.0.0.1:$port"
 }
 
