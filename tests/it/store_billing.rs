@@ -278,6 +278,132 @@ async fn attempts_follow_their_invoices(store: &Store) {
     assert_eq!(states["hinted"], "cancelled");
 }
 
+/// The keys in `notification_open` of this test's messages (`q…`), in order.
+async fn open_set(store: &Store) -> Vec<String> {
+    let q = "SELECT dedup_key FROM notification_open WHERE dedup_key LIKE 'q%' ORDER BY dedup_key";
+    match store {
+        Store::Sqlite(s) => sqlx::query_scalar(q).fetch_all(s.pool()).await.unwrap(),
+        Store::Postgres(s) => sqlx::query_scalar(q).fetch_all(s.pool()).await.unwrap(),
+    }
+}
+
+/// `notification_open` holds the key of every message that is not final (`sending`,
+/// `unknown`, `deferred`): the claim adds it in its transaction, the delivery forgets the
+/// ended ones, a release forgets the released ones, and the sweep of stopped processes
+/// finds their claims there and forgets what a process ended without forgetting. On
+/// PostgreSQL a row another transaction holds keeps its key (it may be being claimed again).
+async fn open_keys_follow_their_messages(store: &Store) {
+    let now = utc("2026-03-11T09:00:00Z");
+    let claimant = Claimant {
+        job: "reminders",
+        owner: "owner-o",
+        run: None,
+    };
+    let skipped = NotificationClaim {
+        status: "skipped",
+        ..claim("q-skipped")
+    };
+    let count = |counts: &[(String, i64)], status: &str| {
+        counts
+            .iter()
+            .find(|(s, _)| s == status)
+            .map_or(0, |(_, n)| *n)
+    };
+    let before = store.open_message_counts().await.unwrap();
+    let claims = [claim("q1"), claim("q2"), claim("q3"), claim("q4"), skipped];
+    store
+        .claim_notifications(&claimant, &claims, now)
+        .await
+        .unwrap();
+    assert_eq!(open_set(store).await, keys(&["q1", "q2", "q3", "q4"]));
+
+    // A delivery: q1 sent, q2 unknown, q3 in flight; it forgets the final ones.
+    let owner = "owner-o";
+    store
+        .journal_notifications(owner, &attempts(&["q1", "q2", "q3"]), &[], now)
+        .await
+        .unwrap();
+    store
+        .journal_notifications(owner, &[], &[end("q1", "sent"), end("q2", "unknown")], now)
+        .await
+        .unwrap();
+    assert_eq!(open_set(store).await, keys(&["q1", "q2", "q3", "q4"]));
+    store
+        .forget_ended_messages(&keys(&["q1", "q2", "q3"]))
+        .await
+        .unwrap();
+    assert_eq!(open_set(store).await, keys(&["q2", "q3", "q4"]));
+    // The earlier contracts' rows count too: this one adds q3 and q4 sending, q2 unknown.
+    let counts = store.open_message_counts().await.unwrap();
+    assert_eq!(
+        (count(&counts, "sending"), count(&counts, "unknown")),
+        (count(&before, "sending") + 2, count(&before, "unknown") + 1)
+    );
+
+    // Cut short: q3 (attempted) becomes unknown and stays; q4 goes back to failed.
+    store
+        .release_notifications(owner, &keys(&["q3", "q4"]), "cut short", now)
+        .await
+        .unwrap();
+    assert_eq!(open_set(store).await, keys(&["q2", "q3"]));
+    // Claimed again, q4 is open again.
+    store
+        .claim_notifications(&claimant, &claims[3..4], now)
+        .await
+        .unwrap();
+    assert_eq!(open_set(store).await, keys(&["q2", "q3", "q4"]));
+
+    // A process stopped after writing q1's end, before forgetting it: the sweep of stopped
+    // processes releases q4 (found by its key here; no process is registered, so every owner
+    // is stopped, the earlier contracts' too) and forgets both.
+    let stale = "INSERT INTO notification_open (dedup_key) VALUES ('q1')";
+    match store {
+        Store::Sqlite(s) => sqlx::query(stale).execute(s.pool()).await.map(drop),
+        Store::Postgres(s) => sqlx::query(stale).execute(s.pool()).await.map(drop),
+    }
+    .unwrap();
+    let released = store
+        .release_dead_messages(now + TimeDelta::minutes(1), now)
+        .await
+        .unwrap();
+    assert!(released.released >= 1, "q4: {released:?}");
+    assert_eq!(
+        store.notification_states(&keys(&["q4"])).await.unwrap()["q4"],
+        "failed"
+    );
+    assert_eq!(open_set(store).await, keys(&["q2", "q3"]));
+
+    // PostgreSQL: a failed row that another transaction holds (a claim in progress) keeps
+    // its key, and the forgetting does not wait for it.
+    let Store::Postgres(s) = store else {
+        return;
+    };
+    store
+        .claim_notifications(&claimant, &[claim("q5")], now)
+        .await
+        .unwrap();
+    store
+        .journal_notifications(owner, &[], &[end("q5", "failed")], now)
+        .await
+        .unwrap();
+    let mut holder = s.pool().begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM notification_log WHERE dedup_key = 'q5' FOR UPDATE")
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        store.forget_ended_messages(&keys(&["q5"])),
+    )
+    .await
+    .expect("forgetting waited for a row another transaction holds")
+    .unwrap();
+    assert_eq!(open_set(store).await, keys(&["q2", "q3", "q5"]));
+    holder.rollback().await.unwrap();
+    store.forget_ended_messages(&keys(&["q5"])).await.unwrap();
+    assert_eq!(open_set(store).await, keys(&["q2", "q3"]));
+}
+
 #[tokio::test]
 async fn billing_contract_on_sqlite() {
     let p = Project::sqlite();
@@ -285,6 +411,7 @@ async fn billing_contract_on_sqlite() {
     invoices_in_order(&store).await;
     message_claims(&store).await;
     attempts_follow_their_invoices(&store).await;
+    open_keys_follow_their_messages(&store).await;
 }
 
 #[tokio::test]
@@ -296,4 +423,5 @@ async fn billing_contract_on_postgres() {
     invoices_in_order(&store).await;
     message_claims(&store).await;
     attempts_follow_their_invoices(&store).await;
+    open_keys_follow_their_messages(&store).await;
 }
