@@ -923,8 +923,6 @@ async fn phase_breakdown(
                     .journal_notifications("bench", &[], &ends, Utc::now())
                     .await
                     .unwrap();
-                let keys: Vec<String> = page.iter().map(|m| m.key.clone()).collect();
-                store.forget_ended_messages(&keys).await.unwrap();
             }
         },
     )

@@ -807,9 +807,6 @@ async fn journal_writer(
     let never = tokio_util::sync::CancellationToken::new();
     let mut ops = Vec::with_capacity(256);
     let mut outcome = Ok(());
-    // Every key written, to forget the final ones in `notification_open` at the end (one
-    // statement per delivery, not one per commit).
-    let mut written_keys = vec![];
     while rx.recv_many(&mut ops, 1024).await > 0 {
         let mut attempts = vec![];
         let mut waiting = vec![];
@@ -836,15 +833,6 @@ async fn journal_writer(
         for (attempt, answer) in attempts.iter().zip(waiting) {
             let _ = answer.send(mine.contains(&attempt.key));
         }
-        written_keys.extend(attempts.into_iter().map(|a| a.key));
-        written_keys.extend(ends.into_iter().map(|e| e.key));
-    }
-    // A key left there is harmless (readers check the row's status) and swept later: a
-    // failure here is logged, not the delivery's.
-    written_keys.sort_unstable();
-    written_keys.dedup();
-    if let Err(e) = store.forget_ended_messages(&written_keys).await {
-        tracing::warn!(error = %e, "could not forget the ended messages of a delivery");
     }
     outcome
 }

@@ -276,15 +276,21 @@ async fn attempts_follow_their_invoices(store: &Store) {
     assert_eq!(states["none"], "sending");
     assert_eq!(states["paid"], "cancelled");
     assert_eq!(states["hinted"], "cancelled");
+    // The cancelled ones are final: their keys left `notification_open` with the attempt.
+    let open = open_keys(store, "").await;
+    assert!(open.contains(&"open".to_string()) && open.contains(&"none".to_string()));
+    assert!(!open.contains(&"paid".to_string()) && !open.contains(&"hinted".to_string()));
 }
 
-/// The keys in `notification_open` of this test's messages (`q…`), in order.
-async fn open_set(store: &Store) -> Vec<String> {
-    let q = "SELECT dedup_key FROM notification_open WHERE dedup_key LIKE 'q%' ORDER BY dedup_key";
+/// The keys in `notification_open` that start with `prefix` (one test's messages), in order.
+async fn open_keys(store: &Store, prefix: &str) -> Vec<String> {
+    let q = "SELECT dedup_key FROM notification_open WHERE dedup_key LIKE $1 ORDER BY dedup_key";
+    let like = format!("{prefix}%");
     match store {
-        Store::Sqlite(s) => sqlx::query_scalar(q).fetch_all(s.pool()).await.unwrap(),
-        Store::Postgres(s) => sqlx::query_scalar(q).fetch_all(s.pool()).await.unwrap(),
+        Store::Sqlite(s) => sqlx::query_scalar(q).bind(like).fetch_all(s.pool()).await,
+        Store::Postgres(s) => sqlx::query_scalar(q).bind(like).fetch_all(s.pool()).await,
     }
+    .unwrap()
 }
 
 /// `notification_open` holds the key of every message that is not final (`sending`,
@@ -315,24 +321,27 @@ async fn open_keys_follow_their_messages(store: &Store) {
         .claim_notifications(&claimant, &claims, now)
         .await
         .unwrap();
-    assert_eq!(open_set(store).await, keys(&["q1", "q2", "q3", "q4"]));
+    assert_eq!(open_keys(store, "q").await, keys(&["q1", "q2", "q3", "q4"]));
 
-    // A delivery: q1 sent, q2 unknown, q3 in flight; it forgets the final ones.
+    // A delivery: q1 sent, q2 unknown, q3 in flight; the journal's commit that ends a
+    // message forgets its key if it is final.
     let owner = "owner-o";
     store
         .journal_notifications(owner, &attempts(&["q1", "q2", "q3"]), &[], now)
         .await
         .unwrap();
+    assert_eq!(open_keys(store, "q").await, keys(&["q1", "q2", "q3", "q4"]));
     store
         .journal_notifications(owner, &[], &[end("q1", "sent"), end("q2", "unknown")], now)
         .await
         .unwrap();
-    assert_eq!(open_set(store).await, keys(&["q1", "q2", "q3", "q4"]));
+    assert_eq!(open_keys(store, "q").await, keys(&["q2", "q3", "q4"]));
+    // An end by another owner is not written, and forgets nothing.
     store
-        .forget_ended_messages(&keys(&["q1", "q2", "q3"]))
+        .journal_notifications("owner-x", &[], &[end("q3", "sent")], now)
         .await
         .unwrap();
-    assert_eq!(open_set(store).await, keys(&["q2", "q3", "q4"]));
+    assert_eq!(open_keys(store, "q").await, keys(&["q2", "q3", "q4"]));
     // The earlier contracts' rows count too: this one adds q3 and q4 sending, q2 unknown.
     let counts = store.open_message_counts().await.unwrap();
     assert_eq!(
@@ -345,13 +354,13 @@ async fn open_keys_follow_their_messages(store: &Store) {
         .release_notifications(owner, &keys(&["q3", "q4"]), "cut short", now)
         .await
         .unwrap();
-    assert_eq!(open_set(store).await, keys(&["q2", "q3"]));
+    assert_eq!(open_keys(store, "q").await, keys(&["q2", "q3"]));
     // Claimed again, q4 is open again.
     store
         .claim_notifications(&claimant, &claims[3..4], now)
         .await
         .unwrap();
-    assert_eq!(open_set(store).await, keys(&["q2", "q3", "q4"]));
+    assert_eq!(open_keys(store, "q").await, keys(&["q2", "q3", "q4"]));
 
     // A process stopped after writing q1's end, before forgetting it: the sweep of stopped
     // processes releases q4 (found by its key here; no process is registered, so every owner
@@ -371,19 +380,29 @@ async fn open_keys_follow_their_messages(store: &Store) {
         store.notification_states(&keys(&["q4"])).await.unwrap()["q4"],
         "failed"
     );
-    assert_eq!(open_set(store).await, keys(&["q2", "q3"]));
+    assert_eq!(open_keys(store, "q").await, keys(&["q2", "q3"]));
 
-    // PostgreSQL: a failed row that another transaction holds (a claim in progress) keeps
-    // its key, and the forgetting does not wait for it.
-    let Store::Postgres(s) = store else {
-        return;
-    };
+    // A failed message ends out of the set.
     store
         .claim_notifications(&claimant, &[claim("q5")], now)
         .await
         .unwrap();
+    assert_eq!(open_keys(store, "q").await, keys(&["q2", "q3", "q5"]));
     store
         .journal_notifications(owner, &[], &[end("q5", "failed")], now)
+        .await
+        .unwrap();
+    assert_eq!(open_keys(store, "q").await, keys(&["q2", "q3"]));
+
+    // PostgreSQL: the forgetting of the sweeps (outside the transaction that ended the
+    // message) skips a row another transaction holds (a claim of a failed message in
+    // progress: its key must stay), and does not wait for it. q5's key is left over here as
+    // a process stopped before its forgetting would leave it.
+    let Store::Postgres(s) = store else {
+        return;
+    };
+    sqlx::query("INSERT INTO notification_open (dedup_key) VALUES ('q5')")
+        .execute(s.pool())
         .await
         .unwrap();
     let mut holder = s.pool().begin().await.unwrap();
@@ -398,10 +417,80 @@ async fn open_keys_follow_their_messages(store: &Store) {
     .await
     .expect("forgetting waited for a row another transaction holds")
     .unwrap();
-    assert_eq!(open_set(store).await, keys(&["q2", "q3", "q5"]));
+    assert_eq!(open_keys(store, "q").await, keys(&["q2", "q3", "q5"]));
     holder.rollback().await.unwrap();
     store.forget_ended_messages(&keys(&["q5"])).await.unwrap();
-    assert_eq!(open_set(store).await, keys(&["q2", "q3"]));
+    assert_eq!(open_keys(store, "q").await, keys(&["q2", "q3"]));
+}
+
+/// An upgrade to `notification_open` (a migration, numbered `version` in the backend's
+/// folder) with a message left `sending` by a daemon stopped before it: the migration copies
+/// the open keys, so the sweep of stopped processes still finds and releases that message;
+/// a sent one is not copied. The schema from before the migration is made again from the
+/// migrated one (the table dropped, the two indexes back, the migration unrecorded).
+async fn upgrade_keeps_open_messages(p: &Project, version: i64) {
+    let store = p.store().await;
+    let now = utc("2026-03-12T09:00:00Z");
+    let claimant = Claimant {
+        job: "reminders",
+        owner: "owner-u",
+        run: None,
+    };
+    store
+        .claim_notifications(&claimant, &[claim("u1"), claim("u2")], now)
+        .await
+        .unwrap();
+    store
+        .journal_notifications("owner-u", &attempts(&["u2"]), &[end("u2", "sent")], now)
+        .await
+        .unwrap();
+    let before = [
+        "DROP TABLE notification_open",
+        "CREATE INDEX notification_log_open ON notification_log (status)
+          WHERE status IN ('sending', 'unknown')",
+        "CREATE INDEX notification_log_deferred ON notification_log (deferred_until)
+          WHERE status = 'deferred'",
+    ];
+    let unrecord = format!("DELETE FROM _sqlx_migrations WHERE version = {version}");
+    for q in before.iter().copied().chain([unrecord.as_str()]) {
+        match &store {
+            Store::Sqlite(s) => sqlx::query(q).execute(s.pool()).await.map(drop),
+            Store::Postgres(s) => sqlx::query(q).execute(s.pool()).await.map(drop),
+        }
+        .unwrap_or_else(|e| panic!("{q}: {e}"));
+    }
+    store.close().await;
+
+    let store = p.store().await;
+    assert_eq!(open_keys(&store, "u").await, keys(&["u1"]));
+    let released = store
+        .release_dead_messages(now + TimeDelta::minutes(1), now)
+        .await
+        .unwrap();
+    assert_eq!((released.released, released.unknown), (1, 0));
+    let states = store
+        .notification_states(&keys(&["u1", "u2"]))
+        .await
+        .unwrap();
+    assert_eq!(
+        (states["u1"].as_str(), states["u2"].as_str()),
+        ("failed", "sent")
+    );
+    assert!(open_keys(&store, "u").await.is_empty());
+    store.close().await;
+}
+
+#[tokio::test]
+async fn upgrade_keeps_open_messages_on_sqlite() {
+    upgrade_keeps_open_messages(&Project::sqlite(), 16).await;
+}
+
+#[tokio::test]
+async fn upgrade_keeps_open_messages_on_postgres() {
+    let Some(p) = Project::postgres().await else {
+        return;
+    };
+    upgrade_keeps_open_messages(&p, 17).await;
 }
 
 #[tokio::test]
