@@ -792,8 +792,8 @@ impl Store {
         .into_owned()
     }
 
-    /// Removes from `notification_open` the keys among `keys` whose messages are final (a
-    /// delivery's, once its journal is written).
+    /// Removes from `notification_open` the keys among `keys` whose messages are final (after
+    /// a release or a cancellation, outside the transaction that made them final).
     pub async fn forget_ended_messages(&self, keys: &[String]) -> Result<()> {
         if keys.is_empty() {
             return Ok(());
@@ -950,11 +950,11 @@ impl Store {
                     .await
                     .doing(doing)?;
                 gone.extend(
-                        ended
-                            .iter()
-                            .filter(|(_, status)| !is_open(status))
-                            .map(|(k, _)| json!({ "k": k })),
-                    );
+                    ended
+                        .iter()
+                        .filter(|(_, status)| !is_open(status))
+                        .map(|(k, _)| json!({ "k": k })),
+                );
             }
             if !gone.is_empty() {
                 sqlx::query(&forget)
