@@ -18,8 +18,8 @@
 //!
 //! The job runs as the daemon runs it: built from a config text by `config::parse`, started on
 //! a tokio task of a multi-threaded runtime, `job.run(&ctx)` with a hand-made `RunContext`.
-//! Between two measured runs only `notification_log` and `notification_open` are emptied: the
-//! job reads `invoices` and writes those two alone.
+//! Between two measured runs only `notification_log` is emptied: the job reads `invoices` and
+//! writes `notification_log` alone.
 //!
 //! Columns: `seconds` and `msg/s` from the start of `job.run` to its end; `cpu µs/msg`
 //! (`user`, `sys`) this process's CPU over the run (getrusage RUSAGE_SELF: the job, tokio,
@@ -372,15 +372,13 @@ async fn backend_runs(
 async fn clear_log(store: &Store) {
     match store {
         Store::Sqlite(s) => {
-            for table in ["notification_log", "notification_open"] {
-                sqlx::query(&format!("DELETE FROM {table}"))
-                    .execute(s.pool())
-                    .await
-                    .unwrap();
-            }
+            sqlx::query("DELETE FROM notification_log")
+                .execute(s.pool())
+                .await
+                .unwrap();
         }
         Store::Postgres(s) => {
-            sqlx::query("TRUNCATE notification_log, notification_open")
+            sqlx::query("TRUNCATE notification_log")
                 .execute(s.pool())
                 .await
                 .unwrap();

@@ -16,13 +16,6 @@ use super::{Doing, Result, Store, json_text, ts, with_pool};
 /// Where the sums of amounts are split (see [`Store::stats`]).
 const SPLIT: i128 = 1_000_000_000;
 
-/// The statuses of a message that is not final: its key is in `notification_open`.
-const OPEN: &str = "('sending', 'unknown', 'deferred')";
-
-fn is_open(status: &str) -> bool {
-    matches!(status, "sending" | "unknown" | "deferred")
-}
-
 /// An invoice with its customer, as the reminder and escalation jobs read it.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct InvoiceView {
@@ -684,19 +677,13 @@ impl Store {
               WHERE notification_log.status = 'failed'
                  OR (notification_log.status = 'deferred'
                      AND notification_log.deferred_until <= $3::timestamptz)
-             RETURNING dedup_key, status",
-        );
-        // The taken keys whose messages are now open, in the same transaction (the sweep of a
-        // stopped process finds its claims there).
-        let open_text = self.sql(
-            "INSERT INTO notification_open (dedup_key)
-             SELECT r.value->>'k' FROM ROWS($1) WHERE TRUE ON CONFLICT (dedup_key) DO NOTHING",
+             RETURNING dedup_key",
         );
         let begin = self.begin_statement();
         let store = self;
         let keys: (Vec<String>, bool) = with_pool!(self, journal_pool, pool => {
             let mut tx = pool.begin_with(begin).await.doing(doing)?;
-            let rows: Vec<(String, String)> = sqlx::query_as(&text)
+            let keys: Vec<String> = sqlx::query_scalar(&text)
                 .bind(json_text(claims))
                 .bind(claimant.job)
                 .bind(ts(now))
@@ -705,19 +692,6 @@ impl Store {
                 .fetch_all(&mut *tx)
                 .await
                 .doing(doing)?;
-            let open: Vec<Value> = rows
-                .iter()
-                .filter(|(_, status)| is_open(status))
-                .map(|(k, _)| json!({ "k": k }))
-                .collect();
-            if !open.is_empty() {
-                sqlx::query(&open_text)
-                    .bind(json_text(&open))
-                    .execute(&mut *tx)
-                    .await
-                    .doing(doing)?;
-            }
-            let keys: Vec<String> = rows.into_iter().map(|(k, _)| k).collect();
             let taken: HashSet<&str> = keys.iter().map(String::as_str).collect();
             let tasks: Vec<super::queue::NewTask> = deferred
                 .iter()
@@ -739,11 +713,10 @@ impl Store {
     /// goes out (`tickler list`).
     pub async fn deferred_by_job(&self) -> Result<Vec<(String, i64, DateTime<Utc>)>> {
         let text = self.sql(
-            "SELECT COALESCE(n.job_name, ''), CAST(count(*) AS BIGINT),
-                    min(n.deferred_until)
-               FROM notification_open o JOIN notification_log n ON n.dedup_key = o.dedup_key
-              WHERE n.status = 'deferred'
-              GROUP BY n.job_name ORDER BY n.job_name",
+            "SELECT COALESCE(job_name, ''), CAST(count(*) AS BIGINT),
+                    min(deferred_until)
+               FROM notification_log WHERE status = 'deferred'
+              GROUP BY job_name ORDER BY job_name",
         );
         with_pool!(self, pool => sqlx::query_as(&text)
             .fetch_all(pool)
@@ -771,59 +744,7 @@ impl Store {
             .execute(pool)
             .await
             .map(drop)
-            .doing("cancelling a deferred message"))?;
-        self.forget_ended_messages(&[key.to_string()]).await
-    }
-
-    /// The statement that removes from `notification_open` the keys of final messages among
-    /// the rows of `notification_log n` that `which` selects. On PostgreSQL it locks those
-    /// rows and skips the ones another transaction holds: a `failed` message claimed again
-    /// meanwhile is open once that claim commits, and keeps its key.
-    pub(super) fn forget_ended_text(&self, which: &str) -> String {
-        let lock = match self {
-            Store::Postgres(_) => " FOR UPDATE OF n SKIP LOCKED",
-            Store::Sqlite(_) => "",
-        };
-        self.sql(&format!(
-            "DELETE FROM notification_open WHERE dedup_key IN (
-               SELECT n.dedup_key FROM notification_log n
-                WHERE {which} AND n.status NOT IN {OPEN}{lock})"
-        ))
-        .into_owned()
-    }
-
-    /// Removes from `notification_open` the keys among `keys` whose messages are final (after
-    /// a release or a cancellation, outside the transaction that made them final).
-    pub async fn forget_ended_messages(&self, keys: &[String]) -> Result<()> {
-        if keys.is_empty() {
-            return Ok(());
-        }
-        // By the unique index of keys on PostgreSQL, whatever it guesses of the array's size.
-        let which = match self {
-            Store::Postgres(_) => "n.dedup_key = ANY (ARRAY(SELECT r.value->>'k' FROM ROWS($1)))",
-            Store::Sqlite(_) => "n.dedup_key IN (SELECT r.value->>'k' FROM ROWS($1))",
-        };
-        let text = self.forget_ended_text(which);
-        let rows: Vec<Value> = keys.iter().map(|k| json!({ "k": k })).collect();
-        with_pool!(self, journal_pool, pool => sqlx::query(&text)
-            .bind(json_text(&rows))
-            .execute(pool)
-            .await
-            .map(drop)
-            .doing("forgetting ended messages"))
-    }
-
-    /// Removes from `notification_open` every key whose message is final (the sweep after a
-    /// stopped process's claims were resolved: its deliveries never got to it). Returns how
-    /// many.
-    pub async fn forget_all_ended_messages(&self) -> Result<u64> {
-        let text =
-            self.forget_ended_text("n.dedup_key IN (SELECT o.dedup_key FROM notification_open o)");
-        with_pool!(self, journal_pool, pool => sqlx::query(&text)
-            .execute(pool)
-            .await
-            .map(|r| r.rows_affected())
-            .doing("forgetting ended messages"))
+            .doing("cancelling a deferred message"))
     }
 
     /// Writes, in one transaction, what `owner` is about to hand to providers (`attempts`)
@@ -840,7 +761,9 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<HashSet<String>> {
         let doing = "recording messages handed to providers in notification_log";
-        // Both look each row up by its key (the unique index).
+        // Both look each row up by its key (the unique index): `status || ''` keeps the
+        // planners from walking the index of open rows instead, which holds the whole page a
+        // delivery claimed, once per commit of a few messages.
         // PostgreSQL guesses 100 rows from the function and plans the join as a scan of the
         // whole table (7 ms at 20,000 rows, growing with it); the extra `= ANY` on the key
         // makes it look each row up in the unique index whatever its guess (0.4 ms).
@@ -871,7 +794,7 @@ impl Store {
                     updated_at = $3::timestamptz
                FROM ROWS($1) LEFT JOIN invoices i ON i.id = (r.value->>'i')::uuid
               WHERE notification_log.dedup_key = r.value->>'k'
-                AND notification_log.owner = $2 AND notification_log.status = 'sending'{}
+                AND notification_log.owner = $2 AND (notification_log.status || '') = 'sending'{}
              RETURNING notification_log.dedup_key, notification_log.status",
             by_key("k")
         );
@@ -884,27 +807,10 @@ impl Store {
                FROM ROWS($1)
               WHERE notification_log.dedup_key = r.value->>'key'
                 AND notification_log.owner = $2
-                AND notification_log.status IN ('sending', 'unknown'){}
-             RETURNING notification_log.dedup_key, notification_log.status",
+                AND (notification_log.status || '') IN ('sending', 'unknown'){}",
             by_key("key")
         );
-        // The keys of messages this transaction made final leave `notification_open` in it,
-        // while it holds their rows: a `failed` one claimed again by another run is open again
-        // only after this commits, and that claim adds its key back. On PostgreSQL the ends'
-        // keys go in the same statement (no round trip of their own); on SQLite in a second.
-        let end_text = match self {
-            Store::Postgres(_) => format!(
-                "WITH ended AS ({end_text})
-                 DELETE FROM notification_open
-                  WHERE dedup_key IN (SELECT dedup_key FROM ended WHERE status NOT IN {OPEN})"
-            ),
-            Store::Sqlite(_) => end_text,
-        };
-        let ends_forgotten = matches!(self, Store::Postgres(_));
         let end = self.sql(&end_text);
-        let forget = self.sql(
-            "DELETE FROM notification_open WHERE dedup_key IN (SELECT r.value->>'k' FROM ROWS($1))",
-        );
         // Even so, while a big first run fills a table PostgreSQL last analyzed near empty, its
         // statistics call the table a few pages and it scans it all for every commit (4 ms at
         // 12,000 rows, a fifth of the database's CPU per message at pages of 500): in this
@@ -927,38 +833,11 @@ impl Store {
                     .await
                     .doing(doing)?
             };
-            // Attempts cancelled (their invoices are no longer open), and ends on SQLite.
-            let mut gone: Vec<Value> = marked
-                .iter()
-                .filter(|(_, status)| !is_open(status))
-                .map(|(k, _)| json!({ "k": k }))
-                .collect();
-            if !ends.is_empty() && ends_forgotten {
+            if !ends.is_empty() {
                 sqlx::query(&end)
                     .bind(json_text(ends))
                     .bind(owner)
                     .bind(ts(now))
-                    .execute(&mut *tx)
-                    .await
-                    .doing(doing)?;
-            } else if !ends.is_empty() {
-                let ended: Vec<(String, String)> = sqlx::query_as(&end)
-                    .bind(json_text(ends))
-                    .bind(owner)
-                    .bind(ts(now))
-                    .fetch_all(&mut *tx)
-                    .await
-                    .doing(doing)?;
-                gone.extend(
-                    ended
-                        .iter()
-                        .filter(|(_, status)| !is_open(status))
-                        .map(|(k, _)| json!({ "k": k })),
-                );
-            }
-            if !gone.is_empty() {
-                sqlx::query(&forget)
-                    .bind(json_text(&gone))
                     .execute(&mut *tx)
                     .await
                     .doing(doing)?;
@@ -1005,7 +884,6 @@ impl Store {
             .fetch_all(pool)
             .await
             .doing("releasing claimed messages"))?;
-        self.forget_ended_messages(keys).await?;
         Ok(super::claims::Released::count(&statuses))
     }
 

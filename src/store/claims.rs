@@ -28,10 +28,9 @@ fn dead_owners_expr() -> String {
                   OR EXISTS (SELECT 1 FROM job_execution_logs
                        WHERE status = 'pending' AND COALESCE(instance, '') <> $1
                          AND COALESCE(instance, '') NOT IN ({LIVE} $2::timestamptz))
-                  OR EXISTS (SELECT 1 FROM notification_open o
-                       JOIN notification_log n ON n.dedup_key = o.dedup_key
-                       WHERE n.status = 'sending'
-                         AND COALESCE(n.owner, '') NOT IN ({LIVE} $2::timestamptz))
+                  OR EXISTS (SELECT 1 FROM notification_log
+                       WHERE status = 'sending'
+                         AND COALESCE(owner, '') NOT IN ({LIVE} $2::timestamptz))
                   OR EXISTS (SELECT 1 FROM tickler_instances
                        WHERE id <> $1 AND heartbeat_at < $2::timestamptz)
                   THEN 1 ELSE 0 END"
@@ -400,8 +399,7 @@ impl Store {
                              ') stopped before it recorded the outcome; it may have been sent, \
                               so it is not sent again' END,
                     updated_at = $2::timestamptz
-              WHERE dedup_key IN (SELECT dedup_key FROM notification_open)
-                AND status = 'sending'
+              WHERE status = 'sending'
                 AND COALESCE(owner, '') NOT IN ({LIVE} $1::timestamptz)
               RETURNING status"
         );
@@ -412,18 +410,14 @@ impl Store {
             .fetch_all(pool)
             .await
             .doing("releasing the messages of a stopped process"))?;
-        // The keys of the released messages, and of any a stopped process ended without
-        // getting to forget them.
-        self.forget_all_ended_messages().await?;
         Ok(Released::count(&statuses))
     }
 
     /// How many messages are `sending` and `unknown` (for `/metrics`).
     pub async fn open_message_counts(&self) -> Result<Vec<(String, i64)>> {
         with_pool!(self, pool => sqlx::query_as(
-            "SELECT n.status, CAST(count(*) AS BIGINT)
-               FROM notification_open o JOIN notification_log n ON n.dedup_key = o.dedup_key
-              WHERE n.status IN ('sending', 'unknown') GROUP BY n.status",
+            "SELECT status, CAST(count(*) AS BIGINT) FROM notification_log
+              WHERE status IN ('sending', 'unknown') GROUP BY status",
         )
         .fetch_all(pool)
         .await

@@ -40,11 +40,6 @@ macro_rules! invoice_paid {
         .execute(&mut *$tx)
         .await
         .doing("cancelling the deferred messages of a paid invoice")?;
-        sqlx::query(&$store.forget_ended_text("n.invoice_id = $1::uuid"))
-            .bind($id)
-            .execute(&mut *$tx)
-            .await
-            .doing("cancelling the deferred messages of a paid invoice")?;
         let campaigns: Vec<String> = sqlx::query_scalar(&$store.sql(
             "UPDATE campaign_invoices SET status = 'paid', ended_at = $2
               WHERE invoice_id = $1::uuid AND status = 'active'
