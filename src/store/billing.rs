@@ -767,10 +767,10 @@ impl Store {
         // PostgreSQL guesses 100 rows from the function and plans the join as a scan of the
         // whole table (7 ms at 20,000 rows, growing with it); the extra `= ANY` on the key
         // makes it look each row up in the unique index whatever its guess (0.4 ms).
-        let by_key = |field: &str| match self {
+        let by_key = |field: &str, param: &str| match self {
             Store::Postgres(_) => format!(
                 " AND notification_log.dedup_key = ANY (ARRAY(SELECT x.value->>'{field}' \
-                   FROM jsonb_array_elements($1::jsonb) AS x(value)))"
+                   FROM jsonb_array_elements({param}::jsonb) AS x(value)))"
             ),
             Store::Sqlite(_) => String::new(),
         };
@@ -796,59 +796,76 @@ impl Store {
               WHERE notification_log.dedup_key = r.value->>'k'
                 AND notification_log.owner = $2 AND (notification_log.status || '') = 'sending'{}
              RETURNING notification_log.dedup_key, notification_log.status",
-            by_key("k")
+            by_key("k", "$1")
         );
-        let mark = self.sql(&mark_text);
+        // The ends' rows: `$1` on SQLite (a statement of their own), `$4` on PostgreSQL.
+        let end_param = match self {
+            Store::Postgres(_) => "$4",
+            Store::Sqlite(_) => "$1",
+        };
         let end_text = format!(
             "UPDATE notification_log
                 SET status = r.value->>'status', provider_message_id = r.value->>'provider_id',
                     error = r.value->>'error', updated_at = $3::timestamptz,
                     sent_at = CASE WHEN r.value->>'status' = 'sent' THEN $3::timestamptz END
-               FROM ROWS($1)
+               FROM ROWS({end_param})
               WHERE notification_log.dedup_key = r.value->>'key'
                 AND notification_log.owner = $2
                 AND (notification_log.status || '') IN ('sending', 'unknown'){}",
-            by_key("key")
+            by_key("key", end_param)
         );
-        let end = self.sql(&end_text);
-        // Even so, while a big first run fills a table PostgreSQL last analyzed near empty, its
-        // statistics call the table a few pages and it scans it all for every commit (4 ms at
-        // 12,000 rows, a fifth of the database's CPU per message at pages of 500): in this
-        // transaction the unique index is taken whatever the statistics say. Sent with the
-        // `BEGIN` (one simple query): no round trip of its own per commit.
-        let begin = match self {
-            Store::Postgres(_) => "BEGIN; SET LOCAL enable_seqscan = off",
-            Store::Sqlite(_) => self.begin_statement(),
-        };
-        with_pool!(self, journal_pool, pool => {
-            let mut tx = pool.begin_with(begin).await.doing(doing)?;
-            let marked: Vec<(String, String)> = if attempts.is_empty() {
-                vec![]
-            } else {
-                sqlx::query_as(&mark)
+        let marked: Vec<(String, String)> = match self {
+            // One statement, its own transaction: the attempts and the ends commit together in
+            // one round trip, on the journal's connections, where the planner takes the unique
+            // index of keys whatever its statistics say (see `PgStore`). A key is never in both
+            // lists of one commit: its end is sent after its attempt was committed.
+            Store::Postgres(pg) => {
+                let text = format!(
+                    "WITH ended AS ({end_text}), marked AS ({mark_text})
+                     SELECT dedup_key, status FROM marked"
+                );
+                sqlx::query_as(&self.sql(&text))
                     .bind(json_text(attempts))
                     .bind(owner)
                     .bind(ts(now))
-                    .fetch_all(&mut *tx)
+                    .bind(json_text(ends))
+                    .fetch_all(pg.journal_pool())
                     .await
                     .doing(doing)?
-            };
-            if !ends.is_empty() {
-                sqlx::query(&end)
-                    .bind(json_text(ends))
-                    .bind(owner)
-                    .bind(ts(now))
-                    .execute(&mut *tx)
-                    .await
-                    .doing(doing)?;
             }
-            tx.commit().await.doing(doing)?;
-            Ok(marked
-                .into_iter()
-                .filter(|(_, status)| status == "sending")
-                .map(|(key, _)| key)
-                .collect())
-        })
+            Store::Sqlite(lite) => {
+                let (mark, end) = (self.sql(&mark_text), self.sql(&end_text));
+                let pool = lite.journal_pool();
+                let mut tx = pool.begin_with(self.begin_statement()).await.doing(doing)?;
+                let marked = if attempts.is_empty() {
+                    vec![]
+                } else {
+                    sqlx::query_as(&mark)
+                        .bind(json_text(attempts))
+                        .bind(owner)
+                        .bind(ts(now))
+                        .fetch_all(&mut *tx)
+                        .await
+                        .doing(doing)?
+                };
+                if !ends.is_empty() {
+                    sqlx::query(&end)
+                        .bind(json_text(ends))
+                        .bind(owner)
+                        .bind(ts(now))
+                        .execute(&mut *tx)
+                        .await
+                        .doing(doing)?;
+                }
+                tx.commit().await.doing(doing)?;
+                marked
+            }
+        };
+        Ok(marked
+            .into_iter()
+            .filter(|(_, status)| status == "sending")
+            .map(|(key, _)| key)
+            .collect())
     }
 
     /// Gives up `owner`'s claims on `keys` (a delivery cut short, a task reclaimed from a dead

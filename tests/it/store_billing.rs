@@ -296,4 +296,14 @@ async fn billing_contract_on_postgres() {
     invoices_in_order(&store).await;
     message_claims(&store).await;
     attempts_follow_their_invoices(&store).await;
+    // The journal's connections look rows up by key whatever the statistics say (a commit is
+    // one statement there, without a transaction to `SET LOCAL` in).
+    let Store::Postgres(pg) = &store else {
+        unreachable!()
+    };
+    let seqscan: String = sqlx::query_scalar("SHOW enable_seqscan")
+        .fetch_one(pg.journal_pool())
+        .await
+        .unwrap();
+    assert_eq!(seqscan, "off");
 }
