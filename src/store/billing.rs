@@ -761,86 +761,28 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<HashSet<String>> {
         let doing = "recording messages handed to providers in notification_log";
-        // Both look each row up by its key (the unique index): `status || ''` keeps the
-        // planners from walking the index of open rows instead, which holds the whole page a
-        // delivery claimed, once per commit of a few messages.
-        // PostgreSQL guesses 100 rows from the function and plans the join as a scan of the
-        // whole table (7 ms at 20,000 rows, growing with it); the extra `= ANY` on the key
-        // makes it look each row up in the unique index whatever its guess (0.4 ms).
-        let by_key = |field: &str, param: &str| match self {
-            Store::Postgres(_) => format!(
-                " AND notification_log.dedup_key = ANY (ARRAY(SELECT x.value->>'{field}' \
-                   FROM jsonb_array_elements({param}::jsonb) AS x(value)))"
-            ),
-            Store::Sqlite(_) => String::new(),
-        };
-        // A message about an invoice goes out only while the invoice is open (invariant 6): one
-        // claimed before a payment and not yet handed over is `cancelled` here, in the same
-        // transaction as its attempt would be, so a payment committed before it is obeyed
-        // however long the message waited for its lane (a page under a rate limit: minutes).
-        // The invoice is looked up once per message, by the id the attempt names; the row's
-        // own `invoice_id` must be that one, or the message is not open (it never goes on a
-        // wrong hint).
-        let open = "(notification_log.invoice_id IS NULL \
-                     OR COALESCE(i.id = notification_log.invoice_id AND i.status = 'open', FALSE))";
-        let mark_text = format!(
-            "UPDATE notification_log
-                SET attempted_at = CASE WHEN {open} THEN $3::timestamptz END,
-                    status = CASE WHEN {open} THEN notification_log.status ELSE 'cancelled' END,
-                    error = CASE WHEN {open} THEN notification_log.error
-                        ELSE 'cancelled: its invoice is ' || CASE
-                            WHEN i.id = notification_log.invoice_id THEN i.status ELSE 'gone' END
-                        END,
-                    updated_at = $3::timestamptz
-               FROM ROWS($1) LEFT JOIN invoices i ON i.id = (r.value->>'i')::uuid
-              WHERE notification_log.dedup_key = r.value->>'k'
-                AND notification_log.owner = $2 AND (notification_log.status || '') = 'sending'{}
-             RETURNING notification_log.dedup_key, notification_log.status",
-            by_key("k", "$1")
-        );
-        // The ends' rows: `$1` on SQLite (a statement of their own), `$4` on PostgreSQL.
-        let end_param = match self {
-            Store::Postgres(_) => "$4",
-            Store::Sqlite(_) => "$1",
-        };
-        let end_text = format!(
-            "UPDATE notification_log
-                SET status = r.value->>'status', provider_message_id = r.value->>'provider_id',
-                    error = r.value->>'error', updated_at = $3::timestamptz,
-                    sent_at = CASE WHEN r.value->>'status' = 'sent' THEN $3::timestamptz END
-               FROM ROWS({end_param})
-              WHERE notification_log.dedup_key = r.value->>'key'
-                AND notification_log.owner = $2
-                AND (notification_log.status || '') IN ('sending', 'unknown'){}",
-            by_key("key", end_param)
-        );
+        let texts = journal_statements(matches!(self, Store::Postgres(_)));
         let marked: Vec<(String, String)> = match self {
             // One statement, its own transaction: the attempts and the ends commit together in
             // one round trip, on the journal's connections, where the planner takes the unique
             // index of keys whatever its statistics say (see `PgStore`). A key is never in both
             // lists of one commit: its end is sent after its attempt was committed.
-            Store::Postgres(pg) => {
-                let text = format!(
-                    "WITH ended AS ({end_text}), marked AS ({mark_text})
-                     SELECT dedup_key, status FROM marked"
-                );
-                sqlx::query_as(&self.sql(&text))
-                    .bind(json_text(attempts))
-                    .bind(owner)
-                    .bind(ts(now))
-                    .bind(json_text(ends))
-                    .fetch_all(pg.journal_pool())
-                    .await
-                    .doing(doing)?
-            }
+            Store::Postgres(pg) => sqlx::query_as(&texts[0])
+                .bind(json_text(attempts))
+                .bind(owner)
+                .bind(ts(now))
+                .bind(json_text(ends))
+                .fetch_all(pg.journal_pool())
+                .await
+                .doing(doing)?,
             Store::Sqlite(lite) => {
-                let (mark, end) = (self.sql(&mark_text), self.sql(&end_text));
+                let (mark, end) = (&texts[0], &texts[1]);
                 let pool = lite.journal_pool();
                 let mut tx = pool.begin_with(self.begin_statement()).await.doing(doing)?;
                 let marked = if attempts.is_empty() {
                     vec![]
                 } else {
-                    sqlx::query_as(&mark)
+                    sqlx::query_as(mark)
                         .bind(json_text(attempts))
                         .bind(owner)
                         .bind(ts(now))
@@ -849,7 +791,7 @@ impl Store {
                         .doing(doing)?
                 };
                 if !ends.is_empty() {
-                    sqlx::query(&end)
+                    sqlx::query(end)
                         .bind(json_text(ends))
                         .bind(owner)
                         .bind(ts(now))
@@ -1202,4 +1144,80 @@ impl Store {
             Ok(counts)
         })
     }
+}
+
+/// The journal's statements ([`Store::journal_notifications`]), adapted to the backend and
+/// built once per backend, not at each commit: on PostgreSQL one, the ends' and the attempts'
+/// updates in one `WITH`; on SQLite two, the attempts' and the ends'.
+fn journal_statements(postgres: bool) -> &'static [String] {
+    static POSTGRES: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    static SQLITE: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    let cell = if postgres { &POSTGRES } else { &SQLITE };
+    cell.get_or_init(|| {
+        // Both look each row up by its key (the unique index): `status || ''` keeps the
+        // planners from walking the index of open rows instead, which holds the whole page a
+        // delivery claimed, once per commit of a few messages.
+        // PostgreSQL guesses 100 rows from the function and plans the join as a scan of the
+        // whole table (7 ms at 20,000 rows, growing with it); the extra `= ANY` on the key
+        // makes it look each row up in the unique index whatever its guess (0.4 ms).
+        let by_key = |field: &str, param: &str| {
+            if postgres {
+                format!(
+                    " AND notification_log.dedup_key = ANY (ARRAY(SELECT x.value->>'{field}' \
+                   FROM jsonb_array_elements({param}::jsonb) AS x(value)))"
+                )
+            } else {
+                String::new()
+            }
+        };
+        // A message about an invoice goes out only while the invoice is open (invariant 6): one
+        // claimed before a payment and not yet handed over is `cancelled` here, in the same
+        // transaction as its attempt would be, so a payment committed before it is obeyed
+        // however long the message waited for its lane (a page under a rate limit: minutes).
+        // The invoice is looked up once per message, by the id the attempt names; the row's
+        // own `invoice_id` must be that one, or the message is not open (it never goes on a
+        // wrong hint).
+        let open = "(notification_log.invoice_id IS NULL \
+                     OR COALESCE(i.id = notification_log.invoice_id AND i.status = 'open', FALSE))";
+        let mark_text = format!(
+            "UPDATE notification_log
+                SET attempted_at = CASE WHEN {open} THEN $3::timestamptz END,
+                    status = CASE WHEN {open} THEN notification_log.status ELSE 'cancelled' END,
+                    error = CASE WHEN {open} THEN notification_log.error
+                        ELSE 'cancelled: its invoice is ' || CASE
+                            WHEN i.id = notification_log.invoice_id THEN i.status ELSE 'gone' END
+                        END,
+                    updated_at = $3::timestamptz
+               FROM ROWS($1) LEFT JOIN invoices i ON i.id = (r.value->>'i')::uuid
+              WHERE notification_log.dedup_key = r.value->>'k'
+                AND notification_log.owner = $2 AND (notification_log.status || '') = 'sending'{}
+             RETURNING notification_log.dedup_key, notification_log.status",
+            by_key("k", "$1")
+        );
+        // The ends' rows: `$1` on SQLite (a statement of their own), `$4` on PostgreSQL.
+        let end_param = if postgres { "$4" } else { "$1" };
+        let end_text = format!(
+            "UPDATE notification_log
+                SET status = r.value->>'status', provider_message_id = r.value->>'provider_id',
+                    error = r.value->>'error', updated_at = $3::timestamptz,
+                    sent_at = CASE WHEN r.value->>'status' = 'sent' THEN $3::timestamptz END
+               FROM ROWS({end_param})
+              WHERE notification_log.dedup_key = r.value->>'key'
+                AND notification_log.owner = $2
+                AND (notification_log.status || '') IN ('sending', 'unknown'){}",
+            by_key("key", end_param)
+        );
+        let texts = if postgres {
+            vec![format!(
+                "WITH ended AS ({end_text}), marked AS ({mark_text})
+                 SELECT dedup_key, status FROM marked"
+            )]
+        } else {
+            vec![mark_text, end_text]
+        };
+        texts
+            .iter()
+            .map(|t| super::adapt(postgres, t).into_owned())
+            .collect()
+    })
 }
