@@ -893,13 +893,7 @@ async fn phase_breakdown(
                     .claim_notifications(&claimant, &claims, Utc::now())
                     .await
                     .unwrap();
-                let attempts: Vec<NotificationAttempt> = page
-                    .iter()
-                    .map(|m| NotificationAttempt {
-                        key: m.key.clone(),
-                        invoice: m.invoice_id.clone(),
-                    })
-                    .collect();
+                let attempts: Vec<NotificationAttempt> = page.iter().map(|m| m.attempt()).collect();
                 store
                     .journal_notifications("bench", &attempts, &[], Utc::now())
                     .await

@@ -301,6 +301,15 @@ impl Message {
         }
     }
 
+    /// Its attempt, as the journal records it before the provider sees it: its key, and the
+    /// invoice it is about (which must still be open then).
+    pub fn attempt(&self) -> NotificationAttempt {
+        NotificationAttempt {
+            key: self.key.clone(),
+            invoice: self.invoice_id.clone(),
+        }
+    }
+
     /// Its row in `notification_log` while it waits for its window: `deferred` until `at`.
     fn deferred(&self, at: DateTime<Utc>) -> NotificationClaim {
         NotificationClaim {
@@ -766,11 +775,7 @@ impl Journal {
     /// written): then it must not be sent.
     async fn attempt(&self, m: &Message) -> bool {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let attempt = NotificationAttempt {
-            key: m.key.clone(),
-            invoice: m.invoice_id.clone(),
-        };
-        if self.tx.send(JournalOp::Attempt(attempt, tx)).is_err() {
+        if self.tx.send(JournalOp::Attempt(m.attempt(), tx)).is_err() {
             return false;
         }
         rx.await.unwrap_or(false)

@@ -14,9 +14,10 @@
 //!   and the body are four round trips a message. When the server's EHLO answer lists
 //!   PIPELINING, tickler writes MAIL, RCPT and DATA (formatted by lettre) at once through the
 //!   stream's [`Handle`], reads their answers with lettre's parser, and after the `354` sends
-//!   the body the same way, dot-stuffed as lettre's `message` would: two round trips. Each answer must be the one its command expects; a
-//!   refusal leaves the body unsent and the connection closed, never reused. tickler drives the
-//!   commands one at a time too, so it knows whether a send reached its body.
+//!   the body the same way, dot-stuffed as lettre's `message` would: two round trips. Each
+//!   answer must be the one its command expects; a refusal leaves the body unsent and the
+//!   connection closed, never reused. tickler drives the commands one at a time too, so it
+//!   knows whether a send reached its body.
 //! - **STARTTLS is tickler's** ([`starttls`]): greeting, EHLO, STARTTLS in clear text, then the
 //!   same TLS as implicit TLS (tokio-rustls on ring, the `webpki-roots` lettre trusts); lettre
 //!   greets over the TLS stream (reading tickler's own greeting line, not the clear-text one)
@@ -480,8 +481,9 @@ impl Connection {
 
     /// Sends one message: MAIL, RCPT and DATA (formatted by lettre) in one write when the server
     /// pipelines, else one at a time; each answer must be the one its command expects (`250`,
-    /// `250`/`251`, `354`), then the body goes ([`Handle::body`]). A refusal before the body sends QUIT
-    /// when the server is known to wait for a command, and leaves the connection broken.
+    /// `250`/`251`, `354`), then the body goes ([`Handle::body`]). A refusal before the body
+    /// sends QUIT when the server is known to wait for a command, and leaves the connection
+    /// broken.
     pub async fn send(&mut self, envelope: &Envelope, message: &[u8]) -> Result<(), Failed> {
         self.body = false;
         // Refused before anything is written: the connection stays as it was.

@@ -455,6 +455,7 @@ fn once_children(
 /// marks promise: each block's open mark once, followed by its own close as the next mark, and
 /// no other mark. Otherwise `None`: a block rendered twice (`self.text()`), nested in another,
 /// or not at all.
+///
 /// The marks are found with one vectorized search, built once (`str::find` built a searcher
 /// per call and scanned the output once per block: a fiftieth of the CPU per reminder).
 fn split_marked<'a>(

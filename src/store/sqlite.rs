@@ -159,7 +159,8 @@ impl SqliteStore {
     /// emptied when it starts a transaction after another connection committed (WAL mode):
     /// spread over the pool, the journal, which commits most, found the cache of each
     /// connection emptied by its own last commit on another and read the pages again from
-    /// the file (5.2 reads per message, 3.5 with the journal on its own connection).
+    /// the file (5.3 file reads per message, 2.3 with the journal on its own connection:
+    /// `bench/syscalls.sh`, README, stop 31).
     pub fn journal_pool(&self) -> &SqlitePool {
         &self.journal
     }
