@@ -2,8 +2,9 @@
 # The share of tickler's CPU samples spent under named functions, in the reminders benchmark's
 # measured runs alone (perf's control fifo, `TICKLER_BENCH_PERF_CTL`), per binary: a figure
 # this host's noise does not hide, unlike whole-run times (a VM without hardware counters).
-# Samples of tokio's worker threads, with their call stacks (DWARF); a sample counts for a
-# function when the function is anywhere on its stack.
+# Samples of tokio's worker threads and of sqlx's SQLite connection threads (where SQLite
+# runs), with their call stacks (DWARF); a sample counts for a function when the function is
+# anywhere on its stack.
 # Usage: bench/profile.sh LABEL=BINARY [LABEL=BINARY...] -- FUNCTION[,FUNCTION...] [benchmark arguments...]
 #   e.g. bench/profile.sh base=/tmp/ab/base head=/tmp/ab/head -- ClientCodec::encode,split_marked \
 #        --backend postgres --settings 32:32:2000 --no-plans
@@ -35,7 +36,7 @@ for side in "${bins[@]}"; do
         perf record -q -F 400 --call-graph dwarf,16384 -D -1 --control "fifo:$dir/ctl" \
         -o "$dir/data" -- "$bin" --bench "$@" 2>/dev/null |
         awk '/^(sqlite|postgres) +(plain|quickack)/ { if (seen[$0]++) print }' | sed "s/^/$label /"
-    timeout 900 perf script -i "$dir/data" --comm tokio-rt-worker 2>/dev/null |
+    timeout 900 perf script -i "$dir/data" --comm tokio-rt-worker,sqlx-sqlite-wor 2>/dev/null |
         python3 -c '
 import sys
 label, wanted = sys.argv[1], sys.argv[2].split(",")

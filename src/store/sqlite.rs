@@ -90,6 +90,14 @@ impl SqliteStore {
         // from the file for every page of invoices (the selection's CPU per message 27-28 µs,
         // 18.5-19.8 with 16 MiB, `cargo bench --bench reminders -- --phases`). Filled only as
         // pages are read: an idle daemon holds a few. Job-supplied SQL keeps the default.
+        let options = match std::env::var("TX_ROWBUF").ok().and_then(|v| v.parse().ok()) {
+            Some(n) => options.row_buffer_size(n),
+            None => options,
+        };
+        let journal_options = match std::env::var("TX_JCACHE").ok() {
+            Some(c) => options.clone().pragma("cache_size", c),
+            None => options.clone().pragma("cache_size", "-16384"),
+        };
         let options = options.pragma("cache_size", "-16384");
         // A SQLite connection is a file handle that cannot go stale: no ping (a round trip to
         // its worker thread) before each use.
@@ -101,7 +109,7 @@ impl SqliteStore {
         let journal = pool
             .clone()
             .max_connections(1)
-            .connect_lazy_with(options.clone());
+            .connect_lazy_with(journal_options);
         // Opening sets the journal mode, which another process creating or migrating the file
         // at this moment holds up with SQLITE_BUSY at once (no busy wait applies to it): a CLI
         // command run as a fresh daemon starts. Tried again for up to ~10 s.
@@ -470,4 +478,35 @@ async fn checkpoint_on<'e>(on: impl sqlx::SqliteExecutor<'e>) -> Result<()> {
         .await
         .doing("checkpointing the WAL")?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The embedded SQLite is built as `.cargo/config.toml` asks (`LIBSQLITE3_FLAGS`): without
+    /// memory statistics, whose global mutex every allocation and free took (the connections'
+    /// threads and tokio's, freeing rows, waited on each other: 9.8 futex calls a reminder,
+    /// 3.4 without), and without the memory management that puts every connection's pages
+    /// under one global mutex. A build that lost the file (another directory's cargo config, a
+    /// changed variable) fails here instead of slowing down unseen.
+    #[tokio::test]
+    async fn the_embedded_sqlite_has_no_global_memory_mutexes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::connect(&dir.path().join("t.db"))
+            .await
+            .unwrap();
+        let options: Vec<String> = sqlx::query_scalar("PRAGMA compile_options")
+            .fetch_all(&store.pool)
+            .await
+            .unwrap();
+        assert!(
+            options.iter().any(|o| o == "DEFAULT_MEMSTATUS=0"),
+            "memory statistics are on: {options:?}"
+        );
+        assert!(
+            !options.iter().any(|o| o == "ENABLE_MEMORY_MANAGEMENT"),
+            "memory management is on: {options:?}"
+        );
+    }
 }
