@@ -486,10 +486,11 @@ mod tests {
 
     /// The embedded SQLite is built as `.cargo/config.toml` asks (`LIBSQLITE3_FLAGS`): without
     /// memory statistics, whose global mutex every allocation and free took (the connections'
-    /// threads and tokio's, freeing rows, waited on each other: 9.8 futex calls a reminder,
-    /// 3.4 without), and without the memory management that puts every connection's pages
-    /// under one global mutex. A build that lost the file (another directory's cargo config, a
-    /// changed variable) fails here instead of slowing down unseen.
+    /// threads and tokio's, freeing rows, waited on each other: 10.6 futex calls a reminder,
+    /// 3.2 without), and without the memory management that puts every connection's pages
+    /// under one global mutex. A build that lost them (run from outside the repository, or
+    /// with `LIBSQLITE3_FLAGS` set in the environment, which overrides the file) fails here
+    /// instead of slowing down unseen.
     #[tokio::test]
     async fn the_embedded_sqlite_has_no_global_memory_mutexes() {
         let dir = tempfile::tempdir().unwrap();
