@@ -35,7 +35,9 @@
 //!   `32:32:500,64:64:500,8:8:500:q,16:16:500:q,32:32:500:q,16:16:2000:q`).
 //! - `--backend sqlite|postgres|both` (default: both, PostgreSQL only with the URL).
 //! - `--phases C:P:B[:q]`: also times the pipeline's parts apart (select, context, render,
-//!   claim+finish, SMTP) with this setting, reproducing what the job and `Notifier::deliver` do.
+//!   claim+finish, SMTP) with this setting, reproducing what the job and `Notifier::deliver` do;
+//!   each part's CPU with its system part apart (against the job's `sys µs`: what running the
+//!   parts together adds).
 //! - `--no-plans`: skips the query plans.
 //! - `TICKLER_BENCH_PERF_CTL=FIFO`: profiles the measured runs alone, e.g. `mkfifo /tmp/ctl;
 //!   perf record -D -1 --control fifo:/tmp/ctl -g -- BENCH --bench ...` with the variable set.
@@ -761,6 +763,8 @@ struct Phase {
     name: &'static str,
     wall: f64,
     cpu: f64,
+    /// The system part of `cpu`.
+    sys: f64,
 }
 
 async fn timed<T, F: std::future::Future<Output = T>>(
@@ -776,6 +780,7 @@ async fn timed<T, F: std::future::Future<Output = T>>(
         name,
         wall: t0.elapsed().as_secs_f64(),
         cpu: (u1 - u0) + (s1 - s0),
+        sys: s1 - s0,
     });
     out
 }
@@ -976,29 +981,32 @@ async fn phase_breakdown(
         s.batch
     );
     println!(
-        "{:<58} {:>8} {:>12} {:>12}",
-        "phase", "wall s", "wall µs/msg", "cpu µs/msg"
+        "{:<58} {:>8} {:>12} {:>12} {:>12}",
+        "phase", "wall s", "wall µs/msg", "cpu µs/msg", "sys µs/msg"
     );
-    let (mut w, mut c) = (0.0, 0.0);
+    let (mut w, mut c, mut y) = (0.0, 0.0, 0.0);
     for p in &phases {
         if p.name != BUILD_ALONE {
             w += p.wall;
             c += p.cpu;
+            y += p.sys;
         }
         println!(
-            "{:<58} {:>8.3} {:>12.1} {:>12.1}",
+            "{:<58} {:>8.3} {:>12.1} {:>12.1} {:>12.1}",
             p.name,
             p.wall,
             p.wall * 1e6 / total as f64,
-            p.cpu / total as f64
+            p.cpu / total as f64,
+            p.sys / total as f64
         );
     }
     println!(
-        "{:<58} {:>8.3} {:>12.1} {:>12.1}",
+        "{:<58} {:>8.3} {:>12.1} {:>12.1} {:>12.1}",
         "sum",
         w,
         w * 1e6 / total as f64,
-        c / total as f64
+        c / total as f64,
+        y / total as f64
     );
     println!("SMTP phase: {} connections", conn1 - conn0);
     let by_window = |label: &str| -> Vec<f64> {
