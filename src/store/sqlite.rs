@@ -90,14 +90,6 @@ impl SqliteStore {
         // from the file for every page of invoices (the selection's CPU per message 27-28 µs,
         // 18.5-19.8 with 16 MiB, `cargo bench --bench reminders -- --phases`). Filled only as
         // pages are read: an idle daemon holds a few. Job-supplied SQL keeps the default.
-        let options = match std::env::var("TX_ROWBUF").ok().and_then(|v| v.parse().ok()) {
-            Some(n) => options.row_buffer_size(n),
-            None => options,
-        };
-        let journal_options = match std::env::var("TX_JCACHE").ok() {
-            Some(c) => options.clone().pragma("cache_size", c),
-            None => options.clone().pragma("cache_size", "-16384"),
-        };
         let options = options.pragma("cache_size", "-16384");
         // A SQLite connection is a file handle that cannot go stale: no ping (a round trip to
         // its worker thread) before each use.
@@ -109,7 +101,7 @@ impl SqliteStore {
         let journal = pool
             .clone()
             .max_connections(1)
-            .connect_lazy_with(journal_options);
+            .connect_lazy_with(options.clone());
         // Opening sets the journal mode, which another process creating or migrating the file
         // at this moment holds up with SQLITE_BUSY at once (no busy wait applies to it): a CLI
         // command run as a fresh daemon starts. Tried again for up to ~10 s.
