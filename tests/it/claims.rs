@@ -11,7 +11,7 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 use tickler::store::Store;
 
-use crate::helpers::smtp::SmtpServer;
+use crate::helpers::smtp::{Offers, SmtpServer};
 use crate::helpers::tenants::seed_tenants;
 use crate::helpers::{BIN, Project, TestDaemon, lines, runs, signal, stderr, stdout, wait_for};
 
@@ -493,13 +493,13 @@ async fn message_states(store: &Store, keys: &[String]) -> BTreeMap<String, usiz
 
 /// `tickler run-job reminders` killed with -9 in the middle of its page: a later run sends
 /// what was never handed to the SMTP server, nothing twice, and leaves nothing `sending`; what
-/// may have been handed over is `unknown` (at most the messages in flight at the kill). With
-/// `pipelining`, the server offers PIPELINING and each message's MAIL, RCPT and DATA go in one
-/// write.
-async fn reminder_page_story(p: Project, pipelining: bool) {
+/// may have been handed over is `unknown` (at most the messages in flight at the kill). When
+/// the server `offers` PIPELINING, each message's MAIL, RCPT and DATA go in one write; with
+/// CHUNKING too, the message goes with them in one BDAT chunk.
+async fn reminder_page_story(p: Project, offers: Offers) {
     const N: usize = 240;
     const CONCURRENCY: usize = 4;
-    let smtp = SmtpServer::start_with(p.path(), pipelining);
+    let smtp = SmtpServer::start_with(p.path(), offers);
     p.write_config(
         "",
         &format!(
@@ -566,16 +566,26 @@ async fn reminder_page_story(p: Project, pipelining: bool) {
         unknown <= CONCURRENCY,
         "{unknown} unknown: more than were in flight"
     );
-    // The path the story meant to take: every message pipelined, or none.
-    let pipelined = smtp.pipelined();
-    if pipelining {
+    // The path the story meant to take: every message pipelined, or none; in a chunk, or
+    // none.
+    let (pipelined, chunks) = (smtp.pipelined(), smtp.chunks());
+    if offers == Offers::Nothing {
+        assert_eq!(pipelined, 0);
+    } else {
         assert!(
             pipelined >= delivered.len(),
             "{pipelined} pipelined of {}",
             delivered.len()
         );
+    }
+    if offers == Offers::Chunking {
+        assert!(
+            chunks >= delivered.len(),
+            "{chunks} chunks for {}",
+            delivered.len()
+        );
     } else {
-        assert_eq!(pipelined, 0);
+        assert_eq!(chunks, 0);
     }
     // Every `sent` row was delivered; an `unknown` one may or may not have been.
     assert!(
@@ -603,7 +613,7 @@ async fn reminder_page_story(p: Project, pipelining: bool) {
 
 #[tokio::test]
 async fn kill_9_mid_reminder_page_strands_nothing_on_sqlite() {
-    reminder_page_story(Project::sqlite(), false).await;
+    reminder_page_story(Project::sqlite(), Offers::Nothing).await;
 }
 
 #[tokio::test]
@@ -611,12 +621,12 @@ async fn kill_9_mid_reminder_page_strands_nothing_on_postgres() {
     let Some(p) = Project::postgres().await else {
         return;
     };
-    reminder_page_story(p, false).await;
+    reminder_page_story(p, Offers::Nothing).await;
 }
 
 #[tokio::test]
 async fn kill_9_mid_pipelined_reminder_page_strands_nothing_on_sqlite() {
-    reminder_page_story(Project::sqlite(), true).await;
+    reminder_page_story(Project::sqlite(), Offers::Pipelining).await;
 }
 
 #[tokio::test]
@@ -624,7 +634,20 @@ async fn kill_9_mid_pipelined_reminder_page_strands_nothing_on_postgres() {
     let Some(p) = Project::postgres().await else {
         return;
     };
-    reminder_page_story(p, true).await;
+    reminder_page_story(p, Offers::Pipelining).await;
+}
+
+#[tokio::test]
+async fn kill_9_mid_chunked_reminder_page_strands_nothing_on_sqlite() {
+    reminder_page_story(Project::sqlite(), Offers::Chunking).await;
+}
+
+#[tokio::test]
+async fn kill_9_mid_chunked_reminder_page_strands_nothing_on_postgres() {
+    let Some(p) = Project::postgres().await else {
+        return;
+    };
+    reminder_page_story(p, Offers::Chunking).await;
 }
 
 // ---- Commands' grandchildren, and a killed `run-job` ----
