@@ -4,8 +4,9 @@
 //!
 //! The pool is ours, over connections tickler opens ([`super::smtp`]: `TCP_NODELAY`, its own
 //! STARTTLS and implicit TLS, what lettre writes held until it reads, pipelining when the
-//! server offers it); lettre speaks SMTP over them and builds the messages. A connection goes
-//! back to the pool without the NOOP lettre sends at every checkout.
+//! server offers it, and BDAT chunks when it offers CHUNKING too); lettre speaks SMTP over them
+//! and builds the messages, their parts' bodies encoded by its encoders through `body`. A
+//! connection goes back to the pool without the NOOP lettre sends at every checkout.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
