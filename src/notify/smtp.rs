@@ -450,6 +450,50 @@ impl Failed {
 /// reading to keep it within the TCP window.
 const GROUP: usize = 4096;
 
+/// How the server answered one command of a transaction.
+enum Answer {
+    /// With a code the command expects.
+    Expected,
+    /// With a refusal (a `4xx` or `5xx`): the server knows where it is.
+    Refused(String),
+    /// With a code the command does not expect, or not readably: the answers cannot be trusted.
+    OutOfStep(String),
+}
+
+/// Judges `answer` to the `n`th of `commands` (each a line): MAIL expects `250`, RCPT `250` or
+/// `251`, the last command `last` (DATA `354`, BDAT `250`). The failures name the command.
+fn judge(
+    commands: &[String],
+    n: usize,
+    last: u16,
+    answer: Result<lettre::transport::smtp::response::Response, lettre::transport::smtp::Error>,
+) -> Answer {
+    let last = [last];
+    let expected: &[u16] = match n {
+        0 => &[250],
+        _ if n == commands.len() - 1 => &last,
+        _ => &[250, 251],
+    };
+    let verb = &commands[n][..4];
+    match answer {
+        Ok(a) if expected.iter().any(|c| a.has_code(*c)) => Answer::Expected,
+        Ok(a) => {
+            let said = a.message().collect::<Vec<_>>().join(" / ");
+            Answer::OutOfStep(format!(
+                "{verb}: the server answered `{} {said}` where {} was expected",
+                a.code(),
+                expected
+                    .iter()
+                    .map(u16::to_string)
+                    .collect::<Vec<_>>()
+                    .join(" or ")
+            ))
+        }
+        Err(e) if e.status().is_some() => Answer::Refused(format!("{verb}: {e}")),
+        Err(e) => Answer::OutOfStep(format!("{verb}: {e}")),
+    }
+}
+
 /// Why a send failed whose answers lettre read from its buffer, not the socket: nothing went.
 const OUT_OF_STEP: &str =
     "the server's answers are out of step with tickler's commands; the message was not sent";
@@ -588,32 +632,16 @@ impl Connection {
             } else {
                 self.conn.command(command).await
             };
-            let expected: &[u16] = match n {
-                0 => &[250],
-                _ if n == commands.len() - 1 => &[354],
-                _ => &[250, 251],
-            };
-            let verb = &command[..4];
             last_refused = false;
-            match answer {
-                Ok(a) if expected.iter().any(|c| a.has_code(*c)) => {}
-                Ok(a) => {
-                    out_of_step = true;
-                    let said = a.message().collect::<Vec<_>>().join(" / ");
-                    refused.get_or_insert(format!(
-                        "{verb}: the server answered `{} {said}` where {} was expected",
-                        a.code(),
-                        expected
-                            .iter()
-                            .map(u16::to_string)
-                            .collect::<Vec<_>>()
-                            .join(" or ")
-                    ));
+            match judge(&commands, n, 354, answer) {
+                Answer::Expected => {}
+                Answer::Refused(why) => {
+                    last_refused = true;
+                    refused.get_or_insert(why);
                 }
-                Err(e) => {
-                    last_refused = e.status().is_some();
-                    out_of_step |= !last_refused;
-                    refused.get_or_insert(format!("{verb}: {e}"));
+                Answer::OutOfStep(why) => {
+                    out_of_step = true;
+                    refused.get_or_insert(why);
                 }
             }
         }
@@ -656,41 +684,25 @@ impl Connection {
         self.body = true;
         let (mut refused, mut out_of_step) = (None, false);
         let (mut mail, mut recipient, mut chunk) = (false, false, false);
-        for (n, command) in commands.iter().enumerate() {
+        for n in 0..commands.len() {
             let answer = self.conn.read_response().await;
             if n == 0 && self.side.holding() {
                 // lettre took MAIL's answer from its buffer, from before anything was written
                 // (every answer is `250`, so no code would show it): nothing went.
                 return Err(Failed::before_body(OUT_OF_STEP));
             }
-            let expected: &[u16] = match n {
-                0 => &[250],
-                _ if n == last => &[250],
-                _ => &[250, 251],
-            };
-            let verb = &command[..4];
-            match answer {
-                Ok(a) if expected.iter().any(|c| a.has_code(*c)) => match n {
+            match judge(&commands, n, 250, answer) {
+                Answer::Expected => match n {
                     0 => mail = true,
                     _ if n == last => chunk = true,
                     _ => recipient = true,
                 },
-                Ok(a) => {
-                    out_of_step = true;
-                    let said = a.message().collect::<Vec<_>>().join(" / ");
-                    refused.get_or_insert(format!(
-                        "{verb}: the server answered `{} {said}` where {} was expected",
-                        a.code(),
-                        expected
-                            .iter()
-                            .map(u16::to_string)
-                            .collect::<Vec<_>>()
-                            .join(" or ")
-                    ));
+                Answer::Refused(why) => {
+                    refused.get_or_insert(why);
                 }
-                Err(e) => {
-                    out_of_step |= e.status().is_none();
-                    refused.get_or_insert(format!("{verb}: {e}"));
+                Answer::OutOfStep(why) => {
+                    out_of_step = true;
+                    refused.get_or_insert(why);
                 }
             }
             if out_of_step {
