@@ -1097,6 +1097,18 @@ pub(super) mod tests {
         .unwrap()
     }
 
+    /// `envelope()`'s, with a second recipient.
+    fn two_recipients() -> lettre::address::Envelope {
+        lettre::address::Envelope::new(
+            Some("billing@example.com".parse().unwrap()),
+            vec![
+                "ana@example.com".parse().unwrap(),
+                "bo@example.com".parse().unwrap(),
+            ],
+        )
+        .unwrap()
+    }
+
     const BODY: &[u8] = b"Subject: due\r\n\r\nInvoice 7 is due.\r\n.dot\r\n";
     /// As the server reads it: the leading dot doubled, and lettre's `\r\n.\r\n` after it.
     const RECEIVED: &str = "Subject: due\r\n\r\nInvoice 7 is due.\r\n..dot\r\n\r\n";
@@ -1349,14 +1361,7 @@ pub(super) mod tests {
             // which does not come (nor a QUIT it would take as one); the connection is closed.
             let answers = b"250 ok\r\n250 ok\r\n550 5.1.1 no such user\r\n354 go on\r\n";
             let (mut conn, server) = scripted(PIPELINING, vec![(4, &answers[..])]).await;
-            let two = Envelope::new(
-                Some("billing@example.com".parse().unwrap()),
-                vec![
-                    "ana@example.com".parse().unwrap(),
-                    "bo@example.com".parse().unwrap(),
-                ],
-            )
-            .unwrap();
+            let two = two_recipients();
             let failed = conn.send(&two, BODY).await.unwrap_err();
             assert_eq!(
                 failed,
@@ -1492,14 +1497,7 @@ pub(super) mod tests {
             }
 
             // One recipient of two refused, the chunk taken: delivered to the other.
-            let two = Envelope::new(
-                Some("billing@example.com".parse().unwrap()),
-                vec![
-                    "ana@example.com".parse().unwrap(),
-                    "bo@example.com".parse().unwrap(),
-                ],
-            )
-            .unwrap();
+            let two = two_recipients();
             let answers = b"250 ok\r\n250 ok\r\n550 5.1.1 no such user\r\n250 queued\r\n";
             let (mut conn, server) = scripted(CHUNKING, vec![(9, &answers[..]), (1, bye)]).await;
             let failed = conn.send(&two, BODY).await.unwrap_err();
