@@ -424,6 +424,11 @@ impl Email {
                 let bytes = message.formatted();
                 let reused = idle.lock().ok().and_then(|mut v| v.pop());
                 let mut conn = match reused {
+                    // Closed by the server meanwhile, or a `421` waits: a new connection.
+                    Some((c, _)) if c.spoke_or_closed() => {
+                        drop(c);
+                        connect(host, *port, *tls, username, password, *timeout).await?
+                    }
                     // A connection idle for long may have been closed by the server: check it.
                     Some((mut c, at)) if at.elapsed() > Duration::from_secs(10) => {
                         if tokio::time::timeout(*timeout, c.conn.test_connected())
@@ -927,7 +932,11 @@ mod tests {
             }
 
             for (implicit, tls) in [(true, Tls::Tls), (false, Tls::Starttls)] {
-                let (addr, server) = super::super::smtp::tests::tls_server(implicit).await;
+                let (addr, server) = super::super::smtp::tests::tls_server(
+                    implicit,
+                    super::super::smtp::tests::Offers::Pipelining,
+                )
+                .await;
                 assert_eq!(
                     open(addr.port(), tls).await,
                     format!(
@@ -945,6 +954,62 @@ mod tests {
             }
         })
         .await
+    }
+
+    /// A pooled connection the relay closed after its `421` (as one timing out an idle
+    /// connection does) carries no message: the next one goes on a new connection and is
+    /// sent. Before, it went on the closed one: by DATA it failed on the `421` (sent again
+    /// only by the next run), in a BDAT chunk it left with MAIL and was recorded `unknown`,
+    /// never sent. One command at a time, pipelined, and in chunks.
+    #[tokio::test]
+    async fn a_pooled_connection_the_relay_closed_carries_nothing() {
+        use super::super::smtp::tests::{Offers, Relay, relay, within};
+        for offers in [Offers::Nothing, Offers::Pipelining, Offers::Chunking] {
+            within(async {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let port = listener.local_addr().unwrap().port();
+                let (got, mut bodies) = tokio::sync::mpsc::unbounded_channel();
+                let (ended, mut sessions) = tokio::sync::mpsc::unbounded_channel();
+                let server = tokio::spawn(async move {
+                    for n in 0..2 {
+                        let (tcp, _) = listener.accept().await.unwrap();
+                        let (got, ended) = (got.clone(), ended.clone());
+                        tokio::spawn(async move {
+                            let mut s = tokio::io::BufReader::new(tcp);
+                            let take = |b| got.send((n, b)).unwrap();
+                            let mode = Relay::CloseAfterMessage;
+                            let said = relay(&mut s, b"220 test\r\n", mode, offers, take).await;
+                            drop(s);
+                            ended.send(said).unwrap();
+                        });
+                    }
+                });
+                let section = format!(
+                    "from = \"a@b.example\"\ntransport = \"smtp\"\nhost = \"127.0.0.1\"\n\
+                     port = {port}\ntls = \"none\"\ntimeout = \"5s\"\npool_size = 1"
+                );
+                let dir = tempfile::tempdir().unwrap();
+                let c: EmailConfig = toml::from_str(&section).unwrap();
+                let (email, _, _) = Email::build(c, dir.path()).unwrap();
+                let r = Rendered {
+                    subject: "Invoice 7".into(),
+                    text: "Invoice 7 is due.".into(),
+                    html: None,
+                };
+                email.send("al@example.com", &r, true).await.unwrap();
+                // The first session has said `421` and closed before the second message goes.
+                let first = sessions.recv().await.unwrap();
+                assert_eq!(first.last().map(String::as_str), Some("421"), "{offers:?}");
+                email.send("bo@example.com", &r, true).await.unwrap();
+                let (n, body) = bodies.recv().await.unwrap();
+                assert!(n == 0 && body.contains("To: al@example.com"), "{n} {body}");
+                let (n, body) = bodies.recv().await.unwrap();
+                assert!(n == 1 && body.contains("To: bo@example.com"), "{n} {body}");
+                drop(email);
+                server.await.unwrap();
+            })
+            .await
+        }
     }
 
     /// A relay that never answers MAIL fails the send plainly at the configured timeout (the

@@ -22,9 +22,9 @@
 //! - **Chunking** ([`Connection::chunked`]). When the EHLO answer lists CHUNKING and
 //!   PIPELINING (Postfix's does, since 3.4), MAIL, RCPT, `BDAT <size> LAST` and the message
 //!   (not dot-stuffed: BDAT counts bytes) go in one write: one round trip a message. The body
-//!   has then left before any answer, so only a refusal the server gives in its place (of
-//!   MAIL, of every recipient, or of the chunk) says it was not delivered; a cut-off or an
-//!   answer out of step may follow a delivery (invariant 5).
+//!   has then left before any answer, so only the chunk refused in its place (as it is after
+//!   a refused MAIL or recipient) says it was not delivered; a cut-off or an answer out of
+//!   step may follow a delivery (invariant 5).
 //! - **STARTTLS is tickler's** ([`starttls`]): greeting, EHLO, STARTTLS in clear text, then the
 //!   same TLS as implicit TLS (tokio-rustls on ring, the `webpki-roots` lettre trusts); lettre
 //!   greets over the TLS stream (reading tickler's own greeting line, not the clear-text one)
@@ -37,6 +37,7 @@
 use std::io;
 use std::io::IoSlice;
 use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
@@ -61,17 +62,27 @@ const HEARD: usize = 16 * 1024;
 /// A socket under [`Corked`]: plain TCP or TLS over it.
 pub trait Socket: AsyncRead + AsyncWrite + Send + Sync + Unpin + std::fmt::Debug {
     fn peer(&self) -> io::Result<SocketAddr>;
+    /// The TCP socket's descriptor (under TLS, the one TLS runs over).
+    fn fd(&self) -> RawFd;
 }
 
 impl Socket for TcpStream {
     fn peer(&self) -> io::Result<SocketAddr> {
         self.peer_addr()
     }
+
+    fn fd(&self) -> RawFd {
+        self.as_raw_fd()
+    }
 }
 
 impl Socket for TlsStream<TcpStream> {
     fn peer(&self) -> io::Result<SocketAddr> {
         self.get_ref().0.peer_addr()
+    }
+
+    fn fd(&self) -> RawFd {
+        self.get_ref().0.as_raw_fd()
     }
 }
 
@@ -89,6 +100,8 @@ struct Shared {
     side: Mutex<Side>,
     /// The stream holds bytes lettre wrote and no read has sent yet.
     holding: AtomicBool,
+    /// The TCP socket's descriptor, for [`Handle::spoke_or_closed`]; the stream owns it.
+    socket: RawFd,
 }
 
 /// tickler's hold on a stream it handed to lettre.
@@ -142,6 +155,26 @@ impl Handle {
         side.ahead.extend_from_slice(b"\r\n");
     }
 
+    /// Whether the server closed the connection, or sent something nobody asked for, since
+    /// the last answer was read: a byte or the end waits on the socket (looked at with
+    /// `MSG_PEEK`, which neither waits nor takes it). A pooled connection a server timed out
+    /// is one (its `421` and its FIN wait there); so is any socket error.
+    fn spoke_or_closed(&self) -> bool {
+        let mut byte = 0u8;
+        // SAFETY: `socket` is the descriptor of the stream this handle's `Corked` owns, open
+        // while the connection is (the handle is only asked through it); the buffer is one
+        // byte of this frame.
+        let n = unsafe {
+            libc::recv(
+                self.0.socket,
+                (&mut byte as *mut u8).cast(),
+                1,
+                libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            )
+        };
+        n >= 0 || io::Error::last_os_error().kind() != io::ErrorKind::WouldBlock
+    }
+
     /// What the server said since the stream was made (at most 16 KiB); stops keeping it.
     fn heard(&self) -> Vec<u8> {
         self.side().heard.take().unwrap_or_default()
@@ -162,6 +195,7 @@ pub struct Corked<S> {
 
 impl<S: Socket> Corked<S> {
     pub fn new(io: S, unread: &'static [u8]) -> Corked<S> {
+        let socket = io.fd();
         Corked {
             io,
             held: Vec::with_capacity(4096),
@@ -173,6 +207,7 @@ impl<S: Socket> Corked<S> {
                     heard: Some(vec![]),
                 }),
                 holding: AtomicBool::new(false),
+                socket,
             })),
         }
     }
@@ -549,6 +584,14 @@ impl Connection {
         !self.broken
     }
 
+    /// Whether the server, since its last answer, closed the connection or said something
+    /// (a `421` before closing an idle one): such a connection must not carry a message. With
+    /// CHUNKING the message would leave with MAIL and be taken for maybe delivered when MAIL's
+    /// answer turned out to be that `421`; by DATA it would fail. Either way it was not sent.
+    pub fn spoke_or_closed(&self) -> bool {
+        self.side.spoke_or_closed()
+    }
+
     /// Whether the last send had reached its body: if it was cut off, it may have delivered it.
     pub fn reached_body(&self) -> bool {
         self.body
@@ -672,10 +715,12 @@ impl Connection {
     /// and the message in one write, then their answers, each of which must be the one its
     /// command expects (`250`, `250`/`251`, `250`). The body left with the commands, so a
     /// failure is taken for a message not delivered only when the server, answering each
-    /// command in its place, refused MAIL, every RCPT or the chunk (RFC 3030 has it read and
-    /// refuse a chunk after a refused transaction); an answer out of step, unreadable or
-    /// missing may follow a delivery (`maybe_sent`, invariant 5). QUIT follows a refusal when
-    /// every answer was read in its place: the server then waits for a command.
+    /// command in its place, refused the chunk (RFC 3030 has it read and refuse the chunk of
+    /// a transaction whose MAIL or every RCPT it refused); a chunk it took (one recipient of
+    /// two refused) or an answer out of step, unreadable or missing may follow a delivery
+    /// (`maybe_sent`, invariant 5). QUIT follows a refusal when every answer was read in its
+    /// place: the server then waits for a command. The QUIT is no part of the message: if the
+    /// caller's timeout cuts it off, the answers already read say whether the body went.
     async fn chunked(&mut self, mut commands: Vec<String>, message: &[u8]) -> Result<(), Failed> {
         let last = commands.len() - 1;
         commands[last] = format!("BDAT {} LAST\r\n", message.len() + 2);
@@ -683,7 +728,7 @@ impl Connection {
         self.side.chunk(message);
         self.body = true;
         let (mut refused, mut out_of_step) = (None, false);
-        let (mut mail, mut recipient, mut chunk) = (false, false, false);
+        let mut chunk = false;
         for n in 0..commands.len() {
             let answer = self.conn.read_response().await;
             if n == 0 && self.side.holding() {
@@ -692,11 +737,7 @@ impl Connection {
                 return Err(Failed::before_body(OUT_OF_STEP));
             }
             match judge(&commands, n, 250, answer) {
-                Answer::Expected => match n {
-                    0 => mail = true,
-                    _ if n == last => chunk = true,
-                    _ => recipient = true,
-                },
+                Answer::Expected => chunk = n == last,
                 Answer::Refused(why) => {
                     refused.get_or_insert(why);
                 }
@@ -712,12 +753,14 @@ impl Connection {
         match refused {
             None => Ok(()),
             Some(why) => {
+                let maybe_sent = out_of_step || chunk;
+                self.body = maybe_sent;
                 if !out_of_step {
                     self.conn.abort().await;
                 }
                 Err(Failed {
                     message: why,
-                    maybe_sent: out_of_step || (mail && recipient && chunk),
+                    maybe_sent,
                 })
             }
         }
@@ -759,6 +802,7 @@ pub(super) mod tests {
                     heard: None,
                 }),
                 holding: AtomicBool::new(false),
+                socket: -1,
             }));
             handle.body(m);
             assert!(handle.holding(), "the body waits for the next read");
@@ -892,6 +936,9 @@ pub(super) mod tests {
         HangAfterBody,
         /// Answers EHLO, then nothing: what it reads next is recorded as `"VERB (silent)"`.
         Silent,
+        /// Serves one message, then says `421` and closes, as a relay timing out an idle
+        /// connection does (recorded as `"421"`).
+        CloseAfterMessage,
         /// Serves, each write of answers this long after what it answers was read: a relay
         /// one round trip of this length away.
         Distant(std::time::Duration),
@@ -991,6 +1038,11 @@ pub(super) mod tests {
             if verb == "QUIT" {
                 break;
             }
+            if stored && mode == Relay::CloseAfterMessage {
+                s.get_mut().write_all(CLOSING).await.unwrap();
+                said.push("421".into());
+                break;
+            }
             if body {
                 let mut body = String::new();
                 loop {
@@ -1008,18 +1060,28 @@ pub(super) mod tests {
                 }
                 mode.away().await;
                 s.get_mut().write_all(b"250 queued\r\n").await.unwrap();
+                if mode == Relay::CloseAfterMessage {
+                    s.get_mut().write_all(CLOSING).await.unwrap();
+                    said.push("421".into());
+                    break;
+                }
             }
             line.clear();
         }
         said
     }
 
+    /// What [`Relay::CloseAfterMessage`] says before it closes.
+    const CLOSING: &[u8] = b"421 4.4.2 test closing an idle connection\r\n";
+
     /// A test SMTP server on loopback: greets over TLS at once (`implicit`) or after
-    /// STARTTLS, answers every command (offering PIPELINING over TLS), and returns the commands and the bodies it got. Its
-    /// `localhost` certificate is signed by a test CA (`testdata/`, made with `openssl`, valid
-    /// until 2126; the key is a test fixture, nothing else trusts it).
+    /// STARTTLS, answers every command (offering over TLS what `offers` says), and returns
+    /// the commands and the bodies it got. Its `localhost` certificate is signed by a test CA
+    /// (`testdata/`, made with `openssl`, valid until 2126; the key is a test fixture, nothing
+    /// else trusts it).
     pub(in crate::notify) async fn tls_server(
         implicit: bool,
+        offers: Offers,
     ) -> (
         std::net::SocketAddr,
         tokio::task::JoinHandle<(Vec<String>, Vec<String>)>,
@@ -1077,7 +1139,6 @@ pub(super) mod tests {
             let mut bodies = vec![];
             let greeting: &[u8] = if implicit { b"220 test ESMTP\r\n" } else { b"" };
             let mut s = BufReader::new(tls);
-            let offers = Offers::Pipelining;
             said.extend(relay(&mut s, greeting, Relay::Serve, offers, |b| bodies.push(b)).await);
             (said, bodies)
         });
@@ -1130,8 +1191,15 @@ pub(super) mod tests {
     /// one write; dot-stuffed as lettre does.
     #[tokio::test]
     async fn starttls_then_a_pipelined_message() {
+        for offers in [Offers::Pipelining, Offers::Chunking] {
+            starttls_then_a_message(offers).await;
+        }
+    }
+
+    /// STARTTLS, then a message pipelined, or in a BDAT chunk when the server offers CHUNKING.
+    async fn starttls_then_a_message(offers: Offers) {
         within(async {
-            let (addr, server) = tls_server(false).await;
+            let (addr, server) = tls_server(false, offers).await;
             let mut tcp = TcpStream::connect(addr).await.unwrap();
             tcp.set_nodelay(true).unwrap();
             let hello = ClientId::Domain("client.test".into());
@@ -1153,7 +1221,11 @@ pub(super) mod tests {
             assert!(conn.reusable());
             conn.conn.quit().await.unwrap();
             let (said, bodies) = server.await.unwrap();
-            assert_eq!(said, ["EHLO", "STARTTLS", "EHLO", "MAIL RCPT DATA", "QUIT"]);
+            let transaction = match offers {
+                Offers::Chunking => "MAIL RCPT BDAT",
+                _ => "MAIL RCPT DATA",
+            };
+            assert_eq!(said, ["EHLO", "STARTTLS", "EHLO", transaction, "QUIT"]);
             assert_eq!(bodies, [DELIVERED]);
         })
         .await
@@ -1168,7 +1240,7 @@ pub(super) mod tests {
             use lettre::transport::smtp::client::TlsParameters;
 
             let hello = ClientId::Domain("client.test".into());
-            let (addr, server) = tls_server(true).await;
+            let (addr, server) = tls_server(true, Offers::Pipelining).await;
             let tcp = TcpStream::connect(addr).await.unwrap();
             tcp.set_nodelay(true).unwrap();
             let stream = tls(tcp, "localhost", test_roots()).await.unwrap();
@@ -1188,7 +1260,7 @@ pub(super) mod tests {
             assert_eq!(bodies, vec![DELIVERED; 20]);
 
             // lettre's own connect, as tickler used it for implicit TLS before stop 29.
-            let (addr, server) = tls_server(true).await;
+            let (addr, server) = tls_server(true, Offers::Pipelining).await;
             let params = TlsParameters::builder("localhost".into())
                 .add_root_certificate(test_ca())
                 .build()
@@ -1216,7 +1288,7 @@ pub(super) mod tests {
             );
 
             // The shipped roots do not hold the test CA: its certificate is refused.
-            let (addr, server) = tls_server(true).await;
+            let (addr, server) = tls_server(true, Offers::Pipelining).await;
             let tcp = TcpStream::connect(addr).await.unwrap();
             let refused = tls(tcp, "localhost", public_roots().unwrap())
                 .await
@@ -1455,10 +1527,10 @@ pub(super) mod tests {
     }
 
     /// In BDAT chunks the body leaves with MAIL and RCPT, so what the answers say decides
-    /// whether it may have been delivered: not when the server, in step, refused MAIL, the
-    /// only recipient or the chunk (QUIT follows: it waits for a command); maybe when one
-    /// recipient of two was refused and the chunk taken (it went to the other), when the
-    /// server closes unanswered, or when an answer is out of its place. Answers read from
+    /// whether it may have been delivered: not when the server, in step, refused the chunk
+    /// (after refusing MAIL or the only recipient, or alone; QUIT follows: it waits for a
+    /// command); maybe when it took the chunk (one recipient of two refused, or even MAIL
+    /// refused), when it closes unanswered, or when an answer is out of its place. Answers read from
     /// before anything was written send nothing. None of the failed connections is reused.
     #[tokio::test]
     async fn in_chunks_only_a_refusal_in_step_means_not_sent() {
@@ -1491,10 +1563,27 @@ pub(super) mod tests {
                 let (mut conn, server) = scripted(CHUNKING, vec![(8, answers), (1, bye)]).await;
                 let failed = conn.send(&envelope(), BODY).await.unwrap_err();
                 assert_eq!(failed, Failed::before_body(why));
-                assert!(!conn.reusable() && conn.reached_body());
+                // A timeout around the QUIT would not make the message ambiguous.
+                assert!(!conn.reusable() && !conn.reached_body());
                 drop(conn);
                 assert_eq!(server.await.unwrap(), format!("{one}QUIT\r\n"));
             }
+
+            // A refused MAIL, then the chunk taken all the same (a server not keeping RFC
+            // 3030): its word on the chunk is the one that counts.
+            let answers = b"550 5.7.1 sender refused\r\n503 5.5.1 no MAIL\r\n250 queued\r\n";
+            let (mut conn, server) = scripted(CHUNKING, vec![(8, &answers[..]), (1, bye)]).await;
+            let failed = conn.send(&envelope(), BODY).await.unwrap_err();
+            assert_eq!(
+                failed,
+                Failed {
+                    message: "MAIL: permanent error (550): 5.7.1 sender refused".into(),
+                    maybe_sent: true
+                }
+            );
+            assert!(conn.reached_body());
+            drop(conn);
+            assert_eq!(server.await.unwrap(), format!("{one}QUIT\r\n"));
 
             // One recipient of two refused, the chunk taken: delivered to the other.
             let two = two_recipients();

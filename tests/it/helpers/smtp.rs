@@ -72,16 +72,19 @@ class Server(SMTP):
 
     # RFC 3030's BDAT, which aiosmtpd lacks: `BDAT <size> [LAST]`, the chunk's bytes after
     # the line, read whatever the transaction's state (the size says where the next command
-    # starts), then refused when no recipient was accepted; at LAST the message goes to the
-    # Maildir as DATA's would. Each chunk is counted.
+    # starts), then refused when CHUNKING is not offered or no recipient was accepted; at LAST
+    # the message goes to the Maildir as DATA's would. Every BDAT is counted, offered or not.
     async def smtp_BDAT(self, arg):
+        with open(sys.argv[1] + ".chunked", "a") as f:
+            f.write("1")
         words = (arg or "").split()
-        if not CHUNKING or not words or not words[0].isdigit():
+        if not words or not words[0].isdigit():
             await self.push("501 5.5.4 Syntax: BDAT <size> [LAST]")
             return
         chunk = await self._reader.readexactly(int(words[0]))
-        with open(sys.argv[1] + ".chunked", "a") as f:
-            f.write("1")
+        if not CHUNKING:
+            await self.push("502 5.5.1 BDAT not offered")
+            return
         if not self.envelope.rcpt_tos:
             await self.push("503 5.5.1 Error: need RCPT command")
             return
@@ -157,7 +160,7 @@ impl SmtpServer {
         std::fs::read_to_string(self.maildir.with_extension("pipelined")).map_or(0, |s| s.len())
     }
 
-    /// How many BDAT chunks came.
+    /// How many BDAT commands came (offered or not).
     pub fn chunks(&self) -> usize {
         std::fs::read_to_string(self.maildir.with_extension("chunked")).map_or(0, |s| s.len())
     }
