@@ -956,6 +956,27 @@ mod tests {
         .await
     }
 
+    /// An email channel to a plain relay on loopback `port`, one pooled connection, with
+    /// `timeout`; and its state directory, to keep while it is used.
+    fn to_relay(port: u16, timeout: &str) -> (Email, tempfile::TempDir) {
+        let section = format!(
+            "from = \"a@b.example\"\ntransport = \"smtp\"\nhost = \"127.0.0.1\"\n\
+             port = {port}\ntls = \"none\"\ntimeout = \"{timeout}\"\npool_size = 1"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let c: EmailConfig = toml::from_str(&section).unwrap();
+        let (email, _, _) = Email::build(c, dir.path()).unwrap();
+        (email, dir)
+    }
+
+    fn invoice_7() -> Rendered {
+        Rendered {
+            subject: "Invoice 7".into(),
+            text: "Invoice 7 is due.".into(),
+            html: None,
+        }
+    }
+
     /// A pooled connection the relay closed after its `421` (as one timing out an idle
     /// connection does) carries no message: the next one goes on a new connection and is
     /// sent. Before, it went on the closed one: by DATA it failed on the `421` (sent again
@@ -984,18 +1005,8 @@ mod tests {
                         });
                     }
                 });
-                let section = format!(
-                    "from = \"a@b.example\"\ntransport = \"smtp\"\nhost = \"127.0.0.1\"\n\
-                     port = {port}\ntls = \"none\"\ntimeout = \"5s\"\npool_size = 1"
-                );
-                let dir = tempfile::tempdir().unwrap();
-                let c: EmailConfig = toml::from_str(&section).unwrap();
-                let (email, _, _) = Email::build(c, dir.path()).unwrap();
-                let r = Rendered {
-                    subject: "Invoice 7".into(),
-                    text: "Invoice 7 is due.".into(),
-                    html: None,
-                };
+                let (email, _dir) = to_relay(port, "5s");
+                let r = invoice_7();
                 email.send("al@example.com", &r, true).await.unwrap();
                 // The first session has said `421` and closed before the second message goes.
                 let first = sessions.recv().await.unwrap();
@@ -1054,18 +1065,8 @@ mod tests {
                     }
                     said
                 });
-                let section = format!(
-                    "from = \"a@b.example\"\ntransport = \"smtp\"\nhost = \"127.0.0.1\"\n\
-                     port = {port}\ntls = \"none\"\ntimeout = \"1s\"\npool_size = 1"
-                );
-                let dir = tempfile::tempdir().unwrap();
-                let c: EmailConfig = toml::from_str(&section).unwrap();
-                let (email, _, _) = Email::build(c, dir.path()).unwrap();
-                let r = Rendered {
-                    subject: "Invoice 7".into(),
-                    text: "Invoice 7 is due.".into(),
-                    html: None,
-                };
+                let (email, _dir) = to_relay(port, "1s");
+                let r = invoice_7();
 
                 // No answer to MAIL: cut off before the body, so certainly not sent; in BDAT
                 // chunks the body went with MAIL, so it may have been delivered.
