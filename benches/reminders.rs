@@ -1167,11 +1167,11 @@ async fn sink_session(sock: tokio::net::TcpStream, stats: &SinkStats) -> std::io
     use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
     sock.set_nodelay(true)?;
     let quickack = QUICKACK.load(Ordering::Relaxed);
-    let ehlo: &[u8] = if CHUNKING.load(Ordering::Relaxed) {
-        b"250-sink\r\n250-PIPELINING\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250-CHUNKING\r\n250 OK\r\n"
-    } else {
-        b"250-sink\r\n250-PIPELINING\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250 OK\r\n"
-    };
+    let mut ehlo = b"250-sink\r\n250-PIPELINING\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n".to_vec();
+    if CHUNKING.load(Ordering::Relaxed) {
+        ehlo.extend_from_slice(b"250-CHUNKING\r\n");
+    }
+    ehlo.extend_from_slice(b"250 OK\r\n");
     let mut chunk = Vec::with_capacity(8 * 1024);
     let fd = std::os::fd::AsRawFd::as_raw_fd(&sock);
     // TCP_QUICKACK does not stick: it is set again after every read.
@@ -1210,7 +1210,7 @@ async fn sink_session(sock: tokio::net::TcpStream, stats: &SinkStats) -> std::io
             .map(|b| b.to_ascii_uppercase() as char)
             .collect();
         match verb.as_str() {
-            "EHLO" => out.extend_from_slice(ehlo),
+            "EHLO" => out.extend_from_slice(&ehlo),
             "HELO" => out.extend_from_slice(b"250 sink\r\n"),
             "MAIL" | "RCPT" | "RSET" | "NOOP" => out.extend_from_slice(b"250 OK\r\n"),
             "DATA" => {

@@ -708,9 +708,7 @@ impl Connection {
             message: e.to_string(),
         })
     }
-}
 
-impl Connection {
     /// One message in one round trip (RFC 3030 with RFC 2920): MAIL, RCPT, `BDAT <size> LAST`
     /// and the message in one write, then their answers, each of which must be the one its
     /// command expects (`250`, `250`/`251`, `250`). The body left with the commands, so a
@@ -1530,8 +1528,9 @@ pub(super) mod tests {
     /// whether it may have been delivered: not when the server, in step, refused the chunk
     /// (after refusing MAIL or the only recipient, or alone; QUIT follows: it waits for a
     /// command); maybe when it took the chunk (one recipient of two refused, or even MAIL
-    /// refused), when it closes unanswered, or when an answer is out of its place. Answers read from
-    /// before anything was written send nothing. None of the failed connections is reused.
+    /// refused), when it closes unanswered, or when an answer is out of its place. Answers
+    /// read from before anything was written send nothing. None of the failed connections is
+    /// reused.
     #[tokio::test]
     async fn in_chunks_only_a_refusal_in_step_means_not_sent() {
         within(async {
