@@ -977,6 +977,56 @@ mod tests {
         }
     }
 
+    /// Each message a test relay stores: its connection's number and its text.
+    type Stored = tokio::sync::mpsc::UnboundedReceiver<(usize, String)>;
+
+    /// Test relays on loopback: the `n`th connection is served by
+    /// [`relay`](super::super::smtp::tests::relay) in `modes[n]`, offering `offers`. Returns
+    /// the port; each message stored, as it is; and a task ending with each connection's
+    /// record of what it answered, by number, once all have closed.
+    async fn relays(
+        modes: Vec<super::super::smtp::tests::Relay>,
+        offers: super::super::smtp::tests::Offers,
+    ) -> (
+        u16,
+        Stored,
+        tokio::sync::mpsc::UnboundedReceiver<Vec<String>>,
+        tokio::task::JoinHandle<Vec<Vec<String>>>,
+    ) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (got, stored) = tokio::sync::mpsc::unbounded_channel();
+        let (ended, each) = tokio::sync::mpsc::unbounded_channel();
+        let server = tokio::spawn(async move {
+            let mut sessions = vec![];
+            for (n, mode) in modes.into_iter().enumerate() {
+                let (tcp, _) = listener.accept().await.unwrap();
+                let (got, ended) = (got.clone(), ended.clone());
+                sessions.push(tokio::spawn(async move {
+                    let mut s = tokio::io::BufReader::new(tcp);
+                    let take = |b| got.send((n, b)).unwrap();
+                    let said = super::super::smtp::tests::relay(
+                        &mut s,
+                        b"220 test\r\n",
+                        mode,
+                        offers,
+                        take,
+                    )
+                    .await;
+                    drop(s);
+                    let _ = ended.send(said.clone());
+                    said
+                }));
+            }
+            let mut said = vec![];
+            for session in sessions {
+                said.push(session.await.unwrap());
+            }
+            said
+        });
+        (port, stored, each, server)
+    }
+
     /// A pooled connection the relay closed after its `421` (as one timing out an idle
     /// connection does) carries no message: the next one goes on a new connection and is
     /// sent. Before, it went on the closed one: by DATA it failed on the `421` (sent again
@@ -984,27 +1034,11 @@ mod tests {
     /// never sent. One command at a time, pipelined, and in chunks.
     #[tokio::test]
     async fn a_pooled_connection_the_relay_closed_carries_nothing() {
-        use super::super::smtp::tests::{Offers, Relay, relay, within};
+        use super::super::smtp::tests::{Offers, Relay, within};
         for offers in [Offers::Nothing, Offers::Pipelining, Offers::Chunking] {
             within(async {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-                let port = listener.local_addr().unwrap().port();
-                let (got, mut bodies) = tokio::sync::mpsc::unbounded_channel();
-                let (ended, mut sessions) = tokio::sync::mpsc::unbounded_channel();
-                let server = tokio::spawn(async move {
-                    for n in 0..2 {
-                        let (tcp, _) = listener.accept().await.unwrap();
-                        let (got, ended) = (got.clone(), ended.clone());
-                        tokio::spawn(async move {
-                            let mut s = tokio::io::BufReader::new(tcp);
-                            let take = |b| got.send((n, b)).unwrap();
-                            let mode = Relay::CloseAfterMessage;
-                            let said = relay(&mut s, b"220 test\r\n", mode, offers, take).await;
-                            drop(s);
-                            ended.send(said).unwrap();
-                        });
-                    }
-                });
+                let modes = vec![Relay::CloseAfterMessage; 2];
+                let (port, mut bodies, mut sessions, server) = relays(modes, offers).await;
                 let (email, _dir) = to_relay(port, "5s");
                 let r = invoice_7();
                 email.send("al@example.com", &r, true).await.unwrap();
@@ -1024,47 +1058,29 @@ mod tests {
     }
 
     /// A relay that never answers MAIL fails the send plainly at the configured timeout (the
-    /// body never went: it is sent again later; in BDAT chunks it went with MAIL: ambiguous); one that takes a whole message and then never
-    /// answers leaves the send ambiguous (it may deliver it: recorded `unknown`, never sent
-    /// again); a refused recipient is a plain failure, and the connection it broke is not reused: the
-    /// next message goes on a new one and is sent. So one command at a time; pipelined, where
+    /// body never went: it is sent again later; in BDAT chunks it went with MAIL: ambiguous);
+    /// one that takes a whole message and then never answers leaves the send ambiguous (it may
+    /// deliver it: recorded `unknown`, never sent again); a refused recipient is a plain
+    /// failure, and the connection it broke is not reused: the next message goes on a new one
+    /// and is sent. So one command at a time; pipelined, where
     /// the refusal arrives with MAIL's and DATA's answers and the body stays unsent; and in BDAT
     /// chunks, where the body goes with the commands and the relay refuses it after the
     /// refused recipient.
     #[tokio::test]
     async fn a_relay_that_stops_answering_is_ambiguous_and_a_refusal_is_not() {
-        use super::super::smtp::tests::{Offers, Relay, relay, within};
-        use tokio::io::BufReader;
+        use super::super::smtp::tests::{Offers, Relay, within};
         for offers in [Offers::Nothing, Offers::Pipelining, Offers::Chunking] {
             within(async {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-                let port = listener.local_addr().unwrap().port();
-                // Each connection in turn: hang after the body, refuse the recipient, or
-                // serve; says what each connection answered, and which one each body reached.
-                let (got, mut bodies) = tokio::sync::mpsc::unbounded_channel();
-                let server = tokio::spawn(async move {
-                    let modes = [
-                        Relay::Silent,
-                        Relay::HangAfterBody,
-                        Relay::RefuseRecipient,
-                        Relay::Serve,
-                    ];
-                    let mut sessions = vec![];
-                    for (n, mode) in modes.into_iter().enumerate() {
-                        let (tcp, _) = listener.accept().await.unwrap();
-                        let got = got.clone();
-                        sessions.push(tokio::spawn(async move {
-                            let mut s = BufReader::new(tcp);
-                            let take = |b| got.send((n, b)).unwrap();
-                            relay(&mut s, b"220 test\r\n", mode, offers, take).await
-                        }));
-                    }
-                    let mut said = vec![];
-                    for session in sessions {
-                        said.push(session.await.unwrap());
-                    }
-                    said
-                });
+                // Each connection in turn: silent, hang after the body, refuse the recipient,
+                // or serve; says what each connection answered, and which one each body
+                // reached.
+                let modes = vec![
+                    Relay::Silent,
+                    Relay::HangAfterBody,
+                    Relay::RefuseRecipient,
+                    Relay::Serve,
+                ];
+                let (port, mut bodies, _, server) = relays(modes, offers).await;
                 let (email, _dir) = to_relay(port, "1s");
                 let r = invoice_7();
 
