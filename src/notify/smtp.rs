@@ -1036,11 +1036,6 @@ pub(super) mod tests {
             if verb == "QUIT" {
                 break;
             }
-            if stored && mode == Relay::CloseAfterMessage {
-                s.get_mut().write_all(CLOSING).await.unwrap();
-                said.push("421".into());
-                break;
-            }
             if body {
                 let mut body = String::new();
                 loop {
@@ -1058,11 +1053,12 @@ pub(super) mod tests {
                 }
                 mode.away().await;
                 s.get_mut().write_all(b"250 queued\r\n").await.unwrap();
-                if mode == Relay::CloseAfterMessage {
-                    s.get_mut().write_all(CLOSING).await.unwrap();
-                    said.push("421".into());
-                    break;
-                }
+            }
+            // A message stored, by DATA or in a chunk.
+            if (body || stored) && mode == Relay::CloseAfterMessage {
+                s.get_mut().write_all(CLOSING).await.unwrap();
+                said.push("421".into());
+                break;
             }
             line.clear();
         }
