@@ -861,7 +861,7 @@ async fn phase_breakdown(
                         &[ChannelKind::Email],
                         &format!("reminder:{label}"),
                         template,
-                        &context,
+                        context,
                     ));
                 }
                 all.push(messages);

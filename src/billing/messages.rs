@@ -96,6 +96,22 @@ pub fn invoice_context(
 
 /// A sample invoice context, for `tickler check` and tests.
 pub fn sample_invoice_context(window_days: Option<i64>, level: Option<i32>) -> Value {
+    let (inv, today) = sample_invoice(window_days, level);
+    let window = window_days.map(|d| (format!("{d}d"), d));
+    invoice_context(
+        &inv,
+        today,
+        window.as_ref().map(|(o, d)| (o.as_str(), *d)),
+        level,
+        None,
+    )
+}
+
+/// The sample invoice and the day it is read on.
+fn sample_invoice(
+    window_days: Option<i64>,
+    level: Option<i32>,
+) -> (InvoiceView, chrono::NaiveDate) {
     let today = chrono::NaiveDate::from_ymd_opt(2026, 11, 23).unwrap_or_default();
     let inv = InvoiceView {
         id: uuid::Uuid::nil().to_string(),
@@ -120,28 +136,24 @@ pub fn sample_invoice_context(window_days: Option<i64>, level: Option<i32>) -> V
         locale: "en".into(),
         provider_customer_id: None,
     };
-    let window = window_days.map(|d| (format!("{d}d"), d));
-    invoice_context(
-        &inv,
-        today,
-        window.as_ref().map(|(o, d)| (o.as_str(), *d)),
-        level,
-        None,
-    )
+    (inv, today)
 }
 
 /// The messages of one invoice, one per channel: the address comes from the customer
-/// (`email` for email, `phone` for SMS and WhatsApp).
+/// (`email` for email, `phone` for SMS and WhatsApp). The last message takes `context`; the
+/// others get copies (one channel, the usual case: no copy of the tree).
 pub fn invoice_messages(
     invoice: &InvoiceView,
     channels: &[ChannelKind],
     key_prefix: &str,
     template: &str,
-    context: &Value,
+    context: Value,
 ) -> Vec<Message> {
+    let mut context = Some(context);
     channels
         .iter()
-        .map(|c| Message {
+        .enumerate()
+        .map(|(i, c)| Message {
             key: format!("{key_prefix}:{}:{}", invoice.id, c.as_str()),
             channel: *c,
             recipient: match c {
@@ -152,7 +164,11 @@ pub fn invoice_messages(
             .filter(|a| !a.trim().is_empty()),
             template: template.to_string(),
             invoice_id: Some(invoice.id.clone()),
-            context: context.clone(),
+            context: if i + 1 == channels.len() {
+                context.take().unwrap_or_default()
+            } else {
+                context.clone().unwrap_or_default()
+            },
             zone: customer_zone(invoice),
             window: None,
         })
@@ -261,5 +277,28 @@ mod tests {
             ),
             (0, 1)
         );
+    }
+
+    /// Each channel's message carries the whole context, the last one taking it.
+    #[test]
+    fn every_channels_message_carries_the_context() {
+        let (inv, _) = sample_invoice(Some(7), None);
+        let context = sample_invoice_context(Some(7), None);
+        let channels = [ChannelKind::Email, ChannelKind::Sms, ChannelKind::Whatsapp];
+        let messages =
+            invoice_messages(&inv, &channels, "reminder:7d", "friendly", context.clone());
+        assert_eq!(messages.len(), 3);
+        for (m, c) in messages.iter().zip(channels) {
+            assert_eq!(m.channel, c);
+            assert_eq!(m.context, context, "{}", m.key);
+        }
+        let one = invoice_messages(
+            &inv,
+            &[ChannelKind::Email],
+            "r",
+            "friendly",
+            context.clone(),
+        );
+        assert_eq!(one[0].context, context);
     }
 }

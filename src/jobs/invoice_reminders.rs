@@ -189,7 +189,7 @@ impl Job for InvoiceRemindersJob {
                         &self.channels,
                         &format!("reminder:{}", w.label),
                         &w.template,
-                        &context,
+                        context,
                     ));
                 }
                 let fates = ctx.send(&mut messages).await?;

@@ -132,7 +132,7 @@ impl Job for OverdueEscalationJob {
                     &self.channels,
                     &format!("escalation:{}", self.level),
                     &template,
-                    &context,
+                    context,
                 ));
             }
             let fates = ctx.send(&mut messages).await?;
