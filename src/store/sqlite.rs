@@ -90,13 +90,6 @@ impl SqliteStore {
         // from the file for every page of invoices (the selection's CPU per message 27-28 µs,
         // 18.5-19.8 with 16 MiB, `cargo bench --bench reminders -- --phases`). Filled only as
         // pages are read: an idle daemon holds a few. Job-supplied SQL keeps the default.
-        // The journal's connection (below) keeps SQLite's default: it reads a few pages a
-        // message, by key, and commits every few messages. At each commit SQLite drops the
-        // pages past the end of the file from the connection's cache, and after a page split
-        // (`balance_nonroot` renumbers pages through the unused lock page) that walks the whole
-        // cache: with 16 MiB there, 4 % of the reminders' CPU (`pcache1TruncateUnsafe`,
-        // `bench/profile.sh`, README, stop 35).
-        let journal_options = options.clone();
         let options = options.pragma("cache_size", "-16384");
         // A SQLite connection is a file handle that cannot go stale: no ping (a round trip to
         // its worker thread) before each use.
@@ -108,7 +101,7 @@ impl SqliteStore {
         let journal = pool
             .clone()
             .max_connections(1)
-            .connect_lazy_with(journal_options);
+            .connect_lazy_with(options.clone());
         // Opening sets the journal mode, which another process creating or migrating the file
         // at this moment holds up with SQLITE_BUSY at once (no busy wait applies to it): a CLI
         // command run as a fresh daemon starts. Tried again for up to ~10 s.
@@ -508,27 +501,5 @@ mod tests {
             !options.iter().any(|o| o == "ENABLE_MEMORY_MANAGEMENT"),
             "memory management is on: {options:?}"
         );
-    }
-
-    /// The selection's connections keep 16 MiB of pages; the journal's, which commits every
-    /// few messages and pays at each commit after a page split for a walk of its whole cache,
-    /// keeps SQLite's default.
-    #[tokio::test]
-    async fn the_journal_keeps_a_small_page_cache_and_the_pool_a_large_one() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::connect(&dir.path().join("t.db"))
-            .await
-            .unwrap();
-        let size = |pool: &SqlitePool| {
-            let pool = pool.clone();
-            async move {
-                sqlx::query_scalar::<_, i64>("PRAGMA cache_size")
-                    .fetch_one(&pool)
-                    .await
-                    .unwrap()
-            }
-        };
-        assert_eq!(size(&store.pool).await, -16384);
-        assert_eq!(size(&store.journal).await, -2000);
     }
 }
