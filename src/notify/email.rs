@@ -422,25 +422,20 @@ impl Email {
             } => {
                 let envelope = message.envelope().clone();
                 let bytes = message.formatted();
-                let reused = idle.lock().ok().and_then(|mut v| v.pop());
-                let mut conn = match reused {
-                    // Closed by the server meanwhile, or a `421` waits: a new connection.
-                    Some((c, _)) if c.spoke_or_closed() => {
-                        drop(c);
-                        connect(host, *port, *tls, username, password, *timeout).await?
-                    }
+                let pooled = match idle.lock().ok().and_then(|mut v| v.pop()) {
+                    // Closed by the server meanwhile, or a `421` waits: not used.
+                    Some((c, _)) if c.spoke_or_closed() => None,
                     // A connection idle for long may have been closed by the server: check it.
                     Some((mut c, at)) if at.elapsed() > Duration::from_secs(10) => {
-                        if tokio::time::timeout(*timeout, c.conn.test_connected())
+                        tokio::time::timeout(*timeout, c.conn.test_connected())
                             .await
                             .unwrap_or(false)
-                        {
-                            c
-                        } else {
-                            connect(host, *port, *tls, username, password, *timeout).await?
-                        }
+                            .then_some(c)
                     }
-                    Some((c, _)) => c,
+                    other => other.map(|(c, _)| c),
+                };
+                let mut conn = match pooled {
+                    Some(c) => c,
                     None => connect(host, *port, *tls, username, password, *timeout).await?,
                 };
                 let sent = tokio::time::timeout(*timeout, conn.send(&envelope, &bytes)).await;
