@@ -147,9 +147,8 @@ pub fn invoice_messages(
     channels: &[ChannelKind],
     key_prefix: &str,
     template: &str,
-    context: Value,
+    mut context: Value,
 ) -> Vec<Message> {
-    let mut context = Some(context);
     channels
         .iter()
         .enumerate()
@@ -164,10 +163,10 @@ pub fn invoice_messages(
             .filter(|a| !a.trim().is_empty()),
             template: template.to_string(),
             invoice_id: Some(invoice.id.clone()),
-            context: if i + 1 == channels.len() {
-                context.take().unwrap_or_default()
+            context: if i + 1 < channels.len() {
+                context.clone()
             } else {
-                context.clone().unwrap_or_default()
+                std::mem::take(&mut context)
             },
             zone: customer_zone(invoice),
             window: None,
