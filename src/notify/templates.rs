@@ -57,8 +57,8 @@ pub struct Templates {
     env: Environment<'static>,
     /// Where each template came from, for error messages.
     origin: BTreeMap<String, String>,
-    /// For each template, its `once/` child (see [`Templates::render`]).
-    once: BTreeMap<String, Once>,
+    /// For each template, its `once/` children, one per [`Use`] (see [`Templates::render`]).
+    once: BTreeMap<String, [Option<Once>; Use::COUNT]>,
     /// A search for what every mark starts with (its needle): a private-use character and 128
     /// random bits drawn at load, so no template or value can hold one (a value that could
     /// would move its own text into another block, a subject for instance).
@@ -68,11 +68,59 @@ pub struct Templates {
 /// The blocks a message takes (see [`Templates::render`]).
 const MESSAGE_BLOCKS: [&str; 4] = ["subject", "text", "html", "sms"];
 
-/// A template's `once/` child: its name, and the message blocks the template defines itself,
-/// each marked in it.
+/// What a channel takes of a template: an email its subject, text and HTML; a webhook its
+/// subject and text; an SMS or WhatsApp message its `sms` block, or its text when it has none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Use {
+    Email,
+    Webhook,
+    Short,
+}
+
+impl Use {
+    const COUNT: usize = 3;
+    const ALL: [Use; Use::COUNT] = [Use::Email, Use::Webhook, Use::Short];
+
+    fn of(channel: ChannelKind) -> Use {
+        match channel {
+            ChannelKind::Email => Use::Email,
+            ChannelKind::Webhook => Use::Webhook,
+            ChannelKind::Sms | ChannelKind::Whatsapp => Use::Short,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Use::Email => "email",
+            Use::Webhook => "webhook",
+            Use::Short => "sms",
+        }
+    }
+
+    /// Of the message blocks a template defines itself, those this use takes.
+    fn takes(self, defined: &[&'static str]) -> Vec<&'static str> {
+        let wanted: &[&str] = match self {
+            Use::Email => &["subject", "text", "html"],
+            Use::Webhook => &["subject", "text"],
+            Use::Short if defined.contains(&"sms") => &["sms"],
+            Use::Short => &["text"],
+        };
+        defined
+            .iter()
+            .copied()
+            .filter(|b| wanted.contains(b))
+            .collect()
+    }
+}
+
+/// A template's `once/` child for one [`Use`]: its name, and the message blocks the template
+/// defines itself that the use takes, each marked in it.
 struct Once {
     child: String,
     blocks: Vec<Marked>,
+    /// The message blocks the template does not have: it defines them nowhere and extends no
+    /// template (its source never says `extends`). Empty when it may inherit blocks.
+    absent: Vec<&'static str>,
 }
 
 /// A block as its `once/` child marks it: `open` text `close`.
@@ -247,13 +295,16 @@ impl Templates {
     /// WhatsApp message takes `sms` (or `text` when the template has no `sms` block); a
     /// webhook takes `subject` and `text`.
     ///
-    /// Each block is rendered once: the template's `once/` child (made at load) extends it and
-    /// wraps every message block the template defines in marks, so one render of the template
-    /// yields every block's text apart, each rendered where the template's body renders it (as
-    /// a plain render of a Jinja template does). A block that render cannot give is rendered
-    /// the slower way, the whole template and then the block apart, as every block was before:
-    /// one the template inherits, renders twice, nests in another or leaves out, and one that
-    /// comes out empty (a `required` block left empty fails that way, as it always did).
+    /// Each block is rendered once: the template's `once/` child for the channel (made at load)
+    /// extends it and wraps every message block the template defines and the channel takes in
+    /// marks, so one render of the template yields every block's text apart, each rendered
+    /// where the template's body renders it (as a plain render of a Jinja template does). The
+    /// message blocks the channel does not take are left out of that render (an email does not
+    /// render the `sms` block, so an error there does not stop an email). A block that render
+    /// cannot give is rendered the slower way, the whole template and then the block apart, as
+    /// every block was before: one the template inherits, renders twice, nests in another or
+    /// leaves out, one that renders a block left out (`self.sms()`), and one that comes out
+    /// empty (a `required` block left empty fails that way, as it always did).
     pub fn render(
         &self,
         name: &str,
@@ -279,9 +330,14 @@ impl Templates {
             })?;
         let origin = self.origin(name);
         let ctx = Value::from(Serde(ctx));
-        let child = match self.once.get(name).filter(|_| once) {
+        let child = match self
+            .once
+            .get(name)
+            .and_then(|children| children[Use::of(channel) as usize].as_ref())
+            .filter(|_| once)
+        {
             Some(o) => Some((
-                &o.blocks,
+                o,
                 self.env
                     .get_template(&o.child)
                     .and_then(|t| t.render(ctx.clone()))
@@ -291,9 +347,13 @@ impl Templates {
         };
         let marked = child
             .as_ref()
-            .and_then(|(blocks, output)| split_marked(output, blocks, &self.mark));
+            .and_then(|(o, output)| split_marked(output, &o.blocks, &self.mark));
+        let absent = child.as_ref().map_or(&[][..], |(o, _)| &o.absent[..]);
         let mut captured = None;
         let mut block = |block: &str| -> Result<Option<String>, TemplateError> {
+            if absent.contains(&block) {
+                return Ok(None);
+            }
             if let Some(text) = marked
                 .as_ref()
                 .and_then(|m| m.get(block))
@@ -402,59 +462,85 @@ impl Templates {
     }
 }
 
-/// Adds, for each template, its `once/` child: `{% extends %}` the template, with each message
-/// block the template defines itself wrapped in marks around `super()`. Whether a template
-/// defines a block is asked of an empty state (`UnknownBlock` or not); a block it inherits
-/// from a template it extends is not wrapped, and is rendered the slower way.
+/// Adds, for each template, its `once/` children, one per [`Use`]: each `{% extends %}` the
+/// template, wraps each message block the template defines itself and the use takes in marks
+/// around `super()`, and replaces each other message block the template defines with a mark of
+/// its own (`~`), so the render leaves it out, and a taken block that renders it shows it.
+/// Whether a template defines a block is asked of an empty state (`UnknownBlock` or not); a
+/// block it inherits from a template it extends is not wrapped, and is rendered the slower way.
 fn once_children(
     env: &mut Environment<'static>,
     origin: &BTreeMap<String, String>,
     mark: &str,
-) -> BTreeMap<String, Once> {
+) -> BTreeMap<String, [Option<Once>; Use::COUNT]> {
     let mut once = BTreeMap::new();
     for name in origin.keys() {
         let Ok(template) = env.get_template(name) else {
             continue;
         };
-        let blocks: Vec<Marked> = MESSAGE_BLOCKS
+        let defined: Vec<&'static str> = MESSAGE_BLOCKS
             .into_iter()
             .filter(|b| {
                 !matches!(template.new_state().render_block(b),
                     Err(e) if e.kind() == minijinja::ErrorKind::UnknownBlock)
             })
-            .map(|block| Marked {
-                block,
-                open: format!("{mark}+{block}:"),
-                close: format!("{mark}-{block}:"),
-            })
             .collect();
-        if blocks.is_empty() {
-            continue;
-        }
+        let absent: Vec<&'static str> = if template.source().contains("extends") {
+            vec![]
+        } else {
+            MESSAGE_BLOCKS
+                .into_iter()
+                .filter(|b| !defined.contains(b))
+                .collect()
+        };
         // A JSON string is a Jinja string literal, whatever the name holds.
         let Ok(literal) = serde_json::to_string(name) else {
             continue;
         };
-        let mut source = format!("{{% extends {literal} %}}");
-        for m in &blocks {
-            source.push_str(&format!(
-                "{{% block {} %}}{}{{{{ super() }}}}{}{{% endblock %}}",
-                m.block, m.open, m.close
-            ));
-        }
-        // A template's name is a file's stem, which holds no `/`: no clash.
-        let child = format!("once/{name}");
-        if env.add_template_owned(child.clone(), source).is_ok() {
-            once.insert(name.clone(), Once { child, blocks });
-        }
+        let children = Use::ALL.map(|the_use| {
+            let taken = the_use.takes(&defined);
+            if taken.is_empty() {
+                return None;
+            }
+            let mut source = format!("{{% extends {literal} %}}");
+            for block in &defined {
+                if taken.contains(block) {
+                    source.push_str(&format!(
+                        "{{% block {block} %}}{mark}+{block}:{{{{ super() }}}}{mark}-{block}:\
+                         {{% endblock %}}"
+                    ));
+                } else {
+                    source.push_str(&format!(
+                        "{{% block {block} %}}{mark}~{block}:{{% endblock %}}"
+                    ));
+                }
+            }
+            // A template's name is a file's stem, which holds no `/`: no clash.
+            let child = format!("once/{}/{name}", the_use.name());
+            env.add_template_owned(child.clone(), source).ok()?;
+            let blocks = taken
+                .into_iter()
+                .map(|block| Marked {
+                    block,
+                    open: format!("{mark}+{block}:"),
+                    close: format!("{mark}-{block}:"),
+                })
+                .collect();
+            Some(Once {
+                child,
+                blocks,
+                absent: absent.clone(),
+            })
+        });
+        once.insert(name.clone(), children);
     }
     once
 }
 
 /// The text of each of `blocks` in a `once/` child's output, when the output is what the
 /// marks promise: each block's open mark once, followed by its own close as the next mark, and
-/// no other mark. Otherwise `None`: a block rendered twice (`self.text()`), nested in another,
-/// or not at all.
+/// no other open or close mark. Otherwise `None`: a block rendered twice (`self.text()`),
+/// nested in another, not at all, or holding a block left out (its `~` mark).
 ///
 /// The marks are found with one vectorized search, built once (`str::find` built a searcher
 /// per call and scanned the output once per block: a fiftieth of the CPU per reminder).
@@ -464,7 +550,12 @@ fn split_marked<'a>(
     mark: &memchr::memmem::Finder<'_>,
 ) -> Option<BTreeMap<&'static str, &'a str>> {
     let marks: Vec<usize> = mark.find_iter(output.as_bytes()).collect();
-    if marks.len() != 2 * blocks.len() {
+    let after = mark.needle().len();
+    let paired = marks
+        .iter()
+        .filter(|&&p| output.as_bytes().get(p + after) != Some(&b'~'))
+        .count();
+    if paired != 2 * blocks.len() {
         return None;
     }
     let mut found = BTreeMap::new();
@@ -513,7 +604,7 @@ mod tests {
     }
 
     /// Renders `name` for every channel both ways; returns whether the one pass gave every
-    /// block of the email (no block rendered the slower way).
+    /// block each channel takes (no block rendered the slower way).
     fn same_both_ways(t: &Templates, name: &str, ctx: &serde_json::Value) -> bool {
         for channel in [ChannelKind::Email, ChannelKind::Sms, ChannelKind::Webhook] {
             let once = t.render_with(name, channel, ctx, true);
@@ -524,14 +615,28 @@ mod tests {
                 "{name} for {channel:?}"
             );
         }
-        let once = &t.once[name];
+        Use::ALL.iter().all(|u| {
+            one_pass(t, name, *u, ctx).is_some_and(|(output, once)| {
+                split_marked(&output, &once.blocks, &t.mark).is_some()
+            })
+        })
+    }
+
+    /// The output of `name`'s `once/` child for `the_use`, and the child.
+    fn one_pass<'t>(
+        t: &'t Templates,
+        name: &str,
+        the_use: Use,
+        ctx: &serde_json::Value,
+    ) -> Option<(String, &'t Once)> {
+        let once = t.once[name][the_use as usize].as_ref()?;
         let output = t
             .env
             .get_template(&once.child)
             .unwrap()
             .render(Value::from(Serde(ctx)))
             .unwrap();
-        split_marked(&output, &once.blocks, &t.mark).is_some()
+        Some((output, once))
     }
 
     #[test]
@@ -570,6 +675,18 @@ mod tests {
             "{% set greeting = 'Hello' %}{% block subject %}{{ greeting }}{% endblock %}\n\
              {% block text %}{{ greeting }} {{ customer.name }}{% endblock %}",
         );
+        // Renders its `sms` block, which an email leaves out, inside its text: the slower way.
+        write(
+            "texting",
+            "{% block subject %}S{% endblock %}{% block text %}T {{ self.sms() }}{% endblock %}\
+             {% block sms %}short {{ customer.name }}{% endblock %}",
+        );
+        // An `sms` block that fails: an email, which leaves it out, still renders.
+        write(
+            "mistyped",
+            "{% block subject %}S{% endblock %}{% block text %}T{% endblock %}\n\
+             {% block sms %}{{ customer.nmae }}{% endblock %}",
+        );
         let mut vars = Map::new();
         vars.insert("company".into(), json!("Acme Rentals"));
         vars.insert("support_email".into(), json!("help@acme.test"));
@@ -584,8 +701,49 @@ mod tests {
             let ctx = crate::billing::messages::sample_invoice_context(None, Some(level));
             assert!(same_both_ways(&t, &format!("escalation-{level}"), &ctx));
         }
-        let blocks: Vec<&str> = t.once["plain"].blocks.iter().map(|m| m.block).collect();
-        assert_eq!(blocks, ["subject", "text"]);
+        let taken = |name: &str, the_use: Use| -> Vec<&str> {
+            t.once[name][the_use as usize]
+                .iter()
+                .flat_map(|o| o.blocks.iter().map(|m| m.block))
+                .collect()
+        };
+        assert_eq!(taken("plain", Use::Email), ["subject", "text"]);
+        assert_eq!(taken("plain", Use::Short), ["text"]);
+        assert_eq!(taken("friendly", Use::Email), ["subject", "text", "html"]);
+        assert_eq!(taken("friendly", Use::Webhook), ["subject", "text"]);
+        assert_eq!(taken("friendly", Use::Short), ["sms"]);
+
+        // What a channel does not take is not rendered: an email's pass holds no SMS text,
+        // and an SMS's no HTML.
+        let (email, _) = one_pass(&t, "friendly", Use::Email, &sample()).unwrap();
+        assert!(!email.contains("Already paid? Thanks"), "{email}");
+        assert!(email.contains("<!DOCTYPE html>"), "{email}");
+        let (sms, _) = one_pass(&t, "friendly", Use::Short, &sample()).unwrap();
+        assert!(sms.contains("Already paid? Thanks"), "{sms}");
+        assert!(
+            !sms.contains("<!DOCTYPE html>") && !sms.contains("Hi Thandi,\n"),
+            "{sms}"
+        );
+        // A taken block that renders a left-out one shows its mark: the slower way, same text.
+        assert!(!same_both_ways(&t, "texting", &sample()));
+        let r = t.render("texting", ChannelKind::Email, &sample()).unwrap();
+        assert_eq!(r.text, "T short Thandi Mokoena");
+        // An error in the `sms` block stops an SMS, not an email.
+        let r = t.render("mistyped", ChannelKind::Email, &sample()).unwrap();
+        assert_eq!((r.subject.as_str(), r.text.as_str()), ("S", "T"));
+        t.check("mistyped", &[ChannelKind::Email], &sample())
+            .unwrap();
+        let err = t
+            .check("mistyped", &[ChannelKind::Sms], &sample())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with(&format!(
+                "cannot render template `mistyped` ({}/mistyped.j2) line 2: undefined value",
+                dir.path().display()
+            )),
+            "{err}"
+        );
         assert!(!same_both_ways(&t, "selfish", &sample()));
 
         // A value cannot move its text into another block: not with marks of its own (the
