@@ -182,6 +182,32 @@ impl From<TemplateError> for String {
     }
 }
 
+/// A JSON context as template values, built directly rather than through serde (a tenth of
+/// a reminder's rendering). The values are those serde's path gives (positive integers
+/// unsigned, negative ones signed, `null` none), except that a JSON object becomes a map keyed
+/// by strings, which a template looks a key up in by its text: the same keys, in the same
+/// order, read the same way.
+fn context(json: &serde_json::Value) -> Value {
+    match json {
+        serde_json::Value::Null => Value::from(()),
+        serde_json::Value::Bool(b) => Value::from(*b),
+        serde_json::Value::Number(n) => match (n.as_u64(), n.as_i64()) {
+            (Some(u), _) => Value::from(u),
+            (None, Some(i)) => Value::from(i),
+            (None, None) => Value::from(n.as_f64().unwrap_or(f64::NAN)),
+        },
+        serde_json::Value::String(s) => Value::from(s.as_str()),
+        serde_json::Value::Array(items) => {
+            Value::from(items.iter().map(context).collect::<Vec<_>>())
+        }
+        serde_json::Value::Object(map) => Value::from_object(
+            map.iter()
+                .map(|(k, v)| (k.clone(), context(v)))
+                .collect::<BTreeMap<String, Value>>(),
+        ),
+    }
+}
+
 /// Describes a minijinja error with the template's origin and line.
 fn describe(origin: &str, mut err: &minijinja::Error) -> String {
     // A `once/` child's `super()` wraps the template's own error: that one says where the
@@ -329,7 +355,7 @@ impl Templates {
                 name: name.to_string(),
             })?;
         let origin = self.origin(name);
-        let ctx = Value::from(Serde(ctx));
+        let ctx = context(ctx);
         let child = match self
             .once
             .get(name)
@@ -448,7 +474,7 @@ impl Templates {
         ctx: &serde_json::Value,
     ) -> Result<String, TemplateError> {
         self.env
-            .render_str(source, Value::from(Serde(ctx)))
+            .render_str(source, context(ctx))
             .map(|s| s.trim().to_string())
             .map_err(|e| TemplateError::Render(describe(what, &e)))
     }
@@ -775,6 +801,47 @@ mod tests {
             assert!(slow.is_err(), "{name}: {slow:?}");
             assert_eq!(format!("{once:?}"), format!("{slow:?}"), "{name}");
         }
+    }
+
+    #[test]
+    fn a_context_reads_as_serde_would_give_it() {
+        let ctx = json!({
+            "none": null, "yes": true, "no": false, "pos": 7, "neg": -3, "zero": 0,
+            "big": u64::MAX, "small": i64::MIN, "float": 2.5, "text": "a \"b\" <c>",
+            "empty": "", "list": [1, "two", null, [3], {"k": "v"}], "nothing": [], "bare": {},
+            "wide": {"a": 1, "b": 2, "c": 3, "d": 4, "e": 5, "f": 6, "g": 7, "h": 8, "i": 9,
+                     "j": 10, "k": 11, "l": 12, "m": 13, "n": 14, "Z": 0, "é": 1, "10": 2},
+        });
+        let mut env = Environment::new();
+        env.set_undefined_behavior(UndefinedBehavior::Strict);
+        for expression in [
+            "{{ none }} {{ none is none }} {{ yes }} {{ no }} {{ yes and not no }}",
+            "{{ pos }} {{ neg }} {{ zero }} {{ big }} {{ small }} {{ float }}",
+            "{{ pos + neg }} {{ pos - 10 }} {{ big - 1 }} {{ float * 2 }} {{ pos / 2 }} {{ neg // 2 }}",
+            "{{ pos > neg }} {{ neg < 0 }} {{ pos == 7 }} {{ zero == 0.0 }} {{ big > pos }}",
+            "{{ text }} {{ text|e }} {{ text|upper }} {{ empty or 'x' }} {{ text|length }}",
+            "{{ list }} {{ list|length }} {{ list[1] }} {{ list[3][0] }} {{ list[4].k }}",
+            "{{ list|tojson }} {{ nothing }} {{ bare }} {{ nothing|length }} {{ bare|length }}",
+            "{{ wide }} {{ wide|tojson }} {{ wide|length }} {{ wide.n }} {{ wide['é'] }}",
+            "{{ wide['10'] }} {{ 'n' in wide }} {{ 'x' in wide }} {{ wide.x is defined }}",
+            "{% for k, v in wide|items %}{{ k }}={{ v }},{% endfor %}",
+            "{% for k in wide %}{{ k }};{% endfor %} {{ wide|dictsort }} {{ wide|list }}",
+            "{{ wide is mapping }} {{ list is sequence }} {{ text is string }} {{ pos is number }}",
+            "{{ none|default('d') }} {{ wide|string }} {{ list|join(',') }} {{ float|int }}",
+        ] {
+            let serde = env.render_str(expression, Value::from(Serde(&ctx)));
+            let direct = env.render_str(expression, context(&ctx));
+            assert_eq!(format!("{direct:?}"), format!("{serde:?}"), "{expression}");
+            assert!(direct.is_ok(), "{expression}: {direct:?}");
+        }
+        // A key not there is an error both ways, with the same words.
+        let serde = env.render_str("{{ wide.x }}", Value::from(Serde(&ctx)));
+        let direct = env.render_str("{{ wide.x }}", context(&ctx));
+        assert!(direct.is_err());
+        assert_eq!(
+            direct.unwrap_err().to_string(),
+            serde.unwrap_err().to_string()
+        );
     }
 
     #[test]
