@@ -57,8 +57,8 @@ pub struct Templates {
     env: Environment<'static>,
     /// Where each template came from, for error messages.
     origin: BTreeMap<String, String>,
-    /// For each template, its `once/` children, one per [`Use`] (see [`Templates::render`]).
-    once: BTreeMap<String, [Option<Once>; Use::COUNT]>,
+    /// For each template, its `once/` children (see [`Templates::render`]).
+    once: BTreeMap<String, Children>,
     /// A search for what every mark starts with (its needle): a private-use character and 128
     /// random bits drawn at load, so no template or value can hold one (a value that could
     /// would move its own text into another block, a subject for instance).
@@ -113,14 +113,19 @@ impl Use {
     }
 }
 
+/// A template's `once/` children, one per [`Use`] (none for a use it defines no block of).
+struct Children {
+    by_use: [Option<Once>; Use::COUNT],
+    /// The message blocks the template does not have: it defines them nowhere and extends no
+    /// template (its source never says `extends`). Empty when it may inherit blocks.
+    absent: Vec<&'static str>,
+}
+
 /// A template's `once/` child for one [`Use`]: its name, and the message blocks the template
 /// defines itself that the use takes, each marked in it.
 struct Once {
     child: String,
     blocks: Vec<Marked>,
-    /// The message blocks the template does not have: it defines them nowhere and extends no
-    /// template (its source never says `extends`). Empty when it may inherit blocks.
-    absent: Vec<&'static str>,
 }
 
 /// A block as its `once/` child marks it: `open` text `close`.
@@ -356,25 +361,25 @@ impl Templates {
             })?;
         let origin = self.origin(name);
         let ctx = context(ctx);
-        let child = match self
-            .once
-            .get(name)
-            .and_then(|children| children[Use::of(channel) as usize].as_ref())
-            .filter(|_| once)
-        {
-            Some(o) => Some((
-                o,
+        let children = self.once.get(name).filter(|_| once);
+        let child = children.and_then(|c| c.by_use[Use::of(channel) as usize].as_ref());
+        let output = match child {
+            Some(o) => Some(
                 self.env
                     .get_template(&o.child)
                     .and_then(|t| t.render(ctx.clone()))
                     .map_err(|e| TemplateError::Render(describe(origin, &e)))?,
-            )),
+            ),
             None => None,
         };
         let marked = child
-            .as_ref()
+            .zip(output.as_deref())
             .and_then(|(o, output)| split_marked(output, &o.blocks, &self.mark));
-        let absent = child.as_ref().map_or(&[][..], |(o, _)| &o.absent[..]);
+        // What the template lacks is known where its one pass is taken.
+        let absent = match (children, child) {
+            (Some(c), Some(_)) => &c.absent[..],
+            _ => &[],
+        };
         let mut captured = None;
         let mut block = |block: &str| -> Result<Option<String>, TemplateError> {
             if absent.contains(&block) {
@@ -498,7 +503,7 @@ fn once_children(
     env: &mut Environment<'static>,
     origin: &BTreeMap<String, String>,
     mark: &str,
-) -> BTreeMap<String, [Option<Once>; Use::COUNT]> {
+) -> BTreeMap<String, Children> {
     let mut once = BTreeMap::new();
     for name in origin.keys() {
         let Ok(template) = env.get_template(name) else {
@@ -523,28 +528,12 @@ fn once_children(
         let Ok(literal) = serde_json::to_string(name) else {
             continue;
         };
-        let children = Use::ALL.map(|the_use| {
+        let by_use = Use::ALL.map(|the_use| {
             let taken = the_use.takes(&defined);
             if taken.is_empty() {
                 return None;
             }
-            let mut source = format!("{{% extends {literal} %}}");
-            for block in &defined {
-                if taken.contains(block) {
-                    source.push_str(&format!(
-                        "{{% block {block} %}}{mark}+{block}:{{{{ super() }}}}{mark}-{block}:\
-                         {{% endblock %}}"
-                    ));
-                } else {
-                    source.push_str(&format!(
-                        "{{% block {block} %}}{mark}~{block}:{{% endblock %}}"
-                    ));
-                }
-            }
-            // A template's name is a file's stem, which holds no `/`: no clash.
-            let child = format!("once/{}/{name}", the_use.name());
-            env.add_template_owned(child.clone(), source).ok()?;
-            let blocks = taken
+            let blocks: Vec<Marked> = taken
                 .into_iter()
                 .map(|block| Marked {
                     block,
@@ -552,13 +541,24 @@ fn once_children(
                     close: format!("{mark}-{block}:"),
                 })
                 .collect();
-            Some(Once {
-                child,
-                blocks,
-                absent: absent.clone(),
-            })
+            let mut source = format!("{{% extends {literal} %}}");
+            for block in &defined {
+                match blocks.iter().find(|m| m.block == *block) {
+                    Some(m) => source.push_str(&format!(
+                        "{{% block {block} %}}{}{{{{ super() }}}}{}{{% endblock %}}",
+                        m.open, m.close
+                    )),
+                    None => source.push_str(&format!(
+                        "{{% block {block} %}}{mark}~{block}:{{% endblock %}}"
+                    )),
+                }
+            }
+            // A template's name is a file's stem, which holds no `/`: no clash.
+            let child = format!("once/{}/{name}", the_use.name());
+            env.add_template_owned(child.clone(), source).ok()?;
+            Some(Once { child, blocks })
         });
-        once.insert(name.clone(), children);
+        once.insert(name.clone(), Children { by_use, absent });
     }
     once
 }
@@ -655,12 +655,12 @@ mod tests {
         the_use: Use,
         ctx: &serde_json::Value,
     ) -> Option<(String, &'t Once)> {
-        let once = t.once[name][the_use as usize].as_ref()?;
+        let once = t.once[name].by_use[the_use as usize].as_ref()?;
         let output = t
             .env
             .get_template(&once.child)
             .unwrap()
-            .render(Value::from(Serde(ctx)))
+            .render(context(ctx))
             .unwrap();
         Some((output, once))
     }
@@ -728,7 +728,7 @@ mod tests {
             assert!(same_both_ways(&t, &format!("escalation-{level}"), &ctx));
         }
         let taken = |name: &str, the_use: Use| -> Vec<&str> {
-            t.once[name][the_use as usize]
+            t.once[name].by_use[the_use as usize]
                 .iter()
                 .flat_map(|o| o.blocks.iter().map(|m| m.block))
                 .collect()
