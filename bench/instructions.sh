@@ -1,15 +1,32 @@
 #!/usr/bin/env bash
-# The instructions each part of making a reminder's message takes (the `messages` benchmark:
-# the invoice's context, the template's render, the email's building), counted by callgrind,
+# The instructions each part of sending a reminder takes, counted by callgrind (every thread's),
 # per binary: figures this VM's noise does not move, unlike its timings.
-# Usage: bench/instructions.sh LABEL=BINARY [LABEL=BINARY...]
-#   BINARY: `cargo bench --bench messages --no-run` at a revision, copied aside.
+# - `--bench messages` (the default): the invoice's context, the template's render, the email's
+#   building (benches/messages.rs), each less the setup alone.
+# - `--bench journal`: on the embedded SQLite, the claim of a page of messages (less the
+#   setup), and the journal's commits of their attempts and ends (less the claim)
+#   (benches/journal.rs).
+# Usage: bench/instructions.sh [--bench messages|journal] LABEL=BINARY [LABEL=BINARY...]
+#   BINARY: `cargo bench --bench NAME --no-run` at a revision, copied aside.
 #   e.g. bench/instructions.sh base=/tmp/ab/messages-base head=/tmp/ab/messages-head
 # Needs valgrind (Debian's valgrind). Each run does 2,000 messages and is bounded by
 # `timeout 600`.
 set -euo pipefail
+bench=messages
+if [ "${1:-}" = "--bench" ]; then
+    bench="${2:?--bench messages|journal}"
+    shift 2
+fi
+case "$bench" in
+messages) parts="context:none render:none email:none" ;;
+journal) parts="claim:none journal:claim" ;;
+*)
+    echo "--bench: messages or journal, not $bench" >&2
+    exit 2
+    ;;
+esac
 [ $# -gt 0 ] || {
-    echo "usage: bench/instructions.sh LABEL=BIN [LABEL=BIN...]" >&2
+    echo "usage: bench/instructions.sh [--bench messages|journal] LABEL=BIN [LABEL=BIN...]" >&2
     exit 2
 }
 dir=$(mktemp -d)
@@ -22,9 +39,12 @@ refs() { # BINARY PART COUNT: the instructions of one run
 printf '%-8s %-8s %14s\n' label part 'instr/message'
 for side in "$@"; do
     label="${side%%=*}" bin="${side#*=}"
-    setup=$(refs "$bin" none "$n")
-    for part in context render email; do
-        all=$(refs "$bin" "$part" "$n")
-        printf '%-8s %-8s %14d\n' "$label" "$part" $(((all - setup) / n))
+    declare -A count=()
+    for pair in $parts; do
+        part="${pair%%:*}" less="${pair#*:}"
+        [ -n "${count[$less]:-}" ] || count[$less]=$(refs "$bin" "$less" "$n")
+        count[$part]=$(refs "$bin" "$part" "$n")
+        printf '%-8s %-8s %14d\n' "$label" "$part" $(((count[$part] - count[$less]) / n))
     done
+    unset count
 done

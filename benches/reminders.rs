@@ -61,11 +61,11 @@ use tickler::config;
 use tickler::jobs::RunContext;
 use tickler::notify::{ChannelKind, Rendered};
 use tickler::secret::DatabaseUrl;
+use tickler::store::Store;
 use tickler::store::billing::{
-    Cursor, ESCALATION_WHERE, INVOICE_VIEW, NewCustomer, NewInvoice, NewSubscription,
-    NotificationAttempt, NotificationClaim, NotificationEnd, REMINDER_WHERE,
+    Cursor, ESCALATION_WHERE, INVOICE_VIEW, NotificationAttempt, NotificationClaim,
+    NotificationEnd, REMINDER_WHERE,
 };
-use tickler::store::{Store, ts};
 
 mod common;
 use common::{arg, host_busy, pg_url_with_db, postgres_cpu, proc_cpu};
@@ -345,7 +345,7 @@ async fn backend_runs(
     store.migrate().await.unwrap();
     let today = Utc::now().date_naive();
     let t0 = Instant::now();
-    seed(&store, today).await;
+    common::seed(&store, today, CUSTOMERS, INVOICES, due_offset).await;
     if EXTRA_INDEX.load(Ordering::Relaxed) {
         let ddl =
             "CREATE INDEX invoices_open_due_id ON invoices (due_date, id) WHERE status = 'open'";
@@ -551,81 +551,6 @@ fn due_offset(j: usize) -> i64 {
     } else {
         -1 - (j % 60) as i64
     }
-}
-
-async fn seed(store: &Store, today: NaiveDate) {
-    let customers: Vec<NewCustomer> = (0..CUSTOMERS)
-        .map(|i| NewCustomer {
-            id: uuid::Uuid::new_v4().to_string(),
-            org_id: None,
-            name: format!("Customer{i} Surname{}", i % 97),
-            email: Some(format!("customer{i}@example.com")),
-            phone: Some(format!("+2782{:07}", i)),
-            timezone: None,
-            locale: "en".into(),
-            provider_customer_id: None,
-        })
-        .collect();
-    let subscriptions: Vec<NewSubscription> = customers
-        .iter()
-        .enumerate()
-        .map(|(i, c)| NewSubscription {
-            id: uuid::Uuid::new_v4().to_string(),
-            customer_id: c.id.clone(),
-            description: format!("Flat {}, Long Street", i % 500),
-            amount_minor: 1_250_000,
-            currency: "ZAR".into(),
-            interval: "monthly".into(),
-            anchor_day: 1,
-            start_date: today - Days::new(400),
-            end_date: None,
-            payment_terms_days: 7,
-            auto_invoice: false,
-        })
-        .collect();
-    let issued = ts(Utc::now() - chrono::TimeDelta::days(20));
-    // Each subscription gets 10 invoices, one per (made-up) month, unique per the
-    // `invoices_period` index; the due dates are spread as `due_offset` says.
-    let mut invoices: Vec<NewInvoice> = (0..INVOICES)
-        .map(|j| {
-            let c = j % CUSTOMERS;
-            let month = (j / CUSTOMERS) as u32;
-            let period_start =
-                NaiveDate::from_ymd_opt(2024 + (month / 12) as i32, month % 12 + 1, 1).unwrap();
-            let days = due_offset(j);
-            let due = if days >= 0 {
-                today + Days::new(days as u64)
-            } else {
-                today - Days::new(days.unsigned_abs())
-            };
-            NewInvoice {
-                id: uuid::Uuid::new_v4().to_string(),
-                number: String::new(),
-                customer_id: customers[c].id.clone(),
-                subscription_id: Some(subscriptions[c].id.clone()),
-                period_start: Some(period_start),
-                period_end: Some(period_start + Days::new(27)),
-                amount_minor: 10_000 + (j as i64 * 7919) % 2_000_000,
-                currency: "ZAR".into(),
-                issued_at: issued.clone(),
-                due_date: due,
-                status: "open".into(),
-                paid_at: None,
-                provider_ref: None,
-                escalation_level: 0,
-                escalated_at: None,
-            }
-        })
-        .collect();
-    let counts = store
-        .import(&customers, &subscriptions, &mut invoices, "INV-")
-        .await
-        .unwrap();
-    assert_eq!(
-        counts,
-        (CUSTOMERS as u64, CUSTOMERS as u64, INVOICES as u64),
-        "seeding"
-    );
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,6 +1,11 @@
-//! What the benchmarks share: command-line options, CPU time from `/proc`, PostgreSQL URLs.
+//! What the benchmarks share: command-line options, CPU time from `/proc`, PostgreSQL URLs,
+//! the seeding of billing tables.
 
 #![allow(dead_code)]
+
+use chrono::{Days, NaiveDate, Utc};
+use tickler::store::billing::{NewCustomer, NewInvoice, NewSubscription};
+use tickler::store::{Store, ts};
 
 pub fn arg(args: &[String], name: &str) -> Option<String> {
     args.iter()
@@ -74,4 +79,107 @@ pub fn pg_url_with_db(url: &str, db: &str) -> String {
         ),
     };
     format!("{scheme}://{authority}/{db}{query}")
+}
+
+/// A random-looking id, the same at every run (so the b-trees a seed builds, and what the
+/// benchmarks count on them, do not change from run to run): `kind` and `n` mixed by
+/// SplitMix64, shaped as a version 4 UUID.
+pub fn seeded_id(kind: u64, n: usize) -> String {
+    let mix = |mut z: u64| {
+        z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    let high = mix(kind << 40 ^ n as u64);
+    let low = mix(high);
+    uuid::Builder::from_random_bytes(((high as u128) << 64 | low as u128).to_be_bytes())
+        .into_uuid()
+        .to_string()
+}
+
+/// Seeds `customers` customers, a monthly subscription each, and `invoices` open invoices
+/// spread over them (`invoices / customers` months each, unique per `invoices_period`), invoice
+/// `j` due `due_offset(j)` days from `today`. Returns the invoices' ids, in `j` order.
+pub async fn seed(
+    store: &Store,
+    today: NaiveDate,
+    customers: usize,
+    invoices: usize,
+    due_offset: impl Fn(usize) -> i64,
+) -> Vec<String> {
+    let count = (customers, invoices);
+    let customers: Vec<NewCustomer> = (0..count.0)
+        .map(|i| NewCustomer {
+            id: seeded_id(1, i),
+            org_id: None,
+            name: format!("Customer{i} Surname{}", i % 97),
+            email: Some(format!("customer{i}@example.com")),
+            phone: Some(format!("+2782{:07}", i)),
+            timezone: None,
+            locale: "en".into(),
+            provider_customer_id: None,
+        })
+        .collect();
+    let subscriptions: Vec<NewSubscription> = customers
+        .iter()
+        .enumerate()
+        .map(|(i, c)| NewSubscription {
+            id: seeded_id(2, i),
+            customer_id: c.id.clone(),
+            description: format!("Flat {}, Long Street", i % 500),
+            amount_minor: 1_250_000,
+            currency: "ZAR".into(),
+            interval: "monthly".into(),
+            anchor_day: 1,
+            start_date: today - Days::new(400),
+            end_date: None,
+            payment_terms_days: 7,
+            auto_invoice: false,
+        })
+        .collect();
+    let issued = ts(Utc::now() - chrono::TimeDelta::days(20));
+    // Each subscription gets 10 invoices, one per (made-up) month, unique per the
+    // `invoices_period` index; the due dates are spread as `due_offset` says.
+    let mut invoices: Vec<NewInvoice> = (0..count.1)
+        .map(|j| {
+            let c = j % count.0;
+            let month = (j / count.0) as u32;
+            let period_start =
+                NaiveDate::from_ymd_opt(2024 + (month / 12) as i32, month % 12 + 1, 1).unwrap();
+            let days = due_offset(j);
+            let due = if days >= 0 {
+                today + Days::new(days as u64)
+            } else {
+                today - Days::new(days.unsigned_abs())
+            };
+            NewInvoice {
+                id: seeded_id(3, j),
+                number: String::new(),
+                customer_id: customers[c].id.clone(),
+                subscription_id: Some(subscriptions[c].id.clone()),
+                period_start: Some(period_start),
+                period_end: Some(period_start + Days::new(27)),
+                amount_minor: 10_000 + (j as i64 * 7919) % 2_000_000,
+                currency: "ZAR".into(),
+                issued_at: issued.clone(),
+                due_date: due,
+                status: "open".into(),
+                paid_at: None,
+                provider_ref: None,
+                escalation_level: 0,
+                escalated_at: None,
+            }
+        })
+        .collect();
+    let counts = store
+        .import(&customers, &subscriptions, &mut invoices, "INV-")
+        .await
+        .unwrap();
+    assert_eq!(
+        counts,
+        (count.0 as u64, count.0 as u64, count.1 as u64),
+        "seeding"
+    );
+    invoices.into_iter().map(|i| i.id).collect()
 }
