@@ -762,34 +762,59 @@ impl Store {
     ) -> Result<HashSet<String>> {
         let doing = "recording messages handed to providers in notification_log";
         let texts = journal_statements(matches!(self, Store::Postgres(_)));
-        let marked: Vec<(String, String)> = match self {
+        let marked: HashSet<String> = match self {
             // One statement, its own transaction: the attempts and the ends commit together in
             // one round trip, on the journal's connections, where the planner takes the unique
             // index of keys whatever its statistics say (see `PgStore`). A key is never in both
             // lists of one commit: its end is sent after its attempt was committed.
-            Store::Postgres(pg) => sqlx::query_as(&texts[0])
-                .bind(json_text(attempts))
-                .bind(owner)
-                .bind(ts(now))
-                .bind(json_text(ends))
-                .fetch_all(pg.journal_pool())
-                .await
-                .doing(doing)?,
+            Store::Postgres(pg) => {
+                let rows: Vec<(String, String)> = sqlx::query_as(&texts[0])
+                    .bind(json_text(attempts))
+                    .bind(owner)
+                    .bind(ts(now))
+                    .bind(json_text(ends))
+                    .fetch_all(pg.journal_pool())
+                    .await
+                    .doing(doing)?;
+                rows.into_iter()
+                    .filter(|(_, status)| status == "sending")
+                    .map(|(key, _)| key)
+                    .collect()
+            }
+            // Up to three statements in one transaction. The attempts whose invoice is open
+            // (nearly all) are marked by a statement that sets no indexed column, so their rows
+            // are rewritten and no index is touched; only when some attempt is left over does
+            // a second statement cancel those whose invoice is not open.
             Store::Sqlite(lite) => {
-                let (mark, end) = (&texts[0], &texts[1]);
+                let (mark, cancel, end) = (&texts[0], &texts[1], &texts[2]);
                 let pool = lite.journal_pool();
                 let mut tx = pool.begin_with(self.begin_statement()).await.doing(doing)?;
-                let marked = if attempts.is_empty() {
-                    vec![]
+                let marked: HashSet<String> = if attempts.is_empty() {
+                    HashSet::new()
                 } else {
-                    sqlx::query_as(mark)
+                    sqlx::query_scalar(mark)
                         .bind(json_text(attempts))
                         .bind(owner)
                         .bind(ts(now))
                         .fetch_all(&mut *tx)
                         .await
                         .doing(doing)?
+                        .into_iter()
+                        .collect()
                 };
+                if marked.len() < attempts.len() {
+                    let rest: Vec<&NotificationAttempt> = attempts
+                        .iter()
+                        .filter(|a| !marked.contains(&a.key))
+                        .collect();
+                    sqlx::query(cancel)
+                        .bind(json_text(&rest))
+                        .bind(owner)
+                        .bind(ts(now))
+                        .execute(&mut *tx)
+                        .await
+                        .doing(doing)?;
+                }
                 if !ends.is_empty() {
                     sqlx::query(end)
                         .bind(json_text(ends))
@@ -803,11 +828,7 @@ impl Store {
                 marked
             }
         };
-        Ok(marked
-            .into_iter()
-            .filter(|(_, status)| status == "sending")
-            .map(|(key, _)| key)
-            .collect())
+        Ok(marked)
     }
 
     /// Gives up `owner`'s claims on `keys` (a delivery cut short, a task reclaimed from a dead
@@ -1148,7 +1169,8 @@ impl Store {
 
 /// The journal's statements ([`Store::journal_notifications`]), adapted to the backend and
 /// built once per backend, not at each commit: on PostgreSQL one, the ends' and the attempts'
-/// updates in one `WITH`; on SQLite two, the attempts' and the ends'.
+/// updates in one `WITH`; on SQLite three: the marking of attempts, the cancelling of those
+/// left over, and the ends.
 fn journal_statements(postgres: bool) -> &'static [String] {
     static POSTGRES: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
     static SQLITE: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
@@ -1213,7 +1235,30 @@ fn journal_statements(postgres: bool) -> &'static [String] {
                  SELECT dedup_key, status FROM marked"
             )]
         } else {
-            vec![mark_text, end_text]
+            // SQLite: the attempts whose invoice is open, marked without a change to an
+            // indexed column (`status` stays `sending`); then, for the attempts left over, the
+            // cancellation of those whose invoice is not open (a row no longer this owner's
+            // `sending` one is left as it is).
+            let joined = "FROM ROWS($1) LEFT JOIN invoices i ON i.id = (r.value->>'i')::uuid
+              WHERE notification_log.dedup_key = r.value->>'k'
+                AND notification_log.owner = $2 AND (notification_log.status || '') = 'sending'";
+            vec![
+                format!(
+                    "UPDATE notification_log
+                        SET attempted_at = $3::timestamptz, updated_at = $3::timestamptz
+                       {joined} AND {open}
+                     RETURNING notification_log.dedup_key"
+                ),
+                format!(
+                    "UPDATE notification_log
+                        SET status = 'cancelled', attempted_at = NULL,
+                            error = 'cancelled: its invoice is ' || CASE
+                                WHEN i.id = notification_log.invoice_id THEN i.status ELSE 'gone' END,
+                            updated_at = $3::timestamptz
+                       {joined} AND NOT {open}"
+                ),
+                end_text,
+            ]
         };
         texts
             .iter()

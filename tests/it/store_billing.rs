@@ -225,8 +225,10 @@ async fn attempts_follow_their_invoices(store: &Store) {
         .await
         .unwrap();
     let ids: Vec<String> = invoices.iter().map(|i| i.id.clone()).collect();
+    // Each claim's template names it, for the message log below.
     let about = |key: &str, invoice: &str| NotificationClaim {
         invoice: Some(invoice.to_string()),
+        template: key.to_string(),
         ..claim(key)
     };
     let claims = [
@@ -276,6 +278,30 @@ async fn attempts_follow_their_invoices(store: &Store) {
     assert_eq!(states["none"], "sending");
     assert_eq!(states["paid"], "cancelled");
     assert_eq!(states["hinted"], "cancelled");
+    // Each cancelled message says why; the one whose attempt named another invoice than its
+    // own reads its invoice as gone.
+    let mut why: Vec<(String, Option<String>)> = store
+        .message_log(&tickler::store::console::MessageFilter {
+            status: Some("cancelled".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| (m.template.unwrap_or_default(), m.error))
+        .collect();
+    why.sort();
+    assert_eq!(
+        why,
+        [
+            (
+                "hinted".into(),
+                Some("cancelled: its invoice is gone".into())
+            ),
+            ("paid".into(), Some("cancelled: its invoice is paid".into())),
+        ]
+    );
 }
 
 #[tokio::test]
