@@ -29,15 +29,8 @@ const INVOICES: usize = 20_000;
 const GROUP: usize = 16;
 
 fn main() {
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| a != "--bench")
-        .collect();
-    let part = args.first().map(String::as_str).unwrap_or("journal");
-    let n: usize = args
-        .get(1)
-        .map(|a| a.parse().expect("N: a count of messages"))
-        .unwrap_or(2_000);
+    let (part, n) = common::part_and_count("journal");
+    let part = part.as_str();
     assert!(n <= INVOICES, "N: at most {INVOICES} messages");
     let (claim, journal) = match part {
         "none" => (false, false),

@@ -18,16 +18,11 @@ use tickler::notify::ChannelKind;
 use tickler::notify::email::{Email, EmailConfig};
 use tickler::notify::templates::Templates;
 
+mod common;
+
 fn main() {
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| a != "--bench")
-        .collect();
-    let part = args.first().map(String::as_str).unwrap_or("render");
-    let n: usize = args
-        .get(1)
-        .map(|a| a.parse().expect("N: a count of messages"))
-        .unwrap_or(2_000);
+    let (part, n) = common::part_and_count("render");
+    let part = part.as_str();
     let mut vars = serde_json::Map::new();
     vars.insert("company".into(), "Acme Rentals".into());
     vars.insert("support_email".into(), "help@acme.example".into());

@@ -13,6 +13,21 @@ pub fn arg(args: &[String], name: &str) -> Option<String> {
         .and_then(|i| args.get(i + 1).cloned())
 }
 
+/// The `PART [N]` of a benchmark that does one part of a message N times (default 2,000),
+/// after the `--bench` cargo passes.
+pub fn part_and_count(default: &str) -> (String, usize) {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
+    let part = args.first().cloned().unwrap_or_else(|| default.into());
+    let n = args
+        .get(1)
+        .map(|a| a.parse().expect("N: a count of messages"))
+        .unwrap_or(2_000);
+    (part, n)
+}
+
 /// User + system CPU of a process from `/proc/PID/stat`, in µs (clock-tick resolution).
 pub fn proc_cpu(stat: &str) -> Option<f64> {
     let fields: Vec<&str> = stat.rsplit_once(") ")?.1.split_whitespace().collect();
