@@ -1266,3 +1266,51 @@ fn journal_statements(postgres: bool) -> &'static [String] {
             .collect()
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{Store, journal_statements};
+    use crate::secret::DatabaseUrl;
+
+    /// On the embedded SQLite (the version tickler ships), each of the journal's statements
+    /// takes the rows it is given first (read through a subquery, see `adapt`) and finds each
+    /// message by its key, in the unique index, and its invoice by id: never a walk of a
+    /// table. Planned on a fresh schema, without statistics.
+    #[tokio::test]
+    async fn the_journal_finds_each_message_by_its_key_on_sqlite() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/plans.db", dir.path().display());
+        let store = Store::connect(&DatabaseUrl::new(url)).await.unwrap();
+        store.migrate().await.unwrap();
+        let Store::Sqlite(lite) = &store else {
+            unreachable!("a sqlite:// URL opens SQLite")
+        };
+        for text in journal_statements(false) {
+            let plan: Vec<String> = sqlx::query_as(&format!("EXPLAIN QUERY PLAN {text}"))
+                .fetch_all(lite.journal_pool())
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|(_, _, _, detail): (i64, i64, i64, String)| detail)
+                .collect();
+            let at = |what: &str| plan.iter().position(|d| d.starts_with(what));
+            let (rows, message) = (
+                at("SCAN r"),
+                at(
+                    "SEARCH notification_log USING INDEX sqlite_autoindex_notification_log_2 \
+                    (dedup_key=?)",
+                ),
+            );
+            assert!(
+                rows.is_some() && rows < message,
+                "the rows first, then each message by its key:\n{text}\n{plan:#?}"
+            );
+            assert!(
+                plan.iter()
+                    .filter(|d| d.contains(" notification_log") || d.contains(" i "))
+                    .all(|d| d.starts_with("SEARCH ")),
+                "a walk of a table:\n{text}\n{plan:#?}"
+            );
+        }
+    }
+}
