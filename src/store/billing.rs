@@ -1201,21 +1201,12 @@ fn journal_statements(postgres: bool) -> &'static [String] {
         // wrong hint).
         let open = "(notification_log.invoice_id IS NULL \
                      OR COALESCE(i.id = notification_log.invoice_id AND i.status = 'open', FALSE))";
-        let mark_text = format!(
-            "UPDATE notification_log
-                SET attempted_at = CASE WHEN {open} THEN $3::timestamptz END,
-                    status = CASE WHEN {open} THEN notification_log.status ELSE 'cancelled' END,
-                    error = CASE WHEN {open} THEN notification_log.error
-                        ELSE 'cancelled: its invoice is ' || CASE
-                            WHEN i.id = notification_log.invoice_id THEN i.status ELSE 'gone' END
-                        END,
-                    updated_at = $3::timestamptz
-               FROM ROWS($1) LEFT JOIN invoices i ON i.id = (r.value->>'i')::uuid
+        // The attempts' rows, each message by its key, its invoice by the id the attempt names.
+        let joined = "FROM ROWS($1) LEFT JOIN invoices i ON i.id = (r.value->>'i')::uuid
               WHERE notification_log.dedup_key = r.value->>'k'
-                AND notification_log.owner = $2 AND (notification_log.status || '') = 'sending'{}
-             RETURNING notification_log.dedup_key, notification_log.status",
-            by_key("k", "$1")
-        );
+                AND notification_log.owner = $2 AND (notification_log.status || '') = 'sending'";
+        let why = "'cancelled: its invoice is ' || CASE
+                            WHEN i.id = notification_log.invoice_id THEN i.status ELSE 'gone' END";
         // The ends' rows: `$1` on SQLite (a statement of their own), `$4` on PostgreSQL.
         let end_param = if postgres { "$4" } else { "$1" };
         let end_text = format!(
@@ -1230,6 +1221,16 @@ fn journal_statements(postgres: bool) -> &'static [String] {
             by_key("key", end_param)
         );
         let texts = if postgres {
+            let mark_text = format!(
+                "UPDATE notification_log
+                    SET attempted_at = CASE WHEN {open} THEN $3::timestamptz END,
+                        status = CASE WHEN {open} THEN notification_log.status ELSE 'cancelled' END,
+                        error = CASE WHEN {open} THEN notification_log.error ELSE {why} END,
+                        updated_at = $3::timestamptz
+                   {joined}{}
+                 RETURNING notification_log.dedup_key, notification_log.status",
+                by_key("k", "$1")
+            );
             vec![format!(
                 "WITH ended AS ({end_text}), marked AS ({mark_text})
                  SELECT dedup_key, status FROM marked"
@@ -1239,9 +1240,6 @@ fn journal_statements(postgres: bool) -> &'static [String] {
             // indexed column (`status` stays `sending`); then, for the attempts left over, the
             // cancellation of those whose invoice is not open (a row no longer this owner's
             // `sending` one is left as it is).
-            let joined = "FROM ROWS($1) LEFT JOIN invoices i ON i.id = (r.value->>'i')::uuid
-              WHERE notification_log.dedup_key = r.value->>'k'
-                AND notification_log.owner = $2 AND (notification_log.status || '') = 'sending'";
             vec![
                 format!(
                     "UPDATE notification_log
@@ -1251,9 +1249,7 @@ fn journal_statements(postgres: bool) -> &'static [String] {
                 ),
                 format!(
                     "UPDATE notification_log
-                        SET status = 'cancelled', attempted_at = NULL,
-                            error = 'cancelled: its invoice is ' || CASE
-                                WHEN i.id = notification_log.invoice_id THEN i.status ELSE 'gone' END,
+                        SET status = 'cancelled', attempted_at = NULL, error = {why},
                             updated_at = $3::timestamptz
                        {joined} AND NOT {open}"
                 ),
