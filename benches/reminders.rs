@@ -26,8 +26,11 @@
 //! lettre, and on SQLite the database engine, which runs in-process); `sink µs` and `pg µs`
 //! the CPU of the sink processes and of every `postgres` process; `conns` the SMTP connections
 //! the sink accepted; `other µs` the host's busy CPU (`/proc/stat`) left over, a sign of
-//! another program competing for the cores. `/proc/stat` samples by clock tick, so on a mostly idle host (the `plain` runs)
-//! it undercounts and `other` goes negative; it means something when the cores are busy.
+//! another program competing for the cores. `/proc/stat` samples by clock tick, so on a mostly
+//! idle host (the `plain` runs) it undercounts and `other` goes negative; it means something
+//! when the cores are busy. `sqlite µs` is the part of `cpu µs/msg` spent in sqlx's SQLite
+//! threads, where the database engine runs and the rows are read (PostgreSQL's engine is in
+//! `pg µs`, outside this process): `cpu µs/msg` less it is tickler's own work.
 //!
 //! Options:
 //! - `--settings C:P:B[:q],...`: runs with email `concurrency` C, `pool_size` P and the job's
@@ -68,7 +71,7 @@ use tickler::store::billing::{
 };
 
 mod common;
-use common::{arg, host_busy, pg_url_with_db, postgres_cpu, proc_cpu};
+use common::{arg, host_busy, pg_url_with_db, postgres_cpu, proc_cpu, threads_cpu};
 
 const CUSTOMERS: usize = 10_000;
 const INVOICES: usize = 100_000;
@@ -231,12 +234,15 @@ struct Row {
     /// program competing for the cores (or kernel threads), which makes a run less clean.
     other_us_per_msg: f64,
     connections: u64,
+    /// On SQLite, the part of `cpu_us_per_msg` spent in sqlx's SQLite threads, where the
+    /// database engine runs (PostgreSQL's is `pg_us_per_msg`, outside this process).
+    sqlite_us_per_msg: Option<f64>,
 }
 
 impl Row {
     fn header() -> String {
         format!(
-            "{:<8} {:<8} {:>4} {:>4} {:>5} {:>8} {:>8} {:>9} {:>12} {:>9} {:>9} {:>10} {:>9} {:>6} {:>9}",
+            "{:<8} {:<8} {:>4} {:>4} {:>5} {:>8} {:>8} {:>9} {:>12} {:>9} {:>9} {:>10} {:>9} {:>6} {:>9} {:>10}",
             "backend",
             "sink",
             "conc",
@@ -251,12 +257,13 @@ impl Row {
             "sink µs",
             "pg µs",
             "conns",
-            "other µs"
+            "other µs",
+            "sqlite µs"
         )
     }
     fn line(&self) -> String {
         format!(
-            "{:<8} {:<8} {:>4} {:>4} {:>5} {:>8} {:>8.2} {:>9.0} {:>12.1} {:>9.1} {:>9.1} {:>10.1} {:>9} {:>6} {:>9.1}",
+            "{:<8} {:<8} {:>4} {:>4} {:>5} {:>8} {:>8.2} {:>9.0} {:>12.1} {:>9.1} {:>9.1} {:>10.1} {:>9} {:>6} {:>9.1} {:>10}",
             self.backend,
             if self.setting.quickack {
                 "quickack"
@@ -276,7 +283,9 @@ impl Row {
             self.pg_us_per_msg
                 .map_or("-".to_string(), |v| format!("{v:.1}")),
             self.connections,
-            self.other_us_per_msg
+            self.other_us_per_msg,
+            self.sqlite_us_per_msg
+                .map_or("-".to_string(), |v| format!("{v:.1}"))
         )
     }
 }
@@ -289,6 +298,10 @@ fn self_cpu() -> (f64, f64) {
     let us = |t: libc::timeval| t.tv_sec as f64 * 1e6 + t.tv_usec as f64;
     (us(r.ru_utime), us(r.ru_stime))
 }
+
+/// The names sqlx gives the threads where SQLite runs (`sqlx-sqlite-worker-N`), as `/proc`
+/// cuts them.
+const SQLITE_THREADS: &str = "sqlx-sqlite-wor";
 
 fn pid_cpu(pid: u32) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
@@ -451,6 +464,7 @@ async fn measure(
     let sinks_cpu = || pid_cpu(sinks.plain.child.id()) + pid_cpu(sinks.quickack.child.id());
     let sink_cpu0 = sinks_cpu();
     let pg0 = postgres_cpu();
+    let sqlite0 = threads_cpu(SQLITE_THREADS);
     let host0 = host_busy();
     let (u0, s0) = self_cpu();
     perf_control("enable");
@@ -464,6 +478,7 @@ async fn measure(
     perf_control("disable");
     let (u1, s1) = self_cpu();
     let host1 = host_busy();
+    let sqlite1 = threads_cpu(SQLITE_THREADS);
     let pg1 = postgres_cpu();
     let sink_cpu1 = sinks_cpu();
     let (sink1, conn1) = sink.counts();
@@ -511,6 +526,7 @@ async fn measure(
             - (pg1 - pg0))
             / n,
         connections: conn1 - conn0,
+        sqlite_us_per_msg: (backend == "sqlite").then(|| (sqlite1 - sqlite0) / n),
     };
     println!("{}\n{}", Row::header(), row.line());
     row
