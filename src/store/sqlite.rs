@@ -7,7 +7,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Connection, Row, SqlitePool};
+use sqlx::{ConnectOptions, Connection, Row, SqlitePool};
 
 use super::{DaemonLock, Doing, Result, StoreError};
 
@@ -218,7 +218,12 @@ impl SqliteStore {
             }
         };
         loop {
-            let options = self.pool.connect_options();
+            // The watch's read waits for the writer lock by design (see `watch_loop`): behind
+            // another process's long write, over sqlx's 1 s "slow statement" warning. Its one
+            // statement is not logged; a wait past the busy timeout is handled in the loop.
+            let options = (*self.pool.connect_options())
+                .clone()
+                .disable_statement_logging();
             let conn = sqlx::SqliteConnection::connect_with(&options)
                 .await
                 .doing("opening the task watch connection");
