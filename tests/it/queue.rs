@@ -808,36 +808,31 @@ async fn on_sqlite_a_task_inserted_or_moved_earlier_by_another_process_wakes_the
     let t = wait_completed_soon(&store, &id, "the task of `tickler tasks enqueue` to run").await;
     assert_eq!(t.attempts, 1);
 
-    let id = uuid::Uuid::new_v4().to_string();
+    // `sqlite3` inserts a task due now, then runs `then` (SQL or dot commands); its id.
     let db = p.path().join("tickler.db");
-    let out = std::process::Command::new("sqlite3")
-        .arg(&db)
-        .arg(format!(
-            "INSERT INTO scheduled_tasks (id, task_type, task_data, scheduled_for)
-             VALUES ('{id}', 'custom', '{{\"handler\": \"nothing\"}}', '{}')",
-            ts(Utc::now())
-        ))
-        .output()
-        .expect("run sqlite3");
-    assert!(out.status.success(), "{}", stderr(&out));
+    let insert_by_sqlite3 = |then: &[&str]| {
+        let id = uuid::Uuid::new_v4().to_string();
+        let out = std::process::Command::new("sqlite3")
+            .arg(&db)
+            .arg(format!(
+                "INSERT INTO scheduled_tasks (id, task_type, task_data, scheduled_for)
+                 VALUES ('{id}', 'custom', '{{\"handler\": \"nothing\"}}', '{}')",
+                ts(Utc::now())
+            ))
+            .args(then)
+            .output()
+            .expect("run sqlite3");
+        assert!(out.status.success(), "{}", stderr(&out));
+        id
+    };
+    let id = insert_by_sqlite3(&[]);
     wait_completed_soon(&store, &id, "the task inserted by sqlite3 to run").await;
 
     // Another process commits a task, then holds the write lock for 1.5 s (a long import).
     // The watch reads the count of changes under the write lock, so it waits for that lock by
     // design (up to the busy timeout): no "slow statement" to warn about in the daemon's log,
     // and the task runs once the lock is released.
-    let id = uuid::Uuid::new_v4().to_string();
-    let out = std::process::Command::new("sqlite3")
-        .arg(&db)
-        .arg(format!(
-            "INSERT INTO scheduled_tasks (id, task_type, task_data, scheduled_for)
-             VALUES ('{id}', 'custom', '{{\"handler\": \"nothing\"}}', '{}')",
-            ts(Utc::now())
-        ))
-        .args(["BEGIN IMMEDIATE;", ".shell sleep 1.5", "COMMIT;"])
-        .output()
-        .expect("run sqlite3");
-    assert!(out.status.success(), "{}", stderr(&out));
+    let id = insert_by_sqlite3(&["BEGIN IMMEDIATE;", ".shell sleep 1.5", "COMMIT;"]);
     wait_completed_soon(&store, &id, "the task committed before a held lock to run").await;
 
     a_task_moved_earlier_runs_at_once(&p, &store).await;
