@@ -58,8 +58,6 @@ pub fn host_busy() -> f64 {
     busy / ticks * 1e6
 }
 
-/// CPU of every `postgres` process of the host (the bench's throwaway cluster), in µs. A
-/// backend that exits during the measurement takes its CPU with it, so this is a lower bound.
 /// CPU of this process's threads whose name starts with `prefix` (as `/proc` shows it, at
 /// most 15 bytes), in µs, to the nanosecond: each thread's CPU clock (the clock id
 /// `pthread_getcpuclockid` gives, made from the thread's id). A thread that ended is no
@@ -93,6 +91,8 @@ pub fn threads_cpu(prefix: &str) -> f64 {
     total
 }
 
+/// CPU of every `postgres` process of the host (the bench's throwaway cluster), in µs. A
+/// backend that exits during the measurement takes its CPU with it, so this is a lower bound.
 pub fn postgres_cpu() -> f64 {
     let mut total = 0.0;
     if let Ok(dir) = std::fs::read_dir("/proc") {
