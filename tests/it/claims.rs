@@ -15,20 +15,6 @@ use crate::helpers::smtp::{Offers, SmtpServer};
 use crate::helpers::tenants::seed_tenants;
 use crate::helpers::{BIN, Project, TestDaemon, lines, runs, signal, stderr, stdout, wait_for};
 
-/// `tickler run` on the project, its log appended to `daemon.log` in the project.
-fn spawn_daemon(p: &Project) -> Child {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(p.path().join("daemon.log"))
-        .expect("daemon log");
-    p.daemon_command()
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("spawn tickler run")
-}
-
 fn kill_9(child: &mut Child) {
     signal(child, libc::SIGKILL);
     child.wait().expect("reap the killed process");
@@ -108,10 +94,6 @@ impl Drop for Leftovers {
     }
 }
 
-fn log_of(p: &Project) -> String {
-    std::fs::read_to_string(p.path().join("daemon.log")).unwrap_or_default()
-}
-
 /// [`wait_for`], with the project's daemon log in the panic message.
 async fn wait_logged<T, F, Fut>(p: &Project, what: &str, deadline: Duration, mut check: F) -> T
 where
@@ -126,7 +108,7 @@ where
         if start.elapsed() > deadline {
             panic!(
                 "timed out after {deadline:?} waiting for {what}; log:\n{}",
-                log_of(p)
+                p.daemon_log()
             );
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -184,7 +166,7 @@ async fn backlog_story(p: Project) {
         ),
     );
     let store = p.store().await;
-    let mut a = spawn_daemon(&p);
+    let mut a = p.spawn_logged_daemon();
     wait_for("3 runs of `tick`", Duration::from_secs(30), || async {
         (lines(&ran).len() >= 3).then_some(())
     })
@@ -201,7 +183,7 @@ async fn backlog_story(p: Project) {
         .expect("rows of the first daemon");
 
     let b_start = Utc::now();
-    let mut b = spawn_daemon(&p);
+    let mut b = p.spawn_logged_daemon();
     // Killed while it works through the backlog (the slots of the outage run one after the
     // other, 0.9 s each) and later slots, on time, already have rows of their own.
     wait_logged(
@@ -222,7 +204,7 @@ async fn backlog_story(p: Project) {
     .await;
     kill_9(&mut b);
 
-    let mut c = spawn_daemon(&p);
+    let mut c = p.spawn_logged_daemon();
     wait_logged(
         &p,
         "every slot up to a second ago to be run or recorded",
@@ -239,7 +221,7 @@ async fn backlog_story(p: Project) {
     )
     .await;
     signal(&c, libc::SIGTERM);
-    assert!(wait_exit(&mut c).await.success(), "{}", log_of(&p));
+    assert!(wait_exit(&mut c).await.success(), "{}", p.daemon_log());
     // A clean stop leaves the fires still waiting `pending`, for the next daemon: one on a
     // clock that stands still runs them (and the slots since), and nothing after.
     let d = TestDaemon::start(p.config(), Utc::now()).await;
@@ -261,7 +243,7 @@ async fn backlog_story(p: Project) {
     assert!(
         missing.is_empty(),
         "slots with no row: {missing:?}\n{}",
-        log_of(&p)
+        p.daemon_log()
     );
     assert!(doubled.is_empty(), "slots with two rows: {doubled:?}");
     assert_eq!(open, 0, "rows left open after a clean stop");
@@ -283,9 +265,10 @@ async fn backlog_story(p: Project) {
         "{ends:?}"
     );
     assert!(
-        log_of(&p).contains("adopted the waiting slots of a stopped daemon"),
+        p.daemon_log()
+            .contains("adopted the waiting slots of a stopped daemon"),
         "{}",
-        log_of(&p)
+        p.daemon_log()
     );
 }
 
@@ -356,7 +339,7 @@ async fn ahead_story(p: Project, sleep: &'static str) {
     let store = p.store().await;
 
     // Killed with the next second's rows claimed ahead, before it comes.
-    let mut a = spawn_daemon(&p);
+    let mut a = p.spawn_logged_daemon();
     let slot = wait_logged(
         &p,
         "a second claimed ahead",
@@ -385,7 +368,7 @@ async fn ahead_story(p: Project, sleep: &'static str) {
         "a body ran before its second"
     );
 
-    let mut b = spawn_daemon(&p);
+    let mut b = p.spawn_logged_daemon();
     let rows = wait_logged(
         &p,
         "the adopted second to run",
@@ -407,7 +390,10 @@ async fn ahead_story(p: Project, sleep: &'static str) {
     once.dedup();
     assert_eq!(once.len(), AHEAD_JOBS, "each job of the second once");
     assert_eq!(ran_at(&ran, slot).len(), AHEAD_JOBS, "no body ran twice");
-    assert!(log_of(&p).contains("adopted the waiting slots of a stopped daemon"));
+    assert!(
+        p.daemon_log()
+            .contains("adopted the waiting slots of a stopped daemon")
+    );
 
     // Killed after a later second came, with its bodies running.
     let later = wait_logged(
@@ -425,7 +411,7 @@ async fn ahead_story(p: Project, sleep: &'static str) {
     )
     .await;
     kill_9(&mut b);
-    let mut c = spawn_daemon(&p);
+    let mut c = p.spawn_logged_daemon();
     let rows = wait_logged(
         &p,
         "the killed second to be resolved",
@@ -442,7 +428,7 @@ async fn ahead_story(p: Project, sleep: &'static str) {
     )
     .await;
     signal(&c, libc::SIGTERM);
-    assert!(wait_exit(&mut c).await.success(), "{}", log_of(&p));
+    assert!(wait_exit(&mut c).await.success(), "{}", p.daemon_log());
     assert_eq!(rows.len(), AHEAD_JOBS);
     assert!(
         rows.iter().all(|r| r.status == "abandoned"),
@@ -529,7 +515,7 @@ async fn reminder_page_story(p: Project, offers: Offers) {
         assert!(
             exited.is_none(),
             "run-job ended before the kill: {exited:?}\n{}",
-            log_of(&p)
+            p.daemon_log()
         );
         let n = smtp.messages().len();
         async move { (n >= 40).then_some(()) }
@@ -703,7 +689,7 @@ async fn a_killed_run_job_is_abandoned_by_a_running_daemon(p: Project, sleep: &'
         ),
     );
     let store = p.store().await;
-    let mut daemon = spawn_daemon(&p);
+    let mut daemon = p.spawn_logged_daemon();
     let mut run = spawn_run_job(&p, "slow");
     group_recorded(&store, "slow").await;
     kill_9(&mut run);
@@ -760,7 +746,7 @@ async fn a_killed_daemons_grandchild_is_ended_at_the_next_start() {
          command = [\"sleep 30.32; echo done\"]\nevery = \"1s\"\noverlap = \"skip\"\n",
     );
     let store = p.store().await;
-    let mut daemon = spawn_daemon(&p);
+    let mut daemon = p.spawn_logged_daemon();
     wait_for(
         "the command's grandchild",
         Duration::from_secs(20),
@@ -806,10 +792,10 @@ async fn a_reclaimed_tasks_grandchild_is_ended_before_it_runs_again() {
             log.display()
         ),
     );
-    let mut daemon = spawn_daemon(&p);
+    let mut daemon = p.spawn_logged_daemon();
     // The task is enqueued once the daemon runs its queue (this test is about the reclaim).
     wait_logged(&p, "the task runner", Duration::from_secs(20), || async {
-        log_of(&p).contains("task runner started").then_some(())
+        p.daemon_log().contains("task runner started").then_some(())
     })
     .await;
     p.enqueue_custom("slow");
@@ -823,7 +809,7 @@ async fn a_reclaimed_tasks_grandchild_is_ended_before_it_runs_again() {
     kill_9(&mut daemon);
     assert!(Path::new(&format!("/proc/{old}")).exists());
 
-    let mut next = spawn_daemon(&p);
+    let mut next = p.spawn_logged_daemon();
     wait_for(
         "the task's second attempt",
         Duration::from_secs(30),

@@ -795,13 +795,7 @@ async fn on_sqlite_a_task_inserted_or_moved_earlier_by_another_process_wakes_the
         "[queue]\npoll = \"1h\"\n\n[queue.handlers.nothing]\nkind = \"noop\"\n",
     );
     let store = p.store().await;
-    let log = p.path().join("daemon.log");
-    let mut daemon = p
-        .daemon_command()
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .expect("start tickler");
+    let mut daemon = p.spawn_logged_daemon();
     wait_registered(&store).await;
 
     let id = p.enqueue_custom("nothing");
@@ -836,7 +830,7 @@ async fn on_sqlite_a_task_inserted_or_moved_earlier_by_another_process_wakes_the
     wait_completed_soon(&store, &id, "the task committed before a held lock to run").await;
 
     a_task_moved_earlier_runs_at_once(&p, &store).await;
-    let logged = std::fs::read_to_string(&log).unwrap();
+    let logged = p.daemon_log();
     // (A write of the daemon's own that met the held lock may be logged as slow: not the
     // watch's.)
     assert!(

@@ -5,7 +5,7 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -118,6 +118,25 @@ impl Project {
             .current_dir(self.dir.path())
             .env_remove("TICKLER_DATABASE_URL");
         c
+    }
+
+    /// `tickler run` on this project, its log appended to `daemon.log` in the project.
+    pub fn spawn_logged_daemon(&self) -> Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.path().join("daemon.log"))
+            .expect("daemon log");
+        self.daemon_command()
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn tickler run")
+    }
+
+    /// What this project's daemons logged to `daemon.log` so far.
+    pub fn daemon_log(&self) -> String {
+        std::fs::read_to_string(self.path().join("daemon.log")).unwrap_or_default()
     }
 
     /// Runs the tickler binary in this project.
