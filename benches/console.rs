@@ -37,6 +37,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, NaiveDate, Timelike, Utc};
 use tickler::secret::DatabaseUrl;
+use tickler::store::console::{OPEN_TASK_COUNTS, task_page_sql};
 use tickler::store::{Store, ts};
 
 mod common;
@@ -1053,21 +1054,6 @@ fn statements(p: &Picks, now: DateTime<Utc>) -> Vec<(String, String, String, Vec
     );
     let counts_since = "SELECT status, count(*) FROM notification_log
           WHERE created_at >= $1::timestamptz GROUP BY status ORDER BY status";
-    let open_counts = "SELECT task_type, status, count(*) AS count FROM scheduled_tasks
-          WHERE status IN ('pending', 'executing', 'failed')
-          GROUP BY task_type, status ORDER BY task_type, status";
-    let task_page = |order: &str, bound: &str| {
-        format!(
-            "SELECT * FROM scheduled_tasks
-              WHERE status = $1 AND ($2::text IS NULL OR task_type = $2)
-                AND status IN ('pending', 'executing', 'failed') AND {bound}
-              ORDER BY {order} LIMIT $5"
-        )
-    };
-    let ahead = "scheduled_for >= $3::timestamptz
-                 AND (scheduled_for > $3::timestamptz OR id::text > $4)";
-    let back = "scheduled_for <= $3::timestamptz
-                 AND (scheduled_for < $3::timestamptz OR id::text < $4)";
     let campaigns = "SELECT id, name,
                 (SELECT count(*) FROM campaign_invoices m
                   WHERE m.campaign_id = campaigns.id AND m.status = 'active') AS active,
@@ -1135,7 +1121,7 @@ fn statements(p: &Picks, now: DateTime<Utc>) -> Vec<(String, String, String, Vec
         (
             s("/, /queue"),
             s("open_task_counts"),
-            open_counts.into(),
+            OPEN_TASK_COUNTS.into(),
             vec![],
         ),
         (
@@ -1195,7 +1181,7 @@ fn statements(p: &Picks, now: DateTime<Utc>) -> Vec<(String, String, String, Vec
         (
             s("/queue?status=pending"),
             s("task_page"),
-            task_page("scheduled_for, id", ahead),
+            task_page_sql("pending"),
             vec![
                 t("pending"),
                 none.clone(),
@@ -1207,7 +1193,7 @@ fn statements(p: &Picks, now: DateTime<Utc>) -> Vec<(String, String, String, Vec
         (
             s("/queue?status=pending&after= (page 800)"),
             s("task_page"),
-            task_page("scheduled_for, id", ahead),
+            task_page_sql("pending"),
             vec![
                 t("pending"),
                 none.clone(),
@@ -1219,7 +1205,7 @@ fn statements(p: &Picks, now: DateTime<Utc>) -> Vec<(String, String, String, Vec
         (
             s("/queue?status=failed&after= (page 200)"),
             s("task_page"),
-            task_page("scheduled_for DESC, id DESC", back),
+            task_page_sql("failed"),
             vec![
                 t("failed"),
                 none.clone(),

@@ -253,13 +253,9 @@ impl Store {
             .doing("counting today's messages"))
     }
 
-    /// Open tasks (pending, executing, failed) by type and status (index
-    /// `scheduled_tasks_open`, which holds only those).
+    /// Open tasks (pending, executing, failed) by type and status ([`OPEN_TASK_COUNTS`]).
     pub async fn open_task_counts(&self) -> Result<Vec<TaskCount>> {
-        let text = "SELECT task_type, status, count(*) AS count FROM scheduled_tasks
-              WHERE status IN ('pending', 'executing', 'failed')
-              GROUP BY task_type, status ORDER BY task_type, status";
-        with_pool!(self, pool => sqlx::query_as::<_, TaskCount>(text)
+        with_pool!(self, pool => sqlx::query_as::<_, TaskCount>(OPEN_TASK_COUNTS)
             .fetch_all(pool)
             .await
             .doing("counting open tasks"))
@@ -267,11 +263,9 @@ impl Store {
 
     /// A page of open tasks of one status (`pending`, `executing` or `failed`; and type), due
     /// first for the first two, newest first for failed ones, after the keyset `after`
-    /// (`scheduled_for`, `id`) of the previous page's last row (index
-    /// `scheduled_tasks_open_due` on `(status, scheduled_for, id, task_type)`: a page is a
-    /// range of it, however deep; the partial indexes' `IN` list is repeated word for word, as
-    /// SQLite uses a partial index only then). An `OFFSET` made page 800 of 40,000 pending
-    /// tasks take 170 ms on PostgreSQL, which fetched every skipped row.
+    /// (`scheduled_for`, `id`) of the previous page's last row ([`task_page_sql`]). An
+    /// `OFFSET` made page 800 of 40,000 pending tasks take 170 ms on PostgreSQL, which fetched
+    /// every skipped row.
     pub async fn task_page(
         &self,
         status: &str,
@@ -279,30 +273,12 @@ impl Store {
         after: Option<(DateTime<Utc>, String)>,
         limit: i64,
     ) -> Result<Vec<crate::store::queue::TaskRow>> {
-        let (order, bound, (at, id)) = match status {
-            "pending" | "executing" => (
-                "scheduled_for, id",
-                "scheduled_for >= $3::timestamptz
-                 AND (scheduled_for > $3::timestamptz OR id::text > $4)",
-                match after {
-                    Some((at, id)) => (ts(at), id),
-                    None => (START_OF_TIME.to_string(), String::new()),
-                },
-            ),
-            _ => (
-                "scheduled_for DESC, id DESC",
-                "scheduled_for <= $3::timestamptz
-                 AND (scheduled_for < $3::timestamptz OR id::text < $4)",
-                keyset(after),
-            ),
+        let (at, id) = match (status, after) {
+            ("pending" | "executing", Some(after)) => (ts(after.0), after.1),
+            ("pending" | "executing", None) => (START_OF_TIME.to_string(), String::new()),
+            (_, after) => keyset(after),
         };
-        let text = format!(
-            "SELECT {} FROM scheduled_tasks
-              WHERE status = $1 AND ($2::text IS NULL OR task_type = $2)
-                AND status IN ('pending', 'executing', 'failed') AND {bound}
-              ORDER BY {order} LIMIT $5",
-            super::queue::TASK_COLUMNS
-        );
+        let text = task_page_sql(status);
         let text = self.sql(&text);
         with_pool!(self, pool => sqlx::query_as::<_, crate::store::queue::TaskRow>(&text)
             .bind(status)
@@ -415,6 +391,49 @@ fn keyset(before: Option<(DateTime<Utc>, String)>) -> (String, String) {
 
 /// Earlier than any instant tickler stores, as [`ts`] writes them.
 const START_OF_TIME: &str = "0001-01-01T00:00:00+00:00";
+
+/// The open tasks by type and status: pending and failed ones from the index of those
+/// (`scheduled_tasks_waiting`, read whole), executing ones (at most each daemon's `[queue]
+/// concurrency`) through `scheduled_tasks_leases`. Public for the console's benchmark.
+pub const OPEN_TASK_COUNTS: &str = "
+SELECT task_type, status, count(*) AS count FROM scheduled_tasks
+ WHERE status IN ('pending', 'failed') GROUP BY task_type, status
+UNION ALL
+SELECT task_type, status, count(*) AS count FROM scheduled_tasks
+ WHERE status = 'executing' GROUP BY task_type, status
+ ORDER BY task_type, status";
+
+/// The statement of [`Store::task_page`] for `status`, before its adaptation to the backend;
+/// public for the console's benchmark. A page of pending or failed tasks is a range of
+/// `scheduled_tasks_waiting` on `(status, scheduled_for, id, task_type)`, however deep (its
+/// `IN` list is repeated word for word, as SQLite uses a partial index only then); executing
+/// tasks, a few hundred at most, are read through `scheduled_tasks_leases` and sorted. That
+/// index leaves them out so that a claim writes no entry to it (migration 0017).
+pub fn task_page_sql(status: &str) -> String {
+    let (open, order, bound) = match status {
+        "executing" => ("status = 'executing'", "scheduled_for, id", AHEAD),
+        "pending" => (WAITING, "scheduled_for, id", AHEAD),
+        _ => (
+            WAITING,
+            "scheduled_for DESC, id DESC",
+            "scheduled_for <= $3::timestamptz
+                 AND (scheduled_for < $3::timestamptz OR id::text < $4)",
+        ),
+    };
+    format!(
+        "SELECT {} FROM scheduled_tasks
+          WHERE status = $1 AND ($2::text IS NULL OR task_type = $2)
+            AND {open} AND {bound}
+          ORDER BY {order} LIMIT $5",
+        super::queue::TASK_COLUMNS
+    )
+}
+
+/// The predicate of `scheduled_tasks_waiting`, word for word.
+const WAITING: &str = "status IN ('pending', 'failed')";
+/// After the keyset `($3, $4)`, due first.
+const AHEAD: &str = "scheduled_for >= $3::timestamptz
+                 AND (scheduled_for > $3::timestamptz OR id::text > $4)";
 
 /// Later than any instant tickler stores, as [`ts`] writes them.
 const END_OF_TIME: &str = "9999-12-31T23:59:59+00:00";

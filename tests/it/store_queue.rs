@@ -354,6 +354,52 @@ async fn console_reads(store: Store) {
             .unwrap()
             .is_empty()
     );
+
+    // Executing tasks are left out of the index of pending and failed ones (a claim writes
+    // no entry to it): their page and their counts are read apart, and still complete.
+    let claimed = store
+        .claim_tasks("owner", due(4), due(60), 5)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 5);
+    let first = store.task_page("executing", None, None, 3).await.unwrap();
+    let after = first.last().map(|r| (r.scheduled_for, r.id.clone()));
+    let rest = store.task_page("executing", None, after, 3).await.unwrap();
+    let executing: Vec<_> = first
+        .iter()
+        .chain(&rest)
+        .map(|r| (r.status.as_str(), r.scheduled_for))
+        .collect();
+    let expected: Vec<_> = (0..5).map(|i| ("executing", due(i))).collect();
+    assert_eq!(executing, expected);
+    let only_b = store
+        .task_page("executing", Some("b"), None, 100)
+        .await
+        .unwrap();
+    assert_eq!(
+        only_b.iter().map(|r| r.scheduled_for).collect::<Vec<_>>(),
+        [due(1), due(3)]
+    );
+    let pending = store.task_page("pending", None, None, 100).await.unwrap();
+    assert_eq!(pending.len(), 26);
+    assert_eq!(pending[0].scheduled_for, due(5));
+    let counts: Vec<_> = store
+        .open_task_counts()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| (c.task_type, c.status, c.count))
+        .collect();
+    let s = |x: &str| x.to_string();
+    assert_eq!(
+        counts,
+        [
+            (s("a"), s("executing"), 3),
+            (s("a"), s("pending"), 12),
+            (s("b"), s("executing"), 2),
+            (s("b"), s("pending"), 14),
+        ]
+    );
 }
 
 #[tokio::test]
