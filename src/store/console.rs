@@ -392,15 +392,16 @@ fn keyset(before: Option<(DateTime<Utc>, String)>) -> (String, String) {
 /// Earlier than any instant tickler stores, as [`ts`] writes them.
 const START_OF_TIME: &str = "0001-01-01T00:00:00+00:00";
 
-/// The open tasks by type and status: pending and failed ones from the index of those
-/// (`scheduled_tasks_waiting`, read whole), executing ones (at most each daemon's `[queue]
-/// concurrency`) through `scheduled_tasks_leases`. Public for the console's benchmark.
+/// The open tasks by type and status: pending and failed ones from the index of those, in its
+/// order (`scheduled_tasks_waiting_types` on `(status, task_type)`), executing ones (at most
+/// each daemon's `[queue] concurrency`) through `scheduled_tasks_leases`. Public for the
+/// console's benchmark.
 pub const OPEN_TASK_COUNTS: &str = "
 SELECT task_type, status, count(*) AS count FROM scheduled_tasks
- WHERE status IN ('pending', 'failed') GROUP BY task_type, status
+ WHERE status IN ('pending', 'failed') GROUP BY status, task_type
 UNION ALL
 SELECT task_type, status, count(*) AS count FROM scheduled_tasks
- WHERE status = 'executing' GROUP BY task_type, status
+ WHERE status = 'executing' GROUP BY status, task_type
  ORDER BY task_type, status";
 
 /// The statement of [`Store::task_page`] for `status`, before its adaptation to the backend;
