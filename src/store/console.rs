@@ -273,10 +273,10 @@ impl Store {
         after: Option<(DateTime<Utc>, String)>,
         limit: i64,
     ) -> Result<Vec<crate::store::queue::TaskRow>> {
-        let (at, id) = match (status, after) {
-            ("pending" | "executing", Some(after)) => (ts(after.0), after.1),
-            ("pending" | "executing", None) => (START_OF_TIME.to_string(), String::new()),
-            (_, after) => keyset(after),
+        let (at, id) = match after {
+            Some((at, id)) => (ts(at), id),
+            None if due_first(status) => (START_OF_TIME.to_string(), String::new()),
+            None => keyset(None),
         };
         let text = task_page_sql(status);
         let text = self.sql(&text);
@@ -411,15 +411,23 @@ SELECT task_type, status, count(*) AS count FROM scheduled_tasks
 /// tasks, a few hundred at most, are read through `scheduled_tasks_leases` and sorted. That
 /// index leaves them out so that a claim writes no entry to it (migration 0017).
 pub fn task_page_sql(status: &str) -> String {
-    let (open, order, bound) = match status {
-        "executing" => ("status = 'executing'", "scheduled_for, id", AHEAD),
-        "pending" => (WAITING, "scheduled_for, id", AHEAD),
-        _ => (
-            WAITING,
+    let open = if status == "executing" {
+        "status = 'executing'"
+    } else {
+        "status IN ('pending', 'failed')" // `scheduled_tasks_waiting`'s predicate, word for word
+    };
+    let (order, bound) = if due_first(status) {
+        (
+            "scheduled_for, id",
+            "scheduled_for >= $3::timestamptz
+                 AND (scheduled_for > $3::timestamptz OR id::text > $4)",
+        )
+    } else {
+        (
             "scheduled_for DESC, id DESC",
             "scheduled_for <= $3::timestamptz
                  AND (scheduled_for < $3::timestamptz OR id::text < $4)",
-        ),
+        )
     };
     format!(
         "SELECT {} FROM scheduled_tasks
@@ -430,11 +438,11 @@ pub fn task_page_sql(status: &str) -> String {
     )
 }
 
-/// The predicate of `scheduled_tasks_waiting`, word for word.
-const WAITING: &str = "status IN ('pending', 'failed')";
-/// After the keyset `($3, $4)`, due first.
-const AHEAD: &str = "scheduled_for >= $3::timestamptz
-                 AND (scheduled_for > $3::timestamptz OR id::text > $4)";
+/// Whether a task page of `status` lists its tasks due first (pending and executing ones),
+/// or newest first (failed ones).
+fn due_first(status: &str) -> bool {
+    matches!(status, "pending" | "executing")
+}
 
 /// Later than any instant tickler stores, as [`ts`] writes them.
 const END_OF_TIME: &str = "9999-12-31T23:59:59+00:00";
