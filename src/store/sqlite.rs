@@ -11,13 +11,9 @@ use sqlx::{ConnectOptions, Connection, Row, SqlitePool};
 
 use super::{DaemonLock, Doing, Result, StoreError};
 
-/// The errors a concurrent migration of the same file produces; others are final.
-fn is_migration_race(e: &sqlx::migrate::MigrateError) -> bool {
-    let text = e.to_string();
-    text.contains("already exists")
-        || text.contains("duplicate column")
-        || text.contains("database is locked")
-        || text.contains("UNIQUE")
+/// Another process held the write lock past the busy timeout: worth waiting for.
+fn is_locked(e: &sqlx::migrate::MigrateError) -> bool {
+    e.to_string().contains("database is locked")
 }
 
 // Every write transaction starts with BEGIN IMMEDIATE: a deferred one that reads first fails
@@ -127,15 +123,22 @@ impl SqliteStore {
 
     pub(super) async fn migrate(&self) -> Result<()> {
         // SQLite has no advisory lock: when two processes (the daemon and a `tickler history`)
-        // migrate at once, the loser's attempt fails on the winner's tables. Looking again
-        // finds the migration applied.
-        let mut tries = 0;
+        // migrate at once, both read the list of applied migrations, one applies the next and
+        // the other, trying it too, fails on its effects ("already exists", "no such index"
+        // for an index the winner dropped...). A migration commits with its row in
+        // `_sqlx_migrations`, so a failure while that list grew is such a race, whatever its
+        // text: look again, and the winner's migrations are found applied. Each such retry
+        // needs another applied migration, so they are bounded by their number. A failure
+        // without progress is final, but for a write lock held past the busy timeout.
+        let mut locked = 0;
         loop {
+            let before = self.applied_migration().await;
             match sqlx::migrate!("migrations/sqlite").run(&self.pool).await {
                 Ok(()) => return Ok(()),
-                Err(e) if tries < 10 && is_migration_race(&e) => {
-                    tries += 1;
-                    tokio::time::sleep(Duration::from_millis(100 * tries)).await;
+                Err(_) if self.applied_migration().await > before => {}
+                Err(e) if locked < 10 && is_locked(&e) => {
+                    locked += 1;
+                    tokio::time::sleep(Duration::from_millis(100 * locked)).await;
                 }
                 Err(source) => {
                     let url = format!("sqlite://{}", self.path.display());
@@ -143,6 +146,15 @@ impl SqliteStore {
                 }
             }
         }
+    }
+
+    /// The newest migration applied, `None` before the first (or when it cannot be read).
+    async fn applied_migration(&self) -> Option<i64> {
+        sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success")
+            .fetch_one(&self.pool)
+            .await
+            .ok()
+            .flatten()
     }
 
     pub fn pool(&self) -> &SqlitePool {

@@ -307,3 +307,58 @@ async fn claimed_ahead_batches_on_postgres() {
     };
     batches(p.store().await).await;
 }
+
+/// Several processes migrating one fresh SQLite file at once (a daemon starting while a
+/// `tickler history` runs, or a test's store beside its daemon) all succeed: SQLite has no
+/// advisory lock, so one applies a migration while another, having read the list before,
+/// tries it too and fails on its effects ("already exists", or migration 17's "no such index"
+/// for the index the winner dropped); the loser sees the winner's progress and looks again.
+/// Before that, only some error texts were taken for a race, and a daemon that lost migration
+/// 17 exited (CI, 2026-12-03: "timed out waiting for the first daemon to register").
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_migrations_of_one_sqlite_file_all_succeed() {
+    for round in 0..60 {
+        let p = Project::sqlite();
+        let url = tickler::secret::DatabaseUrl::new(p.database_url.clone());
+        let mut stores = Vec::new();
+        for _ in 0..4 {
+            stores.push(Store::connect(&url).await.unwrap());
+        }
+        let runs: Vec<_> = stores
+            .into_iter()
+            .map(|s| tokio::spawn(async move { s.migrate().await.map(|()| s) }))
+            .collect();
+        for run in runs {
+            let store = run
+                .await
+                .unwrap()
+                .unwrap_or_else(|e| panic!("round {round}: {e}"));
+            store.close().await;
+        }
+    }
+}
+
+/// A migration that fails while no other process makes progress is final: here a file that
+/// already holds a table of tickler's name, made by something else. The error names the
+/// database, the migration and SQLite's reason.
+#[tokio::test]
+async fn a_migration_that_fails_on_its_own_is_reported() {
+    let p = Project::sqlite();
+    let db = p.path().join("tickler.db");
+    let status = std::process::Command::new("sqlite3")
+        .arg(&db)
+        .arg("CREATE TABLE job_execution_logs (x INTEGER)")
+        .status()
+        .expect("sqlite3");
+    assert!(status.success());
+    let url = tickler::secret::DatabaseUrl::new(p.database_url.clone());
+    let store = Store::connect(&url).await.unwrap();
+    let err = store.migrate().await.unwrap_err().to_string();
+    assert!(
+        err.starts_with(&format!(
+            "cannot apply migrations to `sqlite://{}`: while executing migration 1: ",
+            db.display()
+        )) && err.ends_with("table job_execution_logs already exists"),
+        "{err}"
+    );
+}
