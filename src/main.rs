@@ -31,10 +31,25 @@ fn main() -> ExitCode {
     match runtime.block_on(tickler::cli::execute(cli)) {
         Ok(code) => code,
         Err(e) => {
-            report(&format!("{e:#}"));
+            report(&causes(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes, joined by ": " as `{:#}` joins them, but without a cause whose
+/// text is already in the message: sqlx's errors (and ours wrapping them) print their source
+/// in their own text, so `{:#}` said a failed migration's reason four times over.
+fn causes(e: &anyhow::Error) -> String {
+    let mut text = e.to_string();
+    for cause in e.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+    }
+    text
 }
 
 /// Prints an error on stderr. Unlike `eprintln!`, a closed stderr (`tickler check 2>&1 | head

@@ -257,3 +257,30 @@ async fn every_command_ends_quietly_on_a_closed_stdout() {
         assert_eq!((status.code(), err.as_str()), (Some(0), ""), "{args:?}");
     }
 }
+
+/// A migration that fails while no other process makes progress is final, and said once: here
+/// a file that already holds a table of tickler's name, made by something else. The message
+/// names the database, the migration and SQLite's reason, once (each of sqlx's errors prints
+/// its source too, and the chain said the reason four times).
+#[test]
+fn a_migration_that_fails_on_its_own_is_reported_once() {
+    let p = Project::sqlite();
+    p.write_config("", "");
+    let db = p.path().join("tickler.db");
+    let status = Command::new("sqlite3")
+        .arg(&db)
+        .arg("CREATE TABLE job_execution_logs (x INTEGER)")
+        .status()
+        .expect("sqlite3");
+    assert!(status.success());
+    let (status, err) = run_bounded(&p, &["migrate"]);
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert_eq!(
+        err,
+        format!(
+            "error: cannot apply migrations to `sqlite://{}`: while executing migration 1: \
+             error returned from database: (code: 1) table job_execution_logs already exists\n",
+            db.display()
+        )
+    );
+}

@@ -337,28 +337,3 @@ async fn concurrent_migrations_of_one_sqlite_file_all_succeed() {
         }
     }
 }
-
-/// A migration that fails while no other process makes progress is final: here a file that
-/// already holds a table of tickler's name, made by something else. The error names the
-/// database, the migration and SQLite's reason.
-#[tokio::test]
-async fn a_migration_that_fails_on_its_own_is_reported() {
-    let p = Project::sqlite();
-    let db = p.path().join("tickler.db");
-    let status = std::process::Command::new("sqlite3")
-        .arg(&db)
-        .arg("CREATE TABLE job_execution_logs (x INTEGER)")
-        .status()
-        .expect("sqlite3");
-    assert!(status.success());
-    let url = tickler::secret::DatabaseUrl::new(p.database_url.clone());
-    let store = Store::connect(&url).await.unwrap();
-    let err = store.migrate().await.unwrap_err().to_string();
-    assert!(
-        err.starts_with(&format!(
-            "cannot apply migrations to `sqlite://{}`: while executing migration 1: ",
-            db.display()
-        )) && err.ends_with("table job_execution_logs already exists"),
-        "{err}"
-    );
-}
