@@ -11,7 +11,8 @@ rounds="${1:-3}"
 . bench/pg.sh
 start_pg
 trap stop_pg EXIT
-sql() { psql -X -q -v ON_ERROR_STOP=1 "$PG_BASE/postgres" "$@"; }
+psql_args=(-X -q -v ON_ERROR_STOP=1 "$PG_BASE/postgres")
+sql() { psql "${psql_args[@]}" "$@"; }
 config=$(mktemp)
 printf '[daemon]\ndatabase_url = "%s/postgres"\n' "$PG_BASE" >"$config"
 timeout 120 target/release/tickler migrate --config "$config" >/dev/null
@@ -29,7 +30,7 @@ for round in $(seq 1 "$rounds"); do
         sql -c "ALTER TABLE scheduled_tasks ENABLE TRIGGER scheduled_tasks_notify"
         sql -c "VACUUM ANALYZE scheduled_tasks"
         t0=$(date +%s%N)
-        timeout 300 psql -X -q -v ON_ERROR_STOP=1 "$PG_BASE/postgres" -c "DO \$\$ BEGIN
+        timeout 300 psql "${psql_args[@]}" -c "DO \$\$ BEGIN
             FOR i IN 1..782 LOOP
                 UPDATE scheduled_tasks SET status = 'executing' WHERE id IN (
                     SELECT id FROM scheduled_tasks WHERE status = 'pending'

@@ -6,15 +6,11 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
+use sqlx::migrate::MigrateError;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{ConnectOptions, Connection, Row, SqlitePool};
 
 use super::{DaemonLock, Doing, Result, StoreError};
-
-/// Another process held the write lock past the busy timeout: worth waiting for.
-fn is_locked(e: &sqlx::migrate::MigrateError) -> bool {
-    e.to_string().contains("database is locked")
-}
 
 // Every write transaction starts with BEGIN IMMEDIATE: a deferred one that reads first fails
 // at once with SQLITE_BUSY when another connection wrote meanwhile, instead of waiting.
@@ -136,7 +132,9 @@ impl SqliteStore {
             match sqlx::migrate!("migrations/sqlite").run(&self.pool).await {
                 Ok(()) => return Ok(()),
                 Err(_) if self.applied_migration().await > before => {}
-                Err(e) if locked < 10 && is_locked(&e) => {
+                Err(MigrateError::Execute(e) | MigrateError::ExecuteMigration(e, _))
+                    if locked < 10 && is_busy_error(&e) =>
+                {
                     locked += 1;
                     tokio::time::sleep(Duration::from_millis(100 * locked)).await;
                 }
@@ -351,7 +349,12 @@ fn stop_watching(files: &mut Option<WalEvents>, e: &std::io::Error, poll: Durati
 
 /// Whether the database was locked by a writer for longer than the busy timeout.
 fn is_busy(e: &StoreError) -> bool {
-    matches!(e, StoreError::Query { source: sqlx::Error::Database(db), .. }
+    matches!(e, StoreError::Query { source, .. } if is_busy_error(source))
+}
+
+/// SQLITE_BUSY, or one of its extended codes.
+fn is_busy_error(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db)
         if db.code().is_some_and(|c| c.parse::<i32>().is_ok_and(|c| c & 0xff == 5)))
 }
 
