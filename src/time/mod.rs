@@ -4,13 +4,17 @@
 
 use std::time::Duration;
 
+pub mod alarm;
 pub mod calendar;
 pub mod clock;
 pub mod duration;
 pub mod zone;
 
+pub use alarm::Alarm;
 pub use clock::{Clock, ManualClock, SystemClock};
 
 /// The longest a loop sleeps without reading the wall clock again (DESIGN.md invariant 1), so
-/// a step of the clock (NTP, a resumed VM) is noticed within it.
+/// a step of the clock (NTP, a resumed VM) is noticed within it. An idle timer loop keeps it
+/// through the daemon's beat, which wakes it, its own timer then a longer backstop
+/// (`daemon::timer::idle_cap`).
 pub const MAX_SLEEP: Duration = Duration::from_secs(30);
