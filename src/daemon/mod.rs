@@ -14,7 +14,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, ConfigError};
 use crate::store::{Store, StoreError};
-use crate::time::{Clock, MAX_SLEEP, SystemClock};
+use crate::time::{Clock, SystemClock};
 
 pub mod alerts;
 pub mod deadman;
@@ -36,7 +36,7 @@ pub use shared::Shared;
 use startup::{
     maintenance, raise_file_limit, release_freed_memory, stale_after, start_task_runner, task_env,
 };
-use timer::{Scheduler, ahead_wake, claim_ahead, dispatch_due, log_next, reload};
+use timer::{Scheduler, ahead_wake, claim_ahead, dispatch_due, idle_cap, log_next, reload};
 
 /// What the outside world tells a running daemon.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -210,8 +210,8 @@ pub async fn run(
                 now + TimeDelta::from_std(alerts::CHECK_EVERY).unwrap_or_default();
         }
 
+        let mut cap = idle_cap(config.daemon.heartbeat_interval);
         // The watchdog is pinged from this loop, so a loop stuck anywhere is restarted.
-        let mut cap = MAX_SLEEP;
         if let Some(every) = watchdog_every {
             let mono = clock.monotonic();
             if mono.saturating_sub(last_ping) >= every {
@@ -222,10 +222,11 @@ pub async fn run(
         }
         let wake = match scheduler.next_wake_and_lead() {
             Some(next) => ahead_wake(next, clock.now(), ahead_for).1,
-            None => now + MAX_SLEEP,
+            None => now + cap,
         };
         tokio::select! {
             _ = clock.sleep_until(wake, cap) => {}
+            _ = shared.beat.notified() => {}
             signal = signals.recv() => match signal {
                 Some(Signal::Reload) => {
                     service.reloading();

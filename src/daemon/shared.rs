@@ -17,8 +17,9 @@ use crate::store::audit::Pause;
 use crate::time::Clock;
 
 /// What every fire of one daemon (or one `run-job` process) shares.
-/// The timer loop wakes at least every [`crate::time::MAX_SLEEP`]; one that has not gone
-/// round in this long is stuck (`/healthz`, the console, `tickler status`).
+/// The timer loop wakes at least every [`crate::time::MAX_SLEEP`] (with each beat, or on its own
+/// timer); one that has not gone round in this long is stuck (`/healthz`, the console,
+/// `tickler status`).
 pub const LOOP_STALE: std::time::Duration = std::time::Duration::from_secs(75);
 
 pub struct Shared {
@@ -58,6 +59,9 @@ pub struct Shared {
     /// so a caller waiting for a run (`POST /jobs/NAME/run?wait=`) reads its row then instead
     /// of polling.
     pub run_ended: tokio::sync::Notify,
+    /// Woken at each beat (`startup::beat_clock`): an idle timer loop goes round with it
+    /// instead of on a 30 s timer of its own, so an idle daemon wakes once a beat.
+    pub beat: tokio::sync::Notify,
 }
 
 impl Shared {
@@ -95,6 +99,7 @@ impl Shared {
             jobs: Mutex::new(Arc::new(vec![])),
             alerts: Default::default(),
             run_ended: tokio::sync::Notify::new(),
+            beat: tokio::sync::Notify::new(),
         });
         shared.set_jobs(jobs);
         shared

@@ -141,6 +141,28 @@ pub(super) fn stale_after(config: &Config) -> TimeDelta {
     TimeDelta::from_std((hb * 3).max(Duration::from_secs(30))).unwrap_or(TimeDelta::seconds(30))
 }
 
+/// The daemon's beat: every `interval` (the first at once) it wakes the heartbeat (`pulse`)
+/// and the timer loop (`Shared::beat`) together, on one timerfd: an idle daemon wakes once a
+/// beat, where tokio's timers of the heartbeat and of the loop's 30 s clock check woke it
+/// three times each (`time::Alarm`). It waits on nothing else, so the loop's wakeups never
+/// depend on the database. A beat that comes while the last one still runs waits for it (at
+/// most one is kept).
+async fn beat_clock(shared: Arc<Shared>, pulse: Arc<tokio::sync::Notify>, interval: Duration) {
+    let mut alarm = crate::time::Alarm::default();
+    let mut next = std::time::Instant::now();
+    loop {
+        alarm.sleep_until(next).await;
+        shared.beat.notify_one();
+        pulse.notify_one();
+        // On the grid while on time; an interval from now after a late wake (a suspended VM).
+        let now = std::time::Instant::now();
+        next += interval;
+        if next <= now {
+            next = now + interval;
+        }
+    }
+}
+
 /// Heartbeat, orphan detection and history pruning, in the background.
 pub(super) async fn maintenance(
     shared: Arc<Shared>,
@@ -151,14 +173,24 @@ pub(super) async fn maintenance(
     let interval = daemon.heartbeat_interval.max(Duration::from_secs(1));
     let stale =
         TimeDelta::from_std((interval * 3).max(Duration::from_secs(30))).unwrap_or_default();
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Paced by a task of its own, so that a beat stuck on the database holds back neither
+    // the timer loop's wakeups nor the next beat's time.
+    let pulse = Arc::new(tokio::sync::Notify::new());
+    let _clock = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(beat_clock(
+        shared.clone(),
+        pulse.clone(),
+        interval,
+    )));
+    let mut retry_at: Option<tokio::time::Instant> = None;
     let mut last_prune: Option<tokio::time::Instant> = None;
     let mut beats: u64 = 0;
     let mut down_since: Option<tokio::time::Instant> = None;
     let mut quiet_until: Option<tokio::time::Instant> = None;
     loop {
-        ticker.tick().await;
+        match retry_at.take() {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => pulse.notified().await,
+        }
         let now = shared.clock.now();
         let loop_age = shared.loop_tick.lock().expect("loop tick lock").elapsed();
         let loop_at = TimeDelta::from_std(loop_age)
@@ -172,7 +204,7 @@ pub(super) async fn maintenance(
                     tracing::warn!(error = %e, "heartbeat failed; retrying every second");
                     down_since = Some(tokio::time::Instant::now());
                 }
-                ticker.reset_after(Duration::from_secs(1));
+                retry_at = Some(tokio::time::Instant::now() + Duration::from_secs(1));
                 continue;
             }
             Ok(()) => {

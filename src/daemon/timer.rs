@@ -15,6 +15,7 @@ use super::runner::{self, Fire, ON_TIME, run_fire};
 use super::shared::Shared;
 use crate::config::{self, CatchUp, Config, JobSpec};
 use crate::store::{NewRun, RunTrigger, Status};
+use crate::time::MAX_SLEEP;
 
 /// Slots older than `misfire_grace` get one `missed` row each, up to this many per job and
 /// outage; past it (a frequent job down for days) the whole older range gets one `missed` row
@@ -448,6 +449,19 @@ const AHEAD_AT_LEAST: Duration = Duration::from_millis(200);
 /// is quick, and a row written a second early would only show up early.
 pub(super) const AHEAD_MIN_FIRES: usize = 64;
 
+/// The longest the timer loop sleeps on its own timer. Beats at least every `MAX_SLEEP` wake
+/// an idle loop (`Shared::beat`, from a task that waits on nothing but its timerfd), and it
+/// reads the wall clock with each: its own timer is then only a backstop twice as long (still
+/// under `LOOP_STALE`), set again at each beat before tokio's wheel ever wakes for it, so the
+/// beat is the one wakeup of an idle daemon. Rarer beats leave it `MAX_SLEEP`.
+pub(super) fn idle_cap(heartbeat_interval: Duration) -> Duration {
+    if heartbeat_interval <= MAX_SLEEP {
+        2 * MAX_SLEEP
+    } else {
+        MAX_SLEEP
+    }
+}
+
 /// Whether the loop, at `now`, should claim the fires of `at` ahead (it has not yet), and
 /// when it should wake otherwise to do so.
 pub(super) fn ahead_wake(
@@ -733,6 +747,15 @@ pub(super) fn reload(
 mod tests {
     use super::*;
     use std::path::Path;
+
+    #[test]
+    fn the_loop_leans_on_the_beat_only_when_beats_come_within_its_cap() {
+        assert_eq!(idle_cap(Duration::from_secs(30)), 2 * MAX_SLEEP);
+        assert_eq!(idle_cap(Duration::from_secs(1)), 2 * MAX_SLEEP);
+        assert_eq!(idle_cap(Duration::from_secs(31)), MAX_SLEEP);
+        // Either way a loop that stops turning is only judged stuck after its cap.
+        assert!(idle_cap(Duration::from_secs(1)) < crate::daemon::shared::LOOP_STALE);
+    }
 
     fn spec(catch_up: &str, grace: &str) -> Arc<JobSpec> {
         let text = format!(

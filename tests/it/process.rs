@@ -3,7 +3,7 @@
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
-use crate::helpers::{Project, TestDaemon, runs, signal, wait_for};
+use crate::helpers::{Project, TestDaemon, free_port, runs, signal, wait_for};
 
 fn spawn_daemon(p: &Project) -> Child {
     p.daemon_command()
@@ -154,3 +154,91 @@ async fn a_second_daemon_on_one_sqlite_file_is_refused_and_signals_work() {
 }
 
 use tickler::store::Store;
+
+/// An idle timer loop goes round with each beat (it has no timer of its own under 60 s):
+/// every heartbeat finds it turned since the beat before, however far off its jobs are, and it
+/// keeps turning while the heartbeat is stuck on a database another process holds locked.
+/// Before the loop followed the beat it woke on its own every 30 s, and a beat 4 s in found it
+/// unturned since start-up.
+#[tokio::test]
+async fn an_idle_timer_loop_goes_round_with_each_beat_even_with_the_heartbeat_stuck() {
+    let p = Project::sqlite();
+    let port = free_port();
+    p.write_config(
+        "heartbeat_interval = \"1s\"",
+        &format!(
+            "[http]\nlisten = \"127.0.0.1:{port}\"\n\n\
+             [[job]]\nname = \"far\"\nkind = \"noop\"\nschedule = \"0 3 1 1 *\"\n"
+        ),
+    );
+    let mut child = spawn_daemon(&p);
+    let store = p.store().await;
+    let row = wait_for(
+        "a heartbeat 4 s after start",
+        Duration::from_secs(30),
+        || async {
+            store
+                .daemons()
+                .await
+                .unwrap()
+                .into_iter()
+                .find(|d| d.heartbeat_at - d.started_at >= chrono::TimeDelta::seconds(4))
+        },
+    )
+    .await;
+    let tick = row
+        .loop_tick_at
+        .expect("a daemon's heartbeat carries its loop tick");
+    // The beat may be read before the loop turns for it: one interval, plus scheduling.
+    assert!(
+        row.heartbeat_at - tick < chrono::TimeDelta::milliseconds(1500),
+        "the loop last turned {} before the beat: {row:?}",
+        row.heartbeat_at - tick
+    );
+
+    // Another process takes the write lock: the heartbeat waits on it (up to the 10 s busy
+    // timeout); the loop's age, read from `/metrics` (reads are not blocked), stays a beat.
+    let Store::Sqlite(s) = &store else {
+        unreachable!()
+    };
+    let mut lock = s.pool().acquire().await.unwrap();
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let held = std::time::Instant::now();
+    let ages = std::cell::RefCell::new(vec![]);
+    let worst = wait_for("4 s of the lock held", Duration::from_secs(30), || {
+        let ages = &ages;
+        async move {
+            let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            let age: f64 = text
+                .lines()
+                .find_map(|l| l.strip_prefix("tickler_loop_tick_age_seconds "))?
+                .trim()
+                .parse()
+                .ok()?;
+            ages.borrow_mut().push(age);
+            (held.elapsed() >= Duration::from_secs(4))
+                .then(|| ages.borrow().iter().cloned().fold(0.0, f64::max))
+        }
+    })
+    .await;
+    sqlx::query("ROLLBACK").execute(&mut *lock).await.unwrap();
+    drop(lock);
+    signal(&child, libc::SIGTERM);
+    assert!(wait_exit(&mut child).await.success());
+    let ages = ages.into_inner();
+    assert!(ages.len() >= 10, "too few scrapes: {ages:?}");
+    assert!(
+        worst < 1.5,
+        "the loop stopped turning with the heartbeat stuck: its age reached {worst} s in {} \
+         scrapes over 4 s",
+        ages.len()
+    );
+}
