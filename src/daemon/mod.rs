@@ -34,7 +34,8 @@ pub use manual::{dry_run, run_now};
 pub use runner::{Fire, RunSummary, run_fire};
 pub use shared::Shared;
 use startup::{
-    maintenance, raise_file_limit, release_freed_memory, stale_after, start_task_runner, task_env,
+    beat_clock, maintenance, raise_file_limit, release_freed_memory, stale_after,
+    start_task_runner, task_env,
 };
 use timer::{Scheduler, ahead_wake, claim_ahead, dispatch_due, idle_cap, log_next, reload};
 
@@ -153,12 +154,22 @@ pub async fn run(
         true,
     )
     .await;
+    let pulse = Arc::new(tokio::sync::Notify::new());
+    let beat = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(beat_clock(
+        shared.clone(),
+        pulse.clone(),
+        config.daemon.clone(),
+    )));
     let background = tokio::spawn(maintenance(
         shared.clone(),
         tracker.clone(),
         instance.clone(),
         config.daemon.clone(),
+        pulse,
     ));
+    // The beat's interval is the one read at start-up (a reload keeps it), and so is the
+    // loop's own cap.
+    let idle = idle_cap(config.daemon.heartbeat_interval);
     release_freed_memory();
     if let Some(ready) = options.ready {
         let _ = ready.send(());
@@ -210,7 +221,7 @@ pub async fn run(
                 now + TimeDelta::from_std(alerts::CHECK_EVERY).unwrap_or_default();
         }
 
-        let mut cap = idle_cap(config.daemon.heartbeat_interval);
+        let mut cap = idle;
         // The watchdog is pinged from this loop, so a loop stuck anywhere is restarted.
         if let Some(every) = watchdog_every {
             let mono = clock.monotonic();
@@ -277,6 +288,7 @@ pub async fn run(
         )
         .await;
     background.abort();
+    drop(beat);
     if let Err(e) = store.deregister(&instance.id).await {
         tracing::warn!(error = %e, "could not deregister this daemon");
     }

@@ -141,20 +141,27 @@ pub(super) fn stale_after(config: &Config) -> TimeDelta {
     TimeDelta::from_std((hb * 3).max(Duration::from_secs(30))).unwrap_or(TimeDelta::seconds(30))
 }
 
-/// The daemon's beat: every `interval` (the first at once) it wakes the heartbeat (`pulse`)
-/// and the timer loop (`Shared::beat`) together, on one timerfd: an idle daemon wakes once a
-/// beat, where tokio's timers of the heartbeat and of the loop's 30 s clock check woke it
-/// three times each (`time::Alarm`). It waits on nothing else, so the loop's wakeups never
-/// depend on the database. A beat that comes while the last one still runs waits for it (at
-/// most one is kept).
-async fn beat_clock(shared: Arc<Shared>, pulse: Arc<tokio::sync::Notify>, interval: Duration) {
+/// The daemon's beat, a task of its own for as long as the timer loop runs: every heartbeat
+/// interval (the first at once) it wakes the heartbeat (`pulse`, see [`maintenance`]) and the
+/// timer loop (`Shared::beat`) together, on one timerfd: an idle daemon wakes once a beat,
+/// where tokio's timers of the heartbeat and of the loop's 30 s clock check woke it three
+/// times each (`time::Alarm`). It waits on nothing else, so the loop's wakeups depend neither
+/// on the database nor on the heartbeat's task. A beat that comes while the last one still
+/// runs waits for it (at most one is kept).
+pub(super) async fn beat_clock(
+    shared: Arc<Shared>,
+    pulse: Arc<tokio::sync::Notify>,
+    daemon: config::DaemonConfig,
+) {
+    let interval = daemon.heartbeat_interval.max(Duration::from_secs(1));
     let mut alarm = crate::time::Alarm::default();
     let mut next = std::time::Instant::now();
     loop {
         alarm.sleep_until(next).await;
         shared.beat.notify_one();
         pulse.notify_one();
-        // On the grid while on time; an interval from now after a late wake (a suspended VM).
+        // On the grid while on time; an interval from now after a late wake (a starved or
+        // stopped process).
         let now = std::time::Instant::now();
         next += interval;
         if next <= now {
@@ -163,32 +170,31 @@ async fn beat_clock(shared: Arc<Shared>, pulse: Arc<tokio::sync::Notify>, interv
     }
 }
 
-/// Heartbeat, orphan detection and history pruning, in the background.
+/// Heartbeat, orphan detection and history pruning, in the background, one round each time
+/// [`beat_clock`] wakes `pulse`.
 pub(super) async fn maintenance(
     shared: Arc<Shared>,
     tracker: TaskTracker,
     me: Instance,
     daemon: config::DaemonConfig,
+    pulse: Arc<tokio::sync::Notify>,
 ) {
     let interval = daemon.heartbeat_interval.max(Duration::from_secs(1));
     let stale =
         TimeDelta::from_std((interval * 3).max(Duration::from_secs(30))).unwrap_or_default();
-    // Paced by a task of its own, so that a beat stuck on the database holds back neither
-    // the timer loop's wakeups nor the next beat's time.
-    let pulse = Arc::new(tokio::sync::Notify::new());
-    let _clock = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(beat_clock(
-        shared.clone(),
-        pulse.clone(),
-        interval,
-    )));
     let mut retry_at: Option<tokio::time::Instant> = None;
     let mut last_prune: Option<tokio::time::Instant> = None;
     let mut beats: u64 = 0;
     let mut down_since: Option<tokio::time::Instant> = None;
     let mut quiet_until: Option<tokio::time::Instant> = None;
     loop {
+        // A failed heartbeat is tried again within a second; the beats that come meanwhile
+        // are taken by the retries, not kept to run at once after them.
         match retry_at.take() {
-            Some(at) => tokio::time::sleep_until(at).await,
+            Some(at) => tokio::select! {
+                _ = tokio::time::sleep_until(at) => {}
+                _ = pulse.notified() => {}
+            },
             None => pulse.notified().await,
         }
         let now = shared.clock.now();

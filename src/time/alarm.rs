@@ -65,12 +65,26 @@ fn open() -> io::Result<AsyncFd<File>> {
     let file = File::from(unsafe { OwnedFd::from_raw_fd(raw) });
     // SAFETY: the `File` owns the descriptor and keeps it open until the `AsyncFd` (its only
     // owner from here on) is dropped; nothing replaces it.
-    unsafe { AsyncFd::register(file) }.map_err(io::Error::from)
+    unsafe { AsyncFd::register_with_interest(file, tokio::io::Interest::READABLE) }
+        .map_err(io::Error::from)
 }
 
 /// Arms the timer to expire once after `wait` (which is not zero: zero disarms it) and waits
 /// for the expiry. Arming again drops an expiry not read yet.
 async fn expire_after(fd: &AsyncFd<File>, wait: Duration) -> io::Result<()> {
+    arm(fd, wait)?;
+    loop {
+        let mut ready = fd.readable().await?;
+        // The expiry count (8 bytes); reading it makes the descriptor quiet again.
+        let mut count = [0u8; 8];
+        match ready.try_io(|f| f.get_ref().read(&mut count)) {
+            Ok(read) => return read.map(|_| ()),
+            Err(_would_block) => continue,
+        }
+    }
+}
+
+fn arm(fd: &AsyncFd<File>, wait: Duration) -> io::Result<()> {
     let value = libc::timespec {
         tv_sec: libc::time_t::try_from(wait.as_secs()).unwrap_or(libc::time_t::MAX),
         tv_nsec: libc::c_long::from(wait.subsec_nanos()),
@@ -87,15 +101,7 @@ async fn expire_after(fd: &AsyncFd<File>, wait: Duration) -> io::Result<()> {
     if rc < 0 {
         return Err(io::Error::last_os_error());
     }
-    loop {
-        let mut ready = fd.readable().await?;
-        // The expiry count (8 bytes); reading it makes the descriptor quiet again.
-        let mut count = [0u8; 8];
-        match ready.try_io(|f| f.get_ref().read(&mut count)) {
-            Ok(read) => return read.map(|_| ()),
-            Err(_would_block) => continue,
-        }
-    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -138,5 +144,31 @@ mod tests {
             .await
             .expect("the re-armed alarm never went off");
         assert!(Instant::now() >= near);
+        assert!(alarm.fd.is_some(), "the timerfd failed and was replaced");
+    }
+
+    #[tokio::test]
+    async fn an_expiry_left_unread_does_not_end_the_next_sleep_early() {
+        let mut alarm = Alarm::default();
+        // Armed for 5 ms (as by a sleep dropped before its end) and expired with nobody
+        // reading it: tokio has it ready.
+        let fd = alarm.fd.as_ref().expect("this kernel gave no timerfd");
+        arm(fd, Duration::from_millis(5)).unwrap();
+        let ready = tokio::time::timeout(Duration::from_secs(10), fd.readable())
+            .await
+            .expect("the alarm never expired")
+            .unwrap();
+        drop(ready);
+        // Armed again: the old expiry, still unread and still ready to tokio, is not this one.
+        let later = Instant::now() + Duration::from_millis(50);
+        tokio::time::timeout(Duration::from_secs(10), alarm.sleep_until(later))
+            .await
+            .expect("the re-armed alarm never went off");
+        let now = Instant::now();
+        assert!(
+            now >= later,
+            "woke {:?} early on the old expiry",
+            later - now
+        );
     }
 }

@@ -1,6 +1,7 @@
 //! A leaf every box may use: the clock the timer loop and the queue runner read, how long either
-//! may sleep before reading it again, the one reader of human durations (with the longest span
-//! tickler computes with), and IANA zone names.
+//! may sleep before reading it again, a sleep that wakes the process once (`Alarm`), the one
+//! reader of human durations (with the longest span tickler computes with), and IANA zone
+//! names.
 
 use std::time::Duration;
 

@@ -189,9 +189,10 @@ async fn an_idle_timer_loop_goes_round_with_each_beat_even_with_the_heartbeat_st
     let tick = row
         .loop_tick_at
         .expect("a daemon's heartbeat carries its loop tick");
-    // The beat may be read before the loop turns for it: one interval, plus scheduling.
+    // The beat may be read before the loop turns for it: one interval, plus scheduling (on a
+    // busy machine); a loop on its own timer would be 4 s behind.
     assert!(
-        row.heartbeat_at - tick < chrono::TimeDelta::milliseconds(1500),
+        row.heartbeat_at - tick < chrono::TimeDelta::milliseconds(2500),
         "the loop last turned {} before the beat: {row:?}",
         row.heartbeat_at - tick
     );
@@ -207,8 +208,9 @@ async fn an_idle_timer_loop_goes_round_with_each_beat_even_with_the_heartbeat_st
         .await
         .unwrap();
     let held = std::time::Instant::now();
+    let held_at = chrono::Utc::now();
     let ages = std::cell::RefCell::new(vec![]);
-    let worst = wait_for("4 s of the lock held", Duration::from_secs(30), || {
+    let worst = wait_for("6 s of the lock held", Duration::from_secs(30), || {
         let ages = &ages;
         async move {
             let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
@@ -224,11 +226,21 @@ async fn an_idle_timer_loop_goes_round_with_each_beat_even_with_the_heartbeat_st
                 .parse()
                 .ok()?;
             ages.borrow_mut().push(age);
-            (held.elapsed() >= Duration::from_secs(4))
+            (held.elapsed() >= Duration::from_secs(6))
                 .then(|| ages.borrow().iter().cloned().fold(0.0, f64::max))
         }
     })
     .await;
+    // No heartbeat got through meanwhile (the lock's own view: nobody else can commit).
+    let beat: chrono::DateTime<chrono::Utc> =
+        sqlx::query_scalar("SELECT max(heartbeat_at) FROM tickler_instances")
+            .fetch_one(&mut *lock)
+            .await
+            .unwrap();
+    assert!(
+        beat < held_at,
+        "a heartbeat at {beat} passed the lock taken at {held_at}"
+    );
     sqlx::query("ROLLBACK").execute(&mut *lock).await.unwrap();
     drop(lock);
     signal(&child, libc::SIGTERM);
@@ -236,9 +248,9 @@ async fn an_idle_timer_loop_goes_round_with_each_beat_even_with_the_heartbeat_st
     let ages = ages.into_inner();
     assert!(ages.len() >= 10, "too few scrapes: {ages:?}");
     assert!(
-        worst < 1.5,
+        worst < 2.5,
         "the loop stopped turning with the heartbeat stuck: its age reached {worst} s in {} \
-         scrapes over 4 s",
+         scrapes over 6 s",
         ages.len()
     );
 }
