@@ -11,8 +11,12 @@ task queue is on, as shipped. Every step is bounded (timeouts, `ulimit -v` 8 GiB
 stopped with SIGTERM by its pid.
 
 Usage: python3 bench/large.py BINARY [--jobs N] [--seconds S] [--database URL] [--distinct-crons]
+                                [--timeline]
 (default 100000 jobs, 90 s: three 30 s heartbeats, one of them with the look for the claims of
 stopped processes, so a window holds one whole cycle; a SQLite file in a temporary directory)
+
+`--timeline` also prints, during the window, each 10 ms in which a thread of the daemon was
+switched, with the thread's name and count: where an idle daemon's wakeups go, beat by beat.
 """
 
 import argparse
@@ -48,21 +52,43 @@ def timed(cmd):
     return wall, usage.ru_maxrss / 1024.0
 
 
+def thread_switches(pid):
+    """Context switches of each thread of `pid`: {tid: (name, switches)}."""
+    out = {}
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/comm") as f:
+                name = f.read().strip()
+            with open(f"/proc/{pid}/task/{task}/status") as f:
+                n = sum(int(l.split()[1]) for l in f
+                        if l.startswith(("voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:")))
+            out[task] = (name, n)
+        except FileNotFoundError:
+            pass
+    return out
+
+
+def timeline(pid, seconds):
+    """Prints each 10 ms of `seconds` in which a thread of `pid` was switched."""
+    start = time.monotonic()
+    before = thread_switches(pid)
+    while time.monotonic() - start < seconds:
+        time.sleep(0.01)
+        now = thread_switches(pid)
+        moved = [f"{name}[{tid}]+{n - before.get(tid, (name, 0))[1]}"
+                 for tid, (name, n) in sorted(now.items()) if n != before.get(tid, (name, 0))[1]]
+        if moved:
+            print(f"timeline  {time.monotonic() - start:7.3f}s " + " ".join(moved), flush=True)
+        before = now
+
+
 def proc_numbers(pid):
     with open(f"/proc/{pid}/status") as f:
         rss_kb = next(int(l.split()[1]) for l in f if l.startswith("VmRSS:"))
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(") ", 1)[1].split()
     cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    switches = 0
-    for task in os.listdir(f"/proc/{pid}/task"):
-        try:
-            with open(f"/proc/{pid}/task/{task}/status") as f:
-                for l in f:
-                    if l.startswith(("voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:")):
-                        switches += int(l.split()[1])
-        except FileNotFoundError:
-            pass
+    switches = sum(n for _, n in thread_switches(pid).values())
     return rss_kb, cpu, switches
 
 
@@ -72,6 +98,8 @@ def main():
     ap.add_argument("--jobs", type=int, default=100_000)
     ap.add_argument("--seconds", type=int, default=90)
     ap.add_argument("--database")
+    ap.add_argument("--timeline", action="store_true",
+                    help="print each thread's switches, 10 ms at a time, during the window")
     ap.add_argument("--distinct-crons", action="store_true",
                     help="every cron job its own expression (a yearly minute of its own), "
                          "the worst case for tickler's sharing of parsed patterns")
@@ -127,7 +155,10 @@ def main():
                 sys.exit("the daemon was not ready within 120 s")
             time.sleep(5)
             _, cpu0, sw0 = proc_numbers(daemon.pid)
-            time.sleep(args.seconds)
+            if args.timeline:
+                timeline(daemon.pid, args.seconds)
+            else:
+                time.sleep(args.seconds)
             rss_kb, cpu1, sw1 = proc_numbers(daemon.pid)
             if daemon.poll() is not None:
                 sys.exit("the daemon exited during the measurement")

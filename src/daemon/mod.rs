@@ -34,7 +34,7 @@ pub use manual::{dry_run, run_now};
 pub use runner::{Fire, RunSummary, run_fire};
 pub use shared::Shared;
 use startup::{
-    beat_clock, maintenance, raise_file_limit, release_freed_memory, stale_after,
+    beat_clock, beat_interval, maintenance, raise_file_limit, release_freed_memory, stale_after,
     start_task_runner, task_env,
 };
 use timer::{Scheduler, ahead_wake, claim_ahead, dispatch_due, idle_cap, log_next, reload};
@@ -150,15 +150,19 @@ pub async fn run(
         &shared,
         &tracker,
         &instance,
-        start - stale_after(&config),
+        start - stale_after(&config.daemon),
         true,
     )
     .await;
+    // The beat's interval is the one read at start-up (a reload keeps it), and so is the
+    // loop's own cap.
+    let interval = beat_interval(&config.daemon);
+    let idle = idle_cap(interval);
     let pulse = Arc::new(tokio::sync::Notify::new());
     let beat = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(beat_clock(
         shared.clone(),
         pulse.clone(),
-        config.daemon.clone(),
+        interval,
     )));
     let background = tokio::spawn(maintenance(
         shared.clone(),
@@ -167,9 +171,6 @@ pub async fn run(
         config.daemon.clone(),
         pulse,
     ));
-    // The beat's interval is the one read at start-up (a reload keeps it), and so is the
-    // loop's own cap.
-    let idle = idle_cap(config.daemon.heartbeat_interval);
     release_freed_memory();
     if let Some(ready) = options.ready {
         let _ = ready.send(());
@@ -184,7 +185,7 @@ pub async fn run(
     let mut next_deadline_check = clock.now();
     // The second whose fires were last claimed ahead.
     let mut ahead_for = None;
-    let stale = stale_after(&config);
+    let stale = stale_after(&config.daemon);
     loop {
         let now = clock.now();
         let mono = clock.monotonic();

@@ -135,10 +135,15 @@ pub(crate) fn release_startup_code() {
     }
 }
 
+/// How often this daemon beats: its heartbeat interval, at least a second.
+pub(super) fn beat_interval(daemon: &config::DaemonConfig) -> Duration {
+    daemon.heartbeat_interval.max(Duration::from_secs(1))
+}
+
 /// A daemon whose heartbeat is older than this is considered gone.
-pub(super) fn stale_after(config: &Config) -> TimeDelta {
-    let hb = config.daemon.heartbeat_interval.max(Duration::from_secs(1));
-    TimeDelta::from_std((hb * 3).max(Duration::from_secs(30))).unwrap_or(TimeDelta::seconds(30))
+pub(super) fn stale_after(daemon: &config::DaemonConfig) -> TimeDelta {
+    TimeDelta::from_std((beat_interval(daemon) * 3).max(Duration::from_secs(30)))
+        .unwrap_or(TimeDelta::seconds(30))
 }
 
 /// The daemon's beat, a task of its own for as long as the timer loop runs: every heartbeat
@@ -151,9 +156,8 @@ pub(super) fn stale_after(config: &Config) -> TimeDelta {
 pub(super) async fn beat_clock(
     shared: Arc<Shared>,
     pulse: Arc<tokio::sync::Notify>,
-    daemon: config::DaemonConfig,
+    interval: Duration,
 ) {
-    let interval = daemon.heartbeat_interval.max(Duration::from_secs(1));
     let mut alarm = crate::time::Alarm::default();
     let mut next = std::time::Instant::now();
     loop {
@@ -179,9 +183,7 @@ pub(super) async fn maintenance(
     daemon: config::DaemonConfig,
     pulse: Arc<tokio::sync::Notify>,
 ) {
-    let interval = daemon.heartbeat_interval.max(Duration::from_secs(1));
-    let stale =
-        TimeDelta::from_std((interval * 3).max(Duration::from_secs(30))).unwrap_or_default();
+    let stale = stale_after(&daemon);
     let mut retry_at: Option<tokio::time::Instant> = None;
     let mut last_prune: Option<tokio::time::Instant> = None;
     let mut beats: u64 = 0;
