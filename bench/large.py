@@ -1,7 +1,8 @@
 """Issue 17's 100k-job figures apart from fire lateness (that one is
 `cargo bench --bench scheduler -- lateness --jobs 100000`, also run by `bench/compare.sh --large`):
 
-- `tickler check` and `tickler list`: wall time and peak RSS on a config of N jobs;
+- `tickler check`, `tickler list` and `list --format json`: wall time and peak RSS on a config of N
+  jobs;
 - `tickler run`: start-up to ready (the READY=1 it sends to systemd, caught on a NOTIFY_SOCKET of
   our own), then, after 5 s, RSS, CPU time and wakeups (context switches of all its threads)
   over S seconds, as `cargo bench --bench scheduler -- idle` counts them.
@@ -125,9 +126,10 @@ def main():
         with open(config, "w") as f:
             f.write("".join(lines))
 
-        for verb in ("check", "list"):
-            wall, peak = timed([args.binary, verb, "--config", config])
-            print(f"cli       backend={backend:<8} jobs={n:<6} {verb:<5} wall={wall:.2f}s  "
+        for verb in (["check"], ["list"], ["list", "--format", "json"]):
+            wall, peak = timed([args.binary, *verb, "--config", config])
+            name = "list-json" if len(verb) > 1 else verb[0]
+            print(f"cli       backend={backend:<8} jobs={n:<6} {name:<5} wall={wall:.2f}s  "
                   f"peak_rss={peak:.1f}MiB")
 
         notify = os.path.join(d, "notify.sock")

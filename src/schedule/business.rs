@@ -13,6 +13,7 @@
 //! wildcard-hour cron or an `every` interval takes only `skip`.
 
 use std::fmt;
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use chrono::{DateTime, Datelike, Days, Months, NaiveDate, NaiveTime, TimeDelta, Utc};
@@ -22,7 +23,7 @@ use super::{CronTrigger, ScheduleError, Trigger, first_instant_at_or_after, sear
 use crate::time::calendar::Calendar;
 
 /// What becomes of a fire whose local date is no business day.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum OnHoliday {
     /// It does not happen.
     #[default]
@@ -71,7 +72,7 @@ pub struct OnCalendar {
 }
 
 /// Which business day of each month `@first_business_day` / `@last_business_day` names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Which {
     First,
     Last,
@@ -286,6 +287,23 @@ impl OnCalendar {
             }
         }
         best.map(|(t, _)| t)
+    }
+}
+
+/// By what `eq` compares, the calendar by its name (see `Trigger`'s `Hash`).
+impl Hash for OnCalendar {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        self.inner.hash(h);
+        self.calendar.name.hash(h);
+        self.on_holiday.hash(h);
+    }
+}
+
+impl Hash for BusinessDayOfMonth {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        self.which.hash(h);
+        self.time.hash(h);
+        self.calendar.name.hash(h);
     }
 }
 

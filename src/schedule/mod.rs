@@ -17,6 +17,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::hash::{Hash, Hasher};
 use std::sync::{Arc, LazyLock, Mutex, Weak};
 use std::time::Duration;
 
@@ -121,6 +122,23 @@ impl PartialEq for Trigger {
             (Trigger::OnCalendar(a), Trigger::OnCalendar(b)) => a == b,
             (Trigger::BusinessDayOfMonth(a), Trigger::BusinessDayOfMonth(b)) => a == b,
             _ => false,
+        }
+    }
+}
+
+impl Eq for Trigger {}
+
+/// Hashes the fields `eq` compares (a calendar by its name alone: two calendars of one name
+/// hash alike and `eq` tells them apart), so the jobs that share a trigger and a zone can share
+/// what is worked out from them (`tickler list` and `check` work out each one's fires once).
+impl Hash for Trigger {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        std::mem::discriminant(self).hash(h);
+        match self {
+            Trigger::Cron(c) => c.expr.hash(h),
+            Trigger::Every(d) => d.hash(h),
+            Trigger::OnCalendar(c) => c.hash(h),
+            Trigger::BusinessDayOfMonth(m) => m.hash(h),
         }
     }
 }

@@ -341,6 +341,94 @@ fn list_and_check_show_business_day_fires() {
     );
 }
 
+/// `list` and `check` work out the fires of a trigger once for all the jobs that share it
+/// and their zone: a job sharing a trigger in another zone, or on another calendar, still gets
+/// its own fires, and a disabled one none.
+#[test]
+fn jobs_sharing_a_trigger_keep_their_own_zone_and_calendar() {
+    let p = Project::sqlite();
+    for (file, day) in [("us.toml", "2026-07-02"), ("uk.toml", "2026-07-01")] {
+        std::fs::write(p.path().join(file), format!("[[holiday]]\ndate = {day}\n")).unwrap();
+    }
+    let job = |name: &str, more: &str| {
+        format!("[[job]]\nname = \"{name}\"\nkind = \"noop\"\nschedule = \"0 9 * * *\"\n{more}\n")
+    };
+    p.write_config(
+        "",
+        &[
+            "[calendars.us]\nholidays = \"us.toml\"\n[calendars.uk]\nholidays = \"uk.toml\"\n"
+                .into(),
+            job("a", ""),
+            job("ny", "timezone = \"America/New_York\""),
+            job("b", ""),
+            job("off", "enabled = false"),
+            job("us", "calendar = \"us\""),
+            job("uk", "calendar = \"uk\""),
+        ]
+        .concat(),
+    );
+    let out = p.cli(&["list", "--next", "2", "--from", "2026-07-01T00:00:00Z"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        "JOB                      LOCAL                      UTC                 \n\
+         a                        2026-07-01 09:00 UTC       2026-07-01T09:00:00Z\n\
+         a                        2026-07-02 09:00 UTC       2026-07-02T09:00:00Z\n\
+         ny                       2026-07-01 09:00 EDT       2026-07-01T13:00:00Z\n\
+         ny                       2026-07-02 09:00 EDT       2026-07-02T13:00:00Z\n\
+         b                        2026-07-01 09:00 UTC       2026-07-01T09:00:00Z\n\
+         b                        2026-07-02 09:00 UTC       2026-07-02T09:00:00Z\n\
+         us                       2026-07-01 09:00 UTC       2026-07-01T09:00:00Z\n\
+         us                       2026-07-03 09:00 UTC       2026-07-03T09:00:00Z\n\
+         uk                       2026-07-02 09:00 UTC       2026-07-02T09:00:00Z\n\
+         uk                       2026-07-03 09:00 UTC       2026-07-03T09:00:00Z\n"
+    );
+    let out = p.cli(&[
+        "list",
+        "--next",
+        "1",
+        "--from",
+        "2026-07-01T00:00:00Z",
+        "--format",
+        "json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let fires: Vec<(&str, &str)> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| {
+            let first = j["fires"].get(0).and_then(|f| f.as_str()).unwrap_or("none");
+            (j["job"].as_str().unwrap(), first)
+        })
+        .collect();
+    assert_eq!(
+        fires,
+        [
+            ("a", "2026-07-01T09:00:00Z"),
+            ("ny", "2026-07-01T13:00:00Z"),
+            ("b", "2026-07-01T09:00:00Z"),
+            ("off", "none"),
+            ("us", "2026-07-01T09:00:00Z"),
+            ("uk", "2026-07-02T09:00:00Z"),
+        ]
+    );
+    let out = p.cli(&["check"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let line = |job: &str| {
+        let prefix = format!("  {job:<24} ");
+        text.lines()
+            .find(|l| l.starts_with(&prefix))
+            .unwrap_or_else(|| panic!("{text}"))
+            .to_string()
+    };
+    assert!(line("off").ends_with(" disabled"), "{text}");
+    let ny = line("ny");
+    assert!(ny.contains("-05:00") || ny.contains("-04:00"), "{text}");
+    assert!(line("a").contains("+00:00"), "{text}");
+}
+
 #[test]
 fn bad_cli_arguments_are_explained() {
     let p = Project::sqlite();
