@@ -12,12 +12,14 @@ task queue is on, as shipped. Every step is bounded (timeouts, `ulimit -v` 8 GiB
 stopped with SIGTERM by its pid.
 
 Usage: python3 bench/large.py BINARY [--jobs N] [--seconds S] [--database URL] [--distinct-crons]
-                                [--timeline]
+                                [--timeline] [--metrics]
 (default 100000 jobs, 90 s: three 30 s heartbeats, one of them with the look for the claims of
 stopped processes, so a window holds one whole cycle; a SQLite file in a temporary directory)
 
 `--timeline` also prints, during the window, each 10 ms in which a thread of the daemon was
 switched, with the thread's name and count: where an idle daemon's wakeups go, beat by beat.
+`--metrics` turns `[http]` on and, after the window, times three scrapes of `/metrics` (wall time
+and the daemon's CPU for each) and prints the exposition's size.
 """
 
 import argparse
@@ -30,6 +32,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 
 
 def limit():
@@ -101,6 +104,9 @@ def main():
     ap.add_argument("--database")
     ap.add_argument("--timeline", action="store_true",
                     help="print each thread's switches, 10 ms at a time, during the window")
+    ap.add_argument("--metrics", action="store_true",
+                    help="turn [http] on (loopback) and, after the idle window, time three "
+                         "scrapes of /metrics and the daemon's CPU for them")
     ap.add_argument("--distinct-crons", action="store_true",
                     help="every cron job its own expression (a yearly minute of its own), "
                          "the worst case for tickler's sharing of parsed patterns")
@@ -112,6 +118,11 @@ def main():
         if args.distinct_crons:
             backend += ",distinct"
         lines = [f'[daemon]\ndatabase_url = "{url}"\nstate_dir = "{d}"\n\n']
+        if args.metrics:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
+            lines.append(f'[http]\nlisten = "127.0.0.1:{port}"\n\n')
         for i in range(n):
             if i % 2 == 1:
                 trigger = 'every = "1d"'
@@ -164,6 +175,20 @@ def main():
             rss_kb, cpu1, sw1 = proc_numbers(daemon.pid)
             if daemon.poll() is not None:
                 sys.exit("the daemon exited during the measurement")
+            if args.metrics:
+                scrapes = []
+                for _ in range(3):
+                    _, c0, _ = proc_numbers(daemon.pid)
+                    t = time.monotonic()
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics",
+                                                timeout=120) as r:
+                        size = len(r.read())
+                    wall = time.monotonic() - t
+                    _, c1, _ = proc_numbers(daemon.pid)
+                    scrapes.append(f"{wall:.2f}s/{c1 - c0:.2f}s")
+                rss_after, _, _ = proc_numbers(daemon.pid)
+                print(f"metrics   backend={backend:<8} jobs={n:<6} wall/cpu={' '.join(scrapes)}  "
+                      f"size={size / 1e6:.1f}MB  rss_after={rss_after / 1024:.1f}MiB")
             print(
                 f"large     backend={backend:<8} jobs={n:<6} ready={ready:.2f}s  "
                 f"rss={rss_kb / 1024:.1f}MiB  cpu={cpu1 - cpu0:.3f}s  "

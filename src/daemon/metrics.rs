@@ -5,14 +5,18 @@
 //! alerting rules and dashboard in `deploy/prometheus/` and `deploy/grafana/` use these names.
 
 use std::collections::HashMap;
+use std::fmt;
 use std::sync::Mutex;
 use std::sync::atomic::AtomicU64;
 
 use chrono::{DateTime, Utc};
+use prometheus_client::collector::Collector;
 use prometheus_client::encoding::text::encode;
-use prometheus_client::metrics::counter::Counter;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeGaugeValue, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -33,7 +37,8 @@ fn lateness_buckets() -> Histogram {
 
 /// The daemon's own counts (one per daemon process).
 pub struct Metrics {
-    runs: Family<Labels, Counter>,
+    /// Runs ended, by job and status (`Status::ALL`'s order), of the jobs that have had one.
+    runs: Mutex<HashMap<String, [u64; STATUSES]>>,
     durations: Histograms,
     lateness: Histograms,
     /// The last success of each job: read from the ledger at start, then kept by this daemon.
@@ -43,7 +48,7 @@ pub struct Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Metrics {
-            runs: Family::default(),
+            runs: Mutex::default(),
             durations: Family::new_with_constructor(duration_buckets),
             lateness: Family::new_with_constructor(lateness_buckets),
             last_success: Mutex::default(),
@@ -88,12 +93,16 @@ impl Metrics {
     /// A run ended with `status`; `seconds` is how long its body ran (`None` for a fire that
     /// did not run: skipped, missed, interrupted before it started).
     pub fn run_ended(&self, job: &str, status: Status, seconds: Option<f64>, at: DateTime<Utc>) {
-        self.runs
-            .get_or_create(&vec![
-                ("job", job.to_string()),
-                ("status", status.as_str().to_string()),
-            ])
-            .inc();
+        let mut runs = self.runs.lock().expect("metrics lock");
+        match runs.get_mut(job) {
+            Some(counts) => counts[status_index(status)] += 1,
+            None => {
+                let mut counts = [0; STATUSES];
+                counts[status_index(status)] = 1;
+                runs.insert(job.to_string(), counts);
+            }
+        }
+        drop(runs);
         if let Some(seconds) = seconds {
             self.durations
                 .get_or_create(&vec![("job", job.to_string())])
@@ -109,21 +118,22 @@ impl Metrics {
 
     /// The whole exposition: counters, histograms, and `snapshot`'s gauges.
     pub fn render(&self, snapshot: Snapshot) -> String {
-        // Each enabled job's run counters exist from 0: a series that appears at 1 is invisible
-        // to `increase()`, so a job's first failure would not fire `TicklerJobFailing`.
-        for (job, _) in &snapshot.next_fires {
-            // How a run can end (a fire left `pending` or `running` is not over).
-            for status in Status::ALL.into_iter().filter(|s| !s.is_open()) {
-                self.runs
-                    .get_or_create(&vec![
-                        ("job", job.clone()),
-                        ("status", status.as_str().to_string()),
-                    ])
-                    .inc_by(0);
-            }
-        }
         let mut registry = Registry::with_prefix("tickler");
-        registry.register("runs", "Runs ended, by job and status", self.runs.clone());
+        let mut runs: Vec<(String, [u64; STATUSES])> =
+            Vec::with_capacity(snapshot.next_fires.len());
+        {
+            let mut counted = self.runs.lock().expect("metrics lock").clone();
+            // Each enabled job's run counters exist from 0: a series that appears at 1 is
+            // invisible to `increase()`, so a job's first failure would not fire
+            // `TicklerJobFailing`. Written from the job list at each scrape, not kept: 100,000
+            // jobs would hold 900,000 series.
+            for (job, _) in &snapshot.next_fires {
+                let counts = counted.remove(job).unwrap_or_default();
+                runs.push((job.clone(), counts));
+            }
+            runs.extend(counted);
+        }
+        registry.register_collector(Box::new(RunCounts(runs)));
         registry.register(
             "run_duration_seconds",
             "How long runs took, by job",
@@ -134,30 +144,30 @@ impl Metrics {
             "From a run's scheduled time to its start, by job",
             self.lateness.clone(),
         );
-        let last: Family<Labels, Gauge<f64, AtomicU64>> = Family::default();
-        for (job, at) in self.last_success.lock().expect("metrics lock").iter() {
-            if snapshot.jobs.contains(job) {
-                last.get_or_create(&vec![("job", job.clone())])
-                    .set(seconds(*at));
-            }
-        }
-        registry.register(
-            "job_last_success_timestamp_seconds",
-            "When each job last succeeded or ended partial (Unix time)",
-            last,
-        );
-        let next: Family<Labels, Gauge<f64, AtomicU64>> = Family::default();
-        for (job, at) in snapshot.next_fires {
-            if let Some(at) = at {
-                next.get_or_create(&vec![("job", job)]).set(seconds(at));
-            }
-        }
-        registry.register(
-            "job_next_fire_timestamp_seconds",
-            "When each enabled job fires next (Unix time)",
-            next,
-        );
-        let due: Family<Labels, Gauge<f64, AtomicU64>> = Family::default();
+        let last: Vec<(String, f64)> = self
+            .last_success
+            .lock()
+            .expect("metrics lock")
+            .iter()
+            .filter(|(job, _)| snapshot.jobs.contains(*job))
+            .map(|(job, at)| (job.clone(), seconds(*at)))
+            .collect();
+        registry.register_collector(Box::new(JobGauges {
+            name: "job_last_success_timestamp_seconds",
+            help: "When each job last succeeded or ended partial (Unix time)",
+            values: last,
+        }));
+        let next = snapshot
+            .next_fires
+            .into_iter()
+            .filter_map(|(job, at)| Some((job, seconds(at?))))
+            .collect();
+        registry.register_collector(Box::new(JobGauges {
+            name: "job_next_fire_timestamp_seconds",
+            help: "When each enabled job fires next (Unix time)",
+            values: next,
+        }));
+        let mut due = vec![];
         {
             let last = self.last_success.lock().expect("metrics lock");
             for (job, within, known) in snapshot.deadlines {
@@ -166,29 +176,29 @@ impl Metrics {
                 }
                 let last = last.get(&job).copied();
                 if let Some(at) = super::deadman::success_due(last, None, known, within) {
-                    due.get_or_create(&vec![("job", job)]).set(seconds(at));
+                    due.push((job, seconds(at)));
                 }
             }
         }
-        registry.register(
-            "job_success_due_timestamp_seconds",
-            "When each job with `expect_success_within` is overdue unless it succeeds (or ends \
-             partial) first: its last success, or when this daemon first knew it, plus \
-             `expect_success_within` (Unix time)",
-            due,
-        );
-        let paused: Family<Labels, Gauge> = Family::default();
-        for job in snapshot.paused {
-            if snapshot.jobs.contains(&job) {
-                paused.get_or_create(&vec![("job", job)]).set(1);
-            }
-        }
-        registry.register(
-            "job_paused",
-            "1 for each job paused by `tickler pause` or the console: its slots are recorded \
-             `paused`, not run, and it has no success deadline meanwhile",
-            paused,
-        );
+        registry.register_collector(Box::new(JobGauges {
+            name: "job_success_due_timestamp_seconds",
+            help: "When each job with `expect_success_within` is overdue unless it succeeds (or \
+                   ends partial) first: its last success, or when this daemon first knew it, \
+                   plus `expect_success_within` (Unix time)",
+            values: due,
+        }));
+        let paused = snapshot
+            .paused
+            .into_iter()
+            .filter(|job| snapshot.jobs.contains(job))
+            .map(|job| (job, 1i64))
+            .collect();
+        registry.register_collector(Box::new(JobGauges {
+            name: "job_paused",
+            help: "1 for each job paused by `tickler pause` or the console: its slots are \
+                   recorded `paused`, not run, and it has no success deadline meanwhile",
+            values: paused,
+        }));
         let loop_age: Gauge<f64, AtomicU64> = Gauge::default();
         loop_age.set(snapshot.loop_age.as_secs_f64());
         registry.register(
@@ -237,6 +247,70 @@ impl Metrics {
         let mut out = String::new();
         encode(&mut out, &registry).expect("writing to a String");
         out
+    }
+}
+
+/// How many statuses a run has (`Status::ALL`), ended or not.
+const STATUSES: usize = Status::ALL.len();
+
+fn status_index(status: Status) -> usize {
+    Status::ALL
+        .iter()
+        .position(|s| *s == status)
+        .expect("every status is in Status::ALL")
+}
+
+/// `tickler_runs_total` by job and by each status a run can end with (a fire left `pending`
+/// or `running` is not over), written straight from the counts.
+#[derive(Debug)]
+struct RunCounts(Vec<(String, [u64; STATUSES])>);
+
+impl Collector for RunCounts {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
+        let mut family = encoder.encode_descriptor(
+            "runs",
+            "Runs ended, by job and status.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (job, counts) in &self.0 {
+            for (status, n) in Status::ALL.iter().zip(counts) {
+                if status.is_open() {
+                    continue;
+                }
+                let labels = [("job", job.as_str()), ("status", status.as_str())];
+                ConstCounter::new(*n).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A gauge by job, written straight from its values.
+#[derive(Debug)]
+struct JobGauges<V> {
+    name: &'static str,
+    /// Without the final full stop, which the encoder adds (as `Registry::register` does).
+    help: &'static str,
+    values: Vec<(String, V)>,
+}
+
+impl<V: EncodeGaugeValue + Copy + fmt::Debug + Send + Sync + 'static> Collector for JobGauges<V> {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
+        // Like an empty `Family`, nothing: not even the family's description.
+        if self.values.is_empty() {
+            return Ok(());
+        }
+        let mut family = encoder.encode_descriptor(
+            self.name,
+            &format!("{}.", self.help),
+            None,
+            MetricType::Gauge,
+        )?;
+        for (job, value) in &self.values {
+            ConstGauge::new(*value).encode(family.encode_family(&[("job", job.as_str())])?)?;
+        }
+        Ok(())
     }
 }
 
@@ -355,5 +429,32 @@ mod tests {
             assert!(text.lines().any(|l| l == line), "{line} in {text}");
         }
         assert!(!text.contains("tickler_queue_tasks{"), "{text}");
+    }
+
+    /// Each scrape writes the run counters of every enabled job, from 0 where it has had no
+    /// run (nothing is kept for them), and those of a job no longer enabled that has had runs.
+    #[test]
+    fn a_job_new_to_a_later_scrape_gets_its_counters_from_0() {
+        let m = Metrics::default();
+        let zero = |job: &str| format!("tickler_runs_total{{job=\"{job}\",status=\"failed\"}} 0");
+        let first = m.render(paused_snapshot(vec![], vec![]));
+        assert!(first.lines().any(|l| l == zero("ok")), "{first}");
+        assert!(!first.contains("job=\"never\""), "{first}");
+        let mut later = paused_snapshot(vec![], vec![]);
+        later.next_fires.push(("never".into(), None));
+        let later = m.render(later);
+        for job in ["ok", "failing", "never"] {
+            assert!(later.lines().any(|l| l == zero(job)), "{job} in {later}");
+        }
+        m.run_ended("gone", Status::Failed, None, utc("2026-11-23T10:00:00Z"));
+        let text = m.render(paused_snapshot(vec![], vec![]));
+        for line in [
+            "tickler_runs_total{job=\"gone\",status=\"failed\"} 1",
+            "tickler_runs_total{job=\"gone\",status=\"succeeded\"} 0",
+            "tickler_runs_total{job=\"ok\",status=\"abandoned\"} 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in {text}");
+        }
+        assert!(!text.contains("status=\"pending\""), "{text}");
     }
 }

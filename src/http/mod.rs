@@ -12,7 +12,7 @@
 //! what the open-file limit leaves after a reserve for jobs and the database): a flood of idle
 //! clients can neither exhaust the daemon's descriptors nor keep a monitor from `/healthz`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -589,14 +589,7 @@ fn get_refused() -> Response<Full<Bytes>> {
 }
 
 async fn metrics(state: &HttpState) -> Response<Full<Bytes>> {
-    let shared = &state.shared;
-    let now = shared.clock.now();
-    let jobs = shared.jobs_now();
-    let next_fires = jobs
-        .iter()
-        .filter(|j| j.enabled)
-        .map(|j| (j.name.to_string(), j.trigger.next_after(now, j.timezone)))
-        .collect();
+    let shared = state.shared.clone();
     let counts = async {
         let tasks = shared.store.task_counts().await?;
         let messages = shared.store.open_message_counts().await?;
@@ -613,6 +606,49 @@ async fn metrics(state: &HttpState) -> Response<Full<Bytes>> {
             (None, None)
         }
     };
+    // A million series at 100,000 jobs take a while to write: off the runtime's workers, so
+    // a scrape does not hold up the fires and runs that share them.
+    let render = tokio::task::spawn_blocking(move || {
+        let snapshot = metrics_snapshot(&shared, queue, messages);
+        shared.metrics.render(snapshot)
+    });
+    match render.await {
+        Ok(text) => reply(
+            StatusCode::OK,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            text,
+        ),
+        Err(e) => {
+            tracing::error!(error = %e, "metrics: the exposition could not be written");
+            reply(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "text/plain; charset=utf-8",
+                "the metrics could not be written; see the daemon's log\n".to_string(),
+            )
+        }
+    }
+}
+
+/// What a scrape reports besides the daemon's counts, read from the running config now.
+fn metrics_snapshot(
+    shared: &Shared,
+    queue: Option<Vec<(String, i64)>>,
+    messages: Option<Vec<(String, i64)>>,
+) -> Snapshot {
+    let now = shared.clock.now();
+    let jobs = shared.jobs_now();
+    // Worked out once for the jobs sharing a trigger and a zone.
+    let mut next_of = HashMap::new();
+    let next_fires = jobs
+        .iter()
+        .filter(|j| j.enabled)
+        .map(|j| {
+            let next = *next_of
+                .entry((&j.trigger, j.timezone))
+                .or_insert_with(|| j.trigger.next_after(now, j.timezone));
+            (j.name.to_string(), next)
+        })
+        .collect();
     let names = jobs.iter().map(|j| j.name.to_string()).collect();
     // As last read by the daemon (before each batch of fires, and every minute).
     let paused: Vec<String> = shared
@@ -635,7 +671,7 @@ async fn metrics(state: &HttpState) -> Response<Full<Bytes>> {
         })
         .collect();
     let loop_age = shared.loop_tick.lock().expect("loop tick lock").elapsed();
-    let text = shared.metrics.render(Snapshot {
+    Snapshot {
         jobs: names,
         next_fires,
         queue,
@@ -643,12 +679,7 @@ async fn metrics(state: &HttpState) -> Response<Full<Bytes>> {
         deadlines,
         paused,
         loop_age,
-    });
-    reply(
-        StatusCode::OK,
-        "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        text,
-    )
+    }
 }
 
 async fn health(state: &HttpState) -> Response<Full<Bytes>> {
