@@ -266,8 +266,7 @@ pub fn list_report(
                     "\nMESSAGES WAITING FOR THEIR SEND WINDOW\n{:<24} {:>8}  {:<20}  WINDOW",
                     "JOB", "DEFERRED", "FIRST GOES OUT (UTC)"
                 );
-                let jobs: HashMap<&str, &JobSpec> =
-                    config.jobs.iter().map(|j| (&*j.name, &**j)).collect();
+                let jobs = config.jobs_by_name();
                 for (job, count, at) in deferred {
                     let window = jobs
                         .get(job.as_str())

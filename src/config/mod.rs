@@ -9,7 +9,7 @@
 //! (each `[[job]]`, with `trigger`, `policy` and `alerts`), `queue` (`[queue]`), `http`
 //! (`[http]`), `payments` (`[payments.*]`). All of them report through `problems` and share the helpers of `read`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -141,8 +141,15 @@ pub struct Config {
 }
 
 impl Config {
+    /// The job called `name` (a walk of the list: for one name).
     pub fn job(&self, name: &str) -> Option<&Arc<JobSpec>> {
         self.jobs.iter().find(|j| &*j.name == name)
+    }
+
+    /// The jobs by name, for looking up many (`job` for each of 100,000 would walk the list
+    /// 100,000 times).
+    pub fn jobs_by_name(&self) -> HashMap<&str, &Arc<JobSpec>> {
+        self.jobs.iter().map(|j| (&*j.name, j)).collect()
     }
 }
 

@@ -32,8 +32,9 @@ pub async fn dry_run(
     let store = Store::connect(&config.daemon.database_url).await?;
     store.migrate().await?;
     let mut results = vec![];
+    let jobs = config.jobs_by_name();
     for name in names {
-        let Some(spec) = config.job(name) else {
+        let Some(spec) = jobs.get(&**name) else {
             continue;
         };
         let now = Utc::now();
@@ -70,9 +71,10 @@ pub async fn run_now(
     config: &Config,
     names: &[Arc<str>],
 ) -> Result<Vec<(Arc<str>, Option<RunSummary>)>, DaemonError> {
+    let jobs = config.jobs_by_name();
     let fires: Vec<(Arc<JobSpec>, Option<DateTime<Utc>>)> = names
         .iter()
-        .filter_map(|name| config.job(name).map(|spec| (spec.clone(), None)))
+        .filter_map(|name| jobs.get(&**name).map(|spec| (Arc::clone(spec), None)))
         .collect();
     let ran = in_process(config, RunTrigger::Manual, fires).await?;
     Ok(ran

@@ -11,7 +11,7 @@
 //! - Its messages never handed to a provider are released (`failed`: a later run sends them);
 //!   those that may have reached the provider become `unknown`, never resent.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -89,11 +89,13 @@ pub async fn resolve_local(
     end_groups(&runs, &me).await;
     // Their failure alerts go out from here (once: each is claimed by its key), with one try
     // each rather than the daemon's retry schedule.
-    let alerting = runs.iter().any(|o| {
-        config
-            .job(&o.job_name)
-            .is_some_and(|s| s.alerts.recipients().is_some())
-    });
+    let alerted: HashSet<&str> = config
+        .jobs
+        .iter()
+        .filter(|s| s.alerts.recipients().is_some())
+        .map(|s| &*s.name)
+        .collect();
+    let alerting = runs.iter().any(|o| alerted.contains(o.job_name.as_str()));
     if alerting {
         store.register_instance(&me).await?;
         let clock: Arc<dyn Clock> = Arc::new(SystemClock::default());

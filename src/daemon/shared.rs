@@ -51,8 +51,9 @@ pub struct Shared {
     /// daemons judge it gone by that beat, so a batch claimed ahead starts only while it is
     /// fresh (`timer::claim_ahead`).
     pub last_beat: Mutex<std::time::Instant>,
-    /// The jobs of the running config (replaced on reload), for alerts and `[http]`.
-    pub jobs: Mutex<Arc<Vec<Arc<JobSpec>>>>,
+    /// The jobs of the running config (replaced on reload), for alerts and `[http]`: in the
+    /// config's order, and by name.
+    jobs: Mutex<RunningJobs>,
     /// What alerts remember between dead-man checks.
     pub alerts: super::alerts::state::State,
     /// Woken each time a run's end is handed to the ledger writer (before its alerts go out),
@@ -62,6 +63,13 @@ pub struct Shared {
     /// Woken at each beat (`startup::beat_clock`): an idle timer loop goes round with it
     /// instead of on a 30 s timer of its own, so an idle daemon wakes once a beat.
     pub beat: tokio::sync::Notify,
+}
+
+/// The jobs of the running config: in the config's order, and by name.
+#[derive(Default)]
+struct RunningJobs {
+    list: Arc<Vec<Arc<JobSpec>>>,
+    by_name: HashMap<Arc<str>, Arc<JobSpec>>,
 }
 
 impl Shared {
@@ -96,7 +104,7 @@ impl Shared {
             metrics: Default::default(),
             loop_tick: Mutex::new(std::time::Instant::now()),
             last_beat: Mutex::new(std::time::Instant::now()),
-            jobs: Mutex::new(Arc::new(vec![])),
+            jobs: Mutex::default(),
             alerts: Default::default(),
             run_ended: tokio::sync::Notify::new(),
             beat: tokio::sync::Notify::new(),
@@ -108,7 +116,9 @@ impl Shared {
     /// Installs the jobs of a (re)loaded config.
     pub fn set_jobs(&self, jobs: &[Arc<JobSpec>]) {
         self.alerts.know(jobs, self.clock.now());
-        *self.jobs.lock().expect("jobs lock") = Arc::new(jobs.to_vec());
+        let by_name = jobs.iter().map(|j| (j.name.clone(), j.clone())).collect();
+        let list = Arc::new(jobs.to_vec());
+        *self.jobs.lock().expect("jobs lock") = RunningJobs { list, by_name };
     }
 
     /// The run slots a fire of `spec` takes one of: its lane's, or `[daemon] max_concurrent`'s.
@@ -147,12 +157,18 @@ impl Shared {
     /// The jobs of the running config (a reload installs a new list, so an unchanged `Arc`
     /// means no reload came in between).
     pub fn jobs_now(&self) -> Arc<Vec<Arc<JobSpec>>> {
-        self.jobs.lock().expect("jobs lock").clone()
+        self.jobs.lock().expect("jobs lock").list.clone()
     }
 
-    /// The job called `name` in the running config.
+    /// The job called `name` in the running config (found by name, not by a walk of the list:
+    /// the slots adopted after a crash look up each of up to 100,000 jobs).
     pub fn job(&self, name: &str) -> Option<Arc<JobSpec>> {
-        self.jobs_now().iter().find(|j| &*j.name == name).cloned()
+        self.jobs
+            .lock()
+            .expect("jobs lock")
+            .by_name
+            .get(name)
+            .cloned()
     }
 
     pub(super) fn job_turn(&self, name: &Arc<str>) -> Arc<Semaphore> {

@@ -297,9 +297,7 @@ pub fn check_deadlines(
     // No job with a deadline (as in most configs): nothing to read, and an idle daemon stays
     // asleep.
     if !shared
-        .jobs
-        .lock()
-        .expect("jobs lock")
+        .jobs_now()
         .iter()
         .any(|j| j.enabled && j.alerts.expect_success_within.is_some())
     {
