@@ -4,7 +4,7 @@
 //! each job, the age of the timer loop's last round, and the task queue by status. The
 //! alerting rules and dashboard in `deploy/prometheus/` and `deploy/grafana/` use these names.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::Mutex;
 use std::sync::atomic::AtomicU64;
@@ -169,9 +169,10 @@ impl Metrics {
         }));
         let mut due = vec![];
         {
+            let paused: HashSet<&String> = snapshot.paused.iter().collect();
             let last = self.last_success.lock().expect("metrics lock");
             for (job, within, known) in snapshot.deadlines {
-                if snapshot.paused.contains(&job) {
+                if paused.contains(&job) {
                     continue;
                 }
                 let last = last.get(&job).copied();
