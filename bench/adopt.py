@@ -15,8 +15,6 @@ by its pid.
 import argparse
 import datetime
 import os
-import resource
-import signal
 import socket
 import sqlite3
 import subprocess
@@ -25,9 +23,7 @@ import tempfile
 import time
 import uuid
 
-
-def limit():
-    resource.setrlimit(resource.RLIMIT_AS, (8 << 30, 8 << 30))
+from large import limit, start, stop
 
 
 def main():
@@ -56,15 +52,8 @@ def main():
                 "\"trigger\", instance) VALUES (?, ?, 'pending', ?, 'schedule', 'gone:1:0')",
                 ((str(uuid.uuid4()), f"job-{i}", slot) for i in range(n)))
 
-        notify = os.path.join(d, "notify.sock")
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        sock.bind(notify)
-        sock.settimeout(0.05)
-        env = dict(os.environ, NOTIFY_SOCKET=notify, TICKLER_LOG="error")
         t0 = time.monotonic()
-        daemon = subprocess.Popen([args.binary, "run", "--config", config],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                  env=env, preexec_fn=limit)
+        daemon, sock = start(args.binary, config, d, log="error", recv_timeout=0.05)
         try:
             ready = settled = None
             deadline = t0 + 300
@@ -88,12 +77,7 @@ def main():
             print(f"adopt     backend=sqlite   jobs={n:<6} ready={ready_text}  "
                   f"settled={settled:.2f}s  slots={statuses}")
         finally:
-            daemon.send_signal(signal.SIGTERM)
-            try:
-                daemon.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                daemon.kill()
-                daemon.wait()
+            stop(daemon)
             con.close()
 
 

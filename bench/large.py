@@ -56,6 +56,30 @@ def timed(cmd):
     return wall, usage.ru_maxrss / 1024.0
 
 
+def start(binary, config, d, log, recv_timeout):
+    """`tickler run` on `config`, bounded by `limit`, with a NOTIFY_SOCKET of our own in `d` on
+    which its READY=1 arrives: (the process, the socket)."""
+    notify = os.path.join(d, "notify.sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(notify)
+    sock.settimeout(recv_timeout)
+    env = dict(os.environ, NOTIFY_SOCKET=notify, TICKLER_LOG=log)
+    daemon = subprocess.Popen([binary, "run", "--config", config],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              env=env, preexec_fn=limit)
+    return daemon, sock
+
+
+def stop(daemon):
+    """SIGTERM to the daemon by its pid; SIGKILL if it has not exited within 60 s."""
+    daemon.send_signal(signal.SIGTERM)
+    try:
+        daemon.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        daemon.kill()
+        daemon.wait()
+
+
 def thread_switches(pid):
     """Context switches of each thread of `pid`: {tid: (name, switches)}."""
     out = {}
@@ -143,15 +167,8 @@ def main():
             print(f"cli       backend={backend:<8} jobs={n:<6} {name:<5} wall={wall:.2f}s  "
                   f"peak_rss={peak:.1f}MiB")
 
-        notify = os.path.join(d, "notify.sock")
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        sock.bind(notify)
-        sock.settimeout(1.0)
-        env = dict(os.environ, NOTIFY_SOCKET=notify, TICKLER_LOG="warn")
         t0 = time.monotonic()
-        daemon = subprocess.Popen([args.binary, "run", "--config", config],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                  env=env, preexec_fn=limit)
+        daemon, sock = start(args.binary, config, d, log="warn", recv_timeout=1.0)
         try:
             ready = None
             deadline = t0 + 120
@@ -195,12 +212,7 @@ def main():
                 f"wakeups={(sw1 - sw0) / args.seconds:.2f}/s"
             )
         finally:
-            daemon.send_signal(signal.SIGTERM)
-            try:
-                daemon.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                daemon.kill()
-                daemon.wait()
+            stop(daemon)
 
 
 if __name__ == "__main__":
