@@ -607,7 +607,11 @@ async fn metrics(state: &HttpState) -> Response<Full<Bytes>> {
         }
     };
     // A million series at 100,000 jobs take a while to write: off the runtime's workers, so
-    // a scrape does not hold up the fires and runs that share them.
+    // a scrape does not hold up the fires and runs that share them; one at a time, so a burst
+    // of scrapes neither takes every core nor holds an exposition (57 MB there) each.
+    static ONE_AT_A_TIME: Semaphore = Semaphore::const_new(1);
+    // (Never closed: the permit, held in the `Ok`, is given back when the scrape ends.)
+    let _turn = ONE_AT_A_TIME.acquire().await;
     let render = tokio::task::spawn_blocking(move || {
         let snapshot = metrics_snapshot(&shared, queue, messages);
         shared.metrics.render(snapshot)
