@@ -1,8 +1,7 @@
 //! `tickler check` and `tickler list`: the config validated, each job with its next fires.
 
-use std::fmt::Write as _;
-
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::rc::Rc;
 
 use chrono::{DateTime, Utc};

@@ -154,7 +154,7 @@ impl Metrics {
             .collect();
         registry.register_collector(Box::new(JobGauges {
             name: "job_last_success_timestamp_seconds",
-            help: "When each job last succeeded or ended partial (Unix time)",
+            help: "When each job last succeeded or ended partial (Unix time).",
             values: last,
         }));
         let next = snapshot
@@ -164,7 +164,7 @@ impl Metrics {
             .collect();
         registry.register_collector(Box::new(JobGauges {
             name: "job_next_fire_timestamp_seconds",
-            help: "When each enabled job fires next (Unix time)",
+            help: "When each enabled job fires next (Unix time).",
             values: next,
         }));
         let mut due = vec![];
@@ -185,7 +185,7 @@ impl Metrics {
             name: "job_success_due_timestamp_seconds",
             help: "When each job with `expect_success_within` is overdue unless it succeeds (or \
                    ends partial) first: its last success, or when this daemon first knew it, \
-                   plus `expect_success_within` (Unix time)",
+                   plus `expect_success_within` (Unix time).",
             values: due,
         }));
         let paused = snapshot
@@ -197,7 +197,7 @@ impl Metrics {
         registry.register_collector(Box::new(JobGauges {
             name: "job_paused",
             help: "1 for each job paused by `tickler pause` or the console: its slots are \
-                   recorded `paused`, not run, and it has no success deadline meanwhile",
+                   recorded `paused`, not run, and it has no success deadline meanwhile.",
             values: paused,
         }));
         let loop_age: Gauge<f64, AtomicU64> = Gauge::default();
@@ -291,7 +291,7 @@ impl Collector for RunCounts {
 #[derive(Debug)]
 struct JobGauges<V> {
     name: &'static str,
-    /// Without the final full stop, which the encoder adds (as `Registry::register` does).
+    /// With its final full stop (`Registry::register` adds one; the encoder does not).
     help: &'static str,
     values: Vec<(String, V)>,
 }
@@ -302,12 +302,8 @@ impl<V: EncodeGaugeValue + Copy + fmt::Debug + Send + Sync + 'static> Collector 
         if self.values.is_empty() {
             return Ok(());
         }
-        let mut family = encoder.encode_descriptor(
-            self.name,
-            &format!("{}.", self.help),
-            None,
-            MetricType::Gauge,
-        )?;
+        let mut family =
+            encoder.encode_descriptor(self.name, self.help, None, MetricType::Gauge)?;
         for (job, value) in &self.values {
             ConstGauge::new(*value).encode(family.encode_family(&[("job", job.as_str())])?)?;
         }

@@ -450,13 +450,13 @@ const AHEAD_AT_LEAST: Duration = Duration::from_millis(200);
 pub(super) const AHEAD_MIN_FIRES: usize = 64;
 
 /// The longest the timer loop sleeps on its own timer, for the interval of the daemon's beat
-/// (`startup::beat_interval`, read at start-up; a reload keeps it). Beats at least every `MAX_SLEEP` wake an idle
-/// loop (`Shared::beat`, from a task that waits on nothing but its timerfd), and it reads the
-/// wall clock with each: its own timer is then only a backstop twice as long (still under
-/// `LOOP_STALE`), set again at each beat, long before tokio's wheel steps it down a level (it
-/// wakes for it only where the 60 s cross one of the wheel's 262 s boundaries, about once in
-/// four minutes), so the beat is all but the one wakeup of an idle daemon. Rarer beats leave
-/// it `MAX_SLEEP`.
+/// (`startup::beat_interval`, read at start-up; a reload keeps it). Beats at least every
+/// `MAX_SLEEP` wake an idle loop (`Shared::beat`, from a task that waits on nothing but its
+/// timerfd), and it reads the wall clock with each: its own timer is then only a backstop
+/// twice as long (still under `LOOP_STALE`), set again at each beat, long before tokio's wheel
+/// steps it down a level (it wakes for it only where the 60 s cross one of the wheel's 262 s
+/// boundaries, about once in four minutes), so the beat is all but the one wakeup of an idle
+/// daemon. Rarer beats leave it `MAX_SLEEP`.
 pub(super) fn idle_cap(beat_interval: Duration) -> Duration {
     if beat_interval <= MAX_SLEEP {
         2 * MAX_SLEEP

@@ -130,7 +130,8 @@ impl Eq for Trigger {}
 
 /// Hashes the fields `eq` compares (a calendar by its name alone: two calendars of one name
 /// hash alike and `eq` tells them apart), so the jobs that share a trigger and a zone can share
-/// what is worked out from them (`tickler list` and `check` work out each one's fires once).
+/// what is worked out from them (`tickler list` and `check`, and each scrape of `/metrics`,
+/// work out each one's fires once).
 impl Hash for Trigger {
     fn hash<H: Hasher>(&self, h: &mut H) {
         std::mem::discriminant(self).hash(h);
