@@ -19,7 +19,8 @@ stopped processes, so a window holds one whole cycle; a SQLite file in a tempora
 `--timeline` also prints, during the window, each 10 ms in which a thread of the daemon was
 switched, with the thread's name and count: where an idle daemon's wakeups go, beat by beat.
 `--metrics` turns `[http]` on and, after the window, times three scrapes of `/metrics` (wall time
-and the daemon's CPU for each) and prints the exposition's size.
+and the daemon's CPU for each) and prints the exposition's size and the daemon's RSS just after
+the third scrape and 2 s later.
 """
 
 import argparse
@@ -204,8 +205,12 @@ def main():
                     _, c1, _ = proc_numbers(daemon.pid)
                     scrapes.append(f"{wall:.2f}s/{c1 - c0:.2f}s")
                 rss_after, _, _ = proc_numbers(daemon.pid)
+                # And as an idle daemon holds it between scrapes.
+                time.sleep(2)
+                rss_2s, _, _ = proc_numbers(daemon.pid)
                 print(f"metrics   backend={backend:<8} jobs={n:<6} wall/cpu={' '.join(scrapes)}  "
-                      f"size={size / 1e6:.1f}MB  rss_after={rss_after / 1024:.1f}MiB")
+                      f"size={size / 1e6:.1f}MB  rss_after={rss_after / 1024:.1f}MiB  "
+                      f"rss_2s={rss_2s / 1024:.1f}MiB")
             print(
                 f"large     backend={backend:<8} jobs={n:<6} ready={ready:.2f}s  "
                 f"rss={rss_kb / 1024:.1f}MiB  cpu={cpu1 - cpu0:.3f}s  "

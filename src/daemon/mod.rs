@@ -33,9 +33,10 @@ mod timer;
 pub use manual::{dry_run, run_now};
 pub use runner::{Fire, RunSummary, run_fire};
 pub use shared::Shared;
+pub(crate) use startup::give_back_freed_heap;
 use startup::{
-    beat_clock, beat_interval, keep_large_buffers_mapped, maintenance, raise_file_limit,
-    release_freed_memory, stale_after, start_task_runner, task_env,
+    beat_clock, beat_interval, maintenance, raise_file_limit, release_freed_memory, stale_after,
+    start_task_runner, task_env,
 };
 use timer::{Scheduler, ahead_wake, claim_ahead, dispatch_due, idle_cap, log_next, reload};
 
@@ -101,7 +102,6 @@ pub async fn run(
     let clock = options.clock;
     let service = options.service;
     raise_file_limit();
-    keep_large_buffers_mapped();
     let store = Store::connect(&config.daemon.database_url).await?;
     let _lock = store.lock_for_daemon()?;
     let mut edge = options.edge;

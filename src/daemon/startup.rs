@@ -78,33 +78,23 @@ pub(super) fn start_task_runner(
     Some(runner)
 }
 
-/// glibc's threshold above which an allocation gets its own mapping (its default, 128 KiB),
-/// held there: glibc otherwise raises it to the size of each large buffer freed, up to 32 MiB,
-/// and from then on serves buffers up to that size from its heaps, which keep the pages when
-/// the buffer is freed. At 100,000 jobs a `/metrics` exposition (57 MB, grown by doubling) left
-/// the daemon 127-130 MiB resident after three scrapes against 88-91 before; with the
-/// threshold held, 99-102 (`bench/large.py --metrics`).
-const MMAP_THRESHOLD: i32 = 128 * 1024;
-
-/// Keeps large buffers (an exposition, a page of invoices, a config's text) in mappings of
-/// their own, given back to the system when freed: see [`MMAP_THRESHOLD`].
-pub(super) fn keep_large_buffers_mapped() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only sets a parameter of the allocator; glibc takes its own lock.
-    if unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD) } != 1 {
-        tracing::warn!("cannot set glibc's mmap threshold; large freed buffers may stay resident");
-    }
-}
-
 /// Hands memory freed after parsing the config and loading the schedule back to the system, so
 /// an idle daemon's resident size is what it keeps, not what start-up once used.
 pub(super) fn release_freed_memory() {
+    give_back_freed_heap();
+    release_startup_code();
+}
+
+/// Hands the free pages of the allocator's heaps back to the system (`malloc_trim`). glibc
+/// serves a buffer of up to the largest size freed so far (at most 32 MiB) from its heaps, not
+/// from a mapping of its own, and a heap keeps its pages when the buffer is freed: what a large
+/// transient buffer (a `/metrics` exposition) once took stays resident until trimmed.
+pub(crate) fn give_back_freed_heap() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only releases free heap pages; it has no preconditions.
     unsafe {
         libc::malloc_trim(0);
     }
-    release_startup_code();
 }
 
 /// Lets go of the executable's pages that only start-up used (argument parsing, migrations,
