@@ -84,8 +84,7 @@ pub async fn resolve_local(
     if runs.is_empty() {
         return Ok(());
     }
-    let jobs: Vec<&str> = runs.iter().map(|o| o.job_name.as_str()).collect();
-    tracing::warn!(runs = runs.len(), jobs = ?jobs, "marked runs of a stopped tickler process `abandoned`");
+    log_abandoned(&runs);
     end_groups(&runs, &me).await;
     // Their failure alerts go out from here (once: each is claimed by its key), with one try
     // each rather than the daemon's retry schedule.
@@ -172,8 +171,7 @@ async fn resolve_found(
         .await
     {
         Ok(runs) if !runs.is_empty() => {
-            let jobs: Vec<&str> = runs.iter().map(|o| o.job_name.as_str()).collect();
-            tracing::warn!(runs = runs.len(), jobs = ?jobs, "marked runs of a stopped tickler process `abandoned`");
+            log_abandoned(&runs);
             end_groups(&runs, me).await;
             alert_abandoned(shared, tracker, runs, now);
         }
@@ -206,6 +204,27 @@ async fn resolve_found(
             tracing::warn!(error = %e, "could not adopt the waiting slots of stopped daemons")
         }
     }
+}
+
+/// How many job names a log line of abandoned runs lists; the rest are counted.
+const NAMES_IN_A_LINE: usize = 20;
+
+/// One line for the runs just marked `abandoned`: their count and the first jobs' names (each
+/// run's own record and alert name it). A crash under 100,000 running jobs listed them all, a
+/// 1.5 MB line that journald cuts into pieces of its `LineMax` (48K by default).
+fn log_abandoned(runs: &[Orphan]) {
+    let jobs = some_names(runs.iter().map(|o| o.job_name.as_str()), NAMES_IN_A_LINE);
+    tracing::warn!(runs = runs.len(), jobs = %jobs, "marked runs of a stopped tickler process `abandoned`");
+}
+
+/// The first `most` of `names`, and how many more there are: `a, b … and 3 more`.
+fn some_names<'a>(names: impl ExactSizeIterator<Item = &'a str>, most: usize) -> String {
+    let more = names.len().saturating_sub(most);
+    let mut text = names.take(most).collect::<Vec<_>>().join(", ");
+    if more > 0 {
+        text.push_str(&format!(" … and {more} more"));
+    }
+    text
 }
 
 /// Ends what is left of the commands of abandoned runs that ran on this host.
@@ -299,4 +318,20 @@ async fn run_adopted(
         fires.extend(decision.run.into_iter().filter_map(|(s, _)| fire_of(s)));
     }
     super::timer::start_fires(shared, tracker, fires).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::some_names;
+
+    #[test]
+    fn a_line_names_the_first_jobs_and_counts_the_rest() {
+        let names = ["a", "b", "c"];
+        assert_eq!(some_names(names.iter().copied(), 3), "a, b, c");
+        assert_eq!(some_names(names.iter().copied(), 2), "a, b … and 1 more");
+        let many: Vec<String> = (0..100_000).map(|i| format!("tenant-{i:06}")).collect();
+        let line = some_names(many.iter().map(String::as_str), super::NAMES_IN_A_LINE);
+        assert!(line.starts_with("tenant-000000, tenant-000001, "), "{line}");
+        assert!(line.ends_with("tenant-000019 … and 99980 more"), "{line}");
+    }
 }
