@@ -157,7 +157,43 @@ pub(super) fn decide(spec: &JobSpec, due: &[DateTime<Utc>], now: DateTime<Utc>) 
     d
 }
 
-pub(super) fn log_next(spec: &JobSpec, next: Option<DateTime<Utc>>) {
+/// How many jobs' next fires a start or a reload logs one line each; the rest are counted in
+/// one line. journald keeps at most 10,000 lines of a service in 30 s by default
+/// (`RateLimitBurst=`) and drops the rest: 100,000 `scheduled` lines at start-up took the
+/// warnings that followed them with them.
+pub(super) const JOBS_LISTED: usize = 100;
+
+/// The `scheduled` lines of a start or a reload, [`JOBS_LISTED`] at most.
+#[derive(Default)]
+pub(super) struct ScheduleLog {
+    listed: usize,
+    more: usize,
+}
+
+impl ScheduleLog {
+    pub(super) fn next(&mut self, spec: &JobSpec, next: Option<DateTime<Utc>>) {
+        if self.listed < JOBS_LISTED {
+            self.listed += 1;
+            log_next(spec, next);
+        } else {
+            self.more += 1;
+        }
+    }
+
+    /// The line for the jobs not listed, if any.
+    pub(super) fn end(self) {
+        if self.more > 0 {
+            tracing::info!(
+                more = self.more,
+                "{} more jobs scheduled, not listed one by one; `tickler list` shows each one's \
+                 next fires",
+                self.more
+            );
+        }
+    }
+}
+
+fn log_next(spec: &JobSpec, next: Option<DateTime<Utc>>) {
     match next {
         Some(t) if spec.enabled => tracing::info!(
             job = %spec.name, kind = %spec.kind, trigger = %spec.trigger, timezone = %spec.timezone,
@@ -727,21 +763,39 @@ pub(super) fn reload(
         .filter(|n| !new_names.contains(&***n))
         .cloned()
         .collect();
-    for name in removed {
-        scheduler.jobs.remove(&name);
-        tracing::info!(job = %name, "removed; a run in flight finishes");
+    for (i, name) in removed.iter().enumerate() {
+        scheduler.jobs.remove(name);
+        if i < JOBS_LISTED {
+            tracing::info!(job = %name, "removed; a run in flight finishes");
+        }
     }
+    if removed.len() > JOBS_LISTED {
+        let more = removed.len() - JOBS_LISTED;
+        tracing::info!(
+            more,
+            "{more} more jobs removed, not listed one by one; a run in flight finishes"
+        );
+    }
+    // The jobs whose schedule the reload changed (new ones, enabled or disabled ones too) are
+    // logged; the others keep their next fire and say nothing.
+    let mut log = ScheduleLog::default();
     for spec in &new.jobs {
-        let keep = scheduler.jobs.get(&spec.name).and_then(|old| {
+        let old = scheduler.jobs.get(&spec.name);
+        let keep = old.and_then(|old| {
             (same_schedule(&old.spec, spec) && old.spec.enabled).then_some(old.next)
         });
+        let changed = old
+            .is_none_or(|old| !same_schedule(&old.spec, spec) || old.spec.enabled != spec.enabled);
         let next = match keep {
             Some(next) => next,
             None => spec.trigger.next_after(now, spec.timezone),
         };
         scheduler.set(spec.clone(), next);
-        log_next(spec, next);
+        if changed {
+            log.next(spec, next);
+        }
     }
+    log.end();
     tracing::info!(jobs = new.jobs.len(), "config reloaded");
     Some(new)
 }

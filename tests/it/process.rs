@@ -254,3 +254,67 @@ async fn an_idle_timer_loop_goes_round_with_each_beat_even_with_the_heartbeat_st
         ages.len()
     );
 }
+
+/// A start logs the next fire of the first 100 jobs and counts the rest in one line; a reload
+/// logs the jobs it changed (100 at most, the same way) and the jobs it removed, and says
+/// nothing of the others. journald keeps 10,000 lines of a service in 30 s by default: a start
+/// with 100,000 jobs logged a line each, and journald dropped what came after them.
+#[tokio::test]
+async fn a_start_and_a_reload_list_a_bounded_number_of_jobs_and_count_the_rest() {
+    let p = Project::sqlite();
+    let jobs = |names: std::ops::Range<usize>, every: &str| {
+        names
+            .map(|i| {
+                format!("[[job]]\nname = \"j{i:03}\"\nkind = \"noop\"\nevery = \"{every}\"\n\n")
+            })
+            .collect::<String>()
+    };
+    p.write_config("", &jobs(0..250, "1h"));
+    let mut daemon = p.spawn_logged_daemon();
+    let logged = |text: &'static str| {
+        let log = p.daemon_log();
+        async move { log.contains(text).then_some(()) }
+    };
+    wait_for("the start's last schedule line", Duration::from_secs(30), || {
+        logged("150 more jobs scheduled, not listed one by one; `tickler list` shows each one's next fires")
+    })
+    .await;
+    let count = |log: &str, text: &str| log.lines().filter(|l| l.contains(text)).count();
+    let started = p.daemon_log();
+    assert_eq!(count(&started, " INFO scheduled job=j"), 100, "{started}");
+    assert!(started.contains(" INFO scheduled job=j099 "), "{started}");
+    assert!(!started.contains("job=j100 "), "{started}");
+
+    // Three jobs' intervals changed, 127 unchanged, 120 removed, one added.
+    let changed = jobs(0..3, "2h") + &jobs(3..130, "1h");
+    p.write_config(
+        "",
+        &(changed + "[[job]]\nname = \"new\"\nkind = \"noop\"\nevery = \"5m\"\n"),
+    );
+    signal(&daemon, libc::SIGHUP);
+    wait_for("the reload", Duration::from_secs(30), || {
+        logged("config reloaded")
+    })
+    .await;
+    let log = p.daemon_log();
+    let reload = &log[started.len()..];
+    assert_eq!(count(reload, " INFO scheduled job="), 4, "{reload}");
+    for job in ["j000", "j001", "j002", "new"] {
+        assert!(
+            reload.contains(&format!(" INFO scheduled job={job} ")),
+            "{reload}"
+        );
+    }
+    assert_eq!(
+        count(reload, "removed; a run in flight finishes job=j"),
+        100,
+        "{reload}"
+    );
+    assert!(
+        reload.contains("20 more jobs removed, not listed one by one; a run in flight finishes"),
+        "{reload}"
+    );
+    assert!(!reload.contains("more jobs scheduled"), "{reload}");
+    signal(&daemon, libc::SIGTERM);
+    assert!(wait_exit(&mut daemon).await.success(), "{}", p.daemon_log());
+}
