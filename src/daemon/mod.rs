@@ -38,7 +38,9 @@ use startup::{
     beat_clock, beat_interval, maintenance, raise_file_limit, release_freed_memory, stale_after,
     start_task_runner, task_env,
 };
-use timer::{ScheduleLog, Scheduler, ahead_wake, claim_ahead, dispatch_due, idle_cap, reload};
+use timer::{
+    Listed, Scheduler, ahead_wake, claim_ahead, dispatch_due, idle_cap, log_next_of, reload,
+};
 
 /// What the outside world tells a running daemon.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,16 +129,16 @@ pub async fn run(
 
     let last = store.last_slots().await?;
     let mut scheduler = Scheduler::new();
-    let mut log = ScheduleLog::default();
+    let mut lines = Listed::default();
     for spec in &config.jobs {
         let next = match last.get(&*spec.name) {
             Some(l) => spec.trigger.next_after(*l, spec.timezone),
             None => spec.trigger.next_after(start, spec.timezone),
         };
         scheduler.set(spec.clone(), next);
-        log.next(spec, next);
+        log_next_of(&mut lines, spec, next);
     }
-    log.end();
+    lines.end_scheduled();
     let tracker = TaskTracker::new();
     if let Some(edge) = edge {
         // Only `/metrics` reads it: the ledger is not scanned at start-up without `[http]`.

@@ -273,6 +273,7 @@ async fn run_adopted(
         by_job.entry(a.job_name.clone()).or_default().push(a);
     }
     let mut fires = vec![];
+    let mut missed = super::timer::Listed::default();
     for (name, rows) in by_job {
         let Some(spec) = shared.job(&name).filter(|s| s.enabled) else {
             let why = match shared.job(&name) {
@@ -282,7 +283,9 @@ async fn run_adopted(
                 }
             };
             for row in rows {
-                tracing::warn!(job = %name, scheduled_for = %row.scheduled_for, "{why}");
+                if missed.one() {
+                    tracing::warn!(job = %name, scheduled_for = %row.scheduled_for, "{why}");
+                }
                 shared.ledger.finish(Finish {
                     id: row.id,
                     status: Status::Missed,
@@ -311,12 +314,15 @@ async fn run_adopted(
         };
         for (slot, why) in decision.missed {
             if let Some(fire) = fire_of(slot) {
-                tracing::warn!(job = %name, scheduled_for = %slot, "{why}");
+                if missed.one() {
+                    tracing::warn!(job = %name, scheduled_for = %slot, "{why}");
+                }
                 record_only(shared, &fire, Status::Missed, why);
             }
         }
         fires.extend(decision.run.into_iter().filter_map(|(s, _)| fire_of(s)));
     }
+    missed.end_missed();
     super::timer::start_fires(shared, tracker, fires).await;
 }
 

@@ -157,31 +157,33 @@ pub(super) fn decide(spec: &JobSpec, due: &[DateTime<Utc>], now: DateTime<Utc>) 
     d
 }
 
-/// How many jobs' next fires a start or a reload logs one line each; the rest are counted in
-/// one line. journald keeps at most 10,000 lines of a service in 30 s by default
-/// (`RateLimitBurst=`) and drops the rest: 100,000 `scheduled` lines at start-up took the
-/// warnings that followed them with them.
-pub(super) const JOBS_LISTED: usize = 100;
+/// How many lines of one kind (a job's next fire, a job removed, a slot missed) a start, a
+/// reload or a batch of fires logs one by one; the rest are counted in one line. journald
+/// keeps at most 10,000 lines of a service in 30 s by default (`RateLimitBurst=`) and drops the
+/// rest: 100,000 `scheduled` lines at start-up took the warnings that followed them with them.
+pub(super) const LISTED: usize = 100;
 
-/// The `scheduled` lines of a start or a reload, [`JOBS_LISTED`] at most.
+/// Counts the lines of one kind: the first [`LISTED`] are written, the rest counted.
 #[derive(Default)]
-pub(super) struct ScheduleLog {
+pub(super) struct Listed {
     listed: usize,
     more: usize,
 }
 
-impl ScheduleLog {
-    pub(super) fn next(&mut self, spec: &JobSpec, next: Option<DateTime<Utc>>) {
-        if self.listed < JOBS_LISTED {
+impl Listed {
+    /// Whether the next line is written; when not, it is counted.
+    pub(super) fn one(&mut self) -> bool {
+        if self.listed < LISTED {
             self.listed += 1;
-            log_next(spec, next);
+            true
         } else {
             self.more += 1;
+            false
         }
     }
 
-    /// The line for the jobs not listed, if any.
-    pub(super) fn end(self) {
+    /// The line for the jobs whose next fire was not listed, if any.
+    pub(super) fn end_scheduled(self) {
         if self.more > 0 {
             tracing::info!(
                 more = self.more,
@@ -190,6 +192,25 @@ impl ScheduleLog {
                 self.more
             );
         }
+    }
+
+    /// The line for the missed slots not listed, if any (each is in the run history).
+    pub(super) fn end_missed(self) {
+        if self.more > 0 {
+            tracing::warn!(
+                more = self.more,
+                "{} more slots recorded `missed`, not listed one by one; `tickler history \
+                 --status missed` shows them",
+                self.more
+            );
+        }
+    }
+}
+
+/// Logs a job's next fire, unless [`LISTED`] were logged already.
+pub(super) fn log_next_of(lines: &mut Listed, spec: &JobSpec, next: Option<DateTime<Utc>>) {
+    if lines.one() {
+        log_next(spec, next);
     }
 }
 
@@ -214,6 +235,7 @@ pub(super) async fn dispatch_due(
         return;
     }
     let mut fires = vec![];
+    let mut missed = Listed::default();
     for name in due {
         let Some(state) = scheduler.jobs.get(&name) else {
             continue;
@@ -222,7 +244,9 @@ pub(super) async fn dispatch_due(
         let (slots, next) = due_slots(shared, &spec, state.next, now);
         let decision = decide(&spec, &slots, now);
         for (slot, why) in decision.missed {
-            tracing::warn!(job = %spec.name, scheduled_for = %slot, "{why}");
+            if missed.one() {
+                tracing::warn!(job = %spec.name, scheduled_for = %slot, "{why}");
+            }
             runner::record_only(
                 shared,
                 &Fire::new(spec.clone(), slot, RunTrigger::CatchUp),
@@ -235,6 +259,7 @@ pub(super) async fn dispatch_due(
         }
         scheduler.set(spec, next);
     }
+    missed.end_missed();
     start_fires(shared, tracker, fires).await;
 }
 
@@ -765,12 +790,12 @@ pub(super) fn reload(
         .collect();
     for (i, name) in removed.iter().enumerate() {
         scheduler.jobs.remove(name);
-        if i < JOBS_LISTED {
+        if i < LISTED {
             tracing::info!(job = %name, "removed; a run in flight finishes");
         }
     }
-    if removed.len() > JOBS_LISTED {
-        let more = removed.len() - JOBS_LISTED;
+    if removed.len() > LISTED {
+        let more = removed.len() - LISTED;
         tracing::info!(
             more,
             "{more} more jobs removed, not listed one by one; a run in flight finishes"
@@ -778,7 +803,7 @@ pub(super) fn reload(
     }
     // The jobs whose schedule the reload changed (new ones, enabled or disabled ones too) are
     // logged; the others keep their next fire and say nothing.
-    let mut log = ScheduleLog::default();
+    let mut lines = Listed::default();
     for spec in &new.jobs {
         let old = scheduler.jobs.get(&spec.name);
         let keep = old.and_then(|old| {
@@ -792,10 +817,10 @@ pub(super) fn reload(
         };
         scheduler.set(spec.clone(), next);
         if changed {
-            log.next(spec, next);
+            log_next_of(&mut lines, spec, next);
         }
     }
-    log.end();
+    lines.end_scheduled();
     tracing::info!(jobs = new.jobs.len(), "config reloaded");
     Some(new)
 }

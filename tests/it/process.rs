@@ -318,3 +318,83 @@ async fn a_start_and_a_reload_list_a_bounded_number_of_jobs_and_count_the_rest()
     signal(&daemon, libc::SIGTERM);
     assert!(wait_exit(&mut daemon).await.success(), "{}", p.daemon_log());
 }
+
+/// A daemon that adopts 150 slots left `pending` by a stopped process, of jobs now disabled,
+/// records each one `missed` and logs the first 100 one by one and the rest in one line (each
+/// is in the run history). A crash under 100,000 jobs logged a line a slot, and journald drops
+/// what passes 10,000 lines of a service in 30 s.
+#[tokio::test]
+async fn missed_slots_past_a_hundred_are_counted_in_one_line() {
+    let p = Project::sqlite();
+    let jobs: String = (0..150)
+        .map(|i| {
+            format!(
+                "[[job]]\nname = \"j{i:03}\"\nkind = \"noop\"\nevery = \"1d\"\nenabled = false\n\n"
+            )
+        })
+        .collect();
+    p.write_config("", &jobs);
+    let store = p.store().await;
+    let Store::Sqlite(s) = &store else {
+        unreachable!()
+    };
+    // As a daemon killed before their second came leaves them: owned by a process that is gone.
+    let slot = chrono::Utc::now()
+        .date_naive()
+        .and_hms_opt(0, 0, 0)
+        .unwrap()
+        .and_utc()
+        .to_rfc3339();
+    for i in 0..150 {
+        sqlx::query(
+            "INSERT INTO job_execution_logs (id, job_name, status, scheduled_for, \"trigger\", \
+             instance) VALUES (?, ?, 'pending', ?, 'schedule', 'gone:1:0')",
+        )
+        .bind(uuid::Uuid::new_v4().to_string())
+        .bind(format!("j{i:03}"))
+        .bind(&slot)
+        .execute(s.pool())
+        .await
+        .unwrap();
+    }
+    let mut daemon = p.spawn_logged_daemon();
+    wait_for(
+        "the line counting the rest",
+        Duration::from_secs(30),
+        || {
+            let log = p.daemon_log();
+            async move {
+                log.contains(
+                    "50 more slots recorded `missed`, not listed one by one; `tickler history \
+                 --status missed` shows them",
+                )
+                .then_some(())
+            }
+        },
+    )
+    .await;
+    let log = p.daemon_log();
+    let why = "missed: its daemon stopped before it ran, and the job is now disabled";
+    assert_eq!(
+        log.lines().filter(|l| l.contains(why)).count(),
+        100,
+        "{log}"
+    );
+    wait_for(
+        "150 slots recorded missed",
+        Duration::from_secs(30),
+        || async {
+            let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM job_execution_logs WHERE status = 'missed' AND error_message = ?",
+        )
+        .bind(why)
+        .fetch_one(s.pool())
+        .await
+        .unwrap();
+            (n == 150).then_some(())
+        },
+    )
+    .await;
+    signal(&daemon, libc::SIGTERM);
+    assert!(wait_exit(&mut daemon).await.success(), "{}", p.daemon_log());
+}
