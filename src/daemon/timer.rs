@@ -159,8 +159,9 @@ pub(super) fn decide(spec: &JobSpec, due: &[DateTime<Utc>], now: DateTime<Utc>) 
 
 /// How many lines of one kind (a job's next fire, a job removed, a slot missed) a start, a
 /// reload or a batch of fires logs one by one; the rest are counted in one line. journald
-/// keeps at most 10,000 lines of a service in 30 s by default (`RateLimitBurst=`) and drops the
-/// rest: 100,000 `scheduled` lines at start-up took the warnings that followed them with them.
+/// keeps at most 10,000 lines of a service in 30 s by default (`RateLimitBurst=`, times 4 to 6
+/// with the free disk space of a usual host) and drops the rest: 100,000 `scheduled` lines at
+/// start-up took the warnings that followed them with them.
 pub(super) const LISTED: usize = 100;
 
 /// Counts the lines of one kind: the first [`LISTED`] are written, the rest counted.
