@@ -162,9 +162,10 @@ pub(super) fn decide(spec: &JobSpec, due: &[DateTime<Utc>], now: DateTime<Utc>) 
 /// keeps at most 10,000 lines of a service in 30 s by default (`RateLimitBurst=`, times 4 to 6
 /// with the free disk space of a usual host) and drops the rest: 100,000 `scheduled` lines at
 /// start-up took the warnings that followed them with them.
-pub(super) const LISTED: usize = 100;
+const LISTED: usize = 100;
 
-/// Counts the lines of one kind: the first [`LISTED`] are written, the rest counted.
+/// Counts the lines of one kind: the first [`LISTED`] are written, the rest counted in the
+/// one line its `end_*` writes.
 #[derive(Default)]
 pub(super) struct Listed {
     listed: usize,
@@ -190,6 +191,17 @@ impl Listed {
                 more = self.more,
                 "{} more jobs scheduled, not listed one by one; `tickler list` shows each one's \
                  next fires",
+                self.more
+            );
+        }
+    }
+
+    /// The line for the jobs removed by a reload and not listed, if any.
+    pub(super) fn end_removed(self) {
+        if self.more > 0 {
+            tracing::info!(
+                more = self.more,
+                "{} more jobs removed, not listed one by one; a run in flight finishes",
                 self.more
             );
         }
@@ -789,29 +801,24 @@ pub(super) fn reload(
         .filter(|n| !new_names.contains(&***n))
         .cloned()
         .collect();
-    for (i, name) in removed.iter().enumerate() {
-        scheduler.jobs.remove(name);
-        if i < LISTED {
+    let mut lines = Listed::default();
+    for name in removed {
+        scheduler.jobs.remove(&name);
+        if lines.one() {
             tracing::info!(job = %name, "removed; a run in flight finishes");
         }
     }
-    if removed.len() > LISTED {
-        let more = removed.len() - LISTED;
-        tracing::info!(
-            more,
-            "{more} more jobs removed, not listed one by one; a run in flight finishes"
-        );
-    }
+    lines.end_removed();
     // The jobs whose schedule the reload changed (new ones, enabled or disabled ones too) are
     // logged; the others keep their next fire and say nothing.
     let mut lines = Listed::default();
     for spec in &new.jobs {
-        let old = scheduler.jobs.get(&spec.name);
-        let keep = old.and_then(|old| {
-            (same_schedule(&old.spec, spec) && old.spec.enabled).then_some(old.next)
-        });
-        let changed = old
-            .is_none_or(|old| !same_schedule(&old.spec, spec) || old.spec.enabled != spec.enabled);
+        let same = scheduler
+            .jobs
+            .get(&spec.name)
+            .filter(|old| same_schedule(&old.spec, spec));
+        let keep = same.filter(|old| old.spec.enabled).map(|old| old.next);
+        let changed = same.is_none_or(|old| old.spec.enabled != spec.enabled);
         let next = match keep {
             Some(next) => next,
             None => spec.trigger.next_after(now, spec.timezone),

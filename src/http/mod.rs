@@ -638,7 +638,7 @@ async fn metrics(state: &HttpState) -> Response<Full<Bytes>> {
 /// workers: at 100,000 jobs the exposition is 57 MB, grown by doubling, and the heaps that
 /// served it kept its pages, so three scrapes left the daemon 124-128 MiB resident against
 /// 85-89 before (`bench/large.py --metrics`). Holding glibc's mmap threshold at its default
-/// instead did as well for memory but made 100,000 fires 10-25 % later (each batch's large
+/// instead did as well for memory but made 100,000 fires 7-41 % later (each batch's large
 /// buffers mapped and faulted in afresh).
 struct Exposition(String);
 
