@@ -256,11 +256,11 @@ impl OnCalendar {
         let mut inclusive = true;
         let mut best: Option<(DateTime<Utc>, NaiveDate)> = None;
         for _ in 0..MAX_NOMINAL {
-            let Ok(next) = cron.cron.find_next_occurrence(&wall.and_utc(), inclusive) else {
+            let Some(next) = cron.next_wall(wall, inclusive) else {
                 break;
             };
             inclusive = false;
-            wall = next.naive_utc();
+            wall = next;
             let date = wall.date();
             let day = if cal.is_business_day(date) {
                 Some(date)
