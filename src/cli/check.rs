@@ -1,8 +1,8 @@
 //! `tickler check` and `tickler list`: the config validated, each job with its next fires.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
-use std::rc::Rc;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
@@ -84,7 +84,7 @@ pub fn check_report(config: &Config, now: DateTime<Utc>, paused: &[Pause]) -> St
         config.daemon.timezone
     );
     let paused: HashMap<&str, &Pause> = paused.iter().map(|p| (&*p.job_name, p)).collect();
-    let mut next_fire = Fires::new(now, 1, |t, tz| {
+    let next_fire = Fires::of_jobs(&config.jobs, now, 1, |t, tz| {
         format!("next {}", t.with_timezone(&tz).to_rfc3339())
     });
     for job in &config.jobs {
@@ -115,37 +115,71 @@ pub fn check_report(config: &Config, now: DateTime<Utc>, paused: &[Pause]) -> St
 
 /// The next fires of each job as text, worked out and written once for each trigger and zone:
 /// the jobs that share both (a pattern per tenant or per plan, the usual shape of a large
-/// config) share the text, so `list` at 100,000 jobs is not 500,000 cron searches.
-struct Fires<'a, R> {
-    from: DateTime<Utc>,
-    n: usize,
-    render: R,
-    by_trigger: HashMap<(&'a Trigger, Tz), Rc<[String]>>,
+/// config) share the text, so `list` at 100,000 jobs is not 500,000 cron searches. Where they
+/// do not (50,000 crons of their own are 250,000 searches for `list`), the searches are shared
+/// out among the cores.
+struct Fires<'a> {
+    by_trigger: HashMap<(&'a Trigger, Tz), Vec<String>>,
 }
 
-impl<'a, R: Fn(DateTime<Utc>, Tz) -> String> Fires<'a, R> {
-    fn new(from: DateTime<Utc>, n: usize, render: R) -> Self {
+/// Fewer triggers than this are worked out on the calling thread.
+const TRIGGERS_PER_THREAD: usize = 1_000;
+
+impl<'a> Fires<'a> {
+    /// The next `n` fires from `from` of each enabled job's trigger in its zone, each written
+    /// by `render`.
+    fn of_jobs(
+        jobs: &'a [Arc<JobSpec>],
+        from: DateTime<Utc>,
+        n: usize,
+        render: impl Fn(DateTime<Utc>, Tz) -> String + Sync,
+    ) -> Self {
+        let mut seen = HashSet::new();
+        let keys: Vec<(&'a Trigger, Tz)> = jobs
+            .iter()
+            .filter(|job| job.enabled)
+            .map(|job| (&job.trigger, job.timezone))
+            .filter(|key| seen.insert(*key))
+            .collect();
+        let work = |keys: &[(&Trigger, Tz)]| -> Vec<Vec<String>> {
+            keys.iter()
+                .map(|(trigger, tz)| {
+                    let fires = trigger.upcoming(from, *tz, n);
+                    fires.into_iter().map(|t| render(t, *tz)).collect()
+                })
+                .collect()
+        };
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(keys.len() / TRIGGERS_PER_THREAD)
+            .max(1);
+        let fires: Vec<Vec<String>> = if threads == 1 {
+            work(&keys)
+        } else {
+            std::thread::scope(|s| {
+                let parts: Vec<_> = keys
+                    .chunks(keys.len().div_ceil(threads))
+                    .map(|part| s.spawn(|| work(part)))
+                    .collect();
+                parts
+                    .into_iter()
+                    .flat_map(|part| part.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+                    .collect()
+            })
+        };
         Fires {
-            from,
-            n,
-            render,
-            by_trigger: HashMap::new(),
+            by_trigger: keys.into_iter().zip(fires).collect(),
         }
     }
 
     /// `job`'s next fires, rendered; none for a disabled job.
-    fn of(&mut self, job: &'a JobSpec) -> Rc<[String]> {
+    fn of(&self, job: &'a JobSpec) -> &[String] {
         if !job.enabled {
-            return Rc::from([]);
+            return &[];
         }
-        let (from, n, render) = (self.from, self.n, &self.render);
         self.by_trigger
-            .entry((&job.trigger, job.timezone))
-            .or_insert_with(|| {
-                let fires = job.trigger.upcoming(from, job.timezone, n);
-                fires.into_iter().map(|t| render(t, job.timezone)).collect()
-            })
-            .clone()
+            .get(&(&job.trigger, job.timezone))
+            .map_or(&[], Vec::as_slice)
     }
 }
 
@@ -199,7 +233,7 @@ pub fn list_report(
                 .iter()
                 .map(|(job, count, at)| (job.as_str(), (*count, *at)))
                 .collect();
-            let mut fires = Fires::new(from, n, |t, _| secs(&t));
+            let fires = Fires::of_jobs(&config.jobs, from, n, |t, _| secs(&t));
             let v: Vec<serde_json::Value> = config
                 .jobs
                 .iter()
@@ -233,7 +267,7 @@ pub fn list_report(
         Format::Table => {
             let mut out = String::new();
             let _ = writeln!(out, "{:<24} {:<26} {:<20}", "JOB", "LOCAL", "UTC");
-            let mut fires = Fires::new(from, n, |t, tz| {
+            let fires = Fires::of_jobs(&config.jobs, from, n, |t, tz| {
                 let local = t.with_timezone(&tz).format("%Y-%m-%d %H:%M %Z").to_string();
                 format!("{local:<26} {}", secs(&t))
             });

@@ -429,6 +429,58 @@ fn jobs_sharing_a_trigger_keep_their_own_zone_and_calendar() {
     assert!(line("a").contains("+00:00"), "{text}");
 }
 
+/// With thousands of triggers of their own, `list` and `check` share the searches out among
+/// threads: each job still gets its own trigger's fires, in the order of the config.
+#[test]
+fn thousands_of_distinct_crons_each_list_their_own_fires() {
+    let p = Project::sqlite();
+    // 3,000 daily crons, each its own minute of the day, listed out of order.
+    let minutes: Vec<u32> = (0..3_000).map(|k| (k * 7 + 11) % 1_440).collect();
+    let jobs: Vec<String> = minutes
+        .iter()
+        .enumerate()
+        .map(|(k, m)| {
+            format!(
+                "[[job]]\nname = \"job-{k}\"\nkind = \"noop\"\nschedule = \"{} {} * * *\"\n",
+                m % 60,
+                m / 60
+            )
+        })
+        .collect();
+    p.write_config("", &jobs.concat());
+    let out = p.cli(&["list", "--next", "2", "--from", "2026-06-30T23:59:30Z"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let mut lines = text.lines().skip(1);
+    for (k, m) in minutes.iter().enumerate() {
+        for day in ["01", "02"] {
+            let at = format!("2026-07-{day}T{:02}:{:02}:00Z", m / 60, m % 60);
+            let line = lines.next().unwrap_or_default();
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            assert_eq!(
+                (fields.first().copied(), fields.last().copied()),
+                (Some(&*format!("job-{k}")), Some(&*at)),
+                "line `{line}`"
+            );
+        }
+    }
+    assert_eq!(lines.next(), None);
+    let out = p.cli(&["check"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    for (k, m) in minutes.iter().enumerate().step_by(97) {
+        let next = format!("job-{k} ");
+        let line = text
+            .lines()
+            .find(|l| l.trim_start().starts_with(&next))
+            .unwrap();
+        assert!(
+            line.contains(&format!("{:02}:{:02}:00+00:00", m / 60, m % 60)),
+            "line `{line}`"
+        );
+    }
+}
+
 #[test]
 fn bad_cli_arguments_are_explained() {
     let p = Project::sqlite();
