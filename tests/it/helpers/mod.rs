@@ -443,11 +443,25 @@ pub fn free_port() -> u16 {
     try_free_port().expect("a free loopback port")
 }
 
+/// Ports are handed out from 20000-31999, below Linux's ephemeral range (32768-60999 by
+/// default): a port the kernel picked there for `bind(0)` could be taken by any outgoing
+/// connection (the tests' own to PostgreSQL, SMTP, HTTP) before the test's listener bound it,
+/// which failed a CI run with "Address already in use". Each port is handed out once in this
+/// process; processes running tests side by side start at different places.
 pub fn try_free_port() -> Result<u16, String> {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| e.to_string())
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = (u64::from(std::process::id()) * 7_919 % u64::from(SPAN)) as u32;
+    for _ in 0..SPAN {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (LOW + (start + n) % SPAN) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    Err(format!("no free loopback port in {LOW}-{}", LOW + SPAN - 1))
 }
 
 fn start_cluster() -> Result<Cluster, String> {
