@@ -76,10 +76,10 @@ fn written_parser() -> CronParser {
 /// by bit from the `*` of the year field tickler has not: 5 KB, and 16-20 µs a parse where a
 /// parse with one year takes 2.2-2.4 (croner 4.0.3, a loop over 50,000 yearly expressions).
 /// Held by each job, the patterns of 50,000 cron jobs with expressions of their own took about
-/// 277 MiB of a daemon's 362-366, and their parse half of `tickler check`. Here the expression is parsed
-/// with one year, and that year's table replaced by the table of every year, filled once: the
-/// same pattern (a test compares the two over 20,000 expressions). Nothing holds the result
-/// long: [`with_pattern`] keeps the few last used on each thread.
+/// 277 MiB of a daemon's 362-366, and their parse half of `tickler check`. Here the expression
+/// is parsed with one year, and that year's table replaced by the table of every year, filled
+/// once: the same pattern (a test compares the two over 20,000 expressions). Nothing holds the
+/// result long: [`with_pattern`] keeps the few last used on each thread.
 fn parse_pattern(body: &str) -> Result<Cron, CronError> {
     static ONE_YEAR: LazyLock<CronParser> = LazyLock::new(|| {
         CronParser::builder()
