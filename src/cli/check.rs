@@ -1,6 +1,6 @@
 //! `tickler check` and `tickler list`: the config validated, each job with its next fires.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
 
@@ -87,8 +87,8 @@ pub fn check_report(config: &Config, now: DateTime<Utc>, paused: &[Pause]) -> St
     let next_fire = Fires::of_jobs(&config.jobs, now, 1, |t, tz| {
         format!("next {}", t.with_timezone(&tz).to_rfc3339())
     });
-    for job in &config.jobs {
-        let next = match next_fire.of(job).first() {
+    for (i, job) in config.jobs.iter().enumerate() {
+        let next = match next_fire.of(i).first() {
             Some(next) => next.clone(),
             None if job.enabled => "never fires".to_string(),
             None => "disabled".to_string(),
@@ -118,28 +118,38 @@ pub fn check_report(config: &Config, now: DateTime<Utc>, paused: &[Pause]) -> St
 /// config) share the text, so `list` at 100,000 jobs is not 500,000 cron searches. Where they
 /// do not (50,000 crons of their own are 250,000 searches for `list`), the searches are shared
 /// out among the cores.
-struct Fires<'a> {
-    by_trigger: HashMap<(&'a Trigger, Tz), Vec<String>>,
+struct Fires {
+    /// For each job, in the config's order: where its fires are in `fires` (`None` when
+    /// disabled). Looked up once here, so writing out 100,000 jobs hashes no trigger again.
+    slot: Vec<Option<usize>>,
+    fires: Vec<Vec<String>>,
 }
 
 /// Fewer triggers than this are worked out on the calling thread.
 const TRIGGERS_PER_THREAD: usize = 1_000;
 
-impl<'a> Fires<'a> {
+impl Fires {
     /// The next `n` fires from `from` of each enabled job's trigger in its zone, each written
     /// by `render`.
     fn of_jobs(
-        jobs: &'a [Arc<JobSpec>],
+        jobs: &[Arc<JobSpec>],
         from: DateTime<Utc>,
         n: usize,
         render: impl Fn(DateTime<Utc>, Tz) -> String + Sync,
     ) -> Self {
-        let mut seen = HashSet::new();
-        let keys: Vec<(&'a Trigger, Tz)> = jobs
+        let mut index: HashMap<(&Trigger, Tz), usize> = HashMap::new();
+        let mut keys: Vec<(&Trigger, Tz)> = vec![];
+        let slot = jobs
             .iter()
-            .filter(|job| job.enabled)
-            .map(|job| (&job.trigger, job.timezone))
-            .filter(|key| seen.insert(*key))
+            .map(|job| {
+                job.enabled.then(|| {
+                    let key = (&job.trigger, job.timezone);
+                    *index.entry(key).or_insert_with(|| {
+                        keys.push(key);
+                        keys.len() - 1
+                    })
+                })
+            })
             .collect();
         let work = |keys: &[(&Trigger, Tz)]| -> Vec<Vec<String>> {
             keys.iter()
@@ -167,19 +177,13 @@ impl<'a> Fires<'a> {
                     .collect()
             })
         };
-        Fires {
-            by_trigger: keys.into_iter().zip(fires).collect(),
-        }
+        Fires { slot, fires }
     }
 
-    /// `job`'s next fires, rendered; none for a disabled job.
-    fn of(&self, job: &'a JobSpec) -> &[String] {
-        if !job.enabled {
-            return &[];
-        }
-        self.by_trigger
-            .get(&(&job.trigger, job.timezone))
-            .map_or(&[], Vec::as_slice)
+    /// The next fires, rendered, of the job at `index` of the jobs given to `of_jobs`; none
+    /// for a disabled job.
+    fn of(&self, index: usize) -> &[String] {
+        self.slot[index].map_or(&[], |k| self.fires[k].as_slice())
     }
 }
 
@@ -237,11 +241,12 @@ pub fn list_report(
             let v: Vec<serde_json::Value> = config
                 .jobs
                 .iter()
-                .map(|job| {
+                .enumerate()
+                .map(|(i, job)| {
                     let mut v = serde_json::json!({
                         "job": job.name,
                         "timezone": job.timezone.name(),
-                        "fires": fires.of(job).iter().collect::<Vec<_>>(),
+                        "fires": fires.of(i),
                     });
                     if let Some(w) = &job.send_window {
                         v["send_window"] = w.describe().into();
@@ -271,8 +276,8 @@ pub fn list_report(
                 let local = t.with_timezone(&tz).format("%Y-%m-%d %H:%M %Z").to_string();
                 format!("{local:<26} {}", secs(&t))
             });
-            for job in &config.jobs {
-                for fire in fires.of(job).iter() {
+            for (i, job) in config.jobs.iter().enumerate() {
+                for fire in fires.of(i) {
                     let _ = writeln!(out, "{:<24} {fire}", job.name);
                 }
             }

@@ -200,7 +200,7 @@ fn parse_into(path: &Path, text: &str, c: &mut Collector<'_>) -> Option<Config> 
             return None;
         }
     };
-    let sections = sections::Sections::read(root.get_ref(), c);
+    let sections = sections::Sections::read(root.into_inner(), c);
     let daemon = daemon::daemon_config(sections.daemon, c);
     let config_dir = path
         .parent()

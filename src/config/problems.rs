@@ -48,6 +48,7 @@ impl fmt::Display for ConfigError {
 }
 
 /// Maps byte offsets of the source to 1-based line and column.
+#[derive(Clone, Copy)]
 pub(super) struct Source<'a> {
     text: &'a str,
 }
@@ -72,6 +73,14 @@ impl<'a> Collector<'a> {
     pub(super) fn new(text: &'a str) -> Self {
         Collector {
             source: Source { text },
+            problems: vec![],
+        }
+    }
+
+    /// An empty collector for the same text: one thread's own, its problems merged after.
+    pub(super) fn fresh(&self) -> Self {
+        Collector {
+            source: self.source,
             problems: vec![],
         }
     }

@@ -218,6 +218,56 @@ fn several_problems_are_reported_together() {
     );
 }
 
+/// A file of 12,000 jobs is read on every core, a part each; its problems still come out in
+/// the file's order, each job's where its own would be, and a name taken in one part is a
+/// duplicate in the other.
+#[test]
+fn a_large_file_reports_its_problems_in_the_order_of_the_file() {
+    let job = |k: usize| {
+        let name = match k {
+            100 | 11_000 => "x".to_string(),
+            5_999 | 6_000 => "dup".to_string(),
+            k => format!("job-{k}"),
+        };
+        let kind = if k == 11_999 { "smtp" } else { "noop" };
+        let trigger = if k == 3 || k == 6_001 {
+            "schedule = \"61 * * * *\""
+        } else {
+            "every = \"1h\""
+        };
+        format!("[[job]]\nname = \"{name}\"\nkind = \"{kind}\"\n{trigger}\n\n")
+    };
+    let err = check_error(&(0..12_000).map(job).collect::<String>());
+    // Job k's table starts on line 6 + 5k: its name on the next line, its trigger two below.
+    let cron = |k: usize| {
+        format!(
+            "invalid cron expression `61 * * * *` for job `job-{k}` (config.toml line {}, \
+             column 12): minute must be 0-59 (found 61)",
+            9 + 5 * k
+        )
+    };
+    let duplicate = |name: &str, k: usize| {
+        format!(
+            "duplicate job name `{name}` (config.toml line {}, column 8): each `[[job]]` needs a \
+             unique `name`; rename or remove one of them",
+            7 + 5 * k
+        )
+    };
+    let expected = [
+        cron(3),
+        duplicate("dup", 6_000),
+        cron(6_001),
+        duplicate("x", 11_000),
+        format!(
+            "unknown kind `smtp` for job `job-11999` (config.toml line {}, column 8): expected \
+             one of `cleanup`, `command`, `create_invoices`, `http`, `invoice_reminders`, \
+             `noop`, `notify`, `overdue_escalation`, `sql`, `stats_report`",
+            8 + 5 * 11_999
+        ),
+    ];
+    assert_eq!(err, format!("error: {}\n", expected.join("\n")));
+}
+
 #[test]
 fn toml_syntax_error() {
     let err = check_error("[[job]\nname = \"x\"\n");
