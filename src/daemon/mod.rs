@@ -139,6 +139,7 @@ pub async fn run(
         log_next_of(&mut lines, spec, next);
     }
     lines.end_scheduled();
+    shared.set_next_fires(scheduler.board_for(&config.jobs));
     let tracker = TaskTracker::new();
     if let Some(edge) = edge {
         // Only `/metrics` reads it: the ledger is not scanned at start-up without `[http]`.
@@ -252,7 +253,7 @@ pub async fn run(
                             if let Some(runner) = &runner {
                                 runner.set_env(task_env(&new, &store, &shared.instance));
                             }
-                            shared.set_jobs(&new.jobs);
+                            shared.set_jobs(&new.jobs, scheduler.board_for(&new.jobs));
                             service.ready(&format!("running {} job(s); config reloaded", new.jobs.len()));
                             config = new;
                         }

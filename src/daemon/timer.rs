@@ -3,6 +3,7 @@
 //! reload that swaps the schedule.
 
 use std::cmp::Reverse;
+use std::collections::hash_map::Entry;
 use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,7 +13,7 @@ use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 use super::runner::{self, Fire, ON_TIME, run_fire};
-use super::shared::Shared;
+use super::shared::{NextFires, Shared, cell_of, publish};
 use crate::config::{self, CatchUp, Config, JobSpec};
 use crate::store::{NewRun, RunTrigger, Status};
 use crate::time::MAX_SLEEP;
@@ -30,7 +31,11 @@ pub(super) struct JobState {
     pub(super) spec: Arc<JobSpec>,
     pub(super) next: Option<DateTime<Utc>>,
     pub(super) generation: u64,
+    /// Where `next` is published in `Scheduler::board` (`NO_CELL` until `board_for`).
+    cell: usize,
 }
+
+const NO_CELL: usize = usize::MAX;
 
 /// A heap entry: when, the job's generation when it was pushed, and the job.
 pub(super) type Wake = Reverse<(DateTime<Utc>, u64, Arc<str>)>;
@@ -44,6 +49,8 @@ pub(super) struct Scheduler {
     /// Heap entries per instant (stale ones included until popped): how big a second is,
     /// known before it is popped, so it can be claimed early enough.
     counts: std::collections::BTreeMap<DateTime<Utc>, usize>,
+    /// Each job's `next`, published for `/metrics` (`Shared::next_fires`).
+    board: NextFires,
 }
 
 impl Scheduler {
@@ -53,7 +60,26 @@ impl Scheduler {
             heap: BinaryHeap::new(),
             generation: 0,
             counts: Default::default(),
+            board: NextFires::default(),
         }
+    }
+
+    /// New cells for `jobs` (the running config's, in its order), holding their next fires,
+    /// where `set` publishes from now on; to be installed with the jobs (`Shared::set_jobs`).
+    pub(super) fn board_for(&mut self, jobs: &[Arc<JobSpec>]) -> NextFires {
+        let board: NextFires = jobs
+            .iter()
+            .enumerate()
+            .map(|(i, spec)| {
+                let state = self.jobs.get_mut(&spec.name);
+                cell_of(state.and_then(|state| {
+                    state.cell = i;
+                    state.next
+                }))
+            })
+            .collect();
+        self.board = board.clone();
+        board
     }
 
     pub(super) fn set(&mut self, spec: Arc<JobSpec>, next: Option<DateTime<Utc>>) {
@@ -64,14 +90,25 @@ impl Scheduler {
                 .push(Reverse((t, self.generation, spec.name.clone())));
             *self.counts.entry(t).or_default() += 1;
         }
-        self.jobs.insert(
-            spec.name.clone(),
-            JobState {
-                spec,
-                next,
-                generation: self.generation,
-            },
-        );
+        match self.jobs.entry(spec.name.clone()) {
+            Entry::Occupied(mut e) => {
+                let state = e.get_mut();
+                if let Some(cell) = self.board.get(state.cell) {
+                    publish(cell, next);
+                }
+                state.spec = spec;
+                state.next = next;
+                state.generation = self.generation;
+            }
+            Entry::Vacant(e) => {
+                e.insert(JobState {
+                    spec,
+                    next,
+                    generation: self.generation,
+                    cell: NO_CELL,
+                });
+            }
+        }
     }
 
     pub(super) fn next_wake(&self) -> Option<DateTime<Utc>> {
@@ -919,6 +956,45 @@ mod tests {
         assert_eq!(s.pop_due(later).len(), 1);
         assert!(s.counts.is_empty() && s.heap.is_empty());
         assert_eq!(s.next_wake_and_lead(), None);
+    }
+
+    #[test]
+    fn each_next_fire_is_published_in_the_order_of_the_jobs_as_they_are_scheduled() {
+        let cells = |board: &NextFires| {
+            board
+                .iter()
+                .map(|c| c.load(std::sync::atomic::Ordering::Relaxed))
+                .collect::<Vec<_>>()
+        };
+        let micros = |t: DateTime<Utc>| t.timestamp_micros();
+        let (a, b) = (named("a"), named("b"));
+        let at = t("2025-01-01T10:00:00Z");
+        let later = at + TimeDelta::milliseconds(61_250);
+        let mut s = Scheduler::new();
+        s.set(a.clone(), Some(at));
+        s.set(b.clone(), None);
+        let board = s.board_for(&[b.clone(), a.clone()]);
+        assert_eq!(cells(&board), [i64::MIN, micros(at)]);
+        s.set(a.clone(), Some(later));
+        s.set(b.clone(), Some(at));
+        assert_eq!(cells(&board), [micros(at), micros(later)]);
+        // A reload: `b` removed, `c` added; the old cells still take the sets until the new
+        // ones are made, and only the new ones take them after.
+        s.jobs.remove("b");
+        let c = named("c");
+        s.set(c.clone(), Some(at));
+        s.set(a.clone(), Some(at));
+        assert_eq!(cells(&board), [micros(at), micros(at)]);
+        let new = s.board_for(&[a.clone(), c]);
+        assert_eq!(cells(&new), [micros(at), micros(at)]);
+        s.set(a, Some(later));
+        assert_eq!(cells(&new), [micros(later), micros(at)]);
+        assert_eq!(cells(&board), [micros(at), micros(at)]);
+    }
+
+    fn named(name: &str) -> Arc<JobSpec> {
+        let text = format!("[[job]]\nname = \"{name}\"\nkind = \"noop\"\nevery = \"1m\"\n");
+        config::parse(Path::new("t.toml"), &text).unwrap().jobs[0].clone()
     }
 
     #[test]

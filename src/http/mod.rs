@@ -12,7 +12,7 @@
 //! what the open-file limit leaves after a reserve for jobs and the database): a flood of idle
 //! clients can neither exhaust the daemon's descriptors nor keep a monitor from `/healthz`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -658,26 +658,16 @@ impl Drop for Exposition {
     }
 }
 
-/// What a scrape reports besides the daemon's counts, read from the running config now.
+/// What a scrape reports besides the daemon's counts, read from the running config now and
+/// each job's next fire from the timer.
 fn metrics_snapshot(
     shared: &Shared,
     queue: Option<Vec<(String, i64)>>,
     messages: Option<Vec<(String, i64)>>,
 ) -> Snapshot {
-    let now = shared.clock.now();
     let jobs = shared.jobs_now();
-    // Worked out once for the jobs sharing a trigger and a zone.
-    let mut next_of = HashMap::new();
-    let next_fires = jobs
-        .iter()
-        .filter(|j| j.enabled)
-        .map(|j| {
-            let next = *next_of
-                .entry((&j.trigger, j.timezone))
-                .or_insert_with(|| j.trigger.next_after(now, j.timezone));
-            (j.name.to_string(), next)
-        })
-        .collect();
+    // As the timer has them: nothing is worked out again here.
+    let next_fires = shared.next_fires();
     let names = jobs.iter().map(|j| j.name.to_string()).collect();
     // As last read by the daemon (before each batch of fires, and every minute).
     let paused: Vec<String> = shared

@@ -81,6 +81,32 @@ async fn metrics_and_health_report_runs_next_fires_and_the_queue() {
     assert_eq!(body["database"], "ok");
     assert_eq!(body["loop"], "ok");
 
+    // The next fires are the timer's: a reload that moves `nightly` to hourly and enables
+    // `off` shows in the next scrape.
+    let config = std::fs::read_to_string(p.config_path()).unwrap();
+    let config = config
+        .replacen("every = \"1m\"", "every = \"1h\"", 1)
+        .replace("enabled = false\n", "");
+    std::fs::write(p.config_path(), config).unwrap();
+    d.reload().await;
+    let wanted = [
+        "tickler_job_next_fire_timestamp_seconds{job=\"nightly\"} 1795431600.0",
+        "tickler_job_next_fire_timestamp_seconds{job=\"off\"} 1795428120.0",
+    ];
+    wait_for(
+        "the reloaded next fires in a scrape",
+        Duration::from_secs(10),
+        || async {
+            let r = http.get(format!("{base}/metrics")).send().await.ok()?;
+            let text = r.text().await.ok()?;
+            wanted
+                .iter()
+                .all(|w| text.lines().any(|l| l == *w))
+                .then_some(())
+        },
+    )
+    .await;
+
     // Nothing else is served.
     for path in ["/", "/metrics/x", "/jobs", "/jobs/nightly"] {
         let r = http.get(format!("{base}{path}")).send().await.unwrap();
