@@ -1,8 +1,8 @@
 //! The state every fire of one daemon (or one `run-job` process) shares: the store and the
 //! ledger writer, the pools of run slots (`[daemon] max_concurrent` and each `[lanes]` entry)
-//! and each job's turn, the shutdown tokens, the running
-//! config's jobs, metrics and what alerts remember. The runner, alerts, orphans and the
-//! `[http]` listener read it; it imports none of them.
+//! and each job's turn, the shutdown tokens, the running config's jobs with each one's next
+//! fire as the timer has it, metrics and what alerts remember. The runner, alerts, orphans and
+//! the `[http]` listener read it; it imports none of them.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicI64, Ordering};
