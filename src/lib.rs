@@ -12,12 +12,13 @@
 //!   demo data; `notify`: channels, templates, the one delivery pipeline;
 //! - `schedule`: triggers into instants; `store`: every SQL statement, both backends;
 //! - the leaves every box may use: `time` (clock, durations, zones), `secret`, `net` (the HTTP
-//!   client, output tails), `retry` (retry policy, backoff, waiting for the database), and
-//!   `logging`.
+//!   client, output tails), `retry` (retry policy, backoff, waiting for the database), `cores`
+//!   (a long slice's work shared out among the cores, in order), and `logging`.
 
 pub mod billing;
 pub mod cli;
 pub mod config;
+pub mod cores;
 pub mod daemon;
 pub mod http;
 pub mod jobs;

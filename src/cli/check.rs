@@ -151,32 +151,14 @@ impl Fires {
                 })
             })
             .collect();
-        let work = |keys: &[(&Trigger, Tz)]| -> Vec<Vec<String>> {
+        let fires = crate::cores::in_order(&keys, TRIGGERS_PER_THREAD, |keys| {
             keys.iter()
                 .map(|(trigger, tz)| {
                     let fires = trigger.upcoming(from, *tz, n);
                     fires.into_iter().map(|t| render(t, *tz)).collect()
                 })
                 .collect()
-        };
-        let threads = std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .min(keys.len() / TRIGGERS_PER_THREAD)
-            .max(1);
-        let fires: Vec<Vec<String>> = if threads == 1 {
-            work(&keys)
-        } else {
-            std::thread::scope(|s| {
-                let parts: Vec<_> = keys
-                    .chunks(keys.len().div_ceil(threads))
-                    .map(|part| s.spawn(|| work(part)))
-                    .collect();
-                parts
-                    .into_iter()
-                    .flat_map(|part| part.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
-                    .collect()
-            })
-        };
+        });
         Fires { slot, fires }
     }
 

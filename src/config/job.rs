@@ -86,33 +86,15 @@ pub(super) fn job_specs(
     c: &mut Collector<'_>,
 ) -> Vec<Arc<JobSpec>> {
     // Each table's job and its own problems, so that they merge in the tables' order.
-    let read = |part: &[Spanned<DeValue<'_>>]| {
+    let read = crate::cores::in_order(&tables, TABLES_PER_THREAD, |part| {
         let mut mine = c.fresh();
         part.iter()
             .map(|table| {
                 let job = job_spec(table, ctx, &mut mine);
                 (job, std::mem::take(&mut mine.problems))
             })
-            .collect::<Vec<_>>()
-    };
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(tables.len() / TABLES_PER_THREAD)
-        .max(1);
-    let read: Vec<_> = if threads == 1 {
-        read(&tables)
-    } else {
-        std::thread::scope(|s| {
-            let parts: Vec<_> = tables
-                .chunks(tables.len().div_ceil(threads))
-                .map(|part| s.spawn(|| read(part)))
-                .collect();
-            parts
-                .into_iter()
-                .flat_map(|part| part.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
-                .collect()
-        })
-    };
+            .collect()
+    });
     let mut jobs = vec![];
     let mut seen: HashSet<Arc<str>> = HashSet::new();
     for (job, problems) in read {
