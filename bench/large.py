@@ -19,8 +19,9 @@ stopped processes, so a window holds one whole cycle; a SQLite file in a tempora
 `--timeline` also prints, during the window, each 10 ms in which a thread of the daemon was
 switched, with the thread's name and count: where an idle daemon's wakeups go, beat by beat.
 `--metrics` turns `[http]` on and, after the window, times three scrapes of `/metrics` (wall time
-and the daemon's CPU for each) and prints the exposition's size and the daemon's RSS just after
-the third scrape and 2 s later.
+and the daemon's CPU for each) and prints the exposition's size, the daemon's peak RSS during the
+three scrapes (`peak`: its high-water mark, reset just before them through
+`/proc/PID/clear_refs`), and its RSS just after the third scrape and 2 s later.
 """
 
 import argparse
@@ -111,9 +112,13 @@ def timeline(pid, seconds):
         before = now
 
 
-def proc_numbers(pid):
+def status_kb(pid, field):
     with open(f"/proc/{pid}/status") as f:
-        rss_kb = next(int(l.split()[1]) for l in f if l.startswith("VmRSS:"))
+        return next(int(l.split()[1]) for l in f if l.startswith(field + ":"))
+
+
+def proc_numbers(pid):
+    rss_kb = status_kb(pid, "VmRSS")
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(") ", 1)[1].split()
     cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -195,6 +200,9 @@ def main():
                 sys.exit("the daemon exited during the measurement")
             if args.metrics:
                 scrapes = []
+                # From here, VmHWM is the peak of the scrapes alone (not start-up's).
+                with open(f"/proc/{daemon.pid}/clear_refs", "w") as f:
+                    f.write("5")
                 for _ in range(3):
                     _, c0, _ = proc_numbers(daemon.pid)
                     t = time.monotonic()
@@ -205,11 +213,12 @@ def main():
                     _, c1, _ = proc_numbers(daemon.pid)
                     scrapes.append(f"{wall:.2f}s/{c1 - c0:.2f}s")
                 rss_after, _, _ = proc_numbers(daemon.pid)
+                peak_kb = status_kb(daemon.pid, "VmHWM")
                 # And as an idle daemon holds it between scrapes.
                 time.sleep(2)
                 rss_2s, _, _ = proc_numbers(daemon.pid)
                 print(f"metrics   backend={backend:<8} jobs={n:<6} wall/cpu={' '.join(scrapes)}  "
-                      f"size={size / 1e6:.1f}MB  rss_after={rss_after / 1024:.1f}MiB  "
+                      f"size={size / 1e6:.1f}MB  peak={peak_kb / 1024:.1f}MiB  rss_after={rss_after / 1024:.1f}MiB  "
                       f"rss_2s={rss_2s / 1024:.1f}MiB")
             print(
                 f"large     backend={backend:<8} jobs={n:<6} ready={ready:.2f}s  "
