@@ -6,8 +6,8 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::sync::Mutex;
 use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 use prometheus_client::collector::Collector;
@@ -59,16 +59,16 @@ impl Default for Metrics {
 /// What a scrape reads besides the daemon's counts.
 pub struct Snapshot {
     /// The jobs of the config now loaded: a job removed by a reload is no longer reported.
-    pub jobs: std::collections::HashSet<String>,
+    pub jobs: HashSet<Arc<str>>,
     /// Each enabled job with its next fire.
-    pub next_fires: Vec<(String, Option<DateTime<Utc>>)>,
+    pub next_fires: Vec<(Arc<str>, Option<DateTime<Utc>>)>,
     /// Tasks by status (`None` when the database could not be read).
     pub queue: Option<Vec<(String, i64)>>,
     /// Messages `sending` and `unknown` in `notification_log` (with `queue`).
     pub messages: Option<Vec<(String, i64)>>,
     /// Each enabled job with an `expect_success_within`, and when this daemon first knew it
     /// (the reference of a job that has not succeeded since).
-    pub deadlines: Vec<(String, std::time::Duration, Option<DateTime<Utc>>)>,
+    pub deadlines: Vec<(Arc<str>, std::time::Duration, Option<DateTime<Utc>>)>,
     /// The paused jobs (`tickler pause`, as the daemon last read them): they have no deadline
     /// while paused.
     pub paused: Vec<String>,
@@ -116,22 +116,42 @@ impl Metrics {
         }
     }
 
-    /// The whole exposition: counters, histograms, and `snapshot`'s gauges.
-    pub fn render(&self, snapshot: Snapshot) -> String {
+    /// The whole exposition: counters, histograms, and `snapshot`'s gauges, written to `out`
+    /// as it goes (a scrape's body: 57 MB at 100,000 jobs, never held whole).
+    pub fn render(&self, snapshot: Snapshot, out: &mut impl fmt::Write) -> fmt::Result {
         let mut registry = Registry::with_prefix("tickler");
-        let mut runs: Vec<(String, [u64; STATUSES])> =
+        // The series name their jobs by the config's own names (`Arc<str>`): a scrape of
+        // 100,000 jobs copies none of them.
+        let name = |job: &str| {
+            snapshot
+                .jobs
+                .get(job)
+                .cloned()
+                .unwrap_or_else(|| Arc::from(job))
+        };
+        let mut runs: Vec<(Arc<str>, [u64; STATUSES])> =
             Vec::with_capacity(snapshot.next_fires.len());
         {
-            let mut counted = self.runs.lock().expect("metrics lock").clone();
+            let counted = self.runs.lock().expect("metrics lock");
             // Each enabled job's run counters exist from 0: a series that appears at 1 is
             // invisible to `increase()`, so a job's first failure would not fire
             // `TicklerJobFailing`. Written from the job list at each scrape, not kept: 100,000
             // jobs would hold 900,000 series.
             for (job, _) in &snapshot.next_fires {
-                let counts = counted.remove(job).unwrap_or_default();
+                let counts = counted.get(&**job).copied().unwrap_or_default();
                 runs.push((job.clone(), counts));
             }
-            runs.extend(counted);
+            // And those of the jobs that had runs and are no longer enabled.
+            if !counted.is_empty() {
+                let enabled: HashSet<&str> =
+                    snapshot.next_fires.iter().map(|(job, _)| &**job).collect();
+                runs.extend(
+                    counted
+                        .iter()
+                        .filter(|(job, _)| !enabled.contains(job.as_str()))
+                        .map(|(job, counts)| (name(job), *counts)),
+                );
+            }
         }
         registry.register_collector(Box::new(RunCounts(runs)));
         registry.register(
@@ -144,13 +164,12 @@ impl Metrics {
             "From a run's scheduled time to its start, by job",
             self.lateness.clone(),
         );
-        let last: Vec<(String, f64)> = self
+        let last: Vec<(Arc<str>, f64)> = self
             .last_success
             .lock()
             .expect("metrics lock")
             .iter()
-            .filter(|(job, _)| snapshot.jobs.contains(*job))
-            .map(|(job, at)| (job.clone(), seconds(*at)))
+            .filter_map(|(job, at)| Some((snapshot.jobs.get(job.as_str())?.clone(), seconds(*at))))
             .collect();
         registry.register_collector(Box::new(JobGauges {
             name: "job_last_success_timestamp_seconds",
@@ -169,13 +188,13 @@ impl Metrics {
         }));
         let mut due = vec![];
         {
-            let paused: HashSet<&String> = snapshot.paused.iter().collect();
+            let paused: HashSet<&str> = snapshot.paused.iter().map(String::as_str).collect();
             let last = self.last_success.lock().expect("metrics lock");
             for (job, within, known) in snapshot.deadlines {
-                if paused.contains(&job) {
+                if paused.contains(&*job) {
                     continue;
                 }
-                let last = last.get(&job).copied();
+                let last = last.get(&*job).copied();
                 if let Some(at) = super::deadman::success_due(last, None, known, within) {
                     due.push((job, seconds(at)));
                 }
@@ -190,9 +209,8 @@ impl Metrics {
         }));
         let paused = snapshot
             .paused
-            .into_iter()
-            .filter(|job| snapshot.jobs.contains(job))
-            .map(|job| (job, 1i64))
+            .iter()
+            .filter_map(|job| Some((snapshot.jobs.get(job.as_str())?.clone(), 1i64)))
             .collect();
         registry.register_collector(Box::new(JobGauges {
             name: "job_paused",
@@ -245,9 +263,7 @@ impl Metrics {
             "1 when the last read of the database for this scrape worked",
             up,
         );
-        let mut out = String::new();
-        encode(&mut out, &registry).expect("writing to a String");
-        out
+        encode(out, &registry)
     }
 }
 
@@ -264,7 +280,7 @@ fn status_index(status: Status) -> usize {
 /// `tickler_runs_total` by job and by each status a run can end with (a fire left `pending`
 /// or `running` is not over), written straight from the counts.
 #[derive(Debug)]
-struct RunCounts(Vec<(String, [u64; STATUSES])>);
+struct RunCounts(Vec<(Arc<str>, [u64; STATUSES])>);
 
 impl Collector for RunCounts {
     fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
@@ -279,7 +295,7 @@ impl Collector for RunCounts {
                 if status.is_open() {
                     continue;
                 }
-                let labels = [("job", job.as_str()), ("status", status.as_str())];
+                let labels = [("job", &**job), ("status", status.as_str())];
                 ConstCounter::new(*n).encode(family.encode_family(&labels)?)?;
             }
         }
@@ -293,7 +309,7 @@ struct JobGauges<V> {
     name: &'static str,
     /// With its final full stop (`Registry::register` adds one; the encoder does not).
     help: &'static str,
-    values: Vec<(String, V)>,
+    values: Vec<(Arc<str>, V)>,
 }
 
 impl<V: EncodeGaugeValue + Copy + fmt::Debug + Send + Sync + 'static> Collector for JobGauges<V> {
@@ -305,7 +321,7 @@ impl<V: EncodeGaugeValue + Copy + fmt::Debug + Send + Sync + 'static> Collector 
         let mut family =
             encoder.encode_descriptor(self.name, self.help, None, MetricType::Gauge)?;
         for (job, value) in &self.values {
-            ConstGauge::new(*value).encode(family.encode_family(&[("job", job.as_str())])?)?;
+            ConstGauge::new(*value).encode(family.encode_family(&[("job", &**job)])?)?;
         }
         Ok(())
     }
@@ -320,24 +336,29 @@ mod tests {
     use super::{Metrics, Snapshot};
     use crate::store::Status;
     use chrono::{DateTime, Utc};
+    use std::sync::Arc;
     use std::time::Duration;
 
     fn utc(s: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
     }
 
-    fn snapshot(deadlines: Vec<(String, Duration, Option<DateTime<Utc>>)>) -> Snapshot {
+    fn render(m: &Metrics, snapshot: Snapshot) -> String {
+        let mut text = String::new();
+        m.render(snapshot, &mut text).unwrap();
+        text
+    }
+
+    fn snapshot(deadlines: Vec<(Arc<str>, Duration, Option<DateTime<Utc>>)>) -> Snapshot {
         paused_snapshot(deadlines, vec![])
     }
 
     fn paused_snapshot(
-        deadlines: Vec<(String, Duration, Option<DateTime<Utc>>)>,
+        deadlines: Vec<(Arc<str>, Duration, Option<DateTime<Utc>>)>,
         paused: Vec<String>,
     ) -> Snapshot {
         Snapshot {
-            jobs: ["ok", "never", "unknown", "failing"]
-                .map(String::from)
-                .into(),
+            jobs: ["ok", "never", "unknown", "failing"].map(Arc::from).into(),
             next_fires: vec![("ok".into(), None), ("failing".into(), None)],
             queue: None,
             messages: None,
@@ -352,10 +373,13 @@ mod tests {
         let m = Metrics::default();
         let hour = Duration::from_secs(3600);
         let known = Some(utc("2026-11-23T08:00:00Z"));
-        let text = m.render(paused_snapshot(
-            vec![("ok".into(), hour, known), ("never".into(), hour, known)],
-            vec!["never".into()],
-        ));
+        let text = render(
+            &m,
+            paused_snapshot(
+                vec![("ok".into(), hour, known), ("never".into(), hour, known)],
+                vec!["never".into()],
+            ),
+        );
         assert!(
             text.lines()
                 .any(|l| l.starts_with("tickler_job_success_due_timestamp_seconds{job=\"ok\"}")),
@@ -389,12 +413,15 @@ mod tests {
             utc("2026-11-23T10:00:00Z"),
         );
         let hour = Duration::from_secs(3600);
-        let text = m.render(snapshot(vec![
-            ("ok".into(), hour, Some(known)),
-            ("never".into(), 2 * hour, Some(known)),
-            ("failing".into(), hour, Some(known)),
-            ("unknown".into(), hour, None),
-        ]));
+        let text = render(
+            &m,
+            snapshot(vec![
+                ("ok".into(), hour, Some(known)),
+                ("never".into(), 2 * hour, Some(known)),
+                ("failing".into(), hour, Some(known)),
+                ("unknown".into(), hour, None),
+            ]),
+        );
         let due = |job: &str| {
             text.lines()
                 .find_map(|l| {
@@ -434,17 +461,17 @@ mod tests {
     fn a_job_new_to_a_later_scrape_gets_its_counters_from_0() {
         let m = Metrics::default();
         let zero = |job: &str| format!("tickler_runs_total{{job=\"{job}\",status=\"failed\"}} 0");
-        let first = m.render(paused_snapshot(vec![], vec![]));
+        let first = render(&m, paused_snapshot(vec![], vec![]));
         assert!(first.lines().any(|l| l == zero("ok")), "{first}");
         assert!(!first.contains("job=\"never\""), "{first}");
         let mut later = paused_snapshot(vec![], vec![]);
         later.next_fires.push(("never".into(), None));
-        let later = m.render(later);
+        let later = render(&m, later);
         for job in ["ok", "failing", "never"] {
             assert!(later.lines().any(|l| l == zero(job)), "{job} in {later}");
         }
         m.run_ended("gone", Status::Failed, None, utc("2026-11-23T10:00:00Z"));
-        let text = m.render(paused_snapshot(vec![], vec![]));
+        let text = render(&m, paused_snapshot(vec![], vec![]));
         for line in [
             "tickler_runs_total{job=\"gone\",status=\"failed\"} 1",
             "tickler_runs_total{job=\"gone\",status=\"succeeded\"} 0",

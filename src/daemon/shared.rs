@@ -165,7 +165,7 @@ impl Shared {
 
     /// Each enabled job's next fire as the timer has it, in the config's order (none before the
     /// timer has scheduled the jobs).
-    pub fn next_fires(&self) -> Vec<(String, Option<DateTime<Utc>>)> {
+    pub fn next_fires(&self) -> Vec<(Arc<str>, Option<DateTime<Utc>>)> {
         let (list, cells) = {
             let running = self.jobs.lock().expect("jobs lock");
             (running.list.clone(), running.next_fires.clone())
@@ -176,7 +176,7 @@ impl Shared {
             .map(|(job, cell)| {
                 let at = cell.load(Ordering::Relaxed);
                 let at = (at != NO_FIRE).then(|| DateTime::from_timestamp_micros(at));
-                (job.name.to_string(), at.flatten())
+                (job.name.clone(), at.flatten())
             })
             .collect()
     }

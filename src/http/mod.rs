@@ -38,7 +38,9 @@ use crate::notify::ChannelKind;
 use crate::secret::SecretSource;
 use crate::store::RunRow;
 use crate::store::audit::{Action, Actor};
+pub(crate) use body::Body;
 
+mod body;
 pub mod console;
 mod optouts;
 mod payments;
@@ -232,7 +234,7 @@ pub(crate) trait Handler: Send + Sync + 'static {
         self: Arc<Self>,
         req: Request<Incoming>,
         peer: SocketAddr,
-    ) -> BoxFuture<'static, Response<Full<Bytes>>>;
+    ) -> BoxFuture<'static, Response<Body>>;
 }
 
 impl Handler for HttpState {
@@ -240,7 +242,7 @@ impl Handler for HttpState {
         self: Arc<Self>,
         req: Request<Incoming>,
         peer: SocketAddr,
-    ) -> BoxFuture<'static, Response<Full<Bytes>>> {
+    ) -> BoxFuture<'static, Response<Body>> {
         Box::pin(async move { handle(req, peer, &self).await })
     }
 }
@@ -519,7 +521,15 @@ async fn body_within(body: Incoming, limit: usize) -> Result<Bytes, Response<Ful
     }
 }
 
-async fn handle(
+async fn handle(req: Request<Incoming>, peer: SocketAddr, state: &HttpState) -> Response<Body> {
+    // The one answer written while it is read; every other is whole.
+    if req.method() == Method::GET && req.uri().path() == "/metrics" {
+        return metrics(state).await;
+    }
+    route(req, peer, state).await.map(Body::from)
+}
+
+async fn route(
     req: Request<Incoming>,
     peer: SocketAddr,
     state: &HttpState,
@@ -564,7 +574,6 @@ async fn handle(
         .and_then(|r| r.strip_suffix("/run"))
         .filter(|name| !name.is_empty());
     match (req.method(), path, run_of) {
-        (&Method::GET, "/metrics", _) => metrics(state).await,
         (&Method::GET, "/healthz", _) => health(state).await,
         (&Method::POST, _, Some(name)) => trigger(&req, name, peer, state).await,
         (&Method::GET, _, Some(name)) if state.allow_get_trigger => {
@@ -588,7 +597,7 @@ fn get_refused() -> Response<Full<Bytes>> {
     r
 }
 
-async fn metrics(state: &HttpState) -> Response<Full<Bytes>> {
+async fn metrics(state: &HttpState) -> Response<Body> {
     let shared = state.shared.clone();
     let counts = async {
         let tasks = shared.store.task_counts().await?;
@@ -608,54 +617,42 @@ async fn metrics(state: &HttpState) -> Response<Full<Bytes>> {
     };
     // A million series at 100,000 jobs take a while to write: off the runtime's workers, so
     // a scrape does not hold up the fires and runs that share them; one at a time, so a burst
-    // of scrapes neither takes every core nor holds an exposition (57 MB there) each.
+    // of scrapes does not take every core. The text (57 MB there) is written as the scraper
+    // reads it, a few pieces of 64 KiB ahead at most, never held whole; a scraper that reads
+    // nothing for `STALL` has its response cut, so it cannot hold the scrapes behind it.
     static ONE_AT_A_TIME: Semaphore = Semaphore::const_new(1);
-    // (Never closed: the permit, held in the `Ok`, is given back when the scrape ends.)
-    let _turn = ONE_AT_A_TIME.acquire().await;
-    let render = tokio::task::spawn_blocking(move || {
+    // (Never closed: the permit, held in the `Ok`, is given back when the writing ends.)
+    let turn = ONE_AT_A_TIME.acquire().await;
+    let (mut writer, body) = body::Writer::new(body::STALL);
+    let writing = tokio::task::spawn_blocking(move || {
+        let _turn = turn;
         let snapshot = metrics_snapshot(&shared, queue, messages);
-        shared.metrics.render(snapshot)
+        let written = shared
+            .metrics
+            .render(snapshot, &mut writer)
+            .and_then(|()| writer.finish());
+        if written.is_err() {
+            tracing::info!(
+                "metrics: a response was cut: the scraper left, or read nothing for {}s",
+                body::STALL.as_secs()
+            );
+        }
+        // What the scrape's series took goes back to the system (see `give_back_freed_heap`).
+        crate::daemon::give_back_freed_heap();
     });
-    match render.await {
-        Ok(text) => reply(
-            StatusCode::OK,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            Bytes::from_owner(Exposition(text)),
-        ),
-        Err(e) => {
+    tokio::spawn(async move {
+        if let Err(e) = writing.await {
             tracing::error!(error = %e, "metrics: the exposition could not be written");
-            reply(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "text/plain; charset=utf-8",
-                "the metrics could not be written; see the daemon's log\n".to_string(),
-            )
         }
-    }
-}
-
-/// A scrape's exposition as a response body. When hyper lets go of it (sent, or the scraper
-/// gone), the text is freed and the allocator's free pages are handed back, off the runtime's
-/// workers: at 100,000 jobs the exposition is 57 MB, grown by doubling, and the heaps that
-/// served it kept its pages, so three scrapes left the daemon 124-128 MiB resident against
-/// 85-89 before (`bench/large.py --metrics`). Holding glibc's mmap threshold at its default
-/// instead did as well for memory but made 100,000 fires 7-41 % later (each batch's large
-/// buffers mapped and faulted in afresh).
-struct Exposition(String);
-
-impl AsRef<[u8]> for Exposition {
-    fn as_ref(&self) -> &[u8] {
-        self.0.as_bytes()
-    }
-}
-
-impl Drop for Exposition {
-    fn drop(&mut self) {
-        drop(std::mem::take(&mut self.0));
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => drop(runtime.spawn_blocking(crate::daemon::give_back_freed_heap)),
-            Err(_) => crate::daemon::give_back_freed_heap(),
-        }
-    }
+    });
+    let mut r = Response::new(body);
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        ),
+    );
+    r
 }
 
 /// What a scrape reports besides the daemon's counts, read from the running config now and
@@ -668,7 +665,7 @@ fn metrics_snapshot(
     let jobs = shared.jobs_now();
     // As the timer has them: nothing is worked out again here.
     let next_fires = shared.next_fires();
-    let names = jobs.iter().map(|j| j.name.to_string()).collect();
+    let names = jobs.iter().map(|j| j.name.clone()).collect();
     // As last read by the daemon (before each batch of fires, and every minute).
     let paused: Vec<String> = shared
         .paused
@@ -682,11 +679,7 @@ fn metrics_snapshot(
         .filter(|j| j.enabled)
         .filter_map(|j| {
             let within = j.alerts.expect_success_within?;
-            Some((
-                j.name.to_string(),
-                within,
-                shared.alerts.known_since(&j.name),
-            ))
+            Some((j.name.clone(), within, shared.alerts.known_since(&j.name)))
         })
         .collect();
     let loop_age = shared.loop_tick.lock().expect("loop tick lock").elapsed();

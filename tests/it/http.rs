@@ -1,7 +1,7 @@
-//! The optional `[http]` listener on a real socket: `/metrics` after real runs, `/healthz`,
-//! `POST /jobs/{name}/run` with no, wrong and right bearer tokens, its run id, `?wait=` for the
-//! finished run, `GET` where allowed and disabled jobs, and the real binary under a low
-//! open-file limit with hundreds of idle clients.
+//! The optional `[http]` listener on a real socket: `/metrics` after real runs and with a
+//! scraper that stops reading, `/healthz`, `POST /jobs/{name}/run` with no, wrong and right
+//! bearer tokens, its run id, `?wait=` for the finished run, `GET` where allowed and disabled
+//! jobs, and the real binary under a low open-file limit with hundreds of idle clients.
 
 use std::time::Duration;
 
@@ -114,6 +114,89 @@ async fn metrics_and_health_report_runs_next_fires_and_the_queue() {
     }
     d.stop().await;
     store.close().await;
+}
+
+/// `/metrics` is written while the scraper reads it, never held whole (57 MB at 100,000
+/// jobs): a scraper that reads nothing has its response cut after 10 s (the connection closes
+/// without the body's end, so it cannot take a part for the whole), and the scrape waiting
+/// behind it is then answered in full.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scraper_that_reads_nothing_is_cut_off_and_the_next_scrape_is_answered() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let p = Project::sqlite();
+    let port = free_port();
+    // About 16 MB of exposition: far more than the kernel's socket buffers hold.
+    let jobs: String = (0..30_000)
+        .map(|i| format!("[[job]]\nname = \"job-{i:05}\"\nkind = \"noop\"\nevery = \"1d\"\n"))
+        .collect();
+    p.write_config(
+        "",
+        &format!("[http]\nlisten = \"127.0.0.1:{port}\"\n\n{jobs}"),
+    );
+    let d = TestDaemon::start(p.config(), utc("2026-11-23T10:00:30Z")).await;
+
+    // A scraper with a small receive buffer that asks and reads nothing.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stalled = socket.connect(([127, 0, 0, 1], port).into()).await.unwrap();
+    stalled
+        .write_all(b"GET /metrics HTTP/1.1\r\nhost: tickler\r\n\r\n")
+        .await
+        .unwrap();
+    // Its response has begun (it has the scrapes' turn) once its head arrives.
+    let mut head = vec![];
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        let read = tokio::time::timeout(Duration::from_secs(60), stalled.read_exact(&mut byte));
+        read.await
+            .expect("the response's head within 60 s")
+            .unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_lowercase();
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(head.contains("transfer-encoding: chunked"), "{head}");
+
+    // The next scrape waits its turn, then gets the whole text.
+    let started = std::time::Instant::now();
+    let scrape = async {
+        let r = reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await?;
+        assert_eq!(r.status(), 200);
+        r.text().await
+    };
+    let text = tokio::time::timeout(Duration::from_secs(90), scrape)
+        .await
+        .expect("the scrape behind a stalled one answered within 90 s")
+        .unwrap();
+    assert!(
+        text.ends_with("# EOF\n"),
+        "whole: {}",
+        &text[text.len() - 200..]
+    );
+    assert!(text.contains("tickler_runs_total{job=\"job-29999\",status=\"failed\"} 0\n"));
+    assert!(text.len() > 10_000_000, "{}", text.len());
+    assert!(
+        started.elapsed() >= Duration::from_secs(10),
+        "it waited for the stalled scraper to be given up: {:?}",
+        started.elapsed()
+    );
+
+    // The stalled scraper's response was cut: reading it now finds the connection closed
+    // before the body's end (the last chunk, `0`, and the exposition's `# EOF`).
+    let mut got = vec![];
+    tokio::time::timeout(Duration::from_secs(30), stalled.read_to_end(&mut got))
+        .await
+        .expect("the stalled connection was closed")
+        .ok();
+    let got = String::from_utf8_lossy(&got);
+    assert!(
+        !got.contains("# EOF"),
+        "cut before its end ({} bytes read)",
+        got.len()
+    );
+    assert!(!got.ends_with("\r\n0\r\n\r\n"), "no last chunk");
+    d.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -137,11 +137,11 @@ impl super::Handler for Console {
         self: Arc<Self>,
         req: Request<Incoming>,
         peer: SocketAddr,
-    ) -> BoxFuture<'static, Response<Full<Bytes>>> {
+    ) -> BoxFuture<'static, Response<super::Body>> {
         Box::pin(async move {
             let mut r = route(&self, req, peer).await;
             secure(&mut r);
-            r
+            r.map(super::Body::from)
         })
     }
 }
