@@ -631,7 +631,8 @@ async fn metrics(state: &HttpState) -> Response<Body> {
             .metrics
             .render(snapshot, &mut writer)
             .and_then(|()| writer.finish());
-        if written.is_err() {
+        // (A daemon stopping closes its connections: nothing to say then.)
+        if written.is_err() && !shared.stopping.is_cancelled() {
             tracing::info!(
                 "metrics: a response was cut: the scraper left, or read nothing for {}s",
                 body::STALL.as_secs()
