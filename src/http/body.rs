@@ -117,7 +117,7 @@ impl Writer {
         let (tx, rx) = mpsc::channel(AHEAD);
         let writer = Writer {
             pieces: tx,
-            buffer: String::with_capacity(PIECE + PIECE / 4),
+            buffer: piece_buffer(),
             runtime: tokio::runtime::Handle::current(),
             stall,
         };
@@ -150,12 +150,16 @@ impl fmt::Write for Writer {
     fn write_str(&mut self, s: &str) -> fmt::Result {
         self.buffer.push_str(s);
         if self.buffer.len() >= PIECE {
-            let full =
-                std::mem::replace(&mut self.buffer, String::with_capacity(PIECE + PIECE / 4));
+            let full = std::mem::replace(&mut self.buffer, piece_buffer());
             self.send(Piece::More(Bytes::from(full)))?;
         }
         Ok(())
     }
+}
+
+/// A piece's buffer: room for `PIECE` and the last write that crosses it.
+fn piece_buffer() -> String {
+    String::with_capacity(PIECE + PIECE / 4)
 }
 
 #[cfg(test)]

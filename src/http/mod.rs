@@ -483,8 +483,8 @@ impl Throttle {
     }
 }
 
-fn reply(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(body.into()));
+fn reply(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Body> {
+    let mut r = Response::new(Body::from(Full::new(body.into())));
     *r.status_mut() = status;
     if let Ok(v) = header::HeaderValue::from_str(content_type) {
         r.headers_mut().insert(header::CONTENT_TYPE, v);
@@ -492,16 +492,16 @@ fn reply(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Resp
     r
 }
 
-fn json_reply(status: StatusCode, body: serde_json::Value) -> Response<Full<Bytes>> {
+fn json_reply(status: StatusCode, body: serde_json::Value) -> Response<Body> {
     reply(status, "application/json", format!("{body}\n"))
 }
 
-fn not_found() -> Response<Full<Bytes>> {
+fn not_found() -> Response<Body> {
     json_reply(StatusCode::NOT_FOUND, json!({"error": "not found"}))
 }
 
 /// A request's whole body, or the 413 to answer when it is over `limit` bytes (or breaks off).
-async fn body_within(body: Incoming, limit: usize) -> Result<Bytes, Response<Full<Bytes>>> {
+async fn body_within(body: Incoming, limit: usize) -> Result<Bytes, Response<Body>> {
     match http_body_util::Limited::new(body, limit).collect().await {
         Ok(b) => Ok(b.to_bytes()),
         Err(e) => {
@@ -522,18 +522,6 @@ async fn body_within(body: Incoming, limit: usize) -> Result<Bytes, Response<Ful
 }
 
 async fn handle(req: Request<Incoming>, peer: SocketAddr, state: &HttpState) -> Response<Body> {
-    // The one answer written while it is read; every other is whole.
-    if req.method() == Method::GET && req.uri().path() == "/metrics" {
-        return metrics(state).await;
-    }
-    route(req, peer, state).await.map(Body::from)
-}
-
-async fn route(
-    req: Request<Incoming>,
-    peer: SocketAddr,
-    state: &HttpState,
-) -> Response<Full<Bytes>> {
     if let Some(provider) = payments::Provider::of_path(req.uri().path()) {
         return match *req.method() {
             Method::POST => payments::webhook(req, provider, state).await,
@@ -574,6 +562,7 @@ async fn route(
         .and_then(|r| r.strip_suffix("/run"))
         .filter(|name| !name.is_empty());
     match (req.method(), path, run_of) {
+        (&Method::GET, "/metrics", _) => metrics(state).await,
         (&Method::GET, "/healthz", _) => health(state).await,
         (&Method::POST, _, Some(name)) => trigger(&req, name, peer, state).await,
         (&Method::GET, _, Some(name)) if state.allow_get_trigger => {
@@ -586,7 +575,7 @@ async fn route(
 
 /// `GET /jobs/{name}/run` where `allow_get_trigger` is off: the resource exists, the method
 /// does not run it.
-fn get_refused() -> Response<Full<Bytes>> {
+fn get_refused() -> Response<Body> {
     let mut r = json_reply(
         StatusCode::METHOD_NOT_ALLOWED,
         json!({"error": "`GET /jobs/NAME/run` runs nothing here: use POST, or set \
@@ -695,7 +684,7 @@ fn metrics_snapshot(
     }
 }
 
-async fn health(state: &HttpState) -> Response<Full<Bytes>> {
+async fn health(state: &HttpState) -> Response<Body> {
     let shared = &state.shared;
     let age = shared.loop_tick.lock().expect("loop tick lock").elapsed();
     let loop_ok = age < LOOP_STALE;
@@ -739,7 +728,7 @@ fn unauthorized_unless_token<B>(
     req: &Request<B>,
     state: &HttpState,
     what: &str,
-) -> Option<Response<Full<Bytes>>> {
+) -> Option<Response<Body>> {
     let Some(source) = &state.token else {
         tracing::warn!("{what} refused: no `[http]` token is configured");
         return Some(unauthorized());
@@ -782,7 +771,7 @@ fn same_token(presented: &[u8], expected: &[u8]) -> bool {
     diff == 0
 }
 
-fn unauthorized() -> Response<Full<Bytes>> {
+fn unauthorized() -> Response<Body> {
     let mut r = json_reply(
         StatusCode::UNAUTHORIZED,
         json!({"error": "a valid bearer token is required"}),
@@ -865,7 +854,7 @@ async fn trigger(
     name: &str,
     peer: SocketAddr,
     state: &HttpState,
-) -> Response<Full<Bytes>> {
+) -> Response<Body> {
     if let Some(refused) = unauthorized_unless_token(req, state, "POST /jobs/NAME/run") {
         return refused;
     }

@@ -18,11 +18,11 @@
 
 use std::time::Duration;
 
+use crate::http::Body;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use hmac::{Hmac, Mac};
-use http_body_util::Full;
-use hyper::body::{Bytes, Incoming};
+use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use serde_json::{Value, json};
 use sha1::Sha1;
@@ -73,7 +73,7 @@ async fn stored<T>(
     }
 }
 
-fn error(status: StatusCode, message: impl std::fmt::Display) -> Response<Full<Bytes>> {
+fn error(status: StatusCode, message: impl std::fmt::Display) -> Response<Body> {
     json_reply(status, json!({ "error": message.to_string() }))
 }
 
@@ -86,7 +86,7 @@ fn escape(s: &str) -> String {
 }
 
 /// A small page for the person who clicked: `message` (escaped) and `form` (trusted HTML).
-fn page(status: StatusCode, message: &str, form: &str) -> Response<Full<Bytes>> {
+fn page(status: StatusCode, message: &str, form: &str) -> Response<Body> {
     reply(
         status,
         "text/html; charset=utf-8",
@@ -103,7 +103,7 @@ pub(super) async fn unsubscribe(
     req: Request<Incoming>,
     token: &str,
     state: &HttpState,
-) -> Response<Full<Bytes>> {
+) -> Response<Body> {
     let Some(links) = &state.optouts.unsubscribe else {
         return not_found();
     };
@@ -205,10 +205,7 @@ fn keyword(body: &str) -> Option<Keyword> {
 }
 
 /// `POST /twilio/inbound`.
-pub(super) async fn twilio_inbound(
-    req: Request<Incoming>,
-    state: &HttpState,
-) -> Response<Full<Bytes>> {
+pub(super) async fn twilio_inbound(req: Request<Incoming>, state: &HttpState) -> Response<Body> {
     let o = &state.optouts;
     if o.sms.is_none() && o.whatsapp.is_none() {
         return not_found();
@@ -370,7 +367,7 @@ fn entry(value: &Value) -> Result<Entry, BounceError> {
 /// Hard bounces and complaints block; soft ones (a full mailbox, a greylisting) are counted and
 /// block nothing, since the next send may well arrive. One bad entry refuses the whole body
 /// (400, every bad entry named by its index) and nothing is written.
-pub(super) async fn bounces(req: Request<Incoming>, state: &HttpState) -> Response<Full<Bytes>> {
+pub(super) async fn bounces(req: Request<Incoming>, state: &HttpState) -> Response<Body> {
     if let Some(refused) = super::unauthorized_unless_token(&req, state, "POST /bounces") {
         return refused;
     }

@@ -16,9 +16,9 @@
 
 use std::time::Duration;
 
+use crate::http::Body;
 use hmac::{Hmac, Mac};
-use http_body_util::Full;
-use hyper::body::{Bytes, Incoming};
+use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use serde_json::json;
 use sha2::{Sha256, Sha512};
@@ -151,7 +151,7 @@ pub fn verify_stripe(
     Ok(())
 }
 
-fn error(status: StatusCode, message: impl std::fmt::Display) -> Response<Full<Bytes>> {
+fn error(status: StatusCode, message: impl std::fmt::Display) -> Response<Body> {
     json_reply(status, json!({ "error": message.to_string() }))
 }
 
@@ -163,7 +163,7 @@ async fn record(
     event: &PaymentEvent,
     now: chrono::DateTime<chrono::Utc>,
     name: &str,
-) -> Response<Full<Bytes>> {
+) -> Response<Body> {
     let applied = tokio::time::timeout(
         STORE_PATIENCE,
         payments::apply(&state.shared.store, event, now),
@@ -215,7 +215,7 @@ pub(super) async fn webhook(
     req: Request<Incoming>,
     provider: Provider,
     state: &HttpState,
-) -> Response<Full<Bytes>> {
+) -> Response<Body> {
     let name = provider.name();
     let source = match provider {
         Provider::Paystack => state.payments.paystack.as_ref(),
@@ -432,7 +432,7 @@ pub(super) async fn invoice_payment(
     req: Request<Incoming>,
     number: &str,
     state: &HttpState,
-) -> Response<Full<Bytes>> {
+) -> Response<Body> {
     if let Some(refused) =
         super::unauthorized_unless_token(&req, state, "POST /invoices/NUMBER/payments")
     {

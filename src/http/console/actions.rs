@@ -5,9 +5,8 @@
 
 use std::collections::HashMap;
 
-use http_body_util::Full;
+use crate::http::Body;
 use hyper::Response;
-use hyper::body::Bytes;
 
 use super::{Console, Who, decode_segment, encode_segment, redirect};
 use crate::daemon::manual;
@@ -36,7 +35,7 @@ pub async fn act(
     who: &Who,
     path: &str,
     form: &HashMap<String, String>,
-) -> Response<Full<Bytes>> {
+) -> Response<Body> {
     let actor = Actor {
         who: who.user.clone(),
         origin: format!("console {}", who.client),

@@ -16,9 +16,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::http::Body;
 use futures_util::future::BoxFuture;
-use http_body_util::Full;
-use hyper::body::{Bytes, Incoming};
+use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode, header};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -141,7 +141,7 @@ impl super::Handler for Console {
         Box::pin(async move {
             let mut r = route(&self, req, peer).await;
             secure(&mut r);
-            r.map(super::Body::from)
+            r
         })
     }
 }
@@ -157,7 +157,7 @@ pub struct Who {
     pub client: IpAddr,
 }
 
-async fn route(c: &Console, req: Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
+async fn route(c: &Console, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
     let path = req.uri().path().to_string();
     let method = req.method().clone();
     let cookies = cookie_header(&req);
@@ -244,7 +244,7 @@ async fn route(c: &Console, req: Request<Incoming>, peer: SocketAddr) -> Respons
     actions::act(c, &who, &path, &form).await
 }
 
-async fn login(c: &Console, req: Request<Incoming>, client: IpAddr) -> Response<Full<Bytes>> {
+async fn login(c: &Console, req: Request<Incoming>, client: IpAddr) -> Response<Body> {
     let cookies = cookie_header(&req);
     let Some(form) = form_of(req).await else {
         return text(StatusCode::PAYLOAD_TOO_LARGE, "the form is too large");
@@ -341,14 +341,14 @@ async fn login(c: &Console, req: Request<Incoming>, client: IpAddr) -> Response<
 
 /// The answer while the users file cannot be read or is invalid (the log says why): nobody is
 /// let in, and sessions resume once it is fixed (each checked against it).
-fn users_unusable() -> Response<Full<Bytes>> {
+fn users_unusable() -> Response<Body> {
     text(
         StatusCode::SERVICE_UNAVAILABLE,
         "the console refuses everyone: the users file is unusable (see the daemon's log)",
     )
 }
 
-fn retry_after(r: &mut Response<Full<Bytes>>, seconds: u64) {
+fn retry_after(r: &mut Response<Body>, seconds: u64) {
     if let Ok(v) = header::HeaderValue::from_str(&seconds.to_string()) {
         r.headers_mut().insert(header::RETRY_AFTER, v);
     }
@@ -411,14 +411,14 @@ fn clear_cookie(c: &Console, name: &str) -> String {
     format!("{name}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{secure}")
 }
 
-pub(super) fn set_cookie(r: &mut Response<Full<Bytes>>, value: &str) {
+pub(super) fn set_cookie(r: &mut Response<Body>, value: &str) {
     if let Ok(v) = header::HeaderValue::from_str(value) {
         r.headers_mut().append(header::SET_COOKIE, v);
     }
 }
 
 /// The headers every console answer carries.
-fn secure(r: &mut Response<Full<Bytes>>) {
+fn secure(r: &mut Response<Body>) {
     let h = r.headers_mut();
     for (k, v) in [
         (
@@ -434,11 +434,11 @@ fn secure(r: &mut Response<Full<Bytes>>) {
     }
 }
 
-pub(super) fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
+pub(super) fn text(status: StatusCode, body: &str) -> Response<Body> {
     super::reply(status, "text/plain; charset=utf-8", format!("{body}\n"))
 }
 
-pub(super) fn redirect(to: &str) -> Response<Full<Bytes>> {
+pub(super) fn redirect(to: &str) -> Response<Body> {
     let mut r = super::reply(StatusCode::SEE_OTHER, "text/plain; charset=utf-8", "");
     if let Ok(v) = header::HeaderValue::from_str(to) {
         r.headers_mut().insert(header::LOCATION, v);

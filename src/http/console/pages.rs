@@ -4,11 +4,10 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use crate::http::Body;
 use chrono::{DateTime, Utc};
-use http_body_util::Full;
 use hyper::Response;
 use hyper::StatusCode;
-use hyper::body::Bytes;
 use minijinja::value::Serde;
 use minijinja::{Environment, Value, context};
 use serde_json::json;
@@ -54,7 +53,7 @@ pub fn environment() -> Environment<'static> {
     env
 }
 
-fn render(c: &Console, name: &str, ctx: Value) -> Response<Full<Bytes>> {
+fn render(c: &Console, name: &str, ctx: Value) -> Response<Body> {
     match c.pages.get_template(name).and_then(|t| t.render(ctx)) {
         Ok(html) => crate::http::reply(StatusCode::OK, "text/html; charset=utf-8", html),
         Err(e) => {
@@ -100,7 +99,7 @@ fn me(who: &Who) -> Value {
 /// holds one of ours (`kept`), so a second tab, or a request the browser makes on its own
 /// (`/favicon.ico` before it was answered 404), does not replace the token of a form already
 /// shown; otherwise a new one.
-pub fn login_page(c: &Console, error: Option<&str>, kept: Option<&str>) -> Response<Full<Bytes>> {
+pub fn login_page(c: &Console, error: Option<&str>, kept: Option<&str>) -> Response<Body> {
     let token = kept
         .filter(|t| auth::is_token(t))
         .map(str::to_string)
@@ -121,13 +120,13 @@ pub fn login_page(c: &Console, error: Option<&str>, kept: Option<&str>) -> Respo
     r
 }
 
-fn missing(c: &Console, who: &Who, what: &str) -> Response<Full<Bytes>> {
+fn missing(c: &Console, who: &Who, what: &str) -> Response<Body> {
     let mut r = render(c, "missing.html", context! { me => me(who), what => what });
     *r.status_mut() = StatusCode::NOT_FOUND;
     r
 }
 
-fn failed(e: StoreError) -> Response<Full<Bytes>> {
+fn failed(e: StoreError) -> Response<Body> {
     tracing::error!(error = %e, "console: cannot read the database");
     super::text(
         StatusCode::SERVICE_UNAVAILABLE,
@@ -141,7 +140,7 @@ pub async fn page(
     who: &Who,
     path: &str,
     q: &HashMap<String, String>,
-) -> Response<Full<Bytes>> {
+) -> Response<Body> {
     let result = match path {
         "/" => overview_page(c, who, q).await,
         "/queue" => queue_page(c, who, q).await,
@@ -181,7 +180,7 @@ async fn overview_page(
     c: &Console,
     who: &Who,
     q: &HashMap<String, String>,
-) -> Result<Response<Full<Bytes>>, StoreError> {
+) -> Result<Response<Body>, StoreError> {
     let shared = &c.shared;
     let jobs = shared.jobs_now();
     let query = OverviewQuery {
@@ -217,7 +216,7 @@ async fn job_page(
     who: &Who,
     name: &str,
     q: &HashMap<String, String>,
-) -> Result<Response<Full<Bytes>>, StoreError> {
+) -> Result<Response<Body>, StoreError> {
     let shared = &c.shared;
     let Some(spec) = shared.job(name) else {
         return Ok(missing(
@@ -300,7 +299,7 @@ fn upcoming(spec: &Arc<JobSpec>, now: DateTime<Utc>) -> Vec<DateTime<Utc>> {
     spec.trigger.upcoming(now, spec.timezone, 20)
 }
 
-async fn run_page(c: &Console, who: &Who, id: &str) -> Result<Response<Full<Bytes>>, StoreError> {
+async fn run_page(c: &Console, who: &Who, id: &str) -> Result<Response<Body>, StoreError> {
     let Ok(run) = uuid::Uuid::parse_str(id) else {
         return Ok(missing(c, who, "that is not a run id"));
     };
@@ -355,7 +354,7 @@ async fn queue_page(
     c: &Console,
     who: &Who,
     q: &HashMap<String, String>,
-) -> Result<Response<Full<Bytes>>, StoreError> {
+) -> Result<Response<Body>, StoreError> {
     let store = &c.shared.store;
     let mut counts: BTreeMap<String, BTreeMap<String, i64>> = BTreeMap::new();
     for t in store.open_task_counts().await? {
@@ -418,7 +417,7 @@ async fn campaigns_page(
     c: &Console,
     who: &Who,
     q: &HashMap<String, String>,
-) -> Result<Response<Full<Bytes>>, StoreError> {
+) -> Result<Response<Body>, StoreError> {
     // Members a page: 200 unless `per_page` (1-500) says otherwise.
     let per_page = q
         .get("per_page")
@@ -479,7 +478,7 @@ async fn messages_page(
     c: &Console,
     who: &Who,
     q: &HashMap<String, String>,
-) -> Result<Response<Full<Bytes>>, StoreError> {
+) -> Result<Response<Body>, StoreError> {
     let before = match (q.get("before"), q.get("before_id")) {
         (Some(at), Some(id)) => DateTime::parse_from_rfc3339(at)
             .ok()
@@ -520,7 +519,7 @@ async fn invoices_page(
     c: &Console,
     who: &Who,
     q: &HashMap<String, String>,
-) -> Result<Response<Full<Bytes>>, StoreError> {
+) -> Result<Response<Body>, StoreError> {
     let store = &c.shared.store;
     let today = c.shared.clock.now().date_naive();
     let levels: Vec<Value> = store
@@ -590,7 +589,7 @@ async fn audit_page(
     c: &Console,
     who: &Who,
     q: &HashMap<String, String>,
-) -> Result<Response<Full<Bytes>>, StoreError> {
+) -> Result<Response<Body>, StoreError> {
     let rows = c
         .shared
         .store
