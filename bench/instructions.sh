@@ -3,9 +3,9 @@
 # per binary: figures this VM's noise does not move, unlike its timings.
 # - `--bench messages` (the default): the invoice's context, the template's render, the email's
 #   building (benches/messages.rs), each less the setup alone.
-# - `--bench journal`: on the embedded SQLite, the claim of a page of messages (less the
-#   setup), and the journal's commits of their attempts and ends (less the claim)
-#   (benches/journal.rs).
+# - `--bench journal`: on the embedded SQLite, the selection of the pages of invoices the
+#   messages are made from and the claim of a page of messages (each less the setup), and the
+#   journal's commits of their attempts and ends (less the claim) (benches/journal.rs).
 # Usage: bench/instructions.sh [--bench messages|journal] LABEL=BINARY [LABEL=BINARY...]
 #   BINARY: `cargo bench --bench NAME --no-run` at a revision, copied aside.
 #   e.g. bench/instructions.sh base=/tmp/ab/messages-base head=/tmp/ab/messages-head
@@ -19,7 +19,7 @@ if [ "${1:-}" = "--bench" ]; then
 fi
 case "$bench" in
 messages) parts="context:none render:none email:none" ;;
-journal) parts="claim:none journal:claim" ;;
+journal) parts="select:none claim:none journal:claim" ;;
 *)
     echo "--bench: messages or journal, not $bench" >&2
     exit 2

@@ -1,8 +1,9 @@
-//! What a message's writes to `notification_log` cost on the embedded SQLite, where they are
-//! tickler's own CPU (on PostgreSQL they run in the server): the claim of a page of messages
-//! (`Store::claim_notifications`, one statement) and the journal's commits
-//! (`Store::journal_notifications`), each recording the attempts of a group of messages
-//! about to be sent and the ends of the group sent before it, as a delivery does.
+//! What a message's statements cost on the embedded SQLite, where they are tickler's own CPU
+//! (on PostgreSQL they run in the server): the selection of the page of invoices it is made
+//! from (`Store::open_invoices_due`, 2,000 a page, as `invoice_reminders` reads them), the
+//! claim of a page of messages (`Store::claim_notifications`, one statement) and the journal's
+//! commits (`Store::journal_notifications`), each recording the attempts of a group of
+//! messages about to be sent and the ends of the group sent before it, as a delivery does.
 //!
 //! This VM's timings move by 20-30 % from run to run, so the parts are compared by the
 //! instructions callgrind counts (every thread's, SQLite's connection threads included):
@@ -11,20 +12,25 @@
 //!
 //! `cargo bench --bench journal -- PART [N]`: on a fresh SQLite file with 2,000 customers and
 //! 20,000 open invoices, does PART for N messages (default 2,000), each about its own invoice,
-//! and prints the wall time per message. PART: `none` (the setup alone), `claim` (the claim),
-//! `journal` (the claim, then the journal's commits, 16 messages a group).
+//! and prints the wall time per message. PART: `none` (the setup alone), `select` (the pages
+//! of invoices), `claim` (the claim), `journal` (the claim, then the journal's commits, 16
+//! messages a group).
 
 use std::time::Instant;
 
 use chrono::Utc;
 use tickler::secret::DatabaseUrl;
 use tickler::store::Store;
-use tickler::store::billing::{Claimant, NotificationAttempt, NotificationClaim, NotificationEnd};
+use tickler::store::billing::{
+    Claimant, Cursor, NotificationAttempt, NotificationClaim, NotificationEnd,
+};
 
 mod common;
 
 const CUSTOMERS: usize = 2_000;
 const INVOICES: usize = 20_000;
+/// Invoices a page of the selection reads: the `batch_size` the reminders benchmark runs with.
+const PAGE: i64 = 2_000;
 /// Messages whose attempts one journal commit records (and the ends of as many).
 const GROUP: usize = 16;
 
@@ -33,10 +39,10 @@ fn main() {
     let part = part.as_str();
     assert!(n <= INVOICES, "N: at most {INVOICES} messages");
     let (claim, journal) = match part {
-        "none" => (false, false),
+        "none" | "select" => (false, false),
         "claim" => (true, false),
         "journal" => (true, true),
-        other => panic!("unknown part `{other}`: write none, claim or journal"),
+        other => panic!("unknown part `{other}`: write none, select, claim or journal"),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -79,6 +85,20 @@ fn main() {
             run: Some(uuid::Uuid::from_u128(7)),
         };
         let start = Instant::now();
+        if part == "select" {
+            let mut cursor = Cursor::start();
+            let mut read = 0;
+            while read < n {
+                let page = store
+                    .open_invoices_due(today, today, &cursor, PAGE.min((n - read) as i64))
+                    .await
+                    .expect("a page of invoices");
+                let Some(last) = page.last() else { break };
+                cursor = Cursor::after(last);
+                read += std::hint::black_box(page).len();
+            }
+            assert_eq!(read, n, "every invoice read");
+        }
         if claim {
             let taken = store
                 .claim_notifications(&claimant, &claims, Utc::now())
