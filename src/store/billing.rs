@@ -1314,6 +1314,14 @@ mod tests {
     use crate::secret::DatabaseUrl;
     use chrono::NaiveDate;
 
+    /// A migrated store on a new SQLite file in `dir`.
+    async fn migrated_sqlite(dir: &std::path::Path) -> Store {
+        let url = format!("sqlite://{}/tickler.db", dir.display());
+        let store = Store::connect(&DatabaseUrl::new(url)).await.unwrap();
+        store.migrate().await.unwrap();
+        store
+    }
+
     /// On the embedded SQLite (the version tickler ships), each of the journal's statements
     /// takes the rows it is given first (read through a subquery, see `adapt`) and finds each
     /// message by its key, in the unique index, and its invoice by id: never a walk of a
@@ -1321,9 +1329,7 @@ mod tests {
     #[tokio::test]
     async fn the_journal_finds_each_message_by_its_key_on_sqlite() {
         let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}/plans.db", dir.path().display());
-        let store = Store::connect(&DatabaseUrl::new(url)).await.unwrap();
-        store.migrate().await.unwrap();
+        let store = migrated_sqlite(dir.path()).await;
         let Store::Sqlite(lite) = &store else {
             unreachable!("a sqlite:// URL opens SQLite")
         };
@@ -1363,9 +1369,7 @@ mod tests {
     #[tokio::test]
     async fn a_page_of_invoices_read_as_json_on_sqlite_is_the_page_read_as_rows() {
         let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}/pages.db", dir.path().display());
-        let store = Store::connect(&DatabaseUrl::new(url)).await.unwrap();
-        store.migrate().await.unwrap();
+        let store = migrated_sqlite(dir.path()).await;
         let Store::Sqlite(lite) = &store else {
             unreachable!("a sqlite:// URL opens SQLite")
         };
