@@ -1408,19 +1408,25 @@ mod tests {
             sqlx::query(&sql).execute(lite.pool()).await.unwrap();
         }
         let day = |d: u32| NaiveDate::from_ymd_opt(2026, 12, d).unwrap();
-        let rows = |where_: &'static str| {
-            let text = store.sql(&format!("{INVOICE_VIEW}{where_}")).into_owned();
-            async move {
-                let query = sqlx::query_as::<_, InvoiceView>(&text);
-                let query = if where_ == REMINDER_WHERE {
-                    query.bind(day(1)).bind(day(31))
+        // The binds of each page's query, as the store passes them.
+        macro_rules! bound {
+            ($query:expr, $where_:expr) => {{
+                let query = if $where_ == REMINDER_WHERE {
+                    $query.bind(day(1)).bind(day(31))
                 } else {
-                    query.bind(day(31)).bind(2).bind(None::<String>)
+                    $query.bind(day(31)).bind(2).bind(None::<String>)
                 };
-                let page = query
+                query
                     .bind(day(1))
                     .bind(uuid::Uuid::nil().to_string())
                     .bind(10i64)
+            }};
+        }
+        let text = |where_: &str| store.sql(&format!("{INVOICE_VIEW}{where_}")).into_owned();
+        let rows = |where_: &'static str| {
+            let text = text(where_);
+            async move {
+                let page = bound!(sqlx::query_as::<_, InvoiceView>(&text), where_)
                     .fetch_all(lite.pool())
                     .await
                     .unwrap();
@@ -1433,15 +1439,8 @@ mod tests {
             ("a date stored without its zone", false),
         ] {
             // Which way the reminders' page went: as one JSON value, or as rows again.
-            let text = store
-                .sql(&format!("{INVOICE_VIEW}{REMINDER_WHERE}"))
-                .into_owned();
-            let json: String = sqlx::query_scalar(&PAGE_AS_JSON.replace("{}", &text))
-                .bind(day(1))
-                .bind(day(31))
-                .bind(day(1))
-                .bind(uuid::Uuid::nil().to_string())
-                .bind(10i64)
+            let query = PAGE_AS_JSON.replace("{}", &text(REMINDER_WHERE));
+            let json: String = bound!(sqlx::query_scalar(&query), REMINDER_WHERE)
                 .fetch_one(lite.pool())
                 .await
                 .unwrap();
