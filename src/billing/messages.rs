@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 
 use crate::notify::{ChannelKind, Message};
 use crate::store::billing::InvoiceView;
+use crate::time::calendar::{iso_date, long_date};
 
 /// The minor-unit exponent of a currency (ISO 4217): 2 for most, 0 or 3 for a few.
 pub fn minor_digits(currency: &str) -> u32 {
@@ -73,11 +74,11 @@ pub fn invoice_context(
             "amount": money(inv.amount_minor, &inv.currency),
             "amount_minor": inv.amount_minor,
             "currency": inv.currency,
-            "due_date": inv.due_date.to_string(),
-            "due_date_long": inv.due_date.format("%-d %B %Y").to_string(),
-            "issued_date": inv.issued_at.date_naive().to_string(),
-            "period_start": inv.period_start.map(|d| d.to_string()),
-            "period_end": inv.period_end.map(|d| d.to_string()),
+            "due_date": iso_date(inv.due_date),
+            "due_date_long": long_date(inv.due_date),
+            "issued_date": iso_date(inv.issued_at.date_naive()),
+            "period_start": inv.period_start.map(iso_date),
+            "period_end": inv.period_end.map(iso_date),
             "days_until_due": until,
             "days_overdue": (-until).max(0),
             "escalation_level": inv.escalation_level,

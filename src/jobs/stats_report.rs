@@ -140,7 +140,7 @@ impl Job for StatsReportJob {
             .await?;
         let last_day = end.pred_opt().unwrap_or(end);
         let label = match self.period {
-            Period::Weekly => format!("week of {}", start.format("%-d %B %Y")),
+            Period::Weekly => format!("week of {}", crate::time::calendar::long_date(start)),
             Period::Monthly => start.format("%B %Y").to_string(),
         };
         let rate = if s.due_in_period > 0 {

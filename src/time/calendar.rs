@@ -227,9 +227,94 @@ impl Calendar {
     }
 }
 
+/// `date` as chrono's `Display` writes it (`2026-12-03`). chrono's goes through its `Debug`, a
+/// character at a time, and a message's context writes four dates: this writes the years
+/// 0-9999 directly and asks chrono for the others (a sign, or more digits).
+pub fn iso_date(date: NaiveDate) -> String {
+    let Ok(year @ 0..=9999) = u32::try_from(date.year()) else {
+        return date.to_string();
+    };
+    let mut text = String::with_capacity(10);
+    push_digits(&mut text, year, 4);
+    text.push('-');
+    push_digits(&mut text, date.month(), 2);
+    text.push('-');
+    push_digits(&mut text, date.day(), 2);
+    text
+}
+
+/// `date` as chrono's `format("%-d %B %Y")` writes it (`3 December 2026`), which parses its
+/// format at every call: the years 0-9999 written directly, the others by chrono.
+pub fn long_date(date: NaiveDate) -> String {
+    const MONTHS: [&str; 12] = [
+        "January",
+        "February",
+        "March",
+        "April",
+        "May",
+        "June",
+        "July",
+        "August",
+        "September",
+        "October",
+        "November",
+        "December",
+    ];
+    let Ok(year @ 0..=9999) = u32::try_from(date.year()) else {
+        return date.format("%-d %B %Y").to_string();
+    };
+    let month = MONTHS[date.month0() as usize];
+    let mut text = String::with_capacity(month.len() + 8);
+    push_digits(&mut text, date.day(), if date.day() < 10 { 1 } else { 2 });
+    text.push(' ');
+    text.push_str(month);
+    text.push(' ');
+    push_digits(&mut text, year, 4);
+    text
+}
+
+/// The last `width` decimal digits of `n`, zero-padded.
+fn push_digits(text: &mut String, n: u32, width: u32) {
+    for place in (0..width).rev() {
+        text.push(char::from(b'0' + (n / 10u32.pow(place) % 10) as u8));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Both date texts are chrono's, on every day of the years around each width of a year
+    /// (1, 2, 3 and 4 digits, the millennia) and of 1969-2100, and on years chrono signs.
+    #[test]
+    fn dates_are_written_as_chrono_writes_them() {
+        let years = (0..=2)
+            .chain(9..=11)
+            .chain(99..=101)
+            .chain(999..=1001)
+            .chain(1969..=2100)
+            .chain(9998..=9999);
+        let mut days = 0;
+        for year in years {
+            let mut d = NaiveDate::from_ymd_opt(year, 1, 1).unwrap();
+            while d.year() == year {
+                assert_eq!(iso_date(d), d.to_string());
+                assert_eq!(long_date(d), d.format("%-d %B %Y").to_string());
+                d = d.succ_opt().unwrap();
+                days += 1;
+            }
+        }
+        assert_eq!(days, 146 * 365 + 33);
+        for d in [
+            NaiveDate::from_ymd_opt(-1, 12, 31).unwrap(),
+            NaiveDate::from_ymd_opt(10000, 1, 1).unwrap(),
+            NaiveDate::MIN,
+            NaiveDate::MAX,
+        ] {
+            assert_eq!(iso_date(d), d.to_string());
+            assert_eq!(long_date(d), d.format("%-d %B %Y").to_string());
+        }
+    }
 
     fn date(s: &str) -> NaiveDate {
         s.parse().unwrap()
