@@ -23,27 +23,54 @@ pub fn minor_digits(currency: &str) -> u32 {
 /// 64 bits, so any integer up to 128 bits is taken.
 pub fn money(amount_minor: impl Into<i128>, currency: &str) -> String {
     let amount_minor: i128 = amount_minor.into();
-    let digits = minor_digits(currency);
-    let scale = 10u128.pow(digits);
-    let sign = if amount_minor < 0 { "-" } else { "" };
-    let abs = amount_minor.unsigned_abs();
-    let whole = (abs / scale).to_string();
-    let mut grouped = String::new();
-    for (i, ch) in whole.chars().enumerate() {
-        if i > 0 && (whole.len() - i).is_multiple_of(3) {
-            grouped.push(',');
+    let digits = minor_digits(currency) as usize;
+    // The decimal digits of the amount, most significant first, written from the right: in
+    // 64-bit arithmetic when the amount fits (every invoice's does), 128-bit otherwise.
+    let mut buf = [0u8; 40];
+    let mut at = buf.len();
+    match u64::try_from(amount_minor.unsigned_abs()) {
+        Ok(mut n) => loop {
+            at -= 1;
+            buf[at] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        },
+        Err(_) => {
+            let mut n = amount_minor.unsigned_abs();
+            loop {
+                at -= 1;
+                buf[at] = b'0' + (n % 10) as u8;
+                n /= 10;
+                if n == 0 {
+                    break;
+                }
+            }
         }
-        grouped.push(ch);
     }
-    if digits == 0 {
-        format!("{currency} {sign}{grouped}")
-    } else {
-        let frac = abs % scale;
-        format!(
-            "{currency} {sign}{grouped}.{frac:0width$}",
-            width = digits as usize
-        )
+    // At least one whole digit: `0.05`.
+    while buf.len() - at <= digits {
+        at -= 1;
+        buf[at] = b'0';
     }
+    let decimal = &buf[at..];
+    let whole = decimal.len() - digits;
+    let mut text = String::with_capacity(currency.len() + 3 + decimal.len() + whole / 3);
+    text.push_str(currency);
+    text.push(' ');
+    if amount_minor < 0 {
+        text.push('-');
+    }
+    for (i, &d) in decimal.iter().enumerate() {
+        if i == whole {
+            text.push('.');
+        } else if i > 0 && i < whole && (whole - i).is_multiple_of(3) {
+            text.push(',');
+        }
+        text.push(char::from(d));
+    }
+    text
 }
 
 /// The variables an invoice message's template sees (`customer`, `invoice`, and `window` or
@@ -62,30 +89,39 @@ pub fn invoice_context(
         .unwrap_or(&inv.customer_name)
         .to_string();
     let until = (inv.due_date - today).num_days();
-    let mut ctx = json!({
-        "customer": {
-            "name": inv.customer_name,
-            "first_name": first_name,
-            "email": inv.email,
-            "phone": inv.phone,
-        },
-        "invoice": {
-            "number": inv.number,
-            "amount": money(inv.amount_minor, &inv.currency),
-            "amount_minor": inv.amount_minor,
-            "currency": inv.currency,
-            "due_date": iso_date(inv.due_date),
-            "due_date_long": long_date(inv.due_date),
-            "issued_date": iso_date(inv.issued_at.date_naive()),
-            "period_start": inv.period_start.map(iso_date),
-            "period_end": inv.period_end.map(iso_date),
-            "days_until_due": until,
-            "days_overdue": (-until).max(0),
-            "escalation_level": inv.escalation_level,
-            "pay_url": pay_url,
-            "description": inv.description,
-        },
-    });
+    // Each map built from its members in key order: serde_json's map (a BTreeMap) is then
+    // made in one pass instead of a search and an insert for each member.
+    let map = |members: Vec<(&str, Value)>| -> Value {
+        Value::Object(
+            members
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
+        )
+    };
+    let customer = map(vec![
+        ("email", json!(inv.email)),
+        ("first_name", first_name.into()),
+        ("name", inv.customer_name.clone().into()),
+        ("phone", json!(inv.phone)),
+    ]);
+    let invoice = map(vec![
+        ("amount", money(inv.amount_minor, &inv.currency).into()),
+        ("amount_minor", inv.amount_minor.into()),
+        ("currency", inv.currency.clone().into()),
+        ("days_overdue", (-until).max(0).into()),
+        ("days_until_due", until.into()),
+        ("description", inv.description.clone().into()),
+        ("due_date", iso_date(inv.due_date).into()),
+        ("due_date_long", long_date(inv.due_date).into()),
+        ("escalation_level", inv.escalation_level.into()),
+        ("issued_date", iso_date(inv.issued_at.date_naive()).into()),
+        ("number", inv.number.clone().into()),
+        ("pay_url", json!(pay_url)),
+        ("period_end", json!(inv.period_end.map(iso_date))),
+        ("period_start", json!(inv.period_start.map(iso_date))),
+    ]);
+    let mut ctx = map(vec![("customer", customer), ("invoice", invoice)]);
     if let Some((offset, days)) = window {
         ctx["window"] = json!({ "offset": offset, "days": days });
     }
@@ -240,6 +276,100 @@ mod tests {
         assert_eq!(money(-123_456_789, "EUR"), "EUR -1,234,567.89");
         assert_eq!(money(1500, "JPY"), "JPY 1,500");
         assert_eq!(money(1234, "KWD"), "KWD 1.234");
+        assert_eq!(money(0, "USD"), "USD 0.00");
+        assert_eq!(money(i128::MIN, "JPY"), money_by_format(i128::MIN, "JPY"));
+        // As the formatting it replaced wrote them: around every power of ten and its group
+        // commas, both signs, each number of minor digits, in 64 and in 128 bits.
+        let mut amounts = vec![
+            i128::MIN,
+            i128::MAX,
+            i128::from(u64::MAX),
+            i128::from(i64::MIN),
+        ];
+        for power in 0..39 {
+            let p = 10i128.pow(power);
+            amounts.extend([
+                p - 1,
+                p,
+                p + 1,
+                p.saturating_mul(7) - 3,
+                -(p - 1),
+                -p,
+                -(p + 1),
+            ]);
+        }
+        for amount in amounts {
+            for currency in ["USD", "JPY", "KWD"] {
+                assert_eq!(money(amount, currency), money_by_format(amount, currency));
+            }
+        }
+    }
+
+    /// The context is the one `templates/README.md` documents, member for member, with its
+    /// optional values present and absent.
+    #[test]
+    fn an_invoices_context_holds_every_documented_member() {
+        let (mut inv, today) = sample_invoice(Some(7), Some(2));
+        inv.issued_at = "2026-11-01T09:30:00Z".parse().unwrap();
+        let url = Some("https://pay.example/i/1".to_string());
+        let full = invoice_context(&inv, today, Some(("7d", 7)), Some(2), url);
+        let want = json!({
+            "customer": {"name": "Thandi Mokoena", "first_name": "Thandi",
+                         "email": "thandi@example.com", "phone": "+27821234567"},
+            "invoice": {"number": "INV-000123", "amount": "ZAR 12,500.00",
+                        "amount_minor": 1_250_000, "currency": "ZAR", "due_date": "2026-11-30",
+                        "due_date_long": "30 November 2026", "issued_date": "2026-11-01",
+                        "period_start": "2026-11-23", "period_end": "2026-12-22",
+                        "days_until_due": 7, "days_overdue": 0, "escalation_level": 2,
+                        "pay_url": "https://pay.example/i/1",
+                        "description": "Flat 4B, Long Street"},
+            "window": {"offset": "7d", "days": 7},
+            "level": 2,
+        });
+        assert_eq!(full, want);
+        (inv.email, inv.phone, inv.period_start, inv.period_end) = (None, None, None, None);
+        inv.customer_name = "Cher".into();
+        let bare = invoice_context(&inv, today + chrono::Days::new(9), None, None, None);
+        let mut want = want;
+        want["customer"] = json!({"name": "Cher", "first_name": "Cher", "email": null,
+                                  "phone": null});
+        for (key, value) in [
+            ("period_start", json!(null)),
+            ("period_end", json!(null)),
+            ("pay_url", json!(null)),
+            ("days_until_due", json!(-2)),
+            ("days_overdue", json!(2)),
+        ] {
+            want["invoice"][key] = value;
+        }
+        let want = json!({"customer": want["customer"], "invoice": want["invoice"]});
+        assert_eq!(bare, want);
+    }
+
+    /// The formatting `money` replaced, kept as its reference.
+    fn money_by_format(amount_minor: impl Into<i128>, currency: &str) -> String {
+        let amount_minor: i128 = amount_minor.into();
+        let digits = minor_digits(currency);
+        let scale = 10u128.pow(digits);
+        let sign = if amount_minor < 0 { "-" } else { "" };
+        let abs = amount_minor.unsigned_abs();
+        let whole = (abs / scale).to_string();
+        let mut grouped = String::new();
+        for (i, ch) in whole.chars().enumerate() {
+            if i > 0 && (whole.len() - i).is_multiple_of(3) {
+                grouped.push(',');
+            }
+            grouped.push(ch);
+        }
+        if digits == 0 {
+            format!("{currency} {sign}{grouped}")
+        } else {
+            let frac = abs % scale;
+            format!(
+                "{currency} {sign}{grouped}.{frac:0width$}",
+                width = digits as usize
+            )
+        }
     }
 
     #[test]
