@@ -880,7 +880,8 @@ mod tests {
             "big": u64::MAX, "small": i64::MIN, "float": 2.5, "text": "a \"b\" <c>",
             "empty": "", "list": [1, "two", null, [3], {"k": "v"}], "nothing": [], "bare": {},
             "wide": {"a": 1, "b": 2, "c": 3, "d": 4, "e": 5, "f": 6, "g": 7, "h": 8, "i": 9,
-                     "j": 10, "k": 11, "l": 12, "m": 13, "n": 14, "Z": 0, "é": 1, "10": 2},
+                     "j": 10, "k": 11, "l": 12, "m": 13, "n": 14, "Z": 0, "é": 1, "10": 2,
+                     "tax": 15, "tux": 16},
         });
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
@@ -894,6 +895,7 @@ mod tests {
             "{{ list|tojson }} {{ nothing }} {{ bare }} {{ nothing|length }} {{ bare|length }}",
             "{{ wide }} {{ wide|tojson }} {{ wide|length }} {{ wide.n }} {{ wide['é'] }}",
             "{{ wide['10'] }} {{ 'n' in wide }} {{ 'x' in wide }} {{ wide.x is defined }}",
+            "{{ wide.tax }} {{ wide.tux }} {{ 'tix' in wide }} {{ wide['t'] is defined }}",
             "{% for k, v in wide|items %}{{ k }}={{ v }},{% endfor %}",
             "{% for k in wide %}{{ k }};{% endfor %} {{ wide|dictsort }} {{ wide|list }}",
             "{{ wide is mapping }} {{ list is sequence }} {{ text is string }} {{ pos is number }}",
