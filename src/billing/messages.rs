@@ -25,28 +25,20 @@ pub fn money(amount_minor: impl Into<i128>, currency: &str) -> String {
     let amount_minor: i128 = amount_minor.into();
     let digits = minor_digits(currency) as usize;
     // The decimal digits of the amount, most significant first, written from the right: in
-    // 64-bit arithmetic when the amount fits (every invoice's does), 128-bit otherwise.
+    // 64-bit arithmetic once the rest fits (every invoice's amount does), 128-bit before.
     let mut buf = [0u8; 40];
     let mut at = buf.len();
-    match u64::try_from(amount_minor.unsigned_abs()) {
-        Ok(mut n) => loop {
-            at -= 1;
-            buf[at] = b'0' + (n % 10) as u8;
-            n /= 10;
-            if n == 0 {
-                break;
-            }
-        },
-        Err(_) => {
-            let mut n = amount_minor.unsigned_abs();
-            loop {
-                at -= 1;
-                buf[at] = b'0' + (n % 10) as u8;
-                n /= 10;
-                if n == 0 {
-                    break;
-                }
-            }
+    let mut rest = amount_minor.unsigned_abs();
+    loop {
+        let (next, digit) = match u64::try_from(rest) {
+            Ok(small) => (u128::from(small / 10), small % 10),
+            Err(_) => (rest / 10, (rest % 10) as u64),
+        };
+        at -= 1;
+        buf[at] = b'0' + digit as u8;
+        rest = next;
+        if rest == 0 {
+            break;
         }
     }
     // At least one whole digit: `0.05`.
@@ -91,21 +83,21 @@ pub fn invoice_context(
     let until = (inv.due_date - today).num_days();
     // Each map built from its members in key order: serde_json's map (a BTreeMap) is then
     // made in one pass instead of a search and an insert for each member.
-    let map = |members: Vec<(&str, Value)>| -> Value {
+    fn map<const N: usize>(members: [(&str, Value); N]) -> Value {
         Value::Object(
             members
                 .into_iter()
                 .map(|(k, v)| (k.to_string(), v))
                 .collect(),
         )
-    };
-    let customer = map(vec![
+    }
+    let customer = map([
         ("email", json!(inv.email)),
         ("first_name", first_name.into()),
         ("name", inv.customer_name.clone().into()),
         ("phone", json!(inv.phone)),
     ]);
-    let invoice = map(vec![
+    let invoice = map([
         ("amount", money(inv.amount_minor, &inv.currency).into()),
         ("amount_minor", inv.amount_minor.into()),
         ("currency", inv.currency.clone().into()),
@@ -121,7 +113,7 @@ pub fn invoice_context(
         ("period_end", json!(inv.period_end.map(iso_date))),
         ("period_start", json!(inv.period_start.map(iso_date))),
     ]);
-    let mut ctx = map(vec![("customer", customer), ("invoice", invoice)]);
+    let mut ctx = map([("customer", customer), ("invoice", invoice)]);
     if let Some((offset, days)) = window {
         ctx["window"] = json!({ "offset": offset, "days": days });
     }

@@ -223,22 +223,29 @@ struct Fields {
 
 impl Fields {
     fn of(map: &Map<String, serde_json::Value>) -> Fields {
-        let mut members: Vec<(&String, &serde_json::Value)> = map.iter().collect();
-        // Sorted already unless serde_json keeps the order of insertion.
-        if !members.is_sorted_by(|a, b| a.0 < b.0) {
-            members.sort_unstable_by(|a, b| a.0.cmp(b.0));
-        }
         let mut fields = Fields {
-            keys: String::with_capacity(members.iter().map(|(k, _)| k.len()).sum()),
-            ends: Vec::with_capacity(members.len()),
-            values: Vec::with_capacity(members.len()),
+            keys: String::with_capacity(map.keys().map(String::len).sum()),
+            ends: Vec::with_capacity(map.len()),
+            values: Vec::with_capacity(map.len()),
         };
-        for (key, value) in members {
-            fields.keys.push_str(key);
-            fields.ends.push(fields.keys.len());
-            fields.values.push(context(value));
+        // In key order already, unless serde_json keeps the order of insertion.
+        if map.keys().is_sorted() {
+            fields.push(map.iter());
+        } else {
+            let mut members: Vec<_> = map.iter().collect();
+            members.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            fields.push(members.into_iter());
         }
         fields
+    }
+
+    /// Appends `members`, which come in key order.
+    fn push<'a>(&mut self, members: impl Iterator<Item = (&'a String, &'a serde_json::Value)>) {
+        for (key, value) in members {
+            self.keys.push_str(key);
+            self.ends.push(self.keys.len());
+            self.values.push(context(value));
+        }
     }
 
     fn keys(&self) -> impl Iterator<Item = &str> {
