@@ -24,6 +24,7 @@ mkfifo "$dir/ctl"
 events=context-switches,syscalls:sys_enter_futex,syscalls:sys_enter_epoll_wait
 events=$events,syscalls:sys_enter_sendto,syscalls:sys_enter_recvfrom
 events=$events,syscalls:sys_enter_pread64,syscalls:sys_enter_pwrite64
+events=$events,syscalls:sys_enter_getrandom
 for side in "${bins[@]}"; do
     label="${side%%=*}" bin="${side#*=}"
     TICKLER_BENCH_PERF_CTL="$dir/ctl" timeout 900 perf stat -x, -o "$dir/stat" -D -1 \
