@@ -83,18 +83,6 @@ impl SqliteStore {
         // 18.5-19.8 with 16 MiB, `cargo bench --bench reminders -- --phases`). Filled only as
         // pages are read: an idle daemon holds a few. Job-supplied SQL keeps the default.
         let options = options.pragma("cache_size", "-16384");
-        // ...and read the file through a memory map of up to `MMAP_SIZE` instead of a `pread`
-        // a page. A commit on one connection empties the page cache of the others (WAL mode):
-        // during a delivery each journal commit emptied the selection's (0.8 reads a message,
-        // README, stop 47), and the journal read pages it did not hold, so a page came from
-        // the file 1.67 times a message, each a system call and a 4 KiB copy; through the map
-        // 0.16 (the pages still in the WAL, which SQLite reads with `pread`),
-        // `bench/syscalls.sh`, README, stop 49. Writes still go through `pwrite`. A file larger
-        // than the map is read past it as before.
-        // The price (SQLite's "Memory-Mapped I/O" page): a disk failing under a mapped page
-        // stops the process with SIGBUS instead of returning an I/O error; systemd starts it
-        // again, and a daemon killed at any moment loses nothing (the kill -9 drills).
-        let options = options.pragma("mmap_size", MMAP_SIZE.to_string());
         // A SQLite connection is a file handle that cannot go stale: no ping (a round trip to
         // its worker thread) before each use.
         let pool = SqlitePoolOptions::new()
@@ -258,10 +246,6 @@ impl SqliteStore {
         }
     }
 }
-
-/// The most of the database file tickler's own connections read through a memory map (bytes):
-/// address space, not memory; the pages read stay the kernel's page cache.
-const MMAP_SIZE: u64 = 256 << 20;
 
 /// How long the watch lets a commit finish writing before it looks: a commit is several writes
 /// (each frame's header and page), and one look should cover them all.
@@ -537,33 +521,5 @@ mod tests {
             !options.iter().any(|o| o == "ENABLE_MEMORY_MANAGEMENT"),
             "memory management is on: {options:?}"
         );
-    }
-
-    /// tickler's own connections (the pool, the journal's, the periodic work's) read the
-    /// file through a memory map of `MMAP_SIZE`, which the embedded SQLite's compiled limit
-    /// must allow (it clamps the pragma to it); job-supplied SQL keeps SQLite's default, none.
-    #[tokio::test]
-    async fn tickler_reads_its_own_file_through_a_memory_map() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::connect(&dir.path().join("t.db"))
-            .await
-            .unwrap();
-        let size = "PRAGMA mmap_size";
-        for (name, pool) in [("pool", &store.pool), ("journal", &store.journal)] {
-            let got: i64 = sqlx::query_scalar(size).fetch_one(pool).await.unwrap();
-            assert_eq!(got as u64, MMAP_SIZE, "{name}");
-        }
-        let mut own = store.own_connection().await.unwrap();
-        let got: i64 = sqlx::query_scalar(size)
-            .fetch_one(own.conn())
-            .await
-            .unwrap();
-        assert_eq!(got as u64, MMAP_SIZE, "the periodic work's connection");
-        drop(own);
-        let got: i64 = sqlx::query_scalar(size)
-            .fetch_one(&store.jobs)
-            .await
-            .unwrap();
-        assert_eq!(got, 0, "job-supplied SQL");
     }
 }
