@@ -92,10 +92,10 @@ pub fn invoice_context(
         )
     }
     let customer = map([
-        ("email", json!(inv.email)),
+        ("email", inv.email.clone().into()),
         ("first_name", first_name.into()),
         ("name", inv.customer_name.clone().into()),
-        ("phone", json!(inv.phone)),
+        ("phone", inv.phone.clone().into()),
     ]);
     let invoice = map([
         ("amount", money(inv.amount_minor, &inv.currency).into()),
@@ -109,9 +109,9 @@ pub fn invoice_context(
         ("escalation_level", inv.escalation_level.into()),
         ("issued_date", iso_date(inv.issued_at.date_naive()).into()),
         ("number", inv.number.clone().into()),
-        ("pay_url", json!(pay_url)),
-        ("period_end", json!(inv.period_end.map(iso_date))),
-        ("period_start", json!(inv.period_start.map(iso_date))),
+        ("pay_url", pay_url.into()),
+        ("period_end", inv.period_end.map(iso_date).into()),
+        ("period_start", inv.period_start.map(iso_date).into()),
     ]);
     let mut ctx = map([("customer", customer), ("invoice", invoice)]);
     if let Some((offset, days)) = window {
